@@ -1,0 +1,1 @@
+"""Suite adapters shipped with detbench (installed as ``detbench.datasets``)."""

@@ -1,0 +1,77 @@
+"""The detector contract every plugin implements, and the context the runner hands it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from detbench.progress import Phases
+
+
+@dataclass
+class RunContext:
+    """What a detector may use while fitting and predicting."""
+
+    suite_root: Path
+    suite_name: str
+    device: str
+    seed: int
+    run_dir: Path
+    phases: Phases
+    workers: int | None = None
+    batch_size: int | None = None
+    perturbation: Any | None = None  # applied at evaluation only
+    feature_cache: Any | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def checkpoint_dir(self) -> Path:
+        path = self.run_dir / "checkpoints"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Detector(ABC):
+    """Base class of detector plugins.
+
+    Subclasses set ``name``, ``version`` (bump whenever outputs change for the same config) and ``Config``
+    (a dataclass whose fields are the ``--set`` keys; a ``backbone`` field left empty takes the suite's
+    default). ``suite_defaults`` maps a suite name to config overrides applied before the user's.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    Config: ClassVar[type]
+    summary: ClassVar[str] = ""
+    suite_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def setup(self, ctx: RunContext) -> None:
+        """Load what identity() needs (e.g. the backbone); called once before fit/predict."""
+
+    def identity(self) -> dict[str, Any]:
+        """Identity beyond the config: e.g. the resolved backbone (weights sha256, preprocessing)."""
+        return {}
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Train on ``train``; select hyper-parameters/checkpoints on ``heldout`` (training generator only).
+        Returns facts for the run record (e.g. the chosen C, steps, skipped images)."""
+
+    @abstractmethod
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row (NaN where the image could not be used) and failure reasons by row position."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the trained state (safetensors/JSON, never pickle) into ``directory``."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> None:
+        """Restore the state written by save(); strict: a mismatch raises."""

@@ -1,0 +1,149 @@
+"""Frozen-backbone features with a content-addressed cache.
+
+The cache key hashes everything that changes a feature: the backbone identity (spec, weights sha256,
+preprocessing, library versions), the embedding, the perturbation, and this module's format version.
+Rows are keyed by image content id, so the same bytes under another path or suite hit the cache.
+Each key holds append-only shards (``*.feats.npy`` + ``*.ids.npy``, read memory-mapped); a shard counts
+only once its ids file exists, and both are written atomically, so a killed extraction leaves nothing a
+later run trusts and concurrent writers at worst store a row twice with identical values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import nullcontext
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detbench.paths import home_subdir
+from detbench.records import atomic_path, content_hash, read_json, write_json_atomic
+
+FEATURE_FORMAT_VERSION = 1
+SHARD_ROWS = 4096
+
+
+def feature_key(backbone: Any, embedding: str, perturbation: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "format": FEATURE_FORMAT_VERSION,
+        "backbone": backbone.identity(),
+        "embedding": embedding,
+        "perturbation": perturbation,
+    }
+
+
+class FeatureStore:
+    """The shards of one cache key."""
+
+    def __init__(self, directory: Path, key: dict[str, Any]) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        if not (directory / "key.json").exists():
+            write_json_atomic(directory / "key.json", key)
+        elif read_json(directory / "key.json") != key:
+            raise RuntimeError(f"feature cache {directory} holds another key; delete it to continue")
+
+    def lookup(self, ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """Features for the cached ids (rows in ``ids`` order) and a mask of which ids were found."""
+        found = np.zeros(len(ids), dtype=bool)
+        position = {image_id: i for i, image_id in enumerate(ids)}
+        out: np.ndarray | None = None
+        for ids_file in sorted(self.directory.glob("*.ids.npy")):
+            feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
+            shard_ids = np.load(ids_file, allow_pickle=False)
+            hits = [(row, position[s]) for row, s in enumerate(shard_ids.astype(str)) if s in position]
+            if not hits:
+                continue
+            feats = np.load(feats_file, mmap_mode="r", allow_pickle=False)
+            if out is None:
+                out = np.full((len(ids), feats.shape[1]), np.nan, dtype=np.float32)
+            rows, targets = map(np.array, zip(*hits, strict=True))
+            out[targets] = feats[rows]
+            found[targets] = True
+        return out, found
+
+    def append(self, ids: list[str], feats: np.ndarray) -> None:
+        name = f"shard-{uuid.uuid4().hex[:12]}"
+        with atomic_path(self.directory / f"{name}.feats.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+        with atomic_path(self.directory / f"{name}.ids.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.array(ids, dtype="U64"), allow_pickle=False)
+
+
+class FeatureCache:
+    """``extract`` returns features for index rows, computing and storing only the missing ones."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else home_subdir("features")
+
+    def store(self, key: dict[str, Any]) -> FeatureStore:
+        return FeatureStore(self.root / content_hash(key)[:24], key)
+
+    def extract(
+        self,
+        backbone: Any,
+        suite_root: Path,
+        rows: Any,
+        *,
+        embedding: str | None = None,
+        perturbation: Any | None = None,
+        batch_size: int = 64,
+        workers: int | None = None,
+        device: str = "cpu",
+        advance: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, dict[int, str], dict[str, int]]:
+        """Features ``[len(rows), D]`` (NaN rows for images that failed to load), failures by row position,
+        and counts of cache hits and computed rows."""
+        import torch
+
+        from detbench.data import ImageRowsDataset, iterate_batches
+
+        embedding = embedding or backbone.default_embedding
+        key = feature_key(backbone, embedding, perturbation.identity() if perturbation is not None else None)
+        store = self.store(key)
+        ids = [str(i) for i in rows["image_id"]]
+        out, found = store.lookup(ids)
+        if out is None:
+            out = np.full((len(ids), backbone.embed_dim), np.nan, dtype=np.float32)
+        if advance:
+            advance(int(found.sum()))
+        missing = np.flatnonzero(~found)
+        failures: dict[int, str] = {}
+        if len(missing):
+            dataset = ImageRowsDataset(
+                suite_root,
+                [rows["path"].iloc[i] for i in missing],
+                backbone.preprocess.eval_transform(),
+                image_ids=[ids[i] for i in missing],
+                perturb=perturbation,
+            )
+            model = backbone.model.to(device).eval()
+            pending_ids: list[str] = []
+            pending: list[np.ndarray] = []
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+            with torch.inference_mode(), autocast:
+                for batch in iterate_batches(dataset, batch_size=batch_size, workers=workers,
+                                             pin_memory=device.startswith("cuda")):
+                    for local, reason in batch.failures:
+                        failures[int(missing[local])] = reason
+                    if batch.x is not None:
+                        x = batch.x.to(device, non_blocking=True)
+                        feats = backbone.embed(x, embedding).float().cpu().numpy()
+                        targets = missing[batch.indices]
+                        out[targets] = feats
+                        pending_ids.extend(ids[t] for t in targets)
+                        pending.append(feats)
+                        if len(pending_ids) >= SHARD_ROWS:
+                            store.append(pending_ids, np.concatenate(pending))
+                            pending_ids, pending = [], []
+                    if advance:
+                        advance(len(batch.indices) + len(batch.failures))
+            if pending_ids:
+                store.append(pending_ids, np.concatenate(pending))
+        counts = {"cached": int(found.sum()), "computed": int(len(missing) - len(failures)), "failed": len(failures)}
+        return out, failures, counts
+

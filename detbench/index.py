@@ -1,0 +1,192 @@
+"""Index a suite on disk into Parquet: one row per image, with its content id, labels and health.
+
+Indexes live in ``$DETBENCH_HOME/indexes/<suite>/<key>/`` (``index.parquet`` + ``manifest.json``), where
+``key`` hashes the absolute root, the adapter identity and the id mode. Re-indexing is incremental: a file
+whose path, size and mtime are unchanged keeps its row without being read again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from detbench import __version__
+from detbench.paths import home_subdir
+from detbench.records import content_hash, read_json, write_json_atomic, write_parquet_atomic
+from detbench.suites import Entry, Suite
+
+IdMode = Literal["full", "fast"]
+COLUMNS = [
+    "image_id", "path", "suite", "generator", "family", "split", "label", "format", "jpeg_quality",
+    "width", "height", "bytes", "status", "reason", "mtime_ns",
+]
+_PARALLEL_THRESHOLD = 4000
+
+
+@dataclass
+class Index:
+    """A loaded index: its rows, its manifest and where it is stored."""
+
+    rows: pd.DataFrame
+    manifest: dict[str, Any]
+    directory: Path
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manifest["root"])
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"] == "ok"]
+
+    @property
+    def generators(self) -> list[str]:
+        return sorted(self.rows["generator"].unique())
+
+
+def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
+    from detbench import images
+
+    rel, abs_path, mode = args
+    info = images.probe(abs_path, decode=(mode == "full"))
+    try:
+        st = os.stat(abs_path)
+        mtime_ns, size = st.st_mtime_ns, st.st_size
+    except OSError:
+        mtime_ns, size = None, None
+    image_id = None
+    if info.status in ("ok", "truncated", "undecodable", "too_large", "empty"):
+        try:
+            image_id = images.file_digest(abs_path) if mode == "full" else images.fast_id(abs_path)
+        except OSError:
+            image_id = None
+    return {
+        "path": rel, "image_id": image_id, "format": info.format, "jpeg_quality": info.jpeg_quality,
+        "width": info.width, "height": info.height, "bytes": info.bytes if info.bytes is not None else size,
+        "status": info.status, "reason": info.reason, "mtime_ns": mtime_ns,
+    }
+
+
+def index_dir(suite: Suite, root: Path, mode: IdMode) -> Path:
+    key = content_hash({"root": str(root), "suite": suite.identity(), "mode": mode})[:16]
+    return home_subdir("indexes") / suite.name / key
+
+
+def build_index(
+    suite: Suite,
+    root: Path,
+    *,
+    mode: IdMode = "full",
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Index:
+    """Scan ``root`` with ``suite``'s adapter and write (or incrementally refresh) its index."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"suite root {root} is not a directory")
+    started = time.perf_counter()
+    entries: list[Entry] = list(suite.scan(root))
+    if not entries:
+        from detbench.suites import SuiteLayoutError, top_levels
+
+        raise SuiteLayoutError(f"no images found for suite {suite.name!r} under {root}. It contains:\n{top_levels(root)}")
+    directory = index_dir(suite, root, mode)
+    previous = _load_previous(directory)
+
+    probed: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[str, str, str]] = []
+    for e in entries:
+        abs_path = root / e.path
+        old = previous.get(e.path)
+        if old is not None and _unchanged(old, abs_path):
+            probed[e.path] = old
+        else:
+            todo.append((e.path, str(abs_path), mode))
+
+    total = len(todo)
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    if total >= _PARALLEL_THRESHOLD and n_workers > 1:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            for i, row in enumerate(pool.map(_probe_one, todo, chunksize=256), 1):
+                probed[row["path"]] = row
+                if progress and (i % 500 == 0 or i == total):
+                    progress(i, total)
+    else:
+        for i, args in enumerate(todo, 1):
+            row = _probe_one(args)
+            probed[row["path"]] = row
+            if progress and (i % 200 == 0 or i == total):
+                progress(i, total)
+
+    records = []
+    for e in entries:
+        row = dict(probed[e.path])
+        row.update(suite=suite.name, generator=e.generator, family=e.family, split=e.split, label=int(e.label))
+        records.append(row)
+    df = pd.DataFrame.from_records(records, columns=COLUMNS)
+    df = df.astype({"label": "int8", "jpeg_quality": "Int16", "width": "Int32", "height": "Int32",
+                    "bytes": "Int64", "mtime_ns": "Int64"})
+    manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_parquet_atomic(directory / "index.parquet", df)
+    write_json_atomic(directory / "manifest.json", manifest)
+    return Index(df, manifest, directory)
+
+
+def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
+    path = directory / "index.parquet"
+    if not path.exists():
+        return {}
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # a damaged index is rebuilt, not trusted
+        return {}
+    cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
+    return {r["path"]: r for r in df[cols].to_dict("records")}
+
+
+def _unchanged(old: dict[str, Any], abs_path: Path) -> bool:
+    try:
+        st = os.stat(abs_path)
+    except OSError:
+        return False
+    return old.get("bytes") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns
+
+
+def index_hash(df: pd.DataFrame) -> str:
+    """A content hash of what a run depends on: ids, paths, labels, generators, splits and statuses."""
+    cols = ["image_id", "path", "generator", "split", "label", "status"]
+    rows = df[cols].sort_values("path").astype(str).to_numpy().tolist()
+    return content_hash(rows)
+
+
+def _manifest(suite: Suite, root: Path, mode: str, df: pd.DataFrame, reused: int, seconds: float) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for (gen, split, label), n in df[df["status"] == "ok"].groupby(["generator", "split", "label"]).size().items():
+        counts.setdefault(gen, {}).setdefault(split, {})["fake" if label == 1 else "real"] = int(n)
+    problems = df[df["status"] != "ok"]
+    return {
+        "suite": suite.identity(),
+        "root": str(root),
+        "id_mode": mode,
+        "detbench_version": __version__,
+        "n_images": int(len(df)),
+        "n_usable": int((df["status"] == "ok").sum()),
+        "counts": counts,
+        "problems": {str(k): int(v) for k, v in problems["status"].value_counts().items()},
+        "formats": {str(k): int(v) for k, v in df["format"].fillna("unknown").value_counts().items()},
+        "index_hash": index_hash(df),
+        "reused_rows": reused,
+        "seconds": round(seconds, 3),
+    }
+
+
+def load_index(directory: Path) -> Index:
+    return Index(pd.read_parquet(directory / "index.parquet"), read_json(directory / "manifest.json"), directory)

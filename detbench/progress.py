@@ -1,0 +1,50 @@
+"""Rich progress bars for each phase (index, features, training, scoring); silent when disabled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Tracker:
+    """Calling it advances the bar by ``n``; ``update`` sets absolute progress."""
+
+    def __init__(self, progress: Progress | None = None, task: int | None = None) -> None:
+        self._progress, self._task = progress, task
+
+    def __call__(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, completed: int, total: int | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, total=total)
+
+
+class Phases:
+    """Opens one progress bar per phase and prints status lines."""
+
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
+        self.console = console or Console(stderr=True)
+        self.enabled = enabled
+
+    @contextlib.contextmanager
+    def phase(self, description: str, total: int | None) -> Iterator[Tracker]:
+        if not self.enabled:
+            yield Tracker()
+            return
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            yield Tracker(progress, progress.add_task(description, total=total))
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message)
+
+
+def quiet() -> Phases:
+    return Phases(enabled=False)

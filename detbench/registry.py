@@ -1,0 +1,143 @@
+"""Name -> plugin registries for detectors, suites and perturbations.
+
+Built-ins and third-party entry points are registered lazily as ``"module:attr"`` targets, so listing
+names never imports torch; a plugin's module is imported only when its name is looked up. Third-party
+packages register through the entry-point groups ``detbench.detectors``, ``detbench.suites`` and
+``detbench.perturbations``::
+
+    [project.entry-points."detbench.detectors"]
+    my-detector = "my_pkg.detector:MyDetector"
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+
+class RegistryError(LookupError):
+    """An unknown or duplicate name; the message is meant for the user."""
+
+
+@dataclass
+class _Entry:
+    target: str | None  # "module:attr" while not yet imported
+    obj: Any = None
+    summary: str = ""
+    origin: str = "built-in"
+
+    def load(self) -> Any:
+        if self.obj is None:
+            assert self.target is not None
+            module_name, _, attr = self.target.partition(":")
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self.obj = obj
+        return self.obj
+
+
+class Registry:
+    """A named collection of plugins with lazy targets, duplicate checks and did-you-mean errors."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, _Entry] = {}
+        self._entry_points_loaded = False
+
+    def register_lazy(self, name: str, target: str, summary: str = "", origin: str = "built-in") -> None:
+        """Register ``name`` to the object at ``"module:attr"``, imported on first use."""
+        if ":" not in target:
+            raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
+        self._add(name, _Entry(target=target, summary=summary, origin=origin))
+
+    def register(self, name: str, summary: str = "") -> Callable[[Any], Any]:
+        """Decorator registering an object under ``name`` (in-process plugins, notebooks, tests)."""
+
+        def decorator(obj: Any) -> Any:
+            target = f"{obj.__module__}:{obj.__qualname__}"
+            existing = self._entries.get(name)
+            if existing is not None and existing.target == target:
+                existing.obj = obj  # the lazy placeholder's own module is being imported
+                return obj
+            self._add(name, _Entry(target=target, obj=obj, summary=summary, origin="decorator"))
+            return obj
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def _add(self, name: str, entry: _Entry) -> None:
+        if name in self._entries:
+            prev = self._entries[name]
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered (by {prev.origin}: {prev.target}); "
+                f"cannot register it again from {entry.origin}: {entry.target}"
+            )
+        self._entries[name] = entry
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded or not self.entry_point_group:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            dist = getattr(ep, "dist", None)
+            origin = f"entry point of {dist.name}" if dist is not None else "entry point"
+            self._add(ep.name, _Entry(target=ep.value, origin=origin))
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def describe(self, name: str) -> dict[str, str]:
+        """Name, summary, origin and target, without importing the plugin."""
+        entry = self._entry(name)
+        return {"name": name, "summary": entry.summary, "origin": entry.origin, "target": entry.target or ""}
+
+    def get(self, name: str) -> Any:
+        entry = self._entry(name)
+        try:
+            return entry.load()
+        except (ImportError, AttributeError) as exc:
+            raise RegistryError(f"{self.kind} {name!r} could not be loaded from {entry.target}: {exc}") from exc
+
+    def _entry(self, name: str) -> _Entry:
+        self._load_entry_points()
+        if name not in self._entries:
+            raise RegistryError(self.unknown_message(name))
+        return self._entries[name]
+
+    def unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or 'none'}."
+
+
+DETECTORS = Registry("detector", "detbench.detectors")
+SUITES = Registry("suite", "detbench.suites")
+PERTURBATIONS = Registry("perturbation", "detbench.perturbations")
+
+DETECTORS.register_lazy(
+    "linear-probe",
+    "detbench.detectors.linear_probe:LinearProbe",
+    "Logistic regression on frozen backbone features (regularisation chosen on the training generator).",
+)
+SUITES.register_lazy(
+    "demo",
+    "detbench.datasets.demo:DemoSuite",
+    "Embedded offline demo: photo crops vs 4 synthetic generator families (a stand-in, not a benchmark).",
+)

@@ -1,0 +1,392 @@
+"""Run one detector on one suite protocol: index, fit (or reuse), score, measure, record.
+
+Layout under ``$DETBENCH_HOME/runs/<suite>/<detector>/``:
+- ``fits/<fit_id>/``: the trained detector state, keyed by everything that changes training (so a
+  perturbed evaluation reuses the clean fit), plus resumable training checkpoints.
+- ``<run_id>/``: ``scores/part-*.parquet`` (written in chunks, atomically; a killed run resumes from them),
+  then ``scores.parquet``, ``metrics.parquet`` and ``run.json`` (written last: a run without it is
+  unfinished). Finished runs are immutable: the same run id is reused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench import __version__
+from detbench.config import ConfigError, apply_overrides, field_paths, to_dict
+from detbench.detector import Detector, RunContext
+from detbench.index import Index, build_index
+from detbench.paths import home_subdir
+from detbench.progress import Phases
+from detbench.records import (
+    content_hash, exclusive_lock, read_json, sha256_of_file, write_json_atomic, write_parquet_atomic,
+)
+from detbench.registry import DETECTORS, SUITES
+from detbench.suites import Protocol, Suite
+
+SCORE_CHUNK_ROWS = 8192
+SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
+
+
+@dataclass
+class RunRequest:
+    detector: str
+    suite: str
+    root: Path | None = None
+    protocol: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    force: bool = False
+    device: str | None = None
+    workers: int | None = None
+    batch_size: int | None = None
+    perturb: str | None = None
+    index_mode: str = "full"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    record: dict[str, Any]
+    metrics: pd.DataFrame
+    reused: bool
+
+
+@dataclass
+class Resolved:
+    """Everything decided before any work starts (so bad input fails fast)."""
+
+    suite: Suite
+    detector_cls: type[Detector]
+    config: Any
+    perturbation: Any | None
+
+
+class ProtocolError(ValueError):
+    """The requested protocol cannot run on the data found."""
+
+
+def resolve(req: RunRequest) -> Resolved:
+    """Look up plugins and validate every option; raises RegistryError/ConfigError before any work."""
+    suite_cls = SUITES.get(req.suite)
+    det_cls = DETECTORS.get(req.detector)
+    suite_keys = set(field_paths(suite_cls.Options))
+    det_keys = set(field_paths(det_cls.Config))
+    suite_over: dict[str, str] = {}
+    det_over: dict[str, str] = {}
+    for key, value in req.overrides.items():
+        bare = key.removeprefix("suite.")
+        if key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
+            if bare not in suite_keys:
+                raise ConfigError(f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}")
+            suite_over[bare] = value
+        elif key in det_keys:
+            det_over[key] = value
+        else:
+            valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)]
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} "
+                              f"Valid keys: {', '.join(valid)}")
+    suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
+    config = apply_overrides(det_cls.Config(), det_cls.suite_defaults.get(suite.name, {}))
+    if "backbone" in det_keys and not getattr(config, "backbone"):
+        config = apply_overrides(config, {"backbone": suite.default_backbone})
+    config = apply_overrides(config, det_over)
+    perturbation = None
+    if req.perturb:
+        from detbench.perturbations import parse_perturbation
+
+        perturbation = parse_perturbation(req.perturb)
+    return Resolved(suite, det_cls, config, perturbation)
+
+
+def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
+    protocols = suite.protocols(index.generators)
+    name = name or suite.default_protocol
+    if name not in protocols:
+        close = difflib.get_close_matches(name, list(protocols), n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ProtocolError(f"unknown protocol {name!r} for suite {suite.name}.{hint} "
+                            f"Available: {', '.join(protocols)}")
+    protocol = protocols[name]
+    usable = index.usable
+    train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
+    if train.empty or train["label"].nunique() < 2:
+        found = usable.groupby(["generator", "split"]).size()
+        listing = ", ".join(f"{g}/{s} ({n})" for (g, s), n in found.items()) or "no usable images"
+        raise ProtocolError(
+            f"protocol {name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} with both "
+            f"real and fake images, but the index under {index.root} has: {listing}"
+        )
+    return protocol
+
+
+def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training rows, the held-out selection rows carved from them (seeded, per label), and eval rows."""
+    rows = index.rows.sort_values("path", kind="stable")
+    train_all = rows[rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)]
+    train_ok = train_all[train_all["status"] == "ok"]
+    rng = np.random.default_rng(seed)
+    held_idx: list[Any] = []
+    for _, group in train_ok.groupby("label", sort=True):
+        n = int(round(protocol.heldout_fraction * len(group)))
+        if protocol.heldout_fraction > 0:
+            n = max(1, min(n, len(group) - 1))
+        held_idx.extend(group.index[rng.permutation(len(group))[:n]])
+    heldout = train_ok.loc[sorted(held_idx, key=lambda i: train_ok.index.get_loc(i))]
+    train = train_ok.drop(index=held_idx)
+    eval_mask = rows["split"] == protocol.eval_split
+    if protocol.eval_generators is not None:
+        eval_mask &= rows["generator"].isin(protocol.eval_generators)
+    evaluation = rows[eval_mask].sort_values(["generator", "path"], kind="stable")
+    return train, heldout, evaluation
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Runner:
+    """Carries out a :class:`RunRequest`; ``phase`` says where it is (for interrupt messages)."""
+
+    def __init__(self, phases: Phases | None = None) -> None:
+        self.phases = phases or Phases()
+        self.phase = "starting"
+        self.run_dir: Path | None = None
+
+    def run(self, req: RunRequest) -> RunResult:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        self.phase = "validating options"
+        resolved = resolve(req)
+        suite, config = resolved.suite, resolved.config
+
+        self.phase = "locating the suite"
+        root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
+        if root is None:
+            raise ConfigError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+
+        self.phase = "indexing"
+        t = time.perf_counter()
+        with self.phases.phase(f"index {suite.name}", None) as tracker:
+            index = build_index(suite, root, mode=req.index_mode, progress=tracker.update)
+        timings["index"] = time.perf_counter() - t
+        protocol = select_protocol(suite, index, req.protocol)
+        train, heldout, evaluation = split_rows(index, protocol, req.seed)
+
+        self.phase = "loading the detector"
+        t = time.perf_counter()
+        device = req.device or default_device()
+        from detbench.features import FeatureCache
+
+        ctx = RunContext(
+            suite_root=index.root, suite_name=suite.name, device=device, seed=req.seed, run_dir=Path("."),
+            phases=self.phases, workers=req.workers, batch_size=req.batch_size,
+            perturbation=resolved.perturbation, feature_cache=FeatureCache(),
+        )
+        detector = resolved.detector_cls(config)
+        detector.setup(ctx)
+        timings["setup"] = time.perf_counter() - t
+
+        fit_key = {
+            "detector": {"name": detector.name, "version": detector.version, "config": to_dict(config)},
+            "detector_identity": detector.identity(),
+            "suite": suite.identity(),
+            "index_hash": index.manifest["index_hash"],
+            "protocol": protocol.to_dict(),
+            "seed": req.seed,
+            "detbench_version": __version__,
+        }
+        fit_id = content_hash(fit_key)
+        run_key = {"fit_id": fit_id, "perturbation": resolved.perturbation.identity() if resolved.perturbation else None}
+        run_id = content_hash(run_key)
+        base = home_subdir("runs") / suite.name / detector.name
+        run_dir = base / run_id[:16]
+        fit_dir = base / "fits" / fit_id[:16]
+        self.run_dir = run_dir
+        ctx.run_dir = fit_dir
+
+        if req.force:
+            _set_aside(run_dir, base, self.phases)
+            _set_aside(fit_dir, base, self.phases)
+        if (run_dir / "run.json").exists():
+            record = read_json(run_dir / "run.json")
+            self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
+            return RunResult(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"), reused=True)
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(run_dir / "run.lock", f"run {run_id[:16]}"):
+            self.phase = "training"
+            t = time.perf_counter()
+            fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key)
+            timings["fit"] = time.perf_counter() - t
+
+            self.phase = "scoring"
+            t = time.perf_counter()
+            scores = self._score(detector, evaluation, ctx, run_dir)
+            held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout")
+            timings["predict"] = time.perf_counter() - t
+
+            self.phase = "computing metrics"
+            t = time.perf_counter()
+            from detbench.metrics import best_threshold, per_group_metrics
+
+            scored = scores[np.isfinite(scores["score"])]
+            metrics = per_group_metrics(scored, group="generator", threshold=0.5)
+            held_ok = held_scores[np.isfinite(held_scores["score"])]
+            calibrated = best_threshold(held_ok["label"].to_numpy(), held_ok["score"].to_numpy(), "balanced_acc")[0] \
+                if held_ok["label"].nunique() == 2 else float("nan")
+            timings["metrics"] = time.perf_counter() - t
+
+            write_parquet_atomic(run_dir / "scores.parquet", scores)
+            write_parquet_atomic(run_dir / "heldout_scores.parquet", held_scores)
+            write_parquet_atomic(run_dir / "metrics.parquet", metrics)
+            shutil.rmtree(run_dir / "scores", ignore_errors=True)
+            timings["total"] = time.perf_counter() - started
+            record = {
+                "run_id": run_id,
+                "fit_id": fit_id,
+                "status": "complete",
+                "detector": detector.name,
+                "suite": suite.name,
+                "protocol": protocol.name,
+                "backbone": getattr(config, "backbone", None),
+                "config_hash": content_hash(to_dict(config))[:12],
+                "perturbation": run_key["perturbation"],
+                "key": {**fit_key, "perturbation": run_key["perturbation"]},
+                "threshold": {"policy": "fixed", "value": 0.5, "calibrated_on_heldout": calibrated},
+                "fit": fit_info,
+                "counts": _counts(train, heldout, scores),
+                "summary": _summary(metrics),
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "timings_s": {k: round(v, 3) for k, v in timings.items()},
+                "paths": {"suite_root": str(index.root), "index": str(index.directory), "run": str(run_dir),
+                          "fit": str(fit_dir)},
+                "outputs": {name: sha256_of_file(run_dir / name)
+                            for name in ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")},
+                "environment": environment(device),
+                "source": git_state(),
+            }
+            write_json_atomic(run_dir / "run.json", record)
+        (run_dir / "run.lock").unlink(missing_ok=True)
+        self.phase = "done"
+        return RunResult(run_dir, record, metrics, reused=False)
+
+    def _fit_or_load(self, detector: Detector, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext,
+                     fit_dir: Path, fit_key: dict[str, Any]) -> dict[str, Any]:
+        state_dir = fit_dir / "state"
+        if (fit_dir / "fit.json").exists():
+            detector.load(state_dir)
+            return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
+        fit_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(fit_dir / "fit.lock", f"training {fit_dir.name}"):
+            info = detector.fit(train, heldout, ctx)
+            tmp = fit_dir / "state.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            detector.save(tmp)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            tmp.rename(state_dir)
+            files = {p.name: sha256_of_file(p) for p in sorted(state_dir.iterdir()) if p.is_file()}
+            write_json_atomic(fit_dir / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
+        return {**info, "reused": False}
+
+    def _score(self, detector: Detector, rows: pd.DataFrame, ctx: RunContext, run_dir: Path,
+               prefix: str = "part") -> pd.DataFrame:
+        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused."""
+        chunk_dir = run_dir / "scores"
+        chunk_dir.mkdir(parents=True, exist_ok=True)
+        parts = []
+        for start in range(0, max(len(rows), 1), SCORE_CHUNK_ROWS):
+            chunk = rows.iloc[start:start + SCORE_CHUNK_ROWS]
+            path = chunk_dir / f"{prefix}-{start // SCORE_CHUNK_ROWS:05d}-{content_hash(chunk['path'].tolist())[:8]}.parquet"
+            if path.exists():
+                parts.append(pd.read_parquet(path))
+                continue
+            out = chunk[["image_id", "path", "generator", "split", "label"]].copy()
+            out["score"] = np.nan
+            out["status"] = chunk["status"].where(chunk["status"] != "ok", "ok").astype(str)
+            ok_pos = np.flatnonzero((chunk["status"] == "ok").to_numpy())
+            if len(ok_pos):
+                scores, failures = detector.predict(chunk.iloc[ok_pos], ctx)
+                out.iloc[ok_pos, out.columns.get_loc("score")] = scores
+                for local, reason in failures.items():
+                    out.iloc[ok_pos[local], out.columns.get_loc("status")] = reason
+            write_parquet_atomic(path, out[SCORE_COLUMNS])
+            parts.append(out[SCORE_COLUMNS])
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _set_aside(path: Path, base: Path, phases: Phases) -> None:
+    """Move an existing run or fit out of the way (never delete results silently)."""
+    if not path.exists():
+        return
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = base / "replaced" / f"{path.name}-{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(target)
+    phases.log(f"[yellow]--force: moved the previous {path.parent.name == 'fits' and 'fit' or 'run'} to {target}[/]")
+
+
+def _counts(train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Any]:
+    skipped = scores[~np.isfinite(scores["score"])]
+    per_gen = {}
+    for gen, group in scores.groupby("generator"):
+        used = group[np.isfinite(group["score"])]
+        per_gen[gen] = {"real": int((used["label"] == 0).sum()), "fake": int((used["label"] == 1).sum()),
+                        "skipped": int(len(group) - len(used))}
+    return {
+        "train": {"used": int(len(train)), "skipped": int((train["status"] != "ok").sum())},
+        "heldout": int(len(heldout)),
+        "eval": per_gen,
+        "eval_skipped": int(len(skipped)),
+        "skipped_reasons": {str(k): int(v) for k, v in skipped["status"].str.split(":").str[0].value_counts().items()},
+    }
+
+
+def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
+    rows = metrics.set_index("generator")
+    out = {}
+    for row in ("mean", "worst"):
+        if row in rows.index:
+            out[row] = {m: (None if pd.isna(v) else round(float(v), 6))
+                        for m, v in rows.loc[row].items() if m in ("acc", "real_acc", "fake_acc", "ap", "auc")}
+    return out
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_count"] = torch.cuda.device_count()
+    return env
+
+
+def git_state() -> dict[str, Any]:
+    """The detbench source's git commit and dirty flag (None outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "python_executable": sys.executable}

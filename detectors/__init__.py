@@ -1,0 +1,1 @@
+"""Detector plugins shipped with detbench (installed as ``detbench.detectors``)."""

@@ -1,0 +1,141 @@
+"""Frozen-backbone linear probe: logistic regression on cached image embeddings.
+
+The regularisation strength C is chosen on the held-out part of the training generator only (never on
+evaluation generators); the final model is the one fitted on the training part with that C, so the
+held-out rows stay clean for threshold calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import Detector, RunContext
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    backbone: str = ""  # empty: the suite's default backbone
+    embedding: str = ""  # empty: the backbone's default embedding
+    crop: int = 0  # 0: the backbone's default input size
+    resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default policy
+    normalize: bool = True  # L2-normalise embeddings before the probe
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+    selection_metric: Literal["balanced_acc", "ap", "auc"] = "balanced_acc"
+    max_iter: int = 2000
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        from detbench.config import ConfigError
+
+        if not self.c_grid or any(c <= 0 for c in self.c_grid):
+            raise ConfigError("c_grid must hold positive values")
+
+
+class FrozenFeatureDetector(Detector):
+    """Shared plumbing of detectors that read frozen backbone features from the cache."""
+
+    def setup(self, ctx: RunContext) -> None:
+        from detbench.backbones import load_backbone
+
+        self.backbone = load_backbone(self.config.backbone, device="cpu", crop=self.config.crop or None)
+        if self.config.resize:
+            self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, resize=self.config.resize)
+        self.embedding = self.config.embedding or self.backbone.default_embedding
+        if self.embedding not in self.backbone.embeddings:
+            from detbench.config import ConfigError
+
+            raise ConfigError(f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
+                              f"choose one of {', '.join(self.backbone.embeddings)}")
+
+    def identity(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.identity(), "embedding": self.embedding}
+
+    def features(self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool) -> tuple[np.ndarray, dict[int, str]]:
+        perturbation = ctx.perturbation if perturb else None
+        with ctx.phases.phase(description, len(rows)) as advance:
+            feats, failures, counts = ctx.feature_cache.extract(
+                self.backbone, ctx.suite_root, rows, embedding=self.embedding, perturbation=perturbation,
+                batch_size=ctx.batch_size or self.config.batch_size, workers=ctx.workers, device=ctx.device,
+                advance=advance,
+            )
+        ctx.extra.setdefault("feature_counts", []).append({"phase": description, **counts})
+        if self.config.normalize:
+            norms = np.linalg.norm(feats, axis=1, keepdims=True)
+            feats = feats / np.where(norms > 0, norms, 1.0)
+        return feats, failures
+
+
+class LinearProbe(FrozenFeatureDetector):
+    name = "linear-probe"
+    version = 1
+    Config = LinearProbeConfig
+    summary = "Logistic regression on frozen backbone features (C chosen on the training generator)."
+    suite_defaults = {"demo": {"crop": 128}}
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        from detbench.metrics import binary_metrics
+
+        x_train, y_train = self._usable(*self.features(train, ctx, "features (train)", perturb=False), train)
+        x_held, y_held = self._usable(*self.features(heldout, ctx, "features (held-out)", perturb=False), heldout)
+        if len(np.unique(y_train)) < 2:
+            raise ValueError("the training rows hold a single class; a probe needs real and fake images")
+        scaler = StandardScaler().fit(x_train)
+        xs_train, xs_held = scaler.transform(x_train), scaler.transform(x_held)
+        trials = []
+        for c in self.config.c_grid:
+            clf = LogisticRegression(C=c, max_iter=self.config.max_iter, random_state=ctx.seed)
+            clf.fit(xs_train, y_train)
+            score = binary_metrics(y_held, clf.predict_proba(xs_held)[:, 1])[self.config.selection_metric]
+            trials.append({"C": c, self.config.selection_metric: float(score), "model": clf})
+        best = max(trials, key=lambda t: (np.nan_to_num(t[self.config.selection_metric], nan=-1.0), -t["C"]))
+        clf = best["model"]
+        self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+        self.coef_, self.intercept_ = clf.coef_[0].astype(np.float64), float(clf.intercept_[0])
+        self.chosen_c = best["C"]
+        return {
+            "chosen_C": best["C"],
+            "selection": [{k: v for k, v in t.items() if k != "model"} for t in trials],
+            "n_train_used": int(len(y_train)),
+            "n_heldout_used": int(len(y_held)),
+        }
+
+    @staticmethod
+    def _usable(feats: np.ndarray, failures: dict[int, str], rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.isfinite(feats).all(axis=1)
+        return feats[keep], rows["label"].to_numpy()[keep]
+
+    def decision(self, feats: np.ndarray) -> np.ndarray:
+        z = ((feats - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        feats, failures = self.features(rows, ctx, "features (eval)", perturb=True)
+        scores = np.full(len(rows), np.nan)
+        keep = np.isfinite(feats).all(axis=1)
+        scores[keep] = self.decision(feats[keep])
+        return scores, failures
+
+    def save(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"mean": self.mean_, "scale": self.scale_, "coef": self.coef_}, str(directory / "probe.safetensors"))
+        (directory / "probe.json").write_text(json.dumps({"intercept": self.intercept_, "C": self.chosen_c}))
+
+    def load(self, directory: Path) -> None:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(directory / "probe.safetensors"))
+        meta = json.loads((directory / "probe.json").read_text())
+        self.mean_, self.scale_, self.coef_ = tensors["mean"], tensors["scale"], tensors["coef"]
+        self.intercept_, self.chosen_c = float(meta["intercept"]), meta["C"]
