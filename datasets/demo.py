@@ -64,8 +64,14 @@ class DemoSuite(Suite):
                 build_demo(root, seed=o.build_seed, size=o.size, n_train=o.n_train, n_val=o.n_val)
             else:
                 with phases.phase("build demo suite", total) as tracker:
-                    build_demo(root, seed=o.build_seed, size=o.size, n_train=o.n_train, n_val=o.n_val,
-                               progress=lambda done, _total: tracker.update(done, total))
+                    build_demo(
+                        root,
+                        seed=o.build_seed,
+                        size=o.size,
+                        n_train=o.n_train,
+                        n_val=o.n_val,
+                        progress=lambda done, _total: tracker.update(done, total),
+                    )
         return root
 
     def scan(self, root: Path) -> Iterator[Entry]:
@@ -76,8 +82,9 @@ class DemoSuite(Suite):
                 continue
             found = True
             label = LABEL_DIRS[parts[2]]
-            yield Entry(path=rel, generator=parts[0], split=parts[1], label=label,
-                        family="real" if label == 0 else "synthetic")
+            yield Entry(
+                path=rel, generator=parts[0], split=parts[1], label=label, family="real" if label == 0 else "synthetic"
+            )
         if not found:
             raise SuiteLayoutError(
                 f"{root} is not a demo suite tree (<family>/<train|val>/<0_real|1_fake>/*.png). "
@@ -86,7 +93,9 @@ class DemoSuite(Suite):
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         return {
-            g: Protocol(name=g, train_generators=(g,), description=f"train on demo family {g}, evaluate on every family")
+            g: Protocol(
+                name=g, train_generators=(g,), description=f"train on demo family {g}, evaluate on every family"
+            )
             for g in generators
         }
 

@@ -10,20 +10,32 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.")
-console = Console()
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.",
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 USER_ERRORS = {
-    "RegistryError", "ConfigError", "SuiteLayoutError", "ProtocolError", "LockedError", "WeightsError",
-    "FileNotFoundError", "NotADirectoryError", "PermissionError", "PresetError",
+    "RegistryError",
+    "ConfigError",
+    "SuiteLayoutError",
+    "ProtocolError",
+    "LockedError",
+    "WeightsError",
+    "FileNotFoundError",
+    "NotADirectoryError",
+    "PermissionError",
+    "PresetError",
 }
 
 
 def _fail(exc: BaseException) -> None:
     err.print("[bold red]error:[/] ", end="")
-    err.print(str(exc), markup=False, highlight=False)
+    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -48,15 +60,21 @@ def main_options(
 def run(
     detector: Annotated[str, typer.Argument(help="Detector name (see `detbench ls detectors`).")],
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
-    root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")] = None,
+    root: Annotated[
+        Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")
+    ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
-    force: Annotated[bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")
+    ] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
-    perturb: Annotated[Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")] = None,
+    perturb: Annotated[
+        Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
+    ] = None,
     fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -67,14 +85,27 @@ def run(
 
     runner = Runner(Phases(err, enabled=not quiet))
     try:
-        req = RunRequest(detector=detector, suite=suite, root=root, protocol=protocol, overrides=parse_set_args(set_),
-                         seed=seed, force=force, device=device, workers=workers, batch_size=batch_size,
-                         perturb=perturb, index_mode="fast" if fast_index else "full")
+        req = RunRequest(
+            detector=detector,
+            suite=suite,
+            root=root,
+            protocol=protocol,
+            overrides=parse_set_args(set_),
+            seed=seed,
+            force=force,
+            device=device,
+            workers=workers,
+            batch_size=batch_size,
+            perturb=perturb,
+            index_mode="fast" if fast_index else "full",
+        )
         result = runner.run(req)
     except KeyboardInterrupt:
         where = f" in {runner.run_dir}" if runner.run_dir else ""
-        err.print(f"\n[yellow]Interrupted while {runner.phase}{where}.[/] Finished work is kept; "
-                  "run the same command again to resume.")
+        err.print(
+            f"\n[yellow]Interrupted while {runner.phase}{where}.[/] Finished work is kept; "
+            "run the same command again to resume."
+        )
         raise typer.Exit(130) from None
     except Exception as exc:
         if _user_error(exc):
@@ -87,8 +118,11 @@ def _show_result(result) -> None:  # noqa: ANN001
     from detbench.display import metrics_table
 
     rec = result.record
-    title = (f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}"
-             + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "") + ")")
+    title = (
+        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}"
+        + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "")
+        + ")"
+    )
     console.print(metrics_table(result.metrics, title))
     counts = rec.get("counts", {})
     skipped = counts.get("eval_skipped", 0)
@@ -166,8 +200,16 @@ def _list_runs() -> None:
     for _, rec in run_records():
         mean = (rec.get("summary") or {}).get("mean", {}).get("acc")
         pert = (rec.get("perturbation") or {}).get("spec", "clean")
-        table.add_row(rec["run_id"][:16], rec["suite"], rec["detector"], rec.get("protocol", ""),
-                      str(rec.get("backbone", "")), pert, fmt(mean), rec.get("created", ""))
+        table.add_row(
+            rec["run_id"][:16],
+            rec["suite"],
+            rec["detector"],
+            rec.get("protocol", ""),
+            str(rec.get("backbone", "")),
+            pert,
+            fmt(mean),
+            rec.get("created", ""),
+        )
     console.print(table)
 
 
@@ -175,7 +217,9 @@ def _list_runs() -> None:
 def leaderboard(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
     metric: Annotated[str, typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...).")] = "acc",
-    csv: Annotated[Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")] = None,
+    csv: Annotated[
+        Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")
+    ] = None,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records."""
     from detbench.display import frame_table
@@ -183,7 +227,9 @@ def leaderboard(
 
     long = long_table(suite)
     if long.empty:
-        _fail(FileNotFoundError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`"))
+        _fail(
+            FileNotFoundError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
+        )
     wide = wide_table(long, metric)
     shown = wide.drop(columns=["config_hash"]).rename(columns={"run_id": "run"})
     console.print(frame_table(shown, f"{suite} leaderboard: {metric} (%)", percent_from=len(ID_COLUMNS) - 1))

@@ -27,6 +27,7 @@ class RunContext:
     batch_size: int | None = None
     perturbation: Any | None = None  # applied at evaluation only
     feature_cache: Any | None = None
+    stage: str = "eval"  # what predict() is scoring: "eval" or "heldout" (for progress labels)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_dir(self) -> Path:
@@ -54,6 +55,7 @@ class Detector(ABC):
 
     def setup(self, ctx: RunContext) -> None:
         """Load what identity() needs (e.g. the backbone); called once before fit/predict."""
+        return None
 
     def identity(self) -> dict[str, Any]:
         """Identity beyond the config: e.g. the resolved backbone (weights sha256, preprocessing)."""

@@ -9,6 +9,13 @@ import pandas as pd
 from rich.table import Table
 
 METRIC_COLUMNS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc", "eer", "oracle_acc"]
+HEADERS = {
+    "n_real": "#real",
+    "n_fake": "#fake",
+    "real_acc": "real acc",
+    "fake_acc": "fake acc",
+    "oracle_acc": "oracle*",
+}
 PERCENT = {"acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer", "oracle_acc"}
 
 
@@ -25,16 +32,19 @@ def fmt(value: Any, metric: str = "") -> str:
 def metrics_table(metrics: pd.DataFrame, title: str) -> Table:
     """Per-generator metrics in %, mean and worst rows last; oracle columns are labelled as such."""
     table = Table(title=title, title_justify="left")
-    table.add_column("generator", style="bold")
+    table.add_column("generator", style="bold", no_wrap=True)
     for col in METRIC_COLUMNS:
         if col in metrics.columns:
-            header = "oracle acc*" if col == "oracle_acc" else col
-            table.add_column(header, justify="right")
+            header = HEADERS.get(col, col)
+            table.add_column(header, justify="right", no_wrap=True)
     for _, row in metrics.iterrows():
         style = "bold cyan" if row["generator"] in ("mean", "worst") else None
         cells = [fmt(row[c], c) + _ci(row, c) for c in METRIC_COLUMNS if c in metrics.columns]
         table.add_row(str(row["generator"]), *cells, style=style)
-    table.caption = "acc at threshold 0.5, in %. n/a: undefined (one class absent). *uses test labels (upper bound)."
+    table.caption = (
+        "% ; acc at threshold 0.5; n/a: undefined (one class absent);\n"
+        "*oracle: best threshold chosen with test labels (an upper bound, not deployable)"
+    )
     return table
 
 
@@ -62,17 +72,26 @@ def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
 def index_summary(idx: Any) -> list[Table]:
     """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`."""
     df = idx.rows
-    counts = Table(title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}",
-                   title_justify="left")
+    counts = Table(
+        title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}", title_justify="left"
+    )
     for col in ("generator", "split", "real", "fake", "formats", "sizes (w×h)", "problems"):
         counts.add_column(col, justify="right" if col in ("real", "fake", "problems") else "left")
     for (gen, split), group in df.groupby(["generator", "split"], sort=True):
         ok = group[group["status"] == "ok"]
         formats = ", ".join(f"{k} {v}" for k, v in ok["format"].value_counts().items())
-        sizes = "" if ok.empty else (f"{ok['width'].min()}–{ok['width'].max()} × "
-                                     f"{ok['height'].min()}–{ok['height'].max()}")
-        counts.add_row(gen, split, str(int((ok["label"] == 0).sum())), str(int((ok["label"] == 1).sum())),
-                       formats, sizes, str(int((group["status"] != "ok").sum())))
+        sizes = (
+            "" if ok.empty else (f"{ok['width'].min()}–{ok['width'].max()} × {ok['height'].min()}–{ok['height'].max()}")
+        )
+        counts.add_row(
+            gen,
+            split,
+            str(int((ok["label"] == 0).sum())),
+            str(int((ok["label"] == 1).sum())),
+            formats,
+            sizes,
+            str(int((group["status"] != "ok").sum())),
+        )
     tables = [counts]
     bad = df[df["status"] != "ok"]
     if not bad.empty:

@@ -11,8 +11,8 @@ later run trusts and concurrent writers at worst store a row twice with identica
 from __future__ import annotations
 
 import uuid
-from contextlib import nullcontext
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +46,25 @@ class FeatureStore:
             raise RuntimeError(f"feature cache {directory} holds another key; delete it to continue")
 
     def lookup(self, ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Features for the cached ids (rows in ``ids`` order) and a mask of which ids were found."""
+        """Features for the cached ids (rows in ``ids`` order; repeated ids all filled) and a found mask."""
         found = np.zeros(len(ids), dtype=bool)
-        position = {image_id: i for i, image_id in enumerate(ids)}
+        positions: dict[str, list[int]] = {}
+        for i, image_id in enumerate(ids):
+            positions.setdefault(image_id, []).append(i)
         out: np.ndarray | None = None
         for ids_file in sorted(self.directory.glob("*.ids.npy")):
             feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
             shard_ids = np.load(ids_file, allow_pickle=False)
-            hits = [(row, position[s]) for row, s in enumerate(shard_ids.astype(str)) if s in position]
-            if not hits:
+            rows, targets = [], []
+            for row, image_id in enumerate(shard_ids.tolist()):
+                for target in positions.get(image_id, ()):
+                    rows.append(row)
+                    targets.append(target)
+            if not rows:
                 continue
             feats = np.load(feats_file, mmap_mode="r", allow_pickle=False)
             if out is None:
                 out = np.full((len(ids), feats.shape[1]), np.nan, dtype=np.float32)
-            rows, targets = map(np.array, zip(*hits, strict=True))
             out[targets] = feats[rows]
             found[targets] = True
         return out, found
@@ -108,10 +113,14 @@ class FeatureCache:
         ids = [str(i) for i in rows["image_id"]]
         out, found = store.lookup(ids)
         if out is None:
-            out = np.full((len(ids), backbone.embed_dim), np.nan, dtype=np.float32)
+            out = np.full((len(ids), backbone.embed_dims[embedding]), np.nan, dtype=np.float32)
         if advance:
             advance(int(found.sum()))
-        missing = np.flatnonzero(~found)
+        missing_all = np.flatnonzero(~found)
+        first_of: dict[str, int] = {}
+        for i in missing_all:
+            first_of.setdefault(ids[i], int(i))
+        missing = np.array(sorted(first_of.values()), dtype=np.int64)
         failures: dict[int, str] = {}
         if len(missing):
             dataset = ImageRowsDataset(
@@ -121,13 +130,14 @@ class FeatureCache:
                 image_ids=[ids[i] for i in missing],
                 perturb=perturbation,
             )
-            model = backbone.model.to(device).eval()
+            backbone.model.to(device).eval()
             pending_ids: list[str] = []
             pending: list[np.ndarray] = []
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
             with torch.inference_mode(), autocast:
-                for batch in iterate_batches(dataset, batch_size=batch_size, workers=workers,
-                                             pin_memory=device.startswith("cuda")):
+                for batch in iterate_batches(
+                    dataset, batch_size=batch_size, workers=workers, pin_memory=device.startswith("cuda")
+                ):
                     for local, reason in batch.failures:
                         failures[int(missing[local])] = reason
                     if batch.x is not None:
@@ -144,6 +154,15 @@ class FeatureCache:
                         advance(len(batch.indices) + len(batch.failures))
             if pending_ids:
                 store.append(pending_ids, np.concatenate(pending))
-        counts = {"cached": int(found.sum()), "computed": int(len(missing) - len(failures)), "failed": len(failures)}
+            for i in missing_all:  # repeated ids (a shared real pool) take their first occurrence's result
+                source = first_of[ids[i]]
+                if source != i:
+                    out[i] = out[source]
+                    if source in failures:
+                        failures[int(i)] = failures[source]
+        counts = {
+            "cached": int(found.sum()),
+            "computed": int(len(missing_all) - len(failures)),
+            "failed": len(failures),
+        }
         return out, failures, counts
-

@@ -24,8 +24,21 @@ from detbench.suites import Entry, Suite
 
 IdMode = Literal["full", "fast"]
 COLUMNS = [
-    "image_id", "path", "suite", "generator", "family", "split", "label", "format", "jpeg_quality",
-    "width", "height", "bytes", "status", "reason", "mtime_ns",
+    "image_id",
+    "path",
+    "suite",
+    "generator",
+    "family",
+    "split",
+    "label",
+    "format",
+    "jpeg_quality",
+    "width",
+    "height",
+    "bytes",
+    "status",
+    "reason",
+    "mtime_ns",
 ]
 _PARALLEL_THRESHOLD = 4000
 
@@ -65,12 +78,19 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
     if info.status in ("ok", "truncated", "undecodable", "too_large", "empty"):
         try:
             image_id = images.file_digest(abs_path) if mode == "full" else images.fast_id(abs_path)
-        except OSError:
+        except (OSError, images.ImageError):
             image_id = None
     return {
-        "path": rel, "image_id": image_id, "format": info.format, "jpeg_quality": info.jpeg_quality,
-        "width": info.width, "height": info.height, "bytes": info.bytes if info.bytes is not None else size,
-        "status": info.status, "reason": info.reason, "mtime_ns": mtime_ns,
+        "path": rel,
+        "image_id": image_id,
+        "format": info.format,
+        "jpeg_quality": info.jpeg_quality,
+        "width": info.width,
+        "height": info.height,
+        "bytes": info.bytes if info.bytes is not None else size,
+        "status": info.status,
+        "reason": info.reason,
+        "mtime_ns": mtime_ns,
     }
 
 
@@ -96,13 +116,19 @@ def build_index(
     if not entries:
         from detbench.suites import SuiteLayoutError, top_levels
 
-        raise SuiteLayoutError(f"no images found for suite {suite.name!r} under {root}. It contains:\n{top_levels(root)}")
+        raise SuiteLayoutError(
+            f"no images found for suite {suite.name!r} under {root}. It contains:\n{top_levels(root)}"
+        )
     directory = index_dir(suite, root, mode)
     previous = _load_previous(directory)
 
     probed: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str, str]] = []
-    for e in entries:
+    seen: set[str] = set()
+    for e in entries:  # a file can belong to several generators (shared real pools): probe it once
+        if e.path in seen:
+            continue
+        seen.add(e.path)
         abs_path = root / e.path
         old = previous.get(e.path)
         if old is not None and _unchanged(old, abs_path):
@@ -131,8 +157,16 @@ def build_index(
         row.update(suite=suite.name, generator=e.generator, family=e.family, split=e.split, label=int(e.label))
         records.append(row)
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
-    df = df.astype({"label": "int8", "jpeg_quality": "Int16", "width": "Int32", "height": "Int32",
-                    "bytes": "Int64", "mtime_ns": "Int64"})
+    df = df.astype(
+        {
+            "label": "int8",
+            "jpeg_quality": "Int16",
+            "width": "Int32",
+            "height": "Int32",
+            "bytes": "Int64",
+            "mtime_ns": "Int64",
+        }
+    )
     manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
     directory.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(directory / "index.parquet", df)
@@ -163,7 +197,7 @@ def _unchanged(old: dict[str, Any], abs_path: Path) -> bool:
 def index_hash(df: pd.DataFrame) -> str:
     """A content hash of what a run depends on: ids, paths, labels, generators, splits and statuses."""
     cols = ["image_id", "path", "generator", "split", "label", "status"]
-    rows = df[cols].sort_values("path").astype(str).to_numpy().tolist()
+    rows = df[cols].astype(str).sort_values(["path", "generator", "split", "label"], kind="stable").to_numpy().tolist()
     return content_hash(rows)
 
 

@@ -70,7 +70,7 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     subset = long[long["metric"] == metric]
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
-    wide = subset.pivot_table(index=ID_COLUMNS, columns="generator", values="value", aggfunc="first", dropna=False)
+    wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
     generators = [g for g in wide.columns if g not in ("mean", "worst")]
     wide = wide[generators + [c for c in ("mean", "worst") if c in wide.columns]]
     wide = wide.reset_index().sort_values(["protocol", "perturbation", "mean"], ascending=[True, True, False])

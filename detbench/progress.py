@@ -36,8 +36,13 @@ class Phases:
         if not self.enabled:
             yield Tracker()
             return
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=self.console, transient=False) as progress:
             yield Tracker(progress, progress.add_task(description, total=total))
 

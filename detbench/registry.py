@@ -141,3 +141,21 @@ SUITES.register_lazy(
     "detbench.datasets.demo:DemoSuite",
     "Embedded offline demo: photo crops vs 4 synthetic generator families (a stand-in, not a benchmark).",
 )
+SUITES.register_lazy(
+    "genimage",
+    "detbench.datasets.genimage:GenImageSuite",
+    "GenImage (NeurIPS 2023): 8 ImageNet-conditioned generators; train on SD v1.4, evaluate on all.",
+)
+SUITES.register_lazy(
+    "universalfakedetect",
+    "detbench.datasets.universalfakedetect:UniversalFakeDetectSuite",
+    "UniversalFakeDetect (CVPR 2023): train on ProGAN (4 or 20 classes), evaluate on 19 GAN/diffusion domains.",
+)
+SUITES.register_lazy(
+    "ufd", "detbench.datasets.universalfakedetect:UniversalFakeDetectSuite", "Alias of universalfakedetect."
+)
+SUITES.register_lazy(
+    "folder",
+    "detbench.datasets.folder:FolderSuite",
+    "Your own data: any tree of 0_real/1_fake, real/fake or nature/ai folders.",
+)

@@ -10,6 +10,7 @@ Layout under ``$DETBENCH_HOME/runs/<suite>/<detector>/``:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import platform
@@ -31,7 +32,12 @@ from detbench.index import Index, build_index
 from detbench.paths import home_subdir
 from detbench.progress import Phases
 from detbench.records import (
-    content_hash, exclusive_lock, read_json, sha256_of_file, write_json_atomic, write_parquet_atomic,
+    content_hash,
+    exclusive_lock,
+    read_json,
+    sha256_of_file,
+    write_json_atomic,
+    write_parquet_atomic,
 )
 from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Protocol, Suite
@@ -90,7 +96,9 @@ def resolve(req: RunRequest) -> Resolved:
         bare = key.removeprefix("suite.")
         if key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
             if bare not in suite_keys:
-                raise ConfigError(f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}")
+                raise ConfigError(
+                    f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}"
+                )
             suite_over[bare] = value
         elif key in det_keys:
             det_over[key] = value
@@ -98,11 +106,12 @@ def resolve(req: RunRequest) -> Resolved:
             valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} "
-                              f"Valid keys: {', '.join(valid)}")
+            raise ConfigError(
+                f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
+            )
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
     config = apply_overrides(det_cls.Config(), det_cls.suite_defaults.get(suite.name, {}))
-    if "backbone" in det_keys and not getattr(config, "backbone"):
+    if "backbone" in det_keys and not config.backbone:
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)
     perturbation = None
@@ -119,8 +128,9 @@ def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
     if name not in protocols:
         close = difflib.get_close_matches(name, list(protocols), n=2)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ProtocolError(f"unknown protocol {name!r} for suite {suite.name}.{hint} "
-                            f"Available: {', '.join(protocols)}")
+        raise ProtocolError(
+            f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
+        )
     protocol = protocols[name]
     usable = index.usable
     train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
@@ -179,7 +189,9 @@ class Runner:
         self.phase = "locating the suite"
         root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
         if root is None:
-            raise ConfigError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+            raise ConfigError(
+                f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
+            )
 
         self.phase = "indexing"
         t = time.perf_counter()
@@ -195,9 +207,16 @@ class Runner:
         from detbench.features import FeatureCache
 
         ctx = RunContext(
-            suite_root=index.root, suite_name=suite.name, device=device, seed=req.seed, run_dir=Path("."),
-            phases=self.phases, workers=req.workers, batch_size=req.batch_size,
-            perturbation=resolved.perturbation, feature_cache=FeatureCache(),
+            suite_root=index.root,
+            suite_name=suite.name,
+            device=device,
+            seed=req.seed,
+            run_dir=Path("."),
+            phases=self.phases,
+            workers=req.workers,
+            batch_size=req.batch_size,
+            perturbation=resolved.perturbation,
+            feature_cache=FeatureCache(),
         )
         detector = resolved.detector_cls(config)
         detector.setup(ctx)
@@ -213,7 +232,10 @@ class Runner:
             "detbench_version": __version__,
         }
         fit_id = content_hash(fit_key)
-        run_key = {"fit_id": fit_id, "perturbation": resolved.perturbation.identity() if resolved.perturbation else None}
+        run_key = {
+            "fit_id": fit_id,
+            "perturbation": resolved.perturbation.identity() if resolved.perturbation else None,
+        }
         run_id = content_hash(run_key)
         base = home_subdir("runs") / suite.name / detector.name
         run_dir = base / run_id[:16]
@@ -239,7 +261,7 @@ class Runner:
             self.phase = "scoring"
             t = time.perf_counter()
             scores = self._score(detector, evaluation, ctx, run_dir)
-            held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout")
+            held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout", clean=True)
             timings["predict"] = time.perf_counter() - t
 
             self.phase = "computing metrics"
@@ -249,8 +271,11 @@ class Runner:
             scored = scores[np.isfinite(scores["score"])]
             metrics = per_group_metrics(scored, group="generator", threshold=0.5)
             held_ok = held_scores[np.isfinite(held_scores["score"])]
-            calibrated = best_threshold(held_ok["label"].to_numpy(), held_ok["score"].to_numpy(), "balanced_acc")[0] \
-                if held_ok["label"].nunique() == 2 else float("nan")
+            calibrated = (
+                best_threshold(held_ok["label"].to_numpy(), held_ok["score"].to_numpy(), "balanced_acc")[0]
+                if held_ok["label"].nunique() == 2
+                else float("nan")
+            )
             timings["metrics"] = time.perf_counter() - t
 
             write_parquet_atomic(run_dir / "scores.parquet", scores)
@@ -275,10 +300,16 @@ class Runner:
                 "summary": _summary(metrics),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
-                "paths": {"suite_root": str(index.root), "index": str(index.directory), "run": str(run_dir),
-                          "fit": str(fit_dir)},
-                "outputs": {name: sha256_of_file(run_dir / name)
-                            for name in ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")},
+                "paths": {
+                    "suite_root": str(index.root),
+                    "index": str(index.directory),
+                    "run": str(run_dir),
+                    "fit": str(fit_dir),
+                },
+                "outputs": {
+                    name: sha256_of_file(run_dir / name)
+                    for name in ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")
+                },
                 "environment": environment(device),
                 "source": git_state(),
             }
@@ -287,8 +318,15 @@ class Runner:
         self.phase = "done"
         return RunResult(run_dir, record, metrics, reused=False)
 
-    def _fit_or_load(self, detector: Detector, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext,
-                     fit_dir: Path, fit_key: dict[str, Any]) -> dict[str, Any]:
+    def _fit_or_load(
+        self,
+        detector: Detector,
+        train: pd.DataFrame,
+        heldout: pd.DataFrame,
+        ctx: RunContext,
+        fit_dir: Path,
+        fit_key: dict[str, Any],
+    ) -> dict[str, Any]:
         state_dir = fit_dir / "state"
         if (fit_dir / "fit.json").exists():
             detector.load(state_dir)
@@ -305,15 +343,27 @@ class Runner:
             write_json_atomic(fit_dir / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
         return {**info, "reused": False}
 
-    def _score(self, detector: Detector, rows: pd.DataFrame, ctx: RunContext, run_dir: Path,
-               prefix: str = "part") -> pd.DataFrame:
+    def _score(
+        self,
+        detector: Detector,
+        rows: pd.DataFrame,
+        ctx: RunContext,
+        run_dir: Path,
+        prefix: str = "part",
+        clean: bool = False,
+    ) -> pd.DataFrame:
         """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused."""
+        if clean:
+            ctx = dataclasses.replace(ctx, perturbation=None, stage=prefix)
         chunk_dir = run_dir / "scores"
         chunk_dir.mkdir(parents=True, exist_ok=True)
         parts = []
         for start in range(0, max(len(rows), 1), SCORE_CHUNK_ROWS):
-            chunk = rows.iloc[start:start + SCORE_CHUNK_ROWS]
-            path = chunk_dir / f"{prefix}-{start // SCORE_CHUNK_ROWS:05d}-{content_hash(chunk['path'].tolist())[:8]}.parquet"
+            chunk = rows.iloc[start : start + SCORE_CHUNK_ROWS]
+            path = (
+                chunk_dir
+                / f"{prefix}-{start // SCORE_CHUNK_ROWS:05d}-{content_hash(chunk['path'].tolist())[:8]}.parquet"
+            )
             if path.exists():
                 parts.append(pd.read_parquet(path))
                 continue
@@ -347,8 +397,11 @@ def _counts(train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame) ->
     per_gen = {}
     for gen, group in scores.groupby("generator"):
         used = group[np.isfinite(group["score"])]
-        per_gen[gen] = {"real": int((used["label"] == 0).sum()), "fake": int((used["label"] == 1).sum()),
-                        "skipped": int(len(group) - len(used))}
+        per_gen[gen] = {
+            "real": int((used["label"] == 0).sum()),
+            "fake": int((used["label"] == 1).sum()),
+            "skipped": int(len(group) - len(used)),
+        }
     return {
         "train": {"used": int(len(train)), "skipped": int((train["status"] != "ok").sum())},
         "heldout": int(len(heldout)),
@@ -363,16 +416,24 @@ def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
     out = {}
     for row in ("mean", "worst"):
         if row in rows.index:
-            out[row] = {m: (None if pd.isna(v) else round(float(v), 6))
-                        for m, v in rows.loc[row].items() if m in ("acc", "real_acc", "fake_acc", "ap", "auc")}
+            out[row] = {
+                m: (None if pd.isna(v) else round(float(v), 6))
+                for m, v in rows.loc[row].items()
+                if m in ("acc", "real_acc", "fake_acc", "ap", "auc")
+            }
     return out
 
 
 def environment(device: str) -> dict[str, Any]:
     import torch
 
-    env = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "device": device}
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+    }
     if device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
         env["gpu_count"] = torch.cuda.device_count()
@@ -383,10 +444,17 @@ def git_state() -> dict[str, Any]:
     """The detbench source's git commit and dirty flag (None outside a git checkout)."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "python_executable": sys.executable}

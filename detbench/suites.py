@@ -14,6 +14,7 @@ from detbench.images import IMAGE_EXTENSIONS
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
 
+
 @dataclass(frozen=True)
 class Protocol:
     """Train on some generators' ``train_split``, evaluate on every (or the listed) generators' ``eval_split``.
@@ -33,6 +34,7 @@ class Protocol:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
 @dataclass(frozen=True)
 class Entry:
     """One image found by a suite scan (``path`` is relative to the suite root, POSIX style)."""
@@ -43,12 +45,15 @@ class Entry:
     label: int
     family: str = "unknown"
 
+
 @dataclass(frozen=True)
 class NoOptions:
     """A suite without ``--set`` options."""
 
+
 class SuiteLayoutError(ValueError):
     """The root does not look like this suite; the message says what was found and what is accepted."""
+
 
 class Suite(ABC):
     """Base class of suite adapters (register them in ``detbench.registry.SUITES``)."""
@@ -77,6 +82,7 @@ class Suite(ABC):
     def identity(self) -> dict[str, Any]:
         return {"suite": self.name, "adapter_version": self.version, "options": dataclasses.asdict(self.options)}
 
+
 def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
     """Yield ``(relative posix path, absolute path)`` for every image-like file under ``root``, sorted.
 
@@ -103,12 +109,14 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             yield rel, Path(dirpath) / name
 
+
 def safe_join(root: Path, rel: str) -> Path:
     """``root / rel`` for a relative path from an index, refusing absolute paths and ``..`` escapes."""
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise ValueError(f"path {rel!r} in the index escapes the suite root {root}")
     return Path(root) / pure
+
 
 def top_levels(root: Path, depth: int = 2, limit: int = 12) -> str:
     """A short listing of the first folder levels under ``root``, for layout error messages."""

@@ -51,18 +51,28 @@ class FrozenFeatureDetector(Detector):
         if self.embedding not in self.backbone.embeddings:
             from detbench.config import ConfigError
 
-            raise ConfigError(f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
-                              f"choose one of {', '.join(self.backbone.embeddings)}")
+            raise ConfigError(
+                f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
+                f"choose one of {', '.join(self.backbone.embeddings)}"
+            )
 
     def identity(self) -> dict[str, Any]:
         return {"backbone": self.backbone.identity(), "embedding": self.embedding}
 
-    def features(self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool) -> tuple[np.ndarray, dict[int, str]]:
+    def features(
+        self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool
+    ) -> tuple[np.ndarray, dict[int, str]]:
         perturbation = ctx.perturbation if perturb else None
         with ctx.phases.phase(description, len(rows)) as advance:
             feats, failures, counts = ctx.feature_cache.extract(
-                self.backbone, ctx.suite_root, rows, embedding=self.embedding, perturbation=perturbation,
-                batch_size=ctx.batch_size or self.config.batch_size, workers=ctx.workers, device=ctx.device,
+                self.backbone,
+                ctx.suite_root,
+                rows,
+                embedding=self.embedding,
+                perturbation=perturbation,
+                batch_size=ctx.batch_size or self.config.batch_size,
+                workers=ctx.workers,
+                device=ctx.device,
                 advance=advance,
             )
         ctx.extra.setdefault("feature_counts", []).append({"phase": description, **counts})
@@ -119,7 +129,7 @@ class LinearProbe(FrozenFeatureDetector):
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        feats, failures = self.features(rows, ctx, "features (eval)", perturb=True)
+        feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
         scores[keep] = self.decision(feats[keep])

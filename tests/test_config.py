@@ -25,17 +25,21 @@ class Cfg:
 
 
 def test_overrides_coerce_types_and_nested_keys() -> None:
-    cfg = apply_overrides(Cfg(), parse_set_args(["lr=3e-5", "steps=20", "flip=no", "mask.strategy=random",
-                                                 "grid=0.1,1,10", "name=none"]))
+    cfg = apply_overrides(
+        Cfg(), parse_set_args(["lr=3e-5", "steps=20", "flip=no", "mask.strategy=random", "grid=0.1,1,10", "name=none"])
+    )
     assert cfg == Cfg(lr=3e-5, steps=20, flip=False, name=None, grid=(0.1, 1.0, 10.0), mask=Mask("random"))
 
 
-@pytest.mark.parametrize("item, message", [
-    ("lrr=1", "unknown config key 'lrr'.*Valid keys: flip, grid, lr, mask.ratio, mask.strategy"),
-    ("steps=1.5", "steps must be int"),
-    ("flip=maybe", "flip must be true or false"),
-    ("mask.strategy=everything", "must be one of tam, random, none"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("lrr=1", "unknown config key 'lrr'.*Valid keys: flip, grid, lr, mask.ratio, mask.strategy"),
+        ("steps=1.5", "steps must be int"),
+        ("flip=maybe", "flip must be true or false"),
+        ("mask.strategy=everything", "must be one of tam, random, none"),
+    ],
+)
 def test_bad_overrides_fail_with_the_valid_choices(item: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides(Cfg(), parse_set_args([item]))

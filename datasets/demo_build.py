@@ -1,0 +1,405 @@
+"""Build detbench's embedded, offline demo suite.
+
+This is a synthetic stand-in, not a benchmark of real generators. Real images are crops of photographs
+that ship inside installed packages (scikit-image, scikit-learn, matplotlib). Fake images are *other*
+crops of the same photographs passed through small, fixed image processes that imitate the fingerprints
+of generator families (GAN transposed-convolution checkerboards, latent-autoencoder smoothing plus
+decoder texture, diffusion-like denoised spectra, nearest-neighbour blockiness). Content statistics of the
+two classes are therefore matched and only the generation fingerprint differs. A detector trained on one
+family and tested on the others faces a real, if small, generalisation problem; numbers on this suite say
+nothing about real generators.
+
+Layout: ``root/<family>/<split>/<0_real|1_fake>/<family>_<split>_<label>_<NNNNN>.png`` with split in
+{train, val}, then ``root/BUILD.json`` written last (atomically); a tree without it is an unfinished build.
+
+Train/val disjointness: every photo is cut along its longer side into a train region (60 %) and a val
+region (40 %, at the far end for even-indexed photos, at the near end for odd ones). Every crop lies
+entirely inside one region, so no val pixel appears in any train image, while both splits still see every
+photo (a photo-level split of 18 photos would confound the split with a content shift).
+
+Pairing: fake ``i`` and real ``i`` of a (family, split) come from the same photo (different random crops),
+so the photo mix is identical in both classes. Each family draws its own reals, as in GenImage where every
+generator folder has its own real pool.
+
+Nothing is trained. The "autoencoder" is a linear PCA basis of windowed 8x8 patches of the bundled photos
+(the optimal linear autoencoder, fitted in a fraction of a second) plus a fixed random two-layer
+convolution that adds decoder texture; the other families use fixed seeded kernels.
+
+Generator weights (kernels, autoencoder basis) are fixed per family and independent of ``seed``: a family
+is one "generator". ``seed`` controls crops, flips and noise. Every process treats the three colour
+channels alike in the sense that grey photos stay grey, so colour never reveals the class.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+BUILDER_VERSION = 1
+
+FAMILIES: dict[str, str] = {
+    "upconv": "GAN-like: 1/4-resolution content, two fixed transposed-convolution (4x4, stride 2) stages "
+    "with unequal phase gains plus a 3x3 refinement: periodic checkerboard",
+    "autoencoder": "latent-VAE-like: overlapping 8x8 PCA patch autoencoder at stride 4 (luma 5 + chroma 2x1 "
+    "latents) and a fixed random two-layer decoder texture: smoothing + decoder texture",
+    "denoise": "diffusion-like: 1/2-resolution bilinear upsampling, luma noise, then a bilateral denoiser: "
+    "smooth, edge-preserving spectrum with faint residual noise",
+    "nearest": "nearest-neighbour upsampling from 1/4 resolution: 4x4 blocks",
+}
+
+SPLITS = ("train", "val")
+LABELS = ("0_real", "1_fake")
+_VAL_FRACTION = 0.4
+_MAX_SOURCE_SCALE = 3.0
+_MIN_STD = 6.0
+_PNG_LEVEL = 1
+
+# (name, loader) pairs; loaders never download. Colour photographs first.
+_SKIMAGE_COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+                   "immunohistochemistry")
+_SKIMAGE_GREY = ("camera", "coins", "moon", "clock", "brick", "grass")
+
+
+def _load_sources() -> list[tuple[str, np.ndarray]]:
+    """The bundled photographs as uint8 RGB arrays, in a fixed order."""
+    import skimage.data
+    from matplotlib.cbook import get_sample_data
+    from sklearn.datasets import load_sample_images
+
+    photos: list[tuple[str, np.ndarray]] = []
+    for name in _SKIMAGE_COLOUR:
+        photos.append((f"skimage.data.{name}", getattr(skimage.data, name)()))
+    left, right, _ = skimage.data.stereo_motorcycle()
+    photos += [
+        ("skimage.data.stereo_motorcycle[left]", left),
+        ("skimage.data.stereo_motorcycle[right]", right),
+    ]
+    sk = load_sample_images()
+    for fname, img in zip(sk.filenames, sk.images, strict=True):
+        photos.append((f"sklearn.load_sample_images:{Path(fname).name}", img))
+    with get_sample_data("grace_hopper.jpg") as fh:
+        photos.append(("matplotlib.sample_data:grace_hopper.jpg", np.asarray(Image.open(fh).convert("RGB"))))
+    for name in _SKIMAGE_GREY:
+        grey = getattr(skimage.data, name)()
+        photos.append((f"skimage.data.{name}", np.repeat(grey[..., None], 3, axis=2)))
+    return [(n, np.ascontiguousarray(a[..., :3], dtype=np.uint8)) for n, a in photos]
+
+
+@functools.lru_cache(maxsize=1)
+def _sources() -> tuple[tuple[str, np.ndarray], ...]:
+    return tuple(_load_sources())
+
+
+def _region(shape: tuple[int, ...], index: int, split: str) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a photo's train or val region."""
+    h, w = shape[:2]
+    long_ = max(h, w)
+    cut = round(long_ * (1 - _VAL_FRACTION)) if index % 2 == 0 else round(long_ * _VAL_FRACTION)
+    first = (split == "train") == (index % 2 == 0)
+    lo, hi = (0, cut) if first else (cut, long_)
+    return (0, lo, h, hi - lo) if w >= h else (lo, 0, hi - lo, w)
+
+
+def _random_crop(photo: np.ndarray, region: tuple[int, int, int, int], size: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A random-scale, random-position, randomly flipped crop resized to ``size`` (Lanczos)."""
+    top, left, rh, rw = region
+    fit = min(rh, rw)
+    for _ in range(10):  # reject near-flat crops (black borders, empty sky)
+        lo, hi = min(size, fit), min(round(size * _MAX_SOURCE_SCALE), fit)
+        side = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi))))) if hi > lo else lo
+        y = top + int(rng.integers(0, rh - side + 1))
+        x = left + int(rng.integers(0, rw - side + 1))
+        img = Image.fromarray(photo[y:y + side, x:x + side])
+        if side != size:
+            img = img.resize((size, size), Image.Resampling.LANCZOS)
+        crop = np.asarray(img)
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        if crop.std() >= _MIN_STD:
+            break
+    return np.ascontiguousarray(crop)
+
+
+# ---------------------------------------------------------------- family processes (torch, float in [0, 1])
+
+def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.avg_pool2d(x, factor)
+
+
+def _kernel_gen(family: str) -> torch.Generator:
+    import torch
+
+    return torch.Generator().manual_seed(zlib.crc32(f"detbench-demo/{family}".encode()))
+
+
+@functools.cache
+def _upconv_weights() -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Two fixed (transposed-conv kernel, refinement kernel) pairs."""
+    import torch
+
+    g = _kernel_gen("upconv")
+    bil = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=torch.float64)
+    stages = []
+    for _ in range(2):
+        k = torch.outer(bil, bil) * (1 + 0.03 * torch.randn(4, 4, generator=g, dtype=torch.float64))
+        # each output phase (even/odd row x even/odd column) sums its own 2x2 taps: unequal phase gains
+        # make the checkerboard; the mean gain stays 1 so brightness is preserved
+        k = k / k.sum() * 4
+        r = 0.06 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+        r = r - r.mean()
+        stages.append((k.float(), r.float()))
+    return tuple(stages)
+
+
+def _upconv(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    y = _down(x, 4)
+    for k, r in _upconv_weights():
+        y = F.pad(y, (1, 1, 1, 1), mode="replicate")  # no dark zero-padded border
+        y = F.conv_transpose2d(y, k.expand(c, 1, 4, 4), stride=2, padding=1, groups=c)[..., 2:-2, 2:-2]
+        y = y + F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), r.expand(c, 1, 3, 3), groups=c)
+    return y
+
+
+_OPP = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], dtype=np.float64)
+_OPP = _OPP / np.linalg.norm(_OPP, axis=1, keepdims=True)  # orthonormal luma / two chroma axes
+
+
+@functools.cache
+def _ae_weights() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encoder filters [8, 3, 8, 8] fitted by PCA on windowed photo patches, and decoder-texture convs."""
+    import torch
+
+    win1 = np.sin(np.pi * (np.arange(8) + 0.5) / 8)
+    win = np.outer(win1, win1)  # win**2 overlap-adds to 1 at stride 4
+    rng = np.random.default_rng(zlib.crc32(b"detbench-demo/autoencoder"))
+    patches = []
+    for _, photo in _sources():
+        opp = photo.astype(np.float64) / 255 @ _OPP.T
+        ys = rng.integers(0, opp.shape[0] - 8, 400)
+        xs = rng.integers(0, opp.shape[1] - 8, 400)
+        patches += [opp[y:y + 8, x:x + 8] * win[..., None] for y, x in zip(ys, xs, strict=True)]
+    p = np.stack(patches)  # [N, 8, 8, 3]
+    filters = []
+    for ch, k in ((0, 5), (1, 1), (2, 1)):
+        _, _, vt = np.linalg.svd(p[..., ch].reshape(len(p), 64), full_matrices=False)
+        for v in vt[:k]:
+            f = np.zeros((3, 8, 8))
+            f[ch] = v.reshape(8, 8) * win
+            filters.append(f)
+    enc = torch.tensor(np.stack(filters), dtype=torch.float32)
+    g = _kernel_gen("autoencoder")
+    w1 = torch.randn(8, 1, 3, 3, generator=g) / 3
+    b1 = 0.1 * torch.randn(8, generator=g)
+    w2 = torch.randn(1, 8, 3, 3, generator=g) / 8
+    return enc, w1, b1, w2
+
+
+def _autoencoder(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
+    enc, w1, b1, w2 = _ae_weights()
+    opp = torch.tensor(_OPP, dtype=torch.float32)
+    z = torch.einsum("oc,nchw->nohw", opp, x)
+    zp = F.pad(z, (4, 4, 4, 4), mode="reflect")
+    latent = F.conv2d(zp, enc, stride=4)
+    rec = F.conv_transpose2d(latent, enc, stride=4)[..., 4:-4, 4:-4]
+    luma = rec[:, :1]
+    h = F.relu(F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), w1, b1))
+    t = F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), w2)
+    t = t - F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    rec = torch.cat([luma + 0.3 * t, rec[:, 1:]], dim=1)
+    return torch.einsum("oc,nohw->nchw", opp, rec)
+
+
+def _bilateral(x: torch.Tensor, radius: int = 2, sigma_s: float = 1.5, sigma_r: float = 0.08) -> torch.Tensor:
+    """Joint-colour bilateral filter (range distance over all channels, so grey stays grey)."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = x.shape[2:]
+    xp = F.pad(x, (radius,) * 4, mode="reflect")
+    num = torch.zeros_like(x)
+    den = torch.zeros_like(x[:, :1])
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            nb = xp[:, :, radius + dy:radius + dy + h, radius + dx:radius + dx + w]
+            dist = ((nb - x) ** 2).mean(dim=1, keepdim=True)
+            wgt = torch.exp(-dist / (2 * sigma_r**2) - (dy * dy + dx * dx) / (2 * sigma_s**2))
+            num += wgt * nb
+            den += wgt
+    return num / den
+
+
+def _denoise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
+    y = F.interpolate(_down(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
+    noise = 0.04 * torch.randn(y.shape[0], 1, *y.shape[2:], generator=gen)
+    return _bilateral(y + noise)
+
+
+def _nearest(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.interpolate(_down(x, 4), scale_factor=4, mode="nearest")
+
+
+_PROCESSES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "upconv": _upconv,
+    "autoencoder": _autoencoder,
+    "denoise": _denoise,
+    "nearest": _nearest,
+}
+
+
+def _apply_family(family: str, crops: np.ndarray, noise_seed: int) -> np.ndarray:
+    """Run a family's process on uint8 crops [N, H, W, 3]; returns uint8 of the same shape."""
+    import torch
+
+    gen = torch.Generator().manual_seed(noise_seed)
+    out = np.empty_like(crops)
+    for i in range(0, len(crops), 64):  # chunks bound peak memory
+        x = torch.from_numpy(crops[i:i + 64]).permute(0, 3, 1, 2).float() / 255
+        with torch.inference_mode():
+            y = _PROCESSES[family](x, gen)
+        out[i:i + 64] = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+# ---------------------------------------------------------------- build
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    Image.fromarray(arr).save(path, format="PNG", compress_level=_PNG_LEVEL)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def build_demo(
+    root: Path,
+    *,
+    seed: int = 0,
+    size: int = 128,
+    n_train: int = 200,
+    n_val: int = 100,
+    families: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write the demo suite under ``root`` and return its summary (also written to ``root/BUILD.json``).
+
+    ``n_train``/``n_val`` are images per class per family. ``size`` must be a multiple of 8 (>= 32).
+    Existing ``BUILD.json`` and the chosen family folders are removed first, so a rebuild never mixes
+    old and new files. Same arguments give byte-identical PNGs. ``progress(done, total)`` is called after
+    every image written. torch runs on one thread during the build (restored afterwards).
+    """
+    fams = list(FAMILIES) if families is None else list(dict.fromkeys(families))
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown or not fams:
+        raise ValueError(f"unknown demo families {unknown}; choose from {sorted(FAMILIES)}")
+    if size % 8 or size < 32:
+        raise ValueError(f"size must be a multiple of 8 and >= 32, got {size}")
+    if n_train < 1 or n_val < 1:
+        raise ValueError(f"n_train and n_val must be >= 1, got {n_train}, {n_val}")
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "BUILD.json").unlink(missing_ok=True)
+    for fam in fams:
+        shutil.rmtree(root / fam, ignore_errors=True)
+
+    sources = _sources()
+    counts = {"train": n_train, "val": n_val}
+    total = len(fams) * 2 * (n_train + n_val)
+    done = 0
+    pending: list[Future[None]] = []
+
+    def drain() -> None:
+        nonlocal done
+        for fut in pending:
+            fut.result()
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        pending.clear()
+
+    # torch on one thread while PNG encoding (zlib releases the GIL) runs beside it, one chunk behind
+    with _torch_threads(1), ThreadPoolExecutor(max_workers=1) as pool:
+        for fam in fams:
+            for split in SPLITS:
+                n = counts[split]
+                order = _rng(seed, fam, split, "photos").permutation(len(sources))
+                photo_ids = [int(order[i % len(order)]) for i in range(n)]
+                for label in LABELS:
+                    rng = _rng(seed, fam, split, label)
+                    crops = np.stack([
+                        _random_crop(sources[p][1], _region(sources[p][1].shape, p, split), size, rng)
+                        for p in photo_ids
+                    ])
+                    if label == "1_fake":
+                        crops = _apply_family(fam, crops, int(rng.integers(2**63)))
+                    out_dir = root / fam / split / label
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    drain()
+                    pending += [pool.submit(_save_png, arr, out_dir / f"{fam}_{split}_{label}_{i:05d}.png")
+                                for i, arr in enumerate(crops)]
+        drain()
+
+    summary = {
+        "builder_version": BUILDER_VERSION,
+        "seed": seed,
+        "size": size,
+        "n_train": n_train,
+        "n_val": n_val,
+        "families": {f: FAMILIES[f] for f in fams},
+        "counts": {f: {s: {lab: counts[s] for lab in LABELS} for s in SPLITS} for f in fams},
+        "total_images": total,
+        "sources": [name for name, _ in sources],
+        "train_val_split": f"spatial: val is one end ({_VAL_FRACTION:.0%}) of each photo's longer side",
+    }
+    _write_json_atomic(root / "BUILD.json", summary)
+    return summary

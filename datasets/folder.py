@@ -1,0 +1,110 @@
+"""Bring your own data: a tree with label folders ``0_real``/``1_fake``, ``real``/``fake``, ``nature``/``ai``.
+
+The label of an image is its deepest folder with one of those names (any case). The split is the nearest
+folder above it named train, val (valid, validation) or test, else ``split_default``. The generator is
+the folder at ``generator_level`` among the folders above the label folder, not counting split folders
+(0: the first under the root, -1: the nearest); an image with no such folder belongs to a generator named
+after the root folder. Examples (generator_level=0)::
+
+    ROOT/sdxl/{0_real,1_fake}/*                  generator sdxl, split test
+    ROOT/{train,test}/<gen>/{real,fake}/*        generator <gen>, split train / test
+    Chameleon/test/{0_real,1_fake}/*             generator Chameleon, split test
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from detbench.datasets._layout import SPLIT_NAMES
+
+from detbench.config import ConfigError
+from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
+
+LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
+ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), holding the images"
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    generator_level: int = 0  # the folder above the label folder naming the generator (splits skipped)
+    split_default: str = "test"  # the split of images with no train/val/test folder above them
+
+    def __post_init__(self) -> None:
+        if not self.split_default.strip() or "/" in self.split_default:
+            raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
+
+
+class FolderSuite(Suite):
+    name = "folder"
+    version = 1
+    default_backbone = "open_clip:ViT-L-14@openai"
+    default_protocol = "train-on-<generator>"  # no sensible default: the error lists the train-on-* protocols
+    Options = FolderOptions
+
+    def __init__(self, options: FolderOptions | None = None) -> None:
+        super().__init__(options)
+        self.ignored: list[str] = []  # folders whose images the last scan skipped (no label folder above)
+        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
+
+    def scan(self, root: Path) -> Iterator[Entry]:
+        root = Path(root)
+        level = self.options.generator_level
+        entries: list[Entry] = []
+        unlabelled: set[str] = set()
+        splits: dict[str, set[str]] = {}
+        for path, _abs in walk_files(root):
+            dirs = path.split("/")[:-1]
+            depth = next((i for i in range(len(dirs) - 1, -1, -1) if dirs[i].lower() in LABELS), None)
+            if depth is None:
+                unlabelled.add("/".join(dirs) or ".")
+                continue
+            above = dirs[:depth]
+            split_dirs = [d.lower() for d in above if d.lower() in SPLIT_NAMES]
+            split = SPLIT_NAMES[split_dirs[-1]] if split_dirs else self.options.split_default
+            candidates = [d for d in above if d.lower() not in SPLIT_NAMES]
+            if not candidates:
+                generator = root.resolve().name
+            elif -len(candidates) <= level < len(candidates):
+                generator = candidates[level]
+            else:
+                raise SuiteLayoutError(
+                    f"generator_level={level}, but {path} has {len(candidates)} generator folder(s) "
+                    f"above its label folder ({'/'.join(candidates)}); choose a level every image has"
+                )
+            label = LABELS[dirs[depth].lower()]
+            splits.setdefault(generator, set()).add(split)
+            entries.append(
+                Entry(
+                    path=path,
+                    generator=generator,
+                    split=split,
+                    label=label,
+                    family="real" if label == 0 else "unknown",
+                )
+            )
+        self.ignored = sorted(unlabelled)
+        self.splits = splits
+        if not entries:
+            raise SuiteLayoutError(
+                f"no images inside label folders under {root}: expected {ACCEPTED}. "
+                f"Found:\n{top_levels(root, depth=3)}"
+            )
+        yield from entries
+
+    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``train-on-<gen>`` for each generator with a train split (every generator if nothing was scanned),
+        evaluated on every generator's test split (val if the tree has no test split)."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        eval_split = next((s for s in ("test", "val") if s in found), self.options.split_default)
+        trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
+        return {
+            f"train-on-{g}": Protocol(
+                name=f"train-on-{g}",
+                train_generators=(g,),
+                eval_split=eval_split,
+                description=f"train on {g} train, evaluate on every generator's {eval_split}",
+            )
+            for g in trainable
+        }

@@ -1,0 +1,471 @@
+"""Open image files: probe them for the index, load them as RGB for models.
+
+This is the only module in detbench that opens image files. Benchmark data is dirty (0-byte PNGs,
+truncated JPEGs, HTML saved as ``.jpg``), so no function here crashes on a bad file: ``probe`` returns
+an :class:`ImageInfo` whose ``status`` says what is wrong, the loaders raise :class:`ImageError`.
+
+Statuses: ``ok``; ``empty`` (0 bytes); ``truncated`` (an image whose data ends early);
+``undecodable`` (not an image of a supported format, or corrupt data); ``too_large`` (the header claims
+more than ``max_pixels`` pixels, the decompression-bomb guard; checked before anything is decoded);
+``unreadable`` (permission or OS error); ``not_a_file`` (missing path, dangling symlink, symlink loop,
+directory, FIFO, device...).
+
+Files are identified by their bytes, not their name, among the formats detbench indexes (PNG, JPEG,
+WebP, BMP, TIFF, GIF): a PNG saved as ``.jpg`` is reported as ``png``. Multi-picture JPEGs (MPO, as
+written by many cameras) are reported as ``jpeg``. Width and height are as stored in the file, before
+EXIF orientation.
+
+RGB conversion rules of :func:`load_rgb` (every model sees images converted this way):
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``); an unreadable EXIF block is ignored.
+- Animated GIF/WebP (and multi-frame TIFF/MPO): the first frame.
+- Palette (``P``) images: RGBA if they declare transparency, else RGB. Greyscale and RGB images with a
+  transparent colour key are treated the same way.
+- Alpha (``RGBA``, ``LA``, ``PA``, premultiplied modes) is composited onto white,
+  :data:`ALPHA_BACKGROUND`. Transparent regions of web graphics are meant to be seen on a (white) page,
+  and the colour stored under alpha 0 is arbitrary (often black, sometimes leftover content): dropping
+  alpha would expose it to the detector as a spurious cue; compositing onto one fixed colour removes it.
+- 16-bit greyscale (``I;16``, ``I;16B``, ...) is scaled to 8 bits by the range of the mode
+  (``value >> 8``), not clipped as PIL's own ``convert`` does. ``I`` (32-bit integer, in practice
+  16-bit data) is clipped to 0..65535 and scaled the same way.
+- 32-bit float ``F``: scaled by 255 if its maximum is <= 1 (a 0..1 image), else clipped to 0..255;
+  NaN becomes 0.
+- ``CMYK``: converted to sRGB with the embedded ICC profile when there is one and LittleCMS is
+  available, else with PIL's plain conversion. ICC profiles of RGB images are ignored: pixel values are
+  used as stored, as the reference implementations in this field do.
+- ``1``, ``L`` and other modes: PIL's ``convert("RGB")``.
+
+The pixel guard is explicit (``max_pixels``); PIL's global ``MAX_IMAGE_PIXELS`` is never changed. Some
+PIL plugins (GIF, TIFF, MPO, WebP) still apply PIL's own guard internally; its error maps to
+``too_large`` too. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import io
+import os
+import stat as stat_module
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import numpy as np
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+STATUSES: tuple[str, ...] = (
+    "ok",
+    "empty",
+    "truncated",
+    "undecodable",
+    "too_large",
+    "unreadable",
+    "not_a_file",
+)
+DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's default MAX_IMAGE_PIXELS
+ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+_PIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+_FORMAT_NAMES = {"MPO": "jpeg"}
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_TRUNCATION_WORDS = ("truncated", "premature end", "unexpected end", "not enough data")
+_ORIENTATION_TAG = 0x0112
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block; no effect on regular files
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+# IJG (libjpeg) standard quantisation tables, ITU-T T.81 Annex K, natural (row-major) order.
+_STD_LUMINANCE = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_STD_CHROMINANCE = (
+    17, 18, 24, 47, 99, 99, 99, 99,
+    18, 21, 26, 66, 99, 99, 99, 99,
+    24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99,
+) + (99,) * 32  # fmt: skip
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``status`` is one of :data:`STATUSES`, ``reason`` says why."""
+
+    def __init__(self, status: str, reason: str, path: str | None = None) -> None:
+        super().__init__(status, reason, path)
+        self.status = status
+        self.reason = reason
+        self.path = path
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{where}{self.status} ({self.reason})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    """What :func:`probe` learned about one file; fields it could not read are None."""
+
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    mode: str | None = None
+    n_frames: int | None = None
+    jpeg_quality: int | None = None
+    status: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown image status {self.status!r}; expected one of {STATUSES}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ---------------------------------------------------------------------------------------- public API
+
+
+def probe(
+    path: str | os.PathLike[str], *, decode: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> ImageInfo:
+    """Describe one file without ever raising for problems of the file itself.
+
+    ``decode=True`` decodes the first frame fully, so truncated or corrupt data is caught;
+    ``decode=False`` reads only the header (fast; truncation past the header goes unnoticed). Only the
+    first frame is ever used, so broken later frames of an animation leave it ``ok`` with
+    ``n_frames=None``. ``max_pixels=None`` disables detbench's own pixel guard. PIL may still emit
+    warnings (e.g. about corrupt EXIF) for malformed files; the status is what counts.
+    """
+    try:
+        fp, size = _open_regular(path)
+    except ImageError as exc:
+        return ImageInfo(status=exc.status, reason=exc.reason)
+    with fp:
+        return _probe_stream(fp, size, decode=decode, max_pixels=max_pixels)
+
+
+def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load the first frame of an image file as an RGB image (see the module docstring for the rules)."""
+    try:
+        fp, size = _open_regular(path)
+        with fp:
+            return _load_rgb_stream(fp, size, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ImageError(exc.status, exc.reason, os.fspath(path)) from exc.__cause__
+
+
+def load_rgb_bytes(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`load_rgb` for an encoded image held in memory."""
+    return _load_rgb_stream(io.BytesIO(data), len(data), max_pixels=max_pixels)
+
+
+def estimate_jpeg_quality(img: Image.Image) -> int | None:
+    """The IJG quality (1..100) whose scaled standard table is closest to the file's quantisation table.
+
+    Compares table 0 with the luminance table (or, without table 0, table 1 with the chrominance
+    table) by the sum of absolute differences. Exact for files written by libjpeg (PIL, most tools)
+    at a given quality; for other encoders it is the nearest IJG equivalent. None for non-JPEGs.
+    """
+    import numpy as np
+
+    tables = getattr(img, "quantization", None)
+    if not tables:
+        return None
+    index = 0 if 0 in tables else 1 if 1 in tables else None
+    if index is None or len(tables[index]) != 64:
+        return None
+    errors = np.abs(_ijg_tables(index) - np.asarray(tables[index], dtype=np.int32)).sum(axis=1)
+    return int(errors.argmin()) + 1
+
+
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Content id: blake2b (16-byte digest) of the file's bytes, as hex."""
+    fp, _ = _open_regular(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with fp, _classified(fp):
+        while block := fp.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fast_id(path: str | os.PathLike[str], stat: os.stat_result | None = None) -> str:
+    """Id for the fast index mode: blake2b (16 bytes) of ``"{size}:{mtime_ns}:{name}"``, as hex."""
+    if stat is None:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise _path_error(path, exc) from exc
+    key = f"{stat.st_size}:{stat.st_mtime_ns}:{os.path.basename(os.fspath(path))}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- opening
+
+
+def _open_regular(path: str | os.PathLike[str]) -> tuple[IO[bytes], int]:
+    """Open a regular file for binary reading and return it with its size; ImageError otherwise."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _path_error(path, exc) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat_module.S_ISREG(info.st_mode):
+            raise ImageError("not_a_file", f"not a regular file ({_file_kind(info.st_mode)})")
+        return os.fdopen(fd, "rb"), info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _path_error(path: str | os.PathLike[str], exc: OSError) -> ImageError:
+    """Map an error from opening or stat-ing a path to not_a_file (nothing readable there) or unreadable."""
+    if exc.errno == errno.ELOOP:
+        return ImageError("not_a_file", "symlink loop")
+    if isinstance(exc, FileNotFoundError):
+        return ImageError("not_a_file", "dangling symlink" if os.path.islink(path) else "no such file")
+    if isinstance(exc, NotADirectoryError):
+        return ImageError("not_a_file", "a parent of the path is not a directory")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat_module.S_ISREG(mode):  # e.g. a directory on Windows, a socket
+        return ImageError("not_a_file", f"not a regular file ({_file_kind(mode)})")
+    return ImageError("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat_module.S_ISDIR, "directory"),
+        (stat_module.S_ISFIFO, "FIFO"),
+        (stat_module.S_ISSOCK, "socket"),
+        (stat_module.S_ISCHR, "character device"),
+        (stat_module.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+@functools.cache
+def _openers() -> tuple[tuple[Callable[..., Image.Image], Callable[[bytes], bool | str] | None], ...]:
+    Image.init()
+    return tuple(Image.OPEN[fmt] for fmt in _PIL_FORMATS if fmt in Image.OPEN)
+
+
+def _identify(fp: IO[bytes], size: int) -> Image.Image:
+    """Identify the format from the leading bytes and parse the header: ``Image.open`` restricted to
+    the formats detbench indexes and without PIL's global pixel guard (callers check). Decodes nothing."""
+    if size == 0:
+        raise ImageError("empty", "file is empty (0 bytes)")
+    fp.seek(0)
+    prefix = fp.read(16)
+    failure: Exception | None = None
+    for factory, accept in _openers():
+        try:
+            verdict = accept(prefix) if accept else True
+            if not verdict or isinstance(verdict, str):  # a str means "recognised but unsupported"
+                continue
+            fp.seek(0)
+            return factory(fp, "")
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        raise failure
+    raise ImageError("undecodable", f"not a supported image format (starts with {prefix!r})")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError("too_large", f"{width}x{height} = {width * height} pixels exceeds {max_pixels}")
+
+
+@contextlib.contextmanager
+def _classified(fp: IO[bytes]) -> Iterator[None]:
+    """Turn any exception raised while reading an image into an ImageError with a status."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise _classify(exc, fp) from exc
+
+
+def _classify(exc: Exception, fp: IO[bytes]) -> ImageError:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (Image.DecompressionBombError, MemoryError)):
+        return ImageError("too_large", text)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ImageError("unreadable", text)
+    if isinstance(exc, EOFError) or any(word in str(exc).lower() for word in _TRUNCATION_WORDS):
+        return ImageError("truncated", text)
+    kind = _ends_early(fp)
+    if kind:
+        return ImageError("truncated", f"{kind} data ends early ({text})")
+    return ImageError("undecodable", text)
+
+
+def _ends_early(fp: IO[bytes]) -> str | None:
+    """The format's name if the bytes start like that format but lack its end (or declared length)."""
+    try:
+        fp.seek(0)
+        head = fp.read(16)
+        size = fp.seek(0, io.SEEK_END)
+        fp.seek(max(0, size - 1024))
+        tail = fp.read()
+    except (OSError, ValueError):
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG" if b"IEND" not in tail else None
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG" if b"\xff\xd9" not in tail else None
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF" if not tail.rstrip(b"\0").endswith(b";") else None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP" if size < int.from_bytes(head[4:8], "little") + 8 else None
+    if head[:4] in (b"II*\0", b"MM\0*"):  # the header points at the first directory (often at the end)
+        first_ifd = int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big")
+        return "TIFF" if first_ifd + 2 > size else None
+    return None
+
+
+# ---------------------------------------------------------------------------------------- probing
+
+
+def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | None) -> ImageInfo:
+    fields: dict[str, Any] = {"bytes": size}
+    try:
+        with _classified(fp):
+            im = _identify(fp, size)
+            fields.update(
+                format=_format_name(im),
+                width=im.width,
+                height=im.height,
+                mode=im.mode,
+                jpeg_quality=estimate_jpeg_quality(im),
+            )
+            _check_pixels(im.size, max_pixels)  # after reading the header, so too-large files report it
+            fields["n_frames"] = _n_frames(im)
+            if decode:
+                im.load()
+    except ImageError as exc:
+        return ImageInfo(**fields, status=exc.status, reason=exc.reason)
+    return ImageInfo(**fields, status="ok")
+
+
+def _format_name(im: Image.Image) -> str | None:
+    return _FORMAT_NAMES.get(im.format or "", (im.format or "").lower()) or None
+
+
+def _n_frames(im: Image.Image) -> int | None:
+    """Frame count; None if later frames cannot be read (only the first frame is ever used)."""
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            im.seek(0)
+
+
+@functools.cache
+def _ijg_tables(index: int) -> np.ndarray:
+    """libjpeg's jpeg_set_quality (force_baseline) applied to the standard table ``index`` (0 luminance,
+    1 chrominance): a 100 x 64 array, row q - 1 for quality q."""
+    import numpy as np
+
+    standard = np.asarray(_STD_CHROMINANCE if index else _STD_LUMINANCE, dtype=np.int32)
+    quality = np.arange(1, 101)
+    scale = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)
+    return np.clip((standard[None, :] * scale[:, None] + 50) // 100, 1, 255)
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def _load_rgb_stream(fp: IO[bytes], size: int, *, max_pixels: int | None) -> Image.Image:
+    with _classified(fp):
+        im = _identify(fp, size)
+        _check_pixels(im.size, max_pixels)
+        im.load()
+        rgb = _to_rgb(_apply_orientation(im))
+    return rgb.copy() if rgb is im else rgb
+
+
+def _apply_orientation(im: Image.Image) -> Image.Image:
+    try:
+        if im.getexif().get(_ORIENTATION_TAG, 1) in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(im)
+    except Exception:  # a corrupt EXIF block does not make the pixels unusable
+        pass
+    return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode in _SIXTEEN_BIT_MODES or mode == "F":
+        return _high_depth_to_l(im).convert("RGB")
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if mode in _ALPHA_MODES or (mode in ("1", "L", "P", "RGB") and "transparency" in im.info):
+        return _composite(im.convert("RGBA"))
+    return im if mode == "RGB" else im.convert("RGB")
+
+
+def _composite(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    import numpy as np
+
+    values = np.asarray(im)
+    if im.mode == "F":
+        values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.max() <= 1.0:
+            values = values * 255.0
+        eight_bit = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    else:
+        eight_bit = (np.clip(values.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+    return Image.fromarray(eight_bit)
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            converted = ImageCms.profileToProfile(
+                im, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if converted is not None:
+                return converted
+        except Exception:  # missing LittleCMS or a broken profile: plain conversion below
+            pass
+    return im.convert("RGB")

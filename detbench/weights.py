@@ -1,0 +1,316 @@
+"""Offline-first weight resolution, sha256 verification and safe checkpoint loading.
+
+Resolution order: explicit local file → ``$DETBENCH_HOME/weights/<dir>/`` → Hugging Face cache → download
+(only when online). Checkpoints load through safetensors or ``torch.load(weights_only=True)``: a pickle
+carrying code is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from detbench.paths import home_subdir
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+_TRUE = {"1", "true", "yes", "on"}
+_CHUNK = 1 << 20
+_saved_offline: dict[str, str | None] | None = None
+
+
+class WeightsError(RuntimeError):
+    """Weights are missing, unreadable, unsafe, or do not match; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path
+    sha256: str
+    origin: str  # "file", "detbench-home", "hf-cache" or "download"
+
+
+def weights_dir() -> Path:
+    """``$DETBENCH_HOME/weights``: drop-in location for weights that cannot be downloaded."""
+    return home_subdir("weights")
+
+
+# ---------------------------------------------------------------------------------------------- offline
+
+
+def set_offline(offline: bool) -> None:
+    """Forbid (True) or restore (False) network access for huggingface_hub, open_clip and timm.
+
+    Call before huggingface_hub is imported; if it already is, its constants are patched too.
+    ``set_offline(False)`` only undoes what an earlier ``set_offline(True)`` changed.
+    """
+    global _saved_offline
+    if offline:
+        if _saved_offline is None:
+            _saved_offline = {k: os.environ.get(k) for k in OFFLINE_ENV}
+        for key in OFFLINE_ENV:
+            os.environ[key] = "1"
+    elif _saved_offline is not None:
+        for key, value in _saved_offline.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _saved_offline = None
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = _env_offline()
+
+
+def _env_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in OFFLINE_ENV)
+
+
+def is_offline() -> bool:
+    """True when DETBENCH_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set (or the hub says so)."""
+    constants = sys.modules.get("huggingface_hub.constants")
+    return _env_offline() or bool(constants is not None and constants.HF_HUB_OFFLINE)
+
+
+def _can_reach(url: str, timeout: float = 3.0) -> bool:
+    """A quick TCP probe so an unreachable hub fails at once instead of after minutes of retries."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # the proxy decides; let the client try
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return True
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- sha256
+
+
+def _sha_cache_path() -> Path:
+    return weights_dir() / "sha256-cache.json"
+
+
+def _read_sha_cache() -> dict[str, str]:
+    try:
+        data = json.loads(_sha_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and ``os.replace`` so readers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Streamed sha256, cached in ``$DETBENCH_HOME/weights/sha256-cache.json`` by path, size and mtime."""
+    path = Path(path).resolve()
+    st = path.stat()
+    prefix = f"{path}|"
+    key = f"{prefix}{st.st_size}|{st.st_mtime_ns}"
+    cached = _read_sha_cache().get(key)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    cache = {k: v for k, v in _read_sha_cache().items() if not k.startswith(prefix)}
+    cache[key] = digest
+    try:
+        write_text_atomic(_sha_cache_path(), json.dumps(cache, indent=0, sort_keys=True))
+    except OSError:
+        pass  # a read-only home only costs a rehash next time
+    return digest
+
+
+def verify_sha256(path: str | os.PathLike[str], expected: str | None) -> str:
+    """The file's sha256; WeightsError showing both hashes if it differs from ``expected``.
+
+    ``expected`` may be a hex prefix of at least 8 characters (torch hub file-name convention).
+    """
+    actual = sha256_file(path)
+    if expected is not None:
+        exp = expected.strip().lower()
+        if len(exp) < 8 or not actual.startswith(exp):
+            raise WeightsError(
+                f"sha256 mismatch for {path}:\n  expected {exp}\n  actual   {actual}\n"
+                "The file is corrupt, truncated, or not the checkpoint you meant; replace it.")
+    return actual
+
+
+def _hf_blob_sha256(path: Path) -> str | None:
+    """Hugging Face caches LFS files as ``blobs/<sha256>``: the expected hash comes for free."""
+    target = path.resolve()
+    name = target.name
+    if target.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+def resolve_weights(
+    what: str,
+    *,
+    fix: str,
+    local: str | os.PathLike[str] | None = None,
+    home_dir: str | None = None,
+    home_patterns: Sequence[str] = WEIGHT_PATTERNS,
+    hf_repo: str | None = None,
+    hf_filenames: Sequence[str] = (),
+    download: Callable[[], str] | None = None,
+    download_url: str | None = None,
+    expected_sha256: str | None = None,
+) -> ResolvedWeights:
+    """Find a checkpoint offline-first and verify its sha256.
+
+    ``what`` names the weights in messages, ``fix`` says how a user supplies them. ``local`` is an explicit
+    file (no fallback when given). ``home_dir`` is searched under ``$DETBENCH_HOME/weights`` for
+    ``home_patterns`` (in order), then the Hugging Face cache for ``hf_repo``/``hf_filenames``; ``download``
+    (returning a path) runs only when online and ``download_url`` (probed first) is reachable.
+    """
+    looked: list[str] = []
+    found: tuple[Path, str] | None = None
+    if local is not None:
+        path = Path(local).expanduser().resolve()
+        if not path.is_file():
+            raise WeightsError(f"{what}: file not found: {path}\n{fix}")
+        found = (path, "file")
+    if found is None and home_dir is not None:
+        folder = weights_dir() / home_dir
+        looked.append(f"{folder}/ ({', '.join(home_patterns)})")
+        for pattern in home_patterns:
+            matches = sorted(p for p in folder.glob(pattern) if p.is_file())
+            if matches:
+                found = (matches[0], "detbench-home")
+                break
+    if found is None and hf_repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        looked.append(f"Hugging Face cache: {hf_repo} ({', '.join(hf_filenames)})")
+        for filename in hf_filenames:
+            cached = try_to_load_from_cache(hf_repo, filename)
+            if isinstance(cached, str):
+                found = (Path(cached), "hf-cache")
+                break
+    if found is None:
+        where = "".join(f"\n  - {x}" for x in looked)
+        if download is None:
+            raise WeightsError(f"{what}: not found. Looked in:{where}\n{fix}")
+        if is_offline():
+            raise WeightsError(f"{what}: not found and offline mode is on. Looked in:{where}\n{fix}")
+        if download_url and not _can_reach(download_url):
+            raise WeightsError(
+                f"{what}: not found and {download_url} cannot be reached. Looked in:{where}\n{fix}")
+        try:
+            found = (Path(download()), "download")
+        except Exception as e:  # any download failure means the same thing to the user
+            raise WeightsError(
+                f"{what}: download failed ({type(e).__name__}: {e}). Looked in:{where}\n{fix}") from e
+    path, origin = found
+    expected = expected_sha256 or (_hf_blob_sha256(path) if origin in ("hf-cache", "download") else None)
+    return ResolvedWeights(path=path, sha256=verify_sha256(path, expected), origin=origin)
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A flat ``{name: tensor}`` state dict from .safetensors or a weights-only torch checkpoint.
+
+    Pickles that would construct arbitrary objects (code) and TorchScript archives are refused.
+    ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: object = load_file(str(path), device="cpu")
+        except Exception as e:
+            raise WeightsError(f"{path} is not a readable safetensors file: {e}") from e
+    else:
+        if _is_torchscript(path):
+            raise WeightsError(
+                f"{path} is a TorchScript archive (e.g. OpenAI's original CLIP .pt); detbench does not load "
+                "executable checkpoints. Use the open_clip weights (open_clip_pytorch_model.bin or "
+                ".safetensors from the model's Hugging Face repo) instead.")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise WeightsError(
+                f"{path} is not a safe checkpoint: it holds Python objects beyond tensors (a pickle is "
+                f"code), so it was refused. Convert it to .safetensors in a trusted environment. ({e})"
+            ) from e
+        except Exception as e:
+            raise WeightsError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
+    while isinstance(obj, dict):
+        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], what: str) -> None:
+    """Raise WeightsError listing missing, unexpected and shape-mismatched keys (strict loading)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in expected if k in got and got[k].shape != expected[k].shape]
+    if not (missing or unexpected or shapes):
+        return
+
+    def listing(label: str, items: list[str]) -> str:
+        if not items:
+            return ""
+        more = f", … ({len(items) - 8} more)" if len(items) > 8 else ""
+        return f"\n  {len(items)} {label}: {', '.join(items[:8])}{more}"
+
+    raise WeightsError(
+        f"{what} does not match the architecture (strict loading; a partly random model is never used):"
+        f"{listing('missing keys', missing)}{listing('unexpected keys', unexpected)}"
+        f"{listing('shape mismatches', shapes)}")

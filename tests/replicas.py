@@ -1,0 +1,279 @@
+"""Miniature on-disk replicas of real suite layouts (tiny images, real folder and file naming).
+
+Each builder writes a tree under a given root and returns a :class:`Replica` whose ``expected`` lists every
+index row the adapter must produce: ``(path, generator, split, label, status)``. Broken files (0 bytes,
+truncated, text saved as ``.png``) and unusual but valid images (CMYK JPEG, 16-bit PNG, palette PNG) are
+placed where the real archives have such files.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# canonical key -> (outer, inner) folder as extracted from the public GenImage archives
+GENIMAGE_NESTED: dict[str, tuple[str, str]] = {
+    "midjourney": ("Midjourney", "imagenet_midjourney"),
+    "sdv14": ("stable_diffusion_v_1_4", "imagenet_ai_0419_sdv4"),
+    "sdv15": ("stable_diffusion_v_1_5", "imagenet_ai_0424_sdv5"),
+    "adm": ("ADM", "imagenet_ai_0508_adm"),
+    "glide": ("glide", "imagenet_glide"),
+    "wukong": ("wukong", "imagenet_ai_0424_wukong"),
+    "vqdm": ("VQDM", "imagenet_ai_0419_vqdm"),
+    "biggan": ("BigGAN", "imagenet_ai_0419_biggan"),
+}
+# flat variants seen in the wild (short names and distributed outer names, mixed case)
+GENIMAGE_FLAT: dict[str, str] = {
+    "midjourney": "Midjourney", "sdv14": "SDv1.4", "sdv15": "stable_diffusion_v_1_5", "adm": "ADM",
+    "glide": "GLIDE", "wukong": "wukong", "vqdm": "VQDM", "biggan": "BigGAN",
+}  # fmt: skip
+# fake image side per generator, scaled down from real (BigGAN 128, ADM/GLIDE/VQDM 256, SD 512, MJ 1k)
+GENIMAGE_SIZES = {"biggan": 8, "adm": 16, "glide": 16, "vqdm": 16, "sdv14": 24, "sdv15": 24, "wukong": 24,
+                  "midjourney": 32}  # fmt: skip
+FORENSYNTHS_CLASSES = {"progan": ("airplane", "car"), "stylegan": ("bedroom", "car", "cat"),
+                       "cyclegan": ("apple", "horse")}  # fmt: skip
+FORENSYNTHS_FLAT = ("biggan", "gaugan", "stargan", "deepfake", "seeingdark", "san", "crn", "imle")
+UFD_DIFFUSION = {"guided": "imagenet", "ldm_200": "laion", "ldm_200_cfg": "laion", "ldm_100": "laion",
+                 "glide_100_27": "laion", "glide_50_27": "laion", "glide_100_10": "laion",
+                 "dalle": "laion"}  # fmt: skip
+
+Row = tuple[str, str, str, int, str]  # path, generator, split, label, status
+
+
+@dataclass
+class Replica:
+    root: Path
+    expected: list[Row] = field(default_factory=list)
+
+    def counts(self, status: str | None = "ok") -> Counter[tuple[str, str, int]]:
+        """Expected rows per (generator, split, label), of one status (None: any)."""
+        return Counter((g, s, lab) for _p, g, s, lab, st in self.expected if status is None or st == status)
+
+    def add(self, path: Path, generator: str, split: str, label: int, status: str = "ok") -> None:
+        self.expected.append((path.relative_to(self.root).as_posix(), generator, split, label, status))
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def write_image(path: Path, *, size: int = 16, seed: int = 0, mode: str = "RGB", quality: int = 96) -> Path:
+    """A small noise image, encoded by the extension (any case): PNG, JPEG, WebP, BMP, TIFF or GIF."""
+    rng = np.random.default_rng(seed)
+    im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    if mode != "RGB":
+        im = im.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = path.suffix.lower()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+           ".tiff": "TIFF", ".gif": "GIF"}[ext]  # fmt: skip
+    im.save(path, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+    return path
+
+
+def write_special(path: Path, kind: str, *, size: int = 16, seed: int = 0) -> Path:
+    """A valid but unusual image: ``cmyk`` (JPEG), ``16bit`` (greyscale PNG) or ``palette`` (PNG)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "cmyk":
+        return write_image(path, size=size, seed=seed, mode="CMYK")
+    if kind == "16bit":
+        values = np.random.default_rng(seed).integers(0, 65536, (size, size), dtype=np.uint16)
+        Image.fromarray(values).save(path, "PNG")
+        assert Image.open(path).mode.startswith("I")
+        return path
+    if kind == "palette":
+        return write_image(path, size=size, seed=seed, mode="P")
+    raise ValueError(kind)
+
+
+def write_broken(path: Path, kind: str, *, size: int = 16, seed: int = 0) -> Path:
+    """A bad file: ``empty`` (0 bytes), ``truncated`` (first half of a valid image) or ``text`` (HTML)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        buffer = io.BytesIO()
+        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        rng = np.random.default_rng(seed)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, fmt)
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    elif kind == "text":
+        path.write_text("<html><body>403 Forbidden</body></html>\n")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ GenImage
+
+
+def build_genimage(
+    root: Path,
+    *,
+    layout: str = "nested",
+    generators: tuple[str, ...] | None = None,
+    n: int = 2,
+    defects: bool = True,
+) -> Replica:
+    """GenImage with ``n`` fakes and ``n`` reals per generator and split.
+
+    ``layout``: ``nested`` (``ADM/imagenet_ai_0508_adm/train/ai``) or ``flat`` (``SDv1.4/train/ai``).
+    Fakes are PNG (ADM's as ``.PNG``), reals ImageNet-named ``.JPEG``; the flat layout also mixes ``.jpg``,
+    ``.png`` and ``.webp``. With ``defects``: a 0-byte PNG in sdv14/train/ai, a truncated JPEG in
+    adm/val/nature, an HTML file named ``.png`` in biggan/val/ai (bad), a CMYK JPEG, a 16-bit PNG and a
+    palette PNG (valid, status ok).
+    """
+    rep = Replica(Path(root))
+    seed = 0
+    for gen in generators or tuple(GENIMAGE_NESTED):
+        outer, inner = GENIMAGE_NESTED[gen]
+        holder = rep.root / outer / inner if layout == "nested" else rep.root / GENIMAGE_FLAT[gen]
+        tag = inner.rsplit("_", 1)[-1]
+        for split in ("train", "val"):
+            for j in range(n):
+                seed += 1
+                ext = ".png" if layout == "nested" else (".png", ".webp", ".png")[j % 3]
+                ext = ".PNG" if gen == "adm" else ext
+                fake = write_image(
+                    holder / split / "ai" / f"{j:03d}_{tag}_{seed:05d}{ext}",
+                    size=GENIMAGE_SIZES[gen],
+                    seed=seed,
+                )
+                rep.add(fake, gen, split, 1)
+                name = f"n01440764_{seed}" if split == "train" else f"ILSVRC2012_val_{seed:08d}"
+                ext = ".JPEG" if layout == "nested" or j % 2 == 0 else ".jpg"
+                real = write_image(holder / split / "nature" / f"{name}{ext}", size=10 + seed % 20, seed=seed)
+                rep.add(real, gen, split, 0)
+        if defects:
+            _genimage_defects(rep, gen, holder)
+    return rep
+
+
+def _genimage_defects(rep: Replica, gen: str, holder: Path) -> None:
+    bad = {
+        "sdv14": ("train", "ai", "000_sdv4_99999.png", "empty"),
+        "adm": ("val", "nature", "ILSVRC2012_val_00099999.JPEG", "truncated"),
+        "biggan": ("val", "ai", "000_biggan_99999.png", "text"),
+    }
+    special = {
+        "midjourney": ("train", "nature", "n01440764_99999.JPEG", "cmyk"),
+        "vqdm": ("val", "ai", "000_vqdm_99999.png", "16bit"),
+        "glide": ("train", "ai", "000_glide_99999.png", "palette"),
+    }
+    if gen in bad:
+        split, folder, name, kind = bad[gen]
+        path = write_broken(holder / split / folder / name, kind)
+        rep.add(path, gen, split, int(folder == "ai"), "undecodable" if kind == "text" else kind)
+    if gen in special:
+        split, folder, name, kind = special[gen]
+        path = write_special(holder / split / folder / name, kind)
+        rep.add(path, gen, split, int(folder == "ai"))
+
+
+# ------------------------------------------------------------------------------------------ UFD
+
+
+def build_ufd(
+    root: Path,
+    *,
+    train_classes: tuple[str, ...] = ("car", "cat", "chair", "horse", "airplane"),
+    n: int = 2,
+    pool: int = 3,
+    test_dir: str = "test",
+    extras: bool = True,
+    defects: bool = True,
+) -> Replica:
+    """UniversalFakeDetect: ``train/progan/<class>``, ``<test_dir>/<domain>/[<class>/]``, diffusion_datasets.
+
+    ``test_dir=""`` puts the test domains and ``diffusion_datasets`` directly under ``root`` (root is the
+    test folder); ``train_classes=()`` makes a test-only root. ``extras`` adds stylegan2 and whichfaceisreal
+    (not in the 19, so not expected). Each leaf has ``n`` images per label; each real pool has ``pool``
+    images, expected once per domain that uses it. With ``defects``: a 0-byte PNG in san/1_fake and a
+    truncated PNG in the laion pool (truncated in all 7 domains that use it).
+    """
+    rep = Replica(Path(root))
+    test = rep.root / test_dir if test_dir else rep.root
+    seed = 1000
+    for cls in train_classes:
+        for label, folder in ((1, "1_fake"), (0, "0_real")):  # 1_fake written first on purpose
+            for j in range(n):
+                seed += 1
+                path = write_image(
+                    rep.root / "train" / "progan" / cls / folder / f"{j + 1:05d}.png", seed=seed
+                )
+                rep.add(path, f"progan-{cls}", "train", label)
+    leaves: list[tuple[str, Path]] = []
+    for domain, classes in FORENSYNTHS_CLASSES.items():
+        leaves.extend((domain, test / domain / cls) for cls in classes)
+    leaves.extend(("sitd" if d == "seeingdark" else d, test / d) for d in FORENSYNTHS_FLAT)
+    for key, leaf in leaves:
+        for label, folder in ((0, "0_real"), (1, "1_fake")):
+            for j in range(n):
+                seed += 1
+                ext = ".jpg" if key == "deepfake" and label == 0 else ".png"
+                path = write_image(leaf / folder / f"{j + 1:05d}{ext}", seed=seed)
+                rep.add(path, key, "test", label)
+    if extras:
+        for extra in ("stylegan2", "whichfaceisreal"):
+            for folder in ("0_real", "1_fake"):
+                write_image(test / extra / folder / "00001.png", seed=1)
+    diffusion = test / "diffusion_datasets" if not test_dir else rep.root / "diffusion_datasets"
+    pools: dict[str, list[Path]] = {}
+    for name in ("imagenet", "laion"):
+        pools[name] = [
+            write_image(diffusion / name / "0_real" / f"{name}_{j:04d}.png", seed=seed + j)
+            for j in range(pool)
+        ]
+    truncated = (
+        write_broken(diffusion / "laion" / "0_real" / "laion_9999.png", "truncated") if defects else None
+    )
+    for domain, pool_name in UFD_DIFFUSION.items():
+        for j in range(n):
+            seed += 1
+            rep.add(
+                write_image(diffusion / domain / "1_fake" / f"{domain}_{j:04d}.png", seed=seed),
+                domain,
+                "test",
+                1,
+            )
+        for path in pools[pool_name]:
+            rep.add(path, domain, "test", 0)
+        if truncated is not None and pool_name == "laion":
+            rep.add(truncated, domain, "test", 0, "truncated")
+    if defects:
+        rep.add(write_broken(test / "san" / "1_fake" / "99999.png", "empty"), "san", "test", 1, "empty")
+    return rep
+
+
+# ------------------------------------------------------------------------------------------ folder
+
+
+def build_folder(
+    root: Path,
+    *,
+    pair: tuple[str, str] = ("0_real", "1_fake"),
+    generators: tuple[str, ...] = ("sdxl",),
+    splits: tuple[str, ...] = (),
+    n: int = 2,
+    fake_size: int = 17,
+    real_size: int = 23,
+) -> Replica:
+    """``root/[<split>/]<gen>/{<real>,<fake>}/*``; fakes are ``fake_size``-pixel PNGs, reals
+    ``real_size``-pixel JPEGs, so a label mix-up is visible in the index. The fake folder is created first."""
+    rep = Replica(Path(root))
+    real, fake = pair
+    seed = 5000
+    for split in splits or ("",):
+        for gen in generators:
+            base = rep.root / split / gen if split else rep.root / gen
+            for label, folder in ((1, fake), (0, real)):
+                for j in range(n):
+                    seed += 1
+                    ext, size = (".png", fake_size) if label else (".jpg", real_size)
+                    path = write_image(base / folder / f"img_{j:03d}{ext}", size=size, seed=seed)
+                    rep.add(path, gen, split or "test", label)
+    return rep

@@ -1,0 +1,421 @@
+"""Backbones, weights and preprocessing, with tiny open_clip ViTs and the bundled EfficientNet-Lite0 only."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detbench.backbones import (
+    BUNDLED_SHA256,
+    load_backbone,
+    load_timm_classifier,
+    parse_spec,
+    register_tiny_models,
+    source_kind,
+)
+from detbench.preprocess import Preprocess
+from detbench.weights import (
+    WeightsError,
+    is_offline,
+    load_state_dict_safely,
+    resolve_weights,
+    set_offline,
+    sha256_file,
+    verify_sha256,
+)
+
+TINY = "detbench-tiny-vit"
+
+
+def _clip(arch: str = TINY, seed: int = 123) -> torch.nn.Module:
+    import open_clip
+
+    register_tiny_models()
+    torch.manual_seed(seed)
+    return open_clip.create_model(arch).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A whole tiny CLIP (visual + text) saved as .safetensors and .pt, plus a second, different one."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("tiny_ckpt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETBENCH_HOME", str(root / "home"))
+        clip, other = _clip(seed=123), _clip(seed=7)
+    files = {"st": root / "tiny.safetensors", "pt": root / "tiny.pt", "other": root / "other.safetensors"}
+    save_file(clip.state_dict(), files["st"])
+    torch.save(clip.state_dict(), files["pt"])
+    save_file(other.state_dict(), files["other"])
+    torch.save(clip.visual.state_dict(), root / "visual_only.pt")
+    files["visual"] = root / "visual_only.pt"
+    torch.manual_seed(0)
+    files["x"] = root / "x.pt"
+    torch.save(torch.randn(2, 3, 224, 224), files["x"])
+    with torch.inference_mode():
+        files["expected"] = root / "expected.pt"
+        torch.save(clip.visual(torch.load(files["x"])), files["expected"])
+    return files
+
+
+def _matches_expected(bb, files: dict[str, Path]) -> bool:
+    return torch.allclose(bb.embed(torch.load(files["x"])), torch.load(files["expected"]), atol=1e-6)
+
+
+@pytest.fixture
+def offline():
+    set_offline(True)
+    yield
+    set_offline(False)
+
+
+# ---------------------------------------------------------------------------------------------- specs
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("open_clip:ViT-L-14@openai", ("open_clip", "ViT-L-14", "openai")),
+    ("timm:efficientnet_lite0@bundled", ("timm", "efficientnet_lite0", "bundled")),
+    ("open_clip:ViT-B-16@local-dir:/w/dir", ("open_clip", "ViT-B-16", "local-dir:/w/dir")),
+    ("open_clip:detbench-tiny-vit@/tmp/a@b.safetensors", ("open_clip", TINY, "/tmp/a@b.safetensors")),
+])
+def test_parse_spec_good(spec: str, expected: tuple[str, str, str]) -> None:
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["", "ViT-L-14@openai", "clip:ViT-L-14@openai", "open_clip:ViT-L-14",
+                                  "open_clip:@openai", "open_clip:ViT-L-14@", "open_clip:ViT L@openai"])
+def test_parse_spec_bad(spec: str) -> None:
+    with pytest.raises(ValueError, match="spec|provider"):
+        parse_spec(spec)
+
+
+def test_source_kind() -> None:
+    sources = ("random", "bundled", "local-dir:/d", "./w.pt", "w.safetensors", "openai")
+    assert [source_kind(s) for s in sources] == ["random", "bundled", "local-dir", "file", "file", "tag"]
+
+
+def test_unknown_arch_suggests() -> None:
+    with pytest.raises(ValueError, match="did you mean.*resnet50"):
+        load_backbone("timm:resnet5O@random")
+
+
+# ---------------------------------------------------------------------------------------------- open_clip
+
+
+@pytest.mark.parametrize(("arch", "patch"),
+                         [(TINY, 16), ("detbench-tiny-vit14", 14), ("detbench-tiny-vit32", 32)])
+def test_tiny_random(arch: str, patch: int) -> None:
+    bb = load_backbone(f"open_clip:{arch}@random")
+    assert bb.pretrained is False and bb.weights_sha256 is None and bb.source == "random"
+    assert bb.identity()["pretrained"] is False
+    assert bb.patch_size == patch and bb.patch_grid == (224 // patch, 224 // patch)
+    assert bb.embeddings == ("proj", "pre_proj") and bb.default_embedding == "proj"
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        proj, pre = bb.embed(x), bb.embed(x, "pre_proj")
+        assert torch.allclose(proj, bb.model(x), atol=1e-6)
+        assert torch.allclose(proj, pre @ bb.model.proj, atol=1e-5)
+    assert proj.shape == (2, bb.embed_dims["proj"]) and pre.shape == (2, bb.embed_dims["pre_proj"])
+    assert len(bb.blocks()) == 4 and bb.blocks()[-1] is bb.model.transformer.resblocks[-1]
+    assert bb.head_modules() == [bb.model.ln_post]
+    assert any(p is bb.model.proj for p in bb.head_parameters())
+    with pytest.raises(ValueError, match="unknown embedding"):
+        bb.embed(x, "nope")
+
+
+def test_random_init_is_seeded_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    a = load_backbone(f"open_clip:{TINY}@random")
+    assert torch.equal(torch.rand(1), expected_next)
+    b = load_backbone(f"open_clip:{TINY}@random")
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("key", ["st", "pt", "visual"])
+def test_local_file_matches_source_model(tiny_files: dict[str, Path], key: str) -> None:
+    path = tiny_files[key]
+    bb = load_backbone(f"open_clip:{TINY}@{path}")
+    assert bb.pretrained is True
+    assert bb.spec == f"open_clip:{TINY}@{path.resolve()}" and bb.weights_path == str(path.resolve())
+    assert bb.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    with torch.inference_mode():
+        got = bb.embed(torch.load(tiny_files["x"]))
+    assert torch.allclose(got, torch.load(tiny_files["expected"]), atol=1e-6)
+
+
+def test_relative_path_becomes_absolute(tiny_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tiny_files["st"].parent)
+    bb = load_backbone(f"open_clip:{TINY}@./tiny.safetensors")
+    assert bb.source == str(tiny_files["st"].resolve())
+
+
+def test_wrong_sha256_shows_both(tiny_files: dict[str, Path]) -> None:
+    actual = hashlib.sha256(tiny_files["st"].read_bytes()).hexdigest()
+    with pytest.raises(WeightsError) as err:
+        load_backbone(f"open_clip:{TINY}@{tiny_files['st']}", sha256="ab" * 32)
+    assert "ab" * 32 in str(err.value) and actual in str(err.value)
+    assert verify_sha256(tiny_files["st"], actual[:8]) == actual  # torch-hub style prefix
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(WeightsError, match="nope.safetensors") as err:
+        load_backbone(f"open_clip:{TINY}@{missing}")
+    assert "--set backbone=" in str(err.value)
+
+
+def test_pretrained_tag_offline_fails_fast(offline: None) -> None:
+    assert is_offline()
+    start = time.monotonic()
+    with pytest.raises(WeightsError) as err:
+        load_backbone("open_clip:ViT-B-32@openai")
+    assert time.monotonic() - start < 5
+    msg = str(err.value)
+    assert "'openai'" in msg and "offline" in msg and "local-dir:" in msg and "@/path/to/" in msg
+    assert "-quickgelu" in msg  # OpenAI weights need QuickGELU when given as a bare file
+
+
+def test_unreachable_hub_fails_fast_without_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    for key in ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert not is_offline()
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match="cannot be reached"):
+        load_backbone("open_clip:ViT-B-32@openai")
+    assert time.monotonic() - start < 5
+
+
+def test_set_offline_patches_imported_hub_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("DETBENCH_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    set_offline(True)
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True and is_offline()
+    set_offline(False)
+    assert os.environ["HF_HUB_OFFLINE"] == "0" and "DETBENCH_OFFLINE" not in os.environ
+    assert constants.HF_HUB_OFFLINE is False and not is_offline()
+
+
+def test_tag_from_detbench_home(tiny_files: dict[str, Path], detbench_home: Path) -> None:
+    folder = detbench_home / "weights" / "open_clip" / TINY / "mytag"
+    folder.mkdir(parents=True)
+    (folder / "open_clip_model.safetensors").write_bytes(tiny_files["st"].read_bytes())
+    bb = load_backbone(f"open_clip:{TINY}@mytag")
+    assert bb.pretrained and bb.spec == f"open_clip:{TINY}@mytag"
+    assert bb.weights_path == str(folder / "open_clip_model.safetensors")
+    with torch.inference_mode():
+        assert _matches_expected(bb, tiny_files)
+
+
+def test_local_dir(tiny_files: dict[str, Path], tmp_path: Path) -> None:
+    import open_clip
+
+    (tmp_path / "open_clip_model.safetensors").write_bytes(tiny_files["st"].read_bytes())
+    cfg = {"model_cfg": open_clip.get_model_config(TINY),
+           "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+    (tmp_path / "open_clip_config.json").write_text(json.dumps(cfg))
+    bb = load_backbone(f"open_clip:{TINY}@local-dir:{tmp_path}")
+    assert bb.pretrained and bb.preprocess.mean == (0.5, 0.5, 0.5) and bb.source == f"local-dir:{tmp_path}"
+    with torch.inference_mode():
+        assert _matches_expected(bb, tiny_files)
+    with pytest.raises(WeightsError, match="open_clip_config.json"):
+        load_backbone(f"open_clip:{TINY}@local-dir:{tmp_path / 'missing'}")
+
+
+def test_mismatched_checkpoint_lists_keys(tiny_files: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"shape mismatches: .*visual\.conv1\.weight"):
+        load_backbone(f"open_clip:detbench-tiny-vit14@{tiny_files['st']}")
+    sd = load_state_dict_safely(tiny_files["pt"])
+    del sd["visual.ln_post.weight"]
+    sd["visual.extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "broken.pt")
+    with pytest.raises(WeightsError) as err:
+        load_backbone(f"open_clip:{TINY}@{tmp_path / 'broken.pt'}")
+    msg = str(err.value)
+    assert "missing keys: visual.ln_post.weight" in msg and "unexpected keys: visual.extra.weight" in msg
+
+
+def test_code_carrying_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return builtins.open, (str(marker), "w")
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "payload": Payload()}, path)
+    with pytest.raises(WeightsError, match="not a safe checkpoint"):
+        load_state_dict_safely(path)
+    with pytest.raises(WeightsError, match="not a safe checkpoint"):
+        load_backbone(f"open_clip:{TINY}@{path}")
+    assert not marker.exists()
+
+
+def test_state_dict_wrappers_and_module_prefix(tmp_path: Path) -> None:
+    t = torch.arange(3.0)
+    torch.save({"state_dict": {"module.a.weight": t}, "epoch": 3}, tmp_path / "a.pt")
+    torch.save({"model": {"b": t}}, tmp_path / "b.pth")
+    assert list(load_state_dict_safely(tmp_path / "a.pt")) == ["a.weight"]
+    assert torch.equal(load_state_dict_safely(tmp_path / "b.pth")["b"], t)
+
+
+def test_sha256_cache(tmp_path: Path, detbench_home: Path) -> None:
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"abc")
+    assert sha256_file(path) == hashlib.sha256(b"abc").hexdigest()
+    cache = json.loads((detbench_home / "weights" / "sha256-cache.json").read_text())
+    assert list(cache.values()) == [hashlib.sha256(b"abc").hexdigest()]
+    path.write_bytes(b"abcd")  # new size → new key, old entry for the path dropped
+    assert sha256_file(path) == hashlib.sha256(b"abcd").hexdigest()
+    assert len(json.loads((detbench_home / "weights" / "sha256-cache.json").read_text())) == 1
+
+
+def test_hf_cache_resolution_checks_blob_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--tiny"
+    data = b"weights"
+    good, commit = hashlib.sha256(data).hexdigest(), "c" * 40
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "blobs" / good).write_bytes(data)
+    (repo / "snapshots" / commit / "model.safetensors").symlink_to(repo / "blobs" / good)
+    got = resolve_weights("tiny", fix="fix", home_dir="x", hf_repo="org/tiny",
+                          hf_filenames=["model.safetensors"])
+    assert got.origin == "hf-cache" and got.sha256 == good
+    (repo / "blobs" / good).write_bytes(b"corrupted")
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        resolve_weights("tiny", fix="fix", hf_repo="org/tiny", hf_filenames=["model.safetensors"])
+
+
+def test_identity_changes_with_preprocess_and_weights(tiny_files: dict[str, Path]) -> None:
+    a = load_backbone(f"open_clip:{TINY}@{tiny_files['st']}")
+    b = load_backbone(f"open_clip:{TINY}@{tiny_files['other']}")
+    ident = a.identity()
+    json.dumps(ident)
+    assert ident["weights_sha256"] != b.identity()["weights_sha256"] and ident != b.identity()
+    a.preprocess = dataclasses.replace(a.preprocess, resize="shorter")
+    assert a.identity()["preprocess"]["resize"] == "shorter" and a.identity() != ident
+    assert load_backbone(f"open_clip:{TINY}@random").identity() != ident
+
+
+def test_crop_override() -> None:
+    with pytest.raises(ValueError, match="fixed input size"):
+        load_backbone(f"open_clip:{TINY}@random", crop=256)
+    assert load_backbone("timm:efficientnet_lite0@random", crop=256).preprocess.crop == 256
+
+
+# ---------------------------------------------------------------------------------------------- timm
+
+
+def test_bundled_efficientnet_lite0_classifies_a_cat() -> None:
+    from skimage import data
+
+    bb = load_backbone("timm:efficientnet_lite0@bundled")
+    assert bb.pretrained and bb.weights_sha256 == BUNDLED_SHA256 and bb.identity()["pretrained"] is True
+    assert bb.embeddings == ("pooled",) and bb.embed_dim == 1280 and bb.patch_size is None
+    assert len(bb.blocks()) == 7 and bb.head_modules() == [bb.model.conv_head, bb.model.bn2]
+    pp = dataclasses.replace(bb.preprocess, resize="shorter")
+    x = pp.eval_transform()(Image.fromarray(data.chelsea()))[None]
+    clf = load_timm_classifier("timm:efficientnet_lite0@bundled")
+    with torch.inference_mode():
+        top5 = clf(x).topk(5).indices[0].tolist()
+        pooled = bb.embed(x)
+        assert torch.allclose(pooled, clf.forward_head(clf.forward_features(x), pre_logits=True), atol=1e-5)
+    assert set(top5) & set(range(281, 286)), top5
+    assert pooled.shape == (1, 1280)
+
+
+def test_timm_random_and_tag_offline(offline: None) -> None:
+    bb = load_backbone("timm:efficientnet_lite0@random")
+    assert not bb.pretrained and bb.preprocess.mean == (0.485, 0.456, 0.406)
+    with pytest.raises(WeightsError, match="offline"):
+        load_backbone("timm:resnet50@a1_in1k")
+    with pytest.raises(ValueError, match="bundled"):
+        load_backbone("timm:resnet18@bundled")
+
+
+# ---------------------------------------------------------------------------------------------- preprocess
+
+PP = Preprocess(crop=224, mean=(0.5, 0.25, 0.75), std=(0.5, 0.5, 0.25))
+
+
+def _normalise(arr: np.ndarray, pp: Preprocess = PP) -> torch.Tensor:
+    x = torch.from_numpy(arr.astype(np.float32).transpose(2, 0, 1)) / 255
+    return (x - torch.tensor(pp.mean).view(3, 1, 1)) / torch.tensor(pp.std).view(3, 1, 1)
+
+
+def test_eval_pads_small_images_with_zero() -> None:
+    arr = np.zeros((60, 100, 3), np.uint8)
+    arr[..., 0] = 255
+    out = PP.eval_transform()(Image.fromarray(arr))
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+    top, left = (224 - 60) // 2, (224 - 100) // 2
+    assert torch.allclose(out[:, top:top + 60, left:left + 100], _normalise(arr))
+    mask = torch.ones(224, 224, dtype=torch.bool)
+    mask[top:top + 60, left:left + 100] = False
+    assert torch.count_nonzero(out[:, mask]) == 0
+    assert PP.was_padded(100, 60) and not PP.was_padded(300, 224)
+    assert not dataclasses.replace(PP, resize="shorter").was_padded(100, 60)
+
+
+def test_eval_centre_crop() -> None:
+    arr = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    out = PP.eval_transform()(Image.fromarray(arr))
+    assert torch.allclose(out, _normalise(arr[38:262, 88:312]))
+
+
+def test_resize_policies() -> None:
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 450, 3), dtype=np.uint8))
+    shorter = dataclasses.replace(PP, resize="shorter")
+    assert shorter.resized_size(450, 300) == (336, 224)
+    assert shorter.eval_transform()(img).shape == (3, 224, 224)
+    stretch = dataclasses.replace(PP, resize="stretch")
+    expected = _normalise(np.asarray(img.resize((224, 224), Image.Resampling.BICUBIC)))
+    assert torch.allclose(stretch.eval_transform()(img), expected)
+
+
+def test_train_transform_reproducible() -> None:
+    img = Image.fromarray(np.random.default_rng(2).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    t = PP.train_transform()
+    torch.manual_seed(0)
+    a = [t(img) for _ in range(4)]
+    torch.manual_seed(0)
+    b = [t(img) for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(a[0], x) for x in a[1:])
+    square = Image.fromarray(np.asarray(img)[:224, :224])
+    full = PP.eval_transform()(square)
+    outs = [t(square) for _ in range(12)]
+    assert all(torch.equal(o, full) or torch.equal(o, full.flip(-1)) for o in outs)
+    assert any(torch.equal(o, full.flip(-1)) for o in outs)
+    assert all(torch.equal(PP.train_transform(flip=False)(square), full) for _ in range(4))
+
+
+def test_preprocess_dict_and_validation() -> None:
+    assert Preprocess.from_dict(json.loads(json.dumps(PP.to_dict()))) == PP
+    with pytest.raises(ValueError, match="resize"):
+        Preprocess(crop=224, mean=(0.5,) * 3, std=(0.5,) * 3, resize="squash")

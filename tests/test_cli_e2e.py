@@ -1,0 +1,99 @@
+"""End to end through the CLI on a small demo build (the real bundled backbone, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from detbench.cli import app
+
+SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
+
+
+def invoke(*args: str) -> object:
+    result = CliRunner().invoke(app, list(args))
+    return result
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e_home")
+
+
+@pytest.fixture
+def in_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DETBENCH_HOME", str(home))
+    return home
+
+
+def test_run_writes_records_and_reuses_them(in_home: Path) -> None:
+    result = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "upconv" in result.output and "mean" in result.output and "worst" in result.output
+    run_dirs = list((in_home / "runs" / "demo" / "linear-probe").glob("*/run.json"))
+    assert len(run_dirs) == 1
+    record = json.loads(run_dirs[0].read_text())
+    run_dir = run_dirs[0].parent
+    scores = pd.read_parquet(run_dir / "scores.parquet")
+    metrics = pd.read_parquet(run_dir / "metrics.parquet")
+    assert len(scores) == 4 * 2 * 6 and scores["score"].between(0, 1).all()
+    assert list(metrics["generator"])[-2:] == ["mean", "worst"]
+    assert record["key"]["detector"]["config"]["backbone"] == "timm:efficientnet_lite0@bundled"
+    assert record["key"]["detector_identity"]["backbone"]["weights_sha256"]
+    assert record["counts"]["eval"]["upconv"] == {"real": 6, "fake": 6, "skipped": 0}
+    assert set(record["outputs"]) == {"scores.parquet", "heldout_scores.parquet", "metrics.parquet"}
+    assert record["fit"]["chosen_C"] in (0.01, 0.1, 1.0, 10.0, 100.0)
+
+    again = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
+    assert again.exit_code == 0 and "reused" in again.output
+    assert len(list((in_home / "runs" / "demo" / "linear-probe").glob("*/run.json"))) == 1
+
+
+def test_a_config_change_is_a_new_run_that_reuses_cached_features(in_home: Path) -> None:
+    result = invoke("run", "linear-probe", "--suite", "demo", *SMALL, "--set", "normalize=false")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (in_home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
+    assert len(records) == 2
+    new = next(r for r in records if not r["key"]["detector"]["config"]["normalize"])
+    assert new["counts"]["eval_skipped"] == 0
+
+
+def test_other_protocol_force_and_leaderboard(in_home: Path, tmp_path: Path) -> None:
+    result = invoke("run", "linear-probe", "--suite", "demo", "--protocol", "nearest", *SMALL)
+    assert result.exit_code == 0, result.output
+    forced = invoke("run", "linear-probe", "--suite", "demo", "--protocol", "nearest", "--force", *SMALL[:-1])
+    assert forced.exit_code == 0, forced.output
+    assert list((in_home / "runs" / "demo" / "linear-probe" / "replaced").iterdir())
+
+    board = invoke("leaderboard", "demo", "--csv", str(tmp_path))
+    assert board.exit_code == 0, board.output
+    wide = pd.read_csv(tmp_path / "demo_leaderboard.csv")
+    long = pd.read_csv(tmp_path / "demo_leaderboard_long.csv")
+    n_runs = len(list((in_home / "runs" / "demo" / "linear-probe").glob("*/run.json")))
+    assert n_runs >= 1 and len(wide) == n_runs
+    assert {"mean", "worst", "upconv", "nearest"} <= set(wide.columns)
+    assert {"acc", "ap", "auc", "oracle_acc"} <= set(long["metric"])
+    listing = invoke("ls", "runs")
+    assert listing.exit_code == 0 and listing.output.count("linear-probe") == n_runs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "linear-prob", "--suite", "demo"], "Did you mean 'linear-probe'"),
+        (["run", "linear-probe", "--suite", "dem"], "Did you mean 'demo'"),
+        (["run", "linear-probe", "--suite", "demo", "--set", "normalise=false"], "Did you mean 'normalize'"),
+        (["run", "linear-probe", "--suite", "demo", "--set", "n_train=many"], "n_train must be int"),
+        (["run", "linear-probe", "--suite", "demo", "--protocol", "upconf", *SMALL], "Did you mean 'upconv'"),
+        (["ls", "widgets"], "cannot list"),
+    ],
+)
+def test_user_errors_are_clear_with_no_traceback(in_home: Path, args: list[str], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

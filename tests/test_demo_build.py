@@ -1,0 +1,167 @@
+"""Tests for the embedded demo-suite builder (tiny builds only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detbench.datasets import demo_build
+from detbench.datasets.demo_build import BUILDER_VERSION, FAMILIES, build_demo
+from PIL import Image
+
+TINY = {"n_train": 4, "n_val": 2, "size": 64}
+
+
+def _pngs(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[tuple[int, int]]]:
+    root = tmp_path_factory.mktemp("demo_a")
+    calls: list[tuple[int, int]] = []
+    summary = build_demo(root, seed=0, progress=lambda d, t: calls.append((d, t)), **TINY)
+    return root, summary, calls
+
+
+def test_families_are_distinct_and_described() -> None:
+    assert len(FAMILIES) >= 4
+    assert all(isinstance(v, str) and v for v in FAMILIES.values())
+    assert len(set(FAMILIES.values())) == len(FAMILIES)
+
+
+def test_layout_and_counts(tiny: tuple[Path, dict, list]) -> None:
+    root, summary, _ = tiny
+    expected = sorted(
+        Path(fam, split, label, f"{fam}_{split}_{label}_{i:05d}.png")
+        for fam in FAMILIES
+        for split, n in (("train", 4), ("val", 2))
+        for label in ("0_real", "1_fake")
+        for i in range(n)
+    )
+    assert _pngs(root) == expected
+    assert sorted(p.name for p in root.iterdir()) == sorted([*FAMILIES, "BUILD.json"])
+    assert summary["total_images"] == len(expected) == 48
+    per_class = {"train": {"0_real": 4, "1_fake": 4}, "val": {"0_real": 2, "1_fake": 2}}
+    assert summary["counts"] == {fam: per_class for fam in FAMILIES}
+
+
+def test_pngs_are_rgb_at_size(tiny: tuple[Path, dict, list]) -> None:
+    root, _, _ = tiny
+    for rel in _pngs(root):
+        with Image.open(root / rel) as im:
+            assert (im.format, im.mode, im.size) == ("PNG", "RGB", (64, 64))
+
+
+def test_build_json_complete(tiny: tuple[Path, dict, list]) -> None:
+    root, summary, _ = tiny
+    on_disk = json.loads((root / "BUILD.json").read_text())
+    assert on_disk == summary
+    assert on_disk["builder_version"] == BUILDER_VERSION
+    assert (on_disk["seed"], on_disk["size"], on_disk["n_train"], on_disk["n_val"]) == (0, 64, 4, 2)
+    assert sorted(on_disk["families"]) == sorted(FAMILIES)
+    assert len(on_disk["sources"]) >= 12 and "skimage.data.astronaut" in on_disk["sources"]
+    assert not list(root.glob(".BUILD.json.*"))  # no temp file left behind
+
+
+def test_progress_reports_every_image(tiny: tuple[Path, dict, list]) -> None:
+    _, _, calls = tiny
+    assert [d for d, _ in calls] == list(range(1, 49))
+    assert {t for _, t in calls} == {48}
+
+
+def test_deterministic_and_seed_dependent(tiny: tuple[Path, dict, list], tmp_path: Path) -> None:
+    root, _, _ = tiny
+    again = build_demo(tmp_path / "same", seed=0, **TINY)
+    other = build_demo(tmp_path / "other", seed=1, **TINY)
+    files = _pngs(root)
+    assert _pngs(tmp_path / "same") == files
+    assert all((root / f).read_bytes() == (tmp_path / "same" / f).read_bytes() for f in files)
+    assert again == json.loads((root / "BUILD.json").read_text())
+    differing = sum((root / f).read_bytes() != (tmp_path / "other" / f).read_bytes() for f in files)
+    assert differing == len(files)
+    assert other["seed"] == 1
+
+
+def test_reals_are_not_shared_across_families(tiny: tuple[Path, dict, list]) -> None:
+    root, _, _ = tiny
+    reals = [(root / p).read_bytes() for p in _pngs(root) if p.parts[2] == "0_real"]
+    assert len(set(reals)) == len(reals)
+
+
+def test_each_family_process_changes_crops() -> None:
+    sources = demo_build._sources()
+    rng = np.random.default_rng(0)
+    crops = np.stack([
+        demo_build._random_crop(a, demo_build._region(a.shape, i, "train"), 64, rng)
+        for i, (_, a) in enumerate(sources[:6])
+    ])
+    outs = {f: demo_build._apply_family(f, crops, 7) for f in FAMILIES}
+    for fam, out in outs.items():
+        assert out.shape == crops.shape and out.dtype == np.uint8
+        diff = np.abs(out.astype(float) - crops)
+        assert diff.mean() > 1.5, fam  # the process does something
+        assert abs(out.mean() - crops.mean()) < 2.0, fam  # ... but no global brightness shortcut
+    fams = list(outs)
+    for i, a in enumerate(fams):
+        for b in fams[i + 1:]:
+            assert np.abs(outs[a].astype(float) - outs[b]).mean() > 1.0, (a, b)
+
+
+def test_nearest_fakes_are_blocky_reals_are_not(tiny: tuple[Path, dict, list]) -> None:
+    root, _, _ = tiny
+
+    def blocky(path: Path) -> bool:
+        a = np.asarray(Image.open(path)).astype(int)
+        return bool((a == np.repeat(np.repeat(a[::4, ::4], 4, 0), 4, 1)).all())
+
+    fakes = sorted((root / "nearest" / "val" / "1_fake").glob("*.png"))
+    reals = sorted((root / "nearest" / "val" / "0_real").glob("*.png"))
+    assert all(blocky(p) for p in fakes)
+    assert not any(blocky(p) for p in reals)
+
+
+def test_grey_photos_stay_grey() -> None:
+    grey = [a for name, a in demo_build._sources() if (a[..., 0] == a[..., 1]).all()]
+    assert grey
+    crops = np.stack([a[:64, :64] for a in grey])
+    for fam in FAMILIES:
+        out = demo_build._apply_family(fam, crops, 3)
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all(), fam
+
+
+def test_train_and_val_regions_are_disjoint() -> None:
+    for i, (name, a) in enumerate(demo_build._sources()):
+        mask = np.zeros(a.shape[:2], int)
+        for split in ("train", "val"):
+            top, left, h, w = demo_build._region(a.shape, i, split)
+            assert min(h, w) >= 128, name  # room for full-resolution crops at the default size
+            mask[top:top + h, left:left + w] += 1
+        assert mask.max() == 1, name
+
+
+def test_interrupted_build_leaves_no_build_json_and_rebuild_cleans(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+
+    def boom(done: int, total: int) -> None:
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_demo(root, families=["nearest"], progress=boom, **TINY)
+    assert not (root / "BUILD.json").exists()
+    stale = root / "nearest" / "train" / "0_real" / "nearest_train_0_real_00099.png"
+    stale.write_bytes(b"")
+    build_demo(root, families=["nearest"], **TINY)
+    assert not stale.exists()
+    assert (root / "BUILD.json").exists() and len(_pngs(root)) == 12
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"families": ["stylegan"]}, {"families": []}, {"size": 60}, {"n_val": 0}]
+)
+def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        build_demo(tmp_path, **{**TINY, **kwargs})

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from detbench.datasets.demo import DemoOptions, DemoSuite
+from detbench.datasets.demo_build import build_demo
+
+from detbench.index import COLUMNS, build_index, load_index
+from detbench.suites import SuiteLayoutError, safe_join
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    build_demo(root, n_train=4, n_val=2, size=48)
+    return root
+
+
+def test_index_schema_counts_and_manifest(demo_root: Path) -> None:
+    idx = build_index(DemoSuite(DemoOptions()), demo_root)
+    assert list(idx.rows.columns) == COLUMNS
+    assert len(idx.rows) == 4 * 2 * (4 + 2)
+    assert set(idx.rows["status"]) == {"ok"}
+    assert set(idx.rows["format"]) == {"png"}
+    assert idx.rows["image_id"].str.len().eq(32).all()
+    counts = idx.manifest["counts"]
+    assert set(counts) == set(idx.generators) and len(counts) == 4
+    for per_split in counts.values():
+        assert per_split == {"train": {"real": 4, "fake": 4}, "val": {"real": 2, "fake": 2}}
+    fakes = idx.rows[idx.rows["label"] == 1]
+    assert fakes["path"].str.contains("/1_fake/").all()
+    assert idx.manifest["index_hash"] == load_index(idx.directory).manifest["index_hash"]
+
+
+def test_unusable_files_stay_with_a_reason_and_reindex_is_incremental(demo_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "tree"
+    shutil.copytree(demo_root, root)
+    broken = root / "upconv" / "val" / "1_fake" / "broken.png"
+    broken.write_bytes(b"")
+    suite = DemoSuite(DemoOptions())
+    first = build_index(suite, root)
+    row = first.rows.set_index("path").loc["upconv/val/1_fake/broken.png"]
+    assert row["status"] == "empty" and row["reason"]
+    assert first.manifest["problems"] == {"empty": 1}
+    assert first.manifest["counts"]["upconv"]["val"]["fake"] == 2  # usable counts exclude it
+
+    victim = next((root / "nearest" / "train" / "0_real").glob("*.png"))
+    victim.write_bytes(victim.read_bytes()[:40])
+    os.utime(victim, ns=(1, 1))
+    second = build_index(suite, root)
+    assert second.manifest["reused_rows"] == len(first.rows) - 1
+    assert second.rows.set_index("path").loc[victim.relative_to(root).as_posix(), "status"] == "truncated"
+    assert second.manifest["index_hash"] != first.manifest["index_hash"]
+
+
+def test_fast_mode_ids_are_recorded(demo_root: Path) -> None:
+    idx = build_index(DemoSuite(DemoOptions()), demo_root, mode="fast")
+    assert idx.manifest["id_mode"] == "fast"
+    full = build_index(DemoSuite(DemoOptions()), demo_root, mode="full")
+    assert not set(idx.rows["image_id"]) & set(full.rows["image_id"])
+    assert idx.directory != full.directory
+
+
+def test_wrong_layout_and_empty_root_fail_clearly(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(b"x")
+    with pytest.raises(SuiteLayoutError, match="cats"):
+        build_index(DemoSuite(DemoOptions()), tmp_path)
+
+
+def test_safe_join_refuses_escapes(tmp_path: Path) -> None:
+    assert safe_join(tmp_path, "a/b.png") == tmp_path / "a" / "b.png"
+    for bad in ("../x.png", "/etc/passwd", "a/../../x.png", ""):
+        with pytest.raises(ValueError):
+            safe_join(tmp_path, bad)
+
+
+def test_index_parquet_round_trips_types(demo_root: Path) -> None:
+    idx = build_index(DemoSuite(DemoOptions()), demo_root)
+    df = pd.read_parquet(idx.directory / "index.parquet")
+    assert df["label"].dtype.name == "int8"
+    assert df["width"].min() == 48
