@@ -136,6 +136,11 @@ DETECTORS.register_lazy(
     "detbench.detectors.linear_probe:LinearProbe",
     "Logistic regression on frozen backbone features (regularisation chosen on the training generator).",
 )
+DETECTORS.register_lazy(
+    "mpft",
+    "detbench.detectors.mpft:MPFT",
+    "Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed).",
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",

@@ -1,0 +1,574 @@
+"""MPFT: masked partial fine-tuning of an image encoder with Texture-Aware Masking (Niu et al., 2026).
+
+A documented reconstruction (the paper's code is not public; see docs/MPFT.md): the last ``k`` blocks of the
+backbone, its final norm/projection and a linear head are fine-tuned with BCE (label 1 = fake) on
+class-balanced batches, while TAM (``detectors/tam.py``) masks the most textured patches of real and fake
+training images alike. Evaluation sees the full, unmasked image.
+
+Determinism and resume: everything random in step ``s`` (which rows, their crops/flips, the masks, the
+global torch RNG) is derived from ``(seed, s)``, never from RNG state carried between steps. A checkpoint
+therefore needs only the trainable weights, the best-so-far weights, the AdamW state and the step; a run
+killed at any point and resumed ends bit-identical (on CPU) to an uninterrupted one, whatever the number of
+decoding workers. The backbone runs in eval mode throughout: no dropout, and BatchNorm running statistics
+stay frozen (its affine parameters in trainable blocks do train), so masked training batches never shift
+the statistics that unmasked evaluation uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
+from torch.nn.utils import parametrize
+
+from detbench.backbones import Backbone, load_backbone
+from detbench.config import ConfigError
+from detbench.data import ImageRowsDataset, iterate_batches
+from detbench.detector import Detector, RunContext
+from detbench.metrics import binary_metrics
+from detbench.records import atomic_path
+
+from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
+
+CHECKPOINT = "checkpoint.safetensors"
+STATE_FILE = "mpft.safetensors"
+META_FILE = "mpft.json"
+# Stream tags for seeds derived from (run seed, tag, ...).
+_INIT, _SAMPLE, _AUGMENT, _MASK, _STEP = range(5)
+
+
+@dataclass(frozen=True)
+class MPFTConfig:
+    backbone: str = ""  # empty: the suite's default backbone
+    crop: int = 0  # 0: the backbone's default input size
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    trainable: Literal["last_k", "full", "lora"] = "last_k"
+    k: int = 4  # last_k: blocks fine-tuned; lora: blocks adapted (the final norm/projection always train)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lr_backbone: float = 1e-5  # pretrained weights
+    lr_head: float = 1e-4  # parameters MPFT creates: linear head, mask token, LoRA factors
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of the steps with linear warm-up, then cosine decay to 0
+    epochs: float = 3.0  # passes over the (larger) class; ignored when steps > 0
+    steps: int = 0
+    batch_size: int = 32  # class-balanced: half real, half fake
+    grad_clip: float = 1.0  # max gradient norm; 0: off
+    train_per_class: int = 5000  # images per class drawn from the training rows; 0: all
+    eval_every: int = 100  # steps between held-out evaluations (and at the last step)
+    checkpoint_every: int = 200  # steps between resumable checkpoints; 0: none
+    selection_metric: Literal["balanced_acc", "ap", "loss"] = "balanced_acc"  # on held-out rows
+    flip: bool = True  # random horizontal flips in training
+    amp: bool = True  # bf16 autocast (CUDA only)
+    eval_batch_size: int = 64
+
+    def validate(self) -> None:
+        checks = [
+            (self.k >= 1, "k must be >= 1"),
+            (self.lora_rank >= 1 and self.lora_alpha > 0, "lora_rank must be >= 1 and lora_alpha > 0"),
+            (self.lr_backbone >= 0 and self.lr_head > 0, "lr_backbone must be >= 0 and lr_head > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
+            (self.steps > 0 or self.epochs > 0, "set steps > 0 or epochs > 0"),
+            (self.steps >= 0, "steps must be >= 0"),
+            (self.batch_size >= 2 and self.batch_size % 2 == 0, "batch_size must be even (class-balanced)"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0"),
+            (self.train_per_class >= 0, "train_per_class must be >= 0 (0: all)"),
+            (self.eval_every >= 1, "eval_every must be >= 1"),
+            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: off)"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.crop >= 0, "crop must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"mpft: {message}")
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed that depends only on ``(seed, *keys)``."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def lr_factor(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0 (``step`` counts from 0)."""
+    n_warm = int(math.ceil(warmup * total))
+    if step < n_warm:
+        return (step + 1) / n_warm
+    span = max(1, total - n_warm)
+    return 0.5 * (1.0 + math.cos(math.pi * (step - n_warm) / span))
+
+
+def class_stream(n: int, seed: int, label: int, start: int, count: int) -> np.ndarray:
+    """Positions ``start .. start+count-1`` of an endless stream over ``n`` items, reshuffled every pass."""
+    epochs, offsets = np.divmod(np.arange(start, start + count), n)
+    out = np.empty(count, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        sel = epochs == epoch
+        out[sel] = np.random.default_rng([seed, _SAMPLE, label, int(epoch)]).permutation(n)[offsets[sel]]
+    return out
+
+
+class LowRankDelta(nn.Module):
+    """LoRA as a parametrization: ``W + (alpha / rank) * (B @ A)`` reshaped to W (linear weights, attention
+    in-projections, conv kernels); B starts at zero, so training starts exactly from W."""
+
+    def __init__(self, shape: torch.Size, rank: int, alpha: float, device: torch.device) -> None:
+        super().__init__()
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        r = min(rank, rows, cols)
+        self.lora_a = nn.Parameter(torch.empty(r, cols, device=device))
+        self.lora_b = nn.Parameter(torch.zeros(rows, r, device=device))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.scale = alpha / rank
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w + (self.lora_b @ self.lora_a).view_as(w).to(w.dtype) * self.scale
+
+
+def add_lora(block: nn.Module, rank: int, alpha: float) -> int:
+    """Give every weight with ndim >= 2 directly owned by a module of ``block`` a trainable low-rank delta;
+    returns how many were adapted."""
+    targets = [(mod, name, p) for mod in block.modules()
+               for name, p in list(mod.named_parameters(recurse=False)) if p.ndim >= 2]
+    for mod, name, p in targets:
+        parametrize.register_parametrization(mod, name, LowRankDelta(p.shape, rank, alpha, p.device))
+    return len(targets)
+
+
+class _ScheduledRows(ImageRowsDataset):
+    """Item ``i`` loads row ``order[i]`` with its random crop/flip drawn from seed ``seeds[i]``, so a batch
+    depends on its step alone, not on worker count or on what ran before."""
+
+    def __init__(self, root: Path, paths: list[str], transform: Any, order: np.ndarray,
+                 seeds: list[int]) -> None:
+        super().__init__(root, paths, transform)
+        self.order, self.seeds = order, seeds
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | None, int, str | None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.seeds[i])
+            x, _, err = super().__getitem__(int(self.order[i]))
+        return x, i, err
+
+
+# ------------------------------------------------------------------------------------------- detector
+
+
+class MPFT(Detector):
+    name = "mpft"
+    version = 1
+    Config = MPFTConfig
+    summary = ("Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed): "
+               "last blocks + head fine-tuned while the most textured patches are masked.")
+    suite_defaults = {
+        # CPU-sized demo: the suite's EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
+        # crop), its last 2 stages + conv_head/bn2 trainable, 60 steps of 32 (about 5 passes over 180
+        # images per class). Learning rates are raised because 60 steps at the ViT defaults barely move.
+        "demo": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
+                 "checkpoint_every": 20, "lr_backbone": 1e-4, "lr_head": 1e-3, "mask.grid": 16},
+    }
+
+    # ---- setup: backbone, trainable set, head
+
+    def setup(self, ctx: RunContext) -> None:
+        cfg = self.config
+        self.backbone: Backbone = load_backbone(cfg.backbone, device="cpu", crop=cfg.crop or None)
+        bb = self.backbone
+        self.patch = bb.patch_size or cfg.mask.grid
+        if bb.preprocess.crop < self.patch:
+            raise ConfigError(f"mpft: the {bb.preprocess.crop} px crop is smaller than the {self.patch} px "
+                              "mask grid")
+        blocks = bb.blocks()
+        if cfg.trainable != "full" and cfg.k > len(blocks):
+            raise ConfigError(f"mpft: k={cfg.k} but {bb.spec} has only {len(blocks)} blocks")
+        model = bb.model
+        model.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(ctx.seed, _INIT))
+            if cfg.trainable == "full":
+                model.requires_grad_(True)
+            else:
+                for block in blocks[-cfg.k:]:
+                    if cfg.trainable == "last_k":
+                        block.requires_grad_(True)
+                    else:
+                        add_lora(block, cfg.lora_rank, cfg.lora_alpha)
+            for mod in bb.head_modules():
+                mod.requires_grad_(True)
+            for p in bb.head_parameters():
+                p.requires_grad_(True)
+            modules: dict[str, nn.Module] = {"backbone": model, "head": nn.Linear(bb.embed_dim, 1)}
+            self.token_fill = None
+            if cfg.mask.fill != "zero" and cfg.mask.active:
+                try:
+                    self.token_fill = ViTTokenFill(model, cfg.mask.fill)
+                except TypeError as exc:
+                    raise ConfigError(f"mpft: mask.fill={cfg.mask.fill} works on open_clip ViTs only "
+                                      f"({bb.spec} is not one); use mask.fill=zero") from exc
+                modules["fill"] = self.token_fill
+        self.net = nn.ModuleDict(modules)
+        self.net.eval()
+        self.trainable_names = [n for n, p in self.net.named_parameters() if p.requires_grad]
+        self.device = "cpu"
+
+    def identity(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch}
+
+    def move_to(self, device: str) -> None:
+        if device != self.device:
+            self.net.to(device)
+            self.device = device
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.config.amp and self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ---- forward and loss
+
+    def logits(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Head logits ``[B]`` of normalised images; ``mask`` (bool ``[B, gh, gw]``) applies the fill."""
+        if mask is not None and self.token_fill is None:
+            x = zero_fill(x, mask, self.patch)
+        elif mask is not None:
+            self.token_fill.mask = mask
+        try:
+            emb = self.backbone.embed(x)
+        finally:
+            if self.token_fill is not None:
+                self.token_fill.mask = None
+        return self.net["head"](emb.float()).squeeze(1)
+
+    def make_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """The training mask of a batch (None when masking is off)."""
+        if not self.config.mask.active:
+            return None
+        pp = self.backbone.preprocess
+        return make_mask(x, self.config.mask, self.patch, mean=pp.mean, std=pp.std, generator=generator)
+
+    def batch_loss(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean BCE-with-logits of a training batch under the configured masking (label 1 = fake)."""
+        mask = self.make_mask(x, generator)
+        y = y.float()
+        if mask is None or self.config.mask.fill != "drop":
+            return bce(self.logits(x, mask), y)
+        # Dropping tokens needs one token count per forward: images left unmasked go through separately.
+        has = mask.flatten(1).any(dim=1)
+        total = x.new_zeros((), dtype=torch.float32)
+        for group, group_mask in ((has, mask[has]), (~has, None)):
+            if bool(group.any()):
+                total = total + bce(self.logits(x[group], group_mask), y[group], reduction="sum")
+        return total / len(y)
+
+    # ---- trainable state
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Detached CPU copies of every trainable tensor, by name."""
+        params = dict(self.net.named_parameters())
+        return {n: params[n].detach().to("cpu", copy=True).contiguous() for n in self.trainable_names}
+
+    def load_trainable(self, tensors: dict[str, Tensor], what: str) -> None:
+        """Copy ``tensors`` onto the trainable parameters; the names and shapes must match exactly."""
+        expected, got = set(self.trainable_names), set(tensors)
+        if expected != got:
+            missing, unexpected = sorted(expected - got), sorted(got - expected)
+            raise RuntimeError(f"{what} does not match this MPFT configuration: missing {missing[:5]} "
+                               f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
+        params = dict(self.net.named_parameters())
+        with torch.no_grad():
+            for name in self.trainable_names:
+                if params[name].shape != tensors[name].shape:
+                    raise RuntimeError(f"{what}: {name} has shape {tuple(tensors[name].shape)}, "
+                                       f"expected {tuple(params[name].shape)}")
+                params[name].copy_(tensors[name])
+
+    # ---- fit
+
+    def make_optimizer(self) -> tuple[torch.optim.AdamW, list[str]]:
+        """AdamW over (pretrained weights, lr_backbone) and (new parameters, lr_head); the names of its
+        parameters in order. Each group keeps its peak rate as ``base_lr``."""
+        groups = self._param_groups()
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for _, p in g], "lr": lr, "base_lr": lr} for g, lr in groups],
+            weight_decay=self.config.weight_decay)
+        return optimizer, [n for g, _ in groups for n, _ in g]
+
+    def train_step(self, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer,
+                   generator: torch.Generator | None) -> float:
+        """One masked update on a batch (mask, forward, backward, clipping, AdamW); returns the loss."""
+        with self._autocast():
+            loss = self.batch_loss(x, y, generator)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        cfg = self.config
+        rows = self._training_rows(train, ctx.seed)
+        labels = rows["label"].to_numpy()
+        by_class = [np.flatnonzero(labels == c) for c in (0, 1)]
+        if min(len(i) for i in by_class) == 0:
+            raise ValueError("mpft needs real and fake training images")
+        per_pass = max(len(i) for i in by_class) / (cfg.batch_size // 2)
+        total = cfg.steps or max(1, math.ceil(cfg.epochs * per_pass))
+        self.move_to(ctx.device)
+        optimizer, named = self.make_optimizer()
+
+        ckpt_path = ctx.checkpoint_dir() / CHECKPOINT
+        run = _Progress()
+        if ckpt_path.exists():
+            run = self._resume(ckpt_path, optimizer, named, total)
+            ctx.phases.log(f"mpft: resuming from the checkpoint at step {run.step}/{total} ({ckpt_path})")
+
+        started, start_step = time.perf_counter(), run.step
+        with ctx.phases.phase("train mpft", total) as advance:
+            advance(run.step)
+            for step, x, y in self._batches(rows, by_class, run.step, total, ctx, run.failures):
+                factor = lr_factor(step, total, cfg.warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                if x is not None:
+                    torch.manual_seed(derive_seed(ctx.seed, _STEP, step))
+                    gen = torch.Generator(device=self.device).manual_seed(derive_seed(ctx.seed, _MASK, step))
+                    run.loss_sum += self.train_step(x, y, optimizer, gen) * len(y)
+                    run.loss_n += len(y)
+                run.step = step + 1
+                if run.step % cfg.eval_every == 0 or run.step == total:
+                    self._evaluate(heldout, ctx, run)
+                if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.step < total:
+                    self._save_checkpoint(ckpt_path, optimizer, named, run, total)
+                advance(1)
+        seconds = time.perf_counter() - started
+        speed = (total - start_step) * cfg.batch_size / seconds if seconds > 0 else None
+        self.load_trainable(run.best_state, "the best held-out state")
+        ckpt_path.unlink(missing_ok=True)
+        n_params = sum(p.numel() for p in self.net.parameters())
+        return {
+            "steps": total,
+            "batch_size": cfg.batch_size,
+            "resumed_from_step": start_step or None,
+            "best_step": run.best["step"],
+            "best_heldout": run.best,
+            "selection_metric": cfg.selection_metric,
+            "history": run.history,
+            "n_train_used": {"real": len(by_class[0]), "fake": len(by_class[1])},
+            "n_heldout": int(len(heldout)),
+            "train_failures": len(run.failures),
+            "train_failure_reasons": _reason_counts(run.failures.values()),
+            "heldout_failures": run.heldout_failures,
+            "trainable_params": int(sum(p.numel() for g in optimizer.param_groups for p in g["params"])),
+            "total_params": int(n_params),
+            "mask_grid": {"px": self.patch, **self._grid_facts()},
+            "train_images_per_s": round(speed, 2) if speed else None,
+        }
+
+    def _training_rows(self, train: pd.DataFrame, seed: int) -> pd.DataFrame:
+        """The rows trained on: all, or ``train_per_class`` per label drawn with the run seed."""
+        rows = train.sort_values("path", kind="stable").reset_index(drop=True)
+        n = self.config.train_per_class
+        if not n:
+            return rows
+        keep = []
+        for label, group in rows.groupby("label", sort=True):
+            rng = np.random.default_rng([seed, _SAMPLE, 2, int(label)])
+            keep.extend(group.index[np.sort(rng.permutation(len(group))[:n])])
+        return rows.loc[sorted(keep)].reset_index(drop=True)
+
+    def _grid_facts(self) -> dict[str, int]:
+        crop = self.backbone.preprocess.crop
+        gh, gw = grid_shape(crop, crop, self.patch)
+        masked = num_masked(gh * gw, self.config.mask.ratio) if self.config.mask.active else 0
+        return {"patches": gh * gw, "masked": masked}
+
+    def _param_groups(self) -> list[tuple[list[tuple[str, nn.Parameter]], float]]:
+        """(pretrained backbone weights, lr_backbone) and (parameters MPFT created, lr_head)."""
+        params = dict(self.net.named_parameters())
+        is_new = {n: not n.startswith("backbone.") or ".lora_" in n for n in self.trainable_names}
+        new = [(n, params[n]) for n in self.trainable_names if is_new[n]]
+        pretrained = [(n, params[n]) for n in self.trainable_names if not is_new[n]]
+        return [(pretrained, self.config.lr_backbone), (new, self.config.lr_head)]
+
+    def _batches(self, rows: pd.DataFrame, by_class: list[np.ndarray], start: int, total: int,
+                 ctx: RunContext, failures: dict[int, str]) -> Iterator[tuple[int, Tensor | None, Any]]:
+        """``(step, x, y)`` for steps ``start .. total-1``; class-balanced, half from each class stream."""
+        half = self.config.batch_size // 2
+        order, seeds = [], []
+        for step in range(start, total):
+            for label, idx in enumerate(by_class):
+                order.extend(idx[class_stream(len(idx), ctx.seed, label, step * half, half)])
+            seeds.extend(derive_seed(ctx.seed, _AUGMENT, step, j) for j in range(2 * half))
+        transform = self.backbone.preprocess.train_transform(flip=self.config.flip)
+        dataset = _ScheduledRows(ctx.suite_root, rows["path"].tolist(), transform, np.asarray(order), seeds)
+        labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
+        cuda = self.device.startswith("cuda")
+        batches = iterate_batches(dataset, batch_size=2 * half, workers=ctx.workers, pin_memory=cuda)
+        for step, batch in zip(range(start, total), batches, strict=True):
+            for pos, reason in batch.failures:
+                failures[int(order[pos])] = reason
+            if batch.x is None:
+                yield step, None, None
+                continue
+            row_idx = torch.as_tensor(np.asarray(order)[batch.indices])
+            yield step, batch.x.to(self.device, non_blocking=cuda), labels[row_idx].to(self.device)
+
+    # ---- held-out selection and checkpoints
+
+    def _evaluate(self, heldout: pd.DataFrame, ctx: RunContext, run: _Progress) -> None:
+        logits, failures = self.score_logits(heldout, ctx, perturb=False, description=None)
+        run.heldout_failures = len(failures)
+        ok = np.isfinite(logits)
+        y = heldout["label"].to_numpy()[ok]
+        z = logits[ok]
+        loss = float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else float("nan")
+        metrics = binary_metrics(y, _sigmoid(z)) if len(z) else {}
+        entry = {"step": run.step, "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
+                 "heldout_loss": loss, "heldout_ap": metrics.get("ap"),
+                 "heldout_balanced_acc": metrics.get("balanced_acc")}
+        run.history.append(entry)
+        run.loss_sum, run.loss_n = 0.0, 0
+        key = self._selection_key(entry)
+        if run.best_key is None or key > run.best_key or not len(z):  # no usable held-out rows: keep the last
+            run.best_key, run.best, run.best_state = key, entry, self.trainable_state()
+        ctx.phases.log(f"mpft step {run.step}: held-out loss {loss:.4f}, balanced acc "
+                       f"{entry['heldout_balanced_acc']}, AP {entry['heldout_ap']}")
+
+    def _selection_key(self, entry: dict[str, Any]) -> tuple[float, ...]:
+        """Higher is better, NaN worst; ties go to the lower held-out loss, then to the earlier step."""
+        loss = entry["heldout_loss"]
+        neg_loss = -loss if loss is not None and np.isfinite(loss) else -np.inf
+        if self.config.selection_metric == "loss":
+            return (neg_loss,)
+        value = entry[f"heldout_{self.config.selection_metric}"]
+        return (value if value is not None and np.isfinite(value) else -np.inf, neg_loss)
+
+    def _save_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, named: list[str], run: _Progress,
+                         total: int) -> None:
+        tensors = {f"model/{n}": t for n, t in self.trainable_state().items()}
+        tensors.update({f"best/{n}": t for n, t in run.best_state.items()})
+        for index, state in optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                tensors[f"optim/{named[index]}/{key}"] = value.detach().to("cpu", copy=True).contiguous()
+        meta = {"step": run.step, "total_steps": total, "loss_sum": run.loss_sum, "loss_n": run.loss_n,
+                "best_key": run.best_key, "best": run.best, "history": run.history,
+                "failures": {str(k): v for k, v in run.failures.items()},
+                "heldout_failures": run.heldout_failures}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mpft": json.dumps(meta)})
+
+    def _resume(self, path: Path, optimizer: torch.optim.Optimizer, named: list[str],
+                total: int) -> _Progress:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["mpft"])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        if meta["total_steps"] != total:
+            raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
+                               "delete it to start over")
+        section = {prefix: {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+                   for prefix in ("model", "best")}
+        self.load_trainable(section["model"], f"checkpoint {path}")
+        state = optimizer.state_dict()
+        index = {name: i for i, name in enumerate(named)}
+        state["state"] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim/"):
+                name, _, slot = key[len("optim/"):].rpartition("/")
+                state["state"].setdefault(index[name], {})[slot] = value
+        optimizer.load_state_dict(state)
+        return _Progress(
+            step=meta["step"], loss_sum=meta["loss_sum"], loss_n=meta["loss_n"],
+            best_key=tuple(meta["best_key"]) if meta["best_key"] else None, best=meta["best"],
+            best_state=section["best"], history=meta["history"], heldout_failures=meta["heldout_failures"],
+            failures={int(k): v for k, v in meta["failures"].items()})
+
+    # ---- scoring
+
+    def score_logits(self, rows: pd.DataFrame, ctx: RunContext, *, perturb: bool,
+                     description: str | None) -> tuple[np.ndarray, dict[int, str]]:
+        """Head logits of full, unmasked images (NaN where an image failed) and failures by row position."""
+        self.move_to(ctx.device)
+        dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(),
+                                   self.backbone.preprocess.eval_transform(),
+                                   image_ids=rows["image_id"].astype(str).tolist(),
+                                   perturb=ctx.perturbation if perturb else None)
+        out = np.full(len(rows), np.nan)
+        failures: dict[int, str] = {}
+        cuda = self.device.startswith("cuda")
+        phase = ctx.phases.phase(description, len(rows)) if description else contextlib.nullcontext(None)
+        with phase as advance, torch.inference_mode(), self._autocast():
+            for batch in iterate_batches(dataset, batch_size=ctx.batch_size or self.config.eval_batch_size,
+                                         workers=ctx.workers, pin_memory=cuda):
+                failures.update({int(i): reason for i, reason in batch.failures})
+                if batch.x is not None:
+                    x = batch.x.to(self.device, non_blocking=cuda)
+                    out[batch.indices] = self.logits(x).float().cpu().numpy()
+                if advance is not None:
+                    advance(len(batch.indices) + len(batch.failures))
+        return out, failures
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
+        return _sigmoid(logits), failures
+
+    # ---- state
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(directory / STATE_FILE))
+        meta = {"backbone": self.backbone.spec, "trainable": self.config.trainable,
+                "tensors": len(self.trainable_names)}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+    def load(self, directory: Path) -> None:
+        self.load_trainable(load_file(str(directory / STATE_FILE)), f"MPFT state {directory / STATE_FILE}")
+
+
+@dataclass
+class _Progress:
+    """Training progress that a checkpoint carries."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    best_key: tuple[float, ...] | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+    best_state: dict[str, Tensor] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)
+    heldout_failures: int = 0
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        kind = str(reason).split(":")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+

@@ -1,0 +1,295 @@
+"""MPFT detector: trainable set, masking only in training, determinism, state, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from detbench.detectors.mpft import CHECKPOINT, MPFT, MPFTConfig, class_stream, lr_factor
+from PIL import Image
+
+from detbench.config import ConfigError, apply_overrides, to_dict
+from detbench.detector import RunContext
+from detbench.progress import quiet
+from detbench.records import content_hash
+from detbench.registry import DETECTORS
+from detbench.runner import RunRequest, resolve
+from detbench.weights import WeightsError
+
+if "mpft" not in DETECTORS:
+    DETECTORS.register_lazy("mpft", "detbench.detectors.mpft:MPFT", "Masked partial fine-tuning with TAM.")
+
+TINY = "open_clip:detbench-tiny-vit@random"
+FAST = {"backbone": TINY, "k": 2, "batch_size": 4, "steps": 2, "eval_every": 2, "checkpoint_every": 0,
+        "train_per_class": 0, "lr_backbone": 1e-3, "lr_head": 1e-2, "warmup": 0.0}
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """12 small PNGs: smooth 'real' gradients and noisy 'fake' images, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        label = i % 2
+        ramp = np.linspace(0, 255, 40)[None, :, None] * np.ones((40, 1, 3))
+        img = ramp + (rng.normal(0, 40, (40, 40, 3)) if label else 0)
+        path = f"{label}/img_{i:02d}.png"
+        (root / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / path)
+        rows.append({"path": path, "label": label, "image_id": f"id{i}", "generator": "g", "split": "train",
+                     "status": "ok"})
+    (root / "0" / "broken.png").write_bytes(b"not a png")
+    rows.append({"path": "0/broken.png", "label": 0, "image_id": "idb", "generator": "g", "split": "train",
+                 "status": "ok"})
+    return root, pd.DataFrame(rows)
+
+
+def make(tmp: Path, root: Path, seed: int = 0, **overrides: object) -> tuple[MPFT, RunContext]:
+    cfg = apply_overrides(MPFTConfig(), {**FAST, **overrides})
+    ctx = RunContext(suite_root=root, suite_name="test", device="cpu", seed=seed, run_dir=tmp, phases=quiet(),
+                     workers=0)
+    det = MPFT(cfg)
+    det.setup(ctx)
+    return det, ctx
+
+
+def split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    held = rows.iloc[[0, 1]]
+    return rows.drop(index=held.index), held
+
+
+def state(det: MPFT) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in det.net.named_parameters()}
+
+
+def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(n, 3, 224, 224, generator=g), torch.tensor([0, 1] * (n // 2))
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+def test_config_validation() -> None:
+    for bad in ({"batch_size": "31"}, {"k": "0"}, {"warmup": "1"}, {"mask.ratio": "1"},
+                {"trainable": "adapter"}, {"steps": "0", "epochs": "0"}):
+        with pytest.raises(ConfigError):
+            apply_overrides(MPFTConfig(), bad)
+
+
+def test_ablation_switches_give_distinct_run_keys() -> None:
+    def key(**over: str) -> str:
+        resolved = resolve(RunRequest("mpft", "demo", overrides=over))
+        return content_hash(to_dict(resolved.config))
+
+    base = resolve(RunRequest("mpft", "demo")).config
+    assert base.backbone == "timm:efficientnet_lite0@bundled" and base.mask.grid == 16 and base.steps == 60
+    ablations = [{}, {"mask.strategy": "random"}, {"mask.strategy": "inverse"}, {"mask.ratio": "0.2"},
+                 {"mask.operator": "sobel"}, {"mask.fill": "token"}, {"trainable": "full"}, {"k": "1"},
+                 {"train_per_class": "50"}, {"mask.strategy": "none"}]
+    keys = [key(**a) for a in ablations]
+    assert len(set(keys)) == len(keys)
+
+
+def test_schedule_and_sampler() -> None:
+    assert [round(lr_factor(s, 10, 0.2), 3) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 0.038]
+    first, second = class_stream(5, 0, 1, 0, 5), class_stream(5, 0, 1, 5, 5)
+    assert sorted(first) == sorted(second) == list(range(5))  # every pass covers every image once
+    assert np.array_equal(class_stream(5, 0, 1, 3, 4), np.concatenate([first[3:], second[:2]]))
+
+
+# --------------------------------------------------------------------------------------------- setup
+
+
+@pytest.mark.parametrize(("arch", "side"), [("detbench-tiny-vit14", 16), ("detbench-tiny-vit", 14),
+                                            ("detbench-tiny-vit32", 7)])
+def test_vit_mask_on_patch_grid(tmp_path: Path, arch: str, side: int) -> None:
+    det, _ = make(tmp_path, tmp_path, backbone=f"open_clip:{arch}@random")
+    mask = det.make_mask(torch.randn(2, 3, 224, 224), torch.Generator().manual_seed(0))
+    assert mask.shape == (2, side, side)
+    assert mask.sum(dim=(1, 2)).tolist() == [round(0.4 * side * side + 1e-9)] * 2
+
+
+def test_cnn_demo_backbone_grid_and_trainable_set(tmp_path: Path) -> None:
+    cnn = {"backbone": "timm:efficientnet_lite0@bundled", "crop": 128, "k": 2, "mask.grid": 16}
+    det, _ = make(tmp_path, tmp_path, **cnn)
+    mask = det.make_mask(torch.randn(2, 3, 128, 128), torch.Generator().manual_seed(0))
+    assert mask.shape == (2, 8, 8) and mask.sum(dim=(1, 2)).tolist() == [26, 26]
+    prefixes = {".".join(n.split(".")[:3]) for n in det.trainable_names}
+    assert prefixes == {"backbone.blocks.5", "backbone.blocks.6", "backbone.conv_head.weight",
+                        "backbone.bn2.weight", "backbone.bn2.bias", "head.weight", "head.bias"}
+    with pytest.raises(ConfigError, match="open_clip ViTs only"):
+        make(tmp_path, tmp_path, **cnn, **{"mask.fill": "token"})
+
+
+def test_missing_weights_fail_in_setup(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="ViT-B-32"):
+        make(tmp_path, tmp_path, backbone="open_clip:ViT-B-32@openai")
+
+
+def test_lora_starts_from_the_pretrained_function(tmp_path: Path) -> None:
+    plain, _ = make(tmp_path, tmp_path)
+    lora, _ = make(tmp_path, tmp_path, trainable="lora", lora_rank=4)
+    x, _ = batch(2)
+    with torch.no_grad():
+        assert torch.allclose(plain.backbone.embed(x), lora.backbone.embed(x), atol=1e-5)
+    names = lora.trainable_names
+    assert any("resblocks.3.attn.parametrizations.in_proj_weight.0.lora_b" in n for n in names)
+    assert not any("resblocks.1." in n for n in names)
+    assert not any(n.endswith(".original") for n in names)
+
+
+# ------------------------------------------------------------------------------------- loss and masks
+
+
+def test_ratio_zero_equals_unmasked_fine_tuning(tmp_path: Path) -> None:
+    x, y = batch()
+    losses = {}
+    for name, over in {"none": {"mask.strategy": "none"}, "ratio0": {"mask.ratio": 0.0},
+                       "tam": {}, "random": {"mask.strategy": "random"}}.items():
+        det, _ = make(tmp_path, tmp_path, **over)
+        losses[name] = det.batch_loss(x, y, torch.Generator().manual_seed(0)).item()
+    assert losses["ratio0"] == losses["none"]
+    assert losses["tam"] != losses["none"] and losses["random"] != losses["tam"]
+
+
+def test_drop_fill_with_unmasked_images_in_the_batch(tmp_path: Path) -> None:
+    det, _ = make(tmp_path, tmp_path, **{"mask.fill": "drop", "mask.p_unmasked": 0.5})
+    x, y = batch(8)
+    gen = torch.Generator().manual_seed(1)
+    counts = det.make_mask(x, torch.Generator().manual_seed(1)).sum(dim=(1, 2))
+    assert 0 in counts.tolist() and int(counts.max()) > 0
+    loss = det.batch_loss(x, y, gen)
+    loss.backward()
+    assert torch.isfinite(loss) and det.net["head"].weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_step_changes_trainable_only_and_reports_failures(tmp_path: Path, image_root) -> None:
+    root, rows = image_root
+    det, ctx = make(tmp_path, root, steps=3, eval_every=3)  # 3 steps x 2 reals: a full pass, broken file too
+    before = state(det)
+    info = det.fit(*split(rows), ctx)
+    after = state(det)
+    trainable = set(det.trainable_names)
+    assert trainable and set(after) - trainable
+    for name, tensor in after.items():
+        if name in trainable:
+            assert not torch.equal(tensor, before[name]), name
+        else:
+            assert torch.equal(tensor, before[name]), name
+    assert info["train_failures"] == 1 and info["train_failure_reasons"]
+    assert info["steps"] == 3 and info["best_step"] == 3
+    assert not (ctx.checkpoint_dir() / CHECKPOINT).exists()
+
+
+def test_lora_training_keeps_pretrained_weights(tmp_path: Path, image_root) -> None:
+    root, rows = image_root
+    det, ctx = make(tmp_path, root, trainable="lora", lora_rank=2)
+    before = state(det)
+    det.fit(*split(rows), ctx)
+    after = state(det)
+    originals = [n for n in after if n.endswith(".original")]
+    assert originals and all(torch.equal(after[n], before[n]) for n in originals)
+    assert any(not torch.equal(after[n], before[n]) for n in after if n.endswith("lora_b"))
+
+
+def test_same_seed_same_result_and_eval_is_unmasked(tmp_path: Path, image_root) -> None:
+    root, rows = image_root
+    train, held = split(rows)
+    results = []
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        det, ctx = make(tmp_path / run, root, seed=seed, **{"mask.strategy": "random"})
+        det.fit(train, held, ctx)
+        results.append((det, ctx))
+    a, b, c = (state(d) for d, _ in results)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert any(not torch.equal(a[n], c[n]) for n in results[0][0].trainable_names)
+    det, ctx = results[0]
+    twice = pd.concat([rows.iloc[[3, 3, 4]]], ignore_index=True)
+    first, failures = det.predict(twice, ctx)
+    second, _ = det.predict(twice, ctx)
+    assert not failures and first[0] == first[1] and np.array_equal(first, second)
+    scores, failures = det.predict(rows.iloc[[12, 2]], ctx)
+    assert list(failures) == [0] and np.isnan(scores[0]) and np.isfinite(scores[1])
+
+
+def test_save_load_strict(tmp_path: Path, image_root) -> None:
+    from safetensors.torch import load_file, save_file
+
+    root, rows = image_root
+    det, ctx = make(tmp_path, root, steps=1, eval_every=1)
+    det.fit(*split(rows), ctx)
+    det.save(tmp_path / "state")
+    fresh, _ = make(tmp_path, root, steps=1, eval_every=1)
+    fresh.load(tmp_path / "state")
+    assert np.array_equal(fresh.predict(rows.iloc[:4], ctx)[0], det.predict(rows.iloc[:4], ctx)[0])
+    other, _ = make(tmp_path, root, k=1)
+    with pytest.raises(RuntimeError, match="missing"):
+        other.load(tmp_path / "state")
+    tensors = load_file(str(tmp_path / "state" / "mpft.safetensors"))
+    tensors["head.extra"] = torch.zeros(1)
+    save_file(tensors, str(tmp_path / "state" / "mpft.safetensors"))
+    with pytest.raises(RuntimeError, match="unexpected"):
+        fresh.load(tmp_path / "state")
+
+
+# -------------------------------------------------------------------------------------- kill / resume
+
+RESUME_SET = ["suite.n_train=6", "suite.n_val=2", "suite.size=48", f"backbone={TINY}", "crop=0", "k=1",
+              "steps=30", "batch_size=4", "eval_every=5", "checkpoint_every=3", "eval_batch_size=16"]
+
+
+def _cli(home: Path) -> subprocess.Popen:
+    code = ("import sys; from detbench.registry import DETECTORS\n"
+            "if 'mpft' not in DETECTORS: DETECTORS.register_lazy('mpft', 'detbench.detectors.mpft:MPFT')\n"
+            "from detbench.cli import app; app(sys.argv[1:])")
+    args = [sys.executable, "-c", code, "run", "mpft", "--suite", "demo", "--workers", "0", "--quiet"]
+    for item in RESUME_SET:
+        args += ["--set", item]
+    env = {**os.environ, "DETBENCH_HOME": str(home)}
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path, monkeypatch) -> None:
+    """A real SIGKILL once a checkpoint exists; the rerun resumes and matches an uninterrupted run."""
+    from detbench.runner import Runner
+
+    killed_home = tmp_path / "killed"
+    proc = _cli(killed_home)
+    deadline = time.monotonic() + 60
+    ckpts: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
+        ckpts = list(killed_home.glob(f"runs/demo/mpft/fits/*/checkpoints/{CHECKPOINT}"))
+        time.sleep(0.02)
+    if not ckpts:
+        proc.kill()
+        pytest.fail(f"no checkpoint appeared (exit {proc.wait()}): {proc.stderr.read().decode()[-2000:]}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    fit_dir = ckpts[0].parent.parent
+    assert not (fit_dir / "fit.json").exists(), "training finished before the kill; make it longer"
+
+    over = dict(item.split("=", 1) for item in RESUME_SET)
+    monkeypatch.setenv("DETBENCH_HOME", str(killed_home))
+    resumed = Runner(quiet()).run(RunRequest("mpft", "demo", overrides=over, workers=0))
+    assert resumed.record["fit"]["resumed_from_step"] > 0
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path / "clean"))
+    clean = Runner(quiet()).run(RunRequest("mpft", "demo", overrides=over, workers=1))
+    assert clean.record["fit"]["resumed_from_step"] is None
+    a = pd.read_parquet(resumed.run_dir / "scores.parquet")
+    b = pd.read_parquet(clean.run_dir / "scores.parquet")
+    assert resumed.record["run_id"] == clean.record["run_id"]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert resumed.record["fit"]["history"] == clean.record["fit"]["history"]
