@@ -58,8 +58,16 @@ def main_options(
 
 @app.command()
 def run(
-    detector: Annotated[str, typer.Argument(help="Detector name (see `detbench ls detectors`).")],
-    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
+    detector: Annotated[
+        Optional[str], typer.Argument(help="Detector name (see `detbench ls detectors`); implied by --preset.")
+    ] = None,
+    suite: Annotated[
+        Optional[str], typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`); default demo.")
+    ] = None,
+    preset: Annotated[
+        Optional[str], typer.Option(help="Reproduce a published table (see `detbench ls presets`).")
+    ] = None,
+    allow_cpu: Annotated[bool, typer.Option(help="Let a preset run without a CUDA GPU.")] = False,
     root: Annotated[
         Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")
     ] = None,
@@ -84,13 +92,26 @@ def run(
     from detbench.runner import Runner, RunRequest
 
     runner = Runner(Phases(err, enabled=not quiet))
+    chosen = None
     try:
+        overrides = parse_set_args(set_)
+        preset_record = None
+        if preset:
+            from detbench.presets import get_preset, prepare_preset_run
+
+            chosen = get_preset(preset)
+            detector, suite, protocol, overrides, preset_record = prepare_preset_run(
+                chosen, detector, suite, protocol, overrides, root=root, allow_cpu=allow_cpu, device=device
+            )
+        elif detector is None:
+            raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
         req = RunRequest(
             detector=detector,
-            suite=suite,
+            suite=suite or "demo",
             root=root,
             protocol=protocol,
-            overrides=parse_set_args(set_),
+            preset=preset_record,
+            overrides=overrides,
             seed=seed,
             force=force,
             device=device,
@@ -112,6 +133,30 @@ def run(
             _fail(exc)
         raise
     _show_result(result)
+    if chosen is not None:
+        _show_preset_comparison(chosen, result)
+
+
+def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
+    from detbench.display import frame_table
+    from detbench.presets import compare
+
+    table = compare(preset, result.metrics)
+    if table.empty:
+        console.print(f"preset {preset.name}: no published per-generator values to compare with")
+        return
+    shown = table.assign(
+        measured=table["measured"].map(lambda v: f"{v:.1f}"),
+        delta=table["delta"].map(lambda v: "" if v != v else f"{v:+.1f}"),
+        flag=table["flag"].map(lambda f: "beyond tolerance" if f else ""),
+        expected=table["expected"].map(str),
+    )
+    confidence = preset.published.get("confidence", "")
+    console.print(frame_table(shown, f"{preset.name}: measured vs published (%), {confidence}"))
+    console.print(f"source: {preset.published.get('source', 'unknown')}")
+    if not (result.record.get("preset") or {}).get("reproduction", False):
+        console.print("[yellow]Not a reproduction:[/] settings differ from the preset "
+                      f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
 
 
 def _show_result(result) -> None:  # noqa: ANN001
@@ -166,8 +211,8 @@ def index(
 
 
 @app.command("ls")
-def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbations | runs")]) -> None:
-    """List registered detectors, suites or perturbations, or finished runs."""
+def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbations | presets | runs")]) -> None:
+    """List registered detectors, suites, perturbations or paper presets, or finished runs."""
     from rich.table import Table
 
     from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
@@ -184,8 +229,27 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
         console.print(table)
     elif what == "runs":
         _list_runs()
+    elif what == "presets":
+        _list_presets()
     else:
-        _fail(ValueError(f"cannot list {what!r}; choose detectors, suites, perturbations or runs"))
+        _fail(ValueError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs"))
+
+
+def _list_presets() -> None:
+    from rich.table import Table
+
+    from detbench.presets import load_presets
+
+    table = Table(title="paper presets (detbench run --preset NAME --root PATH)")
+    for col in ("name", "runs", "published mean acc", "confidence", "source"):
+        table.add_column(col, overflow="fold")
+    for p in load_presets().values():
+        mean = p.expected("acc").get("mean")
+        span = p.expected_range("acc").get("mean")
+        shown = f"{mean:.2f}" if mean is not None else (f"{span[0]}–{span[1]}" if span else "unknown")
+        table.add_row(f"{p.name} (v{p.version})", f"{p.detector} on {p.suite}/{p.protocol}", shown,
+                      str(p.published.get("confidence", "")), str(p.published.get("source", "")))
+    console.print(table)
 
 
 def _list_runs() -> None:

@@ -60,6 +60,10 @@ class RunRequest:
     batch_size: int | None = None
     perturb: str | None = None
     index_mode: str = "full"
+    n_boot: int = 1000  # bootstrap resamples for the acc/AP intervals; 0 disables them
+    threshold: str = "0.5"  # "calibrated" or a fixed value in [0, 1]
+    keep_fit: bool = False  # with force: recompute the run but reuse an existing trained fit
+    preset: dict[str, Any] | None = None  # recorded (name, version, whether this run is a faithful reproduction)
 
 
 @dataclass
@@ -78,6 +82,32 @@ class Resolved:
     detector_cls: type[Detector]
     config: Any
     perturbation: Any | None
+    threshold: ThresholdPolicy
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """``fixed`` at ``value``, or ``calibrated``: the threshold maximising balanced accuracy on the
+    training generator's held-out split (clean images; the deployable choice)."""
+
+    policy: str
+    value: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ThresholdPolicy:
+        if text.strip().lower() == "calibrated":
+            return cls("calibrated")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"--threshold must be 'calibrated' or a number in [0, 1]; got {text!r}")
+        return cls("fixed", value)
+
+    @property
+    def label(self) -> str:
+        return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
 
 
 class ProtocolError(ValueError):
@@ -119,7 +149,9 @@ def resolve(req: RunRequest) -> Resolved:
         from detbench.perturbations import parse_perturbation
 
         perturbation = parse_perturbation(req.perturb)
-    return Resolved(suite, det_cls, config, perturbation)
+    if req.n_boot < 0:
+        raise ConfigError(f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}")
+    return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold))
 
 
 def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
@@ -200,6 +232,12 @@ class Runner:
         timings["index"] = time.perf_counter() - t
         protocol = select_protocol(suite, index, req.protocol)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
+        missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
+        if missing_eval:
+            self.phases.log(
+                f"[yellow]warning:[/] protocol {protocol.name} evaluates {', '.join(missing_eval)} but no "
+                f"{protocol.eval_split} images were found for them under {index.root}: the mean covers the others only."
+            )
 
         self.phase = "loading the detector"
         t = time.perf_counter()
@@ -235,6 +273,8 @@ class Runner:
         run_key = {
             "fit_id": fit_id,
             "perturbation": resolved.perturbation.identity() if resolved.perturbation else None,
+            "threshold": resolved.threshold.label,
+            "n_boot": req.n_boot,
         }
         run_id = content_hash(run_key)
         base = home_subdir("runs") / suite.name / detector.name
@@ -245,7 +285,8 @@ class Runner:
 
         if req.force:
             _set_aside(run_dir, base, self.phases)
-            _set_aside(fit_dir, base, self.phases)
+            if not req.keep_fit:
+                _set_aside(fit_dir, base, self.phases)
         if (run_dir / "run.json").exists():
             record = read_json(run_dir / "run.json")
             self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
@@ -268,13 +309,21 @@ class Runner:
             t = time.perf_counter()
             from detbench.metrics import best_threshold, per_group_metrics
 
-            scored = scores[np.isfinite(scores["score"])]
-            metrics = per_group_metrics(scored, group="generator", threshold=0.5)
             held_ok = held_scores[np.isfinite(held_scores["score"])]
             calibrated = (
                 best_threshold(held_ok["label"].to_numpy(), held_ok["score"].to_numpy(), "balanced_acc")[0]
                 if held_ok["label"].nunique() == 2
                 else float("nan")
+            )
+            threshold = calibrated if resolved.threshold.policy == "calibrated" else resolved.threshold.value
+            if not np.isfinite(threshold):
+                raise ProtocolError(
+                    "--threshold calibrated needs real and fake images in the training generator's held-out "
+                    f"split; it has {len(held_ok)} usable images with labels {sorted(held_ok['label'].unique())}"
+                )
+            scored = scores[np.isfinite(scores["score"])]
+            metrics = per_group_metrics(
+                scored, group="generator", threshold=threshold, n_boot=req.n_boot, seed=req.seed
             )
             timings["metrics"] = time.perf_counter() - t
 
@@ -293,8 +342,17 @@ class Runner:
                 "backbone": getattr(config, "backbone", None),
                 "config_hash": content_hash(to_dict(config))[:12],
                 "perturbation": run_key["perturbation"],
+                "preset": req.preset,
+                "missing_eval_generators": missing_eval,
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
-                "threshold": {"policy": "fixed", "value": 0.5, "calibrated_on_heldout": calibrated},
+                "threshold": {
+                    "policy": resolved.threshold.policy,
+                    "label": resolved.threshold.label,
+                    "value": float(threshold),
+                    "calibrated_on_heldout": calibrated,
+                    "calibration_objective": "balanced_acc",
+                },
+                "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
                 "fit": fit_info,
                 "counts": _counts(train, heldout, scores),
                 "summary": _summary(metrics),

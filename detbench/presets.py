@@ -1,0 +1,250 @@
+"""Paper presets: named, versioned bundles of detector config + suite protocol + the published numbers.
+
+Each preset is a TOML file in ``detbench/preset_files/`` that cites its source. ``detbench run --preset NAME``
+checks the environment first (weights, suite root, GPU), runs, then prints measured vs expected per
+generator. A run whose settings differ from the preset's (e.g. a stand-in backbone) is recorded as
+*not* a reproduction, so it never passes for one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class PresetError(ValueError):
+    """An unknown preset, or an environment that cannot run it; the message lists what is missing."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    version: int
+    detector: str
+    suite: str
+    protocol: str
+    description: str
+    config: dict[str, str]
+    published: dict[str, Any]
+    required_files: tuple[str, ...] = ()
+    gpu: bool = True
+    min_images_per_generator: int = 0
+    source_file: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def expected(self, metric: str) -> dict[str, float]:
+        """Published values of ``metric`` (in %) by generator (``mean`` included); absent means unknown."""
+        return {k: float(v) for k, v in self.published.get(metric, {}).items()}
+
+    def expected_range(self, metric: str) -> dict[str, tuple[float, float]]:
+        return {k: (float(v[0]), float(v[1])) for k, v in self.published.get("range", {}).get(metric, {}).items()}
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+
+def load_presets() -> dict[str, Preset]:
+    presets = {}
+    for entry in sorted((resources.files("detbench") / "preset_files").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text())
+            preset = Preset(
+                name=data["name"], version=int(data["version"]), detector=data["detector"], suite=data["suite"],
+                protocol=data["protocol"], description=data.get("description", ""),
+                config={k: str(v) for k, v in data.get("config", {}).items()}, published=data.get("published", {}),
+                required_files=tuple(data.get("required_files", ())), gpu=bool(data.get("gpu", True)),
+                min_images_per_generator=int(data.get("min_images_per_generator", 0)), source_file=entry.name,
+            )  # fmt: skip
+            presets[preset.name] = preset
+    return presets
+
+
+def get_preset(name: str) -> Preset:
+    presets = load_presets()
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=2, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise PresetError(f"unknown preset {name!r}.{hint} Known presets: {', '.join(presets)}")
+    return presets[name]
+
+
+def preset_overrides(preset: Preset, user: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The preset's --set values updated by the user's, and the keys where the user departs from the preset."""
+    merged = {**preset.config, **user}
+    departures = [k for k, v in user.items() if k in preset.config and preset.config[k] != v]
+    return merged, departures
+
+
+def check_environment(
+    preset: Preset, root: Path | None, overrides: dict[str, str], *, allow_cpu: bool, device: str | None
+) -> list[str]:
+    """Everything that would stop the preset or make it meaningless, found before the long run."""
+    problems: list[str] = []
+    if preset.gpu and not allow_cpu and not (device or "").startswith("cpu"):
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append(
+                "no CUDA GPU found: this preset needs one for a sensible run time (pass --allow-cpu to run anyway)"
+            )
+    for key in preset.required_files:
+        value = overrides.get(key)
+        if not value:
+            problems.append(
+                f"--set {key}=PATH is required (see `detbench ls presets` and the README's reproduction guide)"
+            )
+        elif not Path(value).expanduser().is_file():
+            problems.append(f"--set {key}={value}: no such file")
+    spec = overrides.get("backbone")
+    if spec:
+        problems.extend(_check_backbone(spec))
+    if root is None:
+        problems.append(f"--root PATH is required: where the {preset.suite} data lives (see the README section)")
+    elif not Path(root).expanduser().is_dir():
+        problems.append(f"--root {root}: not a directory")
+    else:
+        problems.extend(_check_suite(preset, Path(root).expanduser(), overrides))
+    return problems
+
+
+def _check_backbone(spec: str) -> list[str]:
+    from detbench.backbones import load_backbone
+    from detbench.weights import WeightsError
+
+    try:
+        load_backbone(spec)
+    except (WeightsError, ValueError, FileNotFoundError) as exc:
+        return [f"backbone {spec}: {exc}"]
+    return []
+
+
+def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[str]:
+    from detbench.index import build_index
+    from detbench.runner import RunRequest, resolve
+    from detbench.suites import SuiteLayoutError
+
+    suite = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides)).suite
+    try:
+        index = build_index(suite, root)
+    except SuiteLayoutError as exc:
+        return [f"suite root {root}: {exc}"]
+    protocols = suite.protocols(index.generators)
+    if preset.protocol not in protocols:
+        return [f"protocol {preset.protocol} is not available for the data under {root}"]
+    protocol = protocols[preset.protocol]
+    usable = index.usable
+    problems = []
+    train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
+    if train["label"].nunique() < 2 and not preset.required_files:
+        problems.append(
+            f"training data missing: {'+'.join(protocol.train_generators)}/{protocol.train_split} "
+            "needs real and fake images"
+        )
+    expected = set(protocol.eval_generators or ()) | {g for g in preset.expected("acc") if g != "mean"}
+    counts = usable[usable["split"] == protocol.eval_split].groupby("generator").size()
+    for gen in sorted(expected):
+        n = int(counts.get(gen, 0))
+        if n == 0:
+            problems.append(f"generator {gen}: no {protocol.eval_split} images found under {root}")
+        elif n < preset.min_images_per_generator:
+            problems.append(
+                f"generator {gen}: only {n} {protocol.eval_split} images "
+                f"(expected at least {preset.min_images_per_generator})"
+            )
+    return problems
+
+
+def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...] = ("acc", "ap")) -> pd.DataFrame:
+    """Measured vs published per generator and metric (in %), with the delta and whether it exceeds tolerance."""
+    tolerance = float(preset.published.get("tolerance", 3.0))
+    rows = []
+    measured = metrics.set_index("generator")
+    for metric in metrics_shown:
+        expected, ranges = preset.expected(metric), preset.expected_range(metric)
+        if not expected and not ranges:
+            continue
+        for gen in measured.index:
+            value = 100 * float(measured.loc[gen, metric]) if metric in measured.columns else float("nan")
+            exp = expected.get(gen)
+            lo_hi = ranges.get(gen)
+            if exp is not None:
+                delta = value - exp
+                flag = abs(delta) > tolerance
+            elif lo_hi is not None:
+                delta = value - min(max(value, lo_hi[0]), lo_hi[1])
+                flag = delta != 0 and abs(delta) > tolerance
+            else:
+                delta, flag = float("nan"), False
+            rows.append(
+                {
+                    "generator": gen,
+                    "metric": metric,
+                    "measured": value,
+                    "expected": exp if exp is not None else (f"{lo_hi[0]}–{lo_hi[1]}" if lo_hi else "unknown"),
+                    "delta": delta,
+                    "flag": flag,
+                }
+            )
+    return pd.DataFrame(rows, columns=["generator", "metric", "measured", "expected", "delta", "flag"])
+
+
+def published_rows(suite: str) -> pd.DataFrame:
+    """Published per-generator values of every preset of ``suite``, in the leaderboard's long format."""
+    rows = []
+    for preset in load_presets().values():
+        if preset.suite != suite:
+            continue
+        for metric in ("acc", "ap"):
+            for gen, value in preset.expected(metric).items():
+                rows.append(
+                    {
+                        "suite": suite,
+                        "detector": f"{preset.detector} (published)",
+                        "backbone": preset.config.get("backbone", ""),
+                        "protocol": preset.protocol,
+                        "perturbation": "clean",
+                        "config_hash": "",
+                        "run_id": f"published:{preset.name}",
+                        "generator": gen,
+                        "metric": metric,
+                        "value": value / 100,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def prepare_preset_run(
+    preset: Preset,
+    detector: str | None,
+    suite: str | None,
+    protocol: str | None,
+    overrides: dict[str, str],
+    *,
+    root: Path | None,
+    allow_cpu: bool,
+    device: str | None,
+) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
+    """Resolve a preset against the user's arguments and check the environment before any long work."""
+    for given, wanted, what in ((detector, preset.detector, "detector"), (suite, preset.suite, "suite")):
+        if given is not None and given != wanted:
+            raise PresetError(f"preset {preset.name} runs {what} {wanted!r}, not {given!r}; drop the argument")
+    merged, departures = preset_overrides(preset, overrides)
+    if protocol is not None and protocol != preset.protocol:
+        departures.append(f"protocol={protocol}")
+    problems = check_environment(preset, root, merged, allow_cpu=allow_cpu, device=device)
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise PresetError(f"preset {preset.name} cannot run yet; missing:\n{listing}")
+    record = {**preset.identity(), "reproduction": not departures, "departures": departures}
+    return preset.detector, preset.suite, protocol or preset.protocol, merged, record
