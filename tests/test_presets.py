@@ -1,0 +1,101 @@
+"""Paper presets: files cite sources, environment checks list what is missing, and a stand-in run is no reproduction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from replicas import build_genimage
+from typer.testing import CliRunner
+
+from detbench import presets
+from detbench.cli import app
+from detbench.registry import DETECTORS, SUITES
+
+
+def test_every_preset_loads_cites_its_source_and_names_registered_plugins() -> None:
+    loaded = presets.load_presets()
+    assert {"univfd.paper-ufd", "linear-probe.vitl14-genimage", "mpft.paper-genimage", "mpft.paper-ufd"} <= set(loaded)
+    for p in loaded.values():
+        assert p.published["source"] and p.published["confidence"] in ("paper", "compiled", "rerun")
+        assert p.suite in SUITES.names()
+        assert p.expected("acc") or p.expected_range("acc")
+    ufd = loaded["univfd.paper-ufd"]
+    acc = ufd.expected("acc")
+    assert len(acc) == 20 and acc["mean"] == pytest.approx(81.38)
+    assert sum(v for k, v in acc.items() if k != "mean") / 19 == pytest.approx(81.38, abs=0.01)
+    assert loaded["mpft.paper-genimage"].expected("acc") == {"mean": 98.2}
+
+
+def test_unknown_preset_suggests() -> None:
+    with pytest.raises(presets.PresetError, match="Did you mean 'mpft.paper-ufd'"):
+        presets.get_preset("mpft.paper-udf")
+
+
+def test_checks_list_everything_missing_without_a_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "genimage"
+    build_genimage(root, generators=("sdv14", "adm"), n=2)
+    result = CliRunner().invoke(
+        app, ["--offline", "run", "--preset", "linear-probe.vitl14-genimage", "--root", str(root)]
+    )
+    assert result.exit_code == 2, result.output
+    out = result.output
+    assert "cannot run yet" in out and "Traceback" not in out
+    assert "no CUDA GPU found" in out
+    assert "backbone open_clip:ViT-L-14@openai" in out and "local-dir:" in out
+    assert "generator midjourney: no val images" in out
+    assert "generator adm: only" in out
+
+
+def test_preset_compare_flags_deltas_beyond_tolerance() -> None:
+    import pandas as pd
+
+    preset = presets.get_preset("univfd.paper-ufd")
+    metrics = pd.DataFrame({"generator": ["progan", "san", "mean"], "acc": [0.99, 0.70, 0.80], "ap": [1.0, 0.79, 0.9]})
+    table = presets.compare(preset, metrics).set_index(["generator", "metric"])
+    assert table.loc[("progan", "acc"), "delta"] == pytest.approx(-1.0)
+    assert not table.loc[("progan", "acc"), "flag"]
+    assert table.loc[("san", "acc"), "flag"]  # 70.0 vs 57.5
+    assert table.loc[("mean", "ap"), "expected"] == pytest.approx(93.38)
+
+
+def test_stand_in_backbone_runs_end_to_end_but_is_not_a_reproduction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "linear-probe" in DETECTORS.names()
+    root = tmp_path / "genimage"
+    build_genimage(root, n=6, defects=False)
+    real = presets.load_presets()
+    small = {k: dataclasses.replace(v, min_images_per_generator=4) for k, v in real.items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    args = [
+        "run",
+        "--preset",
+        "linear-probe.vitl14-genimage",
+        "--root",
+        str(root),
+        "--allow-cpu",
+        "-q",
+        "--set",
+        "backbone=open_clip:detbench-tiny-vit@random",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "measured vs published" in result.output and "Not a reproduction" in result.output
+    record = json.loads(_only_record())
+    assert record["preset"] == {
+        "name": "linear-probe.vitl14-genimage",
+        "version": 1,
+        "reproduction": False,
+        "departures": ["backbone"],
+    }
+
+
+def _only_record() -> str:
+    import os
+
+    runs = list(Path(os.environ["DETBENCH_HOME"]).glob("runs/genimage/linear-probe/*/run.json"))
+    assert len(runs) == 1
+    return runs[0].read_text()
