@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 RESIZE_POLICIES = ("none", "shorter", "stretch")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+PAD_FILLS = ("mean", "black")  # black = torchvision CenterCrop's padding, as in the UnivFD evaluation
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,15 @@ class Preprocess:
     std: tuple[float, float, float]
     resize: str = "none"
     interpolation: str = "bicubic"
+    pad: str = "mean"  # fill for images smaller than the crop: "mean" colour (0 after normalising) or "black"
 
     def __post_init__(self) -> None:
         if self.crop <= 0:
             raise ValueError(f"crop must be positive, got {self.crop}")
         if self.resize not in RESIZE_POLICIES:
             raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.pad not in PAD_FILLS:
+            raise ValueError(f"pad must be one of {PAD_FILLS}, got {self.pad!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -50,7 +54,8 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(crop=int(d["crop"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   resize=d.get("resize", "none"), interpolation=d.get("interpolation", "bicubic"))
+                   resize=d.get("resize", "none"), interpolation=d.get("interpolation", "bicubic"),
+                   pad=d.get("pad", "mean"))
 
     def resized_size(self, w: int, h: int) -> tuple[int, int]:
         """Image size after the resize policy (before cropping)."""
@@ -87,7 +92,7 @@ class Preprocess:
         return img.resize(size, resample=getattr(Image.Resampling, self.interpolation.upper()))
 
     def _finish(self, img: Image.Image, left: int, top: int, flip: bool) -> torch.Tensor:
-        """Crop the window at (left, top), normalise, centre the result on a zero (= mean colour) canvas."""
+        """Crop the window at (left, top), normalise, centre the result on a canvas of the pad colour."""
         import torch
 
         w, h = img.size
@@ -102,6 +107,8 @@ class Preprocess:
         if cw == self.crop and ch == self.crop:
             return x
         out = torch.zeros(3, self.crop, self.crop, dtype=torch.float32)
+        if self.pad == "black":
+            out += ((0.0 - mean) / std).view(3, 1, 1)
         # torchvision's CenterCrop padding placement: the extra pixel goes right/bottom.
         px, py = (self.crop - cw) // 2, (self.crop - ch) // 2
         out[:, py:py + ch, px:px + cw] = x

@@ -141,6 +141,11 @@ DETECTORS.register_lazy(
     "detbench.detectors.mpft:MPFT",
     "Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed).",
 )
+DETECTORS.register_lazy(
+    "univfd",
+    "detbench.detectors.univfd:UnivFD",
+    "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",
@@ -163,4 +168,15 @@ SUITES.register_lazy(
     "folder",
     "detbench.datasets.folder:FolderSuite",
     "Your own data: any tree of 0_real/1_fake, real/fake or nature/ai folders.",
+)
+PERTURBATIONS.register_lazy(
+    "jpeg", "detbench.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
+)
+PERTURBATIONS.register_lazy(
+    "blur", "detbench.perturbations:GaussianBlur", "Gaussian blur, sigma S pixels (0 < S <= 20), e.g. blur:2."
+)
+PERTURBATIONS.register_lazy(
+    "downscale",
+    "detbench.perturbations:Downscale",
+    "Bicubic downscale by factor F (0 < F < 1), not resized back, e.g. downscale:0.5.",
 )

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from detbench import distributed as dist
 from detbench.detector import Detector, RunContext
 
 
@@ -25,6 +26,7 @@ class LinearProbeConfig:
     embedding: str = ""  # empty: the backbone's default embedding
     crop: int = 0  # 0: the backbone's default input size
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default policy
+    pad: Literal["", "mean", "black"] = ""  # fill of images smaller than the crop; "": mean colour
     normalize: bool = True  # L2-normalise embeddings before the probe
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
     selection_metric: Literal["balanced_acc", "ap", "auc"] = "balanced_acc"
@@ -45,8 +47,10 @@ class FrozenFeatureDetector(Detector):
         from detbench.backbones import load_backbone
 
         self.backbone = load_backbone(self.config.backbone, device="cpu", crop=self.config.crop or None)
-        if self.config.resize:
-            self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, resize=self.config.resize)
+        changes = {k: getattr(self.config, k, "") for k in ("resize", "pad")}
+        if any(changes.values()):
+            changes = {k: v for k, v in changes.items() if v}
+            self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, **changes)
         self.embedding = self.config.embedding or self.backbone.default_embedding
         if self.embedding not in self.backbone.embeddings:
             from detbench.config import ConfigError
@@ -97,6 +101,8 @@ class LinearProbe(FrozenFeatureDetector):
 
         x_train, y_train = self._usable(*self.features(train, ctx, "features (train)", perturb=False), train)
         x_held, y_held = self._usable(*self.features(heldout, ctx, "features (held-out)", perturb=False), heldout)
+        if not dist.is_main():  # under torchrun the features are extracted by all ranks, the probe fit by rank 0
+            return {}
         if len(np.unique(y_train)) < 2:
             raise ValueError("the training rows hold a single class; a probe needs real and fake images")
         scaler = StandardScaler().fit(x_train)

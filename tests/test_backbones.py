@@ -419,3 +419,19 @@ def test_preprocess_dict_and_validation() -> None:
     assert Preprocess.from_dict(json.loads(json.dumps(PP.to_dict()))) == PP
     with pytest.raises(ValueError, match="resize"):
         Preprocess(crop=224, mean=(0.5,) * 3, std=(0.5,) * 3, resize="squash")
+
+
+def test_black_padding_matches_torchvision_centre_crop_fill() -> None:
+    from PIL import Image
+
+    from detbench.preprocess import Preprocess
+
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    img = Image.new("RGB", (10, 10), (255, 255, 255))
+    black = Preprocess(crop=16, mean=mean, std=std, pad="black").eval_transform()(img)
+    grey = Preprocess(crop=16, mean=mean, std=std).eval_transform()(img)
+    expected_corner = torch.tensor([(0 - m) / s for m, s in zip(mean, std, strict=True)])
+    torch.testing.assert_close(black[:, 0, 0], expected_corner)
+    assert torch.count_nonzero(grey[:, 0, 0]) == 0
+    torch.testing.assert_close(black[:, 8, 8], grey[:, 8, 8])
+    assert Preprocess(crop=16, mean=mean, std=std, pad="black").to_dict()["pad"] == "black"
