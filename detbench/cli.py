@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,17 +35,64 @@ USER_ERRORS = {
     "NotADirectoryError",
     "PermissionError",
     "PresetError",
+    "RunLookupError",
 }
 
 
 def _fail(exc: BaseException) -> None:
     err.print("[bold red]error:[/] ", end="")
-    err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+    err.print(_disk_full_message(exc) if _disk_full(exc) else str(exc), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
 def _user_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+    return _disk_full(exc) or any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (
+        exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left on device" in str(exc).lower()
+    )
+
+
+def _disk_full_message(exc: BaseException) -> str:
+    from detbench.paths import detbench_home
+
+    target = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    return (
+        f"no space left on device{target} ({exc}). Files are written atomically, so nothing half-written "
+        f"was kept. Free space (detbench writes under {detbench_home()}; set DETBENCH_HOME to use another "
+        "disk) and run the same command again: finished work is reused."
+    )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop or preemption), handled like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the body runs, so it stops as cleanly as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+BOOTSTRAP_HELP = "Bootstrap resamples for the 95% intervals of acc and AP (0: none)."
+FILTER_HELP = "Exact (case-insensitive) if some run has that value, else every value containing it."
+THRESHOLD_HELP = (
+    "Decision threshold of acc: a number in [0, 1], or 'calibrated' (best balanced accuracy on the "
+    "training generator's held-out split)."
+)
 
 
 @app.callback()
@@ -80,13 +132,25 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
+    nproc: Annotated[
+        int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
+    ] = 1,
     perturb: Annotated[
         Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
     ] = None,
+    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
     fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
+    from detbench import distributed
+
+    if nproc > 1 and not distributed.launched():
+        command = distributed.torchrun_command(sys.argv[1:], nproc)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(command[0], command)
     from detbench.config import parse_set_args
     from detbench.progress import Phases
     from detbench.runner import Runner, RunRequest
@@ -119,19 +183,27 @@ def run(
             batch_size=batch_size,
             perturb=perturb,
             index_mode="fast" if fast_index else "full",
+            n_boot=bootstrap,
+            threshold=threshold,
         )
-        result = runner.run(req)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            result = runner.run(req)
+    except KeyboardInterrupt as exc:
         where = f" in {runner.run_dir}" if runner.run_dir else ""
+        how = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
         err.print(
-            f"\n[yellow]Interrupted while {runner.phase}{where}.[/] Finished work is kept; "
+            f"\n[yellow]{how} while {runner.phase}{where}.[/] Finished work is kept; "
             "run the same command again to resume."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except Exception as exc:
         if _user_error(exc):
             _fail(exc)
         raise
+    finally:
+        distributed.cleanup()
+    if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
+        return
     _show_result(result)
     if chosen is not None:
         _show_preset_comparison(chosen, result)
@@ -160,7 +232,7 @@ def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
 
 
 def _show_result(result) -> None:  # noqa: ANN001
-    from detbench.display import metrics_table
+    from detbench.display import metrics_table, threshold_note
 
     rec = result.record
     title = (
@@ -168,11 +240,15 @@ def _show_result(result) -> None:  # noqa: ANN001
         + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "")
         + ")"
     )
-    console.print(metrics_table(result.metrics, title))
+    console.print(metrics_table(result.metrics, title, threshold_note(rec)))
     counts = rec.get("counts", {})
-    skipped = counts.get("eval_skipped", 0)
-    if skipped:
-        console.print(f"[yellow]{skipped} evaluation images skipped:[/] {counts.get('skipped_reasons')}")
+    for what, n, reasons in (
+        ("training", counts.get("train", {}).get("skipped", 0), counts.get("train", {}).get("skipped_reasons", {})),
+        ("evaluation", counts.get("eval_skipped", 0), counts.get("skipped_reasons", {})),
+    ):
+        if n:
+            why = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            console.print(f"[yellow]{n} {what} images skipped:[/] {why}")
     console.print(f"run {rec['run_id'][:16]} -> {result.run_dir}" + (" (reused)" if result.reused else ""))
 
 
@@ -284,22 +360,237 @@ def leaderboard(
     csv: Annotated[
         Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")
     ] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the table shown as Markdown to this file.")] = None,
+    detector: Annotated[Optional[str], typer.Option(help=f"Only these detectors. {FILTER_HELP}")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help=f"Only these backbones. {FILTER_HELP}")] = None,
+    perturbation: Annotated[
+        Optional[str], typer.Option(help=f"Only these perturbations ('clean', 'jpeg', 'jpeg:75'). {FILTER_HELP}")
+    ] = None,
+    delta: Annotated[
+        bool, typer.Option(help="Show perturbed runs as differences to the clean run of the same fit.")
+    ] = False,
+    published: Annotated[
+        bool, typer.Option(help="Add the published numbers of this suite's paper presets (marked, not run).")
+    ] = False,
 ) -> None:
-    """Rebuild SUITE's leaderboard from the finished run records."""
-    from detbench.display import frame_table
-    from detbench.leaderboard import ID_COLUMNS, long_table, wide_table, write_csvs
+    """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
+    from detbench.display import leaderboard_cells, leaderboard_tables, markdown_table
+    from detbench.leaderboard import ID_COLUMNS, delta_table, filter_runs, long_table, wide_table, write_csvs
+    from detbench.records import atomic_path
+    from detbench.registry import SUITES
 
+    try:
+        suite = SUITES.get(suite).name  # aliases (ufd) share their suite's records
+    except Exception as exc:
+        _fail(exc)
     long = long_table(suite)
+    if published:
+        import pandas as pd
+
+        from detbench.presets import published_rows
+
+        long = pd.concat([long, published_rows(suite)], ignore_index=True)
     if long.empty:
         _fail(
             FileNotFoundError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
         )
-    wide = wide_table(long, metric)
-    shown = wide.drop(columns=["config_hash"]).rename(columns={"run_id": "run"})
-    console.print(frame_table(shown, f"{suite} leaderboard: {metric} (%)", percent_from=len(ID_COLUMNS) - 1))
+    if metric not in set(long["metric"]):
+        _fail(ValueError(f"unknown metric {metric!r}; choose from {', '.join(sorted(set(long['metric'])))}"))
+    filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
+    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
+    view, long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs first
+    if long.empty:
+        _fail(FileNotFoundError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`"))
+    shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
+    title = f"{suite} leaderboard: {metric} ({'Δ percentage points vs clean' if delta else '%'})"
+    n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
+    for table in leaderboard_tables(shown, n_ids, title):
+        console.print(table)
     if csv is not None:
-        for path in write_csvs(suite, csv, metric):
+        for path in write_csvs(suite, csv, metric, filters=filters):
             console.print(f"wrote {path}")
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids), encoding="utf-8")
+        console.print(f"wrote {markdown}")
+
+
+@contextlib.contextmanager
+def _guarded(runner=None) -> Iterator[None]:  # noqa: ANN001
+    """User errors as one red line (exit 2); Ctrl-C says where it stopped and that work is kept (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        where = f" while {runner.phase}" + (f" in {runner.run_dir}" if runner.run_dir else "") if runner else ""
+        err.print(f"\n[yellow]Interrupted{where}.[/] Finished work is kept; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if _user_error(exc):
+            _fail(exc)
+        raise
+
+
+@app.command()
+def sweep(
+    detector: Annotated[str, typer.Argument(help="Detector name (see `detbench ls detectors`).")],
+    perturb: Annotated[
+        list[str],
+        typer.Option(
+            "--perturb", "-p", help="One axis of values, e.g. jpeg:95,75,50 or blur:1,2 (repeatable); a run per value."
+        ),
+    ],
+    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
+    root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives.")] = None,
+    protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
+    force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
+    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
+    fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
+    from detbench.config import parse_set_args
+    from detbench.display import robustness_table
+    from detbench.progress import Phases
+    from detbench.runner import Runner, RunRequest
+    from detbench.sweep import run_sweep
+
+    runner = Runner(Phases(err, enabled=not quiet))
+    with _guarded(runner):
+        base = RunRequest(
+            detector=detector,
+            suite=suite,
+            root=root,
+            protocol=protocol,
+            overrides=parse_set_args(set_),
+            seed=seed,
+            force=force,
+            device=device,
+            workers=workers,
+            batch_size=batch_size,
+            index_mode="fast" if fast_index else "full",
+            n_boot=bootstrap,
+            threshold=threshold,
+        )
+        result = run_sweep(base, perturb, runner)
+    rec = result.clean.record
+    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}): robustness"
+    console.print(robustness_table(result.table, title))
+    console.print(
+        f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
+        f"report: detbench report {rec['run_id'][:16]}"
+    )
+
+
+@app.command()
+def report(
+    target: Annotated[str, typer.Argument(help="A run id (or its first characters), or a suite name.")],
+    out: Annotated[
+        Optional[Path], typer.Option(help="Output folder (default: $DETBENCH_HOME/reports/<run or suite>).")
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
+    with _guarded():
+        from detbench.report import build_report
+
+        path = build_report(target, out)
+    console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str, typer.Argument(help="The run whose trained detector scores (id or first characters).")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files, or folders searched recursively for images.")],
+    csv: Annotated[Optional[Path], typer.Option(help="Also write the predictions to this CSV file.")] = None,
+    json_: Annotated[Optional[Path], typer.Option("--json", help="Also write them (and the run) as JSON.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size for scoring.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Score your own images with a finished run's trained detector: P(fake) and the decision per file."""
+    from detbench.predict import predict_files, predictions_table, write_predictions
+    from detbench.progress import Phases
+
+    with _guarded():
+        predictions, trained = predict_files(
+            run_id,
+            paths,
+            device=device,
+            workers=workers,
+            batch_size=batch_size,
+            phases=Phases(err, enabled=not quiet),
+        )
+        write_predictions(predictions, trained, csv, json_)
+    console.print(predictions_table(predictions, trained))
+    decisions = predictions["decision"].value_counts()
+    failed = int((predictions["error"] != "").sum())
+    console.print(
+        f"{decisions.get('fake', 0)} fake, {decisions.get('real', 0)} real, {failed} could not be scored"
+        + "".join(f"; wrote {p}" for p in (csv, json_) if p is not None)
+    )
+    if failed == len(predictions):
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    out: Annotated[
+        Optional[Path], typer.Option(help="Append rows to OUT/pipeline.csv and write OUT/machine.json.")
+    ] = Path("results/bench"),
+    only: Annotated[
+        Optional[str],
+        typer.Option(help="Comma list of decode,forward,score,reference,mpft_step,index,cache_read,metrics,rss."),
+    ] = None,
+    backbone: Annotated[str, typer.Option(help="Backbone spec.")] = "timm:efficientnet_lite0@bundled",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    crop: Annotated[int, typer.Option(help="Backbone input size.")] = 128,
+    size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
+    images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding workers (default: half the cores).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed repeats per measure (the median is reported).")] = 3,
+    index_files: Annotated[int, typer.Option(help="Files for the index measure.")] = 5000,
+    rss_images: Annotated[
+        int, typer.Option(help="Also run a whole linear-probe run on this many 32 px images (e.g. 50000).")
+    ] = 0,
+    rss_crop: Annotated[int, typer.Option(help="Backbone input size for the RSS run.")] = 32,
+) -> None:
+    """Measure throughput of the pipeline's parts (decode, forward, scoring vs a reference loop, index, feature
+    cache, metrics) and, with --rss-images, the peak memory of a whole run."""
+    from rich.table import Table
+
+    from detbench.bench import ALL, COLUMNS, Options, run_bench
+    from detbench.runner import default_device
+
+    chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
+    if rss_images and "rss" not in chosen:
+        chosen = (*chosen, "rss")
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        _fail(ValueError(f"unknown measures {', '.join(unknown)}; choose from {', '.join(ALL)}"))
+    if "rss" in chosen and rss_images < 16:
+        _fail(ValueError("the rss measure needs --rss-images N (at least 16), e.g. --rss-images 50000"))
+    opts = Options(backbone=backbone, device=device or default_device(), crop=crop, size=size, images=images,
+                   batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
+                   rss_images=rss_images, rss_crop=rss_crop, only=chosen)
+    rows = run_bench(opts, out, progress=lambda what: err.print(f"bench: {what} ..."))
+    table = Table(title=f"detbench bench: {opts.backbone} on {opts.device}", title_justify="left")
+    shown = [c for c in COLUMNS if c not in ("backbone", "device", "note")]
+    for col in ("#", *shown):
+        table.add_column(col, justify="left" if col == "what" else "right")
+    for i, row in enumerate(rows, 1):
+        table.add_row(str(i), *("" if row[c] is None else str(row[c]) for c in shown))
+    console.print(table)
+    for i, row in enumerate(rows, 1):
+        console.print(f"{i}. {row['note']}", markup=False, highlight=False)
+    if out:
+        console.print(f"rows appended to {out / 'pipeline.csv'}; machine description in {out / 'machine.json'}")
 
 
 def main() -> None:

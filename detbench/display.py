@@ -29,9 +29,11 @@ def fmt(value: Any, metric: str = "") -> str:
     return f"{float(value):.3g}"
 
 
-def metrics_table(metrics: pd.DataFrame, title: str) -> Table:
-    """Per-generator metrics in %, mean and worst rows last; oracle columns are labelled as such."""
-    table = Table(title=title, title_justify="left")
+def metrics_table(metrics: pd.DataFrame, title: str, threshold: str = "threshold 0.5") -> Table:
+    """Per-generator metrics in %, mean and worst rows last; oracle columns are labelled as such.
+
+    ``threshold`` describes the decision threshold of acc/real acc/fake acc (shown in the caption)."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("generator", style="bold", no_wrap=True)
     for col in METRIC_COLUMNS:
         if col in metrics.columns:
@@ -41,8 +43,9 @@ def metrics_table(metrics: pd.DataFrame, title: str) -> Table:
         style = "bold cyan" if row["generator"] in ("mean", "worst") else None
         cells = [fmt(row[c], c) + _ci(row, c) for c in METRIC_COLUMNS if c in metrics.columns]
         table.add_row(str(row["generator"]), *cells, style=style)
+    ci = "; ±: half-width of the 95% bootstrap interval" if "acc_lo" in metrics.columns else ""
     table.caption = (
-        "% ; acc at threshold 0.5; n/a: undefined (one class absent);\n"
+        f"% ; acc at {threshold}{ci}; n/a: undefined (one class absent);\n"
         "*oracle: best threshold chosen with test labels (an upper bound, not deployable)"
     )
     return table
@@ -69,14 +72,82 @@ def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
     return table
 
 
+def fmt_delta(value: Any) -> str:
+    """A difference of fractions in signed percentage points (``+1.2``, ``-3.4``); n/a if undefined."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{100 * float(value):+.1f}"
+
+
+def threshold_note(record: dict[str, Any]) -> str:
+    """How acc was thresholded in a run, for table captions and reports."""
+    t = record.get("threshold") or {}
+    value = t.get("value", 0.5)
+    if t.get("policy") == "calibrated":
+        return f"calibrated threshold {value:.3g} (best balanced acc on the training generator's held-out)"
+    return f"threshold {value:g}"
+
+
+def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = False) -> pd.DataFrame:
+    """A wide leaderboard as display strings: internal ids dropped, values in %, deltas signed.
+
+    ``deltas``: every value column holds differences (the delta view); otherwise only ``mean_delta``."""
+    shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
+    ids = [c for c in shown.columns if c in id_columns or c == "run"]
+    out = shown[ids].astype(str)
+    for col in shown.columns[len(ids) :]:
+        signed = deltas or col == "mean_delta"
+        out[col] = shown[col].map(fmt_delta if signed else fmt)
+    return out.rename(columns={"mean_delta": "Δ mean"})
+
+
+def markdown_table(df: pd.DataFrame, right_from: int = 0) -> str:
+    """A GitHub-flavoured Markdown table of ``df`` as given (format the values first); columns from
+    ``right_from`` on are right-aligned."""
+
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---:" if i >= right_from else ":---" for i in range(len(df.columns))) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def robustness_table(frame: pd.DataFrame, title: str) -> Table:
+    """A sweep's rows (perturbation, mean acc/AP and their deltas vs clean, fit reuse, run id)."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for col in frame.columns:
+        table.add_column(col, justify="left" if col in ("perturbation", "fit", "run") else "right")
+    for _, row in frame.iterrows():
+        cells = [
+            fmt_delta(v) if c.startswith("Δ") else fmt(v) if isinstance(v, float) else str(v)
+            for c, v in row.items()
+        ]
+        table.add_row(*cells, style="bold" if row["perturbation"] == "clean" else None)
+    table.caption = "% ; Δ: percentage points vs the clean run of the same trained fit"
+    return table
+
+
+def _median_quality(rows: pd.DataFrame) -> str:
+    q = pd.to_numeric(rows["jpeg_quality"], errors="coerce").dropna()
+    return "–" if q.empty else f"{q.median():g}"
+
+
 def index_summary(idx: Any) -> list[Table]:
     """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`."""
     df = idx.rows
     counts = Table(
         title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}", title_justify="left"
     )
-    for col in ("generator", "split", "real", "fake", "formats", "sizes (w×h)", "problems"):
+    columns = ("generator", "split", "real", "fake", "formats", "JPEG Q real/fake", "sizes (w×h)", "problems")
+    for col in columns:
         counts.add_column(col, justify="right" if col in ("real", "fake", "problems") else "left")
+    counts.caption = (
+        "JPEG Q: median estimated JPEG quality of the JPEG files (– none). To compare real and fake on equal "
+        "format, evaluate with --perturb jpeg:Q at the reals' Q (re-encodes both classes)."
+    )
+    counts.caption_justify = "left"
     for (gen, split), group in df.groupby(["generator", "split"], sort=True):
         ok = group[group["status"] == "ok"]
         formats = ", ".join(f"{k} {v}" for k, v in ok["format"].value_counts().items())
@@ -89,6 +160,7 @@ def index_summary(idx: Any) -> list[Table]:
             str(int((ok["label"] == 0).sum())),
             str(int((ok["label"] == 1).sum())),
             formats,
+            " / ".join(_median_quality(ok[ok["label"] == label]) for label in (0, 1)),
             sizes,
             str(int((group["status"] != "ok").sum())),
         )
@@ -103,3 +175,25 @@ def index_summary(idx: Any) -> list[Table]:
             problems.add_row(str(status), str(len(group)), str(first["path"]), str(first["reason"]))
         tables.append(problems)
     return tables
+
+
+def leaderboard_tables(shown: pd.DataFrame, n_ids: int, title: str, max_value_columns: int = 6) -> list[Table]:
+    """The leaderboard for a terminal: as is when narrow; else a legend of runs (r1, r2, ...) and a
+    transposed table (one row per generator, one column per run) that stays readable with 19 domains."""
+    if len(shown.columns) - n_ids <= max_value_columns:
+        return [frame_table(shown, title, percent_from=n_ids)]
+    keys = [f"r{i + 1}" for i in range(len(shown))]
+    legend = Table(title=f"{title}: runs", title_justify="left")
+    legend.add_column("key", style="bold")
+    for col in shown.columns[:n_ids]:
+        legend.add_column(str(col), overflow="fold")
+    for key, (_, row) in zip(keys, shown.iterrows(), strict=True):
+        legend.add_row(key, *[str(v) for v in row.iloc[:n_ids]])
+    values = Table(title=f"{title}: values", title_justify="left")
+    values.add_column("generator", style="bold", no_wrap=True)
+    for key in keys:
+        values.add_column(key, justify="right", no_wrap=True)
+    for col in shown.columns[n_ids:]:
+        style = "bold cyan" if col in ("mean", "worst", "Δ mean") else None
+        values.add_row(str(col), *[str(v) for v in shown[col]], style=style)
+    return [legend, values]

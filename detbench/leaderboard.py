@@ -15,7 +15,37 @@ import pandas as pd
 from detbench.paths import home_subdir
 from detbench.records import read_json
 
-ID_COLUMNS = ["detector", "backbone", "protocol", "perturbation", "config_hash", "run_id"]
+ID_COLUMNS = [
+    "detector", "backbone", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
+]  # fmt: skip
+FILTER_COLUMNS = ("detector", "backbone", "perturbation")
+
+
+class RunLookupError(LookupError):
+    """No finished run, or several, match a run id prefix; the message is meant for the user."""
+
+
+def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The finished run whose id (its 16-character directory name) starts with ``prefix``."""
+    prefix = prefix.strip().lower()
+    if not prefix:
+        raise RunLookupError("give a run id (or its first characters); see `detbench ls runs`")
+    runs = list(run_records(runs_root=runs_root))
+    matches = [(d, r) for d, r in runs if d.name.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listing = ", ".join(f"{d.name} ({r['detector']}, {_perturbation_label(r)})" for d, r in matches[:8])
+        raise RunLookupError(f"run id {prefix!r} is ambiguous: {listing}; give more characters")
+    import difflib
+
+    names = [d.name for d, _ in runs]
+    heads = {n[: len(prefix)]: n for n in names}  # compare like with like: prefixes of the same length
+    close = difflib.get_close_matches(prefix, list(heads), n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(heads[c] for c in close)}?" if close else ""
+    raise RunLookupError(
+        f"no finished run with id {prefix!r}.{hint} See `detbench ls runs` ({len(names)} finished runs)."
+    )
 
 
 def run_records(suite: str | None = None, runs_root: Path | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -54,36 +84,109 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
 
 
 def _id_values(record: dict[str, Any]) -> dict[str, Any]:
+    preset = record.get("preset") or {}
+    detector = record["detector"] + (f" (reproduces {preset['name']})" if preset.get("reproduction") else "")
     values = {
-        "detector": record["detector"],
+        "detector": detector,
         "backbone": record.get("backbone") or "",
         "protocol": record.get("protocol", ""),
         "perturbation": _perturbation_label(record),
+        "threshold": threshold_label(record),
         "config_hash": record.get("config_hash", ""),
+        "fit_id": str(record.get("fit_id", ""))[:16],
         "run_id": record["run_id"][:16],
     }
     return dict(reversed(list(values.items())))
 
 
+def threshold_label(record: dict[str, Any]) -> str:
+    """``calibrated`` or the fixed threshold, e.g. ``0.5``."""
+    t = record.get("threshold") or {}
+    return t.get("label") or ("calibrated" if t.get("policy") == "calibrated" else f"{t.get('value', 0.5):g}")
+
+
+def filter_runs(long: pd.DataFrame, **patterns: str | None) -> pd.DataFrame:
+    """Keep the rows whose ``detector``/``backbone``/``perturbation`` match the given patterns.
+
+    A pattern equal to some value of its column (case-insensitive) selects exactly that value; otherwise
+    it selects every value containing it (``--perturbation jpeg`` keeps all JPEG runs, ``clean`` only
+    the unperturbed ones, ``--backbone efficientnet`` any EfficientNet backbone).
+    """
+    for column, pattern in patterns.items():
+        if column not in FILTER_COLUMNS:
+            raise ValueError(f"cannot filter on {column!r}; choose from {FILTER_COLUMNS}")
+        if not pattern:
+            continue
+        values = long[column].astype(str).str.lower()
+        pattern = pattern.lower()
+        exact = values == pattern
+        long = long[exact if exact.any() else values.str.contains(pattern, regex=False)]
+    return long
+
+
+def perturbation_rank(label: str) -> tuple[int, str, float]:
+    """Sort key: clean first, then single perturbations by kind and rising severity, then compositions."""
+    from detbench.config import ConfigError
+    from detbench.perturbations import parse_perturbation
+
+    if label == "clean":
+        return (0, "", 0.0)
+    try:
+        steps = parse_perturbation(label).steps
+    except ConfigError:
+        return (2, label, 0.0)
+    if len(steps) > 1:
+        return (2, label, 0.0)
+    return (1, steps[0].name, -steps[0].level if steps[0].severe_when_low else steps[0].level)
+
+
 def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
-    """One row per run, one column per generator (then mean, worst) for ``metric``."""
+    """One row per run, one column per generator (then mean, worst) for ``metric``, and ``mean_delta``:
+    a perturbed run's mean minus that of the clean run of the same fit and threshold (NaN without one)."""
     subset = long[long["metric"] == metric]
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
     generators = [g for g in wide.columns if g not in ("mean", "worst")]
-    wide = wide[generators + [c for c in ("mean", "worst") if c in wide.columns]]
-    wide = wide.reset_index().sort_values(["protocol", "perturbation", "mean"], ascending=[True, True, False])
+    wide = wide[generators + [c for c in ("mean", "worst") if c in wide.columns]].reset_index()
     wide.columns.name = None
-    return wide.reset_index(drop=True)
+    if "mean" in wide.columns:
+        wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]
+    rank = wide["perturbation"].map(perturbation_rank)
+    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _m=-wide.get("mean", 0.0))
+    wide = wide.sort_values(["protocol", "_p", "_k", "_s", "_m"], kind="stable")  # ranked per perturbation
+    return wide.drop(columns=["_p", "_k", "_s", "_m"]).reset_index(drop=True)
 
 
-def write_csvs(suite: str, out_dir: Path, metric: str = "acc", runs_root: Path | None = None) -> tuple[Path, Path]:
-    """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically."""
+def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:
+    """``wide`` with every value column replaced by its difference to the clean run of the same fit and
+    threshold policy (NaN where none exists; several such runs, e.g. with other bootstrap counts, share
+    their point values). Clean rows are dropped unless ``keep_clean`` (their deltas are NaN)."""
+    values = [c for c in wide.columns if c not in ID_COLUMNS and c != "mean_delta"]
+    clean = wide[wide["perturbation"] == "clean"].drop_duplicates(["fit_id", "threshold"], keep="last")
+    reference = wide[["fit_id", "threshold"]].merge(clean[["fit_id", "threshold", *values]], how="left")
+    out = wide.drop(columns=["mean_delta"], errors="ignore").copy()
+    is_clean = (out["perturbation"] == "clean").to_numpy()
+    for col in values:
+        delta = out[col].to_numpy(dtype=float) - reference[col].to_numpy(dtype=float)
+        out[col] = pd.Series(delta, index=out.index).where(~is_clean)
+    return out if keep_clean else out[~is_clean].reset_index(drop=True)
+
+
+def write_csvs(
+    suite: str,
+    out_dir: Path,
+    metric: str = "acc",
+    runs_root: Path | None = None,
+    filters: dict[str, str | None] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically,
+    keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run)."""
     from detbench.records import atomic_path
 
     long = long_table(suite, runs_root)
-    wide = wide_table(long, metric)
+    wide = filter_runs(wide_table(long, metric), **(filters or {}))
+    long = filter_runs(long, **(filters or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / f"{suite}_leaderboard.csv", out_dir / f"{suite}_leaderboard_long.csv")
     for df, path in zip((wide, long), paths, strict=True):

@@ -210,12 +210,14 @@ def published_rows(suite: str) -> pd.DataFrame:
                 rows.append(
                     {
                         "suite": suite,
-                        "detector": f"{preset.detector} (published)",
+                        "detector": f"{preset.detector} (published: {preset.name})",
                         "backbone": preset.config.get("backbone", ""),
                         "protocol": preset.protocol,
                         "perturbation": "clean",
+                        "threshold": "0.5",
                         "config_hash": "",
-                        "run_id": f"published:{preset.name}",
+                        "fit_id": "",
+                        "run_id": "published",
                         "generator": gen,
                         "metric": metric,
                         "value": value / 100,

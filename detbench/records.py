@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +42,71 @@ def sha256_of_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+_TMP_NAME = re.compile(r"\.p(\d+)-([0-9a-f]{8})\.[^.]+\.tmp$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    """``p<pid>-<host hash>`` in temp names: tells a dead writer's leftovers from a live writer's file."""
+    return f"p{os.getpid()}-{_host_tag()}"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_tmp(directory: str | Path) -> int:
+    """Delete the temp files of :func:`atomic_path` left in ``directory`` by killed writers on this host.
+
+    A killed process never renames its temp file; a live one (this host, pid running) is left alone, as
+    are files of other hosts on a shared filesystem. Returns how many files were removed.
+    """
+    host, removed = _host_tag(), 0
+    for tmp in Path(directory).glob(".*.tmp"):
+        match = _TMP_NAME.search(tmp.name)
+        if match and match.group(2) == host and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -76,8 +128,11 @@ class LockedError(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
-    """Hold an advisory ``flock`` on ``path``; fail at once (not wait) if another process holds it."""
+def exclusive_lock(
+    path: str | Path, what: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold an advisory ``flock`` on ``path``. If another process holds it: raise :class:`LockedError` at
+    once, or with ``wait`` block until it is released (``on_wait`` first gets a message saying so)."""
     import fcntl
 
     path = Path(path)
@@ -88,7 +143,11 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
-            raise LockedError(f"{what} is in use by {holder} (lock file {path}); wait for it to finish") from None
+            if not wait:
+                raise LockedError(f"{what} is in use by {holder} (lock file {path}); wait for it to finish") from None
+            if on_wait is not None:
+                on_wait(f"waiting for {what}, in use by {holder} (lock file {path})")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")

@@ -99,3 +99,10 @@ def _only_record() -> str:
     runs = list(Path(os.environ["DETBENCH_HOME"]).glob("runs/genimage/linear-probe/*/run.json"))
     assert len(runs) == 1
     return runs[0].read_text()
+
+
+def test_leaderboard_shows_published_rows_marked_as_such() -> None:
+    result = CliRunner().invoke(app, ["leaderboard", "ufd", "--published"])
+    assert result.exit_code == 0, result.output
+    assert "(published:" in result.output and "r2" in result.output
+    assert "81.4" in result.output and "94.6" in result.output
