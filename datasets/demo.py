@@ -55,7 +55,8 @@ class DemoSuite(Suite):
         root = self.build_dir()
         if (root / "BUILD.json").exists():
             return root
-        with exclusive_lock(root.parent / f"{root.name}.lock", "the demo build"):
+        log = phases.log if phases is not None else None
+        with exclusive_lock(root.parent / f"{root.name}.lock", "the demo build", wait=True, on_wait=log):
             if (root / "BUILD.json").exists():
                 return root
             o = self.options

@@ -84,13 +84,17 @@ def source_kind(source: str) -> str:
     return "tag"
 
 
+class BackboneError(ValueError):
+    """An unknown architecture or tag in a backbone spec; the message is meant for the user."""
+
+
 def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
     close = difflib.get_close_matches(name, known, n=3)
     if len(known) <= 40:
         hint = f"; known: {', '.join(known) or 'none'}"
     else:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}{hint}")
+    return BackboneError(f"unknown {kind} {name!r}{hint}")
 
 
 class _DropRandomInitWarning(logging.Filter):

@@ -22,9 +22,10 @@ app = typer.Typer(
     help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.",
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 USER_ERRORS = {
+    "BackboneError",
     "RegistryError",
     "ConfigError",
     "SuiteLayoutError",

@@ -7,6 +7,7 @@ its reason and left out of the batch; it never stops the loop.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,12 @@ Perturb = Callable[[Any, str], Any]
 
 
 class ImageRowsDataset(Dataset):
-    """Loads ``root/paths[i]`` as RGB, applies the optional perturbation, then ``transform``."""
+    """Loads ``root/paths[i]`` as RGB, applies the optional perturbation, then ``transform``.
+
+    ``stats`` (the index's ``(bytes, mtime_ns)`` per path) guards the content id: a file whose size or
+    mtime differs from its index row fails as ``changed`` instead of being used (and cached) under the id
+    of other bytes.
+    """
 
     def __init__(
         self,
@@ -34,19 +40,24 @@ class ImageRowsDataset(Dataset):
         *,
         image_ids: Sequence[str] | None = None,
         perturb: Perturb | None = None,
+        stats: Sequence[tuple[Any, Any]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.paths = list(paths)
         self.image_ids = list(image_ids) if image_ids is not None else self.paths
         self.transform = transform
         self.perturb = perturb
+        self.stats = [(_int_or_none(b), _int_or_none(m)) for b, m in stats] if stats is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
         try:
-            img = images.load_rgb(safe_join(self.root, self.paths[i]))
+            path = safe_join(self.root, self.paths[i])
+            if self.stats is not None and _changed(path, *self.stats[i]):
+                return None, i, "changed: size or mtime differ from the index; run again to re-index it"
+            img = images.load_rgb(path)
             if self.perturb is not None:
                 img = self.perturb(img, self.image_ids[i])
             return self.transform(img), i, None
@@ -54,6 +65,21 @@ class ImageRowsDataset(Dataset):
             return None, i, f"{exc.status}: {exc.reason}"
         except ValueError as exc:
             return None, i, f"invalid: {exc}"
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):  # None, NaN, pd.NA
+        return None
+
+
+def _changed(path: Path, size: int | None, mtime_ns: int | None) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # the loader reports why it cannot be read
+    return (size is not None and st.st_size != size) or (mtime_ns is not None and st.st_mtime_ns != mtime_ns)
 
 
 @dataclass
@@ -100,3 +126,27 @@ def iterate_batches(
         prefetch_factor=4 if workers else None,
     )
     yield from loader
+
+
+class HalveOnOom:
+    """Calls ``fn`` on a batch; on CUDA out-of-memory it runs the batch in halves (down to single images) and
+    keeps the smaller size for the batches that follow, so a batch too large for the device costs a retry,
+    not the run."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+        self.limit: int | None = None  # the largest sub-batch known to fit; None until an OOM
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        while True:
+            size = min(len(x), self.limit or len(x))
+            try:
+                if size == len(x):
+                    return self.fn(x)
+                return torch.cat([self.fn(x[i : i + size]) for i in range(0, len(x), size)])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.limit = size // 2
+                warnings.warn(f"CUDA out of memory at batch {size}: now {self.limit}", stacklevel=2)

@@ -11,15 +11,16 @@ later run trusts and concurrent writers at worst store a row twice with identica
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from detbench import distributed as dist
 from detbench.paths import home_subdir
-from detbench.records import atomic_path, content_hash, read_json, write_json_atomic
+from detbench.records import atomic_path, content_hash, read_json, sweep_stale_tmp, write_json_atomic
 
 FEATURE_FORMAT_VERSION = 1
 SHARD_ROWS = 4096
@@ -40,18 +41,23 @@ class FeatureStore:
     def __init__(self, directory: Path, key: dict[str, Any]) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        sweep_stale_tmp(directory)  # shard temp files of killed extractions
         if not (directory / "key.json").exists():
             write_json_atomic(directory / "key.json", key)
         elif read_json(directory / "key.json") != key:
             raise RuntimeError(f"feature cache {directory} holds another key; delete it to continue")
 
-    def lookup(self, ids: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Features for the cached ids (rows in ``ids`` order; repeated ids all filled) and a found mask."""
+    def lookup(
+        self, ids: list[str], out: np.ndarray | None = None, want: Sequence[int] | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Features for the cached ids (rows in ``ids`` order; repeated ids all filled) and a found mask.
+        ``want`` limits the lookup to those positions; ``out`` (``[len(ids), D]``) is filled in place if given."""
         found = np.zeros(len(ids), dtype=bool)
         positions: dict[str, list[int]] = {}
-        for i, image_id in enumerate(ids):
-            positions.setdefault(image_id, []).append(i)
-        out: np.ndarray | None = None
+        for i in range(len(ids)) if want is None else want:
+            positions.setdefault(ids[i], []).append(int(i))
+        if not positions:
+            return out, found
         for ids_file in sorted(self.directory.glob("*.ids.npy")):
             feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
             shard_ids = np.load(ids_file, allow_pickle=False)
@@ -105,7 +111,7 @@ class FeatureCache:
         and counts of cache hits and computed rows."""
         import torch
 
-        from detbench.data import ImageRowsDataset, iterate_batches
+        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches
 
         embedding = embedding or backbone.default_embedding
         key = feature_key(backbone, embedding, perturbation.identity() if perturbation is not None else None)
@@ -117,34 +123,50 @@ class FeatureCache:
         if advance:
             advance(int(found.sum()))
         missing_all = np.flatnonzero(~found)
+        if dist.sharded():  # rank 0's view of what is missing binds every rank (another job may write meanwhile)
+            missing_all = dist.broadcast(missing_all)
         first_of: dict[str, int] = {}
         for i in missing_all:
             first_of.setdefault(ids[i], int(i))
         missing = np.array(sorted(first_of.values()), dtype=np.int64)
+        todo = missing[dist.shard_slice(len(missing), align=batch_size)]  # under torchrun, this rank's batches
+        have = found.copy()
         failures: dict[int, str] = {}
-        if len(missing):
+        if len(todo):
             dataset = ImageRowsDataset(
                 suite_root,
-                [rows["path"].iloc[i] for i in missing],
+                [rows["path"].iloc[i] for i in todo],
                 backbone.preprocess.eval_transform(),
-                image_ids=[ids[i] for i in missing],
+                image_ids=[ids[i] for i in todo],
                 perturb=perturbation,
+                stats=(
+                    [(rows["bytes"].iloc[i], rows["mtime_ns"].iloc[i]) for i in todo]
+                    if {"bytes", "mtime_ns"} <= set(rows.columns)
+                    else None
+                ),
             )
-            backbone.model.to(device).eval()
+            cuda = device.startswith("cuda")
+            model = backbone.model.to(device).eval()
+            # CNNs run faster in NHWC: on GPUs, and with oneDNN on CPUs (EfficientNet-Lite0, 2 cores: 2x).
+            channels_last = backbone.patch_size is None
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+            embed = HalveOnOom(lambda x: backbone.embed(x, embedding))
             pending_ids: list[str] = []
             pending: list[np.ndarray] = []
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
             with torch.inference_mode(), autocast:
-                for batch in iterate_batches(
-                    dataset, batch_size=batch_size, workers=workers, pin_memory=device.startswith("cuda")
-                ):
+                for batch in iterate_batches(dataset, batch_size=batch_size, workers=workers, pin_memory=cuda):
                     for local, reason in batch.failures:
-                        failures[int(missing[local])] = reason
+                        failures[int(todo[local])] = reason
                     if batch.x is not None:
                         x = batch.x.to(device, non_blocking=True)
-                        feats = backbone.embed(x, embedding).float().cpu().numpy()
-                        targets = missing[batch.indices]
+                        if channels_last:
+                            x = x.contiguous(memory_format=torch.channels_last)
+                        feats = embed(x).float().cpu().numpy()
+                        targets = todo[batch.indices]
                         out[targets] = feats
+                        have[targets] = True
                         pending_ids.extend(ids[t] for t in targets)
                         pending.append(feats)
                         if len(pending_ids) >= SHARD_ROWS:
@@ -154,14 +176,21 @@ class FeatureCache:
                         advance(len(batch.indices) + len(batch.failures))
             if pending_ids:
                 store.append(pending_ids, np.concatenate(pending))
-            for i in missing_all:  # repeated ids (a shared real pool) take their first occurrence's result
-                source = first_of[ids[i]]
-                if source != i:
-                    out[i] = out[source]
-                    if source in failures:
-                        failures[int(i)] = failures[source]
+        if dist.sharded():  # the all-gather returns once every rank has written its shards: read the others' rows
+            failures = {k: v for part in dist.all_gather(failures) for k, v in part.items()}
+            failed = {ids[i] for i in failures}
+            want = [int(i) for i in np.flatnonzero(~have) if ids[i] not in failed]
+            _, got = store.lookup(ids, out=out, want=want)
+            if want and not got[want].all():
+                raise RuntimeError(f"feature cache {store.directory} lost rows computed by other ranks (deleted?)")
+        for i in missing_all:  # repeated ids (a shared real pool) take their first occurrence's result
+            source = first_of[ids[i]]
+            if source != i:
+                out[i] = out[source]
+                if source in failures:
+                    failures[int(i)] = failures[source]
         counts = {
-            "cached": int(found.sum()),
+            "cached": int(len(ids) - len(missing_all)),
             "computed": int(len(missing_all) - len(failures)),
             "failed": len(failures),
         }

@@ -19,7 +19,7 @@ import pandas as pd
 
 from detbench import __version__
 from detbench.paths import home_subdir
-from detbench.records import content_hash, read_json, write_json_atomic, write_parquet_atomic
+from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
 from detbench.suites import Entry, Suite
 
 IdMode = Literal["full", "fast"]
@@ -163,12 +163,13 @@ def build_index(
             "jpeg_quality": "Int16",
             "width": "Int32",
             "height": "Int32",
-            "bytes": "Int64",
-            "mtime_ns": "Int64",
         }
     )
+    for col in ("bytes", "mtime_ns"):  # exact: a column holding None is inferred as float64 (ns lost)
+        df[col] = pd.array([r[col] for r in records], dtype="Int64")
     manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
     directory.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(directory)
     write_parquet_atomic(directory / "index.parquet", df)
     write_json_atomic(directory / "manifest.json", manifest)
     return Index(df, manifest, directory)

@@ -31,7 +31,7 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
     if not prefix:
         raise RunLookupError("give a run id (or its first characters); see `detbench ls runs`")
     runs = list(run_records(runs_root=runs_root))
-    matches = [(d, r) for d, r in runs if d.name.startswith(prefix)]
+    matches = [(d, r) for d, r in runs if d.name.startswith(prefix) or r.get("run_id", "").startswith(prefix)]
     if len(matches) == 1:
         return matches[0]
     if matches:

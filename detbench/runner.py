@@ -10,6 +10,7 @@ Layout under ``$DETBENCH_HOME/runs/<suite>/<detector>/``:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import difflib
@@ -26,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from detbench import __version__
+from detbench import distributed as dist
 from detbench.config import ConfigError, apply_overrides, field_paths, to_dict
 from detbench.detector import Detector, RunContext
-from detbench.index import Index, build_index
+from detbench.index import Index, build_index, load_index
 from detbench.paths import home_subdir
 from detbench.progress import Phases
 from detbench.records import (
@@ -36,6 +38,7 @@ from detbench.records import (
     exclusive_lock,
     read_json,
     sha256_of_file,
+    sweep_stale_tmp,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -43,6 +46,7 @@ from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Protocol, Suite
 
 SCORE_CHUNK_ROWS = 8192
+SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see distributed.shard_slice)
 SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
 
 
@@ -144,6 +148,13 @@ def resolve(req: RunRequest) -> Resolved:
     if "backbone" in det_keys and not config.backbone:
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)
+    if getattr(config, "backbone", ""):  # a malformed spec fails now, not after a long index or demo build
+        from detbench.backbones import parse_spec
+
+        try:
+            parse_spec(config.backbone)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     perturbation = None
     if req.perturb:
         from detbench.perturbations import parse_perturbation
@@ -217,18 +228,16 @@ class Runner:
         self.phase = "validating options"
         resolved = resolve(req)
         suite, config = resolved.suite, resolved.config
+        device = dist.local_device(req.device or default_device())
+        dist.init(device)  # under torchrun: join the process group (a no-op in a single process)
+        if not dist.is_main():
+            self.phases = Phases(self.phases.console, enabled=False)
 
-        self.phase = "locating the suite"
-        root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
-        if root is None:
-            raise ConfigError(
-                f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
-            )
-
-        self.phase = "indexing"
         t = time.perf_counter()
-        with self.phases.phase(f"index {suite.name}", None) as tracker:
-            index = build_index(suite, root, mode=req.index_mode, progress=tracker.update)
+        index = self._index(suite, req) if dist.is_main() else None  # rank 0 indexes; the others load it
+        directory = dist.broadcast(index.directory if index is not None else None)
+        if index is None:
+            index = load_index(directory)
         timings["index"] = time.perf_counter() - t
         protocol = select_protocol(suite, index, req.protocol)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
@@ -241,7 +250,6 @@ class Runner:
 
         self.phase = "loading the detector"
         t = time.perf_counter()
-        device = req.device or default_device()
         from detbench.features import FeatureCache
 
         ctx = RunContext(
@@ -283,17 +291,21 @@ class Runner:
         self.run_dir = run_dir
         ctx.run_dir = fit_dir
 
-        if req.force:
+        if req.force and dist.is_main():
             _set_aside(run_dir, base, self.phases)
             if not req.keep_fit:
                 _set_aside(fit_dir, base, self.phases)
-        if (run_dir / "run.json").exists():
+        if dist.broadcast((run_dir / "run.json").exists()):
             record = read_json(run_dir / "run.json")
             self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
             return RunResult(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"), reused=True)
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(run_dir / "run.lock", f"run {run_id[:16]}"):
+        run_lock = exclusive_lock(run_dir / "run.lock", f"run {run_id[:16]}") if dist.is_main() else None
+        with run_lock or contextlib.nullcontext():
+            for directory in (run_dir, run_dir / "scores"):  # temp files of a killed earlier attempt
+                if directory.is_dir():
+                    sweep_stale_tmp(directory)
             self.phase = "training"
             t = time.perf_counter()
             fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key)
@@ -304,6 +316,9 @@ class Runner:
             scores = self._score(detector, evaluation, ctx, run_dir)
             held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout", clean=True)
             timings["predict"] = time.perf_counter() - t
+            if not dist.is_main():  # rank 0 measures and records; the other ranks return its result
+                record, metrics = dist.broadcast(None)
+                return RunResult(run_dir, record, metrics, reused=False)
 
             self.phase = "computing metrics"
             t = time.perf_counter()
@@ -354,7 +369,7 @@ class Runner:
                 },
                 "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
                 "fit": fit_info,
-                "counts": _counts(train, heldout, scores),
+                "counts": _counts(train, heldout, scores, index.rows, protocol),
                 "summary": _summary(metrics),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
@@ -373,8 +388,20 @@ class Runner:
             }
             write_json_atomic(run_dir / "run.json", record)
         (run_dir / "run.lock").unlink(missing_ok=True)
+        dist.broadcast((record, metrics))
         self.phase = "done"
         return RunResult(run_dir, record, metrics, reused=False)
+
+    def _index(self, suite: Suite, req: RunRequest) -> Index:
+        self.phase = "locating the suite"
+        root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
+        if root is None:
+            raise ConfigError(
+                f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
+            )
+        self.phase = "indexing"
+        with self.phases.phase(f"index {suite.name}", None) as tracker:
+            return build_index(suite, root, mode=req.index_mode, progress=tracker.update)
 
     def _fit_or_load(
         self,
@@ -385,20 +412,36 @@ class Runner:
         fit_dir: Path,
         fit_key: dict[str, Any],
     ) -> dict[str, Any]:
+        """Under torchrun every rank takes part in ``fit`` (sharded features, DDP); rank 0 holds the lock and
+        saves the state, which the other ranks then load, so every rank scores with rank 0's model."""
         state_dir = fit_dir / "state"
-        if (fit_dir / "fit.json").exists():
+        if dist.broadcast((fit_dir / "fit.json").exists()):
             detector.load(state_dir)
             return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
         fit_dir.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(fit_dir / "fit.lock", f"training {fit_dir.name}"):
+        lock_log = self.phases.log if self.phases.enabled else None
+        fit_lock = (
+            exclusive_lock(fit_dir / "fit.lock", f"training {fit_dir.name}", wait=True, on_wait=lock_log)
+            if dist.is_main()
+            else None
+        )
+        with fit_lock or contextlib.nullcontext():
+            if dist.broadcast((fit_dir / "fit.json").exists()):  # another run (e.g. another perturbation) trained it
+                detector.load(state_dir)
+                return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
+            sweep_stale_tmp(fit_dir)
             info = detector.fit(train, heldout, ctx)
-            tmp = fit_dir / "state.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            detector.save(tmp)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            tmp.rename(state_dir)
-            files = {p.name: sha256_of_file(p) for p in sorted(state_dir.iterdir()) if p.is_file()}
-            write_json_atomic(fit_dir / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
+            if dist.is_main():
+                tmp = fit_dir / "state.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                detector.save(tmp)
+                shutil.rmtree(state_dir, ignore_errors=True)
+                tmp.rename(state_dir)
+                files = {p.name: sha256_of_file(p) for p in sorted(state_dir.iterdir()) if p.is_file()}
+                write_json_atomic(fit_dir / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
+        dist.barrier()
+        if not dist.is_main():
+            detector.load(state_dir)
         return {**info, "reused": False}
 
     def _score(
@@ -422,18 +465,27 @@ class Runner:
                 chunk_dir
                 / f"{prefix}-{start // SCORE_CHUNK_ROWS:05d}-{content_hash(chunk['path'].tolist())[:8]}.parquet"
             )
-            if path.exists():
-                parts.append(pd.read_parquet(path))
+            if dist.broadcast(path.exists()):
+                if dist.is_main():
+                    parts.append(pd.read_parquet(path))
+                continue
+            ok_pos = np.flatnonzero((chunk["status"] == "ok").to_numpy())
+            # Under torchrun each rank scores a block of the usable rows, aligned to the scoring batch.
+            mine = ok_pos[dist.shard_slice(len(ok_pos), align=ctx.batch_size or SCORE_SHARD_ALIGN)]
+            scores, failures = np.empty(0), {}
+            if len(mine):
+                with dist.local():
+                    scores, failures = detector.predict(chunk.iloc[mine], ctx)
+            gathered = dist.gather((mine, scores, failures))
+            if gathered is None:  # rank 0 assembles and writes the chunk
                 continue
             out = chunk[["image_id", "path", "generator", "split", "label"]].copy()
             out["score"] = np.nan
             out["status"] = chunk["status"].where(chunk["status"] != "ok", "ok").astype(str)
-            ok_pos = np.flatnonzero((chunk["status"] == "ok").to_numpy())
-            if len(ok_pos):
-                scores, failures = detector.predict(chunk.iloc[ok_pos], ctx)
-                out.iloc[ok_pos, out.columns.get_loc("score")] = scores
-                for local, reason in failures.items():
-                    out.iloc[ok_pos[local], out.columns.get_loc("status")] = reason
+            for pos, part_scores, part_failures in gathered:
+                out.iloc[pos, out.columns.get_loc("score")] = part_scores
+                for local, reason in part_failures.items():
+                    out.iloc[pos[local], out.columns.get_loc("status")] = reason
             write_parquet_atomic(path, out[SCORE_COLUMNS])
             parts.append(out[SCORE_COLUMNS])
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
@@ -450,8 +502,12 @@ def _set_aside(path: Path, base: Path, phases: Phases) -> None:
     phases.log(f"[yellow]--force: moved the previous {path.parent.name == 'fits' and 'fit' or 'run'} to {target}[/]")
 
 
-def _counts(train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame) -> dict[str, Any]:
+def _counts(
+    train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame, rows: pd.DataFrame, protocol: Protocol
+) -> dict[str, Any]:
     skipped = scores[~np.isfinite(scores["score"])]
+    in_train = rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)
+    train_bad = rows.loc[in_train & (rows["status"] != "ok"), "status"]
     per_gen = {}
     for gen, group in scores.groupby("generator"):
         used = group[np.isfinite(group["score"])]
@@ -461,12 +517,17 @@ def _counts(train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame) ->
             "skipped": int(len(group) - len(used)),
         }
     return {
-        "train": {"used": int(len(train)), "skipped": int((train["status"] != "ok").sum())},
+        "train": {"used": int(len(train)), "skipped": int(len(train_bad)), "skipped_reasons": _reasons(train_bad)},
         "heldout": int(len(heldout)),
         "eval": per_gen,
         "eval_skipped": int(len(skipped)),
-        "skipped_reasons": {str(k): int(v) for k, v in skipped["status"].str.split(":").str[0].value_counts().items()},
+        "skipped_reasons": _reasons(skipped["status"]),
     }
+
+
+def _reasons(statuses: pd.Series) -> dict[str, int]:
+    """Counts per status (``"not_a_file: dangling symlink"`` counts as ``not_a_file``)."""
+    return {str(k): int(v) for k, v in statuses.str.split(":").str[0].value_counts().items()}
 
 
 def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
@@ -491,9 +552,10 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": device,
+        "world_size": dist.world_size(),
     }
     if device.startswith("cuda") and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
         env["gpu_count"] = torch.cuda.device_count()
     return env
 

@@ -1,0 +1,217 @@
+"""Score your own images with the detector a finished run trained.
+
+The run's trained state (its fit) is loaded with the run's exact configuration; the run's evaluation
+perturbation, if any, is *not* applied (your images are scored as they are). A file is called fake
+when its P(fake) exceeds the run's threshold (fixed or calibrated, as the run recorded it). Files
+that cannot be read or decoded are reported one by one; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import Detector, RunContext
+from detbench.progress import Phases
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+COLUMNS = ["file", "score", "decision", "error"]
+
+
+@dataclass
+class TrainedRun:
+    """A finished run's detector, loaded and ready to predict."""
+
+    detector: Detector
+    record: dict[str, Any]
+    run_dir: Path
+
+    @property
+    def threshold(self) -> float:
+        return float(self.record["threshold"]["value"])
+
+
+def collect_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files named directly (whatever their extension, missing ones included: they are reported) and the
+    image files under named folders (recursive, by extension), in order, without repeats."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            )
+        else:
+            found.append(path)
+    seen: set[str] = set()
+    unique = []
+    for path in found:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
+    """Rebuild the detector of run ``run_ref`` (an id prefix) from its record and load its fit."""
+    from detbench.config import apply_overrides
+    from detbench.leaderboard import find_run
+    from detbench.records import canonical_json
+    from detbench.registry import DETECTORS
+
+    run_dir, record = find_run(run_ref)
+    cls = DETECTORS.get(record["detector"])
+    saved = record["key"]["detector"]
+    config = apply_overrides(cls.Config(), _dotted(saved["config"]))
+    detector = cls(config)
+    detector.setup(ctx)
+    if saved.get("version") != cls.version:
+        ctx.phases.log(
+            f"[yellow]warning:[/] run {run_dir.name} was made by {cls.name} version {saved.get('version')}; "
+            f"installed is version {cls.version}, whose outputs may differ"
+        )
+    if json.loads(canonical_json(detector.identity())) != record["key"].get("detector_identity", {}):
+        ctx.phases.log(
+            f"[yellow]warning:[/] the backbone or preprocessing found now differs from run {run_dir.name}'s "
+            "(weights, versions or settings); scores may differ from the run's"
+        )
+    detector.load(Path(record["paths"]["fit"]) / "state")
+    return TrainedRun(detector, record, run_dir)
+
+
+def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def predict_files(
+    run_ref: str,
+    paths: Sequence[str | Path],
+    *,
+    device: str | None = None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    phases: Phases | None = None,
+) -> tuple[pd.DataFrame, TrainedRun]:
+    """P(fake), decision and error per file (columns :data:`COLUMNS`, in input order)."""
+    from detbench import images
+    from detbench.features import FeatureCache
+    from detbench.runner import default_device
+
+    files = collect_files(paths)
+    if not files:
+        raise FileNotFoundError(
+            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, paths))}"
+        )
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    out = pd.DataFrame({"file": [str(f) for f in files], "score": np.nan, "decision": "", "error": ""})
+    ids: list[str] = []
+    usable: list[int] = []
+    for i, path in enumerate(absolute):
+        try:
+            ids.append(images.file_digest(path))
+            usable.append(i)
+        except images.ImageError as exc:
+            out.loc[i, "error"] = f"{exc.status}: {exc.reason}"
+    phases = phases or Phases()
+    ctx = RunContext(
+        suite_root=root,
+        suite_name="predict",
+        device=device or default_device(),
+        seed=0,
+        run_dir=root,
+        phases=phases,
+        workers=workers,
+        batch_size=batch_size,
+        feature_cache=FeatureCache(),
+        stage="predict",
+    )
+    trained = load_trained(run_ref, ctx)
+    ctx.run_dir = Path(trained.record["paths"]["fit"])
+    if usable:
+        rows = pd.DataFrame(
+            {
+                "image_id": ids,
+                "path": [absolute[i].relative_to(root).as_posix() for i in usable],
+                "generator": "predict",
+                "split": "predict",
+                "label": -1,  # unknown
+                "status": "ok",
+            }
+        )
+        scores, failures = trained.detector.predict(rows, ctx)
+        for local, i in enumerate(usable):
+            if local in failures:
+                out.loc[i, "error"] = failures[local]
+            elif np.isfinite(scores[local]):
+                out.loc[i, "score"] = float(scores[local])
+                out.loc[i, "decision"] = "fake" if scores[local] > trained.threshold else "real"
+            else:
+                out.loc[i, "error"] = "no score"
+    return out, trained
+
+
+def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
+    """A rich table of :func:`predict_files` output."""
+    from rich.table import Table
+
+    from detbench.display import threshold_note
+
+    rec = trained.record
+    table = Table(
+        title=f"{rec['detector']} from run {trained.run_dir.name} ({rec['suite']}/{rec['protocol']})",
+        title_justify="left",
+        caption=f"P(fake) in %; fake if above the run's {threshold_note(rec)}",
+        caption_justify="left",
+    )
+    for col, justify in (("file", "left"), ("P(fake)", "right"), ("decision", "left"), ("error", "left")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in predictions.itertuples(index=False):
+        score = "" if np.isnan(row.score) else f"{100 * row.score:.1f}"
+        style = "red" if row.decision == "fake" else "green" if row.decision == "real" else "yellow"
+        table.add_row(row.file, score, row.decision, row.error, style=style)
+    return table
+
+
+def write_predictions(
+    predictions: pd.DataFrame, trained: TrainedRun, csv: Path | None = None, json_path: Path | None = None
+) -> None:
+    """Write the predictions as CSV and/or JSON (with the run and threshold), each atomically."""
+    from detbench.records import atomic_path
+
+    if csv is not None:
+        with atomic_path(csv) as tmp:
+            predictions.to_csv(tmp, index=False, float_format="%.6g")
+    if json_path is not None:
+        rec = trained.record
+        doc = {
+            "run_id": rec["run_id"],
+            "detector": rec["detector"],
+            "suite": rec["suite"],
+            "protocol": rec["protocol"],
+            "threshold": rec["threshold"],
+            "predictions": [
+                {
+                    "file": row.file,
+                    "score": None if np.isnan(row.score) else float(row.score),
+                    "decision": row.decision or None,
+                    "error": row.error or None,
+                }
+                for row in predictions.itertuples(index=False)
+            ],
+        }
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,502 @@
+"""Self-contained HTML reports of runs: charts as embedded PNGs (no network, no JavaScript), plus the PNGs.
+
+``build_report("61b3dc4b")`` reports one run; ``build_report("demo")`` reports every clean run of a suite.
+Each run section holds its facts and per-generator metrics, accuracy/AP bars with bootstrap intervals,
+ROC curves, real-vs-fake score histograms and, when perturbed runs of the same fit exist, robustness
+curves (metric vs perturbation level) and their table; the suite's leaderboard closes the report.
+matplotlib (Agg, no pyplot) is imported only here.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench import __version__
+from detbench.display import fmt, fmt_delta, leaderboard_cells, threshold_note
+from detbench.leaderboard import (
+    ID_COLUMNS,
+    RunLookupError,
+    find_run,
+    long_table,
+    perturbation_rank,
+    run_records,
+    threshold_label,
+    wide_table,
+)
+from detbench.paths import home_subdir
+
+REAL, FAKE = "#1f77b4", "#d62728"
+METRIC_HEADERS = {
+    "n_real": "#real",
+    "n_fake": "#fake",
+    "acc": "acc",
+    "real_acc": "real acc",
+    "fake_acc": "fake acc",
+    "ap": "AP",
+    "auc": "AUC",
+    "eer": "EER",
+    "oracle_acc": "oracle acc*",
+}
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    record: dict[str, Any]
+    metrics: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def spec(self) -> str:
+        p = self.record.get("perturbation")
+        return "clean" if not p else str(p.get("spec"))
+
+    @classmethod
+    def load(cls, run_dir: Path, record: dict[str, Any]) -> RunData:
+        return cls(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"))
+
+
+@dataclass
+class Figure:
+    name: str  # file stem
+    title: str
+    caption: str
+    png: bytes
+
+
+def build_report(target: str, out_dir: Path | None = None) -> Path:
+    """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name); returns the HTML path."""
+    from detbench.registry import SUITES
+
+    if target in SUITES or (home_subdir("runs") / target).is_dir():
+        suite = name = target
+        records = list(run_records(suite))
+        if not records:
+            raise RunLookupError(
+                f"no finished runs for suite {suite!r}; run `detbench run DETECTOR --suite {suite}`"
+            )
+        shown = [RunData.load(d, r) for d, r in _latest_clean(records)]
+        title = f"detbench report: suite {suite}"
+    else:
+        run_dir, record = find_run(target)
+        suite, name = record["suite"], run_dir.name
+        records = list(run_records(suite))
+        shown = [RunData.load(run_dir, record)]
+        title = f"detbench report: {record['detector']} on {suite}, run {name}"
+    out_dir = Path(out_dir) if out_dir is not None else home_subdir("reports") / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections, figures = [], []
+    for run in shown:
+        related = [RunData.load(d, r) for d, r in _same_fit(run.record, records)]
+        section, figs = _run_section(run, related)
+        sections.append(section)
+        figures.extend(figs)
+    sections.append(_leaderboard_section(suite))
+    for fig in figures:
+        (out_dir / f"{fig.name}.png").write_bytes(fig.png)
+    page = _page(title, _suite_summary(suite), sections)
+    path = out_dir / "report.html"
+    from detbench.records import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
+def _latest_clean(records: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+    """The latest clean run per (fit, threshold policy), in creation order."""
+    latest: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    for run_dir, record in records:
+        if not record.get("perturbation"):
+            latest[(record.get("fit_id", ""), threshold_label(record))] = (run_dir, record)
+    return list(latest.values())
+
+
+def _same_fit(record: dict[str, Any], records: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict]]:
+    """Runs scored by the same trained fit with the same threshold policy (latest per perturbation)."""
+    key = (record.get("fit_id"), threshold_label(record))
+    by_spec: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for run_dir, other in records:
+        if (other.get("fit_id"), threshold_label(other)) == key:
+            by_spec[(other.get("perturbation") or {}).get("spec", "clean")] = (run_dir, other)
+    return list(by_spec.values())
+
+
+def _suite_summary(suite: str) -> str:
+    from detbench.registry import SUITES
+
+    return SUITES.describe(suite)["summary"] if suite in SUITES else ""
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure]]:
+    scores = pd.read_parquet(run.run_dir / "scores.parquet")
+    scores = scores[np.isfinite(scores["score"])]
+    threshold = float(run.record["threshold"]["value"])
+    figures = [
+        _acc_figure(run),
+        _roc_figure(run.name, scores),
+        _histogram_figure(run.name, scores, threshold, run.record),
+    ]
+    clean = next((r for r in related if r.spec == "clean"), None)
+    perturbed = [r for r in related if r.spec != "clean"]
+    robustness = ""
+    if clean is not None and perturbed:
+        figure = _robustness_figure(run.name, clean, perturbed)
+        if figure is not None:
+            figures.append(figure)
+        robustness = (
+            "<h3>Robustness (same trained fit, evaluation-time perturbations)</h3>"
+            + _robustness_table(clean, perturbed)
+        )
+    rec = run.record
+    heading = f"{rec['detector']} · {rec['protocol']} · {run.spec} · run {run.name}"
+    n_boot = (rec.get("bootstrap") or {}).get("n_boot", 0)
+    ci = (
+        f"± is the half-width of the 95% bootstrap interval ({n_boot} class-stratified resamples)"
+        if n_boot
+        else "no bootstrap intervals (--bootstrap 0)"
+    )
+    body = [
+        f'<section id="run-{run.name}"><h2>{_e(heading)}</h2>',
+        _facts(rec),
+        "<h3>Metrics per generator (%)</h3>",
+        _metrics_html(run.metrics),
+        f'<p class="note">acc, real acc and fake acc at the {_e(threshold_note(rec))}; {ci}; '
+        "*oracle: threshold chosen with test labels (an upper bound, not deployable).</p>",
+    ]
+    body.append('<div class="row">' + "".join(_figure_html(f) for f in figures[:2]) + "</div>")
+    body.append(_figure_html(figures[2]))
+    if robustness:
+        body.append(robustness)
+        body += [_figure_html(f) for f in figures[3:]]
+    body.append("</section>")
+    return "\n".join(body), figures
+
+
+def _facts(rec: dict[str, Any]) -> str:
+    counts = rec.get("counts", {})
+    fit = rec.get("fit", {})
+    trained = "reused" if fit.get("reused") else "trained by this run"
+    source = rec.get("source", {})
+    env = rec.get("environment", {})
+    facts = {
+        "detector": rec["detector"],
+        "backbone": rec.get("backbone") or "",
+        "suite / protocol": f"{rec['suite']} / {rec['protocol']}",
+        "trained on": ", ".join(rec.get("key", {}).get("protocol", {}).get("train_generators", [])),
+        "perturbation": (rec.get("perturbation") or {}).get("spec", "none (clean)"),
+        "acc computed at": threshold_note(rec),
+        "images": f"train {counts.get('train', {}).get('used', '?')}, held-out {counts.get('heldout', '?')}, "
+        f"evaluation skipped {counts.get('eval_skipped', 0)}",
+        "fit": f"{str(rec.get('fit_id', ''))[:16]} ({trained})",
+        "run id": rec["run_id"],
+        "created": rec.get("created", ""),
+        "source": f"detbench {rec.get('key', {}).get('detbench_version', '?')}, commit "
+        f"{str(source.get('commit'))[:12]}{' (dirty)' if source.get('dirty') else ''}",
+        "device": f"{env.get('device', '?')} {env.get('gpu', '')}".strip(),
+    }
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(str(v))}</td></tr>" for k, v in facts.items())
+    return f'<table class="facts">{rows}</table>'
+
+
+def _metrics_html(metrics: pd.DataFrame) -> str:
+    cols = [c for c in METRIC_HEADERS if c in metrics.columns]
+    head = "".join(f"<th>{_e(METRIC_HEADERS[c])}</th>" for c in cols)
+    rows = []
+    for _, row in metrics.iterrows():
+        cells = []
+        for c in cols:
+            text = fmt(row[c], c)
+            lo, hi = row.get(f"{c}_lo"), row.get(f"{c}_hi")
+            if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+                text += f" ± {100 * (hi - lo) / 2:.1f}"
+            cells.append(f"<td>{_e(text)}</td>")
+        cls = ' class="summary"' if row["generator"] in ("mean", "worst") else ""
+        rows.append(f"<tr{cls}><th>{_e(str(row['generator']))}</th>{''.join(cells)}</tr>")
+    return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _robustness_table(clean: RunData, perturbed: list[RunData]) -> str:
+    base = clean.metrics.set_index("generator")
+    rows = []
+    for run in [clean, *_ordered(perturbed)]:
+        m = run.metrics.set_index("generator")
+        cells = [run.spec]
+        for metric in ("acc", "ap"):
+            value = m.loc["mean", metric]
+            delta = "" if run is clean else fmt_delta(value - base.loc["mean", metric])
+            cells += [fmt(value, metric), delta]
+        cells += [fmt(m.loc["worst", "acc"], "acc"), run.name]
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(
+        f"<th>{h}</th>" for h in ("perturbation", "mean acc", "Δ acc", "mean AP", "Δ AP", "worst acc", "run")
+    )
+    return (
+        f'<table class="metrics robustness"><tr>{head}</tr>{"".join(rows)}</table>'
+        '<p class="note">%; Δ: percentage points vs the clean run.</p>'
+    )
+
+
+def _leaderboard_section(suite: str) -> str:
+    cells = leaderboard_cells(wide_table(long_table(suite), "acc"), ID_COLUMNS)
+    n_ids = sum(c in ID_COLUMNS or c == "run" for c in cells.columns)
+    head = "".join(
+        f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
+    )
+    rows = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"num" if i >= n_ids else "text"}">{_e(v)}</td>' for i, v in enumerate(row))
+        + "</tr>"
+        for row in cells.itertuples(index=False)
+    )
+    table = f'<div class="scroll"><table class="leaderboard"><tr>{head}</tr>{rows}</table></div>'
+    return (
+        f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
+        '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
+        "</p>"
+        "</section>"
+    )
+
+
+def _ordered(runs: list[RunData]) -> list[RunData]:
+    return sorted(runs, key=lambda r: perturbation_rank(r.spec))
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure as MplFigure
+
+    return MplFigure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _acc_figure(run: RunData) -> Figure:
+    m = run.metrics[run.metrics["generator"] != "worst"].reset_index(drop=True)
+    names = [str(g) for g in m["generator"]]
+    fig = _new_figure(max(6.0, 0.9 * len(names) + 2), 3.6)
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    width = 0.38
+    for offset, metric, color, label in (
+        (-width / 2, "acc", "#4c72b0", "accuracy"),
+        (width / 2, "ap", "#dd8452", "AP"),
+    ):
+        values = m[metric].to_numpy(dtype=float)
+        err = None
+        if f"{metric}_lo" in m.columns:
+            lo, hi = m[f"{metric}_lo"].to_numpy(dtype=float), m[f"{metric}_hi"].to_numpy(dtype=float)
+            err = 100 * np.nan_to_num(np.vstack([values - lo, hi - values]))
+        ax.bar(x + offset, 100 * np.nan_to_num(values), width, yerr=err, capsize=3, color=color, label=label)
+    ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+    ax.axvline(len(names) - 1.5, color="grey", linewidth=0.8)
+    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
+    ax.set_title(f"Accuracy and AP per generator ({run.spec})", fontsize=10)
+    return Figure(
+        f"{run.name}_acc",
+        "Accuracy and AP per generator",
+        f"Bars: accuracy at the {threshold_note(run.record)} and average precision; error bars: 95% "
+        "bootstrap intervals; 'mean' is the unweighted mean over generators; dotted line: chance.",
+        _png(fig),
+    )
+
+
+def _roc_figure(name: str, scores: pd.DataFrame) -> Figure:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = _new_figure(4.8, 4.2)
+    ax = fig.add_subplot()
+    skipped = []
+    for gen, part in scores.groupby("generator", sort=True):
+        if part["label"].nunique() < 2:
+            skipped.append(str(gen))
+            continue
+        fpr, tpr, _ = roc_curve(part["label"], part["score"])
+        ax.plot(
+            fpr,
+            tpr,
+            linewidth=1.4,
+            label=f"{gen} (AUC {100 * roc_auc_score(part['label'], part['score']):.1f})",
+        )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate (reals called fake)",
+        ylabel="true positive rate",
+    )
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("ROC per generator (fake = positive)", fontsize=10)
+    note = f" Not drawn (one class only): {', '.join(skipped)}." if skipped else ""
+    return Figure(f"{name}_roc", "ROC curves", f"Each generator's fakes against its reals.{note}", _png(fig))
+
+
+def _histogram_figure(name: str, scores: pd.DataFrame, threshold: float, record: dict[str, Any]) -> Figure:
+    from matplotlib.ticker import MaxNLocator
+
+    gens = sorted(scores["generator"].unique())
+    ncols = min(4, max(1, len(gens)))
+    nrows = math.ceil(len(gens) / ncols)
+    fig = _new_figure(3.0 * ncols, 2.3 * nrows + 0.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    bins = np.linspace(0, 1, 26)
+    for ax, gen in zip(axes.flat, gens, strict=False):
+        part = scores[scores["generator"] == gen]
+        for label, color, text in ((0, REAL, "real"), (1, FAKE, "fake")):
+            values = part.loc[part["label"] == label, "score"]
+            ax.hist(
+                values,
+                bins=bins,
+                color=color,
+                alpha=0.4,
+                histtype="stepfilled",
+                label=f"{text} ({len(values)})",
+            )
+            ax.hist(values, bins=bins, color=color, histtype="step", linewidth=1.2)
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(str(gen), fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(gens) :]:
+        ax.set_visible(False)
+    fig.supxlabel("P(fake)", fontsize=9)
+    fig.supylabel("images", fontsize=9)
+    return Figure(
+        f"{name}_scores",
+        "Score distributions",
+        f"P(fake) of real (blue) and fake (red) evaluation images per generator; dashed line: the "
+        f"{threshold_note(record)}.",
+        _png(fig),
+    )
+
+
+def _robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> Figure | None:
+    """Mean (bold, with its 95% band) and per-generator (thin) acc and AP vs the level of each kind."""
+    from detbench.config import ConfigError
+    from detbench.perturbations import parse_perturbation
+
+    kinds: dict[str, list[tuple[Any, RunData]]] = {}
+    for run in perturbed:
+        try:
+            steps = parse_perturbation(run.spec).steps
+        except ConfigError:
+            continue
+        if len(steps) == 1:
+            kinds.setdefault(steps[0].name, []).append((steps[0], run))
+    if not kinds:
+        return None
+    generators = [g for g in clean.metrics["generator"] if g not in ("mean", "worst")]
+    colors = {g: f"C{i % 10}" for i, g in enumerate(generators)}
+    fig = _new_figure(4.2 * len(kinds) + 1.8, 6.0)
+    axes = fig.subplots(2, len(kinds), squeeze=False)
+    for col, (kind, points) in enumerate(kinds.items()):
+        step_cls = type(points[0][0])
+        points = sorted(points, key=lambda p: p[0].level)
+        levels = [step_cls.clean_level] + [p[0].level for p in points]
+        runs = [clean] + [p[1] for p in points]
+        order = np.argsort(levels)
+        levels = [levels[i] for i in order]
+        runs = [runs[i] for i in order]
+        for row, metric in enumerate(("acc", "ap")):
+            ax = axes[row][col]
+            tables = [r.metrics.set_index("generator") for r in runs]
+            for gen in generators:
+                ys = [100 * t.loc[gen, metric] if gen in t.index else np.nan for t in tables]
+                ax.plot(levels, ys, color=colors[gen], linewidth=0.9, alpha=0.6, marker=".", label=gen)
+            mean = [100 * t.loc["mean", metric] for t in tables]
+            ax.plot(levels, mean, color="black", linewidth=2.2, marker="o", label="mean")
+            if all(f"{metric}_lo" in t.columns for t in tables):
+                lo = [100 * t.loc["mean", f"{metric}_lo"] for t in tables]
+                hi = [100 * t.loc["mean", f"{metric}_hi"] for t in tables]
+                ax.fill_between(levels, lo, hi, color="black", alpha=0.12, linewidth=0)
+            ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+            ax.set_xticks(levels, ["clean" if lv == step_cls.clean_level else f"{lv:g}" for lv in levels])
+            if step_cls.severe_when_low:
+                ax.invert_xaxis()
+            ax.set_ylim(0, 102)
+            ax.set_ylabel(f"{'accuracy' if metric == 'acc' else 'AP'} (%)")
+            ax.set_xlabel(step_cls.axis_label or kind)
+            ax.tick_params(labelsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.suptitle("Robustness: severity increases to the right", fontsize=10)
+    return Figure(
+        f"{name}_robustness",
+        "Robustness curves",
+        "Accuracy (top) and AP (bottom) as each perturbation grows; bold: mean over generators with its 95% "
+        "bootstrap band; thin: each generator; all runs share the clean run's trained fit and threshold.",
+        _png(fig),
+    )
+
+
+# ------------------------------------------------------------------------------------------- page
+
+
+def _figure_html(fig: Figure) -> str:
+    data = base64.b64encode(fig.png).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(fig.title)}">'
+        f"<figcaption><b>{_e(fig.title)}.</b> {_e(fig.caption)}</figcaption></figure>"
+    )
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1180px;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;
+margin-top:2em}h3{font-size:1em;margin-top:1.5em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
+th,td{padding:.25em .6em;border-bottom:1px solid #e3e3e3;text-align:right;white-space:nowrap}
+tr th:first-child,tr td:first-child{text-align:left}
+table.facts th{text-align:left;color:#555;font-weight:600}table.facts td{text-align:left;white-space:normal}
+tr.summary{font-weight:600;background:#f4f6fa}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption,.note,.subtitle{font-size:.85em;color:#555}
+.row{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.row figure{margin:1.2em 0 0;flex:1 1 0;min-width:360px}
+.scroll{overflow-x:auto}table.leaderboard .text{text-align:left}table.leaderboard .num{text-align:right}
+table.robustness td:last-child{text-align:left;font-family:monospace}
+"""
+
+
+def _page(title: str, subtitle: str, sections: list[str]) -> str:
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
+        f'<h1>{_e(title)}</h1>\n<p class="subtitle">{_e(subtitle)}</p>\n'
+        + "\n".join(sections)
+        + f'\n<footer class="note"><p>Generated by detbench {_e(__version__)} on {_e(created)} from the run '
+        "records; self-contained (no network, no scripts).</p></footer>\n</body></html>\n"
+    )

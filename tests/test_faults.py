@@ -1,0 +1,284 @@
+"""Faults: SIGKILL at each phase of a demo run and resume; SIGINT/SIGTERM; a full disk.
+
+The fault tests run ``detbench run`` in a subprocess through a small entry script that arms one fault at
+an exact point (the N-th demo image written, index file probed, feature shard or score part renamed,
+fit.json or run.json written). There the process SIGKILLs itself, which is what an OOM killer or a pulled
+plug does: no handler, no cleanup; a self-inflicted kill lands exactly where intended instead of racing a
+poller. Or it parks there (touching a marker file) so that the test can send SIGINT/SIGTERM from outside,
+or let it go on by creating a release file (test_concurrency.py forces interleavings this way). Feature
+shards and score parts are made 8 rows long so kills land between chunks. Kills during the demo build and
+the index are in a ``slow`` test (each launch costs a few seconds of imports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from detbench.cli import app
+from tests.replicas import build_folder
+
+DEMO = ["run", "linear-probe", "--suite", "demo", "--batch-size", "8", "--workers", "0", "-q"]
+DEMO += [f"--set={kv}" for kv in ("n_train=8", "n_val=4", "size=32", "crop=32")]
+
+FAULT_ENTRY = r"""
+import os, signal, sys, time
+from pathlib import Path
+
+import detbench.datasets.demo_build as demo_build
+import detbench.features as features
+import detbench.index as index
+import detbench.runner as runner
+
+runner.SCORE_CHUNK_ROWS = features.SHARD_ROWS = 8
+point, _, nth = os.environ.get("DETBENCH_FAULT", "").partition(":")
+hits = 0
+
+
+def fire():
+    marker, release = os.environ.get("DETBENCH_FAULT_MARKER"), os.environ.get("DETBENCH_FAULT_RELEASE")
+    if marker:  # park: the test signals us, or lets us go on by creating the release file
+        Path(marker).touch()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if release and Path(release).exists():
+                return
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hook(owner, name, match, before):
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        global hits
+        hit = match(*args)
+        if hit and before and hits + 1 == int(nth or 1):
+            fire()
+        result = original(*args, **kwargs)
+        hits += hit
+        if hit and not before and hits == int(nth or 1):
+            fire()
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+name_of = lambda p: Path(p).name
+points = {
+    "build": (demo_build, "_save_png", lambda arr, path: True, False),
+    "index": (index, "_probe_one", lambda args: True, False),
+    "shard-tmp": (os, "replace", lambda src, dst: name_of(dst).endswith(".ids.npy"), True),
+    "fit": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "fit.json", False),
+    "fitting": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "fit.json", True),
+    "score-tmp": (os, "replace", lambda src, dst: name_of(dst).startswith("part-"), True),
+    "score": (runner, "write_parquet_atomic", lambda path, df: name_of(path).startswith("part-"), False),
+    "record": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "run.json", True),
+}
+if point:
+    hook(*points[point])
+
+from detbench.cli import main
+
+main()
+"""
+
+
+def launch(
+    home: Path,
+    fault: str = "",
+    marker: Path | None = None,
+    release: Path | None = None,
+    args: list[str] = DEMO,
+    stderr: Path | None = None,
+) -> subprocess.Popen[str]:
+    """``detbench`` + ``args`` in a subprocess, with ``fault`` (``point[:n]``) armed. Without ``marker`` the
+    process SIGKILLs itself there; with it, it touches ``marker`` and parks until ``release`` exists.
+    ``stderr``: a file to write the process's stderr to (readable while it runs) instead of a pipe."""
+    env = {**os.environ, "DETBENCH_HOME": str(home), "DETBENCH_FAULT": fault, "HF_HUB_OFFLINE": "1"}
+    for name, path in (("DETBENCH_FAULT_MARKER", marker), ("DETBENCH_FAULT_RELEASE", release)):
+        env.pop(name, None)
+        if path is not None:
+            env[name] = str(path)
+    with open(stderr, "w") if stderr is not None else contextlib.nullcontext(subprocess.PIPE) as err:
+        return subprocess.Popen(
+            [sys.executable, "-c", FAULT_ENTRY, *args], env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out + (err or "")
+
+
+def leftovers(home: Path) -> list[Path]:
+    """Temporary files and directories anywhere under ``home``."""
+    return [p for p in home.rglob("*") if p.name.endswith(".tmp")]
+
+
+def the_run(home: Path) -> Path:
+    runs = [
+        p for p in (home / "runs" / "demo" / "linear-probe").iterdir() if p.name not in ("fits", "replaced")
+    ]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+Step = tuple[str, signal.Signals | None, Callable[[Path], bool]]  # fault, signal (None: SIGKILL), check
+
+
+def shard_tmp(home: Path) -> bool:
+    return bool(list(home.glob("features/*/.shard-*.ids.npy.*.tmp")))
+
+
+def runs_of(home: Path) -> Path:
+    return home / "runs" / "demo" / "linear-probe"
+
+
+def run_chain(home: Path, markers: Path, steps: list[Step]) -> None:
+    """Launch the demo run once per step, each time faulted at the step's point (SIGKILL, or parked and sent
+    the step's signal), check the state it left, then once more without a fault."""
+    runs = runs_of(home)
+    for fault, sig, reached in steps:
+        if sig is None:
+            code, output = finish(launch(home, fault))
+            assert code == -signal.SIGKILL, (
+                f"{fault}: the kill point was never reached (exit {code})\n{output}"
+            )
+        else:
+            code, output = interrupt(launch(home, fault, marker=markers / fault), markers / fault, sig)
+            text = " ".join(output.split())
+            word, expected_code = (
+                ("Interrupted", 130) if sig == signal.SIGINT else ("Terminated (SIGTERM)", 143)
+            )
+            assert code == expected_code, output
+            assert f"{word} while" in text and str(runs) in "".join(text.split()), text  # rich may wrap it
+            assert "run the same command again to resume" in text and "Traceback" not in output
+        assert reached(home), f"{fault}: unexpected state after the fault"
+        assert not list(runs.glob("*/run.json")), fault
+    code, output = finish(launch(home))
+    assert code == 0, output
+
+
+def assert_same_run(home: Path, expected_home: Path) -> None:
+    run_dir, expected_dir = the_run(home), the_run(expected_home)
+    assert run_dir.name == expected_dir.name  # same run identity
+    for name in ("scores.parquet", "heldout_scores.parquet", "metrics.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run_dir / name), pd.read_parquet(expected_dir / name))
+    assert leftovers(home) == []
+    assert not (run_dir / "scores").exists()
+
+
+def test_killed_and_interrupted_while_extracting_training_and_scoring_then_resumed(
+    tmp_path: Path, detbench_home: Path
+) -> None:
+    baseline = CliRunner().invoke(app, DEMO)  # in-process, default chunk sizes, in the fixture's home
+    assert baseline.exit_code == 0, baseline.output
+    steps: list[Step] = [
+        # one feature shard stored, the next killed between its features file and its ids file
+        ("shard-tmp:2", None, lambda h: len(list(h.glob("features/*/*.ids.npy"))) == 1 and shard_tmp(h)),
+        ("fit", None, lambda h: bool(list(runs_of(h).glob("fits/*/fit.json")))),
+        ("score:1", signal.SIGINT, lambda h: len(list(runs_of(h).glob("*/scores/part-*"))) == 1),
+        ("score-tmp:1", None, lambda h: bool(list(runs_of(h).glob("*/scores/.part-*.tmp")))),
+        ("record", signal.SIGTERM, lambda h: bool(list(runs_of(h).glob("*/metrics.parquet")))),
+    ]
+    run_chain(tmp_path / "faulted", tmp_path, steps)
+    assert_same_run(tmp_path / "faulted", detbench_home)
+
+
+@pytest.mark.slow
+def test_killed_while_building_and_indexing_then_resumed(tmp_path: Path, detbench_home: Path) -> None:
+    baseline = CliRunner().invoke(app, DEMO)
+    assert baseline.exit_code == 0, baseline.output
+    steps: list[Step] = [
+        ("build:10", None, lambda h: not list(h.glob("demo/*/BUILD.json"))),
+        ("index:20", None, lambda h: not list(h.glob("indexes/demo/*/index.parquet"))),
+    ]
+    run_chain(tmp_path / "faulted", tmp_path, steps)
+    assert_same_run(tmp_path / "faulted", detbench_home)
+
+
+def wait_parked(proc: subprocess.Popen[str], marker: Path, timeout: float = 90) -> None:
+    """Return once ``proc`` has parked at its fault point (fail the test if it exits or times out first)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never reached the fault point: {finish(proc)}")
+        time.sleep(0.05)
+
+
+def interrupt(proc: subprocess.Popen[str], marker: Path, sig: int) -> tuple[int, str]:
+    """Wait until ``proc`` parks at its fault point, then send it ``sig``."""
+    wait_parked(proc, marker)
+    proc.send_signal(sig)
+    return finish(proc)
+
+
+# ------------------------------------------------------------------------------------------ disk full
+
+
+def _enospc(detail: str = "No space left on device") -> OSError:
+    return OSError(errno.ENOSPC, detail)
+
+
+def _full_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = pd.DataFrame.to_parquet
+
+    def to_parquet(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(path).name.startswith(".part-"):
+            Path(path).write_bytes(b"PAR1" + b"\0" * 100)  # half written, then the disk is full
+            raise _enospc("Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+
+
+def _full_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = np.save
+
+    def save(file, arr, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if ".shard-" in str(getattr(file, "name", file)):
+            file.write(b"\x93NUMPY\x01\x00")
+            raise _enospc()
+        return original(file, arr, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+
+
+@pytest.mark.parametrize("fill", [_full_parquet, _full_shards], ids=["score-parquet", "feature-shard"])
+def test_disk_full_is_reported_as_such_and_leaves_no_partial_file(
+    tmp_path: Path, detbench_home: Path, monkeypatch: pytest.MonkeyPatch, fill
+) -> None:  # noqa: ANN001
+    root = tmp_path / "tree"
+    build_folder(root, generators=("a", "b"), splits=("train", "test"), n=4)
+    args = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", "train-on-a"]
+    args += ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
+    with monkeypatch.context() as patch:
+        fill(patch)
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "no space left on device" in text and "run the same command again" in text
+    assert "Traceback" not in result.output
+    assert leftovers(detbench_home) == []
+    assert not list(detbench_home.glob("runs/folder/linear-probe/*/run.json"))
+    for path in detbench_home.rglob("*.parquet"):
+        pd.read_parquet(path)  # every file that exists is whole
+    for path in detbench_home.rglob("*.npy"):
+        np.load(path)
+
+    again = CliRunner().invoke(app, args)  # space freed: the same command finishes the run
+    assert again.exit_code == 0, again.output

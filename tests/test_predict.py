@@ -1,0 +1,104 @@
+"""`detbench predict`: a finished run's detector scores a mix of good and broken files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from detbench.cli import app
+
+SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
+
+
+def invoke(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared with test_report (same base temp): the small demo run is trained once for both."""
+    path = tmp_path_factory.getbasetemp() / "small_demo_home"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def run(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("DETBENCH_HOME", str(home))
+    result = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
+    assert result.exit_code == 0, result.output
+    path = next(p for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json"))
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def mixed(run: dict, tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """Three demo val images (one nested, one re-saved as JPEG), four broken files and a non-image."""
+    scores = pd.read_parquet(Path(run["paths"]["run"]) / "scores.parquet")
+    picks = scores.groupby("label").head(2).head(3)
+    root = Path(run["paths"]["suite_root"])
+    folder = tmp_path / "mine"
+    (folder / "nested").mkdir(parents=True)
+    names = ["a.png", "nested/b.png", "c.png"]
+    for name, rel in zip(names, picks["path"], strict=True):
+        shutil.copyfile(root / rel, folder / name)
+    Image.open(root / picks["path"].iloc[0]).convert("RGB").save(folder / "d.jpg", quality=90)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("<html>not an image</html>")
+    (folder / "cut.jpg").write_bytes((folder / "d.jpg").read_bytes()[:300])
+    (folder / "notes.txt").write_text("ignored: not an image extension")
+    expected = pd.DataFrame({"name": names, "score": picks["score"].to_numpy()})
+    return folder, expected
+
+
+def test_predict_scores_good_files_and_reports_broken_ones(run: dict, mixed, tmp_path: Path) -> None:
+    folder, expected = mixed
+    csv, js = tmp_path / "out" / "p.csv", tmp_path / "out" / "p.json"
+    missing = tmp_path / "missing.png"
+    result = invoke(
+        "predict", run["run_id"][:8], str(folder), str(missing), "--csv", str(csv), "--json", str(js), "-q"
+    )
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(csv, keep_default_na=False)
+    out["name"] = [f.removeprefix(f"{folder}/") for f in out["file"]]
+    by_name = out.set_index("name").to_dict("index")
+    names = {"a.png", "nested/b.png", "c.png", "d.jpg", "empty.png", "text.png", "cut.jpg", str(missing)}
+    assert set(by_name) == names and len(out) == len(names)  # notes.txt skipped: not an image extension
+    for name, score in zip(expected["name"], expected["score"], strict=True):
+        row = by_name[name]
+        assert row["error"] == ""
+        assert float(row["score"]) == pytest.approx(score, abs=1e-6)  # what the run scored for this image
+        assert row["decision"] == ("fake" if score > run["threshold"]["value"] else "real")
+    assert 0 <= float(by_name["d.jpg"]["score"]) <= 1
+    assert by_name["empty.png"]["error"].startswith("empty")
+    assert by_name["text.png"]["error"].startswith("undecodable")
+    assert by_name["cut.jpg"]["error"].startswith("truncated")
+    assert by_name[str(missing)]["error"].startswith("not_a_file")
+    assert all(by_name[n]["score"] == "" and by_name[n]["decision"] == "" for n in ("empty.png", "cut.jpg"))
+    assert "4 could not be scored" in result.output
+
+    doc = json.loads(js.read_text())
+    assert doc["run_id"] == run["run_id"] and doc["threshold"]["value"] == run["threshold"]["value"]
+    broken = [p for p in doc["predictions"] if p["error"]]
+    assert len(doc["predictions"]) == 8 and len(broken) == 4
+    assert all(p["score"] is None and p["decision"] is None for p in broken)
+
+
+def test_predict_errors(run: dict, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    assert invoke("predict", run["run_id"][:8], str(bad), "-q").exit_code == 1  # nothing could be scored
+    unknown = invoke("predict", "ffffffffff", str(bad), "-q")
+    assert (
+        unknown.exit_code == 2 and "no finished run" in unknown.output and "Traceback" not in unknown.output
+    )
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    none = invoke("predict", run["run_id"][:8], str(empty), "-q")
+    assert none.exit_code == 2 and "no image files" in none.output

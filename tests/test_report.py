@@ -1,0 +1,105 @@
+"""`detbench report`: a self-contained HTML report (and its PNGs) from a small real run and its sweep."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from detbench.cli import app
+
+SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
+GENERATORS = ("autoencoder", "denoise", "nearest", "upconv")
+
+
+def invoke(*args: str):  # noqa: ANN201
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared with test_predict (same base temp): the small demo run is trained once for both."""
+    path = tmp_path_factory.getbasetemp() / "small_demo_home"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def swept(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    monkeypatch.setenv("DETBENCH_HOME", str(home))
+    result = invoke("sweep", "linear-probe", *SMALL, "-p", "jpeg:50", "-p", "blur:2")
+    assert result.exit_code == 0, result.output
+    recs = [json.loads(p.read_text()) for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
+    return {(r["perturbation"] or {}).get("spec", "clean"): r for r in recs}
+
+
+def embedded_pngs(page: str) -> list[bytes]:
+    return [
+        base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    ]
+
+
+def test_run_report_is_self_contained_with_every_chart_and_the_leaderboard(swept, tmp_path: Path) -> None:
+    clean = swept["clean"]
+    out = tmp_path / "report"
+    result = invoke("report", clean["run_id"][:10], "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    pngs = sorted(out.glob("*.png"))
+    stems = {p.stem.split("_", 1)[1] for p in pngs}
+    assert stems == {"acc", "roc", "scores", "robustness"}
+    images = embedded_pngs(page)
+    assert len(images) == 4 and page.count("<img ") == 4
+    assert sorted(images) == sorted(p.read_bytes() for p in pngs)  # the files are the embedded charts
+    for data in images:
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+    for title in ("Accuracy and AP per generator", "ROC curves", "Score distributions", "Robustness curves"):
+        assert f"<b>{title}.</b>" in page
+    assert "<title>detbench report: linear-probe on demo" in page and "Metrics per generator" in page
+    assert all(f"<th>{g}</th>" in page for g in GENERATORS)
+    assert page.count('<table class="leaderboard">') == 1
+    board = page.split('<table class="leaderboard">')[1].split("</table>")[0]
+    assert board.count("<tr>") == 1 + len(swept)  # header + one row per finished run
+    robustness = page.split("<h3>Robustness")[1].split("</table>")[0]
+    assert "jpeg:50" in robustness and "blur:2" in robustness
+    assert "±" in page and clean["run_id"] in page
+    assert not re.search(r"<script|https?://|<link ", page)  # no scripts, no network resources
+
+
+def test_perturbed_run_and_suite_reports(swept, tmp_path: Path) -> None:
+    blur = swept["blur:2"]
+    result = invoke("report", blur["run_id"][:16], "--out", str(tmp_path / "blur"))
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "blur" / "report.html").read_text()
+    assert "blur:2 · run" in page and "Robustness curves" in page and len(embedded_pngs(page)) == 4
+
+    suite = invoke("report", "demo", "--out", str(tmp_path / "suite"))
+    assert suite.exit_code == 0, suite.output
+    page = (tmp_path / "suite" / "report.html").read_text()
+    assert (
+        "suite demo" in page and page.count('<section id="run-') == 1
+    )  # clean runs only; the others as curves
+
+
+def test_unknown_and_ambiguous_run_ids(swept, home: Path, tmp_path: Path, monkeypatch) -> None:
+    unknown = invoke("report", "zzzz")
+    assert (
+        unknown.exit_code == 2 and "no finished run" in unknown.output and "Traceback" not in unknown.output
+    )
+
+    copy = tmp_path / "home"
+    shutil.copytree(home / "runs", copy / "runs")
+    monkeypatch.setenv("DETBENCH_HOME", str(copy))
+    run_dir = Path(swept["clean"]["paths"]["run"])
+    twin = copy / "runs" / "demo" / "linear-probe" / (run_dir.name[:4] + "x" * 12)
+    shutil.copytree(run_dir, twin)
+    ambiguous = invoke("report", run_dir.name[:4])
+    assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.output and run_dir.name in ambiguous.output
