@@ -233,6 +233,26 @@ class Runner:
         if not dist.is_main():
             self.phases = Phases(self.phases.console, enabled=False)
 
+        self.phase = "loading the detector"
+        t = time.perf_counter()
+        from detbench.features import FeatureCache
+
+        ctx = RunContext(
+            suite_root=Path("."),  # set once the suite is indexed
+            suite_name=suite.name,
+            device=device,
+            seed=req.seed,
+            run_dir=Path("."),
+            phases=self.phases,
+            workers=req.workers,
+            batch_size=req.batch_size,
+            perturbation=resolved.perturbation,
+            feature_cache=FeatureCache(),
+        )
+        detector = resolved.detector_cls(config)
+        detector.setup(ctx)  # first: missing weights fail before any data work
+        timings["setup"] = time.perf_counter() - t
+
         t = time.perf_counter()
         index = self._index(suite, req) if dist.is_main() else None  # rank 0 indexes; the others load it
         directory = dist.broadcast(index.directory if index is not None else None)
@@ -247,26 +267,7 @@ class Runner:
                 f"[yellow]warning:[/] protocol {protocol.name} evaluates {', '.join(missing_eval)} but no "
                 f"{protocol.eval_split} images were found for them under {index.root}: the mean covers the others only."
             )
-
-        self.phase = "loading the detector"
-        t = time.perf_counter()
-        from detbench.features import FeatureCache
-
-        ctx = RunContext(
-            suite_root=index.root,
-            suite_name=suite.name,
-            device=device,
-            seed=req.seed,
-            run_dir=Path("."),
-            phases=self.phases,
-            workers=req.workers,
-            batch_size=req.batch_size,
-            perturbation=resolved.perturbation,
-            feature_cache=FeatureCache(),
-        )
-        detector = resolved.detector_cls(config)
-        detector.setup(ctx)
-        timings["setup"] = time.perf_counter() - t
+        ctx.suite_root = index.root
 
         fit_key = {
             "detector": {"name": detector.name, "version": detector.version, "config": to_dict(config)},

@@ -152,7 +152,6 @@ def test_missing_default_backbone_fails_at_once(
     assert "Traceback" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="the runner indexes the suite before detector.setup() loads the backbone")
 def test_missing_backbone_fails_before_indexing(
     replica: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detbench_home: Path
 ) -> None:
