@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "virtualenv"
@@ -28,6 +30,24 @@ def lint(session: nox.Session) -> None:
     """ruff on the whole tree."""
     session.install("ruff>=0.5")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Kernel benchmarks (pytest-benchmark) and `detbench bench` (posargs go to it), into results/bench/."""
+    _install(session)
+    Path("results/bench").mkdir(parents=True, exist_ok=True)
+    session.run(
+        "pytest", "-q", "benchmarks/test_bench_kernels.py", "--benchmark-enable",
+        "--benchmark-json=results/bench/kernels.json",
+    )
+    session.run("detbench", "bench", "--out", "results/bench", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """CUDA machine, no network: gpu tests + ViT throughput in this environment (scripts/gpu_check.sh)."""
+    session.run("bash", "scripts/gpu_check.sh", *session.posargs, external=True)
 
 
 @nox.session

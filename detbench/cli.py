@@ -131,7 +131,9 @@ def run(
         bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")
     ] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
     nproc: Annotated[
         int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
@@ -447,7 +449,9 @@ def sweep(
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
@@ -510,7 +514,9 @@ def predict(
     csv: Annotated[Optional[Path], typer.Option(help="Also write the predictions to this CSV file.")] = None,
     json_: Annotated[Optional[Path], typer.Option("--json", help="Also write them (and the run) as JSON.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Image decoding workers (default: half the cores).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for scoring.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -554,7 +560,9 @@ def bench(
     size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
     images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding workers (default: half the cores).")] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
+    ] = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats per measure (the median is reported).")] = 3,
     index_files: Annotated[int, typer.Option(help="Files for the index measure.")] = 5000,
     rss_images: Annotated[

@@ -96,9 +96,13 @@ def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> Batch:
     return Batch(x, np.array([g[1] for g in good], dtype=np.int64), failures)
 
 
-def default_workers() -> int:
-    """Decode workers: half the cores (the other half runs the model on CPU), at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) // 2))
+def default_workers(gpu: bool = False) -> int:
+    """Decode workers. Feeding a GPU: half the cores, at most 8. Running the model on the CPU: none up to
+    4 cores, else a quarter of them (at most 8), because worker processes preempt the model's OpenMP threads,
+    which then wait for each other (EfficientNet-Lite0 on 2 cores, 128 or 512 px PNGs: about 470 images/s
+    decoded in the main process, 350-400 with one worker)."""
+    cores = os.cpu_count() or 1
+    return min(8, cores // 2) if gpu else (0 if cores <= 4 else min(8, cores // 4))
 
 
 def iterate_batches(
@@ -111,7 +115,7 @@ def iterate_batches(
     generator: torch.Generator | None = None,
 ) -> Iterator[Batch]:
     """Yield :class:`Batch` objects over ``dataset`` with parallel decoding and prefetching."""
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(gpu=pin_memory) if workers is None else workers  # pinned: batches go to a GPU
     if len(dataset) < 4 * batch_size:
         workers = 0  # starting worker processes costs more than it saves on tiny inputs
     loader = DataLoader(
@@ -150,3 +154,26 @@ class HalveOnOom:
                 torch.cuda.empty_cache()
                 self.limit = size // 2
                 warnings.warn(f"CUDA out of memory at batch {size}: now {self.limit}", stacklevel=2)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt() parameters
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Serve large allocations from the heap and keep freed memory (glibc ``mallopt``), so CPU inference stops
+    paying a fresh ``mmap`` and its page faults for every activation tensor (EfficientNet-Lite0 on 2 cores:
+    about 3x faster forward). The process keeps its peak heap instead of returning it to the OS. Idempotent;
+    returns False where glibc is absent (macOS, musl)."""
+    global _allocator_tuned
+    if not _allocator_tuned:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            no_mmap = libc.mallopt(_M_MMAP_MAX, 0)
+            _allocator_tuned = bool(no_mmap and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        except (OSError, AttributeError):
+            return False
+    return _allocator_tuned

@@ -111,7 +111,7 @@ class FeatureCache:
         and counts of cache hits and computed rows."""
         import torch
 
-        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches
+        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 
         embedding = embedding or backbone.default_embedding
         key = feature_key(backbone, embedding, perturbation.identity() if perturbation is not None else None)
@@ -146,6 +146,8 @@ class FeatureCache:
                 ),
             )
             cuda = device.startswith("cuda")
+            if not cuda:
+                tune_cpu_allocator()
             model = backbone.model.to(device).eval()
             # CNNs run faster in NHWC: on GPUs, and with oneDNN on CPUs (EfficientNet-Lite0, 2 cores: 2x).
             channels_last = backbone.patch_size is None

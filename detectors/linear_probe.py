@@ -82,7 +82,7 @@ class FrozenFeatureDetector(Detector):
         ctx.extra.setdefault("feature_counts", []).append({"phase": description, **counts})
         if self.config.normalize:
             norms = np.linalg.norm(feats, axis=1, keepdims=True)
-            feats = feats / np.where(norms > 0, norms, 1.0)
+            feats /= np.where(norms > 0, norms, 1.0)  # in place: a million features are not held twice
         return feats, failures
 
 
@@ -128,6 +128,8 @@ class LinearProbe(FrozenFeatureDetector):
     @staticmethod
     def _usable(feats: np.ndarray, failures: dict[int, str], rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         keep = np.isfinite(feats).all(axis=1)
+        if keep.all():  # the usual case: no copy
+            return feats, rows["label"].to_numpy()
         return feats[keep], rows["label"].to_numpy()[keep]
 
     def decision(self, feats: np.ndarray) -> np.ndarray:

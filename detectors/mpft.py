@@ -12,6 +12,13 @@ killed at any point and resumed ends bit-identical (on CPU) to an uninterrupted 
 decoding workers. The backbone runs in eval mode throughout: no dropout, and BatchNorm running statistics
 stay frozen (its affine parameters in trainable blocks do train), so masked training batches never shift
 the statistics that unmasked evaluation uses.
+
+Under torchrun (``detbench run --nproc N``) training is data-parallel: each rank loads its contiguous slice of
+every class-balanced batch and DistributedDataParallel averages the gradients, each rank's loss weighted by
+its share of the batch, so a step equals the single-process step on the whole batch up to float rounding.
+Random mask draws (strategies ``random``/``stochastic``, ``p_unmasked``) come from a per-rank stream; the
+default TAM mask draws nothing. Held-out scoring is sharded and gathered on every rank (all ranks select the
+same best step); rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from torch import Tensor, nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 from torch.nn.utils import parametrize
 
+from detbench import distributed as dist
 from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
-from detbench.data import ImageRowsDataset, iterate_batches
+from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
 from detbench.metrics import binary_metrics
 from detbench.records import atomic_path
@@ -229,11 +237,14 @@ class MPFT(Detector):
         self.net.eval()
         self.trainable_names = [n for n, p in self.net.named_parameters() if p.requires_grad]
         self.device = "cpu"
+        self._ddp: nn.Module | None = None  # the DistributedDataParallel training forward, made at the first step
 
     def identity(self) -> dict[str, Any]:
         return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch}
 
     def move_to(self, device: str) -> None:
+        if device == "cpu":
+            tune_cpu_allocator()
         if device != self.device:
             self.net.to(device)
             self.device = device
@@ -312,18 +323,38 @@ class MPFT(Detector):
             weight_decay=self.config.weight_decay)
         return optimizer, [n for g, _ in groups for n, _ in g]
 
-    def train_step(self, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer,
-                   generator: torch.Generator | None) -> float:
-        """One masked update on a batch (mask, forward, backward, clipping, AdamW); returns the loss."""
+    def train_step(self, x: Tensor | None, y: Tensor | None, optimizer: torch.optim.Optimizer,
+                   generator: torch.Generator | None) -> tuple[float, int]:
+        """One masked update on a batch (mask, forward, backward, clipping, AdamW); returns the batch's mean loss
+        and its number of images (NaN and 0, and no update, when none loaded).
+
+        Under torchrun each rank passes its slice of the batch (None when none of it loaded) and gets the whole
+        batch's loss and count: DDP averages the gradients of the rank losses weighted by ``n_rank * world / n``,
+        which is the gradient of the whole batch's mean loss."""
+        n_local = 0 if x is None else len(x)
+        n = int(dist.all_reduce_sum(n_local))
+        if n == 0:
+            return float("nan"), 0
+        forward: Any = self.batch_loss
+        if dist.sharded():
+            if self._ddp is None:
+                self._ddp = dist.data_parallel(_BatchLoss(self), self.device, forward_sync_buffers=False)
+            forward = self._ddp
+        if x is None or y is None:  # this rank's slice failed to load: join the step with a blank of weight 0
+            crop = self.backbone.preprocess.crop
+            x = torch.zeros(1, 3, crop, crop, device=self.device)
+            y = torch.zeros(1, dtype=torch.long, device=self.device)
         with self._autocast():
-            loss = self.batch_loss(x, y, generator)
-        loss.backward()
+            loss = forward(x, y, generator)
+        (loss * (n_local * dist.world_size() / n) if dist.sharded() else loss).backward()
         if self.config.grad_clip > 0:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        if not dist.sharded():
+            return float(loss.detach()), n
+        return dist.all_reduce_sum(float(loss.detach()) * n_local) / n, n
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         cfg = self.config
@@ -332,6 +363,8 @@ class MPFT(Detector):
         by_class = [np.flatnonzero(labels == c) for c in (0, 1)]
         if min(len(i) for i in by_class) == 0:
             raise ValueError("mpft needs real and fake training images")
+        if cfg.batch_size < dist.world_size():
+            raise ConfigError(f"mpft: batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes")
         per_pass = max(len(i) for i in by_class) / (cfg.batch_size // 2)
         total = cfg.steps or max(1, math.ceil(cfg.epochs * per_pass))
         self.move_to(ctx.device)
@@ -350,11 +383,15 @@ class MPFT(Detector):
                 factor = lr_factor(step, total, cfg.warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
-                if x is not None:
+                if x is not None or dist.sharded():  # under torchrun every rank joins every step
                     torch.manual_seed(derive_seed(ctx.seed, _STEP, step))
-                    gen = torch.Generator(device=self.device).manual_seed(derive_seed(ctx.seed, _MASK, step))
-                    run.loss_sum += self.train_step(x, y, optimizer, gen) * len(y)
-                    run.loss_n += len(y)
+                    rank_key = (dist.rank(),) if dist.sharded() else ()
+                    gen = torch.Generator(device=self.device).manual_seed(
+                        derive_seed(ctx.seed, _MASK, step, *rank_key))
+                    loss, n = self.train_step(x, y, optimizer, gen)
+                    if n:
+                        run.loss_sum += loss * n
+                        run.loss_n += n
                 run.step = step + 1
                 if run.step % cfg.eval_every == 0 or run.step == total:
                     self._evaluate(heldout, ctx, run)
@@ -364,7 +401,9 @@ class MPFT(Detector):
         seconds = time.perf_counter() - started
         speed = (total - start_step) * cfg.batch_size / seconds if seconds > 0 else None
         self.load_trainable(run.best_state, "the best held-out state")
-        ckpt_path.unlink(missing_ok=True)
+        if dist.is_main():
+            ckpt_path.unlink(missing_ok=True)
+        run.failures = _merged(dist.all_gather(run.failures))
         n_params = sum(p.numel() for p in self.net.parameters())
         return {
             "steps": total,
@@ -415,16 +454,18 @@ class MPFT(Detector):
                  ctx: RunContext, failures: dict[int, str]) -> Iterator[tuple[int, Tensor | None, Any]]:
         """``(step, x, y)`` for steps ``start .. total-1``; class-balanced, half from each class stream."""
         half = self.config.batch_size // 2
+        part = dist.shard_slice(2 * half)  # under torchrun, this rank's slice of every batch
         order, seeds = [], []
         for step in range(start, total):
-            for label, idx in enumerate(by_class):
-                order.extend(idx[class_stream(len(idx), ctx.seed, label, step * half, half)])
-            seeds.extend(derive_seed(ctx.seed, _AUGMENT, step, j) for j in range(2 * half))
+            batch_order = np.concatenate([idx[class_stream(len(idx), ctx.seed, label, step * half, half)]
+                                          for label, idx in enumerate(by_class)])
+            order.extend(batch_order[part])
+            seeds.extend(derive_seed(ctx.seed, _AUGMENT, step, j) for j in range(2 * half)[part])
         transform = self.backbone.preprocess.train_transform(flip=self.config.flip)
         dataset = _ScheduledRows(ctx.suite_root, rows["path"].tolist(), transform, np.asarray(order), seeds)
         labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
         cuda = self.device.startswith("cuda")
-        batches = iterate_batches(dataset, batch_size=2 * half, workers=ctx.workers, pin_memory=cuda)
+        batches = iterate_batches(dataset, batch_size=part.stop - part.start, workers=ctx.workers, pin_memory=cuda)
         for step, batch in zip(range(start, total), batches, strict=True):
             for pos, reason in batch.failures:
                 failures[int(order[pos])] = reason
@@ -437,8 +478,11 @@ class MPFT(Detector):
     # ---- held-out selection and checkpoints
 
     def _evaluate(self, heldout: pd.DataFrame, ctx: RunContext, run: _Progress) -> None:
-        logits, failures = self.score_logits(heldout, ctx, perturb=False, description=None)
-        run.heldout_failures = len(failures)
+        # Each rank scores a block of whole scoring batches; every rank gets all logits.
+        rows = heldout.iloc[dist.shard_slice(len(heldout), align=ctx.batch_size or self.config.eval_batch_size)]
+        parts = dist.all_gather(self.score_logits(rows, ctx, perturb=False, description=None))
+        logits = np.concatenate([part[0] for part in parts])
+        run.heldout_failures = sum(len(part[1]) for part in parts)
         ok = np.isfinite(logits)
         y = heldout["label"].to_numpy()[ok]
         z = logits[ok]
@@ -466,6 +510,9 @@ class MPFT(Detector):
 
     def _save_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, named: list[str], run: _Progress,
                          total: int) -> None:
+        run.failures = _merged(dist.all_gather(run.failures))
+        if not dist.is_main():
+            return
         tensors = {f"model/{n}": t for n, t in self.trainable_state().items()}
         tensors.update({f"best/{n}": t for n, t in run.best_state.items()})
         for index, state in optimizer.state_dict()["state"].items():
@@ -516,6 +563,7 @@ class MPFT(Detector):
         out = np.full(len(rows), np.nan)
         failures: dict[int, str] = {}
         cuda = self.device.startswith("cuda")
+        logits = HalveOnOom(self.logits)
         phase = ctx.phases.phase(description, len(rows)) if description else contextlib.nullcontext(None)
         with phase as advance, torch.inference_mode(), self._autocast():
             for batch in iterate_batches(dataset, batch_size=ctx.batch_size or self.config.eval_batch_size,
@@ -523,7 +571,7 @@ class MPFT(Detector):
                 failures.update({int(i): reason for i, reason in batch.failures})
                 if batch.x is not None:
                     x = batch.x.to(self.device, non_blocking=cuda)
-                    out[batch.indices] = self.logits(x).float().cpu().numpy()
+                    out[batch.indices] = logits(x).float().cpu().numpy()
                 if advance is not None:
                     advance(len(batch.indices) + len(batch.failures))
         return out, failures
@@ -558,6 +606,22 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)
     heldout_failures: int = 0
+
+
+class _BatchLoss(nn.Module):
+    """The training forward of an MPFT detector as a module, for DistributedDataParallel to wrap."""
+
+    def __init__(self, detector: MPFT) -> None:
+        super().__init__()
+        self.net = detector.net
+        self.detector = detector
+
+    def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.detector.batch_loss(x, y, generator)
+
+
+def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
+    return {k: v for part in parts for k, v in part.items()}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
