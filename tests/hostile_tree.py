@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from tests.replicas import write_broken, write_image, write_special
+from replicas import write_broken, write_image, write_special
 
 GENERATORS = ("alpha", "beta")
 GOOD_PER_LEAF = {"train": 8, "test": 4}

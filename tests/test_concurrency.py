@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from test_faults import DEMO, finish, launch, leftovers, wait_parked
 from typer.testing import CliRunner
 
 from detbench.cli import app
 from detbench.records import atomic_path, sweep_stale_tmp
-from tests.test_faults import DEMO, finish, launch, leftovers, wait_parked
 
 LOUD = [a for a in DEMO if a != "-q"]  # progress and waiting messages on stderr
 

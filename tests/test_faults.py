@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from replicas import build_folder
 from typer.testing import CliRunner
 
 from detbench.cli import app
-from tests.replicas import build_folder
 
 DEMO = ["run", "linear-probe", "--suite", "demo", "--batch-size", "8", "--workers", "0", "-q"]
 DEMO += [f"--set={kv}" for kv in ("n_train=8", "n_val=4", "size=32", "crop=32")]

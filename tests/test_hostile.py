@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hostile_tree import HostileTree, build_hostile_tree
+from replicas import build_folder, write_broken
 from typer.testing import CliRunner
 
 import detbench.runner
 from detbench.cli import app
-from tests.hostile_tree import HostileTree, build_hostile_tree
-from tests.replicas import build_folder, write_broken
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=64", "-q"]
 

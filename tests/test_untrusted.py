@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from replicas import build_folder, write_image
 from typer.testing import CliRunner
 
 import detbench.backbones
@@ -21,7 +22,6 @@ from detbench.backbones import BUNDLED_SHA256, bundled_weights_path, load_backbo
 from detbench.cli import app
 from detbench.data import ImageRowsDataset
 from detbench.index import load_index
-from tests.replicas import build_folder, write_image
 
 TINY = "open_clip:detbench-tiny-vit"
 
