@@ -497,7 +497,7 @@ class MPFT(Detector):
         if run.best_key is None or key > run.best_key or not len(z):  # no usable held-out rows: keep the last
             run.best_key, run.best, run.best_state = key, entry, self.trainable_state()
         ctx.phases.log(f"mpft step {run.step}: held-out loss {loss:.4f}, balanced acc "
-                       f"{entry['heldout_balanced_acc']}, AP {entry['heldout_ap']}")
+                       f"{entry['heldout_balanced_acc']:.3f}, AP {entry['heldout_ap']:.3f}")
 
     def _selection_key(self, entry: dict[str, Any]) -> tuple[float, ...]:
         """Higher is better, NaN worst; ties go to the lower held-out loss, then to the earlier step."""
