@@ -16,7 +16,7 @@ from detbench.paths import home_subdir
 from detbench.records import read_json
 
 ID_COLUMNS = [
-    "detector", "backbone", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
+    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
 ]  # fmt: skip
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
 
@@ -89,6 +89,7 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
     values = {
         "detector": detector,
         "backbone": record.get("backbone") or "",
+        "settings": ", ".join(f"{k}={v}" for k, v in (record.get("settings") or {}).items()) or "defaults",
         "protocol": record.get("protocol", ""),
         "perturbation": _perturbation_label(record),
         "threshold": threshold_label(record),

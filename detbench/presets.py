@@ -212,6 +212,7 @@ def published_rows(suite: str) -> pd.DataFrame:
                         "suite": suite,
                         "detector": f"{preset.detector} (published: {preset.name})",
                         "backbone": preset.config.get("backbone", ""),
+                        "settings": "published",
                         "protocol": preset.protocol,
                         "perturbation": "clean",
                         "threshold": "0.5",

@@ -87,6 +87,7 @@ class Resolved:
     config: Any
     perturbation: Any | None
     threshold: ThresholdPolicy
+    settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,14 @@ def resolve(req: RunRequest) -> Resolved:
         perturbation = parse_perturbation(req.perturb)
     if req.n_boot < 0:
         raise ConfigError(f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}")
-    return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold))
+    settings = {key: _dotted(config, key) for key in sorted(det_over)}
+    return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings)
+
+
+def _dotted(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
@@ -357,6 +365,7 @@ class Runner:
                 "protocol": protocol.name,
                 "backbone": getattr(config, "backbone", None),
                 "config_hash": content_hash(to_dict(config))[:12],
+                "settings": resolved.settings,
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
                 "missing_eval_generators": missing_eval,

@@ -33,8 +33,9 @@ def run(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("DETBENCH_HOME", str(home))
     result = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
     assert result.exit_code == 0, result.output
-    path = next(p for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json"))
-    return json.loads(path.read_text())
+    records = [json.loads(p.read_text()) for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
+    [clean] = [r for r in records if r["perturbation"] is None and r["run_id"][:16] in result.output]
+    return clean
 
 
 @pytest.fixture
