@@ -54,4 +54,4 @@ def gpu(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's first command: run the demo benchmark end to end."""
     _install(session)
-    session.run("detbench", "run", "linear-probe", "--suite", "demo", *session.posargs)
+    session.run("detbench", "run", "mpft", "--suite", "demo", *session.posargs)
