@@ -255,7 +255,10 @@ def _timm_blocks(model: nn.Module) -> list[nn.Module]:
     layers = [getattr(model, f"layer{i}") for i in range(1, 5) if hasattr(model, f"layer{i}")]
     if layers:
         return layers
-    raise NotImplementedError(f"no known block structure for {type(model).__name__}")
+    raise BackboneError(
+        f"cannot tell the blocks of {type(model).__name__} apart (no blocks/stages/layers/layerN); "
+        "fine-tune it whole (--set trainable=full) or pick another architecture"
+    )
 
 
 def _timm_head(model: nn.Module) -> list[nn.Module]:

@@ -151,6 +151,8 @@ def build_index(
             if progress and (i % 200 == 0 or i == total):
                 progress(i, total)
 
+    if progress and not todo:
+        progress(len(probed), len(probed))  # everything reused: show a full bar, not an empty one
     records = []
     for e in entries:
         row = dict(probed[e.path])

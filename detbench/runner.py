@@ -267,6 +267,11 @@ class Runner:
         if index is None:
             index = load_index(directory)
         timings["index"] = time.perf_counter() - t
+        usable = index.usable
+        self.phases.log(
+            f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
+            + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
+        )
         protocol = select_protocol(suite, index, req.protocol)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
