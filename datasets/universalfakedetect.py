@@ -36,6 +36,7 @@ DIFFUSION: dict[str, str] = {  # fake domain -> its real pool
 }  # fmt: skip
 EXTRAS = {"stylegan2": "gan", "whichfaceisreal": "gan"}  # in the archive, not in the 19
 POOLS = ("imagenet", "laion")
+TRAIN_FOLDERS = ("train", "val", "progan_train", "progan_val")
 DOMAIN_FAMILIES = {**FORENSYNTHS, **{d: "diffusion" for d in DIFFUSION}, "dalle": "autoregressive", **EXTRAS}
 DOMAINS: tuple[str, ...] = (*FORENSYNTHS, *DIFFUSION)  # the 19 evaluation domains, in the paper's order
 FOLDER_ALIASES = {"seeingdark": "sitd"}
@@ -72,7 +73,7 @@ class UFDOptions:
 
 class UniversalFakeDetectSuite(Suite):
     name = "universalfakedetect"
-    version = 1
+    version = 2
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"
     Options = UFDOptions
@@ -105,33 +106,46 @@ class UniversalFakeDetectSuite(Suite):
         yield from cap_per_group(entries, self.options.max_per_class, self.options.cap_seed)
 
     def _containers(self, root: Path) -> tuple[list[tuple[str, Path]], list[Path]]:
-        """(split, progan folder) pairs for training data, and the folders that may hold test domains."""
+        """(split, progan folder) pairs for training data, and the folders that may hold test domains.
+
+        Training: ``train/progan/<class>`` (UniversalFakeDetect), ``train/<class>`` (CNNDetection) or
+        ``progan_train/<class>``. Test domains: under the root, ``test``, ``diffusion_datasets``, or any folder
+        up to two levels down that directly holds known domain folders (``CNN_synth_testset``, ``ForenSynths``).
+        """
         train: list[tuple[str, Path]] = []
         test: list[Path] = [root]
+        known = {*DOMAINS, *POOLS, *FOLDER_ALIASES, *self.options.extra_domains}
         tops = [root, *[d for d in subdirs(root) if d.name.lower() == "datasets"]]
         for top in tops:
             for child in subdirs(top):
                 name = child.name.lower()
-                if name in ("train", "val"):
+                if name in TRAIN_FOLDERS:
+                    split = "val" if name.endswith("val") else "train"
                     progan = [d for d in subdirs(child) if d.name.lower() == "progan"]
-                    self.ignored.extend(rel(root, d) for d in subdirs(child) if d not in progan)
-                    train.extend((name, d) for d in progan)
-                elif name in ("test", "diffusion_datasets"):
-                    test.append(child)
-        test.extend(d for t in list(test[1:]) for d in subdirs(t) if d.name.lower() == "diffusion_datasets")
-        return train, test
+                    if progan:
+                        self.ignored.extend(rel(root, d) for d in subdirs(child) if d not in progan)
+                        train.extend((split, d) for d in progan)
+                    elif any(d.name.lower() in CLASSES_20 for d in subdirs(child)):
+                        train.append((split, child))  # CNNDetection: the split folder holds the classes
+                    else:
+                        self.ignored.append(rel(root, child))
+                elif name not in known and name != "datasets":
+                    below = [d for d in subdirs(child) if d.name.lower() not in TRAIN_FOLDERS]
+                    test.extend(d for d in (child, *below) if _holds_domains(d, known))
+        return train, list(dict.fromkeys(test))
 
     def _domains(self, root: Path, containers: list[Path]) -> dict[str, Path]:
         """Domain key (or real pool name) -> its folder, from every test container."""
         known = {*DOMAINS, *POOLS, *self.options.extra_domains}
-        structural = {"train", "val", "test", "diffusion_datasets", "datasets"}
+        structural = {*TRAIN_FOLDERS, "test", "diffusion_datasets", "datasets"}
+        holders = {c.resolve() for c in containers}
         found: dict[str, Path] = {}
         for container in containers:
             for child in subdirs(container):
                 name = child.name.lower()
                 key = FOLDER_ALIASES.get(name, name)
                 if key not in known:
-                    if name not in structural:
+                    if name not in structural and child.resolve() not in holders:
                         self.ignored.append(rel(root, child))
                     continue
                 if key in found:
@@ -195,3 +209,8 @@ class UniversalFakeDetectSuite(Suite):
 def _order(key: str) -> int:
     order = [*DOMAINS, *EXTRAS, *POOLS]
     return order.index(key)
+
+
+def _holds_domains(folder: Path, known: set[str]) -> bool:
+    """Whether ``folder`` directly holds a UniversalFakeDetect domain or real-pool folder."""
+    return any(d.name.lower() in known for d in subdirs(folder))

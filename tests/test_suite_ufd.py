@@ -174,3 +174,20 @@ def test_layout_errors(tmp_path: Path) -> None:
     shutil.copytree(rep.root / "test" / "seeingdark", rep.root / "test" / "sitd")
     with pytest.raises(SuiteLayoutError, match="two folders .* domain 'sitd'"):
         list(UniversalFakeDetectSuite().scan(rep.root))
+
+
+def test_cnndetection_layouts_are_found_not_ignored(tmp_path: Path) -> None:
+    """CNNDetection's own layout: classes right under train/, test domains inside CNN_synth_testset/."""
+    root = tmp_path / "cnndetection"
+    for cls in ("car", "cat", "chair", "horse"):
+        for label in ("0_real", "1_fake"):
+            write_image(root / "train" / cls / label / "a.png")
+    for domain in ("progan", "seeingdark"):
+        for label in ("0_real", "1_fake"):
+            write_image(root / "CNN_synth_testset" / domain / label / "a.png")
+    write_image(root / "unrelated" / "notes" / "x.png")
+    suite = UniversalFakeDetectSuite(UFDOptions())
+    rows = sorted((e.generator, e.split, e.label) for e in suite.scan(root))
+    assert ("progan-car", "train", 1) in rows and ("sitd", "test", 0) in rows and ("progan", "test", 1) in rows
+    assert len(rows) == 4 * 2 + 2 * 2
+    assert suite.ignored == ["unrelated"] or "unrelated" in suite.ignored[0]
