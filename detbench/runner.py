@@ -272,6 +272,10 @@ class Runner:
             f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
             + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
         )
+        ignored = getattr(suite, "ignored", None) or []
+        if ignored:
+            self.phases.log(f"[yellow]{len(ignored)} folders are not part of the {suite.name} layout and were "
+                            f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
         protocol = select_protocol(suite, index, req.protocol)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
