@@ -58,6 +58,17 @@ BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 # ---------------------------------------------------------------------------------------------- specs
 
 
+def split_sha256(spec: str) -> tuple[str, str | None]:
+    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec may pin its weights' sha256."""
+    base, sep, digest = spec.partition("#sha256=")
+    if not sep:
+        return spec, None
+    digest = digest.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
+    return base, digest
+
+
 def parse_spec(spec: str) -> tuple[str, str, str]:
     """``"open_clip:ViT-L-14@openai"`` → ``("open_clip", "ViT-L-14", "openai")``; ValueError if malformed."""
     usage = "expected PROVIDER:ARCH@SOURCE, e.g. open_clip:ViT-L-14@openai or timm:efficientnet_lite0@bundled"
@@ -283,6 +294,10 @@ def load_backbone(
     ``crop`` overrides the native input size where the architecture allows it; ``resize`` is the
     preprocessing resize policy; ``sha256`` pins the expected checkpoint hash.
     """
+    spec, pinned = split_sha256(spec)
+    if pinned and sha256 and pinned != sha256:
+        raise ValueError(f"two different sha256 pins for {spec}: {pinned} and {sha256}")
+    sha256 = sha256 or pinned
     provider, arch, source = parse_spec(spec)
     if provider == "open_clip":
         backbone = _load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256)

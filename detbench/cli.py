@@ -424,13 +424,15 @@ def leaderboard(
 
 @contextlib.contextmanager
 def _guarded(runner=None) -> Iterator[None]:  # noqa: ANN001
-    """User errors as one red line (exit 2); Ctrl-C says where it stopped and that work is kept (exit 130)."""
+    """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped and that work is kept
+    (exit 130 / 143)."""
     try:
-        yield
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
         where = f" while {runner.phase}" + (f" in {runner.run_dir}" if runner.run_dir else "") if runner else ""
         err.print(f"\n[yellow]Interrupted{where}.[/] Finished work is kept; run the same command again to resume.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except Exception as exc:
         if _user_error(exc):
             _fail(exc)

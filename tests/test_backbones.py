@@ -435,3 +435,24 @@ def test_black_padding_matches_torchvision_centre_crop_fill() -> None:
     assert torch.count_nonzero(grey[:, 0, 0]) == 0
     torch.testing.assert_close(black[:, 8, 8], grey[:, 8, 8])
     assert Preprocess(crop=16, mean=mean, std=std, pad="black").to_dict()["pad"] == "black"
+
+
+def test_spec_can_pin_the_weights_sha256(tmp_path: Path) -> None:
+    import open_clip
+    from safetensors.torch import save_file
+
+    from detbench.backbones import register_tiny_models
+    from detbench.weights import WeightsError
+
+    register_tiny_models()
+    clip = open_clip.create_model("detbench-tiny-vit")
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ok = load_backbone(f"open_clip:detbench-tiny-vit@{path}#sha256={digest.upper()}")
+    assert ok.weights_sha256 == digest
+    with pytest.raises(WeightsError) as err:
+        load_backbone(f"open_clip:detbench-tiny-vit@{path}#sha256={'0' * 64}")
+    assert digest in str(err.value) and "0" * 64 in str(err.value)
+    with pytest.raises(ValueError, match="64 hex digits"):
+        load_backbone(f"open_clip:detbench-tiny-vit@{path}#sha256=abc")
