@@ -10,6 +10,7 @@ later run trusts and concurrent writers at worst store a row twice with identica
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -42,10 +43,23 @@ class FeatureStore:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         sweep_stale_tmp(directory)  # shard temp files of killed extractions
+        self._sweep_orphans()
         if not (directory / "key.json").exists():
             write_json_atomic(directory / "key.json", key)
         elif read_json(directory / "key.json") != key:
             raise RuntimeError(f"feature cache {directory} holds another key; delete it to continue")
+
+    def _sweep_orphans(self, min_age_s: float = 600.0) -> None:
+        """Delete feature files whose ids file never came (a kill between the two writes). A writer writes
+        the ids right after the features, so an orphan older than ``min_age_s`` belongs to no live writer."""
+        now = time.time()
+        for feats in self.directory.glob("*.feats.npy"):
+            ids = feats.with_name(feats.name.replace(".feats.npy", ".ids.npy"))
+            try:
+                if not ids.exists() and now - feats.stat().st_mtime > min_age_s:
+                    feats.unlink()
+            except OSError:
+                continue
 
     def lookup(
         self, ids: list[str], out: np.ndarray | None = None, want: Sequence[int] | None = None

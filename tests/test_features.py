@@ -96,3 +96,21 @@ def test_unloadable_images_are_reported_not_cached(tmp_path: Path, tree, backbon
     assert np.isnan(feats[6]).all() and np.isfinite(feats[:6]).all()
     _, _, counts = cache.extract(backbone, root, bad, workers=0)
     assert counts == {"cached": 6, "computed": 0, "failed": 1}
+
+
+def test_orphan_feature_files_of_killed_writers_are_swept(tmp_path: Path) -> None:
+    import os
+
+    from detbench.features import FeatureStore
+
+    directory = tmp_path / "store"
+    FeatureStore(directory, {"k": 1}).append(["a"], np.zeros((1, 2), dtype=np.float32))
+    orphan = directory / "shard-deadbeef0000.feats.npy"
+    fresh = directory / "shard-cafecafe0000.feats.npy"
+    for path in (orphan, fresh):
+        np.save(path, np.zeros((1, 2), dtype=np.float32))
+    os.utime(orphan, (1, 1))
+    store = FeatureStore(directory, {"k": 1})
+    assert not orphan.exists() and fresh.exists()  # a recent one may belong to a live writer
+    _, found = store.lookup(["a"])
+    assert found.all()
