@@ -33,11 +33,8 @@ channels alike in the sense that grey photos stay grey, so colour never reveals 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +44,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+from detbench.records import write_json_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -312,14 +311,6 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, format="PNG", compress_level=_PNG_LEVEL)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 def build_demo(
     root: Path,
     *,
@@ -401,5 +392,5 @@ def build_demo(
         "sources": [name for name, _ in sources],
         "train_val_split": f"spatial: val is one end ({_VAL_FRACTION:.0%}) of each photo's longer side",
     }
-    _write_json_atomic(root / "BUILD.json", summary)
+    write_json_atomic(root / "BUILD.json", summary)
     return summary

@@ -45,7 +45,6 @@ class FolderSuite(Suite):
 
     def __init__(self, options: FolderOptions | None = None) -> None:
         super().__init__(options)
-        self.ignored: list[str] = []  # folders whose images the last scan skipped (no label folder above)
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:

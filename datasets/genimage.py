@@ -85,10 +85,6 @@ class GenImageSuite(Suite):
     default_protocol = "sdv14"
     Options = GenImageOptions
 
-    def __init__(self, options: GenImageOptions | None = None) -> None:
-        super().__init__(options)
-        self.ignored: list[str] = []  # folders under the root that the last scan skipped (relative paths)
-
     def scan(self, root: Path) -> Iterator[Entry]:
         root = Path(root)
         self.ignored = []

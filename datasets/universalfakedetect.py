@@ -78,10 +78,6 @@ class UniversalFakeDetectSuite(Suite):
     default_protocol = "progan-4class"
     Options = UFDOptions
 
-    def __init__(self, options: UFDOptions | None = None) -> None:
-        super().__init__(options)
-        self.ignored: list[str] = []  # folders under the root that the last scan skipped (relative paths)
-
     def scan(self, root: Path) -> Iterator[Entry]:
         root = Path(root)
         self.ignored = []

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from detbench.paths import home_subdir
 from detbench.preprocess import INTERPOLATIONS, Preprocess
+from detbench.records import write_text_atomic
 from detbench.weights import (
     WEIGHT_PATTERNS,
     ResolvedWeights,
@@ -26,7 +27,6 @@ from detbench.weights import (
     load_state_dict_safely,
     resolve_weights,
     weights_dir,
-    write_text_atomic,
 )
 
 if TYPE_CHECKING:

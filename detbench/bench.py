@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from detbench.records import write_text_atomic
+
 DEMO_BACKBONE = "timm:efficientnet_lite0@bundled"
 COLUMNS = [
     "what",
@@ -611,5 +613,5 @@ def run_bench(
                 writer.writeheader()
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             writer.writerows({"time": stamp, **row} for row in rows)
-        (out / "machine.json").write_text(json.dumps(machine(opts.device), indent=1, sort_keys=True) + "\n")
+        write_text_atomic(out / "machine.json", json.dumps(machine(opts.device), indent=1, sort_keys=True) + "\n")
     return rows

@@ -286,7 +286,7 @@ def index(
 
     for table in index_summary(idx):
         console.print(table)
-    ignored = getattr(obj, "ignored", None) or []
+    ignored = obj.ignored
     if ignored:
         shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
         console.print(f"[yellow]{len(ignored)} folders are not part of the {suite} layout and were skipped:[/] {shown}")

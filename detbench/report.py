@@ -34,6 +34,7 @@ from detbench.leaderboard import (
     wide_table,
 )
 from detbench.paths import home_subdir
+from detbench.records import atomic_path
 
 REAL, FAKE = "#1f77b4", "#d62728"
 METRIC_HEADERS = {
@@ -106,11 +107,10 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         figures.extend(figs)
     sections.append(_leaderboard_section(suite))
     for fig in figures:
-        (out_dir / f"{fig.name}.png").write_bytes(fig.png)
+        with atomic_path(out_dir / f"{fig.name}.png") as tmp:
+            tmp.write_bytes(fig.png)
     page = _page(title, _suite_summary(suite), sections)
     path = out_dir / "report.html"
-    from detbench.records import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path

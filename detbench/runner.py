@@ -272,7 +272,7 @@ class Runner:
             f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
             + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
         )
-        ignored = getattr(suite, "ignored", None) or []
+        ignored = suite.ignored
         if ignored:
             self.phases.log(f"[yellow]{len(ignored)} folders are not part of the {suite.name} layout and were "
                             f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")

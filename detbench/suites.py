@@ -66,6 +66,7 @@ class Suite(ABC):
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
+        self.ignored: list[str] = []  # folders under the root that the last scan skipped (relative paths)
 
     def default_root(self, phases: Any | None = None) -> Path | None:
         """The root used when the user gives none (the demo builds itself); None means --root is required."""

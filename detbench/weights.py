@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from detbench.paths import home_subdir
+from detbench.records import write_text_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -113,18 +113,6 @@ def _read_sha_cache() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and ``os.replace`` so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
