@@ -29,3 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_demo_home(tmp_path_factory: pytest.TempPathFactory):
+    """A DETBENCH_HOME shared by the predict and report tests, so their small demo run is trained once."""
+    return tmp_path_factory.mktemp("small_demo_home")

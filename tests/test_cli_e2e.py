@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
-from detbench.cli import app
-
-SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
-
-
-def invoke(*args: str) -> object:
-    result = CliRunner().invoke(app, list(args))
-    return result
+from cli_helpers import SMALL, invoke
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import invoke
 from hostile_tree import HostileTree, build_hostile_tree
 from replicas import build_folder, write_broken
-from typer.testing import CliRunner
 
 import detbench.runner
-from detbench.cli import app
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=64", "-q"]
 
-
-def invoke(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(app, list(args))
 
 
 def run_folder(root: Path, protocol: str = "train-on-alpha", *extra: str):  # noqa: ANN201

@@ -10,25 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import SMALL, invoke
 from PIL import Image
-from typer.testing import CliRunner
 
-from detbench.cli import app
-
-SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
 GENERATORS = ("autoencoder", "denoise", "nearest", "upconv")
 
 
-def invoke(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(app, list(args))
 
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared with test_predict (same base temp): the small demo run is trained once for both."""
-    path = tmp_path_factory.getbasetemp() / "small_demo_home"
-    path.mkdir(exist_ok=True)
-    return path
+@pytest.fixture
+def home(small_demo_home: Path) -> Path:
+    return small_demo_home
 
 
 @pytest.fixture

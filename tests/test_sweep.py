@@ -8,17 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import SMALL, invoke
 
-from detbench.cli import app
 from detbench.metrics import per_group_metrics
 
-SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
 PERTURBED = {"jpeg:95", "jpeg:50", "blur:2", "downscale:0.5"}
 
-
-def invoke(*args: str):  # noqa: ANN201
-    return CliRunner().invoke(app, list(args))
 
 
 def records(home: Path) -> list[dict]:

@@ -13,14 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import Result
+from cli_helpers import invoke
 from detbench.detectors.univfd import TrainView, load_head
 from PIL import Image
 from replicas import build_genimage
-from typer.testing import CliRunner
 
 from detbench.backbones import load_backbone, register_tiny_models
-from detbench.cli import app
 from detbench.preprocess import Preprocess
 from detbench.registry import DETECTORS
 from detbench.weights import WeightsError
@@ -31,9 +29,6 @@ if "univfd" not in DETECTORS:
 TINY = "detbench-tiny-vit"
 DEMO = ["--suite", "demo", "--set", "n_train=24", "--set", "n_val=12", "--set", "size=64", "-q"]
 
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
 
 
 def run_records(home: Path, suite: str, detector: str) -> list[dict]:

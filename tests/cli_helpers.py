@@ -1,0 +1,15 @@
+"""What the CLI-level tests share: the small demo options and an in-process invoker."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner, Result
+
+from detbench.cli import app
+
+# A small demo build (12 train + 6 val images per class and family, 64 px): seconds per run on 2 cores.
+SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
+
+
+def invoke(*args: str) -> Result:
+    """Run ``detbench ARGS`` in this process (no traceback escapes: see ``result.output``/``exit_code``)."""
+    return CliRunner().invoke(app, list(args))
