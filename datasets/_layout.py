@@ -227,3 +227,20 @@ def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: s
         )
         for name, suite, protocol, what in setups
     }
+
+
+def train_on_protocols(generators: list[str], splits: dict[str, set[str]]) -> dict[str, Protocol]:
+    """``train-on-<generator>`` for each generator with a train split (each generator if nothing was scanned in
+    this process), evaluated on every generator's test split (val if there is no test split)."""
+    found = set().union(*splits.values()) if splits else set()
+    eval_split = "test" if "test" in found or not found else "val" if "val" in found else "test"
+    return {
+        f"train-on-{g}": Protocol(
+            name=f"train-on-{g}",
+            train_generators=(g,),
+            eval_split=eval_split,
+            description=f"train on {g} train, evaluate on every generator's {eval_split}",
+        )
+        for g in generators
+        if not splits or "train" in splits.get(g, ())
+    }

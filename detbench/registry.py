@@ -194,6 +194,16 @@ SUITES.register_lazy(
     "detbench.datasets.synthbuster:SynthbusterSuite",
     "Synthbuster (Bammey 2023): 9 text-to-image generators, each against the RAISE-1k real pool; test only.",
 )
+SUITES.register_lazy(
+    "list",
+    "detbench.datasets.filelist:FileListSuite",
+    "Any dataset given as a CSV/TSV/JSON/Parquet file list: path, label, optional generator and split.",
+)
+SUITES.register_lazy(
+    "parquet",
+    "detbench.datasets.hfparquet:ParquetSuite",
+    "Parquet shards with the images inside (Hugging Face datasets): image/label/generator/split columns.",
+)
 PERTURBATIONS.register_lazy(
     "jpeg", "detbench.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
 )
