@@ -125,6 +125,13 @@ def run(
         Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")
     ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
+    train_suite: Annotated[
+        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
+    ] = None,
+    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
+    train_protocol: Annotated[
+        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
     force: Annotated[
@@ -177,6 +184,9 @@ def run(
             suite=suite or "demo",
             root=root,
             protocol=protocol,
+            train_suite=train_suite,
+            train_root=train_root,
+            train_protocol=train_protocol,
             preset=preset_record,
             overrides=overrides,
             seed=seed,
@@ -290,6 +300,8 @@ def index(
     if ignored:
         shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
         console.print(f"[yellow]{len(ignored)} folders are not part of the {suite} layout and were skipped:[/] {shown}")
+    for note in obj.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(f"index written to {idx.directory}")
 
 
@@ -451,6 +463,13 @@ def sweep(
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
     root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
+    train_suite: Annotated[
+        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
+    ] = None,
+    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
+    train_protocol: Annotated[
+        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
@@ -478,6 +497,9 @@ def sweep(
             suite=suite,
             root=root,
             protocol=protocol,
+            train_suite=train_suite,
+            train_root=train_root,
+            train_protocol=train_protocol,
             overrides=parse_set_args(set_),
             seed=seed,
             force=force,

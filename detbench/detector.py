@@ -29,6 +29,13 @@ class RunContext:
     feature_cache: Any | None = None
     stage: str = "eval"  # what predict() is scoring: "eval" or "heldout" (for progress labels)
     extra: dict[str, Any] = field(default_factory=dict)
+    # generator -> the suite's evaluation convention for its test set (detbench.preprocess.EvalProfile); filled
+    # only for detectors with follows_eval_profiles, empty when the suite imposes none
+    eval_profiles: dict[str, Any] = field(default_factory=dict)
+
+    def eval_profile_for(self, generator: str) -> Any | None:
+        """The :class:`~detbench.preprocess.EvalProfile` of ``generator``'s test set, or None (use your own)."""
+        return self.eval_profiles.get(generator)
 
     def checkpoint_dir(self) -> Path:
         path = self.run_dir / "checkpoints"
@@ -49,6 +56,9 @@ class Detector(ABC):
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
     suite_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # True when predict() applies ctx.eval_profile_for(row generator) (the originals evaluate per test set,
+    # e.g. NPR's test.py); the suite's profile is then part of the run's identity and record
+    follows_eval_profiles: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

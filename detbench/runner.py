@@ -68,6 +68,9 @@ class RunRequest:
     threshold: str = "0.5"  # "calibrated" or a fixed value in [0, 1]
     keep_fit: bool = False  # with force: recompute the run but reuse an existing trained fit
     preset: dict[str, Any] | None = None  # recorded (name, version, whether this run is a faithful reproduction)
+    train_suite: str | None = None  # cross-suite: train on this suite's protocol (default: the protocol's own)
+    train_root: Path | None = None  # where the training suite's data lives
+    train_protocol: str | None = None  # the training suite's protocol (default: the one named, else its default)
 
 
 @dataclass
@@ -88,6 +91,16 @@ class Resolved:
     perturbation: Any | None
     threshold: ThresholdPolicy
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
+    train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
+
+
+@dataclass
+class TrainingSource:
+    """Where a cross-suite run's training rows come from: another suite's protocol on its own root."""
+
+    suite: Suite
+    index: Index
+    protocol: Protocol
 
 
 @dataclass(frozen=True)
@@ -127,9 +140,12 @@ def resolve(req: RunRequest) -> Resolved:
     det_keys = set(field_paths(det_cls.Config))
     suite_over: dict[str, str] = {}
     det_over: dict[str, str] = {}
+    train_over: dict[str, str] = {}
     for key, value in req.overrides.items():
         bare = key.removeprefix("suite.")
-        if key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
+        if key.startswith(TRAIN_SUITE_PREFIX):
+            train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
+        elif key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
             if bare not in suite_keys:
                 raise ConfigError(
                     f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}"
@@ -164,7 +180,23 @@ def resolve(req: RunRequest) -> Resolved:
     if req.n_boot < 0:
         raise ConfigError(f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}")
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
-    return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings)
+    if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
+        training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
+    return Resolved(
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over
+    )
+
+
+TRAIN_SUITE_PREFIX = "train_suite."
+
+
+def training_suite(name: str, overrides: dict[str, str]) -> Suite:
+    """The suite a cross-suite run trains on, with its ``--set train_suite.KEY=VALUE`` options."""
+    cls = SUITES.get(name)
+    try:
+        return cls(apply_overrides(cls.Options(), overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"training suite {name}: {exc} (set them as train_suite.KEY=VALUE)") from None
 
 
 def _dotted(config: Any, key: str) -> Any:
@@ -173,7 +205,9 @@ def _dotted(config: Any, key: str) -> Any:
     return config
 
 
-def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
+def select_protocol(suite: Suite, index: Index, name: str | None, *, trains_here: bool = True) -> Protocol:
+    """The protocol ``name`` (default: the suite's); with ``trains_here``, check that this index holds its
+    training rows (a cross-suite run trains elsewhere and only evaluates here)."""
     protocols = suite.protocols(index.generators)
     name = name or suite.default_protocol
     if name not in protocols:
@@ -183,6 +217,8 @@ def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
             f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
         )
     protocol = protocols[name]
+    if not trains_here or protocol.train_suite:
+        return protocol
     usable = index.usable
     train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
     if train.empty or train["label"].nunique() < 2:
@@ -262,22 +298,19 @@ class Runner:
         timings["setup"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        index = self._index(suite, req) if dist.is_main() else None  # rank 0 indexes; the others load it
-        directory = dist.broadcast(index.directory if index is not None else None)
-        if index is None:
-            index = load_index(directory)
+        index = self._shared_index(suite, req.root, req.index_mode)
         timings["index"] = time.perf_counter() - t
-        usable = index.usable
-        self.phases.log(
-            f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
-            + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
+        self._report_scan(suite, index)
+        protocol = select_protocol(suite, index, req.protocol, trains_here=not req.train_suite)
+        t = time.perf_counter()
+        source = self._training_source(req, resolved, protocol)
+        if source is not None:
+            timings["index_training"] = time.perf_counter() - t
+        train_suite, train_index, train_protocol = (
+            (source.suite, source.index, source.protocol) if source else (suite, index, protocol)
         )
-        ignored = suite.ignored
-        if ignored:
-            self.phases.log(f"[yellow]{len(ignored)} folders are not part of the {suite.name} layout and were "
-                            f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
-        protocol = select_protocol(suite, index, req.protocol)
-        train, heldout, evaluation = split_rows(index, protocol, req.seed)
+        train, heldout, _ = split_rows(train_index, train_protocol, req.seed)
+        evaluation = split_rows(index, protocol, req.seed)[2]
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
         if missing_eval:
             self.phases.log(
@@ -289,30 +322,44 @@ class Runner:
         fit_key = {
             "detector": {"name": detector.name, "version": detector.version, "config": to_dict(config)},
             "detector_identity": detector.identity(),
-            "suite": suite.identity(),
-            "index_hash": index.manifest["index_hash"],
-            "protocol": protocol.to_dict(),
+            "suite": train_suite.identity(),
+            "index_hash": train_index.manifest["index_hash"],
+            "protocol": train_protocol.to_dict(),
             "seed": req.seed,
             "detbench_version": __version__,
         }
         fit_id = content_hash(fit_key)
-        run_key = {
+        run_key: dict[str, Any] = {
             "fit_id": fit_id,
             "perturbation": resolved.perturbation.identity() if resolved.perturbation else None,
             "threshold": resolved.threshold.label,
             "n_boot": req.n_boot,
         }
+        if source is not None:  # the fit key names the training data; the evaluation data is keyed here
+            run_key["evaluation"] = {
+                "suite": suite.identity(),
+                "index_hash": index.manifest["index_hash"],
+                "protocol": protocol.to_dict(),
+            }
+        if detector.follows_eval_profiles:
+            ctx.eval_profiles = suite.eval_profiles(index.generators)
+            if ctx.eval_profiles:
+                run_key["eval_profiles"] = {g: p.identity() for g, p in sorted(ctx.eval_profiles.items())}
         run_id = content_hash(run_key)
         base = home_subdir("runs") / suite.name / detector.name
         run_dir = base / run_id[:16]
-        fit_dir = base / "fits" / fit_id[:16]
+        fit_dir = home_subdir("runs") / train_suite.name / detector.name / "fits" / fit_id[:16]
         self.run_dir = run_dir
         ctx.run_dir = fit_dir
+        train_ctx = ctx
+        if source is not None:
+            profiles = train_suite.eval_profiles(train_index.generators) if detector.follows_eval_profiles else {}
+            train_ctx = dataclasses.replace(ctx, suite_root=train_index.root, eval_profiles=profiles)
 
         if req.force and dist.is_main():
             _set_aside(run_dir, base, self.phases)
             if not req.keep_fit:
-                _set_aside(fit_dir, base, self.phases)
+                _set_aside(fit_dir, fit_dir.parent.parent, self.phases)
         if dist.broadcast((run_dir / "run.json").exists()):
             record = read_json(run_dir / "run.json")
             self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
@@ -326,13 +373,13 @@ class Runner:
                     sweep_stale_tmp(directory)
             self.phase = "training"
             t = time.perf_counter()
-            fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key)
+            fit_info = self._fit_or_load(detector, train, heldout, train_ctx, fit_dir, fit_key)
             timings["fit"] = time.perf_counter() - t
 
             self.phase = "scoring"
             t = time.perf_counter()
             scores = self._score(detector, evaluation, ctx, run_dir)
-            held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout", clean=True)
+            held_scores = self._score(detector, heldout, train_ctx, run_dir, prefix="heldout", clean=True)
             timings["predict"] = time.perf_counter() - t
             if not dist.is_main():  # rank 0 measures and records; the other ranks return its result
                 record, metrics = dist.broadcast(None)
@@ -378,6 +425,8 @@ class Runner:
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
                 "missing_eval_generators": missing_eval,
+                "training": _training_record(source),
+                "eval_profiles": {g: p.name for g, p in sorted(ctx.eval_profiles.items())},
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
                 "threshold": {
                     "policy": resolved.threshold.policy,
@@ -388,12 +437,13 @@ class Runner:
                 },
                 "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
                 "fit": fit_info,
-                "counts": _counts(train, heldout, scores, index.rows, protocol),
+                "counts": _counts(train, heldout, scores, train_index.rows, train_protocol),
                 "summary": _summary(metrics),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
                 "paths": {
                     "suite_root": str(index.root),
+                    "train_root": str(train_index.root),
                     "index": str(index.directory),
                     "run": str(run_dir),
                     "fit": str(fit_dir),
@@ -411,16 +461,75 @@ class Runner:
         self.phase = "done"
         return RunResult(run_dir, record, metrics, reused=False)
 
-    def _index(self, suite: Suite, req: RunRequest) -> Index:
-        self.phase = "locating the suite"
-        root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
+    def _shared_index(self, suite: Suite, root: Path | None, mode: str) -> Index:
+        """Rank 0 indexes ``suite`` (on ``root``, or its default root); under torchrun the others load it."""
+        index = self._index(suite, root, mode) if dist.is_main() else None
+        directory = dist.broadcast(index.directory if index is not None else None)
+        return index if index is not None else load_index(directory)
+
+    def _index(self, suite: Suite, root: Path | None, mode: str) -> Index:
+        self.phase = f"locating the {suite.name} data"
+        root = Path(root).expanduser() if root else suite.default_root(self.phases)
         if root is None:
             raise ConfigError(
                 f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
             )
-        self.phase = "indexing"
+        self.phase = f"indexing {suite.name}"
         with self.phases.phase(f"index {suite.name}", None) as tracker:
-            return build_index(suite, root, mode=req.index_mode, progress=tracker.update)
+            return build_index(suite, root, mode=mode, progress=tracker.update)
+
+    def _report_scan(self, suite: Suite, index: Index) -> None:
+        """Log what was found: usable images per generator, folders skipped, the adapter's notes."""
+        usable = index.usable
+        self.phases.log(
+            f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
+            + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
+        )
+        ignored = suite.ignored
+        if ignored:
+            self.phases.log(f"[yellow]{len(ignored)} folders are not part of the {suite.name} layout and were "
+                            f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
+        for note in suite.notes:
+            self.phases.log(f"[yellow]note:[/] {note}")
+
+    def _training_source(self, req: RunRequest, resolved: Resolved, protocol: Protocol) -> TrainingSource | None:
+        """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed; None when
+        the protocol trains on this suite."""
+        name = req.train_suite or protocol.train_suite
+        if name is None:
+            for given, flag in ((req.train_root, "--train-root"), (req.train_protocol, "--train-protocol")):
+                if given is not None:
+                    raise ConfigError(
+                        f"{flag} applies to cross-suite runs: protocol {protocol.name} trains on this suite's own "
+                        "data; pass --train-suite SUITE or a cross-suite protocol"
+                    )
+            return None
+        if req.train_suite and protocol.train_suite and SUITES.get(req.train_suite) is not SUITES.get(
+            protocol.train_suite
+        ):
+            raise ProtocolError(
+                f"protocol {protocol.name} trains on suite {protocol.train_suite}, not {req.train_suite}; "
+                "drop --train-suite or choose another protocol"
+            )
+        if req.train_root is None:
+            raise ConfigError(
+                f"protocol {protocol.name} trains on suite {name}: pass --train-root PATH, where the {name} data "
+                f"lives (see README, section {name})"
+            )
+        train_suite = training_suite(name, resolved.train_suite_overrides)
+        index = self._shared_index(train_suite, req.train_root, req.index_mode)
+        self._report_scan(train_suite, index)
+        train_protocol = select_protocol(train_suite, index, req.train_protocol or protocol.train_protocol)
+        if train_protocol.train_suite:
+            raise ProtocolError(
+                f"protocol {train_protocol.name} of {train_suite.name} itself trains on another suite; choose one "
+                f"that trains on {train_suite.name} (--train-protocol)"
+            )
+        self.phases.log(
+            f"training on {train_suite.name} ({index.root}), protocol {train_protocol.name}; evaluating on "
+            f"{protocol.eval_split} of {', '.join(protocol.eval_generators or ['every generator'])}"
+        )
+        return TrainingSource(train_suite, index, train_protocol)
 
     def _fit_or_load(
         self,
@@ -519,6 +628,19 @@ def _set_aside(path: Path, base: Path, phases: Phases) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     path.rename(target)
     phases.log(f"[yellow]--force: moved the previous {path.parent.name == 'fits' and 'fit' or 'run'} to {target}[/]")
+
+
+def _training_record(source: TrainingSource | None) -> dict[str, Any] | None:
+    """Where a cross-suite run trained (None when it trained on its own suite)."""
+    if source is None:
+        return None
+    return {
+        "suite": source.suite.name,
+        "protocol": source.protocol.name,
+        "root": str(source.index.root),
+        "index": str(source.index.directory),
+        "index_hash": source.index.manifest["index_hash"],
+    }
 
 
 def _counts(

@@ -112,6 +112,19 @@ def check_image_column(parquet_file: Any, column: str, shard: str | Path) -> Non
         )
 
 
+def default_image_column(parquet_file: Any, shard: str | Path) -> str:
+    """The column named ``image`` if it holds images, else the shard's only image-like column."""
+    found = image_columns(parquet_file)
+    if "image" in found:
+        return "image"
+    if len(found) == 1:
+        return found[0]
+    raise ShardError(
+        f"{shard}: {'no column holds' if not found else 'several columns hold'} encoded images "
+        f"({', '.join(found) or ', '.join(parquet_file.schema_arrow.names)})"
+    )
+
+
 def _bytes_of(array: Any) -> list[bytes | None]:
     """Python bytes (None for nulls) of an image column chunk (binary or Image struct)."""
     import pyarrow as pa

@@ -423,3 +423,82 @@ def build_synthbuster(root: Path, *, n: int = 2, pool: int = 3, real_name: str =
         rep.add(broken, gen, "test", 0, "truncated")
     (rep.root / "synthbuster" / "prompts.csv").write_text("image,prompt\n")
     return rep
+
+
+# ------------------------------------------------------------------------------------------ Parquet shards
+
+IMAGE_STRUCT_FIELDS = (("bytes", "binary"), ("path", "string"))
+
+
+def encode_image(fmt: str, *, size: int = 16, seed: int = 0, quality: int = 90) -> bytes:
+    """A small noise image encoded as ``fmt`` (PNG, JPEG, WEBP...)."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    im.save(buffer, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+    return buffer.getvalue()
+
+
+def write_hf_shard(path: Path, rows: list[dict], *, class_names: tuple[str, ...] | None = ("fake", "real"),
+                   row_group_size: int = 3, image_column: str = "image") -> Path:
+    """A Parquet shard as Hugging Face ``datasets`` writes it: the image column is the ``Image`` struct of
+    bytes and path (a row's ``image`` None is a null cell), the label an int64 ``ClassLabel`` whose names are
+    stored in the schema metadata (``class_names=None``: plain values, no metadata)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    struct = pa.struct([(name, getattr(pa, kind)()) for name, kind in IMAGE_STRUCT_FIELDS])
+    images = pa.array(
+        [None if r["image"] is None else {"bytes": r["image"], "path": f"{i}.png"} for i, r in enumerate(rows)],
+        type=struct,
+    )
+    columns = {image_column: images}
+    for key in rows[0]:
+        if key != "image":
+            columns[key] = pa.array([r[key] for r in rows])
+    table = pa.table(columns)
+    if class_names is not None:
+        features = {image_column: {"_type": "Image"}, "label": {"names": list(class_names), "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+def build_hf_parquet(root: Path, *, n: int = 4, generators: tuple[str, ...] = ("sdxl", "flux")) -> Replica:
+    """A hub-style dataset: ``data/train-00000-of-00001.parquet`` and two test shards, columns image (struct),
+    label (ClassLabel names fake, real: **0 is fake**), generator and prompt. Per generator and split ``n``
+    fakes (PNG) and ``n`` reals (JPEG, quality 90). The second test shard also holds broken cells: a null
+    image (empty), truncated PNG bytes, an HTML page and 0 bytes (labelled fake, generator sdxl). Expected
+    paths are locators ``<shard>#image:<row>``."""
+    rep = Replica(Path(root))
+    seed = 12000
+    splits = {"train": ["data/train-00000-of-00001.parquet"],
+              "test": ["data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet"]}  # fmt: skip
+    for split, shards in splits.items():
+        per_shard: dict[str, list[dict]] = {s: [] for s in shards}
+        k = 0
+        for gen in generators:
+            for label in (1, 0):
+                for _ in range(n):
+                    seed += 1
+                    shard = shards[k % len(shards)]
+                    k += 1
+                    data = encode_image("PNG" if label else "JPEG", size=16 + label, seed=seed)
+                    per_shard[shard].append({"image": data, "label": 1 - label, "generator": gen,
+                                             "prompt": f"p{seed}", "_label": label})  # fmt: skip
+        if split == "test":
+            good = encode_image("PNG", seed=1)
+            for data, status in ((None, "empty"), (good[: len(good) // 2], "truncated"),
+                                 (b"<html>403</html>", "undecodable"), (b"", "empty")):  # fmt: skip
+                per_shard[shards[1]].append({"image": data, "label": 0, "generator": "sdxl", "prompt": "bad",
+                                             "_label": 1, "_status": status})  # fmt: skip
+        for shard, rows in per_shard.items():
+            clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+            write_hf_shard(rep.root / shard, clean)
+            for row, r in enumerate(rows):
+                locator = f"{shard}#image:{row:09d}"
+                rep.expected.append((locator, r["generator"], split, r["_label"], r.get("_status", "ok")))
+    return rep
