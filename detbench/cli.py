@@ -375,7 +375,11 @@ def _list_runs() -> None:
 @app.command()
 def leaderboard(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
-    metric: Annotated[str, typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...).")] = "acc",
+    metric: Annotated[
+        Optional[str],
+        typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...); default: the suite's headline "
+                     "metrics (acc; Chameleon adds real_acc and fake_acc)."),
+    ] = None,
     csv: Annotated[
         Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")
     ] = None,
@@ -399,9 +403,10 @@ def leaderboard(
     from detbench.registry import SUITES
 
     try:
-        suite = SUITES.get(suite).name  # aliases (ufd) share their suite's records
+        suite_cls = SUITES.get(suite)
     except Exception as exc:
         _fail(exc)
+    suite = suite_cls.name  # aliases (ufd) share their suite's records
     long = long_table(suite)
     if published:
         import pandas as pd
@@ -413,24 +418,29 @@ def leaderboard(
         _fail(
             FileNotFoundError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
         )
-    if metric not in set(long["metric"]):
-        _fail(ValueError(f"unknown metric {metric!r}; choose from {', '.join(sorted(set(long['metric'])))}"))
+    metrics = [metric] if metric else list(suite_cls.headline_metrics)
+    for name in metrics:
+        if name not in set(long["metric"]):
+            _fail(ValueError(f"unknown metric {name!r}; choose from {', '.join(sorted(set(long['metric'])))}"))
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
-    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
-    view, long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs first
-    if long.empty:
-        _fail(FileNotFoundError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`"))
-    shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
-    title = f"{suite} leaderboard: {metric} ({'Δ percentage points vs clean' if delta else '%'})"
-    n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
-    for table in leaderboard_tables(shown, n_ids, title):
-        console.print(table)
+    markdown_parts = []
+    for name in metrics:
+        view = delta_table(wide_table(long, name)) if delta else wide_table(long, name)
+        view, shown_long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs
+        if shown_long.empty:
+            _fail(FileNotFoundError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`"))
+        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
+        title = f"{suite} leaderboard: {name} ({'Δ percentage points vs clean' if delta else '%'})"
+        n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
+        for table in leaderboard_tables(shown, n_ids, title):
+            console.print(table)
+        markdown_parts.append(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids))
     if csv is not None:
-        for path in write_csvs(suite, csv, metric, filters=filters):
+        for path in write_csvs(suite, csv, metrics[0], filters=filters):
             console.print(f"wrote {path}")
     if markdown is not None:
         with atomic_path(markdown) as tmp:
-            tmp.write_text(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids), encoding="utf-8")
+            tmp.write_text("\n".join(markdown_parts), encoding="utf-8")
         console.print(f"wrote {markdown}")
 
 
