@@ -48,10 +48,19 @@ class Detector(ABC):
     version: ClassVar[int]
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
+    training_free: ClassVar[bool] = False  # never learns from training rows (e.g. RIGID)
     suite_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def needs_training(self) -> bool:
+        """Whether :meth:`fit` learns from training rows. False for training-free detectors and for detectors
+        given released weights: those run under any protocol, ``eval`` included, and need no training rows.
+
+        Decided from the config alone (before any weights load), so pre-flight checks can call it.
+        """
+        return not self.training_free
 
     def setup(self, ctx: RunContext) -> None:
         """Load what identity() needs (e.g. the backbone); called once before fit/predict."""

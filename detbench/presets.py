@@ -131,26 +131,22 @@ def _check_backbone(spec: str) -> list[str]:
 
 def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[str]:
     from detbench.index import build_index
-    from detbench.runner import RunRequest, resolve
+    from detbench.runner import RunRequest, protocol_problems, resolve
     from detbench.suites import SuiteLayoutError
 
-    suite = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides)).suite
+    resolved = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides))
+    suite = resolved.suite
     try:
         index = build_index(suite, root)
     except SuiteLayoutError as exc:
         return [f"suite root {root}: {exc}"]
-    protocols = suite.protocols(index.generators)
+    protocols = suite.all_protocols(index.generators)
     if preset.protocol not in protocols:
         return [f"protocol {preset.protocol} is not available for the data under {root}"]
     protocol = protocols[preset.protocol]
     usable = index.usable
-    problems = []
-    train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
-    if train["label"].nunique() < 2 and not preset.required_files:
-        problems.append(
-            f"training data missing: {'+'.join(protocol.train_generators)}/{protocol.train_split} "
-            "needs real and fake images"
-        )
+    needs_training = resolved.detector_cls(resolved.config).needs_training()
+    problems = protocol_problems(protocol, usable, needs_training=needs_training, root=root)
     expected = set(protocol.eval_generators or ()) | {g for g in preset.expected("acc") if g != "mean"}
     counts = usable[usable["split"] == protocol.eval_split].groupby("generator").size()
     for gen in sorted(expected):

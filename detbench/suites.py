@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from detbench.images import IMAGE_EXTENSIONS
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
+EVAL_PROTOCOL = "eval"  # every suite's protocol that trains nothing (released weights, training-free detectors)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Protocol:
     eval_split: str = "val"
     heldout_fraction: float = 0.1
     description: str = ""
+
+    @property
+    def trains(self) -> bool:
+        """Whether the protocol has training generators (the ``eval`` protocol has none)."""
+        return bool(self.train_generators)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,7 +84,30 @@ class Suite(ABC):
 
     @abstractmethod
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """Protocols available for the generators found in the index."""
+        """The suite's training protocols for the generators found in the index (``eval`` is added by the base)."""
+
+    @property
+    def default_eval_split(self) -> str:
+        """The split the ``eval`` protocol scores when the suite has no training protocol to copy it from."""
+        return "test"
+
+    def all_protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """:meth:`protocols` plus ``eval``: evaluate what the default protocol evaluates, train nothing."""
+        protocols = dict(self.protocols(generators))
+        if EVAL_PROTOCOL in protocols:
+            raise ValueError(f"suite {self.name} defines a protocol named {EVAL_PROTOCOL!r}, which the base reserves")
+        reference = protocols.get(self.default_protocol) or next(iter(protocols.values()), None)
+        split = reference.eval_split if reference else self.default_eval_split
+        protocols[EVAL_PROTOCOL] = Protocol(
+            name=EVAL_PROTOCOL,
+            train_generators=(),
+            eval_generators=reference.eval_generators if reference else None,
+            eval_split=split,
+            heldout_fraction=0.0,
+            description=f"train nothing, evaluate every generator's {split} split (released weights or a "
+            "training-free detector)",
+        )
+        return protocols
 
     def identity(self) -> dict[str, Any]:
         return {"suite": self.name, "adapter_version": self.version, "options": dataclasses.asdict(self.options)}

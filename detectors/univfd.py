@@ -304,6 +304,9 @@ class UnivFD(FrozenFeatureDetector):
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
     suite_defaults = {"demo": {"crop": 128}}
 
+    def needs_training(self) -> bool:
+        return not self.config.head
+
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
         self.dim = self.backbone.embed_dims[self.embedding]
