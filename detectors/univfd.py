@@ -44,6 +44,7 @@ class UnivFDConfig:
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default ("none": centre crop)
     pad: Literal["", "mean", "black"] = ""  # small-image fill; "black" = the original evaluation (see README)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
     head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias); empty: train one
     aug_views: int = 2  # augmented views per training image, besides the clean view
     blur_prob: float = 0.5

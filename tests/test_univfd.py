@@ -272,3 +272,25 @@ def test_every_suite_has_the_eval_protocol() -> None:
         suite = SUITES.get(name)()
         protocols = suite.all_protocols([])
         assert protocols["eval"].train_generators == () and not protocols["eval"].trains
+
+
+def test_precision_is_part_of_the_identity_and_the_feature_cache_key(
+    tiny_spec: str, replica: Path, tmp_path: Path, detbench_home: Path
+) -> None:
+    head = write_head(tmp_path / "fc_weights.pth")
+    base = ["run", "univfd", "--suite", "genimage", "--root", str(replica), "--protocol", "eval",
+            "--set", f"backbone={tiny_spec}", "--set", f"head={head}", "-q"]
+    assert invoke(*base).exit_code == 0  # auto: fp32 on CPU
+    cached = feature_files(detbench_home)
+    assert invoke(*base, "--set", "precision=fp32").exit_code == 0  # the same resolved precision: same features
+    assert feature_files(detbench_home) == cached
+    assert invoke(*base, "--set", "precision=bf16").exit_code == 0
+    assert len(feature_files(detbench_home)) == 2 * len(cached)  # re-extracted under its own key
+    records = run_records(detbench_home, "genimage", "univfd")
+    by_precision = {r["key"]["detector_identity"]["precision"]: r for r in records}
+    assert sorted(by_precision) == ["bf16", "fp32"] and len({r["run_id"] for r in records}) == 3
+    scores = {p: pd.read_parquet(Path(r["paths"]["run"]) / "scores.parquet")["score"].to_numpy()
+              for p, r in by_precision.items()}
+    assert not np.array_equal(scores["fp32"], scores["bf16"])
+    np.testing.assert_allclose(scores["fp32"], scores["bf16"], atol=0.05)
+    assert invoke(*base, "--set", "precision=fp64").exit_code == 2
