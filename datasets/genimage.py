@@ -83,6 +83,7 @@ class GenImageSuite(Suite):
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "sdv14"
+    eval_convention = "genimage"
     Options = GenImageOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:

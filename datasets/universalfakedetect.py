@@ -76,6 +76,7 @@ class UniversalFakeDetectSuite(Suite):
     version = 2
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"
+    eval_convention = "universalfakedetect"
     Options = UFDOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:

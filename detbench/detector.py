@@ -28,6 +28,7 @@ class RunContext:
     perturbation: Any | None = None  # applied at evaluation only
     feature_cache: Any | None = None
     stage: str = "eval"  # what predict() is scoring: "eval" or "heldout" (for progress labels)
+    eval_convention: str | None = None  # the suite's test-set convention (detbench.suites.EVAL_CONVENTIONS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_dir(self) -> Path:

@@ -271,6 +271,7 @@ class Runner:
         ctx = RunContext(
             suite_root=Path("."),  # set once the suite is indexed
             suite_name=suite.name,
+            eval_convention=suite.eval_convention,
             device=device,
             seed=req.seed,
             run_dir=Path("."),

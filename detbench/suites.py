@@ -15,6 +15,21 @@ from detbench.images import IMAGE_EXTENSIONS
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
 EVAL_PROTOCOL = "eval"  # every suite's protocol that trains nothing (released weights, training-free detectors)
 
+# Test-set conventions: which family of published evaluation set a suite is, so that a detector can apply the
+# preprocessing its original used on that family (e.g. NPR's per-test-set table: square Resize((256, 256)) on
+# ForenSynths-style sets, native size on GANGen). Suites publish a tag; detectors map tags to preprocessing;
+# neither names the other. None: no published convention (the detector's own default applies).
+EVAL_CONVENTIONS: dict[str, str] = {
+    "forensynths": "CNNDetection (ForenSynths) test sets: ProGAN-style GAN images of about 256 px",
+    "universalfakedetect": "UniversalFakeDetect: the ForenSynths domains plus its diffusion/autoregressive sets",
+    "gangen": "GANGen-Detection: GAN images at their native sizes",
+    "diffusionforensics": "DIRE's DiffusionForensics test sets",
+    "aigcdetect": "AIGCDetectBenchmark: 16 GAN and diffusion test sets of mixed sizes",
+    "genimage": "GenImage: ImageNet-conditioned generators, PNG fakes of fixed sizes vs ImageNet JPEG reals",
+    "chameleon": "Chameleon (AIDE): human-fooling fakes vs reals of mixed sizes",
+    "synthbuster": "Synthbuster: RAISE-1k raw-photo reals vs commercial/open generators",
+}
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -68,6 +83,7 @@ class Suite(ABC):
     version: ClassVar[int]  # bump whenever scan() would return different rows for the same tree
     default_backbone: ClassVar[str]
     default_protocol: ClassVar[str]
+    eval_convention: ClassVar[str | None] = None  # a key of EVAL_CONVENTIONS, read by detectors (RunContext)
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any | None = None) -> None:

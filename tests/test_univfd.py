@@ -267,11 +267,13 @@ def test_a_released_head_ignores_the_training_split_of_a_training_protocol(
 
 def test_every_suite_has_the_eval_protocol() -> None:
     from detbench.registry import SUITES
+    from detbench.suites import EVAL_CONVENTIONS
 
     for name in SUITES.names():
         suite = SUITES.get(name)()
         protocols = suite.all_protocols([])
         assert protocols["eval"].train_generators == () and not protocols["eval"].trains
+        assert suite.eval_convention is None or suite.eval_convention in EVAL_CONVENTIONS
 
 
 def test_precision_is_part_of_the_identity_and_the_feature_cache_key(
