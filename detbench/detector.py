@@ -42,7 +42,8 @@ class Detector(ABC):
 
     Subclasses set ``name``, ``version`` (bump whenever outputs change for the same config) and ``Config``
     (a dataclass whose fields are the ``--set`` keys; a ``backbone`` field left empty takes the suite's
-    default). ``suite_defaults`` maps a suite name to config overrides applied before the user's.
+    default). ``profile_defaults`` maps a suite's compute profile (:data:`detbench.suites.COMPUTE_PROFILES`)
+    to config overrides applied before the user's, e.g. a smaller crop and fewer steps on ``small`` suites.
     """
 
     name: ClassVar[str]
@@ -50,7 +51,7 @@ class Detector(ABC):
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
     training_free: ClassVar[bool] = False  # never learns from training rows (e.g. RIGID)
-    suite_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config

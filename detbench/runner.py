@@ -145,7 +145,7 @@ def resolve(req: RunRequest) -> Resolved:
                 f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
             )
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
-    config = apply_overrides(det_cls.Config(), det_cls.suite_defaults.get(suite.name, {}))
+    config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
     if "backbone" in det_keys and not config.backbone:
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)

@@ -15,6 +15,13 @@ from detbench.images import IMAGE_EXTENSIONS
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
 EVAL_PROTOCOL = "eval"  # every suite's protocol that trains nothing (released weights, training-free detectors)
 
+# Compute profiles: how much work a suite's images call for. Detectors read the profile (never the suite's name)
+# and scale their defaults to it (Detector.profile_defaults).
+COMPUTE_PROFILES: dict[str, str] = {
+    "full": "real benchmark data: the detectors' paper settings",
+    "small": "a CPU-sized stand-in (the embedded demo): small crops, short training, within minutes on 2 cores",
+}
+
 # Test-set conventions: which family of published evaluation set a suite is, so that a detector can apply the
 # preprocessing its original used on that family (e.g. NPR's per-test-set table: square Resize((256, 256)) on
 # ForenSynths-style sets, native size on GANGen). Suites publish a tag; detectors map tags to preprocessing;
@@ -83,6 +90,7 @@ class Suite(ABC):
     version: ClassVar[int]  # bump whenever scan() would return different rows for the same tree
     default_backbone: ClassVar[str]
     default_protocol: ClassVar[str]
+    compute_profile: ClassVar[str] = "full"  # a key of COMPUTE_PROFILES; detectors scale their defaults to it
     eval_convention: ClassVar[str | None] = None  # a key of EVAL_CONVENTIONS, read by detectors (RunContext)
     Options: ClassVar[type] = NoOptions
 

@@ -95,7 +95,7 @@ class LinearProbe(FrozenFeatureDetector):
     version = 1
     Config = LinearProbeConfig
     summary = "Logistic regression on frozen backbone features (C chosen on the training generator)."
-    suite_defaults = {"demo": {"crop": 128}}
+    profile_defaults = {"small": {"crop": 128}}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression

@@ -188,11 +188,11 @@ class MPFT(Detector):
     Config = MPFTConfig
     summary = ("Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed): "
                "last blocks + head fine-tuned while the most textured patches are masked.")
-    suite_defaults = {
-        # CPU-sized demo: the suite's EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
+    profile_defaults = {
+        # "small" (the demo): its EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
         # crop), its last 2 stages + conv_head/bn2 trainable, 60 steps of 32 (about 5 passes over 180
         # images per class). Learning rates are raised because 60 steps at the ViT defaults barely move.
-        "demo": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
+        "small": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
                  "checkpoint_every": 20, "lr_backbone": 1e-4, "lr_head": 1e-3, "mask.grid": 16},
     }
 

@@ -303,7 +303,7 @@ class UnivFD(FrozenFeatureDetector):
     version = 1
     Config = UnivFDConfig
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
-    suite_defaults = {"demo": {"crop": 128}}
+    profile_defaults = {"small": {"crop": 128}}
 
     def needs_training(self) -> bool:
         return not self.config.head
