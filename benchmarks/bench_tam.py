@@ -26,7 +26,7 @@ def build(strategy: str, operator: str, batch_size: int, device: str, tmp: Path)
     from detbench.detector import RunContext
     from detbench.progress import quiet
 
-    overrides = {**MPFT.suite_defaults["demo"], "backbone": "timm:efficientnet_lite0@bundled",
+    overrides = {**MPFT.profile_defaults["small"], "backbone": "timm:efficientnet_lite0@bundled",
                  "batch_size": batch_size, "mask.strategy": strategy, "mask.operator": operator}
     det = MPFT(apply_overrides(MPFTConfig(), overrides))
     det.setup(RunContext(suite_root=tmp, suite_name="bench", device=device, seed=0, run_dir=tmp,

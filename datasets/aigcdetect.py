@@ -15,7 +15,6 @@ get generator ``progan-<class>`` so that the 4-class and 20-class protocols can 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.datasets._layout import (
@@ -57,19 +56,13 @@ def canonical_set(name: str) -> str | None:
     return _BY_NORM.get(norm(name))
 
 
-@dataclass(frozen=True)
-class AIGCDetectOptions(EvalProfileOption):
-    # NPR's README and AIGCDetectBenchmark's README evaluate this collection at native size, batch of one
-    # (--no_resize --no_crop --batch_size 1); eval_all.py's defaults are resize-256-center-crop-224.
-    eval_profile: str = "native"
-
-
 class AIGCDetectSuite(Suite):
     name = "aigcdetect"
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"
-    Options = AIGCDetectOptions
+    eval_convention = "aigcdetect"  # NPR's README: native size, batch of one; eval_all.py: resize 256, crop 224
+    Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
         root = Path(root)

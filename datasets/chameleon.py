@@ -30,6 +30,7 @@ class ChameleonSuite(Suite):
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"
     headline_metrics = ("acc", "real_acc", "fake_acc")
+    eval_convention = "chameleon"
     Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:

@@ -58,7 +58,6 @@ def generator_key(subset: str, folder: str) -> str:
 
 @dataclass(frozen=True)
 class DiffusionForensicsOptions(EvalProfileOption):
-    eval_profile: str = "resize-256"  # NPR's test.py: Resize((256, 256)), no_crop for DiffusionForensics
     representation: Literal["images", "recons", "dire"] = "images"  # which DIRE folder to index
 
 
@@ -67,6 +66,7 @@ class DiffusionForensicsSuite(Suite):
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"
+    eval_convention = "diffusionforensics"  # NPR's test.py: Resize((256, 256)), no_crop (profile resize-256)
     Options = DiffusionForensicsOptions
 
     def __init__(self, options: DiffusionForensicsOptions | None = None) -> None:

@@ -144,6 +144,12 @@ class FileListSuite(Suite):
             f"path and label). CSV/TSV/JSON files in the root: {found}"
         )
 
+    @property
+    def default_eval_split(self) -> str:
+        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         return train_on_protocols(generators, self.splits)
 

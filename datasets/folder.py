@@ -20,18 +20,19 @@ from pathlib import Path
 from detbench.datasets._layout import SPLIT_NAMES
 
 from detbench.config import ConfigError
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
 ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), holding the images"
 
 
 @dataclass(frozen=True)
-class FolderOptions:
+class FolderOptions(EvalProfileOption):
     generator_level: int = 0  # the folder above the label folder naming the generator (splits skipped)
     split_default: str = "test"  # the split of images with no train/val/test folder above them
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.split_default.strip() or "/" in self.split_default:
             raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
 
@@ -92,11 +93,16 @@ class FolderSuite(Suite):
             )
         yield from entries
 
+    @property
+    def default_eval_split(self) -> str:
+        """test if the tree has a test split, else val, else the split of unsplit folders."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         """``train-on-<gen>`` for each generator with a train split (every generator if nothing was scanned),
         evaluated on every generator's test split (val if the tree has no test split)."""
-        found = set().union(*self.splits.values()) if self.splits else set()
-        eval_split = next((s for s in ("test", "val") if s in found), self.options.split_default)
+        eval_split = self.default_eval_split
         trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
         return {
             f"train-on-{g}": Protocol(

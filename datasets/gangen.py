@@ -11,7 +11,6 @@ Folder names are matched case-insensitively; generators are the lower-cased name
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.datasets._layout import cross_suite_protocols, labelled_images, norm, rel, subdirs
@@ -25,17 +24,13 @@ ACCEPTED = (
 )
 
 
-@dataclass(frozen=True)
-class GANGenOptions(EvalProfileOption):
-    eval_profile: str = "native"  # NPR's and FreqNet's test.py: no_resize, no_crop for GANGen-Detection
-
-
 class GANGenSuite(Suite):
     name = "gangen"
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"
-    Options = GANGenOptions
+    eval_convention = "gangen"  # NPR's and FreqNet's test.py: no_resize, no_crop (profile native)
+    Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
         root = Path(root)

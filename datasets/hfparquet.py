@@ -129,6 +129,12 @@ class ParquetSuite(Suite):
                     extra={c: values[c][i] for c in o.keep_columns},
                 )
 
+    @property
+    def default_eval_split(self) -> str:
+        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         return train_on_protocols(generators, self.splits)
 

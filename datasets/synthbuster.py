@@ -50,6 +50,7 @@ class SynthbusterSuite(Suite):
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"
+    eval_convention = "synthbuster"
     Options = SynthbusterOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:

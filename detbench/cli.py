@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from detbench.precision import PRECISION_HELP
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -594,6 +596,7 @@ def bench(
     ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec.")] = "timm:efficientnet_lite0@bundled",
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    precision: Annotated[str, typer.Option(help=f"Forward-pass precision: {PRECISION_HELP}.")] = "auto",
     crop: Annotated[int, typer.Option(help="Backbone input size.")] = 128,
     size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
     images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
@@ -623,8 +626,8 @@ def bench(
         _fail(ValueError(f"unknown measures {', '.join(unknown)}; choose from {', '.join(ALL)}"))
     if "rss" in chosen and rss_images < 16:
         _fail(ValueError("the rss measure needs --rss-images N (at least 16), e.g. --rss-images 50000"))
-    opts = Options(backbone=backbone, device=device or default_device(), crop=crop, size=size, images=images,
-                   batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
+    opts = Options(backbone=backbone, device=device or default_device(), precision=precision, crop=crop, size=size,
+                   images=images, batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
                    rss_images=rss_images, rss_crop=rss_crop, only=chosen)
     rows = run_bench(opts, out, progress=lambda what: err.print(f"bench: {what} ..."))
     table = Table(title=f"detbench bench: {opts.backbone} on {opts.device}", title_justify="left")

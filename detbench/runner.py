@@ -161,7 +161,7 @@ def resolve(req: RunRequest) -> Resolved:
                 f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
             )
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
-    config = apply_overrides(det_cls.Config(), det_cls.suite_defaults.get(suite.name, {}))
+    config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
     if "backbone" in det_keys and not config.backbone:
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)
@@ -205,10 +205,10 @@ def _dotted(config: Any, key: str) -> Any:
     return config
 
 
-def select_protocol(suite: Suite, index: Index, name: str | None, *, trains_here: bool = True) -> Protocol:
-    """The protocol ``name`` (default: the suite's); with ``trains_here``, check that this index holds its
-    training rows (a cross-suite run trains elsewhere and only evaluates here)."""
-    protocols = suite.protocols(index.generators)
+def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
+    """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
+    ``needs_training=False`` also serves cross-suite runs, whose training rows are checked on their own suite."""
+    protocols = suite.all_protocols(index.generators)
     name = name or suite.default_protocol
     if name not in protocols:
         close = difflib.get_close_matches(name, list(protocols), n=2)
@@ -217,18 +217,38 @@ def select_protocol(suite: Suite, index: Index, name: str | None, *, trains_here
             f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
         )
     protocol = protocols[name]
-    if not trains_here or protocol.train_suite:
-        return protocol
-    usable = index.usable
+    problems = protocol_problems(protocol, index.usable, needs_training=needs_training, root=index.root)
+    if problems:
+        raise ProtocolError(problems[0])
+    return protocol
+
+
+def protocol_problems(
+    protocol: Protocol, usable: pd.DataFrame, *, needs_training: bool, root: Path | str
+) -> list[str]:
+    """What stops ``protocol`` on the usable index rows: the one check shared by the runner and preset pre-flight.
+
+    A detector that needs training needs real and fake rows of the training generators' train split, and a
+    protocol that trains (``eval`` does not); a detector that needs none (released weights, training-free) runs
+    under any protocol and ignores the training rows.
+    """
+    if not needs_training or protocol.train_suite:  # a cross-suite protocol's rows are in its training suite
+        return []
+    if not protocol.trains:
+        return [
+            f"protocol {protocol.name!r} trains nothing, but this detector needs training: give it released "
+            "weights (see `detbench ls detectors`) or choose a training protocol"
+        ]
     train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
     if train.empty or train["label"].nunique() < 2:
         found = usable.groupby(["generator", "split"]).size()
         listing = ", ".join(f"{g}/{s} ({n})" for (g, s), n in found.items()) or "no usable images"
-        raise ProtocolError(
-            f"protocol {name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} with both "
-            f"real and fake images, but the index under {index.root} has: {listing}"
-        )
-    return protocol
+        return [
+            f"protocol {protocol.name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} "
+            f"with both real and fake images, but the index under {root} has: {listing}. Detectors with "
+            "released weights or none to train run under --protocol eval"
+        ]
+    return []
 
 
 def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -284,6 +304,7 @@ class Runner:
         ctx = RunContext(
             suite_root=Path("."),  # set once the suite is indexed
             suite_name=suite.name,
+            eval_convention=suite.eval_convention,
             device=device,
             seed=req.seed,
             run_dir=Path("."),
@@ -301,16 +322,17 @@ class Runner:
         index = self._shared_index(suite, req.root, req.index_mode)
         timings["index"] = time.perf_counter() - t
         self._report_scan(suite, index)
-        protocol = select_protocol(suite, index, req.protocol, trains_here=not req.train_suite)
+        needs_training = detector.needs_training()
+        protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite)
         t = time.perf_counter()
-        source = self._training_source(req, resolved, protocol)
+        source = self._training_source(req, resolved, protocol, needs_training)
         if source is not None:
             timings["index_training"] = time.perf_counter() - t
         train_suite, train_index, train_protocol = (
             (source.suite, source.index, source.protocol) if source else (suite, index, protocol)
         )
         train, heldout, _ = split_rows(train_index, train_protocol, req.seed)
-        evaluation = split_rows(index, protocol, req.seed)[2]
+        evaluation, eval_sample = suite.sample_eval(split_rows(index, protocol, req.seed)[2])
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
         if missing_eval:
             self.phases.log(
@@ -425,6 +447,7 @@ class Runner:
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
                 "missing_eval_generators": missing_eval,
+                "eval_sample": eval_sample,
                 "training": _training_record(source),
                 "eval_profiles": {g: p.name for g, p in sorted(ctx.eval_profiles.items())},
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
@@ -492,7 +515,9 @@ class Runner:
         for note in suite.notes:
             self.phases.log(f"[yellow]note:[/] {note}")
 
-    def _training_source(self, req: RunRequest, resolved: Resolved, protocol: Protocol) -> TrainingSource | None:
+    def _training_source(
+        self, req: RunRequest, resolved: Resolved, protocol: Protocol, needs_training: bool
+    ) -> TrainingSource | None:
         """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed; None when
         the protocol trains on this suite."""
         name = req.train_suite or protocol.train_suite
@@ -519,7 +544,9 @@ class Runner:
         train_suite = training_suite(name, resolved.train_suite_overrides)
         index = self._shared_index(train_suite, req.train_root, req.index_mode)
         self._report_scan(train_suite, index)
-        train_protocol = select_protocol(train_suite, index, req.train_protocol or protocol.train_protocol)
+        train_protocol = select_protocol(
+            train_suite, index, req.train_protocol or protocol.train_protocol, needs_training=needs_training
+        )
         if train_protocol.train_suite:
             raise ProtocolError(
                 f"protocol {train_protocol.name} of {train_suite.name} itself trains on another suite; choose one "

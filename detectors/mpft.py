@@ -47,6 +47,7 @@ from detbench.config import ConfigError
 from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
 from detbench.metrics import binary_metrics
+from detbench.precision import autocast, resolve_precision
 from detbench.records import atomic_path
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
@@ -80,7 +81,7 @@ class MPFTConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints; 0: none
     selection_metric: Literal["balanced_acc", "ap", "loss"] = "balanced_acc"  # on held-out rows
     flip: bool = True  # random horizontal flips in training
-    amp: bool = True  # bf16 autocast (CUDA only)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     eval_batch_size: int = 64
 
     def validate(self) -> None:
@@ -187,11 +188,11 @@ class MPFT(Detector):
     Config = MPFTConfig
     summary = ("Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed): "
                "last blocks + head fine-tuned while the most textured patches are masked.")
-    suite_defaults = {
-        # CPU-sized demo: the suite's EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
+    profile_defaults = {
+        # "small" (the demo): its EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
         # crop), its last 2 stages + conv_head/bn2 trainable, 60 steps of 32 (about 5 passes over 180
         # images per class). Learning rates are raised because 60 steps at the ViT defaults barely move.
-        "demo": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
+        "small": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
                  "checkpoint_every": 20, "lr_backbone": 1e-4, "lr_head": 1e-3, "mask.grid": 16},
     }
 
@@ -199,6 +200,7 @@ class MPFT(Detector):
 
     def setup(self, ctx: RunContext) -> None:
         cfg = self.config
+        self.precision = resolve_precision(cfg.precision, ctx.device)
         self.backbone: Backbone = load_backbone(cfg.backbone, device="cpu", crop=cfg.crop or None)
         bb = self.backbone
         self.patch = bb.patch_size or cfg.mask.grid
@@ -240,7 +242,7 @@ class MPFT(Detector):
         self._ddp: nn.Module | None = None  # the DistributedDataParallel training forward, made at the first step
 
     def identity(self) -> dict[str, Any]:
-        return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch}
+        return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch, "precision": self.precision}
 
     def move_to(self, device: str) -> None:
         if device == "cpu":
@@ -250,9 +252,7 @@ class MPFT(Detector):
             self.device = device
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.amp and self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     # ---- forward and loss
 

@@ -44,6 +44,7 @@ class UnivFDConfig:
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default ("none": centre crop)
     pad: Literal["", "mean", "black"] = ""  # small-image fill; "black" = the original evaluation (see README)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
     head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias); empty: train one
     aug_views: int = 2  # augmented views per training image, besides the clean view
     blur_prob: float = 0.5
@@ -302,7 +303,10 @@ class UnivFD(FrozenFeatureDetector):
     version = 1
     Config = UnivFDConfig
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
-    suite_defaults = {"demo": {"crop": 128}}
+    profile_defaults = {"small": {"crop": 128}}
+
+    def needs_training(self) -> bool:
+        return not self.config.head
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)

@@ -104,15 +104,19 @@ def probe():
 
 def test_runs_hand_the_suite_profile_to_detectors_that_follow_it(probe, tmp_path: Path) -> None:
     root = str(build_aigcdetect(tmp_path / "aigc", train_classes=("car", "cat", "chair", "horse"), n=1).root)
-    native = invoke("run", "profile-probe", "--suite", "aigcdetect", "--root", root, "--bootstrap", "0", "-q")
+    own = invoke("run", "profile-probe", "--suite", "aigcdetect", "--root", root, "--bootstrap", "0", "-q")
+    assert own.exit_code == 0, own.output
+    native = invoke("run", "profile-probe", "--suite", "aigcdetect", "--root", root, "--bootstrap", "0", "-q",
+                    "--set", "suite.eval_profile=native")  # fmt: skip
     assert native.exit_code == 0, native.output
     cropped = invoke("run", "profile-probe", "--suite", "aigcdetect", "--root", root, "--bootstrap", "0", "-q",
                      "--set", "suite.eval_profile=resize-256-center-crop-224")  # fmt: skip
     assert cropped.exit_code == 0, cropped.output
     home = Path(os.environ["DETBENCH_HOME"])
-    runs = {r["eval_profiles"]["adm"]: r for r in
+    runs = {r["eval_profiles"].get("adm", "none"): r for r in
             (json.loads(p.read_text()) for p in home.glob("runs/aigcdetect/profile-probe/*/run.json"))}  # fmt: skip
-    assert set(runs) == {"native", "resize-256-center-crop-224"}
+    assert set(runs) == {"none", "native", "resize-256-center-crop-224"}
+    assert runs["none"]["run_id"] != runs["native"]["run_id"]
     assert runs["native"]["fit_id"] == runs["resize-256-center-crop-224"]["fit_id"]  # evaluation only
     scores = {k: pd.read_parquet(Path(r["paths"]["run"]) / "scores.parquet") for k, r in runs.items()}
     ok = scores["native"]["status"] == "ok"

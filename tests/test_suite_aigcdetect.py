@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.aigcdetect import SETS, AIGCDetectOptions, AIGCDetectSuite, canonical_set
+from detbench.datasets.aigcdetect import SETS, AIGCDetectSuite, canonical_set
 from replicas import AIGCDETECT_SETS, build_aigcdetect, write_image
 
 from detbench.config import ConfigError, apply_overrides
 from detbench.index import build_index, index_dir
 from detbench.preprocess import EVAL_PROFILES
-from detbench.suites import SuiteLayoutError
+from detbench.suites import EVAL_CONVENTIONS, SuiteLayoutError
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def test_protocols(full) -> None:
     generators = sorted({e.generator for e in suite.scan(full.root)})
     protocols = suite.protocols(generators)
     assert list(protocols) == ["progan-4class", "progan-20class"] and suite.default_protocol == "progan-4class"
+    assert suite.all_protocols(generators)["eval"].eval_generators == tuple(SETS)
     four = protocols["progan-4class"]
     assert four.train_generators == ("progan-car", "progan-cat", "progan-chair", "progan-horse")
     assert (four.train_split, four.eval_split, four.eval_generators) == ("train", "test", tuple(SETS))
@@ -86,11 +87,12 @@ def test_layout_errors(tmp_path: Path) -> None:
 
 
 def test_eval_profile_option_is_validated_and_not_part_of_the_index_identity(full) -> None:
-    assert AIGCDetectOptions().eval_profile == "native" and "native" in EVAL_PROFILES
-    crop = AIGCDetectSuite(apply_overrides(AIGCDetectOptions(), {"eval_profile": "resize-256-center-crop-224"}))
-    assert index_dir(crop, full.root, "full") == index_dir(AIGCDetectSuite(), full.root, "full")
+    suite = AIGCDetectSuite()
+    assert suite.options.eval_profile == "detector" and suite.eval_profiles(["adm"]) == {}
+    assert suite.eval_convention in EVAL_CONVENTIONS and "native" in EVAL_PROFILES
+    crop = AIGCDetectSuite(apply_overrides(suite.Options(), {"eval_profile": "resize-256-center-crop-224"}))
+    assert index_dir(crop, full.root, "full") == index_dir(suite, full.root, "full")
     profiles = crop.eval_profiles(["adm", "progan"])
     assert profiles["adm"].resize == 256 and profiles["adm"].crop == 224
-    assert AIGCDetectSuite(AIGCDetectOptions(eval_profile="detector")).eval_profiles(["adm"]) == {}
     with pytest.raises(ConfigError, match="Did you mean 'resize-256'"):
-        AIGCDetectOptions(eval_profile="resize256")
+        apply_overrides(suite.Options(), {"eval_profile": "resize256"})

@@ -31,7 +31,8 @@ def test_gangen_exact_rows_and_cross_suite_protocols(tmp_path: Path) -> None:
     assert index.manifest["problems"] == {"empty": 1}
     assert set(index.rows.loc[index.rows["label"] == 1, "family"]) == {"gan"}
     protocols = suite.protocols(index.generators)
-    assert suite.default_protocol == "eval" and suite.options.eval_profile == "native"
+    assert suite.default_protocol == "eval" and suite.eval_convention == "gangen"
+    assert suite.all_protocols(index.generators)["eval"].eval_generators == GANS
     progan = protocols["train-progan-4class"]
     assert (progan.train_suite, progan.train_protocol, progan.eval_generators) == (
         "universalfakedetect", "progan-4class", GANS
@@ -74,7 +75,7 @@ def test_diffusionforensics_npr_layout(tmp_path: Path) -> None:
     rows = list(suite.scan(rep.root))
     assert Counter((e.path, e.generator, e.split, e.label, "ok") for e in rows) == Counter(rep.expected)
     assert {e.generator for e in rows} == {"lsun_bedroom-adm", "lsun_bedroom-ddpm", "lsun_bedroom-sdv1"}
-    assert suite.options.eval_profile == "resize-256"
+    assert suite.eval_convention == "diffusionforensics"
     assert not any(p.startswith("train-on-") for p in suite.protocols(sorted({e.generator for e in rows})))
 
 
