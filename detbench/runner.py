@@ -331,8 +331,10 @@ class Runner:
         train_suite, train_index, train_protocol = (
             (source.suite, source.index, source.protocol) if source else (suite, index, protocol)
         )
-        train, heldout, _ = split_rows(train_index, train_protocol, req.seed)
-        evaluation, eval_sample = suite.sample_eval(split_rows(index, protocol, req.seed)[2])
+        train, heldout, evaluation = split_rows(index, protocol, req.seed)
+        if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
+            train, heldout, _ = split_rows(train_index, train_protocol, req.seed)
+        evaluation, eval_sample = suite.sample_eval(evaluation)
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
         if missing_eval:
             self.phases.log(

@@ -96,3 +96,14 @@ def test_eval_profile_option_is_validated_and_not_part_of_the_index_identity(ful
     assert profiles["adm"].resize == 256 and profiles["adm"].crop == 224
     with pytest.raises(ConfigError, match="Did you mean 'resize-256'"):
         apply_overrides(suite.Options(), {"eval_profile": "resize256"})
+
+
+def test_npr_preset_lists_every_set_and_its_mean() -> None:
+    from detbench.presets import get_preset
+
+    preset = get_preset("npr.paper-aigcdetect")
+    acc = preset.expected("acc")
+    assert preset.suite == "aigcdetect" and preset.protocol == "eval" and preset.required_files == ("weights",)
+    assert set(acc) == {*SETS, "mean"} and acc["mean"] == 91.7
+    assert sum(v for k, v in acc.items() if k != "mean") / 16 == pytest.approx(91.7, abs=0.05)
+    assert preset.config["eval_profile"] == "native" and "native" in EVAL_PROFILES
