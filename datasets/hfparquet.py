@@ -67,7 +67,12 @@ class ParquetSuite(Suite):
     def scan(self, root: Path) -> Iterator[Entry]:
         root = Path(root)
         self.ignored, self.notes = [], []
-        shards = sorted(p for p in root.glob(self.options.files) if p.is_file() and not p.name.startswith("."))
+        # hidden files and folders are skipped (e.g. the .cache/ that huggingface-cli download leaves)
+        shards = sorted(
+            p
+            for p in root.glob(self.options.files)
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
         if not shards:
             raise SuiteLayoutError(
                 f"no Parquet shards matching {self.options.files!r} under {root}. Found:\n{top_levels(root, depth=3)}"

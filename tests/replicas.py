@@ -359,8 +359,9 @@ DIRE_SUBSETS = {"lsun_bedroom": ("adm", "ddpm", "sdv1_new"), "imagenet": ("adm",
 
 def build_diffusionforensics(root: Path, *, layout: str = "dire", n: int = 2, pool: int = 3) -> Replica:
     """DiffusionForensics. ``dire``: ``{images,recons,dire}/{train,test}/<subset>/{real,<gen>}`` (``pool``
-    reals per subset and split, listed once per generator; recons/ and dire/ hold the same names). ``npr``:
-    ``<gen>/{0_real,1_fake}`` for adm, ddpm, sdv1_new (LSUN-Bedroom)."""
+    reals per subset and split, listed once per generator; recons/ and dire/ hold the same names; a truncated
+    PNG among the test ADM LSUN-Bedroom images). ``npr``: ``<gen>/{0_real,1_fake}`` for adm, ddpm, sdv1_new
+    (LSUN-Bedroom)."""
     rep = Replica(Path(root))
     seed = 9000
     if layout == "npr":
@@ -386,6 +387,8 @@ def build_diffusionforensics(root: Path, *, layout: str = "dire", n: int = 2, po
                     if representation == "images":
                         for real in reals:
                             rep.add(real, key, split, 0)
+    broken = write_broken(rep.root / "images" / "test" / "lsun_bedroom" / "adm" / "999.png", "truncated")
+    rep.add(broken, "lsun_bedroom-adm", "test", 1, "truncated")
     return rep
 
 

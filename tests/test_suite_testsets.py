@@ -55,7 +55,7 @@ def test_diffusionforensics_dire_layout_real_pools_and_representations(tmp_path:
         "imagenet-adm", "imagenet-sdv1", "lsun_bedroom-adm", "lsun_bedroom-ddpm", "lsun_bedroom-sdv1"
     ]
     assert counts["lsun_bedroom-sdv1"] == {"train": {"fake": 2, "real": 3}, "test": {"fake": 2, "real": 3}}
-    assert sorted(suite.ignored) == ["dire", "recons"]
+    assert sorted(suite.ignored) == ["dire", "recons"] and index.manifest["problems"] == {"truncated": 1}
     pool = index.rows[index.rows["path"].str.startswith("images/test/lsun_bedroom/real/")]
     assert pool.groupby("path")["generator"].nunique().eq(3).all()  # one real pool per subset and split
     protocols = suite.protocols(index.generators)
