@@ -530,7 +530,7 @@ class MPFT(Detector):
                 total: int) -> _Progress:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["mpft"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta["total_steps"] != total:
             raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
                                "delete it to start over")

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from detbench.detectors.linear_probe import FrozenFeatureDetector
 
 from detbench.detector import RunContext
+from detbench.detectors.linear_probe import FrozenFeatureDetector
 from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
