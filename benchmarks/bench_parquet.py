@@ -59,9 +59,9 @@ def measure(what: str, root: str) -> dict[str, float]:
     """Run one measure in this process; peak RSS (MiB) above the post-import baseline, and seconds."""
     import numpy as np
     import pyarrow.parquet as pq
-    from detbench.datasets.hfparquet import ParquetSuite
 
     from detbench.data import ImageRowsDataset
+    from detbench.datasets.hfparquet import ParquetSuite
     from detbench.index import build_index
 
     def status_mib(field: str) -> float:

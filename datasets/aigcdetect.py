@@ -27,7 +27,6 @@ from detbench.datasets._layout import (
     rel,
     subdirs,
 )
-
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 SETS: dict[str, str] = {  # canonical key -> family, in eval_config.py's order

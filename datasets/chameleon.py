@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from detbench.datasets._layout import cross_suite_protocols, label_folders, labelled_images, rel, subdirs
-
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 GENERATOR = "chameleon"

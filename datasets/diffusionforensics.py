@@ -30,7 +30,6 @@ from detbench.datasets._layout import (
     rel,
     subdirs,
 )
-
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 SUBSETS = ("lsun_bedroom", "imagenet", "celebahq")

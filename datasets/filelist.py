@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from detbench.datasets._layout import LabelValues, did_you_mean, train_on_protocols
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import LabelValues, did_you_mean, train_on_protocols
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 LIST_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
@@ -154,7 +153,7 @@ class FileListSuite(Suite):
         return train_on_protocols(generators, self.splits)
 
 
-def read_table(path: Path):  # noqa: ANN201 (pandas is imported lazily)
+def read_table(path: Path):
     """The list as a DataFrame of strings (nothing parsed as NaN) and a function from row position to where
     the row is in the file (``line N`` for CSV/TSV/JSON lines, ``item N`` for a JSON array, ``row N``)."""
     import pandas as pd

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from detbench.datasets._layout import cross_suite_protocols, labelled_images, norm, rel, subdirs
-
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 GANS = ("attgan", "began", "cramergan", "infomaxgan", "mmdgan", "relgan", "s3gan", "sngan", "stgan")

@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from detbench.datasets._layout import SPLIT_NAMES, LabelValues, did_you_mean, train_on_protocols
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import SPLIT_NAMES, LabelValues, did_you_mean, train_on_protocols
 from detbench.shards import Locator, ShardError, check_image_column, hf_features, iter_rows, open_shard
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
@@ -144,7 +143,7 @@ class ParquetSuite(Suite):
         return train_on_protocols(generators, self.splits)
 
 
-def _label_map(parquet_file: object, options: ParquetOptions, shard: str):  # noqa: ANN202
+def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
     """Cell -> 0/1/None: through the ClassLabel names of the shard's Hugging Face metadata when it has them."""
     values = LabelValues(options.real_values, options.fake_values)
     feature = hf_features(parquet_file).get(options.label_column, {})

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join, top_levels
 
 GENERATORS: dict[str, str] = {  # folder as distributed -> family

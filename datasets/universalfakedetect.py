@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from detbench.config import ConfigError
 from detbench.datasets._layout import (
     CLASSES_4,
     CLASSES_20,
@@ -32,8 +33,6 @@ from detbench.datasets._layout import (
     rel,
     subdirs,
 )
-
-from detbench.config import ConfigError
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 # Non-GAN CNN generators (face swap, low-light imaging, super-resolution, layout-to-image synthesis): FAMILIES

@@ -21,9 +21,9 @@ import pandas as pd
 
 from detbench import shards
 from detbench.detector import Detector, RunContext
+from detbench.images import IMAGE_EXTENSIONS
 from detbench.progress import Phases
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 COLUMNS = ["file", "score", "decision", "error"]
 
 

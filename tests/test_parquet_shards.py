@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import invoke
-from detbench.datasets.hfparquet import ParquetOptions, ParquetSuite
 from PIL import Image
 from replicas import build_hf_parquet, encode_image, write_hf_shard
 
 from detbench import images, shards
 from detbench.config import apply_overrides
 from detbench.data import ImageRowsDataset
+from detbench.datasets.hfparquet import ParquetOptions, ParquetSuite
 from detbench.index import build_index
 from detbench.suites import SuiteLayoutError
 

@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.aigcdetect import SETS, AIGCDetectSuite, canonical_set
 from replicas import AIGCDETECT_SETS, build_aigcdetect, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.aigcdetect import SETS, AIGCDetectSuite, canonical_set
 from detbench.index import build_index, index_dir
 from detbench.preprocess import EVAL_PROFILES
 from detbench.suites import EVAL_CONVENTIONS, SuiteLayoutError

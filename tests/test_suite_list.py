@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from detbench.datasets.filelist import FileListOptions, FileListSuite
 from replicas import write_broken, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.filelist import FileListOptions, FileListSuite
 from detbench.index import build_index
 from detbench.suites import SuiteLayoutError
 

@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.universalfakedetect import DOMAINS, UFDOptions, UniversalFakeDetectSuite
 from replicas import build_ufd, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.universalfakedetect import DOMAINS, UFDOptions, UniversalFakeDetectSuite
 from detbench.index import build_index, index_dir
 from detbench.suites import SuiteLayoutError
 
