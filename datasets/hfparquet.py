@@ -79,7 +79,10 @@ class ParquetSuite(Suite):
         entries: list[Entry] = []
         skipped: list[str] = []
         for shard in shards:
-            entries.extend(self._scan_shard(root, shard, skipped))
+            try:
+                entries.extend(self._scan_shard(root, shard, skipped))
+            except (ShardError, OSError) as exc:  # a damaged shard is reported and skipped, not fatal
+                self.notes.append(f"shard {shard.relative_to(root).as_posix()} skipped: {exc}")
         if skipped:
             self.notes.append(
                 f"{len(skipped)} rows skipped: their label is not one of "
@@ -94,11 +97,11 @@ class ParquetSuite(Suite):
             self.splits.setdefault(e.generator, set()).add(e.split)
         yield from entries
 
-    def _scan_shard(self, root: Path, shard: Path, skipped: list[str]) -> Iterator[Entry]:
+    def _scan_shard(self, root: Path, shard: Path, skipped: list[str]) -> list[Entry]:
         o = self.options
         rel = shard.relative_to(root).as_posix()
+        parquet_file = open_shard(shard)  # ShardError for a file that is not Parquet: the caller skips it
         try:
-            parquet_file = open_shard(shard)
             check_image_column(parquet_file, o.image_column, rel)
         except ShardError as exc:
             raise SuiteLayoutError(f"{exc}. Name the image column with --set image_column=NAME") from None
@@ -115,7 +118,12 @@ class ParquetSuite(Suite):
         split_of_shard = _split_from_name(PurePosixPath(rel)) or o.split_default
         generator_default = o.generator_default or root.resolve().name
         columns = list(dict.fromkeys(c for c in wanted if c))
-        for start, values in iter_rows(shard, columns):
+        try:
+            batches = list(iter_rows(shard, columns))  # the small columns only; a damaged page fails here
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{type(exc).__name__}: {exc}") from exc
+        entries = []
+        for start, values in batches:
             for i in range(len(values[o.label_column])):
                 row = start + i
                 label = labels(values[o.label_column][i])
@@ -124,14 +132,17 @@ class ParquetSuite(Suite):
                     continue
                 generator = _text(values[o.generator_column][i]) if o.generator_column else ""
                 split = _text(values[o.split_column][i]) if o.split_column else ""
-                yield Entry(
-                    path=str(Locator(rel, o.image_column, row)),
-                    generator=generator or generator_default,
-                    split=SPLIT_NAMES.get(split.lower(), split) if split else split_of_shard,
-                    label=label,
-                    family="real" if label == 0 else "unknown",
-                    extra={c: values[c][i] for c in o.keep_columns},
+                entries.append(
+                    Entry(
+                        path=str(Locator(rel, o.image_column, row)),
+                        generator=generator or generator_default,
+                        split=SPLIT_NAMES.get(split.lower(), split) if split else split_of_shard,
+                        label=label,
+                        family="real" if label == 0 else "unknown",
+                        extra={c: values[c][i] for c in o.keep_columns},
+                    )
                 )
+        return entries
 
     @property
     def default_eval_split(self) -> str:

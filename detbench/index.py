@@ -131,7 +131,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                         "mtime_ns": mtime_ns,
                     }
                 )
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid, ShardError
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid / missing column
         status = "unreadable" if isinstance(exc, OSError) else "undecodable"
         reason = f"shard {rel_shard}: {type(exc).__name__}: {exc}"
         out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), status, reason) for row in wanted)

@@ -148,3 +148,15 @@ def test_end_to_end_index_run_leaderboard_predict_report(hub, tmp_path: Path) ->
     ]
     report = invoke("report", record["run_id"][:10], "--out", str(tmp_path / "report"))
     assert report.exit_code == 0, report.output
+
+
+def test_a_damaged_shard_is_skipped_with_a_note(hub, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    (root / "data").mkdir(parents=True)
+    shard = "train-00000-of-00001.parquet"
+    (root / "data" / shard).write_bytes((hub.root / "data" / shard).read_bytes())
+    (root / "data" / "test-00000-of-00001.parquet").write_bytes(b"PAR1 not really parquet")
+    suite = suite_with()
+    rows = list(suite.scan(root))
+    assert {r.split for r in rows} == {"train"} and len(rows) == 16
+    assert suite.notes and "data/test-00000-of-00001.parquet skipped: " in suite.notes[0]
