@@ -13,9 +13,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message is meant for the user."""
+from detbench.errors import ConfigError
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, str]:

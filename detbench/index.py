@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from detbench import __version__
+from detbench.errors import InputError
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
 from detbench.suites import Entry, Suite
@@ -108,9 +109,9 @@ def build_index(
     progress: Callable[[int, int], None] | None = None,
 ) -> Index:
     """Scan ``root`` with ``suite``'s adapter and write (or incrementally refresh) its index."""
-    root = Path(root).resolve()
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"suite root {root} is not a directory")
+        raise InputError(f"suite root {root} is not a directory")
     started = time.perf_counter()
     entries: list[Entry] = list(suite.scan(root))
     if not entries:

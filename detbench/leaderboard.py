@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from detbench.errors import RunLookupError
 from detbench.paths import home_subdir
 from detbench.records import read_json
 
@@ -19,10 +20,6 @@ ID_COLUMNS = [
     "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
 ]  # fmt: skip
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
-
-
-class RunLookupError(LookupError):
-    """No finished run, or several, match a run id prefix; the message is meant for the user."""
 
 
 def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import Detector, RunContext
+from detbench.errors import InputError
 from detbench.progress import Phases
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -112,7 +113,7 @@ def predict_files(
 
     files = collect_files(paths)
     if not files:
-        raise FileNotFoundError(
+        raise InputError(
             f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, paths))}"
         )
     absolute = [Path(os.path.abspath(f)) for f in files]

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from detbench.errors import LockedError
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the only input to identity hashes."""
@@ -126,10 +128,6 @@ def write_parquet_atomic(path: str | Path, df: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-class LockedError(RuntimeError):
-    """Another process holds the lock."""
 
 
 @contextlib.contextmanager

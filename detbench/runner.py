@@ -28,7 +28,8 @@ import pandas as pd
 
 from detbench import __version__
 from detbench import distributed as dist
-from detbench.config import ConfigError, apply_overrides, field_paths, to_dict
+from detbench.config import apply_overrides, field_paths, to_dict
+from detbench.errors import ConfigError, DataError, InputError, ProtocolError
 from detbench.detector import Detector, RunContext
 from detbench.index import Index, build_index, load_index
 from detbench.paths import home_subdir
@@ -113,10 +114,6 @@ class ThresholdPolicy:
     @property
     def label(self) -> str:
         return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
-
-
-class ProtocolError(ValueError):
-    """The requested protocol cannot run on the data found."""
 
 
 def resolve(req: RunRequest) -> Resolved:
@@ -239,7 +236,7 @@ class Runner:
         device = dist.local_device(req.device or default_device())
         dist.init(device)  # under torchrun: join the process group (a no-op in a single process)
         if not dist.is_main():
-            self.phases = Phases(self.phases.console, enabled=False)
+            self.phases = Phases(self.phases.console, enabled=False, warnings=False)
 
         self.phase = "loading the detector"
         t = time.perf_counter()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from detbench.errors import SuiteLayoutError as SuiteLayoutError  # re-exported: adapters import it from here
 from detbench.images import IMAGE_EXTENSIONS
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
@@ -49,10 +50,6 @@ class Entry:
 @dataclass(frozen=True)
 class NoOptions:
     """A suite without ``--set`` options."""
-
-
-class SuiteLayoutError(ValueError):
-    """The root does not look like this suite; the message says what was found and what is accepted."""
 
 
 class Suite(ABC):
