@@ -192,6 +192,8 @@ def run(
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
     from detbench import distributed
 
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1; got {nproc}")
     if nproc > 1 and not distributed.launched():
         command = distributed.torchrun_command(sys.argv[1:], nproc)
         sys.stdout.flush()

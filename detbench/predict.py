@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import Detector, RunContext
-from detbench.errors import InputError
+from detbench.errors import ConfigError, InputError
 from detbench.progress import Phases
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -111,6 +111,8 @@ def predict_files(
     from detbench.features import FeatureCache
     from detbench.runner import default_device
 
+    if workers is not None and workers < 0 or batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--workers must be >= 0 and --batch-size >= 1; got {workers} and {batch_size}")
     files = collect_files(paths)
     if not files:
         raise InputError(

@@ -158,10 +158,25 @@ def resolve(req: RunRequest) -> Resolved:
         from detbench.perturbations import parse_perturbation
 
         perturbation = parse_perturbation(req.perturb)
-    if req.n_boot < 0:
-        raise ConfigError(f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}")
+    check_run_options(req)
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
     return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings)
+
+
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
+
+
+def check_run_options(req: RunRequest) -> None:
+    """Range checks of the run's own options (the detector's and suite's are their configs' validate())."""
+    checks = [
+        (0 <= req.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}; got {req.seed}"),
+        (req.n_boot >= 0, f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}"),
+        (req.workers is None or req.workers >= 0, f"--workers must be >= 0 (0: decode in-process); got {req.workers}"),
+        (req.batch_size is None or req.batch_size >= 1, f"--batch-size must be >= 1; got {req.batch_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _dotted(config: Any, key: str) -> Any:

@@ -36,8 +36,13 @@ class LinearProbeConfig:
     def validate(self) -> None:
         from detbench.config import ConfigError
 
-        if not self.c_grid or any(c <= 0 for c in self.c_grid):
-            raise ConfigError("c_grid must hold positive values")
+        if not self.c_grid or any(not c > 0 for c in self.c_grid):
+            raise ConfigError(f"c_grid must hold positive values; got {','.join(f'{c:g}' for c in self.c_grid)}")
+        for name, value, low in (("max_iter", self.max_iter, 1), ("batch_size", self.batch_size, 1),
+                                 ("crop", self.crop, 0)):
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}" + (" (0: the backbone's size)" if low == 0 else "")
+                                  + f"; got {value}")
 
 
 class FrozenFeatureDetector(Detector):

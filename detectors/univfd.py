@@ -80,6 +80,8 @@ class UnivFDConfig:
             problems.append("lr > 0, min_lr > 0, weight_decay >= 0, init_std >= 0")
         if min(self.train_batch_size, self.batch_size, self.max_epochs, self.patience) < 1:
             problems.append("train_batch_size, batch_size, max_epochs and patience >= 1")
+        if self.crop < 0 or self.min_delta < 0:
+            problems.append("crop >= 0 (0: the backbone's size) and min_delta >= 0")
         if problems:
             raise ConfigError("univfd options need " + "; ".join(problems))
 

@@ -80,10 +80,21 @@ def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_config_validation() -> None:
-    for bad in ({"batch_size": "31"}, {"k": "0"}, {"warmup": "1"}, {"mask.ratio": "1"},
-                {"trainable": "adapter"}, {"steps": "0", "epochs": "0"}):
+    for bad in ({"batch_size": "31"}, {"k": "0"}, {"warmup": "1"}, {"mask.ratio": "1.01"}, {"mask.ratio": "-0.1"},
+                {"trainable": "adapter"}, {"steps": "0", "epochs": "0"}, {"lr_head": "1e309"}, {"lr_head": "nan"},
+                {"crop": "-1"}, {"batch_size": "0"}):
         with pytest.raises(ConfigError):
             apply_overrides(MPFTConfig(), bad)
+
+
+@pytest.mark.parametrize("fill", ["zero", "token", "drop"])
+def test_mask_ratio_one_is_accepted_and_trains(tmp_path: Path, fill: str) -> None:
+    """The README documents mask.ratio in [0, 1]: 1 masks every patch (a degenerate but valid ablation)."""
+    det, _ = make(tmp_path, tmp_path, **{"mask.ratio": "1.0", "mask.fill": fill})
+    x, y = batch()
+    mask = det.make_mask(x, torch.Generator().manual_seed(0))
+    assert bool(mask.all())
+    assert np.isfinite(det.batch_loss(x, y, torch.Generator().manual_seed(0)).item())
 
 
 def test_ablation_switches_give_distinct_run_keys() -> None:
