@@ -66,6 +66,10 @@ class RunLookupError(DetbenchError, LookupError):
     """No finished run, or several, match a run id prefix."""
 
 
+class DamagedRunError(DetbenchError, ValueError):
+    """A finished run's record or outputs are unreadable or differ from the hashes it recorded."""
+
+
 class TrainingError(DetbenchError, RuntimeError):
     """Training cannot go on with these settings (e.g. the loss diverged to NaN or infinity)."""
 

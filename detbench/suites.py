@@ -69,6 +69,10 @@ class Suite(ABC):
         """The root used when the user gives none (the demo builds itself); None means --root is required."""
         return None
 
+    def builds_own_root(self) -> bool:
+        """Whether :meth:`default_root` supplies the data when no ``--root`` is given (checked before any work)."""
+        return type(self).default_root is not Suite.default_root
+
     @abstractmethod
     def scan(self, root: Path) -> Iterable[Entry]:
         """Every image under ``root`` with its generator, split and label (raise SuiteLayoutError if none)."""
