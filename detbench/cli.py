@@ -301,6 +301,7 @@ def index(
     from detbench.index import build_index
     from detbench.progress import Phases
     from detbench.registry import SUITES
+    from detbench.suites import display_name
 
     cls = SUITES.get(suite)
     obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
@@ -318,7 +319,8 @@ def index(
         console.print(table)
     ignored = obj.ignored
     if ignored:
-        shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        shown = ", ".join(map(display_name, ignored[:10])) + more
         phases.warn(f"{len(ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
     console.print(f"index written to {idx.directory}")
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from detbench.errors import RunLookupError
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import read_json
 
@@ -145,8 +146,8 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
-    generators = [g for g in wide.columns if g not in ("mean", "worst")]
-    wide = wide[generators + [c for c in ("mean", "worst") if c in wide.columns]].reset_index()
+    generators = [g for g in wide.columns if g not in SUMMARY_ROWS]
+    wide = wide[generators + [c for c in SUMMARY_ROWS if c in wide.columns]].reset_index()
     wide.columns.name = None
     if "mean" in wide.columns:
         wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]

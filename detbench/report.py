@@ -33,6 +33,7 @@ from detbench.leaderboard import (
     threshold_label,
     wide_table,
 )
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import atomic_path
 
@@ -227,7 +228,7 @@ def _metrics_html(metrics: pd.DataFrame) -> str:
             if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
                 text += f" ± {100 * (hi - lo) / 2:.1f}"
             cells.append(f"<td>{_e(text)}</td>")
-        cls = ' class="summary"' if row["generator"] in ("mean", "worst") else ""
+        cls = ' class="summary"' if row["generator"] in SUMMARY_ROWS else ""
         rows.append(f"<tr{cls}><th>{_e(str(row['generator']))}</th>{''.join(cells)}</tr>")
     return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
 
@@ -412,7 +413,7 @@ def _robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> F
             kinds.setdefault(steps[0].name, []).append((steps[0], run))
     if not kinds:
         return None
-    generators = [g for g in clean.metrics["generator"] if g not in ("mean", "worst")]
+    generators = [g for g in clean.metrics["generator"] if g not in SUMMARY_ROWS]
     colors = {g: f"C{i % 10}" for i, g in enumerate(generators)}
     fig = _new_figure(4.2 * len(kinds) + 1.8, 6.0)
     axes = fig.subplots(2, len(kinds), squeeze=False)

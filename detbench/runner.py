@@ -33,6 +33,7 @@ from detbench.config import apply_overrides, field_paths, to_dict
 from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, DamagedRunError, DataError, InputError, ProtocolError
 from detbench.index import Index, build_index, load_index
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.progress import Phases
 from detbench.protocol_checks import (
@@ -52,7 +53,7 @@ from detbench.records import (
     write_parquet_atomic,
 )
 from detbench.registry import DETECTORS, SUITES
-from detbench.suites import Protocol, Suite
+from detbench.suites import Protocol, Suite, display_name
 
 SCORE_CHUNK_ROWS = 8192
 SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see distributed.shard_slice)
@@ -308,7 +309,7 @@ class Runner:
         ignored = suite.ignored
         if ignored:
             self.phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
-                             f"{', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
+                             f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
         protocol = select_protocol(suite, index, req.protocol)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
         check_training_rows(protocol, train, heldout, index.root)
@@ -698,7 +699,7 @@ def _reasons(statuses: pd.Series) -> dict[str, int]:
 def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
     rows = metrics.set_index("generator")
     out = {}
-    for row in ("mean", "worst"):
+    for row in SUMMARY_ROWS:
         if row in rows.index:
             out[row] = {
                 m: (None if pd.isna(v) else round(float(v), 6))

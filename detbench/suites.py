@@ -112,6 +112,21 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
             yield rel, Path(dirpath) / name
 
 
+def display_name(path: str | os.PathLike[str]) -> str:
+    """``path`` as text any file, table or terminal can hold: the bytes of a name that is not valid UTF-8 (which
+    Python keeps as surrogates) are shown escaped, e.g. ``bad\\xff.png``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_valid_utf8(name: str) -> bool:
+    """Whether ``name`` (a path or folder name read from disk) is valid UTF-8, i.e. holds no surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe_join(root: Path, rel: str) -> Path:
     """``root / rel`` for a relative path from an index, refusing absolute paths and ``..`` escapes."""
     pure = PurePosixPath(rel)

@@ -108,8 +108,13 @@ class LinearProbe(FrozenFeatureDetector):
         x_held, y_held = self._usable(*self.features(heldout, ctx, "features (held-out)", perturb=False), heldout)
         if not dist.is_main():  # under torchrun the features are extracted by all ranks, the probe fit by rank 0
             return {}
-        if len(np.unique(y_train)) < 2:
-            raise ValueError("the training rows hold a single class; a probe needs real and fake images")
+        if len(np.unique(y_train)) < 2 or len(np.unique(y_held)) < 1:
+            from detbench.errors import DataError
+
+            raise DataError(
+                f"linear-probe needs usable real and fake training images; {len(y_train)} training images loaded "
+                f"({int((y_train == 0).sum())} real, {int((y_train == 1).sum())} fake) and {len(y_held)} held-out"
+            )
         scaler = StandardScaler().fit(x_train)
         xs_train, xs_held = scaler.transform(x_train), scaler.transform(x_held)
         trials = []
