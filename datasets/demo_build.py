@@ -77,6 +77,9 @@ _SKIMAGE_GREY = ("camera", "coins", "moon", "clock", "brick", "grass")
 
 def _load_sources() -> list[tuple[str, np.ndarray]]:
     """The bundled photographs as uint8 RGB arrays, in a fixed order."""
+    from detbench.paths import keep_matplotlib_in_home
+
+    keep_matplotlib_in_home()  # before anything imports matplotlib, which creates its config folder on import
     import skimage.data
     from matplotlib.cbook import get_sample_data
     from sklearn.datasets import load_sample_images

@@ -133,6 +133,8 @@ def read_json(path: str | Path) -> Any:
 RUN_OUTPUTS = ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")
 RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
                      "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
+RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
+                       "backbone": str, "fit": dict, "bootstrap": dict}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:
@@ -153,6 +155,8 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
     if not isinstance(record, dict):
         raise DamagedRunError(f"run {run_dir.name} is damaged: {path} is not a JSON object")
     wrong = [f for f, kind in RUN_RECORD_FIELDS.items() if not isinstance(record.get(f), kind)]
+    wrong += [f for f, kind in RUN_RECORD_OPTIONAL.items() if record.get(f) is not None
+              and not isinstance(record[f], kind)]
     if wrong or record.get("status") != "complete":
         what = f"lacks or mistypes {', '.join(wrong)}" if wrong else f"has status {record.get('status')!r}"
         raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {what}")
