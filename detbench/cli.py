@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from detbench.errors import ConfigError, DetbenchWarning, InputError, RunLookupError, user_message
+from detbench.errors import ConfigError, DetbenchWarning, RunLookupError, user_message
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -301,16 +301,16 @@ def index(
     from detbench.index import build_index
     from detbench.progress import Phases
     from detbench.registry import SUITES
+    from detbench.runner import check_root
     from detbench.suites import display_name
 
     cls = SUITES.get(suite)
     obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0; got {workers}")
+    check_root(obj, root)
     phases = Phases(err)
     path = root or obj.default_root(phases)
-    if path is None:
-        raise InputError(f"suite {suite!r} needs its data: pass --root PATH (see README, section {suite})")
     with phases.phase(f"index {suite}", None) as tracker:
         idx = build_index(obj, path, mode="fast" if fast else "full", workers=workers, progress=tracker.update)
     from detbench.display import index_summary
