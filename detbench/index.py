@@ -22,7 +22,7 @@ from detbench.errors import DataError, InputError, SuiteLayoutError
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
-from detbench.suites import Entry, Suite, display_name, is_valid_utf8, top_levels
+from detbench.suites import BAD_NAME_REASON, Entry, Suite, display_name, is_valid_utf8, top_levels
 
 IdMode = Literal["full", "fast"]
 COLUMNS = [
@@ -215,7 +215,7 @@ def check_unique_ids(df: pd.DataFrame) -> None:
 def _bad_name_row(rel: str) -> dict[str, Any]:
     return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
             "height": None, "bytes": None, "status": "bad_name",
-            "reason": "the file or folder name is not valid UTF-8; rename it to use the file", "mtime_ns": None}
+            "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
 def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, InputError
 from detbench.images import IMAGE_EXTENSIONS
 from detbench.progress import Phases
-from detbench.suites import display_name
+from detbench.suites import BAD_NAME_REASON, display_name, is_valid_utf8
 
 COLUMNS = ["file", "score", "decision", "error"]
 
@@ -131,6 +131,9 @@ def predict_files(
     ids: list[str] = []
     usable: list[int] = []
     for i, path in enumerate(absolute):
+        if not is_valid_utf8(str(path)):  # as in the index: no record or table can hold the name
+            out.loc[i, "error"] = f"bad_name: {BAD_NAME_REASON}"
+            continue
         try:
             ids.append(images.file_digest(path))
             usable.append(i)

@@ -118,6 +118,9 @@ def display_name(path: str | os.PathLike[str]) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+BAD_NAME_REASON = "the file or folder name is not valid UTF-8; rename it to use the file"  # status bad_name
+
+
 def is_valid_utf8(name: str) -> bool:
     """Whether ``name`` (a path or folder name read from disk) is valid UTF-8, i.e. holds no surrogates."""
     try:
