@@ -304,3 +304,23 @@ def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path,
     assert resumed.record["run_id"] == clean.record["run_id"]
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert resumed.record["fit"]["history"] == clean.record["fit"]["history"]
+
+
+def test_no_usable_heldout_image_keeps_the_latest_state(tmp_path: Path, image_root) -> None:
+    """Regression: the held-out log line formatted None (no usable held-out image) and raised TypeError, although
+    the code meant to keep the latest state."""
+    root, rows = image_root
+    det, ctx = make(tmp_path, root)
+    info = det.fit(rows.iloc[:12], rows.iloc[[12]], ctx)  # the only held-out image is the broken file
+    assert info["best_step"] == 2 and info["heldout_failures"] == 1
+    assert info["best_heldout"]["heldout_ap"] is None
+
+
+def test_a_diverging_training_is_a_clear_error(tmp_path: Path, image_root) -> None:
+    """Regression: huge learning rates made the loss NaN and ended in the held-out log's TypeError."""
+    from detbench.errors import TrainingError
+
+    root, rows = image_root
+    det, ctx = make(tmp_path, root, lr_backbone=1e36, lr_head=1e36, grad_clip=0.0, steps=4, eval_every=4)
+    with pytest.raises(TrainingError, match="training loss became .* lower the learning rates"):
+        det.fit(*split(rows), ctx)
