@@ -186,7 +186,7 @@ def run(
     ] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help="Index ids from size, mtime and path instead of content hashes.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
@@ -293,7 +293,7 @@ def index(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
     root: Annotated[Optional[Path], typer.Option(help="Suite root (the demo builds its own).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Suite option key=value.")] = None,
-    fast: Annotated[bool, typer.Option(help="Ids from size+mtime and header-only checks (faster).")] = False,
+    fast: Annotated[bool, typer.Option(help="Ids from size, mtime and path, and header-only checks (faster).")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for probing files.")] = None,
 ) -> None:
     """Index a suite on disk and print its counts, formats and problems."""
@@ -472,7 +472,7 @@ def sweep(
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help="Index ids from size, mtime and path instead of content hashes.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
