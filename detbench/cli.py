@@ -130,6 +130,7 @@ app = typer.Typer(
 )
 
 
+FAST_INDEX_HELP = "Index ids from size, mtime and path instead of content hashes."
 BOOTSTRAP_HELP = "Bootstrap resamples for the 95% intervals of acc and AP (0: none)."
 FILTER_HELP = "Exact (case-insensitive) if some run has that value, else every value containing it."
 THRESHOLD_HELP = (
@@ -186,7 +187,7 @@ def run(
     ] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size, mtime and path instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
@@ -472,7 +473,7 @@ def sweep(
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size, mtime and path instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
