@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 
-def build(strategy: str, operator: str, batch_size: int, device: str, tmp: Path):  # noqa: ANN201
-    from detbench.detectors.mpft import MPFT, MPFTConfig
-
+def build(strategy: str, operator: str, batch_size: int, device: str, tmp: Path):
     from detbench.config import apply_overrides
     from detbench.detector import RunContext
+    from detbench.detectors.mpft import MPFT, MPFTConfig
     from detbench.progress import quiet
 
-    overrides = {**MPFT.suite_defaults["demo"], "backbone": "timm:efficientnet_lite0@bundled",
+    overrides = {**MPFT.profile_defaults["small"], "backbone": "timm:efficientnet_lite0@bundled",
                  "batch_size": batch_size, "mask.strategy": strategy, "mask.operator": operator}
     det = MPFT(apply_overrides(MPFTConfig(), overrides))
     det.setup(RunContext(suite_root=tmp, suite_name="bench", device=device, seed=0, run_dir=tmp,

@@ -44,6 +44,7 @@ class DemoSuite(Suite):
     version = 1
     default_backbone = "timm:efficientnet_lite0@bundled"
     default_protocol = "upconv"
+    compute_profile = "small"
     Options = DemoOptions
 
     def build_dir(self) -> Path:

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import SPLIT_NAMES
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import SPLIT_NAMES
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
@@ -92,11 +91,16 @@ class FolderSuite(Suite):
             )
         yield from entries
 
+    @property
+    def default_eval_split(self) -> str:
+        """test if the tree has a test split, else val, else the split of unsplit folders."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         """``train-on-<gen>`` for each generator with a train split (every generator if nothing was scanned),
         evaluated on every generator's test split (val if the tree has no test split)."""
-        found = set().union(*self.splits.values()) if self.splits else set()
-        eval_split = next((s for s in ("test", "val") if s in found), self.options.split_default)
+        eval_split = self.default_eval_split
         trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
         return {
             f"train-on-{g}": Protocol(

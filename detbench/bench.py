@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from detbench.precision import autocast, resolve_precision
 from detbench.records import write_text_atomic
 
 DEMO_BACKBONE = "timm:efficientnet_lite0@bundled"
@@ -62,6 +63,7 @@ ALL = ("decode", "forward", "score", "reference", "mpft_step", "index", "cache_r
 class Options:
     backbone: str = DEMO_BACKBONE
     device: str = "cpu"
+    precision: str = "auto"  # forward passes (forward, score, mpft_step): see detbench.precision
     crop: int = 128  # the demo suite's crop
     size: int = 128  # generated image side (the demo suite's)
     images: int = 512
@@ -314,17 +316,17 @@ class Bench:
             model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         embed = HalveOnOom(self.backbone.embed)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+        precision = resolve_precision(self.opts.precision, device)
         n_batches = max(1, self.opts.images // bs)
 
         def forward() -> None:
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(precision, device):
                 for _ in range(n_batches):
                     embed(x)
             _sync(device)
 
         forward()
-        note = ("bf16 autocast" if device.startswith("cuda") else "fp32") + self._weights_note()
+        note = f"precision {precision}" + self._weights_note()
         self.row("forward", n_batches * bs, _median_seconds(forward, self.opts.repeats), note=note)
 
     def bench_score(self) -> None:
@@ -342,7 +344,8 @@ class Bench:
         calls = []
         if score:
             calls.append(
-                (_score_seconds, (o.backbone, o.crop, str(folder), o.batch_size, o.workers, o.device))
+                (_score_seconds, (o.backbone, o.crop, str(folder), o.batch_size, o.workers, o.device,
+                                  resolve_precision(o.precision, o.device)))
             )
         if reference:
             calls.append((_reference_seconds, (o.backbone, o.crop, str(folder), o.batch_size, o.device)))
@@ -357,7 +360,8 @@ class Bench:
                     out.append(child.call(fn, *args, names))
         seconds = dict(zip([fn.__name__ for fn, _ in calls], map(statistics.median, times), strict=True))
         if score:
-            note = "FeatureCache.extract, fresh cache, own process" + self._weights_note()
+            note = (f"FeatureCache.extract, fresh cache, own process, precision "
+                    f"{resolve_precision(o.precision, o.device)}" + self._weights_note())
             self.row("score", len(names), seconds["_score_seconds"], note=note)
         if reference:
             note = "PIL + torchvision, no workers, torch.no_grad, fp32, own process" + self._weights_note()
@@ -399,7 +403,8 @@ class Bench:
         device, bs = self.opts.device, self.opts.batch_size
         cfg = apply_overrides(
             MPFTConfig(),
-            {"backbone": self.opts.backbone, "crop": str(self.opts.crop), "batch_size": str(bs - bs % 2)},
+            {"backbone": self.opts.backbone, "crop": str(self.opts.crop), "batch_size": str(bs - bs % 2),
+             "precision": self.opts.precision},
         )
         det = MPFT(cfg)
         det.setup(
@@ -429,7 +434,7 @@ class Bench:
         seconds = _median_seconds(step, self.opts.repeats)
         trainable = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
         note = f"{cfg.trainable} k={cfg.k}, {trainable / 1e6:.1f} M trainable, TAM {cfg.mask.operator}, "
-        note += "bf16 autocast" if cfg.amp and device.startswith("cuda") else "fp32"
+        note += f"precision {det.precision}"
         if device.startswith("cuda"):
             note += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
         self.row(
@@ -564,7 +569,8 @@ def _loaded(spec: str, crop: int) -> Any:
 
 
 def _score_seconds(
-    spec: str, crop: int, folder: str, batch_size: int, workers: int | None, device: str, names: list[str]
+    spec: str, crop: int, folder: str, batch_size: int, workers: int | None, device: str, precision: str,
+    names: list[str],
 ) -> float:
     import pandas as pd
 
@@ -575,7 +581,7 @@ def _score_seconds(
     with tempfile.TemporaryDirectory(prefix="detbench-bench-cache-") as cache:
         t = time.perf_counter()
         FeatureCache(Path(cache)).extract(
-            backbone, Path(folder), rows, batch_size=batch_size, workers=workers, device=device
+            backbone, Path(folder), rows, batch_size=batch_size, workers=workers, device=device, precision=precision
         )
         _sync(device)
         return time.perf_counter() - t

@@ -25,6 +25,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from detbench.errors import ConfigError, DetbenchWarning, RunLookupError, user_message
+from detbench.precision import PRECISION_HELP
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
@@ -50,7 +51,7 @@ def _guard(ctx: typer.Context) -> Iterator[None]:
     """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped (exit 130 / 143); bugs as
     bugs (traceback, exit 1); DetbenchWarnings as ``warning:`` lines."""
     with warnings.catch_warnings():
-        warnings.simplefilter("always", DetbenchWarning)
+        warnings.simplefilter("default", DetbenchWarning)  # each message once
         shown = warnings.showwarning
 
         def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -246,7 +247,7 @@ def run(
         _show_preset_comparison(chosen, result)
 
 
-def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
+def _show_preset_comparison(preset, result) -> None:
     from detbench.display import frame_table
     from detbench.presets import compare
 
@@ -268,7 +269,7 @@ def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
                       f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
 
 
-def _show_result(result) -> None:  # noqa: ANN001
+def _show_result(result) -> None:
     from detbench.display import metrics_table, threshold_note
 
     rec = result.record
@@ -567,6 +568,7 @@ def bench(
     ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec.")] = "timm:efficientnet_lite0@bundled",
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    precision: Annotated[str, typer.Option(help=f"Forward-pass precision: {PRECISION_HELP}.")] = "auto",
     crop: Annotated[int, typer.Option(help="Backbone input size.")] = 128,
     size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
     images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
@@ -591,8 +593,8 @@ def bench(
     chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
     if rss_images and "rss" not in chosen:
         chosen = (*chosen, "rss")
-    opts = Options(backbone=backbone, device=device or default_device(), crop=crop, size=size, images=images,
-                   batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
+    opts = Options(backbone=backbone, device=device or default_device(), precision=precision, crop=crop, size=size,
+                   images=images, batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
                    rss_images=rss_images, rss_crop=rss_crop, only=chosen)
     rows = run_bench(opts, out, progress=lambda what: err.print(f"bench: {what} ..."))
     table = Table(title=f"detbench bench: {opts.backbone} on {opts.device}", title_justify="left")

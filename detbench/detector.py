@@ -28,6 +28,7 @@ class RunContext:
     perturbation: Any | None = None  # applied at evaluation only
     feature_cache: Any | None = None
     stage: str = "eval"  # what predict() is scoring: "eval" or "heldout" (for progress labels)
+    eval_convention: str | None = None  # the suite's test-set convention (detbench.suites.EVAL_CONVENTIONS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def checkpoint_dir(self) -> Path:
@@ -41,17 +42,27 @@ class Detector(ABC):
 
     Subclasses set ``name``, ``version`` (bump whenever outputs change for the same config) and ``Config``
     (a dataclass whose fields are the ``--set`` keys; a ``backbone`` field left empty takes the suite's
-    default). ``suite_defaults`` maps a suite name to config overrides applied before the user's.
+    default). ``profile_defaults`` maps a suite's compute profile (:data:`detbench.suites.COMPUTE_PROFILES`)
+    to config overrides applied before the user's, e.g. a smaller crop and fewer steps on ``small`` suites.
     """
 
     name: ClassVar[str]
     version: ClassVar[int]
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
-    suite_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    training_free: ClassVar[bool] = False  # never learns from training rows (e.g. RIGID)
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config
+
+    def needs_training(self) -> bool:
+        """Whether :meth:`fit` learns from training rows. False for training-free detectors and for detectors
+        given released weights: those run under any protocol, ``eval`` included, and need no training rows.
+
+        Decided from the config alone (before any weights load), so pre-flight checks can call it.
+        """
+        return not self.training_free
 
     def setup(self, ctx: RunContext) -> None:
         """Load what identity() needs (e.g. the backbone); called once before fit/predict."""

@@ -1,7 +1,8 @@
 """Frozen-backbone features with a content-addressed cache.
 
 The cache key hashes everything that changes a feature: the backbone identity (spec, weights sha256,
-preprocessing, library versions), the embedding, the perturbation, and this module's format version.
+preprocessing, library versions), the embedding, the perturbation, the numeric precision of the forward pass
+(:mod:`detbench.precision`), and this module's format version.
 Rows are keyed by image content id, so the same bytes under another path or suite hit the cache.
 Each key holds append-only shards (``*.feats.npy`` + ``*.ids.npy``, read memory-mapped); a shard counts
 only once its ids file exists, and both are written atomically, so a killed extraction leaves nothing a
@@ -13,7 +14,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,16 @@ FEATURE_FORMAT_VERSION = 1
 SHARD_ROWS = 4096
 
 
-def feature_key(backbone: Any, embedding: str, perturbation: dict[str, Any] | None) -> dict[str, Any]:
+def feature_key(
+    backbone: Any, embedding: str, perturbation: dict[str, Any] | None, precision: str = "fp32"
+) -> dict[str, Any]:
+    """The cache key of one kind of feature (a resolved ``precision``: fp32, bf16 or fp16)."""
     return {
         "format": FEATURE_FORMAT_VERSION,
         "backbone": backbone.identity(),
         "embedding": embedding,
         "perturbation": perturbation,
+        "precision": precision,
     }
 
 
@@ -154,16 +158,19 @@ class FeatureCache:
         batch_size: int = 64,
         workers: int | None = None,
         device: str = "cpu",
+        precision: str = "fp32",
         advance: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, dict[int, str], dict[str, int]]:
         """Features ``[len(rows), D]`` (NaN rows for images that failed to load), failures by row position,
-        and counts of cache hits and computed rows."""
+        and counts of cache hits and computed rows. ``precision`` is a resolved value (fp32, bf16, fp16)."""
         import torch
 
         from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+        from detbench.precision import autocast
 
         embedding = embedding or backbone.default_embedding
-        key = feature_key(backbone, embedding, perturbation.identity() if perturbation is not None else None)
+        perturbation_id = perturbation.identity() if perturbation is not None else None
+        key = feature_key(backbone, embedding, perturbation_id, precision)
         store = self.store(key)
         ids = [str(i) for i in rows["image_id"]]
         out, found = store.lookup(ids)
@@ -205,8 +212,7 @@ class FeatureCache:
             embed = HalveOnOom(lambda x: backbone.embed(x, embedding))
             pending_ids: list[str] = []
             pending: list[np.ndarray] = []
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast(precision, device):
                 for batch in iterate_batches(dataset, batch_size=batch_size, workers=workers, pin_memory=cuda):
                     for local, reason in batch.failures:
                         failures[int(todo[local])] = reason

@@ -6,8 +6,10 @@ CNNDetection / UniversalFakeDetect / NPR:
 
 - ``jpeg:Q``: encode with Pillow (libjpeg) at quality Q (1..100), 4:2:0 chroma subsampling (Pillow's
   default, as those papers use), then decode.
-- ``blur:S``: Gaussian blur of standard deviation S pixels (0 < S <= 20), each channel filtered with
-  ``scipy.ndimage.gaussian_filter`` (kernel truncated at 4 S, reflected borders), rounded back to 8 bits.
+- ``blur:S``: Gaussian blur of standard deviation S pixels (0 < S <= 20) exactly as CNNDetection, UnivFD and
+  AIGCDetectBenchmark blur: ``scipy.ndimage.gaussian_filter(channel, output=channel, sigma=S)`` on each uint8
+  channel in place (kernel truncated at 4 S, reflected borders). The filter runs one axis after the other and
+  writes each pass into the uint8 channel, so the intermediate result is truncated to 8 bits, as theirs is.
 - ``downscale:F``: resize by the factor F (0 < F < 1) with Pillow's antialiased bicubic filter, and
   *not* back up: the detector sees the smaller image through its own preprocessing (with the default
   ``resize="none"`` policy a small image is centre-padded, as in UniversalFakeDetect's evaluation).
@@ -22,9 +24,12 @@ from __future__ import annotations
 import io
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from detbench.config import ConfigError
 from detbench.registry import PERTURBATIONS, RegistryError
@@ -155,6 +160,7 @@ class JpegQuality(Step):
 
 class GaussianBlur(Step):
     name = "blur"
+    version = 2  # 1 rounded a float result once; 2 is the originals' in-place uint8 filtering
     axis_label = "Gaussian blur σ (pixels)"
     clean_level = 0.0
     example = "blur:2"
@@ -176,15 +182,30 @@ class GaussianBlur(Step):
         return self.sigma
 
     def params(self) -> dict[str, Any]:
-        return {"sigma": self.sigma, "truncate": 4.0, "mode": "reflect"}
+        return {"sigma": self.sigma, "truncate": 4.0, "mode": "reflect", "arithmetic": "uint8 in place per channel"}
 
     def apply(self, img: Image.Image) -> Image.Image:
-        import numpy as np
-        from scipy.ndimage import gaussian_filter
+        return Image.fromarray(gaussian_blur_uint8(img, self.sigma), "RGB")
 
-        arr = np.asarray(img.convert("RGB"), dtype=np.float32)
-        out = gaussian_filter(arr, sigma=(self.sigma, self.sigma, 0), truncate=4.0, mode="reflect")
-        return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "RGB")
+
+def gaussian_blur_uint8(img: Image.Image, sigma: float) -> np.ndarray:
+    """The originals' Gaussian blur of an image, as a new uint8 ``[H, W, 3]`` array.
+
+    Args:
+        img: any PIL image (converted to RGB).
+        sigma: the standard deviation in pixels.
+
+    Returns:
+        Each channel filtered by ``scipy.ndimage.gaussian_filter(channel, output=channel, sigma=sigma)``
+        in place on the uint8 array (CNNDetection ``data/datasets.py``), intermediate truncation included.
+    """
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    arr = np.array(img.convert("RGB"), dtype=np.uint8)
+    for channel in range(3):
+        gaussian_filter(arr[:, :, channel], output=arr[:, :, channel], sigma=sigma)
+    return arr
 
 
 class Downscale(Step):

@@ -129,26 +129,22 @@ def _check_backbone(spec: str) -> list[str]:
 
 def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[str]:
     from detbench.index import build_index
-    from detbench.runner import RunRequest, resolve
+    from detbench.runner import RunRequest, protocol_problems, resolve
     from detbench.suites import SuiteLayoutError
 
-    suite = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides)).suite
+    resolved = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides))
+    suite = resolved.suite
     try:
         index = build_index(suite, root)
     except SuiteLayoutError as exc:
         return [f"suite root {root}: {exc}"]
-    protocols = suite.protocols(index.generators)
+    protocols = suite.all_protocols(index.generators)
     if preset.protocol not in protocols:
         return [f"protocol {preset.protocol} is not available for the data under {root}"]
     protocol = protocols[preset.protocol]
     usable = index.usable
-    problems = []
-    train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
-    if train["label"].nunique() < 2 and not preset.required_files:
-        problems.append(
-            f"training data missing: {'+'.join(protocol.train_generators)}/{protocol.train_split} "
-            "needs real and fake images"
-        )
+    needs_training = resolved.detector_cls(resolved.config).needs_training()
+    problems = protocol_problems(protocol, usable, needs_training=needs_training, root=root)
     expected = set(protocol.eval_generators or ()) | {g for g in preset.expected("acc") if g != "mean"}
     counts = usable[usable["split"] == protocol.eval_split].groupby("generator").size()
     for gen in sorted(expected):
@@ -163,11 +159,36 @@ def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[
     return problems
 
 
+SAMPLING_SIGMAS = 2.0  # a row's tolerance is at least this many binomial standard errors of its sample
+
+
+def row_tolerance(fixed: float, expected_percent: float | None, n_images: float) -> float:
+    """Points of difference a row may show before it is flagged: the preset's fixed tolerance, widened to
+    :data:`SAMPLING_SIGMAS` binomial standard errors of a rate near ``expected_percent`` measured on
+    ``n_images`` images (at n = 200 and 50 % one standard error is 3.5 points: a fixed 3 would flag a
+    perfect implementation). AP is treated like a rate here: an approximation, stated in the note.
+
+    Args:
+        fixed: the preset's tolerance in points.
+        expected_percent: the published value in % (None: unknown, the fixed tolerance applies).
+        n_images: images behind the measured value (NaN or 0: the fixed tolerance applies).
+
+    Returns:
+        The tolerance in points.
+    """
+    if expected_percent is None or not n_images or n_images != n_images:
+        return fixed
+    p = min(max(expected_percent / 100, 0.0), 1.0)
+    return max(fixed, SAMPLING_SIGMAS * 100 * (p * (1 - p) / n_images) ** 0.5)
+
+
 def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...] = ("acc", "ap")) -> pd.DataFrame:
-    """Measured vs published per generator and metric (in %), with the delta and whether it exceeds tolerance."""
-    tolerance = float(preset.published.get("tolerance", 3.0))
+    """Measured vs published per generator and metric (in %): the delta, the row's tolerance (the preset's,
+    widened to the sampling error of the row's image count) and whether the delta exceeds it."""
+    fixed = float(preset.published.get("tolerance", 3.0))
     rows = []
     measured = metrics.set_index("generator")
+    counts = (measured["n_real"] + measured["n_fake"]) if {"n_real", "n_fake"} <= set(measured.columns) else None
     for metric in metrics_shown:
         expected, ranges = preset.expected(metric), preset.expected_range(metric)
         if not expected and not ranges:
@@ -176,6 +197,7 @@ def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...
             value = 100 * float(measured.loc[gen, metric]) if metric in measured.columns else float("nan")
             exp = expected.get(gen)
             lo_hi = ranges.get(gen)
+            tolerance = row_tolerance(fixed, exp, float(counts.loc[gen]) if counts is not None else float("nan"))
             if exp is not None:
                 delta = value - exp
                 flag = abs(delta) > tolerance
@@ -191,10 +213,12 @@ def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...
                     "measured": value,
                     "expected": exp if exp is not None else (f"{lo_hi[0]}–{lo_hi[1]}" if lo_hi else "unknown"),
                     "delta": delta,
+                    "tolerance": round(tolerance, 1),
                     "flag": flag,
                 }
             )
-    return pd.DataFrame(rows, columns=["generator", "metric", "measured", "expected", "delta", "flag"])
+    columns = ["generator", "metric", "measured", "expected", "delta", "tolerance", "flag"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def published_rows(suite: str) -> pd.DataFrame:

@@ -154,7 +154,7 @@ def resolve(req: RunRequest) -> Resolved:
                 f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
             )
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
-    config = apply_overrides(det_cls.Config(), det_cls.suite_defaults.get(suite.name, {}))
+    config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
     if "backbone" in det_keys and not config.backbone:
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)
@@ -206,8 +206,9 @@ def _dotted(config: Any, key: str) -> Any:
     return config
 
 
-def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
-    protocols = suite.protocols(index.generators)
+def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
+    """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`."""
+    protocols = suite.all_protocols(index.generators)
     name = name or suite.default_protocol
     if name not in protocols:
         close = difflib.get_close_matches(name, list(protocols), n=2)
@@ -216,16 +217,38 @@ def select_protocol(suite: Suite, index: Index, name: str | None) -> Protocol:
             f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
         )
     protocol = protocols[name]
-    usable = index.usable
+    problems = protocol_problems(protocol, index.usable, needs_training=needs_training, root=index.root)
+    if problems:
+        raise ProtocolError(problems[0])
+    return protocol
+
+
+def protocol_problems(
+    protocol: Protocol, usable: pd.DataFrame, *, needs_training: bool, root: Path | str
+) -> list[str]:
+    """What stops ``protocol`` on the usable index rows: the one check shared by the runner and preset pre-flight.
+
+    A detector that needs training needs real and fake rows of the training generators' train split, and a
+    protocol that trains (``eval`` does not); a detector that needs none (released weights, training-free) runs
+    under any protocol and ignores the training rows.
+    """
+    if not needs_training:
+        return []
+    if not protocol.trains:
+        return [
+            f"protocol {protocol.name!r} trains nothing, but this detector needs training: give it released "
+            "weights (see `detbench ls detectors`) or choose a training protocol"
+        ]
     train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
     if train.empty or train["label"].nunique() < 2:
         found = usable.groupby(["generator", "split"]).size()
         listing = ", ".join(f"{g}/{s} ({n})" for (g, s), n in found.items()) or "no usable images"
-        raise ProtocolError(
-            f"protocol {name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} with both "
-            f"real and fake images, but the index under {index.root} has: {listing}"
-        )
-    return protocol
+        return [
+            f"protocol {protocol.name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} "
+            f"with both real and fake images, but the index under {root} has: {listing}. Detectors with "
+            "released weights or none to train run under --protocol eval"
+        ]
+    return []
 
 
 def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -282,6 +305,7 @@ class Runner:
         ctx = RunContext(
             suite_root=Path("."),  # set once the suite is indexed
             suite_name=suite.name,
+            eval_convention=suite.eval_convention,
             device=device,
             seed=req.seed,
             run_dir=Path("."),
@@ -310,13 +334,16 @@ class Runner:
         if ignored:
             self.phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
                              f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
-        protocol = select_protocol(suite, index, req.protocol)
+        needs_training = detector.needs_training()
+        protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
-        check_training_rows(protocol, train, heldout, index.root)
-        copies = check_no_training_images_evaluated(protocol, train, heldout, evaluation)
-        if copies:
-            self.phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under other "
-                             "names): their scores measure memory as much as detection")
+        if needs_training and protocol.trains:
+            check_training_rows(protocol, train, heldout, index.root)
+            copies = check_no_training_images_evaluated(protocol, train, heldout, evaluation)
+            if copies:
+                self.phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under "
+                                 "other names): their scores measure memory as much as detection")
+        evaluation, eval_sample = suite.sample_eval(evaluation)
         missing = generators_without_evaluation(protocol, index.rows, evaluation)
         if missing:
             found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
@@ -430,6 +457,7 @@ class Runner:
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
                 "missing_eval_generators": sorted(missing_eval),
+                "eval_sample": eval_sample,
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
                 "threshold": {
                     "policy": resolved.threshold.policy,

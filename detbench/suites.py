@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,29 @@ from detbench.errors import SuiteLayoutError as SuiteLayoutError  # re-exported:
 from detbench.images import IMAGE_EXTENSIONS
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
+EVAL_PROTOCOL = "eval"  # every suite's protocol that trains nothing (released weights, training-free detectors)
+
+# Compute profiles: how much work a suite's images call for. Detectors read the profile (never the suite's name)
+# and scale their defaults to it (Detector.profile_defaults).
+COMPUTE_PROFILES: dict[str, str] = {
+    "full": "real benchmark data: the detectors' paper settings",
+    "small": "a CPU-sized stand-in (the embedded demo): small crops, short training, within minutes on 2 cores",
+}
+
+# Test-set conventions: which family of published evaluation set a suite is, so that a detector can apply the
+# preprocessing its original used on that family (e.g. NPR's per-test-set table: square Resize((256, 256)) on
+# ForenSynths-style sets, native size on GANGen). Suites publish a tag; detectors map tags to preprocessing;
+# neither names the other. None: no published convention (the detector's own default applies).
+EVAL_CONVENTIONS: dict[str, str] = {
+    "forensynths": "CNNDetection (ForenSynths) test sets: ProGAN-style GAN images of about 256 px",
+    "universalfakedetect": "UniversalFakeDetect: the ForenSynths domains plus its diffusion/autoregressive sets",
+    "gangen": "GANGen-Detection: GAN images at their native sizes",
+    "diffusionforensics": "DIRE's DiffusionForensics test sets",
+    "aigcdetect": "AIGCDetectBenchmark: 16 GAN and diffusion test sets of mixed sizes",
+    "genimage": "GenImage: ImageNet-conditioned generators, PNG fakes of fixed sizes vs ImageNet JPEG reals",
+    "chameleon": "Chameleon (AIDE): human-fooling fakes vs reals of mixed sizes",
+    "synthbuster": "Synthbuster: RAISE-1k raw-photo reals vs commercial/open generators",
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,11 @@ class Protocol:
     eval_split: str = "val"
     heldout_fraction: float = 0.1
     description: str = ""
+
+    @property
+    def trains(self) -> bool:
+        """Whether the protocol has training generators (the ``eval`` protocol has none)."""
+        return bool(self.train_generators)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -59,6 +88,8 @@ class Suite(ABC):
     version: ClassVar[int]  # bump whenever scan() would return different rows for the same tree
     default_backbone: ClassVar[str]
     default_protocol: ClassVar[str]
+    compute_profile: ClassVar[str] = "full"  # a key of COMPUTE_PROFILES; detectors scale their defaults to it
+    eval_convention: ClassVar[str | None] = None  # a key of EVAL_CONVENTIONS, read by detectors (RunContext)
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any | None = None) -> None:
@@ -79,10 +110,87 @@ class Suite(ABC):
 
     @abstractmethod
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """Protocols available for the generators found in the index."""
+        """The suite's training protocols for the generators found in the index (``eval`` is added by the base)."""
+
+    @property
+    def default_eval_split(self) -> str:
+        """The split the ``eval`` protocol scores when the suite has no training protocol to copy it from."""
+        return "test"
+
+    def all_protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """:meth:`protocols` plus ``eval``: evaluate what the default protocol evaluates, train nothing."""
+        protocols = dict(self.protocols(generators))
+        if EVAL_PROTOCOL in protocols:
+            raise ValueError(f"suite {self.name} defines a protocol named {EVAL_PROTOCOL!r}, which the base reserves")
+        reference = protocols.get(self.default_protocol) or next(iter(protocols.values()), None)
+        split = reference.eval_split if reference else self.default_eval_split
+        protocols[EVAL_PROTOCOL] = Protocol(
+            name=EVAL_PROTOCOL,
+            train_generators=(),
+            eval_generators=reference.eval_generators if reference else None,
+            eval_split=split,
+            heldout_fraction=0.0,
+            description=f"train nothing, evaluate every generator's {split} split (released weights or a "
+            "training-free detector)",
+        )
+        return protocols
 
     def identity(self) -> dict[str, Any]:
         return {"suite": self.name, "adapter_version": self.version, "options": dataclasses.asdict(self.options)}
+
+    def sample_eval(self, evaluation: Any) -> tuple[Any, dict[str, Any] | None]:
+        """The evaluation rows a run scores, and what was sampled (None: every row).
+
+        Suites whose ``Options`` have ``eval_per_class`` (and ``eval_per_class_fallback``, ``cap_seed``)
+        sample with :func:`balanced_eval_sample`; the options are part of the suite identity, so of the run id.
+        """
+        per_class = int(getattr(self.options, "eval_per_class", 0) or 0)
+        if per_class <= 0:
+            return evaluation, None
+        fallback = int(getattr(self.options, "eval_per_class_fallback", 0) or 0)
+        return balanced_eval_sample(evaluation, per_class, fallback, int(getattr(self.options, "cap_seed", 0)))
+
+
+def seeded_rank(seed: int, path: str) -> bytes:
+    """A sort key that orders paths pseudo-randomly by ``seed``, independent of listing order and other files."""
+    return hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest()
+
+
+def balanced_eval_sample(rows: Any, per_class: int, fallback: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Equal real and fake counts per generator, as UniversalFakeDetect's ``validate.py`` samples.
+
+    Args:
+        rows: evaluation rows (``generator``, ``label``, ``path``, ``status`` columns).
+        per_class: images per class and generator (the original: 1000).
+        fallback: per-class count used instead when either class has fewer than ``per_class`` usable images
+            (the original: 100); 0 means no fallback (take as many as the smaller class has).
+        seed: chooses the images (a seeded hash of each path: independent of listing order).
+
+    Returns:
+        The sampled rows (unusable rows are never sampled) and, per generator, the usable images available
+        and the count per class used. Where a class has fewer than the count, both classes are cut to the
+        smaller class (the original asserts equal counts and stops).
+    """
+    import pandas as pd
+
+    usable = rows[rows["status"] == "ok"]
+    keep: list[Any] = []
+    facts: dict[str, Any] = {}
+    for generator, group in usable.groupby("generator", sort=True):
+        by_label = {label: group[group["label"] == label] for label in (0, 1)}
+        available = {label: len(part) for label, part in by_label.items()}
+        n = per_class
+        if fallback and min(available.values()) < per_class:
+            n = fallback
+        n = min(n, *available.values())
+        for part in by_label.values():
+            ranked = sorted(part.index, key=lambda i: (seeded_rank(seed, str(part.at[i, "path"])), part.at[i, "path"]))
+            keep.extend(ranked[:n])
+        facts[str(generator)] = {"available_real": available[0], "available_fake": available[1], "per_class": n}
+    chosen = set(keep)
+    sampled = rows.loc[[i for i in rows.index if i in chosen]]
+    info = {"per_class": per_class, "fallback": fallback, "seed": seed, "generators": facts}
+    return pd.DataFrame(sampled), info
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, Path]]:

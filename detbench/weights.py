@@ -7,7 +7,6 @@ carrying code is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -21,7 +20,7 @@ from urllib.parse import urlparse
 
 from detbench.errors import WeightsError
 from detbench.paths import home_subdir
-from detbench.records import write_text_atomic
+from detbench.records import sha256_of_file, write_text_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
-_CHUNK = 1 << 20
 _saved_offline: dict[str, str | None] | None = None
 
 
@@ -121,11 +119,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     cached = _read_sha_cache().get(key)
     if cached:
         return cached
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_of_file(path)
     cache = {k: v for k, v in _read_sha_cache().items() if not k.startswith(prefix)}
     cache[key] = digest
     try:
@@ -235,6 +229,17 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
+def _is_safetensors(path: Path) -> bool:
+    """By content, not suffix: Hugging Face cache blobs have no suffix (a snapshot's symlink resolves to one)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """A flat ``{name: tensor}`` state dict from .safetensors or a weights-only torch checkpoint.
 
@@ -248,7 +253,7 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):
         from safetensors.torch import load_file
 
         try:

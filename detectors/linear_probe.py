@@ -18,6 +18,7 @@ import pandas as pd
 
 from detbench import distributed as dist
 from detbench.detector import Detector, RunContext
+from detbench.precision import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class LinearProbeConfig:
     crop: int = 0  # 0: the backbone's default input size
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default policy
     pad: Literal["", "mean", "black"] = ""  # fill of images smaller than the crop; "": mean colour
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
     normalize: bool = True  # L2-normalise embeddings before the probe
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
     selection_metric: Literal["balanced_acc", "ap", "auc"] = "balanced_acc"
@@ -56,6 +58,7 @@ class FrozenFeatureDetector(Detector):
         if any(changes.values()):
             changes = {k: v for k, v in changes.items() if v}
             self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, **changes)
+        self.precision = resolve_precision(self.config.precision, ctx.device)
         self.embedding = self.config.embedding or self.backbone.default_embedding
         if self.embedding not in self.backbone.embeddings:
             from detbench.config import ConfigError
@@ -66,7 +69,7 @@ class FrozenFeatureDetector(Detector):
             )
 
     def identity(self) -> dict[str, Any]:
-        return {"backbone": self.backbone.identity(), "embedding": self.embedding}
+        return {"backbone": self.backbone.identity(), "embedding": self.embedding, "precision": self.precision}
 
     def features(
         self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool
@@ -82,6 +85,7 @@ class FrozenFeatureDetector(Detector):
                 batch_size=ctx.batch_size or self.config.batch_size,
                 workers=ctx.workers,
                 device=ctx.device,
+                precision=self.precision,
                 advance=advance,
             )
         ctx.extra.setdefault("feature_counts", []).append({"phase": description, **counts})
@@ -96,7 +100,7 @@ class LinearProbe(FrozenFeatureDetector):
     version = 1
     Config = LinearProbeConfig
     summary = "Logistic regression on frozen backbone features (C chosen on the training generator)."
-    suite_defaults = {"demo": {"crop": 128}}
+    profile_defaults = {"small": {"crop": 128}}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression

@@ -48,6 +48,8 @@ from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cp
 from detbench.detector import Detector, RunContext
 from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
+from detbench.precision import autocast, resolve_precision
+from detbench.probabilities import sigmoid
 from detbench.records import atomic_path
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
@@ -81,7 +83,7 @@ class MPFTConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints; 0: none
     selection_metric: Literal["balanced_acc", "ap", "loss"] = "balanced_acc"  # on held-out rows
     flip: bool = True  # random horizontal flips in training
-    amp: bool = True  # bf16 autocast (CUDA only)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     eval_batch_size: int = 64
 
     def validate(self) -> None:
@@ -188,11 +190,11 @@ class MPFT(Detector):
     Config = MPFTConfig
     summary = ("Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed): "
                "last blocks + head fine-tuned while the most textured patches are masked.")
-    suite_defaults = {
-        # CPU-sized demo: the suite's EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
+    profile_defaults = {
+        # "small" (the demo): its EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
         # crop), its last 2 stages + conv_head/bn2 trainable, 60 steps of 32 (about 5 passes over 180
         # images per class). Learning rates are raised because 60 steps at the ViT defaults barely move.
-        "demo": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
+        "small": {"crop": 128, "k": 2, "steps": 60, "train_per_class": 0, "eval_every": 10,
                  "checkpoint_every": 20, "lr_backbone": 1e-4, "lr_head": 1e-3, "mask.grid": 16},
     }
 
@@ -200,6 +202,7 @@ class MPFT(Detector):
 
     def setup(self, ctx: RunContext) -> None:
         cfg = self.config
+        self.precision = resolve_precision(cfg.precision, ctx.device)
         self.backbone: Backbone = load_backbone(cfg.backbone, device="cpu", crop=cfg.crop or None)
         bb = self.backbone
         self.patch = bb.patch_size or cfg.mask.grid
@@ -241,7 +244,7 @@ class MPFT(Detector):
         self._ddp: nn.Module | None = None  # the DistributedDataParallel training forward, made at the first step
 
     def identity(self) -> dict[str, Any]:
-        return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch}
+        return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch, "precision": self.precision}
 
     def move_to(self, device: str) -> None:
         if device == "cpu":
@@ -251,9 +254,7 @@ class MPFT(Detector):
             self.device = device
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.amp and self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     # ---- forward and loss
 
@@ -495,7 +496,7 @@ class MPFT(Detector):
         y = heldout["label"].to_numpy()[ok]
         z = logits[ok]
         loss = float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else float("nan")
-        metrics = binary_metrics(y, _sigmoid(z)) if len(z) else {}
+        metrics = binary_metrics(y, sigmoid(z)) if len(z) else {}
         entry = {"step": run.step, "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
                  "heldout_loss": loss, "heldout_ap": metrics.get("ap"),
                  "heldout_balanced_acc": metrics.get("balanced_acc")}
@@ -538,7 +539,7 @@ class MPFT(Detector):
                 total: int) -> _Progress:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["mpft"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta["total_steps"] != total:
             raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
                                "delete it to start over")
@@ -587,7 +588,7 @@ class MPFT(Detector):
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
-        return _sigmoid(logits), failures
+        return sigmoid(logits), failures
 
     # ---- state
 
@@ -638,10 +639,6 @@ def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
     return {k: v for part in parts for k, v in part.items()}
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
-
 
 def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -649,4 +646,3 @@ def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
         kind = str(reason).split(":")[0]
         counts[kind] = counts.get(kind, 0) + 1
     return counts
-

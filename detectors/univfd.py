@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from detbench.detectors.linear_probe import FrozenFeatureDetector
 
 from detbench.detector import RunContext
+from detbench.detectors.linear_probe import FrozenFeatureDetector
+from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,6 +45,7 @@ class UnivFDConfig:
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default ("none": centre crop)
     pad: Literal["", "mean", "black"] = ""  # small-image fill; "black" = the original evaluation (see README)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
     head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias); empty: train one
     aug_views: int = 2  # augmented views per training image, besides the clean view
     blur_prob: float = 0.5
@@ -233,7 +235,7 @@ def train_head(
             with torch.no_grad():
                 logits = head(xh).squeeze(1)
                 held_loss = float(loss_fn(logits, yh))
-                held = torch.sigmoid(logits).double().cpu().numpy()
+                held = sigmoid(logits.double().cpu().numpy())
             metrics = binary_metrics(y_held, held)
             key = (*(float(np.nan_to_num(metrics[m], nan=-1.0)) for m in (cfg.selection_metric, other)), -held_loss)
             history.append({"epoch": epoch, "lr": lr, "train_loss": float(total) / n, "heldout_loss": held_loss,
@@ -301,7 +303,10 @@ class UnivFD(FrozenFeatureDetector):
     version = 1
     Config = UnivFDConfig
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
-    suite_defaults = {"demo": {"crop": 128}}
+    profile_defaults = {"small": {"crop": 128}}
+
+    def needs_training(self) -> bool:
+        return not self.config.head
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
@@ -364,7 +369,7 @@ class UnivFD(FrozenFeatureDetector):
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
         z = feats[keep].astype(np.float64) @ self.weight + self.bias
-        scores[keep] = 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid, without overflow
+        scores[keep] = sigmoid(z)
         self._count_padded(rows, ctx)
         return scores, failures
 

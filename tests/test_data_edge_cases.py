@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import detbench.detectors.linear_probe
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +16,7 @@ from cli_helpers import invoke
 from PIL import Image, PngImagePlugin
 from replicas import build_folder, write_broken, write_image
 
+import detbench.detectors.linear_probe
 from detbench import images
 from detbench.errors import DataError
 from detbench.index import check_unique_ids
@@ -25,7 +25,7 @@ from detbench.preprocess import Preprocess
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
 
-def run_folder(root: Path, *extra: str, protocol: str = "train-on-a"):  # noqa: ANN201
+def run_folder(root: Path, *extra: str, protocol: str = "train-on-a"):
     return invoke("run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", protocol,
                   *FAST, *extra)
 
@@ -101,7 +101,7 @@ def test_a_score_the_detector_could_not_give_is_counted_as_skipped(
     build_folder(root, generators=("a", "b"), splits=("train", "test"), n=3)
     decision = detbench.detectors.linear_probe.LinearProbe.decision
 
-    def first_is_nan(self, feats: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    def first_is_nan(self, feats: np.ndarray) -> np.ndarray:
         out = decision(self, feats)
         out[:1] = np.nan
         return out

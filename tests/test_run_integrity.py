@@ -46,7 +46,7 @@ def home(pristine: Path, detbench_home: Path) -> Path:
     return detbench_home
 
 
-def run(tree: Path, *extra: str, protocol: str = "train-on-a"):  # noqa: ANN201
+def run(tree: Path, *extra: str, protocol: str = "train-on-a"):
     return invoke("run", "linear-probe", "--suite", "folder", "--root", str(tree), "--protocol", protocol,
                   *FAST, *extra)
 
@@ -117,7 +117,7 @@ def test_a_run_finished_meanwhile_is_reused_after_taking_the_lock(
     before = snapshot(run_dir)
     reuse = detbench.runner.Runner._reuse
 
-    def finished_meanwhile(self, run_dir: Path, run_id: str, base: Path, *, locked: bool):  # noqa: ANN001, ANN202
+    def finished_meanwhile(self, run_dir: Path, run_id: str, base: Path, *, locked: bool):
         return reuse(self, run_dir, run_id, base, locked=locked) if locked else None  # the first look finds nothing
 
     monkeypatch.setattr(detbench.runner.Runner, "_reuse", finished_meanwhile)

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import invoke
-from detbench.detectors.univfd import TrainView, load_head
 from PIL import Image
-from replicas import build_genimage
+from replicas import build_genimage, build_ufd
 
 from detbench.backbones import load_backbone, register_tiny_models
+from detbench.detectors.univfd import TrainView, load_head
 from detbench.preprocess import Preprocess
 from detbench.registry import DETECTORS
 from detbench.weights import WeightsError
@@ -219,3 +219,110 @@ def test_features_are_shared_with_linear_probe(replica: Path, tiny_spec: str, tm
     new = feature_files(detbench_home) - after_probe
     assert new and {Path(p).parent for p in new} & {Path(p).parent for p in after_probe} == set()
     assert len({Path(p).parent for p in new}) == 1  # only the augmented view's cache entry is new
+
+
+# ---------------------------------------------------------------------------------------------- (d) protocol eval
+
+
+def test_released_head_runs_the_preset_on_a_test_only_ufd_root(
+    tiny_spec: str, tmp_path: Path, detbench_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UnivFD preset with a released-format head on a root holding only the test domains and
+    diffusion_datasets: nothing to train, so no training rows are needed (protocol eval)."""
+    from detbench import presets
+
+    root = build_ufd(tmp_path / "ufd", train_classes=(), n=2, defects=False).root
+    head = write_head(tmp_path / "fc_weights.pth")
+    small = {k: dataclasses.replace(v, min_images_per_generator=2) for k, v in presets.load_presets().items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    result = invoke("run", "--preset", "univfd.paper-ufd", "--root", str(root), "--allow-cpu", "-q",
+                    "--set", f"head={head}", "--set", f"backbone={tiny_spec}")
+    assert result.exit_code == 0, result.output
+    (record,) = run_records(detbench_home, "universalfakedetect", "univfd")
+    assert record["protocol"] == "eval" and record["counts"]["train"]["used"] == 0
+    assert record["fit"]["head"] == "released" and record["counts"]["heldout"] == 0
+    assert len(record["counts"]["eval"]) == 19
+    assert record["preset"]["departures"] == ["backbone"]
+
+
+def test_protocol_eval_refuses_a_detector_that_needs_training(tiny_spec: str, replica: Path) -> None:
+    result = invoke("run", "univfd", "--suite", "genimage", "--root", str(replica), "--protocol", "eval",
+                    "--set", f"backbone={tiny_spec}", "-q")
+    assert result.exit_code == 2
+    assert "trains nothing, but this detector needs training" in result.output
+
+
+def test_a_released_head_ignores_the_training_split_of_a_training_protocol(
+    tiny_spec: str, replica: Path, tmp_path: Path, detbench_home: Path
+) -> None:
+    head = write_head(tmp_path / "fc_weights.pth")
+    base = ["run", "univfd", "--suite", "genimage", "--root", str(replica), "--set", f"backbone={tiny_spec}",
+            "--set", f"head={head}", "-q"]
+    assert invoke(*base, "--protocol", "eval").exit_code == 0
+    assert invoke(*base).exit_code == 0  # sdv14: the same evaluation rows, the same scores
+    runs = {r["protocol"]: r for r in run_records(detbench_home, "genimage", "univfd")}
+    scores = {p: pd.read_parquet(Path(r["paths"]["run"]) / "scores.parquet") for p, r in runs.items()}
+    pd.testing.assert_frame_equal(scores["eval"], scores["sdv14"])
+
+
+def test_every_suite_has_the_eval_protocol() -> None:
+    from detbench.registry import SUITES
+    from detbench.suites import EVAL_CONVENTIONS
+
+    for name in SUITES.names():
+        suite = SUITES.get(name)()
+        protocols = suite.all_protocols([])
+        assert protocols["eval"].train_generators == () and not protocols["eval"].trains
+        assert suite.eval_convention is None or suite.eval_convention in EVAL_CONVENTIONS
+
+
+def test_precision_is_part_of_the_identity_and_the_feature_cache_key(
+    tiny_spec: str, replica: Path, tmp_path: Path, detbench_home: Path
+) -> None:
+    head = write_head(tmp_path / "fc_weights.pth")
+    base = ["run", "univfd", "--suite", "genimage", "--root", str(replica), "--protocol", "eval",
+            "--set", f"backbone={tiny_spec}", "--set", f"head={head}", "-q"]
+    assert invoke(*base).exit_code == 0  # auto: fp32 on CPU
+    cached = feature_files(detbench_home)
+    assert invoke(*base, "--set", "precision=fp32").exit_code == 0  # the same resolved precision: same features
+    assert feature_files(detbench_home) == cached
+    assert invoke(*base, "--set", "precision=bf16").exit_code == 0
+    assert len(feature_files(detbench_home)) == 2 * len(cached)  # re-extracted under its own key
+    records = run_records(detbench_home, "genimage", "univfd")
+    by_precision = {r["key"]["detector_identity"]["precision"]: r for r in records}
+    assert sorted(by_precision) == ["bf16", "fp32"] and len({r["run_id"] for r in records}) == 3
+    scores = {p: pd.read_parquet(Path(r["paths"]["run"]) / "scores.parquet")["score"].to_numpy()
+              for p, r in by_precision.items()}
+    assert not np.array_equal(scores["fp32"], scores["bf16"])
+    np.testing.assert_allclose(scores["fp32"], scores["bf16"], atol=0.05)
+    assert invoke(*base, "--set", "precision=fp64").exit_code == 2
+
+
+def test_the_original_sample_sizes_are_expressible(tiny_spec: str, tmp_path: Path, detbench_home: Path) -> None:
+    """validate.py's rule: N real + N fake per domain, a smaller equal count where either class is short."""
+    root = build_ufd(tmp_path / "ufd", train_classes=(), n=2, pool=3, defects=False).root
+    head = write_head(tmp_path / "fc_weights.pth")
+    args = ["run", "univfd", "--suite", "ufd", "--root", str(root), "--protocol", "eval", "-q",
+            "--set", f"backbone={tiny_spec}", "--set", f"head={head}",
+            "--set", "eval_per_class=4", "--set", "eval_per_class_fallback=1"]
+    assert invoke(*args).exit_code == 0
+    (record,) = run_records(detbench_home, "universalfakedetect", "univfd")
+    full = {"progan", "stylegan", "cyclegan"}  # 4 or more of each class in the replica
+    for generator, counts in record["counts"]["eval"].items():
+        n = 4 if generator in full else 1
+        assert (counts["real"], counts["fake"]) == (n, n), generator
+        assert record["eval_sample"]["generators"][generator]["per_class"] == n
+    assert record["eval_sample"]["generators"]["stylegan"] == {"available_real": 6, "available_fake": 6,
+                                                               "per_class": 4}
+    assert invoke(*args).exit_code == 0 and len(run_records(detbench_home, "universalfakedetect", "univfd")) == 1
+    assert invoke(*args, "--set", "cap_seed=1").exit_code == 0  # another draw is another run
+    second = [r for r in run_records(detbench_home, "universalfakedetect", "univfd") if r["run_id"] != record["run_id"]]
+    assert len(second) == 1 and second[0]["key"]["suite"]["options"]["cap_seed"] == 1
+
+
+def test_preset_tolerance_widens_to_the_sampling_error() -> None:
+    from detbench.presets import row_tolerance
+
+    assert row_tolerance(3.0, 50.0, 200) == pytest.approx(2 * 100 * (0.25 / 200) ** 0.5)  # 7.07 points
+    assert row_tolerance(3.0, 100.0, 200) == 3.0 and row_tolerance(3.0, 80.0, 2000) == 3.0
+    assert row_tolerance(3.0, None, 200) == 3.0 and row_tolerance(3.0, 50.0, float("nan")) == 3.0

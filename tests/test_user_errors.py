@@ -23,7 +23,7 @@ from detbench.cli import Terminated
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
 
-def assert_one_line_error(result, *words: str) -> None:  # noqa: ANN001
+def assert_one_line_error(result, *words: str) -> None:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
@@ -76,7 +76,7 @@ def test_an_internal_error_is_shown_as_a_bug(monkeypatch: pytest.MonkeyPatch) ->
     """Regression: a FileNotFoundError from inside detbench (e.g. a missing metrics.parquet) was printed as a
     one-line user error, hiding the bug."""
 
-    def broken(suite: str, runs_root: Path | None = None):  # noqa: ANN202
+    def broken(suite: str, runs_root: Path | None = None):
         raise FileNotFoundError(2, "No such file or directory", "/home/x/runs/demo/mpft/abc/metrics.parquet")
 
     monkeypatch.setattr(detbench.leaderboard, "long_table", broken)
