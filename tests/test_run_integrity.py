@@ -149,7 +149,10 @@ def test_damaged_runs_are_skipped_with_a_warning_and_recomputed(
         (damaged / "run.json").write_text(json.dumps({**record, "settings": ["x"]}))
 
     protocol = record["protocol"]
-    for args in (["leaderboard", "folder"], ["ls", "runs"], ["report", "folder", "--out", str(tmp_path / "r")]):
+    commands = [["leaderboard", "folder"], ["ls", "runs"]]
+    if damage == "truncate-metrics":  # a report draws charts: once is enough
+        commands.append(["report", "folder", "--out", str(tmp_path / "r")])
+    for args in commands:
         result = invoke(*args)
         assert result.exit_code == 0, (args, result.output)
         text = " ".join(result.output.split())
