@@ -64,7 +64,7 @@ class ImageRowsDataset(Dataset):
             if img is None:
                 return None, i, CHANGED
             if self.perturb is not None:
-                img = self.perturb(img, self.image_ids[i])
+                img = self._perturbed(img, i)
             return self.transform(img), i, None
         except images.ImageError as exc:
             return None, i, f"{exc.status}: {exc.reason}"
@@ -86,6 +86,17 @@ class ImageRowsDataset(Dataset):
         if self.stats is not None and self.stats[i][0] is not None and len(data or b"") != self.stats[i][0]:
             return None
         return images.load_rgb_bytes(data)
+
+
+    def _perturbed(self, img: Any, i: int) -> Any:
+        """The perturbed image; a perturbation that cannot apply to this image (an encoder's size limit...) skips
+        the image with the reason instead of stopping the run."""
+        try:
+            return self.perturb(img, self.image_ids[i])
+        except images.ImageError:
+            raise
+        except Exception as exc:
+            raise images.ImageError("perturbation_failed", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _int_or_none(value: Any) -> int | None:

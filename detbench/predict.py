@@ -21,8 +21,10 @@ import pandas as pd
 
 from detbench import shards
 from detbench.detector import Detector, RunContext
+from detbench.errors import ConfigError, InputError
 from detbench.images import IMAGE_EXTENSIONS
 from detbench.progress import Phases
+from detbench.suites import BAD_NAME_REASON, display_name, is_valid_utf8
 
 COLUMNS = ["file", "score", "decision", "error"]
 
@@ -84,8 +86,19 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
             f"[yellow]warning:[/] the backbone or preprocessing found now differs from run {run_dir.name}'s "
             "(weights, versions or settings); scores may differ from the run's"
         )
-    detector.load(Path(record["paths"]["fit"]) / "state")
+    detector.load(fit_dir(run_dir, record) / "state")
     return TrainedRun(detector, record, run_dir)
+
+
+def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
+    """The run's fit folder under the current ``$DETBENCH_HOME``, found by the fit id (not by the absolute path the
+    record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``, where ``<suite>`` is
+    the training suite of a cross-suite run."""
+    training = record.get("training") or {}
+    detector_dir = run_dir.parent
+    if training:
+        detector_dir = detector_dir.parent.parent / training["suite"] / detector_dir.name
+    return detector_dir / "fits" / str(record["fit_id"])[:16]
 
 
 def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,9 +125,11 @@ def predict_files(
     from detbench.features import FeatureCache
     from detbench.runner import default_device
 
+    if workers is not None and workers < 0 or batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--workers must be >= 0 and --batch-size >= 1; got {workers} and {batch_size}")
     files = collect_files(paths)
     if not files:
-        raise FileNotFoundError(
+        raise InputError(
             f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, paths))}"
         )
     shown: list[str] = []  # per input image: the name shown, where its bytes are, its id or why not
@@ -123,14 +138,20 @@ def predict_files(
     errors: list[str] = []
     for f in files:
         disk = Path(os.path.abspath(f))
+        if not is_valid_utf8(str(disk)):  # as in the index: no record or table can hold the name
+            shown.append(display_name(f))
+            sources.append((disk, ""))
+            ids.append(None)
+            errors.append(f"bad_name: {BAD_NAME_REASON}")
+            continue
         if shards.is_shard(f):
             for suffix, image_id, error in _shard_images(disk):
-                shown.append(f"{f}{suffix}")
+                shown.append(f"{display_name(f)}{suffix}")
                 sources.append((disk, suffix))
                 ids.append(image_id)
                 errors.append(error)
             continue
-        shown.append(str(f))
+        shown.append(display_name(f))
         sources.append((disk, ""))
         try:
             ids.append(images.file_digest(disk))
@@ -155,7 +176,7 @@ def predict_files(
         stage="predict",
     )
     trained = load_trained(run_ref, ctx)
-    ctx.run_dir = Path(trained.record["paths"]["fit"])
+    ctx.run_dir = fit_dir(trained.run_dir, trained.record)
     if usable:
         rows = pd.DataFrame(
             {

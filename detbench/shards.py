@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detbench.errors import DataError
+
 SHARD_SUFFIX = ".parquet"
 ROW_DIGITS = 9
 DEFAULT_BATCH_ROWS = 64
@@ -29,7 +31,7 @@ READ_BUFFER = 1 << 20  # bytes pyarrow reads at a time from a column chunk
 _LOCATOR = re.compile(r"^(?P<shard>.+\.parquet)#(?P<column>[^#]+):(?P<row>\d+)$", re.IGNORECASE)
 
 
-class ShardError(ValueError):
+class ShardError(DataError):
     """A shard or column that cannot hold images as detbench reads them; the message names the file."""
 
 

@@ -46,6 +46,9 @@ def test_chameleon_trained_on_genimage_sdv14_shares_the_genimage_fit(data: dict[
     scores = pd.read_parquet(Path(chameleon["paths"]["run"]) / "scores.parquet")
     held = pd.read_parquet(Path(chameleon["paths"]["run"]) / "heldout_scores.parquet")
     assert set(scores["generator"]) == {"chameleon"} and set(held["generator"]) == {"sdv14"}
+    image = next((data["chameleon"] / "test" / "1_fake").glob("fake_0000.png"))
+    predicted = invoke("predict", chameleon["run_id"][:10], str(image), "-q")  # its fit lives with genimage's
+    assert predicted.exit_code == 0, predicted.output
     board = invoke("leaderboard", "chameleon")
     assert board.exit_code == 0, board.output
     assert all(f"chameleon leaderboard: {m}" in board.output for m in ("acc", "real_acc", "fake_acc"))
