@@ -194,6 +194,12 @@ class Backbone:
         return f"Backbone({self.spec!r}, pretrained={self.pretrained}, embed_dim={self.embed_dim})"
 
     @property
+    def kind(self) -> str:
+        """The model family: ``openclip-vit``, ``openclip-resnet``, ``openclip-timm`` (a timm trunk inside
+        open_clip's visual tower, ``model.trunk``) or ``timm``."""
+        return self._kind
+
+    @property
     def embed_dim(self) -> int:
         """Dimension of the default embedding (see ``embed_dims`` for the others)."""
         return self.embed_dims[self.default_embedding]
