@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import cap_per_group, did_you_mean, image_paths, rel, subdirs
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import cap_per_group, did_you_mean, image_paths, rel, subdirs
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels
 
 # Non-GAN CNN generators (face swap, low-light imaging, super-resolution, layout-to-image synthesis): FAMILIES

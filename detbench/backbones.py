@@ -402,19 +402,13 @@ def _arch_preprocess_defaults(arch: str) -> dict[str, Any]:
 
 
 def _open_clip_fix(arch: str, tag: str, tag_cfg: dict[str, Any]) -> str:
-    import open_clip
-
-    file_arch = arch
-    note = ""
-    if tag_cfg.get("quick_gelu") and f"{arch}-quickgelu" in open_clip.list_models():
-        file_arch, note = f"{arch}-quickgelu", " (these weights need QuickGELU, hence the -quickgelu arch)"
     repo = tag_cfg.get("hf_hub", "").strip("/")
     origin = f" from https://huggingface.co/{repo}" if repo else ""
     return (
         f"Supply the open_clip weights for {arch} tag '{tag}' in one of these ways:\n"
         f"  - put open_clip_pytorch_model.bin or open_clip_model.safetensors{origin} into "
         f"{weights_dir() / 'open_clip' / arch / tag}/\n"
-        f"  - pass --set backbone=open_clip:{file_arch}@/path/to/open_clip_pytorch_model.bin{note}\n"
+        f"  - pass --set backbone=open_clip:{arch}@/path/to/open_clip_pytorch_model.bin#tag={tag}\n"
         f"  - pass --set backbone=open_clip:{arch}@local-dir:DIR "
         "(DIR holds open_clip_config.json and the weights)\n"
         "  - run once online without --offline to cache it")

@@ -7,7 +7,6 @@ carrying code is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from detbench.paths import home_subdir
-from detbench.records import write_text_atomic
+from detbench.records import sha256_of_file, write_text_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
-_CHUNK = 1 << 20
 _saved_offline: dict[str, str | None] | None = None
 
 
@@ -124,11 +122,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     cached = _read_sha_cache().get(key)
     if cached:
         return cached
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_of_file(path)
     cache = {k: v for k, v in _read_sha_cache().items() if not k.startswith(prefix)}
     cache[key] = digest
     try:

@@ -48,6 +48,7 @@ from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cp
 from detbench.detector import Detector, RunContext
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
+from detbench.probabilities import sigmoid
 from detbench.records import atomic_path
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
@@ -487,7 +488,7 @@ class MPFT(Detector):
         y = heldout["label"].to_numpy()[ok]
         z = logits[ok]
         loss = float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else float("nan")
-        metrics = binary_metrics(y, _sigmoid(z)) if len(z) else {}
+        metrics = binary_metrics(y, sigmoid(z)) if len(z) else {}
         entry = {"step": run.step, "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
                  "heldout_loss": loss, "heldout_ap": metrics.get("ap"),
                  "heldout_balanced_acc": metrics.get("balanced_acc")}
@@ -529,7 +530,7 @@ class MPFT(Detector):
                 total: int) -> _Progress:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["mpft"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta["total_steps"] != total:
             raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
                                "delete it to start over")
@@ -578,7 +579,7 @@ class MPFT(Detector):
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
-        return _sigmoid(logits), failures
+        return sigmoid(logits), failures
 
     # ---- state
 
@@ -624,10 +625,6 @@ def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
     return {k: v for part in parts for k, v in part.items()}
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
-
 
 def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -635,4 +632,3 @@ def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
         kind = str(reason).split(":")[0]
         counts[kind] = counts.get(kind, 0) + 1
     return counts
-

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from detbench.detectors.linear_probe import FrozenFeatureDetector
 
 from detbench.detector import RunContext
+from detbench.detectors.linear_probe import FrozenFeatureDetector
+from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -235,7 +236,7 @@ def train_head(
             with torch.no_grad():
                 logits = head(xh).squeeze(1)
                 held_loss = float(loss_fn(logits, yh))
-                held = torch.sigmoid(logits).double().cpu().numpy()
+                held = sigmoid(logits.double().cpu().numpy())
             metrics = binary_metrics(y_held, held)
             key = (*(float(np.nan_to_num(metrics[m], nan=-1.0)) for m in (cfg.selection_metric, other)), -held_loss)
             history.append({"epoch": epoch, "lr": lr, "train_loss": float(total) / n, "heldout_loss": held_loss,
@@ -366,7 +367,7 @@ class UnivFD(FrozenFeatureDetector):
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
         z = feats[keep].astype(np.float64) @ self.weight + self.bias
-        scores[keep] = 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid, without overflow
+        scores[keep] = sigmoid(z)
         self._count_padded(rows, ctx)
         return scores, failures
 

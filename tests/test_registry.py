@@ -28,7 +28,7 @@ def test_duplicate_registration_is_rejected() -> None:
         reg.register_lazy("a", "math:floor")
 
     @reg.register("b")
-    class B:  # noqa: D401
+    class B:
         pass
 
     with pytest.raises(RegistryError):
@@ -73,3 +73,18 @@ def test_listing_detectors_does_not_import_torch() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_helpers import invoke
+
+    (tmp_path / "not_a_detector.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    DETECTORS.register_lazy("thing", "not_a_detector:Thing")
+    try:
+        with pytest.raises(RegistryError, match="not a subclass of detbench.detector.Detector"):
+            DETECTORS.get("thing")
+        result = invoke("run", "thing", "--suite", "demo")
+        assert result.exit_code == 2 and "not a subclass" in result.output and "Traceback" not in result.output
+    finally:
+        DETECTORS.unregister("thing")

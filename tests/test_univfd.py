@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import invoke
-from detbench.detectors.univfd import TrainView, load_head
 from PIL import Image
 from replicas import build_genimage, build_ufd
 
 from detbench.backbones import load_backbone, register_tiny_models
+from detbench.detectors.univfd import TrainView, load_head
 from detbench.preprocess import Preprocess
 from detbench.registry import DETECTORS
 from detbench.weights import WeightsError
