@@ -402,6 +402,7 @@ class AIDE(Detector):
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
         from detbench.precision import autocast
+        from detbench.probabilities import softmax_fake
 
         device = ctx.device
         if device == "cpu":
@@ -419,8 +420,8 @@ class AIDE(Detector):
                                          workers=ctx.workers, pin_memory=cuda):
                 failures.update({int(i): reason for i, reason in batch.failures})
                 if batch.x is not None:
-                    logits = forward(batch.x.to(device, non_blocking=cuda)).float().cpu().double()
-                    scores[batch.indices] = torch.softmax(logits, dim=1)[:, 1].numpy()
+                    logits = forward(batch.x.to(device, non_blocking=cuda)).float().cpu().numpy()
+                    scores[batch.indices] = softmax_fake(logits)
                 advance(len(batch.indices) + len(batch.failures))
         return scores, failures
 

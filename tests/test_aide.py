@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import invoke
-from detbench.detectors.aide import srm_filters
 from PIL import Image
+
+from detbench.detectors.aide import srm_filters
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import invoke
-from detbench.detectors.rigid import RIGID, RIGIDConfig, noise_for
 from PIL import Image
 
 from detbench.backbones import resample_pos_embed
 from detbench.detector import RunContext
+from detbench.detectors.rigid import RIGID, RIGIDConfig, noise_for
 from detbench.progress import quiet
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
