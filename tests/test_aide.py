@@ -262,3 +262,13 @@ def test_srm_bank() -> None:
     kv = np.array([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]])
     assert np.allclose(bank[29] * 12, kv) and np.allclose(bank[24] * 12, np.where(np.arange(5)[:, None] < 3, kv, 0))
     assert np.allclose(bank[28][1:4, 1:4] * 4, [[-1, 2, -1], [2, -4, 2], [-1, 2, -1]])
+
+
+def test_genimage_preset_cites_its_numbers() -> None:
+    from detbench.presets import get_preset
+
+    preset = get_preset("aide.paper-genimage")
+    acc = preset.expected("acc")
+    assert preset.detector == "aide" and preset.protocol == "sdv14" and len(acc) == 9
+    assert sum(v for k, v in acc.items() if k != "mean") / 8 == pytest.approx(acc["mean"], abs=0.05)
+    assert "convnext_xxlarge@laion2b_s34b_b82k_augreg_soup" in preset.config["backbone"]
