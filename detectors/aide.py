@@ -54,7 +54,8 @@ WINDOW, STRIDE, GRADES = 32, 16, 6  # DCT patch side, patch stride, number of fr
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ORIGINAL_SEMANTIC = ("open_clip", "convnext_xxlarge")
-SEMANTIC_KEY = "openclip_convnext_xxl"  # the semantic trunk's prefix in the original checkpoints
+INIT_STREAM = 0x41DE  # the seed stream of the network's random initialisation (with the run seed)
+STATE_FILE, FACTS_FILE = "aide.safetensors", "aide.json"
 WEIGHTS_FIX = ("pass --set weights=/path/to/checkpoint.pth: an AIDE checkpoint of the authors' format "
                "({'model': state_dict, ...}), e.g. from the Model Zoo linked in the shilinyan99/AIDE README")
 
@@ -293,12 +294,28 @@ class AIDEConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     batch_size: int = 32  # images per forward pass when scoring (the original: 32 per GPU)
     train_proj: bool = False  # the paper trains convnext_proj; the code never does (it runs under no_grad)
+    # training (scripts/train.sh, main_finetune.py): 8 GPUs x 32 images, 20 epochs
+    epochs: int = 20
+    train_batch_size: int = 256  # the effective batch (the original: 32 per GPU on 8 GPUs)
+    blr: float = 1e-4  # base learning rate per 256 images: lr = blr * train_batch_size / 256 (the code's rule)
+    min_lr: float = 1e-6  # the half-cosine per step ends here
+    weight_decay: float = 0.0  # AdamW
+    smoothing: float = 0.1  # label smoothing of the cross-entropy
+    blur_prob: float = 0.1  # kornia RandomGaussianBlur, 3x3 kernel, sigma ~ U[0.1, 3], on the [0, 1] image
+    jpeg_prob: float = 0.1  # then kornia RandomJPEG, quality ~ U[30, 100]
+    semantic_train_mode: bool = True  # the original's model.train() also puts the frozen trunk in training mode
+    checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (0: only at epoch ends)
 
     def validate(self) -> None:
         from detbench.config import ConfigError
 
-        if self.input_size < 32 or self.batch_size < 1:
-            raise ConfigError("aide options need input_size >= 32 and batch_size >= 1")
+        checks = [self.input_size >= 32, self.batch_size >= 1, self.epochs >= 1, self.train_batch_size >= 1,
+                  self.blr > 0, self.min_lr >= 0, self.weight_decay >= 0, 0 <= self.smoothing < 1,
+                  0 <= self.blur_prob <= 1, 0 <= self.jpeg_prob <= 1, self.checkpoint_every >= 0]
+        if not all(checks):
+            raise ConfigError("aide options need input_size >= 32, batch_size, epochs and train_batch_size >= 1, "
+                              "blr > 0, min_lr >= 0, weight_decay >= 0, 0 <= smoothing < 1, blur_prob and "
+                              "jpeg_prob in [0, 1], checkpoint_every >= 0")
 
 
 # ---------------------------------------------------------------------------------------------- detector
@@ -332,9 +349,11 @@ class AIDE(Detector):
     Config = AIDEConfig
     summary = ("AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
                "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.")
-    # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in and 64 px inputs (ResNet-50s at 256 px
-    # on four patches per image are too slow for 2 CPU cores).
-    profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 64}}
+    # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in and 32 px inputs (the patches' own size:
+    # two ResNet-50s on four 256 px patches per image are far too slow for 2 CPU cores); 2 epochs of 32 images at
+    # a larger base rate (the recipe's effective 1.25e-5 would not move in the demo's two dozen steps).
+    profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 32, "epochs": 2,
+                                  "train_batch_size": 32, "blr": 2e-3, "checkpoint_every": 10}}
 
     def needs_training(self) -> bool:
         return not self.config.weights
@@ -346,6 +365,7 @@ class AIDE(Detector):
 
         c = self.config
         self.precision = resolve_precision(c.precision, ctx.device)
+        self.seed = ctx.seed
         self.released: dict[str, Any] | None = None
         spec = c.backbone
         if c.weights:
@@ -375,7 +395,7 @@ class AIDE(Detector):
             embedding = "pre_proj" if "pre_proj" in bb.embed_dims else bb.default_embedding
             dim = bb.embed_dims[embedding]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.manual_seed(int(np.random.SeedSequence([self.seed, INIT_STREAM]).generate_state(1)[0]))
             return AIDENet(trunk, dim, bb.preprocess.mean, bb.preprocess.std, convnext_pool=convnext,
                            semantic_embed=None if convnext else (lambda x: bb.embed(x, embedding)),
                            train_proj=self.config.train_proj)
@@ -394,7 +414,15 @@ class AIDE(Detector):
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         if self.released is not None:
             return {"weights": "released", **self.released, "trained": False, "stand_in": self.stand_in}
-        raise NotImplementedError("aide training is not wired yet")
+        from detbench.detectors.aide_train import TrainableAIDE, TrainAugment, train_aide
+
+        c = self.config
+        self.net.to(ctx.device)
+        augment = TrainAugment(self.transform(), c.blur_prob, c.jpeg_prob)
+        facts = train_aide(TrainableAIDE(self.net, c.semantic_train_mode), c, train, heldout, ctx, augment=augment,
+                           heldout_scores=self.predict, precision=self.precision)
+        self.net.eval()
+        return {"weights": "trained", "trained": True, **facts, "stand_in": self.stand_in}
 
     def transform(self) -> AIDETransform:
         return AIDETransform(self.config.input_size, self.config.antialias)
@@ -426,10 +454,29 @@ class AIDE(Detector):
         return scores, failures
 
     def save(self, directory: Path) -> None:
+        """A released checkpoint is recorded (path, sha256), not copied; a trained state is saved in the original's
+        key layout without the frozen semantic trunk (its weights are the backbone's, named in the identity)."""
+        from safetensors.torch import save_file
+
+        from detbench.detectors.aide_train import TrainableAIDE
+
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "aide.json").write_text(json.dumps({"released": self.released, "stand_in": self.stand_in}))
+        (directory / FACTS_FILE).write_text(json.dumps({"released": self.released, "stand_in": self.stand_in}))
+        if self.released is None:
+            state = TrainableAIDE(self.net, self.config.semantic_train_mode).state_dict()
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(directory / STATE_FILE))
 
     def load(self, directory: Path) -> None:
-        facts = json.loads((directory / "aide.json").read_text())
-        if facts.get("released") and self.released and facts["released"]["sha256"] != self.released["sha256"]:
-            raise RuntimeError(f"{directory} was fitted with another AIDE checkpoint")
+        from detbench.detectors.aide_train import TrainableAIDE
+        from detbench.weights import WeightsError, check_state_dict, load_state_dict_safely
+
+        facts = json.loads((directory / FACTS_FILE).read_text())
+        if self.released is not None:
+            if (facts.get("released") or {}).get("sha256") != self.released["sha256"]:
+                raise WeightsError(f"{self.released['path']} is not the checkpoint this fit ({directory}) recorded")
+            return
+        view = TrainableAIDE(self.net, self.config.semantic_train_mode)
+        state = load_state_dict_safely(directory / STATE_FILE)
+        check_state_dict(view.state_dict(), state, f"AIDE state {directory / STATE_FILE}")
+        view.load_state_dict(state, strict=True)
+        self.net.eval()

@@ -272,3 +272,99 @@ def test_genimage_preset_cites_its_numbers() -> None:
     assert preset.detector == "aide" and preset.protocol == "sdv14" and len(acc) == 9
     assert sum(v for k, v in acc.items() if k != "mean") / 8 == pytest.approx(acc["mean"], abs=0.05)
     assert "convnext_xxlarge@laion2b_s34b_b82k_augreg_soup" in preset.config["backbone"]
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train/ and test/ splits of one generator: 5 + 2 images per class, 40-56 px."""
+    root = tmp_path_factory.mktemp("aide_train")
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 5), ("test", 2)):
+        for label in ("0_real", "1_fake"):
+            folder = root / split / "gen" / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                side = int(rng.integers(40, 57))
+                arr = rng.integers(0, 256, (side, side + 3, 3), dtype=np.uint8)
+                if label == "1_fake":
+                    arr[::2, ::2] = arr[::2, ::2] // 2  # a periodic trace to learn
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    return root
+
+
+TRAIN_SETS = ["--set", "input_size=32", "--set", "epochs=2", "--set", "train_batch_size=4", "--set", "blr=0.01",
+              "--set", "backbone=timm:efficientnet_lite0@bundled"]
+
+
+def test_training_end_to_end_and_fit_reuse(train_root: Path, detbench_home: Path) -> None:
+    args = ["run", "aide", "--suite", "folder", "--root", str(train_root), "--protocol", "train-on-gen", "-q",
+            *TRAIN_SETS]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    [run_json] = list((detbench_home / "runs/folder/aide").glob("*/run.json"))
+    fit = json.loads(run_json.read_text())["fit"]
+    assert fit["trained"] is True and fit["steps"] == 2 * fit["steps_per_epoch"] and len(fit["history"]) == 2
+    assert fit["kept_epoch"] in (1, 2) and fit["n_train"] == {"real": 4, "fake": 4}
+    assert fit["stand_in"] and fit["lr"] == pytest.approx(0.01 * 4 / 256)
+    state = next((detbench_home / "runs/folder/aide/fits").glob("*/state/aide.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(state), framework="pt") as fh:
+        keys = set(fh.keys())
+    assert "model_min.conv1.weight" in keys and "fc.fc2.bias" in keys and "hpf.hpf.weight" in keys
+    assert not any(k.startswith("openclip_convnext_xxl") for k in keys)  # the frozen trunk is not copied
+    scores = pd.read_parquet(run_json.parent / "scores.parquet")["score"]
+
+    # a perturbed evaluation reuses the trained state (load path) and scores every image
+    result = invoke(*args, "--perturb", "jpeg:90")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (detbench_home / "runs/folder/aide").glob("*/run.json")]
+    perturbed = next(r for r in records if r["perturbation"])
+    assert perturbed["fit"]["reused"] is True
+    assert pd.read_parquet(Path(perturbed["paths"]["run"]) / "scores.parquet")["score"].notna().sum() == len(scores)
+
+
+def test_training_resumes_after_an_interruption(train_root: Path, tmp_path: Path) -> None:
+    from detbench.detector import RunContext
+    from detbench.detectors.aide import AIDE, AIDEConfig
+    from detbench.index import build_index
+    from detbench.progress import quiet
+    from detbench.registry import SUITES
+
+    index = build_index(SUITES.get("folder")(), train_root)
+    train = index.usable[index.usable["split"] == "train"].sort_values("path")
+    heldout, train = train.groupby("label").head(1), train.drop(train.groupby("label").head(1).index)
+    config = AIDEConfig(backbone="timm:efficientnet_lite0@bundled", input_size=32, epochs=2, train_batch_size=4,
+                        blr=0.01, checkpoint_every=1)
+
+    def fitted(run_dir: Path, interrupt_at: int | None = None) -> tuple[AIDE, dict]:
+        ctx = RunContext(suite_root=train_root, suite_name="folder", device="cpu", seed=0, run_dir=run_dir,
+                         phases=quiet(), workers=0)
+        detector = AIDE(config)
+        detector.setup(ctx)
+        calls = []
+        predict = detector.predict
+
+        def heldout_then_stop(rows: pd.DataFrame, c: RunContext) -> tuple[np.ndarray, dict]:
+            calls.append(1)
+            if len(calls) == interrupt_at:
+                raise KeyboardInterrupt
+            return predict(rows, c)
+
+        detector.predict = heldout_then_stop
+        return detector, detector.fit(train, heldout, ctx)
+
+    with pytest.raises(KeyboardInterrupt):
+        fitted(tmp_path / "a", interrupt_at=2)  # at the end of epoch 2, after step 3's checkpoint
+    assert (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
+    resumed, facts = fitted(tmp_path / "a")
+    clean, clean_facts = fitted(tmp_path / "b")
+    assert facts["resumed_from_step"] == 3 and clean_facts["resumed_from_step"] is None
+    assert [h["kept"] for h in facts["history"]] == [h["kept"] for h in clean_facts["history"]]
+    assert not (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
+    a, b = resumed.net.state_dict(), clean.net.state_dict()
+    for key in ("model_min.layer4.2.conv3.weight", "fc.fc2.weight", "model_max.bn1.running_mean"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
