@@ -145,7 +145,7 @@ def train_aide(model: TrainableAIDE, cfg: Any, train: pd.DataFrame, heldout: pd.
     lr = cfg.blr * bs / 256
     params = [p for p in model.parameters() if p.requires_grad]
     names = [k for k, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, eps=1e-8)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, eps=1e-8, foreach=True)
     labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
     path = ctx.checkpoint_dir() / CHECKPOINT
     progress: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best_acc": None, "kept_epoch": None,
@@ -184,7 +184,9 @@ def train_aide(model: TrainableAIDE, cfg: Any, train: pd.DataFrame, heldout: pd.
                 progress["step"], progress["batch"] = step + 1, progress["batch"] + 1
                 if progress["batch"] == steps_per_epoch:
                     kept = _end_epoch(model, heldout, ctx, progress, kept, heldout_scores, optimizer)
-                if progress["batch"] == 0 or (cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0):
+                epoch_done = progress["batch"] == 0
+                if progress["epoch"] < cfg.epochs and (epoch_done or (
+                        cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0)):
                     _save(path, model, optimizer, names, progress, kept, n, bs)
                 advance(1)
     if kept:

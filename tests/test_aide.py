@@ -295,20 +295,21 @@ def train_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-TRAIN_SETS = ["--set", "input_size=32", "--set", "epochs=2", "--set", "train_batch_size=4", "--set", "blr=0.01",
+TRAIN_SETS = ["--set", "input_size=32", "--set", "epochs=1", "--set", "train_batch_size=8", "--set", "blr=0.01",
               "--set", "backbone=timm:efficientnet_lite0@bundled"]
 
 
 def test_training_end_to_end_and_fit_reuse(train_root: Path, detbench_home: Path) -> None:
+    """The real network trains one step through the CLI; the fit's state reloads for a perturbed evaluation."""
     args = ["run", "aide", "--suite", "folder", "--root", str(train_root), "--protocol", "train-on-gen", "-q",
             *TRAIN_SETS]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     [run_json] = list((detbench_home / "runs/folder/aide").glob("*/run.json"))
     fit = json.loads(run_json.read_text())["fit"]
-    assert fit["trained"] is True and fit["steps"] == 2 * fit["steps_per_epoch"] and len(fit["history"]) == 2
-    assert fit["kept_epoch"] in (1, 2) and fit["n_train"] == {"real": 4, "fake": 4}
-    assert fit["stand_in"] and fit["lr"] == pytest.approx(0.01 * 4 / 256)
+    assert fit["trained"] is True and fit["steps"] == fit["steps_per_epoch"] == 1 and len(fit["history"]) == 1
+    assert fit["kept_epoch"] == 1 and fit["n_train"] == {"real": 4, "fake": 4}
+    assert fit["stand_in"] and fit["lr"] == pytest.approx(0.01 * 8 / 256)
     state = next((detbench_home / "runs/folder/aide/fits").glob("*/state/aide.safetensors"))
     from safetensors import safe_open
 
@@ -327,44 +328,85 @@ def test_training_end_to_end_and_fit_reuse(train_root: Path, detbench_home: Path
     assert pd.read_parquet(Path(perturbed["paths"]["run"]) / "scores.parquet")["score"].notna().sum() == len(scores)
 
 
+class TinyAIDE(torch.nn.Module):
+    """AIDENet's interface (module names, [B, 5, 3, S, S] -> 2 logits) at toy size, for the training loop's tests;
+    its frozen trunk has dropout and BatchNorm to show the modes the loop sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.hpf = nn.Conv2d(3, 4, 3, padding=1, bias=False).requires_grad_(False)
+        self.model_min, self.model_max = (nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                                        nn.AdaptiveAvgPool2d(1), nn.Flatten()) for _ in range(2))
+        self.openclip_convnext_xxl = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.Dropout(0.5),
+                                                   nn.AdaptiveAvgPool2d(1), nn.Flatten()).requires_grad_(False)
+        self.convnext_proj = nn.Linear(3, 2).requires_grad_(False)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = [self.hpf(v) for v in x.unbind(1)[:4]]
+        low = (self.model_min(p[0]) + self.model_max(p[1]) + self.model_min(p[2]) + self.model_max(p[3])) / 4
+        return self.fc(torch.cat([self.convnext_proj(self.openclip_convnext_xxl(x[:, 4])), low], dim=1))
+
+
+def test_trainable_view_sets_the_originals_modes() -> None:
+    from detbench.detectors.aide_train import TrainableAIDE
+
+    net = TinyAIDE()
+    view = TrainableAIDE(net, semantic_train_mode=True).train()
+    trunk = net.openclip_convnext_xxl
+    assert trunk.training and trunk[2].training and not trunk[1].training  # dropout on, statistics frozen
+    assert not any(k.startswith("openclip_convnext_xxl") for k in view.state_dict())
+    TrainableAIDE(net, semantic_train_mode=False).train()
+    assert not trunk.training and net.model_min.training
+
+
 def test_training_resumes_after_an_interruption(train_root: Path, tmp_path: Path) -> None:
+    from detbench.data import ImageRowsDataset, iterate_batches
     from detbench.detector import RunContext
-    from detbench.detectors.aide import AIDE, AIDEConfig
+    from detbench.detectors.aide import AIDEConfig, AIDETransform
+    from detbench.detectors.aide_train import TrainableAIDE, TrainAugment, train_aide
     from detbench.index import build_index
+    from detbench.probabilities import softmax_fake
     from detbench.progress import quiet
     from detbench.registry import SUITES
 
     index = build_index(SUITES.get("folder")(), train_root)
     train = index.usable[index.usable["split"] == "train"].sort_values("path")
     heldout, train = train.groupby("label").head(1), train.drop(train.groupby("label").head(1).index)
-    config = AIDEConfig(backbone="timm:efficientnet_lite0@bundled", input_size=32, epochs=2, train_batch_size=4,
-                        blr=0.01, checkpoint_every=1)
+    config = AIDEConfig(input_size=32, epochs=2, train_batch_size=4, blr=0.5, checkpoint_every=1, blur_prob=0.5,
+                        jpeg_prob=0.5)
+    stack = AIDETransform(32, antialias=False)
 
-    def fitted(run_dir: Path, interrupt_at: int | None = None) -> tuple[AIDE, dict]:
+    def trained(run_dir: Path, interrupt_at: int | None = None) -> tuple[dict, dict]:
         ctx = RunContext(suite_root=train_root, suite_name="folder", device="cpu", seed=0, run_dir=run_dir,
                          phases=quiet(), workers=0)
-        detector = AIDE(config)
-        detector.setup(ctx)
+        torch.manual_seed(0)
+        net = TinyAIDE()
         calls = []
-        predict = detector.predict
 
-        def heldout_then_stop(rows: pd.DataFrame, c: RunContext) -> tuple[np.ndarray, dict]:
+        def heldout_scores(rows: pd.DataFrame, c: RunContext) -> tuple[np.ndarray, dict]:
             calls.append(1)
             if len(calls) == interrupt_at:
                 raise KeyboardInterrupt
-            return predict(rows, c)
+            with torch.no_grad():
+                batch = next(iter(iterate_batches(ImageRowsDataset(train_root, rows["path"].tolist(), stack),
+                                                  batch_size=len(rows), workers=0)))
+                return softmax_fake(net.eval()(batch.x).numpy()), {}
 
-        detector.predict = heldout_then_stop
-        return detector, detector.fit(train, heldout, ctx)
+        facts = train_aide(TrainableAIDE(net, True), config, train, heldout, ctx,
+                           augment=TrainAugment(stack, config.blur_prob, config.jpeg_prob),
+                           heldout_scores=heldout_scores)
+        return net.state_dict(), facts
 
     with pytest.raises(KeyboardInterrupt):
-        fitted(tmp_path / "a", interrupt_at=2)  # at the end of epoch 2, after step 3's checkpoint
+        trained(tmp_path / "a", interrupt_at=2)  # at the end of epoch 2, after step 3's checkpoint
     assert (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
-    resumed, facts = fitted(tmp_path / "a")
-    clean, clean_facts = fitted(tmp_path / "b")
-    assert facts["resumed_from_step"] == 3 and clean_facts["resumed_from_step"] is None
-    assert [h["kept"] for h in facts["history"]] == [h["kept"] for h in clean_facts["history"]]
+    resumed, facts = trained(tmp_path / "a")
+    clean, clean_facts = trained(tmp_path / "b")
+    assert facts["resumed_from_step"] == 3 and clean_facts["resumed_from_step"] is None and facts["steps"] == 4
+    assert facts["history"] == clean_facts["history"] and len(facts["history"]) == 2
     assert not (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
-    a, b = resumed.net.state_dict(), clean.net.state_dict()
-    for key in ("model_min.layer4.2.conv3.weight", "fc.fc2.weight", "model_max.bn1.running_mean"):
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    for key in clean:
+        torch.testing.assert_close(resumed[key], clean[key], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(clean["fc.weight"], TinyAIDE().fc.weight)  # it trained
