@@ -41,6 +41,7 @@ import pandas as pd
 
 from detbench.detector import Detector, RunContext
 
+STATE_FILE = "rigid.json"
 ORIGINAL_BACKBONE = ("timm", "vit_large_patch14_dinov2")  # the authors' DINOv2 ViT-L/14 (any source of its weights)
 
 
@@ -101,6 +102,7 @@ class RIGID(Detector):
             raise ConfigError(f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
                               f"choose one of {', '.join(self.backbone.embeddings)}")
         self.precision = resolve_precision(c.precision, ctx.device)
+        self.seed = ctx.seed  # of the noise draws; a saved fit restores it (detbench predict scores as the run did)
         bb = self.backbone
         self.stand_in = None if (bb.provider, bb.arch) == ORIGINAL_BACKBONE and bb.pretrained else (
             f"{bb.spec} instead of the authors' DINOv2 ViT-L/14")
@@ -138,7 +140,7 @@ class RIGID(Detector):
                 failures.update({int(i): reason for i, reason in batch.failures})
                 if batch.x is not None:
                     x = batch.x
-                    eps = torch.stack([noise_for(ids[i], ctx.seed, tuple(x.shape[1:])) for i in batch.indices])
+                    eps = torch.stack([noise_for(ids[i], self.seed, tuple(x.shape[1:])) for i in batch.indices])
                     both = torch.cat([x, x + self.config.noise * eps]).to(device, non_blocking=cuda)
                     feats = embed(both).double()
                     clean, noisy = feats[: len(x)], feats[len(x):]
@@ -149,7 +151,9 @@ class RIGID(Detector):
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "rigid.json").write_text(json.dumps({"training_free": True, "stand_in": self.stand_in}))
+        facts = {"training_free": True, "noise_seed": self.seed, "stand_in": self.stand_in}
+        (directory / STATE_FILE).write_text(json.dumps(facts))
 
     def load(self, directory: Path) -> None:
-        return None  # nothing is learnt: the backbone set up from the config is the whole detector
+        """Nothing is learnt; only the noise seed of the run is restored."""
+        self.seed = int(json.loads((directory / STATE_FILE).read_text())["noise_seed"])

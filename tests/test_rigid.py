@@ -176,13 +176,21 @@ def test_runs_under_a_training_protocol_and_ignores_its_training_rows(hub_checkp
                                                                      detbench_home: Path) -> None:
     path, _ = hub_checkpoint
     result = invoke("run", "rigid", "--suite", "folder", "--root", str(folder_root), "-q", "--protocol",
-                    "train-on-gen", "--threshold", "calibrated", "--set", f"input_size={SIZE}",
+                    "train-on-gen", "--threshold", "calibrated", "--set", f"input_size={SIZE}", "--seed", "3",
                     "--set", f"backbone=timm:vit_small_patch14_dinov2@{path}")
     assert result.exit_code == 0, result.output
     [run_json] = list((detbench_home / "runs/folder/rigid").glob("*/run.json"))
     record = json.loads(run_json.read_text())
     assert record["fit"]["ignored_train_rows"] > 0 and record["fit"]["trained"] is False
     assert math.isfinite(record["threshold"]["calibrated_on_heldout"])  # the held-out rows only calibrate
+
+    # detbench predict scores a file as the run did: the run's noise seed travels with its fit
+    scores = pd.read_parquet(run_json.parent / "scores.parquet")
+    first = scores.iloc[0]
+    out = detbench_home / "pred.csv"
+    result = invoke("predict", record["run_id"][:12], str(folder_root / first["path"]), "--csv", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["score"].iloc[0] == pytest.approx(first["score"], rel=1e-5)
 
 
 def test_noise_is_a_function_of_seed_and_image() -> None:
