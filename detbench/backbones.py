@@ -745,7 +745,7 @@ def _timm_classifier(arch: str, source: str, sha256: str | None, img_size: int |
         patch = model.patch_embed.patch_size[0] if _has_abs_pos_embed(model) else None
         if patch is None or img_size % patch:
             what = f"whole {patch} px patches" if patch else f"{cfg.input_size[-1]} px only"
-            raise ValueError(f"timm:{arch} takes inputs of {what}; {img_size} px is not possible")
+            raise BackboneError(f"timm:{arch} takes inputs of {what}; {img_size} px is not possible")
     if resolved is None:
         return model, None, kwargs, source
     if kind == "bundled":

@@ -205,3 +205,11 @@ def test_missing_dinov2_weights_fail_before_any_work(folder_root: Path) -> None:
                     "eval", "-q")
     assert result.exit_code == 2, result.output
     assert "vit_large_patch14_dinov2" in result.output and "Traceback" not in result.output
+
+
+def test_input_size_must_fit_the_patches(hub_checkpoint, folder_root: Path) -> None:
+    path, _ = hub_checkpoint
+    result = invoke("run", "rigid", "--suite", "folder", "--root", str(folder_root), "--protocol", "eval", "-q",
+                    "--set", f"backbone=timm:vit_small_patch14_dinov2@{path}", "--set", "input_size=50")
+    assert result.exit_code == 2, result.output
+    assert "whole 14 px patches" in result.output and "Traceback" not in result.output
