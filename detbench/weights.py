@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from detbench.errors import WeightsError
 from detbench.paths import home_subdir
 from detbench.records import sha256_of_file, write_text_atomic
 
@@ -28,10 +29,6 @@ OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
 _saved_offline: dict[str, str | None] | None = None
-
-
-class WeightsError(RuntimeError):
-    """Weights are missing, unreadable, unsafe, or do not match; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
