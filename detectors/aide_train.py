@@ -12,8 +12,9 @@ open_clip's ConvNeXt-XXL config) is active while training (``semantic_train_mode
 stand-in trunk keep their statistics.
 
 Departures: the held-out images are a part of the training generator (the original validates on its
-``--eval_data_path``), and this loop runs in one process (the original: 8 GPUs with DistributedDataParallel,
-whose gradient average equals one large batch).
+``--eval_data_path``), and this loop does not split batches across processes (the original: 8 GPUs with
+DistributedDataParallel, whose gradient average equals one large batch); under torchrun every rank trains the
+same seeded model and rank 0 alone writes checkpoints.
 
 Determinism and resume: epoch ``e`` visits the rows in a permutation drawn from ``(seed, e)``; the image at
 position ``j`` of epoch ``e`` is augmented with torch's RNG seeded from ``(seed, e, j)``; torch's RNG is reseeded
@@ -39,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from detbench import distributed as dist
 from detbench.data import ImageRowsDataset, iterate_batches
 from detbench.detector import RunContext
 from detbench.precision import autocast
@@ -185,14 +187,15 @@ def train_aide(model: TrainableAIDE, cfg: Any, train: pd.DataFrame, heldout: pd.
                 if progress["batch"] == steps_per_epoch:
                     kept = _end_epoch(model, heldout, ctx, progress, kept, heldout_scores, optimizer)
                 epoch_done = progress["batch"] == 0
-                if progress["epoch"] < cfg.epochs and (epoch_done or (
+                if dist.is_main() and progress["epoch"] < cfg.epochs and (epoch_done or (
                         cfg.checkpoint_every and progress["step"] % cfg.checkpoint_every == 0)):
                     _save(path, model, optimizer, names, progress, kept, n, bs)
                 advance(1)
     if kept:
         model.load_state_dict(kept)
     model.eval()
-    path.unlink(missing_ok=True)
+    if dist.is_main():
+        path.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     done = progress["step"] - start_step
     failures = progress["failures"]

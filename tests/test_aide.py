@@ -410,3 +410,17 @@ def test_training_resumes_after_an_interruption(train_root: Path, tmp_path: Path
     for key in clean:
         torch.testing.assert_close(resumed[key], clean[key], rtol=1e-5, atol=1e-7)
     assert not torch.equal(clean["fc.weight"], TinyAIDE().fc.weight)  # it trained
+
+
+def test_train_proj_trains_the_projection_the_code_leaves_random() -> None:
+    from detbench.backbones import load_backbone
+    from detbench.detectors.aide import AIDENet
+
+    trunk = load_backbone("timm:convnext_atto@random").model
+    for train_proj in (False, True):
+        net = AIDENet(trunk, trunk.num_features, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), convnext_pool=True,
+                      train_proj=train_proj)
+        net(torch.randn(2, 5, 3, 32, 32)).sum().backward()
+        assert (net.convnext_proj[0].weight.grad is not None) == train_proj
+        assert net.model_min.conv1.weight.grad is not None and net.fc.fc1.weight.grad is not None
+        assert all(p.grad is None for p in trunk.parameters()) and net.hpf.hpf.weight.grad is None
