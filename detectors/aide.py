@@ -113,7 +113,14 @@ def _half_masks(n: int) -> list[np.ndarray]:
 
 
 def dct_matrix(n: int = WINDOW) -> Tensor:
-    """The orthonormal DCT-II matrix of ``data/dct.py`` (float64 formula, stored as float32)."""
+    """The orthonormal DCT-II matrix of ``data/dct.py`` (float64 formula, stored as float32).
+
+    Args:
+        n: the patch side.
+
+    Returns:
+        ``[n, n]`` float32, row ``i`` = frequency ``i``; ``D @ P @ D.T`` transforms a patch ``P``.
+    """
     i = np.arange(n, dtype=np.float64)[:, None]
     j = np.arange(n, dtype=np.float64)[None, :]
     scale = np.where(i == 0, np.sqrt(1.0 / n), np.sqrt(2.0 / n))
@@ -193,7 +200,11 @@ class AIDETransform:
 
 def expert_resnet() -> nn.Module:
     """A ResNet-50 (torchvision layout, zero-initialised residual ends) whose stem takes the 30 SRM residuals and
-    whose forward returns the 2048-d pooled feature; its 1000-class ``fc`` exists, unused, as in the original."""
+    whose forward returns the 2048-d pooled feature; its 1000-class ``fc`` exists, unused, as in the original.
+
+    Returns:
+        The module, randomly initialised as the original initialises it (Kaiming normal, fan-out).
+    """
     from torchvision.models.resnet import Bottleneck, ResNet
 
     class ExpertResNet(ResNet):

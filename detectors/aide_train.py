@@ -118,7 +118,15 @@ class _SeededRows(ImageRowsDataset):
 
 
 def cosine_lr(step: int, steps_per_epoch: int, epochs: int, lr: float, min_lr: float) -> float:
-    """``utils.adjust_learning_rate`` without warm-up: the epoch is fractional (``step / steps_per_epoch``)."""
+    """``utils.adjust_learning_rate`` without warm-up: the epoch is fractional (``step / steps_per_epoch``).
+
+    Args:
+        step: the 0-based optimizer step; steps_per_epoch, epochs: the schedule's length.
+        lr, min_lr: the rate at step 0 and at the end.
+
+    Returns:
+        The learning rate of ``step``.
+    """
     t = step / steps_per_epoch
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / epochs))
 
