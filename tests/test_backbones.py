@@ -212,6 +212,9 @@ def test_unreachable_hub_fails_fast_without_offline(monkeypatch: pytest.MonkeyPa
 def test_set_offline_patches_imported_hub_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
+    from detbench import weights
+
+    monkeypatch.setattr(weights, "_saved_offline", None)  # an earlier `--offline` in this process saved its own
     monkeypatch.delenv("DETBENCH_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
