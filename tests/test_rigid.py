@@ -201,8 +201,7 @@ def test_noise_is_a_function_of_seed_and_image() -> None:
 
 
 def test_missing_dinov2_weights_fail_before_any_work(folder_root: Path) -> None:
-    result = invoke("--offline", "run", "rigid", "--suite", "folder", "--root", str(folder_root), "--protocol",
-                    "eval", "-q")
+    result = invoke("run", "rigid", "--suite", "folder", "--root", str(folder_root), "--protocol", "eval", "-q")
     assert result.exit_code == 2, result.output
     assert "vit_large_patch14_dinov2" in result.output and "Traceback" not in result.output
 
