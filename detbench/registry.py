@@ -165,6 +165,17 @@ DETECTORS.register_lazy(
     "detbench.detectors.univfd:UnivFD",
     "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
 )
+DETECTORS.register_lazy(
+    "aide",
+    "detbench.detectors.aide:AIDE",
+    "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
+    "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.",
+)
+DETECTORS.register_lazy(
+    "rigid",
+    "detbench.detectors.rigid:RIGID",
+    "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",
