@@ -26,6 +26,7 @@ from detbench.weights import (
     check_state_dict,
     load_state_dict_safely,
     resolve_weights,
+    split_sha256_pin,
     weights_dir,
 )
 
@@ -60,13 +61,7 @@ BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 def split_sha256(spec: str) -> tuple[str, str | None]:
     """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec may pin its weights' sha256."""
-    base, sep, digest = spec.partition("#sha256=")
-    if not sep:
-        return spec, None
-    digest = digest.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
-    return base, digest
+    return split_sha256_pin(spec, "backbone spec")
 
 
 def parse_spec(spec: str) -> tuple[str, str, str]:

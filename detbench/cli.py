@@ -303,7 +303,9 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
 
     registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
-    if what in registries:
+    if what == "detectors":
+        _list_detectors()
+    elif what in registries:
         reg = registries[what]
         table = Table(title=what)
         for col in ("name", "summary", "origin"):
@@ -318,6 +320,26 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
         _list_presets()
     else:
         _fail(ValueError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs"))
+
+
+def _list_detectors() -> None:
+    """Paper and year, trains or training-free, released weights (``--set KEY=PATH``), without importing one."""
+    from rich.table import Table
+
+    from detbench.registry import DETECTORS
+
+    table = Table(title="detectors")
+    for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
+        table.add_column(col, overflow="fold")
+    for name in DETECTORS.names():
+        d, info = DETECTORS.describe(name), DETECTORS.info(name)
+        if info is None:
+            facts = ["?", "?", "?", "?"]
+        else:
+            weights = f"--set {info.weights_key}=PATH ({info.released})" if info.weights_key else "none"
+            facts = [info.paper, str(info.year or "-"), info.training, weights]
+        table.add_row(name, *facts, d["summary"] or d["target"], d["origin"])
+    console.print(table)
 
 
 def _list_presets() -> None:

@@ -27,7 +27,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,9 +46,10 @@ from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
 from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
-from detbench.metrics import binary_metrics
+from detbench.metrics import binary_metrics, sigmoid
 from detbench.precision import autocast, resolve_precision
 from detbench.records import atomic_path
+from detbench.training import derive_seed, reason_counts
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
 
@@ -107,11 +108,6 @@ class MPFTConfig:
 
 
 # --------------------------------------------------------------------------------------------- pieces
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 32-bit seed that depends only on ``(seed, *keys)``."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:
@@ -416,7 +412,7 @@ class MPFT(Detector):
             "n_train_used": {"real": len(by_class[0]), "fake": len(by_class[1])},
             "n_heldout": int(len(heldout)),
             "train_failures": len(run.failures),
-            "train_failure_reasons": _reason_counts(run.failures.values()),
+            "train_failure_reasons": reason_counts(run.failures.values()),
             "heldout_failures": run.heldout_failures,
             "trainable_params": int(sum(p.numel() for g in optimizer.param_groups for p in g["params"])),
             "total_params": int(n_params),
@@ -487,7 +483,7 @@ class MPFT(Detector):
         y = heldout["label"].to_numpy()[ok]
         z = logits[ok]
         loss = float(np.mean(np.logaddexp(0.0, z) - y * z)) if len(z) else float("nan")
-        metrics = binary_metrics(y, _sigmoid(z)) if len(z) else {}
+        metrics = binary_metrics(y, sigmoid(z)) if len(z) else {}
         entry = {"step": run.step, "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
                  "heldout_loss": loss, "heldout_ap": metrics.get("ap"),
                  "heldout_balanced_acc": metrics.get("balanced_acc")}
@@ -578,7 +574,7 @@ class MPFT(Detector):
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
-        return _sigmoid(logits), failures
+        return sigmoid(logits), failures
 
     # ---- state
 
@@ -622,17 +618,3 @@ class _BatchLoss(nn.Module):
 
 def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
     return {k: v for part in parts for k, v in part.items()}
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
-
-
-def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        kind = str(reason).split(":")[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
-

@@ -362,11 +362,13 @@ class UnivFD(FrozenFeatureDetector):
                 "n_views": 1 + c.aug_views, "n_heldout_used": int(len(y_held)), "padded": padded}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        from detbench.metrics import sigmoid
+
         feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
         z = feats[keep].astype(np.float64) @ self.weight + self.bias
-        scores[keep] = 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid, without overflow
+        scores[keep] = sigmoid(z)
         self._count_padded(rows, ctx)
         return scores, failures
 
