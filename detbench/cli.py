@@ -241,7 +241,8 @@ def _show_result(result) -> None:  # noqa: ANN001
 
     rec = result.record
     title = (
-        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}"
+        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}"
+        + (f", backbone {rec['backbone']}" if rec.get("backbone") else "")
         + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "")
         + ")"
     )
@@ -514,7 +515,8 @@ def sweep(
         )
         result = run_sweep(base, perturb, runner)
     rec = result.clean.record
-    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}): robustness"
+    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
+    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}{backbone}): robustness"
     console.print(robustness_table(result.table, title))
     console.print(
         f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
