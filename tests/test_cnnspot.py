@@ -166,3 +166,36 @@ def test_registered_with_facts() -> None:
     assert info.training == "trains" and not cls.training_free
     assert cls(cls.Config(weights="x.pth")).needs_training() is False
     assert cls(cls.Config()).needs_training() is True
+
+
+def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Path, detbench_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-crop preset (native 16 px replica images keep this cheap) with a released-format checkpoint on a
+    root holding only the test domains: nothing trains, the extra domains are evaluated, deltas are printed."""
+    import dataclasses
+
+    from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
+    from replicas import build_ufd
+
+    from detbench import presets
+
+    loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "cnnspot"}
+    assert len(loaded) == 5
+    for p in loaded.values():
+        known = set(DOMAINS) | set(EXTRAS) if p.suite == "universalfakedetect" else None
+        for metric in ("acc", "ap"):
+            assert known is None or set(p.expected(metric)) <= known, p.name
+    assert len(loaded["cnnspot.prob0.5-crop224-ufd"].expected("acc")) == 13
+
+    root = build_ufd(tmp_path / "ufd", train_classes=(), n=1, defects=False).root
+    ckpt = save_original_format(random_resnet_state(stem_kernel=7, stages=4, head="fc", head_scale=1.0, seed=3),
+                                tmp_path / "blur_jpg_prob0.5.pth")
+    small = {k: dataclasses.replace(v, min_images_per_generator=1) for k, v in presets.load_presets().items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    result = invoke("run", "--preset", "cnnspot.prob0.5-nocrop-ufd", "--root", str(root), "--allow-cpu", "-q",
+                    "--set", f"weights={ckpt}")
+    assert result.exit_code == 0, result.output
+    assert "measured vs published" in result.output
+    [record] = [json.loads(p.read_text()) for p in (detbench_home / "runs").glob("*/cnnspot/*/run.json")]
+    assert record["protocol"] == "eval" and record["preset"]["reproduction"] is True
+    assert {"stylegan2", "whichfaceisreal"} <= set(record["counts"]["eval"]) and len(record["counts"]["eval"]) == 21

@@ -177,3 +177,31 @@ def test_strict_loading_and_registry_facts(image_root: Path, tmp_path: Path) -> 
 
     info = DETECTORS.info("npr")
     assert info is not None and info.year == 2024 and info.weights_key == "weights" and info.training == "trains"
+
+
+def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Path, detbench_home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from detbench.datasets.genimage import GENERATORS
+    from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
+
+    from detbench import presets
+
+    loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "npr"}
+    known = {"universalfakedetect": set(DOMAINS) | set(EXTRAS), "genimage": set(GENERATORS)}
+    assert len(loaded) == 2
+    for p in loaded.values():
+        for metric in ("acc", "ap"):
+            assert p.expected(metric) and set(p.expected(metric)) <= known[p.suite], p.name
+
+    root = build_genimage(tmp_path / "genimage", n=1, defects=False).root
+    torch.save(random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=4), tmp_path / "n.pth")
+    small = {k: dataclasses.replace(v, min_images_per_generator=1) for k, v in presets.load_presets().items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    result = invoke("run", "--preset", "npr.genimage-sdv14", "--root", str(root), "--allow-cpu", "-q",
+                    "--set", f"weights={tmp_path / 'n.pth'}")
+    assert result.exit_code == 0, result.output
+    [record] = records(detbench_home, "genimage")
+    assert record["preset"]["reproduction"] is True and len(record["counts"]["eval"]) == 8
+    assert record["key"]["detector_identity"]["eval_preprocessing"]["resize"] == "tile"
