@@ -240,3 +240,21 @@ def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbe
     assert result.record["key"]["detector_identity"]["eval_preprocessing"]["crop"] == "none (native size)"
     scores = pd.read_parquet(result.run_dir / "scores.parquet")
     assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
+    """``--nproc 2``: DDP over gloo, each rank a slice of every batch; rank 0 checkpoints and saves, both score."""
+    args = [sys.executable, "-m", "detbench.cli", "run", "npr", "--suite", "demo", "--workers", "0", "--quiet",
+            "--nproc", "2"]
+    for item in [*NPR_RESUME[:-3], "epochs=2", "checkpoint_every=3", "batch_size=16"]:
+        args += ["--set", item]
+    env = {**os.environ, "DETBENCH_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run_json] = list(tmp_path.glob("runs/demo/npr/*/run.json"))
+    record = json.loads(run_json.read_text())
+    assert record["environment"]["world_size"] == 2 and record["fit"]["epochs_run"] == 2
+    assert record["fit"]["steps"] == 2 * record["fit"]["steps_per_epoch"]
+    scores = pd.read_parquet(run_json.parent / "scores.parquet")
+    assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
