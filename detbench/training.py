@@ -221,6 +221,7 @@ class TrainSetup:
     heldout_batch_size: int = 64
     precision: str = "fp32"
     name: str = "classifier"  # progress and log label
+    scaler: Any = None  # set by train_classifier: fp16 loss scaling
 
 
 @dataclass
@@ -238,7 +239,7 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[int, str] = field(default_factory=dict)
     skipped_steps: int = 0
-    schedule: dict[str, Any] = field(default_factory=dict)
+    scaler: dict[str, Any] = field(default_factory=dict)  # GradScaler state (fp16 only)
 
 
 class _ScheduledRows(ImageRowsDataset):
@@ -350,13 +351,14 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
     if device == "cpu":
         tune_cpu_allocator()
     path = ctx.checkpoint_dir() / CHECKPOINT
-    run = _Progress(schedule=setup.schedule.state_dict())
+    run = _Progress()
     if path.exists():
         run = _resume(path, setup, n)
         ctx.phases.log(f"{setup.name}: resuming from the checkpoint at step {run.step} (epoch {run.epoch + 1}, "
                        f"batch {run.batch}) in {path}")
     start_step, started = run.step, time.perf_counter()
     forward = _training_forward(model, device)
+    setup_scaler(setup, device, run)
     labels = torch.tensor(rows["label"].to_numpy(dtype=np.float32))
     total = setup.epochs * steps_per_epoch if setup.epochs <= 1000 else None
     with ctx.phases.phase(f"train {setup.name}", total) as advance:
@@ -396,6 +398,13 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
         "skipped_steps": run.skipped_steps,
         "train_images_per_s": round(speed, 2) if speed else None,
     }
+
+
+def setup_scaler(setup: TrainSetup, device: str, run: _Progress) -> None:
+    """fp16 training scales the loss (``torch.amp.GradScaler``); other precisions pass through it unchanged."""
+    setup.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=setup.precision == "fp16")
+    if run.scaler:
+        setup.scaler.load_state_dict(run.scaler)
 
 
 def _training_forward(model: nn.Module, device: str) -> nn.Module:
@@ -456,8 +465,10 @@ def _step(setup: TrainSetup, forward: nn.Module, x: Tensor | None, y: Tensor | N
     with autocast(setup.precision, ctx.device):
         logits = forward(x)
     loss = setup.loss(logits.float(), y)
-    (loss * (n_local * dist.world_size() / n) if dist.sharded() else loss).backward()
-    setup.optimizer.step()
+    scaler = setup.scaler
+    scaler.scale(loss * (n_local * dist.world_size() / n) if dist.sharded() else loss).backward()
+    scaler.step(setup.optimizer)
+    scaler.update()
     setup.optimizer.zero_grad(set_to_none=True)
     value = float(loss.detach())
     if dist.sharded():
@@ -485,7 +496,6 @@ def _end_epoch(setup: TrainSetup, heldout: pd.DataFrame, run: _Progress, ctx: Ru
     if outcome.stop:
         run.stopped = outcome.note or "the schedule stopped"
     run.epoch, run.batch = run.epoch + 1, 0
-    run.schedule = setup.schedule.state_dict()
     acc, ap = metrics.get("acc"), metrics.get("ap")
     ctx.phases.log(f"{setup.name} epoch {run.epoch}: lr {lr:g}, train loss {entry['train_loss'] or float('nan'):.4f}, "
                    f"held-out acc {acc if acc is not None else float('nan'):.3f}, "
@@ -531,7 +541,8 @@ def _save(path: Path, setup: TrainSetup, run: _Progress, n_rows: int) -> None:
             "loss_sum": run.loss_sum, "loss_n": run.loss_n, "kept_epoch": run.kept_epoch, "history": run.history,
             "failures": {str(k): v for k, v in run.failures.items()}, "skipped_steps": run.skipped_steps,
             "schedule": setup.schedule.state_dict(), "n_rows": n_rows, "batch_size": setup.batch_size,
-            "param_groups": [{"lr": g["lr"]} for g in optim["param_groups"]]}
+            "param_groups": [{"lr": g["lr"]} for g in optim["param_groups"]],
+            "scaler": setup.scaler.state_dict() if setup.scaler is not None and setup.scaler.is_enabled() else {}}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"detbench_training": json.dumps(meta)})
 
@@ -561,7 +572,7 @@ def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
     return _Progress(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"], stopped=meta["stopped"],
                      loss_sum=meta["loss_sum"], loss_n=meta["loss_n"], kept_epoch=meta["kept_epoch"],
                      kept_state=section("kept"), history=meta["history"], skipped_steps=meta["skipped_steps"],
-                     failures={int(k): v for k, v in meta["failures"].items()}, schedule=meta["schedule"])
+                     failures={int(k): v for k, v in meta["failures"].items()}, scaler=meta["scaler"])
 
 
 def reason_counts(reasons: Iterable[str]) -> dict[str, int]:
