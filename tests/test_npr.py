@@ -165,6 +165,11 @@ def test_genimage_suite_tiles_and_crops(tmp_path: Path, detbench_home: Path) -> 
         logit = head_logits(npr_features(original_input(root / row["path"], "tile"), state), state, "fc1")
     assert row["score"] == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
 
+    from detbench.predict import predict_files  # your own files are scored as the run scored (tiled)
+
+    predicted, _ = predict_files(record["run_id"][:12], [root / row["path"]], phases=quiet())
+    assert predicted["score"].iloc[0] == pytest.approx(row["score"], abs=1e-6)
+
 
 def test_strict_loading_and_registry_facts(image_root: Path, tmp_path: Path) -> None:
     state = random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=1)
