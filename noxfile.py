@@ -26,6 +26,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def slow(session: nox.Session) -> None:
+    """The slow tests (long end-to-end runs and kill points), on CPU."""
+    _install(session)
+    session.run("pytest", "-q", "-m", "slow", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the whole tree."""
     session.install("ruff>=0.5")

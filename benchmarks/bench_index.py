@@ -46,7 +46,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="detbench-bench-") as tmp:
         os.environ["DETBENCH_HOME"] = str(Path(tmp) / "home")
         from detbench.datasets.folder import FolderSuite
-
         from detbench.index import build_index
 
         root = Path(tmp) / "tree"

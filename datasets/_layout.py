@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from detbench.suites import Entry, walk_files
+from detbench.suites import Entry, seeded_rank, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -59,10 +58,7 @@ def cap_per_group(entries: list[Entry], max_per_group: int, seed: int) -> list[E
         groups[(e.generator, e.split, e.label)].append(i)
     keep: set[int] = set()
     for members in groups.values():
-        ranked = sorted(members, key=lambda i: (_rank(seed, entries[i].path), entries[i].path))
+        ranked = sorted(members, key=lambda i: (seeded_rank(seed, entries[i].path), entries[i].path))
         keep.update(ranked[:max_per_group])
     return [e for i, e in enumerate(entries) if i in keep]
 
-
-def _rank(seed: int, path: str) -> bytes:
-    return hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest()

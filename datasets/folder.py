@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import SPLIT_NAMES
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import SPLIT_NAMES
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}

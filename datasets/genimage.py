@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels
 
 GENERATORS: dict[str, str] = {  # canonical key -> family, in the order of the paper's tables

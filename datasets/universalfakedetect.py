@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from detbench.datasets._layout import cap_per_group, did_you_mean, image_paths, rel, subdirs
-
 from detbench.config import ConfigError
+from detbench.datasets._layout import cap_per_group, did_you_mean, image_paths, rel, subdirs
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels
 
 # Non-GAN CNN generators (face swap, low-light imaging, super-resolution, layout-to-image synthesis): FAMILIES
@@ -57,12 +56,16 @@ ACCEPTED = (
 @dataclass(frozen=True)
 class UFDOptions:
     max_per_class: int = 0  # at most this many images per generator, split and label (0: all)
-    cap_seed: int = 0  # seeds which images the cap keeps
+    cap_seed: int = 0  # seeds which images the cap and the evaluation sample keep
+    eval_per_class: int = 0  # evaluate at most this many real + fake per domain, equal counts (0: all)
+    eval_per_class_fallback: int = 0  # per class when a domain has fewer than eval_per_class (validate.py: 100)
     extra_domains: tuple[str, ...] = ()  # also index and evaluate stylegan2 and/or whichfaceisreal
 
     def __post_init__(self) -> None:
         if self.max_per_class < 0:
             raise ConfigError("max_per_class must be >= 0 (0 uses every image)")
+        if self.eval_per_class < 0 or self.eval_per_class_fallback < 0:
+            raise ConfigError("eval_per_class and eval_per_class_fallback must be >= 0 (0: off)")
         for name in self.extra_domains:
             if name not in EXTRAS:
                 raise ConfigError(

@@ -26,7 +26,6 @@ from detbench.weights import (
     check_state_dict,
     load_state_dict_safely,
     resolve_weights,
-    split_sha256_pin,
     weights_dir,
 )
 
@@ -59,9 +58,42 @@ BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 # ---------------------------------------------------------------------------------------------- specs
 
 
+SPEC_OPTIONS = ("sha256", "tag")  # ``#key=value`` suffixes of a spec
+
+
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``"open_clip:X@/w.bin#tag=openai#sha256=HEX"`` → ``("open_clip:X@/w.bin", {"tag": ..., "sha256": ...})``.
+
+    Args:
+        spec: a backbone spec, optionally followed by ``#sha256=HEX`` (pins the weights' hash) and/or
+            ``#tag=TAG`` (the open_clip pretrained tag a weight file belongs to: builds that tag's model).
+
+    Returns:
+        The bare spec and the options found (sha256 lower-cased and checked: 64 hex digits).
+    """
+    base, *parts = spec.split("#")
+    options: dict[str, str] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in SPEC_OPTIONS or not value or key in options:
+            raise ValueError(f"bad option #{part} in backbone spec {spec!r}: expected "
+                             f"{' or '.join(f'#{k}=...' for k in SPEC_OPTIONS)}, each at most once")
+        options[key] = value
+    if "sha256" in options:
+        digest = options["sha256"].lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
+        options["sha256"] = digest
+    return base, options
+
+
 def split_sha256(spec: str) -> tuple[str, str | None]:
-    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec may pin its weights' sha256."""
-    return split_sha256_pin(spec, "backbone spec")
+    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec (or a weights path) may pin its
+    sha256. Other ``#`` options stay on the returned spec."""
+    base, options = split_options(spec)
+    digest = options.pop("sha256", None)
+    return base + "".join(f"#{k}={v}" for k, v in options.items()), digest
 
 
 def parse_spec(spec: str) -> tuple[str, str, str]:
@@ -289,13 +321,17 @@ def load_backbone(
     ``crop`` overrides the native input size where the architecture allows it; ``resize`` is the
     preprocessing resize policy; ``sha256`` pins the expected checkpoint hash.
     """
-    spec, pinned = split_sha256(spec)
+    spec, options = split_options(spec)
+    pinned = options.get("sha256")
     if pinned and sha256 and pinned != sha256:
         raise ValueError(f"two different sha256 pins for {spec}: {pinned} and {sha256}")
     sha256 = sha256 or pinned
     provider, arch, source = parse_spec(spec)
+    if "tag" in options and (provider != "open_clip" or source_kind(source) != "file"):
+        raise ValueError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
+                         f"it does not apply to {spec}")
     if provider == "open_clip":
-        backbone = _load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256)
+        backbone = _load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"))
     else:
         backbone = _load_timm(arch, source, crop=crop, resize=resize, sha256=sha256)
     backbone.model.to(device).eval()
@@ -360,19 +396,13 @@ def _arch_preprocess_defaults(arch: str) -> dict[str, Any]:
 
 
 def _open_clip_fix(arch: str, tag: str, tag_cfg: dict[str, Any]) -> str:
-    import open_clip
-
-    file_arch = arch
-    note = ""
-    if tag_cfg.get("quick_gelu") and f"{arch}-quickgelu" in open_clip.list_models():
-        file_arch, note = f"{arch}-quickgelu", " (these weights need QuickGELU, hence the -quickgelu arch)"
     repo = tag_cfg.get("hf_hub", "").strip("/")
     origin = f" from https://huggingface.co/{repo}" if repo else ""
     return (
         f"Supply the open_clip weights for {arch} tag '{tag}' in one of these ways:\n"
         f"  - put open_clip_pytorch_model.bin or open_clip_model.safetensors{origin} into "
         f"{weights_dir() / 'open_clip' / arch / tag}/\n"
-        f"  - pass --set backbone=open_clip:{file_arch}@/path/to/open_clip_pytorch_model.bin{note}\n"
+        f"  - pass --set backbone=open_clip:{arch}@/path/to/open_clip_pytorch_model.bin#tag={tag}\n"
         f"  - pass --set backbone=open_clip:{arch}@local-dir:DIR "
         "(DIR holds open_clip_config.json and the weights)\n"
         "  - run once online without --offline to cache it")
@@ -453,7 +483,63 @@ def _local_dir(source: str) -> tuple[Path, dict[str, Any], Path]:
     raise WeightsError(f"no weights in {folder} (looked for {', '.join(OPEN_CLIP_HOME_PATTERNS)}); {fix}")
 
 
-def _load_open_clip(arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None) -> Backbone:
+def _tag_variants(arch: str) -> dict[tuple[Any, ...], list[str]]:
+    """The architecture's pretrained tags grouped by what changes the backbone built for a file: activation
+    (QuickGELU or GELU) and preprocessing (mean, std, interpolation)."""
+    import open_clip
+
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for tag in open_clip.list_pretrained_tags_by_model(arch):
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        key = (bool(cfg.get("quick_gelu")), tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD)),
+               cfg.get("interpolation", "bicubic"))
+        groups.setdefault(key, []).append(tag)
+    return groups
+
+
+def _hf_cache_repo(path: Path) -> str | None:
+    """``org/name`` when ``path`` lies in a Hugging Face cache (``.../models--org--name/snapshots/...``)."""
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part[len("models--"):].replace("--", "/")
+    return None
+
+
+def _file_tag(arch: str, path: Path, tag: str | None) -> str | None:
+    """The open_clip tag whose model a weight file must build: ``#tag=`` if given, else the tag whose Hugging
+    Face repo holds the file (cache paths), else None. Raises if the tags of ``arch`` build different models
+    and nothing says which one the file belongs to (OpenAI weights need QuickGELU; a GELU model would run
+    on them silently about 1 % off)."""
+    import open_clip
+
+    known = open_clip.list_pretrained_tags_by_model(arch)
+    if tag is not None:
+        if tag not in known:
+            raise BackboneError(f"#tag={tag}: not an open_clip tag of {arch}; known: {', '.join(known) or 'none'}")
+        return tag
+    repo = _hf_cache_repo(path)
+    if repo:
+        for candidate in known:
+            if open_clip.get_pretrained_cfg(arch, candidate).get("hf_hub", "").strip("/") == repo:
+                return candidate
+    variants = _tag_variants(arch)
+    if len(variants) > 1:
+        listing = "; ".join(
+            f"{'QuickGELU' if key[0] else 'GELU'}, mean {list(key[1])}, {key[3]}: {', '.join(tags[:4])}"
+            + (" ..." if len(tags) > 4 else "")
+            for key, tags in variants.items()
+        )
+        raise BackboneError(
+            f"open_clip:{arch}@{path}: the pretrained tags of {arch} build different models ({listing}) and "
+            f"nothing says which one this file holds. Name it: open_clip:{arch}@{path}#tag=TAG (e.g. #tag=openai "
+            "for OpenAI CLIP weights), or use local-dir:DIR with the repository's open_clip_config.json"
+        )
+    return None
+
+
+def _load_open_clip(
+    arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None
+) -> Backbone:
     import open_clip
     import torch
 
@@ -482,6 +568,10 @@ def _load_open_clip(arch: str, source: str, *, crop: int | None, resize: str, sh
             resolved = resolve_weights(f"open_clip checkpoint for {arch}", fix=fix, local=source,
                                        expected_sha256=sha256)
             source = str(resolved.path)
+            file_tag = _file_tag(arch, resolved.path, tag)
+            if file_tag is not None:  # build exactly the model (activation, preprocessing) the tag builds
+                tag_cfg = dict(open_clip.get_pretrained_cfg(arch, file_tag), tag=file_tag)
+                pp_cfg = tag_cfg
         elif kind == "tag":
             resolved, tag_cfg = _resolve_open_clip_tag(arch, source, sha256)
             pp_cfg = tag_cfg or pp_cfg
@@ -519,7 +609,7 @@ def _load_open_clip(arch: str, source: str, *, crop: int | None, resize: str, sh
         weights_sha256=resolved.sha256 if resolved else None,
         embed_dims=dims, default_embedding="proj", patch_size=patch,
         model_cfg={"embed_dim": model_cfg.get("embed_dim"), "vision_cfg": model_cfg.get("vision_cfg"),
-                   "quick_gelu": quick_gelu},
+                   "quick_gelu": quick_gelu, **({"tag": tag_cfg["tag"]} if "tag" in tag_cfg else {})},
         versions=versions)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import Detector, RunContext
-from detbench.metrics import sigmoid
 from detbench.precision import resolve_precision
+from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
     from detbench.weights import LoadedCheckpoint

@@ -214,7 +214,7 @@ def run(
         _show_preset_comparison(chosen, result)
 
 
-def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
+def _show_preset_comparison(preset, result) -> None:
     from detbench.display import frame_table
     from detbench.presets import compare
 
@@ -236,7 +236,7 @@ def _show_preset_comparison(preset, result) -> None:  # noqa: ANN001
                       f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
 
 
-def _show_result(result) -> None:  # noqa: ANN001
+def _show_result(result) -> None:
     from detbench.display import metrics_table, threshold_note
 
     rec = result.record
@@ -448,7 +448,7 @@ def leaderboard(
 
 
 @contextlib.contextmanager
-def _guarded(runner=None) -> Iterator[None]:  # noqa: ANN001
+def _guarded(runner=None) -> Iterator[None]:
     """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped and that work is kept
     (exit 130 / 143)."""
     try:

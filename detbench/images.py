@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
 STATUSES: tuple[str, ...] = (
     "ok",

@@ -28,20 +28,6 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "oracle_thr": "none",
 }
 ORACLE_COLUMNS = ("oracle_acc", "oracle_thr")
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """P(fake) from one-logit scores (float64, no overflow; NaN stays NaN).
-
-    Args:
-        logits: any array of logits.
-
-    Returns:
-        ``1 / (1 + exp(-logits))`` elementwise, as float64.
-    """
-    from scipy.special import expit
-
-    return expit(np.asarray(logits, dtype=np.float64))
 BOOTSTRAP_METRICS = ("acc", "ap")
 
 Objective = Literal["acc", "balanced_acc"]

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import Detector, RunContext
+from detbench.images import IMAGE_EXTENSIONS
 from detbench.progress import Phases
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 COLUMNS = ["file", "score", "decision", "error"]
 
 

@@ -161,11 +161,36 @@ def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[
     return problems
 
 
+SAMPLING_SIGMAS = 2.0  # a row's tolerance is at least this many binomial standard errors of its sample
+
+
+def row_tolerance(fixed: float, expected_percent: float | None, n_images: float) -> float:
+    """Points of difference a row may show before it is flagged: the preset's fixed tolerance, widened to
+    :data:`SAMPLING_SIGMAS` binomial standard errors of a rate near ``expected_percent`` measured on
+    ``n_images`` images (at n = 200 and 50 % one standard error is 3.5 points: a fixed 3 would flag a
+    perfect implementation). AP is treated like a rate here: an approximation, stated in the note.
+
+    Args:
+        fixed: the preset's tolerance in points.
+        expected_percent: the published value in % (None: unknown, the fixed tolerance applies).
+        n_images: images behind the measured value (NaN or 0: the fixed tolerance applies).
+
+    Returns:
+        The tolerance in points.
+    """
+    if expected_percent is None or not n_images or n_images != n_images:
+        return fixed
+    p = min(max(expected_percent / 100, 0.0), 1.0)
+    return max(fixed, SAMPLING_SIGMAS * 100 * (p * (1 - p) / n_images) ** 0.5)
+
+
 def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...] = ("acc", "ap")) -> pd.DataFrame:
-    """Measured vs published per generator and metric (in %), with the delta and whether it exceeds tolerance."""
-    tolerance = float(preset.published.get("tolerance", 3.0))
+    """Measured vs published per generator and metric (in %): the delta, the row's tolerance (the preset's,
+    widened to the sampling error of the row's image count) and whether the delta exceeds it."""
+    fixed = float(preset.published.get("tolerance", 3.0))
     rows = []
     measured = metrics.set_index("generator")
+    counts = (measured["n_real"] + measured["n_fake"]) if {"n_real", "n_fake"} <= set(measured.columns) else None
     for metric in metrics_shown:
         expected, ranges = preset.expected(metric), preset.expected_range(metric)
         if not expected and not ranges:
@@ -174,6 +199,7 @@ def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...
             value = 100 * float(measured.loc[gen, metric]) if metric in measured.columns else float("nan")
             exp = expected.get(gen)
             lo_hi = ranges.get(gen)
+            tolerance = row_tolerance(fixed, exp, float(counts.loc[gen]) if counts is not None else float("nan"))
             if exp is not None:
                 delta = value - exp
                 flag = abs(delta) > tolerance
@@ -189,10 +215,12 @@ def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...
                     "measured": value,
                     "expected": exp if exp is not None else (f"{lo_hi[0]}–{lo_hi[1]}" if lo_hi else "unknown"),
                     "delta": delta,
+                    "tolerance": round(tolerance, 1),
                     "flag": flag,
                 }
             )
-    return pd.DataFrame(rows, columns=["generator", "metric", "measured", "expected", "delta", "flag"])
+    columns = ["generator", "metric", "measured", "expected", "delta", "tolerance", "flag"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def published_rows(suite: str) -> pd.DataFrame:

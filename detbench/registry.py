@@ -57,20 +57,31 @@ class _Entry:
     def load(self) -> Any:
         if self.obj is None:
             assert self.target is not None
-            module_name, _, attr = self.target.partition(":")
-            obj = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-            self.obj = obj
+            self.obj = _import_target(self.target)
         return self.obj
+
+
+def _import_target(target: str) -> Any:
+    """The object at ``"module:attr.sub"``."""
+    module_name, _, attr = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class Registry:
     """A named collection of plugins with lazy targets, duplicate checks and did-you-mean errors."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, base: str | None = None) -> None:
+        """Args:
+            kind: what the registry holds, for messages ("detector").
+            entry_point_group: where third-party plugins register.
+            base: ``"module:Class"`` every plugin must subclass, checked when a plugin is first loaded.
+        """
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.base = base
         self._entries: dict[str, _Entry] = {}
         self._entry_points_loaded = False
 
@@ -145,11 +156,21 @@ class Registry:
         return self._entry(name).info
 
     def get(self, name: str) -> Any:
+        """The plugin registered as ``name`` (imported on first use and checked against the base class)."""
         entry = self._entry(name)
         try:
-            return entry.load()
+            obj = entry.load()
         except (ImportError, AttributeError) as exc:
             raise RegistryError(f"{self.kind} {name!r} could not be loaded from {entry.target}: {exc}") from exc
+        if self.base is not None:
+            base = _import_target(self.base)
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                entry.obj = None
+                raise RegistryError(
+                    f"{self.kind} {name!r} ({entry.origin}: {entry.target}) is not a subclass of "
+                    f"{base.__module__}.{base.__qualname__}; it cannot be used as a {self.kind}"
+                )
+        return obj
 
     def _entry(self, name: str) -> _Entry:
         self._load_entry_points()
@@ -164,9 +185,9 @@ class Registry:
         return f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or 'none'}."
 
 
-DETECTORS = Registry("detector", "detbench.detectors")
-SUITES = Registry("suite", "detbench.suites")
-PERTURBATIONS = Registry("perturbation", "detbench.perturbations")
+DETECTORS = Registry("detector", "detbench.detectors", base="detbench.detector:Detector")
+SUITES = Registry("suite", "detbench.suites", base="detbench.suites:Suite")
+PERTURBATIONS = Registry("perturbation", "detbench.perturbations", base="detbench.perturbations:Step")
 
 DETECTORS.register_lazy(
     "linear-probe",

@@ -302,6 +302,7 @@ class Runner:
                             f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
         protocol = select_protocol(suite, index, req.protocol, needs_training=detector.needs_training())
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
+        evaluation, eval_sample = suite.sample_eval(evaluation)
         missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
         if missing_eval:
             self.phases.log(
@@ -402,6 +403,7 @@ class Runner:
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
                 "missing_eval_generators": missing_eval,
+                "eval_sample": eval_sample,
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
                 "threshold": {
                     "policy": resolved.threshold.policy,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -135,6 +136,60 @@ class Suite(ABC):
 
     def identity(self) -> dict[str, Any]:
         return {"suite": self.name, "adapter_version": self.version, "options": dataclasses.asdict(self.options)}
+
+    def sample_eval(self, evaluation: Any) -> tuple[Any, dict[str, Any] | None]:
+        """The evaluation rows a run scores, and what was sampled (None: every row).
+
+        Suites whose ``Options`` have ``eval_per_class`` (and ``eval_per_class_fallback``, ``cap_seed``)
+        sample with :func:`balanced_eval_sample`; the options are part of the suite identity, so of the run id.
+        """
+        per_class = int(getattr(self.options, "eval_per_class", 0) or 0)
+        if per_class <= 0:
+            return evaluation, None
+        fallback = int(getattr(self.options, "eval_per_class_fallback", 0) or 0)
+        return balanced_eval_sample(evaluation, per_class, fallback, int(getattr(self.options, "cap_seed", 0)))
+
+
+def seeded_rank(seed: int, path: str) -> bytes:
+    """A sort key that orders paths pseudo-randomly by ``seed``, independent of listing order and other files."""
+    return hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest()
+
+
+def balanced_eval_sample(rows: Any, per_class: int, fallback: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Equal real and fake counts per generator, as UniversalFakeDetect's ``validate.py`` samples.
+
+    Args:
+        rows: evaluation rows (``generator``, ``label``, ``path``, ``status`` columns).
+        per_class: images per class and generator (the original: 1000).
+        fallback: per-class count used instead when either class has fewer than ``per_class`` usable images
+            (the original: 100); 0 means no fallback (take as many as the smaller class has).
+        seed: chooses the images (a seeded hash of each path: independent of listing order).
+
+    Returns:
+        The sampled rows (unusable rows are never sampled) and, per generator, the usable images available
+        and the count per class used. Where a class has fewer than the count, both classes are cut to the
+        smaller class (the original asserts equal counts and stops).
+    """
+    import pandas as pd
+
+    usable = rows[rows["status"] == "ok"]
+    keep: list[Any] = []
+    facts: dict[str, Any] = {}
+    for generator, group in usable.groupby("generator", sort=True):
+        by_label = {label: group[group["label"] == label] for label in (0, 1)}
+        available = {label: len(part) for label, part in by_label.items()}
+        n = per_class
+        if fallback and min(available.values()) < per_class:
+            n = fallback
+        n = min(n, *available.values())
+        for part in by_label.values():
+            ranked = sorted(part.index, key=lambda i: (seeded_rank(seed, str(part.at[i, "path"])), part.at[i, "path"]))
+            keep.extend(ranked[:n])
+        facts[str(generator)] = {"available_real": available[0], "available_fake": available[1], "per_class": n}
+    chosen = set(keep)
+    sampled = rows.loc[[i for i in rows.index if i in chosen]]
+    info = {"per_class": per_class, "fallback": fallback, "seed": seed, "generators": facts}
+    return pd.DataFrame(sampled), info
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, Path]]:

@@ -550,7 +550,7 @@ def _save(path: Path, setup: TrainSetup, run: _Progress, n_rows: int) -> None:
 def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
     with safe_open(str(path), framework="pt") as fh:
         meta = json.loads(fh.metadata()["detbench_training"])
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     if (meta["n_rows"], meta["batch_size"]) != (n_rows, setup.batch_size):
         raise RuntimeError(f"checkpoint {path} was written for {meta['n_rows']} training rows in batches of "
                            f"{meta['batch_size']}, this run has {n_rows} in batches of {setup.batch_size}; "

@@ -7,7 +7,6 @@ carrying code is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from detbench.paths import home_subdir
-from detbench.records import write_text_atomic
+from detbench.records import sha256_of_file, write_text_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
-_CHUNK = 1 << 20
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.]+-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$")
 _saved_offline: dict[str, str | None] | None = None
 
@@ -126,11 +124,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     cached = _read_sha_cache().get(key)
     if cached:
         return cached
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_of_file(path)
     cache = {k: v for k, v in _read_sha_cache().items() if not k.startswith(prefix)}
     cache[key] = digest
     try:
@@ -162,25 +156,6 @@ def _hf_blob_sha256(path: Path) -> str | None:
     if target.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
         return name
     return None
-
-
-def split_sha256_pin(spec: str, what: str = "weights spec") -> tuple[str, str | None]:
-    """Split an optional ``#sha256=HEX`` pin off a weights spec.
-
-    Args:
-        spec: e.g. ``"/w/NPR.pth#sha256=<64 hex>"`` or ``"timm:x@/w.pth"`` (no pin).
-        what: what the spec is, for the error message (``"backbone spec"``, ``"--set weights"``).
-
-    Returns:
-        ``(spec without the pin, lower-case hex digest or None)``; ValueError for a malformed pin.
-    """
-    base, sep, digest = spec.partition("#sha256=")
-    if not sep:
-        return spec, None
-    digest = digest.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"bad sha256 pin in {what} {spec!r}: expected 64 hex digits after #sha256=")
-    return base, digest
 
 
 def hub_filename_sha256(path: str | os.PathLike[str]) -> str | None:
@@ -266,6 +241,17 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
+def _is_safetensors(path: Path) -> bool:
+    """By content, not suffix: Hugging Face cache blobs have no suffix (a snapshot's symlink resolves to one)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
 def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """A flat ``{name: tensor}`` state dict from .safetensors or a weights-only torch checkpoint.
 
@@ -279,7 +265,7 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):
         from safetensors.torch import load_file
 
         try:
@@ -361,10 +347,12 @@ def load_checkpoint_file(spec: str, *, what: str, fix: str, key: str = "weights"
         The unwrapped state dict (``{'model': ...}`` / ``{'state_dict': ...}`` wrappers and ``module.``
         prefixes removed) with the file's path and sha256.
     """
+    from detbench.backbones import split_sha256  # the one parser of #sha256= pins
+
     try:
-        path, pin = split_sha256_pin(spec, f"--set {key}")
+        path, pin = split_sha256(spec)
     except ValueError as exc:
-        raise WeightsError(str(exc)) from None
+        raise WeightsError(f"--set {key}: {exc}") from None
     expected = pin or (hub_filename_sha256(path) if hub_name_check else None)
     resolved = resolve_weights(what, fix=fix, local=path, expected_sha256=expected)
     return LoadedCheckpoint(load_state_dict_safely(resolved.path), resolved.path, resolved.sha256)

@@ -46,8 +46,9 @@ from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
 from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
-from detbench.metrics import binary_metrics, sigmoid
+from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
+from detbench.probabilities import sigmoid
 from detbench.records import atomic_path
 from detbench.training import derive_seed, reason_counts
 
@@ -525,7 +526,7 @@ class MPFT(Detector):
                 total: int) -> _Progress:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads(fh.metadata()["mpft"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         if meta["total_steps"] != total:
             raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
                                "delete it to start over")

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from detbench.detectors.linear_probe import FrozenFeatureDetector
 
 from detbench.detector import RunContext
+from detbench.detectors.linear_probe import FrozenFeatureDetector
+from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -235,7 +236,7 @@ def train_head(
             with torch.no_grad():
                 logits = head(xh).squeeze(1)
                 held_loss = float(loss_fn(logits, yh))
-                held = torch.sigmoid(logits).double().cpu().numpy()
+                held = sigmoid(logits.double().cpu().numpy())
             metrics = binary_metrics(y_held, held)
             key = (*(float(np.nan_to_num(metrics[m], nan=-1.0)) for m in (cfg.selection_metric, other)), -held_loss)
             history.append({"epoch": epoch, "lr": lr, "train_loss": float(total) / n, "heldout_loss": held_loss,
@@ -362,8 +363,6 @@ class UnivFD(FrozenFeatureDetector):
                 "n_views": 1 + c.aug_views, "n_heldout_used": int(len(y_held)), "padded": padded}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        from detbench.metrics import sigmoid
-
         feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)

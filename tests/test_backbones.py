@@ -17,6 +17,8 @@ from PIL import Image
 
 from detbench.backbones import (
     BUNDLED_SHA256,
+    CLIP_MEAN,
+    BackboneError,
     load_backbone,
     load_timm_classifier,
     parse_spec,
@@ -177,15 +179,19 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
     assert "--set backbone=" in str(err.value)
 
 
-def test_pretrained_tag_offline_fails_fast(offline: None) -> None:
+def test_pretrained_tag_offline_fails_fast(offline: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("offline mode touched the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     assert is_offline()
-    start = time.monotonic()
     with pytest.raises(WeightsError) as err:
         load_backbone("open_clip:ViT-B-32@openai")
-    assert time.monotonic() - start < 5
     msg = str(err.value)
     assert "'openai'" in msg and "offline" in msg and "local-dir:" in msg and "@/path/to/" in msg
-    assert "-quickgelu" in msg  # OpenAI weights need QuickGELU when given as a bare file
+    assert "#tag=openai" in msg  # a bare file must say its tag (OpenAI weights need QuickGELU)
 
 
 def test_unreachable_hub_fails_fast_without_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -456,3 +462,54 @@ def test_spec_can_pin_the_weights_sha256(tmp_path: Path) -> None:
     assert digest in str(err.value) and "0" * 64 in str(err.value)
     with pytest.raises(ValueError, match="64 hex digits"):
         load_backbone(f"open_clip:detbench-tiny-vit@{path}#sha256=abc")
+
+
+@pytest.fixture(scope="module")
+def vit_b32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random ViT-B-32 visual-tower weights (QuickGELU-built, as OpenAI's) in a Hugging Face cache layout."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("vit_b32")
+    torch.manual_seed(5)
+    visual = open_clip.create_model("ViT-B-32", force_quick_gelu=True).visual
+    blob = root / "hub" / "models--timm--vit_base_patch32_clip_224.openai" / "blobs" / "0123abcd"
+    blob.parent.mkdir(parents=True)
+    save_file(visual.state_dict(), blob)
+    snapshot = blob.parent.parent / "snapshots" / "rev" / "open_clip_model.safetensors"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(blob)
+    return snapshot
+
+
+def test_openai_weights_from_a_file_build_the_openai_model(
+    vit_b32_file: Path, detbench_home: Path, tmp_path: Path
+) -> None:
+    """The same weights through the tag path (home folder) and through every file form give identical
+    embeddings; a file whose tag is ambiguous is refused, never built with the other activation."""
+    home = detbench_home / "weights" / "open_clip" / "ViT-B-32" / "openai"
+    home.mkdir(parents=True)
+    os.link(vit_b32_file.resolve(), home / "open_clip_model.safetensors")
+    plain = tmp_path / "open_clip_model.safetensors"
+    os.link(vit_b32_file.resolve(), plain)
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 224, 224)
+
+    def embed(spec: str) -> torch.Tensor:
+        bb = load_backbone(spec)
+        assert bb.preprocess.mean == CLIP_MEAN and bb.preprocess.interpolation == "bicubic"
+        with torch.inference_mode():
+            return bb.embed(x, "proj")
+
+    tag = embed("open_clip:ViT-B-32@openai")
+    for spec in (f"open_clip:ViT-B-32@{vit_b32_file}",  # Hugging Face cache: the repo names the tag
+                 f"open_clip:ViT-B-32@{plain}#tag=openai", f"open_clip:ViT-B-32-quickgelu@{plain}"):
+        assert torch.equal(embed(spec), tag), spec
+    gelu = embed(f"open_clip:ViT-B-32@{plain}#tag=laion2b_s34b_b79k")
+    assert not torch.allclose(gelu, tag, rtol=1e-3)
+    with pytest.raises(BackboneError, match=r"#tag=TAG \(e.g. #tag=openai"):
+        load_backbone(f"open_clip:ViT-B-32@{plain}")
+    with pytest.raises(BackboneError, match="not an open_clip tag"):
+        load_backbone(f"open_clip:ViT-B-32@{plain}#tag=opnai")
+    assert load_backbone(f"open_clip:ViT-B-32@{plain}#tag=openai").identity() != load_backbone(
+        f"open_clip:ViT-B-32@{plain}#tag=laion2b_s34b_b79k").identity()

@@ -17,18 +17,22 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def in_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The module's home (its demo build and feature cache are shared by the tests here, which pass alone
+    and in any order: none counts runs that another test may have added)."""
     monkeypatch.setenv("DETBENCH_HOME", str(home))
     return home
+
+
+def records(home: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
 
 
 def test_run_writes_records_and_reuses_them(in_home: Path) -> None:
     result = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
     assert result.exit_code == 0, result.output
     assert "upconv" in result.output and "mean" in result.output and "worst" in result.output
-    run_dirs = list((in_home / "runs" / "demo" / "linear-probe").glob("*/run.json"))
-    assert len(run_dirs) == 1
-    record = json.loads(run_dirs[0].read_text())
-    run_dir = run_dirs[0].parent
+    (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]
+    run_dir = Path(record["paths"]["run"])
     scores = pd.read_parquet(run_dir / "scores.parquet")
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     assert len(scores) == 4 * 2 * 6 and scores["score"].between(0, 1).all()
@@ -39,18 +43,22 @@ def test_run_writes_records_and_reuses_them(in_home: Path) -> None:
     assert set(record["outputs"]) == {"scores.parquet", "heldout_scores.parquet", "metrics.parquet"}
     assert record["fit"]["chosen_C"] in (0.01, 0.1, 1.0, 10.0, 100.0)
 
+    n_runs = len(records(in_home))
     again = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
     assert again.exit_code == 0 and "reused" in again.output
-    assert len(list((in_home / "runs" / "demo" / "linear-probe").glob("*/run.json"))) == 1
+    assert len(records(in_home)) == n_runs
 
 
 def test_a_config_change_is_a_new_run_that_reuses_cached_features(in_home: Path) -> None:
+    assert invoke("run", "linear-probe", "--suite", "demo", *SMALL).exit_code == 0
+    cached = sorted((in_home / "features").rglob("*.npy"))
     result = invoke("run", "linear-probe", "--suite", "demo", *SMALL, "--set", "normalize=false")
     assert result.exit_code == 0, result.output
-    records = [json.loads(p.read_text()) for p in (in_home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
-    assert len(records) == 2
-    new = next(r for r in records if not r["key"]["detector"]["config"]["normalize"])
+    upconv = [r for r in records(in_home) if r["protocol"] == "upconv"]
+    assert len(upconv) == 2 and len({r["run_id"] for r in upconv}) == 2
+    new = next(r for r in upconv if not r["key"]["detector"]["config"]["normalize"])
     assert new["counts"]["eval_skipped"] == 0
+    assert sorted((in_home / "features").rglob("*.npy")) == cached  # nothing re-extracted
 
 
 def test_other_protocol_force_and_leaderboard(in_home: Path, tmp_path: Path) -> None:

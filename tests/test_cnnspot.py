@@ -174,10 +174,10 @@ def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Pat
     root holding only the test domains: nothing trains, the extra domains are evaluated, deltas are printed."""
     import dataclasses
 
-    from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
     from replicas import build_ufd
 
     from detbench import presets
+    from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
 
     loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "cnnspot"}
     assert len(loaded) == 5

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from detbench.datasets import demo_build
 from detbench.datasets.demo_build import BUILDER_VERSION, FAMILIES, build_demo
-from PIL import Image
 
 TINY = {"n_train": 4, "n_val": 2, "size": 64}
 

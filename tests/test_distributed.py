@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from detbench.detectors.mpft import MPFT, MPFTConfig
 
 from detbench import distributed as dist
 from detbench.config import apply_overrides
 from detbench.detector import RunContext
+from detbench.detectors.mpft import MPFT, MPFTConfig
 from detbench.progress import quiet
 
 TINY = {

@@ -237,7 +237,7 @@ def _enospc(detail: str = "No space left on device") -> OSError:
 def _full_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
     original = pd.DataFrame.to_parquet
 
-    def to_parquet(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def to_parquet(self, path, *args, **kwargs):
         if Path(path).name.startswith(".part-"):
             Path(path).write_bytes(b"PAR1" + b"\0" * 100)  # half written, then the disk is full
             raise _enospc("Error writing bytes to file. Detail: [errno 28] No space left on device")
@@ -249,7 +249,7 @@ def _full_parquet(monkeypatch: pytest.MonkeyPatch) -> None:
 def _full_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     original = np.save
 
-    def save(file, arr, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def save(file, arr, *args, **kwargs):
         if ".shard-" in str(getattr(file, "name", file)):
             file.write(b"\x93NUMPY\x01\x00")
             raise _enospc()
@@ -261,7 +261,7 @@ def _full_shards(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("fill", [_full_parquet, _full_shards], ids=["score-parquet", "feature-shard"])
 def test_disk_full_is_reported_as_such_and_leaves_no_partial_file(
     tmp_path: Path, detbench_home: Path, monkeypatch: pytest.MonkeyPatch, fill
-) -> None:  # noqa: ANN001
+) -> None:
     root = tmp_path / "tree"
     build_folder(root, generators=("a", "b"), splits=("train", "test"), n=4)
     args = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", "train-on-a"]

@@ -78,10 +78,9 @@ def test_features_on_cuda_match_cpu(tmp_path: Path, tree: tuple[Path, pd.DataFra
 
 @pytest.mark.gpu
 def test_mpft_step_on_cuda_tracks_the_cpu_step(tmp_path: Path) -> None:
-    from detbench.detectors.mpft import MPFT, MPFTConfig
-
     from detbench.config import apply_overrides
     from detbench.detector import RunContext
+    from detbench.detectors.mpft import MPFT, MPFTConfig
     from detbench.progress import quiet
 
     g = torch.Generator().manual_seed(0)

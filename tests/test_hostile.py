@@ -21,7 +21,7 @@ FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=64",
 
 
 
-def run_folder(root: Path, protocol: str = "train-on-alpha", *extra: str):  # noqa: ANN201
+def run_folder(root: Path, protocol: str = "train-on-alpha", *extra: str):
     args = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", protocol]
     return invoke(*args, *FAST, *extra)
 
@@ -67,7 +67,7 @@ def test_run_and_predict_score_odd_images_and_count_every_skip(
 ) -> None:
     split_rows = detbench.runner.split_rows
 
-    def mutate_after_indexing(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def mutate_after_indexing(*args, **kwargs):
         tree.after_indexing()  # the run has indexed the tree: now delete one file and rewrite another
         return split_rows(*args, **kwargs)
 

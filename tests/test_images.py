@@ -69,7 +69,7 @@ def _assert_bad(info: ImageInfo, status: str) -> None:
 
 
 def test_constants() -> None:
-    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
     assert all(ext == ext.lower() for ext in IMAGE_EXTENSIONS)
     assert Path("A.JPG").suffix.lower() in IMAGE_EXTENSIONS
     assert STATUSES == ("ok", "empty", "truncated", "undecodable", "too_large", "unreadable", "not_a_file")

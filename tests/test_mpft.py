@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from detbench.detectors.mpft import CHECKPOINT, MPFT, MPFTConfig, class_stream, lr_factor
 from PIL import Image
 
 from detbench.config import ConfigError, apply_overrides, to_dict
 from detbench.detector import RunContext
+from detbench.detectors.mpft import CHECKPOINT, MPFT, MPFTConfig, class_stream, lr_factor
 from detbench.progress import quiet
 from detbench.records import content_hash
 from detbench.registry import DETECTORS

@@ -188,10 +188,9 @@ def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
+    from detbench import presets
     from detbench.datasets.genimage import GENERATORS
     from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
-
-    from detbench import presets
 
     loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "npr"}
     known = {"universalfakedetect": set(DOMAINS) | set(EXTRAS), "genimage": set(GENERATORS)}

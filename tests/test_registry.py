@@ -29,7 +29,7 @@ def test_duplicate_registration_is_rejected() -> None:
         reg.register_lazy("a", "math:floor")
 
     @reg.register("b")
-    class B:  # noqa: D401
+    class B:
         pass
 
     with pytest.raises(RegistryError):
@@ -104,3 +104,18 @@ def test_ls_detectors_lists_the_facts_without_importing_torch() -> None:
     for text in ("cnnspot", "Wang et al., CVPR", "2020", "npr", "2024", "--set weights=PATH", "NPR.pth",
                  "--set head=PATH", "trains"):
         assert text in out, text
+
+
+def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_helpers import invoke
+
+    (tmp_path / "not_a_detector.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    DETECTORS.register_lazy("thing", "not_a_detector:Thing")
+    try:
+        with pytest.raises(RegistryError, match="not a subclass of detbench.detector.Detector"):
+            DETECTORS.get("thing")
+        result = invoke("run", "thing", "--suite", "demo")
+        assert result.exit_code == 2 and "not a subclass" in result.output and "Traceback" not in result.output
+    finally:
+        DETECTORS.unregister("thing")

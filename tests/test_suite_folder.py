@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.folder import FolderOptions, FolderSuite
 from replicas import build_folder, write_broken, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.folder import FolderOptions, FolderSuite
 from detbench.index import build_index
 from detbench.suites import SuiteLayoutError
 

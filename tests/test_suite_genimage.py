@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.genimage import GENERATORS, GenImageOptions, GenImageSuite, canonical_generator
 from replicas import GENIMAGE_FLAT, GENIMAGE_NESTED, build_genimage, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.genimage import GENERATORS, GenImageOptions, GenImageSuite, canonical_generator
 from detbench.index import build_index
 from detbench.suites import SuiteLayoutError
 

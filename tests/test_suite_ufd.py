@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from detbench.datasets.universalfakedetect import DOMAINS, UFDOptions, UniversalFakeDetectSuite
 from replicas import build_ufd, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.datasets.universalfakedetect import DOMAINS, UFDOptions, UniversalFakeDetectSuite
 from detbench.index import build_index, index_dir
 from detbench.suites import SuiteLayoutError
 
@@ -135,7 +135,8 @@ def test_max_per_class_cap(full) -> None:
     laion = index.rows[index.rows["path"].str.startswith("diffusion_datasets/laion/")]
     assert laion["path"].nunique() == 1 and len(laion) == 7  # the same pool image in all 7 domains
     assert index.directory != index_dir(UniversalFakeDetectSuite(), full.root.resolve(), "fast")
-    assert suite.identity()["options"] == {"max_per_class": 1, "cap_seed": 0, "extra_domains": ()}
+    assert suite.identity()["options"] == {"max_per_class": 1, "cap_seed": 0, "extra_domains": (), "eval_per_class": 0,
+                                           "eval_per_class_fallback": 0}
     first = [e.path for e in suite.scan(full.root)]
     assert first == [e.path for e in suite.scan(full.root)]
     others = [

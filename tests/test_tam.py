@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from detbench.backbones import CLIP_MEAN, CLIP_STD, load_backbone
+from detbench.config import ConfigError, apply_overrides
 from detbench.detectors.tam import (
     OPERATORS,
     MaskConfig,
@@ -14,9 +17,6 @@ from detbench.detectors.tam import (
     texture_scores,
     zero_fill,
 )
-
-from detbench.backbones import CLIP_MEAN, CLIP_STD, load_backbone
-from detbench.config import ConfigError, apply_overrides
 
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:

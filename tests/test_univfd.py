@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import invoke
-from detbench.detectors.univfd import TrainView, load_head
 from PIL import Image
 from replicas import build_genimage, build_ufd
 
 from detbench.backbones import load_backbone, register_tiny_models
+from detbench.detectors.univfd import TrainView, load_head
 from detbench.preprocess import Preprocess
 from detbench.registry import DETECTORS
 from detbench.weights import WeightsError
@@ -296,3 +296,33 @@ def test_precision_is_part_of_the_identity_and_the_feature_cache_key(
     assert not np.array_equal(scores["fp32"], scores["bf16"])
     np.testing.assert_allclose(scores["fp32"], scores["bf16"], atol=0.05)
     assert invoke(*base, "--set", "precision=fp64").exit_code == 2
+
+
+def test_the_original_sample_sizes_are_expressible(tiny_spec: str, tmp_path: Path, detbench_home: Path) -> None:
+    """validate.py's rule: N real + N fake per domain, a smaller equal count where either class is short."""
+    root = build_ufd(tmp_path / "ufd", train_classes=(), n=2, pool=3, defects=False).root
+    head = write_head(tmp_path / "fc_weights.pth")
+    args = ["run", "univfd", "--suite", "ufd", "--root", str(root), "--protocol", "eval", "-q",
+            "--set", f"backbone={tiny_spec}", "--set", f"head={head}",
+            "--set", "eval_per_class=4", "--set", "eval_per_class_fallback=1"]
+    assert invoke(*args).exit_code == 0
+    (record,) = run_records(detbench_home, "universalfakedetect", "univfd")
+    full = {"progan", "stylegan", "cyclegan"}  # 4 or more of each class in the replica
+    for generator, counts in record["counts"]["eval"].items():
+        n = 4 if generator in full else 1
+        assert (counts["real"], counts["fake"]) == (n, n), generator
+        assert record["eval_sample"]["generators"][generator]["per_class"] == n
+    assert record["eval_sample"]["generators"]["stylegan"] == {"available_real": 6, "available_fake": 6,
+                                                               "per_class": 4}
+    assert invoke(*args).exit_code == 0 and len(run_records(detbench_home, "universalfakedetect", "univfd")) == 1
+    assert invoke(*args, "--set", "cap_seed=1").exit_code == 0  # another draw is another run
+    second = [r for r in run_records(detbench_home, "universalfakedetect", "univfd") if r["run_id"] != record["run_id"]]
+    assert len(second) == 1 and second[0]["key"]["suite"]["options"]["cap_seed"] == 1
+
+
+def test_preset_tolerance_widens_to_the_sampling_error() -> None:
+    from detbench.presets import row_tolerance
+
+    assert row_tolerance(3.0, 50.0, 200) == pytest.approx(2 * 100 * (0.25 / 200) ** 0.5)  # 7.07 points
+    assert row_tolerance(3.0, 100.0, 200) == 3.0 and row_tolerance(3.0, 80.0, 2000) == 3.0
+    assert row_tolerance(3.0, None, 200) == 3.0 and row_tolerance(3.0, 50.0, float("nan")) == 3.0

@@ -43,12 +43,12 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
-def run(root: Path, backbone: str, *extra: str):  # noqa: ANN201
+def run(root: Path, backbone: str, *extra: str):
     args = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", "train-on-a"]
     return CliRunner().invoke(app, [*args, "--set", f"backbone={backbone}", "--set", "crop=32", "-q", *extra])
 
 
-def refused(result, *words: str) -> str:  # noqa: ANN001
+def refused(result, *words: str) -> str:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     text = " ".join(result.output.split())
@@ -82,7 +82,7 @@ def _torchscript(path: Path, marker: Path) -> None:
         (_torchscript, "scripted.pt", ["TorchScript archive"]),
     ],
 )
-def test_code_carrying_checkpoints_are_refused_unrun(tree: Path, tmp_path: Path, write, name, words) -> None:  # noqa: ANN001
+def test_code_carrying_checkpoints_are_refused_unrun(tree: Path, tmp_path: Path, write, name, words) -> None:
     marker = tmp_path / "pwned"
     evil = tmp_path / name
     write(evil, marker)
