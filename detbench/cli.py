@@ -1,76 +1,108 @@
-"""The ``detbench`` command line. Heavy libraries (torch, sklearn) are imported only by commands that need them."""
+"""The ``detbench`` command line. Heavy libraries (torch, sklearn) are imported only by commands that need them.
+
+Every command runs inside one guard (:class:`GuardedGroup`): a :class:`~detbench.errors.DetbenchError` (or a full
+or read-only disk) ends as one red line and exit 2; Ctrl-C or SIGTERM says where it stopped and that finished
+work is kept (exit 130 / 143); anything else is a bug and is shown as one (traceback, exit 1). Data warnings
+(:class:`~detbench.errors.DetbenchWarning`) print as ``warning:`` lines, also under ``-q``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import sys
 import threading
+import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
+from detbench.errors import ConfigError, DetbenchWarning, RunLookupError, user_message
 from detbench.precision import PRECISION_HELP
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.",
-)
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
-
-USER_ERRORS = {
-    "BackboneError",
-    "RegistryError",
-    "ConfigError",
-    "SuiteLayoutError",
-    "ProtocolError",
-    "LockedError",
-    "WeightsError",
-    "FileNotFoundError",
-    "NotADirectoryError",
-    "PermissionError",
-    "PresetError",
-    "RunLookupError",
-}
-
-
-def _fail(exc: BaseException) -> None:
-    err.print("[bold red]error:[/] ", end="")
-    err.print(_disk_full_message(exc) if _disk_full(exc) else str(exc), markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _user_error(exc: BaseException) -> bool:
-    return _disk_full(exc) or any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
-
-
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and (
-        exc.errno in (errno.ENOSPC, errno.EDQUOT) or "no space left on device" in str(exc).lower()
-    )
-
-
-def _disk_full_message(exc: BaseException) -> str:
-    from detbench.paths import detbench_home
-
-    target = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
-    return (
-        f"no space left on device{target} ({exc}). Files are written atomically, so nothing half-written "
-        f"was kept. Free space (detbench writes under {detbench_home()}; set DETBENCH_HOME to use another "
-        "disk) and run the same command again: finished work is reused."
-    )
+ACTIVITY = "detbench.activity"  # context meta key: the Runner whose phase an interrupt message names
+# Raised to end a command on purpose (usage errors, exits): the command-line library reports them itself.
+PASS_THROUGH = (typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop or preemption), handled like Ctrl-C."""
+
+
+class GuardedGroup(TyperGroup):
+    """The command group whose every command runs inside :func:`_guard`."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        with _guard(ctx):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _guard(ctx: typer.Context) -> Iterator[None]:
+    """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped (exit 130 / 143); bugs as
+    bugs (traceback, exit 1); DetbenchWarnings as ``warning:`` lines."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", DetbenchWarning)  # each message once
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, DetbenchWarning):
+                err.print("[yellow]warning:[/] ", end="")
+                err.print(str(message), markup=False, highlight=False, soft_wrap=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        try:
+            with _sigterm_as_interrupt():
+                yield
+        except PASS_THROUGH:
+            raise
+        except KeyboardInterrupt as exc:
+            _stopped(exc, ctx.meta.get(ACTIVITY))
+        except Exception as exc:
+            message = user_message(exc)
+            if message is None:
+                _bug(exc)
+            err.print("[bold red]error:[/] ", end="")
+            err.print(message, markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+def _stopped(exc: KeyboardInterrupt, activity: Any) -> None:
+    terminated = isinstance(exc, Terminated)
+    how = "Terminated (SIGTERM)" if terminated else "Interrupted"
+    where = ""
+    if activity is not None:
+        where = f" while {activity.phase}" + (f" in {activity.run_dir}" if activity.run_dir else "")
+    err.print(f"\n[yellow]{how}{escape(where)}.[/] Finished work is kept; run the same command again to resume.")
+    raise typer.Exit(143 if terminated else 130) from None
+
+
+def _bug(exc: BaseException) -> None:
+    from detbench import __version__
+
+    err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, end="")
+    err.print(
+        f"[bold red]This is a bug in detbench {__version__}[/], not a problem with your input: please report it "
+        "with the command you ran and the traceback above.",
+        highlight=False,
+    )
+    raise typer.Exit(1) from None
+
+
+def _watch(ctx: typer.Context, runner: Any) -> None:
+    """Let an interrupt message name ``runner``'s phase and run directory."""
+    ctx.meta[ACTIVITY] = runner
 
 
 @contextlib.contextmanager
@@ -90,6 +122,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+app = typer.Typer(
+    cls=GuardedGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.",
+)
+
+
+FAST_INDEX_HELP = "Index ids from size, mtime and path instead of content hashes."
 BOOTSTRAP_HELP = "Bootstrap resamples for the 95% intervals of acc and AP (0: none)."
 FILTER_HELP = "Exact (case-insensitive) if some run has that value, else every value containing it."
 THRESHOLD_HELP = (
@@ -113,6 +155,7 @@ def main_options(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     detector: Annotated[
         Optional[str], typer.Argument(help="Detector name (see `detbench ls detectors`); implied by --preset.")
     ] = None,
@@ -145,12 +188,14 @@ def run(
     ] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
     from detbench import distributed
 
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1; got {nproc}")
     if nproc > 1 and not distributed.launched():
         command = distributed.torchrun_command(sys.argv[1:], nproc)
         sys.stdout.flush()
@@ -161,6 +206,7 @@ def run(
     from detbench.runner import Runner, RunRequest
 
     runner = Runner(Phases(err, enabled=not quiet))
+    _watch(ctx, runner)
     chosen = None
     try:
         overrides = parse_set_args(set_)
@@ -191,20 +237,7 @@ def run(
             n_boot=bootstrap,
             threshold=threshold,
         )
-        with _sigterm_as_interrupt():
-            result = runner.run(req)
-    except KeyboardInterrupt as exc:
-        where = f" in {runner.run_dir}" if runner.run_dir else ""
-        how = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
-        err.print(
-            f"\n[yellow]{how} while {runner.phase}{where}.[/] Finished work is kept; "
-            "run the same command again to resume."
-        )
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
-    except Exception as exc:
-        if _user_error(exc):
-            _fail(exc)
-        raise
+        result = runner.run(req)
     finally:
         distributed.cleanup()
     if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
@@ -263,7 +296,7 @@ def index(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
     root: Annotated[Optional[Path], typer.Option(help="Suite root (the demo builds its own).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Suite option key=value.")] = None,
-    fast: Annotated[bool, typer.Option(help="Ids from size+mtime and header-only checks (faster).")] = False,
+    fast: Annotated[bool, typer.Option(help="Ids from size, mtime and path, and header-only checks (faster).")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for probing files.")] = None,
 ) -> None:
     """Index a suite on disk and print its counts, formats and problems."""
@@ -271,28 +304,27 @@ def index(
     from detbench.index import build_index
     from detbench.progress import Phases
     from detbench.registry import SUITES
+    from detbench.runner import check_root
+    from detbench.suites import display_name
 
-    try:
-        cls = SUITES.get(suite)
-        obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
-        phases = Phases(err)
-        path = root or obj.default_root(phases)
-        if path is None:
-            raise FileNotFoundError(f"suite {suite!r} needs --root PATH")
-        with phases.phase(f"index {suite}", None) as tracker:
-            idx = build_index(obj, path, mode="fast" if fast else "full", workers=workers, progress=tracker.update)
-    except Exception as exc:
-        if _user_error(exc):
-            _fail(exc)
-        raise
+    cls = SUITES.get(suite)
+    obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be >= 0; got {workers}")
+    check_root(obj, root)
+    phases = Phases(err)
+    path = root or obj.default_root(phases)
+    with phases.phase(f"index {suite}", None) as tracker:
+        idx = build_index(obj, path, mode="fast" if fast else "full", workers=workers, progress=tracker.update)
     from detbench.display import index_summary
 
     for table in index_summary(idx):
         console.print(table)
     ignored = obj.ignored
     if ignored:
-        shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
-        console.print(f"[yellow]{len(ignored)} folders are not part of the {suite} layout and were skipped:[/] {shown}")
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        shown = ", ".join(map(display_name, ignored[:10])) + more
+        phases.warn(f"{len(ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
     console.print(f"index written to {idx.directory}")
 
 
@@ -320,7 +352,7 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     elif what == "presets":
         _list_presets()
     else:
-        _fail(ValueError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs"))
+        raise ConfigError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs")
 
 
 def _list_detectors() -> None:
@@ -411,10 +443,7 @@ def leaderboard(
     from detbench.records import atomic_path
     from detbench.registry import SUITES
 
-    try:
-        suite = SUITES.get(suite).name  # aliases (ufd) share their suite's records
-    except Exception as exc:
-        _fail(exc)
+    suite = SUITES.get(suite).name  # aliases (ufd) share their suite's records
     long = long_table(suite)
     if published:
         import pandas as pd
@@ -423,16 +452,14 @@ def leaderboard(
 
         long = pd.concat([long, published_rows(suite)], ignore_index=True)
     if long.empty:
-        _fail(
-            FileNotFoundError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
-        )
+        raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
     if metric not in set(long["metric"]):
-        _fail(ValueError(f"unknown metric {metric!r}; choose from {', '.join(sorted(set(long['metric'])))}"))
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(set(long['metric'])))}")
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
     view, long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs first
     if long.empty:
-        _fail(FileNotFoundError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`"))
+        raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
     shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
     title = f"{suite} leaderboard: {metric} ({'Δ percentage points vs clean' if delta else '%'})"
     n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
@@ -447,25 +474,9 @@ def leaderboard(
         console.print(f"wrote {markdown}")
 
 
-@contextlib.contextmanager
-def _guarded(runner=None) -> Iterator[None]:
-    """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped and that work is kept
-    (exit 130 / 143)."""
-    try:
-        with _sigterm_as_interrupt():
-            yield
-    except KeyboardInterrupt as exc:
-        where = f" while {runner.phase}" + (f" in {runner.run_dir}" if runner.run_dir else "") if runner else ""
-        err.print(f"\n[yellow]Interrupted{where}.[/] Finished work is kept; run the same command again to resume.")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
-    except Exception as exc:
-        if _user_error(exc):
-            _fail(exc)
-        raise
-
-
 @app.command()
 def sweep(
+    ctx: typer.Context,
     detector: Annotated[str, typer.Argument(help="Detector name (see `detbench ls detectors`).")],
     perturb: Annotated[
         list[str],
@@ -486,7 +497,7 @@ def sweep(
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
     bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
     threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help="Index ids from size+mtime instead of content hashes.")] = False,
+    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
@@ -497,23 +508,23 @@ def sweep(
     from detbench.sweep import run_sweep
 
     runner = Runner(Phases(err, enabled=not quiet))
-    with _guarded(runner):
-        base = RunRequest(
-            detector=detector,
-            suite=suite,
-            root=root,
-            protocol=protocol,
-            overrides=parse_set_args(set_),
-            seed=seed,
-            force=force,
-            device=device,
-            workers=workers,
-            batch_size=batch_size,
-            index_mode="fast" if fast_index else "full",
-            n_boot=bootstrap,
-            threshold=threshold,
-        )
-        result = run_sweep(base, perturb, runner)
+    _watch(ctx, runner)
+    base = RunRequest(
+        detector=detector,
+        suite=suite,
+        root=root,
+        protocol=protocol,
+        overrides=parse_set_args(set_),
+        seed=seed,
+        force=force,
+        device=device,
+        workers=workers,
+        batch_size=batch_size,
+        index_mode="fast" if fast_index else "full",
+        n_boot=bootstrap,
+        threshold=threshold,
+    )
+    result = run_sweep(base, perturb, runner)
     rec = result.clean.record
     backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
     title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}{backbone}): robustness"
@@ -532,10 +543,9 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
-    with _guarded():
-        from detbench.report import build_report
+    from detbench.report import build_report
 
-        path = build_report(target, out)
+    path = build_report(target, out)
     console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
 
 
@@ -556,16 +566,10 @@ def predict(
     from detbench.predict import predict_files, predictions_table, write_predictions
     from detbench.progress import Phases
 
-    with _guarded():
-        predictions, trained = predict_files(
-            run_id,
-            paths,
-            device=device,
-            workers=workers,
-            batch_size=batch_size,
-            phases=Phases(err, enabled=not quiet),
-        )
-        write_predictions(predictions, trained, csv, json_)
+    predictions, trained = predict_files(
+        run_id, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)
+    )
+    write_predictions(predictions, trained, csv, json_)
     console.print(predictions_table(predictions, trained))
     decisions = predictions["decision"].value_counts()
     failed = int((predictions["error"] != "").sum())
@@ -613,11 +617,6 @@ def bench(
     chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
     if rss_images and "rss" not in chosen:
         chosen = (*chosen, "rss")
-    unknown = sorted(set(chosen) - set(ALL))
-    if unknown:
-        _fail(ValueError(f"unknown measures {', '.join(unknown)}; choose from {', '.join(ALL)}"))
-    if "rss" in chosen and rss_images < 16:
-        _fail(ValueError("the rss measure needs --rss-images N (at least 16), e.g. --rss-images 50000"))
     opts = Options(backbone=backbone, device=device or default_device(), precision=precision, crop=crop, size=size,
                    images=images, batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
                    rss_images=rss_images, rss_crop=rss_crop, only=chosen)
@@ -636,7 +635,7 @@ def bench(
 
 
 def main() -> None:
-    app()
+    app(prog_name="detbench")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ value of the wrong type raises :class:`ConfigError` naming the valid keys or cho
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message is meant for the user."""
+from detbench.errors import ConfigError
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, str]:
@@ -118,9 +117,12 @@ def coerce(value: Any, tp: Any, key: str = "value") -> Any:
             number = float(value) if tp is float else int(str(value), 0) if isinstance(value, str) else value
             if tp is int and not float(number).is_integer():
                 raise ValueError
-            return tp(number)
-        except (TypeError, ValueError):
+            number = tp(number)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key} must be {tp.__name__}; got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number; got {value!r}")
+        return number
     if tp is str:
         return str(value)
     if tp is Any:

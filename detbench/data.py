@@ -59,12 +59,23 @@ class ImageRowsDataset(Dataset):
                 return None, i, "changed: size or mtime differ from the index; run again to re-index it"
             img = images.load_rgb(path)
             if self.perturb is not None:
-                img = self.perturb(img, self.image_ids[i])
+                img = self._perturbed(img, i)
             return self.transform(img), i, None
         except images.ImageError as exc:
             return None, i, f"{exc.status}: {exc.reason}"
         except ValueError as exc:
             return None, i, f"invalid: {exc}"
+
+
+    def _perturbed(self, img: Any, i: int) -> Any:
+        """The perturbed image; a perturbation that cannot apply to this image (an encoder's size limit...) skips
+        the image with the reason instead of stopping the run."""
+        try:
+            return self.perturb(img, self.image_ids[i])
+        except images.ImageError:
+            raise
+        except Exception as exc:
+            raise images.ImageError("perturbation_failed", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
+from detbench.metrics import SUMMARY_ROWS
+
 METRIC_COLUMNS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc", "eer", "oracle_acc"]
 HEADERS = {
     "n_real": "#real",
@@ -40,7 +42,7 @@ def metrics_table(metrics: pd.DataFrame, title: str, threshold: str = "threshold
             header = HEADERS.get(col, col)
             table.add_column(header, justify="right", no_wrap=True)
     for _, row in metrics.iterrows():
-        style = "bold cyan" if row["generator"] in ("mean", "worst") else None
+        style = "bold cyan" if row["generator"] in SUMMARY_ROWS else None
         cells = [fmt(row[c], c) + _ci(row, c) for c in METRIC_COLUMNS if c in metrics.columns]
         table.add_row(str(row["generator"]), *cells, style=style)
     ci = "; ±: half-width of the 95% bootstrap interval" if "acc_lo" in metrics.columns else ""
@@ -194,6 +196,6 @@ def leaderboard_tables(shown: pd.DataFrame, n_ids: int, title: str, max_value_co
     for key in keys:
         values.add_column(key, justify="right", no_wrap=True)
     for col in shown.columns[n_ids:]:
-        style = "bold cyan" if col in ("mean", "worst", "Δ mean") else None
+        style = "bold cyan" if col in (*SUMMARY_ROWS, "Δ mean") else None
         values.add_row(str(col), *[str(v) for v in shown[col]], style=style)
     return [legend, values]

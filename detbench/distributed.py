@@ -58,7 +58,7 @@ def torchrun_command(argv: list[str], nproc: int) -> list[str]:
         elif not arg.startswith("--nproc="):
             args.append(arg)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "detbench.cli", *args]
+            "-m", "detbench", *args]
 
 
 def local_device(device: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from detbench import distributed as dist
+from detbench.errors import DataError, warn
 from detbench.paths import home_subdir
 from detbench.records import atomic_path, content_hash, read_json, sweep_stale_tmp, write_json_atomic
 
@@ -40,6 +41,13 @@ def feature_key(
     }
 
 
+def _read_key(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
 class FeatureStore:
     """The shards of one cache key."""
 
@@ -48,10 +56,12 @@ class FeatureStore:
         directory.mkdir(parents=True, exist_ok=True)
         sweep_stale_tmp(directory)  # shard temp files of killed extractions
         self._sweep_orphans()
-        if not (directory / "key.json").exists():
+        stored = _read_key(directory / "key.json")
+        if stored is None:  # new, or damaged: the folder name is the key's hash, so the shards are this key's
             write_json_atomic(directory / "key.json", key)
-        elif read_json(directory / "key.json") != key:
-            raise RuntimeError(f"feature cache {directory} holds another key; delete it to continue")
+        elif stored != key:
+            raise DataError(f"feature cache {directory} holds another key (a hash collision or a damaged key.json); "
+                            "delete that folder to continue")
 
     def _sweep_orphans(self, min_age_s: float = 600.0) -> None:
         """Delete feature files whose ids file never came (a kill between the two writes). A writer writes
@@ -77,8 +87,10 @@ class FeatureStore:
         if not positions:
             return out, found
         for ids_file in sorted(self.directory.glob("*.ids.npy")):
-            feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
-            shard_ids = np.load(ids_file, allow_pickle=False)
+            shard = self._open_shard(ids_file)
+            if shard is None:
+                continue
+            shard_ids, feats = shard
             rows, targets = [], []
             for row, image_id in enumerate(shard_ids.tolist()):
                 for target in positions.get(image_id, ()):
@@ -86,12 +98,35 @@ class FeatureStore:
                     targets.append(target)
             if not rows:
                 continue
-            feats = np.load(feats_file, mmap_mode="r", allow_pickle=False)
             if out is None:
                 out = np.full((len(ids), feats.shape[1]), np.nan, dtype=np.float32)
             out[targets] = feats[rows]
             found[targets] = True
         return out, found
+
+    def _open_shard(self, ids_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
+        """A shard's ids and memory-mapped features, or None after deleting a damaged shard (truncated or
+        mismatched files: a disk fault; shards are written atomically) with a warning: its rows are computed
+        again."""
+        feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
+        try:
+            shard_ids = np.load(ids_file, allow_pickle=False)
+            feats = np.load(feats_file, mmap_mode="r", allow_pickle=False)
+            if shard_ids.ndim != 1 or feats.ndim != 2 or len(feats) != len(shard_ids):
+                raise ValueError(f"{len(shard_ids)} ids for features of shape {feats.shape}")
+        except FileNotFoundError:
+            if not ids_file.exists():  # deleted meanwhile by another process that found it damaged
+                return None
+            problem = f"{feats_file.name} is missing"
+        except (OSError, ValueError, EOFError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        else:
+            return shard_ids, feats
+        for path in (ids_file, feats_file):
+            path.unlink(missing_ok=True)
+        warn(f"feature cache shard {ids_file.name.removesuffix('.ids.npy')} in {self.directory} was damaged "
+             f"({problem}); it was deleted and its features are computed again")
+        return None
 
     def append(self, ids: list[str], feats: np.ndarray) -> None:
         name = f"shard-{uuid.uuid4().hex[:12]}"

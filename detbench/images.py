@@ -8,7 +8,8 @@ Statuses: ``ok``; ``empty`` (0 bytes); ``truncated`` (an image whose data ends e
 ``undecodable`` (not an image of a supported format, or corrupt data); ``too_large`` (the header claims
 more than ``max_pixels`` pixels, the decompression-bomb guard; checked before anything is decoded);
 ``unreadable`` (permission or OS error); ``not_a_file`` (missing path, dangling symlink, symlink loop,
-directory, FIFO, device...).
+directory, FIFO, device...); ``bad_name`` (a path that is not valid UTF-8, so no record can hold it: set by
+the index, which stores the name with its undecodable bytes escaped).
 
 Files are identified by their bytes, not their name, among the formats detbench indexes (PNG, JPEG,
 WebP, BMP, TIFF, GIF): a PNG saved as ``.jpg`` is reported as ``png``. Multi-picture JPEGs (MPO, as
@@ -35,6 +36,10 @@ RGB conversion rules of :func:`load_rgb` (every model sees images converted this
   used as stored, as the reference implementations in this field do.
 - ``1``, ``L`` and other modes: PIL's ``convert("RGB")``.
 
+PNG metadata chunks (zTXt/iTXt text, iCCP profiles) may decompress to :data:`PNG_MAX_METADATA_CHUNK` bytes
+while detbench reads a file (PIL's own limit, 1 MB, rejects the workflow metadata generators embed in their
+PNGs); the pixels are unaffected. PIL's setting is restored afterwards.
+
 The pixel guard is explicit (``max_pixels``); PIL's global ``MAX_IMAGE_PIXELS`` is never changed. Some
 PIL plugins (GIF, TIFF, MPO, WebP) still apply PIL's own guard internally; its error maps to
 ``too_large`` too. ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set.
@@ -49,6 +54,7 @@ import hashlib
 import io
 import os
 import stat as stat_module
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -69,8 +75,10 @@ STATUSES: tuple[str, ...] = (
     "too_large",
     "unreadable",
     "not_a_file",
+    "bad_name",
 )
 DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's default MAX_IMAGE_PIXELS
+PNG_MAX_METADATA_CHUNK = 64 * 1024 * 1024  # PIL's total text budget (MAX_TEXT_MEMORY) is 64 MiB too
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 _PIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -210,14 +218,19 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def fast_id(path: str | os.PathLike[str], stat: os.stat_result | None = None) -> str:
-    """Id for the fast index mode: blake2b (16 bytes) of ``"{size}:{mtime_ns}:{name}"``, as hex."""
+    """Id for the fast index mode: blake2b (16 bytes) of ``"{size}:{mtime_ns}:{absolute path}"``, as hex.
+
+    The whole absolute path is part of it: files with the same name, size and mtime (``0_real/1.png`` and
+    ``1_fake/1.png`` from one archive, or two datasets' copies of a layout) never share an id, and so never
+    share cached features. Moving the data changes the ids (full mode hashes the bytes instead).
+    """
     if stat is None:
         try:
             stat = os.stat(path)
         except OSError as exc:
             raise _path_error(path, exc) from exc
-    key = f"{stat.st_size}:{stat.st_mtime_ns}:{os.path.basename(os.fspath(path))}"
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    key = f"{stat.st_size}:{stat.st_mtime_ns}:".encode() + os.fsencode(os.path.abspath(os.fspath(path)))
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- opening
@@ -303,6 +316,32 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
         raise ImageError("too_large", f"{width}x{height} = {width * height} pixels exceeds {max_pixels}")
 
 
+_png_limit_lock = threading.Lock()
+_png_limit_users = 0
+_png_limit_saved = 0
+
+
+@contextlib.contextmanager
+def _png_metadata_limit() -> Iterator[None]:
+    """Raise PIL's PNG metadata-chunk limit to :data:`PNG_MAX_METADATA_CHUNK` while detbench reads (never lower it);
+    the previous value comes back when the last concurrent reader is done."""
+    from PIL import PngImagePlugin
+
+    global _png_limit_users, _png_limit_saved
+    with _png_limit_lock:
+        if _png_limit_users == 0:
+            _png_limit_saved = PngImagePlugin.MAX_TEXT_CHUNK
+            PngImagePlugin.MAX_TEXT_CHUNK = max(_png_limit_saved, PNG_MAX_METADATA_CHUNK)
+        _png_limit_users += 1
+    try:
+        yield
+    finally:
+        with _png_limit_lock:
+            _png_limit_users -= 1
+            if _png_limit_users == 0:
+                PngImagePlugin.MAX_TEXT_CHUNK = _png_limit_saved
+
+
 @contextlib.contextmanager
 def _classified(fp: IO[bytes]) -> Iterator[None]:
     """Turn any exception raised while reading an image into an ImageError with a status."""
@@ -358,7 +397,7 @@ def _ends_early(fp: IO[bytes]) -> str | None:
 def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | None) -> ImageInfo:
     fields: dict[str, Any] = {"bytes": size}
     try:
-        with _classified(fp):
+        with _classified(fp), _png_metadata_limit():
             im = _identify(fp, size)
             fields.update(
                 format=_format_name(im),
@@ -407,7 +446,7 @@ def _ijg_tables(index: int) -> np.ndarray:
 
 
 def _load_rgb_stream(fp: IO[bytes], size: int, *, max_pixels: int | None) -> Image.Image:
-    with _classified(fp):
+    with _classified(fp), _png_metadata_limit():
         im = _identify(fp, size)
         _check_pixels(im.size, max_pixels)
         im.load()

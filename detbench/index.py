@@ -18,9 +18,11 @@ from typing import Any, Literal
 import pandas as pd
 
 from detbench import __version__
+from detbench.errors import DataError, InputError, SuiteLayoutError
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
-from detbench.suites import Entry, Suite
+from detbench.suites import BAD_NAME_REASON, Entry, Suite, display_name, is_valid_utf8, top_levels
 
 IdMode = Literal["full", "fast"]
 COLUMNS = [
@@ -108,17 +110,16 @@ def build_index(
     progress: Callable[[int, int], None] | None = None,
 ) -> Index:
     """Scan ``root`` with ``suite``'s adapter and write (or incrementally refresh) its index."""
-    root = Path(root).resolve()
+    root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"suite root {root} is not a directory")
+        raise InputError(f"suite root {root} is not a directory")
     started = time.perf_counter()
     entries: list[Entry] = list(suite.scan(root))
     if not entries:
-        from detbench.suites import SuiteLayoutError, top_levels
-
         raise SuiteLayoutError(
             f"no images found for suite {suite.name!r} under {root}. It contains:\n{top_levels(root)}"
         )
+    check_generator_names(entries, root)
     directory = index_dir(suite, root, mode)
     previous = _load_previous(directory)
 
@@ -129,6 +130,9 @@ def build_index(
         if e.path in seen:
             continue
         seen.add(e.path)
+        if not all(map(is_valid_utf8, (e.path, e.generator, e.split))):
+            probed[e.path] = _bad_name_row(e.path)
+            continue
         abs_path = root / e.path
         old = previous.get(e.path)
         if old is not None and _unchanged(old, abs_path):
@@ -156,7 +160,8 @@ def build_index(
     records = []
     for e in entries:
         row = dict(probed[e.path])
-        row.update(suite=suite.name, generator=e.generator, family=e.family, split=e.split, label=int(e.label))
+        row.update(suite=suite.name, generator=display_name(e.generator), family=e.family,
+                   split=display_name(e.split), label=int(e.label))
         records.append(row)
     df = pd.DataFrame.from_records(records, columns=COLUMNS)
     df = df.astype(
@@ -169,12 +174,48 @@ def build_index(
     )
     for col in ("bytes", "mtime_ns"):  # exact: a column holding None is inferred as float64 (ns lost)
         df[col] = pd.array([r[col] for r in records], dtype="Int64")
+    if mode == "fast":
+        check_unique_ids(df)
     manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
     directory.mkdir(parents=True, exist_ok=True)
     sweep_stale_tmp(directory)
     write_parquet_atomic(directory / "index.parquet", df)
     write_json_atomic(directory / "manifest.json", manifest)
     return Index(df, manifest, directory)
+
+
+def check_generator_names(entries: list[Entry], root: Path) -> None:
+    """Refuse generator names that the metrics tables reserve for their summary rows (in any case).
+
+    Raises:
+        SuiteLayoutError: naming the folders to rename.
+    """
+    reserved = sorted({e.generator for e in entries if e.generator.lower() in SUMMARY_ROWS})
+    if reserved:
+        raise SuiteLayoutError(
+            f"generator name(s) {', '.join(map(repr, reserved))} under {root} are reserved for the summary rows "
+            f"({' and '.join(SUMMARY_ROWS)}, in any case) of every results table: rename those folders"
+        )
+
+
+def check_unique_ids(df: pd.DataFrame) -> None:
+    """Fast-mode ids come from metadata, not bytes: two different files must never share one (they would share
+    cached features).
+
+    Raises:
+        DataError: naming two files that share an id.
+    """
+    ids = df.dropna(subset=["image_id"]).drop_duplicates("path")
+    shared = ids[ids.duplicated("image_id", keep=False)]
+    if len(shared):
+        first = shared[shared["image_id"] == shared["image_id"].iloc[0]]["path"].tolist()
+        raise DataError(f"fast index ids collide for different files ({', '.join(first[:2])}); index without --fast")
+
+
+def _bad_name_row(rel: str) -> dict[str, Any]:
+    return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
+            "height": None, "bytes": None, "status": "bad_name",
+            "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
 def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:

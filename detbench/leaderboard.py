@@ -12,17 +12,15 @@ from typing import Any
 
 import pandas as pd
 
+from detbench.errors import DamagedRunError, RunLookupError, warn
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
-from detbench.records import read_json
+from detbench.records import load_run_record
 
 ID_COLUMNS = [
     "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
 ]  # fmt: skip
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
-
-
-class RunLookupError(LookupError):
-    """No finished run, or several, match a run id prefix; the message is meant for the user."""
 
 
 def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -48,19 +46,25 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
     )
 
 
-def run_records(suite: str | None = None, runs_root: Path | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Finished runs (those with a run.json), optionally of one suite, oldest first."""
+def run_records(
+    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = ("metrics.parquet",)
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Finished runs (those with a run.json), optionally of one suite, oldest first. A damaged run (its record
+    unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256 it recorded) is left out
+    with a warning; running it again recomputes it."""
     root = runs_root or home_subdir("runs")
     pattern = f"{suite}/*/*/run.json" if suite else "*/*/*/run.json"
     found = []
     for path in root.glob(pattern):
         try:
-            record = read_json(path)
-        except (OSError, ValueError):
+            record = load_run_record(path.parent, verify)
+        except FileNotFoundError:  # moved away meanwhile
             continue
-        if record.get("status") == "complete":
-            found.append((path.parent, record))
-    yield from sorted(found, key=lambda item: item[1].get("created", ""))
+        except DamagedRunError as exc:
+            warn(f"{exc}; it is left out (run the same command again to recompute it)")
+            continue
+        found.append((path.parent, record))
+    yield from sorted(found, key=lambda item: str(item[1].get("created", "")))
 
 
 def _perturbation_label(record: dict[str, Any]) -> str:
@@ -148,8 +152,8 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
-    generators = [g for g in wide.columns if g not in ("mean", "worst")]
-    wide = wide[generators + [c for c in ("mean", "worst") if c in wide.columns]].reset_index()
+    generators = [g for g in wide.columns if g not in SUMMARY_ROWS]
+    wide = wide[generators + [c for c in SUMMARY_ROWS if c in wide.columns]].reset_index()
     wide.columns.name = None
     if "mean" in wide.columns:
         wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]

@@ -28,6 +28,7 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "oracle_thr": "none",
 }
 ORACLE_COLUMNS = ("oracle_acc", "oracle_thr")
+SUMMARY_ROWS = ("mean", "worst")  # group names reserved for the macro mean and the worst group
 BOOTSTRAP_METRICS = ("acc", "ap")
 
 Objective = Literal["acc", "balanced_acc"]
@@ -221,8 +222,8 @@ def per_group_metrics(
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     names = sorted(df[group].unique())
-    if {"mean", "worst"} & set(names):
-        raise ValueError("group values 'mean' and 'worst' are reserved for the summary rows")
+    if set(SUMMARY_ROWS) & set(names):
+        raise ValueError(f"group values {' and '.join(map(repr, SUMMARY_ROWS))} are reserved for the summary rows")
     if isinstance(threshold, Mapping):
         absent = [g for g in names if g not in threshold]
         if absent:
@@ -244,7 +245,7 @@ def per_group_metrics(
         rows.append(row)
 
     group_rows = list(rows)
-    for label in ("mean", "worst"):
+    for label in SUMMARY_ROWS:
         summary: dict[str, object] = {group: label}
         for metric, direction in METRIC_DIRECTIONS.items():
             values = np.array([r[metric] for r in group_rows], dtype=np.float64)

@@ -6,15 +6,19 @@ import os
 from pathlib import Path
 
 
-def detbench_home() -> Path:
-    """``$DETBENCH_HOME`` if set, else the platform's user cache dir (e.g. ``~/.cache/detbench``)."""
+def home_path() -> Path:
+    """``$DETBENCH_HOME`` if set, else the platform's user cache dir (e.g. ``~/.cache/detbench``); not created."""
     env = os.environ.get("DETBENCH_HOME")
     if env:
-        home = Path(env).expanduser()
-    else:
-        import platformdirs
+        return Path(env).expanduser()
+    import platformdirs
 
-        home = Path(platformdirs.user_cache_dir("detbench"))
+    return Path(platformdirs.user_cache_dir("detbench"))
+
+
+def detbench_home() -> Path:
+    """:func:`home_path`, created on demand."""
+    home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -24,3 +28,15 @@ def home_subdir(name: str) -> Path:
     path = detbench_home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def home_description() -> str:
+    """Where detbench writes, for messages about full or read-only disks."""
+    return f"detbench writes everything under {home_path()}; set DETBENCH_HOME to use another folder"
+
+
+def keep_matplotlib_in_home() -> None:
+    """Make matplotlib keep its config and font cache under ``$DETBENCH_HOME/matplotlib`` (unless the user set
+    ``MPLCONFIGDIR``). Call before importing matplotlib: it reads the variable when first imported."""
+    if not os.environ.get("MPLCONFIGDIR"):
+        os.environ["MPLCONFIGDIR"] = str(home_subdir("matplotlib"))

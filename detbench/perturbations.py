@@ -122,6 +122,7 @@ class JpegQuality(Step):
     clean_level = 100.0
     severe_when_low = True
     example = "jpeg:75"
+    MAX_SIDE: ClassVar[int] = 65_500
 
     def __init__(self, quality: int) -> None:
         if not 1 <= quality <= 100:
@@ -140,7 +141,13 @@ class JpegQuality(Step):
         return {"quality": self.quality, "subsampling": "4:2:0", "encoder": "pillow"}
 
     def encode(self, img: Image.Image) -> bytes:
-        """The JPEG bytes this perturbation decodes (exposed so the quality can be checked)."""
+        """The JPEG bytes this perturbation decodes (exposed so the quality can be checked). An image with a side
+        over :data:`MAX_SIDE` (JPEG's limit in libjpeg) raises ImageError ``too_large``."""
+        from detbench.images import ImageError
+
+        if max(img.size) > self.MAX_SIDE:
+            raise ImageError("too_large", f"JPEG cannot encode a {img.width}x{img.height} image (sides up to "
+                                          f"{self.MAX_SIDE} px), so {self.spec} cannot apply")
         buf = io.BytesIO()
         img.convert("RGB").save(buf, format="JPEG", quality=self.quality, subsampling="4:2:0")
         return buf.getvalue()

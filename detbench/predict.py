@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import Detector, RunContext
+from detbench.errors import ConfigError, InputError
 from detbench.images import IMAGE_EXTENSIONS
 from detbench.progress import Phases
+from detbench.suites import BAD_NAME_REASON, display_name, is_valid_utf8
 
 COLUMNS = ["file", "score", "decision", "error"]
 
@@ -84,8 +86,14 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
             f"[yellow]warning:[/] the backbone or preprocessing found now differs from run {run_dir.name}'s "
             "(weights, versions or settings); scores may differ from the run's"
         )
-    detector.load(Path(record["paths"]["fit"]) / "state")
+    detector.load(fit_dir(run_dir, record) / "state")
     return TrainedRun(detector, record, run_dir)
+
+
+def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
+    """The run's fit folder under the current ``$DETBENCH_HOME``, found by the fit id (not by the absolute path the
+    record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``."""
+    return run_dir.parent / "fits" / str(record["fit_id"])[:16]
 
 
 def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,17 +120,22 @@ def predict_files(
     from detbench.features import FeatureCache
     from detbench.runner import default_device
 
+    if workers is not None and workers < 0 or batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--workers must be >= 0 and --batch-size >= 1; got {workers} and {batch_size}")
     files = collect_files(paths)
     if not files:
-        raise FileNotFoundError(
+        raise InputError(
             f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, paths))}"
         )
     absolute = [Path(os.path.abspath(f)) for f in files]
     root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    out = pd.DataFrame({"file": [str(f) for f in files], "score": np.nan, "decision": "", "error": ""})
+    out = pd.DataFrame({"file": [display_name(f) for f in files], "score": np.nan, "decision": "", "error": ""})
     ids: list[str] = []
     usable: list[int] = []
     for i, path in enumerate(absolute):
+        if not is_valid_utf8(str(path)):  # as in the index: no record or table can hold the name
+            out.loc[i, "error"] = f"bad_name: {BAD_NAME_REASON}"
+            continue
         try:
             ids.append(images.file_digest(path))
             usable.append(i)
@@ -142,7 +155,7 @@ def predict_files(
         stage="predict",
     )
     trained = load_trained(run_ref, ctx)
-    ctx.run_dir = Path(trained.record["paths"]["fit"])
+    ctx.run_dir = fit_dir(trained.run_dir, trained.record)
     if usable:
         rows = pd.DataFrame(
             {

@@ -91,14 +91,21 @@ class Preprocess:
         """Resize policy, random crop (pad if small), random horizontal flip; uses torch's global RNG."""
         return _TrainTransform(self, flip)
 
-    def _resize(self, img: Image.Image) -> Image.Image:
+    def resize_image(self, img: Image.Image) -> Image.Image:
+        """``img`` (as RGB) resized by the policy. Raises ImageError ``too_large`` when the result would exceed the
+        decoder's pixel guard (``resize="shorter"`` turns a 1 x 1,000,000 strip into 224 x 224,000,000)."""
         from PIL import Image
+
+        from detbench.images import DEFAULT_MAX_PIXELS, ImageError
 
         if img.mode != "RGB":
             img = img.convert("RGB")
         size = self.resized_size(*img.size)
         if size == img.size:
             return img
+        if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+            raise ImageError("too_large", f"resize={self.resize} would make the {img.width}x{img.height} image "
+                                          f"{size[0]}x{size[1]}, over {DEFAULT_MAX_PIXELS} pixels")
         return img.resize(size, resample=getattr(Image.Resampling, self.interpolation.upper()))
 
     def _finish(self, img: Image.Image, left: int, top: int, flip: bool) -> torch.Tensor:
@@ -132,7 +139,7 @@ class _EvalTransform:
         self.pp = pp
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = self.pp._resize(img)
+        img = self.pp.resize_image(img)
         w, h = img.size
         # torchvision's CenterCrop offset convention.
         left = int(round((w - self.pp.crop) / 2.0)) if w > self.pp.crop else 0
@@ -149,7 +156,7 @@ class _TrainTransform:
     def __call__(self, img: Image.Image) -> torch.Tensor:
         import torch
 
-        img = self.pp._resize(img)
+        img = self.pp.resize_image(img)
         w, h = img.size
         left = int(torch.randint(0, w - self.pp.crop + 1, (1,))) if w > self.pp.crop else 0
         top = int(torch.randint(0, h - self.pp.crop + 1, (1,))) if h > self.pp.crop else 0

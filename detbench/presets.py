@@ -17,14 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from detbench.errors import PresetError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-
-class PresetError(ValueError):
-    """An unknown preset, or an environment that cannot run it; the message lists what is missing."""
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ class Tracker:
 
 
 class Phases:
-    """Opens one progress bar per phase and prints status lines."""
+    """Opens one progress bar per phase and prints status lines (both only when ``enabled``: ``-q`` turns them
+    off) and warnings about the data (unless ``warnings`` is off, as on the non-reporting ranks of torchrun)."""
 
-    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
+    def __init__(self, console: Console | None = None, enabled: bool = True, warnings: bool = True) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
+        self.warnings = warnings
 
     @contextlib.contextmanager
     def phase(self, description: str, total: int | None) -> Iterator[Tracker]:
@@ -47,8 +49,17 @@ class Phases:
             yield Tracker(progress, progress.add_task(description, total=total))
 
     def log(self, message: str) -> None:
+        """A progress or status line (rich markup allowed); silenced by ``-q``."""
         if self.enabled:
             self.console.print(message)
+
+    def warn(self, message: str) -> None:
+        """A warning about the data or the results (plain text), issued as a DetbenchWarning: the CLI prints it
+        even with ``-q``."""
+        if self.warnings:
+            from detbench.errors import warn
+
+            warn(message)
 
 
 def quiet() -> Phases:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from detbench.errors import DamagedRunError, LockedError
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the only input to identity hashes."""
@@ -128,8 +130,46 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-class LockedError(RuntimeError):
-    """Another process holds the lock."""
+RUN_OUTPUTS = ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")
+RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
+                     "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
+RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
+                       "backbone": str, "fit": dict, "bootstrap": dict}  # None is allowed too
+
+
+def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:
+    """The ``run.json`` of a finished run, checked: a JSON object with the fields readers use, status complete,
+    and the outputs named in ``verify`` matching the sha256 it recorded.
+
+    Raises:
+        DamagedRunError: saying what is wrong (an unfinished run has no run.json: FileNotFoundError).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} is unreadable ({exc})") from None
+    if not isinstance(record, dict):
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} is not a JSON object")
+    wrong = [f for f, kind in RUN_RECORD_FIELDS.items() if not isinstance(record.get(f), kind)]
+    wrong += [f for f, kind in RUN_RECORD_OPTIONAL.items() if record.get(f) is not None
+              and not isinstance(record[f], kind)]
+    if wrong or record.get("status") != "complete":
+        what = f"lacks or mistypes {', '.join(wrong)}" if wrong else f"has status {record.get('status')!r}"
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {what}")
+    for name in verify:
+        expected = record["outputs"].get(name)
+        try:
+            actual = sha256_of_file(run_dir / name)
+        except OSError as exc:
+            raise DamagedRunError(f"run {run_dir.name} is damaged: {name} is unreadable ({exc})") from None
+        if actual != expected:
+            raise DamagedRunError(f"run {run_dir.name} is damaged: {name} differs from the sha256 its run.json "
+                                  "recorded (truncated or edited)")
+    return record
 
 
 @contextlib.contextmanager

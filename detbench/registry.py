@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-
-class RegistryError(LookupError):
-    """An unknown or duplicate name; the message is meant for the user."""
+from detbench.errors import RegistryError
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,12 @@ from detbench.leaderboard import (
     threshold_label,
     wide_table,
 )
-from detbench.paths import home_subdir
-from detbench.records import atomic_path
+from detbench.metrics import SUMMARY_ROWS
+from detbench.paths import home_subdir, keep_matplotlib_in_home
+from detbench.records import atomic_path, load_run_record
 
 REAL, FAKE = "#1f77b4", "#d62728"
+REPORTED_OUTPUTS = ("metrics.parquet", "scores.parquet")  # what a report reads of each run
 METRIC_HEADERS = {
     "n_real": "#real",
     "n_fake": "#fake",
@@ -82,9 +84,10 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name); returns the HTML path."""
     from detbench.registry import SUITES
 
+    keep_matplotlib_in_home()
     if target in SUITES or (home_subdir("runs") / target).is_dir():
         suite = name = target
-        records = list(run_records(suite))
+        records = list(run_records(suite, verify=REPORTED_OUTPUTS))
         if not records:
             raise RunLookupError(
                 f"no finished runs for suite {suite!r}; run `detbench run DETECTOR --suite {suite}`"
@@ -93,8 +96,9 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         title = f"detbench report: suite {suite}"
     else:
         run_dir, record = find_run(target)
+        load_run_record(run_dir, verify=REPORTED_OUTPUTS)  # a damaged run fails here, naming what is wrong
         suite, name = record["suite"], run_dir.name
-        records = list(run_records(suite))
+        records = list(run_records(suite, verify=REPORTED_OUTPUTS))
         shown = [RunData.load(run_dir, record)]
         title = f"detbench report: {record['detector']} on {suite}, run {name}"
     out_dir = Path(out_dir) if out_dir is not None else home_subdir("reports") / name
@@ -227,7 +231,7 @@ def _metrics_html(metrics: pd.DataFrame) -> str:
             if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
                 text += f" ± {100 * (hi - lo) / 2:.1f}"
             cells.append(f"<td>{_e(text)}</td>")
-        cls = ' class="summary"' if row["generator"] in ("mean", "worst") else ""
+        cls = ' class="summary"' if row["generator"] in SUMMARY_ROWS else ""
         rows.append(f"<tr{cls}><th>{_e(str(row['generator']))}</th>{''.join(cells)}</tr>")
     return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
 
@@ -308,7 +312,8 @@ def _acc_figure(run: RunData) -> Figure:
         err = None
         if f"{metric}_lo" in m.columns:
             lo, hi = m[f"{metric}_lo"].to_numpy(dtype=float), m[f"{metric}_hi"].to_numpy(dtype=float)
-            err = 100 * np.nan_to_num(np.vstack([values - lo, hi - values]))
+            # a point may sit outside its percentile interval by rounding (AP 0.99999999999999989 with [1, 1])
+            err = 100 * np.clip(np.nan_to_num(np.vstack([values - lo, hi - values])), 0, None)
         ax.bar(x + offset, 100 * np.nan_to_num(values), width, yerr=err, capsize=3, color=color, label=label)
     ax.axhline(50, color="grey", linestyle=":", linewidth=1)
     ax.axvline(len(names) - 1.5, color="grey", linewidth=0.8)
@@ -412,7 +417,7 @@ def _robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> F
             kinds.setdefault(steps[0].name, []).append((steps[0], run))
     if not kinds:
         return None
-    generators = [g for g in clean.metrics["generator"] if g not in ("mean", "worst")]
+    generators = [g for g in clean.metrics["generator"] if g not in SUMMARY_ROWS]
     colors = {g: f"C{i % 10}" for i, g in enumerate(generators)}
     fig = _new_figure(4.2 * len(kinds) + 1.8, 6.0)
     axes = fig.subplots(2, len(kinds), squeeze=False)

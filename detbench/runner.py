@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import difflib
+import os
 import platform
 import shutil
 import subprocess
@@ -28,14 +29,23 @@ import pandas as pd
 
 from detbench import __version__
 from detbench import distributed as dist
-from detbench.config import ConfigError, apply_overrides, field_paths, to_dict
+from detbench.config import apply_overrides, field_paths, to_dict
 from detbench.detector import Detector, RunContext
+from detbench.errors import ConfigError, DamagedRunError, DataError, InputError, ProtocolError
 from detbench.index import Index, build_index, load_index
+from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.progress import Phases
+from detbench.protocol_checks import (
+    check_no_training_images_evaluated,
+    check_training_rows,
+    generators_without_evaluation,
+)
 from detbench.records import (
+    RUN_OUTPUTS,
     content_hash,
     exclusive_lock,
+    load_run_record,
     read_json,
     sha256_of_file,
     sweep_stale_tmp,
@@ -43,11 +53,14 @@ from detbench.records import (
     write_parquet_atomic,
 )
 from detbench.registry import DETECTORS, SUITES
-from detbench.suites import Protocol, Suite
+from detbench.suites import Protocol, Suite, display_name
 
 SCORE_CHUNK_ROWS = 8192
 SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see distributed.shard_slice)
 SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
+REPLACEMENT = "replacement"  # where --force computes a run or fit before it replaces the finished one
+RUN_FILES = ("run.json", *RUN_OUTPUTS)  # the record first: without it a run reads as unfinished
+FIT_FILES = ("fit.json", "state")
 
 
 @dataclass
@@ -115,10 +128,6 @@ class ThresholdPolicy:
         return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
 
 
-class ProtocolError(ValueError):
-    """The requested protocol cannot run on the data found."""
-
-
 def resolve(req: RunRequest) -> Resolved:
     """Look up plugins and validate every option; raises RegistryError/ConfigError before any work."""
     suite_cls = SUITES.get(req.suite)
@@ -161,10 +170,34 @@ def resolve(req: RunRequest) -> Resolved:
         from detbench.perturbations import parse_perturbation
 
         perturbation = parse_perturbation(req.perturb)
-    if req.n_boot < 0:
-        raise ConfigError(f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}")
+    check_run_options(req)
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
     return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings)
+
+
+def check_root(suite: Suite, root: Path | None) -> None:
+    """A given ``--root`` must be a folder; a suite that does not build its own data needs one."""
+    if root is not None:
+        if not Path(root).expanduser().is_dir():
+            raise InputError(f"--root {root} is not a directory")
+    elif not suite.builds_own_root():
+        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+
+
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
+
+
+def check_run_options(req: RunRequest) -> None:
+    """Range checks of the run's own options (the detector's and suite's are their configs' validate())."""
+    checks = [
+        (0 <= req.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}; got {req.seed}"),
+        (req.n_boot >= 0, f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}"),
+        (req.workers is None or req.workers >= 0, f"--workers must be >= 0 (0: decode in-process); got {req.workers}"),
+        (req.batch_size is None or req.batch_size >= 1, f"--batch-size must be >= 1; got {req.batch_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _dotted(config: Any, key: str) -> Any:
@@ -259,10 +292,11 @@ class Runner:
         self.phase = "validating options"
         resolved = resolve(req)
         suite, config = resolved.suite, resolved.config
+        check_root(suite, req.root)  # cheap: before any weights load
         device = dist.local_device(req.device or default_device())
         dist.init(device)  # under torchrun: join the process group (a no-op in a single process)
         if not dist.is_main():
-            self.phases = Phases(self.phases.console, enabled=False)
+            self.phases = Phases(self.phases.console, enabled=False, warnings=False)
 
         self.phase = "loading the detector"
         t = time.perf_counter()
@@ -298,17 +332,25 @@ class Runner:
         )
         ignored = suite.ignored
         if ignored:
-            self.phases.log(f"[yellow]{len(ignored)} folders are not part of the {suite.name} layout and were "
-                            f"skipped:[/] {', '.join(ignored[:10])}{' ...' if len(ignored) > 10 else ''}")
-        protocol = select_protocol(suite, index, req.protocol, needs_training=detector.needs_training())
+            self.phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
+                             f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
+        needs_training = detector.needs_training()
+        protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training)
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
+        if needs_training and protocol.trains:
+            check_training_rows(protocol, train, heldout, index.root)
+            copies = check_no_training_images_evaluated(protocol, train, heldout, evaluation)
+            if copies:
+                self.phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under "
+                                 "other names): their scores measure memory as much as detection")
         evaluation, eval_sample = suite.sample_eval(evaluation)
-        missing_eval = sorted(set(protocol.eval_generators or ()) - set(evaluation["generator"]))
-        if missing_eval:
-            self.phases.log(
-                f"[yellow]warning:[/] protocol {protocol.name} evaluates {', '.join(missing_eval)} but no "
-                f"{protocol.eval_split} images were found for them under {index.root}: the mean covers the others only."
-            )
+        missing = generators_without_evaluation(protocol, index.rows, evaluation)
+        if missing:
+            found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
+            self.phases.warn(f"protocol {protocol.name} evaluates the {protocol.eval_split} split, which these "
+                             f"generators lack under {index.root}: {found}. They are left out of the table and the "
+                             "mean.")
+        missing_eval = list(missing)
         ctx.suite_root = index.root
 
         fit_key = {
@@ -334,30 +376,36 @@ class Runner:
         self.run_dir = run_dir
         ctx.run_dir = fit_dir
 
-        if req.force and dist.is_main():
-            _set_aside(run_dir, base, self.phases)
-            if not req.keep_fit:
-                _set_aside(fit_dir, base, self.phases)
-        if dist.broadcast((run_dir / "run.json").exists()):
-            record = read_json(run_dir / "run.json")
-            self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
-            return RunResult(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"), reused=True)
-
+        if not req.force:
+            reused = self._reuse(run_dir, run_id, base, locked=False)
+            if reused is not None:
+                return reused
         run_dir.mkdir(parents=True, exist_ok=True)
         run_lock = exclusive_lock(run_dir / "run.lock", f"run {run_id[:16]}") if dist.is_main() else None
         with run_lock or contextlib.nullcontext():
-            for directory in (run_dir, run_dir / "scores"):  # temp files of a killed earlier attempt
-                if directory.is_dir():
-                    sweep_stale_tmp(directory)
+            if not req.force:  # again under the lock: another process may have finished it meanwhile
+                reused = self._reuse(run_dir, run_id, base, locked=True)
+                if reused is not None:
+                    return reused
+            # --force computes beside the finished run and replaces it only once everything succeeded
+            out_dir = run_dir / REPLACEMENT if req.force else run_dir
+            if dist.is_main():
+                if req.force:
+                    shutil.rmtree(out_dir, ignore_errors=True)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for directory in (out_dir, out_dir / "scores"):  # temp files of a killed earlier attempt
+                    if directory.is_dir():
+                        sweep_stale_tmp(directory)
             self.phase = "training"
             t = time.perf_counter()
-            fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key)
+            retrain = req.force and not req.keep_fit
+            fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key, retrain=retrain)
             timings["fit"] = time.perf_counter() - t
 
             self.phase = "scoring"
             t = time.perf_counter()
-            scores = self._score(detector, evaluation, ctx, run_dir)
-            held_scores = self._score(detector, heldout, ctx, run_dir, prefix="heldout", clean=True)
+            scores = self._score(detector, evaluation, ctx, out_dir)
+            held_scores = self._score(detector, heldout, ctx, out_dir, prefix="heldout", clean=True)
             timings["predict"] = time.perf_counter() - t
             if not dist.is_main():  # rank 0 measures and records; the other ranks return its result
                 record, metrics = dist.broadcast(None)
@@ -380,15 +428,21 @@ class Runner:
                     f"split; it has {len(held_ok)} usable images with labels {sorted(held_ok['label'].unique())}"
                 )
             scored = scores[np.isfinite(scores["score"])]
+            unscored = _unscored_generators(scores, scored)
+            if len(scored) == 0:
+                raise DataError(f"no evaluation image could be scored: {'; '.join(unscored.values())}")
+            for generator, why in unscored.items():
+                self.phases.warn(f"generator {generator}: {why}; it is left out of the table and the mean")
+            missing_eval += list(unscored)
             metrics = per_group_metrics(
                 scored, group="generator", threshold=threshold, n_boot=req.n_boot, seed=req.seed
             )
             timings["metrics"] = time.perf_counter() - t
 
-            write_parquet_atomic(run_dir / "scores.parquet", scores)
-            write_parquet_atomic(run_dir / "heldout_scores.parquet", held_scores)
-            write_parquet_atomic(run_dir / "metrics.parquet", metrics)
-            shutil.rmtree(run_dir / "scores", ignore_errors=True)
+            write_parquet_atomic(out_dir / "scores.parquet", scores)
+            write_parquet_atomic(out_dir / "heldout_scores.parquet", held_scores)
+            write_parquet_atomic(out_dir / "metrics.parquet", metrics)
+            shutil.rmtree(out_dir / "scores", ignore_errors=True)
             timings["total"] = time.perf_counter() - started
             record = {
                 "run_id": run_id,
@@ -402,7 +456,7 @@ class Runner:
                 "settings": resolved.settings,
                 "perturbation": run_key["perturbation"],
                 "preset": req.preset,
-                "missing_eval_generators": missing_eval,
+                "missing_eval_generators": sorted(missing_eval),
                 "eval_sample": eval_sample,
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
                 "threshold": {
@@ -424,24 +478,56 @@ class Runner:
                     "run": str(run_dir),
                     "fit": str(fit_dir),
                 },
-                "outputs": {
-                    name: sha256_of_file(run_dir / name)
-                    for name in ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")
-                },
+                "outputs": {name: sha256_of_file(out_dir / name) for name in RUN_OUTPUTS},
                 "environment": environment(device),
                 "source": git_state(),
             }
-            write_json_atomic(run_dir / "run.json", record)
+            write_json_atomic(out_dir / "run.json", record)
+            if req.force:
+                if retrain:
+                    self._install(fit_dir / REPLACEMENT, fit_dir, FIT_FILES, base, "fit", lock=True)
+                self._install(out_dir, run_dir, RUN_FILES, base, "run")
         (run_dir / "run.lock").unlink(missing_ok=True)
         dist.broadcast((record, metrics))
         self.phase = "done"
         return RunResult(run_dir, record, metrics, reused=False)
 
+    def _reuse(self, run_dir: Path, run_id: str, base: Path, *, locked: bool) -> RunResult | None:
+        """The finished run in ``run_dir`` if it is intact (its outputs match the hashes it recorded). A damaged one
+        is reported and, when the caller holds the run lock, moved aside to be recomputed."""
+        found = None
+        if dist.is_main() and (run_dir / "run.json").exists():
+            try:
+                found = (load_run_record(run_dir), pd.read_parquet(run_dir / "metrics.parquet"))
+            except DamagedRunError as exc:
+                if locked:
+                    kept = _move_aside(run_dir, RUN_FILES, base, "run")
+                    self.phases.warn(f"{exc}; recomputing it (the damaged files are kept in {kept})")
+        found = dist.broadcast(found)
+        if found is None:
+            return None
+        self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
+        return RunResult(run_dir, found[0], found[1], reused=True)
+
+    def _install(self, staged: Path, target: Path, names: tuple[str, ...], base: Path, what: str,
+                 lock: bool = False) -> None:
+        """Replace ``target``'s ``names`` by those computed in ``staged`` (the previous ones move to ``replaced/``),
+        the record file last; with ``lock``, under ``target``'s lock (a fit is shared by runs)."""
+        held = exclusive_lock(target / f"{what}.lock", f"{what} {target.name}", wait=True) if lock else None
+        with held or contextlib.nullcontext():
+            if any((target / name).exists() for name in names):
+                kept = _move_aside(target, names, base, what)
+                self.phases.log(f"[yellow]--force: moved the previous {what} to {kept}[/]")
+            shutil.rmtree(target / "scores", ignore_errors=True)  # parts of an unfinished earlier attempt
+            for name in reversed(names):
+                os.replace(staged / name, target / name)
+            shutil.rmtree(staged, ignore_errors=True)
+
     def _index(self, suite: Suite, req: RunRequest) -> Index:
         self.phase = "locating the suite"
         root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
         if root is None:
-            raise ConfigError(
+            raise InputError(
                 f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
             )
         self.phase = "indexing"
@@ -456,13 +542,15 @@ class Runner:
         ctx: RunContext,
         fit_dir: Path,
         fit_key: dict[str, Any],
+        retrain: bool = False,
     ) -> dict[str, Any]:
-        """Under torchrun every rank takes part in ``fit`` (sharded features, DDP); rank 0 holds the lock and
-        saves the state, which the other ranks then load, so every rank scores with rank 0's model."""
-        state_dir = fit_dir / "state"
-        if dist.broadcast((fit_dir / "fit.json").exists()):
-            detector.load(state_dir)
-            return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
+        """Load the fit in ``fit_dir`` if it is intact, else train and save it there. With ``retrain`` (--force)
+        train into ``fit_dir/replacement``, which the run installs once it has finished.
+
+        Under torchrun every rank takes part in ``fit`` (sharded features, DDP); rank 0 holds the lock and saves the
+        state, which the other ranks then load, so every rank scores with rank 0's model."""
+        if not retrain and dist.broadcast(dist.is_main() and self._fit_intact(fit_dir, locked=False)):
+            return _load_fit(detector, fit_dir)
         fit_dir.mkdir(parents=True, exist_ok=True)
         lock_log = self.phases.log if self.phases.enabled else None
         fit_lock = (
@@ -470,24 +558,47 @@ class Runner:
             if dist.is_main()
             else None
         )
+        target = fit_dir / REPLACEMENT if retrain else fit_dir
         with fit_lock or contextlib.nullcontext():
-            if dist.broadcast((fit_dir / "fit.json").exists()):  # another run (e.g. another perturbation) trained it
-                detector.load(state_dir)
-                return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
-            sweep_stale_tmp(fit_dir)
+            # another run (e.g. another perturbation) may have trained it meanwhile
+            if not retrain and dist.broadcast(dist.is_main() and self._fit_intact(fit_dir, locked=True)):
+                return _load_fit(detector, fit_dir)
+            if dist.is_main():
+                if retrain:
+                    shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True, exist_ok=True)
+                sweep_stale_tmp(target)
+            dist.barrier()  # every rank sees the same (possibly emptied) checkpoint folder
+            ctx.run_dir = target
             info = detector.fit(train, heldout, ctx)
             if dist.is_main():
-                tmp = fit_dir / "state.tmp"
+                state_dir = target / "state"
+                tmp = target / "state.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
                 detector.save(tmp)
                 shutil.rmtree(state_dir, ignore_errors=True)
                 tmp.rename(state_dir)
                 files = {p.name: sha256_of_file(p) for p in sorted(state_dir.iterdir()) if p.is_file()}
-                write_json_atomic(fit_dir / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
+                write_json_atomic(target / "fit.json", {"key": fit_key, "info": info, "state_sha256": files})
         dist.barrier()
         if not dist.is_main():
-            detector.load(state_dir)
+            detector.load(target / "state")
+        ctx.run_dir = fit_dir
         return {**info, "reused": False}
+
+    def _fit_intact(self, fit_dir: Path, *, locked: bool) -> bool:
+        """Whether ``fit_dir`` holds a finished fit whose state files match the hashes fit.json recorded. A damaged
+        one is reported and, when the caller holds the fit lock, moved aside to be retrained."""
+        if not (fit_dir / "fit.json").exists():
+            return False
+        problem = _fit_problem(fit_dir)
+        if problem is None:
+            return True
+        if locked:
+            kept = _move_aside(fit_dir, FIT_FILES, fit_dir.parent.parent, "fit")
+            self.phases.warn(f"fit {fit_dir.name} is damaged ({problem}); retraining it (the damaged files are kept "
+                             f"in {kept})")
+        return False
 
     def _score(
         self,
@@ -531,20 +642,58 @@ class Runner:
                 out.iloc[pos, out.columns.get_loc("score")] = part_scores
                 for local, reason in part_failures.items():
                     out.iloc[pos[local], out.columns.get_loc("status")] = reason
+            no_score = (out["status"] == "ok").to_numpy() & ~np.isfinite(out["score"].to_numpy(dtype=float))
+            out.loc[no_score, "status"] = "no_score: the detector returned NaN or infinity"
             write_parquet_atomic(path, out[SCORE_COLUMNS])
             parts.append(out[SCORE_COLUMNS])
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
 
 
-def _set_aside(path: Path, base: Path, phases: Phases) -> None:
-    """Move an existing run or fit out of the way (never delete results silently)."""
-    if not path.exists():
-        return
+def _move_aside(directory: Path, names: tuple[str, ...], base: Path, what: str) -> Path:
+    """Move ``names`` (those that exist, in order) from ``directory`` to a new ``base/replaced/`` folder, which is
+    returned: results are never deleted silently."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = base / "replaced" / f"{path.name}-{stamp}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path.rename(target)
-    phases.log(f"[yellow]--force: moved the previous {path.parent.name == 'fits' and 'fit' or 'run'} to {target}[/]")
+    prefix = "fit-" if what == "fit" else ""
+    target = base / "replaced" / f"{prefix}{directory.name}-{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = base / "replaced" / f"{prefix}{directory.name}-{stamp}-{n}"
+    target.mkdir(parents=True)
+    for name in names:
+        if (directory / name).exists():
+            os.replace(directory / name, target / name)
+    return target
+
+
+def _fit_problem(fit_dir: Path) -> str | None:
+    """What is wrong with a finished fit's files, or None when fit.json and the state files it hashed are intact."""
+    try:
+        meta = read_json(fit_dir / "fit.json")
+        expected = meta["state_sha256"]
+        if not isinstance(meta["info"], dict) or not isinstance(expected, dict) or not expected:
+            return "fit.json has the wrong shape"
+        for name, sha in expected.items():
+            if sha256_of_file(fit_dir / "state" / name) != sha:
+                return f"state/{name} differs from the sha256 fit.json recorded"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _load_fit(detector: Detector, fit_dir: Path) -> dict[str, Any]:
+    detector.load(fit_dir / "state")
+    return {**read_json(fit_dir / "fit.json")["info"], "reused": True}
+
+
+def _unscored_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str, str]:
+    """Generators with evaluation rows but no scored image, with why (the skip reasons)."""
+    out = {}
+    for generator, group in scores.groupby("generator"):
+        if generator not in set(scored["generator"]):
+            reasons = ", ".join(f"{n} {k}" for k, n in _reasons(group["status"]).items())
+            out[str(generator)] = f"none of its {len(group)} evaluation images could be scored ({reasons})"
+    return out
 
 
 def _counts(
@@ -578,7 +727,7 @@ def _reasons(statuses: pd.Series) -> dict[str, int]:
 def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
     rows = metrics.set_index("generator")
     out = {}
-    for row in ("mean", "worst"):
+    for row in SUMMARY_ROWS:
         if row in rows.index:
             out[row] = {
                 m: (None if pd.isna(v) else round(float(v), 6))

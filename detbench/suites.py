@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from detbench.errors import SuiteLayoutError as SuiteLayoutError  # re-exported: adapters import it from here
 from detbench.images import IMAGE_EXTENSIONS
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
@@ -80,10 +81,6 @@ class NoOptions:
     """A suite without ``--set`` options."""
 
 
-class SuiteLayoutError(ValueError):
-    """The root does not look like this suite; the message says what was found and what is accepted."""
-
-
 class Suite(ABC):
     """Base class of suite adapters (register them in ``detbench.registry.SUITES``)."""
 
@@ -102,6 +99,10 @@ class Suite(ABC):
     def default_root(self, phases: Any | None = None) -> Path | None:
         """The root used when the user gives none (the demo builds itself); None means --root is required."""
         return None
+
+    def builds_own_root(self) -> bool:
+        """Whether :meth:`default_root` supplies the data when no ``--root`` is given (checked before any work)."""
+        return type(self).default_root is not Suite.default_root
 
     @abstractmethod
     def scan(self, root: Path) -> Iterable[Entry]:
@@ -217,6 +218,24 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
                 continue
             rel = (rel_dir / name).as_posix() if str(rel_dir) != "." else name
             yield rel, Path(dirpath) / name
+
+
+def display_name(path: str | os.PathLike[str]) -> str:
+    """``path`` as text any file, table or terminal can hold: the bytes of a name that is not valid UTF-8 (which
+    Python keeps as surrogates) are shown escaped, e.g. ``bad\\xff.png``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+BAD_NAME_REASON = "the file or folder name is not valid UTF-8; rename it to use the file"  # status bad_name
+
+
+def is_valid_utf8(name: str) -> bool:
+    """Whether ``name`` (a path or folder name read from disk) is valid UTF-8, i.e. holds no surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def safe_join(root: Path, rel: str) -> Path:

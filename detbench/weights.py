@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from detbench.errors import WeightsError
 from detbench.paths import home_subdir
 from detbench.records import sha256_of_file, write_text_atomic
 
@@ -30,10 +31,6 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.]+-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$")
 _saved_offline: dict[str, str | None] | None = None
-
-
-class WeightsError(RuntimeError):
-    """Weights are missing, unreadable, unsafe, or do not match; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,13 @@ class LinearProbeConfig:
     def validate(self) -> None:
         from detbench.config import ConfigError
 
-        if not self.c_grid or any(c <= 0 for c in self.c_grid):
-            raise ConfigError("c_grid must hold positive values")
+        if not self.c_grid or any(not c > 0 for c in self.c_grid):
+            raise ConfigError(f"c_grid must hold positive values; got {','.join(f'{c:g}' for c in self.c_grid)}")
+        for name, value, low in (("max_iter", self.max_iter, 1), ("batch_size", self.batch_size, 1),
+                                 ("crop", self.crop, 0)):
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}" + (" (0: the backbone's size)" if low == 0 else "")
+                                  + f"; got {value}")
 
 
 class FrozenFeatureDetector(Detector):
@@ -107,8 +112,13 @@ class LinearProbe(FrozenFeatureDetector):
         x_held, y_held = self._usable(*self.features(heldout, ctx, "features (held-out)", perturb=False), heldout)
         if not dist.is_main():  # under torchrun the features are extracted by all ranks, the probe fit by rank 0
             return {}
-        if len(np.unique(y_train)) < 2:
-            raise ValueError("the training rows hold a single class; a probe needs real and fake images")
+        if len(np.unique(y_train)) < 2 or len(np.unique(y_held)) < 1:
+            from detbench.errors import DataError
+
+            raise DataError(
+                f"linear-probe needs usable real and fake training images; {len(y_train)} training images loaded "
+                f"({int((y_train == 0).sum())} real, {int((y_train == 1).sum())} fake) and {len(y_held)} held-out"
+            )
         scaler = StandardScaler().fit(x_train)
         xs_train, xs_held = scaler.transform(x_train), scaler.transform(x_held)
         trials = []

@@ -46,6 +46,7 @@ from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
 from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
+from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
@@ -359,7 +360,8 @@ class MPFT(Detector):
         labels = rows["label"].to_numpy()
         by_class = [np.flatnonzero(labels == c) for c in (0, 1)]
         if min(len(i) for i in by_class) == 0:
-            raise ValueError("mpft needs real and fake training images")
+            raise DataError(f"mpft needs real and fake training images; it has {len(by_class[0])} real and "
+                            f"{len(by_class[1])} fake")
         if cfg.batch_size < dist.world_size():
             raise ConfigError(f"mpft: batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes")
         per_pass = max(len(i) for i in by_class) / (cfg.batch_size // 2)
@@ -386,6 +388,12 @@ class MPFT(Detector):
                     gen = torch.Generator(device=self.device).manual_seed(
                         derive_seed(ctx.seed, _MASK, step, *rank_key))
                     loss, n = self.train_step(x, y, optimizer, gen)
+                    if n and not math.isfinite(loss):
+                        raise TrainingError(
+                            f"mpft: the training loss became {loss} at step {step + 1}/{total} (lr_backbone="
+                            f"{cfg.lr_backbone:g}, lr_head={cfg.lr_head:g}, grad_clip={cfg.grad_clip:g}): training "
+                            "diverged; lower the learning rates or set grad_clip > 0"
+                        )
                     if n:
                         run.loss_sum += loss * n
                         run.loss_n += n
@@ -493,8 +501,9 @@ class MPFT(Detector):
         key = self._selection_key(entry)
         if run.best_key is None or key > run.best_key or not len(z):  # no usable held-out rows: keep the last
             run.best_key, run.best, run.best_state = key, entry, self.trainable_state()
-        ctx.phases.log(f"mpft step {run.step}: held-out loss {loss:.4f}, balanced acc "
-                       f"{entry['heldout_balanced_acc']:.3f}, AP {entry['heldout_ap']:.3f}")
+        ctx.phases.log(f"mpft step {run.step}: held-out loss {_shown(loss, 4)}, balanced acc "
+                       f"{_shown(entry['heldout_balanced_acc'])}, AP {_shown(entry['heldout_ap'])}"
+                       + ("" if len(z) else " (no usable held-out image: keeping the latest state)"))
 
     def _selection_key(self, entry: dict[str, Any]) -> tuple[float, ...]:
         """Higher is better, NaN worst; ties go to the lower held-out loss, then to the earlier step."""
@@ -615,6 +624,11 @@ class _BatchLoss(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, generator: torch.Generator | None) -> Tensor:
         return self.detector.batch_loss(x, y, generator)
+
+
+def _shown(value: float | None, digits: int = 3) -> str:
+    """A held-out number for the log; ``n/a`` when there is none (no usable held-out image, one class)."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 def _merged(parts: list[dict[int, str]]) -> dict[int, str]:

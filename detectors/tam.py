@@ -45,8 +45,8 @@ class MaskConfig:
     grid: int = 16  # pixel grid for CNN backbones (a ViT always uses its patch size)
 
     def validate(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"mask.ratio must be in [0, 1); got {self.ratio}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ConfigError(f"mask.ratio must be in [0, 1]; got {self.ratio}")
         if not self.temperature > 0:
             raise ConfigError(f"mask.temperature must be > 0; got {self.temperature}")
         if not 0.0 <= self.p_unmasked <= 1.0:

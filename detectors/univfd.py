@@ -82,6 +82,8 @@ class UnivFDConfig:
             problems.append("lr > 0, min_lr > 0, weight_decay >= 0, init_std >= 0")
         if min(self.train_batch_size, self.batch_size, self.max_epochs, self.patience) < 1:
             problems.append("train_batch_size, batch_size, max_epochs and patience >= 1")
+        if self.crop < 0 or self.min_delta < 0:
+            problems.append("crop >= 0 (0: the backbone's size) and min_delta >= 0")
         if problems:
             raise ConfigError("univfd options need " + "; ".join(problems))
 
@@ -136,10 +138,7 @@ class TrainView:
         from detbench.perturbations import GaussianBlur, JpegQuality
 
         pp = self.preprocess
-        img = img.convert("RGB")
-        size = pp.resized_size(*img.size)
-        if size != img.size:
-            img = img.resize(size, resample=getattr(Image.Resampling, pp.interpolation.upper()))
+        img = pp.resize_image(img)
         d = self.draws(image_id)
         if d["sigma"]:
             img = GaussianBlur(d["sigma"]).apply(img)
@@ -354,7 +353,10 @@ class UnivFD(FrozenFeatureDetector):
         keep_held = np.isfinite(x_held).all(axis=1)
         x_held, y_held = x_held[keep_held], heldout["label"].to_numpy()[keep_held]
         if len(np.unique(y)) < 2 or len(y_held) == 0:
-            raise ValueError("univfd needs real and fake training images and a non-empty held-out split")
+            from detbench.errors import DataError
+
+            raise DataError(f"univfd needs usable real and fake training images and a non-empty held-out split; "
+                            f"{len(y)} training and {len(y_held)} held-out images loaded")
         with ctx.phases.phase("train head", c.max_epochs) as advance:
             result = train_head(x, y, x_held, y_held, c, seed=ctx.seed, device=ctx.device, advance=advance)
         self.weight, self.bias = result.pop("weight"), result.pop("bias")

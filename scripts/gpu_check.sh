@@ -22,9 +22,9 @@ echo "== pytest -m gpu"
 "$PY" -m pytest -q -m gpu tests
 
 echo "== throughput (random weights, bf16 autocast)"
-"$PY" -m detbench.cli bench --device cuda --backbone "open_clip:ViT-B-16@random" --crop 224 --size 256 \
+"$PY" -m detbench bench --device cuda --backbone "open_clip:ViT-B-16@random" --crop 224 --size 256 \
     --images 2048 --batch-size 256 --only forward,score,reference --out "$OUT"
-"$PY" -m detbench.cli bench --device cuda --backbone "open_clip:ViT-L-14@random" --crop 224 --size 256 \
+"$PY" -m detbench bench --device cuda --backbone "open_clip:ViT-L-14@random" --crop 224 --size 256 \
     --images 1024 --batch-size 128 --only forward,score,mpft_step --out "$OUT"
 
 "$PY" - "$OUT/pipeline.csv" <<'PYEOF'

@@ -38,6 +38,11 @@ def test_overrides_coerce_types_and_nested_keys() -> None:
         ("steps=1.5", "steps must be int"),
         ("flip=maybe", "flip must be true or false"),
         ("mask.strategy=everything", "must be one of tam, random, none"),
+        ("lr=nan", "lr must be a finite number"),
+        ("lr=1e309", "lr must be a finite number"),
+        ("lr=-inf", "lr must be a finite number"),
+        ("grid=1,nan", "grid must be a finite number"),
+        ("steps=1e400", "steps must be int"),
     ],
 )
 def test_bad_overrides_fail_with_the_valid_choices(item: str, message: str) -> None:

@@ -166,3 +166,36 @@ def test_interrupted_build_leaves_no_build_json_and_rebuild_cleans(tmp_path: Pat
 def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         build_demo(tmp_path, **{**TINY, **kwargs})
+
+
+BUILD_AND_HASH = """
+import hashlib, sys
+from pathlib import Path
+from detbench.datasets.demo_build import build_demo
+root = Path(sys.argv[1])
+build_demo(root, n_train=12, n_val=6, size=64)
+digest = hashlib.sha256()
+for path in sorted(root.rglob("*.png")):
+    digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+print(digest.hexdigest())
+"""
+
+
+def test_same_bytes_whatever_the_cpu_kernels(tmp_path: Path) -> None:
+    """Regression: the committed demo run ids did not reproduce on another machine (same numbers, other ids). The
+    fakes were computed in float32 and with torch's vectorised normal sampler, whose results depend on the CPU's
+    instruction set (AVX-512 here, AVX2 or plain elsewhere); some pixels rounded the other way, so the PNG bytes,
+    the index hash and every run id changed. The CPU-specific kernels are emulated by restricting torch and
+    oneDNN to generic code."""
+    import os
+    import subprocess
+    import sys
+
+    hashes = []
+    for name, isa in (("native", {}), ("generic", {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"})):
+        env = {**os.environ, **isa, "DETBENCH_HOME": str(tmp_path / "home")}
+        done = subprocess.run([sys.executable, "-c", BUILD_AND_HASH, str(tmp_path / name)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        hashes.append(done.stdout.strip())
+    assert hashes[0] == hashes[1]

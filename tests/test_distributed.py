@@ -86,7 +86,7 @@ def test_torchrun_command_drops_nproc() -> None:
         "--nproc-per-node=4",
         "-m",
     ]
-    assert cmd[6:] == ["detbench.cli", "--offline", "run", "linear-probe", "-q"]
+    assert cmd[6:] == ["detbench", "--offline", "run", "linear-probe", "-q"]
 
 
 # ------------------------------------------------------------------------------------ whole runs
@@ -96,7 +96,7 @@ def _cli(home: Path, *args: str) -> None:
     """``detbench ARGS`` in a fresh process (``--nproc`` relaunches it under torchrun)."""
     env = {**os.environ, "DETBENCH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "detbench.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "detbench", *args], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
 

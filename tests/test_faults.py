@@ -258,7 +258,22 @@ def _full_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(np, "save", save)
 
 
-@pytest.mark.parametrize("fill", [_full_parquet, _full_shards], ids=["score-parquet", "feature-shard"])
+def _short_write_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's tofile() on a nearly full disk: a short write reported as an OSError without errno."""
+    original = np.save
+
+    def save(file, arr, *args, **kwargs):
+        if ".shard-" in str(getattr(file, "name", file)):
+            file.write(b"\x93NUMPY\x01\x00")
+            raise OSError(f"{arr.nbytes} requested and 4096 written")
+        return original(file, arr, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+
+
+@pytest.mark.parametrize(
+    "fill", [_full_parquet, _full_shards, _short_write_shards], ids=["score-parquet", "feature-shard", "short-write"]
+)
 def test_disk_full_is_reported_as_such_and_leaves_no_partial_file(
     tmp_path: Path, detbench_home: Path, monkeypatch: pytest.MonkeyPatch, fill
 ) -> None:

@@ -72,7 +72,9 @@ def test_constants() -> None:
     assert IMAGE_EXTENSIONS == {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
     assert all(ext == ext.lower() for ext in IMAGE_EXTENSIONS)
     assert Path("A.JPG").suffix.lower() in IMAGE_EXTENSIONS
-    assert STATUSES == ("ok", "empty", "truncated", "undecodable", "too_large", "unreadable", "not_a_file")
+    assert STATUSES == (
+        "ok", "empty", "truncated", "undecodable", "too_large", "unreadable", "not_a_file", "bad_name"
+    )
     assert images.DEFAULT_MAX_PIXELS == 2 * 89_478_485
     assert ALPHA_BACKGROUND == (255, 255, 255)
     with pytest.raises(ValueError, match="unknown image status"):
@@ -508,10 +510,23 @@ def test_fast_id(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(b"x" * 100)
     os.utime(path, ns=(1_000_000_000, 2_000_000_000))
-    expected = hashlib.blake2b(b"100:2000000000:a.png", digest_size=16).hexdigest()
+    expected = hashlib.blake2b(f"100:2000000000:{path}".encode(), digest_size=16).hexdigest()
     assert fast_id(path) == expected == fast_id(path, path.stat()) == fast_id(str(path))
     os.utime(path, ns=(1_000_000_000, 3_000_000_000))
     assert fast_id(path) != expected
+
+
+def test_fast_ids_of_same_name_size_and_mtime_differ_by_folder(tmp_path: Path) -> None:
+    """Regression: the id hashed the base name only, so 0_real/1.png and 1_fake/1.png (same size and mtime, as
+    extracted from an archive) shared an id and cached features: a perfect detector scored 50 %."""
+    ids = []
+    for label in ("0_real", "1_fake"):
+        (tmp_path / label).mkdir()
+        path = tmp_path / label / "1.png"
+        path.write_bytes(bytes([label == "1_fake"]) * 100)
+        os.utime(path, ns=(1_000_000_000, 2_000_000_000))
+        ids.append(fast_id(path))
+    assert ids[0] != ids[1]
     with pytest.raises(ImageError) as caught:
         fast_id(tmp_path / "missing.png")
     assert caught.value.status == "not_a_file"

@@ -80,10 +80,21 @@ def batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_config_validation() -> None:
-    for bad in ({"batch_size": "31"}, {"k": "0"}, {"warmup": "1"}, {"mask.ratio": "1"},
-                {"trainable": "adapter"}, {"steps": "0", "epochs": "0"}):
+    for bad in ({"batch_size": "31"}, {"k": "0"}, {"warmup": "1"}, {"mask.ratio": "1.01"}, {"mask.ratio": "-0.1"},
+                {"trainable": "adapter"}, {"steps": "0", "epochs": "0"}, {"lr_head": "1e309"}, {"lr_head": "nan"},
+                {"crop": "-1"}, {"batch_size": "0"}):
         with pytest.raises(ConfigError):
             apply_overrides(MPFTConfig(), bad)
+
+
+@pytest.mark.parametrize("fill", ["zero", "token", "drop"])
+def test_mask_ratio_one_is_accepted_and_trains(tmp_path: Path, fill: str) -> None:
+    """The README documents mask.ratio in [0, 1]: 1 masks every patch (a degenerate but valid ablation)."""
+    det, _ = make(tmp_path, tmp_path, **{"mask.ratio": "1.0", "mask.fill": fill})
+    x, y = batch()
+    mask = det.make_mask(x, torch.Generator().manual_seed(0))
+    assert bool(mask.all())
+    assert np.isfinite(det.batch_loss(x, y, torch.Generator().manual_seed(0)).item())
 
 
 def test_ablation_switches_give_distinct_run_keys() -> None:
@@ -299,3 +310,23 @@ def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path,
     assert [h["step"] for h in resumed_history] == [h["step"] for h in clean_history]
     for got, want in zip(resumed_history, clean_history, strict=True):
         assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_no_usable_heldout_image_keeps_the_latest_state(tmp_path: Path, image_root) -> None:
+    """Regression: the held-out log line formatted None (no usable held-out image) and raised TypeError, although
+    the code meant to keep the latest state."""
+    root, rows = image_root
+    det, ctx = make(tmp_path, root)
+    info = det.fit(rows.iloc[:12], rows.iloc[[12]], ctx)  # the only held-out image is the broken file
+    assert info["best_step"] == 2 and info["heldout_failures"] == 1
+    assert info["best_heldout"]["heldout_ap"] is None
+
+
+def test_a_diverging_training_is_a_clear_error(tmp_path: Path, image_root) -> None:
+    """Regression: huge learning rates made the loss NaN and ended in the held-out log's TypeError."""
+    from detbench.errors import TrainingError
+
+    root, rows = image_root
+    det, ctx = make(tmp_path, root, lr_backbone=1e36, lr_head=1e36, grad_clip=0.0, steps=4, eval_every=4)
+    with pytest.raises(TrainingError, match="training loss became .* lower the learning rates"):
+        det.fit(*split(rows), ctx)

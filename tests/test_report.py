@@ -94,3 +94,36 @@ def test_unknown_and_ambiguous_run_ids(swept, home: Path, tmp_path: Path, monkey
     shutil.copytree(run_dir, twin)
     ambiguous = invoke("report", run_dir.name[:4])
     assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.output and run_dir.name in ambiguous.output
+
+
+def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) -> None:
+    """Regression: an AP of 0.99999999999999989 with bootstrap bounds [1, 1] gave a negative error bar and
+    matplotlib's ValueError, on a normal demo run."""
+    import pandas as pd
+
+    from detbench.report import RunData, _acc_figure
+
+    metrics = pd.DataFrame({
+        "generator": ["g", "mean", "worst"], "acc": [1.0, 1.0, 1.0], "ap": [0.99999999999999989, 1.0, 1.0],
+        "acc_lo": [1.0, 1.0, float("nan")], "acc_hi": [1.0, 1.0, float("nan")],
+        "ap_lo": [1.0, 1.0, float("nan")], "ap_hi": [1.0, 1.0, float("nan")],
+    })
+    record = {"perturbation": None, "threshold": {"policy": "fixed", "label": "0.5", "value": 0.5}}
+    figure = _acc_figure(RunData(tmp_path / "0123456789abcdef", record, metrics))
+    assert figure.png.startswith(b"\x89PNG")
+
+
+def test_report_writes_nothing_outside_detbench_home(swept, home: Path, tmp_path: Path) -> None:
+    """Regression: matplotlib wrote its font cache and config under ~/.cache and ~/.config."""
+    import os
+    import subprocess
+    import sys
+
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(user_home), DETBENCH_HOME=str(home))
+    done = subprocess.run([sys.executable, "-m", "detbench", "report", swept["clean"]["run_id"][:16], "--out",
+                           str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert list(user_home.rglob("*")) == [] and (home / "matplotlib").is_dir()

@@ -20,6 +20,11 @@ def records(home: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
 
 
+def sweep_records(home: Path) -> list[dict]:
+    """The sweep's own runs (other tests of this module add runs with other thresholds or bootstrap counts)."""
+    return [r for r in records(home) if r["bootstrap"]["n_boot"] == 1000 and r["threshold"]["label"] == "0.5"]
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("sweep_home")
@@ -42,7 +47,7 @@ def swept(home: Path) -> object:
 
 def test_a_sweep_of_four_perturbations_trains_once(swept, in_home: Path) -> None:
     assert swept.exit_code == 0, swept.output
-    recs = records(in_home)
+    recs = sweep_records(in_home)
     assert len(recs) == 5
     clean = [r for r in recs if r["perturbation"] is None]
     perturbed = [r for r in recs if r["perturbation"] is not None]
@@ -56,7 +61,7 @@ def test_a_sweep_of_four_perturbations_trains_once(swept, in_home: Path) -> None
 
     again = invoke("sweep", "linear-probe", *SMALL, "-p", "jpeg:95,50", "-p", "blur:2", "-p", "downscale:0.5")
     assert again.exit_code == 0 and again.output.count("(reused)") == 5
-    assert len(records(in_home)) == 5
+    assert len(sweep_records(in_home)) == 5
 
 
 def test_bad_sweep_specs_fail_before_any_work(in_home: Path, tmp_path: Path, monkeypatch) -> None:
@@ -67,7 +72,7 @@ def test_bad_sweep_specs_fail_before_any_work(in_home: Path, tmp_path: Path, mon
 
 
 def test_bootstrap_intervals_are_seeded_shown_and_keyed(swept, in_home: Path) -> None:
-    clean = next(r for r in records(in_home) if r["perturbation"] is None)
+    clean = next(r for r in sweep_records(in_home) if r["perturbation"] is None)
     run_dir = Path(clean["paths"]["run"])
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
     scores = pd.read_parquet(run_dir / "scores.parquet")

@@ -126,7 +126,8 @@ def test_zero_fill_zeroes_exactly_the_masked_patches() -> None:
 def test_mask_config_validation_and_dotted_overrides() -> None:
     got = apply_overrides(MaskConfig(), {"strategy": "random", "ratio": "0.25"})
     assert got == MaskConfig("random", 0.25)
-    for bad in ({"ratio": "1.0"}, {"temperature": "0"}, {"p_unmasked": "1.5"}, {"grid": "1"},
+    assert apply_overrides(MaskConfig(), {"ratio": "1.0"}).ratio == 1.0  # [0, 1], as the README says
+    for bad in ({"ratio": "1.01"}, {"temperature": "0"}, {"p_unmasked": "1.5"}, {"grid": "1"},
                 {"operator": "fft"}):
         with pytest.raises(ConfigError):
             apply_overrides(MaskConfig(), bad)

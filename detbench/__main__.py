@@ -1,0 +1,5 @@
+"""``python -m detbench`` (and ``torchrun -m detbench``): the same command line as ``detbench``."""
+
+from detbench.cli import main
+
+main()
