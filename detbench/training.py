@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from detbench import distributed as dist
 from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
 from detbench.detector import RunContext
+from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast
 from detbench.records import atomic_path
@@ -343,8 +344,8 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
     """
     rows = train.sort_values("path", kind="stable").reset_index(drop=True)
     if rows.empty or rows["label"].nunique() < 2:
-        raise ValueError(f"{setup.name}: training needs real and fake images; got {len(rows)} rows with labels "
-                         f"{sorted(rows['label'].unique())}")
+        raise DataError(f"{setup.name}: training needs real and fake images; got {len(rows)} rows with labels "
+                        f"{sorted(int(v) for v in rows['label'].unique())}")
     n, device = len(rows), ctx.device
     steps_per_epoch = math.ceil(n / setup.batch_size)
     model = setup.model.to(device)
@@ -473,6 +474,9 @@ def _step(setup: TrainSetup, forward: nn.Module, x: Tensor | None, y: Tensor | N
     value = float(loss.detach())
     if dist.sharded():
         value = dist.all_reduce_sum(value * n_local) / n
+    if not math.isfinite(value):
+        raise TrainingError(f"{setup.name}: the training loss became {value} at step {step + 1} (epoch "
+                            f"{run.epoch + 1}, learning rate {lr:g}): training diverged; lower the learning rate")
     run.loss_sum += value * n
     run.loss_n += n
 
@@ -552,7 +556,7 @@ def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
         meta = json.loads(fh.metadata()["detbench_training"])
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     if (meta["n_rows"], meta["batch_size"]) != (n_rows, setup.batch_size):
-        raise RuntimeError(f"checkpoint {path} was written for {meta['n_rows']} training rows in batches of "
+        raise TrainingError(f"checkpoint {path} was written for {meta['n_rows']} training rows in batches of "
                            f"{meta['batch_size']}, this run has {n_rows} in batches of {setup.batch_size}; "
                            "delete it to start over")
 
