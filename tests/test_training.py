@@ -230,7 +230,7 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path:
 def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbench_home: Path,
                                                                            one_thread) -> None:
     over = {"suite.n_train": "6", "suite.n_val": "2", "suite.size": "48", "load_size": "48", "crop": "32",
-            "train_batch_size": "4", "max_epochs": "3", "patience": "1", "batch_size": "16"}
+            "train_batch_size": "4", "max_epochs": "3", "patience": "1", "batch_size": "16", "eval_crop": "0"}
     result = Runner(quiet()).run(RunRequest("cnnspot", "demo", overrides=over, workers=0))
     fit = result.record["fit"]
     assert fit["trained"] and fit["init"] == "random" and "stand-in" in fit["init_note"]
