@@ -1,4 +1,5 @@
-"""Helpers shared by the on-disk suite adapters: folder listing, name matching, seeded capping."""
+"""Helpers shared by the suite adapters: folder listing, name matching, seeded capping, label folders, the
+ProGAN training set (CNNDetection) and its protocols, and label values of file lists."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from detbench.suites import Entry, seeded_rank, walk_files
+from detbench.suites import Entry, Protocol, seeded_rank, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -62,3 +63,180 @@ def cap_per_group(entries: list[Entry], max_per_group: int, seed: int) -> list[E
         keep.update(ranked[:max_per_group])
     return [e for i, e in enumerate(entries) if i in keep]
 
+
+
+# ------------------------------------------------------------------------ label folders and ProGAN training
+
+LABEL_FOLDERS = {"0_real": 0, "1_fake": 1}  # CNNDetection's convention, used by most test collections
+TRAIN_FOLDERS = ("train", "val", "progan_train", "progan_val")
+CLASSES_4 = ("car", "cat", "chair", "horse")
+CLASSES_20 = (
+    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+def label_folders(folder: Path) -> dict[int, Path]:
+    """Label -> the ``0_real``/``1_fake`` sub-folder (any case) of ``folder``."""
+    return {LABEL_FOLDERS[d.name.lower()]: d for d in subdirs(folder) if d.name.lower() in LABEL_FOLDERS}
+
+
+def labelled_images(root: Path, folder: Path, ignored: list[str]) -> Iterator[tuple[str, int]]:
+    """``(path, label)`` of every image in ``folder/{0_real,1_fake}``, or, when ``folder`` has no label
+    folder, in ``folder/<class>/{0_real,1_fake}`` for each class folder (the CNNDetection convention: a
+    multi-class test set is the union of its classes). Folders that fit neither are added to ``ignored``."""
+    own = label_folders(folder)
+    if own:
+        ignored.extend(rel(root, d) for d in subdirs(folder) if d not in own.values())
+        for label, label_dir in sorted(own.items()):
+            for path in image_paths(root, label_dir):
+                yield path, label
+        return
+    for class_dir in subdirs(folder):
+        inner = label_folders(class_dir)
+        if not inner:
+            ignored.append(rel(root, class_dir))
+            continue
+        ignored.extend(rel(root, d) for d in subdirs(class_dir) if d not in inner.values())
+        for label, label_dir in sorted(inner.items()):
+            for path in image_paths(root, label_dir):
+                yield path, label
+
+
+def progan_training_folders(root: Path, top: Path, ignored: list[str]) -> list[tuple[str, Path]]:
+    """``(split, folder of ProGAN class folders)`` for the training folders directly under ``top``.
+
+    Accepted: ``train/progan/<class>`` (UniversalFakeDetect), ``train/<class>`` (CNNDetection) and
+    ``progan_train/<class>``; ``val`` and ``progan_val`` give split val. Other folders inside a training
+    folder are added to ``ignored``."""
+    found: list[tuple[str, Path]] = []
+    for child in subdirs(top):
+        name = child.name.lower()
+        if name not in TRAIN_FOLDERS:
+            continue
+        split = "val" if name.endswith("val") else "train"
+        progan = [d for d in subdirs(child) if d.name.lower() == "progan"]
+        if progan:
+            ignored.extend(rel(root, d) for d in subdirs(child) if d not in progan)
+            found.extend((split, d) for d in progan)
+        elif any(d.name.lower() in CLASSES_20 for d in subdirs(child)):
+            found.append((split, child))  # CNNDetection: the split folder holds the classes
+        else:
+            ignored.append(rel(root, child))
+    return found
+
+
+def progan_training_entries(root: Path, split: str, progan: Path, ignored: list[str]) -> Iterator[Entry]:
+    """Rows of a ProGAN training folder: generator ``progan-<class>`` so protocols can pick classes."""
+    for class_dir in subdirs(progan):
+        inner = label_folders(class_dir)
+        ignored.extend(rel(root, d) for d in subdirs(class_dir) if d not in inner.values())
+        for label, label_dir in sorted(inner.items()):
+            for path in image_paths(root, label_dir):
+                yield Entry(
+                    path=path,
+                    generator=f"progan-{class_dir.name.lower()}",
+                    split=split,
+                    label=label,
+                    family="real" if label == 0 else "gan",
+                )
+
+
+def progan_protocols(generators: list[str], evaluated: tuple[str, ...], eval_split: str) -> dict[str, Protocol]:
+    """``progan-4class`` and ``progan-20class``: train on those ProGAN classes, evaluate ``evaluated``."""
+    out = {}
+    for name, classes in (("progan-4class", CLASSES_4), ("progan-20class", CLASSES_20)):
+        missing = [c for c in classes if f"progan-{c}" not in generators]
+        note = f" (missing from this root: {', '.join(missing)})" if missing else ""
+        out[name] = Protocol(
+            name=name,
+            train_generators=tuple(f"progan-{c}" for c in classes),
+            eval_generators=evaluated,
+            eval_split=eval_split,
+            description=f"train on ProGAN {len(classes)} classes{note}, evaluate on the "
+            f"{len(evaluated)} test sets",
+        )
+    return out
+
+
+# ------------------------------------------------------------------------ label values of file lists
+
+
+class LabelValues:
+    """Maps the label cells of a file list or a Parquet shard to 0 (real) / 1 (fake), by explicit values only
+    (compared case-insensitively after stripping), never by sort order: some datasets call fakes 0."""
+
+    def __init__(self, real: tuple[str, ...], fake: tuple[str, ...]) -> None:
+        self.real = {str(v).strip().lower() for v in real}
+        self.fake = {str(v).strip().lower() for v in fake}
+        both = sorted(self.real & self.fake)
+        if both:
+            from detbench.config import ConfigError
+
+            raise ConfigError(f"label value(s) {', '.join(both)} are listed as both real and fake")
+        if not self.real or not self.fake:
+            from detbench.config import ConfigError
+
+            raise ConfigError("real_values and fake_values each need at least one value")
+
+    def __call__(self, value: object) -> int | None:
+        """0, 1, or None for a value that is neither (an empty cell included)."""
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value).strip().lower()
+        if text in self.real:
+            return 0
+        if text in self.fake:
+            return 1
+        return None
+
+    def describe(self) -> str:
+        return f"real: {', '.join(sorted(self.real))}; fake: {', '.join(sorted(self.fake))}"
+
+
+# ------------------------------------------------------------------------ cross-suite shortcuts
+
+
+def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: str) -> dict[str, Protocol]:
+    """The training setups of the published tables on test-only collections, trained on another suite (needs
+    ``--train-root``): ProGAN 4 or 20 classes of the CNNDetection set (NPR, FreqNet, CNNSpot, AIDE) and
+    GenImage SD v1.4 (AIDE's Chameleon table). ``--train-suite`` reaches any other suite's protocol."""
+    setups = (
+        ("train-progan-4class", "universalfakedetect", "progan-4class", "ProGAN 4 classes (CNNDetection train set)"),
+        ("train-progan-20class", "universalfakedetect", "progan-20class", "ProGAN 20 classes (CNNDetection train set)"),
+        ("train-genimage-sdv14", "genimage", "sdv14", "GenImage SD v1.4 train"),
+    )
+    return {
+        name: Protocol(
+            name=name,
+            train_generators=(),
+            eval_generators=eval_generators,
+            eval_split=eval_split,
+            train_suite=suite,
+            train_protocol=protocol,
+            description=f"train on {what} (suite {suite}, protocol {protocol}; pass its root as --train-root), "
+            f"evaluate here",
+        )
+        for name, suite, protocol, what in setups
+    }
+
+
+def train_on_protocols(generators: list[str], splits: dict[str, set[str]]) -> dict[str, Protocol]:
+    """``train-on-<generator>`` for each generator with a train split (each generator if nothing was scanned in
+    this process), evaluated on every generator's test split (val if there is no test split)."""
+    found = set().union(*splits.values()) if splits else set()
+    eval_split = "test" if "test" in found or not found else "val" if "val" in found else "test"
+    return {
+        f"train-on-{g}": Protocol(
+            name=f"train-on-{g}",
+            train_generators=(g,),
+            eval_split=eval_split,
+            description=f"train on {g} train, evaluate on every generator's {eval_split}",
+        )
+        for g in generators
+        if not splits or "train" in splits.get(g, ())
+    }

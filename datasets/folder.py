@@ -19,18 +19,19 @@ from pathlib import Path
 
 from detbench.config import ConfigError
 from detbench.datasets._layout import SPLIT_NAMES
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
 ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), holding the images"
 
 
 @dataclass(frozen=True)
-class FolderOptions:
+class FolderOptions(EvalProfileOption):
     generator_level: int = 0  # the folder above the label folder naming the generator (splits skipped)
     split_default: str = "test"  # the split of images with no train/val/test folder above them
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.split_default.strip() or "/" in self.split_default:
             raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from detbench.config import ConfigError
 from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 GENERATORS: dict[str, str] = {  # canonical key -> family, in the order of the paper's tables
     "midjourney": "commercial",
@@ -61,10 +61,11 @@ def canonical_generator(name: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class GenImageOptions:
+class GenImageOptions(EvalProfileOption):
     generators: tuple[str, ...] = ()  # index only these (canonical keys or aliases); empty: all found
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         keys = []
         for name in self.generators:
             key = canonical_generator(name)

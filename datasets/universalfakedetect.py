@@ -20,8 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import cap_per_group, did_you_mean, image_paths, rel, subdirs
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.datasets._layout import (
+    CLASSES_4,
+    CLASSES_20,
+    TRAIN_FOLDERS,
+    cap_per_group,
+    did_you_mean,
+    image_paths,
+    progan_protocols,
+    progan_training_entries,
+    progan_training_folders,
+    rel,
+    subdirs,
+)
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 # Non-GAN CNN generators (face swap, low-light imaging, super-resolution, layout-to-image synthesis): FAMILIES
 # has no "other", and "unknown" is the honest choice among gan/diffusion/autoregressive/commercial.
@@ -35,16 +47,11 @@ DIFFUSION: dict[str, str] = {  # fake domain -> its real pool
 }  # fmt: skip
 EXTRAS = {"stylegan2": "gan", "whichfaceisreal": "gan"}  # in the archive, not in the 19
 POOLS = ("imagenet", "laion")
-TRAIN_FOLDERS = ("train", "val", "progan_train", "progan_val")
 DOMAIN_FAMILIES = {**FORENSYNTHS, **{d: "diffusion" for d in DIFFUSION}, "dalle": "autoregressive", **EXTRAS}
 DOMAINS: tuple[str, ...] = (*FORENSYNTHS, *DIFFUSION)  # the 19 evaluation domains, in the paper's order
 FOLDER_ALIASES = {"seeingdark": "sitd"}
 LABELS = {"0_real": 0, "1_fake": 1}
-CLASSES_4 = ("car", "cat", "chair", "horse")
-CLASSES_20 = (
-    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+__all__ = ["CLASSES_4", "CLASSES_20", "DOMAINS", "UFDOptions", "UniversalFakeDetectSuite"]
 ACCEPTED = (
     "  ROOT/train/progan/<class>/{0_real,1_fake}/*     (optional)\n"
     "  ROOT/test/<domain>/[<class>/]{0_real,1_fake}/*  or ROOT itself being that test folder\n"
@@ -54,7 +61,7 @@ ACCEPTED = (
 
 
 @dataclass(frozen=True)
-class UFDOptions:
+class UFDOptions(EvalProfileOption):
     max_per_class: int = 0  # at most this many images per generator, split and label (0: all)
     cap_seed: int = 0  # seeds which images the cap and the evaluation sample keep
     eval_per_class: int = 0  # evaluate at most this many real + fake per domain, equal counts (0: all)
@@ -62,6 +69,7 @@ class UFDOptions:
     extra_domains: tuple[str, ...] = ()  # also index and evaluate stylegan2 and/or whichfaceisreal
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_per_class < 0:
             raise ConfigError("max_per_class must be >= 0 (0 uses every image)")
         if self.eval_per_class < 0 or self.eval_per_class_fallback < 0:
@@ -94,7 +102,7 @@ class UniversalFakeDetectSuite(Suite):
             )
         entries: list[Entry] = []
         for split, folder in train:
-            entries.extend(self._scan_train(root, split, folder))
+            entries.extend(progan_training_entries(root, split, folder, self.ignored))
         for key, folder in sorted(domains.items(), key=lambda kv: _order(kv[0])):
             if key not in POOLS:
                 entries.extend(self._scan_domain(root, key, folder, domains))
@@ -117,19 +125,10 @@ class UniversalFakeDetectSuite(Suite):
         known = {*DOMAINS, *POOLS, *FOLDER_ALIASES, *self.options.extra_domains}
         tops = [root, *[d for d in subdirs(root) if d.name.lower() == "datasets"]]
         for top in tops:
+            train.extend(progan_training_folders(root, top, self.ignored))
             for child in subdirs(top):
                 name = child.name.lower()
-                if name in TRAIN_FOLDERS:
-                    split = "val" if name.endswith("val") else "train"
-                    progan = [d for d in subdirs(child) if d.name.lower() == "progan"]
-                    if progan:
-                        self.ignored.extend(rel(root, d) for d in subdirs(child) if d not in progan)
-                        train.extend((split, d) for d in progan)
-                    elif any(d.name.lower() in CLASSES_20 for d in subdirs(child)):
-                        train.append((split, child))  # CNNDetection: the split folder holds the classes
-                    else:
-                        self.ignored.append(rel(root, child))
-                elif name not in known and name != "datasets":
+                if name not in TRAIN_FOLDERS and name not in known and name != "datasets":
                     below = [d for d in subdirs(child) if d.name.lower() not in TRAIN_FOLDERS]
                     test.extend(d for d in (child, *below) if _holds_domains(d, known))
         return train, list(dict.fromkeys(test))
@@ -155,11 +154,6 @@ class UniversalFakeDetectSuite(Suite):
                     )
                 found[key] = child
         return found
-
-    def _scan_train(self, root: Path, split: str, progan: Path) -> Iterator[Entry]:
-        for class_dir in subdirs(progan):
-            generator = f"progan-{class_dir.name.lower()}"
-            yield from self._labelled(root, class_dir, generator, split, "gan")
 
     def _scan_domain(self, root: Path, key: str, folder: Path, domains: dict[str, Path]) -> Iterator[Entry]:
         family = DOMAIN_FAMILIES[key]
@@ -189,21 +183,7 @@ class UniversalFakeDetectSuite(Suite):
                 yield Entry(path=path, generator=generator, split=split, label=label, family=fam)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        evaluated = (*DOMAINS, *self.options.extra_domains)
-        out = {}
-        for name, classes in (("progan-4class", CLASSES_4), ("progan-20class", CLASSES_20)):
-            train = tuple(f"progan-{c}" for c in classes)
-            missing = [c for c in classes if f"progan-{c}" not in generators]
-            note = f" (missing from this root: {', '.join(missing)})" if missing else ""
-            out[name] = Protocol(
-                name=name,
-                train_generators=train,
-                eval_generators=evaluated,
-                eval_split="test",
-                description=f"train on ProGAN {len(classes)} classes{note}, evaluate on the "
-                f"{len(evaluated)} test domains",
-            )
-        return out
+        return progan_protocols(generators, (*DOMAINS, *self.options.extra_domains), eval_split="test")
 
 
 def _order(key: str) -> int:

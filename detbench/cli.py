@@ -170,6 +170,13 @@ def run(
         Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")
     ] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
+    train_suite: Annotated[
+        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
+    ] = None,
+    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
+    train_protocol: Annotated[
+        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
     force: Annotated[
@@ -225,6 +232,9 @@ def run(
             suite=suite or "demo",
             root=root,
             protocol=protocol,
+            train_suite=train_suite,
+            train_root=train_root,
+            train_protocol=train_protocol,
             preset=preset_record,
             overrides=overrides,
             seed=seed,
@@ -325,6 +335,8 @@ def index(
         more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
         shown = ", ".join(map(display_name, ignored[:10])) + more
         phases.warn(f"{len(ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
+    for note in obj.notes:
+        phases.warn(note)
     console.print(f"index written to {idx.directory}")
 
 
@@ -420,7 +432,11 @@ def _list_runs() -> None:
 @app.command()
 def leaderboard(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
-    metric: Annotated[str, typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...).")] = "acc",
+    metric: Annotated[
+        Optional[str],
+        typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...); default: the suite's headline "
+                     "metrics (acc; Chameleon adds real_acc and fake_acc)."),
+    ] = None,
     csv: Annotated[
         Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")
     ] = None,
@@ -443,7 +459,8 @@ def leaderboard(
     from detbench.records import atomic_path
     from detbench.registry import SUITES
 
-    suite = SUITES.get(suite).name  # aliases (ufd) share their suite's records
+    suite_cls = SUITES.get(suite)
+    suite = suite_cls.name  # aliases (ufd) share their suite's records
     long = long_table(suite)
     if published:
         import pandas as pd
@@ -453,24 +470,29 @@ def leaderboard(
         long = pd.concat([long, published_rows(suite)], ignore_index=True)
     if long.empty:
         raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
-    if metric not in set(long["metric"]):
-        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(set(long['metric'])))}")
+    metrics = [metric] if metric else list(suite_cls.headline_metrics)
+    for name in metrics:
+        if name not in set(long["metric"]):
+            raise ConfigError(f"unknown metric {name!r}; choose from {', '.join(sorted(set(long['metric'])))}")
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
-    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
-    view, long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs first
-    if long.empty:
-        raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
-    shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
-    title = f"{suite} leaderboard: {metric} ({'Δ percentage points vs clean' if delta else '%'})"
-    n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
-    for table in leaderboard_tables(shown, n_ids, title):
-        console.print(table)
+    markdown_parts = []
+    for name in metrics:
+        view = delta_table(wide_table(long, name)) if delta else wide_table(long, name)
+        view, shown_long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs
+        if shown_long.empty:
+            raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
+        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
+        title = f"{suite} leaderboard: {name} ({'Δ percentage points vs clean' if delta else '%'})"
+        n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
+        for table in leaderboard_tables(shown, n_ids, title):
+            console.print(table)
+        markdown_parts.append(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids))
     if csv is not None:
-        for path in write_csvs(suite, csv, metric, filters=filters):
+        for path in write_csvs(suite, csv, metrics[0], filters=filters):
             console.print(f"wrote {path}")
     if markdown is not None:
         with atomic_path(markdown) as tmp:
-            tmp.write_text(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids), encoding="utf-8")
+            tmp.write_text("\n".join(markdown_parts), encoding="utf-8")
         console.print(f"wrote {markdown}")
 
 
@@ -487,6 +509,13 @@ def sweep(
     suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
     root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives.")] = None,
     protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
+    train_suite: Annotated[
+        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
+    ] = None,
+    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
+    train_protocol: Annotated[
+        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
@@ -514,6 +543,9 @@ def sweep(
         suite=suite,
         root=root,
         protocol=protocol,
+        train_suite=train_suite,
+        train_root=train_root,
+        train_protocol=train_protocol,
         overrides=parse_set_args(set_),
         seed=seed,
         force=force,

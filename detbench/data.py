@@ -18,7 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detbench import images
+from detbench.shards import Locator, ShardReader, parse_locator
 from detbench.suites import safe_join
+
+CHANGED = "changed: size or mtime differ from the index; run again to re-index it"
 
 Transform = Callable[[Any], torch.Tensor]
 Perturb = Callable[[Any, str], Any]
@@ -27,9 +30,10 @@ Perturb = Callable[[Any, str], Any]
 class ImageRowsDataset(Dataset):
     """Loads ``root/paths[i]`` as RGB, applies the optional perturbation, then ``transform``.
 
+    A path may be a Parquet-shard locator (``detbench.shards``): the image's bytes are read from the shard.
     ``stats`` (the index's ``(bytes, mtime_ns)`` per path) guards the content id: a file whose size or
-    mtime differs from its index row fails as ``changed`` instead of being used (and cached) under the id
-    of other bytes.
+    mtime differs from its index row (for a shard image: the shard's mtime or the image's byte count) fails
+    as ``changed`` instead of being used (and cached) under the id of other bytes.
     """
 
     def __init__(
@@ -48,23 +52,40 @@ class ImageRowsDataset(Dataset):
         self.transform = transform
         self.perturb = perturb
         self.stats = [(_int_or_none(b), _int_or_none(m)) for b, m in stats] if stats is not None else None
+        self.shards = ShardReader(self.root)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
         try:
-            path = safe_join(self.root, self.paths[i])
-            if self.stats is not None and _changed(path, *self.stats[i]):
-                return None, i, "changed: size or mtime differ from the index; run again to re-index it"
-            img = images.load_rgb(path)
+            locator = parse_locator(self.paths[i])
+            img = self._load_locator(locator, i) if locator is not None else self._load_file(i)
+            if img is None:
+                return None, i, CHANGED
             if self.perturb is not None:
                 img = self._perturbed(img, i)
             return self.transform(img), i, None
         except images.ImageError as exc:
             return None, i, f"{exc.status}: {exc.reason}"
+        except OSError as exc:  # a shard that cannot be read (a file that cannot is an ImageError)
+            return None, i, f"unreadable: {type(exc).__name__}: {exc}"
         except ValueError as exc:
             return None, i, f"invalid: {exc}"
+
+    def _load_file(self, i: int) -> Any:
+        path = safe_join(self.root, self.paths[i])
+        if self.stats is not None and _changed(path, *self.stats[i]):
+            return None
+        return images.load_rgb(path)
+
+    def _load_locator(self, locator: Locator, i: int) -> Any:
+        if self.stats is not None and _changed(safe_join(self.root, locator.shard), None, self.stats[i][1]):
+            return None
+        data = self.shards.read(locator)
+        if self.stats is not None and self.stats[i][0] is not None and len(data or b"") != self.stats[i][0]:
+            return None
+        return images.load_rgb_bytes(data)
 
 
     def _perturbed(self, img: Any, i: int) -> Any:

@@ -30,6 +30,15 @@ class RunContext:
     stage: str = "eval"  # what predict() is scoring: "eval" or "heldout" (for progress labels)
     eval_convention: str | None = None  # the suite's test-set convention (detbench.suites.EVAL_CONVENTIONS)
     extra: dict[str, Any] = field(default_factory=dict)
+    # generator -> the evaluation preprocessing chosen with --set suite.eval_profile=... (an EvalProfile of
+    # detbench.preprocess); filled only for detectors with follows_eval_profiles; empty: the detector decides
+    # (e.g. from eval_convention)
+    eval_profiles: dict[str, Any] = field(default_factory=dict)
+
+    def eval_profile_for(self, generator: str) -> Any | None:
+        """The :class:`~detbench.preprocess.EvalProfile` chosen for ``generator``'s test set, or None (decide
+        yourself, e.g. from :attr:`eval_convention`)."""
+        return self.eval_profiles.get(generator)
 
     def checkpoint_dir(self) -> Path:
         path = self.run_dir / "checkpoints"
@@ -52,6 +61,9 @@ class Detector(ABC):
     summary: ClassVar[str] = ""
     training_free: ClassVar[bool] = False  # never learns from training rows (e.g. RIGID)
     profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    # True when predict() applies ctx.eval_profile_for(row generator), a preprocessing override the user (or a
+    # preset) chose with --set suite.eval_profile=...; the profile is then part of the run's identity and record
+    follows_eval_profiles: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

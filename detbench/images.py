@@ -78,6 +78,7 @@ STATUSES: tuple[str, ...] = (
     "bad_name",
 )
 DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's default MAX_IMAGE_PIXELS
+NO_BYTES = "no image bytes (a null value)"
 PNG_MAX_METADATA_CHUNK = 64 * 1024 * 1024  # PIL's total text budget (MAX_TEXT_MEMORY) is 64 MiB too
 ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
@@ -183,9 +184,26 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_M
         raise ImageError(exc.status, exc.reason, os.fspath(path)) from exc.__cause__
 
 
-def load_rgb_bytes(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """:func:`load_rgb` for an encoded image held in memory."""
+def load_rgb_bytes(data: bytes | None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`load_rgb` for an encoded image held in memory (``None``: a missing value, status ``empty``)."""
+    if data is None:
+        raise ImageError("empty", NO_BYTES)
     return _load_rgb_stream(io.BytesIO(data), len(data), max_pixels=max_pixels)
+
+
+def probe_bytes(data: bytes | None, *, decode: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """:func:`probe` for an encoded image held in memory (an image cell of a Parquet shard); ``None`` (a
+    null cell) is ``empty``."""
+    if data is None:
+        return ImageInfo(status="empty", reason=NO_BYTES)
+    return _probe_stream(io.BytesIO(data), len(data), decode=decode, max_pixels=max_pixels)
+
+
+def bytes_digest(data: bytes) -> str:
+    """Content id of bytes held in memory; equal to :func:`file_digest` of a file holding them."""
+    digest = _content_digest()
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def estimate_jpeg_quality(img: Image.Image) -> int | None:
@@ -210,11 +228,15 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Content id: blake2b (16-byte digest) of the file's bytes, as hex."""
     fp, _ = _open_regular(path)
-    digest = hashlib.blake2b(digest_size=16)
+    digest = _content_digest()
     with fp, _classified(fp):
         while block := fp.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _content_digest() -> Any:
+    return hashlib.blake2b(digest_size=16)
 
 
 def fast_id(path: str | os.PathLike[str], stat: os.stat_result | None = None) -> str:

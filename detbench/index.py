@@ -3,6 +3,11 @@
 Indexes live in ``$DETBENCH_HOME/indexes/<suite>/<key>/`` (``index.parquet`` + ``manifest.json``), where
 ``key`` hashes the absolute root, the adapter identity and the id mode. Re-indexing is incremental: a file
 whose path, size and mtime are unchanged keeps its row without being read again.
+
+Images inside Parquet shards (``detbench.shards`` locators as paths) are probed by streaming each shard's
+image column once, in record batches; their ``bytes`` is the image's encoded size, ``mtime_ns`` the shard's,
+and ``image_id`` always the content hash (the bytes are read anyway). A shard whose mtime is unchanged keeps
+its rows.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from detbench.errors import DataError, InputError, SuiteLayoutError
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
+from detbench.shards import parse_locator
 from detbench.suites import BAD_NAME_REASON, Entry, Suite, display_name, is_valid_utf8, top_levels
 
 IdMode = Literal["full", "fast"]
@@ -42,6 +48,7 @@ COLUMNS = [
     "reason",
     "mtime_ns",
 ]
+META_PREFIX = "meta_"  # index columns holding a file list's own columns (Entry.extra)
 _PARALLEL_THRESHOLD = 4000
 
 
@@ -96,6 +103,56 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
     }
 
 
+def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, Any]]:
+    """Index rows of ``rows`` of one shard's image column, streaming it in record batches. Every row asked for
+    gets a row: a shard that cannot be read (fully) marks the rest unreadable or undecodable, with the reason."""
+    from detbench import images, shards
+
+    rel_shard, abs_path, column, rows, mode = args
+    wanted = set(rows)
+    mtime_ns = _mtime_ns(Path(abs_path))
+    out: list[dict[str, Any]] = []
+    try:
+        for start, values in shards.iter_rows(abs_path, [column]):
+            for row, data in enumerate(values[column], start):
+                if row not in wanted:
+                    continue
+                wanted.discard(row)
+                info = images.probe_bytes(data, decode=(mode == "full"))
+                out.append(
+                    {
+                        "path": str(shards.Locator(rel_shard, column, row)),
+                        "image_id": images.bytes_digest(data) if data is not None else None,
+                        "format": info.format,
+                        "jpeg_quality": info.jpeg_quality,
+                        "width": info.width,
+                        "height": info.height,
+                        "bytes": info.bytes,
+                        "status": info.status,
+                        "reason": info.reason,
+                        "mtime_ns": mtime_ns,
+                    }
+                )
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid / missing column
+        status = "unreadable" if isinstance(exc, OSError) else "undecodable"
+        reason = f"shard {rel_shard}: {type(exc).__name__}: {exc}"
+        out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), status, reason) for row in wanted)
+        wanted = set()
+    out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), "not_a_file", "no such row") for row in wanted)
+    return out
+
+
+def _missing_row(path: str, status: str, reason: str) -> dict[str, Any]:
+    return {c: None for c in COLUMNS} | {"path": path, "status": status, "reason": reason}
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def index_dir(suite: Suite, root: Path, mode: IdMode) -> Path:
     key = content_hash({"root": str(root), "suite": suite.identity(), "mode": mode})[:16]
     return home_subdir("indexes") / suite.name / key
@@ -125,6 +182,8 @@ def build_index(
 
     probed: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str, str]] = []
+    shard_rows: dict[tuple[str, str], list[int]] = {}  # (shard, image column) -> rows to probe
+    shard_mtimes: dict[str, int | None] = {}
     seen: set[str] = set()
     for e in entries:  # a file can belong to several generators (shared real pools): probe it once
         if e.path in seen:
@@ -133,37 +192,60 @@ def build_index(
         if not all(map(is_valid_utf8, (e.path, e.generator, e.split))):
             probed[e.path] = _bad_name_row(e.path)
             continue
-        abs_path = root / e.path
         old = previous.get(e.path)
-        if old is not None and _unchanged(old, abs_path):
-            probed[e.path] = old
+        locator = parse_locator(e.path)
+        if locator is None:
+            if old is not None and _unchanged(old, root / e.path):
+                probed[e.path] = old
+            else:
+                todo.append((e.path, str(root / e.path), mode))
+            continue
+        if locator.shard not in shard_mtimes:
+            shard_mtimes[locator.shard] = _mtime_ns(root / locator.shard)
+        mtime = shard_mtimes[locator.shard]
+        if old is not None and mtime is not None and old.get("mtime_ns") == mtime:
+            probed[e.path] = old  # the shard is unchanged since it was indexed
         else:
-            todo.append((e.path, str(abs_path), mode))
+            shard_rows.setdefault((locator.shard, locator.column), []).append(locator.row)
 
-    total = len(todo)
+    shard_tasks = [(shard, str(root / shard), column, rows, mode) for (shard, column), rows in shard_rows.items()]
+    total = len(todo) + sum(len(rows) for rows in shard_rows.values())
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    done = 0
+
+    def record(rows: list[dict[str, Any]], every: int) -> None:
+        nonlocal done
+        for row in rows:
+            probed[row["path"]] = row
+        before, done = done, done + len(rows)
+        if progress and (done // every > before // every or done == total):
+            progress(done, total)
+
     if total >= _PARALLEL_THRESHOLD and n_workers > 1:
         with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            for i, row in enumerate(pool.map(_probe_one, todo, chunksize=256), 1):
-                probed[row["path"]] = row
-                if progress and (i % 500 == 0 or i == total):
-                    progress(i, total)
+            for row in pool.map(_probe_one, todo, chunksize=256):
+                record([row], 500)
+            for rows in pool.map(_probe_shard, shard_tasks):
+                record(rows, 500)
     else:
-        for i, args in enumerate(todo, 1):
-            row = _probe_one(args)
-            probed[row["path"]] = row
-            if progress and (i % 200 == 0 or i == total):
-                progress(i, total)
+        for args in todo:
+            record([_probe_one(args)], 200)
+        for task in shard_tasks:
+            record(_probe_shard(task), 200)
 
-    if progress and not todo:
+    if progress and not total:
         progress(len(probed), len(probed))  # everything reused: show a full bar, not an empty one
     records = []
+    extra_columns: dict[str, None] = {}
     for e in entries:
         row = dict(probed[e.path])
         row.update(suite=suite.name, generator=display_name(e.generator), family=e.family,
                    split=display_name(e.split), label=int(e.label))
+        for key, value in e.extra.items():
+            row[f"{META_PREFIX}{key}"] = value
+            extra_columns[f"{META_PREFIX}{key}"] = None
         records.append(row)
-    df = pd.DataFrame.from_records(records, columns=COLUMNS)
+    df = pd.DataFrame.from_records(records, columns=[*COLUMNS, *extra_columns])
     df = df.astype(
         {
             "label": "int8",

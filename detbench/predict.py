@@ -3,7 +3,8 @@
 The run's trained state (its fit) is loaded with the run's exact configuration; the run's evaluation
 perturbation, if any, is *not* applied (your images are scored as they are). A file is called fake
 when its P(fake) exceeds the run's threshold (fixed or calibrated, as the run recorded it). Files
-that cannot be read or decoded are reported one by one; the others are still scored.
+that cannot be read or decoded are reported one by one; the others are still scored. A Parquet shard named
+directly (``data/test-00000-of-00002.parquet``) is scored row by row, each row shown as its locator.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from detbench import shards
 from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, InputError
 from detbench.images import IMAGE_EXTENSIONS
@@ -92,8 +94,13 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
 
 def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
     """The run's fit folder under the current ``$DETBENCH_HOME``, found by the fit id (not by the absolute path the
-    record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``."""
-    return run_dir.parent / "fits" / str(record["fit_id"])[:16]
+    record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``, where ``<suite>`` is
+    the training suite of a cross-suite run."""
+    training = record.get("training") or {}
+    detector_dir = run_dir.parent
+    if training:
+        detector_dir = detector_dir.parent.parent / training["suite"] / detector_dir.name
+    return detector_dir / "fits" / str(record["fit_id"])[:16]
 
 
 def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -127,20 +134,36 @@ def predict_files(
         raise InputError(
             f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {', '.join(map(str, paths))}"
         )
-    absolute = [Path(os.path.abspath(f)) for f in files]
-    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    out = pd.DataFrame({"file": [display_name(f) for f in files], "score": np.nan, "decision": "", "error": ""})
-    ids: list[str] = []
-    usable: list[int] = []
-    for i, path in enumerate(absolute):
-        if not is_valid_utf8(str(path)):  # as in the index: no record or table can hold the name
-            out.loc[i, "error"] = f"bad_name: {BAD_NAME_REASON}"
+    shown: list[str] = []  # per input image: the name shown, where its bytes are, its id or why not
+    sources: list[tuple[Path, str]] = []  # (file or shard on disk, locator suffix "#column:row" or "")
+    ids: list[str | None] = []
+    errors: list[str] = []
+    for f in files:
+        disk = Path(os.path.abspath(f))
+        if not is_valid_utf8(str(disk)):  # as in the index: no record or table can hold the name
+            shown.append(display_name(f))
+            sources.append((disk, ""))
+            ids.append(None)
+            errors.append(f"bad_name: {BAD_NAME_REASON}")
             continue
+        if shards.is_shard(f):
+            for suffix, image_id, error in _shard_images(disk):
+                shown.append(f"{display_name(f)}{suffix}")
+                sources.append((disk, suffix))
+                ids.append(image_id)
+                errors.append(error)
+            continue
+        shown.append(display_name(f))
+        sources.append((disk, ""))
         try:
-            ids.append(images.file_digest(path))
-            usable.append(i)
+            ids.append(images.file_digest(disk))
+            errors.append("")
         except images.ImageError as exc:
-            out.loc[i, "error"] = f"{exc.status}: {exc.reason}"
+            ids.append(None)
+            errors.append(f"{exc.status}: {exc.reason}")
+    root = Path(os.path.commonpath([str(disk.parent) for disk, _ in sources]))
+    out = pd.DataFrame({"file": shown, "score": np.nan, "decision": "", "error": errors})
+    usable = [i for i, image_id in enumerate(ids) if image_id is not None]
     phases = phases or Phases()
     ctx = RunContext(
         suite_root=root,
@@ -159,8 +182,8 @@ def predict_files(
     if usable:
         rows = pd.DataFrame(
             {
-                "image_id": ids,
-                "path": [absolute[i].relative_to(root).as_posix() for i in usable],
+                "image_id": [ids[i] for i in usable],
+                "path": [sources[i][0].relative_to(root).as_posix() + sources[i][1] for i in usable],
                 "generator": "predict",
                 "split": "predict",
                 "label": -1,  # unknown
@@ -177,6 +200,26 @@ def predict_files(
             else:
                 out.loc[i, "error"] = "no score"
     return out, trained
+
+
+def _shard_images(shard: Path) -> list[tuple[str, str | None, str]]:
+    """``(locator suffix, content id or None, error)`` per row of a Parquet shard's image column (the column
+    named ``image``, else its only image-like column); one error row if the shard cannot be read."""
+    from detbench import images
+
+    try:
+        column = shards.default_image_column(shards.open_shard(shard), shard)
+        out = []
+        for start, values in shards.iter_rows(shard, [column]):
+            for row, data in enumerate(values[column], start):
+                suffix = "#" + str(shards.Locator("", column, row)).split("#", 1)[1]
+                if data is None:
+                    out.append((suffix, None, f"empty: {images.NO_BYTES}"))
+                else:
+                    out.append((suffix, images.bytes_digest(data), ""))
+        return out
+    except (OSError, ValueError) as exc:  # ShardError, pyarrow's errors
+        return [("", None, f"unreadable shard: {exc}")]
 
 
 def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:

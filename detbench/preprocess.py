@@ -162,3 +162,115 @@ class _TrainTransform:
         top = int(torch.randint(0, h - self.pp.crop + 1, (1,))) if h > self.pp.crop else 0
         flip = self.flip and bool(torch.randint(0, 2, (1,)))
         return self.pp._finish(img, left, top, flip=flip)
+
+
+# ------------------------------------------------------------------------------------------ eval profiles
+
+
+@dataclass(frozen=True)
+class EvalProfile:
+    """A test set's evaluation convention as an original evaluation script applies it, in neutral terms.
+
+    Suites publish these (``Suite.eval_profiles``); a detector whose original evaluates per test set applies
+    :meth:`apply` to the RGB image, then its own ``ToTensor`` + normalisation. Steps, in the originals' order:
+    ``tile`` (NPR's ``translate_duplicate``: an image smaller than ``tile`` on either side is repeated to cover
+    it), square ``resize`` to ``size`` x ``size`` ignoring the aspect ratio (torchvision ``Resize((s, s))`` on a
+    PIL image: PIL's antialiased filter), then ``crop`` (torchvision ``CenterCrop``: zero padding for smaller
+    images). ``native_size`` profiles leave images at their own sizes, so the originals score them one at a
+    time (batch 1); a detector batches only images of equal size.
+    """
+
+    name: str
+    source: str  # which original evaluation uses it (repository file or README)
+    resize: int | None = None
+    crop: int | None = None
+    tile: int | None = None
+    interpolation: str = "bilinear"
+
+    @property
+    def native_size(self) -> bool:
+        """Whether output sizes follow the input sizes (no resize and no crop)."""
+        return self.resize is None and self.crop is None
+
+    def apply(self, img: Image.Image) -> Image.Image:
+        """The profile's resize/crop steps on an RGB PIL image (returns a new image or ``img`` itself)."""
+        import torchvision.transforms.functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        if self.tile is not None:
+            img = tile_to(img, self.tile)
+        if self.resize is not None:
+            img = TF.resize(img, [self.resize, self.resize], InterpolationMode(self.interpolation))
+        if self.crop is not None:
+            img = TF.center_crop(img, [self.crop, self.crop])
+        return img
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "source"}
+
+
+def tile_to(img: Image.Image, size: int) -> Image.Image:
+    """NPR's ``translate_duplicate``: if either side is below ``size``, repeat the image from the top-left
+    corner onto a black canvas of whole multiples of its width and height covering ``size``."""
+    import math
+
+    from PIL import Image
+
+    if min(img.size) >= size:
+        return img
+    width, height = img.size
+    canvas = Image.new("RGB", (width * math.ceil(size / width), height * math.ceil(size / height)))
+    for left in range(0, canvas.width, width):
+        for top in range(0, canvas.height, height):
+            canvas.paste(img, (left, top))
+    return canvas
+
+
+NO_PROFILE = "detector"  # the suite imposes nothing: every detector evaluates with its own preprocessing
+EVAL_PROFILES: dict[str, EvalProfile] = {
+    p.name: p
+    for p in (
+        EvalProfile(
+            "native",
+            "AIGCDetectBenchmark README (--no_resize --no_crop --batch_size 1), as NPR's README uses it; "
+            "NPR/FreqNet test.py for GANGen-Detection (no_resize, no_crop)",
+        ),
+        EvalProfile("center-crop-224", "CNNDetection eval.py (no_resize forced, CenterCrop 224)", crop=224),
+        EvalProfile(
+            "resize-256",
+            "NPR/FreqNet test.py for ForenSynths, DiffusionForensics and UniversalFakeDetect "
+            "(Resize((256, 256)), no_crop)",
+            resize=256,
+        ),
+        EvalProfile(
+            "resize-256-center-crop-224",
+            "AIGCDetectBenchmark eval_all.py defaults (Resize((loadSize 256, 256)), CenterCrop 224)",
+            resize=256,
+            crop=224,
+        ),
+        EvalProfile(
+            "tile-center-crop-224",
+            "NPR README, GenImage protocol (translate_duplicate to 224, CenterCrop 224)",
+            tile=224,
+            crop=224,
+        ),
+    )
+}
+
+
+def eval_profile(name: str) -> EvalProfile | None:
+    """The profile called ``name`` (None for :data:`NO_PROFILE`); a ConfigError lists the choices."""
+    if name == NO_PROFILE:
+        return None
+    if name not in EVAL_PROFILES:
+        import difflib
+
+        from detbench.config import ConfigError
+
+        close = difflib.get_close_matches(name, [*EVAL_PROFILES, NO_PROFILE], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown eval_profile {name!r}.{hint} Choose {NO_PROFILE} (each detector's own preprocessing) or "
+            + ", ".join(EVAL_PROFILES)
+        )
+    return EVAL_PROFILES[name]

@@ -42,16 +42,22 @@ def check_training_rows(protocol: Protocol, train: pd.DataFrame, heldout: pd.Dat
 
 
 def check_no_training_images_evaluated(
-    protocol: Protocol, train: pd.DataFrame, heldout: pd.DataFrame, evaluation: pd.DataFrame
+    protocol: Protocol,
+    train: pd.DataFrame,
+    heldout: pd.DataFrame,
+    evaluation: pd.DataFrame,
+    *,
+    same_root: bool = True,
 ) -> int:
     """Refuse a protocol that would evaluate images it trains on (same files); return how many evaluation images
     are byte-identical copies of training images under other names (content ids are equal), for a warning.
+    ``same_root=False`` (a cross-suite run: paths are relative to different roots) compares content ids only.
 
     Raises:
         ProtocolError: when evaluation files are training files.
     """
     trained = pd.concat([train, heldout])
-    same_file = evaluation[evaluation["path"].isin(set(trained["path"]))]
+    same_file = evaluation[evaluation["path"].isin(set(trained["path"]))] if same_root else evaluation.iloc[:0]
     if len(same_file):
         examples = ", ".join(same_file["path"].head(3))
         raise ProtocolError(

@@ -242,6 +242,41 @@ SUITES.register_lazy(
     "detbench.datasets.folder:FolderSuite",
     "Your own data: any tree of 0_real/1_fake, real/fake or nature/ai folders.",
 )
+SUITES.register_lazy(
+    "aigcdetect",
+    "detbench.datasets.aigcdetect:AIGCDetectSuite",
+    "AIGCDetectBenchmark (PatchCraft): 16 GAN/diffusion/commercial test sets; train on ProGAN (4 or 20 classes).",
+)
+SUITES.register_lazy(
+    "gangen",
+    "detbench.datasets.gangen:GANGenSuite",
+    "GANGen-Detection (NPR, FreqNet): 9 GANs, 2k real + 2k fake each; test only (train on ProGAN elsewhere).",
+)
+SUITES.register_lazy(
+    "diffusionforensics",
+    "detbench.datasets.diffusionforensics:DiffusionForensicsSuite",
+    "DiffusionForensics (DIRE, ICCV 2023): LSUN-Bedroom/ImageNet/CelebA-HQ diffusion images; DIRE or NPR layout.",
+)
+SUITES.register_lazy(
+    "chameleon",
+    "detbench.datasets.chameleon:ChameleonSuite",
+    "Chameleon (AIDE, ICLR 2025): 14,863 real + 11,170 human-fooling fakes; test only, real/fake acc shown.",
+)
+SUITES.register_lazy(
+    "synthbuster",
+    "detbench.datasets.synthbuster:SynthbusterSuite",
+    "Synthbuster (Bammey 2023): 9 text-to-image generators, each against the RAISE-1k real pool; test only.",
+)
+SUITES.register_lazy(
+    "list",
+    "detbench.datasets.filelist:FileListSuite",
+    "Any dataset given as a CSV/TSV/JSON/Parquet file list: path, label, optional generator and split.",
+)
+SUITES.register_lazy(
+    "parquet",
+    "detbench.datasets.hfparquet:ParquetSuite",
+    "Parquet shards with the images inside (Hugging Face datasets): image/label/generator/split columns.",
+)
 PERTURBATIONS.register_lazy(
     "jpeg", "detbench.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
 )

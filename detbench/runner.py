@@ -81,6 +81,9 @@ class RunRequest:
     threshold: str = "0.5"  # "calibrated" or a fixed value in [0, 1]
     keep_fit: bool = False  # with force: recompute the run but reuse an existing trained fit
     preset: dict[str, Any] | None = None  # recorded (name, version, whether this run is a faithful reproduction)
+    train_suite: str | None = None  # cross-suite: train on this suite's protocol (default: the protocol's own)
+    train_root: Path | None = None  # where the training suite's data lives
+    train_protocol: str | None = None  # the training suite's protocol (default: the one named, else its default)
 
 
 @dataclass
@@ -101,6 +104,16 @@ class Resolved:
     perturbation: Any | None
     threshold: ThresholdPolicy
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
+    train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
+
+
+@dataclass
+class TrainingSource:
+    """Where a cross-suite run's training rows come from: another suite's protocol on its own root."""
+
+    suite: Suite
+    index: Index
+    protocol: Protocol
 
 
 @dataclass(frozen=True)
@@ -136,9 +149,12 @@ def resolve(req: RunRequest) -> Resolved:
     det_keys = set(field_paths(det_cls.Config))
     suite_over: dict[str, str] = {}
     det_over: dict[str, str] = {}
+    train_over: dict[str, str] = {}
     for key, value in req.overrides.items():
         bare = key.removeprefix("suite.")
-        if key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
+        if key.startswith(TRAIN_SUITE_PREFIX):
+            train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
+        elif key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
             if bare not in suite_keys:
                 raise ConfigError(
                     f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}"
@@ -172,7 +188,23 @@ def resolve(req: RunRequest) -> Resolved:
         perturbation = parse_perturbation(req.perturb)
     check_run_options(req)
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
-    return Resolved(suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings)
+    if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
+        training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
+    return Resolved(
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over
+    )
+
+
+TRAIN_SUITE_PREFIX = "train_suite."
+
+
+def training_suite(name: str, overrides: dict[str, str]) -> Suite:
+    """The suite a cross-suite run trains on, with its ``--set train_suite.KEY=VALUE`` options."""
+    cls = SUITES.get(name)
+    try:
+        return cls(apply_overrides(cls.Options(), overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"training suite {name}: {exc} (set them as train_suite.KEY=VALUE)") from None
 
 
 def check_root(suite: Suite, root: Path | None) -> None:
@@ -207,7 +239,8 @@ def _dotted(config: Any, key: str) -> Any:
 
 
 def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
-    """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`."""
+    """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
+    ``needs_training=False`` also serves cross-suite runs, whose training rows are checked on their own suite."""
     protocols = suite.all_protocols(index.generators)
     name = name or suite.default_protocol
     if name not in protocols:
@@ -232,7 +265,7 @@ def protocol_problems(
     protocol that trains (``eval`` does not); a detector that needs none (released weights, training-free) runs
     under any protocol and ignores the training rows.
     """
-    if not needs_training:
+    if not needs_training or protocol.train_suite:  # a cross-suite protocol's rows are in its training suite
         return []
     if not protocol.trains:
         return [
@@ -320,26 +353,26 @@ class Runner:
         timings["setup"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        index = self._index(suite, req) if dist.is_main() else None  # rank 0 indexes; the others load it
-        directory = dist.broadcast(index.directory if index is not None else None)
-        if index is None:
-            index = load_index(directory)
+        index = self._shared_index(suite, req.root, req.index_mode)
         timings["index"] = time.perf_counter() - t
-        usable = index.usable
-        self.phases.log(
-            f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
-            + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
-        )
-        ignored = suite.ignored
-        if ignored:
-            self.phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
-                             f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
+        self._report_scan(suite, index)
         needs_training = detector.needs_training()
-        protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training)
+        protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite)
+        t = time.perf_counter()
+        source = self._training_source(req, resolved, protocol, needs_training)
+        if source is not None:
+            timings["index_training"] = time.perf_counter() - t
+        train_suite, train_index, train_protocol = (
+            (source.suite, source.index, source.protocol) if source else (suite, index, protocol)
+        )
         train, heldout, evaluation = split_rows(index, protocol, req.seed)
-        if needs_training and protocol.trains:
-            check_training_rows(protocol, train, heldout, index.root)
-            copies = check_no_training_images_evaluated(protocol, train, heldout, evaluation)
+        if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
+            train, heldout, _ = split_rows(train_index, train_protocol, req.seed)
+        if needs_training and train_protocol.trains:
+            check_training_rows(train_protocol, train, heldout, train_index.root)
+            copies = check_no_training_images_evaluated(
+                train_protocol, train, heldout, evaluation, same_root=source is None
+            )
             if copies:
                 self.phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under "
                                  "other names): their scores measure memory as much as detection")
@@ -356,25 +389,40 @@ class Runner:
         fit_key = {
             "detector": {"name": detector.name, "version": detector.version, "config": to_dict(config)},
             "detector_identity": detector.identity(),
-            "suite": suite.identity(),
-            "index_hash": index.manifest["index_hash"],
-            "protocol": protocol.to_dict(),
+            "suite": train_suite.identity(),
+            "index_hash": train_index.manifest["index_hash"],
+            "protocol": train_protocol.to_dict(),
             "seed": req.seed,
             "detbench_version": __version__,
         }
         fit_id = content_hash(fit_key)
-        run_key = {
+        run_key: dict[str, Any] = {
             "fit_id": fit_id,
             "perturbation": resolved.perturbation.identity() if resolved.perturbation else None,
             "threshold": resolved.threshold.label,
             "n_boot": req.n_boot,
         }
+        if source is not None:  # the fit key names the training data; the evaluation data is keyed here
+            run_key["evaluation"] = {
+                "suite": suite.identity(),
+                "index_hash": index.manifest["index_hash"],
+                "protocol": protocol.to_dict(),
+            }
+        if detector.follows_eval_profiles:
+            ctx.eval_profiles = suite.eval_profiles(index.generators)
+            if ctx.eval_profiles:
+                run_key["eval_profiles"] = {g: p.identity() for g, p in sorted(ctx.eval_profiles.items())}
         run_id = content_hash(run_key)
         base = home_subdir("runs") / suite.name / detector.name
+        fit_base = home_subdir("runs") / train_suite.name / detector.name  # a fit is stored with its training data
         run_dir = base / run_id[:16]
-        fit_dir = base / "fits" / fit_id[:16]
+        fit_dir = fit_base / "fits" / fit_id[:16]
         self.run_dir = run_dir
         ctx.run_dir = fit_dir
+        train_ctx = ctx
+        if source is not None:
+            profiles = train_suite.eval_profiles(train_index.generators) if detector.follows_eval_profiles else {}
+            train_ctx = dataclasses.replace(ctx, suite_root=train_index.root, eval_profiles=profiles)
 
         if not req.force:
             reused = self._reuse(run_dir, run_id, base, locked=False)
@@ -399,13 +447,13 @@ class Runner:
             self.phase = "training"
             t = time.perf_counter()
             retrain = req.force and not req.keep_fit
-            fit_info = self._fit_or_load(detector, train, heldout, ctx, fit_dir, fit_key, retrain=retrain)
+            fit_info = self._fit_or_load(detector, train, heldout, train_ctx, fit_dir, fit_key, retrain=retrain)
             timings["fit"] = time.perf_counter() - t
 
             self.phase = "scoring"
             t = time.perf_counter()
             scores = self._score(detector, evaluation, ctx, out_dir)
-            held_scores = self._score(detector, heldout, ctx, out_dir, prefix="heldout", clean=True)
+            held_scores = self._score(detector, heldout, train_ctx, out_dir, prefix="heldout", clean=True)
             timings["predict"] = time.perf_counter() - t
             if not dist.is_main():  # rank 0 measures and records; the other ranks return its result
                 record, metrics = dist.broadcast(None)
@@ -458,6 +506,8 @@ class Runner:
                 "preset": req.preset,
                 "missing_eval_generators": sorted(missing_eval),
                 "eval_sample": eval_sample,
+                "training": _training_record(source),
+                "eval_profiles": {g: p.name for g, p in sorted(ctx.eval_profiles.items())},
                 "key": {**fit_key, "perturbation": run_key["perturbation"]},
                 "threshold": {
                     "policy": resolved.threshold.policy,
@@ -468,12 +518,13 @@ class Runner:
                 },
                 "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
                 "fit": fit_info,
-                "counts": _counts(train, heldout, scores, index.rows, protocol),
+                "counts": _counts(train, heldout, scores, train_index.rows, train_protocol),
                 "summary": _summary(metrics),
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "timings_s": {k: round(v, 3) for k, v in timings.items()},
                 "paths": {
                     "suite_root": str(index.root),
+                    "train_root": str(train_index.root),
                     "index": str(index.directory),
                     "run": str(run_dir),
                     "fit": str(fit_dir),
@@ -485,7 +536,7 @@ class Runner:
             write_json_atomic(out_dir / "run.json", record)
             if req.force:
                 if retrain:
-                    self._install(fit_dir / REPLACEMENT, fit_dir, FIT_FILES, base, "fit", lock=True)
+                    self._install(fit_dir / REPLACEMENT, fit_dir, FIT_FILES, fit_base, "fit", lock=True)
                 self._install(out_dir, run_dir, RUN_FILES, base, "run")
         (run_dir / "run.lock").unlink(missing_ok=True)
         dist.broadcast((record, metrics))
@@ -523,16 +574,80 @@ class Runner:
                 os.replace(staged / name, target / name)
             shutil.rmtree(staged, ignore_errors=True)
 
-    def _index(self, suite: Suite, req: RunRequest) -> Index:
-        self.phase = "locating the suite"
-        root = Path(req.root).expanduser() if req.root else suite.default_root(self.phases)
+    def _shared_index(self, suite: Suite, root: Path | None, mode: str) -> Index:
+        """Rank 0 indexes ``suite`` (on ``root``, or its default root); under torchrun the others load it."""
+        index = self._index(suite, root, mode) if dist.is_main() else None
+        directory = dist.broadcast(index.directory if index is not None else None)
+        return index if index is not None else load_index(directory)
+
+    def _index(self, suite: Suite, root: Path | None, mode: str) -> Index:
+        self.phase = f"locating the {suite.name} data"
+        root = Path(root).expanduser() if root else suite.default_root(self.phases)
         if root is None:
             raise InputError(
                 f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})"
             )
-        self.phase = "indexing"
+        self.phase = f"indexing {suite.name}"
         with self.phases.phase(f"index {suite.name}", None) as tracker:
-            return build_index(suite, root, mode=req.index_mode, progress=tracker.update)
+            return build_index(suite, root, mode=mode, progress=tracker.update)
+
+    def _report_scan(self, suite: Suite, index: Index) -> None:
+        """Log what was found (usable images per generator); warn of folders skipped and the adapter's notes."""
+        usable = index.usable
+        self.phases.log(
+            f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
+            + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
+        )
+        ignored = suite.ignored
+        if ignored:
+            self.phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
+                             f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
+        for note in suite.notes:
+            self.phases.warn(note)
+
+    def _training_source(
+        self, req: RunRequest, resolved: Resolved, protocol: Protocol, needs_training: bool
+    ) -> TrainingSource | None:
+        """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed; None when
+        the protocol trains on this suite."""
+        name = req.train_suite or protocol.train_suite
+        if name is None:
+            for given, flag in ((req.train_root, "--train-root"), (req.train_protocol, "--train-protocol")):
+                if given is not None:
+                    raise ConfigError(
+                        f"{flag} applies to cross-suite runs: protocol {protocol.name} trains on this suite's own "
+                        "data; pass --train-suite SUITE or a cross-suite protocol"
+                    )
+            return None
+        if req.train_suite and protocol.train_suite and SUITES.get(req.train_suite) is not SUITES.get(
+            protocol.train_suite
+        ):
+            raise ProtocolError(
+                f"protocol {protocol.name} trains on suite {protocol.train_suite}, not {req.train_suite}; "
+                "drop --train-suite or choose another protocol"
+            )
+        if req.train_root is None:
+            raise InputError(
+                f"protocol {protocol.name} trains on suite {name}: pass --train-root PATH, where the {name} data "
+                f"lives (see README, section {name})"
+            )
+        train_suite = training_suite(name, resolved.train_suite_overrides)
+        check_root(train_suite, req.train_root)
+        index = self._shared_index(train_suite, req.train_root, req.index_mode)
+        self._report_scan(train_suite, index)
+        train_protocol = select_protocol(
+            train_suite, index, req.train_protocol or protocol.train_protocol, needs_training=needs_training
+        )
+        if train_protocol.train_suite:
+            raise ProtocolError(
+                f"protocol {train_protocol.name} of {train_suite.name} itself trains on another suite; choose one "
+                f"that trains on {train_suite.name} (--train-protocol)"
+            )
+        self.phases.log(
+            f"training on {train_suite.name} ({index.root}), protocol {train_protocol.name}; evaluating on "
+            f"{protocol.eval_split} of {', '.join(protocol.eval_generators or ['every generator'])}"
+        )
+        return TrainingSource(train_suite, index, train_protocol)
 
     def _fit_or_load(
         self,
@@ -694,6 +809,19 @@ def _unscored_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str
             reasons = ", ".join(f"{n} {k}" for k, n in _reasons(group["status"]).items())
             out[str(generator)] = f"none of its {len(group)} evaluation images could be scored ({reasons})"
     return out
+
+
+def _training_record(source: TrainingSource | None) -> dict[str, Any] | None:
+    """Where a cross-suite run trained (None when it trained on its own suite)."""
+    if source is None:
+        return None
+    return {
+        "suite": source.suite.name,
+        "protocol": source.protocol.name,
+        "root": str(source.index.root),
+        "index": str(source.index.directory),
+        "index_hash": source.index.manifest["index_hash"],
+    }
 
 
 def _counts(

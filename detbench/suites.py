@@ -7,12 +7,13 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from detbench.errors import SuiteLayoutError as SuiteLayoutError  # re-exported: adapters import it from here
 from detbench.images import IMAGE_EXTENSIONS
+from detbench.preprocess import NO_PROFILE, EvalProfile, eval_profile
 
 FAMILIES = ("gan", "diffusion", "autoregressive", "commercial", "synthetic", "real", "unknown")
 EVAL_PROTOCOL = "eval"  # every suite's protocol that trains nothing (released weights, training-free detectors)
@@ -45,7 +46,9 @@ class Protocol:
     """Train on some generators' ``train_split``, evaluate on every (or the listed) generators' ``eval_split``.
 
     Model selection uses ``heldout_fraction`` of the training rows (seeded, stratified by label), never
-    the evaluation generators.
+    the evaluation generators. A cross-suite protocol names ``train_suite`` (and its ``train_protocol``,
+    default: that suite's default): its training rows come from that suite's protocol, on the root given by
+    ``--train-root``, and ``train_generators`` is empty.
     """
 
     name: str
@@ -55,30 +58,56 @@ class Protocol:
     eval_split: str = "val"
     heldout_fraction: float = 0.1
     description: str = ""
+    train_suite: str | None = None
+    train_protocol: str | None = None
 
     @property
     def trains(self) -> bool:
-        """Whether the protocol has training generators (the ``eval`` protocol has none)."""
-        return bool(self.train_generators)
+        """Whether the protocol trains: on its training generators, or on another suite (the ``eval`` protocol
+        does neither)."""
+        return bool(self.train_generators) or self.train_suite is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for key in ("train_suite", "train_protocol"):  # absent unless set: run ids of in-suite protocols unchanged
+            if out[key] is None:
+                del out[key]
+        return out
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One image found by a suite scan (``path`` is relative to the suite root, POSIX style)."""
+    """One image found by a suite scan.
+
+    ``path`` is relative to the suite root, POSIX style: a file, or an image stored in a Parquet shard
+    (``detbench.shards`` locator ``<shard>.parquet#<column>:<row>``). ``extra`` holds columns of a file list
+    that detbench does not interpret; the index keeps them as ``meta_<name>`` columns.
+    """
 
     path: str
     generator: str
     split: str
     label: int
     family: str = "unknown"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
 class NoOptions:
     """A suite without ``--set`` options."""
+
+
+@dataclass(frozen=True)
+class EvalProfileOption:
+    """Base of suite options with ``eval_profile``: an explicit evaluation preprocessing for the suite's test
+    sets, a name from ``detbench.preprocess.EVAL_PROFILES`` (the originals' transforms in neutral terms), or
+    ``detector`` (the default): each detector's own choice, e.g. from the suite's ``eval_convention`` tag.
+    Detectors with ``follows_eval_profiles`` apply it; it is then part of the run identity."""
+
+    eval_profile: str = NO_PROFILE
+
+    def __post_init__(self) -> None:
+        eval_profile(self.eval_profile)  # raises ConfigError for an unknown name
 
 
 class Suite(ABC):
@@ -91,10 +120,12 @@ class Suite(ABC):
     compute_profile: ClassVar[str] = "full"  # a key of COMPUTE_PROFILES; detectors scale their defaults to it
     eval_convention: ClassVar[str | None] = None  # a key of EVAL_CONVENTIONS, read by detectors (RunContext)
     Options: ClassVar[type] = NoOptions
+    headline_metrics: ClassVar[tuple[str, ...]] = ("acc",)  # what `detbench leaderboard` shows by default
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
         self.ignored: list[str] = []  # folders under the root that the last scan skipped (relative paths)
+        self.notes: list[str] = []  # what else the last scan reports (rows skipped, missing files), one line each
 
     def default_root(self, phases: Any | None = None) -> Path | None:
         """The root used when the user gives none (the demo builds itself); None means --root is required."""
@@ -136,7 +167,16 @@ class Suite(ABC):
         return protocols
 
     def identity(self) -> dict[str, Any]:
-        return {"suite": self.name, "adapter_version": self.version, "options": dataclasses.asdict(self.options)}
+        """What the index and the training depend on: the adapter and its options, except ``eval_profile``
+        (an evaluation choice: part of a run's identity when its detector applies it, see ``eval_profiles``)."""
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "eval_profile"}
+        return {"suite": self.name, "adapter_version": self.version, "options": options}
+
+    def eval_profiles(self, generators: list[str]) -> dict[str, EvalProfile]:
+        """Generator -> the evaluation convention its test set uses (from the ``eval_profile`` option);
+        empty when the suite imposes none."""
+        profile = eval_profile(getattr(self.options, "eval_profile", NO_PROFILE))
+        return {} if profile is None else {g: profile for g in generators}
 
     def sample_eval(self, evaluation: Any) -> tuple[Any, dict[str, Any] | None]:
         """The evaluation rows a run scores, and what was sampled (None: every row).

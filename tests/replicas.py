@@ -277,3 +277,231 @@ def build_folder(
                     path = write_image(base / folder / f"img_{j:03d}{ext}", size=size, seed=seed)
                     rep.add(path, gen, split or "test", label)
     return rep
+
+
+# ------------------------------------------------------------------------------------------ AIGCDetectBenchmark
+
+# the 16 set folders as eval_config.py spells them -> (canonical key, class folders or () for a flat set)
+AIGCDETECT_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "progan": ("progan", ("airplane", "car")), "stylegan": ("stylegan", ("bedroom", "car")),
+    "biggan": ("biggan", ()), "cyclegan": ("cyclegan", ("apple", "horse")), "stargan": ("stargan", ()),
+    "gaugan": ("gaugan", ()), "stylegan2": ("stylegan2", ("car", "church")),
+    "whichfaceisreal": ("whichfaceisreal", ()), "ADM": ("adm", ()), "Glide": ("glide", ()),
+    "Midjourney": ("midjourney", ()), "stable_diffusion_v_1_4": ("sdv14", ()),
+    "stable_diffusion_v_1_5": ("sdv15", ()), "VQDM": ("vqdm", ()), "wukong": ("wukong", ()),
+    "DALLE2": ("dalle2", ()),
+}  # fmt: skip
+
+
+def build_aigcdetect(
+    root: Path,
+    *,
+    test_dir: str = "test",
+    train_classes: tuple[str, ...] = ("car", "cat", "chair", "horse"),
+    n: int = 2,
+    defects: bool = True,
+) -> Replica:
+    """AIGCDetectBenchmark: ``<test_dir>/<set>/[<class>/]{0_real,1_fake}`` with the 16 sets as eval_config.py
+    spells them, and the CNNDetection training set ``train/progan/<class>``. Images have odd sizes (15 px
+    reals, 17 px fakes) as real test sets do. With ``defects``: a 0-byte PNG in Midjourney/1_fake, a
+    truncated JPEG in wukong/0_real and an HTML page saved as ``.png`` in DALLE2/1_fake."""
+    rep = Replica(Path(root))
+    test = rep.root / test_dir if test_dir else rep.root
+    seed = 7000
+    for cls in train_classes:
+        for label, folder in ((1, "1_fake"), (0, "0_real")):
+            for j in range(n):
+                seed += 1
+                path = write_image(rep.root / "train" / "progan" / cls / folder / f"{j:05d}.png", seed=seed)
+                rep.add(path, f"progan-{cls}", "train", label)
+    for folder_name, (key, classes) in AIGCDETECT_SETS.items():
+        for leaf in [test / folder_name / c for c in classes] or [test / folder_name]:
+            for label, folder in ((1, "1_fake"), (0, "0_real")):
+                for j in range(n):
+                    seed += 1
+                    ext = ".png" if label else ".jpg"
+                    size = 17 if label else 15
+                    path = write_image(leaf / folder / f"{key}_{j:03d}{ext}", size=size, seed=seed)
+                    rep.add(path, key, "test", label)
+    if defects:
+        for folder_name, key, folder, name, kind, status in (
+            ("Midjourney", "midjourney", "1_fake", "mj_broken.png", "empty", "empty"),
+            ("wukong", "wukong", "0_real", "real_broken.jpg", "truncated", "truncated"),
+            ("DALLE2", "dalle2", "1_fake", "forbidden.png", "text", "undecodable"),
+        ):
+            path = write_broken(test / folder_name / folder / name, kind)
+            rep.add(path, key, "test", int(folder == "1_fake"), status)
+    return rep
+
+
+# ------------------------------------------------------------------------------------------ test-only collections
+
+GANGEN_FOLDERS = ("AttGAN", "BEGAN", "CramerGAN", "InfoMaxGAN", "MMDGAN", "RelGAN", "S3GAN", "SNGAN", "STGAN")
+
+
+def build_gangen(root: Path, *, n: int = 2, defects: bool = True) -> Replica:
+    """GANGen-Detection: ``<GAN>/{0_real,1_fake}`` for its 9 GANs (with ``defects``: a 0-byte PNG in
+    STGAN/1_fake)."""
+    rep = Replica(Path(root))
+    seed = 8000
+    for gan in GANGEN_FOLDERS:
+        for label, folder in ((0, "0_real"), (1, "1_fake")):
+            for j in range(n):
+                seed += 1
+                rep.add(write_image(rep.root / gan / folder / f"{j:04d}.png", seed=seed), gan.lower(), "test", label)
+    if defects:
+        rep.add(write_broken(rep.root / "STGAN" / "1_fake" / "9999.png", "empty"), "stgan", "test", 1, "empty")
+    return rep
+
+
+DIRE_SUBSETS = {"lsun_bedroom": ("adm", "ddpm", "sdv1_new"), "imagenet": ("adm", "sdv1")}
+
+
+def build_diffusionforensics(root: Path, *, layout: str = "dire", n: int = 2, pool: int = 3) -> Replica:
+    """DiffusionForensics. ``dire``: ``{images,recons,dire}/{train,test}/<subset>/{real,<gen>}`` (``pool``
+    reals per subset and split, listed once per generator; recons/ and dire/ hold the same names; a truncated
+    PNG among the test ADM LSUN-Bedroom images). ``npr``: ``<gen>/{0_real,1_fake}`` for adm, ddpm, sdv1_new
+    (LSUN-Bedroom)."""
+    rep = Replica(Path(root))
+    seed = 9000
+    if layout == "npr":
+        for gen in DIRE_SUBSETS["lsun_bedroom"]:
+            key = "lsun_bedroom-" + ("sdv1" if gen == "sdv1_new" else gen)
+            for label, folder in ((0, "0_real"), (1, "1_fake")):
+                for j in range(n):
+                    seed += 1
+                    rep.add(write_image(rep.root / gen / folder / f"{j:03d}.png", seed=seed), key, "test", label)
+        return rep
+    for representation in ("images", "recons", "dire"):
+        for split in ("train", "test"):
+            for subset, gens in DIRE_SUBSETS.items():
+                base = rep.root / representation / split / subset
+                reals = [write_image(base / "real" / f"{j:03d}.png", seed=seed + j) for j in range(pool)]
+                for gen in gens:
+                    key = f"{subset}-" + ("sdv1" if gen == "sdv1_new" else gen)
+                    for j in range(n):
+                        seed += 1
+                        fake = write_image(base / gen / f"{j:03d}.png", seed=seed)
+                        if representation == "images":
+                            rep.add(fake, key, split, 1)
+                    if representation == "images":
+                        for real in reals:
+                            rep.add(real, key, split, 0)
+    broken = write_broken(rep.root / "images" / "test" / "lsun_bedroom" / "adm" / "999.png", "truncated")
+    rep.add(broken, "lsun_bedroom-adm", "test", 1, "truncated")
+    return rep
+
+
+def build_chameleon(root: Path, *, n_real: int = 3, n_fake: int = 2, wrapper: str = "test") -> Replica:
+    """Chameleon: ``[wrapper/]{0_real,1_fake}`` with JPEG reals and PNG fakes, and one 0-byte fake."""
+    rep = Replica(Path(root))
+    base = rep.root / wrapper if wrapper else rep.root
+    for j in range(n_real):
+        rep.add(write_image(base / "0_real" / f"real_{j:04d}.jpg", size=20, seed=9500 + j), "chameleon", "test", 0)
+    for j in range(n_fake):
+        rep.add(write_image(base / "1_fake" / f"fake_{j:04d}.png", size=18, seed=9600 + j), "chameleon", "test", 1)
+    rep.add(write_broken(base / "1_fake" / "fake_9999.png", "empty"), "chameleon", "test", 1, "empty")
+    return rep
+
+
+SYNTHBUSTER_FOLDERS = (
+    "dalle2", "dalle3", "firefly", "glide", "midjourney-v5", "stable-diffusion-1-3", "stable-diffusion-1-4",
+    "stable-diffusion-2", "stable-diffusion-xl",
+)  # fmt: skip
+
+
+def build_synthbuster(root: Path, *, n: int = 2, pool: int = 3, real_name: str = "RAISE-1k") -> Replica:
+    """Synthbuster as unzipped (``synthbuster/<generator>/*.png``) beside a RAISE-1k folder of ``pool`` TIFF
+    reals (one truncated), each real listed once per generator."""
+    rep = Replica(Path(root))
+    reals = [write_image(rep.root / real_name / f"r{j:04d}.tif", size=20, seed=9700 + j) for j in range(pool)]
+    broken = write_broken(rep.root / real_name / "r9999.png", "truncated")
+    seed = 9800
+    for gen in SYNTHBUSTER_FOLDERS:
+        for j in range(n):
+            seed += 1
+            rep.add(write_image(rep.root / "synthbuster" / gen / f"{j:03d}.png", seed=seed), gen, "test", 1)
+        for real in reals:
+            rep.add(real, gen, "test", 0)
+        rep.add(broken, gen, "test", 0, "truncated")
+    (rep.root / "synthbuster" / "prompts.csv").write_text("image,prompt\n")
+    return rep
+
+
+# ------------------------------------------------------------------------------------------ Parquet shards
+
+IMAGE_STRUCT_FIELDS = (("bytes", "binary"), ("path", "string"))
+
+
+def encode_image(fmt: str, *, size: int = 16, seed: int = 0, quality: int = 90) -> bytes:
+    """A small noise image encoded as ``fmt`` (PNG, JPEG, WEBP...)."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    im = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    im.save(buffer, fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+    return buffer.getvalue()
+
+
+def write_hf_shard(path: Path, rows: list[dict], *, class_names: tuple[str, ...] | None = ("fake", "real"),
+                   row_group_size: int = 3, image_column: str = "image") -> Path:
+    """A Parquet shard as Hugging Face ``datasets`` writes it: the image column is the ``Image`` struct of
+    bytes and path (a row's ``image`` None is a null cell), the label an int64 ``ClassLabel`` whose names are
+    stored in the schema metadata (``class_names=None``: plain values, no metadata)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    struct = pa.struct([(name, getattr(pa, kind)()) for name, kind in IMAGE_STRUCT_FIELDS])
+    images = pa.array(
+        [None if r["image"] is None else {"bytes": r["image"], "path": f"{i}.png"} for i, r in enumerate(rows)],
+        type=struct,
+    )
+    columns = {image_column: images}
+    for key in rows[0]:
+        if key != "image":
+            columns[key] = pa.array([r[key] for r in rows])
+    table = pa.table(columns)
+    if class_names is not None:
+        features = {image_column: {"_type": "Image"}, "label": {"names": list(class_names), "_type": "ClassLabel"}}
+        table = table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+def build_hf_parquet(root: Path, *, n: int = 4, generators: tuple[str, ...] = ("sdxl", "flux")) -> Replica:
+    """A hub-style dataset: ``data/train-00000-of-00001.parquet`` and two test shards, columns image (struct),
+    label (ClassLabel names fake, real: **0 is fake**), generator and prompt. Per generator and split ``n``
+    fakes (PNG) and ``n`` reals (JPEG, quality 90). The second test shard also holds broken cells: a null
+    image (empty), truncated PNG bytes, an HTML page and 0 bytes (labelled fake, generator sdxl). Expected
+    paths are locators ``<shard>#image:<row>``."""
+    rep = Replica(Path(root))
+    seed = 12000
+    splits = {"train": ["data/train-00000-of-00001.parquet"],
+              "test": ["data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet"]}  # fmt: skip
+    for split, shards in splits.items():
+        per_shard: dict[str, list[dict]] = {s: [] for s in shards}
+        k = 0
+        for gen in generators:
+            for label in (1, 0):
+                for _ in range(n):
+                    seed += 1
+                    shard = shards[k % len(shards)]
+                    k += 1
+                    data = encode_image("PNG" if label else "JPEG", size=16 + label, seed=seed)
+                    per_shard[shard].append({"image": data, "label": 1 - label, "generator": gen,
+                                             "prompt": f"p{seed}", "_label": label})  # fmt: skip
+        if split == "test":
+            good = encode_image("PNG", seed=1)
+            for data, status in ((None, "empty"), (good[: len(good) // 2], "truncated"),
+                                 (b"<html>403</html>", "undecodable"), (b"", "empty")):  # fmt: skip
+                per_shard[shards[1]].append({"image": data, "label": 0, "generator": "sdxl", "prompt": "bad",
+                                             "_label": 1, "_status": status})  # fmt: skip
+        for shard, rows in per_shard.items():
+            clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+            write_hf_shard(rep.root / shard, clean)
+            for row, r in enumerate(rows):
+                locator = f"{shard}#image:{row:09d}"
+                rep.expected.append((locator, r["generator"], split, r["_label"], r.get("_status", "ok")))
+    return rep

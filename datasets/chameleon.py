@@ -1,0 +1,61 @@
+"""Chameleon (Yan et al., AIDE, ICLR 2025): AI-generated images that fool people, and real photographs.
+
+A test set only (14,863 real and 11,170 fake images as released; obtained from the AIDE authors by email).
+Published detectors flag under 14 % of its fakes, so runs always show real and fake accuracy separately.
+Accepted layout (as AIDE's ``TestDataset`` reads it; folder names any case)::
+
+    ROOT/[test/]{0_real,1_fake}/*
+
+Every image is generator ``chameleon``, split ``test``. Train elsewhere: protocols ``train-genimage-sdv14``
+and ``train-progan-4class`` (with ``--train-root``), or any suite's protocol with ``--train-suite``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from detbench.datasets._layout import cross_suite_protocols, label_folders, labelled_images, rel, subdirs
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+
+GENERATOR = "chameleon"
+RELEASED = {0: 14_863, 1: 11_170}  # images per label in the released test set (AIDE paper and README)
+ACCEPTED = "  ROOT/[test/]{0_real,1_fake}/*   (folder names any case)"
+
+
+class ChameleonSuite(Suite):
+    name = "chameleon"
+    version = 1
+    default_backbone = "open_clip:ViT-L-14@openai"
+    default_protocol = "eval"
+    headline_metrics = ("acc", "real_acc", "fake_acc")
+    eval_convention = "chameleon"
+    Options = EvalProfileOption
+
+    def scan(self, root: Path) -> Iterator[Entry]:
+        root = Path(root)
+        self.ignored, self.notes = [], []
+        folder = root if label_folders(root) else next(
+            (d for d in subdirs(root) if d.name.lower() == "test" and label_folders(d)), None
+        )
+        if folder is None:
+            raise SuiteLayoutError(
+                f"{root} does not look like Chameleon. Accepted layout:\n{ACCEPTED}\nFound:\n{top_levels(root)}"
+            )
+        self.ignored.extend(rel(root, d) for d in subdirs(root) if d != folder and folder != root)
+        entries = [
+            Entry(path=path, generator=GENERATOR, split="test", label=label, family="real" if label == 0 else "unknown")
+            for path, label in labelled_images(root, folder, self.ignored)
+        ]
+        found = {label: sum(e.label == label for e in entries) for label in RELEASED}
+        if found != RELEASED:
+            self.notes.append(
+                f"Chameleon as released has {RELEASED[0]} real and {RELEASED[1]} fake images; this root has "
+                f"{found[0]} real and {found[1]} fake files (before any decoding check)"
+            )
+        if not entries:
+            raise SuiteLayoutError(f"no images in {rel(root, folder) if folder != root else root}'s 0_real/1_fake")
+        yield from entries
+
+    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        return cross_suite_protocols((GENERATOR,), eval_split="test")

@@ -1,0 +1,190 @@
+"""Datasets distributed as Parquet shards with the images inside (most datasets on the Hugging Face hub).
+
+``huggingface-cli download ORG/NAME --repo-type dataset --local-dir DATA`` gives ``DATA/data/<split>-00000-of-
+000NN.parquet`` (or ``DATA/<config>/<split>/0000.parquet``): each row holds an encoded image (the ``Image``
+feature, a struct of bytes and path, or plain binary) and its label. Every shard under ``--root`` matching
+``files`` is read; columns are named by options::
+
+    detbench index parquet --root DATA --set label_column=label --set generator_column=model
+    detbench run DET --suite parquet --root DATA --protocol train-on-sdxl
+
+Images are addressed by shard and row (``data/test-00000-of-00002.parquet#image:000000042``) and flow
+through the same index (content ids, statuses, formats, JPEG quality; broken bytes flagged, never dropped),
+feature cache, runs, predict and report as files do. Shards are read in record batches: memory is bounded by
+a batch, not by the shard. Labels map through ``real_values``/``fake_values``; an integer label whose
+``ClassLabel`` names are stored in the shard's Hugging Face metadata is mapped through its name first (so a
+dataset whose class 0 is ``fake`` is read right). The split is the ``split_column`` if named, else the
+shard's file or folder name (``train-00000-of-00004.parquet``, ``default/test/0000.parquet``), else
+``split_default``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from detbench.config import ConfigError
+from detbench.datasets._layout import SPLIT_NAMES, LabelValues, did_you_mean, train_on_protocols
+from detbench.shards import Locator, ShardError, check_image_column, hf_features, iter_rows, open_shard
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+
+SHOWN = 10  # rows listed per problem in notes
+
+
+@dataclass(frozen=True)
+class ParquetOptions(EvalProfileOption):
+    files: str = "**/*.parquet"  # glob of the shards, relative to --root
+    image_column: str = "image"
+    label_column: str = "label"
+    generator_column: str = ""  # empty: every image belongs to generator_default
+    split_column: str = ""  # empty: the split in the shard's name, else split_default
+    generator_default: str = ""  # empty: the root folder's name
+    split_default: str = "test"
+    real_values: tuple[str, ...] = ("0", "real")
+    fake_values: tuple[str, ...] = ("1", "fake")
+    keep_columns: tuple[str, ...] = ()  # other (small) columns to keep in the index as meta_<name>
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        LabelValues(self.real_values, self.fake_values)
+        if PurePosixPath(self.files).is_absolute() or ".." in PurePosixPath(self.files).parts:
+            raise ConfigError(f"files must be a glob inside the suite root, e.g. data/*.parquet; got {self.files!r}")
+
+
+class ParquetSuite(Suite):
+    name = "parquet"
+    version = 1
+    default_backbone = "open_clip:ViT-L-14@openai"
+    default_protocol = "eval"
+    Options = ParquetOptions
+
+    def __init__(self, options: ParquetOptions | None = None) -> None:
+        super().__init__(options)
+        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
+
+    def scan(self, root: Path) -> Iterator[Entry]:
+        root = Path(root)
+        self.ignored, self.notes = [], []
+        # hidden files and folders are skipped (e.g. the .cache/ that huggingface-cli download leaves)
+        shards = sorted(
+            p
+            for p in root.glob(self.options.files)
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        if not shards:
+            raise SuiteLayoutError(
+                f"no Parquet shards matching {self.options.files!r} under {root}. Found:\n{top_levels(root, depth=3)}"
+            )
+        entries: list[Entry] = []
+        skipped: list[str] = []
+        for shard in shards:
+            try:
+                entries.extend(self._scan_shard(root, shard, skipped))
+            except (ShardError, OSError) as exc:  # a damaged shard is reported and skipped, not fatal
+                self.notes.append(f"shard {shard.relative_to(root).as_posix()} skipped: {exc}")
+        if skipped:
+            self.notes.append(
+                f"{len(skipped)} rows skipped: their label is not one of "
+                f"({LabelValues(self.options.real_values, self.options.fake_values).describe()}): "
+                + ", ".join(skipped[:SHOWN])
+                + (f" and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else "")
+            )
+        if not entries:
+            raise SuiteLayoutError(f"no usable rows in the {len(shards)} shards under {root}. {' '.join(self.notes)}")
+        self.splits = {}
+        for e in entries:
+            self.splits.setdefault(e.generator, set()).add(e.split)
+        yield from entries
+
+    def _scan_shard(self, root: Path, shard: Path, skipped: list[str]) -> list[Entry]:
+        o = self.options
+        rel = shard.relative_to(root).as_posix()
+        parquet_file = open_shard(shard)  # ShardError for a file that is not Parquet: the caller skips it
+        try:
+            check_image_column(parquet_file, o.image_column, rel)
+        except ShardError as exc:
+            raise SuiteLayoutError(f"{exc}. Name the image column with --set image_column=NAME") from None
+        names = parquet_file.schema_arrow.names
+        wanted = [o.label_column, o.generator_column, o.split_column, *o.keep_columns]
+        absent = [c for c in wanted if c and c not in names]
+        if absent:
+            raise SuiteLayoutError(
+                f"{rel}: no column {', '.join(map(repr, absent))} (columns: {', '.join(names)})."
+                f"{did_you_mean(absent[0], names)} Name columns with --set label_column=... (or generator_column, "
+                "split_column, keep_columns)"
+            )
+        labels = _label_map(parquet_file, o, rel)
+        split_of_shard = _split_from_name(PurePosixPath(rel)) or o.split_default
+        generator_default = o.generator_default or root.resolve().name
+        columns = list(dict.fromkeys(c for c in wanted if c))
+        try:
+            batches = list(iter_rows(shard, columns))  # the small columns only; a damaged page fails here
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{type(exc).__name__}: {exc}") from exc
+        entries = []
+        for start, values in batches:
+            for i in range(len(values[o.label_column])):
+                row = start + i
+                label = labels(values[o.label_column][i])
+                if label is None:
+                    skipped.append(f"{rel} row {row} ({values[o.label_column][i]!r})")
+                    continue
+                generator = _text(values[o.generator_column][i]) if o.generator_column else ""
+                split = _text(values[o.split_column][i]) if o.split_column else ""
+                entries.append(
+                    Entry(
+                        path=str(Locator(rel, o.image_column, row)),
+                        generator=generator or generator_default,
+                        split=SPLIT_NAMES.get(split.lower(), split) if split else split_of_shard,
+                        label=label,
+                        family="real" if label == 0 else "unknown",
+                        extra={c: values[c][i] for c in o.keep_columns},
+                    )
+                )
+        return entries
+
+    @property
+    def default_eval_split(self) -> str:
+        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
+    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        return train_on_protocols(generators, self.splits)
+
+
+def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
+    """Cell -> 0/1/None: through the ClassLabel names of the shard's Hugging Face metadata when it has them."""
+    values = LabelValues(options.real_values, options.fake_values)
+    feature = hf_features(parquet_file).get(options.label_column, {})
+    names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
+    if not names:
+        return values
+    unmapped = [n for n in names if values(n) is None]
+    if unmapped:
+        raise SuiteLayoutError(
+            f"{shard}: column {options.label_column!r} is a ClassLabel with names {names}; "
+            f"{', '.join(map(repr, unmapped))} is neither real nor fake ({values.describe()}). "
+            "Say which with --set real_values=... / fake_values=..."
+        )
+
+    def by_name(cell: object) -> int | None:
+        if isinstance(cell, int) and 0 <= cell < len(names):
+            return values(names[cell])
+        return None
+
+    return by_name
+
+
+def _split_from_name(path: PurePosixPath) -> str | None:
+    """The split named by a shard's file name (``train-00000-of-00004``) or its nearest folder (``test/``)."""
+    stem = path.name.rsplit(".", 1)[0].lower()
+    for candidate in (stem.split("-")[0], stem.split("_")[0], *(p.lower() for p in reversed(path.parts[:-1]))):
+        if candidate in SPLIT_NAMES:
+            return SPLIT_NAMES[candidate]
+    return None
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
