@@ -49,6 +49,7 @@ class ClassifierDetector(Detector):
 
     weights_what: ClassVar[str] = "the checkpoint"
     weights_fix: ClassVar[str] = "pass --set weights=/path/to/checkpoint.pth"
+    follows_eval_profiles = True  # --set suite.eval_profile=... replaces eval_preprocessing() for its test sets
 
     def needs_training(self) -> bool:
         return not self.config.weights
@@ -71,6 +72,19 @@ class ClassifierDetector(Detector):
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
         """Load what training starts from (e.g. ImageNet weights) before any data work; the identity facts."""
         return {}
+
+    def to_tensor(self) -> Any:
+        """PIL image -> normalised network input, after any resizing/cropping (default: ImageNet statistics)."""
+        from detbench.preprocess import imagenet_tensor
+
+        return imagenet_tensor()
+
+    def profile_preprocessing(self, profile: Any) -> EvalPreprocessing:
+        """A suite-imposed :class:`~detbench.preprocess.EvalProfile`: its resize/crop steps, then :meth:`to_tensor`."""
+        from torchvision import transforms
+
+        return EvalPreprocessing(transforms.Compose([_ApplyProfile(profile), self.to_tensor()]),
+                                 by_shape=profile.native_size, facts={"eval_profile": profile.name})
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """P(fake) from the network's logits (one logit: its sigmoid)."""
@@ -127,15 +141,21 @@ class ClassifierDetector(Detector):
 
         self._to(ctx.device)
         self.net.eval()
-        pp = self.preprocessing
-        logits, failures = score_logits(
-            self.net, rows, ctx, pp.transform, device=ctx.device, precision=self.precision,
-            batch_size=ctx.batch_size or self.config.batch_size, perturb=ctx.perturbation, by_shape=pp.by_shape,
-            description=f"score {self.name} ({ctx.stage})")
-        ok = np.isfinite(logits).reshape(len(rows), -1).all(axis=1)
+        groups: dict[Any, list[int]] = {}  # the suite's profile for a generator's test set, or None (our own)
+        for pos, generator in enumerate(rows["generator"]):
+            groups.setdefault(ctx.eval_profile_for(generator), []).append(pos)
         scores = np.full(len(rows), np.nan)
-        if ok.any():
-            scores[ok] = self.probabilities(logits[ok])
+        failures: dict[int, str] = {}
+        for profile, positions in groups.items():
+            pp = self.preprocessing if profile is None else self.profile_preprocessing(profile)
+            logits, failed = score_logits(
+                self.net, rows.iloc[positions], ctx, pp.transform, device=ctx.device, precision=self.precision,
+                batch_size=ctx.batch_size or self.config.batch_size, perturb=ctx.perturbation,
+                by_shape=pp.by_shape, description=f"score {self.name} ({ctx.stage})")
+            failures.update({positions[i]: reason for i, reason in failed.items()})
+            ok = np.isfinite(logits).reshape(len(positions), -1).all(axis=1)
+            if ok.any():
+                scores[np.asarray(positions)[ok]] = self.probabilities(logits[ok])
         return scores, failures
 
     def save(self, directory: Path) -> None:
@@ -158,3 +178,13 @@ class ClassifierDetector(Detector):
                                    f"{saved['sha256']} then, {self.released.sha256} now)")
             return
         load_into(self.net, load_state_dict_safely(directory / STATE_FILE), f"{self.name} state {directory}")
+
+
+@dataclass(frozen=True)
+class _ApplyProfile:
+    """A picklable transform step: an EvalProfile's resize/crop steps."""
+
+    profile: Any
+
+    def __call__(self, img: Any) -> Any:
+        return self.profile.apply(img)

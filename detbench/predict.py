@@ -178,6 +178,11 @@ def predict_files(
         stage="predict",
     )
     trained = load_trained(run_ref, ctx)
+    profiles = set(trained.record.get("eval_profiles", {}).values())
+    if len(profiles) == 1:  # the run evaluated under one suite-imposed profile: score these files the same way
+        from detbench.preprocess import eval_profile
+
+        ctx.eval_profiles = {"predict": eval_profile(profiles.pop())}
     ctx.run_dir = fit_dir(trained.run_dir, trained.record)
     if usable:
         rows = pd.DataFrame(

@@ -32,7 +32,6 @@ run seed (``--seed``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,7 +47,7 @@ from torchvision.transforms import functional as TF
 from detbench.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.config import ConfigError
 from detbench.detector import RunContext
-from detbench.preprocess import imagenet_tensor
+from detbench.preprocess import imagenet_tensor, tile_to
 from detbench.training import StepDecaySchedule, TrainSetup, bce_with_logits
 
 RESIZE_MODES = ("square", "native", "tile")
@@ -151,20 +150,12 @@ def _bottlenecks(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Seq
 
 @dataclass(frozen=True)
 class TileTo:
-    """The README's ``translate_duplicate`` for GenImage: an image whose shorter side is below ``size`` is
-    repeated side by side (width and height each rounded up to whole copies); larger images pass unchanged."""
+    """The README's ``translate_duplicate`` for GenImage (:func:`detbench.preprocess.tile_to`), picklable."""
 
     size: int
 
     def __call__(self, img: Image.Image) -> Image.Image:
-        if min(img.size) >= self.size:
-            return img
-        w, h = img.size
-        tiled = Image.new("RGB", (w * math.ceil(self.size / w), h * math.ceil(self.size / h)))
-        for left in range(0, tiled.width, w):
-            for top in range(0, tiled.height, h):
-                tiled.paste(img, (left, top))
-        return tiled
+        return tile_to(img, self.size)
 
 
 @dataclass(frozen=True)

@@ -189,15 +189,18 @@ def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Pa
     import dataclasses
 
     from detbench import presets
+    from detbench.datasets.aigcdetect import SETS
     from detbench.datasets.genimage import GENERATORS
     from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
 
     loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "npr"}
-    known = {"universalfakedetect": set(DOMAINS) | set(EXTRAS), "genimage": set(GENERATORS)}
-    assert len(loaded) == 2
+    known = {"universalfakedetect": set(DOMAINS) | set(EXTRAS), "genimage": set(GENERATORS),
+             "aigcdetect": {*SETS, "mean"}}
+    assert {"npr.paper-forensynths-ufd", "npr.genimage-sdv14", "npr.paper-aigcdetect"} <= set(loaded)
     for p in loaded.values():
+        assert p.expected("acc"), p.name
         for metric in ("acc", "ap"):
-            assert p.expected(metric) and set(p.expected(metric)) <= known[p.suite], p.name
+            assert set(p.expected(metric)) <= known[p.suite], p.name
 
     root = build_genimage(tmp_path / "genimage", n=1, defects=False).root
     torch.save(random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=4), tmp_path / "n.pth")
@@ -209,3 +212,31 @@ def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Pa
     [record] = records(detbench_home, "genimage")
     assert record["preset"]["reproduction"] is True and len(record["counts"]["eval"]) == 8
     assert record["key"]["detector_identity"]["eval_preprocessing"]["resize"] == "tile"
+
+
+def test_aigcdetect_preset_native_profile_scores_odd_sizes_as_the_original(tmp_path: Path, detbench_home: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite-imposed profile (``suite.eval_profile=native`` in the preset) replaces NPR's own choice: odd
+    15/17 px images at their own sizes, last row/column dropped, scored as the reference does one by one."""
+    import dataclasses
+
+    from replicas import build_aigcdetect
+
+    from detbench import presets
+
+    root = build_aigcdetect(tmp_path / "aigc", train_classes=(), n=1, defects=False).root
+    state = random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=6)
+    torch.save(state, tmp_path / "model_epoch_last_3090.pth")
+    small = {k: dataclasses.replace(v, min_images_per_generator=1) for k, v in presets.load_presets().items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    result = invoke("run", "--preset", "npr.paper-aigcdetect", "--root", str(root), "--allow-cpu", "-q",
+                    "--set", f"weights={tmp_path / 'model_epoch_last_3090.pth'}")
+    assert result.exit_code == 0, result.output
+    [record] = records(detbench_home, "aigcdetect")
+    assert set(record["eval_profiles"].values()) == {"native"} and record["preset"]["reproduction"] is True
+    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
+    assert (scores["status"] == "ok").all() and scores["generator"].nunique() == 16
+    for row in scores.iloc[[0, 7, 20]].itertuples():
+        with torch.no_grad():
+            logit = head_logits(npr_features(original_input(root / row.path, "native"), state), state, "fc1")
+        assert row.score == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
