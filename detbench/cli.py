@@ -210,7 +210,8 @@ def run(
         os.execv(command[0], command)
     from detbench.config import parse_set_args
     from detbench.progress import Phases
-    from detbench.runner import Runner, RunRequest
+    from detbench.resolve import RunRequest
+    from detbench.runner import Runner
 
     runner = Runner(Phases(err, enabled=not quiet))
     _watch(ctx, runner)
@@ -314,7 +315,7 @@ def index(
     from detbench.index import build_index
     from detbench.progress import Phases
     from detbench.registry import SUITES
-    from detbench.runner import check_root
+    from detbench.resolve import check_root
     from detbench.suites import display_name
 
     cls = SUITES.get(suite)
@@ -533,7 +534,8 @@ def sweep(
     from detbench.config import parse_set_args
     from detbench.display import robustness_table
     from detbench.progress import Phases
-    from detbench.runner import Runner, RunRequest
+    from detbench.resolve import RunRequest
+    from detbench.runner import Runner
     from detbench.sweep import run_sweep
 
     runner = Runner(Phases(err, enabled=not quiet))
@@ -644,7 +646,7 @@ def bench(
     from rich.table import Table
 
     from detbench.bench import ALL, COLUMNS, Options, run_bench
-    from detbench.runner import default_device
+    from detbench.resolve import default_device
 
     chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
     if rss_images and "rss" not in chosen:

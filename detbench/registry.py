@@ -219,6 +219,20 @@ DETECTORS.register_lazy(
     info=DetectorInfo(paper="Tan et al., CVPR", year=2024, weights_key="weights",
                       released="NPR.pth, model_epoch_last_3090.pth"),
 )
+DETECTORS.register_lazy(
+    "aide",
+    "detbench.detectors.aide:AIDE",
+    "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
+    "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.",
+    info=DetectorInfo(paper="Yan et al., ICLR", year=2025, weights_key="weights",
+                      released="the Model Zoo checkpoints ({'model': ...}), e.g. progan_train.pth"),
+)
+DETECTORS.register_lazy(
+    "rigid",
+    "detbench.detectors.rigid:RIGID",
+    "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
+    info=DetectorInfo(paper="He, Chen, Ho (arXiv 2405.20112)", year=2024, training="training-free"),
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",
