@@ -285,7 +285,8 @@ def _show_result(result) -> None:
 
     rec = result.record
     title = (
-        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}"
+        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}"
+        + (f", backbone {rec['backbone']}" if rec.get("backbone") else "")
         + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "")
         + ")"
     )
@@ -348,7 +349,9 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
 
     registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
-    if what in registries:
+    if what == "detectors":
+        _list_detectors()
+    elif what in registries:
         reg = registries[what]
         table = Table(title=what)
         for col in ("name", "summary", "origin"):
@@ -363,6 +366,26 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
         _list_presets()
     else:
         raise ConfigError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs")
+
+
+def _list_detectors() -> None:
+    """Paper and year, trains or training-free, released weights (``--set KEY=PATH``), without importing one."""
+    from rich.table import Table
+
+    from detbench.registry import DETECTORS
+
+    table = Table(title="detectors")
+    for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
+        table.add_column(col, overflow="fold")
+    for name in DETECTORS.names():
+        d, info = DETECTORS.describe(name), DETECTORS.info(name)
+        if info is None:
+            facts = ["?", "?", "?", "?"]
+        else:
+            weights = f"--set {info.weights_key}=PATH ({info.released})" if info.weights_key else "none"
+            facts = [info.paper, str(info.year or "-"), info.training, weights]
+        table.add_row(name, *facts, d["summary"] or d["target"], d["origin"])
+    console.print(table)
 
 
 def _list_presets() -> None:
@@ -537,7 +560,8 @@ def sweep(
     )
     result = run_sweep(base, perturb, runner)
     rec = result.clean.record
-    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}, backbone {rec['backbone']}): robustness"
+    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
+    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}{backbone}): robustness"
     console.print(robustness_table(result.table, title))
     console.print(
         f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
