@@ -31,7 +31,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,7 @@ from detbench.detector import RunContext
 from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast
+from detbench.record import reason_counts
 from detbench.records import atomic_path
 
 CHECKPOINT = "train_checkpoint.safetensors"
@@ -577,12 +578,3 @@ def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
                      loss_sum=meta["loss_sum"], loss_n=meta["loss_n"], kept_epoch=meta["kept_epoch"],
                      kept_state=section("kept"), history=meta["history"], skipped_steps=meta["skipped_steps"],
                      failures={int(k): v for k, v in meta["failures"].items()}, scaler=meta["scaler"])
-
-
-def reason_counts(reasons: Iterable[str]) -> dict[str, int]:
-    """How many failures of each kind (``"truncated: ..."`` counts as ``truncated``)."""
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        kind = str(reason).split(":")[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts

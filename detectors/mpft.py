@@ -50,8 +50,9 @@ from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
+from detbench.record import reason_counts
 from detbench.records import atomic_path
-from detbench.training import derive_seed, reason_counts
+from detbench.training import derive_seed
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
 
