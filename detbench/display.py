@@ -10,14 +10,19 @@ from rich.table import Table
 
 from detbench.metrics import SUMMARY_ROWS
 
-METRIC_COLUMNS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "ap", "auc", "eer", "oracle_acc"]
-HEADERS = {
+# The per-generator metrics tables show (terminal and HTML report alike), in order, with their headers.
+METRIC_HEADERS = {
     "n_real": "#real",
     "n_fake": "#fake",
+    "acc": "acc",
     "real_acc": "real acc",
     "fake_acc": "fake acc",
-    "oracle_acc": "oracle*",
+    "ap": "AP",
+    "auc": "AUC",
+    "eer": "EER",
+    "oracle_acc": "oracle acc*",
 }
+METRIC_COLUMNS = list(METRIC_HEADERS)
 PERCENT = {"acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer", "oracle_acc"}
 
 
@@ -39,7 +44,7 @@ def metrics_table(metrics: pd.DataFrame, title: str, threshold: str = "threshold
     table.add_column("generator", style="bold", no_wrap=True)
     for col in METRIC_COLUMNS:
         if col in metrics.columns:
-            header = HEADERS.get(col, col)
+            header = METRIC_HEADERS[col]
             table.add_column(header, justify="right", no_wrap=True)
     for _, row in metrics.iterrows():
         style = "bold cyan" if row["generator"] in SUMMARY_ROWS else None

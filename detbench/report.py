@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from detbench import __version__, layout
-from detbench.display import fmt, fmt_delta, leaderboard_cells, threshold_note
+from detbench.display import METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, threshold_note
 from detbench.leaderboard import (
     ID_COLUMNS,
     RunLookupError,
@@ -39,17 +39,6 @@ from detbench.records import atomic_path, load_run_record
 
 REAL, FAKE = "#1f77b4", "#d62728"
 REPORTED_OUTPUTS = ("metrics.parquet", "scores.parquet")  # what a report reads of each run
-METRIC_HEADERS = {
-    "n_real": "#real",
-    "n_fake": "#fake",
-    "acc": "acc",
-    "real_acc": "real acc",
-    "fake_acc": "fake acc",
-    "ap": "AP",
-    "auc": "AUC",
-    "eer": "EER",
-    "oracle_acc": "oracle acc*",
-}
 
 
 @dataclass
