@@ -165,6 +165,11 @@ DETECTORS.register_lazy(
     "detbench.detectors.univfd:UnivFD",
     "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
 )
+DETECTORS.register_lazy(
+    "external",
+    "detbench.detectors.external:External",
+    "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench import-scores.",
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",

@@ -386,8 +386,9 @@ class Runner:
         missing_eval = list(missing)
         ctx.suite_root = index.root
 
+        fit_config = {k: v for k, v in to_dict(config).items() if k not in detector.score_only_keys}
         fit_key = {
-            "detector": {"name": detector.name, "version": detector.version, "config": to_dict(config)},
+            "detector": {"name": detector.name, "version": detector.version, "config": fit_config},
             "detector_identity": detector.identity(),
             "suite": train_suite.identity(),
             "index_hash": train_index.manifest["index_hash"],
@@ -402,6 +403,9 @@ class Runner:
             "threshold": resolved.threshold.label,
             "n_boot": req.n_boot,
         }
+        score_identity = detector.score_identity()
+        if score_identity:  # e.g. an imported score file: keyed with the run, so its fit is shared
+            run_key["scores"] = score_identity
         if source is not None:  # the fit key names the training data; the evaluation data is keyed here
             run_key["evaluation"] = {
                 "suite": suite.identity(),
@@ -497,6 +501,8 @@ class Runner:
                 "fit_id": fit_id,
                 "status": "complete",
                 "detector": detector.name,
+                "label": detector.label(),
+                "external": detector.external,
                 "suite": suite.name,
                 "protocol": protocol.name,
                 "backbone": getattr(config, "backbone", None),
@@ -508,7 +514,7 @@ class Runner:
                 "eval_sample": eval_sample,
                 "training": _training_record(source),
                 "eval_profiles": {g: p.name for g, p in sorted(ctx.eval_profiles.items())},
-                "key": {**fit_key, "perturbation": run_key["perturbation"]},
+                "key": {**fit_key, **{k: run_key[k] for k in ("perturbation", "scores") if k in run_key}},
                 "threshold": {
                     "policy": resolved.threshold.policy,
                     "label": resolved.threshold.label,
