@@ -36,6 +36,11 @@ SHOWN = 5  # examples per problem
 NO_SCORE = "no_score"  # the status prefix of an image the file gives no usable score for
 
 
+def not_in_file(path: Path) -> str:
+    """The status of an image the score file at ``path`` does not list."""
+    return f"{NO_SCORE}: not in {path.name}"
+
+
 @dataclass(frozen=True)
 class ScoreFile:
     """A checked score file.

@@ -21,7 +21,7 @@ import pandas as pd
 
 from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, WeightsError
-from detbench.score_files import NO_SCORE, ScoreFile, read_score_file
+from detbench.score_files import NO_SCORE, ScoreFile, not_in_file, read_score_file
 
 STATE_FILE = "external.json"
 
@@ -85,7 +85,7 @@ class External(Detector):
             return out, dict.fromkeys(range(len(rows)), reason)
         scores, unusable, _ = self.scores.under(ctx.suite_root)
         column = "image_id" if self.scores.by_id else "path"
-        missing = f"{NO_SCORE}: not in {self.scores.path.name}"
+        missing = not_in_file(self.scores.path)
         for i, key in enumerate(rows[column].astype(str)):
             score = scores.get(key)
             if score is None:
