@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import SMALL, invoke
@@ -92,3 +93,39 @@ def test_predict_errors(run: dict, tmp_path: Path) -> None:
     empty.mkdir()
     none = invoke("predict", run["run_id"][:8], str(empty), "-q")
     assert none.exit_code == 2 and "no image files" in none.output
+
+
+def test_predict_exports_one_score_column_per_run(run: dict, mixed, tmp_path: Path) -> None:
+    """grip-unina's per-image CSV: filename relative to the CSV's folder, one column per run, empty where unscored."""
+    from detbench.probabilities import logit
+
+    other = invoke("run", "linear-probe", "--suite", "demo", *SMALL, "--set", "normalize=false")  # cached features
+    assert other.exit_code == 0, other.output
+    other_id = other.output.split("run ")[-1][:16]
+    folder, expected = mixed
+    export, csv = tmp_path / "exports" / "scores.csv", tmp_path / "long.csv"
+    runs = f"{run['run_id'][:8]},{other_id}"
+    result = invoke("predict", runs, str(folder), "--export", str(export), "--csv", str(csv), "-q")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(export)
+    columns = [f"linear-probe@{run['run_id'][:16]}", f"linear-probe@{other_id}"]
+    assert list(table.columns) == ["filename", *columns]
+    assert (export.parent / table["filename"].iloc[0]).resolve().parent == folder.resolve()
+    assert set(table["filename"]) >= {"../mine/a.png", "../mine/nested/b.png"}
+    long = pd.read_csv(csv)
+    assert list(long.columns) == ["run", "file", "score", "decision", "error"] and len(long) == 2 * len(table)
+    for column in columns:
+        mine = long[long["run"] == column]["score"].to_numpy()
+        assert np.allclose(table[column].to_numpy(), mine, atol=1e-6, equal_nan=True)
+    first = table.set_index("filename")[columns[0]]
+    for name, score in zip(expected["name"], expected["score"], strict=True):
+        assert first[f"../mine/{name}"] == pytest.approx(score, abs=1e-6)
+    assert first[["../mine/empty.png", "../mine/cut.jpg"]].isna().all()  # unscored: empty cells
+
+    logits = tmp_path / "logits.csv"
+    assert invoke("predict", runs, str(folder), "--export", str(logits), "--export-logits", "-q").exit_code == 0
+    as_logits = pd.read_csv(logits)
+    assert np.allclose(as_logits[columns].to_numpy(), logit(table[columns].to_numpy()), atol=1e-5, equal_nan=True)
+    assert np.isfinite(as_logits[columns].to_numpy()[np.isfinite(table[columns].to_numpy())]).all()
+    lone = invoke("predict", runs, str(folder), "--export-logits", "-q")
+    assert lone.exit_code == 2 and "--export FILE" in lone.output
