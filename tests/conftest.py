@@ -1,8 +1,11 @@
-"""Shared fixtures: every test gets its own DETBENCH_HOME and runs offline."""
+"""Shared fixtures: every test gets its own DETBENCH_HOME and runs offline; tiny backbone weights; a torch.distributed
+rendezvous without port races."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +38,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def small_demo_home(tmp_path_factory: pytest.TempPathFactory):
     """A DETBENCH_HOME shared by the predict and report tests, so their small demo run is trained once."""
     return tmp_path_factory.mktemp("small_demo_home")
+
+
+@pytest.fixture
+def torchrun_env() -> Iterator[dict[str, str]]:
+    """Environment for processes that join one torch.distributed group (add RANK, WORLD_SIZE, LOCAL_RANK).
+
+    This process holds the rendezvous store on a port the OS picked and keeps it open while the test runs;
+    the ranks connect to it as clients (as under torchrun, whose agent owns the store), so no port is chosen,
+    released and then raced for.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as tdist
+
+    store = tdist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=120))
+    yield {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(store.port),
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "TORCHELASTIC_RESTART_COUNT": "0",
+    }
+    del store
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random weights of detbench's tiny CLIP ViT (visual tower, 64-d projected embedding), as safetensors.
+    Use it as ``open_clip:detbench-tiny-vit@<file>``; random weights, never presented as pretrained."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from detbench.backbones import register_tiny_models
+
+    root = tmp_path_factory.mktemp("tiny_vit")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETBENCH_HOME", str(root / "home"))
+        register_tiny_models()
+        torch.manual_seed(3)
+        clip = open_clip.create_model("detbench-tiny-vit")
+    save_file(clip.visual.state_dict(), root / "tiny.safetensors")
+    return root / "tiny.safetensors"

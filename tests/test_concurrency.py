@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from test_faults import DEMO, finish, launch, leftovers, wait_parked
+from fault_points import DEMO, finish, launch, leftovers, wait_parked
 from typer.testing import CliRunner
 
 from detbench.cli import app
@@ -56,12 +56,11 @@ def test_same_run_fails_fast_and_a_run_sharing_its_fit_waits_for_it(
     perturbed = None
     try:
         wait_parked(first, marker)
-        started = time.monotonic()
         same = CliRunner().invoke(app, DEMO)
         assert same.exit_code == 2, same.output
         text = " ".join(same.output.split())
         assert f"is in use by pid {first.pid}" in text and "wait for it to finish" in text
-        assert "Traceback" not in same.output and time.monotonic() - started < 30
+        assert "Traceback" not in same.output  # refused at once: it returned while the first run is still parked
 
         # another perturbation of the same fit: waits for the training instead of failing or retraining
         perturbed = launch(detbench_home, args=[*LOUD, "--perturb", "jpeg:75"], stderr=log)

@@ -4,7 +4,6 @@ DDP MPFT step equal to the single-process step on the combined batch."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -185,14 +184,8 @@ def _gen(step: int) -> torch.Generator:
     return torch.Generator().manual_seed(100 + step)
 
 
-def _ddp_worker(rank: int, world: int, port: int, tmp: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
+def _ddp_worker(rank: int, world: int, env: dict[str, str], tmp: str) -> None:
+    os.environ.update(env, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     dist.init("cpu")
     try:
@@ -209,16 +202,10 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: str) -> None:
         dist.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_mpft_steps_equal_single_process_steps(tmp_path: Path) -> None:
+def test_ddp_mpft_steps_equal_single_process_steps(tmp_path: Path, torchrun_env: dict[str, str]) -> None:
     # fork: the children inherit the imports (spawn would re-import torch and open_clip in each).
     torch.multiprocessing.start_processes(
-        _ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="fork"
+        _ddp_worker, args=(2, torchrun_env, str(tmp_path)), nprocs=2, start_method="fork"
     )
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     det, optimizer = _mpft(tmp_path)

@@ -4,7 +4,6 @@ out-of-memory batch halving (simulated, so it runs everywhere)."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +102,8 @@ def test_mpft_step_on_cuda_tracks_the_cpu_step(tmp_path: Path) -> None:
     assert torch.nn.functional.cosine_similarity(moved["cuda"], moved["cpu"], dim=0) > 0.9
 
 
-def _nccl_worker(rank: int, world: int, port: int) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
+def _nccl_worker(rank: int, world: int, env: dict[str, str]) -> None:
+    os.environ.update(env, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist.init(dist.local_device("cuda"))
     try:
         assert dist.all_reduce_sum(rank + 1) == world * (world + 1) / 2
@@ -126,8 +119,5 @@ def _nccl_worker(rank: int, world: int, port: int) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 GPUs")
-def test_nccl_collectives_on_two_gpus() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_nccl_worker, args=(2, port), nprocs=2, join=True)
+def test_nccl_collectives_on_two_gpus(torchrun_env: dict[str, str]) -> None:
+    torch.multiprocessing.spawn(_nccl_worker, args=(2, torchrun_env), nprocs=2, join=True)

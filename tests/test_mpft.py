@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fault_points import launch, wait_parked
 from PIL import Image
 
 from detbench.config import ConfigError, apply_overrides, to_dict
@@ -264,35 +260,20 @@ RESUME_SET = ["suite.n_train=6", "suite.n_val=2", "suite.size=48", f"backbone={T
               "steps=30", "batch_size=4", "eval_every=5", "checkpoint_every=3", "eval_batch_size=16"]
 
 
-def _cli(home: Path) -> subprocess.Popen:
-    code = ("import sys; from detbench.registry import DETECTORS\n"
-            "if 'mpft' not in DETECTORS: DETECTORS.register_lazy('mpft', 'detbench.detectors.mpft:MPFT')\n"
-            "from detbench.cli import app; app(sys.argv[1:])")
-    args = [sys.executable, "-c", code, "run", "mpft", "--suite", "demo", "--workers", "0", "--quiet"]
-    for item in RESUME_SET:
-        args += ["--set", item]
-    env = {**os.environ, "DETBENCH_HOME": str(home)}
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path, monkeypatch) -> None:
-    """A real SIGKILL once a checkpoint exists; the rerun resumes and matches an uninterrupted run."""
+    """A real SIGKILL once the first checkpoint is saved (the process parks there: no race with training finishing);
+    the rerun resumes and matches an uninterrupted run."""
     from detbench.runner import Runner
 
-    killed_home = tmp_path / "killed"
-    proc = _cli(killed_home)
-    deadline = time.monotonic() + 60
-    ckpts: list[Path] = []
-    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
-        ckpts = list(killed_home.glob(f"runs/demo/mpft/fits/*/checkpoints/{CHECKPOINT}"))
-        time.sleep(0.02)
-    if not ckpts:
-        proc.kill()
-        pytest.fail(f"no checkpoint appeared (exit {proc.wait()}): {proc.stderr.read().decode()[-2000:]}")
-    os.kill(proc.pid, signal.SIGKILL)
+    killed_home, marker = tmp_path / "killed", tmp_path / "parked"
+    args = ["run", "mpft", "--suite", "demo", "--workers", "0", "--quiet", *[f"--set={s}" for s in RESUME_SET]]
+    proc = launch(killed_home, "mpft-checkpoint", marker=marker, args=args)
+    wait_parked(proc, marker)
+    proc.kill()
     proc.wait()
-    fit_dir = ckpts[0].parent.parent
-    assert not (fit_dir / "fit.json").exists(), "training finished before the kill; make it longer"
+    (ckpt,) = killed_home.glob(f"runs/demo/mpft/fits/*/checkpoints/{CHECKPOINT}")
+    fit_dir = ckpt.parent.parent
+    assert not (fit_dir / "fit.json").exists()
 
     over = dict(item.split("=", 1) for item in RESUME_SET)
     monkeypatch.setenv("DETBENCH_HOME", str(killed_home))

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from replicas import build_genimage
 from typer.testing import CliRunner
 
-from detbench.backbones import register_tiny_models
 from detbench.cli import app
 
 
@@ -21,27 +19,14 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_genimage(tmp_path_factory.mktemp("genimage"), n=4, defects=True).root
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import open_clip
-    from safetensors.torch import save_file
-
-    register_tiny_models()
-    torch.manual_seed(5)
-    clip = open_clip.create_model("detbench-tiny-vit")
-    path = tmp_path_factory.mktemp("weights") / "tiny_clip.safetensors"
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(path))
-    return path
-
-
 def test_offline_without_vit_l14_weights_fails_at_once_with_the_ways_to_supply_them(replica: Path) -> None:
     result = CliRunner().invoke(app, ["--offline", "run", "mpft", "--suite", "genimage", "--root", str(replica)])
     assert result.exit_code == 2, result.output
     assert "ViT-L-14" in result.output and "local-dir:" in result.output and "Traceback" not in result.output
 
 
-def test_local_weight_file_runs_the_standard_protocol(replica: Path, tiny_weights: Path, detbench_home: Path) -> None:
-    spec = f"open_clip:detbench-tiny-vit@{tiny_weights}"
+def test_local_weight_file_runs_the_standard_protocol(replica: Path, tiny_vit_file: Path, detbench_home: Path) -> None:
+    spec = f"open_clip:detbench-tiny-vit@{tiny_vit_file}"
     args = ["run", "mpft", "--suite", "genimage", "--root", str(replica), "--set", f"backbone={spec}",
             "--set", "steps=2", "--set", "batch_size=4", "--set", "eval_every=1", "--bootstrap", "0", "-q"]
     result = CliRunner().invoke(app, args)
@@ -49,7 +34,7 @@ def test_local_weight_file_runs_the_standard_protocol(replica: Path, tiny_weight
     [path] = (detbench_home / "runs" / "genimage" / "mpft").glob("*/run.json")
     record = json.loads(path.read_text())
     backbone = record["key"]["detector_identity"]["backbone"]
-    assert backbone["weights_sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
+    assert backbone["weights_sha256"] == hashlib.sha256(tiny_vit_file.read_bytes()).hexdigest()
     assert record["protocol"] == "sdv14"
     metrics = pd.read_parquet(path.parent / "metrics.parquet")
     assert set(metrics["generator"]) >= {"sdv14", "midjourney", "biggan", "mean", "worst"}
