@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from detbench.runner import RunRequest, RunResult
 
 PathLike = Union[str, "os.PathLike[str]"]
+EXTERNAL = "external"  # the detector that imported scores run as
 OUTPUT_FILES = {"metrics": "metrics.parquet", "scores": "scores.parquet", "heldout_scores": "heldout_scores.parquet"}
 
 
@@ -399,6 +400,7 @@ def import_scores(
     """
     from detbench.errors import warn
     from detbench.index import index_suite
+    from detbench.registry import DETECTORS
     from detbench.runner import ThresholdPolicy, resolve
     from detbench.score_files import match_problems, not_in_file, read_score_file
 
@@ -408,12 +410,11 @@ def import_scores(
             "a calibrated threshold needs clean held-out scores, and this file holds scores of perturbed images; "
             "import the clean file with threshold='calibrated', or give a fixed threshold"
         )
-    overrides = {
-        **settings_overrides(settings),
-        **settings_overrides({"file": str(file), "name": name, "logits": logits, "score_column": score_column,
-                              "key_column": key_column}),
-    }
-    planned = request("external", suite, root, protocol, overrides, seed, perturb, "cpu", threshold=threshold,
+    reading = {"logits": logits, "score_column": score_column, "key_column": key_column}
+    defaults = DETECTORS.get(EXTERNAL).Config()
+    chosen = {k: v for k, v in reading.items() if v != getattr(defaults, k)}  # the run's settings: what was chosen
+    overrides = {**settings_overrides(settings), **settings_overrides({"file": str(file), "name": name, **chosen})}
+    planned = request(EXTERNAL, suite, root, protocol, overrides, seed, perturb, "cpu", threshold=threshold,
                       bootstrap=bootstrap, force=force, fast_index=fast_index)
     scores = read_score_file(file, score_column=score_column, key_column=key_column, logits=logits)
     resolved = resolve(planned.run)
