@@ -126,3 +126,15 @@ def test_api_names_shadow_their_modules_only_on_the_package() -> None:
     assert callable(detbench.index) and detbench.index is detbench.api.index
     assert module is sys.modules["detbench.index"] and hasattr(module, "build_index")
     assert sorted(detbench.__all__) == sorted(set(detbench.__all__))  # no name twice
+
+
+def test_readme_python_example_runs(small_demo_home: Path, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "DETBENCH_HOME": str(small_demo_home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "external:other-tool" in done.stdout and "linear-probe" in done.stdout
+    exported = pd.read_csv(tmp_path / "for_other_tools.csv")
+    assert list(exported.columns)[0] == "filename" and len(exported) == 3
