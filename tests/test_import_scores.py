@@ -202,3 +202,20 @@ def test_score_file_checks(tmp_path: Path) -> None:
     assert jsonl.key_column == "filename" and jsonl.scores == {"a.png": 0.2}
     assert jsonl.unusable == {"b.png": "no_score: s.jsonl gives no number for it"}
     assert jsonl.identity() == {"sha256": jsonl.sha256, "key_column": "filename", "score_column": "p", "logits": False}
+
+
+def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFrame, tmp_path: Path) -> None:
+    """Scores of the training generator's images let ``calibrated`` choose the threshold on its held-out split."""
+    rng = np.random.default_rng(11)
+    file = tmp_path / "everything.csv"
+    pd.DataFrame({"path": demo["path"], "score": 0.3 * demo["label"] + 0.7 * rng.random(len(demo))}).to_csv(
+        file, index=False
+    )
+    run = detbench.import_scores("demo", file, name="calibrated", threshold="calibrated", settings=SMALL_SETTINGS)
+    held = run.heldout_scores
+    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"upconv"}
+    threshold = run.record["threshold"]
+    assert threshold["policy"] == "calibrated" and threshold["value"] == threshold["calibrated_on_heldout"]
+    groups = run.scores.groupby("generator")
+    per_generator = [np.mean((g["score"] > threshold["value"]) == g["label"]) for _, g in groups]
+    assert run.metrics.set_index("generator").loc["mean", "acc"] == pytest.approx(np.mean(per_generator), abs=1e-12)
