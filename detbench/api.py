@@ -26,17 +26,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from detbench.errors import ConfigError, DamagedRunError
+from detbench.layout import RUN_OUTPUTS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from detbench.presets import Preset
     from detbench.progress import Phases
-    from detbench.runner import RunRequest, RunResult
+    from detbench.resolve import RunRequest
+    from detbench.runner import RunResult
 
 PathLike = Union[str, "os.PathLike[str]"]
 EXTERNAL = "external"  # the detector that imported scores run as
-OUTPUT_FILES = {"metrics": "metrics.parquet", "scores": "scores.parquet", "heldout_scores": "heldout_scores.parquet"}
+OUTPUT_FILES = {name.removesuffix(".parquet"): name for name in RUN_OUTPUTS}  # Run attribute -> file
 
 
 class Run:
@@ -183,7 +185,7 @@ def request(
         ConfigError: neither a detector nor a preset, or a malformed setting.
         PresetError: the preset is unknown or the environment cannot run it.
     """
-    from detbench.runner import RunRequest
+    from detbench.resolve import RunRequest
 
     overrides = settings_overrides(settings)
     chosen, preset_record = None, None
@@ -401,7 +403,7 @@ def import_scores(
     from detbench.errors import warn
     from detbench.index import index_suite
     from detbench.registry import DETECTORS
-    from detbench.runner import ThresholdPolicy, resolve
+    from detbench.resolve import ThresholdPolicy, resolve
     from detbench.score_files import match_problems, not_in_file, read_score_file
 
     file = Path(file).expanduser().absolute()

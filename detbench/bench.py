@@ -114,7 +114,7 @@ def machine(device: str) -> dict[str, Any]:
     import torch
 
     from detbench import __version__
-    from detbench.runner import git_state
+    from detbench.record import git_state
 
     cpu = platform.processor()
     try:
@@ -601,7 +601,8 @@ def _rss_run(root: str, home: str, opts: dict[str, Any]) -> dict[str, Any]:
     """A whole linear-probe run on the suite at ``root`` (in a fresh process); its time and peak RSS."""
     with _home(Path(home)):
         from detbench.progress import quiet
-        from detbench.runner import Runner, RunRequest
+        from detbench.resolve import RunRequest
+        from detbench.runner import Runner
 
         req = RunRequest(
             "linear-probe",

@@ -286,7 +286,7 @@ def index_suite(
         InputError: ``root`` is not a folder, or the suite needs one and none was given.
     """
     from detbench.progress import Phases
-    from detbench.runner import check_root
+    from detbench.resolve import check_root
 
     phases = phases or Phases(enabled=False)
     check_root(suite, root)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from detbench import layout
 from detbench.errors import DamagedRunError, RunLookupError, warn
 from detbench.metrics import SUMMARY_ROWS
-from detbench.paths import home_subdir
 from detbench.records import load_run_record
 
 ID_COLUMNS = [
@@ -52,10 +52,9 @@ def run_records(
     """Finished runs (those with a run.json), optionally of one suite, oldest first. A damaged run (its record
     unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256 it recorded) is left out
     with a warning; running it again recomputes it."""
-    root = runs_root or home_subdir("runs")
-    pattern = f"{suite}/*/*/run.json" if suite else "*/*/*/run.json"
+    root = runs_root or layout.runs_root()
     found = []
-    for path in root.glob(pattern):
+    for path in root.glob(layout.run_record_glob(suite)):
         try:
             record = load_run_record(path.parent, verify)
         except FileNotFoundError:  # moved away meanwhile

@@ -99,11 +99,12 @@ def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
     """The run's fit folder under the current ``$DETBENCH_HOME``, found by the fit id (not by the absolute path the
     record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``, where ``<suite>`` is
     the training suite of a cross-suite run."""
+    from detbench import layout
+
     training = record.get("training") or {}
-    detector_dir = run_dir.parent
-    if training:
-        detector_dir = detector_dir.parent.parent / training["suite"] / detector_dir.name
-    return detector_dir / "fits" / str(record["fit_id"])[:16]
+    suite_dir = run_dir.parent.parent
+    train_suite = training.get("suite") or suite_dir.name
+    return layout.fit_dir(train_suite, run_dir.parent.name, str(record["fit_id"]), root=suite_dir.parent)
 
 
 def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -128,7 +129,7 @@ def predict_files(
     """P(fake), decision and error per file (columns :data:`COLUMNS`, in input order)."""
     from detbench import images
     from detbench.features import FeatureCache
-    from detbench.runner import default_device
+    from detbench.resolve import default_device
 
     if workers is not None and workers < 0 or batch_size is not None and batch_size < 1:
         raise ConfigError(f"--workers must be >= 0 and --batch-size >= 1; got {workers} and {batch_size}")

@@ -129,7 +129,8 @@ def _check_backbone(spec: str) -> list[str]:
 
 def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[str]:
     from detbench.index import build_index
-    from detbench.runner import RunRequest, protocol_problems, resolve
+    from detbench.protocol_checks import protocol_problems
+    from detbench.resolve import RunRequest, resolve
     from detbench.suites import SuiteLayoutError
 
     resolved = resolve(RunRequest(detector=preset.detector, suite=preset.suite, overrides=overrides))

@@ -1,17 +1,25 @@
-"""Checks of a protocol's rows, made after the train/held-out split and before any work on them.
+"""A protocol's rows: choosing the protocol, splitting the index into training, held-out and evaluation rows, and the
+checks made after the split and before any work on them.
 
 A protocol must train on real and fake images and keep some of each for model selection, must never
 evaluate an image it trains on, and must say which generators it leaves out of the table and the mean.
+:func:`protocol_problems` is the one check shared by the runner and the presets' pre-flight.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from detbench.errors import ProtocolError
-from detbench.suites import Protocol
+from detbench.suites import Protocol, Suite
+
+if TYPE_CHECKING:
+    from detbench.index import Index
 
 LABEL_NAMES = {0: "real", 1: "fake"}
 
@@ -91,3 +99,70 @@ def generators_without_evaluation(
                 continue
         missing[str(generator)] = found
     return missing
+
+
+def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
+    """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
+    ``needs_training=False`` also serves cross-suite runs, whose training rows are checked on their own suite."""
+    protocols = suite.all_protocols(index.generators)
+    name = name or suite.default_protocol
+    if name not in protocols:
+        close = difflib.get_close_matches(name, list(protocols), n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ProtocolError(
+            f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
+        )
+    protocol = protocols[name]
+    problems = protocol_problems(protocol, index.usable, needs_training=needs_training, root=index.root)
+    if problems:
+        raise ProtocolError(problems[0])
+    return protocol
+
+
+def protocol_problems(
+    protocol: Protocol, usable: pd.DataFrame, *, needs_training: bool, root: Path | str
+) -> list[str]:
+    """What stops ``protocol`` on the usable index rows: the one check shared by the runner and preset pre-flight.
+
+    A detector that needs training needs real and fake rows of the training generators' train split, and a
+    protocol that trains (``eval`` does not); a detector that needs none (released weights, training-free) runs
+    under any protocol and ignores the training rows.
+    """
+    if not needs_training or protocol.train_suite:  # a cross-suite protocol's rows are in its training suite
+        return []
+    if not protocol.trains:
+        return [
+            f"protocol {protocol.name!r} trains nothing, but this detector needs training: give it released "
+            "weights (see `detbench ls detectors`) or choose a training protocol"
+        ]
+    train = usable[usable["generator"].isin(protocol.train_generators) & (usable["split"] == protocol.train_split)]
+    if train.empty or train["label"].nunique() < 2:
+        found = usable.groupby(["generator", "split"]).size()
+        listing = ", ".join(f"{g}/{s} ({n})" for (g, s), n in found.items()) or "no usable images"
+        return [
+            f"protocol {protocol.name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} "
+            f"with both real and fake images, but the index under {root} has: {listing}. Detectors with "
+            "released weights or none to train run under --protocol eval"
+        ]
+    return []
+
+
+def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training rows, the held-out selection rows carved from them (seeded, per label), and eval rows."""
+    rows = index.rows.sort_values("path", kind="stable")
+    train_all = rows[rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)]
+    train_ok = train_all[train_all["status"] == "ok"]
+    rng = np.random.default_rng(seed)
+    held_idx: list[Any] = []
+    for _, group in train_ok.groupby("label", sort=True):
+        n = int(round(protocol.heldout_fraction * len(group)))
+        if protocol.heldout_fraction > 0:
+            n = max(1, min(n, len(group) - 1))
+        held_idx.extend(group.index[rng.permutation(len(group))[:n]])
+    heldout = train_ok.loc[sorted(held_idx, key=lambda i: train_ok.index.get_loc(i))]
+    train = train_ok.drop(index=held_idx)
+    eval_mask = rows["split"] == protocol.eval_split
+    if protocol.eval_generators is not None:
+        eval_mask &= rows["generator"].isin(protocol.eval_generators)
+    evaluation = rows[eval_mask].sort_values(["generator", "path"], kind="stable")
+    return train, heldout, evaluation

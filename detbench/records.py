@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detbench.errors import DamagedRunError, LockedError
+from detbench.layout import RUN_OUTPUTS, RUN_RECORD
 
 
 def canonical_json(obj: Any) -> str:
@@ -130,7 +131,6 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-RUN_OUTPUTS = ("scores.parquet", "heldout_scores.parquet", "metrics.parquet")
 RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
                      "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
@@ -146,7 +146,7 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
         DamagedRunError: saying what is wrong (an unfinished run has no run.json: FileNotFoundError).
     """
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
+    path = run_dir / RUN_RECORD
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:

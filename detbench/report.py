@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from detbench import __version__
+from detbench import __version__, layout
 from detbench.display import fmt, fmt_delta, leaderboard_cells, threshold_note
 from detbench.leaderboard import (
     ID_COLUMNS,
@@ -86,7 +86,7 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     from detbench.registry import SUITES
 
     keep_matplotlib_in_home()
-    if target in SUITES or (home_subdir("runs") / target).is_dir():
+    if target in SUITES or (layout.runs_root() / target).is_dir():
         suite = name = target
         records = list(run_records(suite, verify=REPORTED_OUTPUTS))
         if not records:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from detbench.perturbations import expand_sweep
-from detbench.runner import Runner, RunRequest, RunResult, resolve
+from detbench.resolve import RunRequest, resolve
+from detbench.runner import Runner, RunResult
 
 
 @dataclass

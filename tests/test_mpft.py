@@ -17,7 +17,7 @@ from detbench.detectors.mpft import CHECKPOINT, MPFT, MPFTConfig, class_stream, 
 from detbench.progress import quiet
 from detbench.records import content_hash
 from detbench.registry import DETECTORS
-from detbench.runner import RunRequest, resolve
+from detbench.resolve import RunRequest, resolve
 from detbench.weights import WeightsError
 
 if "mpft" not in DETECTORS:

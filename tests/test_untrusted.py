@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import detbench.backbones
 import detbench.images
-import detbench.runner
+import detbench.plan
 from detbench.backbones import BUNDLED_SHA256, bundled_weights_path, load_backbone
 from detbench.cli import app
 from detbench.data import ImageRowsDataset
@@ -175,7 +175,7 @@ def test_a_hand_edited_index_cannot_make_a_run_read_outside_the_root(
     # a run handed the tampered index as is: the rows are skipped as invalid and nothing outside is read
     tampered = load_index(directory)
     tampered.rows = pd.concat([tampered.rows, injected], ignore_index=True)
-    monkeypatch.setattr(detbench.runner, "build_index", lambda *args, **kwargs: tampered)
+    monkeypatch.setattr(detbench.plan, "build_index", lambda *args, **kwargs: tampered)
     trusting = run(tree, "timm:efficientnet_lite0@bundled", "--force")
     assert trusting.exit_code == 0, trusting.output
     (run_json,) = [p for p in detbench_home.glob("runs/folder/linear-probe/*/run.json")]

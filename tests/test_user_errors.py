@@ -15,6 +15,7 @@ import pytest
 from cli_helpers import invoke
 from replicas import build_folder
 
+import detbench.layout
 import detbench.paths
 import detbench.report
 from detbench import errors
@@ -57,11 +58,11 @@ def test_every_command_ends_a_user_error_in_one_line(args: list[str], words: lis
 def test_every_error_class_is_one_family() -> None:
     from detbench.backbones import BackboneError
     from detbench.config import ConfigError
+    from detbench.errors import ProtocolError
     from detbench.leaderboard import RunLookupError
     from detbench.presets import PresetError
     from detbench.records import LockedError
     from detbench.registry import RegistryError
-    from detbench.runner import ProtocolError
     from detbench.suites import SuiteLayoutError
     from detbench.weights import WeightsError
 
@@ -126,10 +127,10 @@ def test_full_or_read_only_home_gets_its_message(
 ) -> None:
     """Regression: numpy's short-write OSError (no errno) and a read-only home escaped as tracebacks."""
 
-    def fail(name: str) -> Path:
+    def fail() -> Path:
         raise raised
 
-    monkeypatch.setattr(LEADERBOARD, "home_subdir", fail)
+    monkeypatch.setattr(detbench.layout, "runs_root", fail)
     assert_one_line_error(invoke("ls", "runs"), *words)
 
 

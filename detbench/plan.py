@@ -1,0 +1,332 @@
+"""Planning a run: everything decided before any training or scoring, and the run's identities.
+
+:func:`plan_run` resolves the request, checks the root, sets the detector up (its weights load first, so that
+missing weights fail before any data work), indexes the suite (and a cross-suite run's training suite), chooses
+the protocol, splits training, held-out and evaluation rows, checks them, and derives the fit and run identities
+and folders. The :class:`Runner` executes a plan; predict and report can recompute one.
+
+Identity: the fit id hashes everything that changes training (detector name, version, config and identity —
+backbone, weights sha256, preprocessing, precision —, the training suite's identity, index hash and protocol,
+seed, detbench version); the run id hashes the fit id with what changes evaluation (perturbation, threshold
+policy, bootstrap count, a cross-suite run's evaluation data, evaluation profiles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from detbench import __version__, layout
+from detbench import distributed as dist
+from detbench.config import to_dict
+from detbench.detector import Detector, RunContext
+from detbench.errors import ConfigError, InputError, ProtocolError
+from detbench.index import Index, build_index, load_index
+from detbench.progress import Phases
+from detbench.protocol_checks import (
+    check_no_training_images_evaluated,
+    check_training_rows,
+    generators_without_evaluation,
+    select_protocol,
+    split_rows,
+)
+from detbench.records import content_hash
+from detbench.registry import SUITES
+from detbench.resolve import Resolved, RunRequest, check_root, default_device, resolve, training_suite
+from detbench.suites import Protocol, Suite, display_name
+
+
+@dataclass
+class TrainingSource:
+    """Where a cross-suite run's training rows come from: another suite's protocol on its own root."""
+
+    suite: Suite
+    index: Index
+    protocol: Protocol
+
+
+@dataclass
+class RunPlan:
+    """A run decided but not yet executed: the set-up detector, its contexts, the rows and the identities."""
+
+    request: RunRequest
+    resolved: Resolved
+    detector: Detector
+    device: str
+    ctx: RunContext  # evaluation: this suite's root, perturbation and profiles
+    train_ctx: RunContext  # training and held-out scoring: the training suite's root (cross-suite) or ctx
+    index: Index
+    protocol: Protocol
+    source: TrainingSource | None  # a cross-suite run's training data; None: this suite's own
+    train: pd.DataFrame
+    heldout: pd.DataFrame
+    evaluation: pd.DataFrame
+    eval_sample: dict[str, Any] | None
+    missing_eval: list[str]  # generators the protocol evaluates that have no evaluation rows
+    fit_key: dict[str, Any]
+    run_key: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def suite(self) -> Suite:
+        return self.resolved.suite
+
+    @property
+    def train_suite(self) -> Suite:
+        return self.source.suite if self.source else self.suite
+
+    @property
+    def train_index(self) -> Index:
+        return self.source.index if self.source else self.index
+
+    @property
+    def train_protocol(self) -> Protocol:
+        return self.source.protocol if self.source else self.protocol
+
+    @property
+    def fit_id(self) -> str:
+        return content_hash(self.fit_key)
+
+    @property
+    def run_id(self) -> str:
+        return content_hash(self.run_key)
+
+    @property
+    def base(self) -> Path:
+        """The folder of this detector's runs on this suite."""
+        return layout.detector_dir(self.suite.name, self.detector.name)
+
+    @property
+    def fit_base(self) -> Path:
+        """The folder of this detector's runs on the training suite, where the fit lives."""
+        return layout.detector_dir(self.train_suite.name, self.detector.name)
+
+    @property
+    def run_dir(self) -> Path:
+        return layout.run_dir(self.suite.name, self.detector.name, self.run_id)
+
+    @property
+    def fit_dir(self) -> Path:
+        return layout.fit_dir(self.train_suite.name, self.detector.name, self.fit_id)
+
+
+def plan_run(
+    req: RunRequest, phases: Phases, on_phase: Callable[[str], None] = lambda what: None
+) -> RunPlan:
+    """Decide everything about ``req`` before any training or scoring.
+
+    Args:
+        req: the run request.
+        phases: progress and warnings (indexing bars, data warnings).
+        on_phase: told what is being done ("loading the detector", "indexing demo"...), for interrupt messages.
+
+    Returns:
+        The plan; the detector is set up (weights loaded) and the suite(s) indexed.
+
+    Raises:
+        DetbenchError: bad options, a missing root or weights, a protocol the data cannot run.
+    """
+    import time
+
+    timings: dict[str, float] = {}
+    on_phase("validating options")
+    resolved = resolve(req)
+    suite = resolved.suite
+    check_root(suite, req.root)  # cheap: before any weights load
+    device = dist.local_device(req.device or default_device())
+    dist.init(device)  # under torchrun: join the process group (a no-op in a single process)
+    if not dist.is_main():
+        phases = Phases(phases.console, enabled=False, warnings=False)
+
+    on_phase("loading the detector")
+    t = time.perf_counter()
+    from detbench.features import FeatureCache
+
+    ctx = RunContext(
+        suite_root=Path("."),  # set once the suite is indexed
+        suite_name=suite.name,
+        eval_convention=suite.eval_convention,
+        device=device,
+        seed=req.seed,
+        run_dir=Path("."),
+        phases=phases,
+        workers=req.workers,
+        batch_size=req.batch_size,
+        perturbation=resolved.perturbation,
+        feature_cache=FeatureCache(),
+    )
+    detector = resolved.detector_cls(resolved.config)
+    detector.setup(ctx)  # first: missing weights fail before any data work
+    timings["setup"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    index = shared_index(suite, req.root, req.index_mode, phases, on_phase)
+    timings["index"] = time.perf_counter() - t
+    report_scan(suite, index, phases)
+    needs_training = detector.needs_training()
+    protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite)
+    t = time.perf_counter()
+    source = training_source(req, resolved, protocol, needs_training, phases, on_phase)
+    if source is not None:
+        timings["index_training"] = time.perf_counter() - t
+    train, heldout, evaluation = split_rows(index, protocol, req.seed)
+    if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
+        train, heldout, _ = split_rows(source.index, source.protocol, req.seed)
+    train_protocol = source.protocol if source else protocol
+    if needs_training and train_protocol.trains:
+        check_training_rows(train_protocol, train, heldout, (source.index if source else index).root)
+        copies = check_no_training_images_evaluated(
+            train_protocol, train, heldout, evaluation, same_root=source is None
+        )
+        if copies:
+            phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under other "
+                        "names): their scores measure memory as much as detection")
+    evaluation, eval_sample = suite.sample_eval(evaluation)
+    missing = generators_without_evaluation(protocol, index.rows, evaluation)
+    if missing:
+        found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
+        phases.warn(f"protocol {protocol.name} evaluates the {protocol.eval_split} split, which these generators "
+                    f"lack under {index.root}: {found}. They are left out of the table and the mean.")
+    ctx.suite_root = index.root
+
+    plan = RunPlan(
+        request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
+        protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
+        eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
+    )  # fmt: skip
+    plan.fit_key = fit_key(plan)
+    if detector.follows_eval_profiles:
+        ctx.eval_profiles = suite.eval_profiles(index.generators)
+    plan.run_key = run_key(plan)
+    ctx.run_dir = plan.fit_dir
+    if source is not None:
+        profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
+        plan.train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=profiles)
+    return plan
+
+
+def fit_key(plan: RunPlan) -> dict[str, Any]:
+    """Everything that changes training (hashed into the fit id)."""
+    detector = plan.detector
+    config = {k: v for k, v in to_dict(plan.resolved.config).items() if k not in detector.score_only_keys}
+    return {
+        "detector": {"name": detector.name, "version": detector.version, "config": config},
+        "detector_identity": detector.identity(),
+        "suite": plan.train_suite.identity(),
+        "index_hash": plan.train_index.manifest["index_hash"],
+        "protocol": plan.train_protocol.to_dict(),
+        "seed": plan.request.seed,
+        "detbench_version": __version__,
+    }
+
+
+def run_key(plan: RunPlan) -> dict[str, Any]:
+    """The fit id and everything that changes evaluation (hashed into the run id)."""
+    resolved = plan.resolved
+    key: dict[str, Any] = {
+        "fit_id": plan.fit_id,
+        "perturbation": resolved.perturbation.identity() if resolved.perturbation else None,
+        "threshold": resolved.threshold.label,
+        "n_boot": plan.request.n_boot,
+    }
+    scores = plan.detector.score_identity()
+    if scores:  # e.g. an imported score file: keyed with the run, so runs differing only in it share one fit
+        key["scores"] = scores
+    if plan.source is not None:  # the fit key names the training data; the evaluation data is keyed here
+        key["evaluation"] = {
+            "suite": plan.suite.identity(),
+            "index_hash": plan.index.manifest["index_hash"],
+            "protocol": plan.protocol.to_dict(),
+        }
+    if plan.ctx.eval_profiles:
+        key["eval_profiles"] = {g: p.identity() for g, p in sorted(plan.ctx.eval_profiles.items())}
+    return key
+
+
+def shared_index(
+    suite: Suite, root: Path | None, mode: str, phases: Phases, on_phase: Callable[[str], None] = lambda w: None
+) -> Index:
+    """Rank 0 indexes ``suite`` (on ``root``, or its default root); under torchrun the others load it."""
+    index = _index(suite, root, mode, phases, on_phase) if dist.is_main() else None
+    directory = dist.broadcast(index.directory if index is not None else None)
+    return index if index is not None else load_index(directory)
+
+
+def _index(suite: Suite, root: Path | None, mode: str, phases: Phases, on_phase: Callable[[str], None]) -> Index:
+    on_phase(f"locating the {suite.name} data")
+    root = Path(root).expanduser() if root else suite.default_root(phases)
+    if root is None:
+        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+    on_phase(f"indexing {suite.name}")
+    with phases.phase(f"index {suite.name}", None) as tracker:
+        return build_index(suite, root, mode=mode, progress=tracker.update)
+
+
+def report_scan(suite: Suite, index: Index, phases: Phases) -> None:
+    """Log what was found (usable images per generator); warn of folders skipped and the adapter's notes."""
+    usable = index.usable
+    phases.log(
+        f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
+        + ", ".join(f"{g} ({n})" for g, n in usable.groupby("generator").size().items())
+    )
+    ignored = suite.ignored
+    if ignored:
+        phases.warn(f"{len(ignored)} folders are not part of the {suite.name} layout and were skipped: "
+                    f"{', '.join(map(display_name, ignored[:10]))}{' ...' if len(ignored) > 10 else ''}")
+    for note in suite.notes:
+        phases.warn(note)
+
+
+def training_source(
+    req: RunRequest,
+    resolved: Resolved,
+    protocol: Protocol,
+    needs_training: bool,
+    phases: Phases,
+    on_phase: Callable[[str], None] = lambda what: None,
+) -> TrainingSource | None:
+    """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed; None when the
+    protocol trains on this suite."""
+    name = req.train_suite or protocol.train_suite
+    if name is None:
+        for given, flag in ((req.train_root, "--train-root"), (req.train_protocol, "--train-protocol")):
+            if given is not None:
+                raise ConfigError(
+                    f"{flag} applies to cross-suite runs: protocol {protocol.name} trains on this suite's own "
+                    "data; pass --train-suite SUITE or a cross-suite protocol"
+                )
+        return None
+    if req.train_suite and protocol.train_suite and SUITES.get(req.train_suite) is not SUITES.get(
+        protocol.train_suite
+    ):
+        raise ProtocolError(
+            f"protocol {protocol.name} trains on suite {protocol.train_suite}, not {req.train_suite}; "
+            "drop --train-suite or choose another protocol"
+        )
+    if req.train_root is None:
+        raise InputError(
+            f"protocol {protocol.name} trains on suite {name}: pass --train-root PATH, where the {name} data "
+            f"lives (see README, section {name})"
+        )
+    train_suite = training_suite(name, resolved.train_suite_overrides)
+    check_root(train_suite, req.train_root)
+    index = shared_index(train_suite, req.train_root, req.index_mode, phases, on_phase)
+    report_scan(train_suite, index, phases)
+    train_protocol = select_protocol(
+        train_suite, index, req.train_protocol or protocol.train_protocol, needs_training=needs_training
+    )
+    if train_protocol.train_suite:
+        raise ProtocolError(
+            f"protocol {train_protocol.name} of {train_suite.name} itself trains on another suite; choose one "
+            f"that trains on {train_suite.name} (--train-protocol)"
+        )
+    phases.log(
+        f"training on {train_suite.name} ({index.root}), protocol {train_protocol.name}; evaluating on "
+        f"{protocol.eval_split} of {', '.join(protocol.eval_generators or ['every generator'])}"
+    )
+    return TrainingSource(train_suite, index, train_protocol)

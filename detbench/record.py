@@ -1,0 +1,261 @@
+"""What a run measured and the one writer of its record (``run.json``).
+
+:func:`measure` turns the scores into the threshold and per-generator metrics; :func:`build_record` assembles the
+record: the resolved key, counts used and skipped (with reasons), the threshold, timings, output hashes,
+environment and source state. Recorded but not keyed: everything here except ``key``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from detbench import distributed as dist
+from detbench.config import to_dict
+from detbench.errors import DataError, ProtocolError
+from detbench.layout import RUN_OUTPUTS
+from detbench.metrics import SUMMARY_ROWS
+from detbench.records import content_hash, sha256_of_file
+from detbench.suites import Protocol
+
+if TYPE_CHECKING:
+    from detbench.plan import RunPlan, TrainingSource
+    from detbench.progress import Phases
+
+
+@dataclass
+class Measurement:
+    """The decision threshold and the per-generator metrics of a run's scores."""
+
+    threshold: float
+    calibrated: float  # the threshold calibrated on the held-out rows (NaN when they lack a class)
+    metrics: pd.DataFrame
+    unscored: list[str]  # generators with evaluation rows but no scored image
+
+
+def measure(plan: RunPlan, scores: pd.DataFrame, held_scores: pd.DataFrame, phases: Phases) -> Measurement:
+    """The threshold (fixed, or calibrated on the held-out scores) and per-generator metrics with intervals.
+
+    Args:
+        plan: the run's plan (threshold policy, bootstrap count, seed).
+        scores: evaluation scores (NaN where an image could not be scored).
+        held_scores: clean scores of the training generator's held-out rows.
+        phases: where warnings about unscored generators go.
+
+    Returns:
+        The measurement.
+
+    Raises:
+        ProtocolError: a calibrated threshold without both classes held out.
+        DataError: no evaluation image could be scored.
+    """
+    from detbench.metrics import best_threshold, per_group_metrics
+
+    policy = plan.resolved.threshold
+    held_ok = held_scores[np.isfinite(held_scores["score"])]
+    calibrated = (
+        best_threshold(held_ok["label"].to_numpy(), held_ok["score"].to_numpy(), "balanced_acc")[0]
+        if held_ok["label"].nunique() == 2
+        else float("nan")
+    )
+    threshold = calibrated if policy.policy == "calibrated" else policy.value
+    if not np.isfinite(threshold):
+        raise ProtocolError(
+            "--threshold calibrated needs real and fake images in the training generator's held-out "
+            f"split; it has {len(held_ok)} usable images with labels {sorted(held_ok['label'].unique())}"
+        )
+    scored = scores[np.isfinite(scores["score"])]
+    unscored = _unscored_generators(scores, scored)
+    if len(scored) == 0:
+        raise DataError(f"no evaluation image could be scored: {'; '.join(unscored.values())}")
+    for generator, why in unscored.items():
+        phases.warn(f"generator {generator}: {why}; it is left out of the table and the mean")
+    req = plan.request
+    metrics = per_group_metrics(scored, group="generator", threshold=threshold, n_boot=req.n_boot, seed=req.seed)
+    return Measurement(float(threshold), calibrated, metrics, list(unscored))
+
+
+def build_record(
+    plan: RunPlan,
+    measured: Measurement,
+    scores: pd.DataFrame,
+    fit_info: dict[str, Any],
+    timings: dict[str, float],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """The run record (``run.json``) of a finished run whose outputs are in ``out_dir``.
+
+    Args:
+        plan: the executed plan.
+        measured: its measurement.
+        scores: its evaluation scores.
+        fit_info: the facts the detector's fit returned (or the reused fit's).
+        timings: seconds per phase.
+        out_dir: where scores.parquet, heldout_scores.parquet and metrics.parquet were written (hashed here).
+
+    Returns:
+        The record, JSON-ready.
+    """
+    resolved, req = plan.resolved, plan.request
+    config = resolved.config
+    threshold = resolved.threshold
+    return {
+        "run_id": plan.run_id,
+        "fit_id": plan.fit_id,
+        "status": "complete",
+        "detector": plan.detector.name,
+        "label": plan.detector.label(),
+        "external": plan.detector.external,
+        "suite": plan.suite.name,
+        "protocol": plan.protocol.name,
+        "backbone": getattr(config, "backbone", None),
+        "config_hash": content_hash(to_dict(config))[:12],
+        "settings": resolved.settings,
+        "perturbation": plan.run_key["perturbation"],
+        "preset": req.preset,
+        "missing_eval_generators": sorted(plan.missing_eval + measured.unscored),
+        "eval_sample": plan.eval_sample,
+        "training": _training_record(plan.source),
+        "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
+        "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
+        "threshold": {
+            "policy": threshold.policy,
+            "label": threshold.label,
+            "value": measured.threshold,
+            "calibrated_on_heldout": measured.calibrated,
+            "calibration_objective": "balanced_acc",
+        },
+        "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
+        "fit": fit_info,
+        "counts": _counts(plan.train, plan.heldout, scores, plan.train_index.rows, plan.train_protocol),
+        "summary": _summary(measured.metrics),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "paths": {
+            "suite_root": str(plan.index.root),
+            "train_root": str(plan.train_index.root),
+            "index": str(plan.index.directory),
+            "run": str(plan.run_dir),
+            "fit": str(plan.fit_dir),
+        },
+        "outputs": {name: sha256_of_file(out_dir / name) for name in RUN_OUTPUTS},
+        "environment": environment(plan.device),
+        "source": git_state(),
+    }
+
+
+def _unscored_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str, str]:
+    """Generators with evaluation rows but no scored image, with why (the skip reasons)."""
+    out = {}
+    for generator, group in scores.groupby("generator"):
+        if generator not in set(scored["generator"]):
+            reasons = ", ".join(f"{n} {k}" for k, n in reason_counts(group["status"]).items())
+            out[str(generator)] = f"none of its {len(group)} evaluation images could be scored ({reasons})"
+    return out
+
+
+def _training_record(source: TrainingSource | None) -> dict[str, Any] | None:
+    """Where a cross-suite run trained (None when it trained on its own suite)."""
+    if source is None:
+        return None
+    return {
+        "suite": source.suite.name,
+        "protocol": source.protocol.name,
+        "root": str(source.index.root),
+        "index": str(source.index.directory),
+        "index_hash": source.index.manifest["index_hash"],
+    }
+
+
+def _counts(
+    train: pd.DataFrame, heldout: pd.DataFrame, scores: pd.DataFrame, rows: pd.DataFrame, protocol: Protocol
+) -> dict[str, Any]:
+    skipped = scores[~np.isfinite(scores["score"])]
+    in_train = rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)
+    train_bad = rows.loc[in_train & (rows["status"] != "ok"), "status"]
+    per_gen = {}
+    for gen, group in scores.groupby("generator"):
+        used = group[np.isfinite(group["score"])]
+        per_gen[gen] = {
+            "real": int((used["label"] == 0).sum()),
+            "fake": int((used["label"] == 1).sum()),
+            "skipped": int(len(group) - len(used)),
+        }
+    return {
+        "train": {"used": int(len(train)), "skipped": int(len(train_bad)), "skipped_reasons": reason_counts(train_bad)},
+        "heldout": int(len(heldout)),
+        "eval": per_gen,
+        "eval_skipped": int(len(skipped)),
+        "skipped_reasons": reason_counts(skipped["status"]),
+    }
+
+
+def reason_counts(statuses: pd.Series) -> dict[str, int]:
+    """Counts per status (``"not_a_file: dangling symlink"`` counts as ``not_a_file``).
+
+    Args:
+        statuses: index or score statuses.
+
+    Returns:
+        ``{status kind: count}``, most frequent first.
+    """
+    return {str(k): int(v) for k, v in statuses.astype(str).str.split(":").str[0].value_counts().items()}
+
+
+def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
+    rows = metrics.set_index("generator")
+    out = {}
+    for row in SUMMARY_ROWS:
+        if row in rows.index:
+            out[row] = {
+                m: (None if pd.isna(v) else round(float(v), 6))
+                for m, v in rows.loc[row].items()
+                if m in ("acc", "real_acc", "fake_acc", "ap", "auc")
+            }
+    return out
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Python, platform, torch, CUDA, device and world size (and the GPU's name on CUDA)."""
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "world_size": dist.world_size(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["gpu_count"] = torch.cuda.device_count()
+    return env
+
+
+def git_state() -> dict[str, Any]:
+    """The detbench source's git commit and dirty flag (None outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "python_executable": sys.executable}

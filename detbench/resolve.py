@@ -1,0 +1,185 @@
+"""A run request and its resolution: every option looked up and validated before any work starts.
+
+:func:`resolve` turns a :class:`RunRequest` (what the CLI and the Python API receive) into a :class:`Resolved`:
+the suite with its options, the detector class with its full config (profile defaults, the suite's default
+backbone, then the user's ``--set`` values), the perturbation and the threshold policy. Bad input raises a
+:class:`~detbench.errors.DetbenchError` here, before any weights load or any file is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detbench.config import apply_overrides, field_paths
+from detbench.detector import Detector
+from detbench.errors import ConfigError, InputError
+from detbench.registry import DETECTORS, SUITES
+from detbench.suites import Suite
+
+TRAIN_SUITE_PREFIX = "train_suite."
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
+
+
+@dataclass
+class RunRequest:
+    """What to run: the same fields whether the CLI or the Python API builds it."""
+
+    detector: str
+    suite: str
+    root: Path | None = None
+    protocol: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    force: bool = False
+    device: str | None = None
+    workers: int | None = None
+    batch_size: int | None = None
+    perturb: str | None = None
+    index_mode: str = "full"
+    n_boot: int = 1000  # bootstrap resamples for the acc/AP intervals; 0 disables them
+    threshold: str = "0.5"  # "calibrated" or a fixed value in [0, 1]
+    keep_fit: bool = False  # with force: recompute the run but reuse an existing trained fit
+    preset: dict[str, Any] | None = None  # recorded (name, version, whether this run is a faithful reproduction)
+    train_suite: str | None = None  # cross-suite: train on this suite's protocol (default: the protocol's own)
+    train_root: Path | None = None  # where the training suite's data lives
+    train_protocol: str | None = None  # the training suite's protocol (default: the one named, else its default)
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """``fixed`` at ``value``, or ``calibrated``: the threshold maximising balanced accuracy on the
+    training generator's held-out split (clean images; the deployable choice)."""
+
+    policy: str
+    value: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ThresholdPolicy:
+        if text.strip().lower() == "calibrated":
+            return cls("calibrated")
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0 <= value <= 1:
+            raise ConfigError(f"--threshold must be 'calibrated' or a number in [0, 1]; got {text!r}")
+        return cls("fixed", value)
+
+    @property
+    def label(self) -> str:
+        return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
+
+
+@dataclass
+class Resolved:
+    """Everything decided before any work starts (so bad input fails fast)."""
+
+    suite: Suite
+    detector_cls: type[Detector]
+    config: Any
+    perturbation: Any | None
+    threshold: ThresholdPolicy
+    settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
+    train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
+
+
+def resolve(req: RunRequest) -> Resolved:
+    """Look up plugins and validate every option; raises RegistryError/ConfigError before any work."""
+    suite_cls = SUITES.get(req.suite)
+    det_cls = DETECTORS.get(req.detector)
+    suite_keys = set(field_paths(suite_cls.Options))
+    det_keys = set(field_paths(det_cls.Config))
+    suite_over: dict[str, str] = {}
+    det_over: dict[str, str] = {}
+    train_over: dict[str, str] = {}
+    for key, value in req.overrides.items():
+        bare = key.removeprefix("suite.")
+        if key.startswith(TRAIN_SUITE_PREFIX):
+            train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
+        elif key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
+            if bare not in suite_keys:
+                raise ConfigError(
+                    f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}"
+                )
+            suite_over[bare] = value
+        elif key in det_keys:
+            det_over[key] = value
+        else:
+            valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)]
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
+            )
+    suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
+    config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
+    if "backbone" in det_keys and not config.backbone:
+        config = apply_overrides(config, {"backbone": suite.default_backbone})
+    config = apply_overrides(config, det_over)
+    if getattr(config, "backbone", ""):  # a malformed spec fails now, not after a long index or demo build
+        from detbench.backbones import parse_spec
+
+        try:
+            parse_spec(config.backbone)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    perturbation = None
+    if req.perturb:
+        from detbench.perturbations import parse_perturbation
+
+        perturbation = parse_perturbation(req.perturb)
+    check_run_options(req)
+    settings = {key: _dotted(config, key) for key in sorted(det_over)}
+    if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
+        training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
+    return Resolved(
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over
+    )
+
+
+
+def training_suite(name: str, overrides: dict[str, str]) -> Suite:
+    """The suite a cross-suite run trains on, with its ``--set train_suite.KEY=VALUE`` options."""
+    cls = SUITES.get(name)
+    try:
+        return cls(apply_overrides(cls.Options(), overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"training suite {name}: {exc} (set them as train_suite.KEY=VALUE)") from None
+
+
+def check_root(suite: Suite, root: Path | None) -> None:
+    """A given ``--root`` must be a folder; a suite that does not build its own data needs one."""
+    if root is not None:
+        if not Path(root).expanduser().is_dir():
+            raise InputError(f"--root {root} is not a directory")
+    elif not suite.builds_own_root():
+        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+
+
+
+def check_run_options(req: RunRequest) -> None:
+    """Range checks of the run's own options (the detector's and suite's are their configs' validate())."""
+    checks = [
+        (0 <= req.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}; got {req.seed}"),
+        (req.n_boot >= 0, f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}"),
+        (req.workers is None or req.workers >= 0, f"--workers must be >= 0 (0: decode in-process); got {req.workers}"),
+        (req.batch_size is None or req.batch_size >= 1, f"--batch-size must be >= 1; got {req.batch_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _dotted(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
