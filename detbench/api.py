@@ -1,7 +1,7 @@
 """detbench from Python: the functions behind the command line, returning pandas DataFrames.
 
 Every function does what its command does, through the same code: :func:`request` builds the one
-:class:`~detbench.runner.RunRequest` both use, so a run started here has the id, reuse and records of the same
+:class:`~detbench.resolve.RunRequest` both use, so a run started here has the id, reuse and records of the same
 ``detbench run`` command. Mistakes raise the :class:`~detbench.errors.DetbenchError` family (the CLI prints them as
 one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\\ s
 (Python's ``warnings``). Nothing here imports torch until a function needs it.
@@ -179,7 +179,7 @@ def request(
     Args: as :func:`run`.
 
     Returns:
-        A :class:`Request`: the :class:`~detbench.runner.RunRequest` and the preset, if one was named.
+        A :class:`Request`: the :class:`~detbench.resolve.RunRequest` and the preset, if one was named.
 
     Raises:
         ConfigError: neither a detector nor a preset, or a malformed setting.

@@ -26,6 +26,13 @@ def python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
                           timeout=600)
 
 
+@pytest.fixture(scope="module")
+def api_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home shared by this module's tests, so the small demo run is trained once (not small_demo_home: the
+    report tests count the runs there)."""
+    return tmp_path_factory.mktemp("api_home")
+
+
 def test_import_detbench_imports_no_torch(tmp_path: Path) -> None:
     done = python(
         """
@@ -44,7 +51,7 @@ def test_import_detbench_imports_no_torch(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-def test_api_from_a_fresh_process_matches_the_cli(small_demo_home: Path, tmp_path: Path,
+def test_api_from_a_fresh_process_matches_the_cli(api_home: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "facts.json"
     done = python(
@@ -75,12 +82,12 @@ def test_api_from_a_fresh_process_matches_the_cli(small_demo_home: Path, tmp_pat
         assert abs(predicted["score"].iloc[0] - scores["score"].iloc[0]) < 1e-6
         json.dump({{"id": run.id, "path": str(run.path), "repr": repr(run)}}, open({str(out)!r}, "w"))
         """,
-        small_demo_home,
+        api_home,
     )
     assert done.returncode == 0, done.stderr
     facts = json.loads(out.read_text())
     assert len(facts["id"]) == 64 and facts["repr"].startswith(f"<Run {facts['id'][:16]}: linear-probe on demo")
-    monkeypatch.setenv("DETBENCH_HOME", str(small_demo_home))
+    monkeypatch.setenv("DETBENCH_HOME", str(api_home))
     cli = invoke("run", "linear-probe", "--suite", "demo", *SMALL)  # the same run: the same id, reused
     assert cli.exit_code == 0 and f"run {facts['id'][:16]}" in cli.output and "(reused)" in cli.output, cli.output
 
@@ -128,10 +135,10 @@ def test_api_names_shadow_their_modules_only_on_the_package() -> None:
     assert sorted(detbench.__all__) == sorted(set(detbench.__all__))  # no name twice
 
 
-def test_readme_python_example_runs(small_demo_home: Path, tmp_path: Path) -> None:
+def test_readme_python_example_runs(api_home: Path, tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     example = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    env = {**os.environ, "DETBENCH_HOME": str(small_demo_home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "DETBENCH_HOME": str(api_home), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr

@@ -95,32 +95,46 @@ def test_predict_errors(run: dict, tmp_path: Path) -> None:
     assert none.exit_code == 2 and "no image files" in none.output
 
 
-def test_predict_exports_one_score_column_per_run(run: dict, mixed, tmp_path: Path) -> None:
-    """grip-unina's per-image CSV: filename relative to the CSV's folder, one column per run, empty where unscored."""
+TINY = ["--set", "n_train=8", "--set", "n_val=4", "--set", "size=32", "--set", "crop=32", "-q"]
+
+
+def test_predict_exports_one_score_column_per_run(detbench_home: Path, tmp_path: Path) -> None:
+    """grip-unina's per-image CSV: filename relative to the CSV's folder, one column per run, empty where unscored.
+    Its own home (the report tests count the runs of the shared one)."""
     from detbench.probabilities import logit
 
-    other = invoke("run", "linear-probe", "--suite", "demo", *SMALL, "--set", "normalize=false")  # cached features
-    assert other.exit_code == 0, other.output
-    other_id = other.output.split("run ")[-1][:16]
-    folder, expected = mixed
+    ids = []
+    for extra in ([], ["--set", "normalize=false"]):  # two runs; the second reuses the cached features
+        result = invoke("run", "linear-probe", "--suite", "demo", *TINY, *extra)
+        assert result.exit_code == 0, result.output
+        ids.append(result.output.split("run ")[-1][:16])
+    record = json.loads((detbench_home / "runs" / "demo" / "linear-probe" / ids[0] / "run.json").read_text())
+    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet").head(3)
+    folder = tmp_path / "mine"
+    (folder / "nested").mkdir(parents=True)
+    names = ["a.png", "nested/b.png", "c.png"]
+    for name, rel in zip(names, scores["path"], strict=True):
+        shutil.copyfile(Path(record["paths"]["suite_root"]) / rel, folder / name)
+    (folder / "empty.png").write_bytes(b"")
     export, csv = tmp_path / "exports" / "scores.csv", tmp_path / "long.csv"
-    runs = f"{run['run_id'][:8]},{other_id}"
+    runs = ",".join(ids)
     result = invoke("predict", runs, str(folder), "--export", str(export), "--csv", str(csv), "-q")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(export)
-    columns = [f"linear-probe@{run['run_id'][:16]}", f"linear-probe@{other_id}"]
+    columns = [f"linear-probe@{i}" for i in ids]
     assert list(table.columns) == ["filename", *columns]
-    assert (export.parent / table["filename"].iloc[0]).resolve().parent == folder.resolve()
-    assert set(table["filename"]) >= {"../mine/a.png", "../mine/nested/b.png"}
+    assert sorted(table["filename"]) == sorted(f"../mine/{n}" for n in [*names, "empty.png"])
+    assert all((export.parent / f).resolve().is_file() for f in table["filename"])  # relative to the CSV's folder
     long = pd.read_csv(csv)
     assert list(long.columns) == ["run", "file", "score", "decision", "error"] and len(long) == 2 * len(table)
     for column in columns:
         mine = long[long["run"] == column]["score"].to_numpy()
         assert np.allclose(table[column].to_numpy(), mine, atol=1e-6, equal_nan=True)
     first = table.set_index("filename")[columns[0]]
-    for name, score in zip(expected["name"], expected["score"], strict=True):
-        assert first[f"../mine/{name}"] == pytest.approx(score, abs=1e-6)
-    assert first[["../mine/empty.png", "../mine/cut.jpg"]].isna().all()  # unscored: empty cells
+    for name, score in zip(names, scores["score"], strict=True):
+        assert first[f"../mine/{name}"] == pytest.approx(score, abs=1e-6)  # what the run scored for this image
+    assert np.isnan(first["../mine/empty.png"])  # unscored: an empty cell
+    assert not np.allclose(table[columns[0]].dropna(), table[columns[1]].dropna())  # two different detectors
 
     logits = tmp_path / "logits.csv"
     assert invoke("predict", runs, str(folder), "--export", str(logits), "--export-logits", "-q").exit_code == 0
