@@ -134,6 +134,10 @@ def test_predict_exports_one_score_column_per_run(detbench_home: Path, tmp_path:
     for name, score in zip(names, scores["score"], strict=True):
         assert first[f"../mine/{name}"] == pytest.approx(score, abs=1e-6)  # what the run scored for this image
     assert np.isnan(first["../mine/empty.png"])  # unscored: an empty cell
+    # grip-unina's compute_metrics.py: its list (filename, typ) merged on filename; every other column is a method
+    listed = pd.DataFrame({"filename": [f"../mine/{n}" for n in names], "typ": ["real", "fake", "fake"]})
+    merged = listed.merge(pd.read_csv(export), on=["filename"])
+    assert len(merged) == 3 and [c for c in pd.read_csv(export).columns if c != "filename"] == columns
     assert not np.allclose(table[columns[0]].dropna(), table[columns[1]].dropna())  # two different detectors
 
     logits = tmp_path / "logits.csv"
