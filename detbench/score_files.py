@@ -94,7 +94,7 @@ class ScoreFile:
 def read_score_file(
     path: str | os.PathLike[str], *, score_column: str = "score", key_column: str = "", logits: bool = False
 ) -> ScoreFile:
-    """Read and check a score file (read once per process while the file is unchanged).
+    """Read and check a score file (parsed once per process while its bytes are unchanged).
 
     Args:
         path: the file (CSV, TSV, JSON, JSON lines or Parquet).
@@ -115,12 +115,11 @@ def read_score_file(
         raise InputError(f"score file {path} {'is not a file' if path.exists() else 'does not exist'}")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"score file {path}: unknown format {path.suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
-    stat = path.stat()
-    return _read(path, stat.st_size, stat.st_mtime_ns, score_column, key_column, logits)
+    return _read(path, sha256_of_file(path), score_column, key_column, logits)
 
 
 @functools.lru_cache(maxsize=8)
-def _read(path: Path, size: int, mtime_ns: int, score_column: str, key_column: str, logits: bool) -> ScoreFile:
+def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: bool) -> ScoreFile:
     import pandas as pd
 
     table, position = read_table(path, "score file", InputError)
@@ -179,7 +178,7 @@ def _read(path: Path, size: int, mtime_ns: int, score_column: str, key_column: s
     scores, unusable = _merge(frame, path.name, problems)
     return ScoreFile(
         path=path,
-        sha256=sha256_of_file(path),
+        sha256=sha256,
         key_column=key,
         score_column=score_column,
         logits=logits,
