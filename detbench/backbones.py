@@ -191,6 +191,12 @@ class Backbone:
         return f"Backbone({self.spec!r}, pretrained={self.pretrained}, embed_dim={self.embed_dim})"
 
     @property
+    def kind(self) -> str:
+        """The model family: ``openclip-vit``, ``openclip-resnet``, ``openclip-timm`` (a timm trunk inside
+        open_clip's visual tower, ``model.trunk``) or ``timm``."""
+        return self._kind
+
+    @property
     def embed_dim(self) -> int:
         """Dimension of the default embedding (see ``embed_dims`` for the others)."""
         return self.embed_dims[self.default_embedding]
@@ -704,9 +710,13 @@ def _resolve_timm_tag(arch: str, tag: str, sha256: str | None) -> tuple[str, Res
         expected_sha256=sha256)
 
 
-def _timm_classifier(arch: str, source: str, sha256: str | None
+def _timm_classifier(arch: str, source: str, sha256: str | None, img_size: int | None = None
                      ) -> tuple[nn.Module, ResolvedWeights | None, dict[str, Any], str]:
-    """timm model WITH its classifier, strictly loaded: (model, weights, model kwargs, canonical source)."""
+    """timm model WITH its classifier, strictly loaded: (model, weights, model kwargs, canonical source).
+
+    ``img_size`` builds a ViT with absolute position embeddings for another input size than its weights were
+    trained at (see :func:`resample_pos_embed`); other models ignore it.
+    """
     import timm
 
     if not timm.is_model(arch):
@@ -729,14 +739,22 @@ def _timm_classifier(arch: str, source: str, sha256: str | None
         source = str(resolved.path)
     elif kind == "tag":
         name, resolved = _resolve_timm_tag(arch, source, sha256)
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    if img_size and cfg is not None and cfg.fixed_input_size and img_size != cfg.input_size[-1]:
+        kwargs = {**kwargs, "img_size": img_size}  # a ViT built for this input size (weights resampled below)
     with _seeded():
         model = timm.create_model(name, pretrained=False, **kwargs)
+    if "img_size" in kwargs:
+        patch = model.patch_embed.patch_size[0] if _has_abs_pos_embed(model) else None
+        if patch is None or img_size % patch:
+            what = f"whole {patch} px patches" if patch else f"{cfg.input_size[-1]} px only"
+            raise BackboneError(f"timm:{arch} takes inputs of {what}; {img_size} px is not possible")
     if resolved is None:
         return model, None, kwargs, source
     if kind == "bundled":
         sd = _bundled_state_dict(model, resolved.path)
     else:
-        sd = load_state_dict_safely(resolved.path)
+        sd = _timm_vit_state_dict(load_state_dict_safely(resolved.path), model, arch)
         classifier = model.pretrained_cfg.get("classifier") or ()
         keys = [f"{c}.weight" for c in ([classifier] if isinstance(classifier, str) else classifier)]
         present = [k for k in keys if k in sd]
@@ -749,6 +767,73 @@ def _timm_classifier(arch: str, source: str, sha256: str | None
     check_state_dict(model.state_dict(), sd, f"checkpoint {resolved.path}")
     model.load_state_dict(sd, strict=True)
     return model, resolved, kwargs, source
+
+
+# How a ViT's absolute position embeddings are resampled when it runs at another input size than its weights'.
+POS_EMBED_RESAMPLING = {
+    "dinov2": "DINOv2's own (torch.hub dinov2_*): bicubic, scale factor (grid + 0.1) / trained grid, no antialias",
+    "timm": "timm's resample_abs_pos_embed: bicubic to the new grid, antialiased",
+}
+
+
+def _has_abs_pos_embed(model: nn.Module) -> bool:
+    return getattr(model, "pos_embed", None) is not None and getattr(model, "patch_embed", None) is not None
+
+
+def _pos_embed_method(arch: str) -> str:
+    """DINOv2 weights are resampled as the DINOv2 code does at every forward pass (so a DINOv2 backbone at
+    224 px equals torch.hub's ``dinov2_vit*14`` at 224 px); others as timm does when it loads them."""
+    return "dinov2" if "dinov2" in arch else "timm"
+
+
+def resample_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix_tokens: int, method: str) -> Tensor:
+    """Position embeddings ``[1, prefix + H*W, D]`` of a square trained grid resampled to ``grid``.
+
+    Args:
+        pos_embed: the checkpoint's embeddings (prefix tokens first).
+        grid: the new patch grid (rows, columns).
+        num_prefix_tokens: leading embeddings that are not on the grid (class token), kept as they are.
+        method: a key of :data:`POS_EMBED_RESAMPLING`.
+
+    Returns:
+        ``[1, prefix + grid[0]*grid[1], D]`` in the input's dtype (computed in float32).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:].float()
+    old = int(round(patches.shape[1] ** 0.5))
+    if old * old != patches.shape[1]:
+        raise WeightsError(f"position embeddings of {patches.shape[1]} patches are not a square grid")
+    if method != "dinov2":
+        from timm.layers import resample_abs_pos_embed
+
+        return resample_abs_pos_embed(pos_embed, new_size=list(grid), old_size=[old, old],
+                                      num_prefix_tokens=num_prefix_tokens, interpolation="bicubic", antialias=True)
+    dim = patches.shape[-1]
+    square = patches.reshape(1, old, old, dim).permute(0, 3, 1, 2)
+    scale = ((grid[0] + 0.1) / old, (grid[1] + 0.1) / old)
+    out = F.interpolate(square, scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(out.shape[-2:]) != tuple(grid):
+        raise WeightsError(f"resampling a {old}x{old} position grid gave {tuple(out.shape[-2:])}, not {grid}")
+    out = out.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat([prefix.float(), out], dim=1).to(pos_embed.dtype)
+
+
+def _timm_vit_state_dict(sd: dict[str, Tensor], model: nn.Module, arch: str) -> dict[str, Tensor]:
+    """A ViT checkpoint fitted to ``model``: a torch.hub DINOv2 file's ``mask_token`` (used only in DINOv2's
+    masked pre-training, absent from timm's model) is dropped, and position embeddings trained at another grid
+    are resampled to the model's (:func:`resample_pos_embed`). Other checkpoints pass unchanged."""
+    if not _has_abs_pos_embed(model):
+        return sd
+    if "dinov2" in arch and "mask_token" in sd and "mask_token" not in model.state_dict():
+        sd = {k: v for k, v in sd.items() if k != "mask_token"}
+    pos = sd.get("pos_embed")
+    if pos is not None and pos.shape != model.pos_embed.shape:
+        prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
+        grid = tuple(model.patch_embed.grid_size)
+        sd = {**sd, "pos_embed": resample_pos_embed(pos, grid, prefix, _pos_embed_method(arch))}
+    return sd
 
 
 def load_timm_classifier(spec: str) -> nn.Module:
@@ -764,15 +849,17 @@ def _load_timm(arch: str, source: str, *, crop: int | None, resize: str, sha256:
     import timm.data
     import torch
 
-    model, resolved, kwargs, source = _timm_classifier(arch, source, sha256)
+    model, resolved, kwargs, source = _timm_classifier(arch, source, sha256, img_size=crop)
     model.reset_classifier(0)
     spec = f"timm:{arch}@{source}"
     data_cfg = timm.data.resolve_data_config({}, model=model)
     mean, std = BUNDLED_MEAN_STD if source == "bundled" else (data_cfg["mean"], data_cfg["std"])
     interpolation = data_cfg.get("interpolation", "bicubic")
     fixed = bool(model.pretrained_cfg.get("fixed_input_size"))
+    native = kwargs.get("img_size", data_cfg["input_size"][-1])
+    resampled = {"pos_embed_resample": POS_EMBED_RESAMPLING[_pos_embed_method(arch)]} if "img_size" in kwargs else {}
     preprocess = Preprocess(
-        crop=_check_crop(spec, crop, data_cfg["input_size"][-1], fixed),
+        crop=_check_crop(spec, crop, native, fixed),
         mean=tuple(mean), std=tuple(std), resize=resize,
         interpolation=interpolation if interpolation in INTERPOLATIONS else "bicubic")
     patch_embed = getattr(model, "patch_embed", None)
@@ -784,5 +871,5 @@ def _load_timm(arch: str, source: str, *, crop: int | None, resize: str, sha256:
         weights_sha256=resolved.sha256 if resolved else None,
         embed_dims={"pooled": getattr(model, "head_hidden_size", None) or model.num_features},
         default_embedding="pooled", patch_size=patch[0] if patch is not None else None,
-        model_cfg={"timm_model": model.pretrained_cfg.get("architecture", arch), "kwargs": kwargs},
+        model_cfg={"timm_model": model.pretrained_cfg.get("architecture", arch), "kwargs": kwargs, **resampled},
         versions={"torch": _major_minor(torch.__version__), "timm": _major_minor(timm.__version__)})

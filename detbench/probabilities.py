@@ -18,6 +18,19 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
+def softmax_fake(logits: np.ndarray) -> np.ndarray:
+    """P(fake) from two-class logits ordered (real, fake): ``softmax(logits)[:, 1]``.
+
+    Args:
+        logits: ``[N, 2]`` float array.
+
+    Returns:
+        ``[N]`` float64, computed as ``sigmoid(fake - real)`` (the same number, without overflow).
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    return sigmoid(z[:, 1] - z[:, 0])
+
+
 LOGIT_EPS = 2.0**-53  # probabilities are clipped to [eps, 1 - eps]: |logit| <= 36.7, always finite
 
 

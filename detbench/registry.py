@@ -166,6 +166,17 @@ DETECTORS.register_lazy(
     "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
 )
 DETECTORS.register_lazy(
+    "aide",
+    "detbench.detectors.aide:AIDE",
+    "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
+    "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.",
+)
+DETECTORS.register_lazy(
+    "rigid",
+    "detbench.detectors.rigid:RIGID",
+    "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
+)
+DETECTORS.register_lazy(
     "external",
     "detbench.detectors.external:External",
     "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench import-scores.",

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from detbench.detector import RunContext
-from detbench.detectors.linear_probe import FrozenFeatureDetector
+from detbench.frozen_features import FrozenFeatureDetector
 from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:

@@ -213,6 +213,7 @@ def test_set_offline_patches_imported_hub_and_restores(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(weights, "_saved_offline", None)  # an earlier `--offline` in this process saved its own
     monkeypatch.delenv("DETBENCH_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)  # an earlier in-process `--offline` sets all three
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     set_offline(True)

@@ -1,0 +1,66 @@
+"""The shared plumbing of detectors that read frozen backbone features from the feature cache (linear probes,
+UnivFD's head): load the configured backbone with the configured preprocessing and precision, and extract
+features for index rows through :class:`detbench.features.FeatureCache`.
+
+A detector built on it has a config with ``backbone``, ``crop``, ``embedding``, ``precision``, ``batch_size``,
+``normalize`` and optionally ``resize`` and ``pad``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import Detector, RunContext
+from detbench.precision import resolve_precision
+
+
+class FrozenFeatureDetector(Detector):
+    """Shared plumbing of detectors that read frozen backbone features from the cache."""
+
+    def setup(self, ctx: RunContext) -> None:
+        from detbench.backbones import load_backbone
+
+        self.backbone = load_backbone(self.config.backbone, device="cpu", crop=self.config.crop or None)
+        changes = {k: getattr(self.config, k, "") for k in ("resize", "pad")}
+        if any(changes.values()):
+            changes = {k: v for k, v in changes.items() if v}
+            self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, **changes)
+        self.precision = resolve_precision(self.config.precision, ctx.device)
+        self.embedding = self.config.embedding or self.backbone.default_embedding
+        if self.embedding not in self.backbone.embeddings:
+            from detbench.config import ConfigError
+
+            raise ConfigError(
+                f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
+                f"choose one of {', '.join(self.backbone.embeddings)}"
+            )
+
+    def identity(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.identity(), "embedding": self.embedding, "precision": self.precision}
+
+    def features(
+        self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        perturbation = ctx.perturbation if perturb else None
+        with ctx.phases.phase(description, len(rows)) as advance:
+            feats, failures, counts = ctx.feature_cache.extract(
+                self.backbone,
+                ctx.suite_root,
+                rows,
+                embedding=self.embedding,
+                perturbation=perturbation,
+                batch_size=ctx.batch_size or self.config.batch_size,
+                workers=ctx.workers,
+                device=ctx.device,
+                precision=self.precision,
+                advance=advance,
+            )
+        ctx.extra.setdefault("feature_counts", []).append({"phase": description, **counts})
+        if self.config.normalize:
+            norms = np.linalg.norm(feats, axis=1, keepdims=True)
+            feats /= np.where(norms > 0, norms, 1.0)  # in place: a million features are not held twice
+        return feats, failures

@@ -1,0 +1,159 @@
+"""RIGID (He, Chen, Ho 2024, arXiv 2405.20112): a training-free detector of generated images.
+
+A real image's embedding barely moves under a small input perturbation; a generated one's moves more. The
+score is ``1 - cos(f(x), f(x + noise * eps))``: higher means more likely fake.
+
+Faithful to the authors' notebook (``RIGID.ipynb``, code commit 55af3cc of the IBM release):
+
+- ``f`` is DINOv2 ViT-L/14 (torch.hub ``dinov2_vitl14``, no registers); its output is the class token after
+  the final norm (1024-d). detbench's default backbone ``timm:vit_large_patch14_dinov2@lvd142m`` holds the same
+  weights (timm's conversion of ``dinov2_vitl14_pretrain.pth``; that file itself loads too:
+  ``--set backbone=timm:vit_large_patch14_dinov2@/path/dinov2_vitl14_pretrain.pth``). torch.hub builds the
+  model for 518 px and interpolates its 37x37 position embeddings to the input's 16x16 grid at every forward
+  pass (bicubic, scale factor 16.1/37, no antialias); detbench builds the timm model for the input size and
+  resamples the embeddings the same way once at load time, so the class token is the hub model's.
+- Preprocessing: ``Resize((224, 224))`` (square, aspect ratio ignored, PIL bilinear: torchvision's default),
+  no crop, ``ToTensor``, ImageNet normalisation.
+- ``eps`` ~ N(0, 1) of the normalised image's shape, added after normalisation (so ``noise`` = 0.05 is in
+  normalised units, about 0.011 in [0, 1] pixel units), not clipped, one draw per image.
+
+Departures, all deliberate: the notebook draws the noise from the global RNG of a shuffled loader, so its
+scores change with batch order; detbench seeds each image's draw from (run seed, image id), so a score is the
+same in every run, batch size and order. The notebook reports AP with *real* images as the positive class;
+detbench's AP is fake-positive everywhere (its AUC equals the notebook's). The score is ``1 - cos``, not a
+probability: accuracy at the 0.5 threshold says little; read AP/AUC, or pass ``--threshold calibrated`` with
+a protocol that has a training generator (RIGID never trains; the held-out rows only calibrate).
+
+Any detbench backbone works (``--set backbone=open_clip:ViT-L-14@openai`` ...); its own normalisation applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import Detector, RunContext
+
+STATE_FILE = "rigid.json"
+ORIGINAL_BACKBONE = ("timm", "vit_large_patch14_dinov2")  # the authors' DINOv2 ViT-L/14 (any source of its weights)
+
+
+@dataclass(frozen=True)
+class RIGIDConfig:
+    backbone: str = "timm:vit_large_patch14_dinov2@lvd142m"  # the embedding network f
+    embedding: str = ""  # empty: the backbone's default (timm ViTs: the class token after the final norm)
+    input_size: int = 224  # Resize((input_size, input_size)); no crop
+    interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"  # of that resize
+    noise: float = 0.05  # lambda: the noise's standard deviation in normalised units
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # forward pass: see detbench.precision
+    batch_size: int = 64  # images per forward pass (each image runs twice: clean and noisy)
+
+    def validate(self) -> None:
+        from detbench.config import ConfigError
+
+        if self.input_size < 8 or self.noise < 0 or self.batch_size < 1:
+            raise ConfigError("rigid options need input_size >= 8, noise >= 0 and batch_size >= 1")
+
+
+def noise_for(image_id: str, seed: int, shape: tuple[int, ...]) -> Any:
+    """The N(0, 1) draw of one image: depends only on (run seed, image id), never on batch order or size.
+
+    Args:
+        image_id: the index's content id of the image.
+        seed: the run seed.
+        shape: the normalised image's shape ``(3, H, W)``.
+
+    Returns:
+        A float32 tensor of ``shape``.
+    """
+    import torch
+
+    digest = hashlib.sha256(f"rigid-noise:{seed}:{image_id}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+    return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+class RIGID(Detector):
+    name = "rigid"
+    version = 1
+    Config = RIGIDConfig
+    summary = "RIGID (He et al. 2024): training-free, 1 - cos of DINOv2 embeddings of an image and its noisy copy."
+    training_free = True
+    # The demo: the bundled EfficientNet-Lite0 (the only pretrained backbone offline) at the demo's 128 px.
+    profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 128}}
+
+    def setup(self, ctx: RunContext) -> None:
+        from detbench.backbones import load_backbone
+        from detbench.config import ConfigError
+        from detbench.precision import resolve_precision
+
+        c = self.config
+        self.backbone = load_backbone(c.backbone, device="cpu", crop=c.input_size, resize="stretch")
+        self.backbone.preprocess = dataclasses.replace(self.backbone.preprocess, interpolation=c.interpolation)
+        self.embedding = c.embedding or self.backbone.default_embedding
+        if self.embedding not in self.backbone.embeddings:
+            raise ConfigError(f"embedding {self.embedding!r} not offered by {self.backbone.spec}; "
+                              f"choose one of {', '.join(self.backbone.embeddings)}")
+        self.precision = resolve_precision(c.precision, ctx.device)
+        self.seed = ctx.seed  # of the noise draws; a saved fit restores it (detbench predict scores as the run did)
+        bb = self.backbone
+        self.stand_in = None if (bb.provider, bb.arch) == ORIGINAL_BACKBONE and bb.pretrained else (
+            f"{bb.spec} instead of the authors' DINOv2 ViT-L/14")
+
+    def identity(self) -> dict[str, Any]:
+        return {"backbone": self.backbone.identity(), "embedding": self.embedding, "precision": self.precision,
+                "noise_draw": "N(0, 1) per image, seeded by (run seed, image id), added after normalisation",
+                "stand_in": self.stand_in}
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        return {"trained": False, "training_free": True, "ignored_train_rows": int(len(train)),
+                "stand_in": self.stand_in}
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        import torch
+
+        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+        from detbench.precision import autocast
+
+        device = ctx.device
+        if device == "cpu":
+            tune_cpu_allocator()
+        self.backbone.model.to(device).eval()
+        ids = rows["image_id"].astype(str).tolist()
+        dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(), self.backbone.preprocess.eval_transform(),
+                                   image_ids=ids, perturb=ctx.perturbation)
+        scores = np.full(len(rows), np.nan)
+        failures: dict[int, str] = {}
+        cuda = device.startswith("cuda")
+        embed = HalveOnOom(lambda x: self.backbone.embed(x, self.embedding).float())
+        with ctx.phases.phase(f"score rigid ({ctx.stage})", len(rows)) as advance, torch.inference_mode(), \
+                autocast(self.precision, device):
+            for batch in iterate_batches(dataset, batch_size=ctx.batch_size or self.config.batch_size,
+                                         workers=ctx.workers, pin_memory=cuda):
+                failures.update({int(i): reason for i, reason in batch.failures})
+                if batch.x is not None:
+                    x = batch.x
+                    eps = torch.stack([noise_for(ids[i], self.seed, tuple(x.shape[1:])) for i in batch.indices])
+                    both = torch.cat([x, x + self.config.noise * eps]).to(device, non_blocking=cuda)
+                    feats = embed(both).double()
+                    clean, noisy = feats[: len(x)], feats[len(x):]
+                    cos = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
+                    scores[batch.indices] = (1.0 - cos).cpu().numpy()
+                advance(len(batch.indices) + len(batch.failures))
+        return scores, failures
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        facts = {"training_free": True, "noise_seed": self.seed, "stand_in": self.stand_in}
+        (directory / STATE_FILE).write_text(json.dumps(facts))
+
+    def load(self, directory: Path) -> None:
+        """Nothing is learnt; only the noise seed of the run is restored."""
+        self.seed = int(json.loads((directory / STATE_FILE).read_text())["noise_seed"])
