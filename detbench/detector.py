@@ -12,6 +12,8 @@ import pandas as pd
 
 from detbench.progress import Phases
 
+NO_SCORE = "no_score"  # the status (prefix) of an evaluation image a detector gave no score: left out of the metrics
+
 
 @dataclass
 class RunContext:

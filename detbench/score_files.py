@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from detbench.detector import NO_SCORE
 from detbench.errors import DataError, InputError
 from detbench.probabilities import sigmoid
 from detbench.records import sha256_of_file
@@ -33,7 +34,6 @@ from detbench.tables import TABLE_SUFFIXES, listing, read_table
 KEY_COLUMNS = ("path", "filename", "image_id")  # the key used when none is named: the first present
 ID_COLUMN = "image_id"
 SHOWN = 5  # examples per problem
-NO_SCORE = "no_score"  # the status prefix of an image the file gives no usable score for
 
 
 def not_in_file(path: Path) -> str:
