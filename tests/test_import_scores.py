@@ -162,6 +162,8 @@ def test_mistakes_in_score_files_end_in_one_line(demo: pd.DataFrame, tmp_path: P
         assert len(lines) == 1 and lines[0].startswith("error: "), result.output
         for word in words:
             assert word in " ".join(result.output.split()), (word, result.output)
+    swept = invoke("sweep", "external", *SMALL, "--set", f"file={no_key}", "--set", "name=bad", "-p", "jpeg:50")
+    assert swept.exit_code == 2 and "import one file per perturbation" in swept.output
     plain = invoke("run", "external", "--suite", "demo", *SMALL)
     assert plain.exit_code == 2 and "--set file=... and --set name=..." in plain.output
     assert "import-scores" in plain.output
