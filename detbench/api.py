@@ -598,11 +598,30 @@ def predict(
     return long_predictions(results)
 
 
+DETECTOR_FACTS = ["paper", "year", "training", "weights_key", "released"]  # detbench.registry.DetectorInfo
+
+
 def list_detectors() -> pd.DataFrame:
-    """Registered detectors (built-in and plugins), without importing any: name, summary, origin, target."""
+    """Registered detectors (built-in and plugins), without importing any (``detbench ls detectors``).
+
+    Returns:
+        One row per detector: name, paper, year, training (``trains`` or ``training-free``), weights_key (the
+        ``settings`` key taking released weights, empty if none), released (the files it loads), summary, origin
+        (built-in, or the package that registered it) and target; the facts are empty for a plugin that states none.
+    """
+    import dataclasses
+
+    import pandas as pd
+
     from detbench.registry import DETECTORS
 
-    return _registry_frame(DETECTORS)
+    rows = []
+    for name in DETECTORS.names():
+        info = DETECTORS.info(name)
+        facts = dataclasses.asdict(info) if info is not None else dict.fromkeys(DETECTOR_FACTS)
+        rows.append({"name": name, **facts, **{k: v for k, v in DETECTORS.describe(name).items() if k != "name"}})
+    frame = pd.DataFrame(rows, columns=["name", *DETECTOR_FACTS, "summary", "origin", "target"])
+    return frame.astype({"year": "Int64"})  # a year, or <NA> for baselines and plugins without facts
 
 
 def list_suites() -> pd.DataFrame:

@@ -324,7 +324,9 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
 
     registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
-    if what in registries:
+    if what == "detectors":
+        _list_detectors()
+    elif what in registries:
         reg = registries[what]
         table = Table(title=what)
         for col in ("name", "summary", "origin"):
@@ -339,6 +341,26 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
         _list_presets()
     else:
         raise ConfigError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs")
+
+
+def _list_detectors() -> None:
+    """Paper and year, trains or training-free, released weights (``--set KEY=PATH``), without importing one."""
+    import pandas as pd
+    from rich.table import Table
+
+    from detbench.api import list_detectors
+
+    table = Table(title="detectors")
+    for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
+        table.add_column(col, overflow="fold")
+    for d in list_detectors().to_dict("records"):
+        if not isinstance(d["paper"], str):  # a plugin that states no facts
+            facts = ["?", "?", "?", "?"]
+        else:
+            weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
+            facts = [d["paper"], "-" if d["year"] is pd.NA else str(d["year"]), d["training"], weights]
+        table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
+    console.print(table)
 
 
 def _list_presets() -> None:

@@ -128,6 +128,27 @@ def _collate(items: list[tuple[torch.Tensor | None, int, str | None]]) -> Batch:
     return Batch(x, np.array([g[1] for g in good], dtype=np.int64), failures)
 
 
+Item = tuple[torch.Tensor | None, int, str | None]
+
+
+def _collate_items(items: list[Item]) -> list[Item]:
+    return items
+
+
+def _by_shape(items: list[Item]) -> Iterator[Batch]:
+    """One :class:`Batch` per tensor shape among ``items`` (in first-seen order); the failures ride on the first."""
+    groups: dict[tuple[int, ...], list[Item]] = {}
+    failed = []
+    for item in items:
+        if item[0] is None:
+            failed.append(item)
+        else:
+            groups.setdefault(tuple(item[0].shape), []).append(item)
+    batches = [_collate(group) for group in groups.values()] or [_collate([])]
+    batches[0].failures.extend(_collate(failed).failures)
+    yield from batches
+
+
 def default_workers(gpu: bool = False) -> int:
     """Decode workers. Feeding a GPU: half the cores, at most 8. Running the model on the CPU: none up to
     4 cores, else a quarter of them (at most 8), because worker processes preempt the model's OpenMP threads,
@@ -145,23 +166,37 @@ def iterate_batches(
     pin_memory: bool = False,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
+    by_shape: bool = False,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[Batch]:
-    """Yield :class:`Batch` objects over ``dataset`` with parallel decoding and prefetching."""
+    """Yield :class:`Batch` objects over ``dataset`` with parallel decoding and prefetching.
+
+    With ``by_shape`` the items of a loader batch may differ in size (native-resolution evaluation): each
+    batch is split into one :class:`Batch` per tensor shape, so nothing is resized or padded to stack.
+    ``batches`` gives the dataset positions of every batch explicitly (batches of varying size; then
+    ``batch_size`` only decides whether worker processes are worth starting).
+    """
     workers = default_workers(gpu=pin_memory) if workers is None else workers  # pinned: batches go to a GPU
     if len(dataset) < 4 * batch_size:
         workers = 0  # starting worker processes costs more than it saves on tiny inputs
+    sizing: dict[str, Any] = (
+        {"batch_sampler": [list(b) for b in batches]} if batches is not None
+        else {"batch_size": batch_size, "shuffle": shuffle, "generator": generator}
+    )
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
+        **sizing,
         num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=pin_memory,
+        collate_fn=_collate_items if by_shape else _collate,
+        pin_memory=pin_memory and not by_shape,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
-    yield from loader
+    if not by_shape:
+        yield from loader
+        return
+    for items in loader:
+        yield from _by_shape(items)
 
 
 class HalveOnOom:

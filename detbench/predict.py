@@ -68,7 +68,7 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
     from detbench.config import apply_overrides
     from detbench.leaderboard import detector_label, find_run
     from detbench.records import canonical_json
-    from detbench.registry import DETECTORS
+    from detbench.registry import DETECTORS, SUITES
 
     run_dir, record = find_run(run_ref)
     if record.get("external"):
@@ -77,6 +77,8 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
             "score new images with; choose a run of a detector detbench runs (see `detbench ls runs`)"
         )
     cls = DETECTORS.get(record["detector"])
+    if ctx.eval_convention is None and record["suite"] in SUITES:  # score as the run did (e.g. NPR's resize)
+        ctx.eval_convention = SUITES.get(record["suite"]).eval_convention
     saved = record["key"]["detector"]
     config = apply_overrides(cls.Config(), _dotted(saved["config"]))
     detector = cls(config)
@@ -182,6 +184,11 @@ def predict_files(
         stage="predict",
     )
     trained = load_trained(run_ref, ctx)
+    profiles = set(trained.record.get("eval_profiles", {}).values())
+    if len(profiles) == 1:  # the run evaluated under one suite-imposed profile: score these files the same way
+        from detbench.preprocess import eval_profile
+
+        ctx.eval_profiles = {"predict": eval_profile(profiles.pop())}
     ctx.run_dir = fit_dir(trained.run_dir, trained.record)
     if usable:
         rows = pd.DataFrame(

@@ -16,9 +16,19 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation (CNNSpot, NPR, ...)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_POLICIES = ("none", "shorter", "stretch")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 PAD_FILLS = ("mean", "black")  # black = torchvision CenterCrop's padding, as in the UnivFD evaluation
+
+
+def imagenet_tensor() -> Any:
+    """torchvision's ``Compose([ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])``: how the CNNDetection
+    family of originals turns a PIL image into a network input (picklable for DataLoader workers)."""
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 @dataclass(frozen=True)

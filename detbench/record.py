@@ -11,6 +11,7 @@ import datetime as dt
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,16 +199,21 @@ def _counts(
     }
 
 
-def reason_counts(statuses: pd.Series) -> dict[str, int]:
-    """Counts per status (``"not_a_file: dangling symlink"`` counts as ``not_a_file``).
+def reason_counts(reasons: Iterable[Any]) -> dict[str, int]:
+    """How many statuses or failure reasons of each kind (``"not_a_file: dangling symlink"`` counts as
+    ``not_a_file``).
 
     Args:
-        statuses: index or score statuses.
+        reasons: index or score statuses, or failure reasons (a Series or any iterable).
 
     Returns:
-        ``{status kind: count}``, most frequent first.
+        ``{kind: count}``, most frequent first (ties by name).
     """
-    return {str(k): int(v) for k, v in statuses.astype(str).str.split(":").str[0].value_counts().items()}
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        kind = str(reason).split(":")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _summary(metrics: pd.DataFrame) -> dict[str, Any]:

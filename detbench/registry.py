@@ -21,12 +21,36 @@ from typing import Any
 from detbench.errors import RegistryError
 
 
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What ``detbench ls detectors`` shows about a detector without importing it (so without torch).
+
+    ``training`` is ``"trains"`` or ``"training-free"`` (then the class sets ``training_free = True``);
+    ``weights_key`` is the ``--set`` key that takes released weights (empty: none are released or supported)
+    and ``released`` names the files it loads.
+    """
+
+    paper: str
+    year: int | None = None  # None: not a published method (a baseline)
+    training: str = "trains"
+    weights_key: str = ""
+    released: str = ""
+
+    def __post_init__(self) -> None:
+        if self.training not in TRAINING_KINDS:
+            raise ValueError(f"DetectorInfo.training must be one of {TRAINING_KINDS}, got {self.training!r}")
+
+
+TRAINING_KINDS = ("trains", "training-free")
+
+
 @dataclass
 class _Entry:
     target: str | None  # "module:attr" while not yet imported
     obj: Any = None
     summary: str = ""
     origin: str = "built-in"
+    info: DetectorInfo | None = None
 
     def load(self) -> Any:
         if self.obj is None:
@@ -59,11 +83,20 @@ class Registry:
         self._entries: dict[str, _Entry] = {}
         self._entry_points_loaded = False
 
-    def register_lazy(self, name: str, target: str, summary: str = "", origin: str = "built-in") -> None:
-        """Register ``name`` to the object at ``"module:attr"``, imported on first use."""
+    def register_lazy(self, name: str, target: str, summary: str = "", origin: str = "built-in",
+                      info: DetectorInfo | None = None) -> None:
+        """Register ``name`` to the object at ``"module:attr"``, imported on first use.
+
+        Args:
+            name: the plugin's name on the command line.
+            target: ``"module:attr"`` of the plugin class.
+            summary: one line for ``detbench ls``.
+            origin: who registered it (``built-in``, an entry point, ...).
+            info: detectors only: paper, year, training kind and released weights, listed without importing.
+        """
         if ":" not in target:
             raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
-        self._add(name, _Entry(target=target, summary=summary, origin=origin))
+        self._add(name, _Entry(target=target, summary=summary, origin=origin, info=info))
 
     def register(self, name: str, summary: str = "") -> Callable[[Any], Any]:
         """Decorator registering an object under ``name`` (in-process plugins, notebooks, tests)."""
@@ -116,6 +149,10 @@ class Registry:
         entry = self._entry(name)
         return {"name": name, "summary": entry.summary, "origin": entry.origin, "target": entry.target or ""}
 
+    def info(self, name: str) -> DetectorInfo | None:
+        """The detector facts given at registration (None for plugins registered without them)."""
+        return self._entry(name).info
+
     def get(self, name: str) -> Any:
         """The plugin registered as ``name`` (imported on first use and checked against the base class)."""
         entry = self._entry(name)
@@ -154,32 +191,53 @@ DETECTORS.register_lazy(
     "linear-probe",
     "detbench.detectors.linear_probe:LinearProbe",
     "Logistic regression on frozen backbone features (regularisation chosen on the training generator).",
+    info=DetectorInfo(paper="baseline: a linear probe on frozen features"),
 )
 DETECTORS.register_lazy(
     "mpft",
     "detbench.detectors.mpft:MPFT",
     "Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed).",
+    info=DetectorInfo(paper="Niu et al., AAAI (arXiv 2601.03586)", year=2026),
 )
 DETECTORS.register_lazy(
     "univfd",
     "detbench.detectors.univfd:UnivFD",
     "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
+    info=DetectorInfo(paper="Ojha et al., CVPR", year=2023, weights_key="head", released="fc_weights.pth"),
+)
+DETECTORS.register_lazy(
+    "cnnspot",
+    "detbench.detectors.cnnspot:CNNSpot",
+    "CNNSpot (CVPR 2020): ResNet-50 with one logit, blur+JPEG augmented training; or a released checkpoint.",
+    info=DetectorInfo(paper="Wang et al., CVPR", year=2020, weights_key="weights",
+                      released="blur_jpg_prob0.5.pth, blur_jpg_prob0.1.pth"),
+)
+DETECTORS.register_lazy(
+    "npr",
+    "detbench.detectors.npr:NPR",
+    "NPR (CVPR 2024): a trimmed ResNet-50 on neighbouring-pixel residuals, trained from scratch; or released.",
+    info=DetectorInfo(paper="Tan et al., CVPR", year=2024, weights_key="weights",
+                      released="NPR.pth, model_epoch_last_3090.pth"),
 )
 DETECTORS.register_lazy(
     "aide",
     "detbench.detectors.aide:AIDE",
     "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
     "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.",
+    info=DetectorInfo(paper="Yan et al., ICLR", year=2025, weights_key="weights",
+                      released="the Model Zoo checkpoints ({'model': ...}), e.g. progan_train.pth"),
 )
 DETECTORS.register_lazy(
     "rigid",
     "detbench.detectors.rigid:RIGID",
     "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
+    info=DetectorInfo(paper="He, Chen, Ho (arXiv 2405.20112)", year=2024, training="training-free"),
 )
 DETECTORS.register_lazy(
     "external",
     "detbench.detectors.external:External",
     "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench import-scores.",
+    info=DetectorInfo(paper="none: per-image scores computed elsewhere, imported", training="training-free"),
 )
 SUITES.register_lazy(
     "demo",

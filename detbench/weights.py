@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from detbench.errors import WeightsError
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 OFFLINE_ENV = ("DETBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9_.]+-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$")
 _saved_offline: dict[str, str | None] | None = None
 
 
@@ -151,6 +153,13 @@ def _hf_blob_sha256(path: Path) -> str | None:
     if target.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
         return name
     return None
+
+
+def hub_filename_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The sha256 prefix that torch hub / torchvision file names carry (``resnet50-19c8e357.pth`` → ``19c8e357``),
+    or None when the name has none."""
+    match = _HUB_NAME.match(Path(path).name)
+    return match.group(1) if match else None
 
 
 # ---------------------------------------------------------------------------------------------- resolve
@@ -304,3 +313,56 @@ def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], what: 
         f"{what} does not match the architecture (strict loading; a partly random model is never used):"
         f"{listing('missing keys', missing)}{listing('unexpected keys', unexpected)}"
         f"{listing('shape mismatches', shapes)}")
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint loaded from a user-given file: its tensors, where it came from and its sha256."""
+
+    state_dict: dict[str, Tensor]
+    path: Path
+    sha256: str
+
+    def facts(self) -> dict[str, str]:
+        """What a run records about the file."""
+        return {"path": str(self.path), "sha256": self.sha256}
+
+
+def load_checkpoint_file(spec: str, *, what: str, fix: str, key: str = "weights",
+                         hub_name_check: bool = False) -> LoadedCheckpoint:
+    """Load a checkpoint named by ``--set KEY=PATH[#sha256=HEX]``: weights-only, sha256 verified and recorded.
+
+    Args:
+        spec: the file path, optionally pinned with ``#sha256=<64 hex>`` (a mismatch fails showing both).
+        what: the weights in words, for messages (``"the CNNSpot checkpoint"``).
+        fix: how the user supplies the file (named in the error when it is missing).
+        key: the config key the spec came from (for messages about a malformed pin).
+        hub_name_check: also check the sha256 prefix that torch hub file names carry
+            (``resnet50-19c8e357.pth``) when no pin is given.
+
+    Returns:
+        The unwrapped state dict (``{'model': ...}`` / ``{'state_dict': ...}`` wrappers and ``module.``
+        prefixes removed) with the file's path and sha256.
+    """
+    from detbench.backbones import split_sha256  # the one parser of #sha256= pins
+
+    try:
+        path, pin = split_sha256(spec)
+    except ValueError as exc:
+        raise WeightsError(f"--set {key}: {exc}") from None
+    expected = pin or (hub_filename_sha256(path) if hub_name_check else None)
+    resolved = resolve_weights(what, fix=fix, local=path, expected_sha256=expected)
+    return LoadedCheckpoint(load_state_dict_safely(resolved.path), resolved.path, resolved.sha256)
+
+
+def load_into(model: Any, state_dict: dict[str, Tensor], what: str) -> None:
+    """Copy ``state_dict`` into ``model`` strictly: every key and shape must match (WeightsError otherwise).
+
+    BatchNorm ``num_batches_tracked`` counters may be absent, as in checkpoints older than PyTorch 0.4.1
+    (torchvision's ``resnet50-19c8e357.pth``); PyTorch itself accepts those files strictly, and the counter
+    never changes an evaluation-mode forward pass.
+    """
+    expected = model.state_dict()
+    tolerated = {k for k in expected if k.endswith(".num_batches_tracked") and k not in state_dict}
+    check_state_dict({k: v for k, v in expected.items() if k not in tolerated}, state_dict, what)
+    model.load_state_dict(state_dict, strict=not tolerated)

@@ -27,7 +27,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +50,9 @@ from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
+from detbench.record import reason_counts
 from detbench.records import atomic_path
+from detbench.training import derive_seed
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
 
@@ -109,11 +111,6 @@ class MPFTConfig:
 
 
 # --------------------------------------------------------------------------------------------- pieces
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 32-bit seed that depends only on ``(seed, *keys)``."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:
@@ -425,7 +422,7 @@ class MPFT(Detector):
             "n_train_used": {"real": len(by_class[0]), "fake": len(by_class[1])},
             "n_heldout": int(len(heldout)),
             "train_failures": len(run.failures),
-            "train_failure_reasons": _reason_counts(run.failures.values()),
+            "train_failure_reasons": reason_counts(run.failures.values()),
             "heldout_failures": run.heldout_failures,
             "trainable_params": int(sum(p.numel() for g in optimizer.param_groups for p in g["params"])),
             "total_params": int(n_params),
@@ -637,12 +634,3 @@ def _shown(value: float | None, digits: int = 3) -> str:
 
 def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
     return {k: v for part in parts for k, v in part.items()}
-
-
-
-def _reason_counts(reasons: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        kind = str(reason).split(":")[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts

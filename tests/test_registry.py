@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -73,6 +74,36 @@ def test_listing_detectors_does_not_import_torch() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_builtin_detector_states_its_facts_and_they_match_the_class() -> None:
+    """``detbench ls detectors``: paper, year, trains or training-free, released weights; one fact per place, so
+    the listing's training kind must agree with the class and the weights key must be a config key."""
+    from detbench.config import field_paths
+
+    for name in DETECTORS.names():
+        if DETECTORS.describe(name)["origin"] != "built-in":
+            continue
+        info = DETECTORS.info(name)
+        assert info is not None and info.paper, name
+        cls = DETECTORS.get(name)
+        assert (info.training == "training-free") == bool(cls.training_free), name
+        if info.weights_key:
+            assert info.weights_key in field_paths(cls.Config) and info.released, name
+            assert cls(cls.Config(**{info.weights_key: "w.pth"})).needs_training() is False, name
+
+
+def test_ls_detectors_lists_the_facts_without_importing_torch() -> None:
+    code = ("import sys; from detbench.cli import app\n"
+            "try:\n    app(['ls', 'detectors'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'ls detectors imported torch'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for text in ("cnnspot", "Wang et al., CVPR", "2020", "npr", "2024", "--set weights=PATH", "NPR.pth",
+                 "--set head=PATH", "trains"):
+        assert text in out, text
 
 
 def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

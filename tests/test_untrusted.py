@@ -15,7 +15,7 @@ import torch
 from replicas import build_folder, write_image
 from typer.testing import CliRunner
 
-import detbench.backbones
+import detbench.backbones.timm_adapter
 import detbench.images
 import detbench.plan
 from detbench.backbones import BUNDLED_SHA256, bundled_weights_path, load_backbone
@@ -126,7 +126,7 @@ def test_corrupt_weights_show_both_hashes(
         fh.seek(-100, 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
     actual = hashlib.sha256(corrupt.read_bytes()).hexdigest()
-    monkeypatch.setattr(detbench.backbones, "bundled_weights_path", lambda: corrupt)
+    monkeypatch.setattr(detbench.backbones.timm_adapter, "bundled_weights_path", lambda: corrupt)
     refused(
         run(tree, "timm:efficientnet_lite0@bundled"), "sha256 mismatch", f"expected {BUNDLED_SHA256}", actual
     )

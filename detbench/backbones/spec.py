@@ -1,0 +1,97 @@
+"""The backbone spec grammar: ``PROVIDER:ARCH@SOURCE[#sha256=HEX][#tag=TAG]``.
+
+Providers: ``open_clip`` and ``timm``. Sources: a pretrained tag, a local file, ``local-dir:DIR`` (open_clip),
+``bundled`` (timm EfficientNet-Lite0 shipped in a package) or ``random`` (seeded random init, never presented as
+pretrained).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import TYPE_CHECKING
+
+from detbench.errors import BackboneError
+
+if TYPE_CHECKING:
+    pass
+
+
+PROVIDERS = ("open_clip", "timm")
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+FILE_HINT = " (.safetensors, .bin, .pt or .pth)"
+SPEC_OPTIONS = ("sha256", "tag")  # ``#key=value`` suffixes of a spec
+
+
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """``"open_clip:X@/w.bin#tag=openai#sha256=HEX"`` → ``("open_clip:X@/w.bin", {"tag": ..., "sha256": ...})``.
+
+    Args:
+        spec: a backbone spec, optionally followed by ``#sha256=HEX`` (pins the weights' hash) and/or
+            ``#tag=TAG`` (the open_clip pretrained tag a weight file belongs to: builds that tag's model).
+
+    Returns:
+        The bare spec and the options found (sha256 lower-cased and checked: 64 hex digits).
+    """
+    base, *parts = spec.split("#")
+    options: dict[str, str] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in SPEC_OPTIONS or not value or key in options:
+            raise BackboneError(f"bad option #{part} in backbone spec {spec!r}: expected "
+                             f"{' or '.join(f'#{k}=...' for k in SPEC_OPTIONS)}, each at most once")
+        options[key] = value
+    if "sha256" in options:
+        digest = options["sha256"].lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise BackboneError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
+        options["sha256"] = digest
+    return base, options
+
+
+def split_sha256(spec: str) -> tuple[str, str | None]:
+    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec (or a weights path) may pin its
+    sha256. Other ``#`` options stay on the returned spec."""
+    base, options = split_options(spec)
+    digest = options.pop("sha256", None)
+    return base + "".join(f"#{k}={v}" for k, v in options.items()), digest
+
+
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """``"open_clip:ViT-L-14@openai"`` → ``("open_clip", "ViT-L-14", "openai")``; ValueError if malformed."""
+    usage = "expected PROVIDER:ARCH@SOURCE, e.g. open_clip:ViT-L-14@openai or timm:efficientnet_lite0@bundled"
+    if not isinstance(spec, str) or ":" not in spec:
+        raise BackboneError(f"bad backbone spec {spec!r}: {usage}")
+    provider, rest = spec.split(":", 1)
+    if provider not in PROVIDERS:
+        raise BackboneError(f"unknown backbone provider {provider!r} in {spec!r}; known: {', '.join(PROVIDERS)}")
+    arch, sep, source = rest.partition("@")
+    if not sep or not arch or not source or any(c.isspace() for c in arch):
+        raise BackboneError(f"bad backbone spec {spec!r}: {usage} (SOURCE: a pretrained tag, a file path, "
+                         "local-dir:DIR, bundled or random)")
+    return provider, arch, source
+
+
+def source_kind(source: str) -> str:
+    """One of ``random``, ``bundled``, ``local-dir``, ``file`` or ``tag``."""
+    if source in ("random", "bundled"):
+        return source
+    if source.startswith("local-dir:"):
+        return "local-dir"
+    if "/" in source or os.sep in source or source.startswith(("~", ".")) or source.endswith(WEIGHT_SUFFIXES):
+        return "file"
+    return "tag"
+
+
+def unknown_name(kind: str, name: str, known: list[str]) -> BackboneError:
+    close = difflib.get_close_matches(name, known, n=3)
+    if len(known) <= 40:
+        hint = f"; known: {', '.join(known) or 'none'}"
+    else:
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return BackboneError(f"unknown {kind} {name!r}{hint}")

@@ -1,0 +1,190 @@
+"""Detectors that are one network scoring whole images (CNNSpot, NPR): released checkpoints or training.
+
+:class:`ClassifierDetector` holds what these detectors share: ``--set weights=PATH[#sha256=HEX]`` (loaded
+weights-only and strictly, its sha256 recorded and part of the run identity; with weights nothing trains and
+no training rows are needed), the resolved precision, evaluation through :func:`detbench.training.score_logits`
+(images of different sizes are never stacked), training through :func:`detbench.training.train_classifier`, and
+the saved state. A subclass supplies the architecture, the evaluation preprocessing (which may follow the
+suite's test-set convention, ``RunContext.eval_convention``) and the training recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import Detector, RunContext
+from detbench.precision import resolve_precision
+from detbench.probabilities import sigmoid
+
+if TYPE_CHECKING:
+    from detbench.weights import LoadedCheckpoint
+
+STATE_FILE = "model.safetensors"
+INIT_STREAM = 0x1A17  # the seed stream of the network's initialisation: derive_seed(run seed, INIT_STREAM)
+RELEASED_FILE = "released.json"
+
+
+@dataclass(frozen=True)
+class EvalPreprocessing:
+    """How evaluation images become tensors: the transform, whether sizes may differ, and the facts recorded."""
+
+    transform: Any  # picklable PIL image -> normalised tensor [3, H, W]
+    by_shape: bool  # images keep different sizes (native resolution): batches split by shape
+    facts: dict[str, Any] = field(default_factory=dict)  # part of the run identity
+
+
+class ClassifierDetector(Detector):
+    """Base class: subclasses set ``weights_what``/``weights_fix`` and implement :meth:`build_network`,
+    :meth:`eval_preprocessing` and :meth:`train_setup` (and may override :meth:`prepare_training`).
+
+    The config needs ``weights`` (str), ``precision`` (str) and ``batch_size`` (int, evaluation).
+    """
+
+    weights_what: ClassVar[str] = "the checkpoint"
+    weights_fix: ClassVar[str] = "pass --set weights=/path/to/checkpoint.pth"
+    follows_eval_profiles = True  # --set suite.eval_profile=... replaces eval_preprocessing() for its test sets
+
+    def needs_training(self) -> bool:
+        return not self.config.weights
+
+    # ---- what subclasses provide
+
+    @abstractmethod
+    def build_network(self) -> Any:
+        """The architecture with the original's parameter names, initialised as the original initialises it
+        (called under a seeded RNG)."""
+
+    @abstractmethod
+    def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        """The evaluation transform for this run (``ctx.eval_convention`` may choose it)."""
+
+    @abstractmethod
+    def train_setup(self, ctx: RunContext) -> Any:
+        """A :class:`detbench.training.TrainSetup` for ``self.net`` (called by :meth:`fit` when training)."""
+
+    def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
+        """Load what training starts from (e.g. ImageNet weights) before any data work; the identity facts."""
+        return {}
+
+    def to_tensor(self) -> Any:
+        """PIL image -> normalised network input, after any resizing/cropping (default: ImageNet statistics)."""
+        from detbench.preprocess import imagenet_tensor
+
+        return imagenet_tensor()
+
+    def profile_preprocessing(self, profile: Any) -> EvalPreprocessing:
+        """A suite-imposed :class:`~detbench.preprocess.EvalProfile`: its resize/crop steps, then :meth:`to_tensor`."""
+        from torchvision import transforms
+
+        return EvalPreprocessing(transforms.Compose([_ApplyProfile(profile), self.to_tensor()]),
+                                 by_shape=profile.native_size, facts={"eval_profile": profile.name})
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """P(fake) from the network's logits (one logit: its sigmoid)."""
+        return sigmoid(logits)
+
+    # ---- the Detector contract
+
+    def setup(self, ctx: RunContext) -> None:
+        import torch
+
+        from detbench.training import derive_seed
+        from detbench.weights import LoadedCheckpoint, load_checkpoint_file, load_into
+
+        self.precision = resolve_precision(self.config.precision, ctx.device)
+        self.released: LoadedCheckpoint | None = None
+        self.training_facts: dict[str, Any] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(ctx.seed, INIT_STREAM))
+            self.net = self.build_network()
+            if not self.config.weights:
+                self.training_facts = self.prepare_training(ctx)  # may replace self.net (e.g. ImageNet weights)
+        if self.config.weights:
+            loaded = load_checkpoint_file(self.config.weights, what=self.weights_what, fix=self.weights_fix)
+            load_into(self.net, loaded.state_dict, f"{self.weights_what} {loaded.path}")
+            self.released = LoadedCheckpoint({}, loaded.path, loaded.sha256)  # the tensors now live in the net
+        self.net.eval()
+        self.preprocessing = self.eval_preprocessing(ctx)
+        self.device = "cpu"
+
+    def identity(self) -> dict[str, Any]:
+        weights = {"weights_sha256": self.released.sha256} if self.released is not None else {}
+        return {"precision": self.precision, "eval_preprocessing": self.preprocessing.facts, **weights,
+                **self.training_facts}
+
+    def _to(self, device: str) -> None:
+        if device != self.device:
+            self.net.to(device)
+            self.device = device
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        if self.released is not None:
+            return {"weights": "released", "trained": False, **self.released.facts(),
+                    "eval_preprocessing": self.preprocessing.facts}
+        from detbench.training import train_classifier
+
+        self._to(ctx.device)
+        facts = train_classifier(self.train_setup(ctx), train, heldout, ctx)
+        self.net.eval()
+        return {"weights": "trained", "trained": True, **self.training_facts, **facts,
+                "eval_preprocessing": self.preprocessing.facts}
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        from detbench.training import score_logits
+
+        self._to(ctx.device)
+        self.net.eval()
+        groups: dict[Any, list[int]] = {}  # the suite's profile for a generator's test set, or None (our own)
+        for pos, generator in enumerate(rows["generator"]):
+            groups.setdefault(ctx.eval_profile_for(generator), []).append(pos)
+        scores = np.full(len(rows), np.nan)
+        failures: dict[int, str] = {}
+        for profile, positions in groups.items():
+            pp = self.preprocessing if profile is None else self.profile_preprocessing(profile)
+            logits, failed = score_logits(
+                self.net, rows.iloc[positions], ctx, pp.transform, device=ctx.device, precision=self.precision,
+                batch_size=ctx.batch_size or self.config.batch_size, perturb=ctx.perturbation,
+                by_shape=pp.by_shape, description=f"score {self.name} ({ctx.stage})")
+            failures.update({positions[i]: reason for i, reason in failed.items()})
+            ok = np.isfinite(logits).reshape(len(positions), -1).all(axis=1)
+            if ok.any():
+                scores[np.asarray(positions)[ok]] = self.probabilities(logits[ok])
+        return scores, failures
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.released is not None:  # the file itself is the state: record which one, not a copy
+            (directory / RELEASED_FILE).write_text(json.dumps(self.released.facts(), indent=1, sort_keys=True))
+            return
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+        save_file(state, str(directory / STATE_FILE))
+
+    def load(self, directory: Path) -> None:
+        from detbench.weights import WeightsError, load_into, load_state_dict_safely
+
+        if self.released is not None:
+            saved = json.loads((directory / RELEASED_FILE).read_text())
+            if saved["sha256"] != self.released.sha256:
+                raise WeightsError(f"{self.released.path} changed since this fit was made (sha256 "
+                                   f"{saved['sha256']} then, {self.released.sha256} now)")
+            return
+        load_into(self.net, load_state_dict_safely(directory / STATE_FILE), f"{self.name} state {directory}")
+
+
+@dataclass(frozen=True)
+class _ApplyProfile:
+    """A picklable transform step: an EvalProfile's resize/crop steps."""
+
+    profile: Any
+
+    def __call__(self, img: Any) -> Any:
+        return self.profile.apply(img)

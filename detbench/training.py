@@ -1,0 +1,580 @@
+"""One resumable, seeded training loop for end-to-end image classifiers (CNNSpot, NPR; AIDE can reuse it).
+
+A detector describes its recipe in a :class:`TrainSetup` (network, optimizer, :class:`Schedule`, a seeded
+per-image training transform, the held-out preprocessing, the loss) and calls :func:`train_classifier` with
+the training rows and the held-out rows of the training generator. The loop runs epochs over the training
+rows in batches (the last one smaller, as a plain DataLoader gives), evaluates the held-out rows after every
+epoch, lets the schedule decide the learning rate, whether this epoch's state is the one to keep and whether
+to stop, and returns the facts a run records.
+
+Determinism: epoch ``e`` visits the rows in a permutation drawn from ``(seed, e)``; the image at position
+``j`` of epoch ``e`` is augmented with a generator seeded from ``(seed, e, j)``; torch's global RNG is
+reseeded from ``(seed, step)`` before every step. Nothing random is carried from step to step except the
+model and the optimizer, so a run resumed from a checkpoint continues exactly as an uninterrupted one
+(bit-identical on CPU up to the last-bit differences oneDNN kernels can show between processes), whatever the
+number of decoding workers.
+
+Checkpoints: every ``checkpoint_every`` steps, written atomically to ``ctx.checkpoint_dir()`` (safetensors:
+the model's state dict, the kept-so-far state, the optimizer's tensors; JSON metadata: position, schedule
+state, history, failures). A killed run resumes from the last one; the file is deleted when training ends.
+
+Under torchrun each rank takes a contiguous slice of every batch and DistributedDataParallel averages the
+gradients, each rank's loss weighted by its share of the batch (BatchNorm becomes SyncBatchNorm on CUDA, so a
+step equals the one-process step up to rounding; on CPU each rank normalises its own slice). A step in which
+some rank has no image (a tiny last batch, unreadable files) is skipped on every rank and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from detbench import distributed as dist
+from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+from detbench.detector import RunContext
+from detbench.errors import DataError, TrainingError
+from detbench.metrics import binary_metrics
+from detbench.precision import autocast
+from detbench.record import reason_counts
+from detbench.records import atomic_path
+
+CHECKPOINT = "train_checkpoint.safetensors"
+TrainTransform = Callable[[Any, np.random.Generator], Tensor]  # (PIL image, per-image generator) -> tensor
+_ORDER, _AUGMENT, _STEP = range(3)  # stream tags of the seeds derived from (run seed, tag, ...)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed that depends only on ``(seed, *keys)``."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def bce_with_logits(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean BCE-with-logits of one-logit outputs (``[B, 1]`` or ``[B]``) against float labels (1 = fake),
+    the loss of CNNSpot and NPR (``BCEWithLogitsLoss()(output.squeeze(1), label)``)."""
+    return nn.functional.binary_cross_entropy_with_logits(logits.reshape(labels.shape), labels)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``n`` training rows."""
+    return np.random.default_rng([seed, _ORDER, epoch]).permutation(n)
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+
+
+@dataclass(frozen=True)
+class EpochOutcome:
+    """A schedule's decision after an epoch's held-out evaluation."""
+
+    keep: bool  # this epoch's state becomes the kept one (the "best" checkpoint the original would write)
+    stop: bool  # training ends here
+    note: str = ""
+
+
+class Schedule(ABC):
+    """Learning rate per step, and what happens after each epoch. Its state must survive a checkpoint."""
+
+    @abstractmethod
+    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        """The learning rate of global step ``step`` (0-based), which lies in epoch ``epoch`` (0-based)."""
+
+    @abstractmethod
+    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        """Decide after epoch ``epoch`` (0-based) from its held-out metrics (NaN when there are none)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready state for checkpoints."""
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
+    def describe(self) -> dict[str, Any]:
+        """The schedule's kind and settings, for the run record."""
+        return {"kind": type(self).__name__, **self.state_dict()}
+
+
+class PlateauSchedule(Schedule):
+    """CNNDetection's early stopping (``train.py``, ``earlystop.py``): after each epoch, held-out ``metric``
+    below ``best + delta`` counts as no improvement; ``patience`` of those in a row divide the learning rate by
+    ``factor`` and start a fresh stopper with ``delta_after``; training stops once the rate would fall below
+    ``min_lr``. An epoch keeps its state when the current stopper saves it, as ``model_epoch_best.pth`` is
+    saved: the first epoch after every drop is kept whatever its score (the original's fresh stopper saves
+    its first call), so the final state is the best of the last learning-rate phase, not of the whole run.
+    Without held-out scores (NaN) every epoch is kept and the rate never drops."""
+
+    def __init__(self, lr: float, *, patience: int, delta: float, delta_after: float, factor: float = 10.0,
+                 min_lr: float = 1e-6, metric: str = "acc") -> None:
+        self.current_lr, self.patience, self.delta, self.delta_after = lr, patience, delta, delta_after
+        self.factor, self.min_lr, self.metric = factor, min_lr, metric
+        self.best: float | None = None
+        self.counter = 0
+        self.drops = 0
+
+    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        return self.current_lr
+
+    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        score = heldout.get(self.metric, float("nan"))
+        if score is None or not math.isfinite(score):
+            return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")
+        delta = self.delta if self.drops == 0 else self.delta_after
+        if self.best is None or score >= self.best + delta:
+            self.best, self.counter = float(score), 0
+            return EpochOutcome(keep=True, stop=False)
+        self.counter += 1
+        if self.counter < self.patience:
+            return EpochOutcome(keep=False, stop=False)
+        new_lr = self.current_lr / self.factor
+        if new_lr < self.min_lr:
+            return EpochOutcome(keep=False, stop=True, note=f"learning rate {new_lr:g} below {self.min_lr:g}")
+        self.current_lr, self.best, self.counter, self.drops = new_lr, None, 0, self.drops + 1
+        return EpochOutcome(keep=False, stop=False, note=f"learning rate divided by {self.factor:g}: {new_lr:g}")
+
+
+class StepDecaySchedule(Schedule):
+    """NPR's schedule (``train.py``): after epoch ``e`` (0-based) with ``e % every == 0 and e != 0`` the rate is
+    multiplied by ``factor``; no early stopping; every epoch is kept, so the last one is the result."""
+
+    def __init__(self, lr: float, *, every: int, factor: float) -> None:
+        self.current_lr, self.every, self.factor = lr, every, factor
+
+    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        return self.current_lr
+
+    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        if self.every and epoch % self.every == 0 and epoch != 0:
+            self.current_lr *= self.factor
+            return EpochOutcome(keep=True, stop=False, note=f"learning rate x{self.factor:g}: {self.current_lr:g}")
+        return EpochOutcome(keep=True, stop=False)
+
+
+class CosineSchedule(Schedule):
+    """Per-step half-cosine from ``lr`` down to ``min_lr`` over ``epochs`` after a linear warm-up of
+    ``warmup_epochs`` (the MAE/ConvNeXt ``adjust_learning_rate`` that AIDE uses: the epoch is fractional,
+    ``step / steps_per_epoch``). An epoch is kept when held-out ``metric`` beats the best so far strictly."""
+
+    def __init__(self, lr: float, *, epochs: int, min_lr: float = 0.0, warmup_epochs: float = 0.0,
+                 metric: str = "acc") -> None:
+        self.base_lr, self.epochs, self.min_lr, self.warmup_epochs = lr, epochs, min_lr, warmup_epochs
+        self.metric = metric
+        self.best: float | None = None
+
+    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        t = step / max(1, steps_per_epoch)
+        if t < self.warmup_epochs:
+            return self.base_lr * t / self.warmup_epochs
+        span = max(1e-12, self.epochs - self.warmup_epochs)
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (t - self.warmup_epochs)
+                                                                                   / span))
+
+    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        score = heldout.get(self.metric, float("nan"))
+        if score is None or not math.isfinite(score):
+            return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")
+        if self.best is None or score > self.best:
+            self.best = float(score)
+            return EpochOutcome(keep=True, stop=False)
+        return EpochOutcome(keep=False, stop=False)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class TrainSetup:
+    """A detector's training recipe, handed to :func:`train_classifier`.
+
+    ``model`` maps a normalised image batch to logits; ``loss(logits, labels)`` is the mean loss of a batch
+    (labels: float tensor, 1 = fake); ``probabilities(logits)`` turns held-out logits into P(fake).
+    ``train_transform(img, rng)`` augments one PIL image with its own generator; ``heldout_transform(img)`` is
+    deterministic, after the optional ``heldout_perturb(img, image_id)`` (seeded by image id, e.g.
+    CNNDetection's validation blur/JPEG). ``keep``: ``best`` restores the state of the last epoch the
+    schedule kept, ``last`` the final state.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    train_transform: TrainTransform
+    heldout_transform: Callable[[Any], Tensor]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    probabilities: Callable[[np.ndarray], np.ndarray]
+    epochs: int
+    batch_size: int
+    keep: Literal["best", "last"] = "best"
+    checkpoint_every: int = 500  # steps; 0: no checkpoints
+    heldout_perturb: Callable[[Any, str], Any] | None = None
+    heldout_by_shape: bool = False
+    heldout_batch_size: int = 64
+    precision: str = "fp32"
+    name: str = "classifier"  # progress and log label
+    scaler: Any = None  # set by train_classifier: fp16 loss scaling
+
+
+@dataclass
+class _Progress:
+    """Training progress that a checkpoint carries (the model and optimizer travel as tensors)."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimizer steps taken (skipped steps included)
+    stopped: str = ""  # why training ended early, once it has
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    kept_epoch: int | None = None
+    kept_state: dict[str, Tensor] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[int, str] = field(default_factory=dict)
+    skipped_steps: int = 0
+    scaler: dict[str, Any] = field(default_factory=dict)  # GradScaler state (fp16 only)
+
+
+class _ScheduledRows(ImageRowsDataset):
+    """Item ``i`` loads row ``order[i]`` and augments it with a generator seeded by ``seeds[i]``."""
+
+    def __init__(self, root: Path, paths: list[str], transform: TrainTransform, order: np.ndarray,
+                 seeds: list[int]) -> None:
+        super().__init__(root, paths, _Unused())
+        self.train_transform, self.order, self.seeds = transform, order, seeds
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> tuple[Tensor | None, int, str | None]:
+        self.transform = _Seeded(self.train_transform, self.seeds[i])
+        x, _, err = super().__getitem__(int(self.order[i]))
+        return x, i, err
+
+
+class _Unused:
+    def __call__(self, img: Any) -> Tensor:
+        raise AssertionError("replaced per item")
+
+
+@dataclass
+class _Seeded:
+    fn: TrainTransform
+    seed: int
+
+    def __call__(self, img: Any) -> Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # for transforms that draw from torch as well
+            return self.fn(img, np.random.default_rng(self.seed))
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def score_logits(model: Callable[[Tensor], Tensor], rows: pd.DataFrame, ctx: RunContext, transform: Any, *,
+                 device: str, precision: str, batch_size: int, perturb: Any | None = None,
+                 by_shape: bool = False, description: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """Logits of ``rows`` (``[N]`` for one logit, ``[N, K]`` for K) under ``transform``, NaN where an image
+    failed, and the failure reasons by row position.
+
+    Args:
+        model: maps a normalised batch ``[B, 3, H, W]`` on ``device`` to logits ``[B, K]``.
+        rows: index rows (``path``, ``image_id``) under ``ctx.suite_root``.
+        ctx: the run context (workers, phases).
+        transform: PIL image -> tensor ``[3, H, W]``.
+        device: where the model runs.
+        precision: a resolved precision (``fp32``, ``bf16``, ``fp16``).
+        batch_size: images per forward pass.
+        perturb: optional ``(img, image_id) -> img`` applied before ``transform`` (evaluation perturbations).
+        by_shape: images may differ in size (native resolution): each batch runs once per tensor shape.
+        description: progress-bar label (None: no bar).
+
+    Returns:
+        ``(logits, failures)``.
+    """
+    if device == "cpu":
+        tune_cpu_allocator()
+    dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(), transform,
+                               image_ids=rows["image_id"].astype(str).tolist(), perturb=perturb)
+    out: np.ndarray | None = None
+    failures: dict[int, str] = {}
+    cuda = device.startswith("cuda")
+    forward = HalveOnOom(model)
+    phase = ctx.phases.phase(description, len(rows)) if description else contextlib.nullcontext(None)
+    with phase as advance, torch.inference_mode(), autocast(precision, device):
+        for batch in iterate_batches(dataset, batch_size=batch_size, workers=ctx.workers, pin_memory=cuda,
+                                     by_shape=by_shape):
+            failures.update({int(i): reason for i, reason in batch.failures})
+            if batch.x is not None:
+                logits = forward(batch.x.to(device, non_blocking=cuda)).float().cpu().numpy()
+                if out is None:
+                    out = np.full((len(rows), *logits.shape[1:]), np.nan)
+                out[batch.indices] = logits
+            if advance is not None:
+                advance(len(batch.indices) + len(batch.failures))
+    if out is None:
+        out = np.full(len(rows), np.nan)
+    return (out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out), failures
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFrame,
+                     ctx: RunContext) -> dict[str, Any]:
+    """Train ``setup.model`` on ``train`` with the recipe, selecting on ``heldout``; resumable after a kill.
+
+    Args:
+        setup: the recipe (see :class:`TrainSetup`); its model and optimizer are updated in place.
+        train: training rows (``path``, ``label``; any order: they are sorted by path first).
+        heldout: held-out rows of the training generator, scored after every epoch (may be empty).
+        ctx: the run context (seed, device, workers, phases, checkpoint directory).
+
+    Returns:
+        Facts for the run record: epochs and steps run, why training stopped, the kept epoch, the per-epoch
+        history (learning rate, train loss, held-out acc/AP/loss), images used and skipped, speed.
+    """
+    rows = train.sort_values("path", kind="stable").reset_index(drop=True)
+    if rows.empty or rows["label"].nunique() < 2:
+        raise DataError(f"{setup.name}: training needs real and fake images; got {len(rows)} rows with labels "
+                        f"{sorted(int(v) for v in rows['label'].unique())}")
+    n, device = len(rows), ctx.device
+    steps_per_epoch = math.ceil(n / setup.batch_size)
+    model = setup.model.to(device)
+    if device == "cpu":
+        tune_cpu_allocator()
+    path = ctx.checkpoint_dir() / CHECKPOINT
+    run = _Progress()
+    if path.exists():
+        run = _resume(path, setup, n)
+        ctx.phases.log(f"{setup.name}: resuming from the checkpoint at step {run.step} (epoch {run.epoch + 1}, "
+                       f"batch {run.batch}) in {path}")
+    start_step, started = run.step, time.perf_counter()
+    forward = _training_forward(model, device)
+    setup_scaler(setup, device, run)
+    labels = torch.tensor(rows["label"].to_numpy(dtype=np.float32))
+    total = setup.epochs * steps_per_epoch if setup.epochs <= 1000 else None
+    with ctx.phases.phase(f"train {setup.name}", total) as advance:
+        advance(run.step)
+        while run.epoch < setup.epochs and not run.stopped:
+            for x, y in _epoch_batches(setup, rows, labels, run, ctx):
+                _step(setup, forward, x, y, run, steps_per_epoch, ctx)
+                run.batch += 1
+                if run.batch == steps_per_epoch:
+                    _end_epoch(setup, heldout, run, ctx)
+                if setup.checkpoint_every and run.step % setup.checkpoint_every == 0:
+                    _save(path, setup, run, n)
+                advance(1)
+    seconds = time.perf_counter() - started
+    if setup.keep == "best" and run.kept_state:
+        model.load_state_dict(run.kept_state)
+    if dist.is_main():
+        path.unlink(missing_ok=True)
+    failures = {k: v for part in dist.all_gather(run.failures) for k, v in part.items()}
+    speed = (run.step - start_step) * setup.batch_size / seconds if seconds > 0 and run.step > start_step else None
+    return {
+        "epochs_run": len(run.history),
+        "steps": run.step,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": setup.batch_size,
+        "stopped": run.stopped or "max_epochs",
+        "kept": setup.keep,
+        "kept_epoch": (run.kept_epoch + 1 if run.kept_epoch is not None else None) if setup.keep == "best"
+        else len(run.history),
+        "schedule": setup.schedule.describe(),
+        "history": run.history,
+        "resumed_from_step": start_step or None,
+        "n_train": {"real": int((rows["label"] == 0).sum()), "fake": int((rows["label"] == 1).sum())},
+        "n_heldout": int(len(heldout)),
+        "train_failures": len(failures),
+        "train_failure_reasons": reason_counts(failures.values()),
+        "skipped_steps": run.skipped_steps,
+        "train_images_per_s": round(speed, 2) if speed else None,
+    }
+
+
+def setup_scaler(setup: TrainSetup, device: str, run: _Progress) -> None:
+    """fp16 training scales the loss (``torch.amp.GradScaler``); other precisions pass through it unchanged."""
+    setup.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=setup.precision == "fp16")
+    if run.scaler:
+        setup.scaler.load_state_dict(run.scaler)
+
+
+def _training_forward(model: nn.Module, device: str) -> nn.Module:
+    """The module the steps call: ``model``, or under torchrun its DDP wrapper (SyncBatchNorm on CUDA)."""
+    if not dist.sharded():
+        return model
+    if device.startswith("cuda"):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return dist.data_parallel(model, device)
+
+
+def _epoch_batches(setup: TrainSetup, rows: pd.DataFrame, labels: Tensor, run: _Progress,
+                   ctx: RunContext) -> Iterator[tuple[Tensor | None, Tensor | None]]:
+    """This rank's slice ``(x, y)`` of every remaining batch of epoch ``run.epoch`` (None when none loaded)."""
+    bs, n = setup.batch_size, len(rows)
+    order = epoch_order(n, ctx.seed, run.epoch)
+    positions, batches, seeds = [], [], []
+    for b in range(run.batch, math.ceil(n / bs)):
+        batch = range(b * bs, min(n, (b + 1) * bs))
+        mine = list(batch)[dist.shard_slice(len(batch))]
+        batches.append(list(range(len(positions), len(positions) + len(mine))))
+        positions.extend(mine)
+        seeds.extend(derive_seed(ctx.seed, _AUGMENT, run.epoch, j) for j in mine)
+    order_here = order[np.asarray(positions, dtype=np.int64)]
+    dataset = _ScheduledRows(ctx.suite_root, rows["path"].tolist(), setup.train_transform, order_here, seeds)
+    cuda = ctx.device.startswith("cuda")
+    for batch in iterate_batches(dataset, batch_size=max(1, bs // max(1, dist.world_size())), workers=ctx.workers,
+                                 pin_memory=cuda, batches=batches):
+        for pos, reason in batch.failures:
+            run.failures[int(order_here[pos])] = reason
+        if batch.x is None:
+            yield None, None
+            continue
+        row_idx = torch.as_tensor(order_here[batch.indices])
+        yield batch.x.to(ctx.device, non_blocking=cuda), labels[row_idx].to(ctx.device)
+
+
+def _step(setup: TrainSetup, forward: nn.Module, x: Tensor | None, y: Tensor | None, run: _Progress,
+          steps_per_epoch: int, ctx: RunContext) -> None:
+    """One optimizer step on a batch (every rank joins; skipped on all ranks when one has no image)."""
+    step = run.step
+    run.step += 1
+    n_local = 0 if x is None else len(x)
+    if dist.sharded():
+        counts = dist.all_gather(n_local)
+        n, empty = sum(counts), min(counts) == 0
+    else:
+        n, empty = n_local, n_local == 0
+    if empty:
+        run.skipped_steps += 1
+        return
+    assert x is not None and y is not None
+    lr = setup.schedule.lr(step, run.epoch, steps_per_epoch)
+    for group in setup.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(derive_seed(ctx.seed, _STEP, step))
+    setup.model.train()
+    with autocast(setup.precision, ctx.device):
+        logits = forward(x)
+    loss = setup.loss(logits.float(), y)
+    scaler = setup.scaler
+    scaler.scale(loss * (n_local * dist.world_size() / n) if dist.sharded() else loss).backward()
+    scaler.step(setup.optimizer)
+    scaler.update()
+    setup.optimizer.zero_grad(set_to_none=True)
+    value = float(loss.detach())
+    if dist.sharded():
+        value = dist.all_reduce_sum(value * n_local) / n
+    if not math.isfinite(value):
+        raise TrainingError(f"{setup.name}: the training loss became {value} at step {step + 1} (epoch "
+                            f"{run.epoch + 1}, learning rate {lr:g}): training diverged; lower the learning rate")
+    run.loss_sum += value * n
+    run.loss_n += n
+
+
+def _end_epoch(setup: TrainSetup, heldout: pd.DataFrame, run: _Progress, ctx: RunContext) -> None:
+    """Score the held-out rows, let the schedule decide, keep the state if it says so, move to the next epoch."""
+    setup.model.eval()
+    metrics = _heldout_metrics(setup, heldout, ctx)
+    lr = setup.optimizer.param_groups[0]["lr"]
+    outcome = setup.schedule.end_epoch(run.epoch, metrics)
+    entry = {"epoch": run.epoch + 1, "step": run.step, "lr": lr,
+             "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
+             **{f"heldout_{k}": v for k, v in metrics.items()}, "kept": outcome.keep}
+    if outcome.note:
+        entry["note"] = outcome.note
+    run.history.append(entry)
+    run.loss_sum, run.loss_n = 0.0, 0
+    if outcome.keep and setup.keep == "best":
+        run.kept_epoch = run.epoch
+        run.kept_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.model.state_dict().items()}
+    if outcome.stop:
+        run.stopped = outcome.note or "the schedule stopped"
+    run.epoch, run.batch = run.epoch + 1, 0
+    acc, ap = metrics.get("acc"), metrics.get("ap")
+    ctx.phases.log(f"{setup.name} epoch {run.epoch}: lr {lr:g}, train loss {entry['train_loss'] or float('nan'):.4f}, "
+                   f"held-out acc {acc if acc is not None else float('nan'):.3f}, "
+                   f"AP {ap if ap is not None else float('nan'):.3f}{'  ' + outcome.note if outcome.note else ''}")
+
+
+def _heldout_metrics(setup: TrainSetup, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, float]:
+    """acc, AP and loss of the held-out rows (sharded across ranks, gathered on all); NaN when none scored."""
+    nan = {"acc": float("nan"), "ap": float("nan"), "loss": float("nan")}
+    if heldout.empty:
+        return nan
+    part = heldout.iloc[dist.shard_slice(len(heldout), align=setup.heldout_batch_size)]
+    with dist.local():
+        logits, _ = score_logits(setup.model, part, ctx, setup.heldout_transform, device=ctx.device,
+                                 precision=setup.precision, batch_size=setup.heldout_batch_size,
+                                 perturb=setup.heldout_perturb, by_shape=setup.heldout_by_shape)
+    logits = np.concatenate(dist.all_gather(logits))
+    ok = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)
+    if not ok.any():
+        return nan
+    y = heldout["label"].to_numpy()[ok]
+    probs = setup.probabilities(logits[ok])
+    with torch.no_grad():
+        loss = float(setup.loss(torch.as_tensor(logits[ok]).float(), torch.as_tensor(y).float()))
+    metrics = binary_metrics(y, probs)
+    return {"acc": metrics["acc"], "ap": metrics["ap"], "loss": loss}
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _save(path: Path, setup: TrainSetup, run: _Progress, n_rows: int) -> None:
+    run.failures = {k: v for part in dist.all_gather(run.failures) for k, v in part.items()}
+    if not dist.is_main():
+        return
+    tensors = {f"model/{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in setup.model.state_dict().items()}
+    tensors.update({f"kept/{k}": v.contiguous() for k, v in run.kept_state.items()})
+    optim = setup.optimizer.state_dict()
+    for index, state in optim["state"].items():
+        for key, value in state.items():
+            tensors[f"optim/{index}/{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
+    meta = {"epoch": run.epoch, "batch": run.batch, "step": run.step, "stopped": run.stopped,
+            "loss_sum": run.loss_sum, "loss_n": run.loss_n, "kept_epoch": run.kept_epoch, "history": run.history,
+            "failures": {str(k): v for k, v in run.failures.items()}, "skipped_steps": run.skipped_steps,
+            "schedule": setup.schedule.state_dict(), "n_rows": n_rows, "batch_size": setup.batch_size,
+            "param_groups": [{"lr": g["lr"]} for g in optim["param_groups"]],
+            "scaler": setup.scaler.state_dict() if setup.scaler is not None and setup.scaler.is_enabled() else {}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"detbench_training": json.dumps(meta)})
+
+
+def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["detbench_training"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if (meta["n_rows"], meta["batch_size"]) != (n_rows, setup.batch_size):
+        raise TrainingError(f"checkpoint {path} was written for {meta['n_rows']} training rows in batches of "
+                           f"{meta['batch_size']}, this run has {n_rows} in batches of {setup.batch_size}; "
+                           "delete it to start over")
+
+    def section(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+    setup.model.load_state_dict(section("model"))
+    optim = setup.optimizer.state_dict()
+    optim["state"] = {}
+    for key, value in section("optim").items():
+        index, _, slot = key.partition("/")
+        optim["state"].setdefault(int(index), {})[slot] = value
+    for group, saved in zip(optim["param_groups"], meta["param_groups"], strict=True):
+        group["lr"] = saved["lr"]
+    setup.optimizer.load_state_dict(optim)
+    setup.schedule.load_state_dict(meta["schedule"])
+    return _Progress(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"], stopped=meta["stopped"],
+                     loss_sum=meta["loss_sum"], loss_n=meta["loss_n"], kept_epoch=meta["kept_epoch"],
+                     kept_state=section("kept"), history=meta["history"], skipped_steps=meta["skipped_steps"],
+                     failures={int(k): v for k, v in meta["failures"].items()}, scaler=meta["scaler"])

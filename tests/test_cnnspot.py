@@ -1,0 +1,201 @@
+"""CNNSpot: a checkpoint in the original's format scores through the CLI exactly as CNNDetection's eval.py would.
+
+The reference (written here from the original's published semantics, not imported): ``eval.py`` builds
+``resnet50(num_classes=1)``, loads ``torch.load(path)['model']`` strictly, and scores
+``sigmoid(model(x))`` where ``x`` = PIL RGB -> (no resize) -> ``CenterCrop(224)`` (torchvision pads smaller
+images with black: left/top get the floor of half the gap) -> ToTensor -> ImageNet Normalize; the README's
+no-crop variant skips the crop (batch 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cli_helpers import invoke
+from PIL import Image
+from resnet_reference import (
+    calibrate_head,
+    head_logits,
+    random_resnet_state,
+    resnet_features,
+    to_normalised_tensor,
+)
+
+from detbench.registry import DETECTORS
+
+# (generator, label folder, name, width, height): tiny, odd, non-square, one wider than the 224 crop
+IMAGES = [
+    ("progan", "0_real", "a.png", 48, 40),
+    ("progan", "0_real", "b.jpg", 41, 57),
+    ("progan", "1_fake", "c.png", 64, 64),
+    ("progan", "1_fake", "d.png", 231, 45),
+    ("biggan", "0_real", "e.png", 53, 53),
+    ("biggan", "1_fake", "f.png", 70, 47),
+]
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(11)
+    for gen, label, name, w, h in IMAGES:
+        path = root / gen / label / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ramp = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 55, h)[:, None, None]
+        pixels = np.clip(ramp + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(path, quality=90)
+    return root
+
+
+def make_state(image_root: Path, crop: int) -> tuple[OrderedDict, dict[str, float]]:
+    """Random weights in the original's layout, the head scaled so that these images' logits spread, and the
+    reference score of every image (the original's eval.py semantics, batch 1)."""
+    sd = random_resnet_state(stem_kernel=7, stages=4, head="fc", head_scale=1.0, seed=7)
+    paths = [f"{gen}/{label}/{name}" for gen, label, name, _w, _h in IMAGES]
+    feats = features(image_root, paths, sd, crop)
+    calibrate_head(sd, feats, "fc")
+    scores = torch.sigmoid(head_logits(feats, sd, "fc")).double().numpy()
+    return sd, dict(zip(paths, scores, strict=True))
+
+
+@pytest.fixture(scope="module")
+def state() -> OrderedDict:
+    return random_resnet_state(stem_kernel=7, stages=4, head="fc", head_scale=1.0, seed=7)
+
+
+def save_original_format(sd: OrderedDict, path: Path) -> Path:
+    """``networks/base_model.py`` ``save_networks``: ``{'model', 'optimizer', 'total_steps'}``."""
+    names = list(sd)[:2]
+    optimizer = {
+        "state": {i: {"step": torch.tensor(100.0), "exp_avg": torch.zeros_like(sd[n]),
+                      "exp_avg_sq": torch.zeros_like(sd[n])} for i, n in enumerate(names)},
+        "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
+                          "params": list(range(len(names)))}],
+    }
+    torch.save({"model": sd, "optimizer": optimizer, "total_steps": 123456}, path)
+    return path
+
+
+def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``CenterCrop(size)`` on an image: pad with black to at least ``size`` (left/top get the floor
+    of half the gap), then take the window at ``int(round((H - size) / 2))``, ``int(round((W - size) / 2))``."""
+    h, w = pixels.shape[:2]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    pixels = np.pad(pixels, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+    h, w = pixels.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return pixels[top:top + size, left:left + size]
+
+
+def features(root: Path, paths: list[str], sd: OrderedDict, crop: int) -> torch.Tensor:
+    """The original's evaluation input, image by image (batch 1), through the reference ResNet-50."""
+    out = []
+    for rel in paths:
+        pixels = np.asarray(Image.open(root / rel).convert("RGB"))
+        if crop:
+            pixels = center_crop(pixels, crop)
+        with torch.no_grad():
+            out.append(resnet_features(to_normalised_tensor(pixels)[None], sd, stem_kernel=7, stages=4))
+    return torch.cat(out)
+
+
+def run_scores(root: Path, home: Path, *sets: str) -> tuple[pd.DataFrame, dict]:
+    args = ["run", "cnnspot", "--suite", "folder", "--root", str(root), "--protocol", "eval", "-q"]
+    for item in sets:
+        args += ["--set", item]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    [record] = [json.loads(p.read_text()) for p in (home / "runs" / "folder" / "cnnspot").glob("*/run.json")]
+    return pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet"), record
+
+
+@pytest.mark.parametrize("crop", [224, 0], ids=["center-crop-224", "no-crop"])
+def test_released_checkpoint_scores_as_the_original_eval(crop: int, image_root: Path, tmp_path: Path,
+                                                         detbench_home: Path) -> None:
+    state, reference = make_state(image_root, crop)
+    ckpt = save_original_format(state, tmp_path / "blur_jpg_prob0.5.pth")
+    sets = [f"weights={ckpt}"] + ([] if crop == 224 else ["eval_crop=0"])
+    scores, record = run_scores(image_root, detbench_home, *sets)
+    assert len(scores) == len(IMAGES) and (scores["status"] == "ok").all()
+    expected = scores["path"].map(reference).to_numpy()
+    assert 0.05 < expected.std() and ((expected > 0.02) & (expected < 0.98)).sum() >= 3  # not saturated
+    np.testing.assert_allclose(scores["score"].to_numpy(), expected, atol=1e-5, rtol=0)
+
+    sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert record["key"]["detector_identity"]["weights_sha256"] == sha
+    assert record["fit"]["weights"] == "released" and record["fit"]["sha256"] == sha
+    assert record["counts"]["train"]["used"] == 0
+
+
+def test_sha256_pin_and_strict_keys(image_root: Path, state: OrderedDict, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = save_original_format(state, tmp_path / "blur_jpg_prob0.1.pth")
+    base = ["run", "cnnspot", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q"]
+    wrong = "0" * 64
+    result = invoke(*base, "--set", f"weights={ckpt}#sha256={wrong}")
+    assert result.exit_code == 2 and "sha256 mismatch" in result.output and wrong in result.output
+    assert "Traceback" not in result.output
+
+    bad = OrderedDict(state)
+    bad["fc1.weight"] = bad.pop("fc.weight")  # NPR's head name
+    result = invoke(*base, "--set", f"weights={save_original_format(bad, tmp_path / 'bad.pth')}")
+    assert result.exit_code == 2 and "missing keys: fc.weight" in result.output
+    assert "unexpected keys: fc1.weight" in result.output and "Traceback" not in result.output
+
+    result = invoke(*base, "--set", f"weights={tmp_path / 'absent.pth'}")
+    assert result.exit_code == 2 and "absent.pth" in result.output and "--set weights=" in result.output
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no torch hub cache with ImageNet weights
+    result = invoke(*base)  # no weights: training starts from ImageNet weights, which are not here
+    assert result.exit_code == 2 and "resnet50-19c8e357.pth" in result.output and "init=random" in result.output
+    result = invoke(*base, "--set", "init=random")  # a stand-in start, but protocol eval trains nothing
+    assert result.exit_code == 2 and "needs training" in result.output
+
+
+def test_registered_with_facts() -> None:
+    info = DETECTORS.info("cnnspot")
+    cls = DETECTORS.get("cnnspot")
+    assert info is not None and info.year == 2020 and info.weights_key == "weights"
+    assert info.training == "trains" and not cls.training_free
+    assert cls(cls.Config(weights="x.pth")).needs_training() is False
+    assert cls(cls.Config()).needs_training() is True
+
+
+def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Path, detbench_home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The no-crop preset (native 16 px replica images keep this cheap) with a released-format checkpoint on a
+    root holding only the test domains: nothing trains, the extra domains are evaluated, deltas are printed."""
+    import dataclasses
+
+    from replicas import build_ufd
+
+    from detbench import presets
+    from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
+
+    loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "cnnspot"}
+    assert len(loaded) == 5
+    for p in loaded.values():
+        known = set(DOMAINS) | set(EXTRAS) if p.suite == "universalfakedetect" else None
+        for metric in ("acc", "ap"):
+            assert known is None or set(p.expected(metric)) <= known, p.name
+    assert len(loaded["cnnspot.prob0.5-crop224-ufd"].expected("acc")) == 13
+
+    root = build_ufd(tmp_path / "ufd", train_classes=(), n=1, defects=False).root
+    ckpt = save_original_format(random_resnet_state(stem_kernel=7, stages=4, head="fc", head_scale=1.0, seed=3),
+                                tmp_path / "blur_jpg_prob0.5.pth")
+    small = {k: dataclasses.replace(v, min_images_per_generator=1) for k, v in presets.load_presets().items()}
+    monkeypatch.setattr(presets, "load_presets", lambda: small)
+    result = invoke("run", "--preset", "cnnspot.prob0.5-nocrop-ufd", "--root", str(root), "--allow-cpu", "-q",
+                    "--set", f"weights={ckpt}")
+    assert result.exit_code == 0, result.output
+    assert "measured vs published" in result.output
+    [record] = [json.loads(p.read_text()) for p in (detbench_home / "runs").glob("*/cnnspot/*/run.json")]
+    assert record["protocol"] == "eval" and record["preset"]["reproduction"] is True
+    assert {"stylegan2", "whichfaceisreal"} <= set(record["counts"]["eval"]) and len(record["counts"]["eval"]) == 21

@@ -1,0 +1,260 @@
+"""The shared classifier training loop: the originals' schedules, determinism, kept state, failures, and resume
+after a real SIGKILL (through the CLI, with NPR and CNNSpot on a tiny demo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from detbench.detector import RunContext
+from detbench.preprocess import imagenet_tensor
+from detbench.progress import quiet
+from detbench.runner import Runner, RunRequest
+from detbench.training import (
+    CHECKPOINT,
+    CosineSchedule,
+    PlateauSchedule,
+    StepDecaySchedule,
+    TrainSetup,
+    bce_with_logits,
+    train_classifier,
+)
+
+# ------------------------------------------------------------------------------------------------ schedules
+
+
+def test_plateau_schedule_is_cnndetections_early_stopping() -> None:
+    s = PlateauSchedule(1e-4, patience=2, delta=0.001, delta_after=0.002, min_lr=1e-6)
+    keeps, lrs = [], []
+    # 0.5 kept; 0.5005 < 0.5 + 0.001: no gain; 0.502 kept; two without gain -> lr / 10, fresh stopper keeps
+    # its first epoch (0.40, although worse); 0.4015 < 0.40 + 0.002 (delta after a drop) ...
+    for acc in (0.5, 0.5005, 0.502, 0.502, 0.5025, 0.40, 0.4015, 0.401):
+        out = s.end_epoch(0, {"acc": acc})
+        keeps.append(out.keep)
+        lrs.append(s.lr(0, 0, 1))
+        assert not out.stop
+    assert keeps == [True, False, True, False, False, True, False, False]
+    assert lrs[:4] == [1e-4] * 4 and lrs[4] == lrs[5] == 1e-4 / 10 and lrs[7] == 1e-4 / 10 / 10
+    # 1e-4 / 10 / 10 is not below 1e-6 in floats either, so the original trains a third phase ...
+    assert s.end_epoch(0, {"acc": 0.3}).keep
+    s.end_epoch(0, {"acc": 0.3})
+    final = s.end_epoch(0, {"acc": 0.3})
+    assert final.stop and not final.keep and "below" in final.note  # ... and stops at the next drop
+
+    state = s.state_dict()
+    again = PlateauSchedule(1.0, patience=9, delta=0, delta_after=0)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    assert again.state_dict() == state
+    assert PlateauSchedule(1e-3, patience=1, delta=0, delta_after=0).end_epoch(0, {"acc": float("nan")}).keep
+
+
+def test_step_decay_is_nprs_schedule() -> None:
+    s = StepDecaySchedule(2e-4, every=10, factor=0.9)
+    lrs = []
+    for epoch in range(25):
+        lrs.append(s.lr(0, epoch, 1))
+        assert s.end_epoch(epoch, {}).keep
+    assert lrs[:11] == [2e-4] * 11  # decays after the 0-based epochs 10 and 20
+    assert lrs[11] == pytest.approx(2e-4 * 0.9) and lrs[21] == pytest.approx(2e-4 * 0.81)
+
+
+def test_cosine_schedule() -> None:
+    s = CosineSchedule(1e-4, epochs=4, min_lr=1e-6, warmup_epochs=1)
+    assert s.lr(0, 0, 10) == 0 and s.lr(5, 0, 10) == pytest.approx(5e-5)
+    assert s.lr(10, 1, 10) == pytest.approx(1e-4) and s.lr(40, 4, 10) == pytest.approx(1e-6)
+    assert [s.end_epoch(e, {"acc": a}).keep for e, a in enumerate((0.6, 0.6, 0.7, 0.65))] == [True, False, True, False]
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+@pytest.fixture(scope="module")
+def image_rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """20 small PNGs: smooth 'real' ramps, noisy 'fake' ones, and one unreadable file."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        label = i % 2
+        ramp = np.linspace(0, 255, 24)[None, :, None] * np.ones((24, 1, 3))
+        img = ramp + (rng.normal(0, 60, (24, 24, 3)) if label else 0)
+        path = f"{label}/img_{i:02d}.png"
+        (root / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / path)
+        rows.append({"path": path, "label": label, "image_id": f"id{i}"})
+    (root / "0" / "broken.png").write_bytes(b"not a png")
+    rows.append({"path": "0/broken.png", "label": 0, "image_id": "broken"})
+    return root, pd.DataFrame(rows)
+
+
+class RandomFlip:
+    """A seeded training transform: flip with the image's own generator."""
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        x = imagenet_tensor()(img)
+        return x.flip(-1) if rng.random() < 0.5 else x
+
+
+def tiny_setup(seed: int, keep: str = "best", epochs: int = 4) -> TrainSetup:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    return TrainSetup(model=model, optimizer=optimizer, schedule=StepDecaySchedule(0.05, every=2, factor=0.5),
+                      train_transform=RandomFlip(), heldout_transform=imagenet_tensor(), loss=bce_with_logits,
+                      probabilities=lambda z: 1 / (1 + np.exp(-z)), epochs=epochs, batch_size=6, keep=keep,
+                      checkpoint_every=0, name="tiny")
+
+
+def context(root: Path, run_dir: Path, seed: int = 0) -> RunContext:
+    return RunContext(suite_root=root, suite_name="t", device="cpu", seed=seed, run_dir=run_dir, phases=quiet(),
+                      workers=0)
+
+
+def test_training_is_seeded_records_failures_and_keeps_the_last_state(image_rows, tmp_path: Path,
+                                                                      one_thread) -> None:
+    root, rows = image_rows
+    held = rows.iloc[16:18]
+    train = rows.drop(index=held.index)  # 19 rows, the unreadable one included
+    a, b = tiny_setup(1, keep="last"), tiny_setup(1, keep="last")
+    facts = train_classifier(a, train.sample(frac=1, random_state=0), held, context(root, tmp_path / "a"))
+    train_classifier(b, train, held, context(root, tmp_path / "b"))  # row order does not matter
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert facts["epochs_run"] == 4 and facts["steps"] == 4 * 4 and facts["kept_epoch"] == 4
+    assert facts["train_failures"] == 1 and facts["train_failure_reasons"] == {"undecodable": 1}
+    assert [h["lr"] for h in facts["history"]] == [0.05, 0.05, 0.05, 0.025]
+    assert all(np.isfinite(h["heldout_loss"]) for h in facts["history"])
+    assert not (tmp_path / "a" / "checkpoints" / CHECKPOINT).exists()
+
+    c = tiny_setup(1, keep="last")
+    train_classifier(c, train, held, context(root, tmp_path / "c", seed=2))
+    assert not torch.equal(c.model[0].weight, a.model[0].weight)  # another run seed, another run
+
+
+def test_keep_best_restores_the_kept_epoch(image_rows, tmp_path: Path) -> None:
+    root, rows = image_rows
+
+    class KeepFirst(StepDecaySchedule):
+        def end_epoch(self, epoch, heldout):
+            out = super().end_epoch(epoch, heldout)
+            return type(out)(keep=epoch == 0, stop=epoch == 2, note="stop" if epoch == 2 else "")
+
+    setup = tiny_setup(3, keep="best")
+    setup.schedule = KeepFirst(0.05, every=0, factor=1.0)
+    setup.checkpoint_every = 1
+    snapshots = []
+    original = setup.optimizer.step
+
+    def step_and_snapshot(*args, **kwargs):
+        out = original(*args, **kwargs)
+        snapshots.append({k: v.clone() for k, v in setup.model.state_dict().items()})
+        return out
+
+    setup.optimizer.step = step_and_snapshot
+    facts = train_classifier(setup, rows.iloc[:-1], rows.iloc[:4], context(root, tmp_path))
+    assert facts["epochs_run"] == 3 and facts["stopped"] == "stop" and facts["kept_epoch"] == 1
+    steps_per_epoch = facts["steps_per_epoch"]
+    for name, value in setup.model.state_dict().items():  # the state at the end of epoch 1
+        assert torch.equal(value, snapshots[steps_per_epoch - 1][name]), name
+
+
+# ------------------------------------------------------------------------------------------------ kill / resume
+
+NPR_RESUME = ["suite.n_train=8", "suite.n_val=2", "suite.size=48", "load_size=48", "crop_size=32",
+              "train_batch_size=4", "epochs=12", "checkpoint_every=2", "batch_size=16"]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks train fastest on one CPU thread (and a shared 2-core machine makes two threads spin)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cli(home: Path, detector: str, sets: list[str]) -> subprocess.Popen:
+    args = [sys.executable, "-m", "detbench.cli", "run", detector, "--suite", "demo", "--workers", "0", "--quiet"]
+    for item in sets:
+        args += ["--set", item]
+    env = {**os.environ, "DETBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch,
+                                                                        one_thread) -> None:
+    killed = tmp_path / "killed"
+    proc = _cli(killed, "npr", NPR_RESUME)
+    deadline = time.monotonic() + 120
+    ckpts: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
+        ckpts = list(killed.glob(f"runs/demo/npr/fits/*/checkpoints/{CHECKPOINT}"))
+        time.sleep(0.02)
+    if not ckpts:
+        proc.kill()
+        pytest.fail(f"no checkpoint appeared (exit {proc.wait()}): {proc.stderr.read().decode()[-2000:]}")
+    time.sleep(0.3)  # let it get a few steps further than the checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (ckpts[0].parent.parent / "fit.json").exists(), "training finished before the kill; make it longer"
+
+    over = dict(item.split("=", 1) for item in NPR_RESUME)
+    monkeypatch.setenv("DETBENCH_HOME", str(killed))
+    resumed = Runner(quiet()).run(RunRequest("npr", "demo", overrides=over, workers=0))
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path / "clean"))
+    clean = Runner(quiet()).run(RunRequest("npr", "demo", overrides=over, workers=1))
+    assert resumed.record["fit"]["resumed_from_step"] > 0 and clean.record["fit"]["resumed_from_step"] is None
+    assert resumed.record["run_id"] == clean.record["run_id"]
+    a = pd.read_parquet(resumed.run_dir / "scores.parquet")
+    b = pd.read_parquet(clean.run_dir / "scores.parquet")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-6)
+    for got, want in zip(resumed.record["fit"]["history"], clean.record["fit"]["history"], strict=True):
+        numbers = {k for k, v in want.items() if isinstance(v, float)}
+        assert {k: got[k] for k in numbers} == pytest.approx({k: want[k] for k in numbers}, rel=1e-4, abs=1e-6)
+        assert {k: v for k, v in got.items() if k not in numbers} == {k: v for k, v in want.items() if k not in numbers}
+
+
+def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbench_home: Path,
+                                                                           one_thread) -> None:
+    over = {"suite.n_train": "6", "suite.n_val": "2", "suite.size": "48", "load_size": "48", "crop": "32",
+            "train_batch_size": "4", "max_epochs": "3", "patience": "1", "batch_size": "16", "eval_crop": "0"}
+    result = Runner(quiet()).run(RunRequest("cnnspot", "demo", overrides=over, workers=0))
+    fit = result.record["fit"]
+    assert fit["trained"] and fit["init"] == "random" and "stand-in" in fit["init_note"]
+    assert result.record["key"]["detector_identity"]["init"] == "random"
+    assert fit["schedule"]["kind"] == "PlateauSchedule" and fit["epochs_run"] <= 3
+    assert fit["history"][0]["kept"] and 1 <= fit["kept_epoch"] <= fit["epochs_run"]
+    assert result.record["key"]["detector_identity"]["eval_preprocessing"]["crop"] == "none (native size)"
+    scores = pd.read_parquet(result.run_dir / "scores.parquet")
+    assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
+    """``--nproc 2``: DDP over gloo, each rank a slice of every batch; rank 0 checkpoints and saves, both score."""
+    args = [sys.executable, "-m", "detbench.cli", "run", "npr", "--suite", "demo", "--workers", "0", "--quiet",
+            "--nproc", "2"]
+    for item in [*NPR_RESUME[:-3], "epochs=2", "checkpoint_every=3", "batch_size=16"]:
+        args += ["--set", item]
+    env = {**os.environ, "DETBENCH_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run_json] = list(tmp_path.glob("runs/demo/npr/*/run.json"))
+    record = json.loads(run_json.read_text())
+    assert record["environment"]["world_size"] == 2 and record["fit"]["epochs_run"] == 2
+    assert record["fit"]["steps"] == 2 * record["fit"]["steps_per_epoch"]
+    scores = pd.read_parquet(run_json.parent / "scores.parquet")
+    assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
