@@ -358,7 +358,7 @@ def _list_detectors() -> None:
             facts = ["?", "?", "?", "?"]
         else:
             weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
-            facts = [d["paper"], "-" if d["year"] is pd.NA else str(d["year"]), d["training"], weights]
+            facts = [d["paper"], "-" if pd.isna(d["year"]) else str(d["year"]), d["training"], weights]
         table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
     console.print(table)
 
