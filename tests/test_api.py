@@ -41,6 +41,9 @@ def test_import_detbench_imports_no_torch(tmp_path: Path) -> None:
         assert "torch" not in sys.modules and "pandas" not in sys.modules, "import detbench imported torch/pandas"
         detectors, suites = detbench.list_detectors(), detbench.list_suites()
         assert {"linear-probe", "mpft", "external"} <= set(detectors["name"]), detectors
+        facts = detectors.set_index("name")
+        assert facts.loc["external", "training"] == "training-free" and facts.loc["univfd", "weights_key"] == "head"
+        assert facts.loc["univfd", "year"] == 2023 and str(facts.loc["linear-probe", "year"]) == "<NA>"
         assert {"demo", "genimage"} <= set(suites["name"]), suites
         assert "torch" not in sys.modules, "listing detectors imported torch"
         assert isinstance(detbench.DetbenchError, type) and detbench.__version__
