@@ -33,6 +33,13 @@ def slow(session: nox.Session) -> None:
 
 
 @nox.session
+def notebooks(session: nox.Session) -> None:
+    """Execute the example notebooks headless (nbclient + ipykernel from the dev extras) and check they are stripped."""
+    _install(session)
+    session.run("pytest", "-q", "tests/test_notebook.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff on the whole tree."""
     session.install("ruff>=0.5")

@@ -22,11 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from detbench import tables
 from detbench.config import ConfigError
 from detbench.datasets._layout import LabelValues, did_you_mean, train_on_protocols
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
-LIST_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+LIST_SUFFIXES = tables.TABLE_SUFFIXES
 SHOWN = 10  # line numbers listed per problem in notes and errors
 
 
@@ -154,23 +155,8 @@ class FileListSuite(Suite):
 
 
 def read_table(path: Path):
-    """The list as a DataFrame of strings (nothing parsed as NaN) and a function from row position to where
-    the row is in the file (``line N`` for CSV/TSV/JSON lines, ``item N`` for a JSON array, ``row N``)."""
-    import pandas as pd
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
-            return table, lambda i: i + 2  # the header is line 1
-        if suffix == ".parquet":
-            return pd.read_parquet(path), lambda i: i
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            return pd.read_json(path, orient="records", dtype=False), lambda i: i + 1
-        return pd.read_json(path, lines=True, dtype=False), lambda i: i + 1
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SuiteLayoutError(f"{path}: cannot read it as a {suffix.lstrip('.')} file list ({exc})") from exc
+    """The list as a DataFrame of strings and where each row is in the file (see :func:`detbench.tables.read_table`)."""
+    return tables.read_table(path, "file list", SuiteLayoutError)
 
 
 def _relative(value: object) -> str | None:
@@ -189,5 +175,4 @@ def _text(value: object) -> str:
 
 
 def _lines(lines: list[int]) -> str:
-    shown = ", ".join(map(str, lines[:SHOWN]))
-    return shown + (f" and {len(lines) - SHOWN} more" if len(lines) > SHOWN else "")
+    return tables.listing(lines, SHOWN)

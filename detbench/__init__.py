@@ -1,3 +1,96 @@
-"""detbench: an open benchmark harness for detectors of AI-generated images."""
+"""detbench: an open benchmark harness for detectors of AI-generated images.
+
+From Python (each function does what its command does; see :mod:`detbench.api`)::
+
+    import detbench
+
+    run = detbench.run("linear-probe", "demo", settings={"n_train": 12, "n_val": 6, "size": 64})
+    run.metrics                              # per generator, then mean and worst (pandas)
+    detbench.leaderboard("demo", metric="ap")
+    detbench.import_scores("demo", "scores.csv", name="my-api")   # scores computed elsewhere
+
+``import detbench`` is cheap: nothing heavy (torch, pandas) is imported until a function needs it. Every mistake
+raises a :class:`DetbenchError` (its subclasses below: ``ConfigError``, ``InputError``, ``DataError``...); warnings
+about the data or the results are :class:`DetbenchWarning`\\ s.
+
+The API functions ``index``, ``predict``, ``leaderboard`` and ``sweep`` share their names with the modules that
+implement them: ``detbench.index`` is the function; the module is ``sys.modules["detbench.index"]`` (``from
+detbench.index import build_index`` works as before).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from detbench.errors import (
+    BackboneError,
+    ConfigError,
+    DamagedRunError,
+    DataError,
+    DetbenchError,
+    DetbenchWarning,
+    InputError,
+    LockedError,
+    PresetError,
+    ProtocolError,
+    RegistryError,
+    RunLookupError,
+    SuiteLayoutError,
+    TrainingError,
+    WeightsError,
+)
 
 __version__ = "0.1.0"
+
+API = (
+    "Run", "run", "sweep", "import_scores", "load_run", "runs", "leaderboard", "index", "predict", "list_detectors",
+    "list_suites",
+)  # fmt: skip
+__all__ = [
+    *API, "DetbenchError", "DetbenchWarning", "BackboneError", "ConfigError", "DamagedRunError", "DataError",
+    "InputError", "LockedError", "PresetError", "ProtocolError", "RegistryError", "RunLookupError",
+    "SuiteLayoutError", "TrainingError", "WeightsError", "__version__",
+]  # fmt: skip
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports them on first use
+    from detbench.api import Run as Run
+    from detbench.api import import_scores as import_scores
+    from detbench.api import index as index
+    from detbench.api import leaderboard as leaderboard
+    from detbench.api import list_detectors as list_detectors
+    from detbench.api import list_suites as list_suites
+    from detbench.api import load_run as load_run
+    from detbench.api import predict as predict
+    from detbench.api import run as run
+    from detbench.api import runs as runs
+    from detbench.api import sweep as sweep
+
+
+def __getattr__(name: str) -> Any:
+    """The API functions, imported on first use (so ``import detbench`` imports neither torch nor pandas)."""
+    if name in API:
+        from detbench import api
+
+        value = getattr(api, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *API})
+
+
+class _Package(types.ModuleType):
+    """The ``detbench`` module: importing the submodule ``detbench.index`` (or ``predict``, ``leaderboard``,
+    ``sweep``) leaves ``detbench.index`` the API function instead of binding the module over it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from detbench.errors import ConfigError, DetbenchWarning, RunLookupError, user_message
+from detbench.errors import ConfigError, DetbenchWarning, user_message
 from detbench.precision import PRECISION_HELP
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -208,54 +208,30 @@ def run(
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)
+    from detbench.api import request
     from detbench.config import parse_set_args
     from detbench.progress import Phases
-    from detbench.resolve import RunRequest
     from detbench.runner import Runner
 
     runner = Runner(Phases(err, enabled=not quiet))
     _watch(ctx, runner)
-    chosen = None
+    if detector is None and not preset:
+        raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
     try:
-        overrides = parse_set_args(set_)
-        preset_record = None
-        if preset:
-            from detbench.presets import get_preset, prepare_preset_run
-
-            chosen = get_preset(preset)
-            detector, suite, protocol, overrides, preset_record = prepare_preset_run(
-                chosen, detector, suite, protocol, overrides, root=root, allow_cpu=allow_cpu, device=device
-            )
-        elif detector is None:
-            raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
-        req = RunRequest(
-            detector=detector,
-            suite=suite or "demo",
-            root=root,
-            protocol=protocol,
-            train_suite=train_suite,
-            train_root=train_root,
-            train_protocol=train_protocol,
-            preset=preset_record,
-            overrides=overrides,
-            seed=seed,
-            force=force,
-            device=device,
-            workers=workers,
-            batch_size=batch_size,
-            perturb=perturb,
-            index_mode="fast" if fast_index else "full",
-            n_boot=bootstrap,
-            threshold=threshold,
-        )
-        result = runner.run(req)
+        planned = request(
+            detector, suite, root, protocol, parse_set_args(set_), seed, perturb, device, threshold=threshold,
+            bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
+            train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
+            preset=preset, allow_cpu=allow_cpu,
+        )  # fmt: skip
+        result = runner.run(planned.run)
     finally:
         distributed.cleanup()
     if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
         return
-    _show_result(result)
-    if chosen is not None:
-        _show_preset_comparison(chosen, result)
+    _show_result(result.record, result.metrics, result.run_dir, result.reused)
+    if planned.preset is not None:
+        _show_preset_comparison(planned.preset, result)
 
 
 def _show_preset_comparison(preset, result) -> None:
@@ -280,17 +256,12 @@ def _show_preset_comparison(preset, result) -> None:
                       f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
 
 
-def _show_result(result) -> None:
+def _show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> None:
+    """The run's metrics table, what it skipped, and where it is."""
     from detbench.display import metrics_table, threshold_note
 
-    rec = result.record
-    title = (
-        f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}"
-        + (f", backbone {rec['backbone']}" if rec.get("backbone") else "")
-        + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "")
-        + ")"
-    )
-    console.print(metrics_table(result.metrics, title, threshold_note(rec)))
+    title = _run_title(rec) + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "") + ")"
+    console.print(metrics_table(metrics, title, threshold_note(rec)))
     counts = rec.get("counts", {})
     for what, n, reasons in (
         ("training", counts.get("train", {}).get("skipped", 0), counts.get("train", {}).get("skipped_reasons", {})),
@@ -299,7 +270,15 @@ def _show_result(result) -> None:
         if n:
             why = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
             console.print(f"[yellow]{n} {what} images skipped:[/] {why}")
-    console.print(f"run {rec['run_id'][:16]} -> {result.run_dir}" + (" (reused)" if result.reused else ""))
+    console.print(f"run {rec['run_id'][:16]} -> {path}" + (" (reused)" if reused else ""))
+
+
+def _run_title(rec: dict[str, Any]) -> str:
+    """``DETECTOR on SUITE (protocol P[, backbone B]`` (left open for more facts)."""
+    from detbench.leaderboard import detector_label
+
+    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
+    return f"{detector_label(rec)} on {rec['suite']} (protocol {rec['protocol']}{backbone}"
 
 
 @app.command()
@@ -312,21 +291,17 @@ def index(
 ) -> None:
     """Index a suite on disk and print its counts, formats and problems."""
     from detbench.config import apply_overrides, parse_set_args
-    from detbench.index import build_index
+    from detbench.index import index_suite
     from detbench.progress import Phases
     from detbench.registry import SUITES
-    from detbench.resolve import check_root
     from detbench.suites import display_name
 
     cls = SUITES.get(suite)
     obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0; got {workers}")
-    check_root(obj, root)
     phases = Phases(err)
-    path = root or obj.default_root(phases)
-    with phases.phase(f"index {suite}", None) as tracker:
-        idx = build_index(obj, path, mode="fast" if fast else "full", workers=workers, progress=tracker.update)
+    idx = index_suite(obj, root, "fast" if fast else "full", workers=workers, phases=phases)
     from detbench.display import index_summary
 
     for table in index_summary(idx):
@@ -370,21 +345,21 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
 
 def _list_detectors() -> None:
     """Paper and year, trains or training-free, released weights (``--set KEY=PATH``), without importing one."""
+    import pandas as pd
     from rich.table import Table
 
-    from detbench.registry import DETECTORS
+    from detbench.api import list_detectors
 
     table = Table(title="detectors")
     for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
         table.add_column(col, overflow="fold")
-    for name in DETECTORS.names():
-        d, info = DETECTORS.describe(name), DETECTORS.info(name)
-        if info is None:
+    for d in list_detectors().to_dict("records"):
+        if not isinstance(d["paper"], str):  # a plugin that states no facts
             facts = ["?", "?", "?", "?"]
         else:
-            weights = f"--set {info.weights_key}=PATH ({info.released})" if info.weights_key else "none"
-            facts = [info.paper, str(info.year or "-"), info.training, weights]
-        table.add_row(name, *facts, d["summary"] or d["target"], d["origin"])
+            weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
+            facts = [d["paper"], "-" if pd.isna(d["year"]) else str(d["year"]), d["training"], weights]
+        table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
     console.print(table)
 
 
@@ -406,28 +381,14 @@ def _list_presets() -> None:
 
 
 def _list_runs() -> None:
-    from rich.table import Table
+    from detbench.display import fmt, frame_table
+    from detbench.leaderboard import runs_table
 
-    from detbench.display import fmt
-    from detbench.leaderboard import run_records
-
-    table = Table(title="finished runs")
-    for col in ("run id", "suite", "detector", "protocol", "backbone", "perturbation", "mean acc", "created"):
-        table.add_column(col)
-    for _, rec in run_records():
-        mean = (rec.get("summary") or {}).get("mean", {}).get("acc")
-        pert = (rec.get("perturbation") or {}).get("spec", "clean")
-        table.add_row(
-            rec["run_id"][:16],
-            rec["suite"],
-            rec["detector"],
-            rec.get("protocol", ""),
-            str(rec.get("backbone", "")),
-            pert,
-            fmt(mean),
-            rec.get("created", ""),
-        )
-    console.print(table)
+    runs = runs_table()
+    shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt))
+    columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",
+               "backbone": "backbone", "perturbation": "perturbation", "mean_acc": "mean acc", "created": "created"}
+    console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns)))
 
 
 @app.command()
@@ -456,32 +417,18 @@ def leaderboard(
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.display import leaderboard_cells, leaderboard_tables, markdown_table
-    from detbench.leaderboard import ID_COLUMNS, delta_table, filter_runs, long_table, wide_table, write_csvs
+    from detbench.leaderboard import ID_COLUMNS, leaderboard_view, suite_long, write_csvs
     from detbench.records import atomic_path
     from detbench.registry import SUITES
 
     suite_cls = SUITES.get(suite)
     suite = suite_cls.name  # aliases (ufd) share their suite's records
-    long = long_table(suite)
-    if published:
-        import pandas as pd
-
-        from detbench.presets import published_rows
-
-        long = pd.concat([long, published_rows(suite)], ignore_index=True)
-    if long.empty:
-        raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
+    long = suite_long(suite, published)
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
-    for name in metrics:
-        if name not in set(long["metric"]):
-            raise ConfigError(f"unknown metric {name!r}; choose from {', '.join(sorted(set(long['metric'])))}")
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
+    views = [leaderboard_view(long, name, delta=delta, **filters) for name in metrics]  # every check before output
     markdown_parts = []
-    for name in metrics:
-        view = delta_table(wide_table(long, name)) if delta else wide_table(long, name)
-        view, shown_long = filter_runs(view, **filters), filter_runs(long, **filters)  # deltas need the clean runs
-        if shown_long.empty:
-            raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
+    for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
         title = f"{suite} leaderboard: {name} ({'Δ percentage points vs clean' if delta else '%'})"
         n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
@@ -531,42 +478,75 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
+    from detbench.api import request
     from detbench.config import parse_set_args
     from detbench.display import robustness_table
     from detbench.progress import Phases
-    from detbench.resolve import RunRequest
     from detbench.runner import Runner
     from detbench.sweep import run_sweep
 
     runner = Runner(Phases(err, enabled=not quiet))
     _watch(ctx, runner)
-    base = RunRequest(
-        detector=detector,
-        suite=suite,
-        root=root,
-        protocol=protocol,
-        train_suite=train_suite,
-        train_root=train_root,
-        train_protocol=train_protocol,
-        overrides=parse_set_args(set_),
-        seed=seed,
-        force=force,
-        device=device,
-        workers=workers,
-        batch_size=batch_size,
-        index_mode="fast" if fast_index else "full",
-        n_boot=bootstrap,
-        threshold=threshold,
-    )
+    base = request(
+        detector, suite, root, protocol, parse_set_args(set_), seed, None, device, threshold=threshold,
+        bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
+        train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
+    ).run  # fmt: skip
     result = run_sweep(base, perturb, runner)
     rec = result.clean.record
-    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
-    title = f"{rec['detector']} on {rec['suite']} (protocol {rec['protocol']}{backbone}): robustness"
+    title = f"{_run_title(rec)}): robustness"
     console.print(robustness_table(result.table, title))
     console.print(
         f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
         f"report: detbench report {rec['run_id'][:16]}"
     )
+
+
+@app.command("import-scores")
+def import_scores(
+    suite: Annotated[str, typer.Argument(help="The suite the scores are of (see `detbench ls suites`).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV, TSV, JSON or Parquet: a path column (relative to --root; or filename, or image_id) "
+                       "and a score column, P(fake)."),
+    ],
+    name: Annotated[str, typer.Option(help="What computed the scores: the run shows as external:NAME.")],
+    root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")] = (
+        None
+    ),
+    protocol: Annotated[
+        Optional[str], typer.Option(help="Protocol whose evaluation images are scored (default: the suite's).")
+    ] = None,
+    logits: Annotated[bool, typer.Option(help="The scores are raw logits: P(fake) = sigmoid(score).")] = False,
+    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
+    perturb: Annotated[
+        Optional[str],
+        typer.Option(help="What the scores were computed on, e.g. jpeg:75 (a label for robustness views; nothing is "
+                     "applied)."),
+    ] = None,
+    score_column: Annotated[str, typer.Option(help="The column of scores.")] = "score",
+    key_column: Annotated[
+        str, typer.Option(help="The column naming the images (default: the first of path, filename, image_id).")
+    ] = "",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Suite option key=value (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for splits and sampling.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
+    force: Annotated[bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")]
+    = False,
+    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Scores computed outside detbench (a closed API, another framework) as a run of external:NAME, with the same
+    metrics, intervals, leaderboard rows, report and robustness views as any run."""
+    from detbench.api import import_scores as import_file
+    from detbench.config import parse_set_args
+
+    run = import_file(
+        suite, file, name=name, root=root, protocol=protocol, logits=logits, threshold=threshold, perturb=perturb,
+        score_column=score_column, key_column=key_column, settings=parse_set_args(set_), seed=seed,
+        bootstrap=bootstrap, force=force, fast_index=fast_index, progress=not quiet,
+    )  # fmt: skip
+    _show_result(run.record, run.metrics, run.path, run.reused)
 
 
 @app.command()
@@ -585,10 +565,22 @@ def report(
 
 @app.command()
 def predict(
-    run_id: Annotated[str, typer.Argument(help="The run whose trained detector scores (id or first characters).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(help="The run whose trained detector scores (id or first characters); several separated by "
+                       "commas score with each."),
+    ],
     paths: Annotated[list[Path], typer.Argument(help="Image files, or folders searched recursively for images.")],
     csv: Annotated[Optional[Path], typer.Option(help="Also write the predictions to this CSV file.")] = None,
     json_: Annotated[Optional[Path], typer.Option("--json", help="Also write them (and the run) as JSON.")] = None,
+    export: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write the grip-unina-style CSV: filename (relative to the CSV's folder) and one "
+                     "P(fake) column per run, for other tools."),
+    ] = None,
+    export_logits: Annotated[
+        bool, typer.Option(help="--export writes logits (log-odds) instead of P(fake), as grip-unina's main.py does.")
+    ] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     workers: Annotated[
         Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
@@ -596,22 +588,29 @@ def predict(
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for scoring.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Score your own images with a finished run's trained detector: P(fake) and the decision per file."""
-    from detbench.predict import predict_files, predictions_table, write_predictions
+    """Score your own images with finished runs' trained detectors: P(fake) and the decision per file."""
+    from detbench.predict import predict_runs, predictions_table, write_export, write_predictions
     from detbench.progress import Phases
 
-    predictions, trained = predict_files(
-        run_id, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)
+    if export_logits and export is None:
+        raise ConfigError("--export-logits applies to --export FILE")
+    refs = [ref.strip() for ref in run_id.split(",")]
+    results = predict_runs(
+        refs, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)
     )
-    write_predictions(predictions, trained, csv, json_)
-    console.print(predictions_table(predictions, trained))
-    decisions = predictions["decision"].value_counts()
-    failed = int((predictions["error"] != "").sum())
-    console.print(
-        f"{decisions.get('fake', 0)} fake, {decisions.get('real', 0)} real, {failed} could not be scored"
-        + "".join(f"; wrote {p}" for p in (csv, json_) if p is not None)
-    )
-    if failed == len(predictions):
+    write_predictions(results, csv, json_)
+    if export is not None:
+        write_export(results, export, logits=export_logits)
+    failed = 0
+    for trained, predictions in results:
+        console.print(predictions_table(predictions, trained))
+        decisions = predictions["decision"].value_counts()
+        failed = int((predictions["error"] != "").sum())
+        console.print(f"{decisions.get('fake', 0)} fake, {decisions.get('real', 0)} real, {failed} could not be scored")
+    written = [p for p in (csv, json_, export) if p is not None]
+    if written:
+        console.print("wrote " + ", ".join(map(str, written)))
+    if failed == len(results[0][1]):
         raise typer.Exit(1)
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 
 from detbench.progress import Phases
 
+NO_SCORE = "no_score"  # the status (prefix) of an evaluation image a detector gave no score: left out of the metrics
+
 
 @dataclass
 class RunContext:
@@ -64,6 +66,11 @@ class Detector(ABC):
     # True when predict() applies ctx.eval_profile_for(row generator), a preprocessing override the user (or a
     # preset) chose with --set suite.eval_profile=...; the profile is then part of the run's identity and record
     follows_eval_profiles: ClassVar[bool] = False
+    external: ClassVar[bool] = False  # its scores were computed outside detbench and imported (runs are marked so)
+    # Top-level config fields that change the scores but never the trained state (e.g. an imported score file): they
+    # stay out of the fit key, and score_identity() keys what they change with the run. Runs that differ only in
+    # them share one fit, which is how leaderboard deltas and report robustness curves pair runs.
+    score_only_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -83,6 +90,19 @@ class Detector(ABC):
     def identity(self) -> dict[str, Any]:
         """Identity beyond the config: e.g. the resolved backbone (weights sha256, preprocessing)."""
         return {}
+
+    def score_identity(self) -> dict[str, Any]:
+        """What the scores depend on beyond the trained state (e.g. the sha256 of an imported score file and how it
+        is read): part of the run id, not of the fit id. Called after :meth:`setup`. Default: nothing.
+        """
+        return {}
+
+    def label(self) -> str:
+        """How leaderboards, run lists and reports name this detector's runs (default: its registered name).
+
+        Decided from the config alone, e.g. ``external:NAME`` for imported scores.
+        """
+        return self.name
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:

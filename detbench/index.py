@@ -266,6 +266,37 @@ def build_index(
     return Index(df, manifest, directory)
 
 
+def index_suite(
+    suite: Suite, root: Path | None, mode: IdMode = "full", *, workers: int | None = None, phases: Any | None = None
+) -> Index:
+    """Index ``suite`` on ``root``, or on the data it supplies itself (the demo builds its own), with a progress bar:
+    what ``detbench index`` and the Python API do.
+
+    Args:
+        suite: the suite adapter, with its options.
+        root: the suite root; None for a suite that supplies its data.
+        mode: ``full`` (content ids) or ``fast`` (size, mtime and path).
+        workers: worker processes probing files.
+        phases: progress display (default: none).
+
+    Returns:
+        The written :class:`Index`.
+
+    Raises:
+        InputError: ``root`` is not a folder, or the suite needs one and none was given.
+    """
+    from detbench.progress import Phases
+    from detbench.resolve import check_root
+
+    phases = phases or Phases(enabled=False)
+    check_root(suite, root)
+    path = Path(root).expanduser() if root is not None else suite.default_root(phases)
+    if path is None:
+        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
+    with phases.phase(f"index {suite.name}", None) as tracker:
+        return build_index(suite, path, mode=mode, workers=workers, progress=tracker.update)
+
+
 def check_generator_names(entries: list[Entry], root: Path) -> None:
     """Refuse generator names that the metrics tables reserve for their summary rows (in any case).
 

@@ -33,7 +33,7 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
     if len(matches) == 1:
         return matches[0]
     if matches:
-        listing = ", ".join(f"{d.name} ({r['detector']}, {_perturbation_label(r)})" for d, r in matches[:8])
+        listing = ", ".join(f"{d.name} ({detector_label(r)}, {_perturbation_label(r)})" for d, r in matches[:8])
         raise RunLookupError(f"run id {prefix!r} is ambiguous: {listing}; give more characters")
     import difflib
 
@@ -66,6 +66,58 @@ def run_records(
     yield from sorted(found, key=lambda item: str(item[1].get("created", "")))
 
 
+def detector_label(record: dict[str, Any]) -> str:
+    """How tables name a run's detector: its label (``external:NAME`` for imported scores), else its name."""
+    return str(record.get("label") or record["detector"])
+
+
+def runs_table(suite: str | None = None, detector: str | None = None, runs_root: Path | None = None) -> pd.DataFrame:
+    """One row per finished run, oldest first (what ``detbench ls runs`` lists).
+
+    Args:
+        suite: only this suite's runs (an alias names its suite's runs).
+        detector: only these detectors: exact (case-insensitive) if some run has that label, else every label
+            containing it (``external`` keeps every imported score file).
+        runs_root: where the runs are (default: ``$DETBENCH_HOME/runs``).
+
+    Returns:
+        Columns :data:`RUN_COLUMNS`; ``run_id`` is the full id, ``path`` the run's folder.
+    """
+    rows = []
+    for run_dir, rec in run_records(suite, runs_root):
+        summary = (rec.get("summary") or {}).get("mean", {})
+        rows.append(
+            {
+                "run_id": rec["run_id"],
+                "suite": rec["suite"],
+                "detector": detector_label(rec),
+                "external": bool(rec.get("external", False)),
+                "protocol": rec.get("protocol", ""),
+                "backbone": rec.get("backbone") or "",
+                "settings": _settings_label(rec),
+                "perturbation": _perturbation_label(rec),
+                "threshold": threshold_label(rec),
+                "mean_acc": summary.get("acc"),
+                "mean_ap": summary.get("ap"),
+                "fit_id": str(rec.get("fit_id", "")),
+                "created": rec.get("created", ""),
+                "path": str(run_dir),
+            }
+        )
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return filter_runs(table, detector=detector).reset_index(drop=True)
+
+
+RUN_COLUMNS = [
+    "run_id", "suite", "detector", "external", "protocol", "backbone", "settings", "perturbation", "threshold",
+    "mean_acc", "mean_ap", "fit_id", "created", "path",
+]  # fmt: skip
+
+
+def _settings_label(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (record.get("settings") or {}).items()) or "defaults"
+
+
 def _perturbation_label(record: dict[str, Any]) -> str:
     p = record.get("perturbation")
     return "clean" if not p else str(p.get("spec", p))
@@ -88,11 +140,11 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
 
 def _id_values(record: dict[str, Any]) -> dict[str, Any]:
     preset = record.get("preset") or {}
-    detector = record["detector"] + (f" (reproduces {preset['name']})" if preset.get("reproduction") else "")
+    detector = detector_label(record) + (f" (reproduces {preset['name']})" if preset.get("reproduction") else "")
     values = {
         "detector": detector,
         "backbone": record.get("backbone") or "",
-        "settings": ", ".join(f"{k}={v}" for k, v in (record.get("settings") or {}).items()) or "defaults",
+        "settings": _settings_label(record),
         "protocol": record.get("protocol", ""),
         "perturbation": _perturbation_label(record),
         "threshold": threshold_label(record),
@@ -101,6 +153,45 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
         "run_id": record["run_id"][:16],
     }
     return dict(reversed(list(values.items())))
+
+
+def suite_long(suite: str, published: bool = False, runs_root: Path | None = None) -> pd.DataFrame:
+    """:func:`long_table` of ``suite``, with the published numbers of its paper presets when ``published``.
+
+    Raises:
+        RunLookupError: the suite has no finished run (and no published row).
+    """
+    long = long_table(suite, runs_root)
+    if published:
+        from detbench.presets import published_rows
+
+        long = pd.concat([long, published_rows(suite)], ignore_index=True)
+    if long.empty:
+        raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
+    return long
+
+
+def leaderboard_view(
+    long: pd.DataFrame, metric: str = "acc", *, delta: bool = False, **filters: str | None
+) -> pd.DataFrame:
+    """The wide leaderboard of ``metric`` (one row per run), as deltas to the clean run of the same fit with
+    ``delta``, keeping the runs :func:`filter_runs` selects with ``filters`` (``detector``, ``backbone``,
+    ``perturbation``; deltas still use every run).
+
+    Raises:
+        ConfigError: ``metric`` is not a metric of these runs.
+        RunLookupError: the filters select no run.
+    """
+    from detbench.errors import ConfigError
+
+    known = set(long["metric"])
+    if metric not in known:
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(known))}")
+    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
+    if filter_runs(long, **filters).empty:
+        suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
+        raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
+    return filter_runs(view, **filters).reset_index(drop=True)
 
 
 def threshold_label(record: dict[str, Any]) -> str:

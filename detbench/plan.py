@@ -213,8 +213,9 @@ def plan_run(
 def fit_key(plan: RunPlan) -> dict[str, Any]:
     """Everything that changes training (hashed into the fit id)."""
     detector = plan.detector
+    config = {k: v for k, v in to_dict(plan.resolved.config).items() if k not in detector.score_only_keys}
     return {
-        "detector": {"name": detector.name, "version": detector.version, "config": to_dict(plan.resolved.config)},
+        "detector": {"name": detector.name, "version": detector.version, "config": config},
         "detector_identity": detector.identity(),
         "suite": plan.train_suite.identity(),
         "index_hash": plan.train_index.manifest["index_hash"],
@@ -233,6 +234,9 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
         "threshold": resolved.threshold.label,
         "n_boot": plan.request.n_boot,
     }
+    scores = plan.detector.score_identity()
+    if scores:  # e.g. an imported score file: keyed with the run, so runs differing only in it share one fit
+        key["scores"] = scores
     if plan.source is not None:  # the fit key names the training data; the evaluation data is keyed here
         key["evaluation"] = {
             "suite": plan.suite.identity(),

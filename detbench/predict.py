@@ -66,11 +66,16 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
 def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
     """Rebuild the detector of run ``run_ref`` (an id prefix) from its record and load its fit."""
     from detbench.config import apply_overrides
-    from detbench.leaderboard import find_run
+    from detbench.leaderboard import detector_label, find_run
     from detbench.records import canonical_json
     from detbench.registry import DETECTORS, SUITES
 
     run_dir, record = find_run(run_ref)
+    if record.get("external"):
+        raise ConfigError(
+            f"run {run_dir.name} holds scores imported from a file ({detector_label(record)}): there is no model to "
+            "score new images with; choose a run of a detector detbench runs (see `detbench ls runs`)"
+        )
     cls = DETECTORS.get(record["detector"])
     if ctx.eval_convention is None and record["suite"] in SUITES:  # score as the run did (e.g. NPR's resize)
         ctx.eval_convention = SUITES.get(record["suite"]).eval_convention
@@ -208,6 +213,86 @@ def predict_files(
     return out, trained
 
 
+def predict_runs(
+    run_refs: Sequence[str],
+    paths: Sequence[str | Path],
+    *,
+    device: str | None = None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    phases: Phases | None = None,
+) -> list[tuple[TrainedRun, pd.DataFrame]]:
+    """:func:`predict_files` for each run of ``run_refs`` (the same images, in the same order, for each).
+
+    Raises:
+        ConfigError: no run given, or one run given twice.
+    """
+    if not run_refs:
+        raise ConfigError("give at least one run id (see `detbench ls runs`)")
+    results = []
+    for ref in run_refs:
+        predictions, trained = predict_files(ref, paths, device=device, workers=workers, batch_size=batch_size,
+                                             phases=phases)
+        if any(t.record["run_id"] == trained.record["run_id"] for t, _ in results):
+            raise ConfigError(f"run {trained.run_dir.name} is named twice")
+        results.append((trained, predictions))
+    return results
+
+
+def run_column(record: dict[str, Any]) -> str:
+    """The name of a run's score column in exports and tables: ``<detector label>@<16-character run id>``."""
+    from detbench.leaderboard import detector_label
+
+    return f"{detector_label(record)}@{record['run_id'][:16]}"
+
+
+def long_predictions(results: list[tuple[TrainedRun, pd.DataFrame]]) -> pd.DataFrame:
+    """Every run's predictions in one table: ``run`` (see :func:`run_column`) then :data:`COLUMNS`."""
+    frames = [predictions.assign(run=run_column(trained.record)) for trained, predictions in results]
+    return pd.concat(frames, ignore_index=True)[["run", *COLUMNS]]
+
+
+def export_table(results: list[tuple[TrainedRun, pd.DataFrame]], folder: Path, logits: bool = False) -> pd.DataFrame:
+    """The grip-unina-style per-image table: ``filename`` relative to ``folder`` (where the CSV goes: grip-unina's
+    ``main.py`` reads images relative to its CSV) and one score column per run (:func:`run_column`), empty where
+    the image could not be scored.
+
+    Args:
+        results: :func:`predict_runs` output.
+        folder: the folder the table is written into.
+        logits: log-odds of P(fake) (:func:`detbench.probabilities.logit`) instead of P(fake).
+
+    Returns:
+        The table, one row per image in input order.
+    """
+    from detbench.probabilities import logit
+
+    first = results[0][1]
+    out = pd.DataFrame({"filename": [_relative_name(f, folder) for f in first["file"]]})
+    for trained, predictions in results:
+        scores = predictions["score"].to_numpy(dtype=float)
+        out[run_column(trained.record)] = logit(scores) if logits else scores
+    return out
+
+
+def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, logits: bool = False) -> None:
+    """Write :func:`export_table` to ``path`` (CSV, atomically)."""
+    from detbench.records import atomic_path
+
+    table = export_table(results, Path(os.path.abspath(path)).parent, logits)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.9g")
+
+
+def _relative_name(shown: str, folder: Path) -> str:
+    """A predicted file's name relative to ``folder`` (POSIX separators), with its shard locator kept."""
+    name, hash_, locator = shown.partition("#")
+    if not hash_ or not shards.is_shard(name):
+        name, locator = shown, ""
+    relative = Path(os.path.relpath(os.path.abspath(name), folder)).as_posix()
+    return relative + (f"#{locator}" if locator else "")
+
+
 def _shard_images(shard: Path) -> list[tuple[str, str | None, str]]:
     """``(locator suffix, content id or None, error)`` per row of a Parquet shard's image column (the column
     named ``image``, else its only image-like column); one error row if the shard cannot be read."""
@@ -251,31 +336,38 @@ def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
 
 
 def write_predictions(
-    predictions: pd.DataFrame, trained: TrainedRun, csv: Path | None = None, json_path: Path | None = None
+    results: list[tuple[TrainedRun, pd.DataFrame]], csv: Path | None = None, json_path: Path | None = None
 ) -> None:
-    """Write the predictions as CSV and/or JSON (with the run and threshold), each atomically."""
+    """Write the predictions as CSV and/or JSON (with the run and threshold), each atomically. One run: the CSV has
+    :data:`COLUMNS` and the JSON is that run's document; several: the CSV starts with a ``run`` column
+    (:func:`long_predictions`) and the JSON is ``{"runs": [document, ...]}``."""
     from detbench.records import atomic_path
 
     if csv is not None:
+        table = long_predictions(results)
         with atomic_path(csv) as tmp:
-            predictions.to_csv(tmp, index=False, float_format="%.6g")
+            (table if len(results) > 1 else table[COLUMNS]).to_csv(tmp, index=False, float_format="%.6g")
     if json_path is not None:
-        rec = trained.record
-        doc = {
-            "run_id": rec["run_id"],
-            "detector": rec["detector"],
-            "suite": rec["suite"],
-            "protocol": rec["protocol"],
-            "threshold": rec["threshold"],
-            "predictions": [
-                {
-                    "file": row.file,
-                    "score": None if np.isnan(row.score) else float(row.score),
-                    "decision": row.decision or None,
-                    "error": row.error or None,
-                }
-                for row in predictions.itertuples(index=False)
-            ],
-        }
+        docs = [_json_document(trained, predictions) for trained, predictions in results]
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(doc, indent=2) + "\n")
+            tmp.write_text(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}, indent=2) + "\n")
+
+
+def _json_document(trained: TrainedRun, predictions: pd.DataFrame) -> dict[str, Any]:
+    rec = trained.record
+    return {
+        "run_id": rec["run_id"],
+        "detector": rec["detector"],
+        "suite": rec["suite"],
+        "protocol": rec["protocol"],
+        "threshold": rec["threshold"],
+        "predictions": [
+            {
+                "file": row.file,
+                "score": None if np.isnan(row.score) else float(row.score),
+                "decision": row.decision or None,
+                "error": row.error or None,
+            }
+            for row in predictions.itertuples(index=False)
+        ],
+    }

@@ -29,3 +29,20 @@ def softmax_fake(logits: np.ndarray) -> np.ndarray:
     """
     z = np.asarray(logits, dtype=np.float64)
     return sigmoid(z[:, 1] - z[:, 0])
+
+
+LOGIT_EPS = 2.0**-53  # probabilities are clipped to [eps, 1 - eps]: |logit| <= 36.7, always finite
+
+
+def logit(probabilities: np.ndarray) -> np.ndarray:
+    """Log-odds of P(fake): the inverse of :func:`sigmoid`, finite everywhere.
+
+    Args:
+        probabilities: values in [0, 1] (NaN stays NaN).
+
+    Returns:
+        ``log(p / (1 - p))`` as float64, with ``p`` clipped to ``[2**-53, 1 - 2**-53]`` first: a saturated 0 or 1
+        (a sigmoid of a logit beyond about ±36.7 in float64) maps to ∓36.7 instead of infinity.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(p) - np.log1p(-p)

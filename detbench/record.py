@@ -113,6 +113,8 @@ def build_record(
         "fit_id": plan.fit_id,
         "status": "complete",
         "detector": plan.detector.name,
+        "label": plan.detector.label(),
+        "external": plan.detector.external,
         "suite": plan.suite.name,
         "protocol": plan.protocol.name,
         "backbone": getattr(config, "backbone", None),
@@ -124,7 +126,7 @@ def build_record(
         "eval_sample": plan.eval_sample,
         "training": _training_record(plan.source),
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
-        "key": {**plan.fit_key, "perturbation": plan.run_key["perturbation"]},
+        "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
         "threshold": {
             "policy": threshold.policy,
             "label": threshold.label,

@@ -134,7 +134,8 @@ def read_json(path: str | Path) -> Any:
 RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
                      "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
-                       "backbone": str, "fit": dict, "bootstrap": dict}  # None is allowed too
+                       "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
+                       "external": bool}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:

@@ -233,6 +233,12 @@ DETECTORS.register_lazy(
     "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
     info=DetectorInfo(paper="He, Chen, Ho (arXiv 2405.20112)", year=2024, training="training-free"),
 )
+DETECTORS.register_lazy(
+    "external",
+    "detbench.detectors.external:External",
+    "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench import-scores.",
+    info=DetectorInfo(paper="none: per-image scores computed elsewhere, imported", training="training-free"),
+)
 SUITES.register_lazy(
     "demo",
     "detbench.datasets.demo:DemoSuite",

@@ -26,6 +26,7 @@ from detbench.display import METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, 
 from detbench.leaderboard import (
     ID_COLUMNS,
     RunLookupError,
+    detector_label,
     find_run,
     long_table,
     perturbation_rank,
@@ -89,7 +90,7 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         suite, name = record["suite"], run_dir.name
         records = list(run_records(suite, verify=REPORTED_OUTPUTS))
         shown = [RunData.load(run_dir, record)]
-        title = f"detbench report: {record['detector']} on {suite}, run {name}"
+        title = f"detbench report: {detector_label(record)} on {suite}, run {name}"
     out_dir = Path(out_dir) if out_dir is not None else home_subdir("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, figures = [], []
@@ -158,7 +159,7 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
             + _robustness_table(clean, perturbed)
         )
     rec = run.record
-    heading = f"{rec['detector']} · {rec['protocol']} · {run.spec} · run {run.name}"
+    heading = f"{detector_label(rec)} · {rec['protocol']} · {run.spec} · run {run.name}"
     n_boot = (rec.get("bootstrap") or {}).get("n_boot", 0)
     ci = (
         f"± is the half-width of the 95% bootstrap interval ({n_boot} class-stratified resamples)"
@@ -189,7 +190,7 @@ def _facts(rec: dict[str, Any]) -> str:
     source = rec.get("source", {})
     env = rec.get("environment", {})
     facts = {
-        "detector": rec["detector"],
+        "detector": detector_label(rec),
         "backbone": rec.get("backbone") or "",
         "suite / protocol": f"{rec['suite']} / {rec['protocol']}",
         "trained on": ", ".join(rec.get("key", {}).get("protocol", {}).get("train_generators", [])),
@@ -204,6 +205,12 @@ def _facts(rec: dict[str, Any]) -> str:
         f"{str(source.get('commit'))[:12]}{' (dirty)' if source.get('dirty') else ''}",
         "device": f"{env.get('device', '?')} {env.get('gpu', '')}".strip(),
     }
+    if rec.get("settings"):
+        facts["settings"] = ", ".join(f"{k}={v}" for k, v in rec["settings"].items())
+    if rec.get("external"):
+        facts["trained on"] = "nothing: scores computed outside detbench and imported"
+    if rec.get("key", {}).get("scores"):  # what the scores were read from, beyond the fit (an imported file)
+        facts["scores"] = ", ".join(f"{k} {v}" for k, v in rec["key"]["scores"].items())
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(str(v))}</td></tr>" for k, v in facts.items())
     return f'<table class="facts">{rows}</table>'
 

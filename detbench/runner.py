@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from detbench import distributed as dist
-from detbench.detector import Detector, RunContext
+from detbench.detector import NO_SCORE, Detector, RunContext
 from detbench.errors import DamagedRunError
 from detbench.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
 from detbench.plan import RunPlan, plan_run
@@ -280,7 +280,7 @@ class Runner:
                 for local, reason in part_failures.items():
                     out.iloc[pos[local], out.columns.get_loc("status")] = reason
             no_score = (out["status"] == "ok").to_numpy() & ~np.isfinite(out["score"].to_numpy(dtype=float))
-            out.loc[no_score, "status"] = "no_score: the detector returned NaN or infinity"
+            out.loc[no_score, "status"] = f"{NO_SCORE}: the detector returned NaN or infinity"
             write_parquet_atomic(path, out[SCORE_COLUMNS])
             parts.append(out[SCORE_COLUMNS])
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)

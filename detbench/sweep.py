@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from detbench.errors import ConfigError
 from detbench.perturbations import expand_sweep
 from detbench.resolve import RunRequest, resolve
 from detbench.runner import Runner, RunResult
@@ -33,7 +34,11 @@ def run_sweep(base: RunRequest, axes: list[str], runner: Runner | None = None) -
     runner = runner or Runner()
     specs = expand_sweep(axes)
     clean_req = dataclasses.replace(base, perturb=None, keep_fit=False)
-    resolve(clean_req)
+    if resolve(clean_req).detector_cls.external:
+        raise ConfigError(
+            f"{base.detector} scores come from a file computed outside detbench, which a sweep cannot perturb: import "
+            "one file per perturbation with `detbench import-scores ... --perturb SPEC` (they pair with the clean one)"
+        )
     clean = runner.run(clean_req)
     perturbed = []
     for spec in specs:

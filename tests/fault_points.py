@@ -23,13 +23,14 @@ DEMO = ["run", "linear-probe", "--suite", "demo", "--batch-size", "8", "--worker
 DEMO += [f"--set={kv}" for kv in ("n_train=8", "n_val=4", "size=32", "crop=32")]
 
 FAULT_ENTRY = r"""
-import os, signal, sys, time
+import importlib, os, signal, sys, time
 from pathlib import Path
 
 import detbench.datasets.demo_build as demo_build
 import detbench.features as features
-import detbench.index as index
 import detbench.runner as runner
+
+index = importlib.import_module("detbench.index")  # the module: detbench.index is the API function
 
 runner.SCORE_CHUNK_ROWS = features.SHARD_ROWS = 8
 point, _, nth = os.environ.get("DETBENCH_FAULT", "").partition(":")

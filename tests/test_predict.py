@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import SMALL, invoke
@@ -92,3 +93,57 @@ def test_predict_errors(run: dict, tmp_path: Path) -> None:
     empty.mkdir()
     none = invoke("predict", run["run_id"][:8], str(empty), "-q")
     assert none.exit_code == 2 and "no image files" in none.output
+
+
+TINY = ["--set", "n_train=8", "--set", "n_val=4", "--set", "size=32", "--set", "crop=32", "-q"]
+
+
+def test_predict_exports_one_score_column_per_run(detbench_home: Path, tmp_path: Path) -> None:
+    """grip-unina's per-image CSV: filename relative to the CSV's folder, one column per run, empty where unscored.
+    Its own home (the report tests count the runs of the shared one)."""
+    from detbench.probabilities import logit
+
+    ids = []
+    for extra in ([], ["--set", "normalize=false"]):  # two runs; the second reuses the cached features
+        result = invoke("run", "linear-probe", "--suite", "demo", *TINY, *extra)
+        assert result.exit_code == 0, result.output
+        ids.append(result.output.split("run ")[-1][:16])
+    record = json.loads((detbench_home / "runs" / "demo" / "linear-probe" / ids[0] / "run.json").read_text())
+    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet").head(3)
+    folder = tmp_path / "mine"
+    (folder / "nested").mkdir(parents=True)
+    names = ["a.png", "nested/b.png", "c.png"]
+    for name, rel in zip(names, scores["path"], strict=True):
+        shutil.copyfile(Path(record["paths"]["suite_root"]) / rel, folder / name)
+    (folder / "empty.png").write_bytes(b"")
+    export, csv = tmp_path / "exports" / "scores.csv", tmp_path / "long.csv"
+    runs = ",".join(ids)
+    result = invoke("predict", runs, str(folder), "--export", str(export), "--csv", str(csv), "-q")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(export)
+    columns = [f"linear-probe@{i}" for i in ids]
+    assert list(table.columns) == ["filename", *columns]
+    assert sorted(table["filename"]) == sorted(f"../mine/{n}" for n in [*names, "empty.png"])
+    assert all((export.parent / f).resolve().is_file() for f in table["filename"])  # relative to the CSV's folder
+    long = pd.read_csv(csv)
+    assert list(long.columns) == ["run", "file", "score", "decision", "error"] and len(long) == 2 * len(table)
+    for column in columns:
+        mine = long[long["run"] == column]["score"].to_numpy()
+        assert np.allclose(table[column].to_numpy(), mine, atol=1e-6, equal_nan=True)
+    first = table.set_index("filename")[columns[0]]
+    for name, score in zip(names, scores["score"], strict=True):
+        assert first[f"../mine/{name}"] == pytest.approx(score, abs=1e-6)  # what the run scored for this image
+    assert np.isnan(first["../mine/empty.png"])  # unscored: an empty cell
+    # grip-unina's compute_metrics.py: its list (filename, typ) merged on filename; every other column is a method
+    listed = pd.DataFrame({"filename": [f"../mine/{n}" for n in names], "typ": ["real", "fake", "fake"]})
+    merged = listed.merge(pd.read_csv(export), on=["filename"])
+    assert len(merged) == 3 and [c for c in pd.read_csv(export).columns if c != "filename"] == columns
+    assert not np.allclose(table[columns[0]].dropna(), table[columns[1]].dropna())  # two different detectors
+
+    logits = tmp_path / "logits.csv"
+    assert invoke("predict", runs, str(folder), "--export", str(logits), "--export-logits", "-q").exit_code == 0
+    as_logits = pd.read_csv(logits)
+    assert np.allclose(as_logits[columns].to_numpy(), logit(table[columns].to_numpy()), atol=1e-5, equal_nan=True)
+    assert np.isfinite(as_logits[columns].to_numpy()[np.isfinite(table[columns].to_numpy())]).all()
+    lone = invoke("predict", runs, str(folder), "--export-logits", "-q")
+    assert lone.exit_code == 2 and "--export FILE" in lone.output

@@ -1,0 +1,57 @@
+"""Reading tables users hand to detbench (file lists, imported score files): CSV, TSV, JSON, JSON lines, Parquet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Callable[[int], int]]:
+    """A table file as a DataFrame and a function from row position to where the row is in the file.
+
+    CSV/TSV cells are read as strings (nothing parsed as NaN or as a number: ``0012`` stays ``0012``); JSON and
+    Parquet keep their types.
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.parquet`` file, or JSON (an array of objects, or JSON lines).
+        what: what the file is, for the message (``"file list"``, ``"score file"``).
+        error: the :class:`~detbench.errors.DetbenchError` subclass raised when it cannot be read.
+
+    Returns:
+        ``(table, where)``: ``where(i)`` is ``line N`` for CSV/TSV/JSON lines (the header is line 1), ``item N``
+        for a JSON array, ``row N`` (from 0) for Parquet.
+    """
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            return table, lambda i: i + 2
+        if suffix == ".parquet":
+            return pd.read_parquet(path), lambda i: i
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            return pd.read_json(path, orient="records", dtype=False), lambda i: i + 1
+        return pd.read_json(path, lines=True, dtype=False), lambda i: i + 1
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise error(f"{path}: cannot read it as a {suffix.lstrip('.')} {what} ({exc})") from exc
+
+
+def listing(items: list[Any], shown: int = 10, total: int | None = None) -> str:
+    """``a, b, c and 7 more``: the first ``shown`` items of a problem report.
+
+    Args:
+        items: what to list (line numbers, paths...), in order; may hold only the first ones when ``total`` is given.
+        shown: how many to name.
+        total: how many there are in all (default: ``len(items)``).
+
+    Returns:
+        The items joined by commas, with how many more were left out.
+    """
+    total = len(items) if total is None else total
+    text = ", ".join(map(str, items[:shown]))
+    return text + (f" and {total - shown} more" if total > shown else "")

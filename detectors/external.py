@@ -1,0 +1,108 @@
+"""Scores computed outside detbench, imported as a detector so that every part of a run applies to them unchanged:
+metrics, bootstrap intervals, thresholds, leaderboard rows, reports and robustness views.
+
+``detbench import-scores SUITE --root R --name NAME FILE`` (or :func:`detbench.import_scores`) runs this detector
+with ``file`` and ``name`` set; the file's format and checks are :mod:`detbench.score_files`. Runs are named
+``external:NAME`` and marked external. Nothing is trained: the "fit" is the name, so imports of the same NAME on
+perturbed images (``--perturb`` labels what the scores were computed on; nothing is applied) share it with the clean
+import, which is how robustness views pair them; the file (its sha256 and how it is read) is keyed with each run.
+An image of the protocol the file gives no score for stays unscored (status ``no_score: ...``), never real.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench.detector import NO_SCORE, Detector, RunContext
+from detbench.errors import ConfigError, WeightsError
+from detbench.score_files import ScoreFile, not_in_file, read_score_file
+
+STATE_FILE = "external.json"
+
+
+@dataclass(frozen=True)
+class ExternalConfig:
+    file: str = ""  # the score file (CSV, TSV, JSON or Parquet); see detbench.score_files
+    name: str = ""  # what computed the scores; runs show as external:NAME
+    logits: bool = False  # the scores are raw logits: P(fake) = sigmoid(score)
+    score_column: str = "score"
+    key_column: str = ""  # empty: the first of path, filename, image_id the file has
+
+    def validate(self) -> None:
+        if self.name != self.name.strip() or any(not c.isprintable() for c in self.name) or len(self.name) > 80:
+            raise ConfigError(f"name must be printable text of at most 80 characters, without surrounding spaces; "
+                              f"got {self.name!r}")
+
+
+class External(Detector):
+    name = "external"
+    version = 1
+    Config = ExternalConfig
+    summary = "Scores computed outside detbench (a closed API, another framework), imported from a file."
+    training_free = True
+    external = True
+    score_only_keys = ("file", "logits", "score_column", "key_column")
+
+    def setup(self, ctx: RunContext) -> None:
+        missing = [f"--set {k}=..." for k in ("file", "name") if not getattr(self.config, k)]
+        if missing:
+            raise ConfigError(
+                f"external needs {' and '.join(missing)}: import a score file with `detbench import-scores SUITE "
+                "--root ROOT --name NAME FILE` (or detbench.import_scores)"
+            )
+        self.scores: ScoreFile = read_score_file(
+            self.config.file,
+            score_column=self.config.score_column,
+            key_column=self.config.key_column,
+            logits=self.config.logits,
+        )
+        self.perturbation = ctx.perturbation
+        for problem in self.scores.problems:
+            ctx.phases.warn(problem)
+
+    def score_identity(self) -> dict[str, Any]:
+        return self.scores.identity()
+
+    def label(self) -> str:
+        return f"external:{self.config.name}"
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        return {"trained": False, "note": "scores imported from a file: nothing to train"}
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """The file's P(fake) per row; rows it gives no usable score are NaN with a ``no_score: ...`` reason."""
+        out = np.full(len(rows), np.nan)
+        failures: dict[int, str] = {}
+        if ctx.stage != "eval" and self.perturbation is not None:
+            spec = self.perturbation.identity()["spec"]
+            reason = f"{NO_SCORE}: the file's scores are of {spec} images; {ctx.stage} images are scored clean"
+            return out, dict.fromkeys(range(len(rows)), reason)
+        scores, unusable, _ = self.scores.under(ctx.suite_root)
+        column = "image_id" if self.scores.by_id else "path"
+        missing = not_in_file(self.scores.path)
+        for i, key in enumerate(rows[column].astype(str)):
+            score = scores.get(key)
+            if score is None:
+                failures[i] = unusable.get(key, missing)
+            else:
+                out[i] = score
+        return out, failures
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / STATE_FILE).write_text(json.dumps({"name": self.config.name}) + "\n")
+
+    def load(self, directory: Path) -> None:
+        try:
+            saved = json.loads((directory / STATE_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"{directory / STATE_FILE} is unreadable ({exc})") from None
+        if saved.get("name") != self.config.name:
+            raise WeightsError(f"{directory / STATE_FILE} belongs to external:{saved.get('name')}, "
+                               f"not external:{self.config.name}")

@@ -1,0 +1,150 @@
+"""detbench from Python: a cheap import, the API from a fresh process, the same runs and errors as the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_helpers import SMALL, invoke
+
+import detbench
+from detbench.api import settings_overrides
+
+SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}  # cli_helpers.SMALL, as Python values
+
+
+def python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with ``DETBENCH_HOME=home``."""
+    env = {**os.environ, "DETBENCH_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def api_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home shared by this module's tests, so the small demo run is trained once (not small_demo_home: the
+    report tests count the runs there)."""
+    return tmp_path_factory.mktemp("api_home")
+
+
+def test_import_detbench_imports_no_torch(tmp_path: Path) -> None:
+    done = python(
+        """
+        import sys
+        import detbench
+        assert "torch" not in sys.modules and "pandas" not in sys.modules, "import detbench imported torch/pandas"
+        detectors, suites = detbench.list_detectors(), detbench.list_suites()
+        assert {"linear-probe", "mpft", "external"} <= set(detectors["name"]), detectors
+        facts = detectors.set_index("name")
+        assert facts.loc["external", "training"] == "training-free" and facts.loc["univfd", "weights_key"] == "head"
+        assert facts.loc["univfd", "year"] == 2023 and str(facts.loc["linear-probe", "year"]) == "<NA>"
+        assert {"demo", "genimage"} <= set(suites["name"]), suites
+        assert "torch" not in sys.modules, "listing detectors imported torch"
+        assert isinstance(detbench.DetbenchError, type) and detbench.__version__
+        print("ok")
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_api_from_a_fresh_process_matches_the_cli(api_home: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "facts.json"
+    done = python(
+        f"""
+        import json
+        from pathlib import Path
+        import detbench
+
+        small = {SMALL_SETTINGS!r}
+        run = detbench.run("linear-probe", "demo", settings=small)
+        metrics, scores = run.metrics, run.scores
+        assert list(metrics["generator"])[-2:] == ["mean", "worst"], metrics
+        assert len(scores) == 48 and set(scores["status"]) == {{"ok"}}, scores
+        again = detbench.load_run(run.id[:10])
+        assert again.id == run.id and again.path == run.path
+        assert again.metrics.equals(metrics)
+        listed = detbench.runs("demo", detector="linear-probe")
+        assert run.id in set(listed["run_id"]), listed
+        board = detbench.leaderboard("demo", metric="ap")
+        row = board[board["run_id"] == run.id[:16]]
+        mean_ap = metrics.set_index("generator").loc["mean", "ap"]
+        assert len(row) == 1 and abs(float(row["mean"].iloc[0]) - mean_ap) < 1e-12
+        index = detbench.index("demo", settings=small)
+        assert len(index) == 144 and Path(index.attrs["root"]).is_dir()
+        image = Path(index.attrs["root"]) / scores["path"].iloc[0]
+        predicted = detbench.predict(run, [image])
+        assert list(predicted.columns) == ["run", "file", "score", "decision", "error"], predicted
+        assert abs(predicted["score"].iloc[0] - scores["score"].iloc[0]) < 1e-6
+        json.dump({{"id": run.id, "path": str(run.path), "repr": repr(run)}}, open({str(out)!r}, "w"))
+        """,
+        api_home,
+    )
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(out.read_text())
+    assert len(facts["id"]) == 64 and facts["repr"].startswith(f"<Run {facts['id'][:16]}: linear-probe on demo")
+    monkeypatch.setenv("DETBENCH_HOME", str(api_home))
+    cli = invoke("run", "linear-probe", "--suite", "demo", *SMALL)  # the same run: the same id, reused
+    assert cli.exit_code == 0 and f"run {facts['id'][:16]}" in cli.output and "(reused)" in cli.output, cli.output
+
+
+def test_settings_become_the_strings_the_cli_takes() -> None:
+    assert settings_overrides(
+        {"normalize": False, "c_grid": (0.1, 1, 10.0), "lr": 3e-5, "name": None, "n_train": 12, "mask.grid": "16"}
+    ) == {"normalize": "false", "c_grid": "0.1,1,10.0", "lr": "3e-05", "name": "none", "n_train": "12",
+          "mask.grid": "16"}
+    with pytest.raises(detbench.ConfigError, match="mapping"):
+        settings_overrides(["n_train=12"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "words"),
+    [
+        (lambda: detbench.run("linear-prob"), detbench.RegistryError, "Did you mean 'linear-probe'"),
+        (lambda: detbench.run("linear-probe", settings={"bogus": 1}), detbench.ConfigError, "unknown --set key"),
+        (lambda: detbench.run("linear-probe", "folder"), detbench.InputError, "needs its data"),
+        (lambda: detbench.run(), detbench.ConfigError, "name a detector"),
+        (lambda: detbench.run("linear-probe", seed=-1), detbench.ConfigError, "--seed"),
+        (lambda: detbench.leaderboard("demo"), detbench.RunLookupError, "no finished runs"),
+        (lambda: detbench.load_run("0123456789abcdef"), detbench.RunLookupError, "no finished run"),
+        (lambda: detbench.sweep("linear-probe", "demo", []), detbench.ConfigError, "perturbation axis"),
+        (lambda: detbench.index("folder", "/nonexistent/data"), detbench.InputError, "not a directory"),
+    ],
+)
+def test_mistakes_raise_the_detbench_error_family(call, kind: type, words: str) -> None:
+    with pytest.raises(kind, match=words) as caught:
+        call()
+    assert isinstance(caught.value, detbench.DetbenchError)
+
+
+def test_runs_and_empty_home() -> None:
+    table = detbench.runs()
+    assert isinstance(table, pd.DataFrame) and table.empty and "external" in table.columns
+
+
+def test_api_names_shadow_their_modules_only_on_the_package() -> None:
+    import importlib
+
+    module = importlib.import_module("detbench.index")
+    assert callable(detbench.index) and detbench.index is detbench.api.index
+    assert module is sys.modules["detbench.index"] and hasattr(module, "build_index")
+    assert sorted(detbench.__all__) == sorted(set(detbench.__all__))  # no name twice
+
+
+def test_readme_python_example_runs(api_home: Path, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "DETBENCH_HOME": str(api_home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "external:other-tool" in done.stdout and "linear-probe" in done.stdout
+    exported = pd.read_csv(tmp_path / "for_other_tools.csv")
+    assert list(exported.columns)[0] == "filename" and len(exported) == 3

@@ -1,0 +1,223 @@
+"""Scores computed outside detbench: imported as runs of ``external:NAME`` with the metrics scikit-learn computes on
+the matched rows, every problem of the file reported, robustness views pairing perturbed imports with the clean one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import SMALL, invoke
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+import detbench
+from detbench.probabilities import sigmoid
+from detbench.score_files import read_score_file
+
+SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small demo build and index shared by this module's tests (each imports its own files and names)."""
+    return tmp_path_factory.mktemp("import_scores_home")
+
+
+@pytest.fixture
+def demo(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
+    """The small demo's index (``.attrs["root"]``) in the shared home."""
+    monkeypatch.setenv("DETBENCH_HOME", str(demo_home))
+    return detbench.index("demo", settings=SMALL_SETTINGS)
+
+
+def evaluation_rows(index: pd.DataFrame) -> pd.DataFrame:
+    """The images protocol upconv evaluates: every family's val split."""
+    return index[index["split"] == "val"].sort_values("path").reset_index(drop=True)
+
+
+def run_id(output: str) -> str:
+    found = re.search(r"run ([0-9a-f]{16}) ->", output)
+    assert found, output
+    return found.group(1)
+
+
+def test_imported_metrics_equal_scikit_learn_on_the_matched_rows(demo: pd.DataFrame, tmp_path: Path) -> None:
+    rows = evaluation_rows(demo)
+    rng = np.random.default_rng(7)
+    scores = np.clip(0.35 * rows["label"] + 0.65 * rng.random(len(rows)), 0, 1)
+    table = pd.DataFrame({"path": rows["path"], "score": scores.round(6)})
+    missing, nan_row, absolute, backslash = table.index[[0, 13, 20, 30]]
+    root = Path(demo.attrs["root"])
+    table.loc[absolute, "path"] = str(root / table.loc[absolute, "path"])  # an absolute path under the root
+    table.loc[backslash, "path"] = table.loc[backslash, "path"].replace("/", "\\")  # Windows separators
+    table.loc[nan_row, "score"] = np.nan
+    repeated = table.loc[5]  # listed twice with the same score
+    extra = pd.DataFrame({"path": ["elsewhere/unknown.png", repeated["path"]], "score": [0.9, repeated["score"]]})
+    file = tmp_path / "api-scores.csv"
+    pd.concat([table.drop(index=missing), extra]).to_csv(file, index=False)
+
+    result = invoke("import-scores", "demo", str(file), "--name", "rand", *SMALL)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "1 of its 48 images are not images of demo" in out and "elsewhere/unknown.png" in out
+    assert "1 images are listed more than once with the same score (kept once)" in out
+    assert "1 rows give no number in score" in out
+    assert f"1 of the 48 evaluation images of demo/upconv have no score in {file.name}" in out
+    assert "external:rand on demo" in out
+
+    run = detbench.load_run(run_id(result.output))
+    assert run.label == "external:rand" and run.record["external"] is True
+    scored = run.scores.set_index("path")
+    assert scored.loc[rows.loc[missing, "path"], "status"] == f"no_score: not in {file.name}"
+    assert scored.loc[rows.loc[nan_row, "path"], "status"].startswith("no_score")
+    expected = rows.assign(score=scores).drop(index=[missing, nan_row])
+    assert np.allclose(scored.loc[expected["path"], "score"], expected["score"].round(6), atol=1e-12)
+    metrics = run.metrics.set_index("generator")
+    for generator, group in expected.assign(score=expected["score"].round(6)).groupby("generator"):
+        y, s = group["label"].to_numpy(), group["score"].to_numpy()
+        assert metrics.loc[generator, "n_real"] == (y == 0).sum() and metrics.loc[generator, "n_fake"] == (y == 1).sum()
+        assert metrics.loc[generator, "acc"] == pytest.approx(np.mean((s > 0.5) == y), abs=1e-12)
+        assert metrics.loc[generator, "ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert metrics.loc[generator, "auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+    board = detbench.leaderboard("demo", detector="external:rand")  # the module's home holds other imports too
+    assert list(board["detector"]) == ["external:rand"] and board["run_id"].iloc[0] == run.id[:16]
+    listed = detbench.runs("demo", detector="external:rand")
+    assert listed["external"].tolist() == [True]
+    shown = invoke("ls", "runs")
+    assert shown.exit_code == 0 and "external:rand" in shown.output
+
+
+def test_logits_image_ids_and_parquet(demo: pd.DataFrame, tmp_path: Path) -> None:
+    rows = evaluation_rows(demo)
+    logits = np.linspace(-6, 6, len(rows))
+    file = tmp_path / "logits.parquet"
+    pd.DataFrame({"image_id": rows["image_id"], "logit": logits}).to_parquet(file)
+    run = detbench.import_scores("demo", file, name="logit-model", logits=True, score_column="logit",
+                                 settings=SMALL_SETTINGS)
+    by_id = run.scores.set_index("image_id")["score"]
+    assert np.allclose(by_id.loc[rows["image_id"]], sigmoid(logits), rtol=0, atol=1e-15)
+    assert run.record["key"]["scores"]["logits"] is True and run.record["key"]["scores"]["key_column"] == "image_id"
+
+    refused = invoke("import-scores", "demo", str(file), "--name", "logit-model", "--score-column", "logit", *SMALL)
+    assert refused.exit_code == 2 and "outside [0, 1]" in refused.output and "--logits" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and "Traceback" not in refused.output
+
+
+def test_perturbed_imports_pair_with_the_clean_one(demo: pd.DataFrame, tmp_path: Path) -> None:
+    rows = evaluation_rows(demo)
+    rng = np.random.default_rng(3)
+    clean, jpeg, copy = tmp_path / "clean.csv", tmp_path / "jpeg75.csv", tmp_path / "moved" / "clean.csv"
+    pd.DataFrame({"path": rows["path"], "score": 0.5 * rows["label"] + 0.5 * rng.random(len(rows))}).to_csv(
+        clean, index=False
+    )
+    pd.DataFrame({"path": rows["path"], "score": 0.2 * rows["label"] + 0.8 * rng.random(len(rows))}).to_csv(
+        jpeg, index=False
+    )
+    first = detbench.import_scores("demo", clean, name="pair", settings=SMALL_SETTINGS)
+    perturbed = detbench.import_scores("demo", jpeg, name="pair", perturb="jpeg:75", settings=SMALL_SETTINGS)
+    assert perturbed.record["fit_id"] == first.record["fit_id"] and perturbed.id != first.id
+    assert perturbed.perturbation == "jpeg:75" and perturbed.record["perturbation"]["spec"] == "jpeg:75"
+
+    copy.parent.mkdir()
+    copy.write_bytes(clean.read_bytes())
+    moved = detbench.import_scores("demo", copy, name="pair", settings=SMALL_SETTINGS)
+    assert moved.id == first.id and moved.reused  # the file's bytes make the id, not its path
+
+    deltas = detbench.leaderboard("demo", detector="external:pair", delta=True)
+    mean = {r.perturbation: r.metrics.set_index("generator").loc["mean", "acc"] for r in (first, perturbed)}
+    assert deltas["perturbation"].tolist() == ["jpeg:75"]
+    assert deltas["mean"].iloc[0] == pytest.approx(mean["jpeg:75"] - mean["clean"], abs=1e-12)
+
+    report = invoke("report", first.id[:12])
+    assert report.exit_code == 0, report.output
+    html = (Path(report.output.split("wrote ", 1)[1].split(" and ")[0])).read_text()
+    assert "Robustness" in html and "external:pair" in html and "scores computed outside detbench" in html
+
+    with pytest.raises(detbench.ConfigError, match="calibrated threshold needs clean held-out scores"):
+        detbench.import_scores("demo", jpeg, name="pair", perturb="jpeg:75", threshold="calibrated",
+                               settings=SMALL_SETTINGS)
+
+
+def test_mistakes_in_score_files_end_in_one_line(demo: pd.DataFrame, tmp_path: Path) -> None:
+    rows = evaluation_rows(demo)
+    no_key = tmp_path / "no_key.csv"
+    pd.DataFrame({"file": rows["path"], "score": 0.5}).to_csv(no_key, index=False)
+    no_score = tmp_path / "no_score.csv"
+    pd.DataFrame({"path": rows["path"], "scores": 0.5}).to_csv(no_score, index=False)
+    elsewhere = tmp_path / "elsewhere.csv"
+    pd.DataFrame({"path": "other/" + rows["path"], "score": 0.5}).to_csv(elsewhere, index=False)
+    cases = [
+        (tmp_path / "absent.csv", ["does not exist"]),
+        (no_key, ["no column 'path' or 'filename' or 'image_id'", "file, score", "--key-column"]),
+        (no_score, ["no column 'score'", "did you mean 'scores'", "--score-column"]),
+        (elsewhere, ["matches an image of demo", "other/", "relative to the suite root"]),
+    ]
+    for file, words in cases:
+        result = invoke("import-scores", "demo", str(file), "--name", "bad", *SMALL)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+        for word in words:
+            assert word in " ".join(result.output.split()), (word, result.output)
+    swept = invoke("sweep", "external", *SMALL, "--set", f"file={no_key}", "--set", "name=bad", "-p", "jpeg:50")
+    assert swept.exit_code == 2 and "import one file per perturbation" in swept.output
+    plain = invoke("run", "external", "--suite", "demo", *SMALL)
+    assert plain.exit_code == 2 and "--set file=... and --set name=..." in plain.output
+    assert "import-scores" in plain.output
+
+
+def test_predict_refuses_imported_runs(demo: pd.DataFrame, tmp_path: Path) -> None:
+    rows = evaluation_rows(demo)
+    file = tmp_path / "s.csv"
+    pd.DataFrame({"path": rows["path"], "score": 0.25}).to_csv(file, index=False)
+    run = detbench.import_scores("demo", file, name="constant", settings=SMALL_SETTINGS)
+    image = Path(demo.attrs["root"]) / rows["path"].iloc[0]
+    result = invoke("predict", run.id[:12], str(image), "-q")
+    assert result.exit_code == 2 and "no model to score new images" in result.output
+
+
+def test_score_file_checks(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    table = tmp_path / "s.tsv"
+    table.write_text(
+        "path\tscore\n"
+        "a/x.png\t0.1\n"
+        "a/x.png\t0.9\n"  # the same image, two different scores: unscored, nothing chosen
+        f"{root}/b/y.png\t0.4\n"  # absolute, under the root
+        "/somewhere/else.png\t0.3\n"  # absolute, elsewhere
+        "./c/z.png\t 0.7 \n"
+    )
+    scores = read_score_file(table)
+    assert scores.key_column == "path" and not scores.by_id and scores.rows == 5
+    matched, unusable, outside = scores.under(root)
+    assert matched == {"b/y.png": 0.4, "c/z.png": 0.7}
+    assert unusable == {"a/x.png": "no_score: s.tsv gives it 2 different scores"}
+    assert outside == ["/somewhere/else.png"]
+    assert any("different scores" in p and "a/x.png (0.1, 0.9)" in p for p in scores.problems)
+    assert read_score_file(table) is scores  # read once while the file is unchanged
+    lines = tmp_path / "s.jsonl"
+    lines.write_text('{"filename": "a.png", "p": 0.2}\n{"filename": "b.png", "p": null}\n')
+    jsonl = read_score_file(lines, score_column="p")
+    assert jsonl.key_column == "filename" and jsonl.scores == {"a.png": 0.2}
+    assert jsonl.unusable == {"b.png": "no_score: s.jsonl gives no number for it"}
+    assert jsonl.identity() == {"sha256": jsonl.sha256, "key_column": "filename", "score_column": "p", "logits": False}
+
+
+def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFrame, tmp_path: Path) -> None:
+    """Scores of the training generator's images let ``calibrated`` choose the threshold on its held-out split."""
+    rng = np.random.default_rng(11)
+    file = tmp_path / "everything.csv"
+    pd.DataFrame({"path": demo["path"], "score": 0.3 * demo["label"] + 0.7 * rng.random(len(demo))}).to_csv(
+        file, index=False
+    )
+    run = detbench.import_scores("demo", file, name="calibrated", threshold="calibrated", settings=SMALL_SETTINGS)
+    held = run.heldout_scores
+    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"upconv"}
+    threshold = run.record["threshold"]
+    assert threshold["policy"] == "calibrated" and threshold["value"] == threshold["calibrated_on_heldout"]
+    groups = run.scores.groupby("generator")
+    per_generator = [np.mean((g["score"] > threshold["value"]) == g["label"]) for _, g in groups]
+    assert run.metrics.set_index("generator").loc["mean", "acc"] == pytest.approx(np.mean(per_generator), abs=1e-12)
