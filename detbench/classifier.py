@@ -1,11 +1,13 @@
-"""Detectors that are one network scoring whole images (CNNSpot, NPR): released checkpoints or training.
+"""Detectors that are one network scoring whole images (CNNSpot, NPR, AIDE): released checkpoints or training.
 
 :class:`ClassifierDetector` holds what these detectors share: ``--set weights=PATH[#sha256=HEX]`` (loaded
 weights-only and strictly, its sha256 recorded and part of the run identity; with weights nothing trains and
 no training rows are needed), the resolved precision, evaluation through :func:`detbench.training.score_logits`
 (images of different sizes are never stacked), training through :func:`detbench.training.train_classifier`, and
 the saved state. A subclass supplies the architecture, the evaluation preprocessing (which may follow the
-suite's test-set convention, ``RunContext.eval_convention``) and the training recipe.
+suite's test-set convention, ``RunContext.eval_convention``) and the training recipe. A network with a large
+frozen part (AIDE's semantic trunk) names the module that training changes and a fit saves with
+:meth:`ClassifierDetector.state_module`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from detbench.weights import LoadedCheckpoint
 
 STATE_FILE = "model.safetensors"
-INIT_STREAM = 0x1A17  # the seed stream of the network's initialisation: derive_seed(run seed, INIT_STREAM)
+INIT_STREAM = 0x1A17  # the default seed stream of the network's initialisation: derive_seed(run seed, stream)
 RELEASED_FILE = "released.json"
 
 
@@ -49,6 +51,7 @@ class ClassifierDetector(Detector):
 
     weights_what: ClassVar[str] = "the checkpoint"
     weights_fix: ClassVar[str] = "pass --set weights=/path/to/checkpoint.pth"
+    init_stream: ClassVar[int] = INIT_STREAM  # the network is built under torch seeded by derive_seed(seed, this)
     follows_eval_profiles = True  # --set suite.eval_profile=... replaces eval_preprocessing() for its test sets
 
     def needs_training(self) -> bool:
@@ -66,8 +69,16 @@ class ClassifierDetector(Detector):
         """The evaluation transform for this run (``ctx.eval_convention`` may choose it)."""
 
     @abstractmethod
-    def train_setup(self, ctx: RunContext) -> Any:
-        """A :class:`detbench.training.TrainSetup` for ``self.net`` (called by :meth:`fit` when training)."""
+    def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> Any:
+        """A :class:`detbench.training.TrainSetup` for ``self.net`` (called by :meth:`fit` when training).
+
+        Args:
+            ctx: the run context.
+            train: the training rows (a recipe may depend on their number, e.g. a batch capped at it).
+
+        Returns:
+            The recipe; its ``model`` is :meth:`state_module` (or ``self.net``).
+        """
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
         """Load what training starts from (e.g. ImageNet weights) before any data work; the identity facts."""
@@ -90,6 +101,11 @@ class ClassifierDetector(Detector):
         """P(fake) from the network's logits (one logit: its sigmoid)."""
         return sigmoid(logits)
 
+    def state_module(self) -> Any:
+        """The module whose state dict a fit saves and loads (strictly): by default the whole network. A network
+        with a large frozen part returns a module registering only the parts training changes."""
+        return self.net
+
     # ---- the Detector contract
 
     def setup(self, ctx: RunContext) -> None:
@@ -101,13 +117,15 @@ class ClassifierDetector(Detector):
         self.precision = resolve_precision(self.config.precision, ctx.device)
         self.released: LoadedCheckpoint | None = None
         self.training_facts: dict[str, Any] = {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(ctx.seed, INIT_STREAM))
-            self.net = self.build_network()
-            if not self.config.weights:
-                self.training_facts = self.prepare_training(ctx)  # may replace self.net (e.g. ImageNet weights)
-        if self.config.weights:
+        loaded = None
+        if self.config.weights:  # read (and checked) before any network is built: a bad file fails at once
             loaded = load_checkpoint_file(self.config.weights, what=self.weights_what, fix=self.weights_fix)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(ctx.seed, self.init_stream))
+            self.net = self.build_network()
+            if loaded is None:
+                self.training_facts = self.prepare_training(ctx)  # may replace self.net (e.g. ImageNet weights)
+        if loaded is not None:
             load_into(self.net, loaded.state_dict, f"{self.weights_what} {loaded.path}")
             self.released = LoadedCheckpoint({}, loaded.path, loaded.sha256)  # the tensors now live in the net
         self.net.eval()
@@ -131,7 +149,7 @@ class ClassifierDetector(Detector):
         from detbench.training import train_classifier
 
         self._to(ctx.device)
-        facts = train_classifier(self.train_setup(ctx), train, heldout, ctx)
+        facts = train_classifier(self.train_setup(ctx, train), train, heldout, ctx)
         self.net.eval()
         return {"weights": "trained", "trained": True, **self.training_facts, **facts,
                 "eval_preprocessing": self.preprocessing.facts}
@@ -165,7 +183,7 @@ class ClassifierDetector(Detector):
             return
         from safetensors.torch import save_file
 
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_module().state_dict().items()}
         save_file(state, str(directory / STATE_FILE))
 
     def load(self, directory: Path) -> None:
@@ -177,7 +195,7 @@ class ClassifierDetector(Detector):
                 raise WeightsError(f"{self.released.path} changed since this fit was made (sha256 "
                                    f"{saved['sha256']} then, {self.released.sha256} now)")
             return
-        load_into(self.net, load_state_dict_safely(directory / STATE_FILE), f"{self.name} state {directory}")
+        load_into(self.state_module(), load_state_dict_safely(directory / STATE_FILE), f"{self.name} state {directory}")
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,25 @@
-"""One resumable, seeded training loop for end-to-end image classifiers (CNNSpot, NPR; AIDE can reuse it).
+"""One resumable, seeded training loop for end-to-end image classifiers (CNNSpot, NPR, AIDE).
 
-A detector describes its recipe in a :class:`TrainSetup` (network, optimizer, :class:`Schedule`, a seeded
-per-image training transform, the held-out preprocessing, the loss) and calls :func:`train_classifier` with
-the training rows and the held-out rows of the training generator. The loop runs epochs over the training
-rows in batches (the last one smaller, as a plain DataLoader gives), evaluates the held-out rows after every
-epoch, lets the schedule decide the learning rate, whether this epoch's state is the one to keep and whether
-to stop, and returns the facts a run records.
+A detector describes its recipe in a :class:`TrainSetup` (network, optimizer, :class:`~detbench.schedules.Schedule`,
+a seeded per-image training transform, the held-out preprocessing, the loss) and calls :func:`train_classifier`
+with the training rows and the held-out rows of the training generator. The loop runs epochs over the training
+rows in batches (the last one smaller, as a plain DataLoader gives, or dropped with ``drop_last``), evaluates the
+held-out rows after every epoch, lets the schedule decide the learning rate, whether this epoch's state is the one
+to keep and whether to stop, and returns the facts a run records.
 
 Determinism: epoch ``e`` visits the rows in a permutation drawn from ``(seed, e)``; the image at position
-``j`` of epoch ``e`` is augmented with a generator seeded from ``(seed, e, j)``; torch's global RNG is
-reseeded from ``(seed, step)`` before every step. Nothing random is carried from step to step except the
-model and the optimizer, so a run resumed from a checkpoint continues exactly as an uninterrupted one
-(bit-identical on CPU up to the last-bit differences oneDNN kernels can show between processes), whatever the
-number of decoding workers.
+``j`` of epoch ``e`` is augmented with a generator seeded from ``(seed, e, j)`` (torch's global generator is
+seeded from the same number, for transforms that draw from torch); torch's global RNG is reseeded from
+``(seed, step)`` before every step. Nothing random is carried from step to step except the model and the
+optimizer, so a run resumed from a checkpoint continues exactly as an uninterrupted one (bit-identical on CPU up
+to the last-bit differences oneDNN kernels can show between processes), whatever the number of decoding workers.
 
-Checkpoints: every ``checkpoint_every`` steps, written atomically to ``ctx.checkpoint_dir()`` (safetensors:
-the model's state dict, the kept-so-far state, the optimizer's tensors; JSON metadata: position, schedule
-state, history, failures). A killed run resumes from the last one; the file is deleted when training ends.
+Checkpoints: every ``checkpoint_every`` steps (and at every epoch end with ``checkpoint_each_epoch``), written
+atomically to ``ctx.checkpoint_dir()`` (:mod:`detbench.train_state`: the model's state dict, the kept-so-far
+state, the optimizer's tensors; JSON metadata: position, schedule state, history, failures). A killed run resumes
+from the last one; the file is deleted when training ends. What "the model's state" is, is the model's
+``state_dict()``: a network with a large frozen part (AIDE's semantic trunk) hands the loop a module that
+registers only the parts training changes, and overrides ``train()`` to set the frozen part's mode.
 
 Under torchrun each rank takes a contiguous slice of every batch and DistributedDataParallel averages the
 gradients, each rank's loss weighted by its share of the batch (BatchNorm becomes SyncBatchNorm on CUDA, so a
@@ -27,10 +30,8 @@ some rank has no image (a tiny last batch, unreadable files) is skipped on every
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from detbench import distributed as dist
@@ -50,9 +49,17 @@ from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast
 from detbench.record import reason_counts
-from detbench.records import atomic_path
+from detbench.schedules import Schedule
+from detbench.train_state import (
+    gathered_failures,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 CHECKPOINT = "train_checkpoint.safetensors"
+META_KEY = "detbench_training"  # the checkpoint's metadata entry
 TrainTransform = Callable[[Any, np.random.Generator], Tensor]  # (PIL image, per-image generator) -> tensor
 _ORDER, _AUGMENT, _STEP = range(3)  # stream tags of the seeds derived from (run seed, tag, ...)
 
@@ -68,128 +75,16 @@ def bce_with_logits(logits: Tensor, labels: Tensor) -> Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits.reshape(labels.shape), labels)
 
 
+def cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of K-logit outputs ``[B, K]`` against class labels (float or integer, 1 = fake), with
+    label smoothing: timm's ``LabelSmoothingCrossEntropy(smoothing)`` (AIDE's loss) equals torch's
+    ``label_smoothing`` (``(1 - s)`` times the NLL plus ``s`` times the mean over classes of ``-log p``)."""
+    return nn.functional.cross_entropy(logits, labels.long(), label_smoothing=smoothing)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order in which epoch ``epoch`` visits ``n`` training rows."""
     return np.random.default_rng([seed, _ORDER, epoch]).permutation(n)
-
-
-# ---------------------------------------------------------------------------------------------- schedules
-
-
-@dataclass(frozen=True)
-class EpochOutcome:
-    """A schedule's decision after an epoch's held-out evaluation."""
-
-    keep: bool  # this epoch's state becomes the kept one (the "best" checkpoint the original would write)
-    stop: bool  # training ends here
-    note: str = ""
-
-
-class Schedule(ABC):
-    """Learning rate per step, and what happens after each epoch. Its state must survive a checkpoint."""
-
-    @abstractmethod
-    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-        """The learning rate of global step ``step`` (0-based), which lies in epoch ``epoch`` (0-based)."""
-
-    @abstractmethod
-    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
-        """Decide after epoch ``epoch`` (0-based) from its held-out metrics (NaN when there are none)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-ready state for checkpoints."""
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
-
-    def describe(self) -> dict[str, Any]:
-        """The schedule's kind and settings, for the run record."""
-        return {"kind": type(self).__name__, **self.state_dict()}
-
-
-class PlateauSchedule(Schedule):
-    """CNNDetection's early stopping (``train.py``, ``earlystop.py``): after each epoch, held-out ``metric``
-    below ``best + delta`` counts as no improvement; ``patience`` of those in a row divide the learning rate by
-    ``factor`` and start a fresh stopper with ``delta_after``; training stops once the rate would fall below
-    ``min_lr``. An epoch keeps its state when the current stopper saves it, as ``model_epoch_best.pth`` is
-    saved: the first epoch after every drop is kept whatever its score (the original's fresh stopper saves
-    its first call), so the final state is the best of the last learning-rate phase, not of the whole run.
-    Without held-out scores (NaN) every epoch is kept and the rate never drops."""
-
-    def __init__(self, lr: float, *, patience: int, delta: float, delta_after: float, factor: float = 10.0,
-                 min_lr: float = 1e-6, metric: str = "acc") -> None:
-        self.current_lr, self.patience, self.delta, self.delta_after = lr, patience, delta, delta_after
-        self.factor, self.min_lr, self.metric = factor, min_lr, metric
-        self.best: float | None = None
-        self.counter = 0
-        self.drops = 0
-
-    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-        return self.current_lr
-
-    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
-        score = heldout.get(self.metric, float("nan"))
-        if score is None or not math.isfinite(score):
-            return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")
-        delta = self.delta if self.drops == 0 else self.delta_after
-        if self.best is None or score >= self.best + delta:
-            self.best, self.counter = float(score), 0
-            return EpochOutcome(keep=True, stop=False)
-        self.counter += 1
-        if self.counter < self.patience:
-            return EpochOutcome(keep=False, stop=False)
-        new_lr = self.current_lr / self.factor
-        if new_lr < self.min_lr:
-            return EpochOutcome(keep=False, stop=True, note=f"learning rate {new_lr:g} below {self.min_lr:g}")
-        self.current_lr, self.best, self.counter, self.drops = new_lr, None, 0, self.drops + 1
-        return EpochOutcome(keep=False, stop=False, note=f"learning rate divided by {self.factor:g}: {new_lr:g}")
-
-
-class StepDecaySchedule(Schedule):
-    """NPR's schedule (``train.py``): after epoch ``e`` (0-based) with ``e % every == 0 and e != 0`` the rate is
-    multiplied by ``factor``; no early stopping; every epoch is kept, so the last one is the result."""
-
-    def __init__(self, lr: float, *, every: int, factor: float) -> None:
-        self.current_lr, self.every, self.factor = lr, every, factor
-
-    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-        return self.current_lr
-
-    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
-        if self.every and epoch % self.every == 0 and epoch != 0:
-            self.current_lr *= self.factor
-            return EpochOutcome(keep=True, stop=False, note=f"learning rate x{self.factor:g}: {self.current_lr:g}")
-        return EpochOutcome(keep=True, stop=False)
-
-
-class CosineSchedule(Schedule):
-    """Per-step half-cosine from ``lr`` down to ``min_lr`` over ``epochs`` after a linear warm-up of
-    ``warmup_epochs`` (the MAE/ConvNeXt ``adjust_learning_rate`` that AIDE uses: the epoch is fractional,
-    ``step / steps_per_epoch``). An epoch is kept when held-out ``metric`` beats the best so far strictly."""
-
-    def __init__(self, lr: float, *, epochs: int, min_lr: float = 0.0, warmup_epochs: float = 0.0,
-                 metric: str = "acc") -> None:
-        self.base_lr, self.epochs, self.min_lr, self.warmup_epochs = lr, epochs, min_lr, warmup_epochs
-        self.metric = metric
-        self.best: float | None = None
-
-    def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-        t = step / max(1, steps_per_epoch)
-        if t < self.warmup_epochs:
-            return self.base_lr * t / self.warmup_epochs
-        span = max(1e-12, self.epochs - self.warmup_epochs)
-        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (t - self.warmup_epochs)
-                                                                                   / span))
-
-    def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
-        score = heldout.get(self.metric, float("nan"))
-        if score is None or not math.isfinite(score):
-            return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")
-        if self.best is None or score > self.best:
-            self.best = float(score)
-            return EpochOutcome(keep=True, stop=False)
-        return EpochOutcome(keep=False, stop=False)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -199,12 +94,14 @@ class CosineSchedule(Schedule):
 class TrainSetup:
     """A detector's training recipe, handed to :func:`train_classifier`.
 
-    ``model`` maps a normalised image batch to logits; ``loss(logits, labels)`` is the mean loss of a batch
-    (labels: float tensor, 1 = fake); ``probabilities(logits)`` turns held-out logits into P(fake).
-    ``train_transform(img, rng)`` augments one PIL image with its own generator; ``heldout_transform(img)`` is
-    deterministic, after the optional ``heldout_perturb(img, image_id)`` (seeded by image id, e.g.
-    CNNDetection's validation blur/JPEG). ``keep``: ``best`` restores the state of the last epoch the
-    schedule kept, ``last`` the final state.
+    ``model`` maps a normalised image batch to logits; its ``state_dict()`` is what checkpoints and the kept
+    state hold, and the loop calls its ``train()``/``eval()`` (a model with frozen parts overrides ``train()``
+    to keep their mode). ``loss(logits, labels)`` is the mean loss of a batch (labels: float tensor, 1 = fake);
+    ``probabilities(logits)`` turns held-out logits into P(fake). ``train_transform(img, rng)`` augments one
+    PIL image with its own generator; ``heldout_transform(img)`` is deterministic, after the optional
+    ``heldout_perturb(img, image_id)`` (seeded by image id, e.g. CNNDetection's validation blur/JPEG).
+    ``keep``: ``best`` restores the state of the last epoch the schedule kept, ``last`` the final state.
+    ``drop_last``: every epoch drops its last incomplete batch (``DataLoader(drop_last=True)``).
     """
 
     model: nn.Module
@@ -217,13 +114,24 @@ class TrainSetup:
     epochs: int
     batch_size: int
     keep: Literal["best", "last"] = "best"
-    checkpoint_every: int = 500  # steps; 0: no checkpoints
+    drop_last: bool = False
+    checkpoint_every: int = 500  # steps; 0: none between epoch ends
+    checkpoint_each_epoch: bool = False  # also write a checkpoint at every epoch end (after the held-out scoring)
     heldout_perturb: Callable[[Any, str], Any] | None = None
     heldout_by_shape: bool = False
     heldout_batch_size: int = 64
     precision: str = "fp32"
     name: str = "classifier"  # progress and log label
     scaler: Any = None  # set by train_classifier: fp16 loss scaling
+
+    def steps_per_epoch(self, n_rows: int) -> int:
+        """Optimizer steps in an epoch over ``n_rows`` training rows (DataError when ``drop_last`` leaves none)."""
+        if not self.drop_last:
+            return math.ceil(n_rows / self.batch_size)
+        if n_rows < self.batch_size:
+            raise DataError(f"{self.name}: {n_rows} training images do not fill one batch of {self.batch_size} "
+                            "(the recipe drops incomplete batches); use a smaller training batch size")
+        return n_rows // self.batch_size
 
 
 @dataclass
@@ -244,8 +152,16 @@ class _Progress:
     scaler: dict[str, Any] = field(default_factory=dict)  # GradScaler state (fp16 only)
 
 
-class _ScheduledRows(ImageRowsDataset):
-    """Item ``i`` loads row ``order[i]`` and augments it with a generator seeded by ``seeds[i]``."""
+class ScheduledRows(ImageRowsDataset):
+    """Item ``i`` loads row ``order[i]`` and augments it with a generator seeded by ``seeds[i]``, so a batch
+    depends on its position in the schedule alone, not on worker count or on what ran before.
+
+    Args:
+        root: the suite root; paths: every training row's path under it.
+        transform: ``(PIL image, generator) -> tensor``; torch's global generator is seeded with the same seed
+            while it runs (see :class:`TorchDrawn` for transforms that draw from torch only).
+        order: the row of each item; seeds: the seed of each item.
+    """
 
     def __init__(self, root: Path, paths: list[str], transform: TrainTransform, order: np.ndarray,
                  seeds: list[int]) -> None:
@@ -261,6 +177,17 @@ class _ScheduledRows(ImageRowsDataset):
         return x, i, err
 
 
+@dataclass(frozen=True)
+class TorchDrawn:
+    """A :data:`TrainTransform` from a transform that draws from torch's global generator alone (torchvision's
+    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image."""
+
+    fn: Callable[[Any], Tensor]
+
+    def __call__(self, img: Any, rng: np.random.Generator) -> Tensor:
+        return self.fn(img)
+
+
 class _Unused:
     def __call__(self, img: Any) -> Tensor:
         raise AssertionError("replaced per item")
@@ -273,7 +200,7 @@ class _Seeded:
 
     def __call__(self, img: Any) -> Tensor:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # for transforms that draw from torch as well
+            torch.default_generator.manual_seed(self.seed)  # the CPU generator only: fork_rng restores only it
             return self.fn(img, np.random.default_rng(self.seed))
 
 
@@ -348,7 +275,7 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
         raise DataError(f"{setup.name}: training needs real and fake images; got {len(rows)} rows with labels "
                         f"{sorted(int(v) for v in rows['label'].unique())}")
     n, device = len(rows), ctx.device
-    steps_per_epoch = math.ceil(n / setup.batch_size)
+    steps_per_epoch = setup.steps_per_epoch(n)
     model = setup.model.to(device)
     if device == "cpu":
         tune_cpu_allocator()
@@ -366,12 +293,15 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
     with ctx.phases.phase(f"train {setup.name}", total) as advance:
         advance(run.step)
         while run.epoch < setup.epochs and not run.stopped:
-            for x, y in _epoch_batches(setup, rows, labels, run, ctx):
+            for x, y in _epoch_batches(setup, rows, labels, run, steps_per_epoch, ctx):
                 _step(setup, forward, x, y, run, steps_per_epoch, ctx)
                 run.batch += 1
-                if run.batch == steps_per_epoch:
+                epoch_ended = run.batch == steps_per_epoch
+                if epoch_ended:
                     _end_epoch(setup, heldout, run, ctx)
-                if setup.checkpoint_every and run.step % setup.checkpoint_every == 0:
+                due = (setup.checkpoint_every and run.step % setup.checkpoint_every == 0) or (
+                    epoch_ended and setup.checkpoint_each_epoch)
+                if due and run.epoch < setup.epochs and not run.stopped:  # a finished run needs none
                     _save(path, setup, run, n)
                 advance(1)
     seconds = time.perf_counter() - started
@@ -379,7 +309,7 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
         model.load_state_dict(run.kept_state)
     if dist.is_main():
         path.unlink(missing_ok=True)
-    failures = {k: v for part in dist.all_gather(run.failures) for k, v in part.items()}
+    failures = gathered_failures(run.failures)
     speed = (run.step - start_step) * setup.batch_size / seconds if seconds > 0 and run.step > start_step else None
     return {
         "epochs_run": len(run.history),
@@ -418,20 +348,20 @@ def _training_forward(model: nn.Module, device: str) -> nn.Module:
     return dist.data_parallel(model, device)
 
 
-def _epoch_batches(setup: TrainSetup, rows: pd.DataFrame, labels: Tensor, run: _Progress,
+def _epoch_batches(setup: TrainSetup, rows: pd.DataFrame, labels: Tensor, run: _Progress, steps_per_epoch: int,
                    ctx: RunContext) -> Iterator[tuple[Tensor | None, Tensor | None]]:
     """This rank's slice ``(x, y)`` of every remaining batch of epoch ``run.epoch`` (None when none loaded)."""
     bs, n = setup.batch_size, len(rows)
     order = epoch_order(n, ctx.seed, run.epoch)
     positions, batches, seeds = [], [], []
-    for b in range(run.batch, math.ceil(n / bs)):
+    for b in range(run.batch, steps_per_epoch):
         batch = range(b * bs, min(n, (b + 1) * bs))
         mine = list(batch)[dist.shard_slice(len(batch))]
         batches.append(list(range(len(positions), len(positions) + len(mine))))
         positions.extend(mine)
         seeds.extend(derive_seed(ctx.seed, _AUGMENT, run.epoch, j) for j in mine)
     order_here = order[np.asarray(positions, dtype=np.int64)]
-    dataset = _ScheduledRows(ctx.suite_root, rows["path"].tolist(), setup.train_transform, order_here, seeds)
+    dataset = ScheduledRows(ctx.suite_root, rows["path"].tolist(), setup.train_transform, order_here, seeds)
     cuda = ctx.device.startswith("cuda")
     for batch in iterate_batches(dataset, batch_size=max(1, bs // max(1, dist.world_size())), workers=ctx.workers,
                                  pin_memory=cuda, batches=batches):
@@ -533,48 +463,39 @@ def _heldout_metrics(setup: TrainSetup, heldout: pd.DataFrame, ctx: RunContext) 
 
 
 def _save(path: Path, setup: TrainSetup, run: _Progress, n_rows: int) -> None:
-    run.failures = {k: v for part in dist.all_gather(run.failures) for k, v in part.items()}
+    run.failures = gathered_failures(run.failures)
     if not dist.is_main():
         return
-    tensors = {f"model/{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in setup.model.state_dict().items()}
-    tensors.update({f"kept/{k}": v.contiguous() for k, v in run.kept_state.items()})
-    optim = setup.optimizer.state_dict()
-    for index, state in optim["state"].items():
-        for key, value in state.items():
-            tensors[f"optim/{index}/{key}"] = torch.as_tensor(value).detach().to("cpu", copy=True).contiguous()
+    optimizer = setup.optimizer
     meta = {"epoch": run.epoch, "batch": run.batch, "step": run.step, "stopped": run.stopped,
             "loss_sum": run.loss_sum, "loss_n": run.loss_n, "kept_epoch": run.kept_epoch, "history": run.history,
             "failures": {str(k): v for k, v in run.failures.items()}, "skipped_steps": run.skipped_steps,
             "schedule": setup.schedule.state_dict(), "n_rows": n_rows, "batch_size": setup.batch_size,
-            "param_groups": [{"lr": g["lr"]} for g in optim["param_groups"]],
+            "param_groups": [{"lr": g["lr"]} for g in optimizer.param_groups],
             "scaler": setup.scaler.state_dict() if setup.scaler is not None and setup.scaler.is_enabled() else {}}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"detbench_training": json.dumps(meta)})
+    sections = {"model": setup.model.state_dict(), "kept": run.kept_state,
+                "optim": optimizer_tensors(optimizer, _optimizer_names(optimizer))}
+    write_checkpoint(path, sections, meta, meta_key=META_KEY)
 
 
 def _resume(path: Path, setup: TrainSetup, n_rows: int) -> _Progress:
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads(fh.metadata()["detbench_training"])
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    meta, sections = read_checkpoint(path, meta_key=META_KEY)
     if (meta["n_rows"], meta["batch_size"]) != (n_rows, setup.batch_size):
         raise TrainingError(f"checkpoint {path} was written for {meta['n_rows']} training rows in batches of "
                            f"{meta['batch_size']}, this run has {n_rows} in batches of {setup.batch_size}; "
                            "delete it to start over")
-
-    def section(prefix: str) -> dict[str, Tensor]:
-        return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
-
-    setup.model.load_state_dict(section("model"))
-    optim = setup.optimizer.state_dict()
-    optim["state"] = {}
-    for key, value in section("optim").items():
-        index, _, slot = key.partition("/")
-        optim["state"].setdefault(int(index), {})[slot] = value
-    for group, saved in zip(optim["param_groups"], meta["param_groups"], strict=True):
+    setup.model.load_state_dict(sections.get("model", {}))
+    optimizer = setup.optimizer
+    load_optimizer_tensors(optimizer, sections.get("optim", {}), _optimizer_names(optimizer))
+    for group, saved in zip(optimizer.param_groups, meta["param_groups"], strict=True):
         group["lr"] = saved["lr"]
-    setup.optimizer.load_state_dict(optim)
     setup.schedule.load_state_dict(meta["schedule"])
     return _Progress(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"], stopped=meta["stopped"],
                      loss_sum=meta["loss_sum"], loss_n=meta["loss_n"], kept_epoch=meta["kept_epoch"],
-                     kept_state=section("kept"), history=meta["history"], skipped_steps=meta["skipped_steps"],
+                     kept_state=sections.get("kept", {}), history=meta["history"], skipped_steps=meta["skipped_steps"],
                      failures={int(k): v for k, v in meta["failures"].items()}, scaler=meta["scaler"])
+
+
+def _optimizer_names(optimizer: torch.optim.Optimizer) -> list[str]:
+    """The checkpoint's names of the optimizer's parameters: their positions."""
+    return [str(i) for i in range(sum(len(g["params"]) for g in optimizer.param_groups))]

@@ -2,11 +2,14 @@
 
 Resolution order: explicit local file → ``$DETBENCH_HOME/weights/<dir>/`` → Hugging Face cache → download
 (only when online). Checkpoints load through safetensors or ``torch.load(weights_only=True)``: a pickle
-carrying code is refused.
+carrying code is refused. The one class beyond torch's weights-only set that a checkpoint may hold is
+``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`): the training arguments that MAE/ConvNeXt-style training
+scripts save beside the weights (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``, e.g. AIDE's releases).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -31,6 +34,9 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 _TRUE = {"1", "true", "yes", "on"}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.]+-([0-9a-f]{8,64})\.(?:pth|pt|bin|safetensors)$")
 _saved_offline: dict[str, str | None] | None = None
+# Classes a weights-only checkpoint may construct beyond torch's own: this one exactly (its subclasses are refused);
+# its fields are plain values, and its state never reaches a network.
+CHECKPOINT_CLASSES = (argparse.Namespace,)
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,8 @@ def _is_safetensors(path: Path) -> bool:
 def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """A flat ``{name: tensor}`` state dict from .safetensors or a weights-only torch checkpoint.
 
-    Pickles that would construct arbitrary objects (code) and TorchScript archives are refused.
+    Pickles that would construct arbitrary objects (code) and TorchScript archives are refused; the one class
+    allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`).
     ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
     """
     import pickle
@@ -276,7 +283,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 "executable checkpoints. Use the open_clip weights (open_clip_pytorch_model.bin or "
                 ".safetensors from the model's Hugging Face repo) instead.")
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(CHECKPOINT_CLASSES)):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise WeightsError(
                 f"{path} is not a safe checkpoint: it holds Python objects beyond tensors (a pickle is "

@@ -21,7 +21,9 @@ Faithful to the authors' code (shilinyan99/AIDE at 6725b71), which a released ch
 
 Released checkpoints are ``{'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args'}`` with every weight,
 the ConvNeXt trunk included; ``--set weights=PATH[#sha256=HEX]`` loads them strictly (weights only; ``args`` is
-an ``argparse.Namespace``, the one non-tensor object allowed), and no OpenCLIP weights are needed then.
+an ``argparse.Namespace``, the one class :mod:`detbench.weights` allows beyond tensors), and no OpenCLIP weights
+are needed then. Training (``detectors/aide_train.py``) follows ``scripts/train.sh`` on the shared loop of
+:mod:`detbench.training`; a fit saves everything but the frozen trunk, under the original's key names.
 
 Where the code departs from the paper, detbench follows the code: the ResNets are never given ImageNet weights
 (the code writes them into a state-dict copy that is never loaded), and ``convnext_proj`` runs under
@@ -36,10 +38,7 @@ gives its pooled embedding.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -48,14 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detbench.detector import Detector, RunContext
+from detbench.classifier import ClassifierDetector, EvalPreprocessing
+from detbench.detector import RunContext
+from detbench.probabilities import softmax_fake
 
 WINDOW, STRIDE, GRADES = 32, 16, 6  # DCT patch side, patch stride, number of frequency bands in the grade
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ORIGINAL_SEMANTIC = ("open_clip", "convnext_xxlarge")
 INIT_STREAM = 0x41DE  # the seed stream of the network's random initialisation (with the run seed)
-STATE_FILE, FACTS_FILE = "aide.safetensors", "aide.json"
 WEIGHTS_FIX = ("pass --set weights=/path/to/checkpoint.pth: an AIDE checkpoint of the authors' format "
                "({'model': state_dict, ...}), e.g. from the Model Zoo linked in the shilinyan99/AIDE README")
 
@@ -200,7 +200,8 @@ class AIDETransform:
 
 def expert_resnet() -> nn.Module:
     """A ResNet-50 (torchvision layout, zero-initialised residual ends) whose stem takes the 30 SRM residuals and
-    whose forward returns the 2048-d pooled feature; its 1000-class ``fc`` exists, unused, as in the original.
+    whose forward returns the 2048-d pooled feature; its 1000-class ``fc`` exists, unused, as in the original
+    (frozen: no gradient ever reaches it, so the original's AdamW never changes it either).
 
     Returns:
         The module, randomly initialised as the original initialises it (Kaiming normal, fan-out).
@@ -216,6 +217,7 @@ def expert_resnet() -> nn.Module:
     net = ExpertResNet(Bottleneck, [3, 4, 6, 3], zero_init_residual=True)
     net.conv1 = nn.Conv2d(30, 64, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.fc.requires_grad_(False)  # unused: DistributedDataParallel needs every trainable parameter to get a gradient
     return net
 
 
@@ -332,34 +334,16 @@ class AIDEConfig:
 # ---------------------------------------------------------------------------------------------- detector
 
 
-def load_released(path_spec: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The state dict of an AIDE checkpoint and facts about the file (path, sha256).
-
-    Args:
-        path_spec: ``PATH`` or ``PATH#sha256=HEX``.
-
-    Returns:
-        ``(state_dict, {"path", "sha256"})``; WeightsError for a missing, unsafe or mismatched file.
-    """
-    from detbench.backbones import split_sha256
-    from detbench.weights import WeightsError, load_state_dict_safely, resolve_weights
-
-    try:
-        path, pin = split_sha256(path_spec)
-    except ValueError as exc:
-        raise WeightsError(f"--set weights: {exc}") from None
-    resolved = resolve_weights("the AIDE checkpoint", fix=WEIGHTS_FIX, local=path, expected_sha256=pin)
-    with torch.serialization.safe_globals([argparse.Namespace]):  # the checkpoints carry their training args
-        sd = load_state_dict_safely(resolved.path)
-    return sd, {"path": str(resolved.path), "sha256": resolved.sha256}
-
-
-class AIDE(Detector):
+class AIDE(ClassifierDetector):
     name = "aide"
-    version = 1
+    version = 2  # 2: trains on the shared loop; a fit's state is model.safetensors (the same keys as before)
     Config = AIDEConfig
     summary = ("AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
                "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.")
+    weights_what = "the AIDE checkpoint"
+    weights_fix = WEIGHTS_FIX
+    init_stream = INIT_STREAM
+    follows_eval_profiles = False  # the original evaluates every test set alike (patches at native size)
     # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in and 32 px inputs (the patches' own size:
     # two ResNet-50s on four 256 px patches per image are far too slow for 2 CPU cores); 1 epoch of 32-image steps at
     # a larger base rate (the recipe's effective 1.25e-5 would not move in the demo's dozen steps; one epoch reaches
@@ -367,37 +351,30 @@ class AIDE(Detector):
     profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 32, "epochs": 1,
                                   "train_batch_size": 32, "blr": 2e-3, "checkpoint_every": 10}}
 
-    def needs_training(self) -> bool:
-        return not self.config.weights
-
     def setup(self, ctx: RunContext) -> None:
-        from detbench.backbones import load_backbone, parse_spec, split_options
-        from detbench.precision import resolve_precision
-        from detbench.weights import check_state_dict
-
-        c = self.config
-        self.precision = resolve_precision(c.precision, ctx.device)
-        self.seed = ctx.seed
-        self.released: dict[str, Any] | None = None
-        spec = c.backbone
-        if c.weights:
-            state, self.released = load_released(c.weights)
-            provider, arch, _ = parse_spec(split_options(spec)[0])
-            spec = f"{provider}:{arch}@random"  # the checkpoint carries the trunk's weights
-        self.backbone = load_backbone(spec, device="cpu")
-        self.net = self._build()
-        if self.released is not None:
-            check_state_dict(self.net.state_dict(), state, f"AIDE checkpoint {self.released['path']}")
-            self.net.load_state_dict(state, strict=True)
-            self.released["hpf_is_srm"] = bool(torch.equal(self.net.hpf.hpf.weight, SRMConv().hpf.weight))
-        self.net.eval()
+        super().setup(ctx)
+        self.hpf_is_srm = bool(torch.equal(self.net.hpf.hpf.weight, SRMConv().hpf.weight))
         bb = self.backbone
         original = (bb.provider, bb.arch) == ORIGINAL_SEMANTIC and (bb.pretrained or self.released is not None)
         self.stand_in = None if original else f"semantic trunk {bb.spec} instead of OpenCLIP ConvNeXt-XXL"
 
-    def _build(self) -> AIDENet:
+    def semantic_spec(self) -> str:
+        """The semantic trunk to load: the configured one, with random weights when a released checkpoint
+        (which carries the trunk's weights) is given."""
+        from detbench.backbones import parse_spec, split_options
+
+        if not self.config.weights:
+            return self.config.backbone
+        provider, arch, _ = parse_spec(split_options(self.config.backbone)[0])
+        return f"{provider}:{arch}@random"
+
+    def build_network(self) -> AIDENet:
         import timm
 
+        from detbench.backbones import load_backbone
+
+        with torch.random.fork_rng(devices=[]):  # loading the trunk draws nothing from the network's seeded stream
+            self.backbone = load_backbone(self.semantic_spec(), device="cpu")
         bb = self.backbone
         trunk = bb.model.trunk if bb.kind == "openclip-timm" else bb.model
         convnext = isinstance(trunk, timm.models.convnext.ConvNeXt)
@@ -406,89 +383,41 @@ class AIDE(Detector):
         else:
             embedding = "pre_proj" if "pre_proj" in bb.embed_dims else bb.default_embedding
             dim = bb.embed_dims[embedding]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, INIT_STREAM]).generate_state(1)[0]))
-            return AIDENet(trunk, dim, bb.preprocess.mean, bb.preprocess.std, convnext_pool=convnext,
-                           semantic_embed=None if convnext else (lambda x: bb.embed(x, embedding)),
-                           train_proj=self.config.train_proj)
+        return AIDENet(trunk, dim, bb.preprocess.mean, bb.preprocess.std, convnext_pool=convnext,
+                       semantic_embed=None if convnext else (lambda x: bb.embed(x, embedding)),
+                       train_proj=self.config.train_proj)
+
+    def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        c = self.config
+        facts = {"window": WINDOW, "stride": STRIDE, "grades": GRADES, "input_size": c.input_size,
+                 "antialias": c.antialias, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        return EvalPreprocessing(AIDETransform(c.input_size, c.antialias), by_shape=False, facts=facts)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """P(fake) = softmax(logits)[:, 1] of the two logits (real, fake)."""
+        return softmax_fake(logits)
+
+    def state_module(self) -> nn.Module:
+        """Everything but the frozen semantic trunk, under the original's key names (its weights are the
+        backbone's, named in the identity)."""
+        from detbench.detectors.aide_train import TrainableAIDE
+
+        return TrainableAIDE(self.net, self.config.semantic_train_mode)
+
+    def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> Any:
+        from detbench.detectors.aide_train import training_recipe
+
+        return training_recipe(self.state_module(), self.config, len(train), self.preprocessing.transform,
+                               self.precision)
 
     def identity(self) -> dict[str, Any]:
         bb = self.backbone.identity()
         if self.released is not None:
             bb = {**bb, "weights_sha256": None, "weights": "from the AIDE checkpoint"}
-        return {"semantic_backbone": bb, "precision": self.precision,
-                "weights_sha256": self.released["sha256"] if self.released else None,
-                "preprocess": {"window": WINDOW, "stride": STRIDE, "grades": GRADES,
-                               "input_size": self.config.input_size, "antialias": self.config.antialias,
-                               "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-                "stand_in": self.stand_in}
+        return {**super().identity(), "semantic_backbone": bb, "stand_in": self.stand_in}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        facts = super().fit(train, heldout, ctx)
         if self.released is not None:
-            return {"weights": "released", **self.released, "trained": False, "stand_in": self.stand_in}
-        from detbench.detectors.aide_train import TrainableAIDE, TrainAugment, train_aide
-
-        c = self.config
-        self.net.to(ctx.device)
-        augment = TrainAugment(self.transform(), c.blur_prob, c.jpeg_prob)
-        facts = train_aide(TrainableAIDE(self.net, c.semantic_train_mode), c, train, heldout, ctx, augment=augment,
-                           heldout_scores=self.predict, precision=self.precision)
-        self.net.eval()
-        return {"weights": "trained", "trained": True, **facts, "stand_in": self.stand_in}
-
-    def transform(self) -> AIDETransform:
-        return AIDETransform(self.config.input_size, self.config.antialias)
-
-    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
-        from detbench.precision import autocast
-        from detbench.probabilities import softmax_fake
-
-        device = ctx.device
-        if device == "cpu":
-            tune_cpu_allocator()
-        self.net.to(device).eval()
-        dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(), self.transform(),
-                                   image_ids=rows["image_id"].astype(str).tolist(), perturb=ctx.perturbation)
-        scores = np.full(len(rows), np.nan)
-        failures: dict[int, str] = {}
-        cuda = device.startswith("cuda")
-        forward = HalveOnOom(self.net)
-        with ctx.phases.phase(f"score aide ({ctx.stage})", len(rows)) as advance, torch.inference_mode(), \
-                autocast(self.precision, device):
-            for batch in iterate_batches(dataset, batch_size=ctx.batch_size or self.config.batch_size,
-                                         workers=ctx.workers, pin_memory=cuda):
-                failures.update({int(i): reason for i, reason in batch.failures})
-                if batch.x is not None:
-                    logits = forward(batch.x.to(device, non_blocking=cuda)).float().cpu().numpy()
-                    scores[batch.indices] = softmax_fake(logits)
-                advance(len(batch.indices) + len(batch.failures))
-        return scores, failures
-
-    def save(self, directory: Path) -> None:
-        """A released checkpoint is recorded (path, sha256), not copied; a trained state is saved in the original's
-        key layout without the frozen semantic trunk (its weights are the backbone's, named in the identity)."""
-        from safetensors.torch import save_file
-
-        from detbench.detectors.aide_train import TrainableAIDE
-
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / FACTS_FILE).write_text(json.dumps({"released": self.released, "stand_in": self.stand_in}))
-        if self.released is None:
-            state = TrainableAIDE(self.net, self.config.semantic_train_mode).state_dict()
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(directory / STATE_FILE))
-
-    def load(self, directory: Path) -> None:
-        from detbench.detectors.aide_train import TrainableAIDE
-        from detbench.weights import WeightsError, check_state_dict, load_state_dict_safely
-
-        facts = json.loads((directory / FACTS_FILE).read_text())
-        if self.released is not None:
-            if (facts.get("released") or {}).get("sha256") != self.released["sha256"]:
-                raise WeightsError(f"{self.released['path']} is not the checkpoint this fit ({directory}) recorded")
-            return
-        view = TrainableAIDE(self.net, self.config.semantic_train_mode)
-        state = load_state_dict_safely(directory / STATE_FILE)
-        check_state_dict(view.state_dict(), state, f"AIDE state {directory / STATE_FILE}")
-        view.load_state_dict(state, strict=True)
-        self.net.eval()
+            facts["hpf_is_srm"] = self.hpf_is_srm
+        return {**facts, "stand_in": self.stand_in}

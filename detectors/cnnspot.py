@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
@@ -48,7 +49,8 @@ from detbench.config import ConfigError
 from detbench.detector import RunContext
 from detbench.perturbations import JpegQuality, gaussian_blur_uint8
 from detbench.preprocess import imagenet_tensor
-from detbench.training import PlateauSchedule, TrainSetup, bce_with_logits
+from detbench.schedules import PlateauSchedule
+from detbench.training import TrainSetup, bce_with_logits
 
 IMAGENET_FILES = ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth")  # torchvision's IMAGENET1K_V1 ResNet-50
 IMAGENET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -251,7 +253,7 @@ class CNNSpot(ClassifierDetector):
             facts = {"resize": "none", "crop": "none (native size)"}
         return EvalPreprocessing(transform, by_shape=not crop, facts=facts)
 
-    def train_setup(self, ctx: RunContext) -> TrainSetup:
+    def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> TrainSetup:
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         schedule = PlateauSchedule(c.lr, patience=c.patience, delta=c.delta, delta_after=c.delta_after,

@@ -35,7 +35,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
@@ -44,19 +43,26 @@ from torch.nn.utils import parametrize
 from detbench import distributed as dist
 from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
-from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+from detbench.data import iterate_batches, tune_cpu_allocator
 from detbench.detector import Detector, RunContext
 from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
 from detbench.record import reason_counts
-from detbench.records import atomic_path
-from detbench.training import derive_seed
+from detbench.train_state import (
+    gathered_failures,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_checkpoint,
+    write_checkpoint,
+)
+from detbench.training import ScheduledRows, TorchDrawn, derive_seed, score_logits
 
 from .tam import MaskConfig, ViTTokenFill, grid_shape, make_mask, num_masked, zero_fill
 
 CHECKPOINT = "checkpoint.safetensors"
+META_KEY = "mpft"  # the checkpoint's metadata entry
 STATE_FILE = "mpft.safetensors"
 META_FILE = "mpft.json"
 # Stream tags for seeds derived from (run seed, tag, ...).
@@ -157,25 +163,6 @@ def add_lora(block: nn.Module, rank: int, alpha: float) -> int:
     for mod, name, p in targets:
         parametrize.register_parametrization(mod, name, LowRankDelta(p.shape, rank, alpha, p.device))
     return len(targets)
-
-
-class _ScheduledRows(ImageRowsDataset):
-    """Item ``i`` loads row ``order[i]`` with its random crop/flip drawn from seed ``seeds[i]``, so a batch
-    depends on its step alone, not on worker count or on what ran before."""
-
-    def __init__(self, root: Path, paths: list[str], transform: Any, order: np.ndarray,
-                 seeds: list[int]) -> None:
-        super().__init__(root, paths, transform)
-        self.order, self.seeds = order, seeds
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> tuple[Tensor | None, int, str | None]:
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.seeds[i])
-            x, _, err = super().__getitem__(int(self.order[i]))
-        return x, i, err
 
 
 # ------------------------------------------------------------------------------------------- detector
@@ -409,7 +396,7 @@ class MPFT(Detector):
         self.load_trainable(run.best_state, "the best held-out state")
         if dist.is_main():
             ckpt_path.unlink(missing_ok=True)
-        run.failures = _merged(dist.all_gather(run.failures))
+        run.failures = gathered_failures(run.failures)
         n_params = sum(p.numel() for p in self.net.parameters())
         return {
             "steps": total,
@@ -468,7 +455,7 @@ class MPFT(Detector):
             order.extend(batch_order[part])
             seeds.extend(derive_seed(ctx.seed, _AUGMENT, step, j) for j in range(2 * half)[part])
         transform = self.backbone.preprocess.train_transform(flip=self.config.flip)
-        dataset = _ScheduledRows(ctx.suite_root, rows["path"].tolist(), transform, np.asarray(order), seeds)
+        dataset = ScheduledRows(ctx.suite_root, rows["path"].tolist(), TorchDrawn(transform), np.asarray(order), seeds)
         labels = torch.tensor(rows["label"].to_numpy(dtype=np.int64))
         cuda = self.device.startswith("cuda")
         batches = iterate_batches(dataset, batch_size=part.stop - part.start, workers=ctx.workers, pin_memory=cuda)
@@ -517,44 +504,29 @@ class MPFT(Detector):
 
     def _save_checkpoint(self, path: Path, optimizer: torch.optim.Optimizer, named: list[str], run: _Progress,
                          total: int) -> None:
-        run.failures = _merged(dist.all_gather(run.failures))
+        run.failures = gathered_failures(run.failures)
         if not dist.is_main():
             return
-        tensors = {f"model/{n}": t for n, t in self.trainable_state().items()}
-        tensors.update({f"best/{n}": t for n, t in run.best_state.items()})
-        for index, state in optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"optim/{named[index]}/{key}"] = value.detach().to("cpu", copy=True).contiguous()
         meta = {"step": run.step, "total_steps": total, "loss_sum": run.loss_sum, "loss_n": run.loss_n,
                 "best_key": run.best_key, "best": run.best, "history": run.history,
                 "failures": {str(k): v for k, v in run.failures.items()},
                 "heldout_failures": run.heldout_failures}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"mpft": json.dumps(meta)})
+        sections = {"model": self.trainable_state(), "best": run.best_state,
+                    "optim": optimizer_tensors(optimizer, named)}
+        write_checkpoint(path, sections, meta, meta_key=META_KEY)
 
     def _resume(self, path: Path, optimizer: torch.optim.Optimizer, named: list[str],
                 total: int) -> _Progress:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads(fh.metadata()["mpft"])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        meta, sections = read_checkpoint(path, meta_key=META_KEY)
         if meta["total_steps"] != total:
-            raise RuntimeError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
-                               "delete it to start over")
-        section = {prefix: {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
-                   for prefix in ("model", "best")}
-        self.load_trainable(section["model"], f"checkpoint {path}")
-        state = optimizer.state_dict()
-        index = {name: i for i, name in enumerate(named)}
-        state["state"] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim/"):
-                name, _, slot = key[len("optim/"):].rpartition("/")
-                state["state"].setdefault(index[name], {})[slot] = value
-        optimizer.load_state_dict(state)
+            raise TrainingError(f"checkpoint {path} plans {meta['total_steps']} steps, this run {total}; "
+                                "delete it to start over")
+        self.load_trainable(sections.get("model", {}), f"checkpoint {path}")
+        load_optimizer_tensors(optimizer, sections.get("optim", {}), named)
         return _Progress(
             step=meta["step"], loss_sum=meta["loss_sum"], loss_n=meta["loss_n"],
             best_key=tuple(meta["best_key"]) if meta["best_key"] else None, best=meta["best"],
-            best_state=section["best"], history=meta["history"], heldout_failures=meta["heldout_failures"],
+            best_state=sections.get("best", {}), history=meta["history"], heldout_failures=meta["heldout_failures"],
             failures={int(k): v for k, v in meta["failures"].items()})
 
     # ---- scoring
@@ -563,25 +535,9 @@ class MPFT(Detector):
                      description: str | None) -> tuple[np.ndarray, dict[int, str]]:
         """Head logits of full, unmasked images (NaN where an image failed) and failures by row position."""
         self.move_to(ctx.device)
-        dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(),
-                                   self.backbone.preprocess.eval_transform(),
-                                   image_ids=rows["image_id"].astype(str).tolist(),
-                                   perturb=ctx.perturbation if perturb else None)
-        out = np.full(len(rows), np.nan)
-        failures: dict[int, str] = {}
-        cuda = self.device.startswith("cuda")
-        logits = HalveOnOom(self.logits)
-        phase = ctx.phases.phase(description, len(rows)) if description else contextlib.nullcontext(None)
-        with phase as advance, torch.inference_mode(), self._autocast():
-            for batch in iterate_batches(dataset, batch_size=ctx.batch_size or self.config.eval_batch_size,
-                                         workers=ctx.workers, pin_memory=cuda):
-                failures.update({int(i): reason for i, reason in batch.failures})
-                if batch.x is not None:
-                    x = batch.x.to(self.device, non_blocking=cuda)
-                    out[batch.indices] = logits(x).float().cpu().numpy()
-                if advance is not None:
-                    advance(len(batch.indices) + len(batch.failures))
-        return out, failures
+        return score_logits(self.logits, rows, ctx, self.backbone.preprocess.eval_transform(), device=self.device,
+                            precision=self.precision, batch_size=ctx.batch_size or self.config.eval_batch_size,
+                            perturb=ctx.perturbation if perturb else None, description=description)
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
@@ -630,7 +586,3 @@ class _BatchLoss(nn.Module):
 def _shown(value: float | None, digits: int = 3) -> str:
     """A held-out number for the log; ``n/a`` when there is none (no usable held-out image, one class)."""
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _merged(parts: list[dict[int, str]]) -> dict[int, str]:
-    return {k: v for part in parts for k, v in part.items()}

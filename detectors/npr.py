@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -48,7 +49,8 @@ from detbench.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.config import ConfigError
 from detbench.detector import RunContext
 from detbench.preprocess import imagenet_tensor, tile_to
-from detbench.training import StepDecaySchedule, TrainSetup, bce_with_logits
+from detbench.schedules import StepDecaySchedule
+from detbench.training import TrainSetup, bce_with_logits
 
 RESIZE_MODES = ("square", "native", "tile")
 # The original's evaluation preprocessing per test-set convention (detbench.suites.EVAL_CONVENTIONS).
@@ -228,7 +230,7 @@ class NPR(ClassifierDetector):
         transform = transforms.Compose([*steps, imagenet_tensor()])
         return EvalPreprocessing(transform, by_shape=mode == "native", facts=facts)
 
-    def train_setup(self, ctx: RunContext) -> TrainSetup:
+    def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> TrainSetup:
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         mode = "tile" if self.mode == "tile" else "square"

@@ -309,8 +309,9 @@ def test_training_end_to_end_and_fit_reuse(train_root: Path, detbench_home: Path
     fit = json.loads(run_json.read_text())["fit"]
     assert fit["trained"] is True and fit["steps"] == fit["steps_per_epoch"] == 1 and len(fit["history"]) == 1
     assert fit["kept_epoch"] == 1 and fit["n_train"] == {"real": 4, "fake": 4}
-    assert fit["stand_in"] and fit["lr"] == pytest.approx(0.01 * 8 / 256)
-    state = next((detbench_home / "runs/folder/aide/fits").glob("*/state/aide.safetensors"))
+    assert fit["stand_in"] and fit["schedule"]["kind"] == "CosineSchedule"
+    assert fit["schedule"]["base_lr"] == pytest.approx(0.01 * 8 / 256) and fit["batch_size"] == 8
+    state = next((detbench_home / "runs/folder/aide/fits").glob("*/state/model.safetensors"))
     from safetensors import safe_open
 
     with safe_open(str(state), framework="pt") as fh:
@@ -361,55 +362,119 @@ def test_trainable_view_sets_the_originals_modes() -> None:
     assert not trunk.training and net.model_min.training
 
 
-def test_training_resumes_after_an_interruption(train_root: Path, tmp_path: Path) -> None:
-    from detbench.data import ImageRowsDataset, iterate_batches
-    from detbench.detector import RunContext
-    from detbench.detectors.aide import AIDEConfig, AIDETransform
-    from detbench.detectors.aide_train import TrainableAIDE, TrainAugment, train_aide
+def split_rows(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows of ``train_root`` (8) and two held-out ones (one per class)."""
     from detbench.index import build_index
-    from detbench.probabilities import softmax_fake
-    from detbench.progress import quiet
     from detbench.registry import SUITES
 
-    index = build_index(SUITES.get("folder")(), train_root)
+    index = build_index(SUITES.get("folder")(), root)
     train = index.usable[index.usable["split"] == "train"].sort_values("path")
-    heldout, train = train.groupby("label").head(1), train.drop(train.groupby("label").head(1).index)
-    config = AIDEConfig(input_size=32, epochs=2, train_batch_size=4, blr=0.5, checkpoint_every=1, blur_prob=0.5,
-                        jpeg_prob=0.5)
-    stack = AIDETransform(32, antialias=False)
+    heldout = train.groupby("label").head(1)
+    return train.drop(heldout.index), heldout
 
-    def trained(run_dir: Path, interrupt_at: int | None = None) -> tuple[dict, dict]:
+
+def test_the_recipe_is_train_sh() -> None:
+    """AdamW over the trained parts only, the per-step half cosine of ``utils.adjust_learning_rate`` (written here
+    from its published semantics), timm's label-smoothing cross-entropy, incomplete batches dropped, best kept."""
+    from detbench.detectors.aide import AIDEConfig, AIDETransform
+    from detbench.detectors.aide_train import TrainableAIDE, training_recipe
+
+    config = AIDEConfig(epochs=3, train_batch_size=64, blr=1e-4, min_lr=1e-6)
+    net = TinyAIDE()
+    setup = training_recipe(TrainableAIDE(net, True), config, 1000, AIDETransform(32, antialias=False), "fp32")
+    assert setup.drop_last and setup.keep == "best" and setup.batch_size == 64 and setup.checkpoint_each_epoch
+    group = setup.optimizer.param_groups[0]
+    assert isinstance(setup.optimizer, torch.optim.AdamW) and group["weight_decay"] == 0 and group["eps"] == 1e-8
+    trained = {id(p) for p in group["params"]}
+    assert trained == {id(p) for m in (net.model_min, net.model_max, net.fc) for p in m.parameters()}
+
+    lr = 1e-4 * 64 / 256  # args.lr = blr * eff_batch_size / 256
+
+    def adjust_learning_rate(epoch: float) -> float:  # warmup_epochs = 0
+        return 1e-6 + (lr - 1e-6) * 0.5 * (1.0 + np.cos(np.pi * epoch / 3))
+
+    steps_per_epoch = setup.steps_per_epoch(1000)
+    assert steps_per_epoch == 1000 // 64
+    for step in range(3 * steps_per_epoch):
+        epoch, data_iter_step = divmod(step, steps_per_epoch)
+        expected = adjust_learning_rate(data_iter_step / steps_per_epoch + epoch)
+        assert setup.schedule.lr(step, epoch, steps_per_epoch) == pytest.approx(expected, rel=1e-6)
+
+    logits, labels = torch.randn(6, 2), torch.tensor([0.0, 1, 1, 0, 1, 0])
+    logp = torch.log_softmax(logits, dim=-1)  # LabelSmoothingCrossEntropy(0.1)
+    nll = -logp.gather(1, labels.long()[:, None])[:, 0]
+    expected = (0.9 * nll + 0.1 * -logp.mean(dim=-1)).mean()
+    torch.testing.assert_close(setup.loss(logits, labels), expected)
+    np.testing.assert_allclose(setup.probabilities(logits.numpy()), torch.softmax(logits.double(), 1)[:, 1].numpy())
+
+
+def test_training_resumes_after_a_kill_as_if_uninterrupted(train_root: Path, tmp_path: Path) -> None:
+    """A run killed mid-step resumes from its last epoch-end checkpoint (only the trained parts) and ends as an
+    uninterrupted run: same history, same weights. 8 rows in batches of 3: two steps per epoch (drop_last)."""
+    from safetensors import safe_open
+
+    from detbench.detector import RunContext
+    from detbench.detectors.aide import AIDEConfig, AIDETransform
+    from detbench.detectors.aide_train import TrainableAIDE, training_recipe
+    from detbench.progress import quiet
+    from detbench.training import CHECKPOINT, train_classifier
+
+    train, heldout = split_rows(train_root)
+    config = AIDEConfig(input_size=32, epochs=2, train_batch_size=3, blr=0.5, checkpoint_every=0, blur_prob=0.5,
+                        jpeg_prob=0.5)
+
+    def trained(run_dir: Path, kill_at_step: int | None = None) -> tuple[dict, dict]:
+        """A fresh process's view: a new network, the run directory on disk."""
         ctx = RunContext(suite_root=train_root, suite_name="folder", device="cpu", seed=0, run_dir=run_dir,
                          phases=quiet(), workers=0)
         torch.manual_seed(0)
         net = TinyAIDE()
-        calls = []
+        view = TrainableAIDE(net, True)
+        steps = []
 
-        def heldout_scores(rows: pd.DataFrame, c: RunContext) -> tuple[np.ndarray, dict]:
-            calls.append(1)
-            if len(calls) == interrupt_at:
-                raise KeyboardInterrupt
-            with torch.no_grad():
-                batch = next(iter(iterate_batches(ImageRowsDataset(train_root, rows["path"].tolist(), stack),
-                                                  batch_size=len(rows), workers=0)))
-                return softmax_fake(net.eval()(batch.x).numpy()), {}
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if view.training:
+                steps.append(1)
+                if len(steps) == kill_at_step:
+                    raise KeyboardInterrupt  # the process dies in the middle of this step
+            return net(x)
 
-        facts = train_aide(TrainableAIDE(net, True), config, train, heldout, ctx,
-                           augment=TrainAugment(stack, config.blur_prob, config.jpeg_prob),
-                           heldout_scores=heldout_scores)
+        view.forward = forward
+        setup = training_recipe(view, config, len(train), AIDETransform(32, antialias=False), "fp32")
+        facts = train_classifier(setup, train, heldout, ctx)
         return net.state_dict(), facts
 
+    checkpoint = tmp_path / "a" / "checkpoints" / CHECKPOINT
     with pytest.raises(KeyboardInterrupt):
-        trained(tmp_path / "a", interrupt_at=2)  # at the end of epoch 2, after step 3's checkpoint
-    assert (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
+        trained(tmp_path / "a", kill_at_step=4)  # the second step of epoch 2
+    with safe_open(str(checkpoint), framework="pt") as fh:
+        keys = set(fh.keys())
+    assert "model/model_min.0.weight" in keys and "kept/fc.weight" in keys and "model/hpf.weight" in keys
+    assert not any("openclip_convnext_xxl" in k for k in keys)  # the frozen trunk is not copied
     resumed, facts = trained(tmp_path / "a")
     clean, clean_facts = trained(tmp_path / "b")
-    assert facts["resumed_from_step"] == 3 and clean_facts["resumed_from_step"] is None and facts["steps"] == 4
+    assert facts["resumed_from_step"] == 2 and clean_facts["resumed_from_step"] is None
+    assert facts["steps"] == 4 and facts["steps_per_epoch"] == 2 and facts["batch_size"] == 3
     assert facts["history"] == clean_facts["history"] and len(facts["history"]) == 2
-    assert not (tmp_path / "a" / "checkpoints" / "aide_train.safetensors").exists()
+    assert not checkpoint.exists()
     for key in clean:
         torch.testing.assert_close(resumed[key], clean[key], rtol=1e-5, atol=1e-7)
     assert not torch.equal(clean["fc.weight"], TinyAIDE().fc.weight)  # it trained
+
+
+class SubNamespace(argparse.Namespace):
+    """Not ``argparse.Namespace`` itself: a checkpoint holding it is refused."""
+
+
+def test_checkpoints_may_carry_exactly_the_namespace_class(tmp_path: Path) -> None:
+    from detbench.weights import WeightsError, load_state_dict_safely
+
+    weights = {"w": torch.ones(2)}
+    torch.save({"model": weights, "args": argparse.Namespace(blr=1e-4, epochs=20)}, tmp_path / "ok.pth")
+    assert load_state_dict_safely(tmp_path / "ok.pth").keys() == {"w"}
+    torch.save({"model": weights, "args": SubNamespace(blr=1e-4)}, tmp_path / "sub.pth")
+    with pytest.raises(WeightsError, match="not a safe checkpoint"):
+        load_state_dict_safely(tmp_path / "sub.pth")
 
 
 def test_train_proj_trains_the_projection_the_code_leaves_random() -> None:

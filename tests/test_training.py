@@ -19,18 +19,12 @@ from PIL import Image
 from torch import nn
 
 from detbench.detector import RunContext
+from detbench.errors import DataError
 from detbench.preprocess import imagenet_tensor
 from detbench.progress import quiet
 from detbench.runner import Runner, RunRequest
-from detbench.training import (
-    CHECKPOINT,
-    CosineSchedule,
-    PlateauSchedule,
-    StepDecaySchedule,
-    TrainSetup,
-    bce_with_logits,
-    train_classifier,
-)
+from detbench.schedules import CosineSchedule, PlateauSchedule, StepDecaySchedule
+from detbench.training import CHECKPOINT, TrainSetup, bce_with_logits, train_classifier
 
 # ------------------------------------------------------------------------------------------------ schedules
 
@@ -169,6 +163,21 @@ def test_keep_best_restores_the_kept_epoch(image_rows, tmp_path: Path) -> None:
     steps_per_epoch = facts["steps_per_epoch"]
     for name, value in setup.model.state_dict().items():  # the state at the end of epoch 1
         assert torch.equal(value, snapshots[steps_per_epoch - 1][name]), name
+
+
+def test_drop_last_drops_the_incomplete_batch_and_refuses_too_few_rows(image_rows, tmp_path: Path) -> None:
+    root, rows = image_rows
+    setup = tiny_setup(4, keep="last", epochs=2)
+    setup.drop_last, setup.checkpoint_every = True, 0
+    seen = []
+    original = setup.model.forward
+    setup.model.forward = lambda x: seen.append(len(x)) or original(x)
+    facts = train_classifier(setup, rows.iloc[:-1], rows.iloc[:0], context(root, tmp_path))  # 20 rows, batch 6
+    assert facts["steps_per_epoch"] == 3 and facts["steps"] == 6 and seen == [6] * 6
+    too_few = tiny_setup(4)
+    too_few.drop_last = True
+    with pytest.raises(DataError, match="do not fill one batch of 6"):
+        train_classifier(too_few, rows.iloc[:5], rows.iloc[:0], context(root, tmp_path / "b"))
 
 
 # ------------------------------------------------------------------------------------------------ kill / resume
