@@ -61,6 +61,22 @@ class FileListSuite(Suite):
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The usable rows of the list file (``--set file=`` or the only list in ``root``).
+
+        Unusable rows are skipped and reported in ``self.notes`` with their line numbers; listed files that do not
+        exist stay (the index marks them ``not_a_file``). The splits found per generator are kept for
+        :meth:`protocols`.
+
+        Args:
+            root: the folder the listed paths are relative to.
+
+        Yields:
+            One entry per usable row; the row's line and its uninterpreted columns go to ``extra``.
+
+        Raises:
+            SuiteLayoutError: no list file (or several), an unreadable list, a missing path/label column, or no
+                usable row.
+        """
         root = Path(root)
         self.ignored, self.notes = [], []
         path = self._list_file(root)
@@ -145,17 +161,39 @@ class FileListSuite(Suite):
 
     @property
     def default_eval_split(self) -> str:
-        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        """The ``eval`` protocol's split: test if the data has a test split, else val, else ``split_default``.
+
+        Returns:
+            The split name.
+        """
         found = set().union(*self.splits.values()) if self.splits else set()
         return next((s for s in ("test", "val") if s in found), self.options.split_default)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``train-on-<generator>`` for each generator with a train split (see :func:`train_on_protocols`).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return train_on_protocols(generators, self.splits)
 
 
 def read_table(path: Path):
-    """The list as a DataFrame of strings (nothing parsed as NaN) and a function from row position to where
-    the row is in the file (``line N`` for CSV/TSV/JSON lines, ``item N`` for a JSON array, ``row N``)."""
+    """The list as a DataFrame and a function from row position to where the row is in the file.
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.json``/``.jsonl`` (an array of objects or JSON lines) or ``.parquet`` file.
+
+    Returns:
+        The table (CSV/TSV cells as strings, nothing parsed as NaN) and a function from row position to its
+        line (CSV/TSV, header on line 1; JSON lines), item (JSON array, from 1) or row (Parquet, from 0).
+
+    Raises:
+        SuiteLayoutError: the file cannot be read as that format.
+    """
     import pandas as pd
 
     suffix = path.suffix.lower()
