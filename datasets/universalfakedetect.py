@@ -96,7 +96,7 @@ class UniversalFakeDetectSuite(Suite):
         A diffusion domain without its own ``0_real`` gets its real pool (imagenet or laion) as real rows.
 
         Args:
-            root: the collection's root, its ``datasets`` folder's parent, or the test folder itself.
+            root: the collection's root (``datasets/`` may wrap ``train`` and ``test``) or the test folder itself.
 
         Yields:
             One entry per image and generator (a pool image appears once per domain using it).
