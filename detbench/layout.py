@@ -26,7 +26,7 @@ FIT_FILES = (FIT_RECORD, "state")
 
 
 def runs_root() -> Path:
-    """``$DETBENCH_HOME/runs``.
+    """``$DETBENCH_HOME/runs``, created on demand.
 
     Returns:
         The folder.
