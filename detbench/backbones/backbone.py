@@ -199,7 +199,8 @@ class Backbone:
         open_clip's ``proj`` is a bare Parameter, see :meth:`head_parameters`.
 
         Returns:
-            The head modules that have parameters (open_clip's ``ln_post`` and attention pools included).
+            open_clip ViT: ``ln_post`` and its attention pools; ResNet: ``attnpool``; timm trunks: the final
+            norm/head layers that have parameters (plus open_clip's ``head`` when it has any).
         """
         m = self.model
         if self._kind == "openclip-vit":
