@@ -15,12 +15,26 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 
 
 def norm(name: str) -> str:
-    """A folder name reduced for alias matching: lower case, letters and digits (``SDv1.4`` -> ``sdv14``)."""
+    """A folder name reduced for alias matching: lower case, letters and digits (``SDv1.4`` -> ``sdv14``).
+
+    Args:
+        name: a folder or generator name.
+
+    Returns:
+        ``name`` lower-cased with everything but ``0-9a-z`` removed.
+    """
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 def subdirs(directory: Path) -> list[Path]:
-    """The non-hidden sub-folders of ``directory`` (symlinks to folders included), sorted by name."""
+    """The non-hidden sub-folders of ``directory`` (symlinks to folders included), sorted by name.
+
+    Args:
+        directory: the folder to list.
+
+    Returns:
+        The sub-folders; empty when ``directory`` cannot be listed.
+    """
     try:
         children = sorted(directory.iterdir())
     except OSError:
@@ -29,18 +43,43 @@ def subdirs(directory: Path) -> list[Path]:
 
 
 def rel(root: Path, path: Path) -> str:
-    """``path`` relative to ``root`` as a POSIX string (``path`` is built by joining names onto ``root``)."""
+    """``path`` relative to ``root`` as a POSIX string (``path`` is built by joining names onto ``root``).
+
+    Args:
+        root: the suite root.
+        path: a path under ``root``.
+
+    Returns:
+        The relative POSIX path (``.`` for ``root`` itself).
+    """
     return path.relative_to(root).as_posix()
 
 
 def image_paths(root: Path, directory: Path) -> Iterator[str]:
-    """Relative (to ``root``) POSIX paths of every image file under ``directory``, sorted."""
+    """Relative (to ``root``) POSIX paths of every image file under ``directory``, sorted.
+
+    Args:
+        root: the suite root the paths are relative to.
+        directory: the folder to walk (``root`` itself or a folder under it).
+
+    Yields:
+        One relative path per image-like file (see :func:`detbench.suites.walk_files`).
+    """
     prefix = rel(root, directory)
     for sub, _abs in walk_files(directory):
         yield f"{prefix}/{sub}" if prefix != "." else sub
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """A "did you mean" hint naming up to two choices close to ``name``.
+
+    Args:
+        name: the name the user gave.
+        choices: the accepted names.
+
+    Returns:
+        The hint with a leading space (" Did you mean 'a' or 'b'?"), or an empty string when nothing is close.
+    """
     close = difflib.get_close_matches(name, sorted(choices), n=2, cutoff=0.5)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
@@ -49,8 +88,15 @@ def cap_per_group(entries: list[Entry], max_per_group: int, seed: int) -> list[E
     """At most ``max_per_group`` entries per (generator, split, label), chosen by a seeded hash of the path.
 
     The choice depends only on each path and the seed (not on listing order or on other files), so a file
-    shared by several generators (a common real pool) is kept or dropped in all of them alike. The order of
-    the kept entries is preserved. ``max_per_group <= 0`` keeps everything.
+    shared by several generators (a common real pool) is kept or dropped in all of them alike.
+
+    Args:
+        entries: the scanned entries.
+        max_per_group: entries kept per (generator, split, label); ``<= 0`` keeps everything.
+        seed: seeds the hash that chooses the kept entries.
+
+    Returns:
+        The kept entries, in their original order.
     """
     if max_per_group <= 0:
         return entries
@@ -77,14 +123,31 @@ CLASSES_20 = (
 
 
 def label_folders(folder: Path) -> dict[int, Path]:
-    """Label -> the ``0_real``/``1_fake`` sub-folder (any case) of ``folder``."""
+    """The ``0_real``/``1_fake`` sub-folders (any case) of ``folder``.
+
+    Args:
+        folder: the folder to look in.
+
+    Returns:
+        Label (0 real, 1 fake) -> its sub-folder; only the labels found.
+    """
     return {LABEL_FOLDERS[d.name.lower()]: d for d in subdirs(folder) if d.name.lower() in LABEL_FOLDERS}
 
 
 def labelled_images(root: Path, folder: Path, ignored: list[str]) -> Iterator[tuple[str, int]]:
-    """``(path, label)`` of every image in ``folder/{0_real,1_fake}``, or, when ``folder`` has no label
-    folder, in ``folder/<class>/{0_real,1_fake}`` for each class folder (the CNNDetection convention: a
-    multi-class test set is the union of its classes). Folders that fit neither are added to ``ignored``."""
+    """``(path, label)`` of every image in ``folder/{0_real,1_fake}``, or in ``folder/<class>/{0_real,1_fake}``.
+
+    The class form is used when ``folder`` has no label folder of its own (the CNNDetection convention: a
+    multi-class test set is the union of its classes).
+
+    Args:
+        root: the suite root the paths are relative to.
+        folder: the test set's folder.
+        ignored: collects (appends to) the relative paths of folders that fit neither form.
+
+    Yields:
+        ``(relative POSIX path, label)`` with label 0 real, 1 fake.
+    """
     own = label_folders(folder)
     if own:
         ignored.extend(rel(root, d) for d in subdirs(folder) if d not in own.values())
@@ -107,8 +170,16 @@ def progan_training_folders(root: Path, top: Path, ignored: list[str]) -> list[t
     """``(split, folder of ProGAN class folders)`` for the training folders directly under ``top``.
 
     Accepted: ``train/progan/<class>`` (UniversalFakeDetect), ``train/<class>`` (CNNDetection) and
-    ``progan_train/<class>``; ``val`` and ``progan_val`` give split val. Other folders inside a training
-    folder are added to ``ignored``."""
+    ``progan_train/<class>``; ``val`` and ``progan_val`` give split val.
+
+    Args:
+        root: the suite root the ignored paths are relative to.
+        top: the folder holding ``train``/``val``/``progan_train``/``progan_val``.
+        ignored: collects (appends to) the other folders found inside a training folder.
+
+    Returns:
+        ``(split, folder)`` pairs, split ``train`` or ``val``.
+    """
     found: list[tuple[str, Path]] = []
     for child in subdirs(top):
         name = child.name.lower()
@@ -127,7 +198,17 @@ def progan_training_folders(root: Path, top: Path, ignored: list[str]) -> list[t
 
 
 def progan_training_entries(root: Path, split: str, progan: Path, ignored: list[str]) -> Iterator[Entry]:
-    """Rows of a ProGAN training folder: generator ``progan-<class>`` so protocols can pick classes."""
+    """Rows of a ProGAN training folder: generator ``progan-<class>`` so protocols can pick classes.
+
+    Args:
+        root: the suite root the paths are relative to.
+        split: the split of every row (``train`` or ``val``).
+        progan: the folder of class folders (each with ``0_real``/``1_fake``).
+        ignored: collects (appends to) the other folders found inside a class folder.
+
+    Yields:
+        One :class:`~detbench.suites.Entry` per image (family ``real`` or ``gan``).
+    """
     for class_dir in subdirs(progan):
         inner = label_folders(class_dir)
         ignored.extend(rel(root, d) for d in subdirs(class_dir) if d not in inner.values())
@@ -143,7 +224,16 @@ def progan_training_entries(root: Path, split: str, progan: Path, ignored: list[
 
 
 def progan_protocols(generators: list[str], evaluated: tuple[str, ...], eval_split: str) -> dict[str, Protocol]:
-    """``progan-4class`` and ``progan-20class``: train on those ProGAN classes, evaluate ``evaluated``."""
+    """``progan-4class`` and ``progan-20class``: train on those ProGAN classes, evaluate ``evaluated``.
+
+    Args:
+        generators: the generators scanned (a missing ProGAN class is named in the description).
+        evaluated: the generators evaluated.
+        eval_split: the split evaluated.
+
+    Returns:
+        Protocol name -> :class:`~detbench.suites.Protocol`.
+    """
     out = {}
     for name, classes in (("progan-4class", CLASSES_4), ("progan-20class", CLASSES_20)):
         missing = [c for c in classes if f"progan-{c}" not in generators]
@@ -180,7 +270,14 @@ class LabelValues:
             raise ConfigError("real_values and fake_values each need at least one value")
 
     def __call__(self, value: object) -> int | None:
-        """0, 1, or None for a value that is neither (an empty cell included)."""
+        """The label of one cell.
+
+        Args:
+            value: a label cell (a string, number, bool, None or NaN).
+
+        Returns:
+            0 (real), 1 (fake), or None for a value that is neither (an empty cell included).
+        """
         if value is None or (isinstance(value, float) and value != value):
             return None
         if isinstance(value, bool):
@@ -195,6 +292,11 @@ class LabelValues:
         return None
 
     def describe(self) -> str:
+        """The accepted values, for messages.
+
+        Returns:
+            ``real: ...; fake: ...`` with each side's values sorted.
+        """
         return f"real: {', '.join(sorted(self.real))}; fake: {', '.join(sorted(self.fake))}"
 
 
@@ -202,9 +304,18 @@ class LabelValues:
 
 
 def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: str) -> dict[str, Protocol]:
-    """The training setups of the published tables on test-only collections, trained on another suite (needs
-    ``--train-root``): ProGAN 4 or 20 classes of the CNNDetection set (NPR, FreqNet, CNNSpot, AIDE) and
-    GenImage SD v1.4 (AIDE's Chameleon table). ``--train-suite`` reaches any other suite's protocol."""
+    """The training setups of the published tables on test-only collections, trained on another suite.
+
+    ProGAN 4 or 20 classes of the CNNDetection set (NPR, FreqNet, CNNSpot, AIDE) and GenImage SD v1.4 (AIDE's
+    Chameleon table); each needs ``--train-root``. ``--train-suite`` reaches any other suite's protocol.
+
+    Args:
+        eval_generators: the generators evaluated (None: every generator).
+        eval_split: the split evaluated.
+
+    Returns:
+        Protocol name (``train-progan-4class`` ...) -> :class:`~detbench.suites.Protocol`.
+    """
     setups = (
         ("train-progan-4class", "universalfakedetect", "progan-4class", "ProGAN 4 classes (CNNDetection train set)"),
         ("train-progan-20class", "universalfakedetect", "progan-20class", "ProGAN 20 classes (CNNDetection train set)"),
@@ -226,8 +337,18 @@ def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: s
 
 
 def train_on_protocols(generators: list[str], splits: dict[str, set[str]]) -> dict[str, Protocol]:
-    """``train-on-<generator>`` for each generator with a train split (each generator if nothing was scanned in
-    this process), evaluated on every generator's test split (val if there is no test split)."""
+    """``train-on-<generator>`` for each generator with a train split, evaluated on every generator's test split.
+
+    Evaluation uses the test split, or val where no test split was found.
+
+    Args:
+        generators: the generators of the suite.
+        splits: generator -> the splits scanned in this process; empty means nothing was scanned (then every
+            generator gets a protocol, evaluated on test).
+
+    Returns:
+        Protocol name -> :class:`~detbench.suites.Protocol`.
+    """
     found = set().union(*splits.values()) if splits else set()
     eval_split = "test" if "test" in found or not found else "val" if "val" in found else "test"
     return {

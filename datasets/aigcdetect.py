@@ -51,7 +51,14 @@ ACCEPTED = (
 
 
 def canonical_set(name: str) -> str | None:
-    """The canonical key of an AIGCDetectBenchmark set folder (any case and punctuation), or None."""
+    """The canonical key of an AIGCDetectBenchmark set folder (any case and punctuation), or None.
+
+    Args:
+        name: a folder name (``stable_diffusion_v_1_4``, ``ADM`` ...).
+
+    Returns:
+        A key of :data:`SETS`, or None for a folder that is not one of the 16 sets.
+    """
     return _BY_NORM.get(norm(name))
 
 
@@ -64,6 +71,17 @@ class AIGCDetectSuite(Suite):
     Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The 16 test sets (split ``test``) and the optional ProGAN training folders under ``root``.
+
+        Args:
+            root: the collection's root or its test folder.
+
+        Yields:
+            One entry per image; folders that fit no set go to ``self.ignored``.
+
+        Raises:
+            SuiteLayoutError: no set and no training folder, no image in them, or two folders for one set.
+        """
         root = Path(root)
         self.ignored = []
         training: list[tuple[str, Path]] = progan_training_folders(root, root, self.ignored)
@@ -109,4 +127,12 @@ class AIGCDetectSuite(Suite):
         return found
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``progan-4class`` and ``progan-20class``, evaluated on the 16 test sets.
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return progan_protocols(generators, tuple(SETS), eval_split="test")

@@ -33,6 +33,19 @@ class ChameleonSuite(Suite):
     Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """Every image of ``root/[test/]{0_real,1_fake}`` as generator ``chameleon``, split ``test``.
+
+        Counts that differ from the release are noted in ``self.notes``.
+
+        Args:
+            root: the Chameleon root or its test folder.
+
+        Yields:
+            One entry per image (fake family ``unknown``).
+
+        Raises:
+            SuiteLayoutError: no ``0_real``/``1_fake`` folder at the root or in ``test/``, or no image in them.
+        """
         root = Path(root)
         self.ignored, self.notes = [], []
         folder = root if label_folders(root) else next(
@@ -58,4 +71,12 @@ class ChameleonSuite(Suite):
         yield from entries
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """The cross-suite training setups (Chameleon is a test set only), evaluated on Chameleon.
+
+        Args:
+            generators: the generators in the index (unused: the one generator is ``chameleon``).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return cross_suite_protocols((GENERATOR,), eval_split="test")

@@ -29,6 +29,12 @@ class DemoOptions:
     build_seed: int = 0
 
     def validate(self) -> None:
+        """Check the build options.
+
+        Raises:
+            ConfigError: ``n_train < 4``, ``n_val < 1``, ``size`` outside 32..512 or not a multiple of 8, or a
+                negative ``build_seed``.
+        """
         from detbench.config import ConfigError
 
         if self.n_train < 4 or self.n_val < 1 or not 32 <= self.size <= 512 or self.size % 8 or self.build_seed < 0:
@@ -48,13 +54,25 @@ class DemoSuite(Suite):
     Options = DemoOptions
 
     def build_dir(self) -> Path:
+        """Where the demo tree of these options lives (built or not).
+
+        Returns:
+            ``$DETBENCH_HOME/demo/v<builder version>-<hash of the options>``.
+        """
         from detbench.datasets.demo_build import BUILDER_VERSION
 
         key = content_hash({"builder": BUILDER_VERSION, **dataclasses.asdict(self.options)})[:12]
         return home_subdir("demo") / f"v{BUILDER_VERSION}-{key}"
 
     def default_root(self, phases: Any | None = None) -> Path:
-        """The built demo tree, building it first (once; a killed build is redone)."""
+        """The built demo tree, building it first (once, under a lock; a killed build is redone).
+
+        Args:
+            phases: a :class:`detbench.progress.Phases` to show the build's progress on, or None.
+
+        Returns:
+            The tree's root (:meth:`build_dir`).
+        """
         from detbench.datasets.demo_build import FAMILIES, build_demo
 
         root = self.build_dir()
@@ -81,6 +99,17 @@ class DemoSuite(Suite):
         return root
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """Every ``<family>/<train|val>/<0_real|1_fake>/*`` image under ``root``.
+
+        Args:
+            root: the demo tree.
+
+        Yields:
+            One entry per image (fake family ``synthetic``); other files are skipped.
+
+        Raises:
+            SuiteLayoutError: no file fits the layout.
+        """
         found = False
         for rel, _abs in walk_files(root):
             parts = rel.split("/")
@@ -98,6 +127,14 @@ class DemoSuite(Suite):
             )
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """One protocol per family: train on it, evaluate on every family's val split.
+
+        Args:
+            generators: the demo families in the index.
+
+        Returns:
+            Family name -> :class:`~detbench.suites.Protocol`.
+        """
         return {
             g: Protocol(
                 name=g, train_generators=(g,), description=f"train on demo family {g}, evaluate on every family"
@@ -106,4 +143,12 @@ class DemoSuite(Suite):
         }
 
     def describe_build(self, root: Path) -> dict[str, Any]:
+        """The build summary of a demo tree.
+
+        Args:
+            root: a built demo tree.
+
+        Returns:
+            The contents of ``root/BUILD.json`` (see :func:`~detbench.datasets.demo_build.build_demo`).
+        """
         return json.loads((root / "BUILD.json").read_text())

@@ -342,10 +342,24 @@ def build_demo(
 ) -> dict:
     """Write the demo suite under ``root`` and return its summary (also written to ``root/BUILD.json``).
 
-    ``n_train``/``n_val`` are images per class per family. ``size`` must be a multiple of 8 (>= 32).
     Existing ``BUILD.json`` and the chosen family folders are removed first, so a rebuild never mixes
-    old and new files. Same arguments give byte-identical PNGs. ``progress(done, total)`` is called after
-    every image written. torch runs on one thread during the build (restored afterwards).
+    old and new files. Same arguments give byte-identical PNGs. torch runs on one thread during the build
+    (restored afterwards).
+
+    Args:
+        root: the folder to build in (created if missing).
+        seed: seeds every crop and fingerprint.
+        size: image side in pixels, a multiple of 8 and >= 32.
+        n_train: images per class per family in the train split (>= 1).
+        n_val: images per class per family in the val split (>= 1).
+        families: the families to build (keys of :data:`FAMILIES`); None builds all.
+        progress: called as ``progress(done, total)`` after every image written.
+
+    Returns:
+        The summary: builder version, arguments, families, counts per family/split/label, total, sources.
+
+    Raises:
+        ValueError: an unknown family or an out-of-range size or count.
     """
     fams = list(FAMILIES) if families is None else list(dict.fromkeys(families))
     unknown = [f for f in fams if f not in FAMILIES]

@@ -49,7 +49,15 @@ ACCEPTED = (
 
 
 def generator_key(subset: str, folder: str) -> str:
-    """``<subset>-<generator>`` with DIRE's folder spellings unified (``sdv1_new`` -> ``sdv1``)."""
+    """``<subset>-<generator>`` with DIRE's folder spellings unified (``sdv1_new`` -> ``sdv1``).
+
+    Args:
+        subset: the subset (``lsun_bedroom``, ``imagenet``, ``celebahq``).
+        folder: the generator's folder name (any case).
+
+    Returns:
+        The generator key, e.g. ``lsun_bedroom-adm``.
+    """
     name = folder.lower()
     name = GENERATOR_ALIASES.get(name, GENERATOR_ALIASES.get(norm(name), name))
     return f"{subset}-{name}"
@@ -73,6 +81,20 @@ class DiffusionForensicsSuite(Suite):
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The images of DIRE's layout under ``root``, or else of NPR's copy (LSUN-Bedroom test generators).
+
+        In DIRE's layout each generator's fakes are paired with its subset's real pool of the same split. The
+        splits found per generator are kept for :meth:`protocols`.
+
+        Args:
+            root: the collection's root (the ``representation`` option picks ``images``, ``recons`` or ``dire``).
+
+        Yields:
+            One entry per image and generator (a real image appears once per generator of its subset).
+
+        Raises:
+            SuiteLayoutError: neither layout holds an image.
+        """
         root = Path(root)
         self.ignored = []
         base = self._representation_folder(root)
@@ -132,8 +154,17 @@ class DiffusionForensicsSuite(Suite):
                 yield Entry(path=path, generator=key, split="test", label=label, family=fam)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """``train-on-<generator>`` for generators with a train split (DIRE trained on lsun_bedroom-adm),
-        evaluated on every generator's test split; and the ProGAN / SD v1.4 cross-suite setups."""
+        """``train-on-<generator>`` for generators with a train split, and the ProGAN / SD v1.4 cross-suite setups.
+
+        DIRE trained on lsun_bedroom-adm; every protocol evaluates every generator's test split.
+
+        Args:
+            generators: the generators in the index (without a scan in this process, e.g. a torchrun rank > 0,
+                every generator gets a ``train-on-`` protocol).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         out = cross_suite_protocols(None, eval_split="test")
         for gen in generators:  # without a scan in this process (a torchrun rank > 0): every generator
             if not self.splits or "train" in self.splits.get(gen, ()):

@@ -62,6 +62,22 @@ class FileListSuite(Suite):
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The usable rows of the list file (``--set file=`` or the only list in ``root``).
+
+        Unusable rows are skipped and reported in ``self.notes`` with their line numbers; listed files that do not
+        exist stay (the index marks them ``not_a_file``). The splits found per generator are kept for
+        :meth:`protocols`.
+
+        Args:
+            root: the folder the listed paths are relative to.
+
+        Yields:
+            One entry per usable row; the row's line and its uninterpreted columns go to ``extra``.
+
+        Raises:
+            SuiteLayoutError: no list file (or several), an unreadable list, a missing path/label column, or no
+                usable row.
+        """
         root = Path(root)
         self.ignored, self.notes = [], []
         path = self._list_file(root)
@@ -146,16 +162,38 @@ class FileListSuite(Suite):
 
     @property
     def default_eval_split(self) -> str:
-        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        """The ``eval`` protocol's split: test if the data has a test split, else val, else ``split_default``.
+
+        Returns:
+            The split name.
+        """
         found = set().union(*self.splits.values()) if self.splits else set()
         return next((s for s in ("test", "val") if s in found), self.options.split_default)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``train-on-<generator>`` for each generator with a train split (see :func:`train_on_protocols`).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return train_on_protocols(generators, self.splits)
 
 
 def read_table(path: Path):
-    """The list as a DataFrame of strings and where each row is in the file (see :func:`detbench.tables.read_table`)."""
+    """The list as a DataFrame of strings and where each row is in the file (see :func:`detbench.tables.read_table`).
+
+    Args:
+        path: a ``.csv``, ``.tsv``, ``.json``/``.jsonl`` or ``.parquet`` file list.
+
+    Returns:
+        The table and a function from row position to where the row is in the file.
+
+    Raises:
+        SuiteLayoutError: the file cannot be read as that format.
+    """
     return tables.read_table(path, "file list", SuiteLayoutError)
 
 

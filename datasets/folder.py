@@ -48,6 +48,20 @@ class FolderSuite(Suite):
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """Every image inside a label folder under ``root``, with the generator and split its folders name.
+
+        The splits found per generator are kept for :meth:`protocols`; folders without a label folder go to
+        ``self.ignored``.
+
+        Args:
+            root: the tree's root.
+
+        Yields:
+            One entry per image.
+
+        Raises:
+            SuiteLayoutError: no image inside a label folder, or an image without a folder at ``generator_level``.
+        """
         root = Path(root)
         level = self.options.generator_level
         entries: list[Entry] = []
@@ -94,13 +108,26 @@ class FolderSuite(Suite):
 
     @property
     def default_eval_split(self) -> str:
-        """test if the tree has a test split, else val, else the split of unsplit folders."""
+        """The ``eval`` protocol's split: test if the tree has a test split, else val, else ``split_default``.
+
+        Returns:
+            The split name.
+        """
         found = set().union(*self.splits.values()) if self.splits else set()
         return next((s for s in ("test", "val") if s in found), self.options.split_default)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """``train-on-<gen>`` for each generator with a train split (every generator if nothing was scanned),
-        evaluated on every generator's test split (val if the tree has no test split)."""
+        """``train-on-<gen>`` for each generator with a train split, evaluated on every generator's test split.
+
+        Evaluation uses :attr:`default_eval_split` (val when the tree has no test split).
+
+        Args:
+            generators: the generators in the index (every generator gets a protocol when nothing was scanned in
+                this process).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         eval_split = self.default_eval_split
         trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
         return {

@@ -32,6 +32,17 @@ class GANGenSuite(Suite):
     Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The nine GANs' ``0_real``/``1_fake`` images (split ``test``) under ``root`` or its GANGen-Detection folder.
+
+        Args:
+            root: the collection's root.
+
+        Yields:
+            One entry per image; other folders go to ``self.ignored``.
+
+        Raises:
+            SuiteLayoutError: no image of any of the nine GANs.
+        """
         root = Path(root)
         self.ignored = []
         containers = [root, *[d for d in subdirs(root) if norm(d.name) == "gangendetection"]]
@@ -57,4 +68,12 @@ class GANGenSuite(Suite):
         yield from entries
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """The cross-suite training setups (GANGen is a test set only), evaluated on the nine GANs.
+
+        Args:
+            generators: the generators in the index (unused: the evaluated set is the nine GANs).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return cross_suite_protocols(GANS, eval_split="test")

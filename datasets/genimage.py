@@ -56,7 +56,14 @@ ACCEPTED = (
 
 
 def canonical_generator(name: str) -> str | None:
-    """The canonical key of a GenImage generator folder name or alias (any case), or None."""
+    """The canonical key of a GenImage generator folder name or alias (any case), or None.
+
+    Args:
+        name: a folder name or alias (``imagenet_ai_0419_sdv4``, ``SDv1.4``, ``ADM`` ...).
+
+    Returns:
+        A key of :data:`GENERATORS`, ``all`` for the merged tree, or None.
+    """
     return _BY_NORM.get(norm(name))
 
 
@@ -87,6 +94,18 @@ class GenImageSuite(Suite):
     Options = GenImageOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The ``{train,val}/{ai,nature}`` images of every generator folder under ``root`` (or of ``root`` itself).
+
+        Args:
+            root: the folder holding the generator folders, or one generator's folder.
+
+        Yields:
+            One entry per image of the generators found (only those of the ``generators`` option when set).
+
+        Raises:
+            SuiteLayoutError: no generator folder, a requested generator missing, two folders for one generator, a
+                root with splits that is not named after a generator, or no image.
+        """
         root = Path(root)
         self.ignored = []
         found = self._generator_folders(root)
@@ -173,6 +192,16 @@ class GenImageSuite(Suite):
                     yield Entry(path=path, generator=gen, split=split, label=label, family=family)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``sdv14`` (the GenImage standard) and ``train-on-<generator>`` for each generator in the index.
+
+        Each evaluates every generator's val split (the merged ``all`` tree when no single generator was indexed).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         singles = [g for g in GENERATORS if g in generators]
         evaluated = tuple(GENERATORS) if singles else (ALL,)
         out = {

@@ -64,6 +64,21 @@ class ParquetSuite(Suite):
         self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The usable rows of every Parquet shard under ``root`` matching the ``files`` option.
+
+        A damaged shard and rows whose label is neither real nor fake are skipped and reported in ``self.notes``.
+        The splits found per generator are kept for :meth:`protocols`.
+
+        Args:
+            root: the dataset's folder (hidden files and folders are skipped).
+
+        Yields:
+            One entry per usable row, its path a shard locator (``<shard>#<image column>:<row>``).
+
+        Raises:
+            SuiteLayoutError: no matching shard, a missing column, a ClassLabel name that is neither real nor fake,
+                or no usable row.
+        """
         root = Path(root)
         self.ignored, self.notes = [], []
         # hidden files and folders are skipped (e.g. the .cache/ that huggingface-cli download leaves)
@@ -146,11 +161,23 @@ class ParquetSuite(Suite):
 
     @property
     def default_eval_split(self) -> str:
-        """test if the data has a test split, else val, else split_default (the ``eval`` protocol's split)."""
+        """The ``eval`` protocol's split: test if the data has a test split, else val, else ``split_default``.
+
+        Returns:
+            The split name.
+        """
         found = set().union(*self.splits.values()) if self.splits else set()
         return next((s for s in ("test", "val") if s in found), self.options.split_default)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``train-on-<generator>`` for each generator with a train split (see :func:`train_on_protocols`).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return train_on_protocols(generators, self.splits)
 
 

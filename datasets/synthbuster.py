@@ -53,6 +53,17 @@ class SynthbusterSuite(Suite):
     Options = SynthbusterOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """Each generator's fakes and, for each generator, the whole shared RAISE-1k real pool (split ``test``).
+
+        Args:
+            root: the Synthbuster root (fakes under it or under its ``synthbuster`` folder, the real pool beside).
+
+        Yields:
+            One entry per fake image, and one per real image and generator.
+
+        Raises:
+            SuiteLayoutError: no generator folder, or no (or more than one candidate) real pool.
+        """
         root = Path(root)
         self.ignored = []
         containers = [root, *[d for d in subdirs(root) if norm(d.name) == "synthbuster"]]
@@ -99,4 +110,12 @@ class SynthbusterSuite(Suite):
         )
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """The cross-suite training setups (Synthbuster is a test set only), evaluated on the nine generators.
+
+        Args:
+            generators: the generators in the index (unused: the evaluated set is the nine generators).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return cross_suite_protocols(tuple(GENERATORS), eval_split="test")

@@ -91,6 +91,19 @@ class UniversalFakeDetectSuite(Suite):
     Options = UFDOptions
 
     def scan(self, root: Path) -> Iterator[Entry]:
+        """The optional ProGAN training folders and the test domains under ``root``, capped by ``max_per_class``.
+
+        A diffusion domain without its own ``0_real`` gets its real pool (imagenet or laion) as real rows.
+
+        Args:
+            root: the collection's root (``datasets/`` may wrap ``train`` and ``test``) or the test folder itself.
+
+        Yields:
+            One entry per image and generator (a pool image appears once per domain using it).
+
+        Raises:
+            SuiteLayoutError: no training folder and no domain, no image, or two folders for one domain.
+        """
         root = Path(root)
         self.ignored = []
         train, test = self._containers(root)
@@ -183,6 +196,14 @@ class UniversalFakeDetectSuite(Suite):
                 yield Entry(path=path, generator=generator, split=split, label=label, family=fam)
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``progan-4class`` and ``progan-20class``, evaluated on the 19 domains (and the ``extra_domains``).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
         return progan_protocols(generators, (*DOMAINS, *self.options.extra_domains), eval_split="test")
 
 

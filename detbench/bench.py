@@ -103,14 +103,26 @@ class Options:
 
 
 def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident set of this process and of its largest finished child, in MiB (ru_maxrss: KiB)."""
+    """Peak resident set of this process and of its largest finished child, in MiB (ru_maxrss: KiB).
+
+    Returns:
+        ``(own, largest child)`` in MiB, rounded to 0.1.
+    """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return round(own, 1), round(children, 1)
 
 
 def machine(device: str) -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on.
+
+    Args:
+        device: the torch device string the measurements used.
+
+    Returns:
+        CPU, cores (all and usable), RAM, load, torch threads, Python/platform/torch/CUDA/detbench versions, the
+        git state, the device, and the GPU names when CUDA is available.
+    """
     import torch
 
     from detbench import __version__
@@ -146,7 +158,18 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def write_images(folder: Path, n: int, size: int, seed: int = 0, prefix: str = "img") -> list[str]:
-    """``n`` distinct PNGs (a gradient, a disc and noise) of ``size`` px in ``folder``; their names."""
+    """``n`` distinct PNGs (a gradient, a disc and noise) of ``size`` px in ``folder``.
+
+    Args:
+        folder: where to write them (created if missing).
+        n: how many.
+        size: the side of each square image in pixels.
+        seed: seeds the images.
+        prefix: file name prefix (``<prefix>_000000.png`` ...).
+
+    Returns:
+        The file names, in order.
+    """
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +188,18 @@ def write_images(folder: Path, n: int, size: int, seed: int = 0, prefix: str = "
 
 
 def write_suite(root: Path, n: int, size: int, train_per_class: int, seed: int = 0) -> None:
-    """A folder suite of ``n`` images: ``gen0/train/{0_real,1_fake}`` with ``train_per_class`` each, the rest
-    under ``gen<k>/test/{0_real,1_fake}`` for k = 0..7."""
+    """A folder suite of ``n`` images: ``gen0/train/{0_real,1_fake}`` and ``gen<k>/test/{0_real,1_fake}``.
+
+    ``train_per_class`` images per label go to ``gen0/train``; the rest are spread over the test folders of
+    ``gen0`` to ``gen7``.
+
+    Args:
+        root: the suite root.
+        n: images in all.
+        size: image side in pixels.
+        train_per_class: training images per label.
+        seed: seeds the images.
+    """
     n_test = n - 2 * train_per_class
     for label in ("0_real", "1_fake"):
         write_images(root / "gen0" / "train" / label, train_per_class, size, seed=seed + len(label))
@@ -210,9 +243,21 @@ def _sync(device: str) -> None:
 
 
 def reference_loop(backbone: Any, folder: Path, names: list[str], batch_size: int, device: str) -> np.ndarray:
-    """Features the way the reference repositories compute them: PIL open + convert, torchvision transforms,
-    manual batching, ``torch.no_grad`` (autograd bookkeeping kept), no DataLoader workers, fp32, the model in
-    its default memory format."""
+    """Features the way the reference repositories compute them, for the ``reference`` measure.
+
+    PIL open + convert, torchvision transforms, manual batching, ``torch.no_grad`` (autograd bookkeeping kept),
+    no DataLoader workers, fp32, the model in its default memory format.
+
+    Args:
+        backbone: a loaded :class:`~detbench.backbones.Backbone`.
+        folder: the folder holding the images.
+        names: the image file names, in order.
+        batch_size: images per forward pass.
+        device: a torch device string.
+
+    Returns:
+        The ``[len(names), D]`` float32 embeddings.
+    """
     import torch
     import torchvision.transforms as T
     from PIL import Image
@@ -241,6 +286,17 @@ class Bench:
         self._images: tuple[Path, list[str]] | None = None
 
     def row(self, what: str, images: int, seconds: float, **extra: Any) -> dict[str, Any]:
+        """Record one measurement.
+
+        Args:
+            what: the measure (a name from :data:`ALL`).
+            images: images (or rows, scores, files) processed per timed run.
+            seconds: the median time of a run.
+            **extra: columns to set or override (``note``, ``batch``, ``workers`` ...).
+
+        Returns:
+            The row (also appended to :attr:`rows`), columns as :data:`COLUMNS`.
+        """
         own, child = peak_rss_mb()
         row = {
             "what": what,
@@ -268,6 +324,11 @@ class Bench:
 
     @property
     def backbone(self) -> Any:
+        """The backbone of the options, loaded on first use.
+
+        Returns:
+            The :class:`~detbench.backbones.Backbone` at the options' crop.
+        """
         if self._backbone is None:
             from detbench.backbones import load_backbone
 
@@ -276,18 +337,32 @@ class Bench:
 
     @property
     def images(self) -> tuple[Path, list[str]]:
+        """The generated benchmark images, written on first use.
+
+        Returns:
+            ``(folder, file names)``.
+        """
         if self._images is None:
             folder = self.work / "images"
             self._images = folder, write_images(folder, self.opts.images, self.opts.size)
         return self._images
 
     def run(self, progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+        """Run the measures of ``opts.only`` in order.
+
+        Args:
+            progress: called with each measure's name before it runs.
+
+        Returns:
+            Every row recorded.
+        """
         for what in self.opts.only:
             progress(what)
             getattr(self, f"bench_{what}")()
         return self.rows
 
     def bench_decode(self) -> None:
+        """Measure load + preprocess through the DataLoader, no model."""
         from detbench.data import ImageRowsDataset, iterate_batches
 
         folder, names = self.images
@@ -301,6 +376,7 @@ class Bench:
         self.row("decode", len(names), _median_seconds(decode, self.opts.repeats), note="load + preprocess")
 
     def bench_forward(self) -> None:
+        """Measure the backbone's forward pass on ready tensors (inference mode, the options' precision)."""
         import torch
 
         from detbench.data import HalveOnOom, tune_cpu_allocator
@@ -330,9 +406,11 @@ class Bench:
         self.row("forward", n_batches * bs, _median_seconds(forward, self.opts.repeats), note=note)
 
     def bench_score(self) -> None:
+        """Measure ``FeatureCache.extract`` with a fresh cache (and the reference loop beside it when requested)."""
         self._score_and_reference(score=True, reference="reference" in self.opts.only)
 
     def bench_reference(self) -> None:
+        """Measure the reference loop (done by :meth:`bench_score` when ``score`` is requested too)."""
         if "score" not in self.opts.only:
             self._score_and_reference(score=False, reference=True)
 
@@ -371,6 +449,7 @@ class Bench:
                 ref["note"] += "; ratio = detbench score speed / reference speed"
 
     def bench_index(self) -> None:
+        """Measure ``build_index`` on a generated folder suite, with content ids and with size+mtime ids."""
         from detbench.datasets.folder import FolderSuite
         from detbench.index import build_index
 
@@ -393,6 +472,7 @@ class Bench:
             )
 
     def bench_mpft_step(self) -> None:
+        """Measure one MPFT training step (TAM mask, forward, backward, AdamW) on a batch of ready tensors."""
         import torch
 
         from detbench.config import apply_overrides
@@ -450,6 +530,7 @@ class Bench:
         return "" if self.backbone.pretrained else ", random weights (throughput only)"
 
     def bench_cache_read(self) -> None:
+        """Measure ``FeatureStore.lookup`` of every cached row, in shuffled order."""
         from detbench.features import SHARD_ROWS, FeatureStore
 
         n, dim = self.opts.cache_rows, self.opts.cache_dim
@@ -475,6 +556,7 @@ class Bench:
         )
 
     def bench_metrics(self) -> None:
+        """Measure per-generator metrics of ``metric_scores`` scores, without and with the bootstrap."""
         import pandas as pd
 
         from detbench.metrics import per_group_metrics
@@ -502,6 +584,7 @@ class Bench:
             )
 
     def bench_rss(self) -> None:
+        """Measure a whole linear-probe run on ``rss_images`` small images in a fresh process (time and peak RSS)."""
         n = self.opts.rss_images
         root = self.work / "rss_tree"
         t = time.perf_counter()
@@ -626,7 +709,19 @@ def _rss_run(root: str, home: str, opts: dict[str, Any]) -> dict[str, Any]:
 def run_bench(
     opts: Options, out: Path | None, progress: Callable[[str], None] = lambda _: None
 ) -> list[dict[str, Any]]:
-    """Run the measurements; with ``out``, write ``pipeline.csv`` (appended) and ``machine.json`` there."""
+    """Run the measurements in a temporary ``$DETBENCH_HOME``.
+
+    Args:
+        opts: what to measure and how.
+        out: a folder to append ``pipeline.csv`` rows to and write ``machine.json`` in; None writes nothing.
+        progress: called with each measure's name before it runs.
+
+    Returns:
+        The rows.
+
+    Raises:
+        ConfigError: invalid options (see :meth:`Options.validate`).
+    """
     opts.validate()
     with tempfile.TemporaryDirectory(prefix="detbench-bench-") as tmp, _home(Path(tmp) / "home"):
         rows = Bench(opts, Path(tmp)).run(progress)

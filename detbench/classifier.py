@@ -55,18 +55,35 @@ class ClassifierDetector(Detector):
     follows_eval_profiles = True  # --set suite.eval_profile=... replaces eval_preprocessing() for its test sets
 
     def needs_training(self) -> bool:
+        """Whether :meth:`fit` trains: only when no ``weights`` file is given.
+
+        Returns:
+            True without ``--set weights=``.
+        """
         return not self.config.weights
 
     # ---- what subclasses provide
 
     @abstractmethod
     def build_network(self) -> Any:
-        """The architecture with the original's parameter names, initialised as the original initialises it
-        (called under a seeded RNG)."""
+        """The architecture with the original's parameter names, initialised as the original initialises it.
+
+        Called under a seeded RNG (the run seed's ``INIT_STREAM``).
+
+        Returns:
+            The network (a ``torch.nn.Module``).
+        """
 
     @abstractmethod
     def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
-        """The evaluation transform for this run (``ctx.eval_convention`` may choose it)."""
+        """The evaluation transform for this run (``ctx.eval_convention`` may choose it).
+
+        Args:
+            ctx: the run context.
+
+        Returns:
+            The :class:`EvalPreprocessing` used for generators without a suite-imposed profile.
+        """
 
     @abstractmethod
     def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> Any:
@@ -81,24 +98,51 @@ class ClassifierDetector(Detector):
         """
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
-        """Load what training starts from (e.g. ImageNet weights) before any data work; the identity facts."""
+        """Load what training starts from (e.g. ImageNet weights) before any data work.
+
+        Called by :meth:`setup` when no ``weights`` are given; may replace ``self.net``.
+
+        Args:
+            ctx: the run context.
+
+        Returns:
+            Facts that enter the identity and the fit facts (default: none).
+        """
         return {}
 
     def to_tensor(self) -> Any:
-        """PIL image -> normalised network input, after any resizing/cropping (default: ImageNet statistics)."""
+        """PIL image -> normalised network input, after any resizing/cropping (default: ImageNet statistics).
+
+        Returns:
+            A picklable transform.
+        """
         from detbench.preprocess import imagenet_tensor
 
         return imagenet_tensor()
 
     def profile_preprocessing(self, profile: Any) -> EvalPreprocessing:
-        """A suite-imposed :class:`~detbench.preprocess.EvalProfile`: its resize/crop steps, then :meth:`to_tensor`."""
+        """A suite-imposed :class:`~detbench.preprocess.EvalProfile`: its resize/crop steps, then :meth:`to_tensor`.
+
+        Args:
+            profile: the profile (from ``ctx.eval_profile_for``).
+
+        Returns:
+            The :class:`EvalPreprocessing` (by shape when the profile keeps native sizes).
+        """
         from torchvision import transforms
 
         return EvalPreprocessing(transforms.Compose([_ApplyProfile(profile), self.to_tensor()]),
                                  by_shape=profile.native_size, facts={"eval_profile": profile.name})
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake) from the network's logits (one logit: its sigmoid)."""
+        """P(fake) from the network's logits (one logit: its sigmoid).
+
+        Args:
+            logits: the logits of the images scored, one row per image.
+
+        Returns:
+            P(fake) per image.
+        """
         return sigmoid(logits)
 
     def state_module(self) -> Any:
@@ -109,6 +153,14 @@ class ClassifierDetector(Detector):
     # ---- the Detector contract
 
     def setup(self, ctx: RunContext) -> None:
+        """Build the network under the seeded RNG, load the released ``weights`` (strictly) or prepare training.
+
+        Args:
+            ctx: the run context (device and seed).
+
+        Raises:
+            WeightsError: the weights file is missing, unreadable, unsafe or does not fit the architecture.
+        """
         import torch
 
         from detbench.training import derive_seed
@@ -133,6 +185,12 @@ class ClassifierDetector(Detector):
         self.device = "cpu"
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity beyond the config.
+
+        Returns:
+            The resolved precision, the evaluation preprocessing facts, the released weights' sha256 (when given)
+            and the training facts of :meth:`prepare_training`.
+        """
         weights = {"weights_sha256": self.released.sha256} if self.released is not None else {}
         return {"precision": self.precision, "eval_preprocessing": self.preprocessing.facts, **weights,
                 **self.training_facts}
@@ -143,6 +201,17 @@ class ClassifierDetector(Detector):
             self.device = device
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Train with :meth:`train_setup`'s recipe, or nothing when released weights were loaded.
+
+        Args:
+            train: the training rows.
+            heldout: the held-out rows for model selection.
+            ctx: the run context.
+
+        Returns:
+            Facts for the run record: ``weights`` (released or trained), ``trained``, the checkpoint or training
+            facts, and the evaluation preprocessing.
+        """
         if self.released is not None:
             return {"weights": "released", "trained": False, **self.released.facts(),
                     "eval_preprocessing": self.preprocessing.facts}
@@ -155,6 +224,15 @@ class ClassifierDetector(Detector):
                 "eval_preprocessing": self.preprocessing.facts}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row; each generator's images preprocessed by the suite's profile for it, or by our own.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context (device, batch size, perturbation, evaluation profiles).
+
+        Returns:
+            Scores (NaN where an image could not be used) and failure reasons by row position.
+        """
         from detbench.training import score_logits
 
         self._to(ctx.device)
@@ -177,6 +255,11 @@ class ClassifierDetector(Detector):
         return scores, failures
 
     def save(self, directory: Path) -> None:
+        """Write the trained weights (safetensors), or for released weights only which file was used (JSON).
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         if self.released is not None:  # the file itself is the state: record which one, not a copy
             (directory / RELEASED_FILE).write_text(json.dumps(self.released.facts(), indent=1, sort_keys=True))
@@ -187,6 +270,14 @@ class ClassifierDetector(Detector):
         save_file(state, str(directory / STATE_FILE))
 
     def load(self, directory: Path) -> None:
+        """Restore the state written by :meth:`save`.
+
+        Args:
+            directory: the state folder.
+
+        Raises:
+            WeightsError: the released weights changed since the fit, or the saved state does not fit the network.
+        """
         from detbench.weights import WeightsError, load_into, load_state_dict_safely
 
         if self.released is not None:

@@ -18,7 +18,17 @@ from detbench.errors import ConfigError
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, str]:
-    """Parse ``["a=1", "b.c=x"]`` into a dict, rejecting malformed items and repeated keys."""
+    """Parse ``["a=1", "b.c=x"]`` into a dict, rejecting malformed items and repeated keys.
+
+    Args:
+        items: the ``--set`` arguments (None: none).
+
+    Returns:
+        Key -> value (both stripped; values stay strings).
+
+    Raises:
+        ConfigError: an item without ``=`` or a key, or a key given twice.
+    """
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -32,7 +42,15 @@ def parse_set_args(items: list[str] | None) -> dict[str, str]:
 
 
 def field_paths(cls_or_obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Every settable dotted key of a config dataclass, mapped to its type annotation."""
+    """Every settable dotted key of a config dataclass, mapped to its type annotation.
+
+    Args:
+        cls_or_obj: a config dataclass or an instance of one.
+        prefix: prepended to every key (used for nested dataclasses).
+
+    Returns:
+        Dotted key -> type (nested dataclasses are expanded, not listed themselves).
+    """
     cls = cls_or_obj if isinstance(cls_or_obj, type) else type(cls_or_obj)
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
@@ -48,7 +66,18 @@ def field_paths(cls_or_obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def apply_overrides(config: Any, overrides: Mapping[str, Any]) -> Any:
-    """Return a copy of ``config`` with dotted-key overrides applied and coerced."""
+    """A copy of ``config`` with dotted-key overrides applied, coerced and validated.
+
+    Args:
+        config: a config dataclass instance.
+        overrides: dotted key -> value (a CLI string or an already typed value).
+
+    Returns:
+        The new config (each changed dataclass's ``validate()`` is called when it has one).
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or a failed validation.
+    """
     valid = field_paths(config)
     for key in overrides:
         if key not in valid:
@@ -81,7 +110,19 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def coerce(value: Any, tp: Any, key: str = "value") -> Any:
-    """Coerce a CLI string (or an already typed value) to the annotated type ``tp``."""
+    """Coerce a CLI string (or an already typed value) to the annotated type ``tp``.
+
+    Args:
+        value: the value to coerce.
+        tp: the annotation: bool, int, float, str, Any, a ``Literal``, a union (``X | None``) or a tuple.
+        key: the setting's name, for messages.
+
+    Returns:
+        The typed value (``none``/``null``/empty gives None for an optional type).
+
+    Raises:
+        ConfigError: the value does not fit the type, or the type is not supported.
+    """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -131,5 +172,12 @@ def coerce(value: Any, tp: Any, key: str = "value") -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass."""
+    """A JSON-ready dict of a (nested) config dataclass.
+
+    Args:
+        config: a config dataclass instance.
+
+    Returns:
+        ``dataclasses.asdict(config)``.
+    """
     return dataclasses.asdict(config)

@@ -150,10 +150,19 @@ def _by_shape(items: list[Item]) -> Iterator[Batch]:
 
 
 def default_workers(gpu: bool = False) -> int:
-    """Decode workers. Feeding a GPU: half the cores, at most 8. Running the model on the CPU: none up to
-    4 cores, else a quarter of them (at most 8), because worker processes preempt the model's OpenMP threads,
-    which then wait for each other (EfficientNet-Lite0 on 2 cores, 128 or 512 px PNGs: about 470 images/s
-    decoded in the main process, 350-400 with one worker)."""
+    """The number of decode worker processes to use by default.
+
+    Feeding a GPU: half the cores, at most 8. Running the model on the CPU: none up to 4 cores, else a quarter
+    of them (at most 8), because worker processes preempt the model's OpenMP threads, which then wait for each
+    other (EfficientNet-Lite0 on 2 cores, 128 or 512 px PNGs: about 470 images/s decoded in the main process,
+    350-400 with one worker).
+
+    Args:
+        gpu: whether the batches feed a GPU.
+
+    Returns:
+        The worker count (0: decode in the main process).
+    """
     cores = os.cpu_count() or 1
     return min(8, cores // 2) if gpu else (0 if cores <= 4 else min(8, cores // 4))
 
@@ -169,12 +178,24 @@ def iterate_batches(
     by_shape: bool = False,
     batches: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[Batch]:
-    """Yield :class:`Batch` objects over ``dataset`` with parallel decoding and prefetching.
+    """:class:`Batch` objects over ``dataset`` with parallel decoding and prefetching.
 
-    With ``by_shape`` the items of a loader batch may differ in size (native-resolution evaluation): each
-    batch is split into one :class:`Batch` per tensor shape, so nothing is resized or padded to stack.
-    ``batches`` gives the dataset positions of every batch explicitly (batches of varying size; then
-    ``batch_size`` only decides whether worker processes are worth starting).
+    Worker processes are not started for inputs under four batches.
+
+    Args:
+        dataset: the rows to decode.
+        batch_size: images per batch.
+        workers: decode processes; None: :func:`default_workers` (for a GPU when ``pin_memory``).
+        pin_memory: pin batches for a fast copy to a GPU (not with ``by_shape``).
+        shuffle: shuffle the rows (seeded by ``generator``).
+        generator: the torch generator of the shuffle.
+        by_shape: the items of a loader batch may differ in size (native-resolution evaluation): each batch is
+            split into one :class:`Batch` per tensor shape, so nothing is resized or padded to stack.
+        batches: the dataset positions of every batch, explicitly (batches of varying size; ``batch_size`` then
+            only decides whether worker processes are worth starting, and ``shuffle`` is ignored).
+
+    Yields:
+        Batches of tensors, each with the positions and failure reasons of its rows.
     """
     workers = default_workers(gpu=pin_memory) if workers is None else workers  # pinned: batches go to a GPU
     if len(dataset) < 4 * batch_size:
@@ -228,10 +249,15 @@ _allocator_tuned = False
 
 
 def tune_cpu_allocator() -> bool:
-    """Serve large allocations from the heap and keep freed memory (glibc ``mallopt``), so CPU inference stops
-    paying a fresh ``mmap`` and its page faults for every activation tensor (EfficientNet-Lite0 on 2 cores:
-    about 3x faster forward). The process keeps its peak heap instead of returning it to the OS. Idempotent;
-    returns False where glibc is absent (macOS, musl)."""
+    """Serve large allocations from the heap and keep freed memory (glibc ``mallopt``) for faster CPU inference.
+
+    CPU inference then stops paying a fresh ``mmap`` and its page faults for every activation tensor
+    (EfficientNet-Lite0 on 2 cores: about 3x faster forward). The process keeps its peak heap instead of
+    returning it to the OS. Idempotent.
+
+    Returns:
+        Whether the allocator is tuned (False where glibc is absent: macOS, musl).
+    """
     global _allocator_tuned
     if not _allocator_tuned:
         import ctypes

@@ -27,6 +27,16 @@ PERCENT = {"acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer", "o
 
 
 def fmt(value: Any, metric: str = "") -> str:
+    """A metric value as table text.
+
+    Args:
+        value: the value (None, NaN or ``pd.NA`` for undefined).
+        metric: the metric's name: ``n_*`` counts are shown as integers, percentage metrics (and an empty
+            name) in % with one decimal, others with 3 significant digits.
+
+    Returns:
+        The text; ``n/a`` when undefined.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "n/a"
     if metric.startswith("n_"):
@@ -39,7 +49,15 @@ def fmt(value: Any, metric: str = "") -> str:
 def metrics_table(metrics: pd.DataFrame, title: str, threshold: str = "threshold 0.5") -> Table:
     """Per-generator metrics in %, mean and worst rows last; oracle columns are labelled as such.
 
-    ``threshold`` describes the decision threshold of acc/real acc/fake acc (shown in the caption)."""
+    Args:
+        metrics: one row per generator (and summary rows), the columns of :data:`METRIC_HEADERS` present and
+            optional ``<metric>_lo``/``<metric>_hi`` bootstrap bounds (shown as ±half-width).
+        title: the table title.
+        threshold: describes the decision threshold of acc/real acc/fake acc (shown in the caption).
+
+    Returns:
+        The rich table.
+    """
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("generator", style="bold", no_wrap=True)
     for col in METRIC_COLUMNS:
@@ -66,7 +84,16 @@ def _ci(row: pd.Series, metric: str) -> str:
 
 
 def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
-    """A plain DataFrame as a rich table; numeric columns from ``percent_from`` on are shown in %."""
+    """A plain DataFrame as a rich table; numeric columns from ``percent_from`` on are shown in %.
+
+    Args:
+        df: the frame to show.
+        title: the table title.
+        percent_from: the position of the first column whose float values are shown in % (right-aligned).
+
+    Returns:
+        The rich table.
+    """
     table = Table(title=title, title_justify="left")
     for col in df.columns:
         table.add_column(str(col), justify="right" if df.columns.get_loc(col) >= percent_from else "left")
@@ -80,14 +107,28 @@ def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
 
 
 def fmt_delta(value: Any) -> str:
-    """A difference of fractions in signed percentage points (``+1.2``, ``-3.4``); n/a if undefined."""
+    """A difference of fractions in signed percentage points (``+1.2``, ``-3.4``); n/a if undefined.
+
+    Args:
+        value: the difference, a fraction (None or NaN: undefined).
+
+    Returns:
+        The text.
+    """
     if value is None or pd.isna(value):
         return "n/a"
     return f"{100 * float(value):+.1f}"
 
 
 def threshold_note(record: dict[str, Any]) -> str:
-    """How acc was thresholded in a run, for table captions and reports."""
+    """How acc was thresholded in a run, for table captions and reports.
+
+    Args:
+        record: a run record (its ``threshold`` entry: ``policy`` and ``value``).
+
+    Returns:
+        ``threshold 0.5``, or ``calibrated threshold V (...)`` for a calibrated policy.
+    """
     t = record.get("threshold") or {}
     value = t.get("value", 0.5)
     if t.get("policy") == "calibrated":
@@ -98,7 +139,14 @@ def threshold_note(record: dict[str, Any]) -> str:
 def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = False) -> pd.DataFrame:
     """A wide leaderboard as display strings: internal ids dropped, values in %, deltas signed.
 
-    ``deltas``: every value column holds differences (the delta view); otherwise only ``mean_delta``."""
+    Args:
+        wide: the wide leaderboard (id columns first, then one column per value).
+        id_columns: the columns shown as text.
+        deltas: every value column holds differences (the delta view); otherwise only ``mean_delta`` is signed.
+
+    Returns:
+        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``).
+    """
     shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
@@ -109,8 +157,15 @@ def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = 
 
 
 def markdown_table(df: pd.DataFrame, right_from: int = 0) -> str:
-    """A GitHub-flavoured Markdown table of ``df`` as given (format the values first); columns from
-    ``right_from`` on are right-aligned."""
+    """A GitHub-flavoured Markdown table of ``df`` as given (format the values first).
+
+    Args:
+        df: the frame; cells are written with ``str`` (``|`` escaped, newlines as spaces).
+        right_from: the position of the first right-aligned column.
+
+    Returns:
+        The table, ending in a newline.
+    """
 
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
@@ -122,7 +177,15 @@ def markdown_table(df: pd.DataFrame, right_from: int = 0) -> str:
 
 
 def robustness_table(frame: pd.DataFrame, title: str) -> Table:
-    """A sweep's rows (perturbation, mean acc/AP and their deltas vs clean, fit reuse, run id)."""
+    """A sweep's rows (perturbation, mean acc/AP and their deltas vs clean, fit reuse, run id).
+
+    Args:
+        frame: one row per perturbation; ``Δ`` columns hold differences, the ``clean`` row is shown in bold.
+        title: the table title.
+
+    Returns:
+        The rich table.
+    """
     table = Table(title=title, title_justify="left", caption_justify="left")
     for col in frame.columns:
         table.add_column(col, justify="left" if col in ("perturbation", "fit", "run") else "right")
@@ -142,7 +205,14 @@ def _median_quality(rows: pd.DataFrame) -> str:
 
 
 def index_summary(idx: Any) -> list[Table]:
-    """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`."""
+    """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`.
+
+    Args:
+        idx: a built :class:`~detbench.index.Index`.
+
+    Returns:
+        The counts table, and a table of unusable files by status when there are any.
+    """
     df = idx.rows
     counts = Table(
         title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}", title_justify="left"
@@ -185,8 +255,20 @@ def index_summary(idx: Any) -> list[Table]:
 
 
 def leaderboard_tables(shown: pd.DataFrame, n_ids: int, title: str, max_value_columns: int = 6) -> list[Table]:
-    """The leaderboard for a terminal: as is when narrow; else a legend of runs (r1, r2, ...) and a
-    transposed table (one row per generator, one column per run) that stays readable with 19 domains."""
+    """The leaderboard for a terminal, readable with many generators.
+
+    As is when narrow; else a legend of runs (r1, r2, ...) and a transposed table (one row per generator, one
+    column per run) that stays readable with 19 domains.
+
+    Args:
+        shown: the leaderboard as display strings (:func:`leaderboard_cells`).
+        n_ids: how many leading columns identify a run.
+        title: the tables' title.
+        max_value_columns: the most value columns shown untransposed.
+
+    Returns:
+        One table, or the legend and the transposed values.
+    """
     if len(shown.columns) - n_ids <= max_value_columns:
         return [frame_table(shown, title, percent_from=n_ids)]
     keys = [f"r{i + 1}" for i in range(len(shown))]

@@ -32,22 +32,44 @@ _local_depth = 0
 
 
 def launched() -> bool:
-    """Whether torchrun started this process as one of several."""
+    """Whether torchrun started this process as one of several.
+
+    Returns:
+        True when ``WORLD_SIZE`` is above 1.
+    """
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def env_rank() -> int:
-    """This process's global rank as torchrun set it (0 when not launched by torchrun)."""
+    """This process's global rank as torchrun set it (0 when not launched by torchrun).
+
+    Returns:
+        ``RANK`` from the environment.
+    """
     return int(os.environ.get("RANK", "0"))
 
 
 def local_rank() -> int:
+    """This process's rank on its machine as torchrun set it (0 when not launched by torchrun).
+
+    Returns:
+        ``LOCAL_RANK`` from the environment.
+    """
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def torchrun_command(argv: list[str], nproc: int) -> list[str]:
-    """The command running ``detbench <argv>`` without ``--nproc`` as ``nproc`` processes on this machine
-    (``python -m torch.distributed.run --standalone``: a free rendezvous port, no fixed 29500)."""
+    """The command running ``detbench <argv>`` without ``--nproc`` as ``nproc`` processes on this machine.
+
+    It runs ``python -m torch.distributed.run --standalone``: a free rendezvous port, no fixed 29500.
+
+    Args:
+        argv: detbench's arguments (``--nproc N`` and ``--nproc=N`` are dropped).
+        nproc: processes to start.
+
+    Returns:
+        The command line.
+    """
     args: list[str] = []
     skip = False
     for arg in argv:
@@ -62,11 +84,23 @@ def torchrun_command(argv: list[str], nproc: int) -> list[str]:
 
 
 def local_device(device: str) -> str:
-    """Under torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``); anything else is kept."""
+    """Under torchrun, ``cuda`` means this process's GPU (``cuda:LOCAL_RANK``); anything else is kept.
+
+    Args:
+        device: the device the user asked for.
+
+    Returns:
+        The device this process uses.
+    """
     return f"cuda:{local_rank()}" if device == "cuda" and launched() else device
 
 
 def initialized() -> bool:
+    """Whether a torch.distributed process group exists (never imports torch to find out).
+
+    Returns:
+        True when torch is imported and a group is initialised.
+    """
     if "torch" not in sys.modules:  # nothing has imported torch, so no process group exists
         return False
     import torch.distributed as tdist
@@ -75,8 +109,16 @@ def initialized() -> bool:
 
 
 def init(device: str = "cpu") -> bool:
-    """Join torchrun's process group (NCCL when ``device`` is CUDA, else gloo); True if this call created it.
-    A no-op in a single process or when a group exists already."""
+    """Join torchrun's process group (NCCL when ``device`` is CUDA, else gloo).
+
+    A no-op in a single process or when a group exists already.
+
+    Args:
+        device: this process's device (a CUDA device is made current first).
+
+    Returns:
+        True if this call created the group.
+    """
     if not launched() or initialized():
         return False
     import torch
@@ -99,6 +141,11 @@ def cleanup() -> None:
 
 
 def rank() -> int:
+    """This process's rank in the process group (0 without one).
+
+    Returns:
+        The rank.
+    """
     if not initialized():
         return 0
     import torch.distributed as tdist
@@ -107,6 +154,11 @@ def rank() -> int:
 
 
 def world_size() -> int:
+    """The number of processes in the process group (1 without one).
+
+    Returns:
+        The world size.
+    """
     if not initialized():
         return 1
     import torch.distributed as tdist
@@ -115,17 +167,30 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
+    """Whether this is rank 0 (the process that writes shared results).
+
+    Returns:
+        True on rank 0 and in a single process.
+    """
     return rank() == 0
 
 
 def sharded() -> bool:
-    """Whether work is split across processes here (several ranks, outside ``local()``)."""
+    """Whether work is split across processes here (several ranks, outside ``local()``).
+
+    Returns:
+        True when sharded.
+    """
     return _local_depth == 0 and world_size() > 1
 
 
 @contextlib.contextmanager
 def local() -> Iterator[None]:
-    """Within this block the process acts alone: no sharding, every collective is the identity."""
+    """Within this block the process acts alone: no sharding, every collective is the identity.
+
+    Yields:
+        Nothing; blocks nest.
+    """
     global _local_depth
     _local_depth += 1
     try:
@@ -135,10 +200,19 @@ def local() -> Iterator[None]:
 
 
 def shard_slice(n: int, align: int = 1) -> slice:
-    """This rank's contiguous block of ``n`` items (all of them when not sharded). Blocks start at multiples
-    of ``align``: with ``align`` = the batch size, every item lands in the same batch as in one process (CPU
-    and GPU kernels may round differently for another batch size), at the price of up to one batch of
-    imbalance."""
+    """This rank's contiguous block of ``n`` items (all of them when not sharded).
+
+    Blocks start at multiples of ``align``: with ``align`` = the batch size, every item lands in the same batch
+    as in one process (CPU and GPU kernels may round differently for another batch size), at the price of up to
+    one batch of imbalance.
+
+    Args:
+        n: the number of items.
+        align: the block boundary unit.
+
+    Returns:
+        The slice of this rank's items.
+    """
     if not sharded():
         return slice(0, n)
     r, w = rank(), world_size()
@@ -153,6 +227,7 @@ def _nccl() -> bool:
 
 
 def barrier() -> None:
+    """Wait until every rank arrives (a no-op when not sharded)."""
     if not sharded():
         return
     import torch
@@ -165,7 +240,14 @@ def barrier() -> None:
 
 
 def broadcast(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (picklable objects)."""
+    """Rank 0's ``obj`` on every rank (picklable objects).
+
+    Args:
+        obj: the object (only rank 0's value matters).
+
+    Returns:
+        Rank 0's object (``obj`` itself when not sharded).
+    """
     if not sharded():
         return obj
     import torch.distributed as tdist
@@ -176,7 +258,14 @@ def broadcast(obj: Any) -> Any:
 
 
 def gather(obj: Any) -> list[Any] | None:
-    """Every rank's ``obj`` in rank order on rank 0; None on the other ranks."""
+    """Every rank's ``obj`` in rank order on rank 0; None on the other ranks.
+
+    Args:
+        obj: this rank's picklable object.
+
+    Returns:
+        The list on rank 0 (``[obj]`` when not sharded), None elsewhere.
+    """
     if not sharded():
         return [obj]
     import torch.distributed as tdist
@@ -187,7 +276,14 @@ def gather(obj: Any) -> list[Any] | None:
 
 
 def all_gather(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` in rank order, on every rank."""
+    """Every rank's ``obj`` in rank order, on every rank.
+
+    Args:
+        obj: this rank's picklable object.
+
+    Returns:
+        The list (``[obj]`` when not sharded).
+    """
     if not sharded():
         return [obj]
     import torch.distributed as tdist
@@ -198,7 +294,14 @@ def all_gather(obj: Any) -> list[Any]:
 
 
 def all_reduce_sum(value: float) -> float:
-    """The sum of ``value`` over ranks (float64)."""
+    """The sum of ``value`` over ranks (float64).
+
+    Args:
+        value: this rank's value.
+
+    Returns:
+        The sum (``value`` when not sharded).
+    """
     if not sharded():
         return value
     import torch
@@ -211,8 +314,18 @@ def all_reduce_sum(value: float) -> float:
 
 
 def data_parallel(module: nn.Module, device: str, **kwargs: Any) -> nn.Module:
-    """``module`` wrapped in DistributedDataParallel when sharded (its forward then averages gradients over
-    ranks in backward), else ``module`` itself. ``kwargs`` go to DistributedDataParallel."""
+    """``module`` wrapped in DistributedDataParallel when sharded, else ``module`` itself.
+
+    Wrapped, its backward averages gradients over ranks.
+
+    Args:
+        module: the model to train.
+        device: its device (a CUDA device gives DDP its ``device_ids``).
+        **kwargs: passed to DistributedDataParallel.
+
+    Returns:
+        The wrapped or the same module.
+    """
     if not sharded():
         return module
     import torch

@@ -79,7 +79,11 @@ class DetbenchWarning(UserWarning):
 
 
 def warn(message: str) -> None:
-    """Issue a :class:`DetbenchWarning` (the CLI prints it as one ``warning:`` line)."""
+    """Issue a :class:`DetbenchWarning` (the CLI prints it as one ``warning:`` line).
+
+    Args:
+        message: what the user must hear about.
+    """
     warnings.warn(message, DetbenchWarning, stacklevel=2)
 
 
@@ -88,7 +92,14 @@ _READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """A full disk or quota, whichever library reported it (numpy's short writes carry no errno)."""
+    """A full disk or quota, whichever library reported it (numpy's short writes carry no errno).
+
+    Args:
+        exc: the exception raised.
+
+    Returns:
+        True for an ``OSError`` that means no space or quota is left.
+    """
     if not isinstance(exc, OSError):
         return False
     text = str(exc).lower()
@@ -100,12 +111,26 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def is_not_writable(exc: BaseException) -> bool:
-    """A permission error or a read-only file system."""
+    """A permission error or a read-only file system.
+
+    Args:
+        exc: the exception raised.
+
+    Returns:
+        True for a ``PermissionError`` or an ``OSError`` with EACCES, EPERM or EROFS.
+    """
     return isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in _READ_ONLY_ERRNOS)
 
 
 def user_message(exc: BaseException) -> str | None:
-    """The one-line message for an error the user can fix, or None when ``exc`` is a bug."""
+    """The one-line message for an error the user can fix, or None when ``exc`` is a bug.
+
+    Args:
+        exc: the exception that escaped a command.
+
+    Returns:
+        The message of a :class:`DetbenchError`, or one for a full disk or an unwritable folder; None otherwise.
+    """
     if isinstance(exc, DetbenchError):
         return str(exc)
     if is_disk_full(exc):

@@ -31,7 +31,17 @@ SHARD_ROWS = 4096
 def feature_key(
     backbone: Any, embedding: str, perturbation: dict[str, Any] | None, precision: str = "fp32"
 ) -> dict[str, Any]:
-    """The cache key of one kind of feature (a resolved ``precision``: fp32, bf16 or fp16)."""
+    """The cache key of one kind of feature.
+
+    Args:
+        backbone: the loaded :class:`~detbench.backbones.Backbone` (its identity enters the key).
+        embedding: the embedding's name.
+        perturbation: the perturbation's identity, or None for clean images.
+        precision: the resolved precision of the forward pass (fp32, bf16 or fp16).
+
+    Returns:
+        The key (format version, backbone identity, embedding, perturbation, precision).
+    """
     return {
         "format": FEATURE_FORMAT_VERSION,
         "backbone": backbone.identity(),
@@ -79,7 +89,16 @@ class FeatureStore:
         self, ids: list[str], out: np.ndarray | None = None, want: Sequence[int] | None = None
     ) -> tuple[np.ndarray | None, np.ndarray]:
         """Features for the cached ids (rows in ``ids`` order; repeated ids all filled) and a found mask.
-        ``want`` limits the lookup to those positions; ``out`` (``[len(ids), D]``) is filled in place if given."""
+
+        Args:
+            ids: image content ids.
+            out: a ``[len(ids), D]`` float32 array to fill in place; None allocates one (NaN rows) on the first hit.
+            want: the positions of ``ids`` to look up; None: all.
+
+        Returns:
+            The features (``out``; None when nothing was found and no ``out`` was given) and a boolean mask of
+            the positions found.
+        """
         found = np.zeros(len(ids), dtype=bool)
         positions: dict[str, list[int]] = {}
         for i in range(len(ids)) if want is None else want:
@@ -129,6 +148,12 @@ class FeatureStore:
         return None
 
     def append(self, ids: list[str], feats: np.ndarray) -> None:
+        """Store features as a new shard (features first, then ids, each written atomically).
+
+        Args:
+            ids: the image content ids of the rows (at most 64 characters each).
+            feats: ``[len(ids), D]`` features (stored as float32).
+        """
         name = f"shard-{uuid.uuid4().hex[:12]}"
         with atomic_path(self.directory / f"{name}.feats.npy") as tmp:
             with open(tmp, "wb") as fh:
@@ -145,6 +170,17 @@ class FeatureCache:
         self.root = Path(root) if root is not None else home_subdir("features")
 
     def store(self, key: dict[str, Any]) -> FeatureStore:
+        """The shards of one cache key (a folder named by the key's hash).
+
+        Args:
+            key: a key from :func:`feature_key`.
+
+        Returns:
+            The :class:`FeatureStore`.
+
+        Raises:
+            DataError: the folder holds another key.
+        """
         return FeatureStore(self.root / content_hash(key)[:24], key)
 
     def extract(
@@ -161,8 +197,24 @@ class FeatureCache:
         precision: str = "fp32",
         advance: Callable[[int], None] | None = None,
     ) -> tuple[np.ndarray, dict[int, str], dict[str, int]]:
-        """Features ``[len(rows), D]`` (NaN rows for images that failed to load), failures by row position,
-        and counts of cache hits and computed rows. ``precision`` is a resolved value (fp32, bf16, fp16)."""
+        """Features for index rows, computing and storing only the missing ones (sharded across ranks under torchrun).
+
+        Args:
+            backbone: the loaded :class:`~detbench.backbones.Backbone`.
+            suite_root: the root the rows' paths are relative to.
+            rows: index rows (``image_id``, ``path``; ``bytes`` and ``mtime_ns`` are checked when present).
+            embedding: the embedding's name; None: the backbone's default.
+            perturbation: a perturbation applied before preprocessing (part of the key), or None.
+            batch_size: images per forward pass.
+            workers: decode processes; None: :func:`~detbench.data.default_workers`.
+            device: a torch device string.
+            precision: a resolved precision (fp32, bf16, fp16).
+            advance: called with the number of rows done, for progress.
+
+        Returns:
+            Features ``[len(rows), D]`` (NaN rows for images that failed to load), failure reasons by row position,
+            and the counts ``cached``, ``computed`` and ``failed``.
+        """
         import torch
 
         from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator

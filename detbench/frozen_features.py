@@ -22,6 +22,14 @@ class FrozenFeatureDetector(Detector):
     """Shared plumbing of detectors that read frozen backbone features from the cache."""
 
     def setup(self, ctx: RunContext) -> None:
+        """Load the configured backbone (with the config's crop, resize and pad) and resolve precision and embedding.
+
+        Args:
+            ctx: the run context (its device resolves ``precision``).
+
+        Raises:
+            ConfigError: the backbone does not offer the configured embedding.
+        """
         from detbench.backbones import load_backbone
 
         self.backbone = load_backbone(self.config.backbone, device="cpu", crop=self.config.crop or None)
@@ -40,11 +48,29 @@ class FrozenFeatureDetector(Detector):
             )
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity beyond the config.
+
+        Returns:
+            The backbone identity, the embedding and the resolved precision.
+        """
         return {"backbone": self.backbone.identity(), "embedding": self.embedding, "precision": self.precision}
 
     def features(
         self, rows: pd.DataFrame, ctx: RunContext, description: str, perturb: bool
     ) -> tuple[np.ndarray, dict[int, str]]:
+        """Features of ``rows`` from the feature cache, with a progress phase; L2-normalised when the config says so.
+
+        The cache counts are appended to ``ctx.extra["feature_counts"]``.
+
+        Args:
+            rows: index rows.
+            ctx: the run context.
+            description: the progress phase's name.
+            perturb: whether the run's perturbation applies (evaluation rows) or not (training rows).
+
+        Returns:
+            Features ``[len(rows), D]`` (NaN rows for failed images) and failure reasons by row position.
+        """
         perturbation = ctx.perturbation if perturb else None
         with ctx.phases.phase(description, len(rows)) as advance:
             feats, failures, counts = ctx.feature_cache.extract(

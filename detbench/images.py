@@ -160,11 +160,18 @@ def probe(
 ) -> ImageInfo:
     """Describe one file without ever raising for problems of the file itself.
 
-    ``decode=True`` decodes the first frame fully, so truncated or corrupt data is caught;
-    ``decode=False`` reads only the header (fast; truncation past the header goes unnoticed). Only the
-    first frame is ever used, so broken later frames of an animation leave it ``ok`` with
-    ``n_frames=None``. ``max_pixels=None`` disables detbench's own pixel guard. PIL may still emit
-    warnings (e.g. about corrupt EXIF) for malformed files; the status is what counts.
+    Only the first frame is ever used, so broken later frames of an animation leave it ``ok`` with
+    ``n_frames=None``. PIL may still emit warnings (e.g. about corrupt EXIF) for malformed files; the status is
+    what counts.
+
+    Args:
+        path: the file.
+        decode: decode the first frame fully, so truncated or corrupt data is caught; False reads only the
+            header (fast; truncation past the header goes unnoticed).
+        max_pixels: detbench's pixel guard (larger images get status ``too_large``); None disables it.
+
+    Returns:
+        The :class:`ImageInfo`: status (``ok`` or what is wrong, with the reason), format, size and more.
     """
     try:
         fp, size = _open_regular(path)
@@ -175,7 +182,18 @@ def probe(
 
 
 def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Load the first frame of an image file as an RGB image (see the module docstring for the rules)."""
+    """Load the first frame of an image file as an RGB image (see the module docstring for the rules).
+
+    Args:
+        path: the file.
+        max_pixels: detbench's pixel guard; None disables it.
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        ImageError: the file cannot be used (its ``status`` and ``reason`` say why; the path is attached).
+    """
     try:
         fp, size = _open_regular(path)
         with fp:
@@ -185,22 +203,48 @@ def load_rgb(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_M
 
 
 def load_rgb_bytes(data: bytes | None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """:func:`load_rgb` for an encoded image held in memory (``None``: a missing value, status ``empty``)."""
+    """:func:`load_rgb` for an encoded image held in memory.
+
+    Args:
+        data: the encoded bytes; None is a missing value (status ``empty``).
+        max_pixels: detbench's pixel guard; None disables it.
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        ImageError: the bytes cannot be used.
+    """
     if data is None:
         raise ImageError("empty", NO_BYTES)
     return _load_rgb_stream(io.BytesIO(data), len(data), max_pixels=max_pixels)
 
 
 def probe_bytes(data: bytes | None, *, decode: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """:func:`probe` for an encoded image held in memory (an image cell of a Parquet shard); ``None`` (a
-    null cell) is ``empty``."""
+    """:func:`probe` for an encoded image held in memory (an image cell of a Parquet shard).
+
+    Args:
+        data: the encoded bytes; None (a null cell) is ``empty``.
+        decode: decode the first frame fully (else only the header).
+        max_pixels: detbench's pixel guard; None disables it.
+
+    Returns:
+        The :class:`ImageInfo`.
+    """
     if data is None:
         return ImageInfo(status="empty", reason=NO_BYTES)
     return _probe_stream(io.BytesIO(data), len(data), decode=decode, max_pixels=max_pixels)
 
 
 def bytes_digest(data: bytes) -> str:
-    """Content id of bytes held in memory; equal to :func:`file_digest` of a file holding them."""
+    """Content id of bytes held in memory; equal to :func:`file_digest` of a file holding them.
+
+    Args:
+        data: the bytes.
+
+    Returns:
+        The blake2b (16-byte digest) as hex.
+    """
     digest = _content_digest()
     digest.update(data)
     return digest.hexdigest()
@@ -211,7 +255,13 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
 
     Compares table 0 with the luminance table (or, without table 0, table 1 with the chrominance
     table) by the sum of absolute differences. Exact for files written by libjpeg (PIL, most tools)
-    at a given quality; for other encoders it is the nearest IJG equivalent. None for non-JPEGs.
+    at a given quality; for other encoders it is the nearest IJG equivalent.
+
+    Args:
+        img: an opened PIL image (its ``quantization`` tables are read).
+
+    Returns:
+        The quality, or None for non-JPEGs.
     """
     import numpy as np
 
@@ -226,7 +276,18 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
 
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Content id: blake2b (16-byte digest) of the file's bytes, as hex."""
+    """Content id: blake2b (16-byte digest) of the file's bytes, as hex.
+
+    Args:
+        path: the file.
+        chunk: bytes read at a time.
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        ImageError: the path is not a readable regular file.
+    """
     fp, _ = _open_regular(path)
     digest = _content_digest()
     with fp, _classified(fp):
@@ -245,6 +306,16 @@ def fast_id(path: str | os.PathLike[str], stat: os.stat_result | None = None) ->
     The whole absolute path is part of it: files with the same name, size and mtime (``0_real/1.png`` and
     ``1_fake/1.png`` from one archive, or two datasets' copies of a layout) never share an id, and so never
     share cached features. Moving the data changes the ids (full mode hashes the bytes instead).
+
+    Args:
+        path: the file.
+        stat: its ``os.stat`` result when already known.
+
+    Returns:
+        The hex digest.
+
+    Raises:
+        ImageError: the path cannot be stat-ed.
     """
     if stat is None:
         try:

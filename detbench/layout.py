@@ -26,25 +26,64 @@ FIT_FILES = (FIT_RECORD, "state")
 
 
 def runs_root() -> Path:
-    """``$DETBENCH_HOME/runs``."""
+    """``$DETBENCH_HOME/runs``, created on demand.
+
+    Returns:
+        The folder.
+    """
     return home_subdir("runs")
 
 
 def detector_dir(suite: str, detector: str, root: Path | None = None) -> Path:
-    """The folder of ``detector``'s runs on ``suite`` (and of its fits trained on ``suite``)."""
+    """The folder of ``detector``'s runs on ``suite`` (and of its fits trained on ``suite``).
+
+    Args:
+        suite: the suite's name.
+        detector: the detector's name.
+        root: the runs folder; None: :func:`runs_root`.
+
+    Returns:
+        ``<root>/<suite>/<detector>``.
+    """
     return (root or runs_root()) / suite / detector
 
 
 def run_dir(suite: str, detector: str, run_id: str) -> Path:
-    """Where the run ``run_id`` of ``detector`` on ``suite`` lives."""
+    """Where the run ``run_id`` of ``detector`` on ``suite`` lives.
+
+    Args:
+        suite: the evaluation suite's name.
+        detector: the detector's name.
+        run_id: the run id (hex; its first :data:`ID_CHARS` characters name the folder).
+
+    Returns:
+        The run's folder.
+    """
     return detector_dir(suite, detector) / run_id[:ID_CHARS]
 
 
 def fit_dir(train_suite: str, detector: str, fit_id: str, root: Path | None = None) -> Path:
-    """Where the fit ``fit_id`` lives: with its training suite (the evaluation suite of a cross-suite run differs)."""
+    """Where the fit ``fit_id`` lives: with its training suite (the evaluation suite of a cross-suite run differs).
+
+    Args:
+        train_suite: the training suite's name.
+        detector: the detector's name.
+        fit_id: the fit id (hex; its first :data:`ID_CHARS` characters name the folder).
+        root: the runs folder; None: :func:`runs_root`.
+
+    Returns:
+        The fit's folder.
+    """
     return detector_dir(train_suite, detector, root) / FITS / fit_id[:ID_CHARS]
 
 
 def run_record_glob(suite: str | None = None) -> str:
-    """The glob, relative to :func:`runs_root`, of the records of every run (of one suite)."""
+    """The glob, relative to :func:`runs_root`, of the records of every run (of one suite).
+
+    Args:
+        suite: the suite's name; None: every suite.
+
+    Returns:
+        ``<suite or *>/*/*/run.json``.
+    """
     return f"{suite or '*'}/*/*/{RUN_RECORD}"

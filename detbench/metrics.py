@@ -63,12 +63,20 @@ def _eer(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def best_threshold(labels, scores, objective: Objective = "acc") -> tuple[float, float]:
-    """Threshold maximising ``objective`` under the ``score > thr`` rule: returns (threshold, value).
+    """Threshold maximising ``objective`` under the ``score > thr`` rule.
 
     Every distinct cut is searched in O(n log n): the threshold is midway between adjacent distinct
     scores, just below the minimum (all fake) or at the maximum (all real). Among equal optima the
-    lowest threshold wins. (nan, nan) unless both classes are present: with one class a constant
-    rule is trivially perfect, so the number would mean nothing.
+    lowest threshold wins.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) (or any score, higher meaning fake) per image.
+        objective: ``acc`` or ``balanced_acc``.
+
+    Returns:
+        ``(threshold, value)``; ``(nan, nan)`` unless both classes are present (with one class a constant rule
+        is trivially perfect, so the number would mean nothing).
     """
     if objective not in ("acc", "balanced_acc"):
         raise ValueError(f"unknown objective {objective!r}; use 'acc' or 'balanced_acc'")
@@ -97,7 +105,17 @@ def best_threshold(labels, scores, objective: Objective = "acc") -> tuple[float,
 
 
 def binary_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
-    """All metrics for one evaluation set; keys in ``METRIC_DIRECTIONS`` order, NaN where undefined."""
+    """All metrics for one evaluation set; keys in ``METRIC_DIRECTIONS`` order, NaN where undefined.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image.
+        threshold: an image is called fake when its score is above this.
+
+    Returns:
+        ``n_real``, ``n_fake``, ``acc``, ``real_acc``, ``fake_acc``, ``balanced_acc``, ``ap``, ``auc``,
+        ``eer`` (fractions) and the oracle ``oracle_acc``/``oracle_thr`` (threshold chosen with the labels).
+    """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, s = _as_arrays(labels, scores)
@@ -143,8 +161,13 @@ def _ap_sorted(y: np.ndarray, s_desc: np.ndarray, weights: np.ndarray) -> np.nda
 def average_precision(labels, scores, sample_weight=None) -> float | np.ndarray:
     """Fast numpy AP equal to ``sklearn.metrics.average_precision_score`` (fake positive).
 
-    ``sample_weight`` may be 1-D (n,) or a batch (B, n), e.g. bootstrap counts; a batch returns (B,).
-    NaN when no fake has positive weight.
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image.
+        sample_weight: None, weights ``(n,)``, or a batch ``(B, n)`` (e.g. bootstrap counts).
+
+    Returns:
+        The AP (a float, or ``(B,)`` for a batch of weights); NaN when no fake has positive weight.
     """
     y, s = _as_arrays(labels, scores)
     w = np.ones(y.size) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -205,14 +228,27 @@ def per_group_metrics(
     seed: int = 0,
     ci: float = 0.95,
 ) -> pd.DataFrame:
-    """One row of ``binary_metrics`` per group (sorted), then macro ``mean`` and ``worst`` rows.
+    """One row of :func:`binary_metrics` per group (sorted), then macro ``mean`` and ``worst`` rows.
 
-    ``df`` needs columns ``label``, ``score`` and ``group``. ``threshold`` is a float or a
-    {group: threshold} mapping. In the mean/worst rows counts are totals, ``oracle_thr`` is NaN and
-    any NaN group value makes the aggregate NaN. With ``n_boot`` > 0, seeded class-stratified
-    bootstrap percentile intervals are added as ``acc_lo, acc_hi, ap_lo, ap_hi``; the mean row's
-    interval is that of the macro mean (all groups resampled in each replicate); worst-row intervals
-    are NaN.
+    In the mean/worst rows counts are totals, ``oracle_thr`` is NaN and any NaN group value makes the
+    aggregate NaN.
+
+    Args:
+        df: columns ``label``, ``score`` and ``group``.
+        group: the column that names the groups (reserved values: ``mean``, ``worst``).
+        threshold: a float, or a {group: threshold} mapping covering every group.
+        n_boot: bootstrap replicates; > 0 adds seeded class-stratified percentile intervals ``acc_lo, acc_hi,
+            ap_lo, ap_hi`` (the mean row's is that of the macro mean, all groups resampled in each replicate;
+            the worst row's are NaN).
+        seed: seeds the bootstrap (per group, independent of the other groups present).
+        ci: the interval's coverage, in (0, 1).
+
+    Returns:
+        The metrics frame.
+
+    Raises:
+        ValueError: a missing column or group value, a reserved group name, an incomplete threshold mapping or
+            ``ci`` out of range.
     """
     missing = {"label", "score", group} - set(df.columns)
     if missing:

@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def home_path() -> Path:
-    """``$DETBENCH_HOME`` if set, else the platform's user cache dir (e.g. ``~/.cache/detbench``); not created."""
+    """``$DETBENCH_HOME`` if set, else the platform's user cache dir (e.g. ``~/.cache/detbench``); not created.
+
+    Returns:
+        The path.
+    """
     env = os.environ.get("DETBENCH_HOME")
     if env:
         return Path(env).expanduser()
@@ -17,21 +21,36 @@ def home_path() -> Path:
 
 
 def detbench_home() -> Path:
-    """:func:`home_path`, created on demand."""
+    """:func:`home_path`, created on demand.
+
+    Returns:
+        The existing folder.
+    """
     home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
 
 def home_subdir(name: str) -> Path:
-    """``$DETBENCH_HOME/<name>``, created on demand."""
+    """``$DETBENCH_HOME/<name>``, created on demand.
+
+    Args:
+        name: the sub-folder (``runs``, ``features``, ``indexes``, ``weights``, ``demo`` ...).
+
+    Returns:
+        The existing folder.
+    """
     path = detbench_home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def home_description() -> str:
-    """Where detbench writes, for messages about full or read-only disks."""
+    """Where detbench writes, for messages about full or read-only disks.
+
+    Returns:
+        One sentence naming the home and ``DETBENCH_HOME``.
+    """
     return f"detbench writes everything under {home_path()}; set DETBENCH_HOME to use another folder"
 
 

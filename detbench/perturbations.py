@@ -41,9 +41,18 @@ class Perturbation(ABC):
     @property
     @abstractmethod
     def steps(self) -> list[Step]:
-        """The single steps, in the order they are applied."""
+        """The single steps, in the order they are applied.
+
+        Returns:
+            The :class:`Step` objects.
+        """
 
     def identity(self) -> dict[str, Any]:
+        """What keys feature caches and runs: the canonical spec and every step's name, version and parameters.
+
+        Returns:
+            ``{"spec": "blur:2+jpeg:90", "steps": [...]}``.
+        """
         return {
             "spec": "+".join(step.spec for step in self.steps),
             "steps": [{"name": s.name, "version": s.version, **s.params()} for s in self.steps],
@@ -71,20 +80,45 @@ class Step(Perturbation):
     @classmethod
     @abstractmethod
     def from_arg(cls, text: str) -> Step:
-        """Parse the value after ``name:``; raise ConfigError naming the valid range."""
+        """Parse the value after ``name:``.
+
+        Args:
+            text: the value as given (``75`` in ``jpeg:75``).
+
+        Returns:
+            The step at that value.
+
+        Raises:
+            ConfigError: a value that is not a number in the valid range (the message names it).
+        """
 
     @property
     @abstractmethod
     def level(self) -> float:
-        """The value as a number (for plots)."""
+        """The value as a number (for plots).
+
+        Returns:
+            The value.
+        """
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
-        """Everything that changes the output, JSON-ready."""
+        """Everything that changes the output, JSON-ready.
+
+        Returns:
+            Parameter name -> value.
+        """
 
     @abstractmethod
     def apply(self, img: Image.Image) -> Image.Image:
-        """Perturb an RGB image."""
+        """Perturb an RGB image.
+
+        Args:
+            img: the image.
+
+        Returns:
+            The perturbed image.
+        """
 
     @property
     def spec(self) -> str:
@@ -131,6 +165,17 @@ class JpegQuality(Step):
 
     @classmethod
     def from_arg(cls, text: str) -> JpegQuality:
+        """A JPEG step from the quality after ``jpeg:``.
+
+        Args:
+            text: an integer in 1..100.
+
+        Returns:
+            The step.
+
+        Raises:
+            ConfigError: not an integer in 1..100.
+        """
         return cls(int(_number(text, int, cls, "a quality: an integer in 1..100")))
 
     @property
@@ -138,11 +183,25 @@ class JpegQuality(Step):
         return float(self.quality)
 
     def params(self) -> dict[str, Any]:
+        """What changes the output: quality, 4:2:0 subsampling, the Pillow encoder.
+
+        Returns:
+            The parameters.
+        """
         return {"quality": self.quality, "subsampling": "4:2:0", "encoder": "pillow"}
 
     def encode(self, img: Image.Image) -> bytes:
-        """The JPEG bytes this perturbation decodes (exposed so the quality can be checked). An image with a side
-        over :data:`MAX_SIDE` (JPEG's limit in libjpeg) raises ImageError ``too_large``."""
+        """The JPEG bytes this perturbation decodes (exposed so the quality can be checked).
+
+        Args:
+            img: the image (converted to RGB).
+
+        Returns:
+            The encoded bytes.
+
+        Raises:
+            ImageError: status ``too_large`` for a side over :data:`MAX_SIDE` (libjpeg's limit).
+        """
         from detbench.images import ImageError
 
         if max(img.size) > self.MAX_SIDE:
@@ -153,6 +212,14 @@ class JpegQuality(Step):
         return buf.getvalue()
 
     def apply(self, img: Image.Image) -> Image.Image:
+        """Encode at the quality with Pillow (4:2:0), then decode.
+
+        Args:
+            img: the image.
+
+        Returns:
+            The decoded JPEG as RGB.
+        """
         from detbench.images import load_rgb_bytes
 
         return load_rgb_bytes(self.encode(img), max_pixels=None)
@@ -175,6 +242,17 @@ class GaussianBlur(Step):
 
     @classmethod
     def from_arg(cls, text: str) -> GaussianBlur:
+        """A blur step from the sigma after ``blur:``.
+
+        Args:
+            text: the standard deviation in pixels, in (0, 20].
+
+        Returns:
+            The step.
+
+        Raises:
+            ConfigError: not a number in range.
+        """
         return cls(_number(text, float, cls, f"a sigma in (0, {cls.MAX_SIGMA:g}] pixels"))
 
     @property
@@ -182,9 +260,22 @@ class GaussianBlur(Step):
         return self.sigma
 
     def params(self) -> dict[str, Any]:
+        """What changes the output: sigma, kernel truncation, border mode and the uint8 in-place arithmetic.
+
+        Returns:
+            The parameters.
+        """
         return {"sigma": self.sigma, "truncate": 4.0, "mode": "reflect", "arithmetic": "uint8 in place per channel"}
 
     def apply(self, img: Image.Image) -> Image.Image:
+        """Blur as the originals do (see :func:`gaussian_blur_uint8`).
+
+        Args:
+            img: the image.
+
+        Returns:
+            The blurred RGB image.
+        """
         return Image.fromarray(gaussian_blur_uint8(img, self.sigma), "RGB")
 
 
@@ -222,6 +313,17 @@ class Downscale(Step):
 
     @classmethod
     def from_arg(cls, text: str) -> Downscale:
+        """A downscale step from the factor after ``downscale:``.
+
+        Args:
+            text: the factor, in (0, 1).
+
+        Returns:
+            The step.
+
+        Raises:
+            ConfigError: not a number in range.
+        """
         return cls(_number(text, float, cls, "a factor in (0, 1)"))
 
     @property
@@ -229,16 +331,40 @@ class Downscale(Step):
         return self.factor
 
     def params(self) -> dict[str, Any]:
+        """What changes the output: factor, bicubic resampling, no resize back.
+
+        Returns:
+            The parameters.
+        """
         return {"factor": self.factor, "resample": "bicubic", "resize_back": False}
 
     def apply(self, img: Image.Image) -> Image.Image:
+        """Resize by the factor with Pillow's antialiased bicubic filter (each side at least 1 px), not back up.
+
+        Args:
+            img: the image.
+
+        Returns:
+            The smaller image.
+        """
         w, h = img.size
         size = (max(1, round(w * self.factor)), max(1, round(h * self.factor)))
         return img.resize(size, resample=Image.Resampling.BICUBIC)
 
 
 def parse_perturbation(spec: str) -> Perturbation:
-    """``"blur:2+jpeg:90"`` → a :class:`Perturbation`; ConfigError (with did-you-mean) on bad specs."""
+    """``"blur:2+jpeg:90"`` → a :class:`Perturbation`.
+
+    Args:
+        spec: one or more ``name:value`` steps joined by ``+``, applied left to right.
+
+    Returns:
+        A single :class:`Step`, or a :class:`Compose` of several.
+
+    Raises:
+        ConfigError: a malformed spec, an unknown name (with did-you-mean), a missing or out-of-range value, or
+            a value list.
+    """
     parts = [p.strip() for p in str(spec).split("+")]
     if not spec or not all(parts):
         raise ConfigError(
@@ -267,9 +393,17 @@ def parse_perturbation(spec: str) -> Perturbation:
 def expand_sweep(axes: list[str]) -> list[str]:
     """Canonical specs, one per value: ``["jpeg:95,75", "blur:1"]`` → ``["jpeg:95", "jpeg:75", "blur:1"]``.
 
-    Each item is one axis: ``name:v1,v2,...`` or a single (possibly composed) spec. Values run one at a
-    time (no cartesian product); write a composition explicitly (``blur:1+jpeg:75``) to combine them.
-    Duplicates are dropped, order is kept, and every spec is validated before anything runs.
+    Values run one at a time (no cartesian product); write a composition explicitly (``blur:1+jpeg:75``) to
+    combine them. Duplicates are dropped, order is kept, and every spec is validated before anything runs.
+
+    Args:
+        axes: each item one axis: ``name:v1,v2,...`` or a single (possibly composed) spec.
+
+    Returns:
+        The canonical specs.
+
+    Raises:
+        ConfigError: an invalid spec, a value list in a composition, or no spec at all.
     """
     specs: list[str] = []
     for axis in axes:

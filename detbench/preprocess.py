@@ -24,8 +24,12 @@ PAD_FILLS = ("mean", "black")  # black = torchvision CenterCrop's padding, as in
 
 
 def imagenet_tensor() -> Any:
-    """torchvision's ``Compose([ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])``: how the CNNDetection
-    family of originals turns a PIL image into a network input (picklable for DataLoader workers)."""
+    """How the CNNDetection family of originals turns a PIL image into a network input.
+
+    Returns:
+        torchvision's ``Compose([ToTensor(), Normalize(IMAGENET_MEAN, IMAGENET_STD)])`` (picklable for
+        DataLoader workers).
+    """
     from torchvision import transforms
 
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -57,18 +61,40 @@ class Preprocess:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
 
     def to_dict(self) -> dict[str, Any]:
+        """The preprocessing as a JSON-ready dict (mean and std as lists), as it enters feature identities.
+
+        Returns:
+            The fields.
+        """
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        """The preprocessing a :meth:`to_dict` dict describes (resize, interpolation and pad default when absent).
+
+        Args:
+            d: the dict.
+
+        Returns:
+            The :class:`Preprocess`.
+        """
         return cls(crop=int(d["crop"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
                    resize=d.get("resize", "none"), interpolation=d.get("interpolation", "bicubic"),
                    pad=d.get("pad", "mean"))
 
     def resized_size(self, w: int, h: int) -> tuple[int, int]:
-        """Image size after the resize policy (before cropping)."""
+        """Image size after the resize policy (before cropping).
+
+        Args:
+            w: image width in pixels.
+            h: image height in pixels.
+
+        Returns:
+            ``(width, height)``: unchanged for ``none``, the crop for ``stretch``, shorter side = crop for
+            ``shorter`` (torchvision's ``Resize(int)`` convention: the longer side truncated).
+        """
         if self.resize == "stretch":
             return self.crop, self.crop
         if self.resize == "shorter":
@@ -79,21 +105,50 @@ class Preprocess:
         return w, h
 
     def was_padded(self, w: int, h: int) -> bool:
-        """Whether an image of ``w``×``h`` gets padded (only possible with ``resize="none"``)."""
+        """Whether an image of ``w``×``h`` gets padded (only possible with ``resize="none"``).
+
+        Args:
+            w: image width in pixels.
+            h: image height in pixels.
+
+        Returns:
+            True when a resized side is below the crop.
+        """
         rw, rh = self.resized_size(w, h)
         return rw < self.crop or rh < self.crop
 
     def eval_transform(self) -> _EvalTransform:
-        """Deterministic: resize policy, centre crop (pad if small), normalise → float [3, crop, crop]."""
+        """Deterministic: resize policy, centre crop (pad if small), normalise → float [3, crop, crop].
+
+        Returns:
+            A picklable transform of a PIL image.
+        """
         return _EvalTransform(self)
 
     def train_transform(self, flip: bool = True) -> _TrainTransform:
-        """Resize policy, random crop (pad if small), random horizontal flip; uses torch's global RNG."""
+        """Resize policy, random crop (pad if small), random horizontal flip; uses torch's global RNG.
+
+        Args:
+            flip: whether to flip half of the images horizontally.
+
+        Returns:
+            A picklable transform of a PIL image.
+        """
         return _TrainTransform(self, flip)
 
     def resize_image(self, img: Image.Image) -> Image.Image:
-        """``img`` (as RGB) resized by the policy. Raises ImageError ``too_large`` when the result would exceed the
-        decoder's pixel guard (``resize="shorter"`` turns a 1 x 1,000,000 strip into 224 x 224,000,000)."""
+        """``img`` (as RGB) resized by the policy.
+
+        Args:
+            img: the image.
+
+        Returns:
+            The resized image (``img`` itself, converted to RGB if needed, when the size does not change).
+
+        Raises:
+            ImageError: ``too_large`` when the result would exceed the decoder's pixel guard (``resize="shorter"``
+                turns a 1 x 1,000,000 strip into 224 x 224,000,000).
+        """
         from PIL import Image
 
         from detbench.images import DEFAULT_MAX_PIXELS, ImageError
@@ -193,7 +248,14 @@ class EvalProfile:
         return self.resize is None and self.crop is None
 
     def apply(self, img: Image.Image) -> Image.Image:
-        """The profile's resize/crop steps on an RGB PIL image (returns a new image or ``img`` itself)."""
+        """The profile's tile/resize/crop steps on an RGB PIL image.
+
+        Args:
+            img: the image.
+
+        Returns:
+            A new image, or ``img`` itself when no step changes it.
+        """
         import torchvision.transforms.functional as TF
         from torchvision.transforms import InterpolationMode
 
@@ -206,12 +268,27 @@ class EvalProfile:
         return img
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity: every field but ``source``.
+
+        Returns:
+            The fields.
+        """
         return {k: v for k, v in asdict(self).items() if k != "source"}
 
 
 def tile_to(img: Image.Image, size: int) -> Image.Image:
-    """NPR's ``translate_duplicate``: if either side is below ``size``, repeat the image from the top-left
-    corner onto a black canvas of whole multiples of its width and height covering ``size``."""
+    """NPR's ``translate_duplicate``: an image with a side below ``size`` is repeated to cover it.
+
+    The image is pasted from the top-left corner onto a black canvas of whole multiples of its width and height
+    covering ``size``.
+
+    Args:
+        img: the image.
+        size: the side to cover, in pixels.
+
+    Returns:
+        The tiled image, or ``img`` itself when both sides reach ``size``.
+    """
     import math
 
     from PIL import Image
@@ -259,7 +336,17 @@ EVAL_PROFILES: dict[str, EvalProfile] = {
 
 
 def eval_profile(name: str) -> EvalProfile | None:
-    """The profile called ``name`` (None for :data:`NO_PROFILE`); a ConfigError lists the choices."""
+    """The profile called ``name``.
+
+    Args:
+        name: a key of :data:`EVAL_PROFILES`, or :data:`NO_PROFILE`.
+
+    Returns:
+        The :class:`EvalProfile`, or None for :data:`NO_PROFILE`.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the choices).
+    """
     if name == NO_PROFILE:
         return None
     if name not in EVAL_PROFILES:

@@ -42,17 +42,42 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def expected(self, metric: str) -> dict[str, float]:
-        """Published values of ``metric`` (in %) by generator (``mean`` included); absent means unknown."""
+        """Published values of ``metric`` (in %) by generator (``mean`` included); absent means unknown.
+
+        Args:
+            metric: ``acc``, ``ap`` ...
+
+        Returns:
+            Generator -> value in %.
+        """
         return {k: float(v) for k, v in self.published.get(metric, {}).items()}
 
     def expected_range(self, metric: str) -> dict[str, tuple[float, float]]:
+        """Published ranges of ``metric`` (in %) by generator, where a paper gives a range rather than a value.
+
+        Args:
+            metric: ``acc``, ``ap`` ...
+
+        Returns:
+            Generator -> ``(low, high)`` in %.
+        """
         return {k: (float(v[0]), float(v[1])) for k, v in self.published.get("range", {}).get(metric, {}).items()}
 
     def identity(self) -> dict[str, Any]:
+        """What a run records of its preset.
+
+        Returns:
+            ``{"name", "version"}``.
+        """
         return {"name": self.name, "version": self.version}
 
 
 def load_presets() -> dict[str, Preset]:
+    """Every preset shipped in ``detbench/preset_files/*.toml``.
+
+    Returns:
+        Preset name -> :class:`Preset`, in file name order.
+    """
     presets = {}
     for entry in sorted((resources.files("detbench") / "preset_files").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
@@ -69,6 +94,17 @@ def load_presets() -> dict[str, Preset]:
 
 
 def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Args:
+        name: the preset's name.
+
+    Returns:
+        The :class:`Preset`.
+
+    Raises:
+        PresetError: an unknown name (with did-you-mean and the known names).
+    """
     presets = load_presets()
     if name not in presets:
         close = difflib.get_close_matches(name, list(presets), n=2, cutoff=0.5)
@@ -78,7 +114,15 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_overrides(preset: Preset, user: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The preset's --set values updated by the user's, and the keys where the user departs from the preset."""
+    """The preset's --set values updated by the user's, and the keys where the user departs from the preset.
+
+    Args:
+        preset: the preset.
+        user: the user's ``--set`` values.
+
+    Returns:
+        The merged values and the keys the user changed from the preset's values.
+    """
     merged = {**preset.config, **user}
     departures = [k for k, v in user.items() if k in preset.config and preset.config[k] != v]
     return merged, departures
@@ -87,7 +131,20 @@ def preset_overrides(preset: Preset, user: dict[str, str]) -> tuple[dict[str, st
 def check_environment(
     preset: Preset, root: Path | None, overrides: dict[str, str], *, allow_cpu: bool, device: str | None
 ) -> list[str]:
-    """Everything that would stop the preset or make it meaningless, found before the long run."""
+    """Everything that would stop the preset or make it meaningless, found before the long run.
+
+    Checks the GPU, the required files, the backbone's weights, the suite root, its protocol and image counts.
+
+    Args:
+        preset: the preset.
+        root: the suite root the user gave, or None.
+        overrides: the merged ``--set`` values.
+        allow_cpu: run a GPU preset without a GPU anyway.
+        device: the requested device, or None.
+
+    Returns:
+        One line per problem; empty when the preset can run.
+    """
     problems: list[str] = []
     if preset.gpu and not allow_cpu and not (device or "").startswith("cpu"):
         import torch
@@ -184,8 +241,18 @@ def row_tolerance(fixed: float, expected_percent: float | None, n_images: float)
 
 
 def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...] = ("acc", "ap")) -> pd.DataFrame:
-    """Measured vs published per generator and metric (in %): the delta, the row's tolerance (the preset's,
-    widened to the sampling error of the row's image count) and whether the delta exceeds it."""
+    """Measured vs published per generator and metric (in %).
+
+    Args:
+        preset: the preset (published values, ranges and tolerance).
+        metrics: the run's per-generator metrics (fractions; ``n_real``/``n_fake`` widen the tolerance).
+        metrics_shown: the metrics compared.
+
+    Returns:
+        One row per generator and metric with a published value or range: measured, expected, the delta, the
+        row's tolerance (the preset's, widened to the sampling error of the row's image count, see
+        :func:`row_tolerance`) and whether the delta exceeds it.
+    """
     fixed = float(preset.published.get("tolerance", 3.0))
     rows = []
     measured = metrics.set_index("generator")
@@ -223,7 +290,14 @@ def compare(preset: Preset, metrics: pd.DataFrame, metrics_shown: tuple[str, ...
 
 
 def published_rows(suite: str) -> pd.DataFrame:
-    """Published per-generator values of every preset of ``suite``, in the leaderboard's long format."""
+    """Published per-generator values of every preset of ``suite``, in the leaderboard's long format.
+
+    Args:
+        suite: the suite's name.
+
+    Returns:
+        One row per preset, generator and metric (acc, AP) with a published value (as a fraction).
+    """
     rows = []
     for preset in load_presets().values():
         if preset.suite != suite:
@@ -261,7 +335,26 @@ def prepare_preset_run(
     allow_cpu: bool,
     device: str | None,
 ) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
-    """Resolve a preset against the user's arguments and check the environment before any long work."""
+    """Resolve a preset against the user's arguments and check the environment before any long work.
+
+    Args:
+        preset: the preset.
+        detector: the detector the user named, or None.
+        suite: the suite the user named, or None.
+        protocol: the protocol the user named, or None (the preset's).
+        overrides: the user's ``--set`` values.
+        root: the suite root, or None.
+        allow_cpu: run a GPU preset without a GPU anyway.
+        device: the requested device, or None.
+
+    Returns:
+        ``(detector, suite, protocol, merged --set values, preset record)``; the record says whether the run
+        is a reproduction and lists the departures.
+
+    Raises:
+        PresetError: a detector or suite other than the preset's, or problems found by
+            :func:`check_environment`.
+    """
     for given, wanted, what in ((detector, preset.detector, "detector"), (suite, preset.suite, "suite")):
         if given is not None and given != wanted:
             raise PresetError(f"preset {preset.name} runs {what} {wanted!r}, not {given!r}; drop the argument")

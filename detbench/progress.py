@@ -20,6 +20,12 @@ class Tracker:
             self._progress.advance(self._task, n)
 
     def update(self, completed: int, total: int | None = None) -> None:
+        """Set the bar's absolute progress.
+
+        Args:
+            completed: units done.
+            total: the new total, or None for an unknown total.
+        """
         if self._progress is not None:
             self._progress.update(self._task, completed=completed, total=total)
 
@@ -35,6 +41,15 @@ class Phases:
 
     @contextlib.contextmanager
     def phase(self, description: str, total: int | None) -> Iterator[Tracker]:
+        """A progress bar for one phase (a silent tracker when disabled).
+
+        Args:
+            description: the phase's name, shown beside the bar.
+            total: the units of work, or None when unknown.
+
+        Yields:
+            The phase's :class:`Tracker`.
+        """
         if not self.enabled:
             yield Tracker()
             return
@@ -49,13 +64,20 @@ class Phases:
             yield Tracker(progress, progress.add_task(description, total=total))
 
     def log(self, message: str) -> None:
-        """A progress or status line (rich markup allowed); silenced by ``-q``."""
+        """A progress or status line (rich markup allowed); silenced by ``-q``.
+
+        Args:
+            message: the line.
+        """
         if self.enabled:
             self.console.print(message)
 
     def warn(self, message: str) -> None:
-        """A warning about the data or the results (plain text), issued as a DetbenchWarning: the CLI prints it
-        even with ``-q``."""
+        """A warning about the data or the results, issued as a DetbenchWarning: the CLI prints it even with ``-q``.
+
+        Args:
+            message: the warning (plain text).
+        """
         if self.warnings:
             from detbench.errors import warn
 
@@ -63,4 +85,9 @@ class Phases:
 
 
 def quiet() -> Phases:
+    """Phases that show nothing but still issue warnings (for library use and tests).
+
+    Returns:
+        A disabled :class:`Phases`.
+    """
     return Phases(enabled=False)

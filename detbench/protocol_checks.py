@@ -32,6 +32,12 @@ def _class_counts(rows: pd.DataFrame) -> str:
 def check_training_rows(protocol: Protocol, train: pd.DataFrame, heldout: pd.DataFrame, root: Path) -> None:
     """Both classes among the training rows and, when the protocol holds some out, among the held-out rows.
 
+    Args:
+        protocol: the protocol.
+        train: the training rows.
+        heldout: the held-out rows.
+        root: the suite root (for the message).
+
     Raises:
         ProtocolError: naming the usable images of each class that were found.
     """
@@ -57,9 +63,19 @@ def check_no_training_images_evaluated(
     *,
     same_root: bool = True,
 ) -> int:
-    """Refuse a protocol that would evaluate images it trains on (same files); return how many evaluation images
-    are byte-identical copies of training images under other names (content ids are equal), for a warning.
-    ``same_root=False`` (a cross-suite run: paths are relative to different roots) compares content ids only.
+    """Refuse a protocol that would evaluate images it trains on (same files).
+
+    Args:
+        protocol: the protocol.
+        train: the training rows.
+        heldout: the held-out rows.
+        evaluation: the evaluation rows.
+        same_root: False for a cross-suite run (paths are relative to different roots): then only content ids
+            are compared.
+
+    Returns:
+        How many evaluation images are byte-identical copies of training images under other names (content ids
+        are equal), for a warning.
 
     Raises:
         ProtocolError: when evaluation files are training files.
@@ -85,6 +101,14 @@ def generators_without_evaluation(
 
     Without an explicit list every generator of the index counts, except the training generators when they have
     nothing but training images.
+
+    Args:
+        protocol: the protocol.
+        rows: every index row.
+        evaluation: the evaluation rows.
+
+    Returns:
+        Generator -> the splits it has (sorted).
     """
     splits = rows.groupby("generator")["split"].unique()
     expected = list(protocol.eval_generators) if protocol.eval_generators is not None else list(splits.index)
@@ -103,7 +127,20 @@ def generators_without_evaluation(
 
 def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
     """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
-    ``needs_training=False`` also serves cross-suite runs, whose training rows are checked on their own suite."""
+
+    Args:
+        suite: the suite.
+        index: its index.
+        name: the protocol's name, or None for the suite's default.
+        needs_training: whether the detector trains (False also serves cross-suite runs, whose training rows are
+            checked on their own suite).
+
+    Returns:
+        The :class:`~detbench.suites.Protocol`.
+
+    Raises:
+        ProtocolError: an unknown protocol (with did-you-mean), or the first problem found.
+    """
     protocols = suite.all_protocols(index.generators)
     name = name or suite.default_protocol
     if name not in protocols:
@@ -127,6 +164,15 @@ def protocol_problems(
     A detector that needs training needs real and fake rows of the training generators' train split, and a
     protocol that trains (``eval`` does not); a detector that needs none (released weights, training-free) runs
     under any protocol and ignores the training rows.
+
+    Args:
+        protocol: the protocol.
+        usable: the usable index rows.
+        needs_training: whether the detector trains.
+        root: the suite root (for messages).
+
+    Returns:
+        One message per problem; empty when the protocol can run.
     """
     if not needs_training or protocol.train_suite:  # a cross-suite protocol's rows are in its training suite
         return []
@@ -148,7 +194,18 @@ def protocol_problems(
 
 
 def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Training rows, the held-out selection rows carved from them (seeded, per label), and eval rows."""
+    """Training rows, the held-out selection rows carved from them (seeded, per label), and eval rows.
+
+    Args:
+        index: the suite's index.
+        protocol: the protocol.
+        seed: seeds the held-out choice.
+
+    Returns:
+        ``(train, heldout, evaluation)``: usable training rows less the held-out ones, the held-out rows (a
+        ``heldout_fraction`` of each label, at least one and not all when the fraction is positive), and every
+        evaluation row of ``eval_split`` (unusable ones included), sorted by generator and path.
+    """
     rows = index.rows.sort_values("path", kind="stable")
     train_all = rows[rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)]
     train_ok = train_all[train_all["status"] == "ok"]

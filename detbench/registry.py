@@ -99,7 +99,18 @@ class Registry:
         self._add(name, _Entry(target=target, summary=summary, origin=origin, info=info))
 
     def register(self, name: str, summary: str = "") -> Callable[[Any], Any]:
-        """Decorator registering an object under ``name`` (in-process plugins, notebooks, tests)."""
+        """Decorator registering an object under ``name`` (in-process plugins, notebooks, tests).
+
+        Args:
+            name: the plugin's name on the command line.
+            summary: one line for ``detbench ls``.
+
+        Returns:
+            The decorator; it returns the object unchanged.
+
+        Raises:
+            RegistryError: (from the decorator) ``name`` is registered already to another target.
+        """
 
         def decorator(obj: Any) -> Any:
             target = f"{obj.__module__}:{obj.__qualname__}"
@@ -113,6 +124,11 @@ class Registry:
         return decorator
 
     def unregister(self, name: str) -> None:
+        """Remove ``name`` (nothing happens when it is not registered).
+
+        Args:
+            name: the plugin's name.
+        """
         self._entries.pop(name, None)
 
     def _add(self, name: str, entry: _Entry) -> None:
@@ -134,6 +150,11 @@ class Registry:
             self._add(ep.name, _Entry(target=ep.value, origin=origin))
 
     def names(self) -> list[str]:
+        """Every registered name, entry points included.
+
+        Returns:
+            The names, sorted.
+        """
         self._load_entry_points()
         return sorted(self._entries)
 
@@ -145,16 +166,47 @@ class Registry:
         return iter(self.names())
 
     def describe(self, name: str) -> dict[str, str]:
-        """Name, summary, origin and target, without importing the plugin."""
+        """Name, summary, origin and target, without importing the plugin.
+
+        Args:
+            name: the plugin's name.
+
+        Returns:
+            ``{"name", "summary", "origin", "target"}``.
+
+        Raises:
+            RegistryError: an unknown name.
+        """
         entry = self._entry(name)
         return {"name": name, "summary": entry.summary, "origin": entry.origin, "target": entry.target or ""}
 
     def info(self, name: str) -> DetectorInfo | None:
-        """The detector facts given at registration (None for plugins registered without them)."""
+        """The detector facts given at registration (None for plugins registered without them).
+
+        Args:
+            name: the plugin's name.
+
+        Returns:
+            The :class:`DetectorInfo`, or None.
+
+        Raises:
+            RegistryError: an unknown name.
+        """
         return self._entry(name).info
 
     def get(self, name: str) -> Any:
-        """The plugin registered as ``name`` (imported on first use and checked against the base class)."""
+        """The plugin registered as ``name`` (imported on first use and checked against the base class).
+
+        Args:
+            name: the plugin's name.
+
+        Returns:
+            The plugin (a class).
+
+        Raises:
+            RegistryError: an unknown name, a target that cannot be imported, or an object that is not a subclass
+                of the registry's base.
+        """
         entry = self._entry(name)
         try:
             obj = entry.load()
@@ -177,6 +229,14 @@ class Registry:
         return self._entries[name]
 
     def unknown_message(self, name: str) -> str:
+        """The message for an unknown name: closest matches and every known name.
+
+        Args:
+            name: the name given.
+
+        Returns:
+            The message.
+        """
         known = self.names()
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

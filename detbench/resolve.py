@@ -58,6 +58,17 @@ class ThresholdPolicy:
 
     @classmethod
     def parse(cls, text: str) -> ThresholdPolicy:
+        """The policy ``--threshold`` names.
+
+        Args:
+            text: ``calibrated`` (any case) or a number in [0, 1].
+
+        Returns:
+            The policy.
+
+        Raises:
+            ConfigError: anything else.
+        """
         if text.strip().lower() == "calibrated":
             return cls("calibrated")
         try:
@@ -87,7 +98,22 @@ class Resolved:
 
 
 def resolve(req: RunRequest) -> Resolved:
-    """Look up plugins and validate every option; raises RegistryError/ConfigError before any work."""
+    """Look up plugins and validate every option before any work.
+
+    ``--set`` keys go to the detector's config, to the suite's options (bare when unambiguous, or
+    ``suite.KEY``) or to the training suite (``train_suite.KEY``). The config takes the compute profile's
+    defaults, the suite's default backbone, then the user's values.
+
+    Args:
+        req: the run request.
+
+    Returns:
+        The :class:`Resolved` suite, detector class, config, perturbation, threshold policy and settings.
+
+    Raises:
+        RegistryError: an unknown detector, suite or perturbation.
+        ConfigError: an unknown key or a bad value, a malformed backbone spec, or an out-of-range run option.
+    """
     suite_cls = SUITES.get(req.suite)
     det_cls = DETECTORS.get(req.detector)
     suite_keys = set(field_paths(suite_cls.Options))
@@ -142,7 +168,19 @@ def resolve(req: RunRequest) -> Resolved:
 
 
 def training_suite(name: str, overrides: dict[str, str]) -> Suite:
-    """The suite a cross-suite run trains on, with its ``--set train_suite.KEY=VALUE`` options."""
+    """The suite a cross-suite run trains on, with its ``--set train_suite.KEY=VALUE`` options.
+
+    Args:
+        name: the training suite's name.
+        overrides: its options.
+
+    Returns:
+        The suite.
+
+    Raises:
+        RegistryError: an unknown suite.
+        ConfigError: a bad option (the message says to set them as ``train_suite.KEY=VALUE``).
+    """
     cls = SUITES.get(name)
     try:
         return cls(apply_overrides(cls.Options(), overrides))
@@ -151,7 +189,15 @@ def training_suite(name: str, overrides: dict[str, str]) -> Suite:
 
 
 def check_root(suite: Suite, root: Path | None) -> None:
-    """A given ``--root`` must be a folder; a suite that does not build its own data needs one."""
+    """A given ``--root`` must be a folder; a suite that does not build its own data needs one.
+
+    Args:
+        suite: the suite.
+        root: the ``--root`` given, or None.
+
+    Raises:
+        InputError: the root is not a folder, or is missing for a suite that needs one.
+    """
     if root is not None:
         if not Path(root).expanduser().is_dir():
             raise InputError(f"--root {root} is not a directory")
@@ -161,7 +207,14 @@ def check_root(suite: Suite, root: Path | None) -> None:
 
 
 def check_run_options(req: RunRequest) -> None:
-    """Range checks of the run's own options (the detector's and suite's are their configs' validate())."""
+    """Range checks of the run's own options (the detector's and suite's are their configs' validate()).
+
+    Args:
+        req: the run request (seed, bootstrap, workers, batch size).
+
+    Raises:
+        ConfigError: the first option out of range.
+    """
     checks = [
         (0 <= req.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}; got {req.seed}"),
         (req.n_boot >= 0, f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}"),
@@ -180,6 +233,11 @@ def _dotted(config: Any, key: str) -> Any:
 
 
 def default_device() -> str:
+    """The device runs use when none is given.
+
+    Returns:
+        ``cuda`` when a CUDA GPU is available, else ``cpu``.
+    """
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -48,7 +48,14 @@ class Locator:
 
 
 def parse_locator(path: str) -> Locator | None:
-    """The locator encoded in an index path, or None for a plain file path."""
+    """The locator encoded in an index path, or None for a plain file path.
+
+    Args:
+        path: an index path.
+
+    Returns:
+        The :class:`Locator`, or None when ``path`` is not ``<shard>.parquet#<column>:<row>``.
+    """
     match = _LOCATOR.match(path)
     if match is None:
         return None
@@ -56,11 +63,29 @@ def parse_locator(path: str) -> Locator | None:
 
 
 def is_shard(path: str | Path) -> bool:
+    """Whether ``path`` names a Parquet shard (by its suffix, any case).
+
+    Args:
+        path: a path.
+
+    Returns:
+        True for ``*.parquet``.
+    """
     return str(path).lower().endswith(SHARD_SUFFIX)
 
 
 def open_shard(path: str | Path) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` that streams: no pre-buffering of whole column chunks."""
+    """A ``pyarrow.parquet.ParquetFile`` that streams: no pre-buffering of whole column chunks.
+
+    Args:
+        path: the shard.
+
+    Returns:
+        The open file.
+
+    Raises:
+        ShardError: the file is not readable as Parquet.
+    """
     import pyarrow.parquet as pq
 
     try:
@@ -70,7 +95,14 @@ def open_shard(path: str | Path) -> Any:
 
 
 def hf_features(parquet_file: Any) -> dict[str, Any]:
-    """The Hugging Face ``datasets`` feature descriptions stored in the shard's metadata (empty if none)."""
+    """The Hugging Face ``datasets`` feature descriptions stored in the shard's metadata (empty if none).
+
+    Args:
+        parquet_file: an open shard.
+
+    Returns:
+        Column -> feature description (e.g. ``{"_type": "ClassLabel", "names": [...]}``).
+    """
     metadata = parquet_file.schema_arrow.metadata or {}
     raw = metadata.get(b"huggingface")
     if not raw:
@@ -84,7 +116,14 @@ def hf_features(parquet_file: Any) -> dict[str, Any]:
 
 
 def image_columns(parquet_file: Any) -> list[str]:
-    """Columns that can hold encoded images: binary, or a struct with a binary ``bytes`` field."""
+    """Columns that can hold encoded images: binary, or a struct with a binary ``bytes`` field.
+
+    Args:
+        parquet_file: an open shard.
+
+    Returns:
+        The column names, in schema order.
+    """
     return [f.name for f in parquet_file.schema_arrow if _image_type(f.type) is not None]
 
 
@@ -101,7 +140,16 @@ def _image_type(arrow_type: Any) -> str | None:
 
 
 def check_image_column(parquet_file: Any, column: str, shard: str | Path) -> None:
-    """Raise :class:`ShardError` unless ``column`` exists and holds encoded images."""
+    """Check that ``column`` exists and holds encoded images.
+
+    Args:
+        parquet_file: an open shard.
+        column: the image column's name.
+        shard: the shard's path (for messages).
+
+    Raises:
+        ShardError: the column is missing (the message names the image-like columns) or holds no images.
+    """
     names = parquet_file.schema_arrow.names
     if column not in names:
         found = image_columns(parquet_file)
@@ -115,7 +163,18 @@ def check_image_column(parquet_file: Any, column: str, shard: str | Path) -> Non
 
 
 def default_image_column(parquet_file: Any, shard: str | Path) -> str:
-    """The column named ``image`` if it holds images, else the shard's only image-like column."""
+    """The column named ``image`` if it holds images, else the shard's only image-like column.
+
+    Args:
+        parquet_file: an open shard.
+        shard: the shard's path (for messages).
+
+    Returns:
+        The column's name.
+
+    Raises:
+        ShardError: no image-like column, or several and none named ``image``.
+    """
     found = image_columns(parquet_file)
     if "image" in found:
         return "image"
@@ -141,7 +200,19 @@ def _bytes_of(array: Any) -> list[bytes | None]:
 def iter_rows(
     shard: str | Path, columns: list[str], *, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[tuple[int, dict[str, list[Any]]]]:
-    """``(first row, {column: values})`` per record batch of ``columns``; image columns as bytes or None."""
+    """The values of ``columns`` per record batch; image columns as bytes or None.
+
+    Args:
+        shard: the shard.
+        columns: the columns to read.
+        batch_rows: rows per record batch.
+
+    Yields:
+        ``(first row of the batch, {column: values})``.
+
+    Raises:
+        ShardError: the file is not readable as Parquet (a damaged page raises pyarrow's own error).
+    """
     parquet_file = open_shard(shard)
     row = 0
     image_like = set(image_columns(parquet_file))
@@ -181,7 +252,17 @@ class ShardReader:
         self._reset()
 
     def read(self, locator: Locator) -> bytes | None:
-        """The encoded image at ``locator`` (None for a null cell); ShardError for a bad shard, column or row."""
+        """The encoded image at ``locator``.
+
+        Args:
+            locator: the image's shard (relative to the root), column and row.
+
+        Returns:
+            The encoded bytes, or None for a null cell.
+
+        Raises:
+            ShardError: a bad shard, column or row.
+        """
         parquet_file, starts = self._file(locator)
         group = _group_of(starts, locator.row)
         offset = locator.row - starts[group]

@@ -68,6 +68,12 @@ class Protocol:
         return bool(self.train_generators) or self.train_suite is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """The protocol as a plain dict, as it enters the run identity.
+
+        Returns:
+            The dataclass fields; ``train_suite`` and ``train_protocol`` only when set (so run ids of in-suite
+            protocols stay as they were before cross-suite training existed).
+        """
         out = dataclasses.asdict(self)
         for key in ("train_suite", "train_protocol"):  # absent unless set: run ids of in-suite protocols unchanged
             if out[key] is None:
@@ -128,20 +134,48 @@ class Suite(ABC):
         self.notes: list[str] = []  # what else the last scan reports (rows skipped, missing files), one line each
 
     def default_root(self, phases: Any | None = None) -> Path | None:
-        """The root used when the user gives none (the demo builds itself); None means --root is required."""
+        """The root used when the user gives none (the demo builds itself); None means --root is required.
+
+        Args:
+            phases: a :class:`detbench.progress.Phases` to report a build on, or None for no progress.
+
+        Returns:
+            The root folder, or None.
+        """
         return None
 
     def builds_own_root(self) -> bool:
-        """Whether :meth:`default_root` supplies the data when no ``--root`` is given (checked before any work)."""
+        """Whether :meth:`default_root` supplies the data when no ``--root`` is given (checked before any work).
+
+        Returns:
+            True when the subclass overrides :meth:`default_root`.
+        """
         return type(self).default_root is not Suite.default_root
 
     @abstractmethod
     def scan(self, root: Path) -> Iterable[Entry]:
-        """Every image under ``root`` with its generator, split and label (raise SuiteLayoutError if none)."""
+        """Every image under ``root`` with its generator, split and label.
+
+        Args:
+            root: the suite root the user gave (or :meth:`default_root`).
+
+        Returns:
+            The entries, paths relative to ``root``; adapters also fill ``self.ignored`` and ``self.notes``.
+
+        Raises:
+            SuiteLayoutError: ``root`` does not look like the suite or holds no image.
+        """
 
     @abstractmethod
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """The suite's training protocols for the generators found in the index (``eval`` is added by the base)."""
+        """The suite's training protocols for the generators found in the index (``eval`` is added by the base).
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`Protocol`.
+        """
 
     @property
     def default_eval_split(self) -> str:
@@ -149,7 +183,14 @@ class Suite(ABC):
         return "test"
 
     def all_protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """:meth:`protocols` plus ``eval``: evaluate what the default protocol evaluates, train nothing."""
+        """:meth:`protocols` plus ``eval``: evaluate what the default protocol evaluates, train nothing.
+
+        Args:
+            generators: the generators in the index.
+
+        Returns:
+            Protocol name -> :class:`Protocol`, ``eval`` included.
+        """
         protocols = dict(self.protocols(generators))
         if EVAL_PROTOCOL in protocols:
             raise ValueError(f"suite {self.name} defines a protocol named {EVAL_PROTOCOL!r}, which the base reserves")
@@ -167,14 +208,26 @@ class Suite(ABC):
         return protocols
 
     def identity(self) -> dict[str, Any]:
-        """What the index and the training depend on: the adapter and its options, except ``eval_profile``
-        (an evaluation choice: part of a run's identity when its detector applies it, see ``eval_profiles``)."""
+        """What the index and the training depend on: the adapter and its options, except ``eval_profile``.
+
+        ``eval_profile`` is an evaluation choice: part of a run's identity when its detector applies it (see
+        :meth:`eval_profiles`).
+
+        Returns:
+            ``{"suite", "adapter_version", "options"}``.
+        """
         options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "eval_profile"}
         return {"suite": self.name, "adapter_version": self.version, "options": options}
 
     def eval_profiles(self, generators: list[str]) -> dict[str, EvalProfile]:
-        """Generator -> the evaluation convention its test set uses (from the ``eval_profile`` option);
-        empty when the suite imposes none."""
+        """Generator -> the evaluation convention its test set uses (from the ``eval_profile`` option).
+
+        Args:
+            generators: the generators evaluated.
+
+        Returns:
+            One :class:`~detbench.preprocess.EvalProfile` per generator; empty when the suite imposes none.
+        """
         profile = eval_profile(getattr(self.options, "eval_profile", NO_PROFILE))
         return {} if profile is None else {g: profile for g in generators}
 
@@ -183,6 +236,12 @@ class Suite(ABC):
 
         Suites whose ``Options`` have ``eval_per_class`` (and ``eval_per_class_fallback``, ``cap_seed``)
         sample with :func:`balanced_eval_sample`; the options are part of the suite identity, so of the run id.
+
+        Args:
+            evaluation: the evaluation rows (a DataFrame of the index).
+
+        Returns:
+            The rows to score and the sampling facts of :func:`balanced_eval_sample`, or ``(evaluation, None)``.
         """
         per_class = int(getattr(self.options, "eval_per_class", 0) or 0)
         if per_class <= 0:
@@ -192,7 +251,15 @@ class Suite(ABC):
 
 
 def seeded_rank(seed: int, path: str) -> bytes:
-    """A sort key that orders paths pseudo-randomly by ``seed``, independent of listing order and other files."""
+    """A sort key that orders paths pseudo-randomly by ``seed``, independent of listing order and other files.
+
+    Args:
+        seed: the ordering's seed.
+        path: the path to rank.
+
+    Returns:
+        An 8-byte BLAKE2b digest of ``seed`` and ``path``.
+    """
     return hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest()
 
 
@@ -234,10 +301,16 @@ def balanced_eval_sample(rows: Any, per_class: int, fallback: int, seed: int) ->
 
 
 def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """Yield ``(relative posix path, absolute path)`` for every image-like file under ``root``, sorted.
+    """``(relative posix path, absolute path)`` for every image-like file under ``root``, sorted.
 
     Follows directory symlinks once (a loop is visited once), ignores hidden entries, and never raises on
     unreadable directories (they are simply not listed; files inside them cannot be indexed anyway).
+
+    Args:
+        root: the folder to walk.
+
+    Yields:
+        ``(path relative to root, absolute path)`` for files with an extension in ``IMAGE_EXTENSIONS``.
     """
     root = Path(root)
     seen: set[tuple[int, int]] = set()
@@ -261,8 +334,15 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def display_name(path: str | os.PathLike[str]) -> str:
-    """``path`` as text any file, table or terminal can hold: the bytes of a name that is not valid UTF-8 (which
-    Python keeps as surrogates) are shown escaped, e.g. ``bad\\xff.png``."""
+    """``path`` as text any file, table or terminal can hold.
+
+    Args:
+        path: a path or name as read from disk.
+
+    Returns:
+        The text; the bytes of a name that is not valid UTF-8 (which Python keeps as surrogates) are shown
+        escaped, e.g. ``bad\\xff.png``.
+    """
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
@@ -270,7 +350,14 @@ BAD_NAME_REASON = "the file or folder name is not valid UTF-8; rename it to use 
 
 
 def is_valid_utf8(name: str) -> bool:
-    """Whether ``name`` (a path or folder name read from disk) is valid UTF-8, i.e. holds no surrogates."""
+    """Whether ``name`` (a path or folder name read from disk) is valid UTF-8, i.e. holds no surrogates.
+
+    Args:
+        name: the name to check.
+
+    Returns:
+        True when it encodes to UTF-8.
+    """
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -279,7 +366,18 @@ def is_valid_utf8(name: str) -> bool:
 
 
 def safe_join(root: Path, rel: str) -> Path:
-    """``root / rel`` for a relative path from an index, refusing absolute paths and ``..`` escapes."""
+    """``root / rel`` for a relative path from an index, refusing absolute paths and ``..`` escapes.
+
+    Args:
+        root: the suite root.
+        rel: a relative POSIX path from the index.
+
+    Returns:
+        The joined path.
+
+    Raises:
+        ValueError: ``rel`` is empty, absolute or climbs out of ``root``.
+    """
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or not pure.parts:
         raise ValueError(f"path {rel!r} in the index escapes the suite root {root}")
@@ -287,7 +385,16 @@ def safe_join(root: Path, rel: str) -> Path:
 
 
 def top_levels(root: Path, depth: int = 2, limit: int = 12) -> str:
-    """A short listing of the first folder levels under ``root``, for layout error messages."""
+    """A short listing of the first folder levels under ``root``, for layout error messages.
+
+    Args:
+        root: the folder to list.
+        depth: folder levels shown.
+        limit: entries shown per folder (the rest are counted).
+
+    Returns:
+        One indented line per entry (folders end in ``/``), or ``  (empty)``.
+    """
     lines: list[str] = []
 
     def visit(path: Path, level: int) -> None:

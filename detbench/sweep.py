@@ -30,6 +30,17 @@ def run_sweep(base: RunRequest, axes: list[str], runner: Runner | None = None) -
 
     Every spec and option is validated before any work. With ``base.force`` the clean run retrains
     and every perturbed run is recomputed with that new fit (not retrained again).
+
+    Args:
+        base: the run request (its ``perturb`` is replaced).
+        axes: perturbation axes, see :func:`~detbench.perturbations.expand_sweep`.
+        runner: the runner to use; None: a new :class:`~detbench.runner.Runner`.
+
+    Returns:
+        The clean result, the perturbed results in sweep order, and the :func:`robustness_frame` table.
+
+    Raises:
+        ConfigError: an invalid spec or option (see :func:`~detbench.resolve.resolve`).
     """
     runner = runner or Runner()
     specs = expand_sweep(axes)
@@ -50,7 +61,15 @@ def run_sweep(base: RunRequest, axes: list[str], runner: Runner | None = None) -
 
 
 def robustness_frame(clean: RunResult, perturbed: list[tuple[str, RunResult]]) -> pd.DataFrame:
-    """One row per run (clean first): mean acc and AP, their deltas vs clean, worst acc, fit and run state."""
+    """One row per run (clean first): mean acc and AP, their deltas vs clean, worst acc, fit and run state.
+
+    Args:
+        clean: the clean run's result.
+        perturbed: ``(canonical spec, result)`` pairs.
+
+    Returns:
+        The table (fractions; deltas NaN on the clean row).
+    """
     base = _means(clean)
     rows = []
     for spec, result in [("clean", clean), *perturbed]:

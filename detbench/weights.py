@@ -47,7 +47,11 @@ class ResolvedWeights:
 
 
 def weights_dir() -> Path:
-    """``$DETBENCH_HOME/weights``: drop-in location for weights that cannot be downloaded."""
+    """``$DETBENCH_HOME/weights``: drop-in location for weights that cannot be downloaded.
+
+    Returns:
+        The folder (created on demand).
+    """
     return home_subdir("weights")
 
 
@@ -58,7 +62,10 @@ def set_offline(offline: bool) -> None:
     """Forbid (True) or restore (False) network access for huggingface_hub, open_clip and timm.
 
     Call before huggingface_hub is imported; if it already is, its constants are patched too.
-    ``set_offline(False)`` only undoes what an earlier ``set_offline(True)`` changed.
+
+    Args:
+        offline: True sets the offline environment variables; False only undoes what an earlier
+            ``set_offline(True)`` changed.
     """
     global _saved_offline
     if offline:
@@ -83,7 +90,11 @@ def _env_offline() -> bool:
 
 
 def is_offline() -> bool:
-    """True when DETBENCH_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set (or the hub says so)."""
+    """Whether network access is off.
+
+    Returns:
+        True when DETBENCH_OFFLINE, HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set (or the hub says so).
+    """
     constants = sys.modules.get("huggingface_hub.constants")
     return _env_offline() or bool(constants is not None and constants.HF_HUB_OFFLINE)
 
@@ -119,7 +130,14 @@ def _read_sha_cache() -> dict[str, str]:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Streamed sha256, cached in ``$DETBENCH_HOME/weights/sha256-cache.json`` by path, size and mtime."""
+    """Streamed sha256, cached in ``$DETBENCH_HOME/weights/sha256-cache.json`` by path, size and mtime.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
     path = Path(path).resolve()
     st = path.stat()
     prefix = f"{path}|"
@@ -138,9 +156,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def verify_sha256(path: str | os.PathLike[str], expected: str | None) -> str:
-    """The file's sha256; WeightsError showing both hashes if it differs from ``expected``.
+    """The file's sha256, checked against ``expected``.
 
-    ``expected`` may be a hex prefix of at least 8 characters (torch hub file-name convention).
+    Args:
+        path: the file.
+        expected: the expected hex digest, or a prefix of at least 8 characters (torch hub file-name
+            convention); None checks nothing.
+
+    Returns:
+        The full hex digest.
+
+    Raises:
+        WeightsError: the digest differs (the message shows both).
     """
     actual = sha256_file(path)
     if expected is not None:
@@ -162,8 +189,14 @@ def _hf_blob_sha256(path: Path) -> str | None:
 
 
 def hub_filename_sha256(path: str | os.PathLike[str]) -> str | None:
-    """The sha256 prefix that torch hub / torchvision file names carry (``resnet50-19c8e357.pth`` → ``19c8e357``),
-    or None when the name has none."""
+    """The sha256 prefix that torch hub / torchvision file names carry (``resnet50-19c8e357.pth`` → ``19c8e357``).
+
+    Args:
+        path: the file path.
+
+    Returns:
+        The prefix, or None when the name has none.
+    """
     match = _HUB_NAME.match(Path(path).name)
     return match.group(1) if match else None
 
@@ -186,10 +219,27 @@ def resolve_weights(
 ) -> ResolvedWeights:
     """Find a checkpoint offline-first and verify its sha256.
 
-    ``what`` names the weights in messages, ``fix`` says how a user supplies them. ``local`` is an explicit
-    file (no fallback when given). ``home_dir`` is searched under ``$DETBENCH_HOME/weights`` for
-    ``home_patterns`` (in order), then the Hugging Face cache for ``hf_repo``/``hf_filenames``; ``download``
-    (returning a path) runs only when online and ``download_url`` (probed first) is reachable.
+    Searched in order: ``local`` (no fallback when given), ``$DETBENCH_HOME/weights/<home_dir>``, the Hugging Face
+    cache, then ``download``.
+
+    Args:
+        what: names the weights in messages.
+        fix: says how a user supplies them (appended to every error).
+        local: an explicit file.
+        home_dir: a folder under ``$DETBENCH_HOME/weights`` searched for ``home_patterns``.
+        home_patterns: glob patterns tried in order (the first sorted match wins).
+        hf_repo: a Hugging Face repo whose cached ``hf_filenames`` are looked up (no network).
+        hf_filenames: the file names in ``hf_repo``.
+        download: returns the path of a downloaded file; run only when online.
+        download_url: probed first; when unreachable, fail at once instead of after retries.
+        expected_sha256: the expected hex digest (or prefix); a Hugging Face blob's name is used when None.
+
+    Returns:
+        The path, its sha256 and its origin (``file``, ``detbench-home``, ``hf-cache`` or ``download``).
+
+    Raises:
+        WeightsError: not found (the message lists where it looked), offline, unreachable, a failed download,
+            or a sha256 mismatch.
     """
     looked: list[str] = []
     found: tuple[Path, str] | None = None
@@ -261,6 +311,15 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Pickles that would construct arbitrary objects (code) and TorchScript archives are refused; the one class
     allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`).
     ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        The state dict on the CPU.
+
+    Raises:
+        WeightsError: the file is missing, unreadable, unsafe, TorchScript, or holds no tensors.
     """
     import pickle
 
@@ -303,7 +362,16 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], what: str) -> None:
-    """Raise WeightsError listing missing, unexpected and shape-mismatched keys (strict loading)."""
+    """Check a state dict against a model's strictly: same keys and shapes.
+
+    Args:
+        expected: the model's state dict.
+        got: the checkpoint's state dict.
+        what: names the checkpoint in the message.
+
+    Raises:
+        WeightsError: listing missing, unexpected and shape-mismatched keys.
+    """
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -332,7 +400,11 @@ class LoadedCheckpoint:
     sha256: str
 
     def facts(self) -> dict[str, str]:
-        """What a run records about the file."""
+        """What a run records about the file.
+
+        Returns:
+            ``{"path", "sha256"}``.
+        """
         return {"path": str(self.path), "sha256": self.sha256}
 
 
@@ -364,11 +436,19 @@ def load_checkpoint_file(spec: str, *, what: str, fix: str, key: str = "weights"
 
 
 def load_into(model: Any, state_dict: dict[str, Tensor], what: str) -> None:
-    """Copy ``state_dict`` into ``model`` strictly: every key and shape must match (WeightsError otherwise).
+    """Copy ``state_dict`` into ``model`` strictly: every key and shape must match.
 
     BatchNorm ``num_batches_tracked`` counters may be absent, as in checkpoints older than PyTorch 0.4.1
     (torchvision's ``resnet50-19c8e357.pth``); PyTorch itself accepts those files strictly, and the counter
     never changes an evaluation-mode forward pass.
+
+    Args:
+        model: the ``torch.nn.Module``.
+        state_dict: the checkpoint's tensors.
+        what: names the checkpoint in the message.
+
+    Raises:
+        WeightsError: a missing, unexpected or mis-shaped key.
     """
     expected = model.state_dict()
     tolerated = {k for k in expected if k.endswith(".num_batches_tracked") and k not in state_dict}

@@ -84,6 +84,11 @@ class CNNSpotConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints; 0: none
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: naming every option out of range.
+        """
         checks = [
             (self.eval_crop >= 0, "eval_crop >= 0 (0: no crop)"),
             (self.batch_size >= 1 and self.train_batch_size >= 1, "batch_size and train_batch_size >= 1"),
@@ -105,16 +110,33 @@ class CNNSpotConfig:
 
 
 def build_resnet50(num_classes: int = 1) -> nn.Module:
-    """torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init)."""
+    """torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init).
+
+    Args:
+        num_classes: outputs of the final ``fc`` layer.
+
+    Returns:
+        The randomly initialised network (initialise under a seeded RNG for reproducibility).
+    """
     from torchvision.models import resnet50
 
     return resnet50(weights=None, num_classes=num_classes)
 
 
 def imagenet_start(spec: str, gain: float) -> tuple[nn.Module, dict[str, Any]]:
-    """The training start of ``train.py``: ImageNet ResNet-50 weights, ``fc`` replaced by ``Linear(2048, 1)``
-    with weights N(0, gain). ``spec``: ``imagenet`` (torchvision's file, found offline-first), ``random``
-    (a stand-in, recorded as one) or a file path with an optional ``#sha256=`` pin."""
+    """The training start of ``train.py``: ImageNet ResNet-50 weights, ``fc`` replaced by ``Linear(2048, 1)``.
+
+    Args:
+        spec: ``imagenet`` (torchvision's file, found offline-first), ``random`` (a stand-in, recorded as one)
+            or a file path with an optional ``#sha256=`` pin.
+        gain: the standard deviation of the new ``fc`` weights, drawn from N(0, gain).
+
+    Returns:
+        The network and the facts recorded about its start (``init`` and the file's path and sha256).
+
+    Raises:
+        WeightsError: the ImageNet weights are missing, unreadable or do not match.
+    """
     from detbench.weights import load_checkpoint_file, load_into
 
     facts: dict[str, Any]
@@ -237,13 +259,34 @@ class CNNSpot(ClassifierDetector):
     }
 
     def build_network(self) -> nn.Module:
+        """CNNDetection's ResNet-50 with one logit.
+
+        Returns:
+            The network.
+        """
         return build_resnet50(1)
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
+        """Replace the network by :func:`imagenet_start` (the ``init`` option).
+
+        Args:
+            ctx: the run context.
+
+        Returns:
+            The start's facts.
+        """
         self.net, facts = imagenet_start(self.config.init, self.config.init_gain)
         return facts
 
     def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        """No resize; a centre crop of ``eval_crop`` (smaller images padded black), or native size when 0.
+
+        Args:
+            ctx: the run context (its test-set convention is not used: CNNSpot's evaluation is one transform).
+
+        Returns:
+            The preprocessing (batched by shape at native size).
+        """
         crop = self.config.eval_crop
         if crop:
             transform = transforms.Compose([transforms.CenterCrop(crop), imagenet_tensor()])
@@ -254,6 +297,15 @@ class CNNSpot(ClassifierDetector):
         return EvalPreprocessing(transform, by_shape=not crop, facts=facts)
 
     def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> TrainSetup:
+        """``train.py``'s recipe: Adam, plateau schedule on held-out accuracy, blur/JPEG augmentation, early stopping.
+
+        Args:
+            ctx: the run context (its seed draws the validation perturbations).
+            train: the training rows.
+
+        Returns:
+            The :class:`~detbench.training.TrainSetup`.
+        """
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         schedule = PlateauSchedule(c.lr, patience=c.patience, delta=c.delta, delta_after=c.delta_after,

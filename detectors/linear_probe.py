@@ -35,6 +35,11 @@ class LinearProbeConfig:
     batch_size: int = 64
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: a non-positive C in ``c_grid``, ``max_iter`` or ``batch_size`` below 1, or a negative crop.
+        """
         from detbench.config import ConfigError
 
         if not self.c_grid or any(not c > 0 for c in self.c_grid):
@@ -54,6 +59,21 @@ class LinearProbe(FrozenFeatureDetector):
     profile_defaults = {"small": {"crop": 128}}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Standardise the clean features, fit one logistic regression per C and keep the best on the held-out rows.
+
+        Under torchrun every rank extracts features; only rank 0 fits (the others return no facts).
+
+        Args:
+            train: the training rows.
+            heldout: the held-out rows (model selection by ``selection_metric``; ties go to the smaller C).
+            ctx: the run context.
+
+        Returns:
+            The chosen C, every trial's score and the counts of usable training and held-out images.
+
+        Raises:
+            DataError: the usable training images lack a class, or there is no usable held-out image.
+        """
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
@@ -98,10 +118,27 @@ class LinearProbe(FrozenFeatureDetector):
         return feats[keep], rows["label"].to_numpy()[keep]
 
     def decision(self, feats: np.ndarray) -> np.ndarray:
+        """P(fake) of features under the fitted probe (standardise, linear map, sigmoid).
+
+        Args:
+            feats: ``[N, D]`` finite features.
+
+        Returns:
+            ``[N]`` probabilities.
+        """
         z = ((feats - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return 1.0 / (1.0 + np.exp(-z))
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row from its (perturbed) features.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+
+        Returns:
+            Scores (NaN where an image failed) and failure reasons by row position.
+        """
         feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
@@ -109,6 +146,11 @@ class LinearProbe(FrozenFeatureDetector):
         return scores, failures
 
     def save(self, directory: Path) -> None:
+        """Write the probe: standardisation and coefficients (safetensors), intercept and C (JSON).
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         from safetensors.numpy import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -116,6 +158,11 @@ class LinearProbe(FrozenFeatureDetector):
         (directory / "probe.json").write_text(json.dumps({"intercept": self.intercept_, "C": self.chosen_c}))
 
     def load(self, directory: Path) -> None:
+        """Restore the probe written by :meth:`save`.
+
+        Args:
+            directory: the state folder.
+        """
         from safetensors.numpy import load_file
 
         tensors = load_file(str(directory / "probe.safetensors"))

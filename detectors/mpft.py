@@ -95,6 +95,11 @@ class MPFTConfig:
     eval_batch_size: int = 64
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: the first option out of range.
+        """
         checks = [
             (self.k >= 1, "k must be >= 1"),
             (self.lora_rank >= 1 and self.lora_alpha > 0, "lora_rank must be >= 1 and lora_alpha > 0"),
@@ -120,7 +125,16 @@ class MPFTConfig:
 
 
 def lr_factor(step: int, total: int, warmup: float) -> float:
-    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0 (``step`` counts from 0)."""
+    """Linear warm-up over ``warmup * total`` steps, then cosine decay to 0 (``step`` counts from 0).
+
+    Args:
+        step: the step, from 0.
+        total: the number of steps.
+        warmup: the fraction of the steps that warm up, in [0, 1).
+
+    Returns:
+        The factor applied to each group's peak learning rate.
+    """
     n_warm = int(math.ceil(warmup * total))
     if step < n_warm:
         return (step + 1) / n_warm
@@ -129,7 +143,18 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
 
 
 def class_stream(n: int, seed: int, label: int, start: int, count: int) -> np.ndarray:
-    """Positions ``start .. start+count-1`` of an endless stream over ``n`` items, reshuffled every pass."""
+    """Positions ``start .. start+count-1`` of an endless stream over ``n`` items, reshuffled every pass.
+
+    Args:
+        n: the items of the class.
+        seed: the run seed (each pass's shuffle is seeded by it, the class and the pass).
+        label: the class (0 real, 1 fake).
+        start: the first stream position.
+        count: how many positions.
+
+    Returns:
+        ``count`` item indices in ``0 .. n-1``.
+    """
     epochs, offsets = np.divmod(np.arange(start, start + count), n)
     out = np.empty(count, dtype=np.int64)
     for epoch in np.unique(epochs):
@@ -152,12 +177,28 @@ class LowRankDelta(nn.Module):
         self.scale = alpha / rank
 
     def forward(self, w: Tensor) -> Tensor:
+        """The adapted weight.
+
+        Args:
+            w: the original weight.
+
+        Returns:
+            ``w + (alpha / rank) * (B @ A)`` reshaped to ``w`` (in ``w``'s dtype).
+        """
         return w + (self.lora_b @ self.lora_a).view_as(w).to(w.dtype) * self.scale
 
 
 def add_lora(block: nn.Module, rank: int, alpha: float) -> int:
-    """Give every weight with ndim >= 2 directly owned by a module of ``block`` a trainable low-rank delta;
-    returns how many were adapted."""
+    """Give every weight with ndim >= 2 directly owned by a module of ``block`` a trainable low-rank delta.
+
+    Args:
+        block: the block to adapt.
+        rank: the LoRA rank (capped by each weight's shape).
+        alpha: the LoRA scale numerator (the delta is scaled by ``alpha / rank``).
+
+    Returns:
+        How many weights were adapted.
+    """
     targets = [(mod, name, p) for mod in block.modules()
                for name, p in list(mod.named_parameters(recurse=False)) if p.ndim >= 2]
     for mod, name, p in targets:
@@ -185,6 +226,17 @@ class MPFT(Detector):
     # ---- setup: backbone, trainable set, head
 
     def setup(self, ctx: RunContext) -> None:
+        """Load the backbone, mark the trainable set (last k blocks, all, or LoRA on the last k) and add the head.
+
+        Initialisation (head, LoRA factors, token fill) is seeded from the run seed.
+
+        Args:
+            ctx: the run context.
+
+        Raises:
+            ConfigError: a crop smaller than the mask grid, ``k`` over the backbone's blocks, or a token fill on a
+                backbone that is not an open_clip ViT.
+        """
         cfg = self.config
         self.precision = resolve_precision(cfg.precision, ctx.device)
         self.backbone: Backbone = load_backbone(cfg.backbone, device="cpu", crop=cfg.crop or None)
@@ -228,9 +280,19 @@ class MPFT(Detector):
         self._ddp: nn.Module | None = None  # the DistributedDataParallel training forward, made at the first step
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity beyond the config.
+
+        Returns:
+            The backbone identity, the mask grid in pixels and the resolved precision.
+        """
         return {"backbone": self.backbone.identity(), "mask_grid_px": self.patch, "precision": self.precision}
 
     def move_to(self, device: str) -> None:
+        """Move the network to ``device`` (tuning the CPU allocator on the CPU).
+
+        Args:
+            device: a torch device string.
+        """
         if device == "cpu":
             tune_cpu_allocator()
         if device != self.device:
@@ -243,7 +305,15 @@ class MPFT(Detector):
     # ---- forward and loss
 
     def logits(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Head logits ``[B]`` of normalised images; ``mask`` (bool ``[B, gh, gw]``) applies the fill."""
+        """Head logits of normalised images, under a mask when given.
+
+        Args:
+            x: ``[B, 3, H, W]`` preprocessed images.
+            mask: bool ``[B, gh, gw]`` patches to mask (zero-filled pixels, or the ViT token fill); None: no mask.
+
+        Returns:
+            ``[B]`` logits (float32).
+        """
         if mask is not None and self.token_fill is None:
             x = zero_fill(x, mask, self.patch)
         elif mask is not None:
@@ -256,14 +326,31 @@ class MPFT(Detector):
         return self.net["head"](emb.float()).squeeze(1)
 
     def make_mask(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        """The training mask of a batch (None when masking is off)."""
+        """The training mask of a batch (None when masking is off).
+
+        Args:
+            x: ``[B, 3, H, W]`` preprocessed images.
+            generator: the random generator of random masking.
+
+        Returns:
+            Bool ``[B, gh, gw]``, or None.
+        """
         if not self.config.mask.active:
             return None
         pp = self.backbone.preprocess
         return make_mask(x, self.config.mask, self.patch, mean=pp.mean, std=pp.std, generator=generator)
 
     def batch_loss(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Mean BCE-with-logits of a training batch under the configured masking (label 1 = fake)."""
+        """Mean BCE-with-logits of a training batch under the configured masking (label 1 = fake).
+
+        Args:
+            x: ``[B, 3, H, W]`` preprocessed images.
+            y: ``[B]`` labels.
+            generator: the random generator of random masking.
+
+        Returns:
+            The scalar loss.
+        """
         mask = self.make_mask(x, generator)
         y = y.float()
         if mask is None or self.config.mask.fill != "drop":
@@ -279,12 +366,24 @@ class MPFT(Detector):
     # ---- trainable state
 
     def trainable_state(self) -> dict[str, Tensor]:
-        """Detached CPU copies of every trainable tensor, by name."""
+        """Detached CPU copies of every trainable tensor, by name.
+
+        Returns:
+            Parameter name -> tensor.
+        """
         params = dict(self.net.named_parameters())
         return {n: params[n].detach().to("cpu", copy=True).contiguous() for n in self.trainable_names}
 
     def load_trainable(self, tensors: dict[str, Tensor], what: str) -> None:
-        """Copy ``tensors`` onto the trainable parameters; the names and shapes must match exactly."""
+        """Copy ``tensors`` onto the trainable parameters; the names and shapes must match exactly.
+
+        Args:
+            tensors: parameter name -> tensor, as :meth:`trainable_state` returns.
+            what: names the source in the message.
+
+        Raises:
+            RuntimeError: missing, unexpected or mis-shaped tensors.
+        """
         expected, got = set(self.trainable_names), set(tensors)
         if expected != got:
             missing, unexpected = sorted(expected - got), sorted(got - expected)
@@ -301,8 +400,13 @@ class MPFT(Detector):
     # ---- fit
 
     def make_optimizer(self) -> tuple[torch.optim.AdamW, list[str]]:
-        """AdamW over (pretrained weights, lr_backbone) and (new parameters, lr_head); the names of its
-        parameters in order. Each group keeps its peak rate as ``base_lr``."""
+        """AdamW over (pretrained weights, lr_backbone) and (new parameters, lr_head).
+
+        Each group keeps its peak rate as ``base_lr``.
+
+        Returns:
+            The optimizer and the names of its parameters in order.
+        """
         groups = self._param_groups()
         optimizer = torch.optim.AdamW(
             [{"params": [p for _, p in g], "lr": lr, "base_lr": lr} for g, lr in groups],
@@ -311,12 +415,21 @@ class MPFT(Detector):
 
     def train_step(self, x: Tensor | None, y: Tensor | None, optimizer: torch.optim.Optimizer,
                    generator: torch.Generator | None) -> tuple[float, int]:
-        """One masked update on a batch (mask, forward, backward, clipping, AdamW); returns the batch's mean loss
-        and its number of images (NaN and 0, and no update, when none loaded).
+        """One masked update on a batch (mask, forward, backward, clipping, AdamW).
 
         Under torchrun each rank passes its slice of the batch (None when none of it loaded) and gets the whole
         batch's loss and count: DDP averages the gradients of the rank losses weighted by ``n_rank * world / n``,
-        which is the gradient of the whole batch's mean loss."""
+        which is the gradient of the whole batch's mean loss.
+
+        Args:
+            x: ``[B, 3, H, W]`` preprocessed images, or None when none loaded.
+            y: ``[B]`` labels, or None.
+            optimizer: the optimizer of :meth:`make_optimizer`.
+            generator: the random generator of random masking.
+
+        Returns:
+            The batch's mean loss and its number of images (NaN and 0, and no update, when none loaded).
+        """
         n_local = 0 if x is None else len(x)
         n = int(dist.all_reduce_sum(n_local))
         if n == 0:
@@ -343,6 +456,25 @@ class MPFT(Detector):
         return dist.all_reduce_sum(float(loss.detach()) * n_local) / n, n
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Fine-tune: class-balanced batches, warm-up + cosine schedule, held-out selection, resumable checkpoints.
+
+        Everything random in a step is drawn from (run seed, step), so a run killed and resumed from its
+        checkpoint ends as an uninterrupted one (see the module docstring).
+
+        Args:
+            train: the training rows (``train_per_class`` per label are drawn with the run seed).
+            heldout: the held-out rows (selection by ``selection_metric`` every ``eval_every`` steps).
+            ctx: the run context.
+
+        Returns:
+            Facts for the run record: steps, best step and its held-out metrics, history, counts, failures,
+            parameter counts, mask grid and training speed.
+
+        Raises:
+            DataError: no real or no fake training image.
+            ConfigError: a batch smaller than the number of processes.
+            TrainingError: the loss diverged.
+        """
         cfg = self.config
         rows = self._training_rows(train, ctx.seed)
         labels = rows["label"].to_numpy()
@@ -533,19 +665,43 @@ class MPFT(Detector):
 
     def score_logits(self, rows: pd.DataFrame, ctx: RunContext, *, perturb: bool,
                      description: str | None) -> tuple[np.ndarray, dict[int, str]]:
-        """Head logits of full, unmasked images (NaN where an image failed) and failures by row position."""
+        """Head logits of full, unmasked images (NaN where an image failed) and failures by row position.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+            perturb: whether the run's perturbation applies.
+            description: the progress phase's name; None shows no progress.
+
+        Returns:
+            ``[len(rows)]`` logits and failure reasons by row position.
+        """
         self.move_to(ctx.device)
         return score_logits(self.logits, rows, ctx, self.backbone.preprocess.eval_transform(), device=self.device,
                             precision=self.precision, batch_size=ctx.batch_size or self.config.eval_batch_size,
                             perturb=ctx.perturbation if perturb else None, description=description)
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row: the sigmoid of :meth:`score_logits` on the (perturbed) images.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+
+        Returns:
+            Scores (NaN where an image failed) and failure reasons by row position.
+        """
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
         return sigmoid(logits), failures
 
     # ---- state
 
     def save(self, directory: Path) -> None:
+        """Write the trainable tensors (safetensors) and a short description (JSON).
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.trainable_state(), str(directory / STATE_FILE))
         meta = {"backbone": self.backbone.spec, "trainable": self.config.trainable,
@@ -553,6 +709,14 @@ class MPFT(Detector):
         (directory / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
 
     def load(self, directory: Path) -> None:
+        """Restore the trainable tensors written by :meth:`save`.
+
+        Args:
+            directory: the state folder.
+
+        Raises:
+            RuntimeError: the state does not match this configuration.
+        """
         self.load_trainable(load_file(str(directory / STATE_FILE)), f"MPFT state {directory / STATE_FILE}")
 
 

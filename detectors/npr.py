@@ -83,6 +83,11 @@ class NPRConfig:
     checkpoint_every: int = 500  # steps between resumable checkpoints; 0: none
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: naming every option out of range.
+        """
         checks = [
             (self.load_size >= 2 and self.crop_size >= 2, "load_size and crop_size >= 2"),
             (self.batch_size >= 1 and self.train_batch_size >= 1, "batch_size and train_batch_size >= 1"),
@@ -123,11 +128,26 @@ class NPRNet(nn.Module):
 
     @staticmethod
     def residual(x: Tensor) -> Tensor:
-        """NPR: ``x`` minus its nearest-neighbour down- and up-sampled copy (even height and width)."""
+        """NPR: ``x`` minus its nearest-neighbour down- and up-sampled copy (even height and width).
+
+        Args:
+            x: ``[B, 3, H, W]`` images with even H and W.
+
+        Returns:
+            The residual, same shape.
+        """
         down = F.interpolate(x, scale_factor=0.5, mode="nearest", recompute_scale_factor=True)
         return x - F.interpolate(down, scale_factor=2.0, mode="nearest", recompute_scale_factor=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The logit of each image (odd sizes lose their last row/column first).
+
+        Args:
+            x: ``[B, 3, H, W]`` normalised images.
+
+        Returns:
+            ``[B, 1]`` logits.
+        """
         h, w = x.shape[-2:]
         x = x[:, :, : h - h % 2, : w - w % 2]  # odd sizes lose the last row/column (the README's fix)
         x = self.conv1(self.residual(x) * 2.0 / 3.0)
@@ -204,10 +224,22 @@ class NPR(ClassifierDetector):
     }
 
     def build_network(self) -> nn.Module:
+        """The original's trimmed ResNet-50 on the neighbouring-pixel residual.
+
+        Returns:
+            The :class:`NPRNet`.
+        """
         return NPRNet()
 
     def resolved_resize(self, ctx: RunContext) -> tuple[str, str]:
-        """The evaluation preprocessing and why: the setting, the suite's convention, or the default."""
+        """The evaluation preprocessing and why: the setting, the suite's convention, or the default.
+
+        Args:
+            ctx: the run context (its ``eval_convention``).
+
+        Returns:
+            ``(mode, reason)``; mode ``square``, ``tile`` or ``native``.
+        """
         if self.config.resize != "auto":
             return self.config.resize, "setting"
         convention = ctx.eval_convention
@@ -216,6 +248,14 @@ class NPR(ClassifierDetector):
         return DEFAULT_RESIZE, f"default (no published NPR protocol for convention {convention})"
 
     def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        """The evaluation transform of :meth:`resolved_resize`'s mode, then ToTensor + ImageNet normalisation.
+
+        Args:
+            ctx: the run context.
+
+        Returns:
+            The preprocessing (batched by shape in ``native`` mode); its facts name the mode and why.
+        """
         c = self.config
         mode, why = self.resolved_resize(ctx)
         self.mode = mode
@@ -231,6 +271,15 @@ class NPR(ClassifierDetector):
         return EvalPreprocessing(transform, by_shape=mode == "native", facts=facts)
 
     def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> TrainSetup:
+        """``train.py``'s recipe: Adam, step decay every ``lr_decay_every`` epochs, the last epoch kept.
+
+        Args:
+            ctx: the run context.
+            train: the training rows.
+
+        Returns:
+            The :class:`~detbench.training.TrainSetup` (tiling in ``tile`` mode, else square resize, then crops).
+        """
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         mode = "tile" if self.mode == "tile" else "square"

@@ -56,6 +56,11 @@ class RIGIDConfig:
     batch_size: int = 64  # images per forward pass (each image runs twice: clean and noisy)
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: ``input_size`` below 8, a negative ``noise`` or ``batch_size`` below 1.
+        """
         from detbench.config import ConfigError
 
         if self.input_size < 8 or self.noise < 0 or self.batch_size < 1:
@@ -90,6 +95,14 @@ class RIGID(Detector):
     profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 128}}
 
     def setup(self, ctx: RunContext) -> None:
+        """Load the embedding network at ``input_size`` (square resize, no crop) and note whether it is a stand-in.
+
+        Args:
+            ctx: the run context (device and the seed of the noise draws).
+
+        Raises:
+            ConfigError: the backbone does not offer the configured embedding.
+        """
         from detbench.backbones import load_backbone
         from detbench.config import ConfigError
         from detbench.precision import resolve_precision
@@ -108,15 +121,40 @@ class RIGID(Detector):
             f"{bb.spec} instead of the authors' DINOv2 ViT-L/14")
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity beyond the config.
+
+        Returns:
+            The backbone identity, embedding, precision, how the noise is drawn, and the stand-in note (None for
+            the authors' DINOv2 ViT-L/14).
+        """
         return {"backbone": self.backbone.identity(), "embedding": self.embedding, "precision": self.precision,
                 "noise_draw": "N(0, 1) per image, seeded by (run seed, image id), added after normalisation",
                 "stand_in": self.stand_in}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Nothing to learn (training-free): the training rows are ignored.
+
+        Args:
+            train: the training rows (counted only).
+            heldout: the held-out rows (unused).
+            ctx: the run context (unused).
+
+        Returns:
+            Facts saying nothing was trained, how many training rows were ignored, and the stand-in note.
+        """
         return {"trained": False, "training_free": True, "ignored_train_rows": int(len(train)),
                 "stand_in": self.stand_in}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """``1 - cos`` of the embeddings of each image and of its copy with seeded noise added after normalisation.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+
+        Returns:
+            Scores (higher: more likely fake; NaN where an image failed) and failure reasons by row position.
+        """
         import torch
 
         from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
@@ -150,10 +188,19 @@ class RIGID(Detector):
         return scores, failures
 
     def save(self, directory: Path) -> None:
+        """Write the noise seed and the stand-in note (JSON); nothing is learnt.
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         facts = {"training_free": True, "noise_seed": self.seed, "stand_in": self.stand_in}
         (directory / STATE_FILE).write_text(json.dumps(facts))
 
     def load(self, directory: Path) -> None:
-        """Nothing is learnt; only the noise seed of the run is restored."""
+        """Nothing is learnt; only the noise seed of the run is restored.
+
+        Args:
+            directory: the state folder written by :meth:`save`.
+        """
         self.seed = int(json.loads((directory / STATE_FILE).read_text())["noise_seed"])

@@ -45,6 +45,11 @@ class MaskConfig:
     grid: int = 16  # pixel grid for CNN backbones (a ViT always uses its patch size)
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: ``ratio`` or ``p_unmasked`` outside [0, 1], a non-positive temperature, or a grid below 2 px.
+        """
         if not 0.0 <= self.ratio <= 1.0:
             raise ConfigError(f"mask.ratio must be in [0, 1]; got {self.ratio}")
         if not self.temperature > 0:
@@ -63,7 +68,16 @@ class MaskConfig:
 
 
 def luma(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """Normalised ``[B, 3, H, W]`` → BT.601 luma ``[B, H, W]`` of the un-normalised RGB (in [0, 1])."""
+    """Normalised ``[B, 3, H, W]`` → BT.601 luma ``[B, H, W]`` of the un-normalised RGB (in [0, 1]).
+
+    Args:
+        x: the normalised batch.
+        mean: the preprocessing's per-channel mean.
+        std: the preprocessing's per-channel standard deviation.
+
+    Returns:
+        The luma, float32.
+    """
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     w = torch.as_tensor(LUMA, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
@@ -71,13 +85,34 @@ def luma(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
 
 
 def grid_shape(height: int, width: int, patch: int) -> tuple[int, int]:
+    """The whole patches of an input: ``(height // patch, width // patch)``.
+
+    Args:
+        height: input height in pixels.
+        width: input width in pixels.
+        patch: patch side in pixels.
+
+    Returns:
+        ``(gh, gw)``.
+
+    Raises:
+        ValueError: the input holds no whole patch.
+    """
     if height < patch or width < patch:
         raise ValueError(f"a {height}x{width} input holds no whole {patch} px patch")
     return height // patch, width // patch
 
 
 def patchify(y: Tensor, patch: int) -> Tensor:
-    """``[B, H, W]`` → ``[B, gh, gw, p, p]`` (whole patches only)."""
+    """``[B, H, W]`` → ``[B, gh, gw, p, p]`` (whole patches only).
+
+    Args:
+        y: the per-pixel values (e.g. luma).
+        patch: patch side ``p`` in pixels.
+
+    Returns:
+        The patches, row-major.
+    """
     b, h, w = y.shape
     gh, gw = grid_shape(h, w, patch)
     y = y[:, : gh * patch, : gw * patch]
@@ -131,7 +166,18 @@ def texture_scores(x: Tensor, patch: int, operator: str = "diff4", *, mean: Sequ
                    std: Sequence[float] = (1.0, 1.0, 1.0)) -> Tensor:
     """Per-patch texture of normalised images ``x [B, 3, H, W]`` → ``[B, gh, gw]`` (higher: more textured).
 
-    ``mean``/``std`` are the preprocessing's; the defaults treat ``x`` as raw RGB.
+    Args:
+        x: the normalised batch.
+        patch: patch side in pixels (>= 2).
+        operator: one of :data:`OPERATORS`.
+        mean: the preprocessing's mean (the default treats ``x`` as raw RGB).
+        std: the preprocessing's standard deviation.
+
+    Returns:
+        The scores.
+
+    Raises:
+        ValueError: a patch below 2 px or an unknown operator.
     """
     if patch < 2:
         raise ValueError(f"patch must be >= 2 px; got {patch}")
@@ -145,7 +191,15 @@ def texture_scores(x: Tensor, patch: int, operator: str = "diff4", *, mean: Sequ
 
 
 def num_masked(n_patches: int, ratio: float) -> int:
-    """``round(ratio * n)`` with halves rounded up (not Python's banker's rounding)."""
+    """``round(ratio * n)`` with halves rounded up (not Python's banker's rounding).
+
+    Args:
+        n_patches: the patches per image.
+        ratio: the fraction to mask.
+
+    Returns:
+        The count, at most ``n_patches``.
+    """
     return min(n_patches, int(math.floor(ratio * n_patches + 0.5)))
 
 
@@ -157,12 +211,23 @@ def _standardise(s: Tensor) -> Tensor:
 
 def select_patches(scores: Tensor, strategy: str, ratio: float, *, generator: torch.Generator | None = None,
                    temperature: float = 1.0) -> Tensor:
-    """Choose ``k = num_masked(gh*gw, ratio)`` patches per image from ``scores [B, gh, gw]`` → bool mask.
+    """Choose ``k = num_masked(gh*gw, ratio)`` patches per image from ``scores [B, gh, gw]``.
 
-    - ``tam``: the k most textured; ``inverse``: the k least textured; ``random``: k uniformly at random;
-    - ``stochastic``: k without replacement with probabilities softmax(z / temperature), z = the image's
-      standardised scores (Gumbel top-k; temperature → 0 tends to ``tam``, → inf to ``random``);
-    - ``none``: nothing.
+    Args:
+        scores: per-patch texture scores.
+        strategy: ``tam`` (the k most textured), ``inverse`` (the k least textured), ``random`` (k uniformly at
+            random), ``stochastic`` (k without replacement with probabilities softmax(z / temperature), z = the
+            image's standardised scores: Gumbel top-k; temperature → 0 tends to ``tam``, → inf to ``random``)
+            or ``none`` (nothing).
+        ratio: the fraction of patches masked.
+        generator: the random generator of ``random`` and ``stochastic``.
+        temperature: the softmax temperature of ``stochastic``.
+
+    Returns:
+        The bool mask ``[B, gh, gw]`` (True = masked).
+
+    Raises:
+        ValueError: an unknown strategy.
     """
     b, gh, gw = scores.shape
     n = gh * gw
@@ -188,8 +253,22 @@ def select_patches(scores: Tensor, strategy: str, ratio: float, *, generator: to
 
 def make_mask(x: Tensor, cfg: MaskConfig, patch: int, *, mean: Sequence[float], std: Sequence[float],
               generator: torch.Generator | None = None) -> Tensor:
-    """The training mask for a normalised batch: scores (only when the strategy uses them), selection, and
-    each image left unmasked with probability ``cfg.p_unmasked``."""
+    """The training mask for a normalised batch.
+
+    Scores are computed only when the strategy uses them; each image is then left unmasked with probability
+    ``cfg.p_unmasked``.
+
+    Args:
+        x: the normalised batch ``[B, 3, H, W]``.
+        cfg: the mask settings.
+        patch: the grid's patch side in pixels.
+        mean: the preprocessing's mean.
+        std: the preprocessing's standard deviation.
+        generator: the random generator of every draw.
+
+    Returns:
+        The bool mask ``[B, gh, gw]`` (True = masked).
+    """
     b = x.shape[0]
     gh, gw = grid_shape(x.shape[-2], x.shape[-1], patch)
     if cfg.strategy in ("tam", "inverse", "stochastic"):
@@ -207,7 +286,16 @@ def make_mask(x: Tensor, cfg: MaskConfig, patch: int, *, mean: Sequence[float], 
 
 
 def zero_fill(x: Tensor, mask: Tensor, patch: int) -> Tensor:
-    """Masked patches of a normalised batch set to 0 (= the preprocessing mean colour), as a new tensor."""
+    """Masked patches of a normalised batch set to 0 (= the preprocessing mean colour), as a new tensor.
+
+    Args:
+        x: the normalised batch ``[B, 3, H, W]``.
+        mask: bool ``[B, gh, gw]``.
+        patch: patch side in pixels.
+
+    Returns:
+        The filled batch (pixels beyond the last whole patch untouched).
+    """
     b, gh, gw = mask.shape
     pixels = mask.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)
     full = torch.zeros(b, x.shape[-2], x.shape[-1], dtype=torch.bool, device=x.device)

@@ -67,6 +67,11 @@ class UnivFDConfig:
     normalize: bool = field(default=False, init=False)  # raw embeddings, as the released head expects
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: naming every option out of range.
+        """
         from detbench.config import ConfigError
 
         problems = []
@@ -111,6 +116,11 @@ class TrainView:
     crop_flip: bool
 
     def identity(self) -> dict[str, Any]:
+        """What keys this view's cached features (the preprocessing is part of the backbone identity already).
+
+        Returns:
+            The kind, augmentation and step versions, and the view's fields.
+        """
         from detbench.perturbations import GaussianBlur, JpegQuality
 
         d = dataclasses.asdict(self)
@@ -120,6 +130,15 @@ class TrainView:
         return {"kind": "univfd-train-view", "version": AUGMENT_VERSION, "steps": steps, **d}
 
     def draws(self, image_id: str) -> dict[str, Any]:
+        """The random choices of this view for one image, from (seed, view, image id) alone.
+
+        Args:
+            image_id: the image's content id.
+
+        Returns:
+            ``sigma`` (None: no blur), ``quality`` (None: no JPEG), crop window position ``left``/``top`` as
+            fractions in [0, 1), and ``flip``.
+        """
         digest = hashlib.sha256(f"{self.seed}:{self.view}:{image_id}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         u_blur, u_sigma, u_jpeg, u_left, u_top, u_flip = rng.random(6)
@@ -158,9 +177,22 @@ class TrainView:
 
 
 def load_head(path: str, dim: int, target: str) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """(weight [dim], bias, facts) from a released head: ``weight``/``bias`` (fc_weights.pth) or a whole
-    UnivFD checkpoint's ``fc.weight``/``fc.bias`` (its other, frozen-backbone keys are ignored).
-    Loaded with safetensors or ``torch.load(weights_only=True)``; the shape must be exactly [1, dim] / [1]."""
+    """A released head: ``weight``/``bias`` (fc_weights.pth) or a whole UnivFD checkpoint's ``fc.weight``/``fc.bias``.
+
+    The other, frozen-backbone keys of a whole checkpoint are ignored. Loaded with safetensors or
+    ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the file.
+        dim: the embedding's dimension; the shapes must be exactly [1, dim] and [1].
+        target: names the embedding in the message.
+
+    Returns:
+        ``(weight [dim] float64, bias, facts)``; the facts name the path, sha256 and keys used.
+
+    Raises:
+        WeightsError: the file is missing or unreadable, its keys are not a head's, or the shapes do not fit.
+    """
     from detbench.weights import WeightsError, load_state_dict_safely, resolve_weights
 
     resolved = resolve_weights(
@@ -195,9 +227,26 @@ def train_head(
     device: str,
     advance: Any,
 ) -> dict[str, Any]:
-    """Fit a linear head on views ``x`` [V, N, D] (each epoch draws one view per image) with the original
-    recipe; keep the epoch best on the held-out rows: ``selection_metric``, ties (within ``min_delta``) broken
-    by the other of acc/AP, then by the held-out loss (a saturated accuracy must not freeze epoch 1)."""
+    """Fit a linear head on views ``x`` [V, N, D] (each epoch draws one view per image) with the original recipe.
+
+    AdamW with a 10x learning-rate drop after ``patience`` epochs without improvement; training stops once the
+    rate falls below ``min_lr``. The epoch kept is the best on the held-out rows: ``selection_metric``, ties
+    (within ``min_delta``) broken by the other of acc/AP, then by the held-out loss (a saturated accuracy must
+    not freeze epoch 1).
+
+    Args:
+        x: the training features, one slice per view.
+        y: ``[N]`` labels.
+        x_held: ``[M, D]`` held-out features.
+        y_held: ``[M]`` held-out labels.
+        cfg: the settings.
+        seed: seeds the initialisation, the order and the view draws.
+        device: a torch device string.
+        advance: called with 1 after every epoch, for progress.
+
+    Returns:
+        The best ``weight`` [D] and ``bias``, ``best_epoch``, ``epochs_run``, why it ``stopped`` and the history.
+    """
     import torch
 
     from detbench.metrics import binary_metrics
@@ -290,7 +339,15 @@ def _improves(new: tuple[float, ...], best: tuple[float, ...], min_delta: float)
 
 
 def padded_count(rows: pd.DataFrame, pp: Preprocess) -> int:
-    """How many rows' images (index width/height) get padded by the preprocessing."""
+    """How many rows' images (index width/height) get padded by the preprocessing.
+
+    Args:
+        rows: index rows (rows without a size are not counted).
+        pp: the preprocessing.
+
+    Returns:
+        The count.
+    """
     sizes = rows[["width", "height"]].dropna()
     return int(sum(pp.was_padded(int(w), int(h)) for w, h in sizes.itertuples(index=False)))
 
@@ -306,9 +363,23 @@ class UnivFD(FrozenFeatureDetector):
     profile_defaults = {"small": {"crop": 128}}
 
     def needs_training(self) -> bool:
+        """Whether :meth:`fit` trains: only when no released ``head`` is given.
+
+        Returns:
+            True without ``--set head=``.
+        """
         return not self.config.head
 
     def setup(self, ctx: RunContext) -> None:
+        """Load the backbone and, when given, the released head (warning when the backbone is not the original's).
+
+        Args:
+            ctx: the run context.
+
+        Raises:
+            ConfigError: the backbone does not offer the configured embedding.
+            WeightsError: the head is missing, unreadable or does not fit the embedding.
+        """
         super().setup(ctx)
         self.dim = self.backbone.embed_dims[self.embedding]
         self.head_info: dict[str, Any] | None = None
@@ -322,15 +393,43 @@ class UnivFD(FrozenFeatureDetector):
                                f"open_clip:ViT-L-14@openai features, not {bb.spec}")
 
     def identity(self) -> dict[str, Any]:
+        """What enters the run identity beyond the config.
+
+        Returns:
+            The frozen-feature identity and the released head's sha256 (None when trained).
+        """
         return {**super().identity(), "head_sha256": self.head_info["sha256"] if self.head_info else None}
 
     def train_view(self, view: int, seed: int) -> TrainView:
+        """The augmentation of training view ``view``.
+
+        Args:
+            view: the view number, from 0.
+            seed: the run seed.
+
+        Returns:
+            The :class:`TrainView`.
+        """
         c = self.config
         return TrainView(view=view, seed=seed, preprocess=self.backbone.preprocess, blur_prob=c.blur_prob,
                          blur_sigma_max=c.blur_sigma_max, jpeg_prob=c.jpeg_prob,
                          jpeg_quality=(c.jpeg_quality_min, c.jpeg_quality_max), crop_flip=c.crop_flip)
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Train the head on the clean and ``aug_views`` augmented views, or nothing for a released head.
+
+        Args:
+            train: the training rows.
+            heldout: the held-out rows (epoch selection, clean).
+            ctx: the run context.
+
+        Returns:
+            Facts for the run record: the head's origin, the training facts of :func:`train_head`, image and view
+            counts, and how many images the preprocessing pads.
+
+        Raises:
+            DataError: the usable training images lack a class, or no held-out image is usable.
+        """
         pp = self.backbone.preprocess
         padded = {"train": padded_count(train, pp), "heldout": padded_count(heldout, pp),
                   "policy": f"resize={pp.resize}, crop={pp.crop}"}
@@ -365,6 +464,17 @@ class UnivFD(FrozenFeatureDetector):
                 "n_views": 1 + c.aug_views, "n_heldout_used": int(len(y_held)), "padded": padded}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row: the sigmoid of the head on the (perturbed) raw embeddings.
+
+        Padded-image counts per generator go to ``ctx.extra["padded"]``.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+
+        Returns:
+            Scores (NaN where an image failed) and failure reasons by row position.
+        """
         feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
         scores = np.full(len(rows), np.nan)
         keep = np.isfinite(feats).all(axis=1)
@@ -383,6 +493,11 @@ class UnivFD(FrozenFeatureDetector):
             counts["total"] += int(len(group))
 
     def save(self, directory: Path) -> None:
+        """Write the head (safetensors, float32) and its fit facts (JSON).
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         from safetensors.numpy import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
@@ -391,6 +506,14 @@ class UnivFD(FrozenFeatureDetector):
         (directory / "head.json").write_text(json.dumps(self.fit_facts, sort_keys=True))
 
     def load(self, directory: Path) -> None:
+        """Restore the head written by :meth:`save`.
+
+        Args:
+            directory: the state folder.
+
+        Raises:
+            WeightsError: the head does not fit this run's features.
+        """
         weight, bias, _ = load_head(str(directory / "head.safetensors"), self.dim, f"this run's {self.dim}-d features")
         self.weight, self.bias = weight, bias
         self.fit_facts = json.loads((directory / "head.json").read_text())

@@ -26,12 +26,27 @@ class DropRandomInitWarning(logging.Filter):
     """Silences open_clip's/timm's "no pretrained weights loaded" warning: detbench loads its weights right after."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether a log record passes (everything but the "No pretrained weights loaded" warning).
+
+        Args:
+            record: the log record.
+
+        Returns:
+            False for the warning, True otherwise.
+        """
         return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 @contextmanager
 def seeded(seed: int = RANDOM_SEED) -> Iterator[None]:
-    """Deterministic initialisation without disturbing the caller's RNG stream."""
+    """Deterministic initialisation without disturbing the caller's RNG stream.
+
+    Args:
+        seed: the torch CPU seed inside the context.
+
+    Yields:
+        Nothing; on exit the torch RNG state is restored.
+    """
     import torch
 
     with torch.random.fork_rng(devices=[]):
@@ -40,7 +55,14 @@ def seeded(seed: int = RANDOM_SEED) -> Iterator[None]:
 
 
 def major_minor(version: str) -> str:
-    """``"2.14.1+cu130"`` → ``"2.14"``: the library version part that enters a backbone's identity."""
+    """``"2.14.1+cu130"`` → ``"2.14"``: the library version part that enters a backbone's identity.
+
+    Args:
+        version: a library's version string.
+
+    Returns:
+        Its major and minor parts, joined by a dot.
+    """
     return ".".join(version.split("+")[0].split(".")[:2])
 
 
@@ -93,7 +115,11 @@ class Backbone:
 
     @property
     def patch_grid(self) -> tuple[int, int] | None:
-        """ViT token grid at the preprocessing crop; None for CNNs."""
+        """ViT token grid at the preprocessing crop; None for CNNs.
+
+        Returns:
+            ``(rows, columns)`` of patches, or None when the model has no patch size.
+        """
         if self.patch_size is None:
             return None
         side = self.preprocess.crop // self.patch_size
@@ -104,7 +130,12 @@ class Backbone:
         return next(self.model.parameters()).device
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes a feature (JSON-serialisable)."""
+        """Everything that changes a feature (JSON-serialisable).
+
+        Returns:
+            Spec, provider, arch, source, weights sha256, pretrained flag, init seed (None when pretrained),
+            preprocessing, model config and library versions.
+        """
         return {
             "spec": self.spec,
             "provider": self.provider,
@@ -119,7 +150,19 @@ class Backbone:
         }
 
     def embed(self, x: Tensor, embedding: str | None = None) -> Tensor:
-        """``[B, 3, H, W]`` normalised images → ``[B, D]``; gradient mode is the caller's business."""
+        """``[B, 3, H, W]`` normalised images → ``[B, D]``; gradient mode is the caller's business.
+
+        Args:
+            x: a batch of preprocessed images.
+            embedding: a name from :attr:`embeddings` (open_clip: ``proj`` or ``pre_proj``; timm: ``pooled``);
+                None uses :attr:`default_embedding`.
+
+        Returns:
+            The embeddings, ``D = embed_dims[embedding]``.
+
+        Raises:
+            BackboneError: an embedding this backbone does not have.
+        """
         name = embedding or self.default_embedding
         if name not in self.embed_dims:
             known = ", ".join(self.embeddings)
@@ -135,7 +178,14 @@ class Backbone:
         return m(x)
 
     def blocks(self) -> list[nn.Module]:
-        """The sequential deep blocks, deepest last (what partial fine-tuning unfreezes from the end)."""
+        """The sequential deep blocks, deepest last (what partial fine-tuning unfreezes from the end).
+
+        Returns:
+            The block modules.
+
+        Raises:
+            BackboneError: a timm model whose blocks cannot be told apart.
+        """
         m = self.model
         if self._kind == "openclip-vit":
             return list(m.transformer.resblocks)
@@ -144,8 +194,14 @@ class Backbone:
         return _timm_blocks(m.trunk if self._kind == "openclip-timm" else m)
 
     def head_modules(self) -> list[nn.Module]:
-        """Modules after the last block: final norm / pooling head (open_clip's ``proj`` is a bare Parameter,
-        see ``head_parameters``)."""
+        """Modules after the last block: final norm / pooling head.
+
+        open_clip's ``proj`` is a bare Parameter, see :meth:`head_parameters`.
+
+        Returns:
+            open_clip ViT: ``ln_post`` and its attention pools; ResNet: ``attnpool``; timm trunks: the final
+            norm/head layers that have parameters (plus open_clip's ``head`` when it has any).
+        """
         m = self.model
         if self._kind == "openclip-vit":
             pools = [getattr(m, n, None) for n in ("attn_pool", "attn_pool_contrastive")]
@@ -157,7 +213,11 @@ class Backbone:
         return _timm_head(m)
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of ``head_modules`` plus open_clip's projection matrix."""
+        """Parameters of :meth:`head_modules` plus open_clip's projection matrix.
+
+        Returns:
+            The parameters, each once.
+        """
         params = {id(p): p for mod in self.head_modules() for p in mod.parameters()}
         proj = getattr(self.model, "proj", None) if self._kind == "openclip-vit" else None
         if proj is not None:
@@ -165,14 +225,35 @@ class Backbone:
         return list(params.values())
 
     def to(self, device: str | torch.device) -> Backbone:
+        """Move the model to ``device``.
+
+        Args:
+            device: a torch device or device string.
+
+        Returns:
+            This backbone.
+        """
         self.model.to(device)
         return self
 
     def train(self, mode: bool = True) -> Backbone:
+        """Set the model's training mode.
+
+        Args:
+            mode: True for training mode, False for eval mode.
+
+        Returns:
+            This backbone.
+        """
         self.model.train(mode)
         return self
 
     def eval(self) -> Backbone:
+        """Put the model in eval mode.
+
+        Returns:
+            This backbone.
+        """
         return self.train(False)
 
 
@@ -211,8 +292,19 @@ def load_backbone(
 ) -> Backbone:
     """Build the backbone named by ``spec`` (strict weight loading), in eval mode on ``device``.
 
-    ``crop`` overrides the native input size where the architecture allows it; ``resize`` is the
-    preprocessing resize policy; ``sha256`` pins the expected checkpoint hash.
+    Args:
+        spec: ``open_clip:ARCH@SOURCE`` or ``timm:ARCH@SOURCE``, optionally with ``#sha256=...`` / ``#tag=...``.
+        device: a torch device string.
+        crop: the input size, overriding the native one where the architecture allows it; None: native.
+        resize: the preprocessing resize policy (``none``, ``shorter`` or ``stretch``).
+        sha256: the expected checkpoint hash (also accepted as ``#sha256=`` in ``spec``).
+
+    Returns:
+        The loaded :class:`Backbone`.
+
+    Raises:
+        BackboneError: a malformed spec, two different sha256 pins, a ``#tag=`` that does not apply, or a crop
+            the architecture cannot take.
     """
     from detbench.backbones.open_clip_adapter import load_open_clip
     from detbench.backbones.timm_adapter import load_timm
@@ -235,6 +327,20 @@ def load_backbone(
 
 
 def check_crop(spec: str, crop: int | None, native: int, fixed: bool) -> int:
+    """The crop a backbone uses, refusing a change of a fixed input size.
+
+    Args:
+        spec: the backbone spec (for the message).
+        crop: the requested crop, or None.
+        native: the architecture's native input size in pixels.
+        fixed: whether the architecture only takes ``native``.
+
+    Returns:
+        ``crop``, or ``native`` when ``crop`` is None.
+
+    Raises:
+        BackboneError: ``crop`` differs from ``native`` and the size is fixed.
+    """
     if crop is not None and crop != native and fixed:
         raise BackboneError(
             f"{spec} has a fixed input size of {native} px, so crop={crop} (from --set crop or the suite's default "

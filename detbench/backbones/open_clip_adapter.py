@@ -214,6 +214,23 @@ def _file_tag(arch: str, path: Path, tag: str | None) -> str | None:
 def load_open_clip(
     arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None
 ) -> Backbone:
+    """An open_clip vision tower as a :class:`Backbone` (embeddings ``proj`` and, for ViTs, ``pre_proj``).
+
+    Args:
+        arch: an open_clip architecture name.
+        source: a pretrained tag, a weight file, ``local-dir:DIR`` (with ``open_clip_config.json``) or ``random``.
+        crop: the input size; must equal the native one (open_clip's sizes are fixed); None: native.
+        resize: the preprocessing resize policy.
+        sha256: the expected checkpoint hash, or None.
+        tag: the open_clip tag a weight file belongs to (builds that tag's model and preprocessing), or None.
+
+    Returns:
+        The backbone, strictly loaded, on the CPU.
+
+    Raises:
+        BackboneError: ``bundled``, a crop other than the native size, or a weight file whose tag is ambiguous.
+        WeightsError: weights missing, unreadable, not matching ``sha256``, or a local dir of another tower.
+    """
     import open_clip
     import torch
 

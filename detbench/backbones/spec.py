@@ -55,15 +55,34 @@ def split_options(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def split_sha256(spec: str) -> tuple[str, str | None]:
-    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec (or a weights path) may pin its
-    sha256. Other ``#`` options stay on the returned spec."""
+    """``"timm:x@/w.pth#sha256=HEX"`` → ``("timm:x@/w.pth", "hex")``: a spec (or a weights path) may pin its sha256.
+
+    Args:
+        spec: a backbone spec or weights path, optionally with ``#`` options.
+
+    Returns:
+        The spec with its other ``#`` options kept, and the pinned digest (lower case) or None.
+
+    Raises:
+        BackboneError: a malformed ``#`` option or sha256 pin.
+    """
     base, options = split_options(spec)
     digest = options.pop("sha256", None)
     return base + "".join(f"#{k}={v}" for k, v in options.items()), digest
 
 
 def parse_spec(spec: str) -> tuple[str, str, str]:
-    """``"open_clip:ViT-L-14@openai"`` → ``("open_clip", "ViT-L-14", "openai")``; ValueError if malformed."""
+    """``"open_clip:ViT-L-14@openai"`` → ``("open_clip", "ViT-L-14", "openai")``.
+
+    Args:
+        spec: a backbone spec without ``#`` options.
+
+    Returns:
+        ``(provider, arch, source)``.
+
+    Raises:
+        BackboneError: a malformed spec or an unknown provider.
+    """
     usage = "expected PROVIDER:ARCH@SOURCE, e.g. open_clip:ViT-L-14@openai or timm:efficientnet_lite0@bundled"
     if not isinstance(spec, str) or ":" not in spec:
         raise BackboneError(f"bad backbone spec {spec!r}: {usage}")
@@ -78,7 +97,14 @@ def parse_spec(spec: str) -> tuple[str, str, str]:
 
 
 def source_kind(source: str) -> str:
-    """One of ``random``, ``bundled``, ``local-dir``, ``file`` or ``tag``."""
+    """What a spec's source names.
+
+    Args:
+        source: the part after ``@``.
+
+    Returns:
+        ``random``, ``bundled``, ``local-dir``, ``file`` (a path or a weight-file suffix) or ``tag``.
+    """
     if source in ("random", "bundled"):
         return source
     if source.startswith("local-dir:"):
@@ -89,6 +115,16 @@ def source_kind(source: str) -> str:
 
 
 def unknown_name(kind: str, name: str, known: list[str]) -> BackboneError:
+    """The error for an unknown architecture or tag, listing the known names (or the closest, when there are many).
+
+    Args:
+        kind: what was looked up (``timm architecture`` ...).
+        name: the name given.
+        known: the names accepted.
+
+    Returns:
+        The error to raise.
+    """
     close = difflib.get_close_matches(name, known, n=3)
     if len(known) <= 40:
         hint = f"; known: {', '.join(known) or 'none'}"

