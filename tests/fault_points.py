@@ -78,9 +78,9 @@ points = {
     "record": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "run.json", True),
 }
 if point == "mpft-checkpoint":  # after the n-th resumable MPFT checkpoint is saved
-    from detbench.detectors.mpft import MPFT
+    from detbench.detectors import mpft_train
 
-    hook(MPFT, "_save_checkpoint", lambda *args: True, False)
+    hook(mpft_train, "_save_checkpoint", lambda *args: True, False)
 elif point:
     hook(*points[point])
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from detbench.config import ConfigError, apply_overrides, to_dict
 from detbench.detector import RunContext
-from detbench.detectors.mpft import CHECKPOINT, MPFT, MPFTConfig, class_stream, lr_factor
+from detbench.detectors.mpft import MPFT, MPFTConfig
+from detbench.detectors.mpft_train import CHECKPOINT, class_stream, lr_factor
 from detbench.progress import quiet
 from detbench.records import content_hash
 from detbench.registry import DETECTORS
