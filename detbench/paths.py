@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -29,6 +31,27 @@ def detbench_home() -> Path:
     home = home_path()
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+@contextlib.contextmanager
+def temporary_home(path: Path) -> Iterator[None]:
+    """``$DETBENCH_HOME`` set to ``path`` for the block, then restored (or unset again).
+
+    Args:
+        path: the home to use.
+
+    Yields:
+        Nothing; the variable is set while the block runs.
+    """
+    old = os.environ.get("DETBENCH_HOME")
+    os.environ["DETBENCH_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DETBENCH_HOME", None)
+        else:
+            os.environ["DETBENCH_HOME"] = old
 
 
 def home_subdir(name: str) -> Path:
