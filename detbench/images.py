@@ -16,25 +16,9 @@ WebP, BMP, TIFF, GIF): a PNG saved as ``.jpg`` is reported as ``png``. Multi-pic
 written by many cameras) are reported as ``jpeg``. Width and height are as stored in the file, before
 EXIF orientation.
 
-RGB conversion rules of :func:`load_rgb` (every model sees images converted this way):
-
-- EXIF orientation is applied (``ImageOps.exif_transpose``); an unreadable EXIF block is ignored.
-- Animated GIF/WebP (and multi-frame TIFF/MPO): the first frame.
-- Palette (``P``) images: RGBA if they declare transparency, else RGB. Greyscale and RGB images with a
-  transparent colour key are treated the same way.
-- Alpha (``RGBA``, ``LA``, ``PA``, premultiplied modes) is composited onto white,
-  :data:`ALPHA_BACKGROUND`. Transparent regions of web graphics are meant to be seen on a (white) page,
-  and the colour stored under alpha 0 is arbitrary (often black, sometimes leftover content): dropping
-  alpha would expose it to the detector as a spurious cue; compositing onto one fixed colour removes it.
-- 16-bit greyscale (``I;16``, ``I;16B``, ...) is scaled to 8 bits by the range of the mode
-  (``value >> 8``), not clipped as PIL's own ``convert`` does. ``I`` (32-bit integer, in practice
-  16-bit data) is clipped to 0..65535 and scaled the same way.
-- 32-bit float ``F``: scaled by 255 if its maximum is <= 1 (a 0..1 image), else clipped to 0..255;
-  NaN becomes 0.
-- ``CMYK``: converted to sRGB with the embedded ICC profile when there is one and LittleCMS is
-  available, else with PIL's plain conversion. ICC profiles of RGB images are ignored: pixel values are
-  used as stored, as the reference implementations in this field do.
-- ``1``, ``L`` and other modes: PIL's ``convert("RGB")``.
+The loaders decode the first frame only (animated GIF/WebP, multi-frame TIFF/MPO) and convert it to RGB by the
+rules of :mod:`detbench.rgb_conversion` (EXIF orientation, alpha onto white, high bit depths, CMYK); every model
+sees images converted this way. JPEG quality estimates come from :mod:`detbench.jpeg_quality`.
 
 PNG metadata chunks (zTXt/iTXt text, iCCP profiles) may decompress to :data:`PNG_MAX_METADATA_CHUNK` bytes
 while detbench reads a file (PIL's own limit, 1 MB, rejects the workflow metadata generators embed in their
@@ -57,12 +41,12 @@ import stat as stat_module
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-if TYPE_CHECKING:
-    import numpy as np
+from detbench.jpeg_quality import estimate_jpeg_quality
+from detbench.rgb_conversion import apply_orientation, to_rgb
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -80,14 +64,10 @@ STATUSES: tuple[str, ...] = (
 DEFAULT_MAX_PIXELS = 178_956_970  # 2 x PIL's default MAX_IMAGE_PIXELS
 NO_BYTES = "no image bytes (a null value)"
 PNG_MAX_METADATA_CHUNK = 64 * 1024 * 1024  # PIL's total text budget (MAX_TEXT_MEMORY) is 64 MiB too
-ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 
 _PIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 _FORMAT_NAMES = {"MPO": "jpeg"}
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _TRUNCATION_WORDS = ("truncated", "premature end", "unexpected end", "not enough data")
-_ORIENTATION_TAG = 0x0112
 _OPEN_FLAGS = (
     os.O_RDONLY
     | getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not block; no effect on regular files
@@ -95,25 +75,6 @@ _OPEN_FLAGS = (
     | getattr(os, "O_BINARY", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
-
-# IJG (libjpeg) standard quantisation tables, ITU-T T.81 Annex K, natural (row-major) order.
-_STD_LUMINANCE = (
-    16, 11, 10, 16, 24, 40, 51, 61,
-    12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77,
-    24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101,
-    72, 92, 95, 98, 112, 100, 103, 99,
-)  # fmt: skip
-_STD_CHROMINANCE = (
-    17, 18, 24, 47, 99, 99, 99, 99,
-    18, 21, 26, 66, 99, 99, 99, 99,
-    24, 26, 56, 99, 99, 99, 99, 99,
-    47, 66, 99, 99, 99, 99, 99, 99,
-) + (99,) * 32  # fmt: skip
-
 
 class ImageError(Exception):
     """An image that cannot be used; ``status`` is one of :data:`STATUSES`, ``reason`` says why."""
@@ -248,31 +209,6 @@ def bytes_digest(data: bytes) -> str:
     digest = _content_digest()
     digest.update(data)
     return digest.hexdigest()
-
-
-def estimate_jpeg_quality(img: Image.Image) -> int | None:
-    """The IJG quality (1..100) whose scaled standard table is closest to the file's quantisation table.
-
-    Compares table 0 with the luminance table (or, without table 0, table 1 with the chrominance
-    table) by the sum of absolute differences. Exact for files written by libjpeg (PIL, most tools)
-    at a given quality; for other encoders it is the nearest IJG equivalent.
-
-    Args:
-        img: an opened PIL image (its ``quantization`` tables are read).
-
-    Returns:
-        The quality, or None for non-JPEGs.
-    """
-    import numpy as np
-
-    tables = getattr(img, "quantization", None)
-    if not tables:
-        return None
-    index = 0 if 0 in tables else 1 if 1 in tables else None
-    if index is None or len(tables[index]) != 64:
-        return None
-    errors = np.abs(_ijg_tables(index) - np.asarray(tables[index], dtype=np.int32)).sum(axis=1)
-    return int(errors.argmin()) + 1
 
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -523,18 +459,6 @@ def _n_frames(im: Image.Image) -> int | None:
             im.seek(0)
 
 
-@functools.cache
-def _ijg_tables(index: int) -> np.ndarray:
-    """libjpeg's jpeg_set_quality (force_baseline) applied to the standard table ``index`` (0 luminance,
-    1 chrominance): a 100 x 64 array, row q - 1 for quality q."""
-    import numpy as np
-
-    standard = np.asarray(_STD_CHROMINANCE if index else _STD_LUMINANCE, dtype=np.int32)
-    quality = np.arange(1, 101)
-    scale = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)
-    return np.clip((standard[None, :] * scale[:, None] + 50) // 100, 1, 255)
-
-
 # ---------------------------------------------------------------------------------------- loading
 
 
@@ -543,61 +467,5 @@ def _load_rgb_stream(fp: IO[bytes], size: int, *, max_pixels: int | None) -> Ima
         im = _identify(fp, size)
         _check_pixels(im.size, max_pixels)
         im.load()
-        rgb = _to_rgb(_apply_orientation(im))
+        rgb = to_rgb(apply_orientation(im))
     return rgb.copy() if rgb is im else rgb
-
-
-def _apply_orientation(im: Image.Image) -> Image.Image:
-    try:
-        if im.getexif().get(_ORIENTATION_TAG, 1) in (2, 3, 4, 5, 6, 7, 8):
-            return ImageOps.exif_transpose(im)
-    except Exception:  # a corrupt EXIF block does not make the pixels unusable
-        pass
-    return im
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    mode = im.mode
-    if mode in _SIXTEEN_BIT_MODES or mode == "F":
-        return _high_depth_to_l(im).convert("RGB")
-    if mode == "CMYK":
-        return _cmyk_to_rgb(im)
-    if mode in _ALPHA_MODES or (mode in ("1", "L", "P", "RGB") and "transparency" in im.info):
-        return _composite(im.convert("RGBA"))
-    return im if mode == "RGB" else im.convert("RGB")
-
-
-def _composite(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGB", rgba.size, ALPHA_BACKGROUND)
-    background.paste(rgba, mask=rgba.getchannel("A"))
-    return background
-
-
-def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    import numpy as np
-
-    values = np.asarray(im)
-    if im.mode == "F":
-        values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-        if values.size and values.max() <= 1.0:
-            values = values * 255.0
-        eight_bit = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    else:
-        eight_bit = (np.clip(values.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
-    return Image.fromarray(eight_bit)
-
-
-def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
-
-            converted = ImageCms.profileToProfile(
-                im, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
-            if converted is not None:
-                return converted
-        except Exception:  # missing LittleCMS or a broken profile: plain conversion below
-            pass
-    return im.convert("RGB")

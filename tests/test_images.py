@@ -19,18 +19,18 @@ from PIL import Image, ImageFile
 
 from detbench import images
 from detbench.images import (
-    ALPHA_BACKGROUND,
     IMAGE_EXTENSIONS,
     STATUSES,
     ImageError,
     ImageInfo,
-    estimate_jpeg_quality,
     fast_id,
     file_digest,
     load_rgb,
     load_rgb_bytes,
     probe,
 )
+from detbench.jpeg_quality import estimate_jpeg_quality
+from detbench.rgb_conversion import ALPHA_BACKGROUND
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

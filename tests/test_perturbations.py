@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from detbench.config import ConfigError
-from detbench.images import estimate_jpeg_quality, load_rgb_bytes
+from detbench.images import load_rgb_bytes
+from detbench.jpeg_quality import estimate_jpeg_quality
 from detbench.perturbations import Compose, Downscale, JpegQuality, expand_sweep, parse_perturbation
 from detbench.registry import PERTURBATIONS
 
