@@ -17,7 +17,8 @@ from PIL import Image
 from replicas import build_genimage, build_ufd
 
 from detbench.backbones import load_backbone
-from detbench.detectors.univfd import TrainView, load_head
+from detbench.detectors.univfd import load_head
+from detbench.detectors.univfd_train import TrainView
 from detbench.preprocess import Preprocess
 from detbench.registry import DETECTORS
 from detbench.weights import WeightsError
