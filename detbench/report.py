@@ -4,7 +4,8 @@
 Each run section holds its facts and per-generator metrics, accuracy/AP bars with bootstrap intervals,
 ROC curves, real-vs-fake score histograms and, when perturbed runs of the same fit exist, robustness
 curves (metric vs perturbation level) and their table; the suite's leaderboard closes the report.
-matplotlib (Agg, no pyplot) is imported only here.
+This module assembles the page; the charts are drawn by :mod:`detbench.report_figures`, the only module that
+imports matplotlib (Agg, no pyplot).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,15 @@ from detbench.leaderboard import (
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir, keep_matplotlib_in_home
 from detbench.records import atomic_path, load_run_record
+from detbench.report_figures import Figure, acc_figure, histogram_figure, robustness_figure, roc_figure
 
-REAL, FAKE = "#1f77b4", "#d62728"
 REPORTED_OUTPUTS = ("metrics.parquet", "scores.parquet")  # what a report reads of each run
 
 
 @dataclass
 class RunData:
+    """What a report shows of one run: its folder, its record and its per-generator metrics."""
+
     run_dir: Path
     record: dict[str, Any]
     metrics: pd.DataFrame
@@ -54,24 +55,42 @@ class RunData:
 
     @property
     def spec(self) -> str:
+        """The run's perturbation.
+
+        Returns:
+            Its spec (``jpeg:75`` ...), or ``clean``.
+        """
         p = self.record.get("perturbation")
         return "clean" if not p else str(p.get("spec"))
 
     @classmethod
     def load(cls, run_dir: Path, record: dict[str, Any]) -> RunData:
+        """Read a run's metrics.
+
+        Args:
+            run_dir: the run's folder.
+            record: its record (``run.json``).
+
+        Returns:
+            The run's data.
+        """
         return cls(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"))
 
 
-@dataclass
-class Figure:
-    name: str  # file stem
-    title: str
-    caption: str
-    png: bytes
-
-
 def build_report(target: str, out_dir: Path | None = None) -> Path:
-    """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name); returns the HTML path."""
+    """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name).
+
+    Args:
+        target: a run id (or a unique prefix of one), or a suite name (its latest clean run per fit).
+        out_dir: where to write; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        RunLookupError: no finished run matches ``target``.
+        DamagedRunError: the run's record or outputs no longer match what it recorded.
+    """
     from detbench.registry import SUITES
 
     keep_matplotlib_in_home()
@@ -143,15 +162,15 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
     scores = scores[np.isfinite(scores["score"])]
     threshold = float(run.record["threshold"]["value"])
     figures = [
-        _acc_figure(run),
-        _roc_figure(run.name, scores),
-        _histogram_figure(run.name, scores, threshold, run.record),
+        acc_figure(run),
+        roc_figure(run.name, scores),
+        histogram_figure(run.name, scores, threshold, run.record),
     ]
     clean = next((r for r in related if r.spec == "clean"), None)
     perturbed = [r for r in related if r.spec != "clean"]
     robustness = ""
     if clean is not None and perturbed:
-        figure = _robustness_figure(run.name, clean, perturbed)
+        figure = robustness_figure(run.name, clean, perturbed)
         if figure is not None:
             figures.append(figure)
         robustness = (
@@ -276,185 +295,6 @@ def _leaderboard_section(suite: str) -> str:
 
 def _ordered(runs: list[RunData]) -> list[RunData]:
     return sorted(runs, key=lambda r: perturbation_rank(r.spec))
-
-
-# ------------------------------------------------------------------------------------------- figures
-
-
-def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _acc_figure(run: RunData) -> Figure:
-    m = run.metrics[run.metrics["generator"] != "worst"].reset_index(drop=True)
-    names = [str(g) for g in m["generator"]]
-    fig = _new_figure(max(6.0, 0.9 * len(names) + 2), 3.6)
-    ax = fig.add_subplot()
-    x = np.arange(len(names))
-    width = 0.38
-    for offset, metric, color, label in (
-        (-width / 2, "acc", "#4c72b0", "accuracy"),
-        (width / 2, "ap", "#dd8452", "AP"),
-    ):
-        values = m[metric].to_numpy(dtype=float)
-        err = None
-        if f"{metric}_lo" in m.columns:
-            lo, hi = m[f"{metric}_lo"].to_numpy(dtype=float), m[f"{metric}_hi"].to_numpy(dtype=float)
-            # a point may sit outside its percentile interval by rounding (AP 0.99999999999999989 with [1, 1])
-            err = 100 * np.clip(np.nan_to_num(np.vstack([values - lo, hi - values])), 0, None)
-        ax.bar(x + offset, 100 * np.nan_to_num(values), width, yerr=err, capsize=3, color=color, label=label)
-    ax.axhline(50, color="grey", linestyle=":", linewidth=1)
-    ax.axvline(len(names) - 1.5, color="grey", linewidth=0.8)
-    ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("%")
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    ax.set_title(f"Accuracy and AP per generator ({run.spec})", fontsize=10)
-    return Figure(
-        f"{run.name}_acc",
-        "Accuracy and AP per generator",
-        f"Bars: accuracy at the {threshold_note(run.record)} and average precision; error bars: 95% "
-        "bootstrap intervals; 'mean' is the unweighted mean over generators; dotted line: chance.",
-        _png(fig),
-    )
-
-
-def _roc_figure(name: str, scores: pd.DataFrame) -> Figure:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    fig = _new_figure(4.8, 4.2)
-    ax = fig.add_subplot()
-    skipped = []
-    for gen, part in scores.groupby("generator", sort=True):
-        if part["label"].nunique() < 2:
-            skipped.append(str(gen))
-            continue
-        fpr, tpr, _ = roc_curve(part["label"], part["score"])
-        ax.plot(
-            fpr,
-            tpr,
-            linewidth=1.4,
-            label=f"{gen} (AUC {100 * roc_auc_score(part['label'], part['score']):.1f})",
-        )
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-        xlabel="false positive rate (reals called fake)",
-        ylabel="true positive rate",
-    )
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("ROC per generator (fake = positive)", fontsize=10)
-    note = f" Not drawn (one class only): {', '.join(skipped)}." if skipped else ""
-    return Figure(f"{name}_roc", "ROC curves", f"Each generator's fakes against its reals.{note}", _png(fig))
-
-
-def _histogram_figure(name: str, scores: pd.DataFrame, threshold: float, record: dict[str, Any]) -> Figure:
-    from matplotlib.ticker import MaxNLocator
-
-    gens = sorted(scores["generator"].unique())
-    ncols = min(4, max(1, len(gens)))
-    nrows = math.ceil(len(gens) / ncols)
-    fig = _new_figure(3.0 * ncols, 2.3 * nrows + 0.3)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
-    bins = np.linspace(0, 1, 26)
-    for ax, gen in zip(axes.flat, gens, strict=False):
-        part = scores[scores["generator"] == gen]
-        for label, color, text in ((0, REAL, "real"), (1, FAKE, "fake")):
-            values = part.loc[part["label"] == label, "score"]
-            ax.hist(
-                values,
-                bins=bins,
-                color=color,
-                alpha=0.4,
-                histtype="stepfilled",
-                label=f"{text} ({len(values)})",
-            )
-            ax.hist(values, bins=bins, color=color, histtype="step", linewidth=1.2)
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(str(gen), fontsize=9)
-        ax.legend(fontsize=7, loc="best")
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(gens) :]:
-        ax.set_visible(False)
-    fig.supxlabel("P(fake)", fontsize=9)
-    fig.supylabel("images", fontsize=9)
-    return Figure(
-        f"{name}_scores",
-        "Score distributions",
-        f"P(fake) of real (blue) and fake (red) evaluation images per generator; dashed line: the "
-        f"{threshold_note(record)}.",
-        _png(fig),
-    )
-
-
-def _robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> Figure | None:
-    """Mean (bold, with its 95% band) and per-generator (thin) acc and AP vs the level of each kind."""
-    from detbench.config import ConfigError
-    from detbench.perturbations import parse_perturbation
-
-    kinds: dict[str, list[tuple[Any, RunData]]] = {}
-    for run in perturbed:
-        try:
-            steps = parse_perturbation(run.spec).steps
-        except ConfigError:
-            continue
-        if len(steps) == 1:
-            kinds.setdefault(steps[0].name, []).append((steps[0], run))
-    if not kinds:
-        return None
-    generators = [g for g in clean.metrics["generator"] if g not in SUMMARY_ROWS]
-    colors = {g: f"C{i % 10}" for i, g in enumerate(generators)}
-    fig = _new_figure(4.2 * len(kinds) + 1.8, 6.0)
-    axes = fig.subplots(2, len(kinds), squeeze=False)
-    for col, (kind, points) in enumerate(kinds.items()):
-        step_cls = type(points[0][0])
-        points = sorted(points, key=lambda p: p[0].level)
-        levels = [step_cls.clean_level] + [p[0].level for p in points]
-        runs = [clean] + [p[1] for p in points]
-        order = np.argsort(levels)
-        levels = [levels[i] for i in order]
-        runs = [runs[i] for i in order]
-        for row, metric in enumerate(("acc", "ap")):
-            ax = axes[row][col]
-            tables = [r.metrics.set_index("generator") for r in runs]
-            for gen in generators:
-                ys = [100 * t.loc[gen, metric] if gen in t.index else np.nan for t in tables]
-                ax.plot(levels, ys, color=colors[gen], linewidth=0.9, alpha=0.6, marker=".", label=gen)
-            mean = [100 * t.loc["mean", metric] for t in tables]
-            ax.plot(levels, mean, color="black", linewidth=2.2, marker="o", label="mean")
-            if all(f"{metric}_lo" in t.columns for t in tables):
-                lo = [100 * t.loc["mean", f"{metric}_lo"] for t in tables]
-                hi = [100 * t.loc["mean", f"{metric}_hi"] for t in tables]
-                ax.fill_between(levels, lo, hi, color="black", alpha=0.12, linewidth=0)
-            ax.axhline(50, color="grey", linestyle=":", linewidth=1)
-            ax.set_xticks(levels, ["clean" if lv == step_cls.clean_level else f"{lv:g}" for lv in levels])
-            if step_cls.severe_when_low:
-                ax.invert_xaxis()
-            ax.set_ylim(0, 102)
-            ax.set_ylabel(f"{'accuracy' if metric == 'acc' else 'AP'} (%)")
-            ax.set_xlabel(step_cls.axis_label or kind)
-            ax.tick_params(labelsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle("Robustness: severity increases to the right", fontsize=10)
-    return Figure(
-        f"{name}_robustness",
-        "Robustness curves",
-        "Accuracy (top) and AP (bottom) as each perturbation grows; bold: mean over generators with its 95% "
-        "bootstrap band; thin: each generator; all runs share the clean run's trained fit and threshold.",
-        _png(fig),
-    )
 
 
 # ------------------------------------------------------------------------------------------- page

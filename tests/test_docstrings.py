@@ -31,7 +31,6 @@ NOT_YET_DOCUMENTED = (
     "detbench/probabilities.py",
     "detbench/record.py",
     "detbench/records.py",
-    "detbench/report.py",
     "detbench/runner.py",
     "detbench/score_files.py",
     "detbench/tables.py",

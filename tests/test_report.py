@@ -101,7 +101,8 @@ def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) 
     matplotlib's ValueError, on a normal demo run."""
     import pandas as pd
 
-    from detbench.report import RunData, _acc_figure
+    from detbench.report import RunData
+    from detbench.report_figures import acc_figure
 
     metrics = pd.DataFrame({
         "generator": ["g", "mean", "worst"], "acc": [1.0, 1.0, 1.0], "ap": [0.99999999999999989, 1.0, 1.0],
@@ -109,7 +110,7 @@ def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) 
         "ap_lo": [1.0, 1.0, float("nan")], "ap_hi": [1.0, 1.0, float("nan")],
     })
     record = {"perturbation": None, "threshold": {"policy": "fixed", "label": "0.5", "value": 0.5}}
-    figure = _acc_figure(RunData(tmp_path / "0123456789abcdef", record, metrics))
+    figure = acc_figure(RunData(tmp_path / "0123456789abcdef", record, metrics))
     assert figure.png.startswith(b"\x89PNG")
 
 
