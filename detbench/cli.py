@@ -232,8 +232,6 @@ def run(
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)
-    from detbench.api import request
-    from detbench.config import parse_set_args
     from detbench.progress import Phases
     from detbench.runner import Runner
 
@@ -242,12 +240,7 @@ def run(
     if detector is None and not preset:
         raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
     try:
-        planned = request(
-            detector, suite, root, protocol, parse_set_args(set_), seed, perturb, device, threshold=threshold,
-            bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
-            train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
-            preset=preset, allow_cpu=allow_cpu,
-        )  # fmt: skip
+        planned = _request(locals(), perturb=perturb, preset=preset, allow_cpu=allow_cpu)
         result = runner.run(planned.run)
     finally:
         distributed.cleanup()
@@ -256,6 +249,22 @@ def run(
     _show_result(result.record, result.metrics, result.run_dir, result.reused)
     if planned.preset is not None:
         _show_preset_comparison(planned.preset, result)
+
+
+# The options that ``run`` and ``sweep`` share, passed to :func:`detbench.api.request` by name.
+_REQUEST_OPTIONS = (
+    "root", "protocol", "seed", "device", "threshold", "bootstrap", "force", "train_suite", "train_root",
+    "train_protocol", "workers", "batch_size", "fast_index",
+)  # fmt: skip
+
+
+def _request(options: dict[str, Any], **extra: Any) -> Any:
+    """The :class:`detbench.api.Request` of a ``run`` or ``sweep`` command line (its ``locals()``)."""
+    from detbench.api import request
+    from detbench.config import parse_set_args
+
+    chosen = {name: options[name] for name in _REQUEST_OPTIONS}
+    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen, **extra)
 
 
 def _show_preset_comparison(preset, result) -> None:
@@ -496,8 +505,6 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
-    from detbench.api import request
-    from detbench.config import parse_set_args
     from detbench.display import robustness_table
     from detbench.progress import Phases
     from detbench.runner import Runner
@@ -505,11 +512,7 @@ def sweep(
 
     runner = Runner(Phases(err, enabled=not quiet))
     _watch(ctx, runner)
-    base = request(
-        detector, suite, root, protocol, parse_set_args(set_), seed, None, device, threshold=threshold,
-        bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
-        train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
-    ).run  # fmt: skip
+    base = _request(locals()).run
     result = run_sweep(base, perturb, runner)
     rec = result.clean.record
     title = f"{_run_title(rec)}): robustness"
