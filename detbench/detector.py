@@ -170,7 +170,8 @@ class Detector(ABC):
 
         Returns:
             ``(scores, failures)``: P(fake) in [0, 1], a float array of ``len(rows)`` (NaN where the image could not
-            be used), and a failure reason for each such row, keyed by its position in ``rows`` (0-based).
+            be used), and the reasons images could not be used, keyed by position in ``rows`` (0-based). The runner
+            records a NaN without a reason as ``no_score``.
         """
 
     @abstractmethod
@@ -187,4 +188,7 @@ class Detector(ABC):
 
         Args:
             directory: the folder :meth:`save` wrote (a fit's ``state/``), after :meth:`setup`.
+
+        Raises:
+            WeightsError: the saved state is unreadable or does not fit this detector.
         """

@@ -46,8 +46,8 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
     """The files to score: files named directly and the image files under named folders.
 
     Args:
-        paths: files and folders. A file is kept whatever its extension (a missing one too: it is reported as
-            unreadable later); a folder contributes its image files (recursively, by extension, sorted).
+        paths: files and folders. A file is kept whatever its extension (a missing one too: it gets its error
+            row later); a folder contributes its image files (recursively, by extension, sorted).
 
     Returns:
         The files in the order given, each once (repeats compared by absolute path).
