@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from detbench.suites import Entry, Protocol, seeded_rank, walk_files
+from detbench.suites import Entry, Protocol, Suite, seeded_rank, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -336,28 +336,44 @@ def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: s
     }
 
 
-def train_on_protocols(generators: list[str], splits: dict[str, set[str]]) -> dict[str, Protocol]:
-    """``train-on-<generator>`` for each generator with a train split, evaluated on every generator's test split.
+class SplitsFromDataSuite(Suite):
+    """A suite whose splits come from the data itself (folder names, a split column, shard names), recorded per
+    generator in ``self.splits`` while scanning; its options carry ``split_default``, the split of unmarked images.
 
-    Evaluation uses the test split, or val where no test split was found.
-
-    Args:
-        generators: the generators of the suite.
-        splits: generator -> the splits scanned in this process; empty means nothing was scanned (then every
-            generator gets a protocol, evaluated on test).
-
-    Returns:
-        Protocol name -> :class:`~detbench.suites.Protocol`.
+    Protocols: ``train-on-<generator>`` for each generator with a train split, evaluated on every generator's
+    :attr:`default_eval_split`.
     """
-    found = set().union(*splits.values()) if splits else set()
-    eval_split = "test" if "test" in found or not found else "val" if "val" in found else "test"
-    return {
-        f"train-on-{g}": Protocol(
-            name=f"train-on-{g}",
-            train_generators=(g,),
-            eval_split=eval_split,
-            description=f"train on {g} train, evaluate on every generator's {eval_split}",
-        )
-        for g in generators
-        if not splits or "train" in splits.get(g, ())
-    }
+
+    splits: dict[str, set[str]]
+
+    @property
+    def default_eval_split(self) -> str:
+        """The evaluation split: test if the data has a test split, else val, else ``split_default``.
+
+        Returns:
+            The split name.
+        """
+        found = set().union(*self.splits.values()) if self.splits else set()
+        return next((s for s in ("test", "val") if s in found), self.options.split_default)
+
+    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
+        """``train-on-<generator>`` for each generator with a train split, evaluated on every generator.
+
+        Args:
+            generators: the generators in the index (every generator gets a protocol when nothing was scanned in
+                this process).
+
+        Returns:
+            Protocol name -> :class:`~detbench.suites.Protocol`.
+        """
+        eval_split = self.default_eval_split
+        trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
+        return {
+            f"train-on-{g}": Protocol(
+                name=f"train-on-{g}",
+                train_generators=(g,),
+                eval_split=eval_split,
+                description=f"train on {g} train, evaluate on every generator's {eval_split}",
+            )
+            for g in trainable
+        }

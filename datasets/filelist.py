@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from detbench import tables
 from detbench.config import ConfigError
-from detbench.datasets._layout import LabelValues, did_you_mean, train_on_protocols
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.datasets._layout import LabelValues, SplitsFromDataSuite, did_you_mean
+from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 
 LIST_SUFFIXES = tables.TABLE_SUFFIXES
 SHOWN = 10  # line numbers listed per problem in notes and errors
@@ -50,7 +50,7 @@ class FileListOptions(EvalProfileOption):
             raise ConfigError("split_default must be a split name such as test")
 
 
-class FileListSuite(Suite):
+class FileListSuite(SplitsFromDataSuite):
     name = "list"
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
@@ -159,27 +159,6 @@ class FileListSuite(Suite):
             f"suite list needs its list: pass --set file=PATH (a CSV, TSV, JSON or Parquet file with columns "
             f"path and label). CSV/TSV/JSON files in the root: {found}"
         )
-
-    @property
-    def default_eval_split(self) -> str:
-        """The ``eval`` protocol's split: test if the data has a test split, else val, else ``split_default``.
-
-        Returns:
-            The split name.
-        """
-        found = set().union(*self.splits.values()) if self.splits else set()
-        return next((s for s in ("test", "val") if s in found), self.options.split_default)
-
-    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """``train-on-<generator>`` for each generator with a train split (see :func:`train_on_protocols`).
-
-        Args:
-            generators: the generators in the index.
-
-        Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
-        """
-        return train_on_protocols(generators, self.splits)
 
 
 def read_table(path: Path):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import SPLIT_NAMES
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
+from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite
+from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
 ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), holding the images"
@@ -36,7 +36,7 @@ class FolderOptions(EvalProfileOption):
             raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
 
 
-class FolderSuite(Suite):
+class FolderSuite(SplitsFromDataSuite):
     name = "folder"
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
@@ -105,37 +105,3 @@ class FolderSuite(Suite):
                 f"Found:\n{top_levels(root, depth=3)}"
             )
         yield from entries
-
-    @property
-    def default_eval_split(self) -> str:
-        """The ``eval`` protocol's split: test if the tree has a test split, else val, else ``split_default``.
-
-        Returns:
-            The split name.
-        """
-        found = set().union(*self.splits.values()) if self.splits else set()
-        return next((s for s in ("test", "val") if s in found), self.options.split_default)
-
-    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """``train-on-<gen>`` for each generator with a train split, evaluated on every generator's test split.
-
-        Evaluation uses :attr:`default_eval_split` (val when the tree has no test split).
-
-        Args:
-            generators: the generators in the index (every generator gets a protocol when nothing was scanned in
-                this process).
-
-        Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
-        """
-        eval_split = self.default_eval_split
-        trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
-        return {
-            f"train-on-{g}": Protocol(
-                name=f"train-on-{g}",
-                train_generators=(g,),
-                eval_split=eval_split,
-                description=f"train on {g} train, evaluate on every generator's {eval_split}",
-            )
-            for g in trainable
-        }

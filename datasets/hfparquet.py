@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import SPLIT_NAMES, LabelValues, did_you_mean, train_on_protocols
+from detbench.datasets._layout import SPLIT_NAMES, LabelValues, SplitsFromDataSuite, did_you_mean
 from detbench.shards import Locator, ShardError, check_image_column, hf_features, iter_rows, open_shard
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 
 SHOWN = 10  # rows listed per problem in notes
 
@@ -52,7 +52,7 @@ class ParquetOptions(EvalProfileOption):
             raise ConfigError(f"files must be a glob inside the suite root, e.g. data/*.parquet; got {self.files!r}")
 
 
-class ParquetSuite(Suite):
+class ParquetSuite(SplitsFromDataSuite):
     name = "parquet"
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
@@ -158,27 +158,6 @@ class ParquetSuite(Suite):
                     )
                 )
         return entries
-
-    @property
-    def default_eval_split(self) -> str:
-        """The ``eval`` protocol's split: test if the data has a test split, else val, else ``split_default``.
-
-        Returns:
-            The split name.
-        """
-        found = set().union(*self.splits.values()) if self.splits else set()
-        return next((s for s in ("test", "val") if s in found), self.options.split_default)
-
-    def protocols(self, generators: list[str]) -> dict[str, Protocol]:
-        """``train-on-<generator>`` for each generator with a train split (see :func:`train_on_protocols`).
-
-        Args:
-            generators: the generators in the index.
-
-        Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
-        """
-        return train_on_protocols(generators, self.splits)
 
 
 def _label_map(parquet_file: object, options: ParquetOptions, shard: str):

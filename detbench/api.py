@@ -66,7 +66,11 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The detector as tables name it (``external:NAME`` for imported scores)."""
+        """The detector as tables name it.
+
+        Returns:
+            The detector's name (``external:NAME`` for imported scores).
+        """
         from detbench.leaderboard import detector_label
 
         return detector_label(self.record)
@@ -176,7 +180,9 @@ def request(
 ) -> Request:
     """The run that ``detbench run`` and :func:`run` carry out for these arguments (the one place both build it).
 
-    Args: as :func:`run`.
+    Args:
+        detector, suite, root, protocol, settings, seed, perturb, device, threshold, bootstrap, force, train_suite,
+            train_root, train_protocol, workers, batch_size, fast_index, preset, allow_cpu: as :func:`run`.
 
     Returns:
         A :class:`Request`: the :class:`~detbench.resolve.RunRequest` and the preset, if one was named.
@@ -625,7 +631,11 @@ def list_detectors() -> pd.DataFrame:
 
 
 def list_suites() -> pd.DataFrame:
-    """Registered suites (built-in and plugins), without importing any: name, summary, origin, target."""
+    """Registered suites (built-in and plugins), without importing any.
+
+    Returns:
+        One row per suite: name, summary, origin (built-in or the plugin's distribution), target (its import path).
+    """
     from detbench.registry import SUITES
 
     return _registry_frame(SUITES)

@@ -147,7 +147,11 @@ class ClassifierDetector(Detector):
 
     def state_module(self) -> Any:
         """The module whose state dict a fit saves and loads (strictly): by default the whole network. A network
-        with a large frozen part returns a module registering only the parts training changes."""
+        with a large frozen part returns a module registering only the parts training changes.
+
+        Returns:
+            The :class:`torch.nn.Module` to save and load.
+        """
         return self.net
 
     # ---- the Detector contract

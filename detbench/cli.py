@@ -42,6 +42,14 @@ class GuardedGroup(TyperGroup):
     """The command group whose every command runs inside :func:`_guard`."""
 
     def invoke(self, ctx: typer.Context) -> Any:
+        """Run the chosen command inside the guard.
+
+        Args:
+            ctx: the command line's context.
+
+        Returns:
+            What the command returns.
+        """
         with _guard(ctx):
             return super().invoke(ctx)
 
@@ -140,6 +148,32 @@ THRESHOLD_HELP = (
 )
 
 
+# Options shared by commands, declared once (the defaults stay in each signature).
+SuiteOption = Annotated[
+    Optional[str], typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`); default demo.")
+]
+RootOption = Annotated[Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")]
+ProtocolOption = Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")]
+TrainSuiteOption = Annotated[
+    Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
+]
+TrainRootOption = Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")]
+TrainProtocolOption = Annotated[
+    Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
+]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")]
+SeedOption = Annotated[int, typer.Option(help="Seed for splits, training and sampling.")]
+DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+WorkersOption = Annotated[
+    Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
+]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")]
+BootstrapOption = Annotated[int, typer.Option(help=BOOTSTRAP_HELP)]
+ThresholdOption = Annotated[str, typer.Option(help=THRESHOLD_HELP)]
+FastIndexOption = Annotated[bool, typer.Option(help=FAST_INDEX_HELP)]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
 @app.callback()
 def main_options(
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (sets HF_HUB_OFFLINE).")] = False,
@@ -159,44 +193,34 @@ def run(
     detector: Annotated[
         Optional[str], typer.Argument(help="Detector name (see `detbench ls detectors`); implied by --preset.")
     ] = None,
-    suite: Annotated[
-        Optional[str], typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`); default demo.")
-    ] = None,
+    suite: SuiteOption = None,
     preset: Annotated[
         Optional[str], typer.Option(help="Reproduce a published table (see `detbench ls presets`).")
     ] = None,
     allow_cpu: Annotated[bool, typer.Option(help="Let a preset run without a CUDA GPU.")] = False,
-    root: Annotated[
-        Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")
-    ] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
-    train_suite: Annotated[
-        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
-    ] = None,
-    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
-    train_protocol: Annotated[
-        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
-    ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
+    root: RootOption = None,
+    protocol: ProtocolOption = None,
+    train_suite: TrainSuiteOption = None,
+    train_root: TrainRootOption = None,
+    train_protocol: TrainProtocolOption = None,
+    set_: SetOption = None,
+    seed: SeedOption = 0,
     force: Annotated[
         bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")
     ] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[
-        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
+    device: DeviceOption = None,
+    workers: WorkersOption = None,
+    batch_size: BatchSizeOption = None,
     nproc: Annotated[
         int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
     ] = 1,
     perturb: Annotated[
         Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
-    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    bootstrap: BootstrapOption = 1000,
+    threshold: ThresholdOption = "0.5",
+    fast_index: FastIndexOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
     from detbench import distributed
@@ -208,8 +232,6 @@ def run(
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)
-    from detbench.api import request
-    from detbench.config import parse_set_args
     from detbench.progress import Phases
     from detbench.runner import Runner
 
@@ -218,12 +240,7 @@ def run(
     if detector is None and not preset:
         raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
     try:
-        planned = request(
-            detector, suite, root, protocol, parse_set_args(set_), seed, perturb, device, threshold=threshold,
-            bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
-            train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
-            preset=preset, allow_cpu=allow_cpu,
-        )  # fmt: skip
+        planned = _request(locals(), perturb=perturb, preset=preset, allow_cpu=allow_cpu)
         result = runner.run(planned.run)
     finally:
         distributed.cleanup()
@@ -232,6 +249,22 @@ def run(
     _show_result(result.record, result.metrics, result.run_dir, result.reused)
     if planned.preset is not None:
         _show_preset_comparison(planned.preset, result)
+
+
+# The options that ``run`` and ``sweep`` share, passed to :func:`detbench.api.request` by name.
+_REQUEST_OPTIONS = (
+    "root", "protocol", "seed", "device", "threshold", "bootstrap", "force", "train_suite", "train_root",
+    "train_protocol", "workers", "batch_size", "fast_index",
+)  # fmt: skip
+
+
+def _request(options: dict[str, Any], **extra: Any) -> Any:
+    """The :class:`detbench.api.Request` of a ``run`` or ``sweep`` command line (its ``locals()``)."""
+    from detbench.api import request
+    from detbench.config import parse_set_args
+
+    chosen = {name: options[name] for name in _REQUEST_OPTIONS}
+    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen, **extra)
 
 
 def _show_preset_comparison(preset, result) -> None:
@@ -454,32 +487,24 @@ def sweep(
             "--perturb", "-p", help="One axis of values, e.g. jpeg:95,75,50 or blur:1,2 (repeatable); a run per value."
         ),
     ],
-    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`).")] = "demo",
-    root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")] = None,
-    train_suite: Annotated[
-        Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
-    ] = None,
-    train_root: Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")] = None,
-    train_protocol: Annotated[
-        Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
-    ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits, training and sampling.")] = 0,
+    suite: SuiteOption = None,
+    root: RootOption = None,
+    protocol: ProtocolOption = None,
+    train_suite: TrainSuiteOption = None,
+    train_root: TrainRootOption = None,
+    train_protocol: TrainProtocolOption = None,
+    set_: SetOption = None,
+    seed: SeedOption = 0,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[
-        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
-    ] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")] = None,
-    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
-    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
-    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    device: DeviceOption = None,
+    workers: WorkersOption = None,
+    batch_size: BatchSizeOption = None,
+    bootstrap: BootstrapOption = 1000,
+    threshold: ThresholdOption = "0.5",
+    fast_index: FastIndexOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
-    from detbench.api import request
-    from detbench.config import parse_set_args
     from detbench.display import robustness_table
     from detbench.progress import Phases
     from detbench.runner import Runner
@@ -487,11 +512,7 @@ def sweep(
 
     runner = Runner(Phases(err, enabled=not quiet))
     _watch(ctx, runner)
-    base = request(
-        detector, suite, root, protocol, parse_set_args(set_), seed, None, device, threshold=threshold,
-        bootstrap=bootstrap, force=force, train_suite=train_suite, train_root=train_root,
-        train_protocol=train_protocol, workers=workers, batch_size=batch_size, fast_index=fast_index,
-    ).run  # fmt: skip
+    base = _request(locals()).run
     result = run_sweep(base, perturb, runner)
     rec = result.clean.record
     title = f"{_run_title(rec)}): robustness"
@@ -511,14 +532,12 @@ def import_scores(
                        "and a score column, P(fake)."),
     ],
     name: Annotated[str, typer.Option(help="What computed the scores: the run shows as external:NAME.")],
-    root: Annotated[Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")] = (
-        None
-    ),
+    root: RootOption = None,
     protocol: Annotated[
         Optional[str], typer.Option(help="Protocol whose evaluation images are scored (default: the suite's).")
     ] = None,
     logits: Annotated[bool, typer.Option(help="The scores are raw logits: P(fake) = sigmoid(score).")] = False,
-    threshold: Annotated[str, typer.Option(help=THRESHOLD_HELP)] = "0.5",
+    threshold: ThresholdOption = "0.5",
     perturb: Annotated[
         Optional[str],
         typer.Option(help="What the scores were computed on, e.g. jpeg:75 (a label for robustness views; nothing is "
@@ -530,11 +549,11 @@ def import_scores(
     ] = "",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Suite option key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits and sampling.")] = 0,
-    bootstrap: Annotated[int, typer.Option(help=BOOTSTRAP_HELP)] = 1000,
+    bootstrap: BootstrapOption = 1000,
     force: Annotated[bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")]
     = False,
-    fast_index: Annotated[bool, typer.Option(help=FAST_INDEX_HELP)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    fast_index: FastIndexOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Scores computed outside detbench (a closed API, another framework) as a run of external:NAME, with the same
     metrics, intervals, leaderboard rows, report and robustness views as any run."""
@@ -581,12 +600,10 @@ def predict(
     export_logits: Annotated[
         bool, typer.Option(help="--export writes logits (log-odds) instead of P(fake), as grip-unina's main.py does.")
     ] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    workers: Annotated[
-        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
-    ] = None,
+    device: DeviceOption = None,
+    workers: WorkersOption = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size for scoring.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Score your own images with finished runs' trained detectors: P(fake) and the decision per file."""
     from detbench.predict import predict_runs, predictions_table, write_export, write_predictions
@@ -624,15 +641,13 @@ def bench(
         typer.Option(help="Comma list of decode,forward,score,reference,mpft_step,index,cache_read,metrics,rss."),
     ] = None,
     backbone: Annotated[str, typer.Option(help="Backbone spec.")] = "timm:efficientnet_lite0@bundled",
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
+    device: DeviceOption = None,
     precision: Annotated[str, typer.Option(help=f"Forward-pass precision: {PRECISION_HELP}.")] = "auto",
     crop: Annotated[int, typer.Option(help="Backbone input size.")] = 128,
     size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
     images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    workers: Annotated[
-        Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
-    ] = None,
+    workers: WorkersOption = None,
     repeats: Annotated[int, typer.Option(help="Timed repeats per measure (the median is reported).")] = 3,
     index_files: Annotated[int, typer.Option(help="Files for the index measure.")] = 5000,
     rss_images: Annotated[
@@ -668,6 +683,7 @@ def bench(
 
 
 def main() -> None:
+    """The ``detbench`` console script."""
     app(prog_name="detbench")
 
 

@@ -38,11 +38,26 @@ class RunContext:
     eval_profiles: dict[str, Any] = field(default_factory=dict)
 
     def eval_profile_for(self, generator: str) -> Any | None:
-        """The :class:`~detbench.preprocess.EvalProfile` chosen for ``generator``'s test set, or None (decide
-        yourself, e.g. from :attr:`eval_convention`)."""
+        """The evaluation preprocessing the user chose for one generator's test set.
+
+        Args:
+            generator: the generator name of the rows being scored (the index's ``generator`` column).
+
+        Returns:
+            The :class:`~detbench.preprocess.EvalProfile` chosen with ``--set suite.eval_profile=...``, or None when
+            none was chosen (or the detector does not follow profiles): decide yourself, e.g. from
+            :attr:`eval_convention`.
+        """
         return self.eval_profiles.get(generator)
 
     def checkpoint_dir(self) -> Path:
+        """The folder for resumable training checkpoints, ``run_dir/checkpoints``, created if missing.
+
+        During :meth:`Detector.fit` ``run_dir`` is the fit's folder, so a killed training resumes from here.
+
+        Returns:
+            The folder's path.
+        """
         path = self.run_dir / "checkpoints"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -80,20 +95,40 @@ class Detector(ABC):
         given released weights: those run under any protocol, ``eval`` included, and need no training rows.
 
         Decided from the config alone (before any weights load), so pre-flight checks can call it.
+
+        Returns:
+            True when the run needs training rows and a fit.
         """
         return not self.training_free
 
     def setup(self, ctx: RunContext) -> None:
-        """Load what identity() needs (e.g. the backbone); called once before fit/predict."""
+        """Load what :meth:`identity` needs (e.g. the backbone); called once before fit/predict. Default: nothing.
+
+        Args:
+            ctx: the run context (device, seed, suite, eval convention).
+
+        Raises:
+            DetbenchError: a subclass (e.g. WeightsError, BackboneError) when the weights or backbone cannot be
+                loaded.
+        """
         return None
 
     def identity(self) -> dict[str, Any]:
-        """Identity beyond the config: e.g. the resolved backbone (weights sha256, preprocessing)."""
+        """Identity beyond the config: e.g. the resolved backbone (weights sha256, preprocessing).
+
+        Called after :meth:`setup`; part of both the fit id and the run id.
+
+        Returns:
+            JSON-serialisable facts (empty by default).
+        """
         return {}
 
     def score_identity(self) -> dict[str, Any]:
         """What the scores depend on beyond the trained state (e.g. the sha256 of an imported score file and how it
-        is read): part of the run id, not of the fit id. Called after :meth:`setup`. Default: nothing.
+        is read): part of the run id, not of the fit id. Called after :meth:`setup`.
+
+        Returns:
+            JSON-serialisable facts (empty by default).
         """
         return {}
 
@@ -101,22 +136,59 @@ class Detector(ABC):
         """How leaderboards, run lists and reports name this detector's runs (default: its registered name).
 
         Decided from the config alone, e.g. ``external:NAME`` for imported scores.
+
+        Returns:
+            The display label.
         """
         return self.name
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         """Train on ``train``; select hyper-parameters/checkpoints on ``heldout`` (training generator only).
-        Returns facts for the run record (e.g. the chosen C, steps, skipped images)."""
+
+        Called only when no intact fit exists; the runner then calls :meth:`save`. Training-free detectors and
+        detectors given released weights fit nothing (both frames may be empty).
+
+        Args:
+            train: the index rows to learn from (``path``, ``label`` 1 = fake, ``generator``, ``status`` ...).
+            heldout: the held-out rows of the training generator(s), for selection only.
+            ctx: the run context; ``ctx.run_dir`` is the fit's folder (see :meth:`RunContext.checkpoint_dir`).
+
+        Returns:
+            JSON-serialisable facts for the fit and run records (e.g. the chosen C, steps, skipped images).
+        """
 
     @abstractmethod
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """P(fake) per row (NaN where the image could not be used) and failure reasons by row position."""
+        """Score rows: the probability that each image is fake.
+
+        Args:
+            rows: index rows whose ``status`` is ``ok`` (the runner passes chunks of at most
+                ``detbench.runner.SCORE_CHUNK_ROWS``; ``detbench predict`` passes ``label`` -1, unknown).
+            ctx: the run context; apply ``ctx.perturbation`` (None on held-out rows) and, with
+                ``follows_eval_profiles``, :meth:`RunContext.eval_profile_for`.
+
+        Returns:
+            ``(scores, failures)``: P(fake) in [0, 1], a float array of ``len(rows)`` (NaN where the image could not
+            be used), and the reasons images could not be used, keyed by position in ``rows`` (0-based). The runner
+            records a NaN without a reason as ``no_score``.
+        """
 
     @abstractmethod
     def save(self, directory: Path) -> None:
-        """Write the trained state (safetensors/JSON, never pickle) into ``directory``."""
+        """Write the trained state (safetensors/JSON, never pickle) into ``directory``.
+
+        Args:
+            directory: a fresh folder (the runner hashes every file written there and renames it into place).
+        """
 
     @abstractmethod
     def load(self, directory: Path) -> None:
-        """Restore the state written by save(); strict: a mismatch raises."""
+        """Restore the state written by :meth:`save`; strict: a mismatch raises.
+
+        Args:
+            directory: the folder :meth:`save` wrote (a fit's ``state/``), after :meth:`setup`.
+
+        Raises:
+            WeightsError: the saved state is unreadable or does not fit this detector.
+        """

@@ -154,6 +154,16 @@ def _mtime_ns(path: Path) -> int | None:
 
 
 def index_dir(suite: Suite, root: Path, mode: IdMode) -> Path:
+    """Where the index of ``suite`` on ``root`` in ``mode`` is stored (not created here).
+
+    Args:
+        suite: the suite adapter (its identity, options included, is part of the key).
+        root: the suite root, absolute and resolved (another spelling of the same folder is another key).
+        mode: the id mode.
+
+    Returns:
+        ``$DETBENCH_HOME/indexes/<suite>/<16 hex characters of the key>``.
+    """
     key = content_hash({"root": str(root), "suite": suite.identity(), "mode": mode})[:16]
     return home_subdir("indexes") / suite.name / key
 
@@ -166,7 +176,23 @@ def build_index(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Index:
-    """Scan ``root`` with ``suite``'s adapter and write (or incrementally refresh) its index."""
+    """Scan ``root`` with ``suite``'s adapter and write (or incrementally refresh) its index.
+
+    Args:
+        suite: the suite adapter, with its options.
+        root: the suite root (``~`` expanded, resolved).
+        mode: ``full`` (ids are content hashes) or ``fast`` (ids from size, mtime and path; checked unique).
+        workers: processes probing files when there are at least 4000 to probe; None: one per CPU core.
+        progress: called with ``(done, total)`` files probed now and then; None: silent.
+
+    Returns:
+        The written :class:`Index` (rows :data:`COLUMNS` plus a ``meta_*`` column per file-list column).
+
+    Raises:
+        InputError: ``root`` is not a folder.
+        SuiteLayoutError: no image found, or a generator is named like a summary row.
+        DataError: in ``fast`` mode, two different files share an id.
+    """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise InputError(f"suite root {root} is not a directory")
@@ -300,6 +326,10 @@ def index_suite(
 def check_generator_names(entries: list[Entry], root: Path) -> None:
     """Refuse generator names that the metrics tables reserve for their summary rows (in any case).
 
+    Args:
+        entries: the suite adapter's scan.
+        root: the suite root, for the message.
+
     Raises:
         SuiteLayoutError: naming the folders to rename.
     """
@@ -314,6 +344,9 @@ def check_generator_names(entries: list[Entry], root: Path) -> None:
 def check_unique_ids(df: pd.DataFrame) -> None:
     """Fast-mode ids come from metadata, not bytes: two different files must never share one (they would share
     cached features).
+
+    Args:
+        df: index rows (``image_id`` and ``path``; rows without an id are ignored).
 
     Raises:
         DataError: naming two files that share an id.
@@ -352,7 +385,16 @@ def _unchanged(old: dict[str, Any], abs_path: Path) -> bool:
 
 
 def index_hash(df: pd.DataFrame) -> str:
-    """A content hash of what a run depends on: ids, paths, labels, generators, splits and statuses."""
+    """A content hash of what a run depends on: ids, paths, labels, generators, splits and statuses.
+
+    Row order does not matter (rows are sorted first); other columns (sizes, mtimes, formats) do not count.
+
+    Args:
+        df: index rows.
+
+    Returns:
+        64 hex characters (:func:`~detbench.records.content_hash`).
+    """
     cols = ["image_id", "path", "generator", "split", "label", "status"]
     rows = df[cols].astype(str).sort_values(["path", "generator", "split", "label"], kind="stable").to_numpy().tolist()
     return content_hash(rows)
@@ -380,4 +422,16 @@ def _manifest(suite: Suite, root: Path, mode: str, df: pd.DataFrame, reused: int
 
 
 def load_index(directory: Path) -> Index:
+    """Read a stored index as written by :func:`build_index`.
+
+    Args:
+        directory: the index folder (see :func:`index_dir`).
+
+    Returns:
+        The :class:`Index`.
+
+    Raises:
+        OSError: ``index.parquet`` or ``manifest.json`` is missing or unreadable.
+        ValueError: one of them is damaged (not Parquet, not JSON).
+    """
     return Index(pd.read_parquet(directory / "index.parquet"), read_json(directory / "manifest.json"), directory)

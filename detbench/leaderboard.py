@@ -24,7 +24,18 @@ FILTER_COLUMNS = ("detector", "backbone", "perturbation")
 
 
 def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The finished run whose id (its 16-character directory name) starts with ``prefix``."""
+    """The finished run whose id (or its 16-character directory name) starts with ``prefix``.
+
+    Args:
+        prefix: the run id or its first characters (case and surrounding spaces ignored).
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        ``(run folder, run record)``.
+
+    Raises:
+        RunLookupError: ``prefix`` is empty, matches no finished run (close ids are suggested) or several.
+    """
     prefix = prefix.strip().lower()
     if not prefix:
         raise RunLookupError("give a run id (or its first characters); see `detbench ls runs`")
@@ -49,9 +60,19 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
 def run_records(
     suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = ("metrics.parquet",)
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Finished runs (those with a run.json), optionally of one suite, oldest first. A damaged run (its record
-    unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256 it recorded) is left out
-    with a warning; running it again recomputes it."""
+    """Finished runs (those with a run.json), optionally of one suite, oldest first.
+
+    A damaged run (its record unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256
+    it recorded) is left out with a :class:`~detbench.errors.DetbenchWarning`; running it again recomputes it.
+
+    Args:
+        suite: only this suite's runs; None: every suite's.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+        verify: output files whose recorded sha256 is checked.
+
+    Yields:
+        ``(run folder, run record)``, by the record's ``created`` time.
+    """
     root = runs_root or layout.runs_root()
     found = []
     for path in root.glob(layout.run_record_glob(suite)):
@@ -67,7 +88,14 @@ def run_records(
 
 
 def detector_label(record: dict[str, Any]) -> str:
-    """How tables name a run's detector: its label (``external:NAME`` for imported scores), else its name."""
+    """How tables name a run's detector.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        Its ``label`` (``external:NAME`` for imported scores), else its detector name.
+    """
     return str(record.get("label") or record["detector"])
 
 
@@ -124,6 +152,16 @@ def _perturbation_label(record: dict[str, Any]) -> str:
 
 
 def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
+    """Every metric of every finished run of a suite, tidy.
+
+    Args:
+        suite: the suite's name.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        Columns ``suite``, :data:`ID_COLUMNS`, ``generator`` (summary rows such as ``mean`` and ``worst``
+        included), ``metric``, ``value``; empty (with these columns) when the suite has no finished run.
+    """
     frames = []
     for run_dir, record in run_records(suite, runs_root):
         metrics = pd.read_parquet(run_dir / "metrics.parquet")
@@ -158,6 +196,14 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
 def suite_long(suite: str, published: bool = False, runs_root: Path | None = None) -> pd.DataFrame:
     """:func:`long_table` of ``suite``, with the published numbers of its paper presets when ``published``.
 
+    Args:
+        suite: the suite's name.
+        published: append the rows of the papers' published numbers (:func:`detbench.presets.published_rows`).
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        The long table.
+
     Raises:
         RunLookupError: the suite has no finished run (and no published row).
     """
@@ -178,6 +224,16 @@ def leaderboard_view(
     ``delta``, keeping the runs :func:`filter_runs` selects with ``filters`` (``detector``, ``backbone``,
     ``perturbation``; deltas still use every run).
 
+    Args:
+        long: :func:`suite_long` output.
+        metric: the metric shown (a value of ``long``'s ``metric`` column, e.g. ``acc`` or ``ap``).
+        delta: show each perturbed run's difference to its clean run instead of its values (clean rows dropped).
+        **filters: patterns for ``detector``, ``backbone`` and ``perturbation`` (see :func:`filter_runs`); None or
+            empty: no filter.
+
+    Returns:
+        The wide table (see :func:`wide_table` and :func:`delta_table`), index reset.
+
     Raises:
         ConfigError: ``metric`` is not a metric of these runs.
         RunLookupError: the filters select no run.
@@ -195,7 +251,14 @@ def leaderboard_view(
 
 
 def threshold_label(record: dict[str, Any]) -> str:
-    """``calibrated`` or the fixed threshold, e.g. ``0.5``."""
+    """How tables name a run's decision threshold.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The record's threshold label if it has one, else ``calibrated`` or the fixed value, e.g. ``0.5``.
+    """
     t = record.get("threshold") or {}
     return t.get("label") or ("calibrated" if t.get("policy") == "calibrated" else f"{t.get('value', 0.5):g}")
 
@@ -206,6 +269,16 @@ def filter_runs(long: pd.DataFrame, **patterns: str | None) -> pd.DataFrame:
     A pattern equal to some value of its column (case-insensitive) selects exactly that value; otherwise
     it selects every value containing it (``--perturbation jpeg`` keeps all JPEG runs, ``clean`` only
     the unperturbed ones, ``--backbone efficientnet`` any EfficientNet backbone).
+
+    Args:
+        long: a table with the filtered columns (long or wide).
+        **patterns: ``detector``, ``backbone`` and/or ``perturbation`` patterns; None or empty: no filter.
+
+    Returns:
+        The matching rows (index kept).
+
+    Raises:
+        ValueError: a pattern names another column (a caller's bug, not the user's).
     """
     for column, pattern in patterns.items():
         if column not in FILTER_COLUMNS:
@@ -220,7 +293,15 @@ def filter_runs(long: pd.DataFrame, **patterns: str | None) -> pd.DataFrame:
 
 
 def perturbation_rank(label: str) -> tuple[int, str, float]:
-    """Sort key: clean first, then single perturbations by kind and rising severity, then compositions."""
+    """Sort key: clean first, then single perturbations by kind and rising severity, then compositions.
+
+    Args:
+        label: a perturbation label as run tables show it (``clean``, a spec such as ``jpeg:75``, or a
+            composition such as ``blur:2+jpeg:90``); one that does not parse sorts with the compositions.
+
+    Returns:
+        ``(group, kind, severity)``: group 0 clean, 1 single, 2 composed or unparsed.
+    """
     from detbench.config import ConfigError
     from detbench.perturbations import parse_perturbation
 
@@ -237,7 +318,17 @@ def perturbation_rank(label: str) -> tuple[int, str, float]:
 
 def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     """One row per run, one column per generator (then mean, worst) for ``metric``, and ``mean_delta``:
-    a perturbed run's mean minus that of the clean run of the same fit and threshold (NaN without one)."""
+    a perturbed run's mean minus that of the clean run of the same fit and threshold (NaN without one).
+
+    Args:
+        long: :func:`long_table` output (rows of other metrics are ignored).
+        metric: the metric to show.
+
+    Returns:
+        :data:`ID_COLUMNS`, the generator columns, the summary columns and ``mean_delta``; sorted by protocol,
+        then perturbation (:func:`perturbation_rank`), then falling mean. Only :data:`ID_COLUMNS` when no run
+        has ``metric``.
+    """
     subset = long[long["metric"] == metric]
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
@@ -256,7 +347,15 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
 def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:
     """``wide`` with every value column replaced by its difference to the clean run of the same fit and
     threshold policy (NaN where none exists; several such runs, e.g. with other bootstrap counts, share
-    their point values). Clean rows are dropped unless ``keep_clean`` (their deltas are NaN)."""
+    their point values). Clean rows are dropped unless ``keep_clean`` (their deltas are NaN).
+
+    Args:
+        wide: :func:`wide_table` output.
+        keep_clean: keep the clean rows (with NaN deltas).
+
+    Returns:
+        The same columns (``mean_delta`` dropped) holding differences.
+    """
     values = [c for c in wide.columns if c not in ID_COLUMNS and c != "mean_delta"]
     clean = wide[wide["perturbation"] == "clean"].drop_duplicates(["fit_id", "threshold"], keep="last")
     reference = wide[["fit_id", "threshold"]].merge(clean[["fit_id", "threshold", *values]], how="left")
@@ -276,7 +375,18 @@ def write_csvs(
     filters: dict[str, str | None] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically,
-    keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run)."""
+    keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run).
+
+    Args:
+        suite: the suite's name.
+        out_dir: the folder to write into (created if missing; existing files of these names are replaced).
+        metric: the metric of the wide table.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+        filters: ``detector``/``backbone``/``perturbation`` patterns; None: every run.
+
+    Returns:
+        The paths of the wide and the long CSV.
+    """
     from detbench.records import atomic_path
 
     long = long_table(suite, runs_root)

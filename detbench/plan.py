@@ -211,7 +211,15 @@ def plan_run(
 
 
 def fit_key(plan: RunPlan) -> dict[str, Any]:
-    """Everything that changes training (hashed into the fit id)."""
+    """Everything that changes training (hashed into the fit id).
+
+    Args:
+        plan: the plan, its detector set up (its :meth:`~detbench.detector.Detector.identity` is read).
+
+    Returns:
+        The detector's name, version and config (without its ``score_only_keys``), its identity, the training
+        suite's identity, index hash and protocol, the seed and the detbench version.
+    """
     detector = plan.detector
     config = {k: v for k, v in to_dict(plan.resolved.config).items() if k not in detector.score_only_keys}
     return {
@@ -226,7 +234,15 @@ def fit_key(plan: RunPlan) -> dict[str, Any]:
 
 
 def run_key(plan: RunPlan) -> dict[str, Any]:
-    """The fit id and everything that changes evaluation (hashed into the run id)."""
+    """The fit id and everything that changes evaluation (hashed into the run id).
+
+    Args:
+        plan: the plan, its ``fit_key`` and evaluation profiles already set.
+
+    Returns:
+        The fit id, perturbation identity (None: clean), threshold label and bootstrap count; plus, where they
+        apply, the detector's score identity, a cross-suite run's evaluation data and the evaluation profiles.
+    """
     resolved = plan.resolved
     key: dict[str, Any] = {
         "fit_id": plan.fit_id,
@@ -251,7 +267,22 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
 def shared_index(
     suite: Suite, root: Path | None, mode: str, phases: Phases, on_phase: Callable[[str], None] = lambda w: None
 ) -> Index:
-    """Rank 0 indexes ``suite`` (on ``root``, or its default root); under torchrun the others load it."""
+    """Rank 0 indexes ``suite`` (on ``root``, or its default root); under torchrun the others load it.
+
+    Args:
+        suite: the suite adapter.
+        root: the suite root; None: the data the suite supplies itself (e.g. the demo's).
+        mode: the id mode, ``full`` or ``fast``.
+        phases: where the progress bar goes.
+        on_phase: told what is happening (``locating ...``, ``indexing ...``), for interrupt messages.
+
+    Returns:
+        The index, on every rank.
+
+    Raises:
+        InputError: ``root`` is None and the suite supplies no data, or it is not a folder.
+        SuiteLayoutError: no image of the suite found.
+    """
     index = _index(suite, root, mode, phases, on_phase) if dist.is_main() else None
     directory = dist.broadcast(index.directory if index is not None else None)
     return index if index is not None else load_index(directory)
@@ -268,7 +299,13 @@ def _index(suite: Suite, root: Path | None, mode: str, phases: Phases, on_phase:
 
 
 def report_scan(suite: Suite, index: Index, phases: Phases) -> None:
-    """Log what was found (usable images per generator); warn of folders skipped and the adapter's notes."""
+    """Log what was found (usable images per generator); warn of folders skipped and the adapter's notes.
+
+    Args:
+        suite: the suite adapter that scanned the data (its ``ignored`` folders and ``notes``).
+        index: its index.
+        phases: where the lines go.
+    """
     usable = index.usable
     phases.log(
         f"{suite.name}: {len(usable)} usable of {len(index.rows)} images under {index.root}; generators: "
@@ -290,8 +327,25 @@ def training_source(
     phases: Phases,
     on_phase: Callable[[str], None] = lambda what: None,
 ) -> TrainingSource | None:
-    """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed; None when the
-    protocol trains on this suite."""
+    """The other suite a cross-suite run trains on (``--train-suite``, or the protocol's), indexed.
+
+    Args:
+        req: the run request (``train_suite``, ``train_root``, ``train_protocol``, ``index_mode``).
+        resolved: its resolved options (the training suite's ``--set`` overrides).
+        protocol: the evaluation protocol chosen.
+        needs_training: whether the detector learns from training rows (decides which protocols are possible).
+        phases: where progress and the scan report go.
+        on_phase: told what is happening, for interrupt messages.
+
+    Returns:
+        The training suite, its index and protocol; None when the protocol trains on this suite.
+
+    Raises:
+        ConfigError: ``--train-root``/``--train-protocol`` given to a run that trains on its own suite.
+        ProtocolError: ``--train-suite`` contradicts the protocol, no protocol of the training suite fits its data,
+            or the training protocol is itself cross-suite.
+        InputError: no ``--train-root``, or it is not a folder.
+    """
     name = req.train_suite or protocol.train_suite
     if name is None:
         for given, flag in ((req.train_root, "--train-root"), (req.train_protocol, "--train-protocol")):

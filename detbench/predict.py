@@ -43,8 +43,15 @@ class TrainedRun:
 
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Files named directly (whatever their extension, missing ones included: they are reported) and the
-    image files under named folders (recursive, by extension), in order, without repeats."""
+    """The files to score: files named directly and the image files under named folders.
+
+    Args:
+        paths: files and folders. A file is kept whatever its extension (a missing one too: it gets its error
+            row later); a folder contributes its image files (recursively, by extension, sorted).
+
+    Returns:
+        The files in the order given, each once (repeats compared by absolute path).
+    """
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -64,7 +71,24 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
-    """Rebuild the detector of run ``run_ref`` (an id prefix) from its record and load its fit."""
+    """Rebuild the detector of a finished run from its record and load its fit.
+
+    Warns (through ``ctx.phases``) when the installed detector's version or its identity (backbone, preprocessing)
+    differs from the run's.
+
+    Args:
+        run_ref: the run id or its first characters.
+        ctx: the context to set the detector up in; ``eval_convention``, when None, is set to the run's suite's.
+
+    Returns:
+        The :class:`TrainedRun`.
+
+    Raises:
+        RunLookupError: no finished run, or several, match ``run_ref``.
+        ConfigError: the run holds imported scores (there is no model).
+        RegistryError: the run's detector is not installed.
+        WeightsError: the fit's state (or the detector's weights) cannot be loaded.
+    """
     from detbench.config import apply_overrides
     from detbench.leaderboard import detector_label, find_run
     from detbench.records import canonical_json
@@ -98,9 +122,17 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
 
 
 def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
-    """The run's fit folder under the current ``$DETBENCH_HOME``, found by the fit id (not by the absolute path the
-    record holds, so a moved home still works): ``runs/<suite>/<detector>/fits/<fit id>``, where ``<suite>`` is
-    the training suite of a cross-suite run."""
+    """The run's fit folder, found by the fit id (not by the absolute path the record holds, so a moved home
+    still works).
+
+    Args:
+        run_dir: the run's folder (``<runs>/<suite>/<detector>/<run id>``).
+        record: its run record (``fit_id``, and ``training.suite`` for a cross-suite run).
+
+    Returns:
+        ``<runs>/<suite>/<detector>/fits/<fit id>``, where ``<suite>`` is the training suite of a cross-suite run
+        and ``<runs>`` the runs folder holding ``run_dir``.
+    """
     from detbench import layout
 
     training = record.get("training") or {}
@@ -128,7 +160,27 @@ def predict_files(
     batch_size: int | None = None,
     phases: Phases | None = None,
 ) -> tuple[pd.DataFrame, TrainedRun]:
-    """P(fake), decision and error per file (columns :data:`COLUMNS`, in input order)."""
+    """Score files with the detector a finished run trained, without the run's perturbation.
+
+    Args:
+        run_ref: the run id or its first characters.
+        paths: files, folders and Parquet shards (see :func:`collect_files`).
+        device: the torch device; None: CUDA when available, else the CPU.
+        workers: image-decoding worker processes (0: decode in the main process); None: by the CPU count
+            (:func:`detbench.data.default_workers`).
+        batch_size: the scoring batch; None: the detector's default.
+        phases: where progress and warnings go; None: a default :class:`Phases`.
+
+    Returns:
+        ``(predictions, trained)``: columns :data:`COLUMNS`, one row per image in input order (``score`` is P(fake),
+        NaN with ``error`` set where the image could not be scored; ``decision`` is ``fake`` above the run's
+        threshold, else ``real``), and the loaded run.
+
+    Raises:
+        ConfigError: ``workers`` < 0 or ``batch_size`` < 1, or the run holds imported scores.
+        InputError: no file found in ``paths``.
+        RunLookupError: no finished run, or several, match ``run_ref``.
+    """
     from detbench import images
     from detbench.features import FeatureCache
     from detbench.resolve import default_device
@@ -224,6 +276,18 @@ def predict_runs(
 ) -> list[tuple[TrainedRun, pd.DataFrame]]:
     """:func:`predict_files` for each run of ``run_refs`` (the same images, in the same order, for each).
 
+    Args:
+        run_refs: run ids or their first characters.
+        paths: files, folders and Parquet shards (see :func:`collect_files`).
+        device: the torch device; None: CUDA when available, else the CPU.
+        workers: image-decoding worker processes (0: decode in the main process); None: by the CPU count
+            (:func:`detbench.data.default_workers`).
+        batch_size: the scoring batch; None: the detector's default.
+        phases: where progress and warnings go; None: a default :class:`Phases` per run.
+
+    Returns:
+        ``(trained run, predictions)`` per run, in the order of ``run_refs``.
+
     Raises:
         ConfigError: no run given, or one run given twice.
     """
@@ -240,14 +304,28 @@ def predict_runs(
 
 
 def run_column(record: dict[str, Any]) -> str:
-    """The name of a run's score column in exports and tables: ``<detector label>@<16-character run id>``."""
+    """The name of a run's score column in exports and tables.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        ``<detector label>@<first 16 characters of the run id>``.
+    """
     from detbench.leaderboard import detector_label
 
     return f"{detector_label(record)}@{record['run_id'][:16]}"
 
 
 def long_predictions(results: list[tuple[TrainedRun, pd.DataFrame]]) -> pd.DataFrame:
-    """Every run's predictions in one table: ``run`` (see :func:`run_column`) then :data:`COLUMNS`."""
+    """Every run's predictions in one table.
+
+    Args:
+        results: :func:`predict_runs` output.
+
+    Returns:
+        Columns ``run`` (see :func:`run_column`) then :data:`COLUMNS`; the runs' rows one after the other.
+    """
     frames = [predictions.assign(run=run_column(trained.record)) for trained, predictions in results]
     return pd.concat(frames, ignore_index=True)[["run", *COLUMNS]]
 
@@ -276,7 +354,13 @@ def export_table(results: list[tuple[TrainedRun, pd.DataFrame]], folder: Path, l
 
 
 def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, logits: bool = False) -> None:
-    """Write :func:`export_table` to ``path`` (CSV, atomically)."""
+    """Write :func:`export_table` to ``path`` (CSV, atomically; filenames relative to the CSV's folder).
+
+    Args:
+        results: :func:`predict_runs` output.
+        path: the CSV file to write (replaced if it exists).
+        logits: write log-odds of P(fake) instead of P(fake).
+    """
     from detbench.records import atomic_path
 
     table = export_table(results, Path(os.path.abspath(path)).parent, logits)
@@ -314,7 +398,15 @@ def _shard_images(shard: Path) -> list[tuple[str, str | None, str]]:
 
 
 def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
-    """A rich table of :func:`predict_files` output."""
+    """A rich table of :func:`predict_files` output, for the terminal.
+
+    Args:
+        predictions: one run's predictions (columns :data:`COLUMNS`).
+        trained: the run that made them (its detector, suite, protocol and threshold go in the title and caption).
+
+    Returns:
+        A :class:`rich.table.Table`: P(fake) in percent, rows coloured by decision (yellow: not scored).
+    """
     from rich.table import Table
 
     from detbench.display import threshold_note
@@ -340,7 +432,13 @@ def write_predictions(
 ) -> None:
     """Write the predictions as CSV and/or JSON (with the run and threshold), each atomically. One run: the CSV has
     :data:`COLUMNS` and the JSON is that run's document; several: the CSV starts with a ``run`` column
-    (:func:`long_predictions`) and the JSON is ``{"runs": [document, ...]}``."""
+    (:func:`long_predictions`) and the JSON is ``{"runs": [document, ...]}``.
+
+    Args:
+        results: :func:`predict_runs` output.
+        csv: the CSV file to write; None: none.
+        json_path: the JSON file to write; None: none.
+    """
     from detbench.records import atomic_path
 
     if csv is not None:

@@ -230,7 +230,15 @@ def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
 
 
 def environment(device: str) -> dict[str, Any]:
-    """Python, platform, torch, CUDA, device and world size (and the GPU's name on CUDA)."""
+    """Where the run ran, for its record.
+
+    Args:
+        device: the torch device the run used (``cpu``, ``cuda``, ``cuda:1`` ...).
+
+    Returns:
+        ``python``, ``platform``, ``torch``, ``cuda`` (the CUDA version torch was built with; None for a CPU
+        build), ``device`` and ``world_size``; on a CUDA device also ``gpu`` (its name) and ``gpu_count``.
+    """
     import torch
 
     env = {
@@ -248,7 +256,13 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def git_state() -> dict[str, Any]:
-    """The detbench source's git commit and dirty flag (None outside a git checkout)."""
+    """The git state of the detbench source that ran, for the run record.
+
+    Returns:
+        ``commit`` (the HEAD hash) and ``dirty`` (whether tracked files differ from it). Outside a git checkout (an
+        installed package), or where git is missing or too slow, both are None and ``python_executable`` says
+        which installation ran.
+    """
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

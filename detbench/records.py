@@ -18,7 +18,17 @@ from detbench.layout import RUN_OUTPUTS, RUN_RECORD
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: the only input to identity hashes."""
+    """JSON with sorted keys and no whitespace: the only input to identity hashes.
+
+    Args:
+        obj: JSON data; paths become strings, sets sorted lists, numpy scalars Python numbers.
+
+    Returns:
+        The canonical text (non-ASCII characters kept as they are).
+
+    Raises:
+        TypeError: ``obj`` holds something else that JSON cannot represent.
+    """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
@@ -33,11 +43,30 @@ def _json_default(obj: Any) -> Any:
 
 
 def content_hash(obj: Any) -> str:
-    """sha256 hex digest of an object's canonical JSON."""
+    """sha256 hex digest of an object's canonical JSON (how run, fit and config ids are made).
+
+    Args:
+        obj: JSON data (see :func:`canonical_json`).
+
+    Returns:
+        64 lowercase hex characters.
+    """
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
 
 
 def sha256_of_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks (large weights files never sit in memory whole).
+
+    Args:
+        path: the file.
+        chunk: bytes read at a time.
+
+    Returns:
+        64 lowercase hex characters.
+
+    Raises:
+        OSError: the file is missing or unreadable.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -56,7 +85,18 @@ _UMASK = _current_umask()
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
+    """Write a file atomically: readers see the old file or the whole new one, never a part.
+
+    The temporary file is named after the writer's pid and host, so :func:`sweep_stale_tmp` can remove what a
+    killed writer left; it gets the permissions the umask allows (not ``mkstemp``'s 0600).
+
+    Args:
+        path: the file to write (its folder is created if missing; an existing file is replaced).
+
+    Yields:
+        A temporary path beside ``path`` to write to; when the block succeeds it is fsynced and renamed onto
+        ``path``, when it raises it is deleted and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
@@ -100,7 +140,13 @@ def sweep_stale_tmp(directory: str | Path) -> int:
     """Delete the temp files of :func:`atomic_path` left in ``directory`` by killed writers on this host.
 
     A killed process never renames its temp file; a live one (this host, pid running) is left alone, as
-    are files of other hosts on a shared filesystem. Returns how many files were removed.
+    are files of other hosts on a shared filesystem.
+
+    Args:
+        directory: the folder to sweep (not its sub-folders).
+
+    Returns:
+        How many files were removed.
     """
     host, removed = _host_tag(), 0
     for tmp in Path(directory).glob(".*.tmp"):
@@ -113,21 +159,51 @@ def sweep_stale_tmp(directory: str | Path) -> int:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write UTF-8 text to ``path`` atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the file (replaced if it exists).
+        text: the content.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON with sorted keys and a final newline, atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the file (replaced if it exists).
+        obj: JSON data; paths, sets and numpy scalars are converted as in :func:`canonical_json`.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def write_parquet_atomic(path: str | Path, df: Any) -> None:
+    """Write a data frame as Parquet (without its index), atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the file (replaced if it exists).
+        df: the :class:`pandas.DataFrame`.
+    """
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
 
 def read_json(path: str | Path) -> Any:
+    """Read a JSON file.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed data.
+
+    Raises:
+        OSError: the file is missing or unreadable.
+        ValueError: it is not JSON (``json.JSONDecodeError``).
+    """
     return json.loads(Path(path).read_text())
 
 
@@ -142,8 +218,16 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
     """The ``run.json`` of a finished run, checked: a JSON object with the fields readers use, status complete,
     and the outputs named in ``verify`` matching the sha256 it recorded.
 
+    Args:
+        run_dir: the run's folder.
+        verify: output file names (in ``run_dir``) whose sha256 is checked against the record's ``outputs``.
+
+    Returns:
+        The record.
+
     Raises:
-        DamagedRunError: saying what is wrong (an unfinished run has no run.json: FileNotFoundError).
+        DamagedRunError: saying what is wrong.
+        FileNotFoundError: there is no ``run.json`` (the run is unfinished, or was moved away).
     """
     run_dir = Path(run_dir)
     path = run_dir / RUN_RECORD
@@ -177,8 +261,20 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
 def exclusive_lock(
     path: str | Path, what: str, *, wait: bool = False, on_wait: Callable[[str], None] | None = None
 ) -> Iterator[None]:
-    """Hold an advisory ``flock`` on ``path``. If another process holds it: raise :class:`LockedError` at
-    once, or with ``wait`` block until it is released (``on_wait`` first gets a message saying so)."""
+    """Hold an advisory ``flock`` on ``path`` for the ``with`` block; the file records the holder's pid.
+
+    Args:
+        path: the lock file (created, with its folder, if missing; never deleted here).
+        what: what the lock guards, for messages (e.g. ``run 0123abcd...``).
+        wait: block until another holder releases it instead of raising.
+        on_wait: with ``wait``, called once with a message saying whom it waits for; None: wait silently.
+
+    Yields:
+        Nothing; the lock is held until the block ends.
+
+    Raises:
+        LockedError: another process holds it and ``wait`` is off.
+    """
     import fcntl
 
     path = Path(path)

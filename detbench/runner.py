@@ -66,7 +66,21 @@ class Runner:
         self.run_dir: Path | None = None
 
     def run(self, req: RunRequest) -> RunResult:
-        """Plan ``req``, then execute the plan (or reuse the finished run with its id)."""
+        """Plan ``req``, then execute the plan (or reuse the finished run with its id).
+
+        Under torchrun every rank calls this; rank 0 writes the outputs and every rank gets the same result.
+
+        Args:
+            req: the run request.
+
+        Returns:
+            The finished run; ``reused`` when an intact run with the same id existed (and ``req.force`` was off).
+
+        Raises:
+            DetbenchError: bad options, a missing root or weights, a protocol the data cannot run (planning);
+                LockedError when another process is computing the same run; TrainingError when training
+                diverges.
+        """
         started = time.perf_counter()
         plan = plan_run(req, self.phases, self._set_phase)
         if not dist.is_main():

@@ -28,21 +28,51 @@ class Schedule(ABC):
 
     @abstractmethod
     def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-        """The learning rate of global step ``step`` (0-based), which lies in epoch ``epoch`` (0-based)."""
+        """The learning rate of one optimizer step.
+
+        Args:
+            step: the global step, 0-based, counted over the whole training.
+            epoch: the epoch it lies in, 0-based.
+            steps_per_epoch: optimizer steps per epoch.
+
+        Returns:
+            The learning rate to set before the step.
+        """
 
     @abstractmethod
     def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
-        """Decide after epoch ``epoch`` (0-based) from its held-out metrics (NaN when there are none)."""
+        """Decide after an epoch from its held-out metrics; may change the rate of the following steps.
+
+        Args:
+            epoch: the epoch just finished, 0-based.
+            heldout: held-out metrics by name (``acc``, ``ap`` ...); NaN when there are no held-out rows.
+
+        Returns:
+            Whether to keep this epoch's state and whether to stop, with a note for the log.
+        """
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-ready state for checkpoints."""
+        """JSON-ready state for checkpoints.
+
+        Returns:
+            A copy of the schedule's attributes (settings and progress alike).
+        """
         return dict(vars(self))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state saved by :meth:`state_dict` (a resumed training continues the schedule).
+
+        Args:
+            state: the saved attributes; they overwrite the current ones.
+        """
         vars(self).update(state)
 
     def describe(self) -> dict[str, Any]:
-        """The schedule's kind and settings, for the run record."""
+        """The schedule's kind and settings, for the run record.
+
+        Returns:
+            ``kind`` (the class name) and the :meth:`state_dict`.
+        """
         return {"kind": type(self).__name__, **self.state_dict()}
 
 
@@ -64,9 +94,28 @@ class PlateauSchedule(Schedule):
         self.drops = 0
 
     def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        """The current rate: constant between drops.
+
+        Args:
+            step: unused.
+            epoch: unused.
+            steps_per_epoch: unused.
+
+        Returns:
+            The rate after the drops so far.
+        """
         return self.current_lr
 
     def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        """Count the epoch as an improvement or not, and drop the rate or stop after ``patience`` without one.
+
+        Args:
+            epoch: the epoch just finished (unused: only the sequence of scores matters).
+            heldout: held-out metrics; ``metric`` NaN or absent: kept, nothing counted.
+
+        Returns:
+            keep when the stopper saves this epoch; stop when the rate would fall below ``min_lr``.
+        """
         score = heldout.get(self.metric, float("nan"))
         if score is None or not math.isfinite(score):
             return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")
@@ -92,9 +141,28 @@ class StepDecaySchedule(Schedule):
         self.current_lr, self.every, self.factor = lr, every, factor
 
     def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        """The current rate: constant within an epoch.
+
+        Args:
+            step: unused.
+            epoch: unused.
+            steps_per_epoch: unused.
+
+        Returns:
+            The rate after the decays so far.
+        """
         return self.current_lr
 
     def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        """Decay the rate after every ``every``-th epoch (never after epoch 0; ``every`` 0: never).
+
+        Args:
+            epoch: the epoch just finished, 0-based.
+            heldout: unused (NPR selects nothing on held-out data).
+
+        Returns:
+            Always keep, never stop.
+        """
         if self.every and epoch % self.every == 0 and epoch != 0:
             self.current_lr *= self.factor
             return EpochOutcome(keep=True, stop=False, note=f"learning rate x{self.factor:g}: {self.current_lr:g}")
@@ -113,6 +181,16 @@ class CosineSchedule(Schedule):
         self.best: float | None = None
 
     def lr(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        """The rate at fractional epoch ``step / steps_per_epoch``: linear warm-up from 0, then the half cosine.
+
+        Args:
+            step: the global step, 0-based.
+            epoch: unused (the fractional epoch comes from ``step``).
+            steps_per_epoch: optimizer steps per epoch.
+
+        Returns:
+            The learning rate; ``min_lr`` at fractional epoch ``epochs``.
+        """
         t = step / max(1, steps_per_epoch)
         if t < self.warmup_epochs:
             return self.base_lr * t / self.warmup_epochs
@@ -121,6 +199,15 @@ class CosineSchedule(Schedule):
                                                                                    / span))
 
     def end_epoch(self, epoch: int, heldout: dict[str, float]) -> EpochOutcome:
+        """Keep the epoch when held-out ``metric`` beats the best so far (strictly); never stop early.
+
+        Args:
+            epoch: the epoch just finished (unused).
+            heldout: held-out metrics; ``metric`` NaN or absent: kept.
+
+        Returns:
+            keep as above; stop never.
+        """
         score = heldout.get(self.metric, float("nan"))
         if score is None or not math.isfinite(score):
             return EpochOutcome(keep=True, stop=False, note="no held-out score: kept")

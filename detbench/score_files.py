@@ -37,7 +37,14 @@ SHOWN = 5  # examples per problem
 
 
 def not_in_file(path: Path) -> str:
-    """The status of an image the score file at ``path`` does not list."""
+    """The status of an image the score file does not list.
+
+    Args:
+        path: the score file.
+
+    Returns:
+        ``no_score: not in <file name>``.
+    """
     return f"{NO_SCORE}: not in {path.name}"
 
 
@@ -67,7 +74,11 @@ class ScoreFile:
         return self.key_column == ID_COLUMN
 
     def identity(self) -> dict[str, Any]:
-        """What of the file changes a number (its bytes and how they are read); never its path."""
+        """What of the file changes a number (its bytes and how they are read); never its path.
+
+        Returns:
+            ``sha256``, ``key_column``, ``score_column`` and ``logits``.
+        """
         return {
             "sha256": self.sha256,
             "key_column": self.key_column,
@@ -76,7 +87,10 @@ class ScoreFile:
         }
 
     def under(self, root: str | os.PathLike[str]) -> tuple[dict[str, float], dict[str, str], list[str]]:
-        """The file's keys as the index of a suite rooted at ``root`` writes them.
+        """The file's keys as the index of a suite rooted at ``root`` writes them (cached per root).
+
+        Args:
+            root: the suite root the index was built on; ignored when the file matches by ``image_id``.
 
         Returns:
             ``(scores, unusable, outside)``: like :attr:`scores` and :attr:`unusable` with absolute paths under

@@ -90,5 +90,12 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 
 
 def gathered_failures(failures: dict[int, str]) -> dict[int, str]:
-    """Every rank's unreadable training images (row -> reason), merged; the dict itself in one process."""
+    """Every rank's unreadable training images, merged (under torchrun each rank decodes its own rows).
+
+    Args:
+        failures: this rank's failures: reason by position in the training rows (0-based).
+
+    Returns:
+        Every rank's failures in one dict, the same on every rank (a copy of ``failures`` in a single process).
+    """
     return {row: reason for part in dist.all_gather(failures) for row, reason in part.items()}

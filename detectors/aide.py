@@ -68,6 +68,9 @@ def srm_filters() -> np.ndarray:
 
     Order and scaling: 8 first-order (/1), 4 second-order (/2), 8 third-order (/3), 4 EDGE3x3 (/4), 4 EDGE5x5
     (/12), SQUARE3x3 (/4), SQUARE5x5 (/12); 3x3 kernels sit in the centre of a zero 5x5.
+
+    Returns:
+        ``[30, 5, 5]`` float32.
     """
     def place(k: list[list[float]]) -> np.ndarray:
         a = np.asarray(k, dtype=np.float32)
@@ -176,18 +179,45 @@ class AIDETransform:
         self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def to_tensor(self, img: Any) -> Tensor:
-        """``torchvision.transforms.ToTensor`` of an RGB PIL image: ``[3, H, W]`` float32 in [0, 1]."""
+        """``torchvision.transforms.ToTensor`` of a PIL image converted to RGB.
+
+        Args:
+            img: a PIL image (any mode).
+
+        Returns:
+            ``[3, H, W]`` float32 in [0, 1].
+        """
         arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255)
 
     def finish(self, x: Tensor) -> Tensor:
-        """``Resize([S, S])`` on a tensor, then ``Normalize`` (ImageNet)."""
+        """``Resize([S, S])`` on a tensor (bilinear, antialiased only with ``antialias``), then ``Normalize``
+        (ImageNet).
+
+        Args:
+            x: ``[3, H, W]`` in [0, 1] (a patch or the whole image).
+
+        Returns:
+            ``[3, S, S]`` float32, ``S`` = ``size``.
+        """
         x = F.interpolate(x.unsqueeze(0), size=(self.size, self.size), mode="bilinear", align_corners=False,
                           antialias=self.antialias).squeeze(0)
         return (x - self.mean) / self.std
 
     def from_tensor(self, image: Tensor) -> Tensor:
-        """The stack of an image already in [0, 1] (after any training augmentation)."""
+        """The stack of an image already in [0, 1] (after any training augmentation).
+
+        Args:
+            image: ``[3, H, W]`` in [0, 1], at least 32 px on each side.
+
+        Returns:
+            ``[5, 3, S, S]``: the four selected patches (see :class:`PatchSelector`) then the whole image, each
+            resized and normalised by :meth:`finish`.
+
+        Raises:
+            ValueError: the image is under 32 px on a side (the data loader records it as that image's failure,
+                ``invalid: ...``).
+        """
         views = (*self.select(image), image)
         return torch.stack([self.finish(v) for v in views])
 
@@ -231,6 +261,14 @@ class SRMConv(nn.Module):
         self.hpf.weight = nn.Parameter(bank, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The 30 SRM residuals of a batch, each filter summed over R, G and B.
+
+        Args:
+            x: ``[B, 3, H, W]`` (ImageNet-normalised patches, as the original feeds them).
+
+        Returns:
+            ``[B, 30, H, W]`` (zero padding keeps the size).
+        """
         return self.hpf(x)
 
 
@@ -269,7 +307,14 @@ class AIDENet(nn.Module):
             self.convnext_proj.requires_grad_(False)
 
     def semantic_features(self, tokens: Tensor) -> Tensor:
-        """The pooled semantic feature of ImageNet-normalised images (re-normalised for the trunk first)."""
+        """The pooled semantic feature of ImageNet-normalised images (re-normalised for the trunk first).
+
+        Args:
+            tokens: ``[B, 3, S, S]`` whole images, ImageNet-normalised (the last view of :class:`AIDETransform`).
+
+        Returns:
+            ``[B, semantic_dim]`` (3072 for ConvNeXt-XXL), before ``convnext_proj``.
+        """
         in_mean = torch.tensor(IMAGENET_MEAN).to(tokens).view(3, 1, 1)
         in_std = torch.tensor(IMAGENET_STD).to(tokens).view(3, 1, 1)
         mean = torch.tensor(self.semantic_mean).to(tokens).view(3, 1, 1)
@@ -280,7 +325,15 @@ class AIDENet(nn.Module):
         return self.avgpool(self.openclip_convnext_xxl(x)).view(tokens.size(0), -1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, 5, 3, S, S]`` (see :class:`AIDETransform`) -> 2 logits (real, fake)."""
+        """AIDE's forward: semantic feature (no gradient; ``convnext_proj`` too unless ``train_proj``) and the
+        average of the four expert features, through the MLP head.
+
+        Args:
+            x: ``[B, 5, 3, S, S]`` stacks (see :class:`AIDETransform`).
+
+        Returns:
+            ``[B, 2]`` logits (real, fake).
+        """
         minmin, maxmax, minmin1, maxmax1, tokens = x.unbind(1)
         with torch.no_grad():
             feats = self.semantic_features(tokens)
@@ -320,6 +373,11 @@ class AIDEConfig:
     checkpoint_every: int = 200  # optimizer steps between resumable checkpoints (0: only at epoch ends)
 
     def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: listing every range (when any option is out of its range).
+        """
         from detbench.config import ConfigError
 
         checks = [self.input_size >= 32, self.batch_size >= 1, self.epochs >= 1, self.train_batch_size >= 1,
@@ -352,6 +410,17 @@ class AIDE(ClassifierDetector):
                                   "train_batch_size": 32, "blr": 2e-3, "checkpoint_every": 10}}
 
     def setup(self, ctx: RunContext) -> None:
+        """Build the network and load the weights (:meth:`ClassifierDetector.setup`), then note whether the
+        loaded SRM bank is the fixed one and whether the semantic trunk is a stand-in for the original's.
+
+        Args:
+            ctx: the run context (device and seed).
+
+        Raises:
+            WeightsError: the checkpoint (or the trunk's pretrained weights) is missing, unreadable, unsafe or does
+                not fit the architecture.
+            BackboneError: a malformed or unknown ``backbone``.
+        """
         super().setup(ctx)
         self.hpf_is_srm = bool(torch.equal(self.net.hpf.hpf.weight, SRMConv().hpf.weight))
         bb = self.backbone
@@ -360,7 +429,11 @@ class AIDE(ClassifierDetector):
 
     def semantic_spec(self) -> str:
         """The semantic trunk to load: the configured one, with random weights when a released checkpoint
-        (which carries the trunk's weights) is given."""
+        (which carries the trunk's weights) is given.
+
+        Returns:
+            A backbone spec (``provider:arch@source``); ``provider:arch@random`` with ``weights``.
+        """
         from detbench.backbones import parse_spec, split_options
 
         if not self.config.weights:
@@ -369,6 +442,17 @@ class AIDE(ClassifierDetector):
         return f"{provider}:{arch}@random"
 
     def build_network(self) -> AIDENet:
+        """Load the semantic trunk (on the CPU, without drawing from the seeded stream) and build :class:`AIDENet`
+        around it: the original's ConvNeXt pooling for a ConvNeXt trunk, else the backbone's pooled embedding
+        (``pre_proj`` where it has one).
+
+        Returns:
+            The network, randomly initialised apart from the trunk.
+
+        Raises:
+            BackboneError: a malformed or unknown ``backbone``.
+            WeightsError: the trunk's pretrained weights cannot be found or loaded.
+        """
         import timm
 
         from detbench.backbones import load_backbone
@@ -388,35 +472,81 @@ class AIDE(ClassifierDetector):
                        train_proj=self.config.train_proj)
 
     def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        """The original's: every test set alike, images at native size (no suite convention applies).
+
+        Args:
+            ctx: unused.
+
+        Returns:
+            :class:`AIDETransform` with ``input_size`` and ``antialias``; not by shape (every stack is the same
+            size); facts: the patch window, stride, grades, size, antialias and normalisation.
+        """
         c = self.config
         facts = {"window": WINDOW, "stride": STRIDE, "grades": GRADES, "input_size": c.input_size,
                  "antialias": c.antialias, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
         return EvalPreprocessing(AIDETransform(c.input_size, c.antialias), by_shape=False, facts=facts)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake) = softmax(logits)[:, 1] of the two logits (real, fake)."""
+        """P(fake) = softmax(logits)[:, 1] of the two logits (real, fake).
+
+        Args:
+            logits: ``[N, 2]`` logits.
+
+        Returns:
+            ``[N]`` P(fake).
+        """
         return softmax_fake(logits)
 
     def state_module(self) -> nn.Module:
         """Everything but the frozen semantic trunk, under the original's key names (its weights are the
-        backbone's, named in the identity)."""
+        backbone's, named in the identity).
+
+        Returns:
+            A new :class:`~detbench.detectors.aide_train.TrainableAIDE` view sharing this network's parameters.
+        """
         from detbench.detectors.aide_train import TrainableAIDE
 
         return TrainableAIDE(self.net, self.config.semantic_train_mode)
 
     def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> Any:
+        """AIDE's training recipe (:func:`~detbench.detectors.aide_train.training_recipe`).
+
+        Args:
+            ctx: unused.
+            train: the training rows (a batch never holds more than there are).
+
+        Returns:
+            The :class:`~detbench.training.TrainSetup`.
+        """
         from detbench.detectors.aide_train import training_recipe
 
         return training_recipe(self.state_module(), self.config, len(train), self.preprocessing.transform,
                                self.precision)
 
     def identity(self) -> dict[str, Any]:
+        """:meth:`ClassifierDetector.identity` plus the semantic trunk's identity and the stand-in note.
+
+        Returns:
+            Also ``semantic_backbone`` (with a released checkpoint its weights are the checkpoint's, so no trunk
+            sha256) and ``stand_in`` (None for the original trunk).
+        """
         bb = self.backbone.identity()
         if self.released is not None:
             bb = {**bb, "weights_sha256": None, "weights": "from the AIDE checkpoint"}
         return {**super().identity(), "semantic_backbone": bb, "stand_in": self.stand_in}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Train (or take the released weights) as :meth:`ClassifierDetector.fit` does.
+
+        Args:
+            train: the training rows.
+            heldout: the held-out rows (the epoch with the best accuracy on them is kept).
+            ctx: the run context.
+
+        Returns:
+            The base facts plus ``stand_in`` and, for released weights, ``hpf_is_srm`` (whether the checkpoint's
+            SRM bank is the fixed one).
+        """
         facts = super().fit(train, heldout, ctx)
         if self.released is not None:
             facts["hpf_is_srm"] = self.hpf_is_srm

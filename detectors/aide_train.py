@@ -68,9 +68,26 @@ class TrainableAIDE(nn.Module):
         self.semantic_train_mode = semantic_train_mode
 
     def forward(self, x: Tensor) -> Tensor:
+        """The whole network's forward (the trunk included).
+
+        Args:
+            x: ``[B, 5, 3, S, S]`` stacks (see :class:`~detbench.detectors.aide.AIDETransform`).
+
+        Returns:
+            ``[B, 2]`` logits (real, fake).
+        """
         return self.net(x)
 
     def train(self, mode: bool = True) -> TrainableAIDE:
+        """Set the training mode of the trained parts and of the frozen trunk.
+
+        Args:
+            mode: True for training; the trunk follows it only with ``semantic_train_mode`` (its stochastic depth
+                then active), and its BatchNorm layers always stay in eval mode.
+
+        Returns:
+            ``self``.
+        """
         super().train(mode)
         trunk = self.net.openclip_convnext_xxl
         trunk.train(mode and self.semantic_train_mode)

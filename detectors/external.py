@@ -35,6 +35,11 @@ class ExternalConfig:
     key_column: str = ""  # empty: the first of path, filename, image_id the file has
 
     def validate(self) -> None:
+        """Check ``name`` (called after every ``--set``); ``file`` is checked by :meth:`External.setup`.
+
+        Raises:
+            ConfigError: the name has surrounding spaces, unprintable characters or over 80 characters.
+        """
         if self.name != self.name.strip() or any(not c.isprintable() for c in self.name) or len(self.name) > 80:
             raise ConfigError(f"name must be printable text of at most 80 characters, without surrounding spaces; "
                               f"got {self.name!r}")
@@ -50,6 +55,16 @@ class External(Detector):
     score_only_keys = ("file", "logits", "score_column", "key_column")
 
     def setup(self, ctx: RunContext) -> None:
+        """Read and check the score file (its problems are shown as warnings) and note the run's perturbation.
+
+        Args:
+            ctx: the run context (its phases show the warnings; its perturbation labels the scores).
+
+        Raises:
+            ConfigError: ``file`` or ``name`` is not set.
+            InputError: the file is missing, unreadable, empty or lacks the key or score column.
+            DataError: a score outside [0, 1] without ``logits``.
+        """
         missing = [f"--set {k}=..." for k in ("file", "name") if not getattr(self.config, k)]
         if missing:
             raise ConfigError(
@@ -67,16 +82,48 @@ class External(Detector):
             ctx.phases.warn(problem)
 
     def score_identity(self) -> dict[str, Any]:
+        """The score file's identity: part of the run id, so another file (or reading) is another run.
+
+        Returns:
+            :meth:`ScoreFile.identity`: its sha256 and how it is read.
+        """
         return self.scores.identity()
 
     def label(self) -> str:
+        """The runs' label.
+
+        Returns:
+            ``external:NAME``.
+        """
         return f"external:{self.config.name}"
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """Nothing to train: the scores were computed elsewhere.
+
+        Args:
+            train: ignored.
+            heldout: ignored.
+            ctx: ignored.
+
+        Returns:
+            ``{"trained": False, "note": ...}`` for the record.
+        """
         return {"trained": False, "note": "scores imported from a file: nothing to train"}
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """The file's P(fake) per row; rows it gives no usable score are NaN with a ``no_score: ...`` reason."""
+        """The file's P(fake) per row, looked up by path (relative to ``ctx.suite_root``) or by image id.
+
+        Held-out rows of a run whose scores were computed on perturbed images all stay unscored: held-out rows are
+        scored clean, and the file holds no clean scores.
+
+        Args:
+            rows: index rows to score.
+            ctx: the run context (``suite_root`` and ``stage``).
+
+        Returns:
+            ``(scores, failures)``: P(fake) per row (NaN where the file gives no usable score) and, for each such row
+            by position, a ``no_score: ...`` reason.
+        """
         out = np.full(len(rows), np.nan)
         failures: dict[int, str] = {}
         if ctx.stage != "eval" and self.perturbation is not None:
@@ -95,10 +142,23 @@ class External(Detector):
         return out, failures
 
     def save(self, directory: Path) -> None:
+        """Write the "fit": the import's name, in ``external.json``.
+
+        Args:
+            directory: the state folder (created if missing).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         (directory / STATE_FILE).write_text(json.dumps({"name": self.config.name}) + "\n")
 
     def load(self, directory: Path) -> None:
+        """Check that the saved "fit" is this import's.
+
+        Args:
+            directory: the folder :meth:`save` wrote.
+
+        Raises:
+            WeightsError: ``external.json`` is unreadable or names another import.
+        """
         try:
             saved = json.loads((directory / STATE_FILE).read_text())
         except (OSError, ValueError) as exc:

@@ -18,6 +18,7 @@ import pandas as pd
 from detbench import distributed as dist
 from detbench.detector import RunContext
 from detbench.frozen_features import FrozenFeatureDetector
+from detbench.probabilities import sigmoid
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class LinearProbe(FrozenFeatureDetector):
             ``[N]`` probabilities.
         """
         z = ((feats - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
-        return 1.0 / (1.0 + np.exp(-z))
+        return sigmoid(z)
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         """P(fake) per row from its (perturbed) features.

@@ -3,8 +3,10 @@
 A function counts as public when neither it nor its class starts with ``_``. Its docstring needs a summary line,
 an ``Args:`` section naming each parameter (``self``/``cls`` aside) and a ``Returns:`` (or, for a generator,
 ``Yields:``) section; a function annotated ``-> None`` needs no ``Returns:``. Dunder methods and trivial
-properties (a body of one ``return``) are skipped. Pure ``ast``: nothing is imported, so the check takes well
-under a second. Run this file as a script to print the offenders.
+properties (a body of one ``return``) are skipped. Files in :data:`NOT_YET_DOCUMENTED` are not checked, but each
+must still offend: an entry whose file is documented (or gone) fails the check, so the list only shrinks. Pure
+``ast``: nothing is imported, so the check takes well under a second. Run this file as a script to print the
+offenders and stale entries.
 """
 
 from __future__ import annotations
@@ -18,26 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCTION_PACKAGES = ("detbench", "detectors", "datasets")
 
 # Files other engineers were rewriting while this check landed (issue 16); the coordinator empties this list
-# once their branches are merged and documented. Paths are relative to the repository root.
+# once their branches are merged and documented. Paths are relative to the repository root. Every entry must
+# still offend (see stale_allowances): remove a file here once it is documented.
 NOT_YET_DOCUMENTED = (
-    "detbench/__init__.py",
-    "detbench/api.py",
-    "detbench/cli.py",
-    "detbench/detector.py",
-    "detbench/index.py",
-    "detbench/leaderboard.py",
-    "detbench/plan.py",
-    "detbench/predict.py",
-    "detbench/probabilities.py",
-    "detbench/record.py",
-    "detbench/records.py",
-    "detbench/runner.py",
-    "detbench/score_files.py",
-    "detbench/tables.py",
     "detbench/training.py",
-    "detectors/aide.py",
-    "detectors/aide_train.py",
-    "detectors/external.py",
 )
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Returns|Yields|Raises|Note|Notes|Example|Examples):\s*$", re.MULTILINE)
@@ -90,6 +76,11 @@ def _is_trivial_property(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bo
     return decorators & {"setter", "deleter"} != set() or (len(body) == 1 and isinstance(body[0], ast.Return))
 
 
+def _is_cli_command(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A typer command or callback: its docstring is the ``--help`` text and each option carries its own help."""
+    return bool(_decorator_names(function) & {"command", "callback"})
+
+
 def _parameters(function: ast.FunctionDef | ast.AsyncFunctionDef, is_method: bool) -> list[str]:
     arguments = function.args
     names = [a.arg for a in arguments.posonlyargs + arguments.args]
@@ -136,7 +127,8 @@ def docstring_problems(function: ast.FunctionDef | ast.AsyncFunctionDef, is_meth
         if args is None:
             problems.append("no Args:")
         else:
-            named = set(re.findall(r"^\s*\**(\w+)(?:\s*\([^)]*\))?\s*:", args, re.MULTILINE))
+            groups = re.findall(r"^\s*(\**\w+(?:,\s*\**\w+)*)(?:\s*\([^)]*\))?\s*:", args, re.MULTILINE)
+            named = {name.strip().lstrip("*") for group in groups for name in group.split(",")}
             missing = [name for name in parameters if name not in named]
             if missing:
                 problems.append(f"Args: misses {', '.join(missing)}")
@@ -145,6 +137,27 @@ def docstring_problems(function: ast.FunctionDef | ast.AsyncFunctionDef, is_meth
     if not returns_none and _section(docstring, wanted) is None:
         problems.append(f"no {wanted}:")
     return problems
+
+
+def file_offenders(repo: Path, relative: str) -> list[str]:
+    """The public functions of one module whose docstring is incomplete.
+
+    Args:
+        repo: the repository root.
+        relative: the module's path relative to ``repo`` (POSIX separators).
+
+    Returns:
+        ``path:line name: problems`` lines, in line order.
+    """
+    tree = ast.parse((repo / relative).read_text(encoding="utf-8"), filename=relative)
+    found = []
+    for name, function, is_method in public_functions(tree):
+        if name.rsplit(".", 1)[-1].startswith("__") or _is_trivial_property(function) or _is_cli_command(function):
+            continue
+        problems = docstring_problems(function, is_method)
+        if problems:
+            found.append(f"{relative}:{function.lineno} {name}: {'; '.join(problems)}")
+    return found
 
 
 def offenders(repo: Path = REPO, allowed: tuple[str, ...] = NOT_YET_DOCUMENTED) -> list[str]:
@@ -160,21 +173,49 @@ def offenders(repo: Path = REPO, allowed: tuple[str, ...] = NOT_YET_DOCUMENTED) 
     found = []
     for path in production_files(repo):
         relative = path.relative_to(repo).as_posix()
-        if relative in allowed:
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=relative)
-        for name, function, is_method in public_functions(tree):
-            if name.rsplit(".", 1)[-1].startswith("__") or _is_trivial_property(function):
-                continue
-            problems = docstring_problems(function, is_method)
-            if problems:
-                found.append(f"{relative}:{function.lineno} {name}: {'; '.join(problems)}")
+        if relative not in allowed:
+            found.extend(file_offenders(repo, relative))
     return found
+
+
+def stale_allowances(repo: Path = REPO, allowed: tuple[str, ...] = NOT_YET_DOCUMENTED) -> list[str]:
+    """The entries of ``allowed`` that no longer excuse anything.
+
+    Args:
+        repo: the repository root.
+        allowed: files (relative to ``repo``) not checked yet.
+
+    Returns:
+        The entries, in ``allowed``'s order, that name no production module (moved, deleted, misspelt) or a
+        module without offenders (documented meanwhile): each must leave the list.
+    """
+    modules = {path.relative_to(repo).as_posix() for path in production_files(repo)}
+    return [relative for relative in allowed if relative not in modules or not file_offenders(repo, relative)]
 
 
 def test_every_public_function_has_an_args_returns_docstring() -> None:
     missing = offenders()
     assert not missing, "public functions without a complete Google-style docstring:\n" + "\n".join(missing)
+
+
+def test_every_allowed_file_still_offends() -> None:
+    stale = stale_allowances()
+    assert not stale, "remove from NOT_YET_DOCUMENTED (documented, or no such module): " + ", ".join(stale)
+
+
+def test_an_allowed_file_that_no_longer_offends_is_stale(tmp_path: Path) -> None:
+    package = tmp_path / "detbench"
+    package.mkdir()
+    (package / "documented.py").write_text('def f(a) -> None:\n    """F.\n\n    Args:\n        a: x.\n    """\n')
+    (package / "undocumented.py").write_text("def g(a):\n    return a\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "outside.py").write_text("def h(a):\n    return a\n")
+    allowed = ("detbench/documented.py", "detbench/undocumented.py", "detbench/gone.py", "scripts/outside.py")
+
+    assert offenders(tmp_path, allowed) == []
+    assert stale_allowances(tmp_path, allowed) == ["detbench/documented.py", "detbench/gone.py",
+                                                    "scripts/outside.py"]
+    assert offenders(tmp_path, ()) == ["detbench/undocumented.py:1 g: no docstring"]
 
 
 def test_the_check_catches_a_missing_parameter_and_a_missing_returns() -> None:
@@ -214,6 +255,17 @@ def procedure(a) -> None:
         a: first.
     """
 
+def grouped(a, b, c) -> int:
+    """Shared meanings.
+
+    Args:
+        a, b: as :func:`documented`.
+        c: third.
+
+    Returns:
+        Something.
+    """
+
 def rows(n):
     """Rows.
 
@@ -244,10 +296,25 @@ class Thing:
         "half": ["Args: misses rest, flag"],
         "no_returns": ["no Returns:"],
         "procedure": [],
+        "grouped": [],
         "rows": ["no Yields:"],
         "Thing.method": ["no docstring"],
     }
 
 
+def test_cli_commands_are_documented_by_their_option_help() -> None:
+    tree = ast.parse('''
+@app.command()
+def run(detector: str, seed: int = 0) -> None:
+    """Train and evaluate."""
+
+def helper(detector: str) -> None:
+    """Not a command."""
+''')
+    commands = {name: _is_cli_command(function) for name, function, _ in public_functions(tree)}
+    assert commands == {"run": True, "helper": False}
+
+
 if __name__ == "__main__":
     print("\n".join(offenders()) or "no offenders")
+    print("\n".join(f"stale in NOT_YET_DOCUMENTED: {entry}" for entry in stale_allowances()))
