@@ -2,7 +2,7 @@
 
 :class:`ClassifierDetector` holds what these detectors share: ``--set weights=PATH[#sha256=HEX]`` (loaded
 weights-only and strictly, its sha256 recorded and part of the run identity; with weights nothing trains and
-no training rows are needed), the resolved precision, evaluation through :func:`detbench.training.score_logits`
+no training rows are needed), the resolved precision, evaluation through :func:`detbench.scoring.score_logits`
 (images of different sizes are never stacked), training through :func:`detbench.training.train_classifier`, and
 the saved state. A subclass supplies the architecture, the evaluation preprocessing (which may follow the
 suite's test-set convention, ``RunContext.eval_convention``) and the training recipe. A network with a large
@@ -167,7 +167,7 @@ class ClassifierDetector(Detector):
         """
         import torch
 
-        from detbench.training import derive_seed
+        from detbench.seeded_data import derive_seed
         from detbench.weights import LoadedCheckpoint, load_checkpoint_file, load_into
 
         self.precision = resolve_precision(self.config.precision, ctx.device)
@@ -237,7 +237,7 @@ class ClassifierDetector(Detector):
         Returns:
             Scores (NaN where an image could not be used) and failure reasons by row position.
         """
-        from detbench.training import score_logits
+        from detbench.scoring import score_logits
 
         self._to(ctx.device)
         self.net.eval()

@@ -5,14 +5,16 @@ a seeded per-image training transform, the held-out preprocessing, the loss) and
 with the training rows and the held-out rows of the training generator. The loop runs epochs over the training
 rows in batches (the last one smaller, as a plain DataLoader gives, or dropped with ``drop_last``), evaluates the
 held-out rows after every epoch, lets the schedule decide the learning rate, whether this epoch's state is the one
-to keep and whether to stop, and returns the facts a run records.
+to keep and whether to stop, and returns the facts a run records. Held-out rows are scored by
+:func:`detbench.scoring.score_logits`.
 
-Determinism: epoch ``e`` visits the rows in a permutation drawn from ``(seed, e)``; the image at position
-``j`` of epoch ``e`` is augmented with a generator seeded from ``(seed, e, j)`` (torch's global generator is
-seeded from the same number, for transforms that draw from torch); torch's global RNG is reseeded from
-``(seed, step)`` before every step. Nothing random is carried from step to step except the model and the
-optimizer, so a run resumed from a checkpoint continues exactly as an uninterrupted one (bit-identical on CPU up
-to the last-bit differences oneDNN kernels can show between processes), whatever the number of decoding workers.
+Determinism (seeds from :mod:`detbench.seeded_data`): epoch ``e`` visits the rows in a permutation drawn from
+``(seed, e)``; the image at position ``j`` of epoch ``e`` is augmented with a generator seeded from ``(seed, e, j)``
+(torch's global generator is seeded from the same number, for transforms that draw from torch); torch's global RNG
+is reseeded from ``(seed, step)`` before every step. Nothing random is carried from step to step except the model
+and the optimizer, so a run resumed from a checkpoint continues exactly as an uninterrupted one (bit-identical on
+CPU up to the last-bit differences oneDNN kernels can show between processes), whatever the number of decoding
+workers.
 
 Checkpoints: every ``checkpoint_every`` steps (and at every epoch end with ``checkpoint_each_epoch``), written
 atomically to ``ctx.checkpoint_dir()`` (:mod:`detbench.train_state`: the model's state dict, the kept-so-far
@@ -29,7 +31,6 @@ some rank has no image (a tiny last batch, unreadable files) is skipped on every
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -43,13 +44,15 @@ import torch
 from torch import Tensor, nn
 
 from detbench import distributed as dist
-from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+from detbench.data import iterate_batches, tune_cpu_allocator
 from detbench.detector import RunContext
 from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast
 from detbench.record import reason_counts
 from detbench.schedules import Schedule
+from detbench.scoring import score_logits
+from detbench.seeded_data import ScheduledRows, TrainTransform, derive_seed
 from detbench.train_state import (
     gathered_failures,
     load_optimizer_tensors,
@@ -60,30 +63,51 @@ from detbench.train_state import (
 
 CHECKPOINT = "train_checkpoint.safetensors"
 META_KEY = "detbench_training"  # the checkpoint's metadata entry
-TrainTransform = Callable[[Any, np.random.Generator], Tensor]  # (PIL image, per-image generator) -> tensor
 _ORDER, _AUGMENT, _STEP = range(3)  # stream tags of the seeds derived from (run seed, tag, ...)
 
 
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 32-bit seed that depends only on ``(seed, *keys)``."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
-
-
 def bce_with_logits(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean BCE-with-logits of one-logit outputs (``[B, 1]`` or ``[B]``) against float labels (1 = fake),
-    the loss of CNNSpot and NPR (``BCEWithLogitsLoss()(output.squeeze(1), label)``)."""
+    """Mean BCE-with-logits of one-logit outputs against float labels (1 = fake), the loss of CNNSpot and NPR
+    (``BCEWithLogitsLoss()(output.squeeze(1), label)``).
+
+    Args:
+        logits: ``[B, 1]`` or ``[B]`` logits.
+        labels: ``[B]`` float labels.
+
+    Returns:
+        The scalar loss.
+    """
     return nn.functional.binary_cross_entropy_with_logits(logits.reshape(labels.shape), labels)
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy of K-logit outputs ``[B, K]`` against class labels (float or integer, 1 = fake), with
-    label smoothing: timm's ``LabelSmoothingCrossEntropy(smoothing)`` (AIDE's loss) equals torch's
-    ``label_smoothing`` (``(1 - s)`` times the NLL plus ``s`` times the mean over classes of ``-log p``)."""
+    """Mean cross-entropy of K-logit outputs against class labels, with label smoothing.
+
+    timm's ``LabelSmoothingCrossEntropy(smoothing)`` (AIDE's loss) equals torch's ``label_smoothing`` (``(1 - s)``
+    times the NLL plus ``s`` times the mean over classes of ``-log p``).
+
+    Args:
+        logits: ``[B, K]`` logits.
+        labels: ``[B]`` class labels (float or integer, 1 = fake).
+        smoothing: the label smoothing ``s``.
+
+    Returns:
+        The scalar loss.
+    """
     return nn.functional.cross_entropy(logits, labels.long(), label_smoothing=smoothing)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` visits ``n`` training rows."""
+    """The order in which an epoch visits the training rows.
+
+    Args:
+        n: the number of training rows.
+        seed: the run seed.
+        epoch: the epoch (0-based).
+
+    Returns:
+        A permutation of ``0 .. n-1`` drawn from ``(seed, epoch)`` alone.
+    """
     return np.random.default_rng([seed, _ORDER, epoch]).permutation(n)
 
 
@@ -125,7 +149,17 @@ class TrainSetup:
     scaler: Any = None  # set by train_classifier: fp16 loss scaling
 
     def steps_per_epoch(self, n_rows: int) -> int:
-        """Optimizer steps in an epoch over ``n_rows`` training rows (DataError when ``drop_last`` leaves none)."""
+        """Optimizer steps in an epoch.
+
+        Args:
+            n_rows: the number of training rows.
+
+        Returns:
+            Batches per epoch (the last one smaller, or dropped with ``drop_last``).
+
+        Raises:
+            DataError: ``drop_last`` and fewer rows than one batch.
+        """
         if not self.drop_last:
             return math.ceil(n_rows / self.batch_size)
         if n_rows < self.batch_size:
@@ -150,107 +184,6 @@ class _Progress:
     failures: dict[int, str] = field(default_factory=dict)
     skipped_steps: int = 0
     scaler: dict[str, Any] = field(default_factory=dict)  # GradScaler state (fp16 only)
-
-
-class ScheduledRows(ImageRowsDataset):
-    """Item ``i`` loads row ``order[i]`` and augments it with a generator seeded by ``seeds[i]``, so a batch
-    depends on its position in the schedule alone, not on worker count or on what ran before.
-
-    Args:
-        root: the suite root; paths: every training row's path under it.
-        transform: ``(PIL image, generator) -> tensor``; torch's global generator is seeded with the same seed
-            while it runs (see :class:`TorchDrawn` for transforms that draw from torch only).
-        order: the row of each item; seeds: the seed of each item.
-    """
-
-    def __init__(self, root: Path, paths: list[str], transform: TrainTransform, order: np.ndarray,
-                 seeds: list[int]) -> None:
-        super().__init__(root, paths, _Unused())
-        self.train_transform, self.order, self.seeds = transform, order, seeds
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> tuple[Tensor | None, int, str | None]:
-        self.transform = _Seeded(self.train_transform, self.seeds[i])
-        x, _, err = super().__getitem__(int(self.order[i]))
-        return x, i, err
-
-
-@dataclass(frozen=True)
-class TorchDrawn:
-    """A :data:`TrainTransform` from a transform that draws from torch's global generator alone (torchvision's
-    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image."""
-
-    fn: Callable[[Any], Tensor]
-
-    def __call__(self, img: Any, rng: np.random.Generator) -> Tensor:
-        return self.fn(img)
-
-
-class _Unused:
-    def __call__(self, img: Any) -> Tensor:
-        raise AssertionError("replaced per item")
-
-
-@dataclass
-class _Seeded:
-    fn: TrainTransform
-    seed: int
-
-    def __call__(self, img: Any) -> Tensor:
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self.seed)  # the CPU generator only: fork_rng restores only it
-            return self.fn(img, np.random.default_rng(self.seed))
-
-
-# ---------------------------------------------------------------------------------------------- scoring
-
-
-def score_logits(model: Callable[[Tensor], Tensor], rows: pd.DataFrame, ctx: RunContext, transform: Any, *,
-                 device: str, precision: str, batch_size: int, perturb: Any | None = None,
-                 by_shape: bool = False, description: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
-    """Logits of ``rows`` (``[N]`` for one logit, ``[N, K]`` for K) under ``transform``, NaN where an image
-    failed, and the failure reasons by row position.
-
-    Args:
-        model: maps a normalised batch ``[B, 3, H, W]`` on ``device`` to logits ``[B, K]``.
-        rows: index rows (``path``, ``image_id``) under ``ctx.suite_root``.
-        ctx: the run context (workers, phases).
-        transform: PIL image -> tensor ``[3, H, W]``.
-        device: where the model runs.
-        precision: a resolved precision (``fp32``, ``bf16``, ``fp16``).
-        batch_size: images per forward pass.
-        perturb: optional ``(img, image_id) -> img`` applied before ``transform`` (evaluation perturbations).
-        by_shape: images may differ in size (native resolution): each batch runs once per tensor shape.
-        description: progress-bar label (None: no bar).
-
-    Returns:
-        ``(logits, failures)``.
-    """
-    if device == "cpu":
-        tune_cpu_allocator()
-    dataset = ImageRowsDataset(ctx.suite_root, rows["path"].tolist(), transform,
-                               image_ids=rows["image_id"].astype(str).tolist(), perturb=perturb)
-    out: np.ndarray | None = None
-    failures: dict[int, str] = {}
-    cuda = device.startswith("cuda")
-    forward = HalveOnOom(model)
-    phase = ctx.phases.phase(description, len(rows)) if description else contextlib.nullcontext(None)
-    with phase as advance, torch.inference_mode(), autocast(precision, device):
-        for batch in iterate_batches(dataset, batch_size=batch_size, workers=ctx.workers, pin_memory=cuda,
-                                     by_shape=by_shape):
-            failures.update({int(i): reason for i, reason in batch.failures})
-            if batch.x is not None:
-                logits = forward(batch.x.to(device, non_blocking=cuda)).float().cpu().numpy()
-                if out is None:
-                    out = np.full((len(rows), *logits.shape[1:]), np.nan)
-                out[batch.indices] = logits
-            if advance is not None:
-                advance(len(batch.indices) + len(batch.failures))
-    if out is None:
-        out = np.full(len(rows), np.nan)
-    return (out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out), failures
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -333,7 +266,14 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
 
 
 def setup_scaler(setup: TrainSetup, device: str, run: _Progress) -> None:
-    """fp16 training scales the loss (``torch.amp.GradScaler``); other precisions pass through it unchanged."""
+    """Give ``setup`` its loss scaler: fp16 training scales the loss (``torch.amp.GradScaler``); other precisions
+    pass through it unchanged.
+
+    Args:
+        setup: the recipe (its ``scaler`` is set).
+        device: the torch device string training runs on.
+        run: the training progress (a resumed run restores the scaler's state from it).
+    """
     setup.scaler = torch.amp.GradScaler(torch.device(device).type, enabled=setup.precision == "fp16")
     if run.scaler:
         setup.scaler.load_state_dict(run.scaler)

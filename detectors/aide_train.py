@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from detbench.probabilities import softmax_fake
 from detbench.schedules import CosineSchedule
-from detbench.training import TorchDrawn, TrainSetup, cross_entropy
+from detbench.seeded_data import TorchDrawn
+from detbench.training import TrainSetup, cross_entropy
 
 
 class TrainAugment:

@@ -34,7 +34,8 @@ from detbench.data import tune_cpu_allocator
 from detbench.detector import Detector, RunContext
 from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
-from detbench.training import derive_seed, score_logits
+from detbench.scoring import score_logits
+from detbench.seeded_data import derive_seed
 
 from .lora import add_lora
 from .mpft_train import INIT_STREAM, train_mpft

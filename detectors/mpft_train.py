@@ -39,6 +39,7 @@ from detbench.errors import DataError, TrainingError
 from detbench.metrics import binary_metrics
 from detbench.probabilities import sigmoid
 from detbench.record import reason_counts
+from detbench.seeded_data import ScheduledRows, TorchDrawn, derive_seed
 from detbench.train_state import (
     gathered_failures,
     load_optimizer_tensors,
@@ -46,7 +47,6 @@ from detbench.train_state import (
     read_checkpoint,
     write_checkpoint,
 )
-from detbench.training import ScheduledRows, TorchDrawn, derive_seed
 
 from .tam import grid_shape, num_masked
 
