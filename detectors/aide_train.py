@@ -55,7 +55,7 @@ class TrainAugment:
 
 
 class TrainableAIDE(nn.Module):
-    """The parts of an :class:`~detbench.detectors.aide.AIDENet` that training changes, under the original's
+    """The parts of an :class:`~detbench.detectors.aide_net.AIDENet` that training changes, under the original's
     key names (``hpf``, ``model_min``, ``model_max``, ``fc``, ``convnext_proj``): their state dict is what training
     checkpoints and a fit hold. The frozen semantic trunk is held outside the module tree (never copied into a
     checkpoint; its weights are recorded by the backbone's identity), and ``train()`` sets its mode as the
@@ -72,7 +72,7 @@ class TrainableAIDE(nn.Module):
         """The whole network's forward (the trunk included).
 
         Args:
-            x: ``[B, 5, 3, S, S]`` stacks (see :class:`~detbench.detectors.aide.AIDETransform`).
+            x: ``[B, 5, 3, S, S]`` stacks (see :class:`~detbench.detectors.aide_patches.AIDETransform`).
 
         Returns:
             ``[B, 2]`` logits (real, fake).
@@ -106,7 +106,7 @@ def training_recipe(view: TrainableAIDE, config: Any, n_rows: int, stack: Any, p
         config: the AIDE config (epochs, train_batch_size, blr, min_lr, weight_decay, smoothing, blur_prob,
             jpeg_prob, checkpoint_every, batch_size for held-out scoring).
         n_rows: how many training rows there are (a batch never holds more).
-        stack: the evaluation transform (:class:`~detbench.detectors.aide.AIDETransform`), also the held-out one.
+        stack: the evaluation and held-out transform (:class:`~detbench.detectors.aide_patches.AIDETransform`).
         precision: the resolved precision of the forward pass (the original trains in fp32).
 
     Returns:

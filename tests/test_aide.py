@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from cli_helpers import invoke
 from PIL import Image
 
-from detbench.detectors.aide import srm_filters
+from detbench.detectors.aide_net import srm_filters
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -376,7 +376,8 @@ def split_rows(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_the_recipe_is_train_sh() -> None:
     """AdamW over the trained parts only, the per-step half cosine of ``utils.adjust_learning_rate`` (written here
     from its published semantics), timm's label-smoothing cross-entropy, incomplete batches dropped, best kept."""
-    from detbench.detectors.aide import AIDEConfig, AIDETransform
+    from detbench.detectors.aide import AIDEConfig
+    from detbench.detectors.aide_patches import AIDETransform
     from detbench.detectors.aide_train import TrainableAIDE, training_recipe
 
     config = AIDEConfig(epochs=3, train_batch_size=64, blr=1e-4, min_lr=1e-6)
@@ -414,7 +415,8 @@ def test_training_resumes_after_a_kill_as_if_uninterrupted(train_root: Path, tmp
     from safetensors import safe_open
 
     from detbench.detector import RunContext
-    from detbench.detectors.aide import AIDEConfig, AIDETransform
+    from detbench.detectors.aide import AIDEConfig
+    from detbench.detectors.aide_patches import AIDETransform
     from detbench.detectors.aide_train import TrainableAIDE, training_recipe
     from detbench.progress import quiet
     from detbench.training import CHECKPOINT, train_classifier
@@ -479,7 +481,7 @@ def test_checkpoints_may_carry_exactly_the_namespace_class(tmp_path: Path) -> No
 
 def test_train_proj_trains_the_projection_the_code_leaves_random() -> None:
     from detbench.backbones import load_backbone
-    from detbench.detectors.aide import AIDENet
+    from detbench.detectors.aide_net import AIDENet
 
     trunk = load_backbone("timm:convnext_atto@random").model
     for train_proj in (False, True):
