@@ -55,7 +55,6 @@ __all__ = [
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports them on first use
-    from detbench.api import Run as Run
     from detbench.api import import_scores as import_scores
     from detbench.api import index as index
     from detbench.api import leaderboard as leaderboard
@@ -66,6 +65,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports the
     from detbench.api import run as run
     from detbench.api import runs as runs
     from detbench.api import sweep as sweep
+    from detbench.finished_run import Run as Run
 
 
 def __getattr__(name: str) -> Any:

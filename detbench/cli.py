@@ -1,134 +1,40 @@
-"""The ``detbench`` command line. Heavy libraries (torch, sklearn) are imported only by commands that need them.
-
-Every command runs inside one guard (:class:`GuardedGroup`): a :class:`~detbench.errors.DetbenchError` (or a full
-or read-only disk) ends as one red line and exit 2; Ctrl-C or SIGTERM says where it stopped and that finished
-work is kept (exit 130 / 143); anything else is a bug and is shown as one (traceback, exit 1). Data warnings
-(:class:`~detbench.errors.DetbenchWarning`) print as ``warning:`` lines, also under ``-q``.
+"""The ``detbench`` command line: one function per command, each a thin layer over the library (mostly
+:mod:`detbench.api`). Heavy libraries (torch, sklearn) are imported only by commands that need them. Every command
+runs inside one guard (:mod:`detbench.cli_guard`); shared options live in :mod:`detbench.cli_options` and what is
+printed about results in :mod:`detbench.cli_views`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-import threading
-import traceback
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from typer.core import TyperGroup
 
-from detbench.errors import ConfigError, DetbenchWarning, user_message
+from detbench import cli_views
+from detbench.cli_guard import GuardedGroup, console, err, watch
+from detbench.cli_options import (
+    FILTER_HELP,
+    BatchSizeOption,
+    BootstrapOption,
+    DeviceOption,
+    FastIndexOption,
+    ProtocolOption,
+    QuietOption,
+    RootOption,
+    SeedOption,
+    SetOption,
+    SuiteOption,
+    ThresholdOption,
+    TrainProtocolOption,
+    TrainRootOption,
+    TrainSuiteOption,
+    WorkersOption,
+)
+from detbench.errors import ConfigError
 from detbench.precision import PRECISION_HELP
-
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
-ACTIVITY = "detbench.activity"  # context meta key: the Runner whose phase an interrupt message names
-# Raised to end a command on purpose (usage errors, exits): the command-line library reports them itself.
-PASS_THROUGH = (typer.Exit, typer.Abort, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop or preemption), handled like Ctrl-C."""
-
-
-class GuardedGroup(TyperGroup):
-    """The command group whose every command runs inside :func:`_guard`."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        """Run the chosen command inside the guard.
-
-        Args:
-            ctx: the command line's context.
-
-        Returns:
-            What the command returns.
-        """
-        with _guard(ctx):
-            return super().invoke(ctx)
-
-
-@contextlib.contextmanager
-def _guard(ctx: typer.Context) -> Iterator[None]:
-    """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped (exit 130 / 143); bugs as
-    bugs (traceback, exit 1); DetbenchWarnings as ``warning:`` lines."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("default", DetbenchWarning)  # each message once
-        shown = warnings.showwarning
-
-        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-            if issubclass(category, DetbenchWarning):
-                err.print("[yellow]warning:[/] ", end="")
-                err.print(str(message), markup=False, highlight=False, soft_wrap=True)
-            else:
-                shown(message, category, *args, **kwargs)
-
-        warnings.showwarning = show
-        try:
-            with _sigterm_as_interrupt():
-                yield
-        except PASS_THROUGH:
-            raise
-        except KeyboardInterrupt as exc:
-            _stopped(exc, ctx.meta.get(ACTIVITY))
-        except Exception as exc:
-            message = user_message(exc)
-            if message is None:
-                _bug(exc)
-            err.print("[bold red]error:[/] ", end="")
-            err.print(message, markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-
-def _stopped(exc: KeyboardInterrupt, activity: Any) -> None:
-    terminated = isinstance(exc, Terminated)
-    how = "Terminated (SIGTERM)" if terminated else "Interrupted"
-    where = ""
-    if activity is not None:
-        where = f" while {activity.phase}" + (f" in {activity.run_dir}" if activity.run_dir else "")
-    err.print(f"\n[yellow]{how}{escape(where)}.[/] Finished work is kept; run the same command again to resume.")
-    raise typer.Exit(143 if terminated else 130) from None
-
-
-def _bug(exc: BaseException) -> None:
-    from detbench import __version__
-
-    err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, end="")
-    err.print(
-        f"[bold red]This is a bug in detbench {__version__}[/], not a problem with your input: please report it "
-        "with the command you ran and the traceback above.",
-        highlight=False,
-    )
-    raise typer.Exit(1) from None
-
-
-def _watch(ctx: typer.Context, runner: Any) -> None:
-    """Let an interrupt message name ``runner``'s phase and run directory."""
-    ctx.meta[ACTIVITY] = runner
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while the body runs, so it stops as cleanly as Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
 
 app = typer.Typer(
     cls=GuardedGroup,
@@ -137,41 +43,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="Benchmark detectors of AI-generated images: train on one generator, evaluate on all.",
 )
-
-
-FAST_INDEX_HELP = "Index ids from size, mtime and path instead of content hashes."
-BOOTSTRAP_HELP = "Bootstrap resamples for the 95% intervals of acc and AP (0: none)."
-FILTER_HELP = "Exact (case-insensitive) if some run has that value, else every value containing it."
-THRESHOLD_HELP = (
-    "Decision threshold of acc: a number in [0, 1], or 'calibrated' (best balanced accuracy on the "
-    "training generator's held-out split)."
-)
-
-
-# Options shared by commands, declared once (the defaults stay in each signature).
-SuiteOption = Annotated[
-    Optional[str], typer.Option("--suite", "-s", help="Suite name (see `detbench ls suites`); default demo.")
-]
-RootOption = Annotated[Optional[Path], typer.Option(help="Where the suite's data lives (the demo builds its own).")]
-ProtocolOption = Annotated[Optional[str], typer.Option(help="Protocol (default: the suite's standard one).")]
-TrainSuiteOption = Annotated[
-    Optional[str], typer.Option(help="Cross-suite: train on this suite's protocol, evaluate on --suite.")
-]
-TrainRootOption = Annotated[Optional[Path], typer.Option(help="Where the training suite's data lives.")]
-TrainProtocolOption = Annotated[
-    Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
-]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")]
-SeedOption = Annotated[int, typer.Option(help="Seed for splits, training and sampling.")]
-DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
-WorkersOption = Annotated[
-    Optional[int], typer.Option(help="Decoding workers (default: half the cores for a GPU, none on <=4 CPU cores).")
-]
-BatchSizeOption = Annotated[Optional[int], typer.Option(help="Batch size for feature extraction/scoring.")]
-BootstrapOption = Annotated[int, typer.Option(help=BOOTSTRAP_HELP)]
-ThresholdOption = Annotated[str, typer.Option(help=THRESHOLD_HELP)]
-FastIndexOption = Annotated[bool, typer.Option(help=FAST_INDEX_HELP)]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @app.callback()
@@ -236,7 +107,7 @@ def run(
     from detbench.runner import Runner
 
     runner = Runner(Phases(err, enabled=not quiet))
-    _watch(ctx, runner)
+    watch(ctx, runner)
     if detector is None and not preset:
         raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
     try:
@@ -246,9 +117,9 @@ def run(
         distributed.cleanup()
     if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
         return
-    _show_result(result.record, result.metrics, result.run_dir, result.reused)
+    cli_views.show_result(result.record, result.metrics, result.run_dir, result.reused)
     if planned.preset is not None:
-        _show_preset_comparison(planned.preset, result)
+        cli_views.show_preset_comparison(planned.preset, result)
 
 
 # The options that ``run`` and ``sweep`` share, passed to :func:`detbench.api.request` by name.
@@ -265,53 +136,6 @@ def _request(options: dict[str, Any], **extra: Any) -> Any:
 
     chosen = {name: options[name] for name in _REQUEST_OPTIONS}
     return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen, **extra)
-
-
-def _show_preset_comparison(preset, result) -> None:
-    from detbench.display import frame_table
-    from detbench.presets import compare
-
-    table = compare(preset, result.metrics)
-    if table.empty:
-        console.print(f"preset {preset.name}: no published per-generator values to compare with")
-        return
-    shown = table.assign(
-        measured=table["measured"].map(lambda v: f"{v:.1f}"),
-        delta=table["delta"].map(lambda v: "" if v != v else f"{v:+.1f}"),
-        flag=table["flag"].map(lambda f: "beyond tolerance" if f else ""),
-        expected=table["expected"].map(str),
-    )
-    confidence = preset.published.get("confidence", "")
-    console.print(frame_table(shown, f"{preset.name}: measured vs published (%), {confidence}"))
-    console.print(f"source: {preset.published.get('source', 'unknown')}")
-    if not (result.record.get("preset") or {}).get("reproduction", False):
-        console.print("[yellow]Not a reproduction:[/] settings differ from the preset "
-                      f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
-
-
-def _show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> None:
-    """The run's metrics table, what it skipped, and where it is."""
-    from detbench.display import metrics_table, threshold_note
-
-    title = _run_title(rec) + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "") + ")"
-    console.print(metrics_table(metrics, title, threshold_note(rec)))
-    counts = rec.get("counts", {})
-    for what, n, reasons in (
-        ("training", counts.get("train", {}).get("skipped", 0), counts.get("train", {}).get("skipped_reasons", {})),
-        ("evaluation", counts.get("eval_skipped", 0), counts.get("skipped_reasons", {})),
-    ):
-        if n:
-            why = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-            console.print(f"[yellow]{n} {what} images skipped:[/] {why}")
-    console.print(f"run {rec['run_id'][:16]} -> {path}" + (" (reused)" if reused else ""))
-
-
-def _run_title(rec: dict[str, Any]) -> str:
-    """``DETECTOR on SUITE (protocol P[, backbone B]`` (left open for more facts)."""
-    from detbench.leaderboard import detector_label
-
-    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
-    return f"{detector_label(rec)} on {rec['suite']} (protocol {rec['protocol']}{backbone}"
 
 
 @app.command()
@@ -358,7 +182,7 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
 
     registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
     if what == "detectors":
-        _list_detectors()
+        cli_views.list_detectors()
     elif what in registries:
         reg = registries[what]
         table = Table(title=what)
@@ -369,59 +193,11 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
             table.add_row(name, d["summary"] or d["target"], d["origin"])
         console.print(table)
     elif what == "runs":
-        _list_runs()
+        cli_views.list_runs()
     elif what == "presets":
-        _list_presets()
+        cli_views.list_presets()
     else:
         raise ConfigError(f"cannot list {what!r}; choose detectors, suites, perturbations, presets or runs")
-
-
-def _list_detectors() -> None:
-    """Paper and year, trains or training-free, released weights (``--set KEY=PATH``), without importing one."""
-    import pandas as pd
-    from rich.table import Table
-
-    from detbench.api import list_detectors
-
-    table = Table(title="detectors")
-    for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
-        table.add_column(col, overflow="fold")
-    for d in list_detectors().to_dict("records"):
-        if not isinstance(d["paper"], str):  # a plugin that states no facts
-            facts = ["?", "?", "?", "?"]
-        else:
-            weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
-            facts = [d["paper"], "-" if pd.isna(d["year"]) else str(d["year"]), d["training"], weights]
-        table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
-    console.print(table)
-
-
-def _list_presets() -> None:
-    from rich.table import Table
-
-    from detbench.presets import load_presets
-
-    table = Table(title="paper presets (detbench run --preset NAME --root PATH)")
-    for col in ("name", "runs", "published mean acc", "confidence", "source"):
-        table.add_column(col, overflow="fold")
-    for p in load_presets().values():
-        mean = p.expected("acc").get("mean")
-        span = p.expected_range("acc").get("mean")
-        shown = f"{mean:.2f}" if mean is not None else (f"{span[0]}–{span[1]}" if span else "unknown")
-        table.add_row(f"{p.name} (v{p.version})", f"{p.detector} on {p.suite}/{p.protocol}", shown,
-                      str(p.published.get("confidence", "")), str(p.published.get("source", "")))
-    console.print(table)
-
-
-def _list_runs() -> None:
-    from detbench.display import fmt, frame_table
-    from detbench.leaderboard import runs_table
-
-    runs = runs_table()
-    shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt))
-    columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",
-               "backbone": "backbone", "perturbation": "perturbation", "mean_acc": "mean acc", "created": "created"}
-    console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns)))
 
 
 @app.command()
@@ -511,11 +287,11 @@ def sweep(
     from detbench.sweep import run_sweep
 
     runner = Runner(Phases(err, enabled=not quiet))
-    _watch(ctx, runner)
+    watch(ctx, runner)
     base = _request(locals()).run
     result = run_sweep(base, perturb, runner)
     rec = result.clean.record
-    title = f"{_run_title(rec)}): robustness"
+    title = f"{cli_views.run_title(rec)}): robustness"
     console.print(robustness_table(result.table, title))
     console.print(
         f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
@@ -565,7 +341,7 @@ def import_scores(
         score_column=score_column, key_column=key_column, settings=parse_set_args(set_), seed=seed,
         bootstrap=bootstrap, force=force, fast_index=fast_index, progress=not quiet,
     )  # fmt: skip
-    _show_result(run.record, run.metrics, run.path, run.reused)
+    cli_views.show_result(run.record, run.metrics, run.path, run.reused)
 
 
 @app.command()

@@ -19,7 +19,7 @@ import detbench.layout
 import detbench.paths
 import detbench.report
 from detbench import errors
-from detbench.cli import Terminated
+from detbench.cli_guard import Terminated
 
 LEADERBOARD = importlib.import_module("detbench.leaderboard")  # the module: detbench.leaderboard is the API function
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]

@@ -1,0 +1,125 @@
+"""What the ``detbench`` command line prints about results: a run, a preset comparison, the listings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from detbench.cli_guard import console
+
+
+def show_preset_comparison(preset: Any, result: Any) -> None:
+    """Print a preset run's measured values beside the published ones, and say when it is not a reproduction.
+
+    Args:
+        preset: the :class:`~detbench.presets.Preset` run.
+        result: the run's :class:`~detbench.runner.RunResult`.
+    """
+    from detbench.display import frame_table
+    from detbench.presets import compare
+
+    table = compare(preset, result.metrics)
+    if table.empty:
+        console.print(f"preset {preset.name}: no published per-generator values to compare with")
+        return
+    shown = table.assign(
+        measured=table["measured"].map(lambda v: f"{v:.1f}"),
+        delta=table["delta"].map(lambda v: "" if v != v else f"{v:+.1f}"),
+        flag=table["flag"].map(lambda f: "beyond tolerance" if f else ""),
+        expected=table["expected"].map(str),
+    )
+    confidence = preset.published.get("confidence", "")
+    console.print(frame_table(shown, f"{preset.name}: measured vs published (%), {confidence}"))
+    console.print(f"source: {preset.published.get('source', 'unknown')}")
+    if not (result.record.get("preset") or {}).get("reproduction", False):
+        console.print("[yellow]Not a reproduction:[/] settings differ from the preset "
+                      f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
+
+
+def show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> None:
+    """Print the run's metrics table, what it skipped, and where it is.
+
+    Args:
+        rec: the run record (``run.json``).
+        metrics: its metrics table.
+        path: the run directory.
+        reused: whether the finished run was reused rather than computed.
+    """
+    from detbench.display import metrics_table, threshold_note
+
+    title = run_title(rec) + (f", {rec['perturbation'].get('spec')}" if rec.get("perturbation") else "") + ")"
+    console.print(metrics_table(metrics, title, threshold_note(rec)))
+    counts = rec.get("counts", {})
+    for what, n, reasons in (
+        ("training", counts.get("train", {}).get("skipped", 0), counts.get("train", {}).get("skipped_reasons", {})),
+        ("evaluation", counts.get("eval_skipped", 0), counts.get("skipped_reasons", {})),
+    ):
+        if n:
+            why = ", ".join(f"{v} {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+            console.print(f"[yellow]{n} {what} images skipped:[/] {why}")
+    console.print(f"run {rec['run_id'][:16]} -> {path}" + (" (reused)" if reused else ""))
+
+
+def run_title(rec: dict[str, Any]) -> str:
+    """A run's title for tables.
+
+    Args:
+        rec: the run record.
+
+    Returns:
+        ``DETECTOR on SUITE (protocol P[, backbone B]``, left open for more facts.
+    """
+    from detbench.leaderboard import detector_label
+
+    backbone = f", backbone {rec['backbone']}" if rec.get("backbone") else ""
+    return f"{detector_label(rec)} on {rec['suite']} (protocol {rec['protocol']}{backbone}"
+
+
+def list_detectors() -> None:
+    """Print the detectors (paper and year, trains or training-free, released weights), importing none."""
+    import pandas as pd
+    from rich.table import Table
+
+    from detbench import api
+
+    table = Table(title="detectors")
+    for col in ("name", "paper", "year", "training", "released weights", "summary", "origin"):
+        table.add_column(col, overflow="fold")
+    for d in api.list_detectors().to_dict("records"):
+        if not isinstance(d["paper"], str):  # a plugin that states no facts
+            facts = ["?", "?", "?", "?"]
+        else:
+            weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
+            facts = [d["paper"], "-" if pd.isna(d["year"]) else str(d["year"]), d["training"], weights]
+        table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
+    console.print(table)
+
+
+def list_presets() -> None:
+    """Print the paper presets: what each runs, the published mean accuracy, confidence and source."""
+    from rich.table import Table
+
+    from detbench.presets import load_presets
+
+    table = Table(title="paper presets (detbench run --preset NAME --root PATH)")
+    for col in ("name", "runs", "published mean acc", "confidence", "source"):
+        table.add_column(col, overflow="fold")
+    for p in load_presets().values():
+        mean = p.expected("acc").get("mean")
+        span = p.expected_range("acc").get("mean")
+        shown = f"{mean:.2f}" if mean is not None else (f"{span[0]}–{span[1]}" if span else "unknown")
+        table.add_row(f"{p.name} (v{p.version})", f"{p.detector} on {p.suite}/{p.protocol}", shown,
+                      str(p.published.get("confidence", "")), str(p.published.get("source", "")))
+    console.print(table)
+
+
+def list_runs() -> None:
+    """Print the finished runs of every suite."""
+    from detbench.display import fmt, frame_table
+    from detbench.leaderboard import runs_table
+
+    runs = runs_table()
+    shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt))
+    columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",
+               "backbone": "backbone", "perturbation": "perturbation", "mean_acc": "mean acc", "created": "created"}
+    console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns)))
