@@ -9,6 +9,7 @@ A detector built on it has a config with ``backbone``, ``crop``, ``embedding``, 
 from __future__ import annotations
 
 import dataclasses
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,8 @@ from detbench.precision import resolve_precision
 
 
 class FrozenFeatureDetector(Detector):
-    """Shared plumbing of detectors that read frozen backbone features from the cache."""
+    """Shared plumbing of detectors that read frozen backbone features from the cache and score them with a head
+    (:meth:`decision`)."""
 
     def setup(self, ctx: RunContext) -> None:
         """Load the configured backbone (with the config's crop, resize and pad) and resolve precision and embedding.
@@ -90,3 +92,30 @@ class FrozenFeatureDetector(Detector):
             norms = np.linalg.norm(feats, axis=1, keepdims=True)
             feats /= np.where(norms > 0, norms, 1.0)  # in place: a million features are not held twice
         return feats, failures
+
+    @abstractmethod
+    def decision(self, feats: np.ndarray) -> np.ndarray:
+        """P(fake) of features under the fitted head.
+
+        Args:
+            feats: ``[N, D]`` finite features (L2-normalised when the config says so).
+
+        Returns:
+            ``[N]`` probabilities.
+        """
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row: :meth:`decision` on the (perturbed) features of the images that could be read.
+
+        Args:
+            rows: the rows to score.
+            ctx: the run context.
+
+        Returns:
+            Scores (NaN where an image failed) and failure reasons by row position.
+        """
+        feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
+        scores = np.full(len(rows), np.nan)
+        keep = np.isfinite(feats).all(axis=1)
+        scores[keep] = self.decision(feats[keep])
+        return scores, failures

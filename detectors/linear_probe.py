@@ -130,22 +130,6 @@ class LinearProbe(FrozenFeatureDetector):
         z = ((feats - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return sigmoid(z)
 
-    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """P(fake) per row from its (perturbed) features.
-
-        Args:
-            rows: the rows to score.
-            ctx: the run context.
-
-        Returns:
-            Scores (NaN where an image failed) and failure reasons by row position.
-        """
-        feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
-        scores = np.full(len(rows), np.nan)
-        keep = np.isfinite(feats).all(axis=1)
-        scores[keep] = self.decision(feats[keep])
-        return scores, failures
-
     def save(self, directory: Path) -> None:
         """Write the probe: standardisation and coefficients (safetensors), intercept and C (JSON).
 

@@ -259,10 +259,20 @@ class UnivFD(FrozenFeatureDetector):
         return {**result, "head": "trained", "trained": True, "n_train_images": int(len(y)),
                 "n_views": 1 + c.aug_views, "n_heldout_used": int(len(y_held)), "padded": padded}
 
-    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """P(fake) per row: the sigmoid of the head on the (perturbed) raw embeddings.
+    def decision(self, feats: np.ndarray) -> np.ndarray:
+        """P(fake) of raw embeddings: the sigmoid of the linear head, in float64.
 
-        Padded-image counts per generator go to ``ctx.extra["padded"]``.
+        Args:
+            feats: ``[N, D]`` finite embeddings.
+
+        Returns:
+            ``[N]`` probabilities.
+        """
+        return sigmoid(feats.astype(np.float64) @ self.weight + self.bias)
+
+    def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+        """P(fake) per row (:meth:`decision` on the perturbed embeddings); padded-image counts per generator go to
+        ``ctx.extra["padded"]``.
 
         Args:
             rows: the rows to score.
@@ -271,11 +281,7 @@ class UnivFD(FrozenFeatureDetector):
         Returns:
             Scores (NaN where an image failed) and failure reasons by row position.
         """
-        feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
-        scores = np.full(len(rows), np.nan)
-        keep = np.isfinite(feats).all(axis=1)
-        z = feats[keep].astype(np.float64) @ self.weight + self.bias
-        scores[keep] = sigmoid(z)
+        scores, failures = super().predict(rows, ctx)
         self._count_padded(rows, ctx)
         return scores, failures
 
