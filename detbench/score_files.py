@@ -9,6 +9,10 @@ A score file is a table (CSV, TSV, JSON, JSON lines or Parquet: :mod:`detbench.t
 - a score (column ``score`` unless ``score_column`` names another): P(fake) in [0, 1], or a raw logit with
   ``logits`` (P(fake) = sigmoid).
 
+An optional ``label`` column (0/1 or real/fake, read as a file list's labels are) is never used for the metrics
+(the suite's labels are), but images it labels otherwise than the suite are reported: the paths may name other
+images than the scores are of, or the file may call fakes 0.
+
 Nothing is guessed. A value outside [0, 1] without ``logits`` is an error. Rows without a key, values that are not
 numbers, and keys given more than once are reported with counts and examples; a key given twice with the same score
 is kept once, with different scores it stays unscored (see :class:`ScoreFile`).
@@ -33,6 +37,7 @@ from detbench.tables import TABLE_SUFFIXES, listing, read_table
 
 KEY_COLUMNS = ("path", "filename", "image_id")  # the key used when none is named: the first present
 ID_COLUMN = "image_id"
+LABEL_COLUMN = "label"  # optional: checked against the suite's labels, never used for the metrics
 SHOWN = 5  # examples per problem
 
 
@@ -54,7 +59,8 @@ class ScoreFile:
 
     ``scores`` maps each usable key to P(fake); ``unusable`` maps keys the file names but gives no usable score
     for (no number, or different scores for the same key) to the status their images get; ``problems`` are the
-    warnings to show (counts and examples).
+    warnings to show (counts and examples); ``labels`` maps keys to the 0 (real) / 1 (fake) of the file's
+    ``label`` column, where it has one (compared with the suite's by :func:`match_problems`).
     """
 
     path: Path
@@ -66,6 +72,7 @@ class ScoreFile:
     scores: dict[str, float]
     unusable: dict[str, str]
     problems: tuple[str, ...]
+    labels: dict[str, int] = field(default_factory=dict)
     _under: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -103,6 +110,16 @@ class ScoreFile:
             cached = _relative_to(self, Path(root))
             self._under[str(root)] = cached
         return cached
+
+
+def _labels_under(scores: ScoreFile, root: Path) -> dict[str, int]:
+    """:attr:`ScoreFile.labels` keyed as the index of a suite rooted at ``root`` writes its paths (absolute paths
+    under ``root`` made relative, others dropped)."""
+    if scores.by_id:
+        return scores.labels
+    bases = _bases(root)
+    relative = ((_relative_key(key, bases), label) for key, label in scores.labels.items())
+    return {key: label for key, label in relative if key is not None}
 
 
 def read_score_file(
@@ -190,6 +207,15 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
             f"text: {shown}): their images stay unscored, left out of the metrics"
         )
     scores, unusable = _merge(frame, path.name, problems)
+    labels: dict[str, int] = {}
+    if LABEL_COLUMN in columns and LABEL_COLUMN not in (key, score_column):
+        from detbench.datasets._layout import LabelValues
+        from detbench.datasets.filelist import FileListOptions
+
+        options = FileListOptions()
+        read_label = LabelValues(options.real_values, options.fake_values)
+        pairs = zip(keys, table[LABEL_COLUMN], strict=True)
+        labels = {k: label for k, value in pairs if k is not None and (label := read_label(value)) is not None}
     return ScoreFile(
         path=path,
         sha256=sha256,
@@ -200,6 +226,7 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
         scores=scores,
         unusable=unusable,
         problems=tuple(problems),
+        labels=labels,
     )
 
 
@@ -239,18 +266,14 @@ def _merge(frame: Any, name: str, problems: list[str]) -> tuple[dict[str, float]
 
 def _relative_to(scores: ScoreFile, root: Path) -> tuple[dict[str, float], dict[str, str], list[str]]:
     """:meth:`ScoreFile.under` without the cache."""
-    bases = {PurePosixPath(Path(root).as_posix()), PurePosixPath(Path(root).resolve().as_posix())}
+    bases = _bases(root)
     outside: list[str] = []
 
     def relative(key: str) -> str | None:
-        pure = PurePosixPath(key)
-        if not pure.is_absolute():
-            return key
-        for base in bases:
-            if pure.is_relative_to(base):
-                return pure.relative_to(base).as_posix()
-        outside.append(key)
-        return None
+        rel = _relative_key(key, bases)
+        if rel is None:
+            outside.append(key)
+        return rel
 
     if not any(PurePosixPath(k).is_absolute() for k in (*scores.scores, *scores.unusable)):
         return scores.scores, scores.unusable, []
@@ -272,10 +295,28 @@ def _relative_to(scores: ScoreFile, root: Path) -> tuple[dict[str, float], dict[
     return rel_scores, rel_unusable, outside
 
 
+def _bases(root: Path) -> set[PurePosixPath]:
+    """The suite root as written and resolved: absolute keys under either are images of the suite."""
+    return {PurePosixPath(Path(root).as_posix()), PurePosixPath(Path(root).resolve().as_posix())}
+
+
+def _relative_key(key: str, bases: set[PurePosixPath]) -> str | None:
+    """``key`` relative to the first of ``bases`` it is under (a relative key as it is); None if it is outside."""
+    pure = PurePosixPath(key)
+    if not pure.is_absolute():
+        return key
+    for base in bases:
+        if pure.is_relative_to(base):
+            return pure.relative_to(base).as_posix()
+    return None
+
+
 def _key(value: Any, by_id: bool) -> str | None:
     """A key cell as the index writes it: an image id as text, a path as a normalised POSIX path; None if empty."""
     if value is None or (isinstance(value, float) and value != value):
         return None
+    if isinstance(value, bytes):  # a Parquet binary column
+        value = value.decode("utf-8", errors="replace")
     text = str(value).strip()
     if not text:
         return None
@@ -332,6 +373,7 @@ def match_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) -
             f"score file {scores.path.name}: {len(unknown)} of its {len(keys) + len(outside)} images are not "
             f"images of {suite} under {root} (ignored), e.g. {listing(unknown, SHOWN)}"
         )
+    problems.extend(_label_problems(scores, index_rows, root, suite))
     statuses = index_rows.set_index(column)["status"]
     unusable_scored = statuses[statuses.index.isin(list(scored)) & (statuses != "ok")]
     if len(unusable_scored):
@@ -342,3 +384,24 @@ def match_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) -
             f"{listing(list(unusable_scored.index), SHOWN)}"
         )
     return problems
+
+
+def _label_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) -> list[str]:
+    """A warning if the file's ``label`` column calls some of the suite's images otherwise than the suite does."""
+    labels = _labels_under(scores, root)
+    if not labels:
+        return []
+    column = ID_COLUMN if scores.by_id else "path"
+    suite_labels = index_rows.drop_duplicates(column).set_index(column)["label"]
+    suite_labels = suite_labels[suite_labels.isin([0, 1])]
+    common = [k for k in labels if k in suite_labels.index]
+    wrong = [k for k in common if labels[k] != int(suite_labels[k])]
+    if not wrong:
+        return []
+    word = {0: "real", 1: "fake"}
+    examples = [f"{k} (file: {word[labels[k]]}, {suite}: {word[int(suite_labels[k])]})" for k in wrong[:SHOWN]]
+    return [
+        f"score file {scores.path.name}: its {LABEL_COLUMN} column disagrees with {suite} for {len(wrong)} of its "
+        f"{len(common)} images with a label, e.g. {listing(examples, SHOWN, len(wrong))}; the suite's labels are "
+        "used. Check that the paths name the images the scores are of, and that the file calls fakes 1"
+    ]

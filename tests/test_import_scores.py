@@ -221,3 +221,41 @@ def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFram
     groups = run.scores.groupby("generator")
     per_generator = [np.mean((g["score"] > threshold["value"]) == g["label"]) for _, g in groups]
     assert run.metrics.set_index("generator").loc["mean", "acc"] == pytest.approx(np.mean(per_generator), abs=1e-12)
+
+
+def test_a_label_column_that_disagrees_with_the_suite_is_reported(tmp_path: Path) -> None:
+    """The file's own labels are never used, but labels contradicting the suite's mean the paths name other images
+    than the scores are of (or an inverted convention): a warning with counts and examples, never silence."""
+    from detbench.score_files import match_problems
+
+    root = tmp_path / "data"
+    index = pd.DataFrame({
+        "path": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+        "image_id": ["1", "2", "3", "4", "5"],
+        "label": [0, 1, 0, 1, 1],
+        "status": "ok",
+    })
+    file = tmp_path / "labelled.csv"
+    file.write_text(
+        "filename,score,label\n"
+        "a.png,0.1,1\n"  # the suite says real
+        "b.png,0.9,fake\n"
+        "c.png,0.2,Real\n"
+        f"{root}/d.png,0.3,0\n"  # absolute under the root; the suite says fake
+        "e.png,0.8,sdxl\n"  # not a label value: not compared
+        "elsewhere.png,0.5,0\n"
+    )
+    problems = match_problems(read_score_file(file), index, root, "mine")
+    [disagree] = [p for p in problems if "label column" in p]
+    assert "2 of its 4 images with a label" in disagree and "a.png" in disagree and "d.png" in disagree
+    assert "b.png" not in disagree and "the suite's labels are used" in disagree
+
+    agreeing = tmp_path / "agreeing.csv"
+    agreeing.write_text("path,score,label\na.png,0.1,0\nb.png,0.9,1\n")
+    assert not any("label column" in p for p in match_problems(read_score_file(agreeing), index, root, "mine"))
+
+
+def test_a_parquet_path_column_of_bytes_is_read_as_text(tmp_path: Path) -> None:
+    file = tmp_path / "binary.parquet"
+    pd.DataFrame({"path": [b"a/x.png", b"b\\y.png"], "score": [0.25, 0.75]}).to_parquet(file)
+    assert read_score_file(file).scores == {"a/x.png": 0.25, "b/y.png": 0.75}
