@@ -506,10 +506,11 @@ def predict(
 
     Raises:
         RunLookupError: a run id matches no finished run (or several).
-        InputError: no image file among ``paths``.
+        InputError: no image file among ``paths``, or ``export`` is a folder.
     """
-    from detbench.predict import long_predictions, predict_runs, write_export
+    from detbench.predict import check_outputs, long_predictions, predict_runs, write_export
 
+    check_outputs(export)  # before any image is scored
     refs = [run] if isinstance(run, (str, Run)) else list(run)
     ids = [r.id if isinstance(r, Run) else str(r) for r in refs]
     path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)

@@ -353,6 +353,20 @@ def export_table(results: list[tuple[TrainedRun, pd.DataFrame]], folder: Path, l
     return out
 
 
+def check_outputs(*paths: str | Path | None) -> None:
+    """Refuse output files that cannot be written: a path naming an existing folder.
+
+    Args:
+        paths: the files predictions or exports will be written to (None: not asked for).
+
+    Raises:
+        InputError: one of them is a folder.
+    """
+    for path in paths:
+        if path is not None and Path(path).is_dir():
+            raise InputError(f"{path} is a folder; name the file to write, e.g. {Path(path) / 'scores.csv'}")
+
+
 def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, logits: bool = False) -> None:
     """Write :func:`export_table` to ``path`` (CSV, atomically; filenames relative to the CSV's folder).
 
@@ -360,9 +374,13 @@ def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, log
         results: :func:`predict_runs` output.
         path: the CSV file to write (replaced if it exists).
         logits: write log-odds of P(fake) instead of P(fake).
+
+    Raises:
+        InputError: ``path`` is a folder.
     """
     from detbench.records import atomic_path
 
+    check_outputs(path)
     table = export_table(results, Path(os.path.abspath(path)).parent, logits)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.9g")
@@ -438,9 +456,13 @@ def write_predictions(
         results: :func:`predict_runs` output.
         csv: the CSV file to write; None: none.
         json_path: the JSON file to write; None: none.
+
+    Raises:
+        InputError: ``csv`` or ``json_path`` is a folder (nothing is written).
     """
     from detbench.records import atomic_path
 
+    check_outputs(csv, json_path)
     if csv is not None:
         table = long_predictions(results)
         with atomic_path(csv) as tmp:

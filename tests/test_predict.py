@@ -147,3 +147,22 @@ def test_predict_exports_one_score_column_per_run(detbench_home: Path, tmp_path:
     assert np.isfinite(as_logits[columns].to_numpy()[np.isfinite(table[columns].to_numpy())]).all()
     lone = invoke("predict", runs, str(folder), "--export-logits", "-q")
     assert lone.exit_code == 2 and "--export FILE" in lone.output
+
+
+def test_an_output_path_that_is_a_folder_is_refused_in_one_line(run: dict, tmp_path: Path) -> None:
+    """--csv/--json/--export naming a folder: one error line (exit 2) and the folder untouched, never a traceback;
+    the API refuses it before scoring anything."""
+    import detbench
+
+    image = Path(run["paths"]["suite_root"]) / pd.read_parquet(Path(run["paths"]["run"]) / "scores.parquet")[
+        "path"
+    ].iloc[0]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for option in ("--export", "--csv", "--json"):
+        result = invoke("predict", run["run_id"][:12], str(image), option, str(folder), "-q")
+        assert result.exit_code == 2, (option, result.output)
+        assert "Traceback" not in result.output and f"{folder} is a folder" in result.output, result.output
+    assert list(folder.iterdir()) == []
+    with pytest.raises(detbench.InputError, match="is a folder"):
+        detbench.predict(run["run_id"][:12], [image], export=folder)
