@@ -315,6 +315,7 @@ def import_scores(
         The finished :class:`Run`.
 
     Raises:
+        ConfigError: ``name`` is not text, ``logits`` not a bool, or a column name not text.
         InputError: the file is missing, unreadable or lacks its columns.
         DataError: a score outside [0, 1] without ``logits``, or no image of the file is an image of the suite.
 
@@ -328,6 +329,7 @@ def import_scores(
     from detbench.resolve import ThresholdPolicy, resolve
     from detbench.score_files import match_problems, not_in_file, read_score_file
 
+    _check_reading(name, logits, score_column, key_column)
     file = Path(file).expanduser().absolute()
     if ThresholdPolicy.parse(str(threshold)).policy == "calibrated" and perturb:
         raise ConfigError(
@@ -359,6 +361,18 @@ def import_scores(
             f"counted as real), e.g. {listing(missing['path'].tolist(), 5)}"
         )
     return result
+
+
+def _check_reading(name: Any, logits: Any, score_column: Any, key_column: Any) -> None:
+    """Refuse Python values the command line cannot give: ``name=None`` would become ``external:none``, and a
+    string for ``logits`` would be read one way and recorded another."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be text naming what computed the scores (external:NAME); got {name!r}")
+    if not isinstance(logits, bool):
+        raise ConfigError(f"logits must be True or False; got {logits!r}")
+    for option, value in (("score_column", score_column), ("key_column", key_column)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{option} must be text (a column name); got {value!r}")
 
 
 def _phases(progress: bool) -> Phases:

@@ -259,3 +259,26 @@ def test_a_parquet_path_column_of_bytes_is_read_as_text(tmp_path: Path) -> None:
     file = tmp_path / "binary.parquet"
     pd.DataFrame({"path": [b"a/x.png", b"b\\y.png"], "score": [0.25, 0.75]}).to_parquet(file)
     assert read_score_file(file).scores == {"a/x.png": 0.25, "b/y.png": 0.75}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        ({"name": None}, "name must be text"),
+        ({"name": ""}, "name must be text"),
+        ({"name": "x", "logits": "no"}, "logits must be True or False"),
+        ({"name": "x", "score_column": None}, "score_column must be text"),
+        ({"name": "x", "key_column": 3}, "key_column must be text"),
+    ],
+)
+def test_import_scores_refuses_arguments_of_the_wrong_type(
+    arguments: dict, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python value the command line cannot give (None, a string for a flag) is a ConfigError, not a run named
+    ``external:none`` or a file read one way and recorded another."""
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path))
+    file = tmp_path / "s.csv"
+    file.write_text("path,score\na.png,0.5\n")
+    with pytest.raises(detbench.ConfigError, match=words):
+        detbench.import_scores("demo", file, settings=SMALL_SETTINGS, **arguments)
+    assert not (tmp_path / "runs").exists()
