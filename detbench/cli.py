@@ -382,11 +382,12 @@ def predict(
     quiet: QuietOption = False,
 ) -> None:
     """Score your own images with finished runs' trained detectors: P(fake) and the decision per file."""
-    from detbench.predict import predict_runs, predictions_table, write_export, write_predictions
+    from detbench.predict import check_outputs, predict_runs, predictions_table, write_export, write_predictions
     from detbench.progress import Phases
 
     if export_logits and export is None:
         raise ConfigError("--export-logits applies to --export FILE")
+    check_outputs(csv, json_, export)  # before any image is scored
     refs = [ref.strip() for ref in run_id.split(",")]
     results = predict_runs(
         refs, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)

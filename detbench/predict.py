@@ -354,17 +354,23 @@ def export_table(results: list[tuple[TrainedRun, pd.DataFrame]], folder: Path, l
 
 
 def check_outputs(*paths: str | Path | None) -> None:
-    """Refuse output files that cannot be written: a path naming an existing folder.
+    """Refuse output files that cannot be written: a path naming an existing folder, or one file named twice.
 
     Args:
         paths: the files predictions or exports will be written to (None: not asked for).
 
     Raises:
-        InputError: one of them is a folder.
+        InputError: one of them is a folder, or one file is named twice.
     """
-    for path in paths:
-        if path is not None and Path(path).is_dir():
-            raise InputError(f"{path} is a folder; name the file to write, e.g. {Path(path) / 'scores.csv'}")
+    named = [Path(path) for path in paths if path is not None]
+    for path in named:
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; name the file to write, e.g. {path / 'scores.csv'}")
+    resolved = [path.expanduser().resolve() for path in named]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise InputError(f"{named[i]} is named for two outputs; give each output (--csv, --json, --export) its "
+                             "own file")
 
 
 def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, logits: bool = False) -> None:

@@ -166,3 +166,7 @@ def test_an_output_path_that_is_a_folder_is_refused_in_one_line(run: dict, tmp_p
     assert list(folder.iterdir()) == []
     with pytest.raises(detbench.InputError, match="is a folder"):
         detbench.predict(run["run_id"][:12], [image], export=folder)
+    same = tmp_path / "scores.csv"
+    result = invoke("predict", run["run_id"][:12], str(image), "--csv", str(same), "--export", str(same), "-q")
+    assert result.exit_code == 2 and "named for two outputs" in result.output, result.output
+    assert not same.exists()
