@@ -232,8 +232,9 @@ class EvalProfile:
     it), ``resize`` by ``resize_policy`` (:data:`RESIZE_POLICIES`): ``stretch`` to ``resize`` x ``resize``
     ignoring the aspect ratio (torchvision ``Resize((s, s))``) or ``shorter``, the shorter side to ``resize``
     and the aspect ratio kept (torchvision ``Resize(s)``: the longer side truncated), either on a PIL image with
-    PIL's antialiased filter; then ``crop`` (torchvision ``CenterCrop``: zero padding for smaller images). ``native_size`` profiles leave images at their own sizes, so the originals score them one at a
-    time (batch 1); a detector batches only images of equal size.
+    PIL's antialiased filter; then ``crop`` (torchvision ``CenterCrop``: zero padding for smaller images).
+    ``native_size`` profiles leave images at their own sizes, so the originals score them one at a time
+    (batch 1); a detector batches only images of equal size.
     """
 
     name: str
