@@ -67,7 +67,7 @@ class AIGCDetectSuite(Suite):
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"
-    eval_convention = "aigcdetect"  # NPR's README: native size, batch of one; eval_all.py: resize 256, crop 224
+    eval_convention = "aigcdetect"  # NPR's README: native size, batch of one; eval_all.py: shorter side 256, crop 224
     Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:

@@ -46,7 +46,9 @@ class ClassifierDetector(Detector):
     """Base class: subclasses set ``weights_what``/``weights_fix`` and implement :meth:`build_network`,
     :meth:`eval_preprocessing` and :meth:`train_setup` (and may override :meth:`prepare_training`).
 
-    The config needs ``weights`` (str), ``precision`` (str) and ``batch_size`` (int, evaluation).
+    The config needs ``weights`` (str), ``precision`` (str), ``batch_size`` (int, evaluation) and
+    ``sigmoid_dtype`` (``float32``, the originals' ``model(x).sigmoid()``, or ``float64``; read by the default
+    :meth:`probabilities`).
     """
 
     weights_what: ClassVar[str] = "the checkpoint"
@@ -135,7 +137,7 @@ class ClassifierDetector(Detector):
                                  by_shape=profile.native_size, facts={"eval_profile": profile.name})
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake) from the network's logits (one logit: its sigmoid).
+        """P(fake) from the network's logits (one logit: its sigmoid, in the config's ``sigmoid_dtype``).
 
         Args:
             logits: the logits of the images scored, one row per image.
@@ -143,7 +145,7 @@ class ClassifierDetector(Detector):
         Returns:
             P(fake) per image.
         """
-        return sigmoid(logits)
+        return sigmoid(logits, self.config.sigmoid_dtype)
 
     def state_module(self) -> Any:
         """The module whose state dict a fit saves and loads (strictly): by default the whole network. A network

@@ -229,10 +229,12 @@ class EvalProfile:
     Suites publish these (``Suite.eval_profiles``); a detector whose original evaluates per test set applies
     :meth:`apply` to the RGB image, then its own ``ToTensor`` + normalisation. Steps, in the originals' order:
     ``tile`` (NPR's ``translate_duplicate``: an image smaller than ``tile`` on either side is repeated to cover
-    it), square ``resize`` to ``size`` x ``size`` ignoring the aspect ratio (torchvision ``Resize((s, s))`` on a
-    PIL image: PIL's antialiased filter), then ``crop`` (torchvision ``CenterCrop``: zero padding for smaller
-    images). ``native_size`` profiles leave images at their own sizes, so the originals score them one at a
-    time (batch 1); a detector batches only images of equal size.
+    it), ``resize`` by ``resize_policy`` (:data:`RESIZE_POLICIES`): ``stretch`` to ``resize`` x ``resize``
+    ignoring the aspect ratio (torchvision ``Resize((s, s))``) or ``shorter``, the shorter side to ``resize``
+    and the aspect ratio kept (torchvision ``Resize(s)``: the longer side truncated), either on a PIL image with
+    PIL's antialiased filter; then ``crop`` (torchvision ``CenterCrop``: zero padding for smaller images).
+    ``native_size`` profiles leave images at their own sizes, so the originals score them one at a time
+    (batch 1); a detector batches only images of equal size.
     """
 
     name: str
@@ -241,6 +243,11 @@ class EvalProfile:
     crop: int | None = None
     tile: int | None = None
     interpolation: str = "bilinear"
+    resize_policy: str = "stretch"  # how ``resize`` applies: "stretch" (s x s) or "shorter" (shorter side = s)
+
+    def __post_init__(self) -> None:
+        if self.resize_policy not in RESIZE_POLICIES or self.resize_policy == "none":
+            raise ValueError(f"resize_policy must be stretch or shorter, got {self.resize_policy!r}")
 
     @property
     def native_size(self) -> bool:
@@ -262,7 +269,8 @@ class EvalProfile:
         if self.tile is not None:
             img = tile_to(img, self.tile)
         if self.resize is not None:
-            img = TF.resize(img, [self.resize, self.resize], InterpolationMode(self.interpolation))
+            size = [self.resize, self.resize] if self.resize_policy == "stretch" else self.resize
+            img = TF.resize(img, size, InterpolationMode(self.interpolation))
         if self.crop is not None:
             img = TF.center_crop(img, [self.crop, self.crop])
         return img
@@ -321,9 +329,11 @@ EVAL_PROFILES: dict[str, EvalProfile] = {
         ),
         EvalProfile(
             "resize-256-center-crop-224",
-            "AIGCDetectBenchmark eval_all.py defaults (Resize((loadSize 256, 256)), CenterCrop 224)",
+            "AIGCDetectBenchmark eval_all.py defaults (data/process.py processing(): custom_resize, "
+            "TF.resize(img, loadSize 256) bilinear, shorter side to 256; CenterCrop 224)",
             resize=256,
             crop=224,
+            resize_policy="shorter",
         ),
         EvalProfile(
             "tile-center-crop-224",

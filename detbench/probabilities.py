@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
+SIGMOID_DTYPES = ("float64", "float32")
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
+
+def sigmoid(logits: np.ndarray, dtype: str = "float64") -> np.ndarray:
     """P(fake) from logits, without overflow for large magnitudes.
 
     Args:
         logits: any float array.
+        dtype: ``float64`` (every logit up to about ±36.7 keeps its rank), or ``float32``: torch's sigmoid of the
+            float32 logits, as the originals' ``model(x).sigmoid()`` computes it. In float32 every logit above
+            about 16.6 becomes exactly 1.0 (and nearby logits share a value), so such images tie in AP as
+            they do in the originals' ``average_precision_score``.
 
     Returns:
-        ``1 / (1 + exp(-logits))`` as float64, computed as ``(1 + tanh(z / 2)) / 2``.
+        ``1 / (1 + exp(-logits))`` as float64 (float64: computed as ``(1 + tanh(z / 2)) / 2``).
+
+    Raises:
+        ValueError: an unknown ``dtype``.
     """
+    if dtype == "float32":
+        import torch
+
+        return torch.sigmoid(torch.as_tensor(np.asarray(logits, dtype=np.float32))).double().numpy()
+    if dtype != "float64":
+        raise ValueError(f"sigmoid dtype must be one of {SIGMOID_DTYPES}, got {dtype!r}")
     z = np.asarray(logits, dtype=np.float64)
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 

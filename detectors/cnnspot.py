@@ -4,7 +4,8 @@ Faithful to PeterWang512/CNNDetection:
 
 - **Network**: torchvision's ResNet-50 (the original's ``networks/resnet.py`` has the same layout: stride on
   the 3x3 conv of each bottleneck, keys ``conv1``, ``bn1``, ``layer1..4``, ``fc``) with ``fc = Linear(2048, 1)``;
-  P(fake) = sigmoid(logit).
+  P(fake) = sigmoid(logit), in float32 as ``validate.py``'s ``model(x).sigmoid()``: logits above about 16.6
+  all give exactly 1.0 and tie in AP, as in the original (``sigmoid_dtype=float64`` ranks them: a departure).
 - **Released checkpoints** ``blur_jpg_prob0.5.pth`` / ``blur_jpg_prob0.1.pth`` (``{'model': state_dict,
   'optimizer': ..., 'total_steps': ...}``): ``--set weights=PATH[#sha256=HEX]`` loads ``['model']``
   weights-only and strictly; nothing trains and no training rows are needed (``--protocol eval`` works).
@@ -62,6 +63,8 @@ class CNNSpotConfig:
     weights: str = ""  # released checkpoint (blur_jpg_prob0.5.pth / 0.1.pth)[#sha256=HEX]; empty: train
     eval_crop: int = 224  # centre crop at evaluation (the paper); 0: no crop (the README's no-crop variant)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: the original
+    # P(fake) = sigmoid of the logit in float32, as the original (saturated logits tie in AP); float64: ranked
+    sigmoid_dtype: Literal["float32", "float64"] = "float32"
     batch_size: int = 64  # evaluation batch
     init: str = "imagenet"  # training start: imagenet, random (a stand-in), or a ResNet-50 file[#sha256=HEX]
     load_size: int = 256  # training/held-out: shorter side resized to this (bilinear)

@@ -8,7 +8,8 @@ Faithful to chuangchuangtan/NPR-DeepfakeDetection (``networks/resnet.py``, ``tes
   ``layer1``, ``layer2``, ``fc1``. It sees the neighbouring-pixel residual of the normalised image,
   ``NPR = x - up(down(x))`` (nearest down- then up-sampling by 2, so each pixel minus the top-left pixel of its
   2x2 block), scaled by 2/3. An odd height or width loses its last row/column first (the README's fix for
-  odd sizes). P(fake) = sigmoid(logit).
+  odd sizes). P(fake) = sigmoid(logit), in float32 as ``validate.py``'s ``model(x).sigmoid()`` (saturated
+  logits tie in AP, as in the original; ``sigmoid_dtype=float64`` ranks them: a departure).
 - **Released checkpoints** ``NPR.pth`` (the paper) and ``model_epoch_last_3090.pth`` (the AIGCDetectBenchmark
   table), flat state dicts: ``--set weights=PATH[#sha256=HEX]`` loads them weights-only and strictly; nothing
   trains and no training rows are needed.
@@ -72,6 +73,8 @@ class NPRConfig:
     load_size: int = 256  # square: Resize((load_size, load_size))
     crop_size: int = 224  # tile: tiled up to and centre-cropped to this; training: random crop
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: the original
+    # P(fake) = sigmoid of the logit in float32, as the original (saturated logits tie in AP); float64: ranked
+    sigmoid_dtype: Literal["float32", "float64"] = "float32"
     batch_size: int = 64  # evaluation batch
     lr: float = 2e-4
     beta1: float = 0.9

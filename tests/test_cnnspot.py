@@ -199,3 +199,24 @@ def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Pat
     [record] = [json.loads(p.read_text()) for p in (detbench_home / "runs").glob("*/cnnspot/*/run.json")]
     assert record["protocol"] == "eval" and record["preset"]["reproduction"] is True
     assert {"stylegan2", "whichfaceisreal"} <= set(record["counts"]["eval"]) and len(record["counts"]["eval"]) == 21
+
+
+@pytest.mark.parametrize("name", ["cnnspot", "npr"])
+def test_scores_are_the_originals_float32_sigmoid_so_saturated_images_tie(name: str) -> None:
+    """``validate.py`` (CNNDetection, NPR, AIGCDetectBenchmark) scores ``model(x).sigmoid()`` on float32 logits:
+    every logit above about 16.6 becomes exactly 1.0, so a confident false positive ties with confident fakes in
+    ``average_precision_score``. ``sigmoid_dtype=float64`` (a recorded departure) keeps every logit's rank."""
+    from sklearn.metrics import average_precision_score
+
+    from detbench.metrics import binary_metrics
+
+    cls = DETECTORS.get(name)
+    logits = np.array([[17.0], [30.0], [25.0], [-3.0], [2.0], [16.2]], dtype=np.float32)
+    labels = np.array([0, 1, 1, 0, 1, 1])
+    theirs = torch.from_numpy(logits).sigmoid().flatten().double().numpy()
+    ours = cls(cls.Config(weights="x.pth")).probabilities(logits)
+    assert ours.dtype == np.float64 and ours.ravel().tolist() == theirs.tolist()  # bit for bit
+    assert binary_metrics(labels, ours.ravel())["ap"] == average_precision_score(labels, theirs)
+    ranked = cls(cls.Config(weights="x.pth", sigmoid_dtype="float64")).probabilities(logits).ravel()
+    assert ranked[0] < ranked[2] and ranked[5] < ranked[0]  # float64: every logit keeps its rank
+    assert average_precision_score(labels, ranked) != average_precision_score(labels, theirs)  # the ties matter

@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torchvision.transforms as T
+import torchvision.transforms.functional as TF
 from cli_helpers import invoke
 from PIL import Image
 from replicas import build_aigcdetect
 
 from detbench import images
 from detbench.detector import Detector, RunContext
-from detbench.preprocess import EVAL_PROFILES, tile_to
+from detbench.preprocess import EVAL_PROFILES, EvalProfile, tile_to
 from detbench.registry import DETECTORS
 
 
@@ -39,11 +40,19 @@ def translate_duplicate(img: Image.Image, crop: int) -> Image.Image:
     return new
 
 
+def aigc_custom_resize(img: Image.Image) -> Image.Image:
+    """AIGCDetectBenchmark ``data/process.py`` ``custom_resize`` as ``processing()`` calls it (``rz_interp``
+    bilinear, ``loadSize`` 256): ``TF.resize(img, 256, interpolation=Image.BILINEAR)``, an int size, so the
+    shorter side becomes 256 and the aspect ratio is kept. (``data/datasets.py`` defines a square
+    ``custom_resize`` too, but ``processing()`` resolves the name in its own module, ``process.py``.)"""
+    return TF.resize(img, 256, interpolation=Image.BILINEAR)
+
+
 ORIGINALS = {  # profile -> the original evaluation transform (before ToTensor + Normalize)
     "native": lambda img: img,
     "center-crop-224": T.CenterCrop(224),
     "resize-256": T.Resize((256, 256)),
-    "resize-256-center-crop-224": T.Compose([T.Resize((256, 256)), T.CenterCrop(224)]),
+    "resize-256-center-crop-224": T.Compose([T.Lambda(aigc_custom_resize), T.CenterCrop(224)]),
     "tile-center-crop-224": T.Compose([T.Lambda(lambda img: translate_duplicate(img, 224)), T.CenterCrop(224)]),
 }
 
@@ -56,6 +65,13 @@ def test_profiles_match_the_original_transforms(name: str, size: tuple[int, int]
     assert ours.size == theirs.size and np.array_equal(np.asarray(ours), np.asarray(theirs))
     assert EVAL_PROFILES[name].native_size == (name == "native")
     assert EVAL_PROFILES[name].source
+
+
+def test_resize_policy_is_part_of_the_profile_identity() -> None:
+    assert EVAL_PROFILES["resize-256-center-crop-224"].identity()["resize_policy"] == "shorter"
+    assert EVAL_PROFILES["resize-256"].identity()["resize_policy"] == "stretch"
+    with pytest.raises(ValueError, match="resize_policy"):
+        EvalProfile("x", "y", resize=256, resize_policy="none")
 
 
 def test_tile_leaves_large_images_alone() -> None:
