@@ -62,6 +62,9 @@ class UnivFDConfig:
     min_lr: float = 1e-6  # training stops once the learning rate falls below this
     selection_metric: Literal["acc", "ap"] = "acc"
     batch_size: int = 64  # feature extraction
+    # P(fake): the head and its sigmoid in float32, as validate.py's model(x).sigmoid() (saturated logits tie in
+    # AP); float64 ranks them (a departure)
+    sigmoid_dtype: Literal["float32", "float64"] = "float32"
     normalize: bool = field(default=False, init=False)  # raw embeddings, as the released head expects
 
     def validate(self) -> None:
@@ -260,7 +263,10 @@ class UnivFD(FrozenFeatureDetector):
                 "n_views": 1 + c.aug_views, "n_heldout_used": int(len(y_held)), "padded": padded}
 
     def decision(self, feats: np.ndarray) -> np.ndarray:
-        """P(fake) of raw embeddings: the sigmoid of the linear head, in float64.
+        """P(fake) of raw embeddings: the sigmoid of the linear head, in ``sigmoid_dtype``.
+
+        float32 is the original's ``fc`` layer and ``sigmoid()`` on float32 tensors (logits above about 16.6 all
+        give exactly 1.0); float64 computes both in float64.
 
         Args:
             feats: ``[N, D]`` finite embeddings.
@@ -268,7 +274,14 @@ class UnivFD(FrozenFeatureDetector):
         Returns:
             ``[N]`` probabilities.
         """
-        return sigmoid(feats.astype(np.float64) @ self.weight + self.bias)
+        if self.config.sigmoid_dtype == "float64":
+            return sigmoid(feats.astype(np.float64) @ self.weight + self.bias)
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+        weight = torch.as_tensor(self.weight, dtype=torch.float32)[None]
+        bias = torch.tensor([self.bias], dtype=torch.float32)
+        return sigmoid(torch.nn.functional.linear(x, weight, bias)[:, 0].numpy(), "float32")
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         """P(fake) per row (:meth:`decision` on the perturbed embeddings); padded-image counts per generator go to

@@ -314,3 +314,27 @@ def test_preset_tolerance_widens_to_the_sampling_error() -> None:
     assert row_tolerance(3.0, 50.0, 200) == pytest.approx(2 * 100 * (0.25 / 200) ** 0.5)  # 7.07 points
     assert row_tolerance(3.0, 100.0, 200) == 3.0 and row_tolerance(3.0, 80.0, 2000) == 3.0
     assert row_tolerance(3.0, None, 200) == 3.0 and row_tolerance(3.0, 50.0, float("nan")) == 3.0
+
+
+def test_the_head_and_its_sigmoid_run_in_float32_as_validate_py() -> None:
+    """validate.py scores ``model(x).sigmoid()``: the fc layer and the sigmoid on float32 tensors, so logits above
+    about 16.6 all give exactly 1.0 and tie in AP; ``sigmoid_dtype=float64`` (a recorded departure) ranks them."""
+    cls = DETECTORS.get("univfd")
+    rng = np.random.default_rng(1)  # two logits above 30, two below 0
+    feats = rng.normal(size=(6, 8)).astype(np.float32)
+    weight = rng.normal(size=8).astype(np.float32) * 20
+    bias = 1.5
+    fc = torch.nn.Linear(8, 1)
+    with torch.no_grad():
+        fc.weight.copy_(torch.from_numpy(weight)[None])
+        fc.bias.fill_(bias)
+        theirs = fc(torch.from_numpy(feats)).sigmoid().flatten().double().numpy()
+    scores = {}
+    for dtype in ("float32", "float64"):
+        detector = cls(cls.Config(head="fc_weights.pth", sigmoid_dtype=dtype))
+        detector.weight, detector.bias = weight.astype(np.float64), float(bias)
+        scores[dtype] = detector.decision(feats)
+    np.testing.assert_allclose(scores["float32"], theirs, rtol=0, atol=1e-7)
+    saturated = theirs == 1.0
+    assert saturated.sum() >= 2 and (scores["float32"][saturated] == 1.0).all()
+    assert (scores["float64"][saturated] < 1.0).all()
