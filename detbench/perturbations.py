@@ -1,6 +1,6 @@
 """Evaluation-time robustness perturbations: JPEG re-encoding, Gaussian blur, downscaling, compositions.
 
-Specs are ``name:value`` (``jpeg:75``, ``blur:2``, ``downscale:0.5``), composed left to right with ``+``
+Specs are ``name:value`` (``jpeg:75``, ``blur:2``, ``downscale:0.5``, ``resize:0.5``), composed left to right with ``+``
 (``blur:2+jpeg:90``: blur, then JPEG-encode the blurred image). They follow the robustness protocol of
 CNNDetection / UniversalFakeDetect / NPR:
 
@@ -13,6 +13,9 @@ CNNDetection / UniversalFakeDetect / NPR:
 - ``downscale:F``: resize by the factor F (0 < F < 1) with Pillow's antialiased bicubic filter, and
   *not* back up: the detector sees the smaller image through its own preprocessing (with the default
   ``resize="none"`` policy a small image is centre-padded, as in UniversalFakeDetect's evaluation).
+- ``resize:F``: AIGCDetectBenchmark's ``noise_type=resize`` (``data/datasets.py``, ``custom_augment``):
+  ``torchvision.transforms.Resize((int(h*F), int(w*F)))`` on the PIL image, i.e. Pillow's antialiased
+  bilinear filter to the floored size (F = 0.5 in that benchmark), not resized back.
 
 Every perturbation is deterministic per image. The ``image_id`` argument is where a randomised
 perturbation takes its seed from (so every run perturbs an image identically); the built-ins need none.
@@ -308,7 +311,7 @@ class Downscale(Step):
 
     def __init__(self, factor: float) -> None:
         if not 0 < factor < 1:
-            raise ConfigError(f"downscale factor must be in (0, 1) (e.g. downscale:0.5); got {factor:g}")
+            raise ConfigError(f"{self.name} factor must be in (0, 1) (e.g. {self.example}); got {factor:g}")
         self.factor = float(factor)
 
     @classmethod
@@ -350,6 +353,36 @@ class Downscale(Step):
         w, h = img.size
         size = (max(1, round(w * self.factor)), max(1, round(h * self.factor)))
         return img.resize(size, resample=Image.Resampling.BICUBIC)
+
+
+class BilinearResize(Downscale):
+    """AIGCDetectBenchmark's resize perturbation: bilinear to ``int(side * F)``, not resized back."""
+
+    name = "resize"
+    axis_label = "resize factor (bilinear)"
+    example = "resize:0.5"
+
+    def params(self) -> dict[str, Any]:
+        """What changes the output: factor, bilinear resampling, floored sides, no resize back.
+
+        Returns:
+            The parameters.
+        """
+        return {"factor": self.factor, "resample": "bilinear", "rounding": "floor", "resize_back": False}
+
+    def apply(self, img: Image.Image) -> Image.Image:
+        """``Resize((int(h * F), int(w * F)))`` of torchvision on a PIL image: Pillow's bilinear filter (each side
+        at least 1 px).
+
+        Args:
+            img: the image.
+
+        Returns:
+            The smaller image.
+        """
+        w, h = img.size
+        size = (max(1, int(w * self.factor)), max(1, int(h * self.factor)))
+        return img.resize(size, resample=Image.Resampling.BILINEAR)
 
 
 def parse_perturbation(spec: str) -> Perturbation:

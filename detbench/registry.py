@@ -368,3 +368,8 @@ PERTURBATIONS.register_lazy(
     "detbench.perturbations:Downscale",
     "Bicubic downscale by factor F (0 < F < 1), not resized back, e.g. downscale:0.5.",
 )
+PERTURBATIONS.register_lazy(
+    "resize",
+    "detbench.perturbations:BilinearResize",
+    "AIGCDetectBenchmark's resize: bilinear to int(side*F), not resized back, e.g. resize:0.5.",
+)

@@ -134,7 +134,7 @@ def test_expand_sweep_runs_each_value_separately_in_order() -> None:
 
 
 def test_built_ins_are_registered_lazily() -> None:
-    assert {"jpeg", "blur", "downscale"} <= set(PERTURBATIONS.names())
+    assert {"jpeg", "blur", "downscale", "resize"} <= set(PERTURBATIONS.names())
     assert "1..100" in PERTURBATIONS.describe("jpeg")["summary"]
 
 
@@ -154,3 +154,21 @@ def test_blur_is_the_originals_in_place_uint8_blur_bit_for_bit(sigma: float) -> 
         np.testing.assert_array_equal(got, expected)
         float_once = np.clip(np.rint(gaussian_filter(arr.astype(np.float32), sigma=(sigma, sigma, 0))), 0, 255)
         assert (float_once != expected).mean() > 0.3  # the rounding the originals do not do
+
+
+@pytest.mark.parametrize("size", [(256, 256), (333, 257), (1023, 681), (3, 5)])
+def test_resize_is_aigcdetectbenchmarks_resize_bit_for_bit(size: tuple[int, int]) -> None:
+    """AIGCDetectBenchmark's ``noise_type=resize``: ``transforms.Resize((int(height/2), int(width/2)))`` of the PIL
+    image (torchvision's default bilinear, antialiased on PIL)."""
+    from torchvision import transforms
+
+    rng = np.random.default_rng(sum(size))
+    img = Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+    theirs = transforms.Resize((int(img.height / 2), int(img.width / 2)))(img) if min(size) >= 2 else None
+    ours = parse_perturbation("resize:0.5").apply(img)
+    if theirs is not None:
+        assert ours.size == theirs.size and np.array_equal(np.asarray(ours), np.asarray(theirs))
+    assert ours.size == (max(1, size[0] // 2), max(1, size[1] // 2))
+    assert parse_perturbation("resize:0.5").identity() != parse_perturbation("downscale:0.5").identity()
+    with pytest.raises(ConfigError, match="resize factor must be in"):
+        parse_perturbation("resize:1.5")
