@@ -69,9 +69,12 @@ def measure(plan: RunPlan, scores: pd.DataFrame, held_scores: pd.DataFrame, phas
     )
     threshold = calibrated if policy.policy == "calibrated" else policy.value
     if not np.isfinite(threshold):
+        unscored = held_scores.loc[~np.isfinite(held_scores["score"]), "status"] if "status" in held_scores else []
+        why = ", ".join(f"{n} {kind}" for kind, n in reason_counts(unscored).items())
         raise ProtocolError(
-            "--threshold calibrated needs real and fake images in the training generator's held-out "
-            f"split; it has {len(held_ok)} usable images with labels {sorted(held_ok['label'].unique())}"
+            "--threshold calibrated needs scored real and fake images in the training generator's held-out "
+            f"split; it has {len(held_ok)} scored images with labels {sorted(held_ok['label'].unique())}"
+            + (f" ({len(unscored)} not scored: {why})" if len(unscored) else "")
         )
     scored = scores[np.isfinite(scores["score"])]
     unscored = _unscored_generators(scores, scored)

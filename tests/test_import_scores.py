@@ -223,6 +223,16 @@ def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFram
     assert run.metrics.set_index("generator").loc["mean", "acc"] == pytest.approx(np.mean(per_generator), abs=1e-12)
 
 
+def test_a_calibrated_threshold_without_held_out_scores_says_why(demo: pd.DataFrame, tmp_path: Path) -> None:
+    """A file without scores for the training generator's held-out images cannot calibrate: one line that counts
+    the unscored held-out images and their status."""
+    file = tmp_path / "evaluation_only.csv"
+    rows = evaluation_rows(demo)
+    pd.DataFrame({"path": rows["path"], "score": 0.5}).to_csv(file, index=False)
+    with pytest.raises(detbench.ProtocolError, match=r"held-out split; it has 0 scored images .*not scored: \d+ no_score"):
+        detbench.import_scores("demo", file, name="no-heldout", threshold="calibrated", settings=SMALL_SETTINGS)
+
+
 def test_a_label_column_that_disagrees_with_the_suite_is_reported(tmp_path: Path) -> None:
     """The file's own labels are never used, but labels contradicting the suite's mean the paths name other images
     than the scores are of (or an inverted convention): a warning with counts and examples, never silence."""
