@@ -229,7 +229,8 @@ def test_a_calibrated_threshold_without_held_out_scores_says_why(demo: pd.DataFr
     file = tmp_path / "evaluation_only.csv"
     rows = evaluation_rows(demo)
     pd.DataFrame({"path": rows["path"], "score": 0.5}).to_csv(file, index=False)
-    with pytest.raises(detbench.ProtocolError, match=r"held-out split; it has 0 scored images .*not scored: \d+ no_score"):
+    message = r"held-out split; it has 0 scored images .*not scored: \d+ no_score"
+    with pytest.raises(detbench.ProtocolError, match=message):
         detbench.import_scores("demo", file, name="no-heldout", threshold="calibrated", settings=SMALL_SETTINGS)
 
 
