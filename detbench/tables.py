@@ -23,13 +23,19 @@ def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Call
     Returns:
         ``(table, where)``: ``where(i)`` is ``line N`` for CSV/TSV/JSON lines (the header is line 1), ``item N``
         for a JSON array, ``row N`` (from 0) for Parquet.
+
+    Raises:
+        error: the file cannot be read as that format, or a CSV/TSV header names a column twice (pandas would
+            rename the second one silently).
     """
     import pandas as pd
 
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            table = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            sep = "\t" if suffix == ".tsv" else ","
+            _refuse_repeated_columns(path, sep, what, error)
+            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
             return table, lambda i: i + 2
         if suffix == ".parquet":
             return pd.read_parquet(path), lambda i: i
@@ -37,8 +43,22 @@ def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Call
         if text.lstrip().startswith("["):
             return pd.read_json(path, orient="records", dtype=False), lambda i: i + 1
         return pd.read_json(path, lines=True, dtype=False), lambda i: i + 1
+    except error:
+        raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise error(f"{path}: cannot read it as a {suffix.lstrip('.')} {what} ({exc})") from exc
+
+
+def _refuse_repeated_columns(path: Path, sep: str, what: str, error: type[Exception]) -> None:
+    """Refuse a CSV/TSV header that names a column twice (which column would hold the data is a guess)."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle, delimiter=sep), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise error(f"{path}: its header names {', '.join(map(repr, repeated))} more than once; keep one column "
+                    f"of each name in the {what}")
 
 
 def listing(items: list[Any], shown: int = 10, total: int | None = None) -> str:

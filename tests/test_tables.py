@@ -1,0 +1,27 @@
+"""Reading the tables users hand to detbench (file lists, score files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detbench.errors import InputError
+from detbench.tables import read_table
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path, suffix: str, sep: str) -> None:
+    """pandas would read the second ``score`` as ``score.1`` and the first would be used without a word."""
+    path = tmp_path / f"scores{suffix}"
+    path.write_text(sep.join(["path", "score", "score"]) + "\n" + sep.join(["a.png", "0.1", "0.9"]) + "\n")
+    with pytest.raises(InputError, match="names 'score' more than once"):
+        read_table(path, "score file", InputError)
+
+
+def test_cells_stay_text_and_lines_are_counted_from_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("\ufeffpath,label\n0012.png,1\nb.png,0\n", encoding="utf-8")
+    table, where = read_table(path, "file list", InputError)
+    assert list(table.columns) == ["path", "label"] and table["path"].tolist() == ["0012.png", "b.png"]
+    assert [where(i) for i in range(2)] == [2, 3]
