@@ -303,11 +303,15 @@ def gaussian_blur_uint8(img: Image.Image, sigma: float) -> np.ndarray:
 
 
 class Downscale(Step):
+    """Resize by a factor with Pillow's antialiased bicubic filter to the rounded size, not back up."""
+
     name = "downscale"
     axis_label = "downscale factor"
     clean_level = 1.0
     severe_when_low = True
     example = "downscale:0.5"
+    resample: ClassVar[str] = "bicubic"  # Pillow's filter, by name
+    floor_sides: ClassVar[bool] = False  # int(side * F) instead of round(side * F)
 
     def __init__(self, factor: float) -> None:
         if not 0 < factor < 1:
@@ -316,7 +320,7 @@ class Downscale(Step):
 
     @classmethod
     def from_arg(cls, text: str) -> Downscale:
-        """A downscale step from the factor after ``downscale:``.
+        """The step from the factor after ``name:``.
 
         Args:
             text: the factor, in (0, 1).
@@ -334,15 +338,16 @@ class Downscale(Step):
         return self.factor
 
     def params(self) -> dict[str, Any]:
-        """What changes the output: factor, bicubic resampling, no resize back.
+        """What changes the output: factor, resampling filter, rounding of the sides, no resize back.
 
         Returns:
             The parameters.
         """
-        return {"factor": self.factor, "resample": "bicubic", "resize_back": False}
+        params = {"factor": self.factor, "resample": self.resample, "resize_back": False}
+        return {**params, "rounding": "floor"} if self.floor_sides else params
 
     def apply(self, img: Image.Image) -> Image.Image:
-        """Resize by the factor with Pillow's antialiased bicubic filter (each side at least 1 px), not back up.
+        """Resize by the factor with the step's filter (each side at least 1 px), not back up.
 
         Args:
             img: the image.
@@ -350,39 +355,21 @@ class Downscale(Step):
         Returns:
             The smaller image.
         """
+        side = int if self.floor_sides else round
         w, h = img.size
-        size = (max(1, round(w * self.factor)), max(1, round(h * self.factor)))
-        return img.resize(size, resample=Image.Resampling.BICUBIC)
+        size = (max(1, side(w * self.factor)), max(1, side(h * self.factor)))
+        return img.resize(size, resample=Image.Resampling[self.resample.upper()])
 
 
 class BilinearResize(Downscale):
-    """AIGCDetectBenchmark's resize perturbation: bilinear to ``int(side * F)``, not resized back."""
+    """AIGCDetectBenchmark's resize perturbation: torchvision's ``Resize((int(h * F), int(w * F)))`` on a PIL
+    image, i.e. Pillow's bilinear filter to the floored size, not resized back."""
 
     name = "resize"
     axis_label = "resize factor (bilinear)"
     example = "resize:0.5"
-
-    def params(self) -> dict[str, Any]:
-        """What changes the output: factor, bilinear resampling, floored sides, no resize back.
-
-        Returns:
-            The parameters.
-        """
-        return {"factor": self.factor, "resample": "bilinear", "rounding": "floor", "resize_back": False}
-
-    def apply(self, img: Image.Image) -> Image.Image:
-        """``Resize((int(h * F), int(w * F)))`` of torchvision on a PIL image: Pillow's bilinear filter (each side
-        at least 1 px).
-
-        Args:
-            img: the image.
-
-        Returns:
-            The smaller image.
-        """
-        w, h = img.size
-        size = (max(1, int(w * self.factor)), max(1, int(h * self.factor)))
-        return img.resize(size, resample=Image.Resampling.BILINEAR)
+    resample = "bilinear"
+    floor_sides = True
 
 
 def parse_perturbation(spec: str) -> Perturbation:
