@@ -33,15 +33,29 @@ def sigmoid(logits: np.ndarray, dtype: str = "float64") -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def softmax_fake(logits: np.ndarray) -> np.ndarray:
+def softmax_fake(logits: np.ndarray, dtype: str = "float64") -> np.ndarray:
     """P(fake) from two-class logits ordered (real, fake): ``softmax(logits)[:, 1]``.
 
     Args:
         logits: ``[N, 2]`` float array.
+        dtype: ``float64``: computed as ``sigmoid(fake - real)`` (the same number, without overflow; every margin
+            up to about 36.7 keeps its rank), or ``float32``: ``scipy.special.softmax`` of the float32 logits, as
+            the originals' ``softmax(output.numpy(), axis=1)[:, 1]`` computes it. In float32 every margin above
+            about 17.3 gives exactly 1.0 (and nearby margins share a value), so such images tie in AP as they
+            do in the originals' ``average_precision_score``.
 
     Returns:
-        ``[N]`` float64, computed as ``sigmoid(fake - real)`` (the same number, without overflow).
+        ``[N]`` float64.
+
+    Raises:
+        ValueError: an unknown ``dtype``.
     """
+    if dtype == "float32":
+        from scipy.special import softmax
+
+        return softmax(np.asarray(logits, dtype=np.float32), axis=1)[:, 1].astype(np.float64)
+    if dtype != "float64":
+        raise ValueError(f"softmax dtype must be one of {SIGMOID_DTYPES}, got {dtype!r}")
     z = np.asarray(logits, dtype=np.float64)
     return sigmoid(z[:, 1] - z[:, 0])
 

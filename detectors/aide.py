@@ -17,7 +17,9 @@ Faithful to the authors' code (shilinyan99/AIDE at 6725b71), which a released ch
   on the whole image converted to CLIP normalisation; its final LayerNorm is applied at every position before
   the average pool (the original replaces the head's pooling with identities), then ``convnext_proj``
   (Linear 3072 -> 256).
-- Head: an MLP 2304 -> 1024 (GELU) -> 2 on [semantic 256, low-level 2048]; P(fake) = softmax[:, 1].
+- Head: an MLP 2304 -> 1024 (GELU) -> 2 on [semantic 256, low-level 2048]; P(fake) = softmax[:, 1], computed
+  as ``engine_finetune.evaluate`` does: scipy's softmax of the float32 logits, so every margin above about 17.3
+  gives exactly 1.0 and such images tie in AP (``softmax_dtype=float64`` ranks them: a recorded departure).
 
 Released checkpoints are ``{'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args'}`` with every weight,
 the ConvNeXt trunk included; ``--set weights=PATH[#sha256=HEX]`` loads them strictly (weights only; ``args`` is
@@ -74,6 +76,9 @@ class AIDEConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
     batch_size: int = 32  # images per forward pass when scoring (the original: 32 per GPU)
     train_proj: bool = False  # the paper trains convnext_proj; the code never does (it runs under no_grad)
+    # P(fake): scipy's softmax of the float32 logits, as engine_finetune.evaluate (saturated margins tie in AP);
+    # float64 ranks them (a departure)
+    softmax_dtype: Literal["float32", "float64"] = "float32"
     # training (scripts/train.sh, main_finetune.py): 8 GPUs x 32 images, 20 epochs
     epochs: int = 20
     train_batch_size: int = 256  # the effective batch (the original: 32 per GPU on 8 GPUs)
@@ -201,7 +206,7 @@ class AIDE(ClassifierDetector):
         return EvalPreprocessing(AIDETransform(c.input_size, c.antialias), by_shape=False, facts=facts)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake) = softmax(logits)[:, 1] of the two logits (real, fake).
+        """P(fake) = softmax(logits)[:, 1] of the two logits (real, fake), in ``softmax_dtype``.
 
         Args:
             logits: ``[N, 2]`` logits.
@@ -209,7 +214,7 @@ class AIDE(ClassifierDetector):
         Returns:
             ``[N]`` P(fake).
         """
-        return softmax_fake(logits)
+        return softmax_fake(logits, self.config.softmax_dtype)
 
     def state_module(self) -> nn.Module:
         """Everything but the frozen semantic trunk, under the original's key names (its weights are the

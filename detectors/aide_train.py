@@ -119,6 +119,7 @@ def training_recipe(view: TrainableAIDE, config: Any, n_rows: int, stack: Any, p
     return TrainSetup(
         model=view, optimizer=optimizer, schedule=CosineSchedule(lr, epochs=config.epochs, min_lr=config.min_lr),
         train_transform=TorchDrawn(TrainAugment(stack, config.blur_prob, config.jpeg_prob)), heldout_transform=stack,
-        loss=partial(cross_entropy, smoothing=config.smoothing), probabilities=softmax_fake, epochs=config.epochs,
+        loss=partial(cross_entropy, smoothing=config.smoothing),
+        probabilities=partial(softmax_fake, dtype=config.softmax_dtype), epochs=config.epochs,
         batch_size=batch, keep="best", drop_last=True, checkpoint_every=config.checkpoint_every,
         checkpoint_each_epoch=True, heldout_batch_size=config.batch_size, precision=precision, name="aide")

@@ -16,6 +16,9 @@ Faithful to the authors' notebook (``RIGID.ipynb``, code commit 55af3cc of the I
   no crop, ``ToTensor``, ImageNet normalisation.
 - ``eps`` ~ N(0, 1) of the normalised image's shape, added after normalisation (so ``noise`` = 0.05 is in
   normalised units, about 0.011 in [0, 1] pixel units), not clipped, one draw per image.
+- The cosine is ``F.cosine_similarity`` of the float32 embeddings, as the notebook computes it; ``1 - cos`` is
+  then exact in float32, so images whose cosines round alike tie in AP/AUC as there (``cos_dtype=float64``
+  ranks them: a recorded departure).
 
 Departures, all deliberate: the notebook draws the noise from the global RNG of a shuffled loader, so its
 scores change with batch order; detbench seeds each image's draw from (run seed, image id), so a score is the
@@ -54,6 +57,8 @@ class RIGIDConfig:
     noise: float = 0.05  # lambda: the noise's standard deviation in normalised units
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # forward pass: see detbench.precision
     batch_size: int = 64  # images per forward pass (each image runs twice: clean and noisy)
+    # the cosine: float32 as the notebook (cosines that round alike tie); float64 ranks them (a departure)
+    cos_dtype: Literal["float32", "float64"] = "float32"
 
     def validate(self) -> None:
         """Check the option ranges (called after every ``--set``).
@@ -83,6 +88,24 @@ def noise_for(image_id: str, seed: int, shape: tuple[int, ...]) -> Any:
     digest = hashlib.sha256(f"rigid-noise:{seed}:{image_id}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
     return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+def embedding_distance(clean: Any, noisy: Any, dtype: str) -> np.ndarray:
+    """RIGID's score ``1 - cos`` of each image's clean and noisy embeddings.
+
+    Args:
+        clean: ``[N, D]`` embeddings of the images.
+        noisy: ``[N, D]`` embeddings of their noisy copies.
+        dtype: ``float32`` (the notebook's ``F.cosine_similarity`` of float32 embeddings) or ``float64``.
+
+    Returns:
+        ``[N]`` float64 scores.
+    """
+    import torch
+
+    kind = {"float32": torch.float32, "float64": torch.float64}[dtype]
+    cos = torch.nn.functional.cosine_similarity(clean.to(kind), noisy.to(kind), dim=-1)
+    return (1.0 - cos).double().cpu().numpy()
 
 
 class RIGID(Detector):
@@ -180,10 +203,9 @@ class RIGID(Detector):
                     x = batch.x
                     eps = torch.stack([noise_for(ids[i], self.seed, tuple(x.shape[1:])) for i in batch.indices])
                     both = torch.cat([x, x + self.config.noise * eps]).to(device, non_blocking=cuda)
-                    feats = embed(both).double()
+                    feats = embed(both)
                     clean, noisy = feats[: len(x)], feats[len(x):]
-                    cos = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
-                    scores[batch.indices] = (1.0 - cos).cpu().numpy()
+                    scores[batch.indices] = embedding_distance(clean, noisy, self.config.cos_dtype)
                 advance(len(batch.indices) + len(batch.failures))
         return scores, failures
 

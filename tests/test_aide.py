@@ -100,8 +100,14 @@ def reference_p_fake(sd: dict, trunk: torch.nn.Module, x: torch.Tensor) -> np.nd
     normed = F.layer_norm(fmap.permute(0, 2, 3, 1), (fmap.shape[1],), w, b, eps=trunk.head.norm.eps)
     x_0 = F.linear(normed.mean(dim=(1, 2)), sd["convnext_proj.0.weight"], sd["convnext_proj.0.bias"])
     h = F.gelu(F.linear(torch.cat([x_0, x_1], dim=1), sd["fc.fc1.weight"], sd["fc.fc1.bias"]))
-    logits = F.linear(h, sd["fc.fc2.weight"], sd["fc.fc2.bias"])
-    return torch.softmax(logits.double(), dim=1)[:, 1].numpy()
+    logits = F.linear(h, sd["fc.fc2.weight"], sd["fc.fc2.bias"]).numpy()
+    return float32_softmax_fake(logits)
+
+
+def float32_softmax_fake(logits: np.ndarray) -> np.ndarray:
+    """``engine_finetune.evaluate``: scipy's softmax of the float32 logits (``exp(x - max) / sum``), column 1."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True))[:, 1]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -406,7 +412,7 @@ def test_the_recipe_is_train_sh() -> None:
     nll = -logp.gather(1, labels.long()[:, None])[:, 0]
     expected = (0.9 * nll + 0.1 * -logp.mean(dim=-1)).mean()
     torch.testing.assert_close(setup.loss(logits, labels), expected)
-    np.testing.assert_allclose(setup.probabilities(logits.numpy()), torch.softmax(logits.double(), 1)[:, 1].numpy())
+    np.testing.assert_array_equal(setup.probabilities(logits.numpy()), float32_softmax_fake(logits.numpy()))
 
 
 def test_training_resumes_after_a_kill_as_if_uninterrupted(train_root: Path, tmp_path: Path) -> None:
@@ -491,3 +497,18 @@ def test_train_proj_trains_the_projection_the_code_leaves_random() -> None:
         assert (net.convnext_proj[0].weight.grad is not None) == train_proj
         assert net.model_min.conv1.weight.grad is not None and net.fc.fc1.weight.grad is not None
         assert all(p.grad is None for p in trunk.parameters()) and net.hpf.hpf.weight.grad is None
+
+
+def test_p_fake_is_the_originals_float32_softmax() -> None:
+    """engine_finetune.evaluate: scipy's ``softmax`` of the float32 logits, column 1, i.e. ``exp(x - max) / sum`` in
+    float32: from a margin of about 17.3 every P(fake) is exactly 1.0, and such images tie in AP as they do there.
+    ``softmax_dtype=float64`` (a recorded departure) ranks them."""
+    from detbench.detectors.aide import AIDE, AIDEConfig
+
+    logits = np.array([[0, 17.5], [0, 19], [-2, 21], [1, 1.5], [3, -30], [0.25, 0.25], [0.1, 0.3]], np.float32)
+    expected = float32_softmax_fake(logits)
+    assert expected.dtype == np.float32 and (expected[:3] == 1.0).all()
+    np.testing.assert_array_equal(AIDE(AIDEConfig()).probabilities(logits), expected)
+    np.testing.assert_array_equal(AIDE(AIDEConfig()).probabilities(logits.astype(np.float64)), expected)
+    ranked = AIDE(AIDEConfig(softmax_dtype="float64")).probabilities(logits)
+    assert len(set(ranked[:3].tolist())) == 3 and ranked.max() < 1.0
