@@ -512,3 +512,11 @@ def test_p_fake_is_the_originals_float32_softmax() -> None:
     np.testing.assert_array_equal(AIDE(AIDEConfig()).probabilities(logits.astype(np.float64)), expected)
     ranked = AIDE(AIDEConfig(softmax_dtype="float64")).probabilities(logits)
     assert len(set(ranked[:3].tolist())) == 3 and ranked.max() < 1.0
+    from sklearn.metrics import average_precision_score
+
+    from detbench.metrics import binary_metrics
+
+    labels = np.array([1, 0, 1, 1, 0, 0, 1])
+    ours = AIDE(AIDEConfig()).probabilities(logits)
+    assert binary_metrics(labels, ours)["ap"] == average_precision_score(labels, expected)
+    assert average_precision_score(labels, ranked) != average_precision_score(labels, expected)  # the ties matter
