@@ -21,7 +21,8 @@ def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Call
         error: the :class:`~detbench.errors.DetbenchError` subclass raised when it cannot be read.
 
     Returns:
-        ``(table, where)``: ``where(i)`` is ``line N`` for CSV/TSV/JSON lines (the header is line 1), ``item N``
+        ``(table, where)``: ``where(i)`` is ``line N`` for CSV/TSV (the line row i starts on, blank lines
+        counted) and JSON lines (the header is line 1), ``item N``
         for a JSON array, ``row N`` (from 0) for Parquet.
 
     Raises:
@@ -36,6 +37,9 @@ def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Call
             sep = "\t" if suffix == ".tsv" else ","
             _refuse_repeated_columns(path, sep, what, error)
             table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+            lines = _record_lines(path, sep)
+            if len(lines) == len(table) + 1:  # the header, then one line per row (blank lines skipped)
+                return table, lambda i: lines[i + 1]
             return table, lambda i: i + 2
         if suffix == ".parquet":
             return pd.read_parquet(path), lambda i: i
@@ -47,6 +51,20 @@ def read_table(path: Path, what: str, error: type[Exception]) -> tuple[Any, Call
         raise
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise error(f"{path}: cannot read it as a {suffix.lstrip('.')} {what} ({exc})") from exc
+
+
+def _record_lines(path: Path, sep: str) -> list[int]:
+    """The line on which each non-blank record of a CSV/TSV file starts (a quoted cell may span lines)."""
+    import csv
+
+    starts, previous = [], 0
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        for record in reader:
+            if record:
+                starts.append(previous + 1)
+            previous = reader.line_num
+    return starts
 
 
 def _refuse_repeated_columns(path: Path, sep: str, what: str, error: type[Exception]) -> None:

@@ -25,3 +25,12 @@ def test_cells_stay_text_and_lines_are_counted_from_the_header(tmp_path: Path) -
     table, where = read_table(path, "file list", InputError)
     assert list(table.columns) == ["path", "label"] and table["path"].tolist() == ["0012.png", "b.png"]
     assert [where(i) for i in range(2)] == [2, 3]
+
+
+def test_line_numbers_count_blank_lines_and_multi_line_cells(tmp_path: Path) -> None:
+    """A message's ``line N`` is the line the row starts on in an editor, whatever blank lines come before it."""
+    path = tmp_path / "scores.csv"
+    path.write_text('path,score\n\na.png,0.1\n"b\nc.png",0.2\n\n\nd.png,0.3\n', encoding="utf-8")
+    table, where = read_table(path, "score file", InputError)
+    assert table["path"].tolist() == ["a.png", "b\nc.png", "d.png"]
+    assert [where(i) for i in range(3)] == [3, 4, 8]
