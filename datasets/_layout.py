@@ -8,8 +8,9 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from detbench.suites import Entry, Protocol, Suite, seeded_rank, walk_files
+from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, seeded_rank, top_levels, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -344,7 +345,19 @@ class SplitsFromDataSuite(Suite):
     :attr:`default_eval_split`.
     """
 
-    splits: dict[str, set[str]]
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
+
+    def keep_splits(self, entries: list[Entry]) -> None:
+        """Remember the splits each generator has in this scan (for :attr:`default_eval_split` and protocols).
+
+        Args:
+            entries: the scan's entries.
+        """
+        self.splits = {}
+        for entry in entries:
+            self.splits.setdefault(entry.generator, set()).add(entry.split)
 
     @property
     def default_eval_split(self) -> str:
@@ -377,3 +390,22 @@ class SplitsFromDataSuite(Suite):
             )
             for g in trainable
         }
+
+
+def unrecognised_root(root: Path, dataset: str, accepted: str, *, several: bool = False, depth: int = 2) -> SuiteLayoutError:
+    """The error for a root that holds none of a dataset's accepted layouts: what is accepted, and what was found.
+
+    Args:
+        root: the suite root.
+        dataset: the dataset's name as its authors write it.
+        accepted: the accepted layout(s), drawn as trees.
+        several: ``accepted`` shows more than one layout.
+        depth: how many folder levels of ``root`` to show.
+
+    Returns:
+        A :class:`~detbench.suites.SuiteLayoutError` to raise.
+    """
+    layouts = "layouts" if several else "layout"
+    return SuiteLayoutError(
+        f"{root} does not look like {dataset}. Accepted {layouts}:\n{accepted}\nFound:\n{top_levels(root, depth=depth)}"
+    )

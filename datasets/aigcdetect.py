@@ -26,6 +26,7 @@ from detbench.datasets._layout import (
     progan_training_folders,
     rel,
     subdirs,
+    unrecognised_root,
 )
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
@@ -87,10 +88,7 @@ class AIGCDetectSuite(Suite):
         training: list[tuple[str, Path]] = progan_training_folders(root, root, self.ignored)
         sets = self._set_folders(root)
         if not sets and not training:
-            raise SuiteLayoutError(
-                f"{root} does not look like AIGCDetectBenchmark. Accepted layout:\n{ACCEPTED}\n"
-                f"Found:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "AIGCDetectBenchmark", ACCEPTED)
         entries: list[Entry] = []
         for split, folder in training:
             entries.extend(progan_training_entries(root, split, folder, self.ignored))

@@ -15,8 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from detbench.datasets._layout import cross_suite_protocols, label_folders, labelled_images, rel, subdirs
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.datasets._layout import (
+    cross_suite_protocols,
+    label_folders,
+    labelled_images,
+    rel,
+    subdirs,
+    unrecognised_root,
+)
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 
 GENERATOR = "chameleon"
 RELEASED = {0: 14_863, 1: 11_170}  # images per label in the released test set (AIDE paper and README)
@@ -52,9 +59,7 @@ class ChameleonSuite(Suite):
             (d for d in subdirs(root) if d.name.lower() == "test" and label_folders(d)), None
         )
         if folder is None:
-            raise SuiteLayoutError(
-                f"{root} does not look like Chameleon. Accepted layout:\n{ACCEPTED}\nFound:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "Chameleon", ACCEPTED)
         self.ignored.extend(rel(root, d) for d in subdirs(root) if d != folder and folder != root)
         entries = [
             Entry(path=path, generator=GENERATOR, split="test", label=label, family="real" if label == 0 else "unknown")

@@ -29,8 +29,9 @@ from detbench.datasets._layout import (
     norm,
     rel,
     subdirs,
+    unrecognised_root,
 )
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite
 
 SUBSETS = ("lsun_bedroom", "imagenet", "celebahq")
 FAMILIES = {
@@ -100,10 +101,7 @@ class DiffusionForensicsSuite(Suite):
         base = self._representation_folder(root)
         entries = list(self._scan_dire(root, base)) or list(self._scan_npr(root))
         if not entries:
-            raise SuiteLayoutError(
-                f"{root} does not look like DiffusionForensics. Accepted layouts:\n{ACCEPTED}\n"
-                f"Found:\n{top_levels(root, depth=3)}"
-            )
+            raise unrecognised_root(root, "DiffusionForensics", ACCEPTED, several=True, depth=3)
         self.splits = {}
         for e in entries:
             self.splits.setdefault(e.generator, set()).add(e.split)

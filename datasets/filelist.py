@@ -57,10 +57,6 @@ class FileListSuite(SplitsFromDataSuite):
     default_protocol = "eval"
     Options = FileListOptions
 
-    def __init__(self, options: FileListOptions | None = None) -> None:
-        super().__init__(options)
-        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
-
     def scan(self, root: Path) -> Iterator[Entry]:
         """The usable rows of the list file (``--set file=`` or the only list in ``root``).
 
@@ -137,9 +133,7 @@ class FileListSuite(SplitsFromDataSuite):
             )
         if not entries:
             raise SuiteLayoutError(f"{path}: no usable rows among its {len(table)}. {' '.join(self.notes)}".strip())
-        self.splits = {}
-        for e in entries:
-            self.splits.setdefault(e.generator, set()).add(e.split)
+        self.keep_splits(entries)
         yield from entries
 
     def _list_file(self, root: Path) -> Path:

@@ -43,10 +43,6 @@ class FolderSuite(SplitsFromDataSuite):
     default_protocol = "train-on-<generator>"  # no sensible default: the error lists the train-on-* protocols
     Options = FolderOptions
 
-    def __init__(self, options: FolderOptions | None = None) -> None:
-        super().__init__(options)
-        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
-
     def scan(self, root: Path) -> Iterator[Entry]:
         """Every image inside a label folder under ``root``, with the generator and split its folders name.
 
@@ -66,7 +62,6 @@ class FolderSuite(SplitsFromDataSuite):
         level = self.options.generator_level
         entries: list[Entry] = []
         unlabelled: set[str] = set()
-        splits: dict[str, set[str]] = {}
         for path, _abs in walk_files(root):
             dirs = path.split("/")[:-1]
             depth = next((i for i in range(len(dirs) - 1, -1, -1) if dirs[i].lower() in LABELS), None)
@@ -87,7 +82,6 @@ class FolderSuite(SplitsFromDataSuite):
                     f"above its label folder ({'/'.join(candidates)}); choose a level every image has"
                 )
             label = LABELS[dirs[depth].lower()]
-            splits.setdefault(generator, set()).add(split)
             entries.append(
                 Entry(
                     path=path,
@@ -98,7 +92,7 @@ class FolderSuite(SplitsFromDataSuite):
                 )
             )
         self.ignored = sorted(unlabelled)
-        self.splits = splits
+        self.keep_splits(entries)
         if not entries:
             raise SuiteLayoutError(
                 f"no images inside label folders under {root}: expected {ACCEPTED}. "

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from detbench.datasets._layout import cross_suite_protocols, labelled_images, norm, rel, subdirs
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.datasets._layout import cross_suite_protocols, labelled_images, norm, rel, subdirs, unrecognised_root
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite
 
 GANS = ("attgan", "began", "cramergan", "infomaxgan", "mmdgan", "relgan", "s3gan", "sngan", "stgan")
 ACCEPTED = (
@@ -61,10 +61,7 @@ class GANGenSuite(Suite):
             for path, label in labelled_images(root, found[gan], self.ignored)
         ]
         if not entries:
-            raise SuiteLayoutError(
-                f"{root} does not look like GANGen-Detection. Accepted layout:\n{ACCEPTED}\n"
-                f"Found:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "GANGen-Detection", ACCEPTED)
         yield from entries
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
+from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs, unrecognised_root
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 
 GENERATORS: dict[str, str] = {  # canonical key -> family, in the order of the paper's tables
     "midjourney": "commercial",
@@ -110,10 +110,7 @@ class GenImageSuite(Suite):
         self.ignored = []
         found = self._generator_folders(root)
         if not found:
-            raise SuiteLayoutError(
-                f"{root} does not look like GenImage. Accepted layouts:\n{ACCEPTED}\n"
-                f"Found:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "GenImage", ACCEPTED, several=True)
         wanted = self.options.generators
         missing = sorted(set(wanted) - set(found))
         if missing:

@@ -59,10 +59,6 @@ class ParquetSuite(SplitsFromDataSuite):
     default_protocol = "eval"
     Options = ParquetOptions
 
-    def __init__(self, options: ParquetOptions | None = None) -> None:
-        super().__init__(options)
-        self.splits: dict[str, set[str]] = {}  # generator -> splits found by the last scan
-
     def scan(self, root: Path) -> Iterator[Entry]:
         """The usable rows of every Parquet shard under ``root`` matching the ``files`` option.
 
@@ -107,9 +103,7 @@ class ParquetSuite(SplitsFromDataSuite):
             )
         if not entries:
             raise SuiteLayoutError(f"no usable rows in the {len(shards)} shards under {root}. {' '.join(self.notes)}")
-        self.splits = {}
-        for e in entries:
-            self.splits.setdefault(e.generator, set()).add(e.split)
+        self.keep_splits(entries)
         yield from entries
 
     def _scan_shard(self, root: Path, shard: Path, skipped: list[str]) -> list[Entry]:

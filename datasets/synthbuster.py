@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join, top_levels
+from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs, unrecognised_root
+from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join
 
 GENERATORS: dict[str, str] = {  # folder as distributed -> family
     "dalle2": "commercial", "dalle3": "commercial", "firefly": "commercial", "glide": "diffusion",
@@ -74,9 +74,7 @@ class SynthbusterSuite(Suite):
                 if key is not None and key not in fakes:
                     fakes[key] = child
         if not fakes:
-            raise SuiteLayoutError(
-                f"{root} does not look like Synthbuster. Accepted layout:\n{ACCEPTED}\nFound:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "Synthbuster", ACCEPTED)
         real = self._real_pool(root, containers)
         used = {*fakes.values(), real, *containers}
         self.ignored.extend(rel(root, d) for c in containers for d in subdirs(c) if d not in used)

@@ -32,6 +32,7 @@ from detbench.datasets._layout import (
     progan_training_folders,
     rel,
     subdirs,
+    unrecognised_root,
 )
 from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
@@ -109,10 +110,7 @@ class UniversalFakeDetectSuite(Suite):
         train, test = self._containers(root)
         domains = self._domains(root, test)
         if not train and not domains:
-            raise SuiteLayoutError(
-                f"{root} does not look like UniversalFakeDetect. Accepted layout:\n{ACCEPTED}\n"
-                f"Found:\n{top_levels(root)}"
-            )
+            raise unrecognised_root(root, "UniversalFakeDetect", ACCEPTED)
         entries: list[Entry] = []
         for split, folder in train:
             entries.extend(progan_training_entries(root, split, folder, self.ignored))

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import TYPE_CHECKING
 
 from detbench.errors import BackboneError
-
-if TYPE_CHECKING:
-    pass
-
 
 PROVIDERS = ("open_clip", "timm")
 

@@ -5,14 +5,10 @@ weights (``open_clip:detbench-tiny-vit@random``) or with weights from a file; ne
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from detbench.paths import home_subdir
 from detbench.records import write_text_atomic
-
-if TYPE_CHECKING:
-    pass
-
 
 TINY_MODELS = {"detbench-tiny-vit": 16, "detbench-tiny-vit14": 14, "detbench-tiny-vit32": 32}
 
