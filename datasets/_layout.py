@@ -392,7 +392,9 @@ class SplitsFromDataSuite(Suite):
         }
 
 
-def unrecognised_root(root: Path, dataset: str, accepted: str, *, several: bool = False, depth: int = 2) -> SuiteLayoutError:
+def unrecognised_root(
+    root: Path, dataset: str, accepted: str, *, several: bool = False, depth: int = 2
+) -> SuiteLayoutError:
     """The error for a root that holds none of a dataset's accepted layouts: what is accepted, and what was found.
 
     Args:
