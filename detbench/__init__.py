@@ -8,6 +8,7 @@ From Python (each function does what its command does; see :mod:`detbench.api`):
     run.metrics                              # per generator, then mean and worst (pandas)
     detbench.leaderboard("demo", metric="ap")
     detbench.import_scores("demo", "scores.csv", name="my-api")   # scores computed elsewhere
+    detbench.compare([run_a, run_b])         # paired differences with intervals and p-values
 
 ``import detbench`` is cheap: nothing heavy (torch, pandas) is imported until a function needs it. Every mistake
 raises a :class:`DetbenchError` (its subclasses below: ``ConfigError``, ``InputError``, ``DataError``...); warnings
@@ -45,8 +46,8 @@ from detbench.errors import (
 __version__ = "0.1.0"
 
 API = (
-    "Run", "run", "sweep", "import_scores", "load_run", "runs", "leaderboard", "index", "predict", "list_detectors",
-    "list_suites",
+    "Run", "run", "sweep", "import_scores", "load_run", "runs", "leaderboard", "compare", "index", "predict",
+    "list_detectors", "list_suites",
 )  # fmt: skip
 __all__ = [
     *API, "DetbenchError", "DetbenchWarning", "BackboneError", "ConfigError", "DamagedRunError", "DataError",
@@ -55,6 +56,7 @@ __all__ = [
 ]  # fmt: skip
 
 if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports them on first use
+    from detbench.api import compare as compare
     from detbench.api import import_scores as import_scores
     from detbench.api import index as index
     from detbench.api import leaderboard as leaderboard

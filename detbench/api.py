@@ -452,6 +452,55 @@ def leaderboard(
     return leaderboard_view(long, metric, delta=delta, detector=detector, backbone=backbone, perturbation=perturbation)
 
 
+def compare(
+    runs: Sequence[Run | str],
+    metric: str | Sequence[str] | None = None,
+    *,
+    bootstrap: int = 1000,
+    common: bool = False,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Paired comparison of finished runs on the same images (``detbench compare``): each run after the first
+    against the first, per generator, ``mean`` and ``worst``, with significance tests.
+
+    ``delta = b - a`` (``a`` the first run's value); ``delta_lo``/``delta_hi``: its 95 % interval from a paired,
+    class-stratified bootstrap (the same resampled images for both runs, seeded); ``p_value`` and ``test``:
+    accuracy (each run at its own threshold) by the exact McNemar test, AUC by DeLong's test, the other metrics and
+    the ``mean``/``worst`` rows by the paired bootstrap; ``p_holm``: Holm's adjustment across the generators of one
+    metric (a summary row keeps its own p-value).
+
+    Args:
+        runs: two or more :class:`Run` objects or run ids (prefixes, as ``detbench ls runs`` shows them).
+        metric: ``acc``, ``auc``, ``ap``, ``tpr_at_fpr_1``, ``tpr_at_fpr_5``, ``tpr_at_fpr_10``, ``ece``, ``brier``,
+            ``nll``: a list or a comma-separated string (default ``acc,auc,ap``).
+        bootstrap: paired bootstrap replicates (0: no intervals and no bootstrap p-values).
+        common: compare on the images every run scored; otherwise the runs must have scored the same images.
+        seed: the bootstrap seed.
+
+    Returns:
+        One row per compared pair, metric and generator (then ``mean`` and ``worst``): run_a, run_b, generator,
+        metric, a, b, delta, delta_lo, delta_hi, p_value, p_holm, test, n_real, n_fake (values as fractions).
+        ``.attrs``: ``runs`` (id, detector, perturbation and threshold of each), ``n_images`` (compared) and
+        ``dropped`` ({run id: its scored images left out by ``common``}).
+
+    Raises:
+        RunLookupError: a run id matches no finished run (or several).
+        ConfigError: fewer than two runs, a run named twice, or an unknown metric.
+        DataError: the runs did not score the same images (without ``common``), or scored none in common.
+
+    Example::
+
+        table = detbench.compare(["1f2e3d4c", "5a6b7c8d"], metric="acc,auc")
+        table[table["generator"] == "mean"]
+    """
+    from detbench.paired import compare_runs
+
+    if isinstance(runs, (str, Run)):
+        raise ConfigError("compare needs two or more runs: pass a list, e.g. compare([run_a, run_b])")
+    loaded = [r if isinstance(r, Run) else load_run(str(r)) for r in runs]
+    return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed)
+
+
 def index(
     suite: str,
     root: PathLike | None = None,

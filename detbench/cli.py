@@ -225,7 +225,7 @@ def leaderboard(
     ] = False,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
-    from detbench.display import leaderboard_cells, leaderboard_tables, markdown_table
+    from detbench.display import leaderboard_cells, leaderboard_tables, markdown_table, unit_note
     from detbench.leaderboard import ID_COLUMNS, leaderboard_view, suite_long, write_csvs
     from detbench.records import atomic_path
     from detbench.registry import SUITES
@@ -238,8 +238,8 @@ def leaderboard(
     views = [leaderboard_view(long, name, delta=delta, **filters) for name in metrics]  # every check before output
     markdown_parts = []
     for name, view in zip(metrics, views, strict=True):
-        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta)
-        title = f"{suite} leaderboard: {name} ({'Δ percentage points vs clean' if delta else '%'})"
+        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
+        title = f"{suite} leaderboard: {name} ({unit_note(name, delta) + (' vs clean' if delta else '')})"
         n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
         for table in leaderboard_tables(shown, n_ids, title):
             console.print(table)
@@ -251,6 +251,41 @@ def leaderboard(
         with atomic_path(markdown) as tmp:
             tmp.write_text("\n".join(markdown_parts), encoding="utf-8")
         console.print(f"wrote {markdown}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="Two or more run ids (or their first characters, see `detbench ls runs`); each run after "
+                       "the first is compared with the first."),
+    ],
+    metric: Annotated[
+        Optional[str],
+        typer.Option(help="Comma list of acc, auc, ap, tpr_at_fpr_1, tpr_at_fpr_5, tpr_at_fpr_10, ece, brier, nll "
+                     "(default acc,auc,ap)."),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Paired bootstrap resamples for the 95% intervals of the differences (0: none).")
+    ] = 1000,
+    common: Annotated[
+        bool, typer.Option(help="Compare on the images every run scored (says how many were dropped).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+    csv: Annotated[Optional[Path], typer.Option(help="Also write the comparison to this CSV file.")] = None,
+) -> None:
+    """Paired comparison of runs on the same images: per generator, mean and worst, the difference with its
+    bootstrap interval and a p-value (accuracy: exact McNemar; AUC: DeLong; others: paired bootstrap; Holm-adjusted
+    across generators)."""
+    from detbench.api import compare as compare_runs
+    from detbench.paired import check_csv_path, write_csv
+
+    check_csv_path(csv)
+    table = compare_runs(runs, metric, bootstrap=bootstrap, common=common, seed=seed)
+    cli_views.show_comparison(table, bootstrap)
+    if csv is not None:
+        write_csv(table, csv)
+        console.print(f"wrote {csv}")
 
 
 @app.command()

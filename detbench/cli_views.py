@@ -123,3 +123,56 @@ def list_runs() -> None:
     columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",
                "backbone": "backbone", "perturbation": "perturbation", "mean_acc": "mean acc", "created": "created"}
     console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns)))
+
+
+def show_comparison(table: Any, bootstrap: int) -> None:
+    """Print a paired comparison: per compared pair, which runs and images, then one table per metric whose
+    significant rows (p, Holm-adjusted across generators, below 0.05) are marked.
+
+    Args:
+        table: :func:`detbench.paired.compare_runs` output.
+        bootstrap: its bootstrap resamples (for the caption).
+    """
+    from rich.table import Table
+
+    from detbench.display import fmt, fmt_delta, unit_note
+    from detbench.metrics import SUMMARY_ROWS
+    from detbench.paired import ALPHA
+
+    runs = {r["run_id"]: r for r in table.attrs.get("runs", [])}
+
+    def name(run_id: str) -> str:
+        r = runs.get(run_id, {})
+        threshold = f"threshold {r.get('threshold', 0.5):.3g}"
+        return f"{run_id[:16]} {r.get('detector', '')} ({r.get('perturbation', '')}, {threshold})"
+
+    dropped = {k: v for k, v in table.attrs.get("dropped", {}).items() if v}
+    if dropped:
+        console.print(
+            f"--common: {table.attrs.get('n_images')} images every run scored are compared; dropped "
+            + ", ".join(f"{n} scored only by {run_id[:16]}" for run_id, n in dropped.items())
+        )
+
+    def p_text(p: float) -> str:
+        return "n/a" if p != p else ("<0.001" if p < 0.001 else f"{p:.3f}")
+    for run_b, pair in table.groupby("run_b", sort=False):
+        console.print(f"[bold]A[/] = {name(pair['run_a'].iloc[0])}\n[bold]B[/] = {name(run_b)}")
+        for metric, rows in pair.groupby("metric", sort=False):
+            grid = Table(title=f"{metric}: B − A ({unit_note(metric, delta=True)})", title_justify="left",
+                         caption_justify="left")
+            for col in ("generator", "A", "B", "Δ", "95% CI of Δ", "p", "p Holm", "test", "#real", "#fake", ""):
+                grid.add_column(col, justify="left" if col in ("generator", "test", "") else "right", no_wrap=True)
+            for _, r in rows.iterrows():
+                significant = r["p_holm"] == r["p_holm"] and r["p_holm"] < ALPHA
+                ci = (f"[{fmt_delta(r['delta_lo'], metric)}, {fmt_delta(r['delta_hi'], metric)}]"
+                      if r["delta_lo"] == r["delta_lo"] else "n/a")
+                style = "bold cyan" if r["generator"] in SUMMARY_ROWS else None
+                grid.add_row(str(r["generator"]), fmt(r["a"], metric), fmt(r["b"], metric),
+                             fmt_delta(r["delta"], metric), ci, p_text(r["p_value"]), p_text(r["p_holm"]), r["test"],
+                             str(r["n_real"]), str(r["n_fake"]), "*" if significant else "", style=style)
+            grid.caption = (
+                f"*: p below {ALPHA} after Holm's adjustment across generators (mean and worst: their own paired "
+                f"bootstrap p); CI: paired class-stratified bootstrap, {bootstrap} resamples"
+                + ("; lower is better" if metric in ("ece", "brier", "nll") else "")
+            )
+            console.print(grid)

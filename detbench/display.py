@@ -23,7 +23,19 @@ METRIC_HEADERS = {
     "oracle_acc": "oracle acc*",
 }
 METRIC_COLUMNS = list(METRIC_HEADERS)
-PERCENT = {"acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer", "oracle_acc"}
+# Operating points and calibration (the report's second metrics table), with their headers.
+CALIBRATION_HEADERS = {
+    "tpr_at_fpr_1": "TPR@FPR 1%",
+    "tpr_at_fpr_5": "TPR@FPR 5%",
+    "tpr_at_fpr_10": "TPR@FPR 10%",
+    "ece": "ECE",
+    "brier": "Brier",
+    "nll": "NLL",
+}
+PERCENT = {
+    "acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer", "oracle_acc", "tpr_at_fpr_1", "tpr_at_fpr_5",
+    "tpr_at_fpr_10", "ece",
+}  # fmt: skip  # shown in %; Brier and NLL are shown as they are
 
 
 def fmt(value: Any, metric: str = "") -> str:
@@ -106,18 +118,37 @@ def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
     return table
 
 
-def fmt_delta(value: Any) -> str:
-    """A difference of fractions in signed percentage points (``+1.2``, ``-3.4``); n/a if undefined.
+def fmt_delta(value: Any, metric: str = "") -> str:
+    """A difference as table text: of a percentage metric (or with no name) in signed percentage points
+    (``+1.2``, ``-3.4``), of another metric signed with 3 significant digits; n/a if undefined.
 
     Args:
-        value: the difference, a fraction (None or NaN: undefined).
+        value: the difference (None or NaN: undefined).
+        metric: the metric's name.
 
     Returns:
         The text.
     """
     if value is None or pd.isna(value):
         return "n/a"
+    if metric and metric not in PERCENT:
+        return f"{float(value):+.3g}"
     return f"{100 * float(value):+.1f}"
+
+
+def unit_note(metric: str, delta: bool = False) -> str:
+    """The unit of a metric's values (or of their differences) in a table title.
+
+    Args:
+        metric: the metric's name.
+        delta: the values are differences.
+
+    Returns:
+        ``%`` / ``Δ percentage points`` for a percentage metric, else ``value`` / ``Δ``.
+    """
+    if metric in PERCENT:
+        return "Δ percentage points" if delta else "%"
+    return "Δ" if delta else "value"
 
 
 def threshold_note(record: dict[str, Any]) -> str:
@@ -136,13 +167,16 @@ def threshold_note(record: dict[str, Any]) -> str:
     return f"threshold {value:g}"
 
 
-def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = False) -> pd.DataFrame:
-    """A wide leaderboard as display strings: internal ids dropped, values in %, deltas signed.
+def leaderboard_cells(
+    wide: pd.DataFrame, id_columns: list[str], deltas: bool = False, metric: str = "acc"
+) -> pd.DataFrame:
+    """A wide leaderboard as display strings: internal ids dropped, values in the metric's unit, deltas signed.
 
     Args:
         wide: the wide leaderboard (id columns first, then one column per value).
         id_columns: the columns shown as text.
         deltas: every value column holds differences (the delta view); otherwise only ``mean_delta`` is signed.
+        metric: the metric the values are of (percentage metrics in %, Brier and NLL as they are; see :func:`fmt`).
 
     Returns:
         The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``).
@@ -152,7 +186,7 @@ def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = 
     out = shown[ids].astype(str)
     for col in shown.columns[len(ids) :]:
         signed = deltas or col == "mean_delta"
-        out[col] = shown[col].map(fmt_delta if signed else fmt)
+        out[col] = shown[col].map(lambda v, s=signed: fmt_delta(v, metric) if s else fmt(v, metric))
     return out.rename(columns={"mean_delta": "Δ mean"})
 
 

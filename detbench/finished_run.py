@@ -62,8 +62,21 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds."""
-        return self._read("metrics")
+        """Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds, then
+        the operating points and calibration (``tpr_at_fpr_*``, ``ece``, ``brier``, ``nll``).
+
+        A run recorded before those columns existed gains them here, computed from its stored scores (nothing is
+        rescored, and the run's files are not changed).
+        """
+        import numpy as np
+
+        from detbench.metrics import CALIBRATION_DIRECTIONS, with_calibration
+
+        metrics = self._read("metrics")
+        if all(column in metrics.columns for column in CALIBRATION_DIRECTIONS):
+            return metrics
+        scores = self.scores
+        return with_calibration(metrics, scores[np.isfinite(scores["score"].to_numpy(dtype=float))])
 
     @functools.cached_property
     def scores(self) -> pd.DataFrame:

@@ -162,9 +162,15 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
         Columns ``suite``, :data:`ID_COLUMNS`, ``generator`` (summary rows such as ``mean`` and ``worst``
         included), ``metric``, ``value``; empty (with these columns) when the suite has no finished run.
     """
+    from detbench.finished_run import Run
+
     frames = []
     for run_dir, record in run_records(suite, runs_root):
-        metrics = pd.read_parquet(run_dir / "metrics.parquet")
+        try:
+            metrics = Run(run_dir, record).metrics  # with the columns added since the run was recorded
+        except DamagedRunError as exc:
+            warn(f"{exc}; it is left out (run the same command again to recompute it)")
+            continue
         metrics = metrics.melt(id_vars=["generator"], var_name="metric", value_name="value")
         for col, value in _id_values(record).items():
             metrics.insert(0, col, value)

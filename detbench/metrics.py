@@ -8,7 +8,7 @@ scikit-learn is imported lazily so that importing this module stays cheap.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -185,22 +185,52 @@ def _bootstrap_acc_ap(
     order = np.argsort(-s, kind="stable")
     y, s = y[order].astype(np.float64), s[order]
     correct = ((s > threshold) == (y == 1)).astype(np.float64)
-    classes = [idx for idx in (np.flatnonzero(y == 0), np.flatnonzero(y == 1)) if idx.size]
+    both = bool(y.any() and not y.all())
     n = y.size
     acc, ap = np.empty(n_boot), np.empty(n_boot)
-    chunk = max(1, _CHUNK_ELEMS // n)
+    for start, counts in stratified_counts(y, n_boot, rng):
+        b = len(counts)
+        acc[start : start + b] = counts @ correct / n
+        ap[start : start + b] = _ap_sorted(y, s, counts) if both else np.nan
+    return {"acc": acc, "ap": ap}
+
+
+def stratified_counts(labels, n_boot: int, rng: np.random.Generator) -> Iterator[tuple[int, np.ndarray]]:
+    """Class-stratified bootstrap replicates as per-sample counts, in chunks that bound memory.
+
+    Each replicate draws as many reals from the reals and as many fakes from the fakes as there are, with
+    replacement; a replicate is the number of times each sample was drawn.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per sample, in the order the counts follow.
+        n_boot: how many replicates.
+        rng: the generator the draws come from (e.g. :func:`group_rng`): the same generator, labels and
+            order give the same replicates.
+
+    Yields:
+        ``(start, counts)``: the index of the chunk's first replicate and its ``(b, n)`` float64 counts.
+    """
+    y = np.asarray(labels).ravel()
+    classes = [idx for idx in (np.flatnonzero(y == 0), np.flatnonzero(y == 1)) if idx.size]
+    n = y.size
+    chunk = max(1, _CHUNK_ELEMS // max(n, 1))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         draws = np.concatenate([idx[rng.integers(0, idx.size, size=(b, idx.size))] for idx in classes], 1)
         flat = (draws + n * np.arange(b)[:, None]).ravel()
-        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-        acc[start : start + b] = counts @ correct / n
-        ap[start : start + b] = _ap_sorted(y, s, counts) if len(classes) == 2 else np.nan
-    return {"acc": acc, "ap": ap}
+        yield start, np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def _interval(dist: np.ndarray, ci: float) -> tuple[float, float]:
-    """Percentile interval; NaN if any replicate is undefined."""
+def percentile_interval(dist: np.ndarray, ci: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates.
+
+    Args:
+        dist: the replicates.
+        ci: the coverage, in (0, 1).
+
+    Returns:
+        ``(lo, hi)``; NaN if any replicate is undefined.
+    """
     if np.isnan(dist).any():
         return _NAN, _NAN
     lo, hi = np.quantile(dist, [(1 - ci) / 2, (1 + ci) / 2])
@@ -214,8 +244,42 @@ def _aggregate(values: np.ndarray, how: str) -> float:
     return float({"mean": np.mean, "min": np.min, "max": np.max}[how](values))
 
 
-def _group_seed(seed: int, name: object) -> np.random.Generator:
-    """Per-group generator: a group's interval does not depend on which other groups are present."""
+def _summary_how(label: str, direction: str) -> str:
+    """How a summary row aggregates a metric: the macro mean, or the worst group (max where lower is better)."""
+    return "mean" if label == "mean" else ("max" if direction == "lower" else "min")
+
+
+def summary_value(values, label: str, direction: str, axis: int | None = None) -> float | np.ndarray:
+    """A summary row's value of a metric from its per-group values.
+
+    Args:
+        values: one value per group (along ``axis``, e.g. groups x bootstrap replicates with ``axis=0``).
+        label: ``mean`` (the macro mean) or ``worst`` (the lowest, or the highest where lower is better).
+        direction: the metric's direction, ``higher`` or ``lower``.
+        axis: None for a 1-D ``values``, else the axis of the groups.
+
+    Returns:
+        The value (an array along the other axes with ``axis``); NaN where any group is NaN or there is none.
+    """
+    how = _summary_how(label, direction)
+    if axis is None:
+        return _aggregate(np.asarray(values, dtype=np.float64), how)
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape[axis] == 0:
+        return np.full(np.delete(v.shape, axis), np.nan)
+    return {"mean": np.mean, "min": np.min, "max": np.max}[how](v, axis=axis)
+
+
+def group_rng(seed: int, name: object) -> np.random.Generator:
+    """The bootstrap's generator for one group: a group's replicates do not depend on which other groups are present.
+
+    Args:
+        seed: the bootstrap seed.
+        name: the group (e.g. a generator's name).
+
+    Returns:
+        A numpy generator seeded by both.
+    """
     return np.random.default_rng([seed, zlib.crc32(repr(name).encode())])
 
 
@@ -274,10 +338,10 @@ def per_group_metrics(
         y, s = _as_arrays(part["label"].to_numpy(), part["score"].to_numpy())
         row: dict[str, object] = {group: name, **binary_metrics(y, s, thresholds[name])}
         if n_boot > 0:
-            boot = _bootstrap_acc_ap(y, s, thresholds[name], n_boot, _group_seed(seed, name))
+            boot = _bootstrap_acc_ap(y, s, thresholds[name], n_boot, group_rng(seed, name))
             for metric in BOOTSTRAP_METRICS:
                 dists[metric].append(boot[metric])
-                row[f"{metric}_lo"], row[f"{metric}_hi"] = _interval(boot[metric], ci)
+                row[f"{metric}_lo"], row[f"{metric}_hi"] = percentile_interval(boot[metric], ci)
         rows.append(row)
 
     group_rows = list(rows)
@@ -290,12 +354,211 @@ def per_group_metrics(
             elif direction == "none":
                 summary[metric] = _NAN
             else:
-                how = "mean" if label == "mean" else ("max" if direction == "lower" else "min")
-                summary[metric] = _aggregate(values, how)
+                summary[metric] = _aggregate(values, _summary_how(label, direction))
         if n_boot > 0:
             for metric in BOOTSTRAP_METRICS:
                 pooled = label == "mean" and group_rows
                 macro = np.mean(dists[metric], axis=0) if pooled else np.full(1, np.nan)
-                summary[f"{metric}_lo"], summary[f"{metric}_hi"] = _interval(macro, ci)
+                summary[f"{metric}_lo"], summary[f"{metric}_hi"] = percentile_interval(macro, ci)
         rows.append(summary)
-    return pd.DataFrame(rows)
+    return with_calibration(pd.DataFrame(rows), df, group)
+
+
+# ------------------------------------------------------------------ operating points and calibration
+# Read from P(fake) alone (no threshold): the true-positive rate at a false-positive budget, and how well the scores
+# work as probabilities. Like AP and AUC they are NaN unless both classes are present.
+
+FPR_BUDGETS: dict[str, float] = {"tpr_at_fpr_1": 0.01, "tpr_at_fpr_5": 0.05, "tpr_at_fpr_10": 0.10}
+CALIBRATION_DIRECTIONS: dict[str, str] = {
+    **dict.fromkeys(FPR_BUDGETS, "higher"),
+    "ece": "lower",
+    "brier": "lower",
+    "nll": "lower",
+}
+ECE_BINS = 15  # equal-width bins of P(fake) on [0, 1]
+NLL_EPS = 1e-7  # P(fake) is clipped to [NLL_EPS, 1 - NLL_EPS] for the log-likelihood
+
+
+def _probabilities(scores: np.ndarray) -> np.ndarray:
+    """Scores as probabilities: clipped to [0, 1] (a score outside it, e.g. RIGID's 1 - cos, counts as 0 or 1)."""
+    return np.clip(scores, 0.0, 1.0)
+
+
+def calibration_bin(scores) -> np.ndarray:
+    """The :data:`ECE_BINS` equal-width bin of each P(fake): bin k holds (k/15, (k+1)/15], the first also 0.
+
+    Args:
+        scores: P(fake) per sample (clipped to [0, 1]).
+
+    Returns:
+        The bin index of each sample, 0 to ``ECE_BINS - 1`` (scikit-learn's ``calibration_curve`` binning).
+    """
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    return np.searchsorted(edges[1:-1], _probabilities(np.asarray(scores, dtype=np.float64)), side="left")
+
+
+def weighted_metrics(
+    labels, scores, weights, names: tuple[str, ...] | list[str], threshold: float = 0.5
+) -> dict[str, np.ndarray]:
+    """Metrics of weighted samples for a batch of weight vectors (bootstrap counts, or ones for the plain value).
+
+    An integer weight row gives the metric of the sample repeated that many times: ``acc``, ``auc`` (ties count
+    one half), ``ap`` (scikit-learn's definition), ``tpr_at_fpr_*`` (the largest TPR whose FPR is at most the
+    budget, over the ROC of every distinct threshold, no interpolation), ``ece`` (sum over non-empty bins of the
+    bin's share times |mean P(fake) - fraction fake|), ``brier`` (mean (p - y)^2) and ``nll`` (mean negative
+    log-likelihood, p clipped to [1e-7, 1 - 1e-7]); scores outside [0, 1] count as 0 or 1 in ece and brier.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per sample.
+        scores: P(fake) per sample.
+        weights: ``(B, n)`` non-negative weights.
+        names: the metrics wanted (``acc``, ``auc``, ``ap`` and the keys of :data:`CALIBRATION_DIRECTIONS`).
+        threshold: ``acc`` calls a sample fake when its score is above this.
+
+    Returns:
+        ``{name: (B,) values}``; NaN in a row whose weights leave out a class (``acc`` only needs weight).
+
+    Raises:
+        ValueError: an unknown metric name, or weights of the wrong shape.
+    """
+    unknown = set(names) - {"acc", "auc", "ap", *CALIBRATION_DIRECTIONS}
+    if unknown:
+        raise ValueError(f"no weighted form of {sorted(unknown)}")
+    y, s = _as_arrays(labels, scores)
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != y.size:
+        raise ValueError(f"weights must have shape (B, {y.size})")
+    if y.size == 0:
+        return {name: np.full(len(w), np.nan) for name in names}
+    yf = y.astype(np.float64)
+    total = w.sum(axis=1)
+    pos, neg = w @ yf, w @ (1.0 - yf)
+    both = (pos > 0) & (neg > 0)
+
+    def ratio(num: np.ndarray, den: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.full(num.shape, np.nan), where=ok & (den > 0))
+
+    out: dict[str, np.ndarray] = {}
+    if "acc" in names:
+        out["acc"] = ratio(w @ ((s > threshold) == (y == 1)).astype(np.float64), total, total > 0)
+    if "ap" in names:
+        order = np.argsort(-s, kind="stable")
+        out["ap"] = np.where(both, _ap_sorted(yf[order], s[order], w[:, order]), np.nan)
+    if "auc" in names or set(FPR_BUDGETS) & set(names):
+        order = np.argsort(-s, kind="stable")
+        s_desc = s[order]
+        ends = np.append(np.flatnonzero(np.diff(s_desc)), s.size - 1)  # last sample of each distinct score
+        tp = np.cumsum(w[:, order] * yf[order], axis=1)[:, ends]
+        fp = np.cumsum(w[:, order] * (1.0 - yf[order]), axis=1)[:, ends]
+        tp0, fp0 = np.pad(tp, ((0, 0), (1, 0))), np.pad(fp, ((0, 0), (1, 0)))  # the ROC from (0, 0)
+        if "auc" in names:
+            area = (np.diff(fp0, axis=1) * (tp0[:, 1:] + tp0[:, :-1]) / 2).sum(axis=1)
+            out["auc"] = ratio(area, pos * neg, both)
+        tpr = ratio(tp0, pos[:, None], both[:, None])
+        fpr = ratio(fp0, neg[:, None], both[:, None])
+        for name, budget in FPR_BUDGETS.items():
+            if name in names:
+                reachable = np.where(fpr <= budget, tpr, -np.inf).max(axis=1)
+                out[name] = np.where(both, reachable, np.nan)
+    p = _probabilities(s)
+    if "ece" in names:
+        onehot = np.eye(ECE_BINS)[calibration_bin(p)]  # (n, bins)
+        gap = np.abs(w @ (onehot * (p - yf)[:, None])).sum(axis=1)
+        out["ece"] = ratio(gap, total, both)
+    if "brier" in names:
+        out["brier"] = ratio(w @ (p - yf) ** 2, total, both)
+    if "nll" in names:
+        q = np.clip(s, NLL_EPS, 1 - NLL_EPS)
+        out["nll"] = ratio(w @ -(yf * np.log(q) + (1 - yf) * np.log1p(-q)), total, both)
+    return {name: out[name] for name in names}
+
+
+def calibration_metrics(labels, scores) -> dict[str, float]:
+    """The operating points and calibration of one evaluation set, keys in :data:`CALIBRATION_DIRECTIONS` order.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image.
+
+    Returns:
+        ``tpr_at_fpr_1``, ``tpr_at_fpr_5``, ``tpr_at_fpr_10``, ``ece``, ``brier``, ``nll`` (see
+        :func:`weighted_metrics`); NaN unless both classes are present.
+    """
+    y, s = _as_arrays(labels, scores)
+    values = weighted_metrics(y, s, np.ones((1, y.size)), list(CALIBRATION_DIRECTIONS))
+    return {name: float(v[0]) for name, v in values.items()}
+
+
+def reliability_bins(labels, scores) -> pd.DataFrame:
+    """The reliability diagram's points: per non-empty bin of P(fake), its images, mean P(fake) and fraction fake.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image (clipped to [0, 1]).
+
+    Returns:
+        Columns ``bin_lo``, ``bin_hi``, ``n``, ``mean_score``, ``frac_fake``, one row per non-empty bin in order
+        (the bins of :func:`calibration_bin`).
+    """
+    y, s = _as_arrays(labels, scores)
+    p = _probabilities(s)
+    frame = pd.DataFrame({"bin": calibration_bin(p), "p": p, "y": y.astype(np.float64)})
+    grouped = frame.groupby("bin", sort=True).agg(n=("p", "size"), mean_score=("p", "mean"), frac_fake=("y", "mean"))
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    bins = grouped.index.to_numpy()
+    return pd.DataFrame({"bin_lo": edges[bins], "bin_hi": edges[bins + 1], **{c: grouped[c].to_numpy() for c in
+                                                                               grouped.columns}})
+
+
+def with_calibration(metrics: pd.DataFrame, df: pd.DataFrame, group: str = "generator") -> pd.DataFrame:
+    """``metrics`` with the :data:`CALIBRATION_DIRECTIONS` columns computed from the scores in ``df`` (replacing
+    any already there): per group, the macro ``mean`` and the ``worst`` (any NaN group makes both NaN).
+
+    Args:
+        metrics: a :func:`per_group_metrics` frame of ``df``.
+        df: columns ``label``, ``score`` (finite) and ``group``.
+        group: the column that names the groups.
+
+    Returns:
+        ``metrics`` (row order kept) with the columns appended.
+    """
+    rows = []
+    for name, part in df.groupby(group, sort=True, observed=True):
+        rows.append({group: name, **calibration_metrics(part["label"].to_numpy(), part["score"].to_numpy())})
+    groups = list(rows)
+    for label in SUMMARY_ROWS:
+        summary: dict[str, object] = {group: label}
+        for metric, direction in CALIBRATION_DIRECTIONS.items():
+            summary[metric] = summary_value([r[metric] for r in groups], label, direction)
+        rows.append(summary)
+    table = pd.DataFrame(rows, columns=[group, *CALIBRATION_DIRECTIONS])
+    base = metrics.drop(columns=[c for c in CALIBRATION_DIRECTIONS if c in metrics.columns])
+    return base.merge(table, on=group, how="left", sort=False)
+
+
+def paired_replicates(
+    labels, scores: list[np.ndarray], thresholds: list[float], names: list[str], n_boot: int, seed: int, group: object
+) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of metrics of several detectors scored on the same images: every replicate resamples the
+    same images for all of them (class-stratified, :func:`stratified_counts`, seeded per group by :func:`group_rng`).
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: each detector's P(fake) per image, in the order of ``labels``.
+        thresholds: each detector's decision threshold (for ``acc``).
+        names: the metrics (see :func:`weighted_metrics`).
+        n_boot: replicates.
+        seed: the bootstrap seed.
+        group: the group the images form (its name seeds its generator).
+
+    Returns:
+        ``{metric: (detectors, n_boot)}`` replicate values.
+    """
+    y = np.asarray(labels).ravel()
+    out = {name: np.empty((len(scores), n_boot)) for name in names}
+    for start, counts in stratified_counts(y, n_boot, group_rng(seed, group)):
+        stop = start + len(counts)
+        for i, (s, threshold) in enumerate(zip(scores, thresholds, strict=True)):
+            for name, values in weighted_metrics(y, s, counts, names, threshold).items():
+                out[name][i, start:stop] = values
+    return out

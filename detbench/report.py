@@ -2,8 +2,9 @@
 
 ``build_report("61b3dc4b")`` reports one run; ``build_report("demo")`` reports every clean run of a suite.
 Each run section holds its facts and per-generator metrics, accuracy/AP bars with bootstrap intervals,
-ROC curves, real-vs-fake score histograms and, when perturbed runs of the same fit exist, robustness
-curves (metric vs perturbation level) and their table; the suite's leaderboard closes the report.
+ROC curves, real-vs-fake score histograms, operating points and calibration with a reliability diagram and, when
+perturbed runs of the same fit exist, robustness curves (metric vs perturbation level) and their table; the suite's
+leaderboard closes the report.
 This module assembles the page; the charts are drawn by :mod:`detbench.report_figures`, the only module that
 imports matplotlib (Agg, no pyplot).
 """
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from detbench import __version__, layout
-from detbench.display import METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, threshold_note
+from detbench.display import CALIBRATION_HEADERS, METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, threshold_note
 from detbench.leaderboard import (
     ID_COLUMNS,
     RunLookupError,
@@ -36,7 +37,14 @@ from detbench.leaderboard import (
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir, keep_matplotlib_in_home
 from detbench.records import atomic_path, load_run_record
-from detbench.report_figures import Figure, acc_figure, histogram_figure, robustness_figure, roc_figure
+from detbench.report_figures import (
+    Figure,
+    acc_figure,
+    histogram_figure,
+    reliability_figure,
+    robustness_figure,
+    roc_figure,
+)
 
 REPORTED_OUTPUTS = ("metrics.parquet", "scores.parquet")  # what a report reads of each run
 
@@ -74,7 +82,9 @@ class RunData:
         Returns:
             The run's data.
         """
-        return cls(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"))
+        from detbench.finished_run import Run
+
+        return cls(run_dir, record, Run(run_dir, record).metrics)
 
 
 def build_report(target: str, out_dir: Path | None = None) -> Path:
@@ -165,6 +175,7 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
         acc_figure(run),
         roc_figure(run.name, scores),
         histogram_figure(run.name, scores, threshold, run.record),
+        reliability_figure(run.name, scores, run.metrics),
     ]
     clean = next((r for r in related if r.spec == "clean"), None)
     perturbed = [r for r in related if r.spec != "clean"]
@@ -195,9 +206,17 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
     ]
     body.append('<div class="row">' + "".join(_figure_html(f) for f in figures[:2]) + "</div>")
     body.append(_figure_html(figures[2]))
+    body += [
+        "<h3>Operating points and calibration per generator</h3>",
+        _metrics_html(run.metrics, CALIBRATION_HEADERS),
+        '<p class="note">TPR@FPR x%: the largest share of fakes caught while at most x% of reals are called fake '
+        "(over every threshold of the ROC, no interpolation); ECE (15 equal-width bins of P(fake)), Brier score and "
+        "NLL (P(fake) clipped to [1e-7, 1 - 1e-7]): lower is better; n/a: one class absent.</p>",
+        _figure_html(figures[3]),
+    ]
     if robustness:
         body.append(robustness)
-        body += [_figure_html(f) for f in figures[3:]]
+        body += [_figure_html(f) for f in figures[4:]]
     body.append("</section>")
     return "\n".join(body), figures
 
@@ -234,9 +253,9 @@ def _facts(rec: dict[str, Any]) -> str:
     return f'<table class="facts">{rows}</table>'
 
 
-def _metrics_html(metrics: pd.DataFrame) -> str:
-    cols = [c for c in METRIC_HEADERS if c in metrics.columns]
-    head = "".join(f"<th>{_e(METRIC_HEADERS[c])}</th>" for c in cols)
+def _metrics_html(metrics: pd.DataFrame, headers: dict[str, str] = METRIC_HEADERS) -> str:
+    cols = [c for c in headers if c in metrics.columns]
+    head = "".join(f"<th>{_e(headers[c])}</th>" for c in cols)
     rows = []
     for _, row in metrics.iterrows():
         cells = []

@@ -1,7 +1,7 @@
 """The charts of a report (:mod:`detbench.report`), drawn with matplotlib (Agg, no pyplot) into PNG bytes.
 
-Per run: accuracy/AP bars with bootstrap intervals, ROC curves, real-vs-fake score histograms and, when perturbed
-runs of the same fit exist, robustness curves (metric vs perturbation level). matplotlib is imported only here.
+Per run: accuracy/AP bars with bootstrap intervals, ROC curves, real-vs-fake score histograms, a reliability diagram
+and, when perturbed runs of the same fit exist, robustness curves (metric vs perturbation level). matplotlib is imported only here.
 """
 
 from __future__ import annotations
@@ -241,5 +241,48 @@ def robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> Fi
         "Robustness curves",
         "Accuracy (top) and AP (bottom) as each perturbation grows; bold: mean over generators with its 95% "
         "bootstrap band; thin: each generator; all runs share the clean run's trained fit and threshold.",
+        _png(fig),
+    )
+
+
+def reliability_figure(name: str, scores: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
+    """The reliability diagram: fraction fake against mean P(fake) per bin, pooled and per generator.
+
+    Args:
+        name: the run's folder name.
+        scores: the run's finite scores (``generator``, ``label``, ``score``).
+        metrics: its metrics (the ECE of each generator and of the mean, for the legend and caption).
+
+    Returns:
+        The figure ``<name>_reliability``.
+    """
+    from detbench.metrics import ECE_BINS, reliability_bins
+
+    ece = metrics.set_index("generator")["ece"] if "ece" in metrics.columns else pd.Series(dtype=float)
+    fig = _new_figure(4.8, 5.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for gen, part in scores.groupby("generator", sort=True):
+        bins = reliability_bins(part["label"], part["score"])
+        value = ece.get(gen, np.nan)
+        label = f"{gen} (ECE {100 * value:.1f})" if value == value else f"{gen} (ECE n/a)"
+        top.plot(bins["mean_score"], bins["frac_fake"], linewidth=0.9, alpha=0.7, marker=".", label=label)
+    pooled = reliability_bins(scores["label"], scores["score"])
+    top.plot(pooled["mean_score"], pooled["frac_fake"], color="black", linewidth=2, marker="o", label="all images")
+    top.set(xlim=(0, 1), ylim=(-0.02, 1.02), ylabel="fraction fake")
+    top.legend(loc="upper left", fontsize=7)
+    top.set_title("Reliability: P(fake) as a probability", fontsize=10)
+    width = 1 / ECE_BINS
+    bottom.bar(pooled["bin_lo"] + width / 2, pooled["n"] / pooled["n"].sum(), width=width * 0.9, color="#4c72b0")
+    bottom.set(xlabel=f"mean P(fake) in each of {ECE_BINS} equal-width bins", ylabel="share")
+    bottom.tick_params(labelsize=8)
+    mean = ece.get("mean", np.nan)
+    summary = f"mean ECE over generators {100 * mean:.1f}%" if mean == mean else "mean ECE n/a"
+    return Figure(
+        f"{name}_reliability",
+        "Reliability diagram",
+        f"Per bin of P(fake): the fraction of fake images against the mean score; on the diagonal, a score of p "
+        f"means a fake with probability p. Bold: all evaluation images pooled; thin: each generator; bars: the share "
+        f"of images in each bin. ECE: the bins' share-weighted gap to the diagonal ({summary}).",
         _png(fig),
     )

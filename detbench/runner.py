@@ -26,6 +26,7 @@ import pandas as pd
 from detbench import distributed as dist
 from detbench.detector import NO_SCORE, Detector, RunContext
 from detbench.errors import DamagedRunError
+from detbench.finished_run import Run
 from detbench.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
 from detbench.plan import RunPlan, plan_run
 from detbench.progress import Phases
@@ -160,7 +161,8 @@ class Runner:
         found = None
         if dist.is_main() and (run_dir / RUN_RECORD).exists():
             try:
-                found = (load_run_record(run_dir), pd.read_parquet(run_dir / "metrics.parquet"))
+                record = load_run_record(run_dir)
+                found = (record, Run(run_dir, record).metrics)  # with the columns added since it was recorded
             except DamagedRunError as exc:
                 if locked:
                     kept = _move_aside(run_dir, RUN_FILES, base, "run")

@@ -5,25 +5,35 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
+    brier_score_loss,
+    log_loss,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
 from detbench.metrics import (
+    CALIBRATION_DIRECTIONS,
     METRIC_DIRECTIONS,
     ORACLE_COLUMNS,
     average_precision,
     best_threshold,
     binary_metrics,
+    calibration_metrics,
     per_group_metrics,
+    reliability_bins,
+    stratified_counts,
+    weighted_metrics,
 )
 
 KEYS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer",
         "oracle_acc", "oracle_thr"]
+CALIBRATION_KEYS = ["tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "ece", "brier", "nll"]
 
 
 def _random_set(rng: np.random.Generator, n: int, shift: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +217,7 @@ def test_per_group_rows_and_aggregates() -> None:
     df = _group_df(np.random.default_rng(0), 100, groups=("c", "a", "b"))
     out = per_group_metrics(df)
     assert list(out["generator"]) == ["a", "b", "c", "mean", "worst"]
-    assert list(out.columns) == ["generator", *KEYS]
+    assert list(out.columns) == ["generator", *KEYS, *CALIBRATION_KEYS]
     per = out.iloc[:3]
     for g in ("a", "b"):
         part = df[df["generator"] == g]
@@ -255,7 +265,8 @@ def test_bootstrap_reproducible_and_contains_estimate() -> None:
     c = per_group_metrics(df, n_boot=200, seed=2)
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["acc_lo"].iloc[:3], c["acc_lo"].iloc[:3])
-    assert list(a.columns[-4:]) == ["acc_lo", "acc_hi", "ap_lo", "ap_hi"]
+    assert list(a.columns[-10:-6]) == ["acc_lo", "acc_hi", "ap_lo", "ap_hi"]
+    assert list(a.columns[-6:]) == CALIBRATION_KEYS
     body = a.iloc[:4]
     for m in ("acc", "ap"):
         assert (body[f"{m}_lo"] <= body[m]).all() and (body[m] <= body[f"{m}_hi"]).all()
@@ -288,3 +299,122 @@ def test_bootstrap_is_class_stratified() -> None:
     assert row["acc"] == 0.75
     assert 0.5 < row["acc_lo"] < 0.75 < row["acc_hi"] < 1.0
     assert row["acc_hi"] - row["acc_lo"] < 0.2  # unstratified resampling would give about 0.22
+
+
+# ---------------------------------------------------------------- operating points and calibration
+
+
+def _tpr_at_fpr_by_hand(y: np.ndarray, s: np.ndarray, budget: float) -> float:
+    """Every threshold t (each distinct score, and above the maximum), called fake when score >= t."""
+    best = 0.0
+    for t in [*np.unique(s), np.inf]:
+        fpr = np.sum((s >= t) & (y == 0)) / np.sum(y == 0)
+        if fpr <= budget:
+            best = max(best, np.sum((s >= t) & (y == 1)) / np.sum(y == 1))
+    return best
+
+
+def _ece_by_hand(y: np.ndarray, s: np.ndarray) -> float:
+    total = 0.0
+    for k in range(15):
+        lo, hi = k / 15, (k + 1) / 15
+        inside = [i for i in range(len(s)) if (lo < s[i] <= hi) or (k == 0 and s[i] == 0)]
+        if inside:
+            total += len(inside) / len(s) * abs(np.mean(s[inside]) - np.mean(y[inside]))
+    return total
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_calibration_metrics_match_direct_formulas_and_scikit_learn(trial: int) -> None:
+    rng = np.random.default_rng(100 + trial)
+    n = int(rng.integers(20, 300))
+    y = rng.integers(0, 2, n)
+    y[:2] = (0, 1)
+    s = np.clip(rng.normal(0.4 + 0.25 * y, 0.25), 0, 1)
+    if trial % 2:
+        s = np.round(s, 1)  # ties, and scores exactly on bin edges (0, 0.2, 0.4, ... , 1)
+    m = calibration_metrics(y, s)
+    assert list(m) == CALIBRATION_KEYS == list(CALIBRATION_DIRECTIONS)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    for key, budget in (("tpr_at_fpr_1", 0.01), ("tpr_at_fpr_5", 0.05), ("tpr_at_fpr_10", 0.10)):
+        assert m[key] == tpr[fpr <= budget].max()  # the ROC over all thresholds, no interpolation
+        assert m[key] == pytest.approx(_tpr_at_fpr_by_hand(y, s, budget), abs=1e-15)
+    assert m["brier"] == pytest.approx(brier_score_loss(y, s), abs=1e-15)
+    assert m["brier"] == pytest.approx(np.mean((s - y) ** 2), abs=1e-15)
+    clipped = np.clip(s, 1e-7, 1 - 1e-7)
+    assert m["nll"] == pytest.approx(log_loss(y, clipped), rel=1e-12)
+    assert m["nll"] == pytest.approx(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)), rel=1e-12)
+    assert m["ece"] == pytest.approx(_ece_by_hand(y, s), abs=1e-12)
+    bins = reliability_bins(y, s)
+    frac, mean = calibration_curve(y, s, n_bins=15, strategy="uniform")
+    np.testing.assert_allclose(bins["frac_fake"], frac, atol=1e-12)
+    np.testing.assert_allclose(bins["mean_score"], mean, atol=1e-12)
+    assert bins["n"].sum() == n
+    share = bins["n"] / n
+    assert m["ece"] == pytest.approx(float((share * (bins["mean_score"] - bins["frac_fake"]).abs()).sum()), abs=1e-12)
+
+
+def test_calibration_hand_computed_case() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.05, 0.1, 0.6, 0.95, 0.3, 0.7, 0.9, 0.97])
+    m = calibration_metrics(y, s)
+    # FPR 0 allows only thresholds above 0.95: the fake at 0.97 -> TPR 1/4; FPR 1/4 (10 % budget is below it)
+    assert m["tpr_at_fpr_1"] == m["tpr_at_fpr_5"] == m["tpr_at_fpr_10"] == 0.25
+    assert m["brier"] == pytest.approx(np.mean([0.0025, 0.01, 0.36, 0.9025, 0.49, 0.09, 0.01, 0.0009]))
+    # bins of width 1/15: 0.05 | 0.1 | 0.3 | 0.6 | 0.7 | 0.9 | 0.95, 0.97 (both in (14/15, 1])
+    gaps = [0.05, 0.1, 0.7, 0.6, 0.3, 0.1, abs((0.95 + 0.97) / 2 - 0.5) * 2]
+    assert m["ece"] == pytest.approx(sum(gaps) / 8)
+
+
+def test_calibration_metrics_are_nan_without_both_classes_and_clip_scores() -> None:
+    assert all(math.isnan(v) for v in calibration_metrics([1, 1, 1], [0.2, 0.9, 0.4]).values())
+    assert all(math.isnan(v) for v in calibration_metrics([0, 0], [0.2, 0.9]).values())
+    assert all(math.isnan(v) for v in calibration_metrics([], []).values())
+    # a score outside [0, 1] (RIGID's 1 - cos can reach 2) counts as 1 in ece and brier, 1 - 1e-7 in nll
+    wide, clipped = calibration_metrics([0, 1, 1], [0.1, 1.7, 0.6]), calibration_metrics([0, 1, 1], [0.1, 1.0, 0.6])
+    assert wide == clipped
+
+
+def test_per_group_calibration_columns_and_summaries() -> None:
+    df = _group_df(np.random.default_rng(3), 40, groups=("a", "b"))
+    only_fake = pd.DataFrame({"generator": "z", "label": [1, 1], "score": [0.9, 0.2]})
+    out = per_group_metrics(df).set_index("generator")
+    for g in ("a", "b"):
+        part = df[df["generator"] == g]
+        assert out.loc[g, CALIBRATION_KEYS].to_dict() == calibration_metrics(part["label"], part["score"])
+    for key, direction in CALIBRATION_DIRECTIONS.items():
+        assert out.loc["mean", key] == pytest.approx(out.loc[["a", "b"], key].mean())
+        worst = out.loc[["a", "b"], key].max() if direction == "lower" else out.loc[["a", "b"], key].min()
+        assert out.loc["worst", key] == worst
+    with_z = per_group_metrics(pd.concat([df, only_fake])).set_index("generator")
+    assert with_z.loc[["z", "mean", "worst"], CALIBRATION_KEYS].isna().all().all()
+
+
+def test_weighted_metrics_equal_the_metrics_of_the_repeated_samples() -> None:
+    rng = np.random.default_rng(11)
+    n = 60
+    y = rng.integers(0, 2, n)
+    y[:2] = (0, 1)
+    s = np.round(rng.random(n), 1)
+    counts = rng.integers(0, 4, size=(5, n)).astype(float)
+    counts[:, :2] = 1
+    names = ["acc", "auc", "ap", *CALIBRATION_KEYS]
+    got = weighted_metrics(y, s, counts, names, threshold=0.45)
+    for b, row in enumerate(counts):
+        idx = np.repeat(np.arange(n), row.astype(int))
+        yy, ss = y[idx], s[idx]
+        assert got["acc"][b] == pytest.approx(np.mean((ss > 0.45) == (yy == 1)))
+        assert got["auc"][b] == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+        assert got["ap"][b] == pytest.approx(average_precision_score(yy, ss), abs=1e-12)
+        for key, value in calibration_metrics(yy, ss).items():
+            assert got[key][b] == pytest.approx(value, abs=1e-12), key
+    with pytest.raises(ValueError, match="no weighted form"):
+        weighted_metrics(y, s, counts, ["eer"])
+
+
+def test_stratified_counts_keep_each_class_size() -> None:
+    y = np.array([0] * 7 + [1] * 3)
+    chunks = list(stratified_counts(y, 50, np.random.default_rng(0)))
+    counts = np.vstack([c for _, c in chunks])
+    assert counts.shape == (50, 10) and [start for start, _ in chunks][0] == 0
+    assert (counts[:, :7].sum(axis=1) == 7).all() and (counts[:, 7:].sum(axis=1) == 3).all()

@@ -45,15 +45,20 @@ def test_run_report_is_self_contained_with_every_chart_and_the_leaderboard(swept
     page = (out / "report.html").read_text()
     pngs = sorted(out.glob("*.png"))
     stems = {p.stem.split("_", 1)[1] for p in pngs}
-    assert stems == {"acc", "roc", "scores", "robustness"}
+    assert stems == {"acc", "roc", "scores", "reliability", "robustness"}
     images = embedded_pngs(page)
-    assert len(images) == 4 and page.count("<img ") == 4
+    assert len(images) == 5 and page.count("<img ") == 5
     assert sorted(images) == sorted(p.read_bytes() for p in pngs)  # the files are the embedded charts
     for data in images:
         with Image.open(io.BytesIO(data)) as im:
             assert im.format == "PNG" and im.width > 300 and im.height > 200
-    for title in ("Accuracy and AP per generator", "ROC curves", "Score distributions", "Robustness curves"):
+    for title in ("Accuracy and AP per generator", "ROC curves", "Score distributions", "Reliability diagram",
+                  "Robustness curves"):
         assert f"<b>{title}.</b>" in page
+    calibration = page.split("<h3>Operating points and calibration per generator</h3>")[1].split("</table>")[0]
+    for header in ("TPR@FPR 1%", "TPR@FPR 5%", "TPR@FPR 10%", "ECE", "Brier", "NLL"):
+        assert f"<th>{header}</th>" in calibration
+    assert all(f"<th>{g}</th>" in calibration for g in (*GENERATORS, "mean", "worst"))
     assert "<title>detbench report: linear-probe on demo" in page and "Metrics per generator" in page
     assert all(f"<th>{g}</th>" in page for g in GENERATORS)
     assert page.count('<table class="leaderboard">') == 1
@@ -70,7 +75,7 @@ def test_perturbed_run_and_suite_reports(swept, tmp_path: Path) -> None:
     result = invoke("report", blur["run_id"][:16], "--out", str(tmp_path / "blur"))
     assert result.exit_code == 0, result.output
     page = (tmp_path / "blur" / "report.html").read_text()
-    assert "blur:2 · run" in page and "Robustness curves" in page and len(embedded_pngs(page)) == 4
+    assert "blur:2 · run" in page and "Robustness curves" in page and len(embedded_pngs(page)) == 5
 
     suite = invoke("report", "demo", "--out", str(tmp_path / "suite"))
     assert suite.exit_code == 0, suite.output
