@@ -426,6 +426,7 @@ def leaderboard(
     perturbation: str | None = None,
     delta: bool = False,
     published: bool = False,
+    rank: bool = False,
 ) -> pd.DataFrame:
     """A suite's leaderboard from its finished runs (``detbench leaderboard``), as numbers in [0, 1].
 
@@ -436,20 +437,24 @@ def leaderboard(
             else every value containing it: ``perturbation="jpeg"`` keeps all JPEG runs, ``"clean"`` the others).
         delta: perturbed runs as differences to the clean run of the same fit and threshold.
         published: add the published numbers of the suite's paper presets (run_id ``published``).
+        rank: add ``avg_rank``, each run's average rank over the generators (1 = best), sorted by it; ``.attrs[
+            "friedman"]`` holds the Friedman test across the runs and the Nemenyi critical difference (``cd``).
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, config_hash,
-        fit_id, run_id), one column per generator, then mean, worst and mean_delta.
+        fit_id, run_id), one column per generator, then mean, worst and mean_delta (and avg_rank).
 
     Raises:
         RunLookupError: no finished run of the suite, or none matches the filters.
-        ConfigError: an unknown metric.
+        ConfigError: an unknown metric, or ``rank`` with ``delta``.
+        DataError: ``rank`` without two generators and two runs with a value for each.
     """
     from detbench.leaderboard import leaderboard_view, suite_long
     from detbench.registry import SUITES
 
     long = suite_long(SUITES.get(suite).name, published=published)
-    return leaderboard_view(long, metric, delta=delta, detector=detector, backbone=backbone, perturbation=perturbation)
+    return leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
+                            perturbation=perturbation)
 
 
 def compare(
@@ -493,10 +498,11 @@ def compare(
         table = detbench.compare(["1f2e3d4c", "5a6b7c8d"], metric="acc,auc")
         table[table["generator"] == "mean"]
     """
-    from detbench.paired import compare_runs
+    from detbench.paired import check_options, compare_runs
 
     if isinstance(runs, (str, Run)):
         raise ConfigError("compare needs two or more runs: pass a list, e.g. compare([run_a, run_b])")
+    check_options(len(runs), metric, bootstrap, seed)  # before any run is read
     loaded = [r if isinstance(r, Run) else load_run(str(r)) for r in runs]
     return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed)
 

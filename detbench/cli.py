@@ -223,9 +223,14 @@ def leaderboard(
     published: Annotated[
         bool, typer.Option(help="Add the published numbers of this suite's paper presets (marked, not run).")
     ] = False,
+    rank: Annotated[
+        bool,
+        typer.Option(help="Add each run's average rank over the generators, the Friedman test and the Nemenyi "
+                     "critical difference (Demšar 2006)."),
+    ] = False,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
-    from detbench.display import leaderboard_cells, leaderboard_tables, markdown_table, unit_note
+    from detbench.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
     from detbench.leaderboard import ID_COLUMNS, leaderboard_view, suite_long, write_csvs
     from detbench.records import atomic_path
     from detbench.registry import SUITES
@@ -235,7 +240,7 @@ def leaderboard(
     long = suite_long(suite, published)
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
-    views = [leaderboard_view(long, name, delta=delta, **filters) for name in metrics]  # every check before output
+    views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
     markdown_parts = []
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
@@ -244,8 +249,12 @@ def leaderboard(
         for table in leaderboard_tables(shown, n_ids, title):
             console.print(table)
         markdown_parts.append(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids))
+        if rank:
+            note = friedman_note(view.attrs["friedman"], int(view["avg_rank"].isna().sum()))
+            console.print(note)
+            markdown_parts.append(note + "\n")
     if csv is not None:
-        for path in write_csvs(suite, csv, metrics[0], filters=filters):
+        for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
             console.print(f"wrote {path}")
     if markdown is not None:
         with atomic_path(markdown) as tmp:

@@ -186,8 +186,35 @@ def leaderboard_cells(
     out = shown[ids].astype(str)
     for col in shown.columns[len(ids) :]:
         signed = deltas or col == "mean_delta"
+        if col == "avg_rank":
+            out[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
+            continue
         out[col] = shown[col].map(lambda v, s=signed: fmt_delta(v, metric) if s else fmt(v, metric))
-    return out.rename(columns={"mean_delta": "Δ mean"})
+    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank"})
+
+
+def friedman_note(test: dict[str, Any], n_unranked: int = 0) -> str:
+    """One line about a ranking (:func:`detbench.leaderboard.ranked_view`'s ``attrs["friedman"]``).
+
+    Args:
+        test: the Friedman test as a dict (n, k, chi2, p_value, f, p_f, cd, alpha).
+        n_unranked: runs left out of the ranking (no value for some generator).
+
+    Returns:
+        The text.
+    """
+    left_out = f"; {n_unranked} runs without a value for every generator are not ranked" if n_unranked else ""
+    f_form = (
+        f"Iman–Davenport F = {test['f']:.2f}, p = {test['p_f']:.3g}"
+        if math.isfinite(test["f"])
+        else "every generator ranks the runs alike"
+    )
+    return (
+        f"Average rank over {test['n']} generators (1 = best) of {test['k']} runs: Friedman χ² = {test['chi2']:.2f}, "
+        f"p = {test['p_value']:.3g} ({f_form}); Nemenyi critical "
+        f"difference at α = {test['alpha']:g}: {test['cd']:.2f} (two runs whose average ranks differ by more differ "
+        f"significantly){left_out}"
+    )
 
 
 def markdown_table(df: pd.DataFrame, right_from: int = 0) -> str:

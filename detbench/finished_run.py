@@ -62,11 +62,14 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds, then
-        the operating points and calibration (``tpr_at_fpr_*``, ``ece``, ``brier``, ``nll``).
+        """The run's metrics table.
 
-        A run recorded before those columns existed gains them here, computed from its stored scores (nothing is
-        rescored, and the run's files are not changed).
+        A run recorded before the operating-point and calibration columns existed gains them here, computed from its
+        stored scores (nothing is rescored, and the run's files are not changed).
+
+        Returns:
+            Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds, then
+            ``tpr_at_fpr_1``, ``tpr_at_fpr_5``, ``tpr_at_fpr_10``, ``ece``, ``brier``, ``nll``.
         """
         import numpy as np
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from detbench import layout
@@ -224,7 +225,7 @@ def suite_long(suite: str, published: bool = False, runs_root: Path | None = Non
 
 
 def leaderboard_view(
-    long: pd.DataFrame, metric: str = "acc", *, delta: bool = False, **filters: str | None
+    long: pd.DataFrame, metric: str = "acc", *, delta: bool = False, rank: bool = False, **filters: str | None
 ) -> pd.DataFrame:
     """The wide leaderboard of ``metric`` (one row per run), as deltas to the clean run of the same fit with
     ``delta``, keeping the runs :func:`filter_runs` selects with ``filters`` (``detector``, ``backbone``,
@@ -234,6 +235,8 @@ def leaderboard_view(
         long: :func:`suite_long` output.
         metric: the metric shown (a value of ``long``'s ``metric`` column, e.g. ``acc`` or ``ap``).
         delta: show each perturbed run's difference to its clean run instead of its values (clean rows dropped).
+        rank: add each run's average rank over the generators, sorted by it, and the Friedman test across the runs
+            (:func:`ranked_view`).
         **filters: patterns for ``detector``, ``backbone`` and ``perturbation`` (see :func:`filter_runs`); None or
             empty: no filter.
 
@@ -241,19 +244,78 @@ def leaderboard_view(
         The wide table (see :func:`wide_table` and :func:`delta_table`), index reset.
 
     Raises:
-        ConfigError: ``metric`` is not a metric of these runs.
+        ConfigError: ``metric`` is not a metric of these runs, or ``rank`` with ``delta``.
         RunLookupError: the filters select no run.
+        DataError: ``rank`` without two generators and two runs to rank.
     """
     from detbench.errors import ConfigError
 
     known = set(long["metric"])
     if metric not in known:
         raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(known))}")
+    if rank and delta:
+        raise ConfigError("--rank ranks the runs' values, not differences to clean runs; drop --delta or --rank")
     view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
     if filter_runs(long, **filters).empty:
         suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
         raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
-    return filter_runs(view, **filters).reset_index(drop=True)
+    view = filter_runs(view, **filters).reset_index(drop=True)
+    return ranked_view(view, metric) if rank else view
+
+
+RANK_COLUMN = "avg_rank"
+
+
+def _direction(metric: str) -> str:
+    """``higher``, ``lower`` (better) or ``none`` (counts, thresholds, metrics it does not know)."""
+    from detbench.metrics import CALIBRATION_DIRECTIONS, METRIC_DIRECTIONS
+
+    return {**METRIC_DIRECTIONS, **CALIBRATION_DIRECTIONS}.get(metric, "none")
+
+
+def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.DataFrame:
+    """``view`` with each run's average rank over the generators (1 = best for ``metric``), sorted by it, and the
+    Friedman test and Nemenyi critical difference across the runs (Demšar 2006) in ``.attrs["friedman"]``.
+
+    Only runs with a value for every generator are ranked (the others get NaN and sort last): Friedman's test needs
+    complete blocks.
+
+    Args:
+        view: a wide leaderboard (:func:`leaderboard_view`, not of deltas).
+        metric: the metric its values are of (its direction says what rank 1 is).
+        alpha: the level of the critical difference.
+
+    Returns:
+        The view with :data:`RANK_COLUMN`; ``.attrs["friedman"]``: :class:`detbench.stats.Friedman` as a dict, with
+        ``run_ids`` of the ranked rows in their order.
+
+    Raises:
+        ConfigError: ``metric`` has no direction (a count or a threshold).
+        DataError: fewer than two generators, or fewer than two runs with a value for each.
+    """
+    import dataclasses
+
+    from detbench.errors import ConfigError, DataError
+    from detbench.stats import friedman
+
+    direction = _direction(metric)
+    if direction == "none":
+        raise ConfigError(f"--rank needs a metric where higher or lower is better; {metric!r} is neither")
+    generators = [c for c in view.columns if c not in (*ID_COLUMNS, *SUMMARY_ROWS, "mean_delta", RANK_COLUMN)]
+    complete = view[generators].notna().all(axis=1).to_numpy() if generators else np.zeros(len(view), bool)
+    if len(generators) < 2 or complete.sum() < 2:
+        raise DataError(
+            f"--rank ranks runs over generators: it needs two or more generators and two or more runs with a "
+            f"{metric} value for each; these runs have {len(generators)} generators and {int(complete.sum())} such runs"
+        )
+    values = view.loc[complete, generators].to_numpy(dtype=float).T  # (generators, runs)
+    result = friedman(values, higher_is_better=direction == "higher", alpha=alpha)
+    out = view.copy()
+    out[RANK_COLUMN] = np.nan
+    out.loc[complete, RANK_COLUMN] = result.ranks
+    out = out.sort_values(RANK_COLUMN, kind="stable", na_position="last").reset_index(drop=True)
+    out.attrs["friedman"] = {**dataclasses.asdict(result), "run_ids": list(view.loc[complete, "run_id"])}
+    return out
 
 
 def threshold_label(record: dict[str, Any]) -> str:
@@ -332,7 +394,7 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
 
     Returns:
         :data:`ID_COLUMNS`, the generator columns, the summary columns and ``mean_delta``; sorted by protocol,
-        then perturbation (:func:`perturbation_rank`), then falling mean. Only :data:`ID_COLUMNS` when no run
+        then perturbation (:func:`perturbation_rank`), then mean, best first. Only :data:`ID_COLUMNS` when no run
         has ``metric``.
     """
     subset = long[long["metric"] == metric]
@@ -345,7 +407,8 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     if "mean" in wide.columns:
         wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]
     rank = wide["perturbation"].map(perturbation_rank)
-    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _m=-wide.get("mean", 0.0))
+    best_first = -1 if _direction(metric) != "lower" else 1
+    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _m=best_first * wide.get("mean", 0.0))
     wide = wide.sort_values(["protocol", "_p", "_k", "_s", "_m"], kind="stable")  # ranked per perturbation
     return wide.drop(columns=["_p", "_k", "_s", "_m"]).reset_index(drop=True)
 
@@ -379,6 +442,7 @@ def write_csvs(
     metric: str = "acc",
     runs_root: Path | None = None,
     filters: dict[str, str | None] | None = None,
+    rank: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically,
     keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run).
@@ -389,6 +453,7 @@ def write_csvs(
         metric: the metric of the wide table.
         runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
         filters: ``detector``/``backbone``/``perturbation`` patterns; None: every run.
+        rank: the wide CSV gets each run's average rank over the generators (:func:`ranked_view`), sorted by it.
 
     Returns:
         The paths of the wide and the long CSV.
@@ -397,6 +462,7 @@ def write_csvs(
 
     long = long_table(suite, runs_root)
     wide = filter_runs(wide_table(long, metric), **(filters or {}))
+    wide = ranked_view(wide.reset_index(drop=True), metric) if rank else wide
     long = filter_runs(long, **(filters or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / f"{suite}_leaderboard.csv", out_dir / f"{suite}_leaderboard_long.csv")

@@ -79,6 +79,30 @@ def parse_metrics(metrics: str | Sequence[str] | None) -> list[str]:
     return names
 
 
+def check_options(n_runs: int, metrics: str | Sequence[str] | None, bootstrap: int, seed: int) -> list[str]:
+    """Refuse a comparison's options before any run is read.
+
+    Args:
+        n_runs: how many runs are named.
+        metrics: as :func:`parse_metrics`.
+        bootstrap: the bootstrap replicates.
+        seed: the bootstrap seed.
+
+    Returns:
+        The metric names.
+
+    Raises:
+        ConfigError: fewer than two runs, an unknown metric, or a bootstrap count or seed that is not an integer >= 0.
+    """
+    names = parse_metrics(metrics)
+    if n_runs < 2:
+        raise ConfigError(f"compare needs two or more runs; got {n_runs} (see `detbench ls runs`)")
+    for option, value in (("--bootstrap", bootstrap), ("--seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{option} must be an integer >= 0; got {value!r}")
+    return names
+
+
 def _scored(scores: pd.DataFrame) -> pd.DataFrame:
     """A run's scored evaluation images, indexed by :data:`KEY` plus a repeat counter (a key listed twice)."""
     rows = scores.loc[np.isfinite(scores["score"].to_numpy(dtype=np.float64)), [*KEY, "label", "score"]].copy()
@@ -281,17 +305,11 @@ def compare_runs(
         ConfigError: fewer than two runs, a run named twice, an unknown metric or a negative bootstrap count.
         DataError: see :func:`align`.
     """
-    names = parse_metrics(metrics)
-    if len(runs) < 2:
-        raise ConfigError(f"compare needs two or more runs; got {len(runs)} (see `detbench ls runs`)")
+    names = check_options(len(runs), metrics, bootstrap, seed)
     ids = [run.id for run in runs]
     if len(set(ids)) < len(ids):
         twice = sorted({i[:16] for i in ids if ids.count(i) > 1})
         raise ConfigError(f"run {', '.join(twice)} is named more than once; compare different runs")
-    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 0:
-        raise ConfigError(f"bootstrap must be an integer >= 0 (0: no intervals); got {bootstrap!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0; got {seed!r}")
     aligned = align(runs, common)
     thresholds = [float((run.record.get("threshold") or {}).get("value", 0.5)) for run in runs]
     table = compare_aligned(aligned, thresholds, names, bootstrap, seed)

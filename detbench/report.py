@@ -128,7 +128,9 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         section, figs = _run_section(run, related)
         sections.append(section)
         figures.extend(figs)
-    sections.append(_leaderboard_section(suite))
+    board, board_figures = _leaderboard_section(suite)
+    sections.append(board)
+    figures.extend(board_figures)
     for fig in figures:
         with atomic_path(out_dir / f"{fig.name}.png") as tmp:
             tmp.write_bytes(fig.png)
@@ -291,8 +293,9 @@ def _robustness_table(clean: RunData, perturbed: list[RunData]) -> str:
     )
 
 
-def _leaderboard_section(suite: str) -> str:
-    cells = leaderboard_cells(wide_table(long_table(suite), "acc"), ID_COLUMNS)
+def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
+    wide = wide_table(long_table(suite), "acc")
+    cells = leaderboard_cells(wide, ID_COLUMNS)
     n_ids = sum(c in ID_COLUMNS or c == "run" for c in cells.columns)
     head = "".join(
         f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
@@ -304,12 +307,42 @@ def _leaderboard_section(suite: str) -> str:
         for row in cells.itertuples(index=False)
     )
     table = f'<div class="scroll"><table class="leaderboard"><tr>{head}</tr>{rows}</table></div>'
-    return (
+    ranking, figures = _ranking(suite, wide)
+    html_text = (
         f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
         '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
-        "</p>"
+        f"</p>{ranking}"
         "</section>"
     )
+    return html_text, figures
+
+
+def _ranking(suite: str, wide: pd.DataFrame) -> tuple[str, list[Figure]]:
+    """The critical-difference diagram of the clean runs' accuracy, when two or more of them can be ranked over two
+    or more generators (else nothing)."""
+    from detbench.display import friedman_note
+    from detbench.errors import DataError
+    from detbench.leaderboard import ranked_view
+    from detbench.report_figures import critical_difference_figure
+
+    clean = wide[wide["perturbation"] == "clean"].reset_index(drop=True)
+    try:
+        ranked = ranked_view(clean, "acc")
+    except DataError:
+        return "", []
+    test = ranked.attrs["friedman"]
+    by_id = clean.set_index("run_id")
+    labels = []
+    for run_id in test["run_ids"]:
+        row = by_id.loc[run_id]
+        settings = "" if row["settings"] == "defaults" else f" {row['settings']}"
+        threshold = "" if row["threshold"] == "0.5" else f" (threshold {row['threshold']})"
+        labels.append(f"{row['detector']}{settings}{threshold} {run_id[:8]}")
+    figure = critical_difference_figure(suite, labels, test)
+    note = friedman_note(test, int(ranked["avg_rank"].isna().sum()))
+    return f"<h3>Ranking of the clean runs by accuracy</h3>{_figure_html(figure)}<p class=\"note\">{_e(note)}</p>", [
+        figure
+    ]
 
 
 def _ordered(runs: list[RunData]) -> list[RunData]:

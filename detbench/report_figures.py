@@ -1,7 +1,8 @@
 """The charts of a report (:mod:`detbench.report`), drawn with matplotlib (Agg, no pyplot) into PNG bytes.
 
 Per run: accuracy/AP bars with bootstrap intervals, ROC curves, real-vs-fake score histograms, a reliability diagram
-and, when perturbed runs of the same fit exist, robustness curves (metric vs perturbation level). matplotlib is imported only here.
+and, when perturbed runs of the same fit exist, robustness curves (metric vs perturbation level). matplotlib is
+imported only here.
 """
 
 from __future__ import annotations
@@ -284,5 +285,61 @@ def reliability_figure(name: str, scores: pd.DataFrame, metrics: pd.DataFrame) -
         f"Per bin of P(fake): the fraction of fake images against the mean score; on the diagonal, a score of p "
         f"means a fake with probability p. Bold: all evaluation images pooled; thin: each generator; bars: the share "
         f"of images in each bin. ECE: the bins' share-weighted gap to the diagonal ({summary}).",
+        _png(fig),
+    )
+
+
+def critical_difference_figure(name: str, labels: list[str], test: dict[str, Any]) -> Figure:
+    """Demšar's critical-difference diagram: runs on an axis of average rank, runs closer than the Nemenyi critical
+    difference joined by a bar.
+
+    Args:
+        name: the figure's file stem prefix (the suite).
+        labels: the ranked runs' names, in the order of ``test["ranks"]``.
+        test: :func:`detbench.leaderboard.ranked_view`'s ``attrs["friedman"]`` (ranks, k, n, cd, alpha, p_value).
+
+    Returns:
+        The figure ``<name>_critical_difference``.
+    """
+    ranks = np.asarray(test["ranks"], dtype=float)
+    k, cd = len(ranks), float(test["cd"])
+    order = np.argsort(ranks, kind="stable")
+    half = math.ceil(k / 2)
+    fig = _new_figure(7.5, 1.6 + 0.28 * half)
+    ax = fig.add_subplot()
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-(half + 1.5), 2.2)
+    ax.axis("off")
+    ax.plot([1, k], [0, 0], color="black", linewidth=1)
+    for tick in range(1, k + 1):
+        ax.plot([tick, tick], [0, 0.15], color="black", linewidth=1)
+        ax.text(tick, 0.3, str(tick), ha="center", va="bottom", fontsize=8)
+    ax.plot([1, 1 + cd], [1.5, 1.5], color="black", linewidth=1.5)
+    ax.text(1 + cd / 2, 1.65, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=8)
+    for slot, index in enumerate(order):
+        left = slot < half
+        row = -(slot + 1) if left else -(k - slot)
+        x_text = 0.55 if left else k + 0.45
+        ax.plot([ranks[index], ranks[index], x_text], [0, row, row], color="#444444", linewidth=0.8)
+        ax.text(x_text, row + 0.08, f"{labels[index]} ({ranks[index]:.2f})", ha="left" if left else "right",
+                va="bottom", fontsize=7)
+    sorted_ranks = ranks[order]
+    groups, last_end = [], -1
+    for i in range(k):  # maximal runs of consecutive ranks within the critical difference
+        j = i
+        while j + 1 < k and sorted_ranks[j + 1] - sorted_ranks[i] <= cd:
+            j += 1
+        if j > i and j > last_end:
+            groups.append((sorted_ranks[i], sorted_ranks[j]))
+            last_end = j
+    for level, (lo, hi) in enumerate(groups):
+        y = -0.35 - 0.22 * level
+        ax.plot([lo - 0.03, hi + 0.03], [y, y], color="black", linewidth=3, solid_capstyle="butt")
+    return Figure(
+        f"{name}_critical_difference",
+        "Critical-difference diagram",
+        f"Average rank over {test['n']} generators of {k} runs (1 = best, left). Runs joined by a bar are not "
+        f"significantly different by the Nemenyi test at α = {test['alpha']:g} (their average ranks differ by at most "
+        f"the critical difference CD); Friedman test across all runs: p = {test['p_value']:.3g} (Demšar 2006).",
         _png(fig),
     )

@@ -6,6 +6,9 @@
   values) computed from midranks as Sun & Xu (IEEE SPL 2014) do.
 - :func:`bootstrap_p_value`: any metric; from the paired bootstrap distribution of the difference.
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
+- :func:`friedman` and :func:`nemenyi_cd`: ranking many detectors over many generators, as Demšar (JMLR 2006)
+  recommends: average ranks, the Friedman test (and Iman and Davenport's F form of it) and the Nemenyi critical
+  difference of average ranks.
 
 Only numpy and scipy; every function is pure.
 """
@@ -145,3 +148,104 @@ def holm(p_values) -> np.ndarray:
     scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(scaled)
     return out
+
+
+def average_ranks(values, higher_is_better: bool = True) -> np.ndarray:
+    """Each method's rank within each block (1 = best, ties share the average of their ranks), averaged.
+
+    Args:
+        values: ``(blocks, methods)``: e.g. one row per generator, one column per detector; no NaN.
+        higher_is_better: the metric's direction.
+
+    Returns:
+        ``(methods,)`` average ranks.
+    """
+    from scipy.stats import rankdata
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or np.isnan(v).any():
+        raise ValueError("values must be a complete (blocks, methods) table")
+    return rankdata(-v if higher_is_better else v, axis=1).mean(axis=0)
+
+
+@dataclass(frozen=True)
+class Friedman:
+    """The Friedman test of ``k`` methods over ``n`` blocks from their average ranks (Demšar 2006, section 3.2.2).
+
+    ``chi2`` = 12 n / (k (k + 1)) [sum R_j^2 - k (k + 1)^2 / 4] with ``p_value`` from chi-square with k - 1 degrees
+    of freedom; ``f`` = (n - 1) chi2 / (n (k - 1) - chi2), Iman and Davenport's less conservative form, with
+    ``p_f`` from F with k - 1 and (k - 1)(n - 1) degrees of freedom; ``cd``: the Nemenyi critical difference at
+    ``alpha``.
+    """
+
+    n: int
+    k: int
+    ranks: tuple[float, ...]
+    chi2: float
+    p_value: float
+    f: float
+    p_f: float
+    cd: float
+    alpha: float
+
+
+def friedman_from_ranks(ranks, n: int, alpha: float = 0.05) -> Friedman:
+    """:class:`Friedman` of methods with these average ranks over ``n`` blocks.
+
+    Args:
+        ranks: each method's average rank.
+        n: the blocks (e.g. generators).
+        alpha: the level of the Nemenyi critical difference.
+
+    Returns:
+        The test (NaN statistics unless there are two or more methods and blocks).
+    """
+    from scipy.stats import chi2 as chi2_dist
+    from scipy.stats import f as f_dist
+
+    r = np.asarray(ranks, dtype=np.float64)
+    k = r.size
+    if k < 2 or n < 2:
+        return Friedman(n, k, tuple(map(float, r)), _NAN, _NAN, _NAN, _NAN, _NAN, alpha)
+    chi2 = 12 * n / (k * (k + 1)) * (float(np.sum(r**2)) - k * (k + 1) ** 2 / 4)
+    denominator = n * (k - 1) - chi2
+    f = (n - 1) * chi2 / denominator if denominator > 0 else float("inf")
+    p_f = float(f_dist.sf(f, k - 1, (k - 1) * (n - 1))) if np.isfinite(f) else 0.0
+    return Friedman(n, k, tuple(map(float, r)), float(chi2), float(chi2_dist.sf(chi2, k - 1)), float(f), p_f,
+                    nemenyi_cd(k, n, alpha), alpha)
+
+
+def friedman(values, higher_is_better: bool = True, alpha: float = 0.05) -> Friedman:
+    """:class:`Friedman` of a complete ``(blocks, methods)`` table (see :func:`average_ranks`).
+
+    Args:
+        values: one row per block (generator), one column per method (detector).
+        higher_is_better: the metric's direction.
+        alpha: the level of the Nemenyi critical difference.
+
+    Returns:
+        The test.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return friedman_from_ranks(average_ranks(v, higher_is_better), v.shape[0], alpha)
+
+
+def nemenyi_cd(k: int, n: int, alpha: float = 0.05) -> float:
+    """The Nemenyi critical difference: two of ``k`` methods ranked over ``n`` blocks differ at level ``alpha`` when
+    their average ranks differ by more than ``q_alpha sqrt(k (k + 1) / (6 n))``, with ``q_alpha`` the studentized
+    range quantile for ``k`` means and infinite degrees of freedom divided by sqrt 2 (Demšar 2006, Table 5a).
+
+    Args:
+        k: the methods (2 or more).
+        n: the blocks (1 or more).
+        alpha: the level.
+
+    Returns:
+        The critical difference of average ranks.
+    """
+    from scipy.stats import studentized_range
+
+    if k < 2 or n < 1:
+        raise ValueError(f"the critical difference needs k >= 2 methods and n >= 1 blocks; got k={k}, n={n}")
+    q = float(studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
+    return q * math.sqrt(k * (k + 1) / (6 * n))

@@ -116,6 +116,9 @@ def test_settings_become_the_strings_the_cli_takes() -> None:
         (lambda: detbench.load_run("0123456789abcdef"), detbench.RunLookupError, "no finished run"),
         (lambda: detbench.sweep("linear-probe", "demo", []), detbench.ConfigError, "perturbation axis"),
         (lambda: detbench.index("folder", "/nonexistent/data"), detbench.InputError, "not a directory"),
+        (lambda: detbench.compare("0123456789abcdef"), detbench.ConfigError, "two or more runs"),
+        (lambda: detbench.compare(["0123", "4567"], metric="eer"), detbench.ConfigError, "cannot compare metric"),
+        (lambda: detbench.compare(["0123", "4567"]), detbench.RunLookupError, "no finished run"),
     ],
 )
 def test_mistakes_raise_the_detbench_error_family(call, kind: type, words: str) -> None:
@@ -146,5 +149,6 @@ def test_readme_python_example_runs(api_home: Path, tmp_path: Path) -> None:
                           timeout=600)
     assert done.returncode == 0, done.stderr
     assert "external:other-tool" in done.stdout and "linear-probe" in done.stdout
+    assert "mcnemar-exact" in done.stdout and "delong" in done.stdout  # detbench.compare
     exported = pd.read_csv(tmp_path / "for_other_tools.csv")
     assert list(exported.columns)[0] == "filename" and len(exported) == 3
