@@ -149,8 +149,8 @@ def show_comparison(table: Any, bootstrap: int) -> None:
     dropped = {k: v for k, v in table.attrs.get("dropped", {}).items() if v}
     if dropped:
         console.print(
-            f"--common: {table.attrs.get('n_images')} images every run scored are compared; dropped "
-            + ", ".join(f"{n} scored only by {run_id[:16]}" for run_id, n in dropped.items())
+            f"--common: the {table.attrs.get('n_images')} images every run scored are compared; dropped "
+            + ", ".join(f"{n} of the images {run_id[:16]} scored" for run_id, n in dropped.items())
         )
 
     def p_text(p: float) -> str:

@@ -220,7 +220,9 @@ def test_runs_on_different_images_are_refused_unless_common(imported: dict, tmp_
     common = invoke("compare", weak.id[:16], partial.id[:16], strong.id[:16], "--common", "--metric", "auc",
                     "--csv", str(out))
     assert common.exit_code == 0, common.output
-    assert "45 images every run scored are compared" in " ".join(common.output.split())
+    said = " ".join(common.output.split())
+    assert "the 45 images every run scored are compared" in said
+    assert f"dropped 3 of the images {weak.id[:16]} scored, 3 of the images {strong.id[:16]} scored" in said
     csv = pd.read_csv(out)
     assert list(csv.columns) == ["run_b", *COMPARE_COLUMNS]  # with more than two runs: which run each row compares
     assert sorted(csv["run_b"].unique()) == sorted([partial.id, strong.id])
