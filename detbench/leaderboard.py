@@ -268,9 +268,9 @@ RANK_COLUMN = "avg_rank"
 
 def _direction(metric: str) -> str:
     """``higher``, ``lower`` (better) or ``none`` (counts, thresholds, metrics it does not know)."""
-    from detbench.metrics import CALIBRATION_DIRECTIONS, METRIC_DIRECTIONS
+    from detbench.metrics import DIRECTIONS
 
-    return {**METRIC_DIRECTIONS, **CALIBRATION_DIRECTIONS}.get(metric, "none")
+    return DIRECTIONS.get(metric, "none")
 
 
 def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.DataFrame:

@@ -308,7 +308,7 @@ def per_group_metrics(
         ci: the interval's coverage, in (0, 1).
 
     Returns:
-        The metrics frame.
+        The metrics frame; its last columns are the operating points and calibration of :func:`with_calibration`.
 
     Raises:
         ValueError: a missing column or group value, a reserved group name, an incomplete threshold mapping or
@@ -375,6 +375,7 @@ CALIBRATION_DIRECTIONS: dict[str, str] = {
     "brier": "lower",
     "nll": "lower",
 }
+DIRECTIONS: dict[str, str] = {**METRIC_DIRECTIONS, **CALIBRATION_DIRECTIONS}  # every column of metrics.parquet
 ECE_BINS = 15  # equal-width bins of P(fake) on [0, 1]
 NLL_EPS = 1e-7  # P(fake) is clipped to [NLL_EPS, 1 - NLL_EPS] for the log-likelihood
 

@@ -22,7 +22,7 @@ import pandas as pd
 from detbench.errors import ConfigError, DataError, InputError
 from detbench.metrics import (
     CALIBRATION_DIRECTIONS,
-    METRIC_DIRECTIONS,
+    DIRECTIONS,
     SUMMARY_ROWS,
     binary_metrics,
     calibration_metrics,
@@ -37,7 +37,6 @@ COMPARE_COLUMNS = [
 ]  # fmt: skip
 COMPARE_METRICS = ("acc", "auc", "ap", *CALIBRATION_DIRECTIONS)
 DEFAULT_METRICS = ("acc", "auc", "ap")
-DIRECTIONS = {**METRIC_DIRECTIONS, **CALIBRATION_DIRECTIONS}
 TESTS = {"acc": "mcnemar-exact", "auc": "delong"}  # per generator; every other case: the paired bootstrap
 BOOTSTRAP_TEST = "paired-bootstrap"
 CI = 0.95

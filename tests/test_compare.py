@@ -335,6 +335,8 @@ def test_leaderboard_rank_command_and_report_diagram(imported: dict, tmp_path: P
     board = detbench.leaderboard("demo", metric="auc", rank=True)
     assert board["avg_rank"].is_monotonic_increasing and board.attrs["friedman"]["k"] == 3
     assert board.iloc[0]["detector"] == "external:strong"  # the most separating scores rank first everywhere
+    by_brier = detbench.leaderboard("demo", metric="brier")  # lower is better: the best (lowest) mean first
+    assert by_brier["mean"].is_monotonic_increasing and not by_brier["mean"].is_monotonic_decreasing
     refused = invoke("leaderboard", "demo", "--rank", "--delta")
     assert refused.exit_code == 2 and refused.output.strip().startswith("error: ") and "--rank" in refused.output
 
