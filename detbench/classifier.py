@@ -54,6 +54,7 @@ class ClassifierDetector(Detector):
     weights_what: ClassVar[str] = "the checkpoint"
     weights_fix: ClassVar[str] = "pass --set weights=/path/to/checkpoint.pth"
     init_stream: ClassVar[int] = INIT_STREAM  # the network is built under torch seeded by derive_seed(seed, this)
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": ()}  # named by its sha256 in the identity
     follows_eval_profiles = True  # --set suite.eval_profile=... replaces eval_preprocessing() for its test sets
 
     def needs_training(self) -> bool:
@@ -195,11 +196,12 @@ class ClassifierDetector(Detector):
 
         Returns:
             The resolved precision, the evaluation preprocessing facts, the released weights' sha256 (when given)
-            and the training facts of :meth:`prepare_training`.
+            and the training facts of :meth:`prepare_training` but their ``*_path`` ones (a file is named by its
+            sha256, never by its path: those are recorded with the fit only).
         """
         weights = {"weights_sha256": self.released.sha256} if self.released is not None else {}
-        return {"precision": self.precision, "eval_preprocessing": self.preprocessing.facts, **weights,
-                **self.training_facts}
+        facts = {k: v for k, v in self.training_facts.items() if not k.endswith("_path")}
+        return {"precision": self.precision, "eval_preprocessing": self.preprocessing.facts, **weights, **facts}
 
     def _to(self, device: str) -> None:
         if device != self.device:

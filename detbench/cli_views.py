@@ -22,18 +22,40 @@ def show_preset_comparison(preset: Any, result: Any) -> None:
     if table.empty:
         console.print(f"preset {preset.name}: no published per-generator values to compare with")
         return
-    shown = table.assign(
-        measured=table["measured"].map(lambda v: f"{v:.1f}"),
-        delta=table["delta"].map(lambda v: "" if v != v else f"{v:+.1f}"),
-        flag=table["flag"].map(lambda f: "beyond tolerance" if f else ""),
-        expected=table["expected"].map(str),
-    )
+    shown = preset_table_cells(table)
     confidence = preset.published.get("confidence", "")
     console.print(frame_table(shown, f"{preset.name}: measured vs published (%), {confidence}"))
     console.print(f"source: {preset.published.get('source', 'unknown')}")
-    if not (result.record.get("preset") or {}).get("reproduction", False):
+    record = result.record.get("preset") or {}
+    if record.get("reproduction", False):
+        return
+    if record.get("departures"):
         console.print("[yellow]Not a reproduction:[/] settings differ from the preset "
-                      f"({', '.join(result.record['preset'].get('departures', []))}); never compare it as one.")
+                      f"({', '.join(record['departures'])}); never compare it as one.")
+    else:
+        files = record.get("files", {})
+        named = ", ".join(f"{k} (sha256 {files.get(k, {}).get('sha256', '?')})" for k in record.get("unverified", []))
+        console.print(f"[yellow]Unverified reproduction:[/] the preset knows no published sha256 for "
+                      f"{named or 'its files'}, so nothing shows these are the released files; it is recorded as "
+                      "unverified, never as a reproduction.")
+
+
+def preset_table_cells(table: Any) -> Any:
+    """The :func:`~detbench.presets.compare` table as text cells: every number in points, as the published values.
+
+    Args:
+        table: the comparison table (measured, expected, delta and tolerance in %).
+
+    Returns:
+        The same table, its cells strings (no column is rescaled as a fraction would be).
+    """
+    return table.assign(
+        measured=table["measured"].map(lambda v: f"{v:.1f}"),
+        delta=table["delta"].map(lambda v: "" if v != v else f"{v:+.1f}"),
+        tolerance=table["tolerance"].map(lambda v: f"{v:.1f}"),
+        flag=table["flag"].map(lambda f: "beyond tolerance" if f else ""),
+        expected=table["expected"].map(str),
+    )
 
 
 def show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> None:

@@ -86,6 +86,11 @@ class Detector(ABC):
     # stay out of the fit key, and score_identity() keys what they change with the run. Runs that differ only in
     # them share one fit, which is how leaderboard deltas and report robustness curves pair runs.
     score_only_keys: ClassVar[tuple[str, ...]] = ()
+    # Config keys whose value names a file (released weights, a head), each with the words it may hold that name no
+    # file (e.g. ``imagenet``). No path is part of a run's identity: a file's sha256 is (identity() must hold it),
+    # and in the identity's config such a key reads ``file``. A ``backbone`` key always enters it without a path
+    # (:func:`detbench.backbones.spec.path_free_spec`).
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config

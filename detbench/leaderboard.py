@@ -185,7 +185,12 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
 
 def _id_values(record: dict[str, Any]) -> dict[str, Any]:
     preset = record.get("preset") or {}
-    detector = detector_label(record) + (f" (reproduces {preset['name']})" if preset.get("reproduction") else "")
+    if preset.get("reproduction"):
+        detector = f"{detector_label(record)} (reproduces {preset['name']})"
+    elif preset.get("unverified") and not preset.get("departures"):  # the release's sha256 is unknown
+        detector = f"{detector_label(record)} (unverified reproduction of {preset['name']})"
+    else:
+        detector = detector_label(record)
     values = {
         "detector": detector,
         "backbone": record.get("backbone") or "",

@@ -5,10 +5,11 @@ missing weights fail before any data work), indexes the suite (and a cross-suite
 the protocol, splits training, held-out and evaluation rows, checks them, and derives the fit and run identities
 and folders. The :class:`Runner` executes a plan; predict and report can recompute one.
 
-Identity: the fit id hashes everything that changes training (detector name, version, config and identity —
-backbone, weights sha256, preprocessing, precision —, the training suite's identity, index hash and protocol,
-seed, detbench version); the run id hashes the fit id with what changes evaluation (perturbation, threshold
-policy, bootstrap count, a cross-suite run's evaluation data, evaluation profiles).
+Identity: the fit id hashes everything that changes training (detector name, version, config without paths
+(:func:`identity_config`) and identity — backbone, weights sha256, preprocessing, precision —, the training suite's
+identity, index hash and protocol, seed, detbench version); the run id hashes the fit id with what changes
+evaluation (perturbation, threshold policy, bootstrap count, a cross-suite run's evaluation data, evaluation
+profiles). No path is part of either: files are named by their sha256.
 """
 
 from __future__ import annotations
@@ -221,7 +222,8 @@ def fit_key(plan: RunPlan) -> dict[str, Any]:
         suite's identity, index hash and protocol, the seed and the detbench version.
     """
     detector = plan.detector
-    config = {k: v for k, v in to_dict(plan.resolved.config).items() if k not in detector.score_only_keys}
+    config = {k: v for k, v in identity_config(detector, plan.resolved.config).items()
+              if k not in detector.score_only_keys}
     return {
         "detector": {"name": detector.name, "version": detector.version, "config": config},
         "detector_identity": detector.identity(),
@@ -231,6 +233,33 @@ def fit_key(plan: RunPlan) -> dict[str, Any]:
         "seed": plan.request.seed,
         "detbench_version": __version__,
     }
+
+
+def identity_config(detector: Detector, config: Any) -> dict[str, Any]:
+    """A detector's config as run identities hold it: without any path.
+
+    A key of ``detector.file_keys`` that names a file reads ``file`` (the file's sha256 is in the detector's
+    identity), and a ``backbone`` spec with a file or ``local-dir:`` source reads ``...@file`` / ``...@local-dir``
+    (its weights' sha256 is in the backbone's identity); a ``#sha256=`` pin is dropped (it changes no number).
+    Empty values, keywords and other specs stay as they are, so runs that name no file keep their ids.
+
+    Args:
+        detector: the detector (its ``file_keys``).
+        config: its config dataclass.
+
+    Returns:
+        The config as a dict, paths replaced.
+    """
+    from detbench.backbones.spec import path_free_spec
+
+    values = to_dict(config)
+    for key, words in detector.file_keys.items():
+        value = values.get(key)
+        if isinstance(value, str) and value and value not in words:
+            values[key] = "file"
+    if isinstance(values.get("backbone"), str):
+        values["backbone"] = path_free_spec(values["backbone"])
+    return values
 
 
 def run_key(plan: RunPlan) -> dict[str, Any]:

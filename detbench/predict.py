@@ -104,7 +104,8 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
     if ctx.eval_convention is None and record["suite"] in SUITES:  # score as the run did (e.g. NPR's resize)
         ctx.eval_convention = SUITES.get(record["suite"]).eval_convention
     saved = record["key"]["detector"]
-    config = apply_overrides(cls.Config(), _dotted(saved["config"]))
+    # the config as run, with its file paths (the key names files by sha256 only); older records: the key's
+    config = apply_overrides(cls.Config(), _dotted(record.get("config") or saved["config"]))
     detector = cls(config)
     detector.setup(ctx)
     if saved.get("version") != cls.version:

@@ -4,6 +4,11 @@ Each preset is a TOML file in ``detbench/preset_files/`` that cites its source. 
 checks the environment first (weights, suite root, GPU), runs, then prints measured vs expected per
 generator. A run whose settings differ from the preset's (e.g. a stand-in backbone) is recorded as
 *not* a reproduction, so it never passes for one.
+
+A preset's ``[release.KEY]`` tables name the released files its ``--set KEY=PATH`` options take; ``sha256`` is
+the published file's digest where one is known. A file whose sha256 differs from it is a recorded departure; where
+no digest is known, nothing shows that the file given is the release, so the run is recorded as an *unverified*
+reproduction (``reproduction: false``, the key listed in ``unverified``), never as a verified one.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class Preset:
     min_images_per_generator: int = 0
     source_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # config key -> the released file it takes: {"file": name, "where": how to get it, "sha256": digest if known}
+    release: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def expected(self, metric: str) -> dict[str, float]:
         """Published values of ``metric`` (in %) by generator (``mean`` included); absent means unknown.
@@ -88,9 +95,25 @@ def load_presets() -> dict[str, Preset]:
                 config={k: str(v) for k, v in data.get("config", {}).items()}, published=data.get("published", {}),
                 required_files=tuple(data.get("required_files", ())), gpu=bool(data.get("gpu", True)),
                 min_images_per_generator=int(data.get("min_images_per_generator", 0)), source_file=entry.name,
+                release=_release(data.get("release", {}), entry.name),
             )  # fmt: skip
             presets[preset.name] = preset
     return presets
+
+
+def _release(table: dict[str, Any], source: str) -> dict[str, dict[str, str]]:
+    """A preset file's ``[release.KEY]`` tables, each digest checked (64 hex digits, lower case)."""
+    out = {}
+    for key, info in table.items():
+        entry = {k: str(v) for k, v in info.items()}
+        digest = entry.get("sha256")
+        if digest is not None:
+            digest = digest.strip().lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise PresetError(f"{source}: release.{key}.sha256 must be 64 hex digits; got {info['sha256']!r}")
+            entry["sha256"] = digest
+        out[key] = entry
+    return out
 
 
 def get_preset(name: str) -> Preset:
@@ -159,8 +182,8 @@ def check_environment(
             problems.append(
                 f"--set {key}=PATH is required (see `detbench ls presets` and the README's reproduction guide)"
             )
-        elif not Path(value).expanduser().is_file():
-            problems.append(f"--set {key}={value}: no such file")
+        else:
+            problems.extend(_check_file(key, value))
     spec = overrides.get("backbone")
     if spec:
         problems.extend(_check_backbone(spec))
@@ -171,6 +194,58 @@ def check_environment(
     else:
         problems.extend(_check_suite(preset, Path(root).expanduser(), overrides))
     return problems
+
+
+def _check_file(key: str, value: str) -> list[str]:
+    """A ``--set KEY=PATH[#sha256=HEX]`` file: it exists and matches its pin (read with the loaders' own parser)."""
+    from detbench.backbones import split_sha256
+    from detbench.weights import WeightsError, verify_sha256
+
+    try:
+        path, pin = split_sha256(value)
+    except ValueError as exc:
+        return [f"--set {key}: {exc}"]
+    if not Path(path).expanduser().is_file():
+        hint = " (only a trailing #sha256=HEX is read as a pin; any other # is part of the path)" if "#" in path else ""
+        return [f"--set {key}={value}: no such file {path}{hint}"]
+    try:
+        verify_sha256(Path(path).expanduser(), pin)
+    except WeightsError as exc:
+        return [f"--set {key}: {exc}"]
+    return []
+
+
+def release_check(preset: Preset, overrides: dict[str, str]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Whether the files given are the releases the preset evaluates (by sha256).
+
+    Args:
+        preset: the preset (its ``release`` tables; a required file without one is unverified).
+        overrides: the merged ``--set`` values (files already checked by :func:`check_environment`).
+
+    Returns:
+        ``(departures, unverified, files)``: the keys whose file is not the release (its sha256 differs from the
+        published one), the keys whose release has no known sha256 (nothing shows the file is the release), and per
+        key ``{"sha256", "release_sha256", "matches"}`` (``matches`` None when unknown).
+    """
+    from detbench.backbones import split_sha256
+    from detbench.weights import sha256_file
+
+    departures: list[str] = []
+    unverified: list[str] = []
+    files: dict[str, Any] = {}
+    for key in dict.fromkeys([*preset.required_files, *preset.release]):
+        value, release = overrides.get(key), preset.release.get(key, {})
+        if not value:
+            continue
+        actual = sha256_file(Path(split_sha256(value)[0]).expanduser())
+        declared = release.get("sha256")
+        matches = None if declared is None else actual == declared
+        files[key] = {"sha256": actual, "release_sha256": declared, "matches": matches}
+        if matches is None:
+            unverified.append(key)
+        elif not matches:
+            departures.append(f"{key} (sha256 {actual[:12]}… is not the release's {declared[:12]}…)")
+    return departures, unverified, files
 
 
 def _check_backbone(spec: str) -> list[str]:
@@ -204,11 +279,18 @@ def _check_suite(preset: Preset, root: Path, overrides: dict[str, str]) -> list[
     needs_training = resolved.detector_cls(resolved.config).needs_training()
     problems = protocol_problems(protocol, usable, needs_training=needs_training, root=root)
     expected = set(protocol.eval_generators or ()) | {g for g in preset.expected("acc") if g != "mean"}
-    counts = usable[usable["split"] == protocol.eval_split].groupby("generator").size()
+    evaluated = usable[usable["split"] == protocol.eval_split]
+    counts = evaluated.groupby("generator").size()
+    by_class = evaluated.groupby(["generator", "label"]).size()
     for gen in sorted(expected):
         n = int(counts.get(gen, 0))
         if n == 0:
             problems.append(f"generator {gen}: no {protocol.eval_split} images found under {root}")
+            continue
+        lacking = [name for label, name in ((0, "real"), (1, "fake")) if int(by_class.get((gen, label), 0)) == 0]
+        if lacking:
+            problems.append(f"generator {gen}: no {' and no '.join(lacking)} {protocol.eval_split} images under "
+                            f"{root} ({n} of the other class): its accuracy and AP need both")
         elif n < preset.min_images_per_generator:
             problems.append(
                 f"generator {gen}: only {n} {protocol.eval_split} images "
@@ -349,7 +431,8 @@ def prepare_preset_run(
 
     Returns:
         ``(detector, suite, protocol, merged --set values, preset record)``; the record says whether the run
-        is a reproduction and lists the departures.
+        is a verified reproduction, lists the departures (settings, and files that are not the release) and the
+        files whose release sha256 is unknown (``unverified``), and gives each file's sha256 (``files``).
 
     Raises:
         PresetError: a detector or suite other than the preset's, or problems found by
@@ -365,5 +448,8 @@ def prepare_preset_run(
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
         raise PresetError(f"preset {preset.name} cannot run yet; missing:\n{listing}")
-    record = {**preset.identity(), "reproduction": not departures, "departures": departures}
+    not_release, unverified, files = release_check(preset, merged)
+    departures.extend(not_release)
+    record = {**preset.identity(), "reproduction": not departures and not unverified, "departures": departures,
+              "unverified": unverified, "files": files}
     return preset.detector, preset.suite, protocol or preset.protocol, merged, record

@@ -108,6 +108,8 @@ def build_record(
     Returns:
         The record, JSON-ready.
     """
+    from detbench.plan import identity_config
+
     resolved, req = plan.resolved, plan.request
     config = resolved.config
     threshold = resolved.threshold
@@ -121,8 +123,9 @@ def build_record(
         "suite": plan.suite.name,
         "protocol": plan.protocol.name,
         "backbone": getattr(config, "backbone", None),
-        "config_hash": content_hash(to_dict(config))[:12],
+        "config_hash": content_hash(identity_config(plan.detector, config))[:12],
         "settings": resolved.settings,
+        "config": to_dict(config),  # as run, file paths included (the key names files by their sha256 only)
         "perturbation": plan.run_key["perturbation"],
         "preset": req.preset,
         "missing_eval_generators": sorted(plan.missing_eval + measured.unscored),

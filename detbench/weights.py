@@ -5,12 +5,15 @@ Resolution order: explicit local file → ``$DETBENCH_HOME/weights/<dir>/`` → 
 carrying code is refused. The one class beyond torch's weights-only set that a checkpoint may hold is
 ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`): the training arguments that MAE/ConvNeXt-style training
 scripts save beside the weights (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``, e.g. AIDE's releases).
+Loading is strict: keys, shapes, and floating point wherever the model holds it (:func:`check_state_dict`).
+
+A file's sha256 is computed at least once in every process that records it (never read from an on-disk cache), and
+a pinned file (``PATH#sha256=HEX``) is hashed anew each time it is checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import socket
@@ -24,7 +27,7 @@ from urllib.parse import urlparse
 
 from detbench.errors import WeightsError
 from detbench.paths import home_subdir
-from detbench.records import sha256_of_file, write_text_atomic
+from detbench.records import sha256_of_file
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -117,41 +120,29 @@ def _can_reach(url: str, timeout: float = 3.0) -> bool:
 # ---------------------------------------------------------------------------------------------- sha256
 
 
-def _sha_cache_path() -> Path:
-    return weights_dir() / "sha256-cache.json"
+# Digests computed in this process, keyed by the file's identity on disk. Nothing is cached across processes: a file
+# edited in place with its size and mtime restored would pass for the old one. The key holds the inode and the
+# change time as well, which a write always moves and no tool sets back.
+_digests: dict[tuple[str, int, int, int, int, int], str] = {}
 
 
-def _read_sha_cache() -> dict[str, str]:
-    try:
-        data = json.loads(_sha_cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Streamed sha256, cached in ``$DETBENCH_HOME/weights/sha256-cache.json`` by path, size and mtime.
+def sha256_file(path: str | os.PathLike[str], *, fresh: bool = False) -> str:
+    """Streamed sha256 of a file, computed at least once per process (never read from an on-disk cache).
 
     Args:
         path: the file.
+        fresh: hash the file even when this process hashed it before (a ``#sha256=`` pin always does).
 
     Returns:
         The hex digest.
     """
     path = Path(path).resolve()
     st = path.stat()
-    prefix = f"{path}|"
-    key = f"{prefix}{st.st_size}|{st.st_mtime_ns}"
-    cached = _read_sha_cache().get(key)
-    if cached:
-        return cached
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if not fresh and key in _digests:
+        return _digests[key]
     digest = sha256_of_file(path)
-    cache = {k: v for k, v in _read_sha_cache().items() if not k.startswith(prefix)}
-    cache[key] = digest
-    try:
-        write_text_atomic(_sha_cache_path(), json.dumps(cache, indent=0, sort_keys=True))
-    except OSError:
-        pass  # a read-only home only costs a rehash next time
+    _digests[key] = digest
     return digest
 
 
@@ -164,12 +155,12 @@ def verify_sha256(path: str | os.PathLike[str], expected: str | None) -> str:
             convention); None checks nothing.
 
     Returns:
-        The full hex digest.
+        The full hex digest (hashed anew whenever ``expected`` is given).
 
     Raises:
         WeightsError: the digest differs (the message shows both).
     """
-    actual = sha256_file(path)
+    actual = sha256_file(path, fresh=expected is not None)
     if expected is not None:
         exp = expected.strip().lower()
         if len(exp) < 8 or not actual.startswith(exp):
@@ -246,7 +237,9 @@ def resolve_weights(
     if local is not None:
         path = Path(local).expanduser().resolve()
         if not path.is_file():
-            raise WeightsError(f"{what}: file not found: {path}\n{fix}")
+            hint = ("\n(only a trailing #sha256=HEX, or #tag=TAG in a backbone spec, is read as an option; any other "
+                    "# is part of the path)") if "#" in str(local) else ""
+            raise WeightsError(f"{what}: file not found: {path}{hint}\n{fix}")
         found = (path, "file")
     if found is None and home_dir is not None:
         folder = weights_dir() / home_dir
@@ -347,22 +340,116 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         except pickle.UnpicklingError as e:
             raise WeightsError(
                 f"{path} is not a safe checkpoint: it holds Python objects beyond tensors (a pickle is "
-                f"code), so it was refused. Convert it to .safetensors in a trusted environment. ({e})"
-            ) from e
+                f"code), so it was refused{_refused_global(str(e))}. Convert it to .safetensors in a trusted "
+                "environment.") from None
         except Exception as e:
             raise WeightsError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
+    top = obj
     while isinstance(obj, dict):
-        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None)
+        inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict)), None)
         if inner is None:
             break
         obj = inner
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors")
+        raise WeightsError(f"{path} does not hold a state dict of tensors: {_describe(top)}. "
+                           f"{_wrapper_advice(top)}")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+WRAPPERS = ("state_dict", "model")  # the checkpoint wrappers unwrapped: {'state_dict': {...}} and {'model': {...}}
+
+
+def _refused_global(message: str) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load the file unsafely."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return f" (it would call or build {match.group(1)})" if match else ""
+
+
+def _kind(value: object) -> str:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return "a tensor"
+    if isinstance(value, dict):
+        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        return f"a dict of {len(value)} entries, {tensors} of them tensors"
+    return type(value).__name__
+
+
+def _describe(obj: object) -> str:
+    """The top level of a checkpoint in words: its keys and what each holds (at most 12)."""
+    if not isinstance(obj, dict):
+        return f"it holds a {type(obj).__name__}"
+    if not obj:
+        return "it holds an empty dict"
+    items = list(obj.items())
+    shown = ", ".join(f"{k!s} ({_kind(v)})" for k, v in items[:12])
+    more = f", ... ({len(items) - 12} more)" if len(items) > 12 else ""
+    return f"its top level holds {shown}{more}"
+
+
+def _wrapper_advice(obj: object) -> str:
+    """Which wrappers are accepted, and the key to re-save when one entry holds the tensors."""
+    import torch
+
+    accepted = " or ".join(f"{{'{k}': state_dict}}" for k in WRAPPERS)
+    advice = (f"detbench reads a flat {{name: tensor}} state dict, or one wrapped as {accepted} (e.g. with "
+              "'optimizer', 'epoch' and 'args' beside it); other wrappers are not guessed at")
+    if isinstance(obj, dict):
+        inner = [k for k, v in obj.items()
+                 if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())]
+        if len(inner) == 1:
+            advice += (f". If '{inner[0]}' holds the weights, save it on its own in a trusted environment: "
+                       f"torch.save(checkpoint['{inner[0]}'], 'weights.pth')")
+    return advice
+
+
+def not_floating(expected: dict[str, Tensor], got: dict[str, Tensor]) -> list[str]:
+    """The keys where the model holds floating point and the checkpoint does not (integer, bool or complex).
+
+    A float of another width (fp16, bf16, fp64) loads as the model's float: it is not listed.
+
+    Args:
+        expected: the model's tensors (or any tensor of the right kind, e.g. a float head's).
+        got: the checkpoint's tensors.
+
+    Returns:
+        ``"key: checkpoint DTYPE vs model DTYPE"`` per such key, in the model's order.
+    """
+    return [f"{k}: checkpoint {str(got[k].dtype).removeprefix('torch.')} vs model "
+            f"{str(expected[k].dtype).removeprefix('torch.')}"
+            for k in expected if k in got and expected[k].is_floating_point() and not got[k].is_floating_point()]
+
+
+def _listing(label: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    more = f", … ({len(items) - 8} more)" if len(items) > 8 else ""
+    return f"\n  {len(items)} {label}: {', '.join(items[:8])}{more}"
+
+
+def check_floating(tensors: dict[str, Tensor], what: str) -> None:
+    """Refuse integer, bool and complex tensors where floating point weights belong (a head, a layer).
+
+    Args:
+        tensors: the checkpoint's tensors that must be floating point.
+        what: names the checkpoint in the message.
+
+    Raises:
+        WeightsError: naming every such key and its dtype.
+    """
+    bad = [f"{k}: {str(v.dtype).removeprefix('torch.')}" for k, v in tensors.items() if not v.is_floating_point()]
+    if bad:
+        raise WeightsError(f"{what} holds tensors that are not floating point where weights must be (an integer, "
+                           f"bool or complex checkpoint would run as a different model):"
+                           f"{_listing('tensors of the wrong dtype', bad)}")
+
+
 def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], what: str) -> None:
-    """Check a state dict against a model's strictly: same keys and shapes.
+    """Check a state dict against a model's strictly: same keys, shapes and kinds of dtype.
+
+    Where the model holds floating point the checkpoint must too: integer, bool and complex tensors are refused
+    (``load_state_dict`` would cast them silently into a different model); fp16/bf16/fp64 load as the model's float.
 
     Args:
         expected: the model's state dict.
@@ -370,25 +457,20 @@ def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], what: 
         what: names the checkpoint in the message.
 
     Raises:
-        WeightsError: listing missing, unexpected and shape-mismatched keys.
+        WeightsError: listing missing, unexpected, shape-mismatched and wrong-dtype keys.
     """
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
               for k in expected if k in got and got[k].shape != expected[k].shape]
-    if not (missing or unexpected or shapes):
+    dtypes = not_floating(expected, got)
+    if not (missing or unexpected or shapes or dtypes):
         return
-
-    def listing(label: str, items: list[str]) -> str:
-        if not items:
-            return ""
-        more = f", … ({len(items) - 8} more)" if len(items) > 8 else ""
-        return f"\n  {len(items)} {label}: {', '.join(items[:8])}{more}"
-
     raise WeightsError(
         f"{what} does not match the architecture (strict loading; a partly random model is never used):"
-        f"{listing('missing keys', missing)}{listing('unexpected keys', unexpected)}"
-        f"{listing('shape mismatches', shapes)}")
+        f"{_listing('missing keys', missing)}{_listing('unexpected keys', unexpected)}"
+        f"{_listing('shape mismatches', shapes)}"
+        f"{_listing('tensors not floating point where the model holds floating point', dtypes)}")
 
 
 @dataclass(frozen=True)
@@ -413,7 +495,8 @@ def load_checkpoint_file(spec: str, *, what: str, fix: str, key: str = "weights"
     """Load a checkpoint named by ``--set KEY=PATH[#sha256=HEX]``: weights-only, sha256 verified and recorded.
 
     Args:
-        spec: the file path, optionally pinned with ``#sha256=<64 hex>`` (a mismatch fails showing both).
+        spec: the file path, optionally pinned with a trailing ``#sha256=<64 hex>`` (a mismatch fails showing
+            both; a pinned file is always hashed anew). Any other ``#`` is part of the path.
         what: the weights in words, for messages (``"the CNNSpot checkpoint"``).
         fix: how the user supplies the file (named in the error when it is missing).
         key: the config key the spec came from (for messages about a malformed pin).

@@ -144,7 +144,7 @@ class AIDE(ClassifierDetector):
         self.hpf_is_srm = bool(torch.equal(self.net.hpf.hpf.weight, SRMConv().hpf.weight))
         bb = self.backbone
         original = (bb.provider, bb.arch) == ORIGINAL_SEMANTIC and (bb.pretrained or self.released is not None)
-        self.stand_in = None if original else f"semantic trunk {bb.spec} instead of OpenCLIP ConvNeXt-XXL"
+        self.stand_in = None if original else f"semantic trunk {bb.identity_spec} instead of OpenCLIP ConvNeXt-XXL"
 
     def semantic_spec(self) -> str:
         """The semantic trunk to load: the configured one, with random weights when a released checkpoint

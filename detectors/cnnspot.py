@@ -251,6 +251,7 @@ class CNNSpot(ClassifierDetector):
     Config = CNNSpotConfig
     summary = "CNNSpot (CVPR 2020): ResNet-50, one logit; released blur_jpg_prob checkpoints or the original recipe."
     weights_what = "the CNNSpot checkpoint"
+    file_keys = {"weights": (), "init": ("imagenet", "random")}  # files named by their sha256 in the identity
     weights_fix = ("pass --set weights=/path/to/blur_jpg_prob0.5.pth (or blur_jpg_prob0.1.pth: "
                    "weights/download_weights.sh in github.com/PeterWang512/CNNDetection)")
     profile_defaults = {

@@ -36,6 +36,7 @@ from detbench.precision import autocast, resolve_precision
 from detbench.probabilities import sigmoid
 from detbench.scoring import score_logits
 from detbench.seeded_data import derive_seed
+from detbench.weights import not_floating
 
 from .lora import add_lora
 from .mpft_train import INIT_STREAM, train_mpft
@@ -281,6 +282,10 @@ class MPFT(Detector):
             raise RuntimeError(f"{what} does not match this MPFT configuration: missing {missing[:5]} "
                                f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
         params = dict(self.net.named_parameters())
+        wrong = not_floating({n: params[n] for n in self.trainable_names}, tensors)
+        if wrong:
+            raise RuntimeError(f"{what}: tensors not floating point where the model holds floating point: "
+                               f"{', '.join(wrong[:5])}")
         with torch.no_grad():
             for name in self.trainable_names:
                 if params[name].shape != tensors[name].shape:

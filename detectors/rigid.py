@@ -141,7 +141,7 @@ class RIGID(Detector):
         self.seed = ctx.seed  # of the noise draws; a saved fit restores it (detbench predict scores as the run did)
         bb = self.backbone
         self.stand_in = None if (bb.provider, bb.arch) == ORIGINAL_BACKBONE and bb.pretrained else (
-            f"{bb.spec} instead of the authors' DINOv2 ViT-L/14")
+            f"{bb.identity_spec} instead of the authors' DINOv2 ViT-L/14")
 
     def identity(self) -> dict[str, Any]:
         """What enters the run identity beyond the config.

@@ -1,7 +1,8 @@
 """UnivFD (Ojha et al., CVPR 2023): one linear layer on the frozen projected CLIP image embedding.
 
-Either loads the released head (``head=PATH`` to ``fc_weights.pth``, trained on 20-class ProGAN) or trains
-one as the original does: BCE-with-logits, AdamW (lr 1e-4, no weight decay), weight init N(0, 0.02),
+Either loads the released head (``head=PATH[#sha256=HEX]`` to ``fc_weights.pth``, trained on 20-class ProGAN; a
+whole checkpoint's ``fc.*``, its other tensors counted, and refused when its backbone differs from the one loaded)
+or trains one as the original does: BCE-with-logits, AdamW (lr 1e-4, no weight decay), weight init N(0, 0.02),
 held-out accuracy with patience 5, learning rate divided by 10 on each plateau until it falls below 1e-6.
 
 The original augments every training image on the fly (Gaussian blur with p=0.5, sigma ~ U[0, 3]; JPEG with
@@ -44,7 +45,7 @@ class UnivFDConfig:
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default ("none": centre crop)
     pad: Literal["", "mean", "black"] = ""  # small-image fill; "black" = the original evaluation (see README)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
-    head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias); empty: train one
+    head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias)[#sha256=HEX]; empty: train
     aug_views: int = 2  # augmented views per training image, besides the clean view
     blur_prob: float = 0.5
     blur_sigma_max: float = 3.0  # sigma ~ U[0, blur_sigma_max]
@@ -97,44 +98,95 @@ class UnivFDConfig:
 # ---------------------------------------------------------------------------------------------- head
 
 
-def load_head(path: str, dim: int, target: str) -> tuple[np.ndarray, float, dict[str, Any]]:
+HEAD_FIX = ("pass --set head=/path/to/fc_weights.pth (the released head: pretrained_weights/fc_weights.pth in "
+            "github.com/WisconsinAIVision/UniversalFakeDetect)")
+
+
+def load_head(spec: str, dim: int, target: str) -> tuple[np.ndarray, float, dict[str, Any], dict[str, Any]]:
     """A released head: ``weight``/``bias`` (fc_weights.pth) or a whole UnivFD checkpoint's ``fc.weight``/``fc.bias``.
 
-    The other, frozen-backbone keys of a whole checkpoint are ignored. Loaded with safetensors or
-    ``torch.load(weights_only=True)``.
+    Loaded weights-only (``PATH[#sha256=HEX]``, as every released file); the head's tensors must be floating point.
+    A whole checkpoint's other tensors are not used here: they are returned, for :func:`compare_backbone`.
 
     Args:
-        path: the file.
+        spec: the file, optionally pinned with a trailing ``#sha256=HEX``.
         dim: the embedding's dimension; the shapes must be exactly [1, dim] and [1].
         target: names the embedding in the message.
 
     Returns:
-        ``(weight [dim] float64, bias, facts)``; the facts name the path, sha256 and keys used.
+        ``(weight [dim] float64, bias, facts, ignored tensors)``; the facts name the path, sha256, keys used and how
+        many tensors were ignored.
 
     Raises:
-        WeightsError: the file is missing or unreadable, its keys are not a head's, or the shapes do not fit.
+        WeightsError: the file is missing, unreadable or not the pinned one, its keys are not a head's, the shapes do
+            not fit, or the head is not floating point.
     """
-    from detbench.weights import WeightsError, load_state_dict_safely, resolve_weights
+    from detbench.weights import WeightsError, check_floating, load_checkpoint_file
 
-    resolved = resolve_weights(
-        "UnivFD head", local=path,
-        fix="pass --set head=/path/to/fc_weights.pth (the released head: pretrained_weights/fc_weights.pth "
-            "in github.com/WisconsinAIVision/UniversalFakeDetect)")
-    sd = load_state_dict_safely(resolved.path)
+    loaded = load_checkpoint_file(spec, what="UnivFD head", fix=HEAD_FIX, key="head")
+    sd, path = loaded.state_dict, loaded.path
     prefix = next((p for p in ("", "fc.") if f"{p}weight" in sd and f"{p}bias" in sd), None)
     if prefix is None or (prefix == "" and len(sd) != 2):
         found = ", ".join(sorted(sd)[:8]) + (", ..." if len(sd) > 8 else "")
-        raise WeightsError(f"{resolved.path} is not a UnivFD head: expected exactly the keys weight and bias "
+        raise WeightsError(f"{path} is not a UnivFD head: expected exactly the keys weight and bias "
                            f"(fc_weights.pth) or fc.weight and fc.bias (a whole checkpoint); found {found}")
     weight, bias = sd[f"{prefix}weight"], sd[f"{prefix}bias"]
+    check_floating({f"{prefix}weight": weight, f"{prefix}bias": bias}, f"the UnivFD head {path}")
     if tuple(weight.shape) != (1, dim) or tuple(bias.shape) != (1,):
         raise WeightsError(
-            f"the head in {resolved.path} ({prefix}weight {list(weight.shape)}, {prefix}bias {list(bias.shape)}) "
+            f"the head in {path} ({prefix}weight {list(weight.shape)}, {prefix}bias {list(bias.shape)}) "
             f"does not fit {target}: expected weight [1, {dim}] and bias [1]. The released UnivFD head "
             "belongs to open_clip:ViT-L-14@openai (768-d projected embedding).")
-    info = {"path": str(resolved.path), "sha256": resolved.sha256, "keys": f"{prefix}weight, {prefix}bias",
-            "ignored_keys": len(sd) - 2}
-    return weight.double().numpy().reshape(dim), float(bias.double()), info
+    ignored = {k: v for k, v in sd.items() if k not in (f"{prefix}weight", f"{prefix}bias")}
+    info = {"path": str(path), "sha256": loaded.sha256, "keys": f"{prefix}weight, {prefix}bias",
+            "ignored_keys": len(ignored)}
+    return weight.double().numpy().reshape(dim), float(bias.double()), info, ignored
+
+
+def compare_backbone(ignored: dict[str, Any], backbone: Any) -> dict[str, Any]:
+    """Match a whole checkpoint's ignored tensors to the loaded backbone's and compare them.
+
+    A whole UnivFD checkpoint holds its frozen CLIP under a prefix (``model.visual.conv1.weight``); the prefix is the
+    one under which most ignored keys end in a key of the backbone's model. Tensors are equal when they agree after
+    rounding the backbone's to the checkpoint's dtype (an fp16 checkpoint of the same weights matches), within
+    1e-3 relative.
+
+    Args:
+        ignored: the checkpoint's tensors not used by the head.
+        backbone: the loaded :class:`~detbench.backbones.Backbone`.
+
+    Returns:
+        ``{"prefix", "compared", "differ": [keys], "unmatched_backbone_keys"}``; ``compared`` is 0 when no ignored
+        tensor is one of the backbone's (nothing can be said).
+    """
+    import torch
+
+    own = backbone.model.state_dict()
+    by_prefix: dict[str, dict[str, str]] = {}
+    for key in ignored:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            suffix = ".".join(parts[i:])
+            if suffix in own:
+                by_prefix.setdefault(".".join(parts[:i]), {})[key] = suffix
+                break
+    if not by_prefix:
+        return {"prefix": None, "compared": 0, "differ": [], "unmatched_backbone_keys": len(own)}
+    prefix, pairs = max(by_prefix.items(), key=lambda kv: (len(kv[1]), len(kv[0])))
+    differ = []
+    for key, name in pairs.items():
+        theirs, ours = ignored[key], own[name].detach().to("cpu")
+        same = theirs.shape == ours.shape and theirs.is_floating_point() == ours.is_floating_point()
+        if same and theirs.is_floating_point():
+            rounded = ours.to(theirs.dtype).double()
+            scale = float(rounded.abs().max()) if rounded.numel() else 0.0
+            same = bool(torch.allclose(theirs.double(), rounded, rtol=1e-3, atol=1e-3 * scale))
+        elif same:
+            same = bool(torch.equal(theirs, ours.to(theirs.dtype)))
+        if not same:
+            differ.append(name)
+    return {"prefix": prefix, "compared": len(pairs), "differ": differ,
+            "unmatched_backbone_keys": len(own) - len(set(pairs.values()))}
 
 
 def padded_count(rows: pd.DataFrame, pp: Preprocess) -> int:
@@ -160,6 +212,7 @@ class UnivFD(FrozenFeatureDetector):
     Config = UnivFDConfig
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
     profile_defaults = {"small": {"crop": 128}}
+    file_keys = {"head": ()}  # named by its sha256 in the identity
 
     def needs_training(self) -> bool:
         """Whether :meth:`fit` trains: only when no released ``head`` is given.
@@ -170,26 +223,54 @@ class UnivFD(FrozenFeatureDetector):
         return not self.config.head
 
     def setup(self, ctx: RunContext) -> None:
-        """Load the backbone and, when given, the released head (warning when the backbone is not the original's).
+        """Load the backbone and, when given, the released head (warning when the backbone is not the original's:
+        OpenAI's ViT-L/14, by its tag or a weight file resolved to that tag, e.g. ``FILE#tag=openai``).
 
         Args:
             ctx: the run context.
 
         Raises:
             ConfigError: the backbone does not offer the configured embedding.
-            WeightsError: the head is missing, unreadable or does not fit the embedding.
+            WeightsError: the head is missing, unreadable or does not fit the embedding, or it comes in a whole
+                checkpoint whose backbone tensors differ from the loaded backbone's.
         """
         super().setup(ctx)
         self.dim = self.backbone.embed_dims[self.embedding]
         self.head_info: dict[str, Any] | None = None
         self.fit_facts: dict[str, Any] = {}
         if self.config.head:
-            target = f"the {self.dim}-d {self.embedding!r} embedding of {self.backbone.spec}"
-            self.weight, self.bias, self.head_info = load_head(self.config.head, self.dim, target)
             bb = self.backbone
-            if (bb.provider, bb.arch, bb.source) != RELEASED_BACKBONE:
-                ctx.phases.log(f"[yellow]warning:[/] the released UnivFD head was trained on "
-                               f"open_clip:ViT-L-14@openai features, not {bb.spec}")
+            target = f"the {self.dim}-d {self.embedding!r} embedding of {bb.spec}"
+            self.weight, self.bias, self.head_info, ignored = load_head(self.config.head, self.dim, target)
+            if ignored:
+                self._check_ignored(ignored, ctx)
+            if (bb.provider, bb.arch, bb.pretrained_tag) != RELEASED_BACKBONE:  # the tag a file resolved to counts
+                ctx.phases.warn(f"the released UnivFD head was trained on open_clip:ViT-L-14@openai features, "
+                                f"not {bb.spec}")
+
+    def _check_ignored(self, ignored: dict[str, Any], ctx: RunContext) -> None:
+        """A whole checkpoint: count what the head leaves unused (recorded, warned) and refuse it when its backbone
+        tensors differ from the loaded backbone's (the head was trained on other features)."""
+        from detbench.weights import WeightsError
+
+        path, bb = self.head_info["path"], self.backbone
+        found = compare_backbone(ignored, bb)
+        self.head_info["ignored_backbone_compared"] = found["compared"]
+        if found["differ"]:
+            shown = ", ".join(found["differ"][:6]) + (", ..." if len(found["differ"]) > 6 else "")
+            raise WeightsError(
+                f"{path} holds a backbone beside its head, and {len(found['differ'])} of its "
+                f"{found['compared']} backbone tensors (under {found['prefix'] or 'no prefix'!r}) differ from "
+                f"{bb.spec}'s: {shown}. The head was trained on that backbone's features, not on these: pass "
+                "--set backbone= the backbone it holds, or a head file trained on this one.")
+        if found["compared"]:
+            what = (f"{found['compared']} of them the backbone's tensors, equal to {bb.spec}'s"
+                    + (f" ({found['unmatched_backbone_keys']} of the backbone's tensors are not in the file)"
+                       if found["unmatched_backbone_keys"] else ""))
+        else:
+            what = f"none of them a tensor of {bb.spec}, so its backbone cannot be compared with the one loaded"
+        ctx.phases.warn(f"UnivFD head {path}: only fc.weight and fc.bias are used; {len(ignored)} other tensors "
+                        f"are ignored ({what})")
 
     def identity(self) -> dict[str, Any]:
         """What enters the run identity beyond the config.
@@ -234,7 +315,10 @@ class UnivFD(FrozenFeatureDetector):
                   "policy": f"resize={pp.resize}, crop={pp.crop}"}
         if self.head_info is not None:
             self.fit_facts = {"head": "released", "head_path": self.head_info["path"],
-                              "head_sha256": self.head_info["sha256"], "head_keys": self.head_info["keys"]}
+                              "head_sha256": self.head_info["sha256"], "head_keys": self.head_info["keys"],
+                              "head_ignored_tensors": self.head_info["ignored_keys"]}
+            if "ignored_backbone_compared" in self.head_info:
+                self.fit_facts["head_ignored_backbone_tensors_equal"] = self.head_info["ignored_backbone_compared"]
             return {**self.fit_facts, "trained": False, "padded": padded}
         c = self.config
         x = np.empty((1 + c.aug_views, len(train), self.dim), dtype=np.float32)
@@ -329,6 +413,7 @@ class UnivFD(FrozenFeatureDetector):
         Raises:
             WeightsError: the head does not fit this run's features.
         """
-        weight, bias, _ = load_head(str(directory / "head.safetensors"), self.dim, f"this run's {self.dim}-d features")
+        weight, bias, _, _ = load_head(str(directory / "head.safetensors"), self.dim,
+                                       f"this run's {self.dim}-d features")
         self.weight, self.bias = weight, bias
         self.fit_facts = json.loads((directory / "head.json").read_text())

@@ -286,15 +286,29 @@ def test_state_dict_wrappers_and_module_prefix(tmp_path: Path) -> None:
     assert torch.equal(load_state_dict_safely(tmp_path / "b.pth")["b"], t)
 
 
-def test_sha256_cache(tmp_path: Path, detbench_home: Path) -> None:
+def test_an_edit_keeping_size_and_mtime_is_hashed_anew(tmp_path: Path, detbench_home: Path) -> None:
+    """A pin always hashes the file, and no digest comes from an earlier process (a cache keyed by path, size and
+    mtime let an edit that keeps both pass the old file's pin and record the old hash)."""
+    import detbench.weights
+
     path = tmp_path / "w.bin"
     path.write_bytes(b"abc")
-    assert sha256_file(path) == hashlib.sha256(b"abc").hexdigest()
-    cache = json.loads((detbench_home / "weights" / "sha256-cache.json").read_text())
-    assert list(cache.values()) == [hashlib.sha256(b"abc").hexdigest()]
-    path.write_bytes(b"abcd")  # new size → new key, old entry for the path dropped
-    assert sha256_file(path) == hashlib.sha256(b"abcd").hexdigest()
-    assert len(json.loads((detbench_home / "weights" / "sha256-cache.json").read_text())) == 1
+    old = hashlib.sha256(b"abc").hexdigest()
+    assert sha256_file(path) == old
+    stamp = path.stat().st_mtime_ns
+    path.write_bytes(b"xyz")  # same size; the mtime set back as a copy tool (or an attacker) can
+    os.utime(path, ns=(stamp, stamp))
+    new = hashlib.sha256(b"xyz").hexdigest()
+    assert verify_sha256(path, new) == new  # the new bytes' pin passes ...
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        verify_sha256(path, old)  # ... and the old one fails
+    # a digest left on disk by an earlier version (or an earlier process) is never read
+    (detbench_home / "weights").mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    (detbench_home / "weights" / "sha256-cache.json").write_text(
+        json.dumps({f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}": old}))
+    detbench.weights._digests.clear()  # a new process
+    assert sha256_file(path) == new
 
 
 def test_hf_cache_resolution_checks_blob_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -512,5 +526,102 @@ def test_openai_weights_from_a_file_build_the_openai_model(
         load_backbone(f"open_clip:ViT-B-32@{plain}")
     with pytest.raises(BackboneError, match="not an open_clip tag"):
         load_backbone(f"open_clip:ViT-B-32@{plain}#tag=opnai")
-    assert load_backbone(f"open_clip:ViT-B-32@{plain}#tag=openai").identity() != load_backbone(
-        f"open_clip:ViT-B-32@{plain}#tag=laion2b_s34b_b79k").identity()
+    openai = load_backbone(f"open_clip:ViT-B-32@{plain}#tag=openai")
+    assert openai.identity() != load_backbone(f"open_clip:ViT-B-32@{plain}#tag=laion2b_s34b_b79k").identity()
+    assert openai.pretrained_tag == "openai" and openai.source == str(plain)  # the tag a file resolved to
+    assert load_backbone("open_clip:ViT-B-32@openai").pretrained_tag == "openai"
+
+
+def test_integer_bool_and_complex_tensors_are_refused_where_the_model_holds_floats(tmp_path: Path) -> None:
+    from detbench.weights import check_state_dict, load_into
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    good = model.state_dict()
+    for dtype in (torch.int8, torch.int64, torch.bool, torch.complex64):
+        bad = {**good, "0.weight": good["0.weight"].to(dtype)}
+        with pytest.raises(WeightsError, match="not floating point where the model holds floating point") as err:
+            load_into(model, bad, "the checkpoint x.pth")
+        assert f"0.weight: checkpoint {str(dtype).removeprefix('torch.')} vs model float32" in str(err.value)
+        assert "0.bias" not in str(err.value)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):  # another float width loads as the model's
+        load_into(model, {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in good.items()}, "x")
+    check_state_dict(good, {**good, "1.num_batches_tracked": torch.tensor(3)}, "x")  # an integer buffer stays
+
+
+def test_an_int8_backbone_checkpoint_is_refused_naming_its_keys(tiny_files: dict[str, Path], tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(tiny_files["st"]))
+    sd["visual.proj"] = sd["visual.proj"].to(torch.int8)
+    sd["visual.conv1.weight"] = sd["visual.conv1.weight"] > 0
+    save_file(sd, str(tmp_path / "int8.safetensors"))
+    with pytest.raises(WeightsError) as err:
+        load_backbone(f"open_clip:{TINY}@{tmp_path / 'int8.safetensors'}")
+    assert "visual.proj: checkpoint int8" in str(err.value) and "visual.conv1.weight: checkpoint bool" in str(err.value)
+
+
+def test_other_checkpoint_wrappers_are_named_with_the_accepted_ones(tmp_path: Path) -> None:
+    weights = {"a.weight": torch.ones(2)}
+    torch.save({"model_state_dict": weights, "epoch": 3, "optimizer_state_dict": {}}, tmp_path / "a.pth")
+    torch.save({"net": weights, "ema": weights}, tmp_path / "b.pth")
+    with pytest.raises(WeightsError) as err:
+        load_state_dict_safely(tmp_path / "a.pth")
+    msg = " ".join(str(err.value).split())
+    assert "model_state_dict (a dict of 1 entries, 1 of them tensors)" in msg and "epoch (int)" in msg
+    assert "{'state_dict': state_dict} or {'model': state_dict}" in msg
+    assert "torch.save(checkpoint['model_state_dict'], 'weights.pth')" in msg
+    with pytest.raises(WeightsError, match=r"its top level holds net \(.*\), ema \(") as err:
+        load_state_dict_safely(tmp_path / "b.pth")
+    assert "torch.save(checkpoint[" not in str(err.value)  # two candidates: nothing is guessed
+
+
+def test_the_pickle_refusal_never_quotes_torchs_unsafe_advice(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return builtins.print, ("never",)
+
+    torch.save({"w": torch.zeros(2), "payload": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(WeightsError, match="not a safe checkpoint") as err:
+        load_state_dict_safely(tmp_path / "evil.pt")
+    msg = str(err.value)
+    assert "would call or build print" in msg  # what was refused, and none of torch's ways around the refusal:
+    for advice in ("weights_only", "arbitrary code execution", "add_safe_globals", "safe_globals", "if you trust"):
+        assert advice not in msg, advice
+
+
+def test_weights_paths_may_contain_a_hash_sign(tmp_path: Path) -> None:
+    """Only a trailing #sha256=HEX (or #tag=TAG in a backbone spec) is an option; any other # is the path's."""
+    from detbench.backbones import path_free_spec, split_options
+    from detbench.weights import load_checkpoint_file
+
+    folder = tmp_path / "run#3"
+    folder.mkdir()
+    path = folder / "w#1.pth"
+    torch.save({"w": torch.ones(2)}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_checkpoint_file(str(path), what="w", fix="").sha256 == digest
+    assert load_checkpoint_file(f"{path}#sha256={digest}", what="w", fix="").path == path
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_checkpoint_file(f"{path}#sha256={'0' * 64}", what="w", fix="")
+    with pytest.raises(WeightsError, match="any other # is part of the path"):
+        load_checkpoint_file(f"{path}#sha=abc", what="w", fix="")
+    assert split_options(f"open_clip:X@{path}#tag=openai#sha256={digest}") == (
+        f"open_clip:X@{path}", {"tag": "openai", "sha256": digest})
+    with pytest.raises(BackboneError, match="at most once"):
+        split_options(f"{path}#sha256={digest}#sha256={digest}")
+    assert path_free_spec(f"open_clip:X@{path}#tag=openai#sha256={digest}") == "open_clip:X@file#tag=openai"
+    assert path_free_spec(f"open_clip:X@local-dir:{folder}") == "open_clip:X@local-dir"
+    for spec in ("open_clip:ViT-L-14@openai", "timm:efficientnet_lite0@bundled", "timm:x@random"):
+        assert path_free_spec(spec) == spec  # runs that name no file keep their ids
+
+
+def test_a_backbone_identity_holds_no_path(tiny_files: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "copy.safetensors"
+    copy.parent.mkdir()
+    shutil.copyfile(tiny_files["st"], copy)
+    a, b = load_backbone(f"open_clip:{TINY}@{tiny_files['st']}"), load_backbone(f"open_clip:{TINY}@{copy}")
+    assert a.identity() == b.identity() and a.identity()["spec"] == f"open_clip:{TINY}@file"
+    assert str(tmp_path) not in json.dumps(b.identity()) and a.spec != b.spec  # the spec shown keeps the path
+    assert a.identity() != load_backbone(f"open_clip:{TINY}@{tiny_files['other']}").identity()

@@ -197,7 +197,8 @@ def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "measured vs published" in result.output
     [record] = [json.loads(p.read_text()) for p in (detbench_home / "runs").glob("*/cnnspot/*/run.json")]
-    assert record["protocol"] == "eval" and record["preset"]["reproduction"] is True
+    assert record["protocol"] == "eval" and record["preset"]["departures"] == []
+    assert record["preset"]["reproduction"] is False and record["preset"]["unverified"] == ["weights"]  # random
     assert {"stylegan2", "whichfaceisreal"} <= set(record["counts"]["eval"]) and len(record["counts"]["eval"]) == 21
 
 
@@ -220,3 +221,23 @@ def test_scores_are_the_originals_float32_sigmoid_so_saturated_images_tie(name: 
     ranked = cls(cls.Config(weights="x.pth", sigmoid_dtype="float64")).probabilities(logits).ravel()
     assert ranked[0] < ranked[2] and ranked[5] < ranked[0]  # float64: every logit keeps its rank
     assert average_precision_score(labels, ranked) != average_precision_score(labels, theirs)  # the ties matter
+
+
+def test_weights_and_init_files_enter_the_identity_by_sha256_only() -> None:
+    """No path is part of a run id: ``weights``/``init`` files read ``file`` in the key's config and the identity
+    holds their sha256; the words ``imagenet``/``random`` and an empty value stay as they are (ids kept)."""
+    from detbench.classifier import EvalPreprocessing
+    from detbench.plan import identity_config
+
+    cls = DETECTORS.get("cnnspot")
+    detector = cls(cls.Config(init="/data/run#3/resnet50.pth#sha256=" + "a" * 64))
+    detector.precision, detector.released = "fp32", None
+    detector.preprocessing = EvalPreprocessing(None, by_shape=False, facts={"crop": 224})
+    detector.training_facts = {"init": "imagenet", "init_path": "/data/run#3/resnet50.pth", "init_sha256": "a" * 64}
+    assert detector.identity() == {"precision": "fp32", "eval_preprocessing": {"crop": 224}, "init": "imagenet",
+                                   "init_sha256": "a" * 64}
+    config = identity_config(detector, detector.config)
+    assert config["init"] == "file" and config["weights"] == "" and "/data" not in json.dumps(config)
+    for word in ("imagenet", "random"):
+        assert identity_config(detector, cls.Config(init=word))["init"] == word
+    assert identity_config(detector, cls.Config(weights="/w/blur_jpg_prob0.5.pth"))["weights"] == "file"

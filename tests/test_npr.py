@@ -130,6 +130,24 @@ def test_released_checkpoint_scores_as_the_original_test(mode: str, image_root: 
     assert record["fit"]["weights"] == "released" and record["counts"]["train"]["used"] == 0
 
 
+def test_the_weights_path_is_not_part_of_the_run_id(image_root: Path, tmp_path: Path, detbench_home: Path) -> None:
+    """The README: no path is part of a run id. The same checkpoint elsewhere (or pinned) is the same run."""
+    import shutil
+
+    state = random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=3)
+    torch.save(state, tmp_path / "NPR.pth")
+    (tmp_path / "copy#2").mkdir()
+    shutil.copyfile(tmp_path / "NPR.pth", tmp_path / "copy#2" / "NPR.pth")
+    sha = hashlib.sha256((tmp_path / "NPR.pth").read_bytes()).hexdigest()
+    base = ["run", "npr", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q"]
+    assert invoke(*base, "--set", f"weights={tmp_path / 'NPR.pth'}").exit_code == 0
+    result = invoke(*base, "--set", f"weights={tmp_path / 'copy#2' / 'NPR.pth'}#sha256={sha}")
+    assert result.exit_code == 0, result.output
+    [record] = records(detbench_home, "folder")
+    assert str(tmp_path) not in json.dumps(record["key"]) and record["key"]["detector"]["config"]["weights"] == "file"
+    assert record["key"]["detector_identity"]["weights_sha256"] == sha
+
+
 def test_auto_preprocessing_follows_the_suite_convention() -> None:
     from detbench.detectors.npr import NPR, NPRConfig
 
@@ -184,6 +202,28 @@ def test_strict_loading_and_registry_facts(image_root: Path, tmp_path: Path) -> 
     assert info is not None and info.year == 2024 and info.weights_key == "weights" and info.training == "trains"
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_an_integer_or_bool_checkpoint_is_refused_naming_its_keys(dtype: torch.dtype, image_root: Path,
+                                                                  tmp_path: Path) -> None:
+    """Keys and shapes match, so only the dtype tells: an int8 checkpoint ran as a garbage model (AP 50), a bool
+    one as a model scoring NaN."""
+    state = random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=1)
+    cast = OrderedDict((k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items())
+    torch.save(cast, tmp_path / "cast.pth")
+    result = invoke("run", "npr", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
+                    "--set", f"weights={tmp_path / 'cast.pth'}")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    name = str(dtype).removeprefix("torch.")
+    assert "not floating point where the model holds floating point" in text and "Traceback" not in text
+    assert f"conv1.weight: checkpoint {name} vs model float32" in text and "more)" in text  # 8 named, then a count
+    half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state.items())
+    torch.save(half, tmp_path / "half.pth")  # fp16 -> fp32 is fine
+    result = invoke("run", "npr", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
+                    "--set", f"weights={tmp_path / 'half.pth'}")
+    assert result.exit_code == 0, result.output
+
+
 def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Path, detbench_home: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
@@ -209,8 +249,13 @@ def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Pa
     result = invoke("run", "--preset", "npr.genimage-sdv14", "--root", str(root), "--allow-cpu", "-q",
                     "--set", f"weights={tmp_path / 'n.pth'}")
     assert result.exit_code == 0, result.output
+    assert "Unverified reproduction" in result.output
     [record] = records(detbench_home, "genimage")
-    assert record["preset"]["reproduction"] is True and len(record["counts"]["eval"]) == 8
+    sha = hashlib.sha256((tmp_path / "n.pth").read_bytes()).hexdigest()
+    # no published sha256 is known for the release: any file of the right architecture is unverified, never true
+    assert record["preset"]["reproduction"] is False and record["preset"]["unverified"] == ["weights"]
+    assert record["preset"]["files"] == {"weights": {"sha256": sha, "release_sha256": None, "matches": None}}
+    assert record["preset"]["departures"] == [] and len(record["counts"]["eval"]) == 8
     assert record["key"]["detector_identity"]["eval_preprocessing"]["resize"] == "tile"
 
 
@@ -233,7 +278,8 @@ def test_aigcdetect_preset_native_profile_scores_odd_sizes_as_the_original(tmp_p
                     "--set", f"weights={tmp_path / 'model_epoch_last_3090.pth'}")
     assert result.exit_code == 0, result.output
     [record] = records(detbench_home, "aigcdetect")
-    assert set(record["eval_profiles"].values()) == {"native"} and record["preset"]["reproduction"] is True
+    assert set(record["eval_profiles"].values()) == {"native"} and record["preset"]["departures"] == []
+    assert record["preset"]["reproduction"] is False and record["preset"]["unverified"] == ["weights"]
     scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
     assert (scores["status"] == "ok").all() and scores["generator"].nunique() == 16
     for row in scores.iloc[[0, 7, 20]].itertuples():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from replicas import build_genimage
+from replicas import GENIMAGE_NESTED, build_genimage
 from typer.testing import CliRunner
 
 from detbench import presets
@@ -93,6 +95,8 @@ def test_stand_in_backbone_runs_end_to_end_but_is_not_a_reproduction(
         "version": 1,
         "reproduction": False,
         "departures": ["backbone"],
+        "unverified": [],
+        "files": {},
     }
 
 
@@ -109,3 +113,76 @@ def test_leaderboard_shows_published_rows_marked_as_such() -> None:
     assert result.exit_code == 0, result.output
     assert "(published:" in result.output and "r2" in result.output
     assert "81.4" in result.output and "94.6" in result.output
+
+
+def _prepare(preset: presets.Preset, root: Path, **overrides: str) -> dict:
+    return presets.prepare_preset_run(preset, None, None, None, overrides, root=root, allow_cpu=True, device=None)[4]
+
+
+def test_preflight_reads_a_pinned_path_and_records_whether_the_file_is_the_release(tmp_path: Path) -> None:
+    """``--set weights=PATH#sha256=HEX`` was refused as "no such file"; and any file of the right architecture was
+    recorded as a reproduction, no preset knowing the release's sha256."""
+    root = build_genimage(tmp_path / "genimage", n=1, defects=False).root
+    folder = tmp_path / "run#3"  # a '#' inside the path is the path's
+    folder.mkdir()
+    weights = folder / "npr.pth"
+    weights.write_bytes(b"pre-flight reads no tensor")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    preset = dataclasses.replace(presets.get_preset("npr.genimage-sdv14"), min_images_per_generator=1)
+    assert "sha256" not in preset.release["weights"]  # detbench knows no published digest: it invents none
+
+    record = _prepare(preset, root, weights=f"{weights}#sha256={sha}")
+    assert record["reproduction"] is False and record["unverified"] == ["weights"] and record["departures"] == []
+    assert record["files"] == {"weights": {"sha256": sha, "release_sha256": None, "matches": None}}
+    with pytest.raises(presets.PresetError, match="sha256 mismatch"):
+        _prepare(preset, root, weights=f"{weights}#sha256={'0' * 64}")
+    with pytest.raises(presets.PresetError, match="no such file"):
+        _prepare(preset, root, weights=str(folder / "absent.pth"))
+
+    released = dataclasses.replace(preset, release={"weights": {"file": "npr.pth", "sha256": sha}})
+    record = _prepare(released, root, weights=str(weights))
+    assert record["reproduction"] is True and record["files"]["weights"]["matches"] is True
+    other = dataclasses.replace(preset, release={"weights": {"file": "npr.pth", "sha256": "1" * 64}})
+    record = _prepare(other, root, weights=str(weights))
+    assert record["reproduction"] is False and record["unverified"] == []
+    assert record["departures"] == [f"weights (sha256 {sha[:12]}… is not the release's {'1' * 12}…)"]
+
+
+def test_every_required_file_has_a_release_entry_and_no_digest_is_made_up() -> None:
+    for p in presets.load_presets().values():
+        assert set(p.required_files) <= set(p.release), p.name
+        for release in p.release.values():
+            assert release["file"] and release["where"] and "sha256" not in release, p.name
+
+
+def test_preflight_needs_both_classes_of_every_generator(tmp_path: Path) -> None:
+    root = build_genimage(tmp_path / "genimage", generators=("sdv14", "adm"), n=3, defects=False).root
+    outer, inner = GENIMAGE_NESTED["adm"]
+    shutil.rmtree(root / outer / inner / "val" / "nature")  # 3 fakes, no real image: acc and AP mean nothing
+    preset = dataclasses.replace(presets.get_preset("npr.genimage-sdv14"), min_images_per_generator=2,
+                                 published={"acc": {"adm": 87.8, "sdv14": 90.0}})
+    weights = tmp_path / "npr.pth"
+    weights.write_bytes(b"x")
+    with pytest.raises(presets.PresetError) as err:
+        _prepare(preset, root, weights=str(weights))
+    text = " ".join(str(err.value).split())
+    assert "generator adm: no real val images" in text and "(3 of the other class)" in text
+    assert "generator sdv14" not in text
+
+
+def test_the_preset_table_shows_the_tolerance_in_points() -> None:
+    import pandas as pd
+
+    from detbench.cli_views import preset_table_cells
+    from detbench.display import frame_table
+
+    preset = presets.get_preset("univfd.paper-ufd")
+    metrics = pd.DataFrame({"generator": ["progan"], "acc": [0.99], "ap": [1.0]})
+    table = presets.compare(preset, metrics)
+    cells = preset_table_cells(table)
+    assert list(cells["tolerance"]) == ["3.0", "3.0"] and list(cells["measured"]) == ["99.0", "100.0"]
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(frame_table(cells, "t"))
+    assert "300.0" not in console.export_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +108,9 @@ def test_head_file_forms(tmp_path: Path) -> None:
     g = torch.Generator().manual_seed(0)
     torch.save({"model": {"fc.weight": torch.ones(1, 8), "fc.bias": torch.tensor([-0.5]),
                           "model.visual.proj": torch.randn(4, 8, generator=g)}}, full)
-    weight, bias, info = load_head(str(full), 8, "8-d features")
+    weight, bias, info, ignored = load_head(str(full), 8, "8-d features")
     assert weight.shape == (8,) and weight.sum() == 8 and bias == -0.5 and info["ignored_keys"] == 1
+    assert list(ignored) == ["model.visual.proj"]
     torch.save({"fc.w": torch.ones(1, 8), "fc.x": torch.ones(1)}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="found fc.w, fc.x"):
         load_head(str(tmp_path / "bad.pth"), 8, "8-d features")
@@ -338,3 +341,130 @@ def test_the_head_and_its_sigmoid_run_in_float32_as_validate_py() -> None:
     saturated = theirs == 1.0
     assert saturated.sum() >= 2 and (scores["float32"][saturated] == 1.0).all()
     assert (scores["float64"][saturated] < 1.0).all()
+
+
+# ---------------------------------------------------------------------------------------------- hostile heads
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex64, torch.bool])
+def test_a_head_that_is_not_floating_point_is_refused(dtype: torch.dtype, tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    torch.save({"weight": (torch.randn(1, 8, generator=g) * 5).to(dtype), "bias": torch.tensor([1]).to(dtype)},
+               tmp_path / "fc_weights.pth")
+    with pytest.raises(WeightsError, match="not floating point") as err:
+        load_head(str(tmp_path / "fc_weights.pth"), 8, "8-d features")
+    name = str(dtype).removeprefix("torch.")
+    assert f"weight: {name}" in str(err.value) and f"bias: {name}" in str(err.value)
+    torch.save({"weight": torch.ones(1, 8, dtype=torch.float16), "bias": torch.ones(1, dtype=torch.bfloat16)},
+               tmp_path / "half.pth")
+    assert load_head(str(tmp_path / "half.pth"), 8, "8-d features")[1] == 1.0  # fp16/bf16 are fine
+
+
+def whole_checkpoint(path: Path, visual: dict[str, torch.Tensor], dim: int = 64) -> Path:
+    """A whole UnivFD checkpoint as the original's training saves it: ``model.visual.*`` (the frozen CLIP), text
+    tower keys, and ``fc.*``."""
+    g = torch.Generator().manual_seed(3)
+    state = {f"model.visual.{k}": v.clone() for k, v in visual.items()}
+    state["model.transformer.resblocks.0.attn.in_proj_weight"] = torch.randn(12, 4, generator=g)  # text tower
+    state["model.logit_scale"] = torch.tensor(4.6)
+    state["fc.weight"], state["fc.bias"] = torch.randn(1, dim, generator=g), torch.tensor([0.2])
+    torch.save({"model": state}, path)
+    return path
+
+
+def test_a_whole_checkpoint_counts_what_it_ignores_and_refuses_another_backbone(
+    replica: Path, tiny_spec: str, tmp_path: Path, detbench_home: Path
+) -> None:
+    visual = {k: v for k, v in load_backbone(tiny_spec).model.state_dict().items()}
+    same = whole_checkpoint(tmp_path / "model_epoch_best.pth", visual)
+    base = ["run", "univfd", "--suite", "genimage", "--root", str(replica), "--protocol", "eval",
+            "--set", f"backbone={tiny_spec}", "-q"]
+    result = invoke(*base, "--set", f"head={same}")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    n = len(visual) + 2
+    assert f"{n} other tensors are ignored ({len(visual)} of them the backbone's tensors, equal to" in text
+    [record] = run_records(detbench_home, "genimage", "univfd")
+    assert record["fit"]["head_ignored_tensors"] == n
+    assert record["fit"]["head_ignored_backbone_tensors_equal"] == len(visual)
+
+    half = whole_checkpoint(tmp_path / "half.pth", {k: v.half() for k, v in visual.items()})  # the same, in fp16
+    assert invoke(*base, "--set", f"head={half}").exit_code == 0
+
+    other = dict(visual)
+    other["proj"] = other["proj"] + 0.5  # another backbone's projection: the head was trained on other features
+    other["conv1.weight"] = torch.zeros_like(other["conv1.weight"])
+    result = invoke(*base, "--set", f"head={whole_checkpoint(tmp_path / 'other.pth', other)}")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"2 of its {len(visual)} backbone tensors (under 'model.visual') differ" in text
+    assert "conv1.weight" in text and "proj" in text and "Traceback" not in text
+
+
+def test_paths_of_heads_and_backbone_files_are_not_part_of_the_run_id(
+    replica: Path, tiny_spec: str, tiny_vit_file: Path, tmp_path: Path, detbench_home: Path
+) -> None:
+    """The README: no path is part of a run id; the same bytes elsewhere are the same run (as score files)."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    head, moved = write_head(tmp_path / "a" / "fc_weights.pth"), tmp_path / "b" / "head.pth"
+    shutil.copyfile(head, moved)
+    backbone = tmp_path / "b" / "tiny.safetensors"
+    shutil.copyfile(tiny_vit_file, backbone)
+    sha = hashlib.sha256(head.read_bytes()).hexdigest()
+    base = ["run", "univfd", "--suite", "genimage", "--root", str(replica), "--protocol", "eval", "-q"]
+    assert invoke(*base, "--set", f"backbone={tiny_spec}", "--set", f"head={head}").exit_code == 0
+    result = invoke(*base, "--set", f"backbone=open_clip:{TINY}@{backbone}", "--set", f"head={moved}#sha256={sha}")
+    assert result.exit_code == 0, result.output
+    [record] = run_records(detbench_home, "genimage", "univfd")  # reused: the same run
+    key = json.dumps(record["key"])
+    assert str(tmp_path) not in key and str(tiny_vit_file.parent) not in key
+    assert record["key"]["detector"]["config"]["head"] == "file"
+    assert record["key"]["detector"]["config"]["backbone"] == f"open_clip:{TINY}@file"
+    assert record["key"]["detector_identity"]["head_sha256"] == sha
+    assert record["config"]["head"] == str(head)  # the record still says which file the run read
+
+    write_head(moved, seed=4)  # other bytes: another run
+    assert invoke(*base, "--set", f"backbone={tiny_spec}", "--set", f"head={moved}").exit_code == 0
+    assert len(run_records(detbench_home, "genimage", "univfd")) == 2
+
+
+def test_the_released_backbone_check_uses_the_resolved_tag(
+    tiny_spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI's ViT-L/14 passed as FILE#tag=openai is the released head's backbone: no warning (the check compared
+    the source string, a path, with 'openai'); the same file under another tag is warned about."""
+    from rich.console import Console
+
+    import detbench.backbones
+    from detbench.detector import RunContext
+    from detbench.errors import DetbenchWarning
+    from detbench.features import FeatureCache
+    from detbench.progress import Phases
+
+    head = write_head(tmp_path / "fc_weights.pth")
+    real_load = detbench.backbones.load_backbone
+
+    def as_vit_l14_file(tag: str):
+        def load(spec: str, **kwargs):  # the tiny tower dressed as OpenAI's ViT-L/14 read from a file
+            bb = real_load(tiny_spec, **kwargs)
+            bb.arch, bb.source = "ViT-L-14", "/weights/open_clip_pytorch_model.bin"
+            bb.spec = f"open_clip:ViT-L-14@{bb.source}"
+            bb.model_cfg = {**bb.model_cfg, "tag": tag}
+            return bb
+        return load
+
+    def said(tag: str) -> str:  # everything the setup printed or warned
+        monkeypatch.setattr(detbench.backbones, "load_backbone", as_vit_l14_file(tag))
+        console = Console(record=True, width=200)
+        ctx = RunContext(suite_root=tmp_path, suite_name="x", device="cpu", seed=0, run_dir=tmp_path,
+                         phases=Phases(console), feature_cache=FeatureCache())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DetbenchWarning)
+            cls(cls.Config(backbone="x", head=str(head))).setup(ctx)
+        return console.export_text() + " ".join(str(w.message) for w in caught)
+
+    cls = DETECTORS.get("univfd")
+    assert "trained on" not in said("openai")
+    other = said("laion2b_s32b_b82k")
+    assert "trained on open_clip:ViT-L-14@openai features, not open_clip:ViT-L-14@/weights/" in other

@@ -7,7 +7,14 @@ models). Import what you need from here.
 
 from detbench.backbones.backbone import Backbone, load_backbone
 from detbench.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
-from detbench.backbones.spec import PROVIDERS, parse_spec, source_kind, split_options, split_sha256
+from detbench.backbones.spec import (
+    PROVIDERS,
+    parse_spec,
+    path_free_spec,
+    source_kind,
+    split_options,
+    split_sha256,
+)
 from detbench.backbones.timm_adapter import (
     BUNDLED_SHA256,
     bundled_weights_path,
@@ -19,6 +26,7 @@ from detbench.errors import BackboneError
 
 __all__ = [
     "BUNDLED_SHA256", "CLIP_MEAN", "CLIP_STD", "PROVIDERS", "TINY_MODELS", "Backbone", "BackboneError",
-    "bundled_weights_path", "load_backbone", "load_timm_classifier", "parse_spec", "register_tiny_models",
+    "bundled_weights_path", "load_backbone", "load_timm_classifier", "parse_spec", "path_free_spec",
+    "register_tiny_models",
     "resample_pos_embed", "source_kind", "split_options", "split_sha256",
 ]  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from detbench.backbones.spec import parse_spec, source_kind, split_options
+from detbench.backbones.spec import parse_spec, path_free_spec, source_kind, split_options
 from detbench.errors import BackboneError
 from detbench.preprocess import Preprocess
 
@@ -129,18 +129,37 @@ class Backbone:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def identity(self) -> dict[str, Any]:
-        """Everything that changes a feature (JSON-serialisable).
+    @property
+    def identity_spec(self) -> str:
+        """The spec without any path (a file or ``local-dir:`` source reads ``file`` / ``local-dir``): what the
+        identity and anything keyed by it name; the weights are named by their sha256."""
+        return path_free_spec(self.spec)
+
+    @property
+    def pretrained_tag(self) -> str | None:
+        """The pretrained tag the weights belong to.
 
         Returns:
-            Spec, provider, arch, source, weights sha256, pretrained flag, init seed (None when pretrained),
-            preprocessing, model config and library versions.
+            The source when it is a tag, else the tag a weight file was resolved to (``#tag=`` or its Hugging Face
+            repository), else None.
         """
+        if source_kind(self.source) == "tag":
+            return self.source
+        return self.model_cfg.get("tag")
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a feature (JSON-serialisable), and no path: a weight file is named by its sha256.
+
+        Returns:
+            Spec and source without paths (:attr:`identity_spec`), provider, arch, weights sha256, pretrained flag,
+            init seed (None when pretrained), preprocessing, model config and library versions.
+        """
+        spec = self.identity_spec
         return {
-            "spec": self.spec,
+            "spec": spec,
             "provider": self.provider,
             "arch": self.arch,
-            "source": self.source,
+            "source": self.source if spec == self.spec else parse_spec(split_options(spec)[0])[2],
             "weights_sha256": self.weights_sha256,
             "pretrained": self.pretrained,
             "init_seed": None if self.pretrained else RANDOM_SEED,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 
 from detbench.errors import BackboneError
 
@@ -22,31 +23,41 @@ FILE_HINT = " (.safetensors, .bin, .pt or .pth)"
 SPEC_OPTIONS = ("sha256", "tag")  # ``#key=value`` suffixes of a spec
 
 
+_OPTION = re.compile(r"#([A-Za-z0-9_]+)=([^#]*)$")
+
+
 def split_options(spec: str) -> tuple[str, dict[str, str]]:
     """``"open_clip:X@/w.bin#tag=openai#sha256=HEX"`` → ``("open_clip:X@/w.bin", {"tag": ..., "sha256": ...})``.
 
+    The rule for ``#`` (so that paths may contain it): only ``#KEY=VALUE`` suffixes at the very end of the spec
+    whose KEY is one of :data:`SPEC_OPTIONS` are options, read from the right; every other ``#`` belongs to the
+    path (``/data/run#3/NPR.pth`` is a path, ``/data/run#3/NPR.pth#sha256=HEX`` that path pinned).
+
     Args:
-        spec: a backbone spec, optionally followed by ``#sha256=HEX`` (pins the weights' hash) and/or
-            ``#tag=TAG`` (the open_clip pretrained tag a weight file belongs to: builds that tag's model).
+        spec: a backbone spec or weights path, optionally followed by ``#sha256=HEX`` (pins the weights' hash)
+            and/or ``#tag=TAG`` (the open_clip pretrained tag a weight file belongs to: builds that tag's model).
 
     Returns:
         The bare spec and the options found (sha256 lower-cased and checked: 64 hex digits).
+
+    Raises:
+        BackboneError: an option given twice or empty, or a sha256 pin that is not 64 hex digits.
     """
-    base, *parts = spec.split("#")
+    base = spec
     options: dict[str, str] = {}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key not in SPEC_OPTIONS or not value or key in options:
-            raise BackboneError(f"bad option #{part} in backbone spec {spec!r}: expected "
-                             f"{' or '.join(f'#{k}=...' for k in SPEC_OPTIONS)}, each at most once")
+    while (match := _OPTION.search(base)) is not None and match.group(1) in SPEC_OPTIONS:
+        key, value = match.group(1), match.group(2).strip()
+        if not value or key in options:
+            raise BackboneError(f"bad option #{key}={match.group(2)} in {spec!r}: expected "
+                                f"{' or '.join(f'#{k}=...' for k in SPEC_OPTIONS)} at the end, each at most once")
         options[key] = value
+        base = base[:match.start()]
     if "sha256" in options:
         digest = options["sha256"].lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise BackboneError(f"bad sha256 pin in backbone spec {spec!r}: expected 64 hex digits after #sha256=")
+            raise BackboneError(f"bad sha256 pin in {spec!r}: expected 64 hex digits after #sha256=")
         options["sha256"] = digest
-    return base, options
+    return base, dict(reversed(options.items()))
 
 
 def split_sha256(spec: str) -> tuple[str, str | None]:
@@ -107,6 +118,30 @@ def source_kind(source: str) -> str:
     if "/" in source or os.sep in source or source.startswith(("~", ".")) or source.endswith(WEIGHT_SUFFIXES):
         return "file"
     return "tag"
+
+
+def path_free_spec(spec: str) -> str:
+    """A spec as the run identity holds it: a file or ``local-dir:`` source becomes the word ``file`` / ``local-dir``
+    (the weights' sha256 is in the backbone's identity) and a ``#sha256=`` pin is dropped (a pin changes no number);
+    ``#tag=`` stays. Any other spec is returned unchanged, so the ids of runs on tags, ``bundled`` or ``random`` never
+    change.
+
+    Args:
+        spec: a backbone spec, as configured.
+
+    Returns:
+        The spec without any path.
+    """
+    try:
+        base, options = split_options(spec)
+        provider, arch, source = parse_spec(base)
+    except BackboneError:
+        return spec
+    kind = source_kind(source)
+    if kind not in ("file", "local-dir"):
+        return spec
+    tag = f"#tag={options['tag']}" if "tag" in options else ""
+    return f"{provider}:{arch}@{kind}{tag}"
 
 
 def unknown_name(kind: str, name: str, known: list[str]) -> BackboneError:

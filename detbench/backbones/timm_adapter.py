@@ -238,7 +238,7 @@ def _timm_vit_state_dict(sd: dict[str, Tensor], model: nn.Module, arch: str) -> 
     if "dinov2" in arch and "mask_token" in sd and "mask_token" not in model.state_dict():
         sd = {k: v for k, v in sd.items() if k != "mask_token"}
     pos = sd.get("pos_embed")
-    if pos is not None and pos.shape != model.pos_embed.shape:
+    if pos is not None and pos.shape != model.pos_embed.shape and pos.is_floating_point():  # else refused below
         prefix = 0 if getattr(model, "no_embed_class", False) else getattr(model, "num_prefix_tokens", 1)
         grid = tuple(model.patch_embed.grid_size)
         sd = {**sd, "pos_embed": resample_pos_embed(pos, grid, prefix, _pos_embed_method(arch))}
