@@ -62,8 +62,16 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds."""
-        return self._read("metrics")
+        """The run's metrics.
+
+        Returns:
+            Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds (under
+            today's definitions when an older version wrote them: :func:`~detbench.metrics.as_defined`).
+        """
+        from detbench.leaderboard import evaluated_generators
+        from detbench.metrics import as_defined
+
+        return as_defined(self._read("metrics"), evaluated_generators(self.record))
 
     @functools.cached_property
     def scores(self) -> pd.DataFrame:

@@ -74,7 +74,11 @@ class RunData:
         Returns:
             The run's data.
         """
-        return cls(run_dir, record, pd.read_parquet(run_dir / "metrics.parquet"))
+        from detbench.leaderboard import evaluated_generators
+        from detbench.metrics import as_defined
+
+        return cls(run_dir, record, as_defined(pd.read_parquet(run_dir / "metrics.parquet"),
+                                               evaluated_generators(record)))
 
 
 def build_report(target: str, out_dir: Path | None = None) -> Path:

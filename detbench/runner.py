@@ -160,7 +160,12 @@ class Runner:
         found = None
         if dist.is_main() and (run_dir / RUN_RECORD).exists():
             try:
-                found = (load_run_record(run_dir), pd.read_parquet(run_dir / "metrics.parquet"))
+                from detbench.leaderboard import evaluated_generators
+                from detbench.metrics import as_defined
+
+                record = load_run_record(run_dir)
+                metrics = as_defined(pd.read_parquet(run_dir / "metrics.parquet"), evaluated_generators(record))
+                found = (record, metrics)
             except DamagedRunError as exc:
                 if locked:
                     kept = _move_aside(run_dir, RUN_FILES, base, "run")
