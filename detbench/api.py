@@ -308,14 +308,16 @@ def import_scores(
         perturb: what the scores were computed on (``jpeg:75``): a label, nothing is applied.
         score_column: the column of scores.
         key_column: the column naming the images (default: the first of path, filename, image_id).
-        settings: suite options (``{"n_train": 12}``).
+        settings: suite options (``{"n_train": 12}``; ``suite.KEY`` too): only the suite's, so a key the detector
+            has too (the ``list`` suite's ``file``) is the suite's; the detector's are the arguments above.
         seed, bootstrap, force, fast_index, progress: as :func:`run`.
 
     Returns:
         The finished :class:`Run`.
 
     Raises:
-        ConfigError: ``name`` is not text, ``logits`` not a bool, or a column name not text.
+        ConfigError: ``name`` is not text, ``logits`` not a bool, a column name not text, or a setting that is not
+            an option of the suite.
         InputError: the file is missing, unreadable or lacks its columns.
         DataError: a score outside [0, 1] without ``logits``, or no image of the file is an image of the suite.
 
@@ -326,7 +328,7 @@ def import_scores(
     from detbench.errors import warn
     from detbench.index import index_suite
     from detbench.registry import DETECTORS
-    from detbench.resolve import ThresholdPolicy, resolve
+    from detbench.resolve import DETECTOR_PREFIX, ThresholdPolicy, resolve
     from detbench.score_files import match_problems, not_in_file, read_score_file
 
     _check_reading(name, logits, score_column, key_column)
@@ -339,7 +341,9 @@ def import_scores(
     reading = {"logits": logits, "score_column": score_column, "key_column": key_column}
     defaults = DETECTORS.get(EXTERNAL).Config()
     chosen = {k: v for k, v in reading.items() if v != getattr(defaults, k)}  # the run's settings: what was chosen
-    overrides = {**settings_overrides(settings), **settings_overrides({"file": str(file), "name": name, **chosen})}
+    detector = {"file": str(file), "name": name, **chosen}  # the detector's: the positional file and the options
+    overrides = {**_suite_settings(suite, settings),
+                 **{f"{DETECTOR_PREFIX}{k}": v for k, v in settings_overrides(detector).items()}}
     planned = request(EXTERNAL, suite, root, protocol, overrides, seed, perturb, "cpu", threshold=threshold,
                       bootstrap=bootstrap, force=force, fast_index=fast_index)
     scores = read_score_file(file, score_column=score_column, key_column=key_column, logits=logits)
@@ -361,6 +365,40 @@ def import_scores(
             f"counted as real), e.g. {listing(missing['path'].tolist(), 5)}"
         )
     return result
+
+
+_READING_ARGUMENTS = {"file": "the positional FILE", "name": "--name", "logits": "--logits",
+                      "score_column": "--score-column", "key_column": "--key-column"}  # import-scores' own
+
+
+def _suite_settings(suite: str | None, settings: Mapping[str, Any] | None) -> dict[str, str]:
+    """An import's ``settings`` as suite options (``suite.KEY``): in an import every one of them is the suite's.
+
+    Raises:
+        ConfigError: a key that is not an option of the suite (the message names the argument that sets the score
+            file's reading when the key is one of those).
+    """
+    from detbench.config import field_paths
+    from detbench.registry import SUITES
+    from detbench.resolve import SUITE_PREFIX, TRAIN_SUITE_PREFIX
+
+    suite_cls = SUITES.get(suite or "demo")
+    options = set(field_paths(suite_cls.Options))
+    out = {}
+    for key, value in settings_overrides(settings).items():
+        bare = key.removeprefix(SUITE_PREFIX)
+        if key.startswith(TRAIN_SUITE_PREFIX):
+            out[key] = value
+        elif bare in options:
+            out[SUITE_PREFIX + bare] = value
+        else:
+            own = _READING_ARGUMENTS.get(bare)
+            hint = f"; the score file's {bare} is given with {own} ({bare}= in Python)" if own else ""
+            raise ConfigError(
+                f"import-scores --set takes suite options, and {bare!r} is not an option of suite {suite_cls.name} "
+                f"(valid: {', '.join(sorted(options)) or 'none'}){hint}"
+            )
+    return out
 
 
 def _check_reading(name: Any, logits: Any, score_column: Any, key_column: Any) -> None:
@@ -409,7 +447,9 @@ def runs(suite: str | None = None, detector: str | None = None) -> pd.DataFrame:
 
     Returns:
         One row per run: run_id, suite, detector, external, protocol, backbone, settings, perturbation,
-        threshold, mean_acc, mean_ap, fit_id, created, path.
+        threshold, data (short index hash), files (short sha256 of the files read), coverage (evaluation images
+        scored/expected), mean_acc, mean_ap (NaN unless every generator has scored images of both classes),
+        fit_id, created, path.
     """
     from detbench.leaderboard import runs_table
     from detbench.registry import SUITES
@@ -441,8 +481,10 @@ def leaderboard(
             "friedman"]`` holds the Friedman test across the runs and the Nemenyi critical difference (``cd``).
 
     Returns:
-        One row per run (detector label, backbone, settings, protocol, perturbation, threshold, config_hash,
-        fit_id, run_id), one column per generator, then mean, worst and mean_delta (and avg_rank).
+        One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
+        coverage, config_hash, fit_id, run_id), one column per generator, then mean, worst and mean_delta (and
+        avg_rank); rows whose mean covers fewer generators than the others of their protocol come after them, their
+        coverage ending ``K/N generators`` (see :mod:`detbench.leaderboard`).
 
     Raises:
         RunLookupError: no finished run of the suite, or none matches the filters.

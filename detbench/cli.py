@@ -246,7 +246,7 @@ def leaderboard(
         shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
         title = f"{suite} leaderboard: {name} ({unit_note(name, delta) + (' vs clean' if delta else '')})"
         n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
-        for table in leaderboard_tables(shown, n_ids, title):
+        for table in leaderboard_tables(shown, n_ids, title, width=console.width):
             console.print(table)
         markdown_parts.append(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids))
         if rank:

@@ -141,10 +141,14 @@ def list_runs() -> None:
     from detbench.leaderboard import runs_table
 
     runs = runs_table()
-    shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt))
+    shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt),
+                        created=runs["created"].astype(str).str[:16].str.replace("T", " "))
     columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",
-               "backbone": "backbone", "perturbation": "perturbation", "mean_acc": "mean acc", "created": "created"}
-    console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns)))
+               "backbone": "backbone", "perturbation": "perturbation", "data": "data", "coverage": "coverage",
+               "mean_acc": "mean acc", "created": "created"}
+    whole = ("run id", "detector", "data", "coverage", "mean acc")  # what tells runs apart stays whole
+    console.print(frame_table(shown[list(columns)].rename(columns=columns), "finished runs", len(columns), whole))
+
 
 
 def show_comparison(table: Any, bootstrap: int) -> None:

@@ -95,20 +95,22 @@ def _ci(row: pd.Series, metric: str) -> str:
     return f" ±{100 * (hi - lo) / 2:.1f}"
 
 
-def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0) -> Table:
+def frame_table(df: pd.DataFrame, title: str, percent_from: int = 0, whole: tuple[str, ...] = ()) -> Table:
     """A plain DataFrame as a rich table; numeric columns from ``percent_from`` on are shown in %.
 
     Args:
         df: the frame to show.
         title: the table title.
         percent_from: the position of the first column whose float values are shown in % (right-aligned).
+        whole: columns never wrapped or cut in a narrow terminal (the others give way).
 
     Returns:
         The rich table.
     """
     table = Table(title=title, title_justify="left")
     for col in df.columns:
-        table.add_column(str(col), justify="right" if df.columns.get_loc(col) >= percent_from else "left")
+        table.add_column(str(col), justify="right" if df.columns.get_loc(col) >= percent_from else "left",
+                         no_wrap=col in whole, min_width=len(str(col)) if col in whole else None)
     for _, row in df.iterrows():
         cells = []
         for i, value in enumerate(row.tolist()):
@@ -179,17 +181,24 @@ def leaderboard_cells(
         metric: the metric the values are of (percentage metrics in %, Brier and NLL as they are; see :func:`fmt`).
 
     Returns:
-        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``).
+        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``); the ``mean`` and
+        ``worst`` of a row covering fewer generators than the rows beside it say so: ``82.1 (3 of 24)``.
     """
+    from detbench.leaderboard import partial_generators
+
     shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
+    partial = shown["coverage"].map(partial_generators) if "coverage" in shown else pd.Series(None, shown.index)
     for col in shown.columns[len(ids) :]:
         signed = deltas or col == "mean_delta"
         if col == "avg_rank":
             out[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
             continue
         out[col] = shown[col].map(lambda v, s=signed: fmt_delta(v, metric) if s else fmt(v, metric))
+        if col in SUMMARY_ROWS:
+            out[col] = [v if part is None or v == "n/a" else f"{v} ({part[0]} of {part[1]})"
+                        for v, part in zip(out[col], partial, strict=True)]
     return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank"})
 
 
@@ -315,7 +324,9 @@ def index_summary(idx: Any) -> list[Table]:
     return tables
 
 
-def leaderboard_tables(shown: pd.DataFrame, n_ids: int, title: str, max_value_columns: int = 6) -> list[Table]:
+def leaderboard_tables(
+    shown: pd.DataFrame, n_ids: int, title: str, max_value_columns: int = 6, width: int | None = None
+) -> list[Table]:
     """The leaderboard for a terminal, readable with many generators.
 
     As is when narrow; else a legend of runs (r1, r2, ...) and a transposed table (one row per generator, one
@@ -326,14 +337,22 @@ def leaderboard_tables(shown: pd.DataFrame, n_ids: int, title: str, max_value_co
         n_ids: how many leading columns identify a run.
         title: the tables' title.
         max_value_columns: the most value columns shown untransposed.
+        width: the terminal's width: a table wider than that is shown as legend and values (None: no limit).
 
     Returns:
-        One table, or the legend and the transposed values.
+        One table, or the legend and the transposed values. Identifying columns empty in every row are left out,
+        and those with one value in every row (of several) are named once, in the title.
     """
-    if len(shown.columns) - n_ids <= max_value_columns:
-        return [frame_table(shown, title, percent_from=n_ids)]
+    empty = [c for c in shown.columns[:n_ids] if not shown[c].astype(str).str.strip().any()]
+    same = [c for c in shown.columns[:n_ids] if len(shown) > 1 and c not in (*empty, "detector", "run")
+            and shown[c].nunique() == 1]  # said once, in the title
+    note = "\nevery row: " + "; ".join(f"{c} {shown[c].iloc[0]}" for c in same) if same else ""
+    shown, n_ids = shown.drop(columns=empty + same), n_ids - len(empty) - len(same)
+    natural = 1 + sum(3 + max([len(str(c)), *(len(str(v)) for v in shown[c])]) for c in shown.columns)
+    if len(shown.columns) - n_ids <= max_value_columns and (width is None or natural <= width):
+        return [frame_table(shown, title + note, percent_from=n_ids)]
     keys = [f"r{i + 1}" for i in range(len(shown))]
-    legend = Table(title=f"{title}: runs", title_justify="left")
+    legend = Table(title=f"{title}: runs{note}", title_justify="left")
     legend.add_column("key", style="bold")
     for col in shown.columns[:n_ids]:
         legend.add_column(str(col), overflow="fold")

@@ -62,10 +62,11 @@ class Run:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """The run's metrics table.
+        """The run's metrics table, under today's definitions.
 
-        A run recorded before the operating-point and calibration columns existed gains them here, computed from its
-        stored scores (nothing is rescored, and the run's files are not changed).
+        A run recorded by an older version is read under today's rules (:func:`~detbench.metrics.as_defined`: no
+        accuracy over one class) and gains the operating-point and calibration columns, computed from its stored
+        scores (nothing is rescored, and the run's files are not changed).
 
         Returns:
             Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds, then
@@ -73,9 +74,10 @@ class Run:
         """
         import numpy as np
 
-        from detbench.metrics import CALIBRATION_DIRECTIONS, with_calibration
+        from detbench.leaderboard import evaluated_generators
+        from detbench.metrics import CALIBRATION_DIRECTIONS, as_defined, with_calibration
 
-        metrics = self._read("metrics")
+        metrics = as_defined(self._read("metrics"), evaluated_generators(self.record))
         if all(column in metrics.columns for column in CALIBRATION_DIRECTIONS):
             return metrics
         scores = self.scores

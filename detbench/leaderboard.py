@@ -1,7 +1,14 @@
 """Leaderboards rebuilt from run records (never edited by hand).
 
-``wide``: one row per run (detector, backbone, config hash, run id), one column per generator plus
-``mean`` and ``worst`` for a chosen metric. ``long``: every metric of every run and generator, tidy.
+``wide``: one row per run (detector, backbone, settings, ..., the data it was evaluated on, the files it read, its
+coverage, run id), one column per generator plus ``mean`` and ``worst`` for a chosen metric. ``long``: every metric
+of every run and generator, tidy.
+
+Rows are told apart and never ranked as if comparable when they are not: ``data`` is the short hash of the index
+evaluated (other roots, list files or shards under one suite name differ), ``files`` the short sha256 of every
+file the detector read (weights, heads, score files), ``coverage`` the evaluation images scored of those expected;
+a run whose mean covers fewer generators than the table's is marked and ranked after the complete ones, and an
+accuracy over one class is never shown (n/a; see :func:`detbench.metrics.as_defined`).
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from detbench.metrics import SUMMARY_ROWS
 from detbench.records import load_run_record
 
 ID_COLUMNS = [
-    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
+    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "data", "files", "coverage",
+    "config_hash", "fit_id", "run_id",
 ]  # fmt: skip
+SHORT = 8  # hex characters of a hash shown in tables
+GENERATORS = "generators"  # how coverage names a row's generators of its protocol's in the table
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
 
 
@@ -110,11 +120,13 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
         runs_root: where the runs are (default: ``$DETBENCH_HOME/runs``).
 
     Returns:
-        Columns :data:`RUN_COLUMNS`; ``run_id`` is the full id, ``path`` the run's folder.
+        Columns :data:`RUN_COLUMNS`; ``run_id`` is the full id, ``path`` the run's folder, ``coverage`` the evaluation
+        images scored of those expected; ``mean_acc`` and ``mean_ap`` are NaN unless every generator evaluated has
+        scored images of both classes (a mean over fewer generators, or an accuracy over one class, is no mean).
     """
     rows = []
     for run_dir, rec in run_records(suite, runs_root):
-        summary = (rec.get("summary") or {}).get("mean", {})
+        summary = (rec.get("summary") or {}).get("mean", {}) if complete(rec) else {}
         rows.append(
             {
                 "run_id": rec["run_id"],
@@ -126,6 +138,9 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
                 "settings": _settings_label(rec),
                 "perturbation": _perturbation_label(rec),
                 "threshold": threshold_label(rec),
+                "data": data_label(rec),
+                "files": files_label(rec),
+                "coverage": coverage_label(rec),
                 "mean_acc": summary.get("acc"),
                 "mean_ap": summary.get("ap"),
                 "fit_id": str(rec.get("fit_id", "")),
@@ -133,14 +148,105 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
                 "path": str(run_dir),
             }
         )
-    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"mean_acc": float, "mean_ap": float})
     return filter_runs(table, detector=detector).reset_index(drop=True)
 
 
 RUN_COLUMNS = [
     "run_id", "suite", "detector", "external", "protocol", "backbone", "settings", "perturbation", "threshold",
-    "mean_acc", "mean_ap", "fit_id", "created", "path",
+    "data", "files", "coverage", "mean_acc", "mean_ap", "fit_id", "created", "path",
 ]  # fmt: skip
+
+
+def evaluated_generators(record: dict[str, Any]) -> list[str]:
+    """The generators a run had evaluation images of (scored or not).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        Their names, from the record's evaluation counts.
+    """
+    return [str(g) for g in ((record.get("counts") or {}).get("eval") or {})]
+
+
+def complete(record: dict[str, Any]) -> bool:
+    """Whether every generator a run evaluated has scored real and scored fake images (else its mean is n/a).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        True when its mean covers every generator it evaluated, each with both classes.
+    """
+    counts = ((record.get("counts") or {}).get("eval") or {}).values()
+    return all(c.get("real", 0) > 0 and c.get("fake", 0) > 0 for c in counts)
+
+
+def coverage_label(record: dict[str, Any]) -> str:
+    """How much of its evaluation a run scored.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        ``scored/expected`` evaluation images, e.g. ``24/48`` (images that could not be decoded, or that an
+        imported file gives no score for, are expected and not scored).
+    """
+    counts = ((record.get("counts") or {}).get("eval") or {}).values()
+    scored = sum(c.get("real", 0) + c.get("fake", 0) for c in counts)
+    return f"{scored}/{scored + sum(c.get('skipped', 0) for c in counts)}"
+
+
+def data_label(record: dict[str, Any]) -> str:
+    """The short identity of the data a run evaluated (and, across suites, trained on).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The first characters of its evaluation index hash, then ``(train HASH)`` when it trained on another index;
+        empty when the record does not say.
+    """
+    training = record.get("training") or {}
+    evaluated = (record.get("data") or {}).get("index_hash")
+    if evaluated is None and not training:  # a record before "data": its fit's index is the one evaluated
+        evaluated = (record.get("key") or {}).get("index_hash")
+    trained = training.get("index_hash")
+    parts = [str(evaluated or "")[:SHORT], f"(train {trained[:SHORT]})" if trained and trained != evaluated else ""]
+    return " ".join(p for p in parts if p)
+
+
+def files_label(record: dict[str, Any]) -> str:
+    """The short sha256 of every file a run's detector read: weights, heads, initialisations, score files.
+
+    Args:
+        record: the run record (the sha256 values of its key's detector identity and score file).
+
+    Returns:
+        ``NAME HASH`` items (``weights``, ``head``, ``init``, ``backbone``, ``scores``...), comma-separated; empty
+        when it read none.
+    """
+    key = record.get("key") or {}
+    found: list[str] = []
+
+    def walk(node: Any, where: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        for name, value in node.items():
+            if isinstance(value, dict):
+                walk(value, (*where, str(name)))
+            elif str(name).endswith("sha256") and isinstance(value, str) and value:
+                what = str(name).removesuffix("sha256").rstrip("_") or (where[-1] if where else "file")
+                if what == "weights" and where:  # a backbone's weights: named after the backbone
+                    what = where[-1]
+                item = f"{what} {value[:SHORT]}"
+                if item not in found:
+                    found.append(item)
+
+    walk(key.get("detector_identity"), ())
+    walk(key.get("scores"), ("scores",))
+    return ", ".join(found)
 
 
 def _settings_label(record: dict[str, Any]) -> str:
@@ -198,6 +304,9 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
         "protocol": record.get("protocol", ""),
         "perturbation": _perturbation_label(record),
         "threshold": threshold_label(record),
+        "data": data_label(record),
+        "files": files_label(record),
+        "coverage": coverage_label(record),
         "config_hash": record.get("config_hash", ""),
         "fit_id": str(record.get("fit_id", ""))[:16],
         "run_id": record["run_id"][:16],
@@ -224,6 +333,7 @@ def suite_long(suite: str, published: bool = False, runs_root: Path | None = Non
         from detbench.presets import published_rows
 
         long = pd.concat([long, published_rows(suite)], ignore_index=True)
+        long[ID_COLUMNS] = long[ID_COLUMNS].fillna("")  # published numbers: no data, files or coverage of ours
     if long.empty:
         raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
     return long
@@ -399,8 +509,9 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
 
     Returns:
         :data:`ID_COLUMNS`, the generator columns, the summary columns and ``mean_delta``; sorted by protocol,
-        then perturbation (:func:`perturbation_rank`), then mean, best first. Only :data:`ID_COLUMNS` when no run
-        has ``metric``.
+        then perturbation (:func:`perturbation_rank`), then mean (best first), rows whose mean covers fewer generators
+        than the other rows of their protocol after the rest (their ``coverage`` ends ``, K/N generators``; see
+        :func:`partial_generators`). Only :data:`ID_COLUMNS` when no run has ``metric``.
     """
     subset = long[long["metric"] == metric]
     if subset.empty:
@@ -411,11 +522,37 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     wide.columns.name = None
     if "mean" in wide.columns:
         wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]
+    per_run = subset[~subset["generator"].isin(SUMMARY_ROWS)].groupby(ID_COLUMNS)["generator"].nunique()
+    has = wide.set_index(ID_COLUMNS).index.map(per_run).fillna(0).astype(int).to_numpy()
+    of = wide["protocol"].map(  # the generators of the rows beside it: its protocol's in this table
+        subset[~subset["generator"].isin(SUMMARY_ROWS)].groupby("protocol")["generator"].nunique()
+    ).fillna(0).astype(int).to_numpy()
+    partial = has < of
+    wide.loc[partial, "coverage"] = [
+        f"{c}, {h}/{o} {GENERATORS}" if c else f"{h}/{o} {GENERATORS}"
+        for c, h, o in zip(wide.loc[partial, "coverage"], has[partial], of[partial], strict=True)
+    ]
     rank = wide["perturbation"].map(perturbation_rank)
     best_first = -1 if _direction(metric) != "lower" else 1
-    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _m=best_first * wide.get("mean", 0.0))
-    wide = wide.sort_values(["protocol", "_p", "_k", "_s", "_m"], kind="stable")  # ranked per perturbation
-    return wide.drop(columns=["_p", "_k", "_s", "_m"]).reset_index(drop=True)
+    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _c=partial,
+                       _m=best_first * wide.get("mean", 0.0))
+    wide = wide.sort_values(["protocol", "_p", "_k", "_s", "_c", "_m"], kind="stable")  # ranked per perturbation,
+    return wide.drop(columns=["_p", "_k", "_s", "_c", "_m"]).reset_index(drop=True)  # incomplete rows after
+
+
+def partial_generators(coverage: str) -> tuple[int, int] | None:
+    """How many of the table's generators a row's mean covers, when fewer than all (:func:`wide_table`).
+
+    Args:
+        coverage: a wide table's ``coverage`` cell.
+
+    Returns:
+        ``(K, N)``, or None when the row covers them all.
+    """
+    import re
+
+    found = re.search(rf"(\d+)/(\d+) {GENERATORS}$", str(coverage))
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:

@@ -1,14 +1,16 @@
 """Detection metrics: per-set binary metrics, per-generator tables, bootstrap intervals.
 
 Conventions: label 0 = real, 1 = fake; score = P(fake); fake is the positive class for AP/AUC/EER;
-a prediction is fake iff ``score > threshold`` (strictly). Undefined values are NaN, never 0.
+a prediction is fake iff ``score > threshold`` (strictly). Undefined values are NaN, never 0: every metric but the
+per-class accuracies needs both classes (an accuracy over one class is that class's accuracy under another name),
+and the macro ``mean`` and ``worst`` are NaN when any group's value is.
 scikit-learn is imported lazily so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -115,6 +117,7 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
     Returns:
         ``n_real``, ``n_fake``, ``acc``, ``real_acc``, ``fake_acc``, ``balanced_acc``, ``ap``, ``auc``,
         ``eer`` (fractions) and the oracle ``oracle_acc``/``oracle_thr`` (threshold chosen with the labels).
+        Everything but the counts and the accuracy of a class present is NaN unless both classes are.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -130,7 +133,7 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
     return {
         "n_real": n_real,
         "n_fake": n_fake,
-        "acc": float(np.mean(pred_fake == is_fake)) if y.size else _NAN,
+        "acc": float(np.mean(pred_fake == is_fake)) if both else _NAN,
         "real_acc": real_acc,
         "fake_acc": fake_acc,
         "balanced_acc": (real_acc + fake_acc) / 2,
@@ -181,17 +184,20 @@ def average_precision(labels, scores, sample_weight=None) -> float | np.ndarray:
 def _bootstrap_acc_ap(
     y: np.ndarray, s: np.ndarray, threshold: float, n_boot: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Class-stratified bootstrap distributions of acc and AP (reals and fakes resampled separately)."""
+    """Class-stratified bootstrap distributions of acc and AP (reals and fakes resampled separately); NaN unless both
+    classes are present."""
     order = np.argsort(-s, kind="stable")
     y, s = y[order].astype(np.float64), s[order]
     correct = ((s > threshold) == (y == 1)).astype(np.float64)
     both = bool(y.any() and not y.all())
     n = y.size
-    acc, ap = np.empty(n_boot), np.empty(n_boot)
+    acc, ap = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    if not both:  # neither accuracy nor AP is defined over one class
+        return {"acc": acc, "ap": ap}
     for start, counts in stratified_counts(y, n_boot, rng):
         b = len(counts)
         acc[start : start + b] = counts @ correct / n
-        ap[start : start + b] = _ap_sorted(y, s, counts) if both else np.nan
+        ap[start : start + b] = _ap_sorted(y, s, counts)
     return {"acc": acc, "ap": ap}
 
 
@@ -291,11 +297,13 @@ def per_group_metrics(
     n_boot: int = 0,
     seed: int = 0,
     ci: float = 0.95,
+    groups: Iterable[object] | None = None,
 ) -> pd.DataFrame:
     """One row of :func:`binary_metrics` per group (sorted), then macro ``mean`` and ``worst`` rows.
 
     In the mean/worst rows counts are totals, ``oracle_thr`` is NaN and any NaN group value makes the
-    aggregate NaN.
+    aggregate NaN: a group with one class (accuracy n/a) or, among ``groups``, without any row makes the mean and
+    worst accuracy n/a rather than an average over other groups than a complete table's.
 
     Args:
         df: columns ``label``, ``score`` and ``group``.
@@ -306,13 +314,15 @@ def per_group_metrics(
             the worst row's are NaN).
         seed: seeds the bootstrap (per group, independent of the other groups present).
         ci: the interval's coverage, in (0, 1).
+        groups: every group evaluated (None: those in ``df``); one without a row in ``df`` (nothing scored) gets a
+            row of counts 0 and NaN metrics.
 
     Returns:
         The metrics frame; its last columns are the operating points and calibration of :func:`with_calibration`.
 
     Raises:
-        ValueError: a missing column or group value, a reserved group name, an incomplete threshold mapping or
-            ``ci`` out of range.
+        ValueError: a missing column or group value, a reserved group name, a group of ``df`` not in ``groups``,
+            an incomplete threshold mapping or ``ci`` out of range.
     """
     missing = {"label", "score", group} - set(df.columns)
     if missing:
@@ -321,24 +331,29 @@ def per_group_metrics(
         raise ValueError(f"column {group!r} has missing values")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
-    names = sorted(df[group].unique())
+    present = sorted(df[group].unique())
+    names = present if groups is None else sorted(set(groups))
+    if set(present) - set(names):
+        raise ValueError(f"groups {sorted(set(present) - set(names))} of df are not in groups")
     if set(SUMMARY_ROWS) & set(names):
         raise ValueError(f"group values {' and '.join(map(repr, SUMMARY_ROWS))} are reserved for the summary rows")
     if isinstance(threshold, Mapping):
-        absent = [g for g in names if g not in threshold]
+        absent = [g for g in present if g not in threshold]
         if absent:
             raise ValueError(f"threshold mapping lacks groups {absent}")
-        thresholds = {g: float(threshold[g]) for g in names}
+        thresholds = {g: float(threshold[g]) for g in present}
     else:
-        thresholds = dict.fromkeys(names, float(threshold))
+        thresholds = dict.fromkeys(present, float(threshold))
 
     rows: list[dict[str, object]] = []
     dists: dict[str, list[np.ndarray]] = {m: [] for m in BOOTSTRAP_METRICS}
-    for name, part in df.groupby(group, sort=True, observed=True):
+    parts = dict(iter(df.groupby(group, sort=True, observed=True)))
+    for name in names:
+        part = parts.get(name, df.iloc[:0])
         y, s = _as_arrays(part["label"].to_numpy(), part["score"].to_numpy())
-        row: dict[str, object] = {group: name, **binary_metrics(y, s, thresholds[name])}
+        row: dict[str, object] = {group: name, **binary_metrics(y, s, thresholds.get(name, 0.5))}
         if n_boot > 0:
-            boot = _bootstrap_acc_ap(y, s, thresholds[name], n_boot, group_rng(seed, name))
+            boot = _bootstrap_acc_ap(y, s, thresholds.get(name, 0.5), n_boot, group_rng(seed, name))
             for metric in BOOTSTRAP_METRICS:
                 dists[metric].append(boot[metric])
                 row[f"{metric}_lo"], row[f"{metric}_hi"] = percentile_interval(boot[metric], ci)
@@ -563,3 +578,36 @@ def paired_replicates(
             for name, values in weighted_metrics(y, s, counts, names, threshold).items():
                 out[name][i, start:stop] = values
     return out
+
+
+def as_defined(metrics: pd.DataFrame, groups: Iterable[object] = (), *, group: str = "generator") -> pd.DataFrame:
+    """A stored metrics table (:func:`per_group_metrics` output) under today's definitions, whatever version wrote it:
+    acc and balanced acc (and acc's interval) n/a for a group without both classes, a row of n/a for each of
+    ``groups`` missing from it (nothing scored), and a summary value n/a where any group's is.
+
+    Args:
+        metrics: the table, with its ``mean`` and ``worst`` rows.
+        groups: every group the run evaluated (e.g. the generators of its record's evaluation counts).
+        group: the column naming the groups.
+
+    Returns:
+        The table (the same object when nothing changes: a table written by this version).
+    """
+    is_summary = metrics[group].isin(SUMMARY_ROWS)
+    body, summary = metrics[~is_summary], metrics[is_summary].copy()
+    absent = sorted({str(g) for g in groups} - {str(g) for g in body[group]})
+    one_class = (body["n_real"] == 0) | (body["n_fake"] == 0)
+    accs = [c for c in ("acc", "balanced_acc", "acc_lo", "acc_hi") if c in body.columns]
+    changed = bool(absent) or bool(body.loc[one_class, accs].notna().any().any())
+    if absent:
+        empty = pd.DataFrame({group: absent, "n_real": 0, "n_fake": 0})
+        body = pd.concat([body, empty], ignore_index=True).sort_values(group, kind="stable")
+    body = body.copy()
+    body.loc[(body["n_real"] == 0) | (body["n_fake"] == 0), accs] = _NAN
+    for metric, direction in METRIC_DIRECTIONS.items():
+        if direction == "none" or metric not in body.columns or not body[metric].isna().any():
+            continue
+        columns = [c for c in (metric, f"{metric}_lo", f"{metric}_hi") if c in summary.columns]
+        changed = changed or bool(summary[columns].notna().any().any())
+        summary[columns] = _NAN
+    return pd.concat([body, summary], ignore_index=True) if changed else metrics

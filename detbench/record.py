@@ -81,9 +81,13 @@ def measure(plan: RunPlan, scores: pd.DataFrame, held_scores: pd.DataFrame, phas
     if len(scored) == 0:
         raise DataError(f"no evaluation image could be scored: {'; '.join(unscored.values())}")
     for generator, why in unscored.items():
-        phases.warn(f"generator {generator}: {why}; it is left out of the table and the mean")
+        phases.warn(f"generator {generator}: {why}; its metrics are n/a, and so are the mean and worst")
+    for generator, why in _one_class_generators(scores, scored).items():
+        phases.warn(f"generator {generator}: {why}; its acc and balanced acc are n/a (an accuracy over one class), "
+                    "and so are the mean and worst acc")
     req = plan.request
-    metrics = per_group_metrics(scored, group="generator", threshold=threshold, n_boot=req.n_boot, seed=req.seed)
+    metrics = per_group_metrics(scored, group="generator", threshold=threshold, n_boot=req.n_boot, seed=req.seed,
+                                groups=scores["generator"].unique())
     return Measurement(float(threshold), calibrated, metrics, list(unscored))
 
 
@@ -130,6 +134,7 @@ def build_record(
         "preset": req.preset,
         "missing_eval_generators": sorted(plan.missing_eval + measured.unscored),
         "eval_sample": plan.eval_sample,
+        "data": {"index_hash": plan.index.manifest["index_hash"]},  # what was evaluated (tables show it short)
         "training": _training_record(plan.source),
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
@@ -166,6 +171,23 @@ def _unscored_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str
         if generator not in set(scored["generator"]):
             reasons = ", ".join(f"{n} {k}" for k, n in reason_counts(group["status"]).items())
             out[str(generator)] = f"none of its {len(group)} evaluation images could be scored ({reasons})"
+    return out
+
+
+def _one_class_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str, str]:
+    """Generators with scored images of one class only, with why (none evaluated, or none of them scored)."""
+    out = {}
+    for generator, used in scored.groupby("generator"):
+        rows = scores[scores["generator"] == generator]
+        for label, name in ((0, "real"), (1, "fake")):
+            if (used["label"] == label).any():
+                continue
+            wanted = rows[rows["label"] == label]
+            if wanted.empty:
+                out[str(generator)] = f"it has no {name} evaluation image"
+            else:
+                reasons = ", ".join(f"{n} {k}" for k, n in reason_counts(wanted["status"]).items())
+                out[str(generator)] = f"no {name} image could be scored (of {len(wanted)}: {reasons})"
     return out
 
 

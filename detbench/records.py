@@ -211,7 +211,7 @@ RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str
                      "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
                        "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
-                       "external": bool}  # None is allowed too
+                       "external": bool, "data": dict, "training": dict}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Suite
 
 TRAIN_SUITE_PREFIX = "train_suite."
+SUITE_PREFIX = "suite."
+DETECTOR_PREFIX = "detector."  # says a key is the detector's where the suite has an option of that name too
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
 
 
@@ -100,8 +102,9 @@ class Resolved:
 def resolve(req: RunRequest) -> Resolved:
     """Look up plugins and validate every option before any work.
 
-    ``--set`` keys go to the detector's config, to the suite's options (bare when unambiguous, or
-    ``suite.KEY``) or to the training suite (``train_suite.KEY``). The config takes the compute profile's
+    ``--set`` keys go to the detector's config (bare, or ``detector.KEY``), to the suite's options (bare, or
+    ``suite.KEY``) or to the training suite (``train_suite.KEY``). A bare key that both the detector and the suite
+    define is refused, naming both: it is never resolved silently. The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
     Args:
@@ -112,7 +115,8 @@ def resolve(req: RunRequest) -> Resolved:
 
     Raises:
         RegistryError: an unknown detector, suite or perturbation.
-        ConfigError: an unknown key or a bad value, a malformed backbone spec, or an out-of-range run option.
+        ConfigError: an unknown or ambiguous key, a key given twice, a bad value, a malformed backbone spec, or an
+            out-of-range run option.
     """
     suite_cls = SUITES.get(req.suite)
     det_cls = DETECTORS.get(req.detector)
@@ -122,24 +126,38 @@ def resolve(req: RunRequest) -> Resolved:
     det_over: dict[str, str] = {}
     train_over: dict[str, str] = {}
     for key, value in req.overrides.items():
-        bare = key.removeprefix("suite.")
         if key.startswith(TRAIN_SUITE_PREFIX):
             train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
-        elif key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
-            if bare not in suite_keys:
+            continue
+        if key.startswith(SUITE_PREFIX):
+            target, bare, keys = suite_over, key.removeprefix(SUITE_PREFIX), suite_keys
+            if bare not in keys:
                 raise ConfigError(
-                    f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(suite_keys)) or 'none'}"
+                    f"unknown suite option {bare!r} for {req.suite}; valid: {', '.join(sorted(keys)) or 'none'}"
                 )
-            suite_over[bare] = value
-        elif key in det_keys:
-            det_over[key] = value
+        elif key.startswith(DETECTOR_PREFIX):
+            target, bare, keys = det_over, key.removeprefix(DETECTOR_PREFIX), det_keys
+            if bare not in keys:
+                raise ConfigError(f"unknown setting {bare!r} of {req.detector}; valid: {', '.join(sorted(keys))}")
+        elif key in det_keys and key in suite_keys:
+            raise ConfigError(
+                f"--set {key} is ambiguous: it is both the detector {req.detector}'s setting {key!r} and suite "
+                f"{req.suite}'s option {key!r}; say which with --set {DETECTOR_PREFIX}{key}=... or "
+                f"--set {SUITE_PREFIX}{key}=..."
+            )
+        elif key in det_keys or key in suite_keys:
+            target, bare = (det_over, key) if key in det_keys else (suite_over, key)
         else:
-            valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)]
+            valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"unknown --set key {key!r} for {req.detector} on {req.suite}.{hint} Valid keys: {', '.join(valid)}"
             )
+        if bare in target:
+            owner = f"{req.detector}'s setting" if target is det_over else f"suite {req.suite}'s option"
+            raise ConfigError(f"--set gives {owner} {bare!r} twice (bare and prefixed)")
+        target[bare] = value
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
     config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
     if "backbone" in det_keys and not config.backbone:

@@ -293,3 +293,174 @@ def test_import_scores_refuses_arguments_of_the_wrong_type(
     with pytest.raises(detbench.ConfigError, match=words):
         detbench.import_scores("demo", file, settings=SMALL_SETTINGS, **arguments)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- a key both the detector and the suite define
+
+
+def list_data(tmp_path: Path, *, generators: tuple[str, ...] = ("sdxl",), n: int = 3) -> tuple[Path, Path, Path]:
+    """A list-suite root holding a stale list (every label flipped), the intended list outside the root and a score
+    file that is perfect under the intended list (so the stale one would score 0 %).
+
+    Returns:
+        ``(root, intended list, score file)``.
+    """
+    from replicas import write_image
+
+    root = tmp_path / "data"
+    rows = []
+    for g, generator in enumerate(generators):
+        for label in (0, 1):
+            for i in range(n):
+                path = f"{generator}/{'fake' if label else 'real'}/{i}.png"
+                write_image(root / path, seed=100 * g + 10 * label + i)
+                rows.append({"path": path, "label": label, "generator": generator, "split": "test"})
+    table = pd.DataFrame(rows)
+    table.assign(label=1 - table["label"]).to_csv(root / "stale.csv", index=False)
+    intended = tmp_path / "lists" / "intended.csv"
+    intended.parent.mkdir()
+    table.to_csv(intended, index=False)
+    scores = tmp_path / "scores.csv"
+    table.assign(score=np.where(table["label"] == 1, 0.9, 0.1))[["path", "score"]].to_csv(scores, index=False)
+    return root, intended, scores
+
+
+def test_import_scores_gives_set_file_to_the_list_suite(tmp_path: Path) -> None:
+    """Regression: ``--set file=LIST`` went to the external detector (whose ``file`` the score file then replaced),
+    so the suite silently used the stale list in the root: mean acc 0 instead of 100, without a word."""
+    root, intended, scores = list_data(tmp_path)
+    result = invoke("import-scores", "list", str(scores), "--name", "perfect", "--root", str(root),
+                    "--set", f"file={intended}", "--bootstrap", "0", "-q")
+    assert result.exit_code == 0, result.output
+    run = detbench.load_run(run_id(result.output))
+    assert run.metrics.set_index("generator").loc["mean", "acc"] == 1.0
+    assert run.record["key"]["suite"]["options"]["file"] == str(intended)
+    assert run.record["settings"]["file"] == str(scores.absolute())
+
+    python = detbench.import_scores("list", scores, name="perfect", root=root, settings={"file": str(intended)},
+                                    bootstrap=0)
+    assert python.id == run.id  # the same run from Python
+    prefixed = detbench.import_scores("list", scores, name="perfect", root=root,
+                                      settings={"suite.file": str(intended)}, bootstrap=0)
+    assert prefixed.id == run.id
+
+
+def test_import_scores_with_two_lists_in_the_root_takes_the_one_named(tmp_path: Path) -> None:
+    """Regression: with two lists in the root the error asked for ``--set file=``, which the user had just given."""
+    root, intended, scores = list_data(tmp_path)
+    (root / "other.csv").write_bytes(intended.read_bytes())
+    result = invoke("import-scores", "list", str(scores), "--name", "two-lists", "--root", str(root),
+                    "--set", "file=stale.csv", "--bootstrap", "0", "-q")  # the one named, however wrong
+    assert result.exit_code == 0, result.output
+    assert detbench.load_run(run_id(result.output)).metrics.set_index("generator").loc["mean", "acc"] == 0.0
+    result = invoke("import-scores", "list", str(scores), "--name", "two-lists", "--root", str(root),
+                    "--set", "file=other.csv", "--bootstrap", "0", "-q")
+    assert result.exit_code == 0, result.output
+    assert detbench.load_run(run_id(result.output)).metrics.set_index("generator").loc["mean", "acc"] == 1.0
+
+
+def test_import_scores_set_is_for_the_suite_only(tmp_path: Path) -> None:
+    """``--set`` of import-scores sets suite options: a key of the score file's reading is refused, pointing at the
+    command's own options, never applied to the detector behind the user's back."""
+    root, intended, scores = list_data(tmp_path)
+    result = invoke("import-scores", "list", str(scores), "--name", "x", "--root", str(root),
+                    "--set", f"file={intended}", "--set", "logits=true", "-q")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "suite option" in text and "'logits'" in text and "--logits" in text
+
+
+def test_a_key_of_both_the_detector_and_the_suite_is_refused_elsewhere(tmp_path: Path) -> None:
+    """Outside import-scores an ambiguous bare key is refused, naming both meanings; ``detector.KEY`` and
+    ``suite.KEY`` say which is meant."""
+    root, intended, scores = list_data(tmp_path)
+    result = invoke("run", "external", "--suite", "list", "--root", str(root), "--set", f"file={intended}",
+                    "--set", "name=x", "-q")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "ambiguous" in text and "external" in text and "suite list" in text
+    assert "detector.file=" in text and "suite.file=" in text
+    with pytest.raises(detbench.ConfigError, match="ambiguous"):
+        detbench.run("external", "list", root, settings={"file": str(scores), "name": "x"})
+
+    run = detbench.run("external", "list", root, bootstrap=0,
+                       settings={"detector.file": str(scores), "suite.file": str(intended), "name": "perfect"})
+    assert run.metrics.set_index("generator").loc["mean", "acc"] == 1.0
+    imported = detbench.import_scores("list", scores, name="perfect", root=root, settings={"file": str(intended)},
+                                      bootstrap=0)
+    assert imported.id == run.id  # one run however it is asked for
+
+
+# ------------------------------------------------------------------------- coverage: no accuracy over one class
+
+
+@pytest.mark.parametrize("how", ["fakes only", "NaN for every real"])
+def test_an_import_scoring_one_class_has_no_accuracy(how: str, demo: pd.DataFrame, tmp_path: Path) -> None:
+    """Regression: an import scoring only the fakes (or NaN for every real image, like a detector that returns NaN
+    for them) showed acc 92.5-100 for every generator, mean and worst, ranked beside complete runs."""
+    rows = evaluation_rows(demo)
+    table = pd.DataFrame({"path": rows["path"], "score": np.where(rows["label"] == 1, 0.9, np.nan)})
+    file = tmp_path / "one_class.csv"
+    (table[rows["label"] == 1] if how == "fakes only" else table).to_csv(file, index=False)
+    name = "fakes-only" if how == "fakes only" else "nan-reals"
+    result = invoke("import-scores", "demo", str(file), "--name", name, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "no real image could be scored" in " ".join(result.output.split())
+    run = detbench.load_run(run_id(result.output))
+    metrics = run.metrics.set_index("generator")
+    assert metrics[["acc", "balanced_acc", "acc_lo", "acc_hi"]].isna().all().all()
+    assert (metrics.loc[metrics.index != "worst", "fake_acc"] == 1.0).all()
+
+    board = detbench.leaderboard("demo", detector=f"external:{name}")
+    assert np.isnan(board["mean"].iloc[0]) and np.isnan(board["worst"].iloc[0])
+    assert board["coverage"].iloc[0] == "24/48"
+    listed = detbench.runs("demo", detector=f"external:{name}")
+    assert np.isnan(listed["mean_acc"].iloc[0]) and listed["coverage"].iloc[0] == "24/48"
+    shown = invoke("leaderboard", "demo", "--detector", f"external:{name}")
+    assert shown.exit_code == 0 and "24/48" in shown.output and "100.0" not in shown.output
+    assert "24/48" in invoke("ls", "runs").output
+
+
+def test_an_import_of_some_generators_has_no_mean(demo: pd.DataFrame, tmp_path: Path) -> None:
+    """Regression: a 3-of-24 import averaged over the generators it scored, a mean beside complete runs' means."""
+    rows = evaluation_rows(demo)
+    part = rows[rows["generator"] == "upconv"]
+    file = tmp_path / "upconv_only.csv"
+    pd.DataFrame({"path": part["path"], "score": np.where(part["label"] == 1, 0.8, 0.2)}).to_csv(file, index=False)
+    result = invoke("import-scores", "demo", str(file), "--name", "one-generator", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "none of its 12 evaluation images could be scored" in " ".join(result.output.split())
+    run = detbench.load_run(run_id(result.output))
+    metrics = run.metrics.set_index("generator")
+    assert list(metrics.index) == ["autoencoder", "denoise", "nearest", "upconv", "mean", "worst"]
+    assert metrics.loc["upconv", "acc"] == 1.0 and metrics.loc["nearest", ["n_real", "n_fake"]].sum() == 0
+    assert metrics.loc[["nearest", "mean", "worst"], "acc"].isna().all()
+    board = detbench.leaderboard("demo", detector="external:one-generator")
+    assert board["coverage"].iloc[0] == "12/48" and np.isnan(board["mean"].iloc[0])
+    assert board["upconv"].iloc[0] == 1.0
+
+
+def test_rows_of_other_generators_and_other_data_are_told_apart(tmp_path: Path) -> None:
+    """Runs on other data under one suite name show their data identity and score file hash, and a row whose mean
+    covers fewer generators than the table's is marked and ranked after the complete ones, never among them."""
+    root_a, list_a, scores_a = list_data(tmp_path / "a", generators=("g1", "g2"))
+    root_b, list_b, scores_b = list_data(tmp_path / "b", generators=("g1",))
+    worse = pd.read_csv(scores_a)
+    worse.loc[worse["path"].str.startswith("g2/real"), "score"] = 0.9  # g2's reals called fake: mean 75 %
+    worse.to_csv(scores_a, index=False)
+    a = detbench.import_scores("list", scores_a, name="m", root=root_a, settings={"file": str(list_a)}, bootstrap=0)
+    b = detbench.import_scores("list", scores_b, name="m", root=root_b, settings={"file": str(list_b)}, bootstrap=0)
+    assert a.metrics.set_index("generator").loc["mean", "acc"] == 0.75
+    assert b.metrics.set_index("generator").loc["mean", "acc"] == 1.0
+
+    board = detbench.leaderboard("list")
+    assert board["run_id"].tolist() == [a.id[:16], b.id[:16]]  # the complete row first, despite its lower mean
+    assert board["coverage"].tolist() == ["12/12", "6/6, 1/2 generators"]
+    assert board["data"].nunique() == 2 and board["data"].str.fullmatch(r"[0-9a-f]{8}").all()
+    assert board["files"].tolist() == [f"scores {a.record['key']['scores']['sha256'][:8]}",
+                                       f"scores {b.record['key']['scores']['sha256'][:8]}"]
+    shown = invoke("leaderboard", "list")
+    text = " ".join(shown.output.split())
+    assert shown.exit_code == 0 and "100.0 (1 of 2)" in text and "75.0" in text
+    for run in (a, b):
+        assert board.loc[board["run_id"] == run.id[:16], "data"].item() == run.record["data"]["index_hash"][:8]

@@ -116,8 +116,8 @@ def test_ties_and_constant_scores() -> None:
 def test_single_class_is_nan_never_zero(cls: int) -> None:
     m = binary_metrics([cls] * 4, [0.2, 0.4, 0.6, 0.8])
     own, other = ("real_acc", "fake_acc") if cls == 0 else ("fake_acc", "real_acc")
-    assert m["acc"] == 0.5 and m[own] == 0.5
-    for key in (other, "balanced_acc", "ap", "auc", "eer", "oracle_acc", "oracle_thr"):
+    assert m[own] == 0.5  # acc over one class would be this under another name: it is n/a
+    for key in ("acc", other, "balanced_acc", "ap", "auc", "eer", "oracle_acc", "oracle_thr"):
         assert math.isnan(m[key]), key
     assert math.isnan(best_threshold([cls] * 3, [0.1, 0.2, 0.3])[1])
 
@@ -235,16 +235,46 @@ def test_per_group_rows_and_aggregates() -> None:
 
 
 def test_per_group_nan_propagates() -> None:
+    """Regression: a group with only fakes scored had acc = its fake accuracy (up to 100) and the mean and worst
+    averaged it as if complete; accuracy over one class is n/a, and so are the aggregates."""
     df = _group_df(np.random.default_rng(0), 50, groups=("a", "b"))
     only_fake = pd.DataFrame({"generator": "z", "label": [1, 1, 1], "score": [0.9, 0.8, 0.2]})
     out = per_group_metrics(pd.concat([df, only_fake]), n_boot=50).set_index("generator")
-    assert math.isnan(out.loc["z", "ap"]) and math.isnan(out.loc["z", "real_acc"])
+    for k in ("acc", "balanced_acc", "ap", "real_acc", "acc_lo", "acc_hi"):
+        assert math.isnan(out.loc["z", k]), k
+    assert out.loc["z", "fake_acc"] == pytest.approx(2 / 3)  # a per-class accuracy stays defined
     for row in ("mean", "worst"):
-        for k in ("ap", "auc", "eer", "real_acc", "balanced_acc", "oracle_acc"):
+        for k in ("acc", "ap", "auc", "eer", "real_acc", "balanced_acc", "oracle_acc"):
             assert math.isnan(out.loc[row, k]), (row, k)
-        assert out.loc[row, "acc"] == out.loc[row, "acc"]  # acc stays defined
-    assert math.isnan(out.loc["mean", "ap_lo"]) and not math.isnan(out.loc["mean", "acc_lo"])
-    assert out.loc["worst", "acc"] == pytest.approx(out.loc[["a", "b", "z"], "acc"].min())
+        assert out.loc[row, "fake_acc"] == out.loc[row, "fake_acc"]  # every group has fakes
+    assert math.isnan(out.loc["mean", "ap_lo"]) and math.isnan(out.loc["mean", "acc_lo"])
+    assert not out.loc[["a", "b"], ["acc", "acc_lo"]].isna().any().any()
+
+
+def test_accuracy_over_one_class_is_undefined() -> None:
+    for labels in ([1, 1, 1], [0, 0]):
+        m = binary_metrics(labels, [0.9, 0.8, 0.2][: len(labels)])
+        assert math.isnan(m["acc"]) and math.isnan(m["balanced_acc"]), labels
+    m = binary_metrics([1, 1, 1], [0.9, 0.8, 0.2])
+    assert m["fake_acc"] == pytest.approx(2 / 3) and math.isnan(m["real_acc"])
+
+
+def test_expected_groups_without_a_scored_image_make_the_aggregates_undefined() -> None:
+    """Regression: a 3-of-24 import averaged over the generators it scored; a group the protocol evaluates with no
+    scored image is a row of n/a (counts 0), and the mean and worst are n/a."""
+    df = _group_df(np.random.default_rng(2), 40, groups=("a", "b"))
+    out = per_group_metrics(df, groups=["a", "b", "c"], n_boot=30).set_index("generator")
+    assert list(out.index) == ["a", "b", "c", "mean", "worst"]
+    assert out.loc["c", "n_real"] == out.loc["c", "n_fake"] == 0
+    assert out.loc["c", list(METRIC_DIRECTIONS)[2:]].isna().all() and out.loc["c", "acc_lo":].isna().all()
+    for row in ("mean", "worst"):
+        assert math.isnan(out.loc[row, "acc"]) and math.isnan(out.loc[row, "ap"]), row
+    assert math.isnan(out.loc["mean", "acc_lo"])
+    assert out.loc["mean", "n_real"] == 80
+    complete = per_group_metrics(df, groups=["a", "b"]).set_index("generator")
+    pd.testing.assert_frame_equal(complete, per_group_metrics(df).set_index("generator"))
+    with pytest.raises(ValueError, match="not in groups"):
+        per_group_metrics(df, groups=["a"])
 
 
 def test_per_group_dict_threshold() -> None:
