@@ -145,9 +145,12 @@ def leaderboard_cells(wide: pd.DataFrame, id_columns: list[str], deltas: bool = 
         deltas: every value column holds differences (the delta view); otherwise only ``mean_delta`` is signed.
 
     Returns:
-        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``).
+        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``; ``flags`` only when
+        some run has one).
     """
     shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
+    if "flags" in shown and not shown["flags"].fillna("").astype(str).str.len().any():
+        shown = shown.drop(columns=["flags"])  # shown only when some run is flagged
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
     for col in shown.columns[len(ids) :]:

@@ -18,7 +18,8 @@ from detbench.metrics import SUMMARY_ROWS
 from detbench.records import load_run_record
 
 ID_COLUMNS = [
-    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id"
+    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "config_hash", "fit_id", "run_id",
+    "flags",
 ]  # fmt: skip
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
 
@@ -58,12 +59,13 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
 
 
 def run_records(
-    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = ("metrics.parquet",)
+    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = layout.RUN_OUTPUTS
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Finished runs (those with a run.json), optionally of one suite, oldest first.
 
-    A damaged run (its record unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256
-    it recorded) is left out with a :class:`~detbench.errors.DetbenchWarning`; running it again recomputes it.
+    A damaged run (its record unreadable, of the wrong shape or edited by hand, its run id not the sha256 of its run
+    key, or an output in ``verify`` not matching the sha256 it recorded) is left out with a
+    :class:`~detbench.errors.DetbenchWarning`, never used; running it again recomputes it.
 
     Args:
         suite: only this suite's runs; None: every suite's.
@@ -99,6 +101,26 @@ def detector_label(record: dict[str, Any]) -> str:
     return str(record.get("label") or record["detector"])
 
 
+FLAGS_NOTE = (
+    "flags: N train copies = N evaluation images are byte-identical copies of training images (other files, same "
+    "bytes): those scores measure memory as much as detection"
+)
+
+
+def run_flags(record: dict[str, Any]) -> str:
+    """What a table must say beside a run's numbers (explained by :data:`FLAGS_NOTE`): its evaluation images that
+    copy its training images.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        E.g. ``3 train copies``; empty when nothing is to be said.
+    """
+    copies = ((record.get("counts") or {}).get("copies_of_training") or {}).get("eval")
+    return f"{copies} train copies" if copies else ""
+
+
 def runs_table(suite: str | None = None, detector: str | None = None, runs_root: Path | None = None) -> pd.DataFrame:
     """One row per finished run, oldest first (what ``detbench ls runs`` lists).
 
@@ -128,6 +150,7 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
                 "mean_acc": summary.get("acc"),
                 "mean_ap": summary.get("ap"),
                 "fit_id": str(rec.get("fit_id", "")),
+                "flags": run_flags(rec),
                 "created": rec.get("created", ""),
                 "path": str(run_dir),
             }
@@ -138,7 +161,7 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
 
 RUN_COLUMNS = [
     "run_id", "suite", "detector", "external", "protocol", "backbone", "settings", "perturbation", "threshold",
-    "mean_acc", "mean_ap", "fit_id", "created", "path",
+    "mean_acc", "mean_ap", "fit_id", "flags", "created", "path",
 ]  # fmt: skip
 
 
@@ -189,6 +212,7 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
         "config_hash": record.get("config_hash", ""),
         "fit_id": str(record.get("fit_id", ""))[:16],
         "run_id": record["run_id"][:16],
+        "flags": run_flags(record),
     }
     return dict(reversed(list(values.items())))
 
@@ -212,6 +236,7 @@ def suite_long(suite: str, published: bool = False, runs_root: Path | None = Non
         from detbench.presets import published_rows
 
         long = pd.concat([long, published_rows(suite)], ignore_index=True)
+        long["flags"] = long["flags"].fillna("")
     if long.empty:
         raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
     return long
