@@ -18,13 +18,14 @@ Example (the demo suite builds itself, offline; these small options take seconds
 
 from __future__ import annotations
 
+import numbers
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from detbench.errors import ConfigError
+from detbench.errors import ConfigError, DataError
 from detbench.finished_run import PathLike, Run
 
 if TYPE_CHECKING:
@@ -72,6 +73,56 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int to Python, not here
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "text": ("text (a str)", lambda v: isinstance(v, str)),
+    "path": ("a path (str or os.PathLike)", _is_path),
+    "int": ("an integer (not a bool)", _is_int),
+    "bool": ("True or False", lambda v: isinstance(v, bool)),
+    "threshold": ("'calibrated' or a number in [0, 1] (not a bool)",
+                  lambda v: isinstance(v, str) or (isinstance(v, numbers.Real) and not isinstance(v, bool))),
+}
+
+
+def _check_types(kind: str, *, optional: bool = False, **values: Any) -> None:
+    """Refuse arguments of the wrong type with one :class:`~detbench.errors.ConfigError` naming the argument (Python
+    would otherwise fail later with a bare TypeError, or accept ``seed=True`` as 1).
+
+    Args:
+        kind: a key of :data:`_KINDS`.
+        optional: None is accepted too.
+        **values: the arguments, by name.
+
+    Raises:
+        ConfigError: the first argument of another type.
+    """
+    what, test = _KINDS[kind]
+    for name, value in values.items():
+        if value is None and optional:
+            continue
+        if not test(value):
+            none = " or None" if optional else ""
+            raise ConfigError(f"{name} must be {what}{none}; got {value!r} ({type(value).__name__})")
+
+
+def _check_run_arguments(args: dict[str, Any]) -> None:
+    """The types of the arguments :func:`request` (and so :func:`run`, :func:`sweep`) takes."""
+    _check_types("text", optional=True, **{k: args[k] for k in (
+        "detector", "suite", "protocol", "perturb", "device", "train_suite", "train_protocol", "preset")})
+    _check_types("path", optional=True, root=args["root"], train_root=args["train_root"])
+    _check_types("int", seed=args["seed"], bootstrap=args["bootstrap"])
+    _check_types("int", optional=True, workers=args["workers"], batch_size=args["batch_size"])
+    _check_types("bool", force=args["force"], fast_index=args["fast_index"], allow_cpu=args["allow_cpu"])
+    _check_types("threshold", threshold=args["threshold"])
+
+
 def request(
     detector: str | None = None,
     suite: str | None = None,
@@ -104,11 +155,12 @@ def request(
         A :class:`Request`: the :class:`~detbench.resolve.RunRequest` and the preset, if one was named.
 
     Raises:
-        ConfigError: neither a detector nor a preset, or a malformed setting.
+        ConfigError: neither a detector nor a preset, an argument of the wrong type, or a malformed setting.
         PresetError: the preset is unknown or the environment cannot run it.
     """
     from detbench.resolve import RunRequest
 
+    _check_run_arguments(locals())
     overrides = settings_overrides(settings)
     chosen, preset_record = None, None
     root_path = Path(root).expanduser() if root is not None else None
@@ -131,14 +183,14 @@ def request(
         train_protocol=train_protocol,
         preset=preset_record,
         overrides=overrides,
-        seed=seed,
+        seed=int(seed),
         force=force,
         device=device,
-        workers=workers,
-        batch_size=batch_size,
+        workers=None if workers is None else int(workers),
+        batch_size=None if batch_size is None else int(batch_size),
         perturb=perturb,
         index_mode="fast" if fast_index else "full",
-        n_boot=bootstrap,
+        n_boot=int(bootstrap),
         threshold=str(threshold),
     )
     return Request(req, chosen)
@@ -204,6 +256,7 @@ def run(
         run = detbench.run("mpft", "demo", settings={"mask.strategy": "random", "n_train": 12})
         run.metrics.set_index("generator")["acc"]
     """
+    _check_types("bool", progress=progress)
     planned = request(
         detector, suite, root, protocol, settings, seed, perturb, device, threshold=threshold, bootstrap=bootstrap,
         force=force, train_suite=train_suite, train_root=train_root, train_protocol=train_protocol, workers=workers,
@@ -258,8 +311,14 @@ def sweep(
     """
     from detbench.sweep import run_sweep
 
+    _check_types("bool", progress=progress)
     if isinstance(perturb, str):
         perturb = [perturb]
+    axes = list(perturb) if isinstance(perturb, Iterable) else None
+    if axes is None or not all(isinstance(axis, str) for axis in axes):
+        raise ConfigError(f"perturb must be a list of perturbation axes (text, e.g. ['jpeg:95,75,50']); "
+                          f"got {perturb!r}")
+    perturb = axes
     if not perturb:
         raise ConfigError("give at least one perturbation axis, e.g. perturb=['jpeg:95,75,50']")
     planned = request(detector, suite, root, protocol, settings, seed, None, device, threshold=threshold,
@@ -286,6 +345,7 @@ def import_scores(
     force: bool = False,
     fast_index: bool = False,
     progress: bool = False,
+    paths_relative_to: str | None = None,
 ) -> Run:
     """Scores computed outside detbench, as a run of detector ``external:NAME`` (``detbench import-scores``): the
     same metrics, bootstrap intervals, thresholds, leaderboard rows, report and robustness views as any run.
@@ -311,13 +371,17 @@ def import_scores(
         settings: suite options (``{"n_train": 12}``; ``suite.KEY`` too): only the suite's, so a key the detector
             has too (the ``list`` suite's ``file``) is the suite's; the detector's are the arguments above.
         seed, bootstrap, force, fast_index, progress: as :func:`run`.
+        paths_relative_to: what relative paths in the file are relative to: ``"root"`` (the suite root), ``"file"``
+            (the file's folder, as ``predict(..., export=...)``, grip-unina's ``main.py`` and ForensicHub's lists
+            write them), or None: the root, unless no path of the file names an image there but they do relative
+            to the file's folder (then ``file``, recorded in the run's settings and identity).
 
     Returns:
         The finished :class:`Run`.
 
     Raises:
-        ConfigError: ``name`` is not text, ``logits`` not a bool, a column name not text, or a setting that is not
-            an option of the suite.
+        ConfigError: ``suite`` is not a suite's name, ``name`` is not text, ``logits`` not a bool, a column name not
+            text, a setting that is not an option of the suite, or another argument of the wrong type.
         InputError: the file is missing, unreadable or lacks its columns.
         DataError: a score outside [0, 1] without ``logits``, or no image of the file is an image of the suite.
 
@@ -331,6 +395,13 @@ def import_scores(
     from detbench.resolve import DETECTOR_PREFIX, ThresholdPolicy, resolve
     from detbench.score_files import match_problems, not_in_file, read_score_file
 
+    if not isinstance(suite, str) or not suite.strip():
+        raise ConfigError(f"suite must name the suite the scores are of (see `detbench ls suites`); got {suite!r}")
+    _check_types("path", file=file)
+    _check_types("bool", progress=progress)
+    if paths_relative_to not in (None, "root", "file"):
+        raise ConfigError(f"paths_relative_to must be 'root', 'file' or None (the root, else the file's folder if "
+                          f"only there its paths name images); got {paths_relative_to!r}")
     _check_reading(name, logits, score_column, key_column)
     file = Path(file).expanduser().absolute()
     if ThresholdPolicy.parse(str(threshold)).policy == "calibrated" and perturb:
@@ -338,19 +409,38 @@ def import_scores(
             "a calibrated threshold needs clean held-out scores, and this file holds scores of perturbed images; "
             "import the clean file with threshold='calibrated', or give a fixed threshold"
         )
-    reading = {"logits": logits, "score_column": score_column, "key_column": key_column}
-    defaults = DETECTORS.get(EXTERNAL).Config()
-    chosen = {k: v for k, v in reading.items() if v != getattr(defaults, k)}  # the run's settings: what was chosen
-    detector = {"file": str(file), "name": name, **chosen}  # the detector's: the positional file and the options
-    overrides = {**_suite_settings(suite, settings),
-                 **{f"{DETECTOR_PREFIX}{k}": v for k, v in settings_overrides(detector).items()}}
-    planned = request(EXTERNAL, suite, root, protocol, overrides, seed, perturb, "cpu", threshold=threshold,
-                      bootstrap=bootstrap, force=force, fast_index=fast_index)
-    scores = read_score_file(file, score_column=score_column, key_column=key_column, logits=logits)
+    reading = {"logits": logits, "score_column": score_column, "key_column": key_column,
+               "paths_relative_to": paths_relative_to or "root"}
+    suite_overrides = _suite_settings(suite, settings)
+
+    def planned_run(reading: dict[str, Any]) -> Request:
+        defaults = DETECTORS.get(EXTERNAL).Config()
+        chosen = {k: v for k, v in reading.items() if v != getattr(defaults, k)}  # the run's settings: what was chosen
+        detector = {"file": str(file), "name": name, **chosen}  # the detector's: the positional file and the options
+        overrides = {**suite_overrides,
+                     **{f"{DETECTOR_PREFIX}{k}": v for k, v in settings_overrides(detector).items()}}
+        return request(EXTERNAL, suite, root, protocol, overrides, seed, perturb, "cpu", threshold=threshold,
+                       bootstrap=bootstrap, force=force, fast_index=fast_index)
+
+    planned = planned_run(reading)
+    read = {"score_column": score_column, "key_column": key_column, "logits": logits}
+    scores = read_score_file(file, **read, relative_to_file=paths_relative_to == "file")
     resolved = resolve(planned.run)
     phases = _phases(progress)
     index = index_suite(resolved.suite, planned.run.root, planned.run.index_mode, phases=phases)
-    problems = match_problems(scores, index.rows, index.root, resolved.suite.name)  # raises if nothing matches
+    try:
+        problems = match_problems(scores, index.rows, index.root, resolved.suite.name)  # raises if nothing matches
+    except DataError as relative_to_root:
+        if paths_relative_to is not None or scores.by_id or file.parent.resolve() == Path(index.root).resolve():
+            raise
+        beside = read_score_file(file, **read, relative_to_file=True)  # e.g. written by predict(export=...)
+        try:
+            problems = match_problems(beside, index.rows, index.root, resolved.suite.name)
+        except DataError:
+            raise relative_to_root from None  # neither way: the message names both
+        phases.log(f"the paths in {file.name} are relative to its folder ({file.parent}), not to the suite root: "
+                   "read so (recorded as paths_relative_to=file)")
+        planned = planned_run({**reading, "paths_relative_to": "file"})
     result = _carry_out(planned.run, progress)  # warns of the file's own problems as it reads it
     for problem in problems:
         warn(problem)
@@ -429,10 +519,12 @@ def load_run(run_id: str) -> Run:
         The :class:`Run`.
 
     Raises:
-        RunLookupError: no finished run, or several, match.
+        RunLookupError: no finished run, or several, match (a damaged one is left out with a warning).
+        ConfigError: ``run_id`` is not text.
     """
     from detbench.leaderboard import find_run
 
+    _check_types("text", run_id=run_id)
     run_dir, record = find_run(run_id)
     return Run(run_dir, record, reused=True)
 
@@ -449,11 +541,16 @@ def runs(suite: str | None = None, detector: str | None = None) -> pd.DataFrame:
         One row per run: run_id, suite, detector, external, protocol, backbone, settings, perturbation,
         threshold, data (short index hash), files (short sha256 of the files read), coverage (evaluation images
         scored/expected), mean_acc, mean_ap (NaN unless every generator has scored images of both classes),
-        fit_id, created, path.
+        fit_id, flags (e.g. evaluation images that copy training images), created, path. A damaged run (an output
+        or its record edited) is left out with a warning.
+
+    Raises:
+        ConfigError: an argument that is not text.
     """
     from detbench.leaderboard import runs_table
     from detbench.registry import SUITES
 
+    _check_types("text", optional=True, suite=suite, detector=detector)
     return runs_table(SUITES.get(suite).name if suite else None, detector)
 
 
@@ -482,18 +579,22 @@ def leaderboard(
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
-        coverage, config_hash, fit_id, run_id), one column per generator, then mean, worst and mean_delta (and
-        avg_rank); rows whose mean covers fewer generators than the others of their protocol come after them, their
-        coverage ending ``K/N generators`` (see :mod:`detbench.leaderboard`).
+        coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images), one column
+        per generator, then mean, worst and mean_delta (and avg_rank); rows whose mean covers fewer generators than
+        the others of their protocol come after them, their coverage ending ``K/N generators`` (see
+        :mod:`detbench.leaderboard`).
 
     Raises:
         RunLookupError: no finished run of the suite, or none matches the filters.
-        ConfigError: an unknown metric, or ``rank`` with ``delta``.
+        ConfigError: an unknown metric, ``rank`` with ``delta``, or an argument of the wrong type.
         DataError: ``rank`` without two generators and two runs with a value for each.
     """
     from detbench.leaderboard import leaderboard_view, suite_long
     from detbench.registry import SUITES
 
+    _check_types("text", suite=suite, metric=metric)
+    _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
+    _check_types("bool", delta=delta, published=published)
     long = suite_long(SUITES.get(suite).name, published=published)
     return leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
                             perturbation=perturbation)
@@ -572,11 +673,18 @@ def index(
         Columns image_id, path (relative to the root), suite, generator, family, split, label, format, jpeg_quality,
         width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root and ``.attrs["manifest"]`` the
         index manifest (counts, index hash).
+
+    Raises:
+        ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
     """
     from detbench.config import apply_overrides
     from detbench.index import index_suite
     from detbench.registry import SUITES
 
+    _check_types("text", suite=suite)
+    _check_types("path", optional=True, root=root)
+    _check_types("int", optional=True, workers=workers)
+    _check_types("bool", fast=fast, progress=progress)
     cls = SUITES.get(suite)
     obj = cls(apply_overrides(cls.Options(), settings_overrides(settings)))
     if workers is not None and workers < 0:
@@ -618,13 +726,22 @@ def predict(
     Raises:
         RunLookupError: a run id matches no finished run (or several).
         InputError: no image file among ``paths``, or ``export`` is a folder.
+        ConfigError: an argument of the wrong type.
     """
     from detbench.predict import check_outputs, long_predictions, predict_runs, write_export
 
+    refs = [run] if isinstance(run, (str, Run)) else list(run) if isinstance(run, Iterable) else [run]
+    if not all(isinstance(r, (str, Run)) for r in refs):
+        raise ConfigError(f"run must be a Run, a run id (text) or a list of them; got {run!r}")
+    path_list = [paths] if _is_path(paths) else list(paths) if isinstance(paths, Iterable) else [paths]
+    if not all(_is_path(p) for p in path_list):
+        raise ConfigError(f"paths must be a path (str or os.PathLike) or a list of them; got {paths!r}")
+    _check_types("path", optional=True, export=export)
+    _check_types("text", optional=True, device=device)
+    _check_types("int", optional=True, workers=workers, batch_size=batch_size)
+    _check_types("bool", logits=logits, progress=progress)
     check_outputs(export)  # before any image is scored
-    refs = [run] if isinstance(run, (str, Run)) else list(run)
-    ids = [r.id if isinstance(r, Run) else str(r) for r in refs]
-    path_list = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    ids = [r.id if isinstance(r, Run) else r for r in refs]
     results = predict_runs(ids, path_list, device=device, workers=workers, batch_size=batch_size,
                            phases=_phases(progress))
     if export is not None:

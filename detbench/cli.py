@@ -231,7 +231,7 @@ def leaderboard(
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
-    from detbench.leaderboard import ID_COLUMNS, leaderboard_view, suite_long, write_csvs
+    from detbench.leaderboard import FLAGS_NOTE, ID_COLUMNS, leaderboard_view, suite_long, write_csvs
     from detbench.records import atomic_path
     from detbench.registry import SUITES
 
@@ -241,18 +241,22 @@ def leaderboard(
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
-    markdown_parts = []
+    markdown_parts, flagged = [], False
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
         title = f"{suite} leaderboard: {name} ({unit_note(name, delta) + (' vs clean' if delta else '')})"
         n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
         for table in leaderboard_tables(shown, n_ids, title, width=console.width):
             console.print(table)
+        flagged = flagged or "flags" in shown
         markdown_parts.append(f"**{title}**\n\n" + markdown_table(shown, right_from=n_ids))
         if rank:
             note = friedman_note(view.attrs["friedman"], int(view["avg_rank"].isna().sum()))
             console.print(note)
             markdown_parts.append(note + "\n")
+    if flagged:  # some run evaluates copies of its training images
+        console.print(FLAGS_NOTE)
+        markdown_parts.append(FLAGS_NOTE + "\n")
     if csv is not None:
         for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
             console.print(f"wrote {path}")
@@ -367,6 +371,12 @@ def import_scores(
     key_column: Annotated[
         str, typer.Option(help="The column naming the images (default: the first of path, filename, image_id).")
     ] = "",
+    paths_relative_to: Annotated[
+        Optional[str],
+        typer.Option(help="What relative paths in FILE are relative to: root (--root) or file (FILE's folder, as "
+                     "`detbench predict --export` writes them). Default: the root, else FILE's folder if only there "
+                     "they name images of the suite."),
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Suite option key=value (repeatable).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits and sampling.")] = 0,
     bootstrap: BootstrapOption = 1000,
@@ -384,13 +394,17 @@ def import_scores(
         suite, file, name=name, root=root, protocol=protocol, logits=logits, threshold=threshold, perturb=perturb,
         score_column=score_column, key_column=key_column, settings=parse_set_args(set_), seed=seed,
         bootstrap=bootstrap, force=force, fast_index=fast_index, progress=not quiet,
+        paths_relative_to=paths_relative_to,
     )  # fmt: skip
     cli_views.show_result(run.record, run.metrics, run.path, run.reused)
 
 
 @app.command()
 def report(
-    target: Annotated[str, typer.Argument(help="A run id (or its first characters), or a suite name.")],
+    target: Annotated[
+        str, typer.Argument(help="A run id (or its first characters), or a suite name (or the folder of either under "
+                            "$DETBENCH_HOME/runs).")
+    ],
     out: Annotated[
         Optional[Path], typer.Option(help="Output folder (default: $DETBENCH_HOME/reports/<run or suite>).")
     ] = None,

@@ -181,12 +181,15 @@ def leaderboard_cells(
         metric: the metric the values are of (percentage metrics in %, Brier and NLL as they are; see :func:`fmt`).
 
     Returns:
-        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``); the ``mean`` and
-        ``worst`` of a row covering fewer generators than the rows beside it say so: ``82.1 (3 of 24)``.
+        The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``; ``flags`` only when
+        some run has one); the ``mean`` and ``worst`` of a row covering fewer generators than the rows beside it say
+        so: ``82.1 (3 of 24)``.
     """
     from detbench.leaderboard import partial_generators
 
     shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
+    if "flags" in shown and not shown["flags"].fillna("").astype(str).str.len().any():
+        shown = shown.drop(columns=["flags"])  # shown only when some run is flagged
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
     partial = shown["coverage"].map(partial_generators) if "coverage" in shown else pd.Series(None, shown.index)

@@ -27,7 +27,7 @@ from detbench.records import load_run_record
 
 ID_COLUMNS = [
     "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "data", "files", "coverage",
-    "config_hash", "fit_id", "run_id",
+    "config_hash", "fit_id", "run_id", "flags",
 ]  # fmt: skip
 SHORT = 8  # hex characters of a hash shown in tables
 GENERATORS = "generators"  # how coverage names a row's generators of its protocol's in the table
@@ -69,12 +69,13 @@ def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str
 
 
 def run_records(
-    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = ("metrics.parquet",)
+    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = layout.RUN_OUTPUTS
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Finished runs (those with a run.json), optionally of one suite, oldest first.
 
-    A damaged run (its record unreadable or of the wrong shape, or an output in ``verify`` not matching the sha256
-    it recorded) is left out with a :class:`~detbench.errors.DetbenchWarning`; running it again recomputes it.
+    A damaged run (its record unreadable, of the wrong shape or edited by hand, its run id not the sha256 of its run
+    key, or an output in ``verify`` not matching the sha256 it recorded) is left out with a
+    :class:`~detbench.errors.DetbenchWarning`, never used; running it again recomputes it.
 
     Args:
         suite: only this suite's runs; None: every suite's.
@@ -108,6 +109,26 @@ def detector_label(record: dict[str, Any]) -> str:
         Its ``label`` (``external:NAME`` for imported scores), else its detector name.
     """
     return str(record.get("label") or record["detector"])
+
+
+FLAGS_NOTE = (
+    "flags: N train copies = N evaluation images are byte-identical copies of training images (other files, same "
+    "bytes): those scores measure memory as much as detection"
+)
+
+
+def run_flags(record: dict[str, Any]) -> str:
+    """What a table must say beside a run's numbers (explained by :data:`FLAGS_NOTE`): its evaluation images that
+    copy its training images.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        E.g. ``3 train copies``; empty when nothing is to be said.
+    """
+    copies = ((record.get("counts") or {}).get("copies_of_training") or {}).get("eval")
+    return f"{copies} train copies" if copies else ""
 
 
 def runs_table(suite: str | None = None, detector: str | None = None, runs_root: Path | None = None) -> pd.DataFrame:
@@ -144,6 +165,7 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
                 "mean_acc": summary.get("acc"),
                 "mean_ap": summary.get("ap"),
                 "fit_id": str(rec.get("fit_id", "")),
+                "flags": run_flags(rec),
                 "created": rec.get("created", ""),
                 "path": str(run_dir),
             }
@@ -154,7 +176,7 @@ def runs_table(suite: str | None = None, detector: str | None = None, runs_root:
 
 RUN_COLUMNS = [
     "run_id", "suite", "detector", "external", "protocol", "backbone", "settings", "perturbation", "threshold",
-    "data", "files", "coverage", "mean_acc", "mean_ap", "fit_id", "created", "path",
+    "data", "files", "coverage", "mean_acc", "mean_ap", "fit_id", "flags", "created", "path",
 ]  # fmt: skip
 
 
@@ -310,6 +332,7 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
         "config_hash": record.get("config_hash", ""),
         "fit_id": str(record.get("fit_id", ""))[:16],
         "run_id": record["run_id"][:16],
+        "flags": run_flags(record),
     }
     return dict(reversed(list(values.items())))
 

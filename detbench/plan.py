@@ -72,6 +72,7 @@ class RunPlan:
     fit_key: dict[str, Any]
     run_key: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    training_copies: dict[str, Any] | None = None  # evaluation images copying training images (None: nothing trained)
 
     @property
     def suite(self) -> Suite:
@@ -179,15 +180,16 @@ def plan_run(
     if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
         train, heldout, _ = split_rows(source.index, source.protocol, req.seed)
     train_protocol = source.protocol if source else protocol
-    if needs_training and train_protocol.trains:
-        check_training_rows(train_protocol, train, heldout, (source.index if source else index).root)
-        copies = check_no_training_images_evaluated(
-            train_protocol, train, heldout, evaluation, same_root=source is None
-        )
-        if copies:
-            phases.warn(f"{copies} evaluation images are byte-identical copies of training images (under other "
-                        "names): their scores measure memory as much as detection")
+    train_index = source.index if source else index
     evaluation, eval_sample = suite.sample_eval(evaluation)
+    copies = None
+    if needs_training and train_protocol.trains:
+        check_training_rows(train_protocol, train, heldout, train_index.root)
+        copies = check_training_copies(train_protocol, train, heldout, evaluation, train_index, index, bool(source))
+        if copies["eval"]:
+            phases.warn(f"{copies['eval']} of the {len(evaluation)} evaluation images are byte-identical copies of "
+                        "training images (other files with the same bytes): their scores measure memory as much as "
+                        "detection; the run records them and leaderboards and reports flag it")
     missing = generators_without_evaluation(protocol, index.rows, evaluation)
     if missing:
         found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
@@ -199,6 +201,7 @@ def plan_run(
         request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
+        training_copies=copies,
     )  # fmt: skip
     plan.fit_key = fit_key(plan)
     if detector.follows_eval_profiles:
@@ -209,6 +212,42 @@ def plan_run(
         profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
         plan.train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=profiles)
     return plan
+
+
+def check_training_copies(
+    protocol: Protocol,
+    train: pd.DataFrame,
+    heldout: pd.DataFrame,
+    evaluation: pd.DataFrame,
+    train_index: Index,
+    index: Index,
+    cross_suite: bool,
+) -> dict[str, Any]:
+    """Refuse evaluating the training files; count the evaluation images that copy training images, for the record.
+
+    Args:
+        protocol: the training protocol.
+        train: the training rows.
+        heldout: the held-out rows.
+        evaluation: the evaluation rows (as sampled).
+        train_index: the index of the training rows (the evaluation suite's own, or the training suite's).
+        index: the evaluation suite's index.
+        cross_suite: the training rows are another suite's.
+
+    Returns:
+        ``eval`` (how many evaluation images have the bytes of a training image) and ``by`` (what was compared:
+        content ids, or the fast index's per-path ids, which find no copy under another name).
+
+    Raises:
+        ProtocolError: evaluation files are training files (the same absolute paths, links resolved).
+    """
+    n = check_no_training_images_evaluated(
+        protocol, train, heldout, evaluation, train_root=train_index.root, eval_root=index.root,
+        cross_suite=cross_suite,
+    )  # fmt: skip
+    fast = any(ix.manifest.get("id_mode") == "fast" for ix in (train_index, index))
+    by = "fast ids (size, mtime, path): copies under other names are not found" if fast else "content id"
+    return {"eval": n, "by": by}
 
 
 def fit_key(plan: RunPlan) -> dict[str, Any]:

@@ -9,6 +9,7 @@ evaluate an image it trains on, and must say which generators it leaves out of t
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,37 +62,96 @@ def check_no_training_images_evaluated(
     heldout: pd.DataFrame,
     evaluation: pd.DataFrame,
     *,
-    same_root: bool = True,
+    train_root: Path | str | None = None,
+    eval_root: Path | str | None = None,
+    cross_suite: bool = False,
 ) -> int:
-    """Refuse a protocol that would evaluate images it trains on (same files).
+    """Refuse a run that would evaluate files it trains on; count the evaluation images that copy training images.
+
+    Files are the same when their absolute paths are, after resolving symbolic links: within one suite, a
+    cross-suite run whose roots are one folder or nested, or a link from one root to the other's file. Copies are
+    other files (or Parquet rows) with the bytes of a training image (equal content ids).
 
     Args:
-        protocol: the protocol.
+        protocol: the (training) protocol.
         train: the training rows.
         heldout: the held-out rows.
         evaluation: the evaluation rows.
-        same_root: False for a cross-suite run (paths are relative to different roots): then only content ids
-            are compared.
+        train_root: the root the training rows' paths are relative to; None: the same as ``eval_root``.
+        eval_root: the root the evaluation rows' paths are relative to; None (with ``train_root`` None): one suite,
+            compared by path only.
+        cross_suite: the training rows are another suite's (for the message).
 
     Returns:
-        How many evaluation images are byte-identical copies of training images under other names (content ids
-        are equal), for a warning.
+        How many evaluation images are copies of training images under other names (equal content ids).
 
     Raises:
         ProtocolError: when evaluation files are training files.
     """
     trained = pd.concat([train, heldout])
-    same_file = evaluation[evaluation["path"].isin(set(trained["path"]))] if same_root else evaluation.iloc[:0]
-    if len(same_file):
-        examples = ", ".join(same_file["path"].head(3))
+    same = _same_files(trained, evaluation, train_root, eval_root)
+    if same.any():
+        shown = evaluation.loc[same, "path"]
+        examples = ", ".join(shown.head(3))
+        if not cross_suite:
+            where = f"{protocol.eval_split} split = {protocol.train_split} split; e.g. {examples}"
+            fix = ("Give the evaluation images their own split folder (test/ or val/), or change the suite's split "
+                   "options")
+        else:
+            where = f"the same files under the training root {train_root} and the evaluation root {eval_root}; e.g. "
+            where += examples
+            fix = "Point --root and --train-root at different data"
         raise ProtocolError(
-            f"protocol {protocol.name!r} would evaluate {len(same_file)} of the images it trains on "
-            f"({protocol.eval_split} split = {protocol.train_split} split; e.g. {examples}): its numbers would "
-            "measure memory, not detection. Give the evaluation images their own split folder (test/ or val/), "
-            "or change the suite's split options"
+            f"protocol {protocol.name!r} would evaluate {len(shown)} of the images it trains on ({where}): its "
+            f"numbers would measure memory, not detection. {fix}"
         )
     copies = evaluation["image_id"].notna() & evaluation["image_id"].isin(set(trained["image_id"].dropna()))
     return int(copies.sum())
+
+
+def _resolved(root: Path | str) -> Path:
+    return Path(root).expanduser().resolve()
+
+
+def _same_files(
+    trained: pd.DataFrame, evaluation: pd.DataFrame, train_root: Path | str | None, eval_root: Path | str | None
+) -> pd.Series:
+    """Which evaluation rows name a file (or Parquet row) that a training row names too."""
+    if train_root is None or eval_root is None:
+        return evaluation["path"].isin(set(trained["path"]))
+    train_base, eval_base = _resolved(train_root), _resolved(eval_root)
+    # The paths as strings relative to one root, when one root holds the other (or they are one folder).
+    if train_base == eval_base or train_base.is_relative_to(eval_base):
+        offset = train_base.relative_to(eval_base).as_posix()
+        prefix = "" if offset == "." else offset + "/"
+        same = evaluation["path"].isin(set(prefix + trained["path"]))
+    elif eval_base.is_relative_to(train_base):
+        prefix = eval_base.relative_to(train_base).as_posix() + "/"
+        same = (prefix + evaluation["path"]).isin(set(trained["path"]))
+    else:
+        same = pd.Series(False, index=evaluation.index)
+    # Links: a copy by content whose resolved path is a training file's. Only rows with a training image's bytes
+    # can be one (in fast id mode ids are per path, so the links the string test misses are not found).
+    ids = set(trained["image_id"].dropna())
+    candidates = evaluation[~same & evaluation["image_id"].isin(ids)]
+    if len(candidates):
+        shared = trained[trained["image_id"].isin(set(candidates["image_id"]))]
+        targets = set(_real_paths(train_base, shared["path"]))
+        linked = [real in targets for real in _real_paths(eval_base, candidates["path"])]
+        same = same | pd.Series(linked, index=candidates.index, dtype=bool).reindex(evaluation.index, fill_value=False)
+    return same
+
+
+def _real_paths(root: Path, paths: pd.Series) -> list[str]:
+    """``root / path`` with symbolic links resolved; a Parquet row keeps its ``#column:row`` locator."""
+    from detbench.shards import parse_locator
+
+    out = []
+    for path in paths:
+        locator = parse_locator(path)
+        file, suffix = (locator.shard, path[len(locator.shard):]) if locator else (path, "")
+        out.append(os.path.realpath(root / file) + suffix)
+    return out
 
 
 def generators_without_evaluation(

@@ -1,8 +1,10 @@
 """What a run measured and the one writer of its record (``run.json``).
 
 :func:`measure` turns the scores into the threshold and per-generator metrics; :func:`build_record` assembles the
-record: the resolved key, counts used and skipped (with reasons), the threshold, timings, output hashes,
-environment and source state. Recorded but not keyed: everything here except ``key``.
+record: the resolved key and the run key (whose sha256 is the run id), counts used and skipped (with reasons) and
+of evaluation images that copy training images, the threshold, timings, output hashes, environment and source
+state. Recorded but not keyed: everything here except ``key`` and ``run_key``. The runner seals it with the sha256 of
+its own content (:func:`detbench.records.seal_record`), so a hand edit shows as a damaged run.
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def build_record(
         "training": _training_record(plan.source),
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
+        "run_key": plan.run_key,  # the run id is its sha256 (checked whenever the run is read)
         "threshold": {
             "policy": threshold.policy,
             "label": threshold.label,
@@ -147,7 +150,10 @@ def build_record(
         },
         "bootstrap": {"n_boot": req.n_boot, "ci": 0.95, "seed": req.seed, "metrics": ["acc", "ap"]},
         "fit": fit_info,
-        "counts": _counts(plan.train, plan.heldout, scores, plan.train_index.rows, plan.train_protocol),
+        "counts": {
+            **_counts(plan.train, plan.heldout, scores, plan.train_index.rows, plan.train_protocol),
+            "copies_of_training": plan.training_copies,
+        },
         "summary": _summary(measured.metrics),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detbench.errors import DamagedRunError, LockedError
-from detbench.layout import RUN_OUTPUTS, RUN_RECORD
+from detbench.layout import ID_CHARS, RUN_OUTPUTS, RUN_RECORD
 
 
 def canonical_json(obj: Any) -> str:
@@ -208,15 +208,47 @@ def read_json(path: str | Path) -> Any:
 
 
 RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
-                     "outputs": dict, "threshold": dict, "key": dict, "counts": dict}
+                     "outputs": dict, "threshold": dict, "key": dict, "run_key": dict, "counts": dict,
+                     "record_sha256": str}
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
                        "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
                        "external": bool, "data": dict, "training": dict}  # None is allowed too
 
 
+RECORD_HASH = "record_sha256"  # the field of run.json holding the sha256 of the rest of it
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """The sha256 a run record holds of itself: of its canonical JSON without :data:`RECORD_HASH`.
+
+    Args:
+        record: the record as read back from ``run.json`` (see :func:`seal_record`).
+
+    Returns:
+        64 lowercase hex characters.
+    """
+    return content_hash({k: v for k, v in record.items() if k != RECORD_HASH})
+
+
+def seal_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as ``run.json`` will hold it, with :data:`RECORD_HASH` set: a hand edit of any field is then
+    found by :func:`load_run_record`.
+
+    Args:
+        record: the run record (paths, sets and numpy scalars allowed, as in :func:`canonical_json`).
+
+    Returns:
+        A JSON round trip of ``record`` (so the hash is of exactly what is read back) with its hash added.
+    """
+    plain = json.loads(json.dumps(record, default=_json_default))
+    plain.pop(RECORD_HASH, None)
+    return {**plain, RECORD_HASH: record_digest(plain)}
+
+
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:
     """The ``run.json`` of a finished run, checked: a JSON object with the fields readers use, status complete,
-    and the outputs named in ``verify`` matching the sha256 it recorded.
+    unedited (the sha256 it holds of itself matches), its run id the sha256 of its run key and its folder named
+    by it, and the outputs named in ``verify`` matching the sha256 it recorded.
 
     Args:
         run_dir: the run's folder.
@@ -242,9 +274,15 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
     wrong = [f for f, kind in RUN_RECORD_FIELDS.items() if not isinstance(record.get(f), kind)]
     wrong += [f for f, kind in RUN_RECORD_OPTIONAL.items() if record.get(f) is not None
               and not isinstance(record[f], kind)]
+    if wrong and set(wrong) <= {"run_key", RECORD_HASH} and RECORD_HASH not in record:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} was written by an older detbench, without the "
+                              "sha256 of its content and its run key, so it cannot be checked")
     if wrong or record.get("status") != "complete":
         what = f"lacks or mistypes {', '.join(wrong)}" if wrong else f"has status {record.get('status')!r}"
         raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {what}")
+    problem = _identity_problem(run_dir, record)
+    if problem:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {problem}")
     for name in verify:
         expected = record["outputs"].get(name)
         try:
@@ -255,6 +293,19 @@ def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) 
             raise DamagedRunError(f"run {run_dir.name} is damaged: {name} differs from the sha256 its run.json "
                                   "recorded (truncated or edited)")
     return record
+
+
+def _identity_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """What contradicts a run record's own hashes (None: nothing): an edit by hand, a copied or renamed folder."""
+    if record_digest(record) != record[RECORD_HASH]:
+        return "was edited after the run wrote it (its content differs from the sha256 it recorded of itself)"
+    if content_hash(record["run_key"]) != record["run_id"]:
+        return "holds a run id that is not the sha256 of its run key"
+    if record["run_key"].get("fit_id") != record["fit_id"]:
+        return "holds a fit id that differs from its run key's"
+    if run_dir.name != record["run_id"][:ID_CHARS]:
+        return f"names run {record['run_id'][:ID_CHARS]}, not the folder it is in"
+    return None
 
 
 @contextlib.contextmanager

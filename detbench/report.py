@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pandas as pd
 from detbench import __version__, layout
 from detbench.display import CALIBRATION_HEADERS, METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, threshold_note
 from detbench.leaderboard import (
+    FLAGS_NOTE,
     ID_COLUMNS,
     RunLookupError,
     detector_label,
@@ -46,7 +48,7 @@ from detbench.report_figures import (
     roc_figure,
 )
 
-REPORTED_OUTPUTS = ("metrics.parquet", "scores.parquet")  # what a report reads of each run
+REPORTED_OUTPUTS = layout.RUN_OUTPUTS  # checked before a run is reported: the same runs as the leaderboard's
 
 
 @dataclass
@@ -91,20 +93,20 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name).
 
     Args:
-        target: a run id (or a unique prefix of one), or a suite name (its latest clean run per fit).
+        target: a run id (or a unique prefix of one), or a suite name (its latest clean run per fit), or the folder
+            of a run or of a suite's runs under ``$DETBENCH_HOME/runs``.
         out_dir: where to write; None: ``$DETBENCH_HOME/reports/<run or suite>``.
 
     Returns:
         The path of ``report.html``.
 
     Raises:
-        RunLookupError: no finished run matches ``target``.
+        RunLookupError: no finished run matches ``target``, or it names another folder.
         DamagedRunError: the run's record or outputs no longer match what it recorded.
     """
-    from detbench.registry import SUITES
-
     keep_matplotlib_in_home()
-    if target in SUITES or (layout.runs_root() / target).is_dir():
+    kind, target = _target(target)
+    if kind == "suite":
         suite = name = target
         records = list(run_records(suite, verify=REPORTED_OUTPUTS))
         if not records:
@@ -139,6 +141,34 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def _target(target: str) -> tuple[str, str]:
+    """``("suite", name)`` or ``("run", id prefix)`` for what ``build_report`` was given: a suite name, a run id, or
+    the folder of a suite's or a run's results under the runs folder."""
+    from detbench.registry import SUITES
+
+    text = str(target).strip()
+    if not text:
+        raise RunLookupError("give a run id (or its first characters) or a suite name; see `detbench ls runs`")
+    if text in SUITES:
+        return "suite", text
+    runs = layout.runs_root()
+    if "/" in text or os.sep in text or text in (".", "..") or text.startswith("~"):  # a path
+        folder = Path(text).expanduser()
+        if folder.is_dir():
+            folder = folder.resolve()
+            if (folder / layout.RUN_RECORD).is_file() and folder.parent.parent.parent == runs.resolve():
+                return "run", folder.name
+            if folder.parent == runs.resolve():
+                return "suite", folder.name
+        raise RunLookupError(
+            f"{text} is neither a run id nor a suite name, nor the folder of a run or a suite under {runs}; give a "
+            "run id (see `detbench ls runs`) or a suite name, and the folder to write into with --out"
+        )
+    if (runs / text).is_dir():  # a suite whose plugin is not installed: its runs are still there
+        return "suite", text
+    return "run", text
 
 
 def _latest_clean(records: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
@@ -247,6 +277,12 @@ def _facts(rec: dict[str, Any]) -> str:
     }
     if rec.get("settings"):
         facts["settings"] = ", ".join(f"{k}={v}" for k, v in rec["settings"].items())
+    copies = counts.get("copies_of_training") or {}
+    if copies.get("eval"):
+        facts["copies of training images"] = (
+            f"{copies['eval']} evaluation images are byte-identical copies of training images (other files, same "
+            "bytes): their scores measure memory as much as detection"
+        )
     if rec.get("external"):
         facts["trained on"] = "nothing: scores computed outside detbench and imported"
     if rec.get("key", {}).get("scores"):  # what the scores were read from, beyond the fit (an imported file)
@@ -311,7 +347,8 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
     html_text = (
         f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
         '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
-        f"</p>{ranking}"
+        + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
+        + f"</p>{ranking}"
         "</section>"
     )
     return html_text, figures

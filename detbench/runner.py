@@ -36,6 +36,7 @@ from detbench.records import (
     exclusive_lock,
     load_run_record,
     read_json,
+    seal_record,
     sha256_of_file,
     sweep_stale_tmp,
     write_json_atomic,
@@ -147,7 +148,7 @@ class Runner:
         write_parquet_atomic(out_dir / "metrics.parquet", measured.metrics)
         shutil.rmtree(out_dir / "scores", ignore_errors=True)
         timings["total"] = time.perf_counter() - started
-        record = build_record(plan, measured, scores, fit_info, timings, out_dir)
+        record = seal_record(build_record(plan, measured, scores, fit_info, timings, out_dir))
         write_json_atomic(out_dir / RUN_RECORD, record)
         if req.force:
             if retrain:

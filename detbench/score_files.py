@@ -23,6 +23,8 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -68,6 +70,7 @@ class ScoreFile:
     key_column: str
     score_column: str
     logits: bool
+    relative_to_file: bool  # relative paths were read relative to the file's folder (made absolute), not the root
     rows: int
     scores: dict[str, float]
     unusable: dict[str, str]
@@ -80,18 +83,29 @@ class ScoreFile:
         """Whether rows match images by detbench content id (else by path relative to the suite root)."""
         return self.key_column == ID_COLUMN
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """What of the file changes a number (its bytes and how they are read); never its path.
 
+        Args:
+            root: the suite root; needed when relative paths are read relative to the file's folder, whose place
+                relative to the root then says which images they name.
+
         Returns:
-            ``sha256``, ``key_column``, ``score_column`` and ``logits``.
+            ``sha256``, ``key_column``, ``score_column`` and ``logits``; with :attr:`relative_to_file`, also
+            ``paths_relative_to``: the file's folder relative to the root (``..`` where it is outside).
         """
-        return {
+        out: dict[str, Any] = {
             "sha256": self.sha256,
             "key_column": self.key_column,
             "score_column": self.score_column,
             "logits": self.logits,
         }
+        if self.relative_to_file and not self.by_id:
+            if root is None:
+                raise ValueError("the identity of a score file read relative to its folder needs the suite root")
+            folder = os.path.relpath(self.path.parent.resolve(), Path(root).resolve())
+            out["paths_relative_to"] = PurePosixPath(Path(folder).as_posix()).as_posix()
+        return out
 
     def under(self, root: str | os.PathLike[str]) -> tuple[dict[str, float], dict[str, str], list[str]]:
         """The file's keys as the index of a suite rooted at ``root`` writes them (cached per root).
@@ -123,7 +137,12 @@ def _labels_under(scores: ScoreFile, root: Path) -> dict[str, int]:
 
 
 def read_score_file(
-    path: str | os.PathLike[str], *, score_column: str = "score", key_column: str = "", logits: bool = False
+    path: str | os.PathLike[str],
+    *,
+    score_column: str = "score",
+    key_column: str = "",
+    logits: bool = False,
+    relative_to_file: bool = False,
 ) -> ScoreFile:
     """Read and check a score file (parsed once per process while its bytes are unchanged).
 
@@ -133,6 +152,8 @@ def read_score_file(
         key_column: ``path``, ``filename``, ``image_id`` or another path column; empty: the first of
             :data:`KEY_COLUMNS` present.
         logits: the scores are raw logits; P(fake) = sigmoid(score).
+        relative_to_file: relative paths are relative to the file's folder (as ``detbench predict --export``,
+            grip-unina's ``main.py`` and ForensicHub's lists write them), not to the suite root.
 
     Returns:
         The checked :class:`ScoreFile`.
@@ -146,11 +167,12 @@ def read_score_file(
         raise InputError(f"score file {path} {'is not a file' if path.exists() else 'does not exist'}")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"score file {path}: unknown format {path.suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
-    return _read(path, sha256_of_file(path), score_column, key_column, logits)
+    return _read(path, sha256_of_file(path), score_column, key_column, logits, relative_to_file)
 
 
 @functools.lru_cache(maxsize=8)
-def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: bool) -> ScoreFile:
+def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: bool, relative_to_file: bool
+          ) -> ScoreFile:
     import pandas as pd
 
     table, position = read_table(path, "score file", InputError)
@@ -170,15 +192,18 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
             "--key-column"
         )
     if score_column not in columns:
+        exported = [c for c in columns if re.fullmatch(r".+@[0-9a-f]{16}", c)]  # detbench predict --export columns
+        hint = (f"; a `detbench predict --export` file holds one column per run: pass --score-column {exported[0]!r}"
+                if exported else _hint(score_column, columns))
         raise InputError(
-            f"score file {path} has no column {score_column!r} (columns: {', '.join(columns)})"
-            f"{_hint(score_column, columns)}. Name the column of P(fake) (or of logits, with --logits) with "
-            "--score-column"
+            f"score file {path} has no column {score_column!r} (columns: {', '.join(columns)}){hint}. Name the "
+            "column of P(fake) (or of logits, with --logits) with --score-column"
         )
     if table.empty:
         raise InputError(f"score file {path} has no rows")
     by_id = key == ID_COLUMN
-    keys = pd.Series([_key(v, by_id) for v in table[key]], dtype=object)
+    base = path.parent.resolve().as_posix() if relative_to_file and not by_id else None
+    keys = pd.Series([_key(v, by_id, base) for v in table[key]], dtype=object)
     raw = table[score_column]
     text = raw.astype(str).str.strip() if raw.dtype == object else raw
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
@@ -222,6 +247,7 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
         key_column=key,
         score_column=score_column,
         logits=logits,
+        relative_to_file=relative_to_file,
         rows=len(table),
         scores=scores,
         unusable=unusable,
@@ -311,8 +337,9 @@ def _relative_key(key: str, bases: set[PurePosixPath]) -> str | None:
     return None
 
 
-def _key(value: Any, by_id: bool) -> str | None:
-    """A key cell as the index writes it: an image id as text, a path as a normalised POSIX path; None if empty."""
+def _key(value: Any, by_id: bool, base: str | None = None) -> str | None:
+    """A key cell as the index writes it: an image id as text, a path as a normalised POSIX path (a relative one
+    made absolute under ``base`` when given); None if empty."""
     if value is None or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, bytes):  # a Parquet binary column
@@ -327,6 +354,8 @@ def _key(value: Any, by_id: bool) -> str | None:
     if "#" in text:  # an image inside a Parquet shard: data/x.parquet#image:000000042
         text, _, rest = text.partition("#")
         suffix = "#" + rest
+    if base is not None and not PurePosixPath(text).is_absolute():
+        return posixpath.normpath(f"{base}/{text}") + suffix
     return PurePosixPath(text).as_posix().removeprefix("./") + suffix
 
 
@@ -361,7 +390,8 @@ def match_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) -
             "image_id values are detbench's content ids (the image_id column of `detbench index`, or of "
             "detbench.index()); match by path instead with a path column"
             if scores.by_id
-            else f"paths must be relative to the suite root {root}, as `detbench index` lists them"
+            else f"paths must be relative to the suite root {root}, as `detbench index` lists them, or to the score "
+            f"file's folder ({'as read here' if scores.relative_to_file else '--paths-relative-to file'})"
         )
         raise DataError(
             f"no {column} of score file {scores.path} matches an image of {suite}: the file has e.g. "

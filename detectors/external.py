@@ -33,13 +33,19 @@ class ExternalConfig:
     logits: bool = False  # the scores are raw logits: P(fake) = sigmoid(score)
     score_column: str = "score"
     key_column: str = ""  # empty: the first of path, filename, image_id the file has
+    paths_relative_to: str = "root"  # relative paths in the file: relative to the suite root, or "file": its folder
 
     def validate(self) -> None:
-        """Check ``name`` (called after every ``--set``); ``file`` is checked by :meth:`External.setup`.
+        """Check ``name`` and ``paths_relative_to`` (called after every ``--set``); ``file`` is checked by
+        :meth:`External.setup`.
 
         Raises:
-            ConfigError: the name has surrounding spaces, unprintable characters or over 80 characters.
+            ConfigError: the name has surrounding spaces, unprintable characters or over 80 characters, or
+                ``paths_relative_to`` is neither ``root`` nor ``file``.
         """
+        if self.paths_relative_to not in ("root", "file"):
+            raise ConfigError(f"paths_relative_to must be 'root' (the suite root) or 'file' (the score file's "
+                              f"folder); got {self.paths_relative_to!r}")
         if self.name != self.name.strip() or any(not c.isprintable() for c in self.name) or len(self.name) > 80:
             raise ConfigError(f"name must be printable text of at most 80 characters, without surrounding spaces; "
                               f"got {self.name!r}")
@@ -52,7 +58,7 @@ class External(Detector):
     summary = "Scores computed outside detbench (a closed API, another framework), imported from a file."
     training_free = True
     external = True
-    score_only_keys = ("file", "logits", "score_column", "key_column")
+    score_only_keys = ("file", "logits", "score_column", "key_column", "paths_relative_to")
 
     def setup(self, ctx: RunContext) -> None:
         """Read and check the score file (its problems are shown as warnings) and note the run's perturbation.
@@ -76,8 +82,10 @@ class External(Detector):
             score_column=self.config.score_column,
             key_column=self.config.key_column,
             logits=self.config.logits,
+            relative_to_file=self.config.paths_relative_to == "file",
         )
         self.perturbation = ctx.perturbation
+        self.ctx = ctx  # its suite root, once the suite is indexed, places a file read relative to its folder
         for problem in self.scores.problems:
             ctx.phases.warn(problem)
 
@@ -85,9 +93,10 @@ class External(Detector):
         """The score file's identity: part of the run id, so another file (or reading) is another run.
 
         Returns:
-            :meth:`ScoreFile.identity`: its sha256 and how it is read.
+            :meth:`ScoreFile.identity`: its sha256 and how it is read (with ``paths_relative_to=file``, where its
+            folder is relative to the suite root).
         """
-        return self.scores.identity()
+        return self.scores.identity(self.ctx.suite_root)
 
     def label(self) -> str:
         """The runs' label.

@@ -127,6 +127,53 @@ def test_mistakes_raise_the_detbench_error_family(call, kind: type, words: str) 
     assert isinstance(caught.value, detbench.DetbenchError)
 
 
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: detbench.run("linear-probe", seed=True), "seed must be an integer (not a bool); got True"),
+        (lambda: detbench.run("linear-probe", seed="3"), "seed must be an integer"),
+        (lambda: detbench.run("linear-probe", bootstrap=10.0), "bootstrap must be an integer"),
+        (lambda: detbench.run("linear-probe", workers=False), "workers must be an integer"),
+        (lambda: detbench.run("linear-probe", threshold=True), "threshold must be 'calibrated' or a number"),
+        (lambda: detbench.run("linear-probe", force="no"), "force must be True or False"),
+        (lambda: detbench.run("linear-probe", progress=1), "progress must be True or False"),
+        (lambda: detbench.run("linear-probe", root=5), "root must be a path"),
+        (lambda: detbench.run(5), "detector must be text"),
+        (lambda: detbench.run("linear-probe", suite=["demo"]), "suite must be text"),
+        (lambda: detbench.run("linear-probe", device=0), "device must be text"),
+        (lambda: detbench.sweep("linear-probe", "demo", [75]), "perturb must be a list of perturbation axes"),
+        (lambda: detbench.sweep("linear-probe", "demo", 75), "perturb must be a list of perturbation axes"),
+        (lambda: detbench.import_scores(None, "s.csv", name="x"), "suite must name the suite the scores are of"),
+        (lambda: detbench.import_scores("demo", None, name="x"), "file must be a path"),
+        (lambda: detbench.import_scores("demo", "s.csv", name="x", seed=True), "seed must be an integer"),
+        (lambda: detbench.import_scores("demo", "s.csv", name="x", paths_relative_to="here"),
+         "paths_relative_to must be 'root', 'file' or None"),
+        (lambda: detbench.leaderboard("demo", metric=1), "metric must be text"),
+        (lambda: detbench.leaderboard("demo", delta="yes"), "delta must be True or False"),
+        (lambda: detbench.load_run(123), "run_id must be text"),
+        (lambda: detbench.runs(suite=1), "suite must be text"),
+        (lambda: detbench.index("demo", fast="yes"), "fast must be True or False"),
+        (lambda: detbench.index(None), "suite must be text"),
+        (lambda: detbench.predict(123, "x.png"), "run must be a Run, a run id"),
+        (lambda: detbench.predict("0123", 5), "paths must be a path"),
+        (lambda: detbench.predict("0123", "x.png", batch_size=True), "batch_size must be an integer"),
+    ],
+)  # fmt: skip
+def test_arguments_of_the_wrong_type_raise_one_config_error(call, words: str) -> None:
+    """Regression: wrong types raised bare TypeError/AttributeError deep inside (or were accepted: seed=True ran
+    as seed 1), and import_scores(None, ...) silently imported into the demo suite."""
+    with pytest.raises(detbench.ConfigError) as caught:
+        call()
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_numpy_integers_are_integers() -> None:
+    import numpy as np
+
+    req = detbench.api.request("linear-probe", seed=np.int64(3), bootstrap=np.int32(10), threshold=np.float64(0.25))
+    assert req.run.seed == 3 and type(req.run.seed) is int and req.run.n_boot == 10 and req.run.threshold == "0.25"
+
+
 def test_runs_and_empty_home() -> None:
     table = detbench.runs()
     assert isinstance(table, pd.DataFrame) and table.empty and "external" in table.columns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,36 @@ def test_an_output_path_that_is_a_folder_is_refused_in_one_line(run: dict, tmp_p
     result = invoke("predict", run["run_id"][:12], str(image), "--csv", str(same), "--export", str(same), "-q")
     assert result.exit_code == 2 and "named for two outputs" in result.output, result.output
     assert not same.exists()
+
+
+def test_an_export_imports_back_from_any_folder(run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: `predict --export` writes filenames relative to the CSV's folder (as grip-unina's main.py), which
+    import-scores read relative to the suite root: the round trip failed unless the CSV sat in the suite root."""
+    root = Path(run["paths"]["suite_root"])
+    scores = pd.read_parquet(Path(run["paths"]["run"]) / "scores.parquet")
+    export = tmp_path / "exports" / "scores.csv"
+    predicted = invoke("predict", run["run_id"][:8], *[str(root / p) for p in scores["path"]], "--export",
+                       str(export), "-q")  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path / "home"))  # the shared home's run list stays as it is
+    column = f"linear-probe@{run['run_id'][:16]}"
+    args = ["import-scores", "demo", str(export), "--root", str(root), "--name", "round-trip", *SMALL]
+    unnamed = invoke(*args)
+    assert unnamed.exit_code == 2 and f"pass --score-column {column!r}" in " ".join(unnamed.output.split())
+    from_root = invoke(*args, "--score-column", column, "--paths-relative-to", "root")
+    assert from_root.exit_code == 2 and "--paths-relative-to file" in " ".join(from_root.output.split())
+
+    imported = invoke(*args, "--score-column", column)
+    assert imported.exit_code == 0, imported.output
+    [record_path] = (tmp_path / "home").glob("runs/demo/external/*/run.json")
+    record = json.loads(record_path.read_text())
+    assert record["settings"]["paths_relative_to"] == "file"
+    assert record["key"]["scores"]["paths_relative_to"] == Path(os.path.relpath(export.parent, root)).as_posix()
+    again = pd.read_parquet(record_path.parent / "scores.parquet").set_index("path")
+    assert (again["status"] == "ok").all() and len(again) == len(scores)
+    assert np.allclose(again.loc[scores["path"], "score"], scores["score"], atol=1e-6)
+    original = pd.read_parquet(Path(run["paths"]["run"]) / "metrics.parquet").set_index("generator")
+    metrics = pd.read_parquet(record_path.parent / "metrics.parquet").set_index("generator")
+    assert np.allclose(metrics["acc"], original.loc[metrics.index, "acc"])
+    explicit = invoke(*args, "--score-column", column, "--paths-relative-to", "file")
+    assert explicit.exit_code == 0 and "(reused)" in explicit.output  # the same run, said explicitly

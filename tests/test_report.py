@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import re
 import shutil
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import SMALL, invoke
 from PIL import Image
+
+from detbench.records import content_hash, seal_record
 
 GENERATORS = ("autoencoder", "denoise", "nearest", "upconv")
 
@@ -95,10 +98,36 @@ def test_unknown_and_ambiguous_run_ids(swept, home: Path, tmp_path: Path, monkey
     shutil.copytree(home / "runs", copy / "runs")
     monkeypatch.setenv("DETBENCH_HOME", str(copy))
     run_dir = Path(swept["clean"]["paths"]["run"])
-    twin = copy / "runs" / "demo" / "linear-probe" / (run_dir.name[:4] + "x" * 12)
+    renamed = copy / "runs" / "demo" / "linear-probe" / (run_dir.name[:4] + "x" * 12)
+    shutil.copytree(run_dir, renamed)  # a run folder copied under another name is not that run
+    alone = invoke("report", run_dir.name[:4], "--out", str(tmp_path / "alone"))
+    assert alone.exit_code == 0 and f"run {renamed.name} is damaged" in " ".join(alone.output.split())
+    shutil.rmtree(renamed)
+
+    record = json.loads((run_dir / "run.json").read_text())  # another run whose id shares the first 4 characters
+    run_key = next(k for n in itertools.count() if content_hash(k := {**record["run_key"], "twin": n}).startswith(
+        run_dir.name[:4]))
+    run_id = content_hash(run_key)
+    twin = copy / "runs" / "demo" / "linear-probe" / run_id[:16]
     shutil.copytree(run_dir, twin)
+    (twin / "run.json").write_text(json.dumps(seal_record({**record, "run_key": run_key, "run_id": run_id})))
     ambiguous = invoke("report", run_dir.name[:4])
     assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.output and run_dir.name in ambiguous.output
+
+
+def test_report_of_a_folder(swept, home: Path, tmp_path: Path) -> None:
+    """Regression: `detbench report /absolute/dir` crashed (NotImplementedError from a glob) instead of saying what
+    it takes; a run's or a suite's folder under the runs folder is reported."""
+    for target in (str(tmp_path), str(tmp_path / "missing"), "..", "demo/linear-probe"):
+        result = invoke("report", target)
+        assert result.exit_code == 2 and "Traceback" not in result.output, (target, result.output)
+        assert "neither a run id nor a suite name" in " ".join(result.output.split()), result.output
+    run_dir = Path(swept["clean"]["paths"]["run"])
+    by_folder = invoke("report", str(run_dir), "--out", str(tmp_path / "run"))
+    assert by_folder.exit_code == 0, by_folder.output
+    assert f"run {run_dir.name}" in (tmp_path / "run" / "report.html").read_text()
+    by_suite = invoke("report", str(home / "runs" / "demo"), "--out", str(tmp_path / "suite"))
+    assert by_suite.exit_code == 0 and "suite demo" in (tmp_path / "suite" / "report.html").read_text()
 
 
 def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from cli_helpers import invoke
 from replicas import build_folder
 
 import detbench.runner
-from detbench.records import exclusive_lock, sha256_of_file
+from detbench.records import exclusive_lock, seal_record, sha256_of_file
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
@@ -128,13 +128,15 @@ def test_a_run_finished_meanwhile_is_reused_after_taking_the_lock(
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate-metrics", "delete-metrics", "truncate-record", "record-is-a-list", "settings-is-a-list"],
-)
+    ["truncate-metrics", "delete-metrics", "truncate-record", "record-is-a-list", "settings-is-a-list",
+     "edit-record-summary", "edit-scores", "forge-run-id", "older-record"],
+)  # fmt: skip
 def test_damaged_runs_are_skipped_with_a_warning_and_recomputed(
     tree: Path, home: Path, tmp_path: Path, damage: str
 ) -> None:
     """Regression: a truncated metrics.parquet or run.json, or a run.json of the wrong shape, crashed leaderboard,
-    report, ls runs and the rerun."""
+    report, ls runs and the rerun; a hand-edited run.json (ls runs showed the edited mean, the leaderboard another),
+    an edited scores.parquet and a run id that is not the sha256 of its run key went unnoticed."""
     damaged, intact = the_run(home, "train-on-a"), the_run(home, "train-on-b")
     record = json.loads((damaged / "run.json").read_text())
     if damage == "truncate-metrics":
@@ -145,18 +147,33 @@ def test_damaged_runs_are_skipped_with_a_warning_and_recomputed(
         (damaged / "run.json").write_text((damaged / "run.json").read_text()[:200])
     elif damage == "record-is-a-list":
         (damaged / "run.json").write_text("[1, 2]")
-    else:
+    elif damage == "settings-is-a-list":
         (damaged / "run.json").write_text(json.dumps({**record, "settings": ["x"]}))
+    elif damage == "edit-record-summary":  # still valid JSON of the right shape, with a better mean
+        record["summary"]["mean"]["acc"] = 0.999
+        (damaged / "run.json").write_text(json.dumps(record, indent=2))
+    elif damage == "edit-scores":  # a valid Parquet file with other scores
+        scores = pd.read_parquet(damaged / "scores.parquet")
+        scores.assign(score=1 - scores["score"]).to_parquet(damaged / "scores.parquet", index=False)
+    elif damage == "forge-run-id":  # consistent with itself, but its id is not the sha256 of its run key
+        (damaged / "run.json").write_text(json.dumps(seal_record({**record, "run_key": {**record["run_key"],
+                                                                                        "threshold": "0.3"}})))
+    else:  # written before records held their own sha256 and run key
+        older = {k: v for k, v in record.items() if k not in ("record_sha256", "run_key")}
+        (damaged / "run.json").write_text(json.dumps(older))
 
     protocol = record["protocol"]
-    commands = [["leaderboard", "folder"], ["ls", "runs"]]
+    commands = [["leaderboard", "folder"], ["ls", "runs"], ["report", damaged.name]]
     if damage == "truncate-metrics":  # a report draws charts: once is enough
         commands.append(["report", "folder", "--out", str(tmp_path / "r")])
     for args in commands:
         result = invoke(*args)
-        assert result.exit_code == 0, (args, result.output)
+        assert result.exit_code == (2 if args == ["report", damaged.name] else 0), (args, result.output)
         text = " ".join(result.output.split())
         assert f"warning: run {damaged.name} is damaged" in text and "Traceback" not in result.output, args
+        if args == ["report", damaged.name]:  # never reported: not found, after the warning saying why
+            assert result.exit_code == 2 and "no finished run" in text, result.output
+            continue
         if args[0] != "report":  # the intact run is listed, the damaged one is not
             table = "\n".join(line for line in result.output.splitlines() if not line.startswith("warning:"))
             assert intact.name[:7] in table and damaged.name[:7] not in table, (args, result.output)
