@@ -254,7 +254,7 @@ def test_bad_input_is_one_error_line(imported: dict, tmp_path: Path, args: list[
 def test_a_run_recorded_before_the_calibration_columns_gains_them(imported: dict) -> None:
     """A run written before tpr_at_fpr_*, ece, brier and nll existed: every reader computes them from its stored
     scores (nothing rescored, its files untouched), so the leaderboard and compare offer them."""
-    from detbench.records import sha256_of_file
+    from detbench.records import seal_record, sha256_of_file
 
     run = imported["weak"]
     stored = pd.read_parquet(run.path / "metrics.parquet")
@@ -263,7 +263,7 @@ def test_a_run_recorded_before_the_calibration_columns_gains_them(imported: dict
     old.to_parquet(run.path / "metrics.parquet", index=False)
     record = json.loads((run.path / "run.json").read_text())
     record["outputs"]["metrics.parquet"] = sha256_of_file(run.path / "metrics.parquet")
-    (run.path / "run.json").write_text(json.dumps(record))
+    (run.path / "run.json").write_text(json.dumps(seal_record(record)))
     try:
         before = sha256_of_file(run.path / "metrics.parquet")
         reread = detbench.load_run(run.id)
@@ -278,7 +278,7 @@ def test_a_run_recorded_before_the_calibration_columns_gains_them(imported: dict
     finally:
         stored.to_parquet(run.path / "metrics.parquet", index=False)
         record["outputs"]["metrics.parquet"] = sha256_of_file(run.path / "metrics.parquet")
-        (run.path / "run.json").write_text(json.dumps(record))
+        (run.path / "run.json").write_text(json.dumps(seal_record(record)))
 
 
 # ------------------------------------------------------------------------------------- ranking many runs

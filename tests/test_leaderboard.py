@@ -16,7 +16,7 @@ from test_import_scores import list_data
 import detbench
 from detbench.leaderboard import complete, coverage_label, data_label, files_label, wide_table
 from detbench.metrics import as_defined, per_group_metrics
-from detbench.records import sha256_of_file
+from detbench.records import seal_record, sha256_of_file
 
 HASH = {c: c * 64 for c in "abcdef"}
 
@@ -82,7 +82,7 @@ def test_a_run_written_before_the_rule_shows_no_accuracy_over_one_class(tmp_path
     record = json.loads((run.path / "run.json").read_text())
     record["outputs"]["metrics.parquet"] = sha256_of_file(metrics_file)
     record["summary"]["mean"]["acc"] = 1.0
-    (run.path / "run.json").write_text(json.dumps(record))
+    (run.path / "run.json").write_text(json.dumps(seal_record(record)))
 
     board = detbench.leaderboard("list")
     assert board[["g1", "g2", "mean", "worst"]].isna().all().all() and board["coverage"].item() == "6/12"
@@ -97,7 +97,7 @@ def test_a_run_written_before_the_rule_shows_no_accuracy_over_one_class(tmp_path
 def _long(run: str, protocol: str, values: dict[str, float]) -> pd.DataFrame:
     ids = {"detector": run, "backbone": "", "settings": "defaults", "protocol": protocol, "perturbation": "clean",
            "threshold": "0.5", "data": "", "files": "", "coverage": "", "config_hash": "", "fit_id": run,
-           "run_id": run}
+           "run_id": run, "flags": ""}
     return pd.DataFrame([{**ids, "generator": g, "metric": "acc", "value": v} for g, v in values.items()])
 
 
