@@ -86,6 +86,11 @@ class Detector(ABC):
     # stay out of the fit key, and score_identity() keys what they change with the run. Runs that differ only in
     # them share one fit, which is how leaderboard deltas and report robustness curves pair runs.
     score_only_keys: ClassVar[tuple[str, ...]] = ()
+    # Which training-generator images select the model, as the original does it (a train.holdout value of
+    # detbench.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
+    # Users override it with --set train.holdout=...; what is used is part of the fit identity.
+    default_holdout: ClassVar[str | None] = None
+    requires_heldout: ClassVar[bool] = False  # its training cannot run without held-out images (it selects on them)
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from detbench import layout
@@ -164,7 +165,7 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
     """
     frames = []
     for run_dir, record in run_records(suite, runs_root):
-        metrics = pd.read_parquet(run_dir / "metrics.parquet")
+        metrics = with_real_positive_metrics(pd.read_parquet(run_dir / "metrics.parquet"), run_dir, record)
         metrics = metrics.melt(id_vars=["generator"], var_name="metric", value_name="value")
         for col, value in _id_values(record).items():
             metrics.insert(0, col, value)
@@ -174,6 +175,43 @@ def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "suite", suite)
     return out
+
+
+def with_real_positive_metrics(metrics: pd.DataFrame, run_dir: Path, record: dict[str, Any]) -> pd.DataFrame:
+    """``metrics`` with ``ap_real`` and ``fpr95_real`` (:data:`detbench.metrics.REAL_POSITIVE_METRICS`), computed
+    from the run's ``scores.parquet`` for a run recorded before detbench computed them.
+
+    Args:
+        metrics: the run's ``metrics.parquet``.
+        run_dir: the run's folder.
+        record: its ``run.json``.
+
+    Returns:
+        ``metrics`` unchanged when it has both columns; else with them added per generator (NaN where the scores
+        cannot be read or differ from the sha256 the record holds, with a warning).
+    """
+    from detbench.metrics import REAL_POSITIVE_METRICS, per_group_metrics
+    from detbench.records import sha256_of_file
+
+    missing = [m for m in REAL_POSITIVE_METRICS if m not in metrics.columns]
+    if not missing:
+        return metrics
+    path = run_dir / "scores.parquet"
+    try:
+        intact = sha256_of_file(path) == (record.get("outputs") or {}).get("scores.parquet")
+    except OSError:
+        intact = False
+    if not intact:
+        warn(f"run {run_dir.name}: scores.parquet is missing or differs from its record, so "
+             f"{' and '.join(missing)} (computed from the scores for runs made before detbench recorded them) are n/a")
+        return metrics.assign(**dict.fromkeys(missing, float("nan")))
+    scores = pd.read_parquet(path, columns=["generator", "label", "score"])
+    generators = set(metrics["generator"]) - set(SUMMARY_ROWS)
+    scored = scores[np.isfinite(scores["score"].to_numpy(dtype=float)) & scores["generator"].isin(generators)]
+    if scored.empty:
+        return metrics.assign(**dict.fromkeys(missing, float("nan")))
+    derived = per_group_metrics(scored, group="generator")[["generator", *missing]]
+    return metrics.merge(derived, on="generator", how="left")
 
 
 def _id_values(record: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,7 @@ def build_record(
         "missing_eval_generators": sorted(plan.missing_eval + measured.unscored),
         "eval_sample": plan.eval_sample,
         "training": _training_record(plan.source),
+        "holdout": plan.holdout,
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
         "threshold": {

@@ -16,10 +16,12 @@ from typing import Any
 from detbench.config import apply_overrides, field_paths
 from detbench.detector import Detector
 from detbench.errors import ConfigError, InputError
+from detbench.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Suite
 
 TRAIN_SUITE_PREFIX = "train_suite."
+TRAIN_PREFIX = "train."  # run-level training settings (train.holdout)
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
 
 
@@ -95,13 +97,15 @@ class Resolved:
     threshold: ThresholdPolicy
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
     train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
+    holdout: str | None = None  # --set train.holdout=VALUE (detbench.holdout); None: the detector's default
 
 
 def resolve(req: RunRequest) -> Resolved:
     """Look up plugins and validate every option before any work.
 
     ``--set`` keys go to the detector's config, to the suite's options (bare when unambiguous, or
-    ``suite.KEY``) or to the training suite (``train_suite.KEY``). The config takes the compute profile's
+    ``suite.KEY``), to the training suite (``train_suite.KEY``) or, for ``train.holdout``, to the choice of
+    held-out images (:mod:`detbench.holdout`). The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
     Args:
@@ -121,10 +125,15 @@ def resolve(req: RunRequest) -> Resolved:
     suite_over: dict[str, str] = {}
     det_over: dict[str, str] = {}
     train_over: dict[str, str] = {}
+    holdout: str | None = None
     for key, value in req.overrides.items():
         bare = key.removeprefix("suite.")
         if key.startswith(TRAIN_SUITE_PREFIX):
             train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
+        elif key.startswith(TRAIN_PREFIX) and key not in det_keys:
+            if key != HOLDOUT_KEY:
+                raise ConfigError(f"unknown training setting {key!r}; the one there is: {HOLDOUT_KEY}")
+            holdout = parse_holdout(value).label  # a bad value fails now
         elif key.startswith("suite.") or (key not in det_keys and bare in suite_keys):
             if bare not in suite_keys:
                 raise ConfigError(
@@ -134,7 +143,7 @@ def resolve(req: RunRequest) -> Resolved:
         elif key in det_keys:
             det_over[key] = value
         else:
-            valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)]
+            valid = sorted(det_keys) + [f"suite.{k}" for k in sorted(suite_keys)] + [HOLDOUT_KEY]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -159,10 +168,12 @@ def resolve(req: RunRequest) -> Resolved:
         perturbation = parse_perturbation(req.perturb)
     check_run_options(req)
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
+    if holdout is not None:
+        settings[HOLDOUT_KEY] = holdout
     if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
         training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
     return Resolved(
-        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout
     )
 
 
