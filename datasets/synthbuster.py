@@ -1,15 +1,20 @@
 """Synthbuster (Bammey, IEEE OJSP 2023): 9 text-to-image generators re-creating the RAISE-1k photographs.
 
-As distributed on Zenodo (record 10066460), ``synthbuster.zip`` holds only the fakes, 1,000 per generator;
-the 1,000 real RAISE-1k images are downloaded separately from the RAISE site. Accepted layout::
+As distributed on Zenodo (record 10066460), ``synthbuster.zip`` holds only the fakes, 1,000 PNGs per
+generator. The released evaluation pairs them with ``real_RAISE_1k.zip`` (GRIP, grip.unina.it
+``download/prog/DMimageDetection/real_RAISE_1k.zip``): the 1,000 RAISE-1k photographs as PNG files named like the
+fakes (``r05839451t.png``), unzipped into ``synthbuster/real_RAISE_1k/`` beside the generator folders
+(grip-unina/ClipBased-SyntheticImageDetection ``data/synthbuster_download.sh`` and its ``commercial_tools.csv``,
+whose real rows are ``synthbuster/real_RAISE_1k/*.png``). That is the real pool to use for published numbers;
+the RAISE site's own TIFFs (or NEF raw files, which detbench does not read) are other files of the same photographs.
+Accepted layout::
 
     ROOT/[synthbuster/]<generator>/*     dalle2, dalle3, firefly, glide, midjourney-v5, stable-diffusion-1-3,
                                          stable-diffusion-1-4, stable-diffusion-2, stable-diffusion-xl
-    ROOT/<RAISE folder>/**               the real pool: a folder whose name contains "raise" or is "real"
-                                         (or --set real_folder=PATH, relative to ROOT)
+    ROOT/[synthbuster/]real_RAISE_1k/*   the real pool: a folder whose name contains "raise" (real_RAISE_1k,
+                                         RAISE-1k ...) or is "real" (or --set real_folder=PATH, relative to ROOT)
 
 Each generator is evaluated against the whole shared real pool (its rows are listed once per generator).
-RAISE ships TIFF (and NEF raw files, which are not images detbench reads: convert them or use the TIFFs).
 """
 
 from __future__ import annotations
@@ -30,13 +35,13 @@ GENERATORS: dict[str, str] = {  # folder as distributed -> family
 _BY_NORM = {norm(g): g for g in GENERATORS}
 ACCEPTED = (
     "  ROOT/[synthbuster/]<generator>/*   generators: " + ", ".join(GENERATORS) + "\n"
-    "  ROOT/<RAISE-1k folder>/**          real pool: a folder named like RAISE* or real (or --set real_folder=)"
+    "  ROOT/[synthbuster/]real_RAISE_1k/* real pool: a folder named like *RAISE* or real (or --set real_folder=)"
 )
 
 
 @dataclass(frozen=True)
 class SynthbusterOptions(EvalProfileOption):
-    real_folder: str = ""  # the RAISE-1k folder relative to ROOT; empty: the folder named like RAISE* or real
+    real_folder: str = ""  # the real pool relative to ROOT; empty: the folder named like *RAISE* or real
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,12 +104,14 @@ class SynthbusterSuite(Suite):
         if candidates:
             raise SuiteLayoutError(
                 f"several folders could be the RAISE-1k real pool under {root}: "
-                f"{', '.join(rel(root, d) for d in candidates)}; choose one with --set real_folder=PATH"
+                f"{', '.join(rel(root, d) for d in candidates)}; choose one with --set real_folder=PATH (the "
+                "released evaluation uses real_RAISE_1k, the PNGs of real_RAISE_1k.zip)"
             )
         raise SuiteLayoutError(
-            f"no real pool under {root}: synthbuster.zip holds only the fakes. Download the RAISE-1k images "
-            "(RAISE dataset site, the 1,000-image subset, TIFF) into ROOT/RAISE-1k, or point --set "
-            "real_folder=PATH at them (relative to ROOT)"
+            f"no real pool under {root}: synthbuster.zip holds only the fakes. The released evaluation's reals are "
+            "real_RAISE_1k.zip (https://www.grip.unina.it/download/prog/DMimageDetection/real_RAISE_1k.zip, 1,000 "
+            "PNGs): unzip it into the synthbuster folder (giving synthbuster/real_RAISE_1k/), or point --set "
+            "real_folder=PATH at your real images (relative to ROOT)"
         )
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:

@@ -228,7 +228,8 @@ def run(
         root: where the suite's data lives (the demo builds its own).
         protocol: the suite's protocol (default: its standard one; ``eval`` trains nothing).
         settings: detector config keys and suite options, as ``--set`` takes them (``{"mask.strategy": "random"}``;
-            ``suite.KEY`` or ``train_suite.KEY`` to be explicit).
+            ``suite.KEY`` or ``train_suite.KEY`` to be explicit), and ``train.holdout`` (``0.1``, ``0`` or
+            ``val-split``: which training-generator images select the model; default: the detector's original).
         seed: seed of splits, training and sampling.
         perturb: evaluation-time perturbation (``jpeg:75``, ``blur:2+jpeg:90``).
         device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).

@@ -205,8 +205,9 @@ def leaderboard(
     suite: Annotated[str, typer.Argument(help="Suite name.")],
     metric: Annotated[
         Optional[str],
-        typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...); default: the suite's headline "
-                     "metrics (acc; Chameleon adds real_acc and fake_acc)."),
+        typer.Option(help="Metric shown per generator (acc, ap, auc, real_acc, ...; ap_real and fpr95_real take real "
+                     "images as positive, as RIGID reports); default: the suite's headline metrics (acc; Chameleon "
+                     "adds real_acc and fake_acc)."),
     ] = None,
     csv: Annotated[
         Optional[Path], typer.Option(help="Folder to write <suite>_leaderboard.csv and _long.csv into.")

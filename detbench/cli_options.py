@@ -29,7 +29,9 @@ TrainRootOption = Annotated[Optional[Path], typer.Option(help="Where the trainin
 TrainProtocolOption = Annotated[
     Optional[str], typer.Option(help="The training suite's protocol (default: its standard one).")
 ]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Config override key=value (repeatable).")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Config override key=value (repeatable; train.holdout=0.1|0|val-split chooses the held-out images)."
+)]
 SeedOption = Annotated[int, typer.Option(help="Seed for splits, training and sampling.")]
 DeviceOption = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
 WorkersOption = Annotated[

@@ -91,6 +91,11 @@ class Detector(ABC):
     # and in the identity's config such a key reads ``file``. A ``backbone`` key always enters it without a path
     # (:func:`detbench.backbones.spec.path_free_spec`).
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Which training-generator images select the model, as the original does it (a train.holdout value of
+    # detbench.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
+    # Users override it with --set train.holdout=...; what is used is part of the fit identity.
+    default_holdout: ClassVar[str | None] = None
+    requires_heldout: ClassVar[bool] = False  # its training cannot run without held-out images (it selects on them)
 
     def __init__(self, config: Any) -> None:
         self.config = config

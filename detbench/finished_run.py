@@ -65,8 +65,8 @@ class Run:
         """The run's metrics table, under today's definitions.
 
         A run recorded by an older version is read under today's rules (:func:`~detbench.metrics.as_defined`: no
-        accuracy over one class) and gains the operating-point and calibration columns, computed from its stored
-        scores (nothing is rescored, and the run's files are not changed).
+        accuracy over one class) and gains the operating-point, calibration and real-positive columns, computed from its
+        stored scores (nothing is rescored, and the run's files are not changed).
 
         Returns:
             Per generator, then ``mean`` and ``worst``: n_real, n_fake, acc, ap, auc, ... with bootstrap bounds, then
@@ -75,13 +75,26 @@ class Run:
         import numpy as np
 
         from detbench.leaderboard import evaluated_generators
-        from detbench.metrics import CALIBRATION_DIRECTIONS, as_defined, with_calibration
+        from detbench.metrics import (
+            CALIBRATION_DIRECTIONS,
+            REAL_POSITIVE_METRICS,
+            SUMMARY_ROWS,
+            as_defined,
+            per_group_metrics,
+            with_calibration,
+        )
 
         metrics = as_defined(self._read("metrics"), evaluated_generators(self.record))
-        if all(column in metrics.columns for column in CALIBRATION_DIRECTIONS):
+        late = [c for c in REAL_POSITIVE_METRICS if c not in metrics.columns]
+        if not late and all(column in metrics.columns for column in CALIBRATION_DIRECTIONS):
             return metrics
         scores = self.scores
-        return with_calibration(metrics, scores[np.isfinite(scores["score"].to_numpy(dtype=float))])
+        scored = scores[np.isfinite(scores["score"].to_numpy(dtype=float))]
+        if late:
+            evaluated = scored[scored["generator"].isin(set(metrics["generator"]) - set(SUMMARY_ROWS))]
+            derived = per_group_metrics(evaluated, group="generator", n_boot=0)[["generator", *late]]
+            metrics = metrics.merge(derived, on="generator", how="left")
+        return with_calibration(metrics, scored)
 
     @functools.cached_property
     def scores(self) -> pd.DataFrame:

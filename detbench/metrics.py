@@ -4,6 +4,10 @@ Conventions: label 0 = real, 1 = fake; score = P(fake); fake is the positive cla
 a prediction is fake iff ``score > threshold`` (strictly). Undefined values are NaN, never 0: every metric but the
 per-class accuracies needs both classes (an accuracy over one class is that class's accuracy under another name),
 and the macro ``mean`` and ``worst`` are NaN when any group's value is.
+Two metrics take real images as the positive class, for comparison with papers that do (RIGID's notebook):
+``ap_real`` (AP with reals positive, ranked by falling realness, i.e. rising P(fake)) and ``fpr95_real`` (the
+share of fakes passed as real at the threshold that passes 95 % of the reals: its FPR95, computed as the notebook
+computes it, see :func:`fpr_at_tpr`). They are named for it and never replace ``ap``.
 scikit-learn is imported lazily so that importing this module stays cheap.
 """
 
@@ -28,7 +32,10 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "eer": "lower",
     "oracle_acc": "higher",
     "oracle_thr": "none",
+    "ap_real": "higher",  # real images positive (RIGID's AP)
+    "fpr95_real": "lower",  # real images positive: FPR at 95 % TPR (RIGID's FPR95)
 }
+REAL_POSITIVE_METRICS = ("ap_real", "fpr95_real")
 ORACLE_COLUMNS = ("oracle_acc", "oracle_thr")
 SUMMARY_ROWS = ("mean", "worst")  # group names reserved for the macro mean and the worst group
 BOOTSTRAP_METRICS = ("acc", "ap")
@@ -116,8 +123,9 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
 
     Returns:
         ``n_real``, ``n_fake``, ``acc``, ``real_acc``, ``fake_acc``, ``balanced_acc``, ``ap``, ``auc``,
-        ``eer`` (fractions) and the oracle ``oracle_acc``/``oracle_thr`` (threshold chosen with the labels).
-        Everything but the counts and the accuracy of a class present is NaN unless both classes are.
+        ``eer`` (fractions), the oracle ``oracle_acc``/``oracle_thr`` (threshold chosen with the labels) and the
+        real-positive ``ap_real``/``fpr95_real`` (:func:`real_positive_metrics`). Everything but the counts and
+        the accuracy of a class present is NaN unless both classes are.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -142,7 +150,59 @@ def binary_metrics(labels, scores, threshold: float = 0.5) -> dict[str, float]:
         "eer": _eer(y, s) if both else _NAN,
         "oracle_acc": oracle_acc,
         "oracle_thr": oracle_thr,
+        **real_positive_metrics(y, s),
     }
+
+
+def real_positive_metrics(labels, scores) -> dict[str, float]:
+    """The metrics with real images as the positive class: ``ap_real`` and ``fpr95_real`` (NaN unless both classes
+    are present).
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image (higher means fake; an image's realness is ``-score``).
+
+    Returns:
+        ``{"ap_real": ..., "fpr95_real": ...}``.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y, s = _as_arrays(labels, scores)
+    if not (y == 0).any() or not (y == 1).any():
+        return {"ap_real": _NAN, "fpr95_real": _NAN}
+    return {"ap_real": float(average_precision_score(1 - y, -s)), "fpr95_real": fpr_at_tpr(y, s, 0.95, positive=0)}
+
+
+def fpr_at_tpr(labels, scores, tpr: float = 0.95, positive: int = 0, drop_intermediate: bool = True) -> float:
+    """The false-positive rate at the first point of the ROC curve whose true-positive rate reaches ``tpr``.
+
+    Computed as RIGID's notebook computes its FPR95: ``fpr[argmax(tpr_curve >= tpr)]`` of
+    ``sklearn.metrics.roc_curve``, whose default ``drop_intermediate`` removes points lying on a straight line
+    between their neighbours. Without tied scores that never changes the value; with ties (equal scores of both
+    classes form a diagonal step) it can skip the exact first point: ``drop_intermediate=False`` gives the exact
+    value, the share of negatives at least as positive as the ``k``-th most positive positive image, ``k`` the
+    fewest with ``k / n_positive >= tpr``.
+
+    Args:
+        labels: 0 (real) / 1 (fake) per image.
+        scores: P(fake) per image.
+        tpr: the true-positive rate to reach, in (0, 1].
+        positive: the positive class: 0 (real images, ranked by ``-score``: RIGID's convention) or 1 (fake).
+        drop_intermediate: as ``roc_curve``'s (True: the notebook's value).
+
+    Returns:
+        The FPR in [0, 1]; NaN unless both classes are present.
+    """
+    from sklearn.metrics import roc_curve
+
+    if not 0 < tpr <= 1 or positive not in (0, 1):
+        raise ValueError(f"need 0 < tpr <= 1 and positive 0 or 1; got tpr={tpr}, positive={positive}")
+    y, s = _as_arrays(labels, scores)
+    is_positive = y == positive
+    if is_positive.all() or not is_positive.any():
+        return _NAN
+    fpr, tpr_curve, _ = roc_curve(is_positive, s if positive else -s, drop_intermediate=drop_intermediate)
+    return float(fpr[int(np.argmax(tpr_curve >= tpr))])
 
 
 def _ap_sorted(y: np.ndarray, s_desc: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -7,9 +7,9 @@ and folders. The :class:`Runner` executes a plan; predict and report can recompu
 
 Identity: the fit id hashes everything that changes training (detector name, version, config without paths
 (:func:`identity_config`) and identity — backbone, weights sha256, preprocessing, precision —, the training suite's
-identity, index hash and protocol, seed, detbench version); the run id hashes the fit id with what changes
-evaluation (perturbation, threshold policy, bootstrap count, a cross-suite run's evaluation data, evaluation
-profiles). No path is part of either: files are named by their sha256.
+identity, index hash and protocol, whose held-out choice ``train.holdout`` sets, seed, detbench version); the run id
+hashes the fit id with what changes evaluation (perturbation, threshold policy, bootstrap count, a cross-suite run's
+evaluation data, evaluation profiles). No path is part of either: files are named by their sha256.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from detbench import distributed as dist
 from detbench.config import to_dict
 from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, InputError, ProtocolError
+from detbench.holdout import HOLDOUT_KEY, apply_holdout
 from detbench.index import Index, build_index, load_index
 from detbench.progress import Phases
 from detbench.protocol_checks import (
@@ -73,6 +74,7 @@ class RunPlan:
     run_key: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     training_copies: dict[str, Any] | None = None  # evaluation images copying training images (None: nothing trained)
+    holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.holdout.apply_holdout)
 
     @property
     def suite(self) -> Suite:
@@ -176,11 +178,28 @@ def plan_run(
     source = training_source(req, resolved, protocol, needs_training, phases, on_phase)
     if source is not None:
         timings["index_training"] = time.perf_counter() - t
+    chosen, holdout_facts = choose_holdout(resolved, detector, protocol, source, index, phases)
+    if source is None:
+        protocol = chosen
+    else:
+        source.protocol = chosen
     train, heldout, evaluation = split_rows(index, protocol, req.seed)
     if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
         train, heldout, _ = split_rows(source.index, source.protocol, req.seed)
     train_protocol = source.protocol if source else protocol
     train_index = source.index if source else index
+    if needs_training and train_protocol.trains and detector.requires_heldout and heldout.empty:
+        raise ProtocolError(
+            f"{detector.name} chooses its model on held-out images of the training generator, and this run holds "
+            f"none out ({_holdout_words(holdout_facts)}); pass --set train.holdout=0.1 or val-split"
+        )
+    if resolved.threshold.policy == "calibrated" and heldout.empty:
+        fix = ("pass --set train.holdout=0.1 (or val-split) to hold some out" if holdout_facts else
+               "choose a protocol with a training generator")
+        raise ProtocolError(
+            "--threshold calibrated calibrates on held-out images of the training generator, and this run holds "
+            f"none out ({_holdout_words(holdout_facts)}); {fix}, or pass a fixed --threshold"
+        )
     evaluation, eval_sample = suite.sample_eval(evaluation)
     copies = None
     if needs_training and train_protocol.trains:
@@ -202,6 +221,7 @@ def plan_run(
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
         training_copies=copies,
+        holdout=holdout_facts,
     )  # fmt: skip
     plan.fit_key = fit_key(plan)
     if detector.follows_eval_profiles:
@@ -248,6 +268,45 @@ def check_training_copies(
     fast = any(ix.manifest.get("id_mode") == "fast" for ix in (train_index, index))
     by = "fast ids (size, mtime, path): copies under other names are not found" if fast else "content id"
     return {"eval": n, "by": by}
+
+
+def choose_holdout(
+    resolved: Resolved,
+    detector: Detector,
+    protocol: Protocol,
+    source: TrainingSource | None,
+    index: Index,
+    phases: Phases,
+) -> tuple[Protocol, dict[str, Any] | None]:
+    """The training protocol with its held-out images chosen (``--set train.holdout``, else the detector's
+    original: :attr:`~detbench.detector.Detector.default_holdout`), and the facts the run records; a ``val-split``
+    that the data cannot give falls back to the protocol's fraction with a warning.
+
+    Args:
+        resolved: the resolved request (its ``holdout``).
+        detector: the detector (its ``default_holdout``).
+        protocol: the evaluation protocol (the training protocol too, unless ``source`` is given).
+        source: a cross-suite run's training suite, or None.
+        index: this suite's index.
+        phases: where the fallback warning goes.
+
+    Returns:
+        ``(training protocol, facts)`` (see :func:`detbench.holdout.apply_holdout`).
+    """
+    train_protocol, rows = (source.protocol, source.index.rows) if source else (protocol, index.rows)
+    setting, chosen_by = resolved.holdout, f"--set {HOLDOUT_KEY}"
+    if setting is None and detector.default_holdout is not None:
+        setting, chosen_by = detector.default_holdout, f"{detector.name}'s original"
+    chosen, facts = apply_holdout(train_protocol, rows, setting, chosen_by)
+    if facts and facts.get("fallback"):
+        phases.warn(f"{HOLDOUT_KEY}={facts['setting']} ({facts['chosen_by']}): {facts['fallback']} (recorded)")
+    return chosen, facts
+
+
+def _holdout_words(facts: dict[str, Any] | None) -> str:
+    if not facts:
+        return "its protocol has no training generator"
+    return f"{HOLDOUT_KEY}={facts['used']}, {facts['chosen_by']}"
 
 
 def fit_key(plan: RunPlan) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A protocol's rows: choosing the protocol, splitting the index into training, held-out and evaluation rows, and the
 checks made after the split and before any work on them.
 
-A protocol must train on real and fake images and keep some of each for model selection, must never
-evaluate an image it trains on, and must say which generators it leaves out of the table and the mean.
+A protocol must train on real and fake images and keep some of each for model selection (when its detector holds
+any out: ``train.holdout``, :mod:`detbench.holdout`), must never evaluate an image it trains on, and must say which
+generators it leaves out of the table and the mean.
 :func:`protocol_problems` is the one check shared by the runner and the presets' pre-flight.
 """
 
@@ -42,13 +43,16 @@ def check_training_rows(protocol: Protocol, train: pd.DataFrame, heldout: pd.Dat
     Raises:
         ProtocolError: naming the usable images of each class that were found.
     """
-    needs_heldout = protocol.heldout_fraction > 0
+    needs_heldout = protocol.heldout_fraction > 0 or bool(protocol.heldout_split)
     missing = [name for label, name in LABEL_NAMES.items() if not (train["label"] == label).any()]
     missing += [f"held-out {name}" for label, name in LABEL_NAMES.items()
                 if needs_heldout and not (heldout["label"] == label).any()]
     if missing:
         both = pd.concat([train, heldout])
         per_class = "2 usable real and 2 usable fake images (one of each is held out for model selection)"
+        if protocol.heldout_split:
+            per_class = (f"a usable real and a usable fake image in its {protocol.train_split} split and in its "
+                         f"{protocol.heldout_split} split (which selects the model)")
         raise ProtocolError(
             f"protocol {protocol.name!r} trains on {'+'.join(protocol.train_generators)}/{protocol.train_split} and "
             f"needs at least {per_class if needs_heldout else 'one usable real and one usable fake image'}; "
@@ -263,21 +267,26 @@ def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFram
 
     Returns:
         ``(train, heldout, evaluation)``: usable training rows less the held-out ones, the held-out rows (a
-        ``heldout_fraction`` of each label, at least one and not all when the fraction is positive), and every
-        evaluation row of ``eval_split`` (unusable ones included), sorted by generator and path.
+        ``heldout_fraction`` of each label, at least one and not all when the fraction is positive; or, with
+        ``heldout_split``, every usable row of the training generators in that split, and no training row held
+        out), and every evaluation row of ``eval_split`` (unusable ones included), sorted by generator and path.
     """
     rows = index.rows.sort_values("path", kind="stable")
     train_all = rows[rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)]
     train_ok = train_all[train_all["status"] == "ok"]
-    rng = np.random.default_rng(seed)
-    held_idx: list[Any] = []
-    for _, group in train_ok.groupby("label", sort=True):
-        n = int(round(protocol.heldout_fraction * len(group)))
-        if protocol.heldout_fraction > 0:
-            n = max(1, min(n, len(group) - 1))
-        held_idx.extend(group.index[rng.permutation(len(group))[:n]])
-    heldout = train_ok.loc[sorted(held_idx, key=lambda i: train_ok.index.get_loc(i))]
-    train = train_ok.drop(index=held_idx)
+    if protocol.heldout_split:
+        mine = rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.heldout_split)
+        heldout, train = rows[mine & (rows["status"] == "ok")], train_ok
+    else:
+        rng = np.random.default_rng(seed)
+        held_idx: list[Any] = []
+        for _, group in train_ok.groupby("label", sort=True):
+            n = int(round(protocol.heldout_fraction * len(group)))
+            if protocol.heldout_fraction > 0:
+                n = max(1, min(n, len(group) - 1))
+            held_idx.extend(group.index[rng.permutation(len(group))[:n]])
+        heldout = train_ok.loc[sorted(held_idx, key=lambda i: train_ok.index.get_loc(i))]
+        train = train_ok.drop(index=held_idx)
     eval_mask = rows["split"] == protocol.eval_split
     if protocol.eval_generators is not None:
         eval_mask &= rows["generator"].isin(protocol.eval_generators)

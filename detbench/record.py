@@ -138,6 +138,7 @@ def build_record(
         "eval_sample": plan.eval_sample,
         "data": {"index_hash": plan.index.manifest["index_hash"]},  # what was evaluated (tables show it short)
         "training": _training_record(plan.source),
+        "holdout": plan.holdout,
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
         "run_key": plan.run_key,  # the run id is its sha256 (checked whenever the run is read)

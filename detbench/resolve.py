@@ -16,12 +16,14 @@ from typing import Any
 from detbench.config import apply_overrides, field_paths
 from detbench.detector import Detector
 from detbench.errors import ConfigError, InputError
+from detbench.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Suite
 
 TRAIN_SUITE_PREFIX = "train_suite."
 SUITE_PREFIX = "suite."
 DETECTOR_PREFIX = "detector."  # says a key is the detector's where the suite has an option of that name too
+TRAIN_PREFIX = "train."  # run-level training settings (train.holdout)
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
 
 
@@ -97,14 +99,16 @@ class Resolved:
     threshold: ThresholdPolicy
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
     train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
+    holdout: str | None = None  # --set train.holdout=VALUE (detbench.holdout); None: the detector's default
 
 
 def resolve(req: RunRequest) -> Resolved:
     """Look up plugins and validate every option before any work.
 
     ``--set`` keys go to the detector's config (bare, or ``detector.KEY``), to the suite's options (bare, or
-    ``suite.KEY``) or to the training suite (``train_suite.KEY``). A bare key that both the detector and the suite
-    define is refused, naming both: it is never resolved silently. The config takes the compute profile's
+    ``suite.KEY``), to the training suite (``train_suite.KEY``) or, for ``train.holdout``, to the choice of held-out
+    images (:mod:`detbench.holdout`). A bare key that both the detector and the suite define is refused, naming both:
+    it is never resolved silently. The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
     Args:
@@ -125,9 +129,15 @@ def resolve(req: RunRequest) -> Resolved:
     suite_over: dict[str, str] = {}
     det_over: dict[str, str] = {}
     train_over: dict[str, str] = {}
+    holdout: str | None = None
     for key, value in req.overrides.items():
         if key.startswith(TRAIN_SUITE_PREFIX):
             train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
+            continue
+        if key.startswith(TRAIN_PREFIX) and key not in det_keys:
+            if key != HOLDOUT_KEY:
+                raise ConfigError(f"unknown training setting {key!r}; the one there is: {HOLDOUT_KEY}")
+            holdout = parse_holdout(value).label  # a bad value fails now
             continue
         if key.startswith(SUITE_PREFIX):
             target, bare, keys = suite_over, key.removeprefix(SUITE_PREFIX), suite_keys
@@ -148,7 +158,7 @@ def resolve(req: RunRequest) -> Resolved:
         elif key in det_keys or key in suite_keys:
             target, bare = (det_over, key) if key in det_keys else (suite_over, key)
         else:
-            valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)]
+            valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)] + [HOLDOUT_KEY]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -177,10 +187,12 @@ def resolve(req: RunRequest) -> Resolved:
         perturbation = parse_perturbation(req.perturb)
     check_run_options(req)
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
+    if holdout is not None:
+        settings[HOLDOUT_KEY] = holdout
     if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
         training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
     return Resolved(
-        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout
     )
 
 

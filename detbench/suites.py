@@ -37,7 +37,7 @@ EVAL_CONVENTIONS: dict[str, str] = {
     "aigcdetect": "AIGCDetectBenchmark: 16 GAN and diffusion test sets of mixed sizes",
     "genimage": "GenImage: ImageNet-conditioned generators, PNG fakes of fixed sizes vs ImageNet JPEG reals",
     "chameleon": "Chameleon (AIDE): human-fooling fakes vs reals of mixed sizes",
-    "synthbuster": "Synthbuster: RAISE-1k raw-photo reals vs commercial/open generators",
+    "synthbuster": "Synthbuster: RAISE-1k photographs (the real_RAISE_1k PNGs) vs commercial/open generators",
 }
 
 
@@ -45,8 +45,10 @@ EVAL_CONVENTIONS: dict[str, str] = {
 class Protocol:
     """Train on some generators' ``train_split``, evaluate on every (or the listed) generators' ``eval_split``.
 
-    Model selection uses ``heldout_fraction`` of the training rows (seeded, stratified by label), never
-    the evaluation generators. A cross-suite protocol names ``train_suite`` (and its ``train_protocol``,
+    Model selection uses ``heldout_fraction`` of the training rows (seeded, stratified by label), or, with
+    ``heldout_split`` set, every usable row of the training generators in that split (then every training row
+    trains); never the evaluation rows. Detectors choose between them (``train.holdout``, :mod:`detbench.holdout`).
+    A cross-suite protocol names ``train_suite`` (and its ``train_protocol``,
     default: that suite's default): its training rows come from that suite's protocol, on the root given by
     ``--train-root``, and ``train_generators`` is empty.
     """
@@ -60,6 +62,7 @@ class Protocol:
     description: str = ""
     train_suite: str | None = None
     train_protocol: str | None = None
+    heldout_split: str | None = None  # select on this split of the training generators (e.g. "val"), not a fraction
 
     @property
     def trains(self) -> bool:
@@ -71,11 +74,11 @@ class Protocol:
         """The protocol as a plain dict, as it enters the run identity.
 
         Returns:
-            The dataclass fields; ``train_suite`` and ``train_protocol`` only when set (so run ids of in-suite
-            protocols stay as they were before cross-suite training existed).
+            The dataclass fields; ``train_suite``, ``train_protocol`` and ``heldout_split`` only when set (so run
+            ids of protocols without them stay as they were before these fields existed).
         """
         out = dataclasses.asdict(self)
-        for key in ("train_suite", "train_protocol"):  # absent unless set: run ids of in-suite protocols unchanged
+        for key in ("train_suite", "train_protocol", "heldout_split"):  # absent unless set: earlier run ids kept
             if out[key] is None:
                 del out[key]
         return out

@@ -196,7 +196,9 @@ def train_classifier(setup: TrainSetup, train: pd.DataFrame, heldout: pd.DataFra
     Args:
         setup: the recipe (see :class:`TrainSetup`); its model and optimizer are updated in place.
         train: training rows (``path``, ``label``; any order: they are sorted by path first).
-        heldout: held-out rows of the training generator, scored after every epoch (may be empty).
+        heldout: held-out rows of the training generator, scored after every epoch (may be empty: nothing is
+            held out, as NPR's original; the schedule then sees NaN metrics and the history has no held-out
+            columns).
         ctx: the run context (seed, device, workers, phases, checkpoint directory).
 
     Returns:
@@ -358,9 +360,9 @@ def _end_epoch(setup: TrainSetup, heldout: pd.DataFrame, run: _Progress, ctx: Ru
     metrics = _heldout_metrics(setup, heldout, ctx)
     lr = setup.optimizer.param_groups[0]["lr"]
     outcome = setup.schedule.end_epoch(run.epoch, metrics)
+    held = {f"heldout_{k}": v for k, v in metrics.items()} if len(heldout) else {}  # none held out: no NaN columns
     entry = {"epoch": run.epoch + 1, "step": run.step, "lr": lr,
-             "train_loss": run.loss_sum / run.loss_n if run.loss_n else None,
-             **{f"heldout_{k}": v for k, v in metrics.items()}, "kept": outcome.keep}
+             "train_loss": run.loss_sum / run.loss_n if run.loss_n else None, **held, "kept": outcome.keep}
     if outcome.note:
         entry["note"] = outcome.note
     run.history.append(entry)
@@ -372,9 +374,10 @@ def _end_epoch(setup: TrainSetup, heldout: pd.DataFrame, run: _Progress, ctx: Ru
         run.stopped = outcome.note or "the schedule stopped"
     run.epoch, run.batch = run.epoch + 1, 0
     acc, ap = metrics.get("acc"), metrics.get("ap")
+    scored = (f"held-out acc {acc if acc is not None else float('nan'):.3f}, "
+              f"AP {ap if ap is not None else float('nan'):.3f}") if len(heldout) else "nothing held out"
     ctx.phases.log(f"{setup.name} epoch {run.epoch}: lr {lr:g}, train loss {entry['train_loss'] or float('nan'):.4f}, "
-                   f"held-out acc {acc if acc is not None else float('nan'):.3f}, "
-                   f"AP {ap if ap is not None else float('nan'):.3f}{'  ' + outcome.note if outcome.note else ''}")
+                   f"{scored}{'  ' + outcome.note if outcome.note else ''}")
 
 
 def _heldout_metrics(setup: TrainSetup, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, float]:

@@ -121,6 +121,7 @@ class AIDE(ClassifierDetector):
     weights_fix = WEIGHTS_FIX
     init_stream = INIT_STREAM
     follows_eval_profiles = False  # the original evaluates every test set alike (patches at native size)
+    default_holdout = "val-split"  # main_finetune.py selects on its separate --eval_data_path set
     # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in and 32 px inputs (the patches' own size:
     # two ResNet-50s on four 256 px patches per image are far too slow for 2 CPU cores); 1 epoch of 32-image steps at
     # a larger base rate (the recipe's effective 1.25e-5 would not move in the demo's dozen steps; one epoch reaches

@@ -14,10 +14,13 @@ BatchNorm layers of a stand-in trunk keep their statistics.
 
 The loop is :func:`detbench.training.train_classifier` (seeded per epoch, image and step; resumable after a kill
 from checkpoints written every ``checkpoint_every`` steps and at every epoch end, holding only the parts training
-changes: :class:`TrainableAIDE`). Departures: the held-out images are a part of the training generator (the
-original validates on its ``--eval_data_path``); a training set smaller than one batch trains as one batch of all
-its images (the original's ``drop_last`` loader would train nothing); under torchrun each process takes a slice of
-every batch and DistributedDataParallel averages the gradients, as the original's 8 GPUs do.
+changes: :class:`TrainableAIDE`). The held-out images are the training generators' separate ``val`` split
+(``train.holdout=val-split``; every training image trains), as the original validates on its ``--eval_data_path``
+(``dataset/progan/eval`` beside ``dataset/progan/train`` in its README). Departures: where the suite has no val split
+apart from its evaluation data (GenImage, whose ``val`` is the test set; the demo), 10 % of the training split is
+held out instead (recorded in ``run.json`` ``holdout``); a training set smaller than one batch trains as one batch
+of all its images (the original's ``drop_last`` loader would train nothing); under torchrun each process takes a
+slice of every batch and DistributedDataParallel averages the gradients, as the original's 8 GPUs do.
 """
 
 from __future__ import annotations

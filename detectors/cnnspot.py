@@ -18,12 +18,15 @@ Faithful to PeterWang512/CNNDetection:
   BCE-with-logits, Adam (lr 1e-4, betas 0.9/0.999), batch 64. Each training image: shorter side resized to
   256 (bilinear), Gaussian blur with probability ``blur_prob`` (sigma ~ U[0, 3], scipy in place on uint8, as
   the original), JPEG with probability ``jpeg_prob`` (quality ~ U{30..100}), random 224 crop, random flip.
-  After every epoch the held-out part of the training generator is scored as the original validates
-  (shorter side 256, centre crop 224, blur sigma 1.5 and PIL JPEG quality 65 each with the training
-  probabilities, drawn per image from the run seed): accuracy below ``best + 0.001`` for 5 epochs divides
-  the learning rate by 10 (then a fresh stopper with delta 0.002) until it would fall below 1e-6. The kept
-  model is the last one the stopper saved, which is the best of the last learning-rate phase (the original
-  overwrites ``model_epoch_best.pth`` with the first epoch after each drop).
+  After every epoch the held-out images are scored as the original validates (shorter side 256, centre crop
+  224, blur sigma 1.5 and PIL JPEG quality 65 each with the training probabilities, drawn per image from the
+  run seed). They are the training generators' separate ``val`` split, as ``train.py`` validates on
+  ``<dataroot>/val`` (``train.holdout=val-split``; every training image trains); where the suite has no val
+  split apart from its evaluation data (GenImage, the demo), 10 % of the training split is held out instead,
+  recorded in ``run.json`` ``holdout`` and warned about. The schedule: accuracy below ``best + 0.001`` for 5
+  epochs divides the learning rate by 10 (then a fresh stopper with delta 0.002) until it would fall below 1e-6.
+  The kept model is the last one the stopper saved, which is the best of the last learning-rate phase (the
+  original overwrites ``model_epoch_best.pth`` with the first epoch after each drop).
 
 Departures, all recorded: the original draws the JPEG encoder from {cv2, PIL}; cv2 is not a dependency, so
 both draws encode with Pillow (libjpeg, 4:2:0, as cv2's default). The original sets no seed; detbench seeds
@@ -246,6 +249,7 @@ class ValidationAugment:
 
 
 class CNNSpot(ClassifierDetector):
+    default_holdout = "val-split"  # train.py validates on <dataroot>/val
     name = "cnnspot"
     version = 1
     Config = CNNSpotConfig

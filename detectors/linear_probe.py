@@ -58,6 +58,7 @@ class LinearProbe(FrozenFeatureDetector):
     Config = LinearProbeConfig
     summary = "Logistic regression on frozen backbone features (C chosen on the training generator)."
     profile_defaults = {"small": {"crop": 128}}
+    requires_heldout = True  # C is chosen on the held-out images
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         """Standardise the clean features, fit one logistic regression per C and keep the best on the held-out rows.

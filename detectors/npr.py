@@ -22,8 +22,11 @@ Faithful to chuangchuangtan/NPR-DeepfakeDetection (``networks/resnet.py``, ``tes
 - **Training** from scratch as ``train.py`` (``--lr 0.0002 --batch_size 32 --niter 50 --delr_freq 10``):
   Kaiming init, BCE-with-logits, Adam (betas 0.9/0.999), learning rate x0.9 after every 10th epoch (0-based
   epochs 10, 20, ...), ``Resize((256, 256))`` - random 224 crop - random flip, no blur or JPEG, and the last
-  epoch is kept (``model_epoch_last.pth``). The held-out part of the training generator is scored after
-  every epoch for the log only (``Resize((256, 256))`` + ``CenterCrop(224)``, as the original validates).
+  epoch is kept (``model_epoch_last.pth``). Every training image trains and nothing is held out
+  (``train.holdout=0``), as ``train.py`` trains on all of ``<dataroot>/train``; the original also scores its
+  ``val`` split after every epoch for the log only, which ``--set train.holdout=val-split`` reproduces (held-out
+  images are scored with ``Resize((256, 256))`` + ``CenterCrop(224)``, as the original validates; a fraction
+  such as ``0.1`` trains on the rest). ``--threshold calibrated`` needs held-out images: set one of these.
   Under ``resize=tile`` (GenImage) training tiles small images instead of resizing, as the README's GenImage
   recipe does.
 
@@ -217,6 +220,7 @@ class NPR(ClassifierDetector):
     Config = NPRConfig
     summary = "NPR (CVPR 2024): trimmed ResNet-50 on neighbouring-pixel residuals; released or trained from scratch."
     weights_what = "the NPR checkpoint"
+    default_holdout = "0"  # train.py trains on all of <dataroot>/train and keeps the last epoch
     weights_fix = ("pass --set weights=/path/to/NPR.pth (or model_epoch_last_3090.pth: both in the root of "
                    "github.com/chuangchuangtan/NPR-DeepfakeDetection)")
     profile_defaults = {

@@ -4,6 +4,11 @@ Either loads the released head (``head=PATH[#sha256=HEX]`` to ``fc_weights.pth``
 whole checkpoint's ``fc.*``, its other tensors counted, and refused when its backbone differs from the one loaded)
 or trains one as the original does: BCE-with-logits, AdamW (lr 1e-4, no weight decay), weight init N(0, 0.02),
 held-out accuracy with patience 5, learning rate divided by 10 on each plateau until it falls below 1e-6.
+Every training image trains; the held-out images are the training generators' separate ``val`` split
+(``train.holdout=val-split``): the original's ``train.py`` validates on a set apart from its training set (the
+``val.pickle`` lists, or with ``--data_mode wang2020`` the ProGAN folder of its test set, which is evaluation data
+here, so the CNNDetection ``val`` split stands in for it). Where the suite has no val split apart from its
+evaluation data, 10 % of the training split is held out instead (recorded in ``run.json`` ``holdout``).
 
 The original augments every training image on the fly (Gaussian blur with p=0.5, sigma ~ U[0, 3]; JPEG with
 p=0.5, quality ~ U{30..100}; random crop; horizontal flip). With a frozen backbone this becomes ``aug_views``
@@ -213,6 +218,8 @@ class UnivFD(FrozenFeatureDetector):
     summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
     profile_defaults = {"small": {"crop": 128}}
     file_keys = {"head": ()}  # named by its sha256 in the identity
+    default_holdout = "val-split"  # train.py validates on a set apart from its training images
+    requires_heldout = True  # early stopping and the kept epoch need held-out images
 
     def needs_training(self) -> bool:
         """Whether :meth:`fit` trains: only when no released ``head`` is given.

@@ -186,8 +186,10 @@ def build_ufd(
     test_dir: str = "test",
     extras: bool = True,
     defects: bool = True,
+    val_n: int = 0,
 ) -> Replica:
     """UniversalFakeDetect: ``train/progan/<class>``, ``<test_dir>/<domain>/[<class>/]``, diffusion_datasets.
+    ``val_n`` > 0 adds CNNDetection's ``val/progan/<class>`` with ``val_n`` images per label (split val).
 
     ``test_dir=""`` puts the test domains and ``diffusion_datasets`` directly under ``root`` (root is the
     test folder); ``train_classes=()`` makes a test-only root. ``extras`` adds stylegan2 and whichfaceisreal
@@ -206,6 +208,10 @@ def build_ufd(
                     rep.root / "train" / "progan" / cls / folder / f"{j + 1:05d}.png", seed=seed
                 )
                 rep.add(path, f"progan-{cls}", "train", label)
+            for j in range(val_n):
+                seed += 1
+                path = write_image(rep.root / "val" / "progan" / cls / folder / f"{j + 1:05d}.png", seed=seed + 50000)
+                rep.add(path, f"progan-{cls}", "val", label)
     leaves: list[tuple[str, Path]] = []
     for domain, classes in FORENSYNTHS_CLASSES.items():
         leaves.extend((domain, test / domain / cls) for cls in classes)

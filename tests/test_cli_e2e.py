@@ -96,3 +96,46 @@ def test_user_errors_are_clear_with_no_traceback(in_home: Path, args: list[str],
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_home: Path, tmp_path: Path) -> None:
+    """``--metric ap_real`` / ``fpr95_real`` (RIGID's notebook: reals positive) from every run's records; a run
+    recorded before they existed gets them computed from its scores.parquet, and the default AP is unchanged."""
+    import shutil
+
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_curve
+
+    from detbench.leaderboard import long_table
+    from detbench.records import sha256_of_file
+
+    assert invoke("run", "linear-probe", "--suite", "demo", *SMALL).exit_code == 0
+    (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]
+    run_dir = Path(record["paths"]["run"])
+    scores = pd.read_parquet(run_dir / "scores.parquet")
+    part = scores[scores["generator"] == "nearest"]
+    y, s = part["label"].to_numpy(), part["score"].to_numpy()
+    fpr, tpr, _ = roc_curve(1 - y, -s)
+    expected = {"ap_real": average_precision_score(1 - y, -s), "fpr95_real": fpr[np.argmax(tpr >= 0.95)],
+                "ap": average_precision_score(y, s)}
+
+    for metric, value in expected.items():
+        board = invoke("leaderboard", "demo", "--metric", metric, "--csv", str(tmp_path / metric))
+        assert board.exit_code == 0, board.output
+        wide = pd.read_csv(tmp_path / metric / "demo_leaderboard.csv")
+        row = wide[wide["run_id"] == record["run_id"][:16]]
+        assert row["nearest"].iloc[0] == pytest.approx(value, abs=1e-6)  # the CSV keeps 6 significant digits
+
+    old_root = tmp_path / "old" / "runs"
+    old_dir = old_root / "demo" / "linear-probe" / run_dir.name
+    shutil.copytree(run_dir, old_dir)
+    metrics = pd.read_parquet(old_dir / "metrics.parquet").drop(columns=["ap_real", "fpr95_real"])
+    metrics.to_parquet(old_dir / "metrics.parquet")
+    old_record = json.loads((old_dir / "run.json").read_text())
+    old_record["outputs"]["metrics.parquet"] = sha256_of_file(old_dir / "metrics.parquet")
+    (old_dir / "run.json").write_text(json.dumps(old_record))
+    long = long_table("demo", runs_root=old_root).set_index(["generator", "metric"])["value"]
+    assert long[("nearest", "ap_real")] == pytest.approx(expected["ap_real"], rel=1e-12)
+    assert long[("nearest", "fpr95_real")] == pytest.approx(expected["fpr95_real"], rel=1e-12)
+    assert long[("worst", "fpr95_real")] == max(long[(g, "fpr95_real")] for g in ("autoencoder", "denoise",
+                                                                                    "nearest", "upconv"))

@@ -21,10 +21,12 @@ from detbench.metrics import (
     CALIBRATION_DIRECTIONS,
     METRIC_DIRECTIONS,
     ORACLE_COLUMNS,
+    REAL_POSITIVE_METRICS,
     average_precision,
     best_threshold,
     binary_metrics,
     calibration_metrics,
+    fpr_at_tpr,
     per_group_metrics,
     reliability_bins,
     stratified_counts,
@@ -32,7 +34,7 @@ from detbench.metrics import (
 )
 
 KEYS = ["n_real", "n_fake", "acc", "real_acc", "fake_acc", "balanced_acc", "ap", "auc", "eer",
-        "oracle_acc", "oracle_thr"]
+        "oracle_acc", "oracle_thr", "ap_real", "fpr95_real"]
 CALIBRATION_KEYS = ["tpr_at_fpr_1", "tpr_at_fpr_5", "tpr_at_fpr_10", "ece", "brier", "nll"]
 
 
@@ -117,7 +119,7 @@ def test_single_class_is_nan_never_zero(cls: int) -> None:
     m = binary_metrics([cls] * 4, [0.2, 0.4, 0.6, 0.8])
     own, other = ("real_acc", "fake_acc") if cls == 0 else ("fake_acc", "real_acc")
     assert m[own] == 0.5  # acc over one class would be this under another name: it is n/a
-    for key in ("acc", other, "balanced_acc", "ap", "auc", "eer", "oracle_acc", "oracle_thr"):
+    for key in ("acc", other, "balanced_acc", "ap", "auc", "eer", "oracle_acc", "oracle_thr", "ap_real", "fpr95_real"):
         assert math.isnan(m[key]), key
     assert math.isnan(best_threshold([cls] * 3, [0.1, 0.2, 0.3])[1])
 
@@ -448,3 +450,65 @@ def test_stratified_counts_keep_each_class_size() -> None:
     counts = np.vstack([c for _, c in chunks])
     assert counts.shape == (50, 10) and [start for start, _ in chunks][0] == 0
     assert (counts[:, :7].sum(axis=1) == 7).all() and (counts[:, 7:].sum(axis=1) == 3).all()
+
+
+# ------------------------------------------------------------------ real images positive (RIGID's notebook)
+
+
+def _exact_fpr_at_tpr(y: np.ndarray, s: np.ndarray, tpr: float, positive: int) -> float:
+    """The direct formula: the share of negatives at least as positive as the k-th most positive positive, k the
+    fewest positives whose share reaches ``tpr``."""
+    positiveness = -s if positive == 0 else s
+    ranked = np.sort(positiveness[y == positive])[::-1]
+    k = next(k for k in range(1, ranked.size + 1) if k / ranked.size >= tpr)
+    return float(np.mean(positiveness[y != positive] >= ranked[k - 1]))
+
+
+def test_real_positive_metrics_are_the_notebooks_ap_and_fpr95() -> None:
+    """RIGID's notebook: AP and FPR at 95 % TPR with real images positive, scored by realness (its cosine
+    similarity; detbench's score 1 - cos is P(fake)-like, so realness is its negative)."""
+    assert METRIC_DIRECTIONS["ap_real"] == "higher" and METRIC_DIRECTIONS["fpr95_real"] == "lower"
+    assert REAL_POSITIVE_METRICS == ("ap_real", "fpr95_real")
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        y, s = _random_set(rng, int(rng.integers(4, 300)))
+        if trial % 2:
+            s = np.round(s, 1)  # ties across the classes
+        if y.min() == y.max():
+            continue
+        m = binary_metrics(y, s)
+        assert m["ap_real"] == average_precision_score(1 - y, -s)  # the notebook's call, reals positive
+        fpr, tpr, _ = roc_curve(1 - y, -s)  # the notebook's FPR95 (scikit-learn's default drop_intermediate)
+        assert m["fpr95_real"] == fpr[np.argmax(tpr >= 0.95)]
+        for positive in (0, 1):
+            assert fpr_at_tpr(y, s, 0.95, positive, drop_intermediate=False) == _exact_fpr_at_tpr(y, s, 0.95, positive)
+        if trial % 2 == 0:  # without ties the notebook's curve gives the exact value
+            assert m["fpr95_real"] == _exact_fpr_at_tpr(y, s, 0.95, 0)
+    assert m["ap"] == average_precision_score(y, s)  # the default AP stays fake-positive
+
+
+def test_fpr95_real_by_hand() -> None:
+    # 20 reals with P(fake) 0.00 .. 0.19 and 4 fakes: 95 % of the reals (19) pass as real up to 0.18; the fakes at
+    # 0.05 and 0.18 pass with them, those at 0.185 and 0.9 do not: FPR95 = 2 / 4
+    y = np.array([0] * 20 + [1] * 4)
+    s = np.array([i / 100 for i in range(20)] + [0.05, 0.18, 0.185, 0.9])
+    assert binary_metrics(y, s)["fpr95_real"] == 0.5
+    # fakes positive instead: all 4 fakes (TPR 1 >= 0.95) down to 0.05 take the reals from 0.05 up: 15 of 20
+    assert fpr_at_tpr(y, s, 0.95, positive=1) == 15 / 20
+    # ties on a diagonal: 18 reals at 0.1, a real and a fake at 0.5, a real and a fake at 0.7, 2 fakes at 0.9. The
+    # exact curve reaches 19/20 reals with 1 fake (at 0.5); scikit-learn's default curve drops that point (it lies
+    # on the straight line to the next), so the notebook, and detbench's fpr95_real, report 2 fakes of 4
+    tied_y = np.array([0] * 18 + [0, 1, 0, 1, 1, 1])
+    tied_s = np.array([0.1] * 18 + [0.5, 0.5, 0.7, 0.7, 0.9, 0.9])
+    assert binary_metrics(tied_y, tied_s)["fpr95_real"] == 0.5
+    assert fpr_at_tpr(tied_y, tied_s, drop_intermediate=False) == 0.25 == _exact_fpr_at_tpr(tied_y, tied_s, 0.95, 0)
+    with pytest.raises(ValueError, match="0 < tpr <= 1"):
+        fpr_at_tpr(y, s, 0.0)
+
+
+def test_per_group_real_positive_aggregates() -> None:
+    out = per_group_metrics(_group_df(np.random.default_rng(3), 60)).set_index("generator")
+    groups = out.loc[["a", "b", "c"]]
+    assert out.loc["mean", "ap_real"] == pytest.approx(groups["ap_real"].mean())
+    assert out.loc["worst", "ap_real"] == pytest.approx(groups["ap_real"].min())
+    assert out.loc["worst", "fpr95_real"] == pytest.approx(groups["fpr95_real"].max())  # lower is better

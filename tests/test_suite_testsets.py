@@ -111,10 +111,33 @@ def test_synthbuster_shared_raise_pool(tmp_path: Path) -> None:
     assert suite.ignored == []
 
 
+@pytest.mark.parametrize("root_is", ["parent", "synthbuster"])
+def test_synthbuster_released_evaluation_layout_with_real_raise_1k_pngs(tmp_path: Path, root_is: str) -> None:
+    """The released evaluation (grip-unina/ClipBased-SyntheticImageDetection ``synthbuster_download.sh``) unzips
+    ``real_RAISE_1k.zip`` into the synthbuster folder: ``synthbuster/real_RAISE_1k/r*.png`` beside the generators,
+    named like the fakes (its ``commercial_tools.csv`` lists the reals as ``synthbuster/real_RAISE_1k/*.png``)."""
+    top = tmp_path / "data"
+    names = ["r05839451t", "r006b0e4bt", "r0191aaf4t"]
+    for j, name in enumerate(names):
+        write_image(top / "synthbuster" / "real_RAISE_1k" / f"{name}.png", seed=60 + j)
+        for k, gen in enumerate(GENERATORS):
+            write_image(top / "synthbuster" / gen / f"{name}.png", seed=100 * k + j)
+    root = top if root_is == "parent" else top / "synthbuster"
+    suite = SynthbusterSuite()
+    index = build_index(suite, root)
+    assert suite.ignored == []
+    reals = index.rows[index.rows["label"] == 0]
+    prefix = "synthbuster/" if root_is == "parent" else ""
+    assert set(reals["path"]) == {f"{prefix}real_RAISE_1k/{n}.png" for n in names}
+    assert set(reals["format"]) == {"png"} and (index.rows["status"] == "ok").all()
+    assert index.manifest["counts"]["dalle3"] == {"test": {"real": 3, "fake": 3}}
+    assert set(index.generators) == set(GENERATORS)
+
+
 def test_synthbuster_real_pool_errors(tmp_path: Path) -> None:
     rep = build_synthbuster(tmp_path / "sb", n=1, pool=1)
     (rep.root / "RAISE-1k").rename(rep.root / "photos")
-    with pytest.raises(SuiteLayoutError, match="holds only the fakes.*real_folder"):
+    with pytest.raises(SuiteLayoutError, match=r"holds only the fakes.*real_RAISE_1k\.zip.*real_folder"):
         list(SynthbusterSuite().scan(rep.root))
     chosen = SynthbusterSuite(SynthbusterOptions(real_folder="photos"))
     assert sum(e.label == 0 for e in chosen.scan(rep.root)) == 2 * len(GENERATORS)

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from detbench.detector import RunContext
-from detbench.errors import DataError
+from detbench.errors import DataError, DetbenchWarning
 from detbench.preprocess import imagenet_tensor
 from detbench.progress import quiet
 from detbench.runner import Runner, RunRequest
@@ -227,6 +227,10 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path:
     clean = Runner(quiet()).run(RunRequest("npr", "demo", overrides=over, workers=1))
     assert resumed.record["fit"]["resumed_from_step"] > 0 and clean.record["fit"]["resumed_from_step"] is None
     assert resumed.record["run_id"] == clean.record["run_id"]
+    # NPR's train.py trains on every training image: nothing held out (recorded), no NaN held-out columns
+    assert clean.record["holdout"] == {"setting": "0", "chosen_by": "npr's original", "used": "0"}
+    assert clean.record["counts"]["heldout"] == 0 and clean.record["fit"]["n_heldout"] == 0
+    assert not any(k.startswith("heldout_") for k in clean.record["fit"]["history"][0])
     a = pd.read_parquet(resumed.run_dir / "scores.parquet")
     b = pd.read_parquet(clean.run_dir / "scores.parquet")
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-6)
@@ -240,7 +244,13 @@ def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbe
                                                                            one_thread) -> None:
     over = {"suite.n_train": "6", "suite.n_val": "2", "suite.size": "48", "load_size": "48", "crop": "32",
             "train_batch_size": "4", "max_epochs": "3", "patience": "1", "batch_size": "16", "eval_crop": "0"}
-    result = Runner(quiet()).run(RunRequest("cnnspot", "demo", overrides=over, workers=0))
+    with pytest.warns(DetbenchWarning, match=r"train\.holdout=val-split \(cnnspot's original\): the val split is the "
+                      "evaluation split"):
+        result = Runner(quiet()).run(RunRequest("cnnspot", "demo", overrides=over, workers=0))
+    holdout = result.record["holdout"]  # the demo has no val split apart from its evaluation data: 10 %, recorded
+    assert (holdout["setting"], holdout["used"], holdout["chosen_by"]) == ("val-split", "0.1", "cnnspot's original")
+    assert "evaluation split of protocol upconv" in holdout["fallback"] and result.record["counts"]["heldout"] == 2
+    assert "heldout_split" not in result.record["key"]["protocol"]  # the same fit as the 10 % before
     fit = result.record["fit"]
     assert fit["trained"] and fit["init"] == "random" and "stand-in" in fit["init_note"]
     assert result.record["key"]["detector_identity"]["init"] == "random"
@@ -267,3 +277,113 @@ def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
     assert record["fit"]["steps"] == 2 * record["fit"]["steps_per_epoch"]
     scores = pd.read_parquet(run_json.parent / "scores.parquet")
     assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
+
+
+# ------------------------------------------------------------------------------------- which images select (holdout)
+
+
+def test_holdout_setting_parses_and_refuses_bad_values() -> None:
+    from detbench.errors import ConfigError
+    from detbench.holdout import parse_holdout
+    from detbench.resolve import resolve
+
+    assert parse_holdout("0.1").fraction == 0.1 and parse_holdout("0.1").split is None
+    assert parse_holdout("0").label == parse_holdout("none").label == "0"
+    assert parse_holdout(" Val-Split ").split == "val" and parse_holdout("val").label == "val-split"
+    for bad in ("1", "-0.1", "nan", "half", "1.5"):
+        with pytest.raises(ConfigError, match=r"train\.holdout must be a fraction in \[0, 1\)"):
+            parse_holdout(bad)
+    with pytest.raises(ConfigError, match="train.holdout must be"):
+        resolve(RunRequest("npr", "demo", overrides={"train.holdout": "most"}))
+    with pytest.raises(ConfigError, match=r"unknown training setting 'train\.epochs'.*train\.holdout"):
+        resolve(RunRequest("npr", "demo", overrides={"train.epochs": "3"}))
+    chosen = resolve(RunRequest("npr", "demo", overrides={"train.holdout": "VAL"}))
+    assert chosen.holdout == "val-split" and chosen.settings == {"train.holdout": "val-split"}  # shown by leaderboards
+
+
+def _rows(**splits: tuple[int, int]) -> pd.DataFrame:
+    """Index rows of generator ``g``: ``split -> (real, fake)`` usable images."""
+    out = []
+    for split, counts in splits.items():
+        for label, n in enumerate(counts):
+            out += [{"path": f"g/{split}/{label}/{i}.png", "generator": "g", "split": split, "label": label,
+                     "status": "ok"} for i in range(n)]
+    return pd.DataFrame(out)
+
+
+def test_val_split_is_used_where_it_is_not_evaluation_data_and_the_fallback_is_recorded() -> None:
+    from detbench.holdout import apply_holdout
+    from detbench.suites import Protocol
+
+    base = Protocol(name="p", train_generators=("g",), eval_generators=("other",), eval_split="test")
+    rows = _rows(train=(10, 10), val=(3, 2))
+    chosen, facts = apply_holdout(base, rows, "val-split", "cnnspot's original")
+    assert (chosen.heldout_split, chosen.heldout_fraction) == ("val", 0.0)
+    assert facts == {"setting": "val-split", "chosen_by": "cnnspot's original", "used": "val-split"}
+    assert chosen.to_dict()["heldout_split"] == "val"
+
+    nothing, facts = apply_holdout(base, rows, "0", "--set train.holdout")
+    assert (nothing.heldout_split, nothing.heldout_fraction) == (None, 0.0) and facts["used"] == "0"
+    assert "heldout_split" not in nothing.to_dict()  # fit ids of protocols that never set it stay as they were
+    assert apply_holdout(base, rows, None, "x") == (base, {"setting": "0.1", "chosen_by": "suite", "used": "0.1"})
+    assert apply_holdout(base, rows, None, "x")[0].to_dict() == base.to_dict()
+
+    evaluated_val = Protocol(name="genimage-like", train_generators=("g",), eval_split="val")
+    fallen, facts = apply_holdout(evaluated_val, rows, "val-split", "aide's original")
+    assert fallen.to_dict() == evaluated_val.to_dict()  # the protocol's own 10 %: the same fit as before
+    assert facts["used"] == "0.1" and "evaluation split" in facts["fallback"]
+    for missing, why in ((_rows(train=(10, 10)), "no usable val images"),
+                         (_rows(train=(10, 10), val=(3, 0)), "3 usable real and 0 usable fake")):
+        fallen, facts = apply_holdout(base, missing, "val-split", "x")
+        assert fallen.heldout_fraction == 0.1 and fallen.heldout_split is None and why in facts["fallback"]
+    cross = Protocol(name="c", train_generators=(), train_suite="universalfakedetect")
+    assert apply_holdout(cross, rows, "0", "x") == (cross, None)  # its training suite's protocol is chosen instead
+
+
+@pytest.fixture(scope="module")
+def ufd_with_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A UniversalFakeDetect replica with CNNDetection's val/progan split (1 image per class and label)."""
+    from replicas import build_ufd
+
+    return build_ufd(tmp_path_factory.mktemp("ufd") / "ufd", n=2, extras=False, defects=False, val_n=1).root
+
+
+def _plan(detector: str, root: Path, threshold: str = "0.5", **over: str):
+    from detbench.plan import plan_run
+
+    return plan_run(RunRequest(detector, "universalfakedetect", root=root, overrides=over, threshold=threshold),
+                    quiet())
+
+
+def test_npr_trains_on_every_training_image_as_its_original(ufd_with_val: Path) -> None:
+    """Regression: NPR held out 10 % of its training generator; ``train.py`` trains on all of it (last epoch)."""
+    from detbench.errors import ProtocolError
+
+    plan = _plan("npr", ufd_with_val)
+    assert len(plan.train) == 4 * 2 * 2 and plan.heldout.empty  # progan-4class: 4 classes x 2 labels x 2 images
+    assert plan.holdout == {"setting": "0", "chosen_by": "npr's original", "used": "0"}
+    assert plan.fit_key["protocol"]["heldout_fraction"] == 0.0 and "heldout_split" not in plan.fit_key["protocol"]
+    carved = _plan("npr", ufd_with_val, **{"train.holdout": "0.1"})
+    assert len(carved.train) + len(carved.heldout) == 16 and len(carved.heldout) == 2
+    assert carved.fit_id != plan.fit_id and carved.resolved.settings == {"train.holdout": "0.1"}
+    logged = _plan("npr", ufd_with_val, **{"train.holdout": "val-split"})
+    assert len(logged.train) == 16 and set(logged.heldout["split"]) == {"val"} and len(logged.heldout) == 8
+    with pytest.raises(ProtocolError, match=r"calibrates on held-out images.*train\.holdout=0, npr's original"):
+        _plan("npr", ufd_with_val, threshold="calibrated")
+
+
+def test_cnnspot_selects_on_the_separate_val_split_as_cnndetection(ufd_with_val: Path) -> None:
+    """Regression: CNNSpot held out 10 % of its training generator; ``train.py`` validates on ``<dataroot>/val``."""
+    plan = _plan("cnnspot", ufd_with_val, init="random")
+    assert len(plan.train) == 16 and set(plan.train["split"]) == {"train"}
+    assert len(plan.heldout) == 8 and set(plan.heldout["split"]) == {"val"}
+    assert set(plan.heldout["generator"]) == {f"progan-{c}" for c in ("car", "cat", "chair", "horse")}
+    assert plan.holdout == {"setting": "val-split", "chosen_by": "cnnspot's original", "used": "val-split"}
+    assert plan.fit_key["protocol"]["heldout_split"] == "val" and plan.fit_key["protocol"]["heldout_fraction"] == 0
+
+
+def test_detectors_that_select_on_held_out_images_refuse_none_before_any_work(ufd_with_val: Path) -> None:
+    from detbench.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match=r"linear-probe chooses its model on held-out images.*train\.holdout=0"):
+        _plan("linear-probe", ufd_with_val, backbone="timm:efficientnet_lite0@bundled", **{"train.holdout": "0"})
