@@ -13,6 +13,23 @@ from typing import Any
 from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, seeded_rank, top_levels, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+# split values written in a table (a file list's split column, a shard's split column or name): SPLIT_NAMES plus
+# the synonyms lists use; folder names keep to SPLIT_NAMES (a folder named dev is a generator there)
+SPLIT_VALUES = {**SPLIT_NAMES, "training": "train", "dev": "val", "testing": "test"}
+
+
+def split_value(value: str) -> str:
+    """A split as a table writes it, normalised: lower case, and the usual synonyms mapped to train/val/test
+    (``Train``, ``training`` -> train; ``Val``, ``valid``, ``validation``, ``dev`` -> val; ``testing`` -> test).
+
+    Args:
+        value: the cell (or option) text.
+
+    Returns:
+        The split's name; any other value in lower case (empty stays empty).
+    """
+    text = value.strip().lower()
+    return SPLIT_VALUES.get(text, text)
 
 
 def norm(name: str) -> str:
@@ -281,6 +298,8 @@ class LabelValues:
         """
         if value is None or (isinstance(value, float) and value != value):
             return None
+        if isinstance(value, bytes):  # a binary Parquet column
+            value = value.decode("utf-8", "replace")
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, float) and value.is_integer():

@@ -15,18 +15,33 @@ a batch, not by the shard. Labels map through ``real_values``/``fake_values``; a
 ``ClassLabel`` names are stored in the shard's Hugging Face metadata is mapped through its name first (so a
 dataset whose class 0 is ``fake`` is read right). The split is the ``split_column`` if named, else the
 shard's file or folder name (``train-00000-of-00004.parquet``, ``default/test/0000.parquet``), else
-``split_default``.
+``split_default``; a split column's values are normalised as a file list's are (lower case; ``training``,
+``validation``, ``dev``, ``testing``... mapped to train/val/test).
+
+Shards that are symlinks leading outside the root (or found through one) are skipped with a note, unless
+``allow_links_outside_root=true`` (part of the index's identity). A ``.parquet`` file without any image column
+(``metadata.parquet`` beside the shards) is skipped with a note; a damaged shard too.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import SPLIT_NAMES, LabelValues, SplitsFromDataSuite, did_you_mean
-from detbench.shards import Locator, ShardError, check_image_column, hf_features, iter_rows, open_shard
+from detbench.datasets._layout import SPLIT_NAMES, LabelValues, SplitsFromDataSuite, did_you_mean, split_value
+from detbench.images import scrub
+from detbench.shards import (
+    Locator,
+    ShardError,
+    check_image_column,
+    hf_features,
+    image_columns,
+    iter_rows,
+    open_shard,
+)
 from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 
 SHOWN = 10  # rows listed per problem in notes
@@ -44,17 +59,25 @@ class ParquetOptions(EvalProfileOption):
     real_values: tuple[str, ...] = ("0", "real")
     fake_values: tuple[str, ...] = ("1", "fake")
     keep_columns: tuple[str, ...] = ()  # other (small) columns to keep in the index as meta_<name>
+    allow_links_outside_root: bool = False  # read shards that are symlinks leading outside --root (default: skip)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         LabelValues(self.real_values, self.fake_values)
+        if not self.split_default.strip():
+            raise ConfigError("split_default must be a split name such as test")
+        object.__setattr__(self, "split_default", split_value(self.split_default))
         if PurePosixPath(self.files).is_absolute() or ".." in PurePosixPath(self.files).parts:
             raise ConfigError(f"files must be a glob inside the suite root, e.g. data/*.parquet; got {self.files!r}")
 
 
+class _NoImages(ShardError):
+    """A ``.parquet`` file beside the shards that holds no image column at all (``metadata.parquet``)."""
+
+
 class ParquetSuite(SplitsFromDataSuite):
     name = "parquet"
-    version = 1
+    version = 2  # 2: split values normalised; shards leading outside the root and non-image files skipped
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"
     Options = ParquetOptions
@@ -88,33 +111,54 @@ class ParquetSuite(SplitsFromDataSuite):
                 f"no Parquet shards matching {self.options.files!r} under {root}. Found:\n{top_levels(root, depth=3)}"
             )
         entries: list[Entry] = []
-        skipped: list[str] = []
+        skipped: dict[str, list[str]] = {}  # why -> rows
+        real_root = os.path.realpath(root)
+        outside: list[str] = []
         for shard in shards:
+            rel = shard.relative_to(root).as_posix()
+            if not _inside(os.path.realpath(shard), real_root):
+                outside.append(rel)
+                if not self.options.allow_links_outside_root:
+                    continue
             try:
                 entries.extend(self._scan_shard(root, shard, skipped))
+            except _NoImages as exc:
+                self.notes.append(f"{rel} skipped: {exc}")
             except (ShardError, OSError) as exc:  # a damaged shard is reported and skipped, not fatal
-                self.notes.append(f"shard {shard.relative_to(root).as_posix()} skipped: {exc}")
-        if skipped:
+                self.notes.append(f"shard {rel} skipped: {scrub(str(exc))}")
+        if outside:
+            what = (
+                "read (allow_links_outside_root)"
+                if self.options.allow_links_outside_root
+                else "skipped (read them with --set allow_links_outside_root=true)"
+            )
             self.notes.append(
-                f"{len(skipped)} rows skipped: their label is not one of "
-                f"({LabelValues(self.options.real_values, self.options.fake_values).describe()}): "
-                + ", ".join(skipped[:SHOWN])
-                + (f" and {len(skipped) - SHOWN} more" if len(skipped) > SHOWN else "")
+                f"{len(outside)} shards are symlinks leading outside the root (or lie in a linked folder), {what}: "
+                + ", ".join(outside[:SHOWN])
+                + (f" and {len(outside) - SHOWN} more" if len(outside) > SHOWN else "")
+            )
+        for why, rows in skipped.items():
+            self.notes.append(
+                f"{len(rows)} rows skipped: {why}: "
+                + ", ".join(rows[:SHOWN])
+                + (f" and {len(rows) - SHOWN} more" if len(rows) > SHOWN else "")
             )
         if not entries:
             raise SuiteLayoutError(f"no usable rows in the {len(shards)} shards under {root}. {' '.join(self.notes)}")
         self.keep_splits(entries)
         yield from entries
 
-    def _scan_shard(self, root: Path, shard: Path, skipped: list[str]) -> list[Entry]:
+    def _scan_shard(self, root: Path, shard: Path, skipped: dict[str, list[str]]) -> list[Entry]:
         o = self.options
         rel = shard.relative_to(root).as_posix()
         parquet_file = open_shard(shard)  # ShardError for a file that is not Parquet: the caller skips it
+        names = parquet_file.schema_arrow.names
+        if o.image_column not in names and not image_columns(parquet_file):
+            raise _NoImages(f"it holds no image column (columns: {', '.join(names) or 'none'}), so it is not a shard")
         try:
             check_image_column(parquet_file, o.image_column, rel)
         except ShardError as exc:
             raise SuiteLayoutError(f"{exc}. Name the image column with --set image_column=NAME") from None
-        names = parquet_file.schema_arrow.names
         wanted = [o.label_column, o.generator_column, o.split_column, *o.keep_columns]
         absent = [c for c in wanted if c and c not in names]
         if absent:
@@ -123,7 +167,7 @@ class ParquetSuite(SplitsFromDataSuite):
                 f"{did_you_mean(absent[0], names)} Name columns with --set label_column=... (or generator_column, "
                 "split_column, keep_columns)"
             )
-        labels = _label_map(parquet_file, o, rel)
+        labels, why_skipped = _label_map(parquet_file, o, rel)
         split_of_shard = _split_from_name(PurePosixPath(rel)) or o.split_default
         generator_default = o.generator_default or root.resolve().name
         columns = list(dict.fromkeys(c for c in wanted if c))
@@ -137,15 +181,15 @@ class ParquetSuite(SplitsFromDataSuite):
                 row = start + i
                 label = labels(values[o.label_column][i])
                 if label is None:
-                    skipped.append(f"{rel} row {row} ({values[o.label_column][i]!r})")
+                    skipped.setdefault(why_skipped, []).append(f"{rel} row {row} ({_shown(values[o.label_column][i])})")
                     continue
                 generator = _text(values[o.generator_column][i]) if o.generator_column else ""
-                split = _text(values[o.split_column][i]) if o.split_column else ""
+                split = split_value(_text(values[o.split_column][i])) if o.split_column else ""
                 entries.append(
                     Entry(
                         path=str(Locator(rel, o.image_column, row)),
                         generator=generator or generator_default,
-                        split=SPLIT_NAMES.get(split.lower(), split) if split else split_of_shard,
+                        split=split or split_of_shard,
                         label=label,
                         family="real" if label == 0 else "unknown",
                         extra={c: values[c][i] for c in o.keep_columns},
@@ -155,12 +199,13 @@ class ParquetSuite(SplitsFromDataSuite):
 
 
 def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
-    """Cell -> 0/1/None: through the ClassLabel names of the shard's Hugging Face metadata when it has them."""
+    """(cell -> 0/1/None, why a None cell is skipped): through the ClassLabel names of the shard's Hugging Face
+    metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name."""
     values = LabelValues(options.real_values, options.fake_values)
     feature = hf_features(parquet_file).get(options.label_column, {})
     names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
     if not names:
-        return values
+        return values, f"their label is not one of ({values.describe()})"
     unmapped = [n for n in names if values(n) is None]
     if unmapped:
         raise SuiteLayoutError(
@@ -169,12 +214,22 @@ def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
             "Say which with --set real_values=... / fake_values=..."
         )
 
+    lowered = {str(n).strip().lower() for n in names}
+
     def by_name(cell: object) -> int | None:
-        if isinstance(cell, int) and 0 <= cell < len(names):
+        if isinstance(cell, bytes):
+            cell = cell.decode("utf-8", "replace")
+        if isinstance(cell, int) and not isinstance(cell, bool) and 0 <= cell < len(names):
             return values(names[cell])
+        if isinstance(cell, str) and cell.strip().lower() in lowered:
+            return values(cell)
         return None
 
-    return by_name
+    why = (
+        f"their {options.label_column!r} is a ClassLabel with names {names}, and the cell is neither a class "
+        f"number (0 to {len(names) - 1}) nor one of those names"
+    )
+    return by_name, why
 
 
 def _split_from_name(path: PurePosixPath) -> str | None:
@@ -187,4 +242,16 @@ def _split_from_name(path: PurePosixPath) -> str | None:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
     return "" if value is None else str(value).strip()
+
+
+def _shown(cell: object) -> str:
+    """A label cell as a note shows it: its repr, cut to 40 characters."""
+    text = repr(cell)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)

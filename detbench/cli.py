@@ -496,8 +496,9 @@ def bench(
     from rich.table import Table
 
     from detbench.bench import ALL, COLUMNS, Options, run_bench
-    from detbench.resolve import default_device
+    from detbench.resolve import check_device, default_device
 
+    check_device(device)
     chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
     if rss_images and "rss" not in chosen:
         chosen = (*chosen, "rss")

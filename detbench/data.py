@@ -21,7 +21,7 @@ from detbench import images
 from detbench.shards import Locator, ShardReader, parse_locator
 from detbench.suites import safe_join
 
-CHANGED = "changed: size or mtime differ from the index; run again to re-index it"
+CHANGED = "changed: its size, mtime or bytes differ from the index; run again to re-index it"
 
 Transform = Callable[[Any], torch.Tensor]
 Perturb = Callable[[Any, str], Any]
@@ -33,7 +33,9 @@ class ImageRowsDataset(Dataset):
     A path may be a Parquet-shard locator (``detbench.shards``): the image's bytes are read from the shard.
     ``stats`` (the index's ``(bytes, mtime_ns)`` per path) guards the content id: a file whose size or
     mtime differs from its index row (for a shard image: the shard's mtime or the image's byte count) fails
-    as ``changed`` instead of being used (and cached) under the id of other bytes.
+    as ``changed`` instead of being used (and cached) under the id of other bytes. A shard image's bytes are in
+    memory anyway: given ``image_ids`` (content ids, as every index gives shard images), they are hashed and
+    compared too, so a shard rewritten under the same size and mtime cannot pass other images off as indexed.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class ImageRowsDataset(Dataset):
         self.root = Path(root)
         self.paths = list(paths)
         self.image_ids = list(image_ids) if image_ids is not None else self.paths
+        self.check_ids = image_ids is not None
         self.transform = transform
         self.perturb = perturb
         self.stats = [(_int_or_none(b), _int_or_none(m)) for b, m in stats] if stats is not None else None
@@ -69,9 +72,9 @@ class ImageRowsDataset(Dataset):
         except images.ImageError as exc:
             return None, i, f"{exc.status}: {exc.reason}"
         except OSError as exc:  # a shard that cannot be read (a file that cannot is an ImageError)
-            return None, i, f"unreadable: {type(exc).__name__}: {exc}"
+            return None, i, images.scrub(f"unreadable: {type(exc).__name__}: {exc}")
         except ValueError as exc:
-            return None, i, f"invalid: {exc}"
+            return None, i, images.scrub(f"invalid: {exc}")
 
     def _load_file(self, i: int) -> Any:
         path = safe_join(self.root, self.paths[i])
@@ -85,6 +88,8 @@ class ImageRowsDataset(Dataset):
         data = self.shards.read(locator)
         if self.stats is not None and self.stats[i][0] is not None and len(data or b"") != self.stats[i][0]:
             return None
+        if self.check_ids and data is not None and images.bytes_digest(data) != self.image_ids[i]:
+            return None
         return images.load_rgb_bytes(data)
 
 
@@ -96,7 +101,7 @@ class ImageRowsDataset(Dataset):
         except images.ImageError:
             raise
         except Exception as exc:
-            raise images.ImageError("perturbation_failed", f"{type(exc).__name__}: {exc}") from exc
+            raise images.ImageError("perturbation_failed", images.scrub(f"{type(exc).__name__}: {exc}")) from exc
 
 
 def _int_or_none(value: Any) -> int | None:

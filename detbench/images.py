@@ -37,6 +37,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 import stat as stat_module
 import threading
 from collections.abc import Callable, Iterator
@@ -336,7 +337,84 @@ def _identify(fp: IO[bytes], size: int) -> Image.Image:
             failure = exc
     if failure is not None:
         raise failure
-    raise ImageError("undecodable", f"not a supported image format (starts with {prefix!r})")
+    raise ImageError("undecodable", f"not a supported image format ({describe_content(prefix)})")
+
+
+# what a file that is not an image usually is, by its first bytes (named, never quoted: see describe_content)
+_KNOWN_CONTENT = (
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"7z\xbc\xaf", "a 7z archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"8BPS", "a Photoshop PSD file"),
+    (b"\x00\x00\x01\x00", "a Windows icon"),
+    (b"\xff\x0a", "a JPEG XL image"),
+    (b"\x00\x00\x00\x0cJXL ", "a JPEG XL image"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x93NUMPY", "a NumPy array file"),
+)
+_ISO_BRANDS = {b"avif": "an AVIF image", b"avis": "an AVIF image", b"heic": "a HEIC image", b"heix": "a HEIC image",
+               b"mif1": "a HEIF image", b"msf1": "a HEIF image"}
+_BYTES_LITERAL = re.compile(r"""b(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def describe_content(prefix: bytes) -> str:
+    """What the leading bytes of a file that is not a supported image look like, in words.
+
+    Reasons are written to indexes, scores and reports: they describe a file and never quote it (a symlink to a
+    private file must not leak its first bytes into a shared record).
+
+    Args:
+        prefix: the file's first bytes (16 are enough).
+
+    Returns:
+        e.g. ``an HTML page``, ``a PDF document``, ``text``, ``binary data of an unknown format``.
+    """
+    for magic, name in _KNOWN_CONTENT:
+        if prefix.startswith(magic):
+            return name
+    if prefix[4:8] == b"ftyp":
+        brand = prefix[8:12]
+        return _ISO_BRANDS.get(brand, "an ISO media file (MP4, MOV, HEIF...)")
+    head = prefix.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"svg" in head):
+        return "an SVG or XML document"
+    if head.startswith(b"<?xml"):
+        return "an XML document"
+    if head.startswith((b"{", b"[")):
+        return "text that looks like JSON"
+    try:
+        text: str | None = prefix.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the prefix is still text
+        text = prefix[: exc.start].decode("utf-8") if exc.start >= len(prefix) - 3 and exc.end == len(prefix) else None
+    if text is not None and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "text, not image data"
+    return "binary data of an unknown format"
+
+
+def scrub(text: str) -> str:
+    """``text`` (an error message) with every bytes literal replaced by its length: decoders quote the bytes
+    they choke on (``broken PNG file (chunk b'ro\\x00t')``), and reasons never quote a file.
+
+    Args:
+        text: a message.
+
+    Returns:
+        The message, e.g. ``broken PNG file (chunk <4 bytes>)``.
+    """
+    return _BYTES_LITERAL.sub(lambda m: f"<{len(_literal_bytes(m.group(0)))} bytes>", text)
+
+
+def _literal_bytes(literal: str) -> bytes:
+    import ast
+
+    try:
+        return ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return literal.encode()
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None) -> None:
@@ -383,7 +461,7 @@ def _classified(fp: IO[bytes]) -> Iterator[None]:
 
 
 def _classify(exc: Exception, fp: IO[bytes]) -> ImageError:
-    text = f"{type(exc).__name__}: {exc}"
+    text = scrub(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, (Image.DecompressionBombError, MemoryError)):
         return ImageError("too_large", text)
     if isinstance(exc, OSError) and exc.errno is not None:

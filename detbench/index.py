@@ -6,8 +6,10 @@ whose path, size and mtime are unchanged keeps its row without being read again.
 
 Images inside Parquet shards (``detbench.shards`` locators as paths) are probed by streaming each shard's
 image column once, in record batches; their ``bytes`` is the image's encoded size, ``mtime_ns`` the shard's,
-and ``image_id`` always the content hash (the bytes are read anyway). A shard whose mtime is unchanged keeps
-its rows.
+and ``image_id`` always the content hash (the bytes are read anyway). The manifest keeps each shard's
+fingerprint (size, mtime and a hash of its Parquet footer, :func:`detbench.shards.fingerprint`): a shard whose
+fingerprint is unchanged keeps its rows; one rewritten with the same mtime (a copy that keeps times) is read
+again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from detbench.errors import DataError, InputError, SuiteLayoutError
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
-from detbench.shards import parse_locator
+from detbench.shards import fingerprint, parse_locator
 from detbench.suites import BAD_NAME_REASON, Entry, Suite, display_name, is_valid_utf8, top_levels
 
 IdMode = Literal["full", "fast"]
@@ -135,7 +137,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                 )
     except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid / missing column
         status = "unreadable" if isinstance(exc, OSError) else "undecodable"
-        reason = f"shard {rel_shard}: {type(exc).__name__}: {exc}"
+        reason = images.scrub(f"shard {rel_shard}: {type(exc).__name__}: {exc}")
         out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), status, reason) for row in wanted)
         wanted = set()
     out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), "not_a_file", "no such row") for row in wanted)
@@ -205,11 +207,12 @@ def build_index(
     check_generator_names(entries, root)
     directory = index_dir(suite, root, mode)
     previous = _load_previous(directory)
+    previous_shards = _previous_shards(directory) if previous else {}
 
     probed: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str, str]] = []
     shard_rows: dict[tuple[str, str], list[int]] = {}  # (shard, image column) -> rows to probe
-    shard_mtimes: dict[str, int | None] = {}
+    shard_prints: dict[str, dict[str, Any] | None] = {}  # shard -> its fingerprint now (None: unreadable)
     seen: set[str] = set()
     for e in entries:  # a file can belong to several generators (shared real pools): probe it once
         if e.path in seen:
@@ -226,11 +229,12 @@ def build_index(
             else:
                 todo.append((e.path, str(root / e.path), mode))
             continue
-        if locator.shard not in shard_mtimes:
-            shard_mtimes[locator.shard] = _mtime_ns(root / locator.shard)
-        mtime = shard_mtimes[locator.shard]
-        if old is not None and mtime is not None and old.get("mtime_ns") == mtime:
-            probed[e.path] = old  # the shard is unchanged since it was indexed
+        if locator.shard not in shard_prints:  # taken before the shard is read: a change while reading shows later
+            shard_prints[locator.shard] = fingerprint(root / locator.shard)
+        now = shard_prints[locator.shard]
+        unchanged = now is not None and now["footer"] is not None and previous_shards.get(locator.shard) == now
+        if old is not None and unchanged and old.get("mtime_ns") == now["mtime_ns"]:
+            probed[e.path] = old  # the shard is unchanged since it was indexed: size, mtime and footer
         else:
             shard_rows.setdefault((locator.shard, locator.column), []).append(locator.row)
 
@@ -285,6 +289,8 @@ def build_index(
     if mode == "fast":
         check_unique_ids(df)
     manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
+    if shard_prints:
+        manifest["shards"] = {shard: shard_prints[shard] for shard in sorted(shard_prints)}
     directory.mkdir(parents=True, exist_ok=True)
     sweep_stale_tmp(directory)
     write_parquet_atomic(directory / "index.parquet", df)
@@ -374,6 +380,15 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
     return {r["path"]: r for r in df[cols].to_dict("records")}
+
+
+def _previous_shards(directory: Path) -> dict[str, Any]:
+    """The shard fingerprints the previous index of ``directory`` recorded (empty when none or unreadable)."""
+    try:
+        shards = read_json(directory / "manifest.json").get("shards", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return shards if isinstance(shards, dict) else {}
 
 
 def _unchanged(old: dict[str, Any], abs_path: Path) -> bool:

@@ -178,16 +178,18 @@ def predict_files(
         threshold, else ``real``), and the loaded run.
 
     Raises:
-        ConfigError: ``workers`` < 0 or ``batch_size`` < 1, or the run holds imported scores.
+        ConfigError: ``workers`` < 0 or ``batch_size`` < 1, a device this machine does not have, or the run holds
+            imported scores.
         InputError: no file found in ``paths``.
         RunLookupError: no finished run, or several, match ``run_ref``.
     """
     from detbench import images
     from detbench.features import FeatureCache
-    from detbench.resolve import default_device
+    from detbench.resolve import check_device, default_device
 
     if workers is not None and workers < 0 or batch_size is not None and batch_size < 1:
         raise ConfigError(f"--workers must be >= 0 and --batch-size >= 1; got {workers} and {batch_size}")
+    check_device(device)
     files = collect_files(paths)
     if not files:
         raise InputError(
@@ -290,10 +292,13 @@ def predict_runs(
         ``(trained run, predictions)`` per run, in the order of ``run_refs``.
 
     Raises:
-        ConfigError: no run given, or one run given twice.
+        ConfigError: no run given, one run given twice, or a device this machine does not have.
     """
     if not run_refs:
         raise ConfigError("give at least one run id (see `detbench ls runs`)")
+    from detbench.resolve import check_device
+
+    check_device(device)  # before the first run is loaded
     results = []
     for ref in run_refs:
         predictions, trained = predict_files(ref, paths, device=device, workers=workers, batch_size=batch_size,

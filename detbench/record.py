@@ -81,7 +81,7 @@ def measure(plan: RunPlan, scores: pd.DataFrame, held_scores: pd.DataFrame, phas
     scored = scores[np.isfinite(scores["score"])]
     unscored = _unscored_generators(scores, scored)
     if len(scored) == 0:
-        raise DataError(f"no evaluation image could be scored: {'; '.join(unscored.values())}")
+        raise DataError(_nothing_scored(scores))
     for generator, why in unscored.items():
         phases.warn(f"generator {generator}: {why}; its metrics are n/a, and so are the mean and worst")
     for generator, why in _one_class_generators(scores, scored).items():
@@ -169,6 +169,24 @@ def build_record(
         "environment": environment(plan.device),
         "source": git_state(),
     }
+
+
+def _nothing_scored(scores: pd.DataFrame, shown: int = 10) -> str:
+    """The error of a run that scored no evaluation image: per generator, how many images and why (counts per
+    reason), with one full reason as an example."""
+    if scores.empty:
+        return "no evaluation image could be scored: the protocol's evaluation has no image"
+    statuses = scores["status"].astype(str) if "status" in scores else pd.Series(["unknown"] * len(scores))
+    parts = []
+    for generator, group in statuses.groupby(scores["generator"].astype(str), sort=True):
+        parts.append(f"{generator} ({len(group)}: {', '.join(f'{n} {k}' for k, n in reason_counts(group).items())})")
+    more = f" and {len(parts) - shown} more" if len(parts) > shown else ""
+    example = next((s for s in statuses if ":" in s), "")
+    return (
+        f"no evaluation image could be scored: {len(scores)} images of {len(parts)} "
+        f"generator{'s' if len(parts) != 1 else ''}, {', '.join(parts[:shown])}{more}"
+        + (f"; e.g. {example}" if example else "")
+    )
 
 
 def _unscored_generators(scores: pd.DataFrame, scored: pd.DataFrame) -> dict[str, str]:

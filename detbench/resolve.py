@@ -240,11 +240,12 @@ def check_run_options(req: RunRequest) -> None:
     """Range checks of the run's own options (the detector's and suite's are their configs' validate()).
 
     Args:
-        req: the run request (seed, bootstrap, workers, batch size).
+        req: the run request (device, seed, bootstrap, workers, batch size).
 
     Raises:
-        ConfigError: the first option out of range.
+        ConfigError: the first option out of range, or a device this machine does not have.
     """
+    check_device(req.device)
     checks = [
         (0 <= req.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}; got {req.seed}"),
         (req.n_boot >= 0, f"--bootstrap must be >= 0 (0 disables intervals); got {req.n_boot}"),
@@ -260,6 +261,52 @@ def _dotted(config: Any, key: str) -> Any:
     for part in key.split("."):
         config = getattr(config, part)
     return config
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: object) -> str | None:
+    """Check a device the user named, before any work: one this machine has, of a type detbench runs on.
+
+    Args:
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; None: the default (:func:`default_device`).
+
+    Returns:
+        The device as given (stripped), or None.
+
+    Raises:
+        ConfigError: not a device name, a type detbench does not run on, CUDA or MPS absent here, or a GPU number
+            this machine does not have.
+    """
+    if device is None:
+        return None
+    usage = "use cpu, cuda, cuda:N (a GPU number) or mps"
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be text ({usage}); got {device!r}")
+    text = device.strip()
+    import torch
+
+    hint = f" (did you mean cuda:{text}?)" if text.isdigit() else ""
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device: {usage}{hint}") from None
+    if parsed.type not in DEVICE_TYPES or (parsed.type != "cuda" and parsed.index not in (None, 0)):
+        raise ConfigError(f"--device {device!r}: detbench runs on cpu, cuda, cuda:N or mps")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+            raise ConfigError(f"--device {device}: {why}; use --device cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"--device {device}: this machine has {count} CUDA GPU{'s' if count != 1 else ''} "
+                f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})"
+            )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS (Apple-silicon GPUs, macOS) is not available here; use --device cpu")
+    return text
 
 
 def default_device() -> str:

@@ -175,14 +175,20 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
           ) -> ScoreFile:
     import pandas as pd
 
-    table, position = read_table(path, "score file", InputError)
+    header: list[str] = []
+
+    def needed(names: list[str]) -> list[str]:  # only the columns used are loaded (a prompt column may be GBs)
+        header.extend(names)
+        return [n for n in names if n in {key_column, *KEY_COLUMNS, score_column, LABEL_COLUMN}]
+
+    table, position = read_table(path, "score file", InputError, columns=needed)
     word = {".parquet": "row", ".json": "entry"}.get(path.suffix.lower(), "line")
 
     def where(i: int) -> str:
         return f"{word} {position(i)}"
 
-    columns = [str(c) for c in table.columns]
-    table.columns = columns
+    table.columns = [str(c) for c in table.columns]
+    columns = [str(c) for c in header]
     key = key_column or next((c for c in KEY_COLUMNS if c in columns), "")
     if key not in columns:
         wanted = repr(key_column) if key_column else " or ".join(map(repr, KEY_COLUMNS))
@@ -203,7 +209,10 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
         raise InputError(f"score file {path} has no rows")
     by_id = key == ID_COLUMN
     base = path.parent.resolve().as_posix() if relative_to_file and not by_id else None
-    keys = pd.Series([_key(v, by_id, base) for v in table[key]], dtype=object)
+    if base is None:
+        keys = _keys(table[key], by_id)
+    else:  # paths relative to the file's folder: made absolute one by one
+        keys = pd.Series([_key(v, by_id, base) for v in table[key]], dtype=object)
     raw = table[score_column]
     text = raw.astype(str).str.strip() if raw.dtype == object else raw
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
@@ -239,8 +248,14 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
 
         options = FileListOptions()
         read_label = LabelValues(options.real_values, options.fake_values)
-        pairs = zip(keys, table[LABEL_COLUMN], strict=True)
-        labels = {k: label for k, value in pairs if k is not None and (label := read_label(value)) is not None}
+        cells = table[LABEL_COLUMN]
+        if pd.api.types.is_string_dtype(cells):  # text (CSV/TSV): compared as LabelValues does, without a call per row
+            lowered = cells.astype("string").str.strip().str.lower()
+            found = np.where(lowered.isin(read_label.real), 0, np.where(lowered.isin(read_label.fake), 1, -1))
+        else:
+            found = np.array([-1 if (label := read_label(v)) is None else label for v in cells], dtype=np.int64)
+        usable = (found >= 0) & keys.notna().to_numpy()
+        labels = dict(zip(keys[usable], found[usable].tolist(), strict=True))
     return ScoreFile(
         path=path,
         sha256=sha256,
@@ -301,7 +316,7 @@ def _relative_to(scores: ScoreFile, root: Path) -> tuple[dict[str, float], dict[
             outside.append(key)
         return rel
 
-    if not any(PurePosixPath(k).is_absolute() for k in (*scores.scores, *scores.unusable)):
+    if not any(k.startswith("/") for k in (*scores.scores, *scores.unusable)):  # keys are POSIX paths already
         return scores.scores, scores.unusable, []
     rel_scores: dict[str, float] = {}
     rel_unusable: dict[str, str] = {}
@@ -328,13 +343,35 @@ def _bases(root: Path) -> set[PurePosixPath]:
 
 def _relative_key(key: str, bases: set[PurePosixPath]) -> str | None:
     """``key`` relative to the first of ``bases`` it is under (a relative key as it is); None if it is outside."""
-    pure = PurePosixPath(key)
-    if not pure.is_absolute():
+    if not key.startswith("/"):  # a relative POSIX path (what PurePosixPath.is_absolute tests), without the object
         return key
+    pure = PurePosixPath(key)
     for base in bases:
         if pure.is_relative_to(base):
             return pure.relative_to(base).as_posix()
     return None
+
+
+_NORMALISED_BY_PATH = r"//|/\./|^\./|/$|/\.$|^\.$|#"  # what PurePosixPath would change (and locators): the slow path
+
+
+def _keys(cells: Any, by_id: bool) -> Any:
+    """:func:`_key` of every cell of a key column, as an object Series (None for empty cells); text columns are
+    handled column-wise, other cells (bytes, numbers) one by one."""
+    import pandas as pd
+
+    if not pd.api.types.is_string_dtype(cells):
+        return pd.Series([_key(v, by_id) for v in cells], dtype=object)
+    text = cells.astype("string").str.strip()
+    if not by_id:
+        text = text.str.replace("\\", "/", regex=False)
+    empty = (text.isna() | (text == "")).to_numpy(dtype=bool)
+    keys = np.array(text.astype(object).to_numpy(), dtype=object)  # writable
+    if not by_id:
+        slow = text.str.contains(_NORMALISED_BY_PATH, regex=True).fillna(False).to_numpy(dtype=bool) & ~empty
+        keys[slow] = [_key(v, by_id) for v in keys[slow]]
+    keys[empty] = None
+    return pd.Series(keys, dtype=object)
 
 
 def _key(value: Any, by_id: bool, base: str | None = None) -> str | None:
@@ -404,8 +441,8 @@ def match_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) -
             f"images of {suite} under {root} (ignored), e.g. {listing(unknown, SHOWN)}"
         )
     problems.extend(_label_problems(scores, index_rows, root, suite))
-    statuses = index_rows.set_index(column)["status"]
-    unusable_scored = statuses[statuses.index.isin(list(scored)) & (statuses != "ok")]
+    statuses = index_rows.loc[(index_rows["status"] != "ok").to_numpy(), [column, "status"]].set_index(column)["status"]
+    unusable_scored = statuses[[key in scored for key in statuses.index]]  # few rows: the index's unusable ones
     if len(unusable_scored):
         reasons = unusable_scored.str.split(":").str[0].value_counts()
         problems.append(
@@ -422,16 +459,24 @@ def _label_problems(scores: ScoreFile, index_rows: Any, root: Path, suite: str) 
     if not labels:
         return []
     column = ID_COLUMN if scores.by_id else "path"
-    suite_labels = index_rows.drop_duplicates(column).set_index(column)["label"]
-    suite_labels = suite_labels[suite_labels.isin([0, 1])]
-    common = [k for k in labels if k in suite_labels.index]
-    wrong = [k for k in common if labels[k] != int(suite_labels[k])]
-    if not wrong:
+    rows = index_rows[[column, "label"]]
+    rows = rows[~rows[column].duplicated().to_numpy()]  # the first row of an image listed under several generators
+    rows = rows[rows["label"].isin([0, 1]).to_numpy()]
+    common = 0
+    suite_label: dict[str, int] = {}  # of the images the file labels otherwise
+    for key, label in zip(rows[column], rows["label"], strict=True):  # one index row at a time: no copy of keys
+        given = labels.get(key)
+        if given is not None:
+            common += 1
+            if given != label:
+                suite_label[key] = int(label)
+    if not suite_label:
         return []
+    wrong = [k for k in labels if k in suite_label]  # in the file's order
     word = {0: "real", 1: "fake"}
-    examples = [f"{k} (file: {word[labels[k]]}, {suite}: {word[int(suite_labels[k])]})" for k in wrong[:SHOWN]]
+    examples = [f"{k} (file: {word[labels[k]]}, {suite}: {word[suite_label[k]]})" for k in wrong[:SHOWN]]
     return [
         f"score file {scores.path.name}: its {LABEL_COLUMN} column disagrees with {suite} for {len(wrong)} of its "
-        f"{len(common)} images with a label, e.g. {listing(examples, SHOWN, len(wrong))}; the suite's labels are "
+        f"{common} images with a label, e.g. {listing(examples, SHOWN, len(wrong))}; the suite's labels are "
         "used. Check that the paths name the images the scores are of, and that the file calls fakes 1"
     ]

@@ -15,6 +15,7 @@ its row group.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -92,6 +93,38 @@ def open_shard(path: str | Path) -> Any:
         return pq.ParquetFile(str(path), pre_buffer=False, buffer_size=READ_BUFFER)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for non-Parquet bytes
         raise ShardError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+FOOTER_MAGIC = b"PAR1"
+
+
+def fingerprint(path: str | Path) -> dict[str, Any] | None:
+    """What identifies a shard's version without reading its data: size, mtime and a hash of its Parquet footer
+    (the schema, row groups, column chunk offsets and sizes: a shard rewritten with other rows has another one).
+
+    Args:
+        path: the shard.
+
+    Returns:
+        ``{"bytes", "mtime_ns", "footer"}`` (``footer``: blake2b hex of the footer, None when the file does not
+        end like Parquet); None when the file cannot be read.
+    """
+    import hashlib
+
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            footer = None
+            if st.st_size >= 12:
+                handle.seek(-8, os.SEEK_END)
+                tail = handle.read(8)
+                length = int.from_bytes(tail[:4], "little")
+                if tail[4:] == FOOTER_MAGIC and length + 12 <= st.st_size:
+                    handle.seek(-8 - length, os.SEEK_END)
+                    footer = hashlib.blake2b(handle.read(length) + tail, digest_size=16).hexdigest()
+    except OSError:
+        return None
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "footer": footer}
 
 
 def hf_features(parquet_file: Any) -> dict[str, Any]:

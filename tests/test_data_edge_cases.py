@@ -93,6 +93,20 @@ def test_a_generator_whose_images_all_fail_is_reported_not_dropped(tmp_path: Pat
     assert record_of(detbench_home)["missing_eval_generators"] == ["b"]
 
 
+def test_a_run_that_scores_nothing_names_the_generators_and_reasons(tmp_path: Path, detbench_home: Path) -> None:
+    """Issue 28: "no evaluation image could be scored" named neither the generators nor why."""
+    root = tmp_path / "tree"
+    build_folder(root, generators=("a", "b"), splits=("train", "test"), n=3)
+    for i, path in enumerate(sorted((root / "test").rglob("*.*"))):
+        write_broken(path, "empty" if i % 3 else "text")
+    result = run_folder(root)
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "error: no evaluation image could be scored: 12 images of 2 generators, a (6: 4 empty, 2 undecodable), " \
+           "b (6: 4 empty, 2 undecodable)" in line, line
+    assert "Traceback" not in line
+
+
 def test_a_score_the_detector_could_not_give_is_counted_as_skipped(
     tmp_path: Path, detbench_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

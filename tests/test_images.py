@@ -225,6 +225,41 @@ def test_html_saved_as_jpg(tmp_path: Path) -> None:
     _assert_bad(probe(path, decode=False), "undecodable")
 
 
+@pytest.mark.parametrize(
+    ("content", "described"),
+    [
+        (b"root:x:0:0:root:/root:/bin/bash\n", "text, not image data"),
+        (b"<!DOCTYPE html><html>secret</html>", "an HTML page"),
+        (b"%PDF-1.7 secret", "a PDF document"),
+        (b'{"api_key": "secret"}', "text that looks like JSON"),
+        (b"\x00\x00\x00\x1cftypavif secret", "an AVIF image"),
+        (b"\x13\x37\xc0\xde secret \x00\xff", "binary data of an unknown format"),
+    ],
+    ids=["passwd", "html", "pdf", "json", "avif", "binary"],
+)
+def test_reasons_describe_a_file_and_never_quote_it(tmp_path: Path, content: bytes, described: str) -> None:
+    """Issue 28: a symlink to /etc/passwd put its first 16 bytes into the index's reason text."""
+    path = tmp_path / "x.png"
+    path.write_bytes(content)
+    info = probe(path)
+    assert info.status == "undecodable" and info.reason == f"not a supported image format ({described})"
+    assert "secret" not in info.reason and "root" not in info.reason
+
+
+def test_decoder_messages_lose_the_bytes_they_quote(tmp_path: Path) -> None:
+    """PIL quotes the bytes it chokes on (a PNG chunk type, a TIFF header): reasons keep their length only."""
+    from detbench.images import scrub
+
+    assert scrub("SyntaxError: broken PNG file (chunk b'ro\\x00t')") == "SyntaxError: broken PNG file (chunk <4 bytes>)"
+    assert scrub('not a TIFF file (header b"II*\\x00" not valid)') == "not a TIFF file (header <4 bytes> not valid)"
+    data = bytearray(_encode(_noise(8, 8), "PNG"))
+    data[12:16] = b"r\x00ot"  # the IHDR chunk's type, overwritten
+    path = tmp_path / "chunk.png"
+    path.write_bytes(bytes(data))
+    info = probe(path)
+    assert info.status != "ok" and "r\\x00ot" not in info.reason and "b'" not in info.reason
+
+
 def test_random_bytes_png(tmp_path: Path) -> None:
     path = tmp_path / "noise.png"
     path.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())

@@ -160,3 +160,78 @@ def test_a_damaged_shard_is_skipped_with_a_note(hub, tmp_path: Path) -> None:
     rows = list(suite.scan(root))
     assert {r.split for r in rows} == {"train"} and len(rows) == 16
     assert suite.notes and "data/test-00000-of-00001.parquet skipped: " in suite.notes[0]
+
+
+# ------------------------------------------------------------------------------------ hostile shards (issue 28)
+
+
+def test_a_rewritten_shard_keeping_its_mtime_is_read_again(tmp_path: Path) -> None:
+    """A shard rewritten with other images (another size) but the old mtime kept its stale ids, so their cached
+    features were reused: 100 % reported, 0 % true."""
+    shard = tmp_path / "test-00000-of-00001.parquet"
+    write_hf_shard(shard, [{"image": encode_image("PNG", seed=i), "label": i % 2} for i in range(4)])
+    first = build_index(ParquetSuite(), tmp_path)
+    assert first.manifest["shards"]["test-00000-of-00001.parquet"]["footer"]
+    st = shard.stat()
+    write_hf_shard(shard, [{"image": encode_image("PNG", seed=50 + i, size=20), "label": 1 - i % 2} for i in range(4)])
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert shard.stat().st_mtime_ns == st.st_mtime_ns and shard.stat().st_size != st.st_size
+    second = build_index(ParquetSuite(), tmp_path)
+    assert second.manifest["reused_rows"] == 0
+    assert not set(first.rows["image_id"]) & set(second.rows["image_id"])
+    assert build_index(ParquetSuite(), tmp_path).manifest["reused_rows"] == 4  # unchanged now: reused
+
+    # the loader checks the bytes too: a stale index row is never loaded under its old id
+    rows = first.rows.sort_values("path")
+    stale = ImageRowsDataset(tmp_path, rows["path"].tolist(), np.asarray, image_ids=rows["image_id"].tolist(),
+                             stats=list(zip(rows["bytes"], rows["mtime_ns"], strict=True)))  # fmt: skip
+    assert all(stale[i][2].startswith("changed") for i in range(len(rows)))
+    fresh = second.rows.sort_values("path")
+    ok = ImageRowsDataset(tmp_path, fresh["path"].tolist(), np.asarray, image_ids=fresh["image_id"].tolist())
+    assert all(ok[i][2] is None for i in range(len(fresh)))
+
+
+def test_shards_linked_from_outside_the_root_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_hf_shard(root / "data" / "test-0.parquet", [{"image": encode_image("PNG"), "label": 1}])
+    outside = write_hf_shard(tmp_path / "elsewhere" / "test-1.parquet", [{"image": encode_image("PNG"), "label": 0}])
+    (root / "data" / "test-1.parquet").symlink_to(outside)
+    suite = ParquetSuite()
+    assert [e.path for e in suite.scan(root)] == ["data/test-0.parquet#image:000000000"]
+    assert "1 shards are symlinks leading outside the root" in " ".join(suite.notes)
+    assert "data/test-1.parquet" in " ".join(suite.notes)
+    allowed = ParquetSuite(ParquetOptions(allow_links_outside_root=True))
+    assert len(list(allowed.scan(root))) == 2 and allowed.identity() != suite.identity()
+
+
+def test_a_parquet_file_without_images_is_skipped_with_a_note(hub, tmp_path: Path) -> None:
+    """One metadata.parquet beside the shards stopped the whole index, suggesting --set image_column."""
+    root = tmp_path / "copy"
+    (root / "data").mkdir(parents=True)
+    shard = "train-00000-of-00001.parquet"
+    (root / "data" / shard).write_bytes((hub.root / "data" / shard).read_bytes())
+    pd.DataFrame({"file_name": ["a", "b"], "width": [1, 2]}).to_parquet(root / "metadata.parquet")
+    suite = suite_with()
+    assert len(list(suite.scan(root))) == 16
+    assert "metadata.parquet skipped: it holds no image column (columns: file_name, width)" in " ".join(suite.notes)
+
+
+def test_a_class_label_column_holding_names_is_read_by_name(tmp_path: Path) -> None:
+    """A ClassLabel column holding its names as text was refused as "not one of (real: 0, real; fake: 1, fake)"
+    for the cell 'real'."""
+    cells = ["real", "fake", "Fake", "0", "other"]
+    write_hf_shard(tmp_path / "test-0.parquet", [{"image": encode_image("PNG", seed=i), "label": c}
+                                                 for i, c in enumerate(cells)])  # fmt: skip
+    suite = ParquetSuite()
+    assert [e.label for e in suite.scan(tmp_path)] == [0, 1, 1]
+    notes = " ".join(suite.notes)
+    assert "2 rows skipped: their 'label' is a ClassLabel with names ['fake', 'real']" in notes
+    assert "neither a class number (0 to 1) nor one of those names" in notes and "row 3 ('0')" in notes
+
+
+def test_split_column_values_are_normalised(tmp_path: Path) -> None:
+    splits = ["Train", "training", "validation", "DEV", "Test"]
+    write_hf_shard(tmp_path / "all.parquet", [{"image": encode_image("PNG", seed=i), "label": i % 2, "split": s}
+                                              for i, s in enumerate(splits)], class_names=None)  # fmt: skip
+    rows = list(ParquetSuite(ParquetOptions(split_column="split")).scan(tmp_path))
+    assert [r.split for r in rows] == ["train", "train", "val", "val", "test"]

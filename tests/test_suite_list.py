@@ -108,3 +108,100 @@ def test_list_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("[{not json")
     with pytest.raises(SuiteLayoutError, match="cannot read it as a json file list"):
         list(FileListSuite(FileListOptions(file="broken.json")).scan(tmp_path))
+
+
+# ------------------------------------------------------------------------------------ hostile lists (issue 28)
+
+
+def test_symlinks_leading_outside_the_root_are_skipped_with_their_line(tmp_path: Path, detbench_home: Path) -> None:
+    """A link to /etc/passwd (here: a private file beside the root) was read and its first bytes were written into
+    the index's reason; a linked folder leading out of the root was followed too."""
+    root = tmp_path / "data"
+    write_image(root / "a.png")
+    write_image(root / "inner" / "b.png", seed=1)
+    secret = tmp_path / "private" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    write_image(tmp_path / "private" / "c.png", seed=2)
+    (root / "link.png").symlink_to(secret)
+    (root / "outdir").symlink_to(secret.parent, target_is_directory=True)
+    (root / "inside_link.png").symlink_to(root / "inner" / "b.png")  # a link within the root is fine
+    (root / "list.csv").write_text(
+        "path,label\na.png,0\nlink.png,1\noutdir/c.png,1\noutdir/gone.png,1\ninside_link.png,1\n"
+    )
+    suite = FileListSuite(FileListOptions(file="list.csv"))
+    index = build_index(suite, root)
+    assert sorted(index.rows["path"]) == ["a.png", "inside_link.png"]
+    assert (index.rows["status"] == "ok").all()
+    notes = " | ".join(suite.notes)
+    assert "3 rows skipped for a path whose symlinks lead outside the root" in notes and ": 3, 4, 5" in notes
+    assert "allow_links_outside_root=true" in notes
+    assert "root:x" not in index.rows.to_string()
+
+    allowed = FileListSuite(FileListOptions(file="list.csv", allow_links_outside_root=True))
+    assert allowed.identity() != suite.identity()  # recorded: another index, another run id
+    followed = build_index(allowed, root).rows.set_index("path")
+    assert followed.loc["outdir/c.png", "status"] == "ok"
+    assert followed.loc["link.png", "status"] == "undecodable"
+    reason = followed.loc["link.png", "reason"]
+    assert "root" not in reason and "text" in reason  # described, never quoted
+    assert "rows name symlinks leading outside the root, followed" in " | ".join(allowed.notes)
+
+
+def test_conflicting_labels_are_reported_and_not_used(tmp_path: Path) -> None:
+    """The first of two rows giving one file different labels was kept without a word."""
+    for i, name in enumerate(("a.png", "b.png", "c.png", "d.png")):
+        write_image(tmp_path / name, seed=i)
+    (tmp_path / "list.csv").write_text(
+        "path,label,generator,split\n"
+        "a.png,0,sdxl,test\n"  # 2
+        "a.png,1,sdxl,test\n"  # 3: the same row, other label
+        "b.png,1,sdxl,test\n"  # 4
+        "b.png,0,flux,test\n"  # 5: fake under sdxl, real under flux
+        "c.png,0,sdxl,test\n"  # 6: a shared real pool is consistent
+        "c.png,0,flux,test\n"  # 7
+        "d.png,1,flux,test\n"  # 8
+    )
+    suite = FileListSuite(FileListOptions(file="list.csv"))
+    entries = list(suite.scan(tmp_path))
+    assert sorted((e.path, e.generator) for e in entries) == [("c.png", "flux"), ("c.png", "sdxl"), ("d.png", "flux")]
+    notes = " | ".join(suite.notes)
+    assert "4 rows skipped: 2 paths are listed as both real and fake" in notes
+    assert "a.png (lines 2, 3)" in notes and "b.png (lines 4, 5)" in notes
+
+
+def test_split_names_are_normalised(tmp_path: Path) -> None:
+    rows = []
+    for i, split in enumerate(("Train", "TRAINING", "train", "validation", "Val", "dev", "valid", "Test", "testing",
+                               "Holdout")):  # fmt: skip
+        write_image(tmp_path / f"{i}.png", seed=i)
+        rows.append(f"{i}.png,{i % 2},g,{split}")
+    (tmp_path / "list.csv").write_text("path,label,generator,split\n" + "\n".join(rows) + "\n")
+    suite = FileListSuite(FileListOptions(file="list.csv", split_default="Test"))
+    splits = [e.split for e in suite.scan(tmp_path)]
+    assert splits == ["train"] * 3 + ["val"] * 4 + ["test"] * 2 + ["holdout"]
+    assert list(suite.protocols(["g"])) == ["train-on-g"] and suite.options.split_default == "test"
+
+
+def test_nul_bytes_huge_cells_binary_paths_and_a_line_column(tmp_path: Path) -> None:
+    """A NUL byte in a path and a cell over 128 KiB were tracebacks; a binary path column was read as "b'a.png'";
+    a column named line replaced meta_line."""
+    write_image(tmp_path / "a.png")
+    write_image(tmp_path / "b.png", seed=1)
+    workflow = json.dumps({"nodes": ["x" * 100] * 3000})  # about 300 kB, as generators embed
+    (tmp_path / "list.csv").write_text(
+        f'path,label,line,prompt\n"a\x00.png",0,l1,p\nb.png,1,l2,"{workflow.replace(chr(34), chr(34) * 2)}"\n'
+        "a.png,0,l3,q\n"
+    )
+    suite = FileListSuite(FileListOptions(file="list.csv"))
+    entries = list(suite.scan(tmp_path))
+    assert [e.path for e in entries] == ["b.png", "a.png"]
+    assert entries[0].extra["prompt"] == workflow
+    assert entries[0].extra["line"] == 3 and entries[0].extra["line_column"] == "l2"
+    notes = " | ".join(suite.notes)
+    assert "1 rows skipped for a path holding a NUL byte" in notes and ": 2" in notes
+    assert "'line' as meta_line_column" in notes
+
+    pd.DataFrame({"path": [b"a.png", b"b.png"], "label": [0, 1]}).to_parquet(tmp_path / "binary.parquet")
+    entries = list(FileListSuite(FileListOptions(file="binary.parquet")).scan(tmp_path))
+    assert [(e.path, e.label) for e in entries] == [("a.png", 0), ("b.png", 1)]

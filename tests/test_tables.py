@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from detbench.errors import InputError
@@ -34,3 +35,32 @@ def test_line_numbers_count_blank_lines_and_multi_line_cells(tmp_path: Path) -> 
     table, where = read_table(path, "score file", InputError)
     assert table["path"].tolist() == ["a.png", "b\nc.png", "d.png"]
     assert [where(i) for i in range(3)] == [3, 4, 8]
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_cells_over_128_kib_are_read(tmp_path: Path, suffix: str, sep: str) -> None:
+    """Python's csv module stops at 128 KiB per cell (a prompt, an embedded workflow JSON): it was a traceback."""
+    import csv
+
+    big = "w" * 300_000
+    path = tmp_path / f"scores{suffix}"
+    path.write_text(sep.join(["path", "score", "prompt"]) + "\n" + sep.join(["a.png", "0.1", big]) + "\n"
+                    + sep.join(["b.png", "0.2", "x"]) + "\n")  # fmt: skip
+    limit = csv.field_size_limit()
+    table, where = read_table(path, "score file", InputError)
+    assert table["prompt"].tolist() == [big, "x"] and [where(i) for i in range(2)] == [2, 3]
+    assert csv.field_size_limit() == limit  # the process's setting is restored
+
+
+def test_only_the_columns_asked_for_are_read(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"path": ["a.png"], "score": [0.5], "prompt": ["long"]})
+    for suffix in (".csv", ".parquet", ".jsonl"):
+        path = tmp_path / f"s{suffix}"
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif suffix == ".parquet":
+            frame.to_parquet(path)
+        else:
+            frame.to_json(path, orient="records", lines=True)
+        table, _ = read_table(path, "score file", InputError, columns=lambda names: [n for n in names if n != "prompt"])
+        assert list(table.columns) == ["path", "score"], suffix

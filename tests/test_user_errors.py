@@ -159,3 +159,53 @@ def test_quiet_silences_progress_but_not_data_warnings(tmp_path: Path) -> None:
     assert "warning: 1 folders are not part of the folder layout and were skipped: notes" in text
     assert "c (has val)" in text and "left out of the table and the mean" in text
     assert "usable of" not in text  # progress and status lines stay silent
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_count", "mps", "words"),
+    [
+        ("cuda", 0, False, ["--device cuda", "use --device cpu"]),
+        ("cuda:1", 0, False, ["--device cuda:1"]),
+        ("cuda:5", 2, False, ["--device cuda:5", "2 CUDA GPUs (cuda:0 to cuda:1)"]),
+        ("mps", 0, False, ["--device mps", "MPS", "not available here"]),
+        ("5", 1, False, ["'5' is not a device", "did you mean cuda:5?"]),
+        ("xpu", 0, False, ["'xpu'", "cpu, cuda, cuda:N or mps"]),
+        ("gpu", 0, False, ["'gpu' is not a device"]),
+    ],
+    ids=["cuda-absent", "cuda-1-absent", "cuda-index", "mps", "bare-number", "xpu", "unknown-name"],
+)
+def test_a_device_this_machine_lacks_fails_before_any_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device: str, cuda_count: int, mps: bool, words: list[str]
+) -> None:
+    """Issue 28: `--device cuda` without CUDA failed with a traceback after indexing; `mps` on Linux and a bare
+    `5` were accepted unchecked."""
+    import torch
+
+    import detbench.plan
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_count)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("indexed before the device was checked")
+
+    monkeypatch.setattr(detbench.plan, "shared_index", no_work)
+    root = tmp_path / "tree"
+    build_folder(root, generators=("a",), splits=("train", "test"), n=2)
+    run = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", "train-on-a"]
+    assert_one_line_error(invoke(*run, *FAST, "--device", device), *words)
+    assert_one_line_error(invoke("predict", "0123456789abcdef", str(root), "--device", device), *words)
+    assert_one_line_error(invoke("bench", "--device", device, "--only", "metrics"), *words)
+
+
+def test_devices_this_machine_has_pass_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from detbench.resolve import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [check_device(d) for d in (None, "cpu", " cuda ", "cuda:1")] == [None, "cpu", "cuda", "cuda:1"]
+    with pytest.raises(errors.ConfigError, match="device must be text"):
+        check_device(5)
