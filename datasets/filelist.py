@@ -33,7 +33,8 @@ from pathlib import Path, PurePosixPath
 
 from detbench import tables
 from detbench.config import ConfigError
-from detbench.datasets._layout import LabelValues, SplitsFromDataSuite, did_you_mean, split_value
+from detbench.datasets._layout import SplitsFromDataSuite, did_you_mean, split_value
+from detbench.labels import FAKE_VALUES, REAL_VALUES, LabelValues
 from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 
 LIST_SUFFIXES = tables.TABLE_SUFFIXES
@@ -50,8 +51,8 @@ class FileListOptions(EvalProfileOption):
     split_column: str = "split"  # used when the list has it
     generator_default: str = ""  # generator of rows without one; empty: the list file's name without suffix
     split_default: str = "test"
-    real_values: tuple[str, ...] = ("0", "real")
-    fake_values: tuple[str, ...] = ("1", "fake")
+    real_values: tuple[str, ...] = REAL_VALUES
+    fake_values: tuple[str, ...] = FAKE_VALUES
     allow_links_outside_root: bool = False  # follow symlinks whose target lies outside --root (default: skip)
 
     def __post_init__(self) -> None:

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import SPLIT_NAMES, LabelValues, SplitsFromDataSuite, did_you_mean, split_value
+from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite, did_you_mean, split_value
 from detbench.images import scrub
+from detbench.labels import FAKE_VALUES, REAL_VALUES, LabelValues
 from detbench.shards import (
     Locator,
     ShardError,
@@ -56,8 +57,8 @@ class ParquetOptions(EvalProfileOption):
     split_column: str = ""  # empty: the split in the shard's name, else split_default
     generator_default: str = ""  # empty: the root folder's name
     split_default: str = "test"
-    real_values: tuple[str, ...] = ("0", "real")
-    fake_values: tuple[str, ...] = ("1", "fake")
+    real_values: tuple[str, ...] = REAL_VALUES
+    fake_values: tuple[str, ...] = FAKE_VALUES
     keep_columns: tuple[str, ...] = ()  # other (small) columns to keep in the index as meta_<name>
     allow_links_outside_root: bool = False  # read shards that are symlinks leading outside --root (default: skip)
 

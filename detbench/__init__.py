@@ -42,8 +42,7 @@ from detbench.errors import (
     TrainingError,
     WeightsError,
 )
-
-__version__ = "0.1.0"
+from detbench.version import __version__
 
 API = (
     "Run", "run", "sweep", "import_scores", "load_run", "runs", "leaderboard", "compare", "index", "predict",

@@ -32,15 +32,14 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from detbench.bench_measures import Bench
+from detbench.bench_options import Options
 from detbench.paths import temporary_home
 from detbench.records import write_text_atomic
 
-DEMO_BACKBONE = "timm:efficientnet_lite0@bundled"
 COLUMNS = [
     "what",
     "backbone",
@@ -55,47 +54,8 @@ COLUMNS = [
     "peak_child_rss_mb",
     "note",
 ]
-ALL = ("decode", "forward", "score", "reference", "mpft_step", "index", "cache_read", "metrics", "rss")
 
 
-@dataclass
-class Options:
-    backbone: str = DEMO_BACKBONE
-    device: str = "cpu"
-    precision: str = "auto"  # forward passes (forward, score, mpft_step): see detbench.precision
-    crop: int = 128  # the demo suite's crop
-    size: int = 128  # generated image side (the demo suite's)
-    images: int = 512
-    batch_size: int = 64
-    workers: int | None = None  # None: detbench's default (half the cores)
-    repeats: int = 3
-    index_files: int = 5000
-    cache_rows: int = 50_000
-    cache_dim: int = 768
-    metric_scores: int = 1_000_000
-    bootstrap: int = 1000
-    rss_images: int = 0  # 0: skip the RSS run
-    rss_crop: int = 32
-    only: tuple[str, ...] = field(default_factory=lambda: tuple(w for w in ALL if w != "rss"))
-
-    def validate(self) -> None:
-        """Refuse unknown measures, out-of-range sizes and a malformed backbone spec before any work."""
-        from detbench.backbones import parse_spec, split_sha256
-        from detbench.errors import ConfigError
-
-        unknown = sorted(set(self.only) - set(ALL))
-        if unknown:
-            raise ConfigError(f"unknown measures {', '.join(unknown)}; choose from {', '.join(ALL)}")
-        if "rss" in self.only and self.rss_images < 16:
-            raise ConfigError("the rss measure needs --rss-images N (at least 16), e.g. --rss-images 50000")
-        positive = {"crop": self.crop, "size": self.size, "images": self.images, "batch-size": self.batch_size,
-                    "repeats": self.repeats, "index-files": self.index_files, "rss-crop": self.rss_crop}
-        bad = [f"--{name} {value}" for name, value in positive.items() if value < 1]
-        if self.workers is not None and self.workers < 0:
-            bad.append(f"--workers {self.workers}")
-        if bad:
-            raise ConfigError(f"{', '.join(bad)}: sizes and counts must be >= 1 (--workers >= 0)")
-        parse_spec(split_sha256(self.backbone)[0])
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -110,8 +70,8 @@ def machine(device: str) -> dict[str, Any]:
     """
     import torch
 
-    from detbench import __version__
     from detbench.record import git_state
+    from detbench.version import __version__
 
     cpu = platform.processor()
     try:

@@ -30,7 +30,7 @@ from detbench.paths import temporary_home
 from detbench.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
-    from detbench.bench import Options
+    from detbench.bench_options import Options
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:

@@ -495,7 +495,8 @@ def bench(
     cache, metrics) and, with --rss-images, the peak memory of a whole run."""
     from rich.table import Table
 
-    from detbench.bench import ALL, COLUMNS, Options, run_bench
+    from detbench.bench import COLUMNS, run_bench
+    from detbench.bench_options import ALL, Options
     from detbench.resolve import check_device, default_device
 
     check_device(device)

@@ -94,7 +94,7 @@ def _stopped(exc: KeyboardInterrupt, activity: Any) -> None:
 
 
 def _bug(exc: BaseException) -> None:
-    from detbench import __version__
+    from detbench.version import __version__
 
     err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, end="")
     err.print(

@@ -12,8 +12,6 @@ import pandas as pd
 
 from detbench.progress import Phases
 
-NO_SCORE = "no_score"  # the status (prefix) of an evaluation image a detector gave no score: left out of the metrics
-
 
 @dataclass
 class RunContext:

@@ -40,7 +40,7 @@ import os
 import re
 import stat as stat_module
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -547,3 +547,23 @@ def _load_rgb_stream(fp: IO[bytes], size: int, *, max_pixels: int | None) -> Ima
         im.load()
         rgb = to_rgb(apply_orientation(im))
     return rgb.copy() if rgb is im else rgb
+
+
+def reason_counts(reasons: Iterable[Any]) -> dict[str, int]:
+    """How many statuses or failure reasons of each kind (``"not_a_file: dangling symlink"`` counts as
+    ``not_a_file``).
+
+    Args:
+        reasons: index or score statuses, or failure reasons (a Series or any iterable).
+
+    Returns:
+        ``{kind: count}``, most frequent first (ties by name).
+    """
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        kind = str(reason).split(":")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+NO_SCORE = "no_score"  # the status (prefix) of an evaluation image a detector gave no score: left out of the metrics

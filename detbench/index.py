@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from detbench import __version__
 from detbench.errors import DataError, InputError, SuiteLayoutError
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir
 from detbench.records import content_hash, read_json, sweep_stale_tmp, write_json_atomic, write_parquet_atomic
 from detbench.shards import fingerprint, parse_locator
 from detbench.suites import BAD_NAME_REASON, Entry, Suite, display_name, is_valid_utf8, top_levels
+from detbench.version import __version__
 
 IdMode = Literal["full", "fast"]
 COLUMNS = [
@@ -318,7 +318,7 @@ def index_suite(
         InputError: ``root`` is not a folder, or the suite needs one and none was given.
     """
     from detbench.progress import Phases
-    from detbench.resolve import check_root
+    from detbench.suites import check_root
 
     phases = phases or Phases(enabled=False)
     check_root(suite, root)

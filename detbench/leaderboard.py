@@ -23,7 +23,7 @@ import pandas as pd
 from detbench import layout
 from detbench.errors import DamagedRunError, RunLookupError, warn
 from detbench.metrics import SUMMARY_ROWS
-from detbench.records import load_run_record
+from detbench.record import load_run_record
 
 ID_COLUMNS = [
     "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "data", "files", "coverage",

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from detbench import __version__, layout
 from detbench import distributed as dist
+from detbench import layout
 from detbench.config import to_dict
 from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, InputError, ProtocolError
@@ -39,8 +39,9 @@ from detbench.protocol_checks import (
 )
 from detbench.records import content_hash
 from detbench.registry import SUITES
-from detbench.resolve import Resolved, RunRequest, check_root, default_device, resolve, training_suite
-from detbench.suites import Protocol, Suite, display_name
+from detbench.resolve import Resolved, RunRequest, default_device, resolve, training_suite
+from detbench.suites import Protocol, Suite, check_root, display_name
+from detbench.version import __version__
 
 
 @dataclass

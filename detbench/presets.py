@@ -198,7 +198,7 @@ def check_environment(
 
 def _check_file(key: str, value: str) -> list[str]:
     """A ``--set KEY=PATH[#sha256=HEX]`` file: it exists and matches its pin (read with the loaders' own parser)."""
-    from detbench.backbones import split_sha256
+    from detbench.backbones.spec import split_sha256
     from detbench.weights import WeightsError, verify_sha256
 
     try:
@@ -227,7 +227,7 @@ def release_check(preset: Preset, overrides: dict[str, str]) -> tuple[list[str],
         published one), the keys whose release has no known sha256 (nothing shows the file is the release), and per
         key ``{"sha256", "release_sha256", "matches"}`` (``matches`` None when unknown).
     """
-    from detbench.backbones import split_sha256
+    from detbench.backbones.spec import split_sha256
     from detbench.weights import sha256_file
 
     departures: list[str] = []

@@ -10,10 +10,10 @@ its own content (:func:`detbench.records.seal_record`), so a hand edit shows as 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +23,11 @@ import pandas as pd
 
 from detbench import distributed as dist
 from detbench.config import to_dict
-from detbench.errors import DataError, ProtocolError
-from detbench.layout import RUN_OUTPUTS
+from detbench.errors import DamagedRunError, DataError, ProtocolError
+from detbench.images import reason_counts
+from detbench.layout import ID_CHARS, RUN_OUTPUTS, RUN_RECORD
 from detbench.metrics import SUMMARY_ROWS
-from detbench.records import content_hash, sha256_of_file
+from detbench.records import RECORD_HASH, content_hash, record_digest, sha256_of_file
 from detbench.suites import Protocol
 
 if TYPE_CHECKING:
@@ -252,21 +253,6 @@ def _counts(
     }
 
 
-def reason_counts(reasons: Iterable[Any]) -> dict[str, int]:
-    """How many statuses or failure reasons of each kind (``"not_a_file: dangling symlink"`` counts as
-    ``not_a_file``).
-
-    Args:
-        reasons: index or score statuses, or failure reasons (a Series or any iterable).
-
-    Returns:
-        ``{kind: count}``, most frequent first (ties by name).
-    """
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        kind = str(reason).split(":")[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _summary(metrics: pd.DataFrame) -> dict[str, Any]:
@@ -332,3 +318,76 @@ def git_state() -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "python_executable": sys.executable}
+
+
+RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str, "protocol": str,
+                     "outputs": dict, "threshold": dict, "key": dict, "run_key": dict, "counts": dict,
+                     "record_sha256": str}
+
+
+RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
+                       "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
+                       "external": bool, "data": dict, "training": dict}  # None is allowed too
+
+
+def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:
+    """The ``run.json`` of a finished run, checked: a JSON object with the fields readers use, status complete,
+    unedited (the sha256 it holds of itself matches), its run id the sha256 of its run key and its folder named
+    by it, and the outputs named in ``verify`` matching the sha256 it recorded.
+
+    Args:
+        run_dir: the run's folder.
+        verify: output file names (in ``run_dir``) whose sha256 is checked against the record's ``outputs``.
+
+    Returns:
+        The record.
+
+    Raises:
+        DamagedRunError: saying what is wrong.
+        FileNotFoundError: there is no ``run.json`` (the run is unfinished, or was moved away).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} is unreadable ({exc})") from None
+    if not isinstance(record, dict):
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} is not a JSON object")
+    wrong = [f for f, kind in RUN_RECORD_FIELDS.items() if not isinstance(record.get(f), kind)]
+    wrong += [f for f, kind in RUN_RECORD_OPTIONAL.items() if record.get(f) is not None
+              and not isinstance(record[f], kind)]
+    if wrong and set(wrong) <= {"run_key", RECORD_HASH} and RECORD_HASH not in record:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} was written by an older detbench, without the "
+                              "sha256 of its content and its run key, so it cannot be checked")
+    if wrong or record.get("status") != "complete":
+        what = f"lacks or mistypes {', '.join(wrong)}" if wrong else f"has status {record.get('status')!r}"
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {what}")
+    problem = _identity_problem(run_dir, record)
+    if problem:
+        raise DamagedRunError(f"run {run_dir.name} is damaged: {path} {problem}")
+    for name in verify:
+        expected = record["outputs"].get(name)
+        try:
+            actual = sha256_of_file(run_dir / name)
+        except OSError as exc:
+            raise DamagedRunError(f"run {run_dir.name} is damaged: {name} is unreadable ({exc})") from None
+        if actual != expected:
+            raise DamagedRunError(f"run {run_dir.name} is damaged: {name} differs from the sha256 its run.json "
+                                  "recorded (truncated or edited)")
+    return record
+
+
+def _identity_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
+    """What contradicts a run record's own hashes (None: nothing): an edit by hand, a copied or renamed folder."""
+    if record_digest(record) != record[RECORD_HASH]:
+        return "was edited after the run wrote it (its content differs from the sha256 it recorded of itself)"
+    if content_hash(record["run_key"]) != record["run_id"]:
+        return "holds a run id that is not the sha256 of its run key"
+    if record["run_key"].get("fit_id") != record["fit_id"]:
+        return "holds a fit id that differs from its run key's"
+    if run_dir.name != record["run_id"][:ID_CHARS]:
+        return f"names run {record['run_id'][:ID_CHARS]}, not the folder it is in"
+    return None

@@ -15,14 +15,13 @@ import base64
 import datetime as dt
 import html
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from detbench import __version__, layout
+from detbench import layout
 from detbench.display import CALIBRATION_HEADERS, METRIC_HEADERS, fmt, fmt_delta, leaderboard_cells, threshold_note
 from detbench.leaderboard import (
     FLAGS_NOTE,
@@ -38,7 +37,9 @@ from detbench.leaderboard import (
 )
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir, keep_matplotlib_in_home
-from detbench.records import atomic_path, load_run_record
+from detbench.record import load_run_record
+from detbench.records import atomic_path
+from detbench.report_data import RunData
 from detbench.report_figures import (
     Figure,
     acc_figure,
@@ -47,46 +48,11 @@ from detbench.report_figures import (
     robustness_figure,
     roc_figure,
 )
+from detbench.version import __version__
 
 REPORTED_OUTPUTS = layout.RUN_OUTPUTS  # checked before a run is reported: the same runs as the leaderboard's
 
 
-@dataclass
-class RunData:
-    """What a report shows of one run: its folder, its record and its per-generator metrics."""
-
-    run_dir: Path
-    record: dict[str, Any]
-    metrics: pd.DataFrame
-
-    @property
-    def name(self) -> str:
-        return self.run_dir.name
-
-    @property
-    def spec(self) -> str:
-        """The run's perturbation.
-
-        Returns:
-            Its spec (``jpeg:75`` ...), or ``clean``.
-        """
-        p = self.record.get("perturbation")
-        return "clean" if not p else str(p.get("spec"))
-
-    @classmethod
-    def load(cls, run_dir: Path, record: dict[str, Any]) -> RunData:
-        """Read a run's metrics.
-
-        Args:
-            run_dir: the run's folder.
-            record: its record (``run.json``).
-
-        Returns:
-            The run's data.
-        """
-        from detbench.finished_run import Run
-
-        return cls(run_dir, record, Run(run_dir, record).metrics)
 
 
 def build_report(target: str, out_dir: Path | None = None) -> Path:

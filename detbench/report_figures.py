@@ -19,7 +19,7 @@ from detbench.display import threshold_note
 from detbench.metrics import SUMMARY_ROWS
 
 if TYPE_CHECKING:
-    from detbench.report import RunData
+    from detbench.report_data import RunData
 
 REAL, FAKE = "#1f77b4", "#d62728"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from detbench.config import apply_overrides, field_paths
 from detbench.detector import Detector
-from detbench.errors import ConfigError, InputError
+from detbench.errors import ConfigError
 from detbench.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.registry import DETECTORS, SUITES
 from detbench.suites import Suite
@@ -218,21 +218,6 @@ def training_suite(name: str, overrides: dict[str, str]) -> Suite:
         raise ConfigError(f"training suite {name}: {exc} (set them as train_suite.KEY=VALUE)") from None
 
 
-def check_root(suite: Suite, root: Path | None) -> None:
-    """A given ``--root`` must be a folder; a suite that does not build its own data needs one.
-
-    Args:
-        suite: the suite.
-        root: the ``--root`` given, or None.
-
-    Raises:
-        InputError: the root is not a folder, or is missing for a suite that needs one.
-    """
-    if root is not None:
-        if not Path(root).expanduser().is_dir():
-            raise InputError(f"--root {root} is not a directory")
-    elif not suite.builds_own_root():
-        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")
 
 
 

@@ -24,17 +24,17 @@ import numpy as np
 import pandas as pd
 
 from detbench import distributed as dist
-from detbench.detector import NO_SCORE, Detector, RunContext
+from detbench.detector import Detector, RunContext
 from detbench.errors import DamagedRunError
 from detbench.finished_run import Run
+from detbench.images import NO_SCORE
 from detbench.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
 from detbench.plan import RunPlan, plan_run
 from detbench.progress import Phases
-from detbench.record import build_record, measure
+from detbench.record import build_record, load_run_record, measure
 from detbench.records import (
     content_hash,
     exclusive_lock,
-    load_run_record,
     read_json,
     seal_record,
     sha256_of_file,

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from detbench.detector import NO_SCORE
 from detbench.errors import DataError, InputError
+from detbench.images import NO_SCORE
+from detbench.labels import FAKE_VALUES, REAL_VALUES, LabelValues
 from detbench.probabilities import sigmoid
 from detbench.records import sha256_of_file
 from detbench.tables import TABLE_SUFFIXES, listing, read_table
@@ -243,11 +244,7 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
     scores, unusable = _merge(frame, path.name, problems)
     labels: dict[str, int] = {}
     if LABEL_COLUMN in columns and LABEL_COLUMN not in (key, score_column):
-        from detbench.datasets._layout import LabelValues
-        from detbench.datasets.filelist import FileListOptions
-
-        options = FileListOptions()
-        read_label = LabelValues(options.real_values, options.fake_values)
+        read_label = LabelValues(REAL_VALUES, FAKE_VALUES)
         cells = table[LABEL_COLUMN]
         if pd.api.types.is_string_dtype(cells):  # text (CSV/TSV): compared as LabelValues does, without a call per row
             lowered = cells.astype("string").str.strip().str.lower()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+from detbench.errors import InputError
 from detbench.errors import SuiteLayoutError as SuiteLayoutError  # re-exported: adapters import it from here
 from detbench.images import IMAGE_EXTENSIONS
 from detbench.preprocess import NO_PROFILE, EvalProfile, eval_profile
@@ -414,3 +415,20 @@ def top_levels(root: Path, depth: int = 2, limit: int = 12) -> str:
 
     visit(Path(root), 0)
     return "\n".join(lines) or "  (empty)"
+
+
+def check_root(suite: Suite, root: Path | None) -> None:
+    """A given ``--root`` must be a folder; a suite that does not build its own data needs one.
+
+    Args:
+        suite: the suite.
+        root: the ``--root`` given, or None.
+
+    Raises:
+        InputError: the root is not a folder, or is missing for a suite that needs one.
+    """
+    if root is not None:
+        if not Path(root).expanduser().is_dir():
+            raise InputError(f"--root {root} is not a directory")
+    elif not suite.builds_own_root():
+        raise InputError(f"suite {suite.name!r} needs its data: pass --root PATH (see README, section {suite.name})")

@@ -47,9 +47,9 @@ from detbench import distributed as dist
 from detbench.data import iterate_batches, tune_cpu_allocator
 from detbench.detector import RunContext
 from detbench.errors import DataError, TrainingError
+from detbench.images import reason_counts
 from detbench.metrics import binary_metrics
 from detbench.precision import autocast
-from detbench.record import reason_counts
 from detbench.schedules import Schedule
 from detbench.scoring import score_logits
 from detbench.seeded_data import ScheduledRows, TrainTransform, derive_seed

@@ -507,7 +507,7 @@ def load_checkpoint_file(spec: str, *, what: str, fix: str, key: str = "weights"
         The unwrapped state dict (``{'model': ...}`` / ``{'state_dict': ...}`` wrappers and ``module.``
         prefixes removed) with the file's path and sha256.
     """
-    from detbench.backbones import split_sha256  # the one parser of #sha256= pins
+    from detbench.backbones.spec import split_sha256  # the one parser of #sha256= pins
 
     try:
         path, pin = split_sha256(spec)

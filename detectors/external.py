@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from detbench.detector import NO_SCORE, Detector, RunContext
+from detbench.detector import Detector, RunContext
 from detbench.errors import ConfigError, WeightsError
+from detbench.images import NO_SCORE
 from detbench.score_files import ScoreFile, not_in_file, read_score_file
 
 STATE_FILE = "external.json"

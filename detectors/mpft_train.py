@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,11 +34,11 @@ from torch import Tensor
 from detbench import distributed as dist
 from detbench.config import ConfigError
 from detbench.data import iterate_batches
-from detbench.detector import RunContext
+from detbench.detector import Detector, RunContext
 from detbench.errors import DataError, TrainingError
+from detbench.images import reason_counts
 from detbench.metrics import binary_metrics
 from detbench.probabilities import sigmoid
-from detbench.record import reason_counts
 from detbench.seeded_data import ScheduledRows, TorchDrawn, derive_seed
 from detbench.train_state import (
     gathered_failures,
@@ -49,9 +49,6 @@ from detbench.train_state import (
 )
 
 from .tam import grid_shape, num_masked
-
-if TYPE_CHECKING:
-    from .mpft import MPFT
 
 CHECKPOINT = "checkpoint.safetensors"
 META_KEY = "mpft"  # the checkpoint's metadata entry
@@ -104,7 +101,7 @@ def class_stream(n: int, seed: int, label: int, start: int, count: int) -> np.nd
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def train_mpft(det: MPFT, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+def train_mpft(det: Detector, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
     """Fine-tune: class-balanced batches, warm-up + cosine schedule, held-out selection, resumable checkpoints.
 
     Everything random in a step is drawn from (run seed, step), so a run killed and resumed from its
@@ -200,7 +197,7 @@ def train_mpft(det: MPFT, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunCo
     }
 
 
-def _training_rows(det: MPFT, train: pd.DataFrame, seed: int) -> pd.DataFrame:
+def _training_rows(det: Detector, train: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The rows trained on: all, or ``train_per_class`` per label drawn with the run seed."""
     rows = train.sort_values("path", kind="stable").reset_index(drop=True)
     n = det.config.train_per_class
@@ -213,14 +210,14 @@ def _training_rows(det: MPFT, train: pd.DataFrame, seed: int) -> pd.DataFrame:
     return rows.loc[sorted(keep)].reset_index(drop=True)
 
 
-def _grid_facts(det: MPFT) -> dict[str, int]:
+def _grid_facts(det: Detector) -> dict[str, int]:
     crop = det.backbone.preprocess.crop
     gh, gw = grid_shape(crop, crop, det.patch)
     masked = num_masked(gh * gw, det.config.mask.ratio) if det.config.mask.active else 0
     return {"patches": gh * gw, "masked": masked}
 
 
-def _batches(det: MPFT, rows: pd.DataFrame, by_class: list[np.ndarray], start: int, total: int,
+def _batches(det: Detector, rows: pd.DataFrame, by_class: list[np.ndarray], start: int, total: int,
              ctx: RunContext, failures: dict[int, str]) -> Iterator[tuple[int, Tensor | None, Any]]:
     """``(step, x, y)`` for steps ``start .. total-1``; class-balanced, half from each class stream."""
     half = det.config.batch_size // 2
@@ -249,7 +246,7 @@ def _batches(det: MPFT, rows: pd.DataFrame, by_class: list[np.ndarray], start: i
 # ------------------------------------------------------------------------------- held-out selection and checkpoints
 
 
-def _evaluate(det: MPFT, heldout: pd.DataFrame, ctx: RunContext, run: _Progress) -> None:
+def _evaluate(det: Detector, heldout: pd.DataFrame, ctx: RunContext, run: _Progress) -> None:
     # Each rank scores a block of whole scoring batches; every rank gets all logits.
     rows = heldout.iloc[dist.shard_slice(len(heldout), align=ctx.batch_size or det.config.eval_batch_size)]
     parts = dist.all_gather(det.score_logits(rows, ctx, perturb=False, description=None))
@@ -273,7 +270,7 @@ def _evaluate(det: MPFT, heldout: pd.DataFrame, ctx: RunContext, run: _Progress)
                    + ("" if len(z) else " (no usable held-out image: keeping the latest state)"))
 
 
-def _selection_key(det: MPFT, entry: dict[str, Any]) -> tuple[float, ...]:
+def _selection_key(det: Detector, entry: dict[str, Any]) -> tuple[float, ...]:
     """Higher is better, NaN worst; ties go to the lower held-out loss, then to the earlier step."""
     loss = entry["heldout_loss"]
     neg_loss = -loss if loss is not None and np.isfinite(loss) else -np.inf
@@ -283,7 +280,7 @@ def _selection_key(det: MPFT, entry: dict[str, Any]) -> tuple[float, ...]:
     return (value if value is not None and np.isfinite(value) else -np.inf, neg_loss)
 
 
-def _save_checkpoint(det: MPFT, path: Path, optimizer: torch.optim.Optimizer, named: list[str], run: _Progress,
+def _save_checkpoint(det: Detector, path: Path, optimizer: torch.optim.Optimizer, named: list[str], run: _Progress,
                      total: int) -> None:
     run.failures = gathered_failures(run.failures)
     if not dist.is_main():
@@ -297,7 +294,7 @@ def _save_checkpoint(det: MPFT, path: Path, optimizer: torch.optim.Optimizer, na
     write_checkpoint(path, sections, meta, meta_key=META_KEY)
 
 
-def _resume(det: MPFT, path: Path, optimizer: torch.optim.Optimizer, named: list[str],
+def _resume(det: Detector, path: Path, optimizer: torch.optim.Optimizer, named: list[str],
             total: int) -> _Progress:
     meta, sections = read_checkpoint(path, meta_key=META_KEY)
     if meta["total_steps"] != total:

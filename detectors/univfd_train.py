@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
     from detbench.preprocess import Preprocess
 
-    from .univfd import UnivFDConfig
-
 AUGMENT_VERSION = 1
 
 
@@ -114,7 +112,7 @@ def train_head(
     y: np.ndarray,
     x_held: np.ndarray,
     y_held: np.ndarray,
-    cfg: UnivFDConfig,
+    cfg: Any,  # the detector's UnivFDConfig
     *,
     seed: int,
     device: str,

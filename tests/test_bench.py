@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from detbench.bench import ALL, COLUMNS, Options, run_bench
+from detbench.bench import COLUMNS, run_bench
 from detbench.bench_inputs import write_images, write_suite
+from detbench.bench_options import ALL, Options
 from detbench.bench_process import reference_loop
 from detbench.cli import app
 from detbench.features import FeatureCache

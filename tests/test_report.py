@@ -135,7 +135,7 @@ def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) 
     matplotlib's ValueError, on a normal demo run."""
     import pandas as pd
 
-    from detbench.report import RunData
+    from detbench.report_data import RunData
     from detbench.report_figures import acc_figure
 
     metrics = pd.DataFrame({

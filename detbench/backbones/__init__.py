@@ -5,7 +5,8 @@ One module per job: :mod:`.spec` (the spec grammar), :mod:`.backbone` (the :clas
 models). Import what you need from here.
 """
 
-from detbench.backbones.backbone import Backbone, load_backbone
+from detbench.backbones.backbone import Backbone
+from detbench.backbones.loading import load_backbone
 from detbench.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
 from detbench.backbones.spec import (
     PROVIDERS,

@@ -1,0 +1,3 @@
+"""The version of detbench, recorded in every index, run and report."""
+
+__version__ = "0.1.0"
