@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="detbench-bench-") as tmp:
         os.environ["DETBENCH_HOME"] = str(Path(tmp) / "home")
+        from detbench.data.index import build_index
         from detbench.datasets.folder import FolderSuite
-        from detbench.index import build_index
 
         root = Path(tmp) / "tree"
         t = time.perf_counter()

@@ -60,9 +60,9 @@ def measure(what: str, root: str) -> dict[str, float]:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from detbench.data import ImageRowsDataset
+    from detbench.data.index import build_index
+    from detbench.data.loading import ImageRowsDataset
     from detbench.datasets.hfparquet import ParquetSuite
-    from detbench.index import build_index
 
     def status_mib(field: str) -> float:
         """VmRSS (now) or VmHWM (peak) of this process; unlike ru_maxrss, the peak does not carry over the

@@ -21,8 +21,8 @@ from pathlib import Path
 
 def build(strategy: str, operator: str, batch_size: int, device: str, tmp: Path):
     from detbench.config import apply_overrides
-    from detbench.detector import RunContext
     from detbench.detectors.mpft import MPFT, MPFTConfig
+    from detbench.kit.detector import RunContext
     from detbench.progress import quiet
 
     overrides = {**MPFT.profile_defaults["small"], "backbone": "timm:efficientnet_lite0@bundled",

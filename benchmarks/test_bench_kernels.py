@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detbench.features import SHARD_ROWS, FeatureStore
 from detbench.metrics import binary_metrics, per_group_metrics
+from detbench.models.features import SHARD_ROWS, FeatureStore
 
 N_SCORES = 1_000_000
 
@@ -66,8 +66,8 @@ def test_tam_mask_vit_l14_batch(benchmark) -> None:
 
 
 def test_decode_and_preprocess_512px(benchmark, tmp_path: Path) -> None:
-    from detbench.data import ImageRowsDataset
-    from detbench.preprocess import Preprocess
+    from detbench.data.loading import ImageRowsDataset
+    from detbench.data.preprocess import Preprocess
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(tmp_path / "a.png")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, seeded_rank, top_levels, walk_files
+from detbench.data.suites import Entry, Protocol, Suite, SuiteLayoutError, seeded_rank, top_levels, walk_files
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 # split values written in a table (a file list's split column, a shard's split column or name): SPLIT_NAMES plus
@@ -81,7 +81,7 @@ def image_paths(root: Path, directory: Path) -> Iterator[str]:
         directory: the folder to walk (``root`` itself or a folder under it).
 
     Yields:
-        One relative path per image-like file (see :func:`detbench.suites.walk_files`).
+        One relative path per image-like file (see :func:`detbench.data.suites.walk_files`).
     """
     prefix = rel(root, directory)
     for sub, _abs in walk_files(directory):
@@ -225,7 +225,7 @@ def progan_training_entries(root: Path, split: str, progan: Path, ignored: list[
         ignored: collects (appends to) the other folders found inside a class folder.
 
     Yields:
-        One :class:`~detbench.suites.Entry` per image (family ``real`` or ``gan``).
+        One :class:`~detbench.data.suites.Entry` per image (family ``real`` or ``gan``).
     """
     for class_dir in subdirs(progan):
         inner = label_folders(class_dir)
@@ -250,7 +250,7 @@ def progan_protocols(generators: list[str], evaluated: tuple[str, ...], eval_spl
         eval_split: the split evaluated.
 
     Returns:
-        Protocol name -> :class:`~detbench.suites.Protocol`.
+        Protocol name -> :class:`~detbench.data.suites.Protocol`.
     """
     out = {}
     for name, classes in (("progan-4class", CLASSES_4), ("progan-20class", CLASSES_20)):
@@ -285,7 +285,7 @@ def cross_suite_protocols(eval_generators: tuple[str, ...] | None, eval_split: s
         eval_split: the split evaluated.
 
     Returns:
-        Protocol name (``train-progan-4class`` ...) -> :class:`~detbench.suites.Protocol`.
+        Protocol name (``train-progan-4class`` ...) -> :class:`~detbench.data.suites.Protocol`.
     """
     setups = (
         ("train-progan-4class", "universalfakedetect", "progan-4class", "ProGAN 4 classes (CNNDetection train set)"),
@@ -347,7 +347,7 @@ class SplitsFromDataSuite(Suite):
                 this process).
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         eval_split = self.default_eval_split
         trainable = [g for g in generators if not self.splits or "train" in self.splits.get(g, ())]
@@ -375,7 +375,7 @@ def unrecognised_root(
         depth: how many folder levels of ``root`` to show.
 
     Returns:
-        A :class:`~detbench.suites.SuiteLayoutError` to raise.
+        A :class:`~detbench.data.suites.SuiteLayoutError` to raise.
     """
     layouts = "layouts" if several else "layout"
     return SuiteLayoutError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 from detbench.datasets._layout import (
     TRAIN_FOLDERS,
     labelled_images,
@@ -28,7 +29,6 @@ from detbench.datasets._layout import (
     subdirs,
     unrecognised_root,
 )
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 SETS: dict[str, str] = {  # canonical key -> family, in eval_config.py's order
     "progan": "gan", "stylegan": "gan", "biggan": "gan", "cyclegan": "gan", "stargan": "gan", "gaugan": "gan",
@@ -131,6 +131,6 @@ class AIGCDetectSuite(Suite):
             generators: the generators in the index.
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return progan_protocols(generators, tuple(SETS), eval_split="test")

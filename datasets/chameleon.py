@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 from detbench.datasets._layout import (
     cross_suite_protocols,
     label_folders,
@@ -23,7 +24,6 @@ from detbench.datasets._layout import (
     subdirs,
     unrecognised_root,
 )
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 
 GENERATOR = "chameleon"
 RELEASED = {0: 14_863, 1: 11_170}  # images per label in the released test set (AIDE paper and README)
@@ -82,6 +82,6 @@ class ChameleonSuite(Suite):
             generators: the generators in the index (unused: the one generator is ``chameleon``).
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return cross_suite_protocols((GENERATOR,), eval_split="test")

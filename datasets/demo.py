@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detbench.data.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
 from detbench.paths import home_subdir
-from detbench.records import content_hash, exclusive_lock
-from detbench.suites import Entry, Protocol, Suite, SuiteLayoutError, top_levels, walk_files
+from detbench.store import content_hash, exclusive_lock
 
 LABEL_DIRS = {"0_real": 0, "1_fake": 1}
 
@@ -133,7 +133,7 @@ class DemoSuite(Suite):
             generators: the demo families in the index.
 
         Returns:
-            Family name -> :class:`~detbench.suites.Protocol`.
+            Family name -> :class:`~detbench.data.suites.Protocol`.
         """
         return {
             g: Protocol(

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from detbench.records import write_json_atomic
+from detbench.store import write_json_atomic
 
 if TYPE_CHECKING:
     import torch

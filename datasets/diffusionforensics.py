@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite
 from detbench.datasets._layout import (
     SPLIT_NAMES,
     cross_suite_protocols,
@@ -31,7 +32,6 @@ from detbench.datasets._layout import (
     subdirs,
     unrecognised_root,
 )
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite
 
 SUBSETS = ("lsun_bedroom", "imagenet", "celebahq")
 FAMILIES = {
@@ -161,7 +161,7 @@ class DiffusionForensicsSuite(Suite):
                 every generator gets a ``train-on-`` protocol).
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         out = cross_suite_protocols(None, eval_split="test")
         for gen in generators:  # without a scan in this process (a torchrun rank > 0): every generator

@@ -31,11 +31,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from detbench import tables
 from detbench.config import ConfigError
+from detbench.data import tables
+from detbench.data.labels import FAKE_VALUES, REAL_VALUES, LabelValues
+from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 from detbench.datasets._layout import SplitsFromDataSuite, did_you_mean, split_value
-from detbench.labels import FAKE_VALUES, REAL_VALUES, LabelValues
-from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
 
 LIST_SUFFIXES = tables.TABLE_SUFFIXES
 SHOWN = 10  # line numbers listed per problem in notes and errors
@@ -213,7 +213,8 @@ class FileListSuite(SplitsFromDataSuite):
 
 
 def read_table(path: Path):
-    """The list as a DataFrame of strings and where each row is in the file (see :func:`detbench.tables.read_table`).
+    """The list as a DataFrame of strings and where each row is in the file (see
+    :func:`detbench.data.tables.read_table`).
 
     Args:
         path: a ``.csv``, ``.tsv``, ``.json``/``.jsonl`` or ``.parquet`` file list.

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
+from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels, walk_files
 from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite
-from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels, walk_files
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
 ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), holding the images"

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite
 from detbench.datasets._layout import cross_suite_protocols, labelled_images, norm, rel, subdirs, unrecognised_root
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite
 
 GANS = ("attgan", "began", "cramergan", "infomaxgan", "mmdgan", "relgan", "s3gan", "sngan", "stgan")
 ACCEPTED = (
@@ -71,6 +71,6 @@ class GANGenSuite(Suite):
             generators: the generators in the index (unused: the evaluated set is the nine GANs).
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return cross_suite_protocols(GANS, eval_split="test")

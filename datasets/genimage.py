@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 from detbench.datasets._layout import did_you_mean, image_paths, norm, rel, subdirs, unrecognised_root
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError
 
 GENERATORS: dict[str, str] = {  # canonical key -> family, in the order of the paper's tables
     "midjourney": "commercial",
@@ -197,7 +197,7 @@ class GenImageSuite(Suite):
             generators: the generators in the index.
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         singles = [g for g in GENERATORS if g in generators]
         evaluated = tuple(GENERATORS) if singles else (ALL,)

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from detbench.config import ConfigError
-from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite, did_you_mean, split_value
-from detbench.images import scrub
-from detbench.labels import FAKE_VALUES, REAL_VALUES, LabelValues
-from detbench.shards import (
+from detbench.data.images import scrub
+from detbench.data.labels import FAKE_VALUES, REAL_VALUES, LabelValues
+from detbench.data.shards import (
     Locator,
     ShardError,
     check_image_column,
@@ -43,7 +42,8 @@ from detbench.shards import (
     iter_rows,
     open_shard,
 )
-from detbench.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
+from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
+from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite, did_you_mean, split_value
 
 SHOWN = 10  # rows listed per problem in notes
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join
 from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs, unrecognised_root
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join
 
 GENERATORS: dict[str, str] = {  # folder as distributed -> family
     "dalle2": "commercial", "dalle3": "commercial", "firefly": "commercial", "glide": "diffusion",
@@ -121,6 +121,6 @@ class SynthbusterSuite(Suite):
             generators: the generators in the index (unused: the evaluated set is the nine generators).
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return cross_suite_protocols(tuple(GENERATORS), eval_split="test")

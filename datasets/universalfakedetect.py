@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 from detbench.datasets._layout import (
     CLASSES_4,
     CLASSES_20,
@@ -34,7 +35,6 @@ from detbench.datasets._layout import (
     subdirs,
     unrecognised_root,
 )
-from detbench.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, top_levels
 
 # Non-GAN CNN generators (face swap, low-light imaging, super-resolution, layout-to-image synthesis): FAMILIES
 # has no "other", and "unknown" is the honest choice among gan/diffusion/autoregressive/commercial.
@@ -200,7 +200,7 @@ class UniversalFakeDetectSuite(Suite):
             generators: the generators in the index.
 
         Returns:
-            Protocol name -> :class:`~detbench.suites.Protocol`.
+            Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return progan_protocols(generators, (*DOMAINS, *self.options.extra_domains), eval_split="test")
 

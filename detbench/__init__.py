@@ -15,8 +15,8 @@ raises a :class:`DetbenchError` (its subclasses below: ``ConfigError``, ``InputE
 about the data or the results are :class:`DetbenchWarning`\\ s.
 
 The API functions ``index``, ``predict``, ``leaderboard`` and ``sweep`` share their names with the modules that
-implement them: ``detbench.index`` is the function; the module is ``sys.modules["detbench.index"]`` (``from
-detbench.index import build_index`` works as before).
+implement them: ``detbench.data.index`` is the function; the module is ``sys.modules["detbench.data.index"]`` (``from
+detbench.data.index import build_index`` works as before).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports the
     from detbench.api import run as run
     from detbench.api import runs as runs
     from detbench.api import sweep as sweep
-    from detbench.finished_run import Run as Run
+    from detbench.engine.finished_run import Run as Run
 
 
 def __getattr__(name: str) -> Any:
@@ -85,8 +85,8 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """The ``detbench`` module: importing the submodule ``detbench.index`` (or ``predict``, ``leaderboard``,
-    ``sweep``) leaves ``detbench.index`` the API function instead of binding the module over it."""
+    """The ``detbench`` module: importing the submodule ``detbench.data.index`` (or ``predict``, ``leaderboard``,
+    ``sweep``) leaves ``detbench.data.index`` the API function instead of binding the module over it."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in API and isinstance(value, types.ModuleType):

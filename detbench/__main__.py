@@ -1,5 +1,5 @@
 """``python -m detbench`` (and ``torchrun -m detbench``): the same command line as ``detbench``."""
 
-from detbench.cli import main
+from detbench.cli.commands import main
 
 main()

@@ -1,7 +1,7 @@
 """detbench from Python: the functions behind the command line, returning pandas DataFrames.
 
 Every function does what its command does, through the same code: :func:`request` builds the one
-:class:`~detbench.resolve.RunRequest` both use, so a run started here has the id, reuse and records of the same
+:class:`~detbench.engine.resolve.RunRequest` both use, so a run started here has the id, reuse and records of the same
 ``detbench run`` command. Mistakes raise the :class:`~detbench.errors.DetbenchError` family (the CLI prints them as
 one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\\ s
 (Python's ``warnings``). Nothing here imports torch until a function needs it.
@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from detbench.engine.finished_run import PathLike, Run
 from detbench.errors import ConfigError, DataError
-from detbench.finished_run import PathLike, Run
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from detbench.presets import Preset
+    from detbench.engine.resolve import RunRequest
+    from detbench.engine.runner import RunResult
     from detbench.progress import Phases
-    from detbench.resolve import RunRequest
-    from detbench.runner import RunResult
+    from detbench.results.presets import Preset
 
 EXTERNAL = "external"  # the detector that imported scores run as
 
@@ -152,20 +152,20 @@ def request(
             train_root, train_protocol, workers, batch_size, fast_index, preset, allow_cpu: as :func:`run`.
 
     Returns:
-        A :class:`Request`: the :class:`~detbench.resolve.RunRequest` and the preset, if one was named.
+        A :class:`Request`: the :class:`~detbench.engine.resolve.RunRequest` and the preset, if one was named.
 
     Raises:
         ConfigError: neither a detector nor a preset, an argument of the wrong type, or a malformed setting.
         PresetError: the preset is unknown or the environment cannot run it.
     """
-    from detbench.resolve import RunRequest
+    from detbench.engine.resolve import RunRequest
 
     _check_run_arguments(locals())
     overrides = settings_overrides(settings)
     chosen, preset_record = None, None
     root_path = Path(root).expanduser() if root is not None else None
     if preset:
-        from detbench.presets import get_preset, prepare_preset_run
+        from detbench.results.presets import get_preset, prepare_preset_run
 
         chosen = get_preset(preset)
         detector, suite, protocol, overrides, preset_record = prepare_preset_run(
@@ -267,8 +267,8 @@ def run(
 
 
 def _runner(progress: bool) -> Any:
+    from detbench.engine.runner import Runner
     from detbench.progress import Phases
-    from detbench.runner import Runner
 
     return Runner(Phases(enabled=progress))
 
@@ -310,7 +310,7 @@ def sweep(
         runs = detbench.sweep("linear-probe", "demo", ["jpeg:90,50"], settings={"n_train": 12})
         [(r.perturbation, r.metrics.set_index("generator").loc["mean", "acc"]) for r in runs]
     """
-    from detbench.sweep import run_sweep
+    from detbench.engine.sweep import run_sweep
 
     _check_types("bool", progress=progress)
     if isinstance(perturb, str):
@@ -351,7 +351,7 @@ def import_scores(
     """Scores computed outside detbench, as a run of detector ``external:NAME`` (``detbench import-scores``): the
     same metrics, bootstrap intervals, thresholds, leaderboard rows, report and robustness views as any run.
 
-    The file (CSV, TSV, JSON or Parquet; see :mod:`detbench.score_files`) has one row per image: ``path`` relative
+    The file (CSV, TSV, JSON or Parquet; see :mod:`detbench.data.score_files`) has one row per image: ``path`` relative
     to the suite root (or ``filename``, or detbench's ``image_id``) and ``score`` = P(fake) (raw logits with
     ``logits``). Before the run it is checked against the suite's index; scores for images the suite does not have,
     duplicates and values that are not numbers are reported as warnings with counts and examples, and images of the
@@ -390,11 +390,11 @@ def import_scores(
 
         run = detbench.import_scores("demo", "scores.csv", name="my-api", settings={"n_train": 12})
     """
+    from detbench.data.index import index_suite
+    from detbench.data.score_files import match_problems, not_in_file, read_score_file
+    from detbench.engine.resolve import DETECTOR_PREFIX, ThresholdPolicy, resolve
     from detbench.errors import warn
-    from detbench.index import index_suite
     from detbench.registry import DETECTORS
-    from detbench.resolve import DETECTOR_PREFIX, ThresholdPolicy, resolve
-    from detbench.score_files import match_problems, not_in_file, read_score_file
 
     if not isinstance(suite, str) or not suite.strip():
         raise ConfigError(f"suite must name the suite the scores are of (see `detbench ls suites`); got {suite!r}")
@@ -448,7 +448,7 @@ def import_scores(
     evaluation = result.scores
     missing = evaluation[evaluation["status"] == not_in_file(file)]
     if len(missing):
-        from detbench.tables import listing
+        from detbench.data.tables import listing
 
         warn(
             f"{len(missing)} of the {len(evaluation)} evaluation images of {result.suite}/"
@@ -470,8 +470,8 @@ def _suite_settings(suite: str | None, settings: Mapping[str, Any] | None) -> di
             file's reading when the key is one of those).
     """
     from detbench.config import field_paths
+    from detbench.engine.resolve import SUITE_PREFIX, TRAIN_SUITE_PREFIX
     from detbench.registry import SUITES
-    from detbench.resolve import SUITE_PREFIX, TRAIN_SUITE_PREFIX
 
     suite_cls = SUITES.get(suite or "demo")
     options = set(field_paths(suite_cls.Options))
@@ -523,7 +523,7 @@ def load_run(run_id: str) -> Run:
         RunLookupError: no finished run, or several, match (a damaged one is left out with a warning).
         ConfigError: ``run_id`` is not text.
     """
-    from detbench.leaderboard import find_run
+    from detbench.results.leaderboard import find_run
 
     _check_types("text", run_id=run_id)
     run_dir, record = find_run(run_id)
@@ -548,8 +548,8 @@ def runs(suite: str | None = None, detector: str | None = None) -> pd.DataFrame:
     Raises:
         ConfigError: an argument that is not text.
     """
-    from detbench.leaderboard import runs_table
     from detbench.registry import SUITES
+    from detbench.results.leaderboard import runs_table
 
     _check_types("text", optional=True, suite=suite, detector=detector)
     return runs_table(SUITES.get(suite).name if suite else None, detector)
@@ -583,15 +583,15 @@ def leaderboard(
         coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images), one column
         per generator, then mean, worst and mean_delta (and avg_rank); rows whose mean covers fewer generators than
         the others of their protocol come after them, their coverage ending ``K/N generators`` (see
-        :mod:`detbench.leaderboard`).
+        :mod:`detbench.results.leaderboard`).
 
     Raises:
         RunLookupError: no finished run of the suite, or none matches the filters.
         ConfigError: an unknown metric, ``rank`` with ``delta``, or an argument of the wrong type.
         DataError: ``rank`` without two generators and two runs with a value for each.
     """
-    from detbench.leaderboard import leaderboard_view, suite_long
     from detbench.registry import SUITES
+    from detbench.results.leaderboard import leaderboard_view, suite_long
 
     _check_types("text", suite=suite, metric=metric)
     _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
@@ -642,7 +642,7 @@ def compare(
         table = detbench.compare(["1f2e3d4c", "5a6b7c8d"], metric="acc,auc")
         table[table["generator"] == "mean"]
     """
-    from detbench.paired import check_options, compare_runs
+    from detbench.results.paired import check_options, compare_runs
 
     if isinstance(runs, (str, Run)):
         raise ConfigError("compare needs two or more runs: pass a list, e.g. compare([run_a, run_b])")
@@ -679,7 +679,7 @@ def index(
         ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
     """
     from detbench.config import apply_overrides
-    from detbench.index import index_suite
+    from detbench.data.index import index_suite
     from detbench.registry import SUITES
 
     _check_types("text", suite=suite)
@@ -729,7 +729,7 @@ def predict(
         InputError: no image file among ``paths``, or ``export`` is a folder.
         ConfigError: an argument of the wrong type.
     """
-    from detbench.predict import check_outputs, long_predictions, predict_runs, write_export
+    from detbench.results.predict import check_outputs, long_predictions, predict_runs, write_export
 
     refs = [run] if isinstance(run, (str, Run)) else list(run) if isinstance(run, Iterable) else [run]
     if not all(isinstance(r, (str, Run)) for r in refs):

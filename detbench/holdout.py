@@ -2,7 +2,7 @@
 
 Detectors that train keep some images of their training generator apart to choose an epoch, a learning-rate drop
 or a regularisation strength, and ``--threshold calibrated`` calibrates on the same images. How they are chosen
-follows each detector's original (:attr:`detbench.detector.Detector.default_holdout`), and ``--set
+follows each detector's original (:attr:`detbench.kit.detector.Detector.default_holdout`), and ``--set
 train.holdout=VALUE`` overrides it:
 
 - a fraction in (0, 1), e.g. ``0.1``: that share of each class of the training split is held out (seeded) and the
@@ -30,8 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from detbench.data.suites import Protocol
 from detbench.errors import ConfigError
-from detbench.suites import Protocol
 
 HOLDOUT_KEY = "train.holdout"  # the --set key
 VAL_SPLIT = "val-split"  # the setting's value that selects on the separate val split

@@ -2,8 +2,8 @@
 
 Built-ins and third-party entry points are registered lazily as ``"module:attr"`` targets, so listing
 names never imports torch; a plugin's module is imported only when its name is looked up. Third-party
-packages register through the entry-point groups ``detbench.detectors``, ``detbench.suites`` and
-``detbench.perturbations``::
+packages register through the entry-point groups ``detbench.detectors``, ``detbench.data.suites`` and
+``detbench.data.perturbations``::
 
     [project.entry-points."detbench.detectors"]
     my-detector = "my_pkg.detector:MyDetector"
@@ -243,9 +243,9 @@ class Registry:
         return f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(known) or 'none'}."
 
 
-DETECTORS = Registry("detector", "detbench.detectors", base="detbench.detector:Detector")
-SUITES = Registry("suite", "detbench.suites", base="detbench.suites:Suite")
-PERTURBATIONS = Registry("perturbation", "detbench.perturbations", base="detbench.perturbations:Step")
+DETECTORS = Registry("detector", "detbench.detectors", base="detbench.kit.detector:Detector")
+SUITES = Registry("suite", "detbench.data.suites", base="detbench.data.suites:Suite")
+PERTURBATIONS = Registry("perturbation", "detbench.data.perturbations", base="detbench.data.perturbations:Step")
 
 DETECTORS.register_lazy(
     "linear-probe",
@@ -358,18 +358,18 @@ SUITES.register_lazy(
     "Parquet shards with the images inside (Hugging Face datasets): image/label/generator/split columns.",
 )
 PERTURBATIONS.register_lazy(
-    "jpeg", "detbench.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
+    "jpeg", "detbench.data.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
 )
 PERTURBATIONS.register_lazy(
-    "blur", "detbench.perturbations:GaussianBlur", "Gaussian blur, sigma S pixels (0 < S <= 20), e.g. blur:2."
+    "blur", "detbench.data.perturbations:GaussianBlur", "Gaussian blur, sigma S pixels (0 < S <= 20), e.g. blur:2."
 )
 PERTURBATIONS.register_lazy(
     "downscale",
-    "detbench.perturbations:Downscale",
+    "detbench.data.perturbations:Downscale",
     "Bicubic downscale by factor F (0 < F < 1), not resized back, e.g. downscale:0.5.",
 )
 PERTURBATIONS.register_lazy(
     "resize",
-    "detbench.perturbations:BilinearResize",
+    "detbench.data.perturbations:BilinearResize",
     "AIGCDetectBenchmark's resize: bilinear to int(side*F), not resized back, e.g. resize:0.5.",
 )

@@ -23,10 +23,10 @@ Faithful to the authors' code (shilinyan99/AIDE at 6725b71), which a released ch
 
 Released checkpoints are ``{'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args'}`` with every weight,
 the ConvNeXt trunk included; ``--set weights=PATH[#sha256=HEX]`` loads them strictly (weights only; ``args`` is
-an ``argparse.Namespace``, the one class :mod:`detbench.weights` allows beyond tensors), and no OpenCLIP weights
+an ``argparse.Namespace``, the one class :mod:`detbench.models.weights` allows beyond tensors), and no OpenCLIP weights
 are needed then. The patch choice and input stack are ``detectors/aide_patches.py``, the network (SRM bank, ResNet
 experts, semantic trunk, head) ``detectors/aide_net.py``. Training (``detectors/aide_train.py``) follows
-``scripts/train.sh`` on the shared loop of :mod:`detbench.training`; a fit saves everything but the frozen trunk,
+``scripts/train.sh`` on the shared loop of :mod:`detbench.kit.training`; a fit saves everything but the frozen trunk,
 under the original's key names.
 
 Where the code departs from the paper, detbench follows the code: the ResNets are never given ImageNet weights
@@ -50,9 +50,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from detbench.classifier import ClassifierDetector, EvalPreprocessing
-from detbench.detector import RunContext
-from detbench.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detbench.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
+from detbench.kit.detector import RunContext
 from detbench.probabilities import softmax_fake
 
 from .aide_net import AIDENet, SRMConv
@@ -154,7 +154,7 @@ class AIDE(ClassifierDetector):
         Returns:
             A backbone spec (``provider:arch@source``); ``provider:arch@random`` with ``weights``.
         """
-        from detbench.backbones import parse_spec, split_options
+        from detbench.models.backbones import parse_spec, split_options
 
         if not self.config.weights:
             return self.config.backbone
@@ -175,7 +175,7 @@ class AIDE(ClassifierDetector):
         """
         import timm
 
-        from detbench.backbones import load_backbone
+        from detbench.models.backbones import load_backbone
 
         with torch.random.fork_rng(devices=[]):  # loading the trunk draws nothing from the network's seeded stream
             self.backbone = load_backbone(self.semantic_spec(), device="cpu")
@@ -236,7 +236,7 @@ class AIDE(ClassifierDetector):
             train: the training rows (a batch never holds more than there are).
 
         Returns:
-            The :class:`~detbench.training.TrainSetup`.
+            The :class:`~detbench.kit.training.TrainSetup`.
         """
         from detbench.detectors.aide_train import training_recipe
 

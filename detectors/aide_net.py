@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detbench.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detbench.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 def srm_filters() -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detbench.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detbench.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 WINDOW, STRIDE, GRADES = 32, 16, 6  # DCT patch side, patch stride, number of frequency bands in the grade
 

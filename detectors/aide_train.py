@@ -1,7 +1,7 @@
 """AIDE's training recipe (``scripts/train.sh``, ``main_finetune.py``, ``data/datasets.py``) for the shared loop.
 
 Recipe: AdamW (weight decay 0, eps 1e-8), learning rate ``blr * batch / 256`` following a per-step half cosine down
-to ``min_lr`` (no warm-up; :class:`~detbench.schedules.CosineSchedule` is ``utils.adjust_learning_rate`` called
+to ``min_lr`` (no warm-up; :class:`~detbench.kit.schedules.CosineSchedule` is ``utils.adjust_learning_rate`` called
 with the fractional epoch ``data_iter_step / len(data_loader) + epoch``), cross-entropy with label smoothing 0.1 on
 the two logits, training batches without the last incomplete one (``drop_last``), and after every epoch the
 accuracy on held-out images; the epoch with the best accuracy so far (strictly) is kept, as ``checkpoint-best.pth``
@@ -12,7 +12,7 @@ semantic trunk stay frozen. The original's ``model.train()`` also switches the f
 stochastic depth (0.1 in open_clip's ConvNeXt-XXL config) is active while training (``semantic_train_mode``);
 BatchNorm layers of a stand-in trunk keep their statistics.
 
-The loop is :func:`detbench.training.train_classifier` (seeded per epoch, image and step; resumable after a kill
+The loop is :func:`detbench.kit.training.train_classifier` (seeded per epoch, image and step; resumable after a kill
 from checkpoints written every ``checkpoint_every`` steps and at every epoch end, holding only the parts training
 changes: :class:`TrainableAIDE`). The held-out images are the training generators' separate ``val`` split
 (``train.holdout=val-split``; every training image trains), as the original validates on its ``--eval_data_path``
@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detbench.kit.schedules import CosineSchedule
+from detbench.kit.seeded_data import TorchDrawn
+from detbench.kit.training import TrainSetup, cross_entropy
 from detbench.probabilities import softmax_fake
-from detbench.schedules import CosineSchedule
-from detbench.seeded_data import TorchDrawn
-from detbench.training import TrainSetup, cross_entropy
 
 
 class TrainAugment:
@@ -102,7 +102,8 @@ class TrainableAIDE(nn.Module):
 
 
 def training_recipe(view: TrainableAIDE, config: Any, n_rows: int, stack: Any, precision: str) -> TrainSetup:
-    """AIDE's recipe as a :class:`~detbench.training.TrainSetup` for :func:`~detbench.training.train_classifier`.
+    """AIDE's recipe as a :class:`~detbench.kit.training.TrainSetup` for
+    :func:`~detbench.kit.training.train_classifier`.
 
     Args:
         view: the trainable view of the network (already on the training device).

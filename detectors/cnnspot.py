@@ -48,13 +48,13 @@ from torch import nn
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from detbench.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.config import ConfigError
-from detbench.detector import RunContext
-from detbench.perturbations import JpegQuality, gaussian_blur_uint8
-from detbench.preprocess import imagenet_tensor
-from detbench.schedules import PlateauSchedule
-from detbench.training import TrainSetup, bce_with_logits
+from detbench.data.perturbations import JpegQuality, gaussian_blur_uint8
+from detbench.data.preprocess import imagenet_tensor
+from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
+from detbench.kit.detector import RunContext
+from detbench.kit.schedules import PlateauSchedule
+from detbench.kit.training import TrainSetup, bce_with_logits
 
 IMAGENET_FILES = ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth")  # torchvision's IMAGENET1K_V1 ResNet-50
 IMAGENET_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
@@ -143,7 +143,7 @@ def imagenet_start(spec: str, gain: float) -> tuple[nn.Module, dict[str, Any]]:
     Raises:
         WeightsError: the ImageNet weights are missing, unreadable or do not match.
     """
-    from detbench.weights import load_checkpoint_file, load_into
+    from detbench.models.weights import load_checkpoint_file, load_into
 
     facts: dict[str, Any]
     if spec == "random":
@@ -170,7 +170,7 @@ _INIT_FIX = ("pass --set init=/path/to/resnet50-19c8e357.pth (torchvision's Imag
 def _find_imagenet_file() -> str:
     """torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
     download (online only). Returns the path; WeightsError naming the fixes when none is found."""
-    from detbench.weights import resolve_weights
+    from detbench.models.weights import resolve_weights
 
     hub = _torch_hub_checkpoints()
     for name in IMAGENET_FILES:
@@ -312,7 +312,7 @@ class CNNSpot(ClassifierDetector):
             train: the training rows.
 
         Returns:
-            The :class:`~detbench.training.TrainSetup`.
+            The :class:`~detbench.kit.training.TrainSetup`.
         """
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))

@@ -2,7 +2,7 @@
 metrics, bootstrap intervals, thresholds, leaderboard rows, reports and robustness views.
 
 ``detbench import-scores SUITE --root R --name NAME FILE`` (or :func:`detbench.import_scores`) runs this detector
-with ``file`` and ``name`` set; the file's format and checks are :mod:`detbench.score_files`. Runs are named
+with ``file`` and ``name`` set; the file's format and checks are :mod:`detbench.data.score_files`. Runs are named
 ``external:NAME`` and marked external. Nothing is trained: the "fit" is the name, so imports of the same NAME on
 perturbed images (``--perturb`` labels what the scores were computed on; nothing is applied) share it with the clean
 import, which is how robustness views pair them; the file (its sha256 and how it is read) is keyed with each run.
@@ -19,17 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from detbench.detector import Detector, RunContext
+from detbench.data.images import NO_SCORE
+from detbench.data.score_files import ScoreFile, not_in_file, read_score_file
 from detbench.errors import ConfigError, WeightsError
-from detbench.images import NO_SCORE
-from detbench.score_files import ScoreFile, not_in_file, read_score_file
+from detbench.kit.detector import Detector, RunContext
 
 STATE_FILE = "external.json"
 
 
 @dataclass(frozen=True)
 class ExternalConfig:
-    file: str = ""  # the score file (CSV, TSV, JSON or Parquet); see detbench.score_files
+    file: str = ""  # the score file (CSV, TSV, JSON or Parquet); see detbench.data.score_files
     name: str = ""  # what computed the scores; runs show as external:NAME
     logits: bool = False  # the scores are raw logits: P(fake) = sigmoid(score)
     score_column: str = "score"

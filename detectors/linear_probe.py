@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from detbench import distributed as dist
-from detbench.detector import RunContext
-from detbench.frozen_features import FrozenFeatureDetector
+from detbench.kit.detector import RunContext
+from detbench.kit.frozen_features import FrozenFeatureDetector
 from detbench.probabilities import sigmoid
 
 
@@ -28,7 +28,7 @@ class LinearProbeConfig:
     crop: int = 0  # 0: the backbone's default input size
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default policy
     pad: Literal["", "mean", "black"] = ""  # fill of images smaller than the crop; "": mean colour
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.models.precision
     normalize: bool = True  # L2-normalise embeddings before the probe
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
     selection_metric: Literal["balanced_acc", "ap", "auc"] = "balanced_acc"

@@ -28,15 +28,15 @@ from torch import Tensor, nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
 from detbench import distributed as dist
-from detbench.backbones import Backbone, load_backbone
 from detbench.config import ConfigError
-from detbench.data import tune_cpu_allocator
-from detbench.detector import Detector, RunContext
-from detbench.precision import autocast, resolve_precision
+from detbench.data.loading import tune_cpu_allocator
+from detbench.kit.detector import Detector, RunContext
+from detbench.kit.scoring import score_logits
+from detbench.kit.seeded_data import derive_seed
+from detbench.models.backbones import Backbone, load_backbone
+from detbench.models.precision import autocast, resolve_precision
+from detbench.models.weights import not_floating
 from detbench.probabilities import sigmoid
-from detbench.scoring import score_logits
-from detbench.seeded_data import derive_seed
-from detbench.weights import not_floating
 
 from .lora import add_lora
 from .mpft_train import INIT_STREAM, train_mpft

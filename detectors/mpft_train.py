@@ -33,20 +33,20 @@ from torch import Tensor
 
 from detbench import distributed as dist
 from detbench.config import ConfigError
-from detbench.data import iterate_batches
-from detbench.detector import Detector, RunContext
+from detbench.data.images import reason_counts
+from detbench.data.loading import iterate_batches
 from detbench.errors import DataError, TrainingError
-from detbench.images import reason_counts
-from detbench.metrics import binary_metrics
-from detbench.probabilities import sigmoid
-from detbench.seeded_data import ScheduledRows, TorchDrawn, derive_seed
-from detbench.train_state import (
+from detbench.kit.detector import Detector, RunContext
+from detbench.kit.seeded_data import ScheduledRows, TorchDrawn, derive_seed
+from detbench.kit.train_state import (
     gathered_failures,
     load_optimizer_tensors,
     optimizer_tensors,
     read_checkpoint,
     write_checkpoint,
 )
+from detbench.metrics import binary_metrics
+from detbench.probabilities import sigmoid
 
 from .tam import grid_shape, num_masked
 

@@ -49,15 +49,15 @@ from torchvision import transforms
 from torchvision.models.resnet import Bottleneck, conv1x1
 from torchvision.transforms import functional as TF
 
-from detbench.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.config import ConfigError
-from detbench.detector import RunContext
-from detbench.preprocess import imagenet_tensor, tile_to
-from detbench.schedules import StepDecaySchedule
-from detbench.training import TrainSetup, bce_with_logits
+from detbench.data.preprocess import imagenet_tensor, tile_to
+from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
+from detbench.kit.detector import RunContext
+from detbench.kit.schedules import StepDecaySchedule
+from detbench.kit.training import TrainSetup, bce_with_logits
 
 RESIZE_MODES = ("square", "native", "tile")
-# The original's evaluation preprocessing per test-set convention (detbench.suites.EVAL_CONVENTIONS).
+# The original's evaluation preprocessing per test-set convention (detbench.data.suites.EVAL_CONVENTIONS).
 CONVENTION_RESIZE: dict[str, str] = {
     "forensynths": "square",
     "universalfakedetect": "square",
@@ -178,7 +178,7 @@ def _bottlenecks(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Seq
 
 @dataclass(frozen=True)
 class TileTo:
-    """The README's ``translate_duplicate`` for GenImage (:func:`detbench.preprocess.tile_to`), picklable."""
+    """The README's ``translate_duplicate`` for GenImage (:func:`detbench.data.preprocess.tile_to`), picklable."""
 
     size: int
 
@@ -285,7 +285,7 @@ class NPR(ClassifierDetector):
             train: the training rows.
 
         Returns:
-            The :class:`~detbench.training.TrainSetup` (tiling in ``tile`` mode, else square resize, then crops).
+            The :class:`~detbench.kit.training.TrainSetup` (tiling in ``tile`` mode, else square resize, then crops).
         """
         c = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=c.lr, betas=(c.beta1, 0.999))

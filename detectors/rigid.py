@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from detbench.detector import Detector, RunContext
+from detbench.kit.detector import Detector, RunContext
 
 STATE_FILE = "rigid.json"
 ORIGINAL_BACKBONE = ("timm", "vit_large_patch14_dinov2")  # the authors' DINOv2 ViT-L/14 (any source of its weights)
@@ -55,7 +55,7 @@ class RIGIDConfig:
     input_size: int = 224  # Resize((input_size, input_size)); no crop
     interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"  # of that resize
     noise: float = 0.05  # lambda: the noise's standard deviation in normalised units
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # forward pass: see detbench.precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # forward pass: see detbench.models.precision
     batch_size: int = 64  # images per forward pass (each image runs twice: clean and noisy)
     # the cosine: float32 as the notebook (cosines that round alike tie); float64 ranks them (a departure)
     cos_dtype: Literal["float32", "float64"] = "float32"
@@ -126,9 +126,9 @@ class RIGID(Detector):
         Raises:
             ConfigError: the backbone does not offer the configured embedding.
         """
-        from detbench.backbones import load_backbone
         from detbench.config import ConfigError
-        from detbench.precision import resolve_precision
+        from detbench.models.backbones import load_backbone
+        from detbench.models.precision import resolve_precision
 
         c = self.config
         self.backbone = load_backbone(c.backbone, device="cpu", crop=c.input_size, resize="stretch")
@@ -180,8 +180,8 @@ class RIGID(Detector):
         """
         import torch
 
-        from detbench.data import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
-        from detbench.precision import autocast
+        from detbench.data.loading import HalveOnOom, ImageRowsDataset, iterate_batches, tune_cpu_allocator
+        from detbench.models.precision import autocast
 
         device = ctx.device
         if device == "cpu":

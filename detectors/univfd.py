@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from detbench.detector import RunContext
-from detbench.frozen_features import FrozenFeatureDetector
+from detbench.kit.detector import RunContext
+from detbench.kit.frozen_features import FrozenFeatureDetector
 from detbench.probabilities import sigmoid
 
 from .univfd_train import TrainView, train_head
 
 if TYPE_CHECKING:
-    from detbench.preprocess import Preprocess
+    from detbench.data.preprocess import Preprocess
 
 RELEASED_BACKBONE = ("open_clip", "ViT-L-14", "openai")
 
@@ -49,7 +49,7 @@ class UnivFDConfig:
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
     resize: Literal["", "none", "shorter", "stretch"] = ""  # "": the backbone's default ("none": centre crop)
     pad: Literal["", "mean", "black"] = ""  # small-image fill; "black" = the original evaluation (see README)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # forward pass: see detbench.models.precision
     head: str = ""  # released head (fc_weights.pth or a checkpoint with fc.weight/fc.bias)[#sha256=HEX]; empty: train
     aug_views: int = 2  # augmented views per training image, besides the clean view
     blur_prob: float = 0.5
@@ -126,7 +126,7 @@ def load_head(spec: str, dim: int, target: str) -> tuple[np.ndarray, float, dict
         WeightsError: the file is missing, unreadable or not the pinned one, its keys are not a head's, the shapes do
             not fit, or the head is not floating point.
     """
-    from detbench.weights import WeightsError, check_floating, load_checkpoint_file
+    from detbench.models.weights import WeightsError, check_floating, load_checkpoint_file
 
     loaded = load_checkpoint_file(spec, what="UnivFD head", fix=HEAD_FIX, key="head")
     sd, path = loaded.state_dict, loaded.path
@@ -158,7 +158,7 @@ def compare_backbone(ignored: dict[str, Any], backbone: Any) -> dict[str, Any]:
 
     Args:
         ignored: the checkpoint's tensors not used by the head.
-        backbone: the loaded :class:`~detbench.backbones.Backbone`.
+        backbone: the loaded :class:`~detbench.models.backbones.Backbone`.
 
     Returns:
         ``{"prefix", "compared", "differ": [keys], "unmatched_backbone_keys"}``; ``compared`` is 0 when no ignored
@@ -258,7 +258,7 @@ class UnivFD(FrozenFeatureDetector):
     def _check_ignored(self, ignored: dict[str, Any], ctx: RunContext) -> None:
         """A whole checkpoint: count what the head leaves unused (recorded, warned) and refuse it when its backbone
         tensors differ from the loaded backbone's (the head was trained on other features)."""
-        from detbench.weights import WeightsError
+        from detbench.models.weights import WeightsError
 
         path, bb = self.head_info["path"], self.backbone
         found = compare_backbone(ignored, bb)

@@ -22,7 +22,7 @@ from detbench.probabilities import sigmoid
 if TYPE_CHECKING:
     from PIL import Image
 
-    from detbench.preprocess import Preprocess
+    from detbench.data.preprocess import Preprocess
 
 AUGMENT_VERSION = 1
 
@@ -52,7 +52,7 @@ class TrainView:
         Returns:
             The kind, augmentation and step versions, and the view's fields.
         """
-        from detbench.perturbations import GaussianBlur, JpegQuality
+        from detbench.data.perturbations import GaussianBlur, JpegQuality
 
         d = dataclasses.asdict(self)
         d.pop("preprocess")  # already part of the backbone identity in the cache key
@@ -85,7 +85,7 @@ class TrainView:
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
         from PIL import Image
 
-        from detbench.perturbations import GaussianBlur, JpegQuality
+        from detbench.data.perturbations import GaussianBlur, JpegQuality
 
         pp = self.preprocess
         img = pp.resize_image(img)

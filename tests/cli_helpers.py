@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner, Result
 
-from detbench.cli import app
+from detbench.cli.commands import app
 
 # A small demo build (12 train + 6 val images per class and family, 64 px): seconds per run on 2 cores.
 SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]

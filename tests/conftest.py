@@ -70,7 +70,7 @@ def tiny_vit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from detbench.backbones import register_tiny_models
+    from detbench.models.backbones import register_tiny_models
 
     root = tmp_path_factory.mktemp("tiny_vit")
     with pytest.MonkeyPatch.context() as mp:

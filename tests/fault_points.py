@@ -27,10 +27,10 @@ import importlib, os, signal, sys, time
 from pathlib import Path
 
 import detbench.datasets.demo_build as demo_build
-import detbench.features as features
-import detbench.runner as runner
+import detbench.models.features as features
+import detbench.engine.runner as runner
 
-index = importlib.import_module("detbench.index")  # the module: detbench.index is the API function
+index = importlib.import_module("detbench.data.index")  # the module: detbench.data.index is the API function
 
 runner.SCORE_CHUNK_ROWS = features.SHARD_ROWS = 8
 point, _, nth = os.environ.get("DETBENCH_FAULT", "").partition(":")
@@ -84,7 +84,7 @@ if point == "mpft-checkpoint":  # after the n-th resumable MPFT checkpoint is sa
 elif point:
     hook(*points[point])
 
-from detbench.cli import main
+from detbench.cli.commands import main
 
 main()
 """

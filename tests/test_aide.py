@@ -271,7 +271,7 @@ def test_srm_bank() -> None:
 
 
 def test_genimage_preset_cites_its_numbers() -> None:
-    from detbench.presets import get_preset
+    from detbench.results.presets import get_preset
 
     preset = get_preset("aide.paper-genimage")
     acc = preset.expected("acc")
@@ -370,7 +370,7 @@ def test_trainable_view_sets_the_originals_modes() -> None:
 
 def split_rows(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The training rows of ``train_root`` (8) and two held-out ones (one per class)."""
-    from detbench.index import build_index
+    from detbench.data.index import build_index
     from detbench.registry import SUITES
 
     index = build_index(SUITES.get("folder")(), root)
@@ -420,12 +420,12 @@ def test_training_resumes_after_a_kill_as_if_uninterrupted(train_root: Path, tmp
     uninterrupted run: same history, same weights. 8 rows in batches of 3: two steps per epoch (drop_last)."""
     from safetensors import safe_open
 
-    from detbench.detector import RunContext
     from detbench.detectors.aide import AIDEConfig
     from detbench.detectors.aide_patches import AIDETransform
     from detbench.detectors.aide_train import TrainableAIDE, training_recipe
+    from detbench.kit.detector import RunContext
+    from detbench.kit.training import CHECKPOINT, train_classifier
     from detbench.progress import quiet
-    from detbench.training import CHECKPOINT, train_classifier
 
     train, heldout = split_rows(train_root)
     config = AIDEConfig(input_size=32, epochs=2, train_batch_size=3, blr=0.5, checkpoint_every=0, blur_prob=0.5,
@@ -475,7 +475,7 @@ class SubNamespace(argparse.Namespace):
 
 
 def test_checkpoints_may_carry_exactly_the_namespace_class(tmp_path: Path) -> None:
-    from detbench.weights import WeightsError, load_state_dict_safely
+    from detbench.models.weights import WeightsError, load_state_dict_safely
 
     weights = {"w": torch.ones(2)}
     torch.save({"model": weights, "args": argparse.Namespace(blr=1e-4, epochs=20)}, tmp_path / "ok.pth")
@@ -486,8 +486,8 @@ def test_checkpoints_may_carry_exactly_the_namespace_class(tmp_path: Path) -> No
 
 
 def test_train_proj_trains_the_projection_the_code_leaves_random() -> None:
-    from detbench.backbones import load_backbone
     from detbench.detectors.aide_net import AIDENet
+    from detbench.models.backbones import load_backbone
 
     trunk = load_backbone("timm:convnext_atto@random").model
     for train_proj in (False, True):

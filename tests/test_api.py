@@ -182,9 +182,9 @@ def test_runs_and_empty_home() -> None:
 def test_api_names_shadow_their_modules_only_on_the_package() -> None:
     import importlib
 
-    module = importlib.import_module("detbench.index")
-    assert callable(detbench.index) and detbench.index is detbench.api.index
-    assert module is sys.modules["detbench.index"] and hasattr(module, "build_index")
+    module = importlib.import_module("detbench.data.index")
+    assert callable(detbench.data.index) and detbench.data.index is detbench.api.index
+    assert module is sys.modules["detbench.data.index"] and hasattr(module, "build_index")
     assert sorted(detbench.__all__) == sorted(set(detbench.__all__))  # no name twice
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from detbench.backbones import (
+from detbench.data.preprocess import Preprocess
+from detbench.models.backbones import (
     BUNDLED_SHA256,
     CLIP_MEAN,
     BackboneError,
@@ -24,8 +25,7 @@ from detbench.backbones import (
     register_tiny_models,
     source_kind,
 )
-from detbench.preprocess import Preprocess
-from detbench.weights import (
+from detbench.models.weights import (
     WeightsError,
     is_offline,
     load_state_dict_safely,
@@ -209,7 +209,7 @@ def test_unreachable_hub_fails_fast_without_offline(monkeypatch: pytest.MonkeyPa
 def test_set_offline_patches_imported_hub_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
-    from detbench import weights
+    from detbench.models import weights
 
     monkeypatch.setattr(weights, "_saved_offline", None)  # an earlier `--offline` in this process saved its own
     monkeypatch.delenv("DETBENCH_OFFLINE", raising=False)
@@ -289,7 +289,7 @@ def test_state_dict_wrappers_and_module_prefix(tmp_path: Path) -> None:
 def test_an_edit_keeping_size_and_mtime_is_hashed_anew(tmp_path: Path, detbench_home: Path) -> None:
     """A pin always hashes the file, and no digest comes from an earlier process (a cache keyed by path, size and
     mtime let an edit that keeps both pass the old file's pin and record the old hash)."""
-    import detbench.weights
+    import detbench.models.weights
 
     path = tmp_path / "w.bin"
     path.write_bytes(b"abc")
@@ -307,7 +307,7 @@ def test_an_edit_keeping_size_and_mtime_is_hashed_anew(tmp_path: Path, detbench_
     st = path.stat()
     (detbench_home / "weights" / "sha256-cache.json").write_text(
         json.dumps({f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}": old}))
-    detbench.weights._digests.clear()  # a new process
+    detbench.models.weights._digests.clear()  # a new process
     assert sha256_file(path) == new
 
 
@@ -445,7 +445,7 @@ def test_preprocess_dict_and_validation() -> None:
 def test_black_padding_matches_torchvision_centre_crop_fill() -> None:
     from PIL import Image
 
-    from detbench.preprocess import Preprocess
+    from detbench.data.preprocess import Preprocess
 
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
     img = Image.new("RGB", (10, 10), (255, 255, 255))
@@ -462,8 +462,8 @@ def test_spec_can_pin_the_weights_sha256(tmp_path: Path) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    from detbench.backbones import register_tiny_models
-    from detbench.weights import WeightsError
+    from detbench.models.backbones import register_tiny_models
+    from detbench.models.weights import WeightsError
 
     register_tiny_models()
     clip = open_clip.create_model("detbench-tiny-vit")
@@ -533,7 +533,7 @@ def test_openai_weights_from_a_file_build_the_openai_model(
 
 
 def test_integer_bool_and_complex_tensors_are_refused_where_the_model_holds_floats(tmp_path: Path) -> None:
-    from detbench.weights import check_state_dict, load_into
+    from detbench.models.weights import check_state_dict, load_into
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     good = model.state_dict()
@@ -591,8 +591,8 @@ def test_the_pickle_refusal_never_quotes_torchs_unsafe_advice(tmp_path: Path) ->
 
 def test_weights_paths_may_contain_a_hash_sign(tmp_path: Path) -> None:
     """Only a trailing #sha256=HEX (or #tag=TAG in a backbone spec) is an option; any other # is the path's."""
-    from detbench.backbones import path_free_spec, split_options
-    from detbench.weights import load_checkpoint_file
+    from detbench.models.backbones import path_free_spec, split_options
+    from detbench.models.weights import load_checkpoint_file
 
     folder = tmp_path / "run#3"
     folder.mkdir()

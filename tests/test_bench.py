@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from detbench.bench import COLUMNS, run_bench
-from detbench.bench_inputs import write_images, write_suite
-from detbench.bench_options import ALL, Options
-from detbench.bench_process import reference_loop
-from detbench.cli import app
-from detbench.features import FeatureCache
+from detbench.cli.commands import app
+from detbench.models.features import FeatureCache
+from detbench.perf.bench import COLUMNS, run_bench
+from detbench.perf.inputs import write_images, write_suite
+from detbench.perf.options import ALL, Options
+from detbench.perf.process import reference_loop
 
 TINY = "open_clip:detbench-tiny-vit@random"
 SMALL = dict(
@@ -65,7 +65,7 @@ def test_every_measure_writes_a_row(tmp_path: Path) -> None:
 
 
 def test_reference_loop_computes_detbench_features(tmp_path: Path) -> None:
-    from detbench.backbones import load_backbone
+    from detbench.models.backbones import load_backbone
 
     names = write_images(tmp_path / "imgs", 6, 240)
     backbone = load_backbone(TINY)

@@ -106,8 +106,8 @@ def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_curve
 
-    from detbench.leaderboard import long_table
-    from detbench.records import sha256_of_file
+    from detbench.results.leaderboard import long_table
+    from detbench.store import sha256_of_file
 
     assert invoke("run", "linear-probe", "--suite", "demo", *SMALL).exit_code == 0
     (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]

@@ -176,8 +176,8 @@ def test_presets_name_real_domains_and_run_on_a_test_only_ufd_root(tmp_path: Pat
 
     from replicas import build_ufd
 
-    from detbench import presets
     from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
+    from detbench.results import presets
 
     loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "cnnspot"}
     assert len(loaded) == 5
@@ -226,8 +226,8 @@ def test_scores_are_the_originals_float32_sigmoid_so_saturated_images_tie(name: 
 def test_weights_and_init_files_enter_the_identity_by_sha256_only() -> None:
     """No path is part of a run id: ``weights``/``init`` files read ``file`` in the key's config and the identity
     holds their sha256; the words ``imagenet``/``random`` and an empty value stay as they are (ids kept)."""
-    from detbench.classifier import EvalPreprocessing
-    from detbench.plan import identity_config
+    from detbench.engine.plan import identity_config
+    from detbench.kit.classifier import EvalPreprocessing
 
     cls = DETECTORS.get("cnnspot")
     detector = cls(cls.Config(init="/data/run#3/resnet50.pth#sha256=" + "a" * 64))

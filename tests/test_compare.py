@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 import detbench
 from detbench.errors import DetbenchWarning
 from detbench.metrics import binary_metrics, calibration_metrics
-from detbench.paired import COMPARE_COLUMNS, Aligned, compare_aligned
+from detbench.results.paired import COMPARE_COLUMNS, Aligned, compare_aligned
 from detbench.stats import delong
 
 SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
@@ -28,7 +28,7 @@ SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
 
 
 def _aligned(rng: np.random.Generator, sizes: dict[str, tuple[int, int]], k: int = 2) -> Aligned:
-    """Images of several generators scored by ``k`` runs, in :func:`detbench.paired.align`'s order."""
+    """Images of several generators scored by ``k`` runs, in :func:`detbench.results.paired.align`'s order."""
     parts = []
     for gen, (n_real, n_fake) in sizes.items():
         y = np.r_[np.zeros(n_real, int), np.ones(n_fake, int)]
@@ -254,7 +254,7 @@ def test_bad_input_is_one_error_line(imported: dict, tmp_path: Path, args: list[
 def test_a_run_recorded_before_the_calibration_columns_gains_them(imported: dict) -> None:
     """A run written before tpr_at_fpr_*, ece, brier and nll existed: every reader computes them from its stored
     scores (nothing rescored, its files untouched), so the leaderboard and compare offer them."""
-    from detbench.records import seal_record, sha256_of_file
+    from detbench.store import seal_record, sha256_of_file
 
     run = imported["weak"]
     stored = pd.read_parquet(run.path / "metrics.parquet")
@@ -286,7 +286,7 @@ def test_a_run_recorded_before_the_calibration_columns_gains_them(imported: dict
 
 def _wide(values: dict[str, list[float]], generators: tuple[str, ...] = ("g1", "g2", "g3")) -> pd.DataFrame:
     """A wide leaderboard with one run per key (its run id) and the given value per generator."""
-    from detbench.leaderboard import ID_COLUMNS
+    from detbench.results.leaderboard import ID_COLUMNS
 
     rows = []
     for run_id, vals in values.items():
@@ -296,7 +296,7 @@ def _wide(values: dict[str, list[float]], generators: tuple[str, ...] = ("g1", "
 
 
 def test_ranked_view_average_ranks_and_friedman() -> None:
-    from detbench.leaderboard import ranked_view
+    from detbench.results.leaderboard import ranked_view
     from detbench.stats import friedman
 
     wide = _wide({"r1": [0.9, 0.7, 0.8], "r2": [0.8, 0.9, 0.6], "r3": [0.5, 0.6, 0.9], "r4": [0.7, np.nan, 0.7]})
@@ -316,7 +316,7 @@ def test_ranked_view_average_ranks_and_friedman() -> None:
 
 def test_ranking_needs_two_generators_two_runs_and_a_direction() -> None:
     from detbench.errors import ConfigError, DataError
-    from detbench.leaderboard import ranked_view
+    from detbench.results.leaderboard import ranked_view
 
     with pytest.raises(ConfigError, match="higher or lower is better"):
         ranked_view(_wide({"r1": [1, 2, 3], "r2": [3, 2, 1]}), "n_real")

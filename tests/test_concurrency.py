@@ -17,8 +17,8 @@ import pandas as pd
 from fault_points import DEMO, finish, launch, leftovers, wait_parked
 from typer.testing import CliRunner
 
-from detbench.cli import app
-from detbench.records import atomic_path, sweep_stale_tmp
+from detbench.cli.commands import app
+from detbench.store import atomic_path, sweep_stale_tmp
 
 LOUD = [a for a in DEMO if a != "-q"]  # progress and waiting messages on stderr
 

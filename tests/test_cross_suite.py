@@ -186,9 +186,9 @@ def test_a_parquet_suite_whose_test_rows_copy_its_training_rows_records_them(tmp
 def test_same_files_links_and_copies_across_roots(tmp_path: Path) -> None:
     """The check itself: one folder, nested roots and links are the same files; other files with the same bytes are
     copies; distinct content is neither."""
+    from detbench.data.suites import Protocol
+    from detbench.engine.protocol_checks import check_no_training_images_evaluated
     from detbench.errors import ProtocolError
-    from detbench.protocol_checks import check_no_training_images_evaluated
-    from detbench.suites import Protocol
 
     a, b = tmp_path / "a", tmp_path / "b"
     for folder in (a / "sub", b):

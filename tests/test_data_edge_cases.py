@@ -17,10 +17,10 @@ from PIL import Image, PngImagePlugin
 from replicas import build_folder, write_broken, write_image
 
 import detbench.detectors.linear_probe
-from detbench import images
+from detbench.data import images
+from detbench.data.index import check_unique_ids
+from detbench.data.preprocess import Preprocess
 from detbench.errors import DataError
-from detbench.index import check_unique_ids
-from detbench.preprocess import Preprocess
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 

@@ -15,8 +15,8 @@ import torch
 
 from detbench import distributed as dist
 from detbench.config import apply_overrides
-from detbench.detector import RunContext
 from detbench.detectors.mpft import MPFT, MPFTConfig
+from detbench.kit.detector import RunContext
 from detbench.progress import quiet
 
 TINY = {
@@ -106,7 +106,7 @@ def _cli_one_thread(home: Path, *args: str, monkeypatch: pytest.MonkeyPatch) -> 
     from threadpoolctl import threadpool_limits
     from typer.testing import CliRunner
 
-    from detbench.cli import app
+    from detbench.cli.commands import app
 
     monkeypatch.setenv("DETBENCH_HOME", str(home))
     threads = torch.get_num_threads()

@@ -17,9 +17,9 @@ from cli_helpers import invoke
 from PIL import Image
 from replicas import build_aigcdetect
 
-from detbench import images
-from detbench.detector import Detector, RunContext
-from detbench.preprocess import EVAL_PROFILES, EvalProfile, tile_to
+from detbench.data import images
+from detbench.data.preprocess import EVAL_PROFILES, EvalProfile, tile_to
+from detbench.kit.detector import Detector, RunContext
 from detbench.registry import DETECTORS
 
 

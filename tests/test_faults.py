@@ -19,7 +19,7 @@ from fault_points import DEMO, finish, interrupt, launch, leftovers
 from replicas import build_folder
 from typer.testing import CliRunner
 
-from detbench.cli import app
+from detbench.cli.commands import app
 
 
 def the_run(home: Path) -> Path:

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from detbench.backbones import load_backbone
-from detbench.features import FeatureCache
+from detbench.models.backbones import load_backbone
+from detbench.models.features import FeatureCache
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    from detbench import images
+    from detbench.data import images
 
     root = tmp_path_factory.mktemp("imgs")
     rng = np.random.default_rng(0)
@@ -72,7 +72,7 @@ def test_changed_weights_are_a_miss(tmp_path: Path, tree, backbone) -> None:
     import open_clip
     from safetensors.torch import save_file
 
-    from detbench.backbones import register_tiny_models
+    from detbench.models.backbones import register_tiny_models
 
     register_tiny_models()
     model = open_clip.create_model("detbench-tiny-vit", pretrained=None)
@@ -101,7 +101,7 @@ def test_unloadable_images_are_reported_not_cached(tmp_path: Path, tree, backbon
 def test_orphan_feature_files_of_killed_writers_are_swept(tmp_path: Path) -> None:
     import os
 
-    from detbench.features import FeatureStore
+    from detbench.models.features import FeatureStore
 
     directory = tmp_path / "store"
     FeatureStore(directory, {"k": 1}).append(["a"], np.zeros((1, 2), dtype=np.float32))

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from detbench import distributed as dist
-from detbench.data import HalveOnOom
-from detbench.features import FeatureCache
+from detbench.data.loading import HalveOnOom
+from detbench.models.features import FeatureCache
 
 TINY = "open_clip:detbench-tiny-vit@random"
 
@@ -63,7 +63,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", [TINY, "timm:efficientnet_lite0@bundled"])
 def test_features_on_cuda_match_cpu(tmp_path: Path, tree: tuple[Path, pd.DataFrame], spec: str) -> None:
-    from detbench.backbones import load_backbone
+    from detbench.models.backbones import load_backbone
 
     root, rows = tree
     backbone = load_backbone(spec)
@@ -78,8 +78,8 @@ def test_features_on_cuda_match_cpu(tmp_path: Path, tree: tuple[Path, pd.DataFra
 @pytest.mark.gpu
 def test_mpft_step_on_cuda_tracks_the_cpu_step(tmp_path: Path) -> None:
     from detbench.config import apply_overrides
-    from detbench.detector import RunContext
     from detbench.detectors.mpft import MPFT, MPFTConfig
+    from detbench.kit.detector import RunContext
     from detbench.progress import quiet
 
     g = torch.Generator().manual_seed(0)

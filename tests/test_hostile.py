@@ -15,7 +15,7 @@ from cli_helpers import invoke
 from hostile_tree import HostileTree, build_hostile_tree
 from replicas import build_folder, write_broken
 
-import detbench.plan
+import detbench.engine.plan
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=64", "-q"]
 
@@ -65,13 +65,13 @@ def test_index_keeps_every_bad_file_with_status_and_reason(tree: HostileTree, de
 def test_run_and_predict_score_odd_images_and_count_every_skip(
     tree: HostileTree, detbench_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    split_rows = detbench.plan.split_rows
+    split_rows = detbench.engine.plan.split_rows
 
     def mutate_after_indexing(*args, **kwargs):
         tree.after_indexing()  # the run has indexed the tree: now delete one file and rewrite another
         return split_rows(*args, **kwargs)
 
-    monkeypatch.setattr(detbench.plan, "split_rows", mutate_after_indexing)
+    monkeypatch.setattr(detbench.engine.plan, "split_rows", mutate_after_indexing)
     result = run_folder(tree.root)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
@@ -123,7 +123,7 @@ def test_run_and_predict_score_odd_images_and_count_every_skip(
         assert (row["score"] != "") == usable, (kind, row)
 
     # running again re-indexes: the rewritten file gets a new id and a score, the deleted ones are gone
-    monkeypatch.setattr(detbench.plan, "split_rows", split_rows)
+    monkeypatch.setattr(detbench.engine.plan, "split_rows", split_rows)
     again = run_folder(tree.root)
     assert again.exit_code == 0, again.output
     finished = [p.parent for p in detbench_home.glob("runs/folder/linear-probe/*/run.json")]

@@ -1,4 +1,4 @@
-"""Tests for detbench.images: every hostile file is generated here, in tmp_path."""
+"""Tests for detbench.data.images: every hostile file is generated here, in tmp_path."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from detbench import images
-from detbench.images import (
+from detbench.data import images
+from detbench.data.images import (
     IMAGE_EXTENSIONS,
     STATUSES,
     ImageError,
@@ -29,8 +29,8 @@ from detbench.images import (
     load_rgb_bytes,
     probe,
 )
-from detbench.jpeg_quality import estimate_jpeg_quality
-from detbench.rgb_conversion import ALPHA_BACKGROUND
+from detbench.data.jpeg_quality import estimate_jpeg_quality
+from detbench.data.rgb_conversion import ALPHA_BACKGROUND
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -248,7 +248,7 @@ def test_reasons_describe_a_file_and_never_quote_it(tmp_path: Path, content: byt
 
 def test_decoder_messages_lose_the_bytes_they_quote(tmp_path: Path) -> None:
     """PIL quotes the bytes it chokes on (a PNG chunk type, a TIFF header): reasons keep their length only."""
-    from detbench.images import scrub
+    from detbench.data.images import scrub
 
     assert scrub("SyntaxError: broken PNG file (chunk b'ro\\x00t')") == "SyntaxError: broken PNG file (chunk <4 bytes>)"
     assert scrub('not a TIFF file (header b"II*\\x00" not valid)') == "not a TIFF file (header <4 bytes> not valid)"

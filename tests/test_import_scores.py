@@ -13,8 +13,8 @@ from cli_helpers import SMALL, invoke
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import detbench
+from detbench.data.score_files import read_score_file
 from detbench.probabilities import sigmoid
-from detbench.score_files import read_score_file
 
 SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
 
@@ -237,7 +237,7 @@ def test_a_calibrated_threshold_without_held_out_scores_says_why(demo: pd.DataFr
 def test_a_label_column_that_disagrees_with_the_suite_is_reported(tmp_path: Path) -> None:
     """The file's own labels are never used, but labels contradicting the suite's mean the paths name other images
     than the scores are of (or an inverted convention): a warning with counts and examples, never silence."""
-    from detbench.score_files import match_problems
+    from detbench.data.score_files import match_problems
 
     root = tmp_path / "data"
     index = pd.DataFrame({

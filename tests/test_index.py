@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from detbench.data.index import COLUMNS, build_index, load_index
+from detbench.data.suites import SuiteLayoutError, safe_join
 from detbench.datasets.demo import DemoOptions, DemoSuite
 from detbench.datasets.demo_build import build_demo
-from detbench.index import COLUMNS, build_index, load_index
-from detbench.suites import SuiteLayoutError, safe_join
 
 
 @pytest.fixture(scope="module")

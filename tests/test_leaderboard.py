@@ -14,9 +14,9 @@ from cli_helpers import invoke
 from test_import_scores import list_data
 
 import detbench
-from detbench.leaderboard import complete, coverage_label, data_label, files_label, wide_table
 from detbench.metrics import as_defined, per_group_metrics
-from detbench.records import seal_record, sha256_of_file
+from detbench.results.leaderboard import complete, coverage_label, data_label, files_label, wide_table
+from detbench.store import seal_record, sha256_of_file
 
 HASH = {c: c * 64 for c in "abcdef"}
 
@@ -114,8 +114,8 @@ def test_partial_rows_are_judged_against_their_protocols_generators() -> None:
 
 @pytest.mark.parametrize("width", [None, 60])
 def test_a_mean_over_fewer_generators_says_so_in_every_view(width: int | None) -> None:
-    from detbench.display import leaderboard_cells, leaderboard_tables
-    from detbench.leaderboard import ID_COLUMNS
+    from detbench.results.display import leaderboard_cells, leaderboard_tables
+    from detbench.results.leaderboard import ID_COLUMNS
 
     long = pd.concat([_long("full", "p", {"g1": 0.6, "g2": 0.6, "mean": 0.6, "worst": 0.6}),
                       _long("part", "p", {"g1": 0.9, "mean": 0.9, "worst": 0.9})])

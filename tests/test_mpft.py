@@ -12,14 +12,14 @@ from fault_points import launch, wait_parked
 from PIL import Image
 
 from detbench.config import ConfigError, apply_overrides, to_dict
-from detbench.detector import RunContext
 from detbench.detectors.mpft import MPFT, MPFTConfig
 from detbench.detectors.mpft_train import CHECKPOINT, class_stream, lr_factor
+from detbench.engine.resolve import RunRequest, resolve
+from detbench.kit.detector import RunContext
+from detbench.models.weights import WeightsError
 from detbench.progress import quiet
-from detbench.records import content_hash
 from detbench.registry import DETECTORS
-from detbench.resolve import RunRequest, resolve
-from detbench.weights import WeightsError
+from detbench.store import content_hash
 
 if "mpft" not in DETECTORS:
     DETECTORS.register_lazy("mpft", "detbench.detectors.mpft:MPFT", "Masked partial fine-tuning with TAM.")
@@ -264,7 +264,7 @@ RESUME_SET = ["suite.n_train=6", "suite.n_val=2", "suite.size=48", f"backbone={T
 def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path, monkeypatch) -> None:
     """A real SIGKILL once the first checkpoint is saved (the process parks there: no race with training finishing);
     the rerun resumes and matches an uninterrupted run."""
-    from detbench.runner import Runner
+    from detbench.engine.runner import Runner
 
     killed_home, marker = tmp_path / "killed", tmp_path / "parked"
     args = ["run", "mpft", "--suite", "demo", "--workers", "0", "--quiet", *[f"--set={s}" for s in RESUME_SET]]

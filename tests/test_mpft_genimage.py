@@ -11,7 +11,7 @@ import pytest
 from replicas import build_genimage
 from typer.testing import CliRunner
 
-from detbench.cli import app
+from detbench.cli.commands import app
 
 
 @pytest.fixture(scope="module")

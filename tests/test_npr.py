@@ -26,7 +26,7 @@ from PIL import Image
 from replicas import build_genimage
 from resnet_reference import calibrate_head, head_logits, random_resnet_state, resnet_features, to_normalised_tensor
 
-from detbench.detector import RunContext
+from detbench.kit.detector import RunContext
 from detbench.progress import quiet
 from detbench.registry import DETECTORS
 
@@ -154,7 +154,7 @@ def test_auto_preprocessing_follows_the_suite_convention() -> None:
     expected = {"forensynths": "square", "universalfakedetect": "square", "diffusionforensics": "square",
                 "gangen": "native", "aigcdetect": "native", "genimage": "tile", "chameleon": "square",
                 "synthbuster": "square", None: "square"}
-    from detbench.suites import EVAL_CONVENTIONS
+    from detbench.data.suites import EVAL_CONVENTIONS
 
     assert set(expected) - {None} == set(EVAL_CONVENTIONS)  # every published convention is decided
     detector = NPR(NPRConfig())
@@ -183,7 +183,7 @@ def test_genimage_suite_tiles_and_crops(tmp_path: Path, detbench_home: Path) -> 
         logit = head_logits(npr_features(original_input(root / row["path"], "tile"), state), state, "fc1")
     assert row["score"] == pytest.approx(float(torch.sigmoid(logit)), abs=1e-5)
 
-    from detbench.predict import predict_files  # your own files are scored as the run scored (tiled)
+    from detbench.results.predict import predict_files  # your own files are scored as the run scored (tiled)
 
     predicted, _ = predict_files(record["run_id"][:12], [root / row["path"]], phases=quiet())
     assert predicted["score"].iloc[0] == pytest.approx(row["score"], abs=1e-6)
@@ -228,10 +228,10 @@ def test_presets_name_real_generators_and_run_on_a_genimage_replica(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
-    from detbench import presets
     from detbench.datasets.aigcdetect import SETS
     from detbench.datasets.genimage import GENERATORS
     from detbench.datasets.universalfakedetect import DOMAINS, EXTRAS
+    from detbench.results import presets
 
     loaded = {name: p for name, p in presets.load_presets().items() if p.detector == "npr"}
     known = {"universalfakedetect": set(DOMAINS) | set(EXTRAS), "genimage": set(GENERATORS),
@@ -267,7 +267,7 @@ def test_aigcdetect_preset_native_profile_scores_odd_sizes_as_the_original(tmp_p
 
     from replicas import build_aigcdetect
 
-    from detbench import presets
+    from detbench.results import presets
 
     root = build_aigcdetect(tmp_path / "aigc", train_classes=(), n=1, defects=False).root
     state = random_resnet_state(stem_kernel=3, stages=2, head="fc1", head_scale=1.0, seed=6)

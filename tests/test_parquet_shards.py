@@ -16,12 +16,12 @@ from cli_helpers import invoke
 from PIL import Image
 from replicas import build_hf_parquet, encode_image, write_hf_shard
 
-from detbench import images, shards
 from detbench.config import apply_overrides
-from detbench.data import ImageRowsDataset
+from detbench.data import images, shards
+from detbench.data.index import build_index
+from detbench.data.loading import ImageRowsDataset
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.hfparquet import ParquetOptions, ParquetSuite
-from detbench.index import build_index
-from detbench.suites import SuiteLayoutError
 
 TINY = ["--set", "backbone=open_clip:detbench-tiny-vit@random", "--bootstrap", "0", "-q"]
 

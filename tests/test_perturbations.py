@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from detbench.config import ConfigError
-from detbench.images import load_rgb_bytes
-from detbench.jpeg_quality import estimate_jpeg_quality
-from detbench.perturbations import Compose, Downscale, JpegQuality, expand_sweep, parse_perturbation
+from detbench.data.images import load_rgb_bytes
+from detbench.data.jpeg_quality import estimate_jpeg_quality
+from detbench.data.perturbations import Compose, Downscale, JpegQuality, expand_sweep, parse_perturbation
 from detbench.registry import PERTURBATIONS
 
 

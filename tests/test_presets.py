@@ -12,9 +12,9 @@ import pytest
 from replicas import GENIMAGE_NESTED, build_genimage
 from typer.testing import CliRunner
 
-from detbench import presets
-from detbench.cli import app
+from detbench.cli.commands import app
 from detbench.registry import DETECTORS, SUITES
+from detbench.results import presets
 
 
 def test_every_preset_loads_cites_its_source_and_names_registered_plugins() -> None:
@@ -173,8 +173,8 @@ def test_preflight_needs_both_classes_of_every_generator(tmp_path: Path) -> None
 def test_the_preset_table_shows_the_tolerance_in_points() -> None:
     import pandas as pd
 
-    from detbench.cli_views import preset_table_cells
-    from detbench.display import frame_table
+    from detbench.cli.views import preset_table_cells
+    from detbench.results.display import frame_table
 
     preset = presets.get_preset("univfd.paper-ufd")
     metrics = pd.DataFrame({"generator": ["progan"], "acc": [0.99], "ap": [1.0]})

@@ -63,7 +63,7 @@ def test_listing_detectors_does_not_import_torch() -> None:
         """
         import sys
         from typer.testing import CliRunner
-        from detbench.cli import app
+        from detbench.cli.commands import app
         result = CliRunner().invoke(app, ["ls", "detectors"])
         assert result.exit_code == 0, result.output
         assert "linear-probe" in result.output
@@ -94,7 +94,7 @@ def test_every_builtin_detector_states_its_facts_and_they_match_the_class() -> N
 
 
 def test_ls_detectors_lists_the_facts_without_importing_torch() -> None:
-    code = ("import sys; from detbench.cli import app\n"
+    code = ("import sys; from detbench.cli.commands import app\n"
             "try:\n    app(['ls', 'detectors'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'ls detectors imported torch'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -113,7 +113,7 @@ def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monke
     monkeypatch.syspath_prepend(str(tmp_path))
     DETECTORS.register_lazy("thing", "not_a_detector:Thing")
     try:
-        with pytest.raises(RegistryError, match="not a subclass of detbench.detector.Detector"):
+        with pytest.raises(RegistryError, match="not a subclass of detbench.kit.detector.Detector"):
             DETECTORS.get("thing")
         result = invoke("run", "thing", "--suite", "demo")
         assert result.exit_code == 2 and "not a subclass" in result.output and "Traceback" not in result.output

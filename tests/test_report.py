@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import SMALL, invoke
 from PIL import Image
 
-from detbench.records import content_hash, seal_record
+from detbench.store import content_hash, seal_record
 
 GENERATORS = ("autoencoder", "denoise", "nearest", "upconv")
 
@@ -135,8 +135,8 @@ def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) 
     matplotlib's ValueError, on a normal demo run."""
     import pandas as pd
 
-    from detbench.report_data import RunData
-    from detbench.report_figures import acc_figure
+    from detbench.results.figures import acc_figure
+    from detbench.results.run_data import RunData
 
     metrics = pd.DataFrame({
         "generator": ["g", "mean", "worst"], "acc": [1.0, 1.0, 1.0], "ap": [0.99999999999999989, 1.0, 1.0],

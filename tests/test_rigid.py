@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from cli_helpers import invoke
 from PIL import Image
 
-from detbench.backbones import resample_pos_embed
-from detbench.detector import RunContext
 from detbench.detectors.rigid import RIGID, RIGIDConfig, noise_for
+from detbench.kit.detector import RunContext
+from detbench.models.backbones import resample_pos_embed
 from detbench.progress import quiet
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -152,7 +152,7 @@ def test_dinov2_and_timm_resampling_differ() -> None:
 
 
 def test_scores_ignore_batch_size_and_order(hub_checkpoint, folder_root: Path, detbench_home: Path) -> None:
-    from detbench.index import build_index
+    from detbench.data.index import build_index
     from detbench.registry import SUITES
 
     path, _ = hub_checkpoint

@@ -14,8 +14,8 @@ import pytest
 from cli_helpers import invoke
 from replicas import build_folder
 
-import detbench.runner
-from detbench.records import exclusive_lock, seal_record, sha256_of_file
+import detbench.engine.runner
+from detbench.store import exclusive_lock, seal_record, sha256_of_file
 
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
@@ -82,7 +82,7 @@ def test_a_failed_force_keeps_the_finished_run_and_fit(tree: Path, home: Path, m
         raise RuntimeError("simulated crash while scoring")
 
     with monkeypatch.context() as patch:
-        patch.setattr(detbench.runner.Runner, "_score", failing_score)
+        patch.setattr(detbench.engine.runner.Runner, "_score", failing_score)
         failed = run(tree, "--force")
     assert failed.exit_code == 1 and "simulated crash" in failed.output
     assert snapshot(run_dir) == before and sha256_of_file(fit_dir / "fit.json") == fit_before
@@ -115,12 +115,12 @@ def test_a_run_finished_meanwhile_is_reused_after_taking_the_lock(
     taking the run lock was computed again."""
     run_dir = the_run(home)
     before = snapshot(run_dir)
-    reuse = detbench.runner.Runner._reuse
+    reuse = detbench.engine.runner.Runner._reuse
 
     def finished_meanwhile(self, run_dir: Path, run_id: str, base: Path, *, locked: bool):
         return reuse(self, run_dir, run_id, base, locked=locked) if locked else None  # the first look finds nothing
 
-    monkeypatch.setattr(detbench.runner.Runner, "_reuse", finished_meanwhile)
+    monkeypatch.setattr(detbench.engine.runner.Runner, "_reuse", finished_meanwhile)
     again = run(tree)
     assert again.exit_code == 0 and "reused" in again.output
     assert snapshot(run_dir) == before

@@ -10,10 +10,10 @@ import pytest
 from replicas import AIGCDETECT_SETS, build_aigcdetect, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index, index_dir
+from detbench.data.preprocess import EVAL_PROFILES
+from detbench.data.suites import EVAL_CONVENTIONS, SuiteLayoutError
 from detbench.datasets.aigcdetect import SETS, AIGCDetectSuite, canonical_set
-from detbench.index import build_index, index_dir
-from detbench.preprocess import EVAL_PROFILES
-from detbench.suites import EVAL_CONVENTIONS, SuiteLayoutError
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_eval_profile_option_is_validated_and_not_part_of_the_index_identity(ful
 
 
 def test_npr_preset_lists_every_set_and_its_mean() -> None:
-    from detbench.presets import get_preset
+    from detbench.results.presets import get_preset
 
     preset = get_preset("npr.paper-aigcdetect")
     acc = preset.expected("acc")

@@ -9,9 +9,9 @@ import pytest
 from replicas import build_folder, write_broken, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.folder import FolderOptions, FolderSuite
-from detbench.index import build_index
-from detbench.suites import SuiteLayoutError
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ import pytest
 from replicas import GENIMAGE_FLAT, GENIMAGE_NESTED, build_genimage, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.genimage import GENERATORS, GenImageOptions, GenImageSuite, canonical_generator
-from detbench.index import build_index
-from detbench.suites import SuiteLayoutError
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ import pytest
 from replicas import write_broken, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.filelist import FileListOptions, FileListSuite
-from detbench.index import build_index
-from detbench.suites import SuiteLayoutError
 
 HEADER = "path,label,generator,split,prompt\n"
 

@@ -9,12 +9,12 @@ import pytest
 from replicas import build_chameleon, build_diffusionforensics, build_gangen, build_synthbuster, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.chameleon import ChameleonSuite
 from detbench.datasets.diffusionforensics import DiffusionForensicsOptions, DiffusionForensicsSuite
 from detbench.datasets.gangen import GANS, GANGenSuite
 from detbench.datasets.synthbuster import GENERATORS, SynthbusterOptions, SynthbusterSuite
-from detbench.index import build_index
-from detbench.suites import SuiteLayoutError
 
 
 def rows_of(df) -> Counter:

@@ -10,9 +10,9 @@ import pytest
 from replicas import build_ufd, write_image
 
 from detbench.config import ConfigError, apply_overrides
+from detbench.data.index import build_index, index_dir
+from detbench.data.suites import SuiteLayoutError
 from detbench.datasets.universalfakedetect import DOMAINS, UFDOptions, UniversalFakeDetectSuite
-from detbench.index import build_index, index_dir
-from detbench.suites import SuiteLayoutError
 
 LAION_DOMAINS = ("ldm_200", "ldm_200_cfg", "ldm_100", "glide_100_27", "glide_50_27", "glide_100_10", "dalle")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detbench.backbones import CLIP_MEAN, CLIP_STD, load_backbone
 from detbench.config import ConfigError, apply_overrides
 from detbench.detectors.tam import (
     OPERATORS,
@@ -17,6 +16,7 @@ from detbench.detectors.tam import (
     texture_scores,
     zero_fill,
 )
+from detbench.models.backbones import CLIP_MEAN, CLIP_STD, load_backbone
 
 
 def normalise(rgb: torch.Tensor) -> torch.Tensor:

@@ -18,13 +18,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from detbench.detector import RunContext
+from detbench.data.preprocess import imagenet_tensor
+from detbench.engine.runner import Runner, RunRequest
 from detbench.errors import DataError, DetbenchWarning
-from detbench.preprocess import imagenet_tensor
+from detbench.kit.detector import RunContext
+from detbench.kit.schedules import CosineSchedule, PlateauSchedule, StepDecaySchedule
+from detbench.kit.training import CHECKPOINT, TrainSetup, bce_with_logits, train_classifier
 from detbench.progress import quiet
-from detbench.runner import Runner, RunRequest
-from detbench.schedules import CosineSchedule, PlateauSchedule, StepDecaySchedule
-from detbench.training import CHECKPOINT, TrainSetup, bce_with_logits, train_classifier
 
 # ------------------------------------------------------------------------------------------------ schedules
 
@@ -196,7 +196,7 @@ def one_thread():
 
 
 def _cli(home: Path, detector: str, sets: list[str]) -> subprocess.Popen:
-    args = [sys.executable, "-m", "detbench.cli", "run", detector, "--suite", "demo", "--workers", "0", "--quiet"]
+    args = [sys.executable, "-m", "detbench", "run", detector, "--suite", "demo", "--workers", "0", "--quiet"]
     for item in sets:
         args += ["--set", item]
     env = {**os.environ, "DETBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
@@ -264,7 +264,7 @@ def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbe
 @pytest.mark.slow
 def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
     """``--nproc 2``: DDP over gloo, each rank a slice of every batch; rank 0 checkpoints and saves, both score."""
-    args = [sys.executable, "-m", "detbench.cli", "run", "npr", "--suite", "demo", "--workers", "0", "--quiet",
+    args = [sys.executable, "-m", "detbench", "run", "npr", "--suite", "demo", "--workers", "0", "--quiet",
             "--nproc", "2"]
     for item in [*NPR_RESUME[:-3], "epochs=2", "checkpoint_every=3", "batch_size=16"]:
         args += ["--set", item]
@@ -283,9 +283,9 @@ def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
 
 
 def test_holdout_setting_parses_and_refuses_bad_values() -> None:
+    from detbench.engine.resolve import resolve
     from detbench.errors import ConfigError
     from detbench.holdout import parse_holdout
-    from detbench.resolve import resolve
 
     assert parse_holdout("0.1").fraction == 0.1 and parse_holdout("0.1").split is None
     assert parse_holdout("0").label == parse_holdout("none").label == "0"
@@ -312,8 +312,8 @@ def _rows(**splits: tuple[int, int]) -> pd.DataFrame:
 
 
 def test_val_split_is_used_where_it_is_not_evaluation_data_and_the_fallback_is_recorded() -> None:
+    from detbench.data.suites import Protocol
     from detbench.holdout import apply_holdout
-    from detbench.suites import Protocol
 
     base = Protocol(name="p", train_generators=("g",), eval_generators=("other",), eval_split="test")
     rows = _rows(train=(10, 10), val=(3, 2))
@@ -349,7 +349,7 @@ def ufd_with_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _plan(detector: str, root: Path, threshold: str = "0.5", **over: str):
-    from detbench.plan import plan_run
+    from detbench.engine.plan import plan_run
 
     return plan_run(RunRequest(detector, "universalfakedetect", root=root, overrides=over, threshold=threshold),
                     quiet())

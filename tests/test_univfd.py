@@ -18,12 +18,12 @@ from cli_helpers import invoke
 from PIL import Image
 from replicas import build_genimage, build_ufd
 
-from detbench.backbones import load_backbone
+from detbench.data.preprocess import Preprocess
 from detbench.detectors.univfd import load_head
 from detbench.detectors.univfd_train import TrainView
-from detbench.preprocess import Preprocess
+from detbench.models.backbones import load_backbone
+from detbench.models.weights import WeightsError
 from detbench.registry import DETECTORS
-from detbench.weights import WeightsError
 
 if "univfd" not in DETECTORS:
     DETECTORS.register_lazy("univfd", "detbench.detectors.univfd:UnivFD", "UnivFD (CVPR 2023).")
@@ -220,7 +220,7 @@ def test_released_head_runs_the_preset_on_a_test_only_ufd_root(
 ) -> None:
     """The UnivFD preset with a released-format head on a root holding only the test domains and
     diffusion_datasets: nothing to train, so no training rows are needed (protocol eval)."""
-    from detbench import presets
+    from detbench.results import presets
 
     root = build_ufd(tmp_path / "ufd", train_classes=(), n=2, defects=False).root
     head = write_head(tmp_path / "fc_weights.pth")
@@ -257,8 +257,8 @@ def test_a_released_head_ignores_the_training_split_of_a_training_protocol(
 
 
 def test_every_suite_has_the_eval_protocol() -> None:
+    from detbench.data.suites import EVAL_CONVENTIONS
     from detbench.registry import SUITES
-    from detbench.suites import EVAL_CONVENTIONS
 
     for name in SUITES.names():
         suite = SUITES.get(name)()
@@ -312,7 +312,7 @@ def test_the_original_sample_sizes_are_expressible(tiny_spec: str, tmp_path: Pat
 
 
 def test_preset_tolerance_widens_to_the_sampling_error() -> None:
-    from detbench.presets import row_tolerance
+    from detbench.results.presets import row_tolerance
 
     assert row_tolerance(3.0, 50.0, 200) == pytest.approx(2 * 100 * (0.25 / 200) ** 0.5)  # 7.07 points
     assert row_tolerance(3.0, 100.0, 200) == 3.0 and row_tolerance(3.0, 80.0, 2000) == 3.0
@@ -436,14 +436,14 @@ def test_the_released_backbone_check_uses_the_resolved_tag(
     the source string, a path, with 'openai'); the same file under another tag is warned about."""
     from rich.console import Console
 
-    import detbench.backbones
-    from detbench.detector import RunContext
+    import detbench.models.backbones
     from detbench.errors import DetbenchWarning
-    from detbench.features import FeatureCache
+    from detbench.kit.detector import RunContext
+    from detbench.models.features import FeatureCache
     from detbench.progress import Phases
 
     head = write_head(tmp_path / "fc_weights.pth")
-    real_load = detbench.backbones.load_backbone
+    real_load = detbench.models.backbones.load_backbone
 
     def as_vit_l14_file(tag: str):
         def load(spec: str, **kwargs):  # the tiny tower dressed as OpenAI's ViT-L/14 read from a file
@@ -455,7 +455,7 @@ def test_the_released_backbone_check_uses_the_resolved_tag(
         return load
 
     def said(tag: str) -> str:  # everything the setup printed or warned
-        monkeypatch.setattr(detbench.backbones, "load_backbone", as_vit_l14_file(tag))
+        monkeypatch.setattr(detbench.models.backbones, "load_backbone", as_vit_l14_file(tag))
         console = Console(record=True, width=200)
         ctx = RunContext(suite_root=tmp_path, suite_name="x", device="cpu", seed=0, run_dir=tmp_path,
                          phases=Phases(console), feature_cache=FeatureCache())

@@ -15,13 +15,13 @@ import torch
 from replicas import build_folder, write_image
 from typer.testing import CliRunner
 
-import detbench.backbones.timm_adapter
-import detbench.images
-import detbench.plan
-from detbench.backbones import BUNDLED_SHA256, bundled_weights_path, load_backbone
-from detbench.cli import app
-from detbench.data import ImageRowsDataset
-from detbench.index import load_index
+import detbench.data.images
+import detbench.engine.plan
+import detbench.models.backbones.timm_adapter
+from detbench.cli.commands import app
+from detbench.data.index import load_index
+from detbench.data.loading import ImageRowsDataset
+from detbench.models.backbones import BUNDLED_SHA256, bundled_weights_path, load_backbone
 
 TINY = "open_clip:detbench-tiny-vit"
 
@@ -127,7 +127,7 @@ def test_corrupt_weights_show_both_hashes(
         fh.seek(-100, 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
     actual = hashlib.sha256(corrupt.read_bytes()).hexdigest()
-    monkeypatch.setattr(detbench.backbones.timm_adapter, "bundled_weights_path", lambda: corrupt)
+    monkeypatch.setattr(detbench.models.backbones.timm_adapter, "bundled_weights_path", lambda: corrupt)
     refused(
         run(tree, "timm:efficientnet_lite0@bundled"), "sha256 mismatch", f"expected {BUNDLED_SHA256}", actual
     )
@@ -141,8 +141,8 @@ def test_dataset_refuses_paths_that_leave_the_root(tmp_path: Path, monkeypatch: 
     write_image(root / "inside.png", size=8)
     outside = write_image(tmp_path / "outside.png", size=8)
     opened: list[str] = []
-    open_regular = detbench.images._open_regular
-    monkeypatch.setattr(detbench.images, "_open_regular", lambda p: opened.append(str(p)) or open_regular(p))
+    open_regular = detbench.data.images._open_regular
+    monkeypatch.setattr(detbench.data.images, "_open_regular", lambda p: opened.append(str(p)) or open_regular(p))
 
     paths = ["../outside.png", str(outside), "inside.png", "sub/../../outside.png", ""]
     dataset = ImageRowsDataset(root, paths, lambda im: torch.zeros(1))
@@ -165,8 +165,8 @@ def test_a_hand_edited_index_cannot_make_a_run_read_outside_the_root(
     pd.concat([rows, injected], ignore_index=True).to_parquet(directory / "index.parquet", index=False)
 
     opened: list[str] = []
-    open_regular = detbench.images._open_regular
-    monkeypatch.setattr(detbench.images, "_open_regular", lambda p: opened.append(str(p)) or open_regular(p))
+    open_regular = detbench.data.images._open_regular
+    monkeypatch.setattr(detbench.data.images, "_open_regular", lambda p: opened.append(str(p)) or open_regular(p))
 
     # a normal run re-indexes the tree: rows for files its scan did not find are dropped
     normal = run(tree, "timm:efficientnet_lite0@bundled")
@@ -176,7 +176,7 @@ def test_a_hand_edited_index_cannot_make_a_run_read_outside_the_root(
     # a run handed the tampered index as is: the rows are skipped as invalid and nothing outside is read
     tampered = load_index(directory)
     tampered.rows = pd.concat([tampered.rows, injected], ignore_index=True)
-    monkeypatch.setattr(detbench.plan, "build_index", lambda *args, **kwargs: tampered)
+    monkeypatch.setattr(detbench.engine.plan, "build_index", lambda *args, **kwargs: tampered)
     trusting = run(tree, "timm:efficientnet_lite0@bundled", "--force")
     assert trusting.exit_code == 0, trusting.output
     (run_json,) = [p for p in detbench_home.glob("runs/folder/linear-probe/*/run.json")]

@@ -15,13 +15,13 @@ import pytest
 from cli_helpers import invoke
 from replicas import build_folder
 
-import detbench.layout
+import detbench.engine.layout
 import detbench.paths
-import detbench.report
+import detbench.results.html
 from detbench import errors
-from detbench.cli_guard import Terminated
+from detbench.cli.guard import Terminated
 
-LEADERBOARD = importlib.import_module("detbench.leaderboard")  # the module: detbench.leaderboard is the API function
+LEADERBOARD = importlib.import_module("detbench.results.leaderboard")
 FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
 
@@ -56,15 +56,15 @@ def test_every_command_ends_a_user_error_in_one_line(args: list[str], words: lis
 
 
 def test_every_error_class_is_one_family() -> None:
-    from detbench.backbones import BackboneError
     from detbench.config import ConfigError
+    from detbench.data.suites import SuiteLayoutError
     from detbench.errors import ProtocolError
-    from detbench.leaderboard import RunLookupError
-    from detbench.presets import PresetError
-    from detbench.records import LockedError
+    from detbench.models.backbones import BackboneError
+    from detbench.models.weights import WeightsError
     from detbench.registry import RegistryError
-    from detbench.suites import SuiteLayoutError
-    from detbench.weights import WeightsError
+    from detbench.results.leaderboard import RunLookupError
+    from detbench.results.presets import PresetError
+    from detbench.store import LockedError
 
     for cls, builtin in ((ConfigError, ValueError), (SuiteLayoutError, ValueError), (ProtocolError, ValueError),
                          (WeightsError, RuntimeError), (BackboneError, ValueError), (RegistryError, LookupError),
@@ -101,7 +101,7 @@ def test_interrupts_say_the_same_in_every_command(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise raised
 
-    monkeypatch.setattr(detbench.report, "build_report", interrupted)
+    monkeypatch.setattr(detbench.results.html, "build_report", interrupted)
     result = invoke("report", "demo")
     assert result.exit_code == code, result.output
     assert words in result.output and "run the same command again to resume" in result.output
@@ -130,7 +130,7 @@ def test_full_or_read_only_home_gets_its_message(
     def fail() -> Path:
         raise raised
 
-    monkeypatch.setattr(detbench.layout, "runs_root", fail)
+    monkeypatch.setattr(detbench.engine.layout, "runs_root", fail)
     assert_one_line_error(invoke("ls", "runs"), *words)
 
 
@@ -181,7 +181,7 @@ def test_a_device_this_machine_lacks_fails_before_any_work(
     `5` were accepted unchecked."""
     import torch
 
-    import detbench.plan
+    import detbench.engine.plan
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_count > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_count)
@@ -190,7 +190,7 @@ def test_a_device_this_machine_lacks_fails_before_any_work(
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("indexed before the device was checked")
 
-    monkeypatch.setattr(detbench.plan, "shared_index", no_work)
+    monkeypatch.setattr(detbench.engine.plan, "shared_index", no_work)
     root = tmp_path / "tree"
     build_folder(root, generators=("a",), splits=("train", "test"), n=2)
     run = ["run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", "train-on-a"]
@@ -202,7 +202,7 @@ def test_a_device_this_machine_lacks_fails_before_any_work(
 def test_devices_this_machine_has_pass_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from detbench.resolve import check_device
+    from detbench.engine.resolve import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -1,0 +1,617 @@
+"""Leaderboards rebuilt from run records (never edited by hand).
+
+``wide``: one row per run (detector, backbone, settings, ..., the data it was evaluated on, the files it read, its
+coverage, run id), one column per generator plus ``mean`` and ``worst`` for a chosen metric. ``long``: every metric
+of every run and generator, tidy.
+
+Rows are told apart and never ranked as if comparable when they are not: ``data`` is the short hash of the index
+evaluated (other roots, list files or shards under one suite name differ), ``files`` the short sha256 of every
+file the detector read (weights, heads, score files), ``coverage`` the evaluation images scored of those expected;
+a run whose mean covers fewer generators than the table's is marked and ranked after the complete ones, and an
+accuracy over one class is never shown (n/a; see :func:`detbench.metrics.as_defined`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from detbench.engine import layout
+from detbench.engine.record import detector_label, load_run_record
+from detbench.errors import DamagedRunError, RunLookupError, warn
+from detbench.metrics import SUMMARY_ROWS
+
+ID_COLUMNS = [
+    "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "data", "files", "coverage",
+    "config_hash", "fit_id", "run_id", "flags",
+]  # fmt: skip
+SHORT = 8  # hex characters of a hash shown in tables
+GENERATORS = "generators"  # how coverage names a row's generators of its protocol's in the table
+FILTER_COLUMNS = ("detector", "backbone", "perturbation")
+
+
+def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The finished run whose id (or its 16-character directory name) starts with ``prefix``.
+
+    Args:
+        prefix: the run id or its first characters (case and surrounding spaces ignored).
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        ``(run folder, run record)``.
+
+    Raises:
+        RunLookupError: ``prefix`` is empty, matches no finished run (close ids are suggested) or several.
+    """
+    prefix = prefix.strip().lower()
+    if not prefix:
+        raise RunLookupError("give a run id (or its first characters); see `detbench ls runs`")
+    runs = list(run_records(runs_root=runs_root))
+    matches = [(d, r) for d, r in runs if d.name.startswith(prefix) or r.get("run_id", "").startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listing = ", ".join(f"{d.name} ({detector_label(r)}, {_perturbation_label(r)})" for d, r in matches[:8])
+        raise RunLookupError(f"run id {prefix!r} is ambiguous: {listing}; give more characters")
+    import difflib
+
+    names = [d.name for d, _ in runs]
+    heads = {n[: len(prefix)]: n for n in names}  # compare like with like: prefixes of the same length
+    close = difflib.get_close_matches(prefix, list(heads), n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(heads[c] for c in close)}?" if close else ""
+    raise RunLookupError(
+        f"no finished run with id {prefix!r}.{hint} See `detbench ls runs` ({len(names)} finished runs)."
+    )
+
+
+def run_records(
+    suite: str | None = None, runs_root: Path | None = None, verify: tuple[str, ...] = layout.RUN_OUTPUTS
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Finished runs (those with a run.json), optionally of one suite, oldest first.
+
+    A damaged run (its record unreadable, of the wrong shape or edited by hand, its run id not the sha256 of its run
+    key, or an output in ``verify`` not matching the sha256 it recorded) is left out with a
+    :class:`~detbench.errors.DetbenchWarning`, never used; running it again recomputes it.
+
+    Args:
+        suite: only this suite's runs; None: every suite's.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+        verify: output files whose recorded sha256 is checked.
+
+    Yields:
+        ``(run folder, run record)``, by the record's ``created`` time.
+    """
+    root = runs_root or layout.runs_root()
+    found = []
+    for path in root.glob(layout.run_record_glob(suite)):
+        try:
+            record = load_run_record(path.parent, verify)
+        except FileNotFoundError:  # moved away meanwhile
+            continue
+        except DamagedRunError as exc:
+            warn(f"{exc}; it is left out (run the same command again to recompute it)")
+            continue
+        found.append((path.parent, record))
+    yield from sorted(found, key=lambda item: str(item[1].get("created", "")))
+
+
+
+
+FLAGS_NOTE = (
+    "flags: N train copies = N evaluation images are byte-identical copies of training images (other files, same "
+    "bytes): those scores measure memory as much as detection"
+)
+
+
+def run_flags(record: dict[str, Any]) -> str:
+    """What a table must say beside a run's numbers (explained by :data:`FLAGS_NOTE`): its evaluation images that
+    copy its training images.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        E.g. ``3 train copies``; empty when nothing is to be said.
+    """
+    copies = ((record.get("counts") or {}).get("copies_of_training") or {}).get("eval")
+    return f"{copies} train copies" if copies else ""
+
+
+def runs_table(suite: str | None = None, detector: str | None = None, runs_root: Path | None = None) -> pd.DataFrame:
+    """One row per finished run, oldest first (what ``detbench ls runs`` lists).
+
+    Args:
+        suite: only this suite's runs (an alias names its suite's runs).
+        detector: only these detectors: exact (case-insensitive) if some run has that label, else every label
+            containing it (``external`` keeps every imported score file).
+        runs_root: where the runs are (default: ``$DETBENCH_HOME/runs``).
+
+    Returns:
+        Columns :data:`RUN_COLUMNS`; ``run_id`` is the full id, ``path`` the run's folder, ``coverage`` the evaluation
+        images scored of those expected; ``mean_acc`` and ``mean_ap`` are NaN unless every generator evaluated has
+        scored images of both classes (a mean over fewer generators, or an accuracy over one class, is no mean).
+    """
+    rows = []
+    for run_dir, rec in run_records(suite, runs_root):
+        summary = (rec.get("summary") or {}).get("mean", {}) if complete(rec) else {}
+        rows.append(
+            {
+                "run_id": rec["run_id"],
+                "suite": rec["suite"],
+                "detector": detector_label(rec),
+                "external": bool(rec.get("external", False)),
+                "protocol": rec.get("protocol", ""),
+                "backbone": rec.get("backbone") or "",
+                "settings": _settings_label(rec),
+                "perturbation": _perturbation_label(rec),
+                "threshold": threshold_label(rec),
+                "data": data_label(rec),
+                "files": files_label(rec),
+                "coverage": coverage_label(rec),
+                "mean_acc": summary.get("acc"),
+                "mean_ap": summary.get("ap"),
+                "fit_id": str(rec.get("fit_id", "")),
+                "flags": run_flags(rec),
+                "created": rec.get("created", ""),
+                "path": str(run_dir),
+            }
+        )
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"mean_acc": float, "mean_ap": float})
+    return filter_runs(table, detector=detector).reset_index(drop=True)
+
+
+RUN_COLUMNS = [
+    "run_id", "suite", "detector", "external", "protocol", "backbone", "settings", "perturbation", "threshold",
+    "data", "files", "coverage", "mean_acc", "mean_ap", "fit_id", "flags", "created", "path",
+]  # fmt: skip
+
+
+
+
+def complete(record: dict[str, Any]) -> bool:
+    """Whether every generator a run evaluated has scored real and scored fake images (else its mean is n/a).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        True when its mean covers every generator it evaluated, each with both classes.
+    """
+    counts = ((record.get("counts") or {}).get("eval") or {}).values()
+    return all(c.get("real", 0) > 0 and c.get("fake", 0) > 0 for c in counts)
+
+
+def coverage_label(record: dict[str, Any]) -> str:
+    """How much of its evaluation a run scored.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        ``scored/expected`` evaluation images, e.g. ``24/48`` (images that could not be decoded, or that an
+        imported file gives no score for, are expected and not scored).
+    """
+    counts = ((record.get("counts") or {}).get("eval") or {}).values()
+    scored = sum(c.get("real", 0) + c.get("fake", 0) for c in counts)
+    return f"{scored}/{scored + sum(c.get('skipped', 0) for c in counts)}"
+
+
+def data_label(record: dict[str, Any]) -> str:
+    """The short identity of the data a run evaluated (and, across suites, trained on).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The first characters of its evaluation index hash, then ``(train HASH)`` when it trained on another index;
+        empty when the record does not say.
+    """
+    training = record.get("training") or {}
+    evaluated = (record.get("data") or {}).get("index_hash")
+    if evaluated is None and not training:  # a record before "data": its fit's index is the one evaluated
+        evaluated = (record.get("key") or {}).get("index_hash")
+    trained = training.get("index_hash")
+    parts = [str(evaluated or "")[:SHORT], f"(train {trained[:SHORT]})" if trained and trained != evaluated else ""]
+    return " ".join(p for p in parts if p)
+
+
+def files_label(record: dict[str, Any]) -> str:
+    """The short sha256 of every file a run's detector read: weights, heads, initialisations, score files.
+
+    Args:
+        record: the run record (the sha256 values of its key's detector identity and score file).
+
+    Returns:
+        ``NAME HASH`` items (``weights``, ``head``, ``init``, ``backbone``, ``scores``...), comma-separated; empty
+        when it read none.
+    """
+    key = record.get("key") or {}
+    found: list[str] = []
+
+    def walk(node: Any, where: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        for name, value in node.items():
+            if isinstance(value, dict):
+                walk(value, (*where, str(name)))
+            elif str(name).endswith("sha256") and isinstance(value, str) and value:
+                what = str(name).removesuffix("sha256").rstrip("_") or (where[-1] if where else "file")
+                if what == "weights" and where:  # a backbone's weights: named after the backbone
+                    what = where[-1]
+                item = f"{what} {value[:SHORT]}"
+                if item not in found:
+                    found.append(item)
+
+    walk(key.get("detector_identity"), ())
+    walk(key.get("scores"), ("scores",))
+    return ", ".join(found)
+
+
+def _settings_label(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (record.get("settings") or {}).items()) or "defaults"
+
+
+def _perturbation_label(record: dict[str, Any]) -> str:
+    p = record.get("perturbation")
+    return "clean" if not p else str(p.get("spec", p))
+
+
+def long_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
+    """Every metric of every finished run of a suite, tidy.
+
+    Args:
+        suite: the suite's name.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        Columns ``suite``, :data:`ID_COLUMNS`, ``generator`` (summary rows such as ``mean`` and ``worst``
+        included), ``metric``, ``value``; empty (with these columns) when the suite has no finished run.
+    """
+    from detbench.engine.finished_run import Run
+
+    frames = []
+    for run_dir, record in run_records(suite, runs_root):
+        try:
+            metrics = Run(run_dir, record).metrics  # with the columns added since the run was recorded
+        except DamagedRunError as exc:
+            warn(f"{exc}; it is left out (run the same command again to recompute it)")
+            continue
+        metrics = metrics.melt(id_vars=["generator"], var_name="metric", value_name="value")
+        for col, value in _id_values(record).items():
+            metrics.insert(0, col, value)
+        frames.append(metrics)
+    if not frames:
+        return pd.DataFrame(columns=["suite", *ID_COLUMNS, "generator", "metric", "value"])
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "suite", suite)
+    return out
+
+
+def _id_values(record: dict[str, Any]) -> dict[str, Any]:
+    preset = record.get("preset") or {}
+    if preset.get("reproduction"):
+        detector = f"{detector_label(record)} (reproduces {preset['name']})"
+    elif preset.get("unverified") and not preset.get("departures"):  # the release's sha256 is unknown
+        detector = f"{detector_label(record)} (unverified reproduction of {preset['name']})"
+    else:
+        detector = detector_label(record)
+    values = {
+        "detector": detector,
+        "backbone": record.get("backbone") or "",
+        "settings": _settings_label(record),
+        "protocol": record.get("protocol", ""),
+        "perturbation": _perturbation_label(record),
+        "threshold": threshold_label(record),
+        "data": data_label(record),
+        "files": files_label(record),
+        "coverage": coverage_label(record),
+        "config_hash": record.get("config_hash", ""),
+        "fit_id": str(record.get("fit_id", ""))[:16],
+        "run_id": record["run_id"][:16],
+        "flags": run_flags(record),
+    }
+    return dict(reversed(list(values.items())))
+
+
+def suite_long(suite: str, published: bool = False, runs_root: Path | None = None) -> pd.DataFrame:
+    """:func:`long_table` of ``suite``, with the published numbers of its paper presets when ``published``.
+
+    Args:
+        suite: the suite's name.
+        published: append the rows of the papers' published numbers (:func:`detbench.results.presets.published_rows`).
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        The long table.
+
+    Raises:
+        RunLookupError: the suite has no finished run (and no published row).
+    """
+    long = long_table(suite, runs_root)
+    if published:
+        from detbench.results.presets import published_rows
+
+        long = pd.concat([long, published_rows(suite)], ignore_index=True)
+        long[ID_COLUMNS] = long[ID_COLUMNS].fillna("")  # published numbers: no data, files or coverage of ours
+    if long.empty:
+        raise RunLookupError(f"no finished runs for suite {suite!r}; try `detbench run linear-probe --suite {suite}`")
+    return long
+
+
+def leaderboard_view(
+    long: pd.DataFrame, metric: str = "acc", *, delta: bool = False, rank: bool = False, **filters: str | None
+) -> pd.DataFrame:
+    """The wide leaderboard of ``metric`` (one row per run), as deltas to the clean run of the same fit with
+    ``delta``, keeping the runs :func:`filter_runs` selects with ``filters`` (``detector``, ``backbone``,
+    ``perturbation``; deltas still use every run).
+
+    Args:
+        long: :func:`suite_long` output.
+        metric: the metric shown (a value of ``long``'s ``metric`` column, e.g. ``acc`` or ``ap``).
+        delta: show each perturbed run's difference to its clean run instead of its values (clean rows dropped).
+        rank: add each run's average rank over the generators, sorted by it, and the Friedman test across the runs
+            (:func:`ranked_view`).
+        **filters: patterns for ``detector``, ``backbone`` and ``perturbation`` (see :func:`filter_runs`); None or
+            empty: no filter.
+
+    Returns:
+        The wide table (see :func:`wide_table` and :func:`delta_table`), index reset.
+
+    Raises:
+        ConfigError: ``metric`` is not a metric of these runs, or ``rank`` with ``delta``.
+        RunLookupError: the filters select no run.
+        DataError: ``rank`` without two generators and two runs to rank.
+    """
+    from detbench.errors import ConfigError
+
+    known = set(long["metric"])
+    if metric not in known:
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(known))}")
+    if rank and delta:
+        raise ConfigError("--rank ranks the runs' values, not differences to clean runs; drop --delta or --rank")
+    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
+    if filter_runs(long, **filters).empty:
+        suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
+        raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
+    view = filter_runs(view, **filters).reset_index(drop=True)
+    return ranked_view(view, metric) if rank else view
+
+
+RANK_COLUMN = "avg_rank"
+
+
+def _direction(metric: str) -> str:
+    """``higher``, ``lower`` (better) or ``none`` (counts, thresholds, metrics it does not know)."""
+    from detbench.metrics import DIRECTIONS
+
+    return DIRECTIONS.get(metric, "none")
+
+
+def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.DataFrame:
+    """``view`` with each run's average rank over the generators (1 = best for ``metric``), sorted by it, and the
+    Friedman test and Nemenyi critical difference across the runs (Demšar 2006) in ``.attrs["friedman"]``.
+
+    Only runs with a value for every generator are ranked (the others get NaN and sort last): Friedman's test needs
+    complete blocks.
+
+    Args:
+        view: a wide leaderboard (:func:`leaderboard_view`, not of deltas).
+        metric: the metric its values are of (its direction says what rank 1 is).
+        alpha: the level of the critical difference.
+
+    Returns:
+        The view with :data:`RANK_COLUMN`; ``.attrs["friedman"]``: :class:`detbench.stats.Friedman` as a dict, with
+        ``run_ids`` of the ranked rows in their order.
+
+    Raises:
+        ConfigError: ``metric`` has no direction (a count or a threshold).
+        DataError: fewer than two generators, or fewer than two runs with a value for each.
+    """
+    import dataclasses
+
+    from detbench.errors import ConfigError, DataError
+    from detbench.stats import friedman
+
+    direction = _direction(metric)
+    if direction == "none":
+        raise ConfigError(f"--rank needs a metric where higher or lower is better; {metric!r} is neither")
+    generators = [c for c in view.columns if c not in (*ID_COLUMNS, *SUMMARY_ROWS, "mean_delta", RANK_COLUMN)]
+    complete = view[generators].notna().all(axis=1).to_numpy() if generators else np.zeros(len(view), bool)
+    if len(generators) < 2 or complete.sum() < 2:
+        raise DataError(
+            f"--rank ranks runs over generators: it needs two or more generators and two or more runs with a "
+            f"{metric} value for each; these runs have {len(generators)} generators and {int(complete.sum())} such runs"
+        )
+    values = view.loc[complete, generators].to_numpy(dtype=float).T  # (generators, runs)
+    result = friedman(values, higher_is_better=direction == "higher", alpha=alpha)
+    out = view.copy()
+    out[RANK_COLUMN] = np.nan
+    out.loc[complete, RANK_COLUMN] = result.ranks
+    out = out.sort_values(RANK_COLUMN, kind="stable", na_position="last").reset_index(drop=True)
+    out.attrs["friedman"] = {**dataclasses.asdict(result), "run_ids": list(view.loc[complete, "run_id"])}
+    return out
+
+
+def threshold_label(record: dict[str, Any]) -> str:
+    """How tables name a run's decision threshold.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The record's threshold label if it has one, else ``calibrated`` or the fixed value, e.g. ``0.5``.
+    """
+    t = record.get("threshold") or {}
+    return t.get("label") or ("calibrated" if t.get("policy") == "calibrated" else f"{t.get('value', 0.5):g}")
+
+
+def filter_runs(long: pd.DataFrame, **patterns: str | None) -> pd.DataFrame:
+    """Keep the rows whose ``detector``/``backbone``/``perturbation`` match the given patterns.
+
+    A pattern equal to some value of its column (case-insensitive) selects exactly that value; otherwise
+    it selects every value containing it (``--perturbation jpeg`` keeps all JPEG runs, ``clean`` only
+    the unperturbed ones, ``--backbone efficientnet`` any EfficientNet backbone).
+
+    Args:
+        long: a table with the filtered columns (long or wide).
+        **patterns: ``detector``, ``backbone`` and/or ``perturbation`` patterns; None or empty: no filter.
+
+    Returns:
+        The matching rows (index kept).
+
+    Raises:
+        ValueError: a pattern names another column (a caller's bug, not the user's).
+    """
+    for column, pattern in patterns.items():
+        if column not in FILTER_COLUMNS:
+            raise ValueError(f"cannot filter on {column!r}; choose from {FILTER_COLUMNS}")
+        if not pattern:
+            continue
+        values = long[column].astype(str).str.lower()
+        pattern = pattern.lower()
+        exact = values == pattern
+        long = long[exact if exact.any() else values.str.contains(pattern, regex=False)]
+    return long
+
+
+def perturbation_rank(label: str) -> tuple[int, str, float]:
+    """Sort key: clean first, then single perturbations by kind and rising severity, then compositions.
+
+    Args:
+        label: a perturbation label as run tables show it (``clean``, a spec such as ``jpeg:75``, or a
+            composition such as ``blur:2+jpeg:90``); one that does not parse sorts with the compositions.
+
+    Returns:
+        ``(group, kind, severity)``: group 0 clean, 1 single, 2 composed or unparsed.
+    """
+    from detbench.config import ConfigError
+    from detbench.data.perturbations import parse_perturbation
+
+    if label == "clean":
+        return (0, "", 0.0)
+    try:
+        steps = parse_perturbation(label).steps
+    except ConfigError:
+        return (2, label, 0.0)
+    if len(steps) > 1:
+        return (2, label, 0.0)
+    return (1, steps[0].name, -steps[0].level if steps[0].severe_when_low else steps[0].level)
+
+
+def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+    """One row per run, one column per generator (then mean, worst) for ``metric``, and ``mean_delta``:
+    a perturbed run's mean minus that of the clean run of the same fit and threshold (NaN without one).
+
+    Args:
+        long: :func:`long_table` output (rows of other metrics are ignored).
+        metric: the metric to show.
+
+    Returns:
+        :data:`ID_COLUMNS`, the generator columns, the summary columns and ``mean_delta``; sorted by protocol,
+        then perturbation (:func:`perturbation_rank`), then mean (best first), rows whose mean covers fewer generators
+        than the other rows of their protocol after the rest (their ``coverage`` ends ``, K/N generators``; see
+        :func:`partial_generators`). Only :data:`ID_COLUMNS` when no run has ``metric``.
+    """
+    subset = long[long["metric"] == metric]
+    if subset.empty:
+        return pd.DataFrame(columns=ID_COLUMNS)
+    wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
+    generators = [g for g in wide.columns if g not in SUMMARY_ROWS]
+    wide = wide[generators + [c for c in SUMMARY_ROWS if c in wide.columns]].reset_index()
+    wide.columns.name = None
+    if "mean" in wide.columns:
+        wide["mean_delta"] = delta_table(wide, keep_clean=True)["mean"]
+    per_run = subset[~subset["generator"].isin(SUMMARY_ROWS)].groupby(ID_COLUMNS)["generator"].nunique()
+    has = wide.set_index(ID_COLUMNS).index.map(per_run).fillna(0).astype(int).to_numpy()
+    of = wide["protocol"].map(  # the generators of the rows beside it: its protocol's in this table
+        subset[~subset["generator"].isin(SUMMARY_ROWS)].groupby("protocol")["generator"].nunique()
+    ).fillna(0).astype(int).to_numpy()
+    partial = has < of
+    wide.loc[partial, "coverage"] = [
+        f"{c}, {h}/{o} {GENERATORS}" if c else f"{h}/{o} {GENERATORS}"
+        for c, h, o in zip(wide.loc[partial, "coverage"], has[partial], of[partial], strict=True)
+    ]
+    rank = wide["perturbation"].map(perturbation_rank)
+    best_first = -1 if _direction(metric) != "lower" else 1
+    wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _c=partial,
+                       _m=best_first * wide.get("mean", 0.0))
+    wide = wide.sort_values(["protocol", "_p", "_k", "_s", "_c", "_m"], kind="stable")  # ranked per perturbation,
+    return wide.drop(columns=["_p", "_k", "_s", "_c", "_m"]).reset_index(drop=True)  # incomplete rows after
+
+
+def partial_generators(coverage: str) -> tuple[int, int] | None:
+    """How many of the table's generators a row's mean covers, when fewer than all (:func:`wide_table`).
+
+    Args:
+        coverage: a wide table's ``coverage`` cell.
+
+    Returns:
+        ``(K, N)``, or None when the row covers them all.
+    """
+    import re
+
+    found = re.search(rf"(\d+)/(\d+) {GENERATORS}$", str(coverage))
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:
+    """``wide`` with every value column replaced by its difference to the clean run of the same fit and
+    threshold policy (NaN where none exists; several such runs, e.g. with other bootstrap counts, share
+    their point values). Clean rows are dropped unless ``keep_clean`` (their deltas are NaN).
+
+    Args:
+        wide: :func:`wide_table` output.
+        keep_clean: keep the clean rows (with NaN deltas).
+
+    Returns:
+        The same columns (``mean_delta`` dropped) holding differences.
+    """
+    values = [c for c in wide.columns if c not in ID_COLUMNS and c != "mean_delta"]
+    clean = wide[wide["perturbation"] == "clean"].drop_duplicates(["fit_id", "threshold"], keep="last")
+    reference = wide[["fit_id", "threshold"]].merge(clean[["fit_id", "threshold", *values]], how="left")
+    out = wide.drop(columns=["mean_delta"], errors="ignore").copy()
+    is_clean = (out["perturbation"] == "clean").to_numpy()
+    for col in values:
+        delta = out[col].to_numpy(dtype=float) - reference[col].to_numpy(dtype=float)
+        out[col] = pd.Series(delta, index=out.index).where(~is_clean)
+    return out if keep_clean else out[~is_clean].reset_index(drop=True)
+
+
+def write_csvs(
+    suite: str,
+    out_dir: Path,
+    metric: str = "acc",
+    runs_root: Path | None = None,
+    filters: dict[str, str | None] | None = None,
+    rank: bool = False,
+) -> tuple[Path, Path]:
+    """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically,
+    keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run).
+
+    Args:
+        suite: the suite's name.
+        out_dir: the folder to write into (created if missing; existing files of these names are replaced).
+        metric: the metric of the wide table.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+        filters: ``detector``/``backbone``/``perturbation`` patterns; None: every run.
+        rank: the wide CSV gets each run's average rank over the generators (:func:`ranked_view`), sorted by it.
+
+    Returns:
+        The paths of the wide and the long CSV.
+    """
+    from detbench.store import atomic_path
+
+    long = long_table(suite, runs_root)
+    wide = filter_runs(wide_table(long, metric), **(filters or {}))
+    wide = ranked_view(wide.reset_index(drop=True), metric) if rank else wide
+    long = filter_runs(long, **(filters or {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / f"{suite}_leaderboard.csv", out_dir / f"{suite}_leaderboard_long.csv")
+    for df, path in zip((wide, long), paths, strict=True):
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6g")
+    return paths
