@@ -26,6 +26,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def orders(session: nox.Session) -> None:
+    """The CPU tests twice more, each in another random order (pytest-randomly seeds 1 and 2): tests that pass only
+    in one order, or only after another test, fail here."""
+    _install(session)
+    for seed in ("1", "2"):
+        session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+                    f"--randomly-seed={seed}", *session.posargs)
+
+
+@nox.session
 def slow(session: nox.Session) -> None:
     """The slow tests (long end-to-end runs and kill points), on CPU."""
     _install(session)

@@ -63,8 +63,18 @@ def canonical_set(name: str) -> str | None:
     return _BY_NORM.get(norm(name))
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "aigcdetect",
+    "class": "AIGCDetectSuite",
+    "summary": (
+        "AIGCDetectBenchmark (PatchCraft): 16 GAN/diffusion/commercial test sets; train on ProGAN (4 or 20 "
+        "classes)."
+    ),
+}
+
+
 class AIGCDetectSuite(Suite):
-    name = "aigcdetect"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"

@@ -30,8 +30,15 @@ RELEASED = {0: 14_863, 1: 11_170}  # images per label in the released test set (
 ACCEPTED = "  ROOT/[test/]{0_real,1_fake}/*   (folder names any case)"
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "chameleon",
+    "class": "ChameleonSuite",
+    "summary": "Chameleon (AIDE, ICLR 2025): 14,863 real + 11,170 human-fooling fakes; test only, real/fake acc shown.",
+}
+
+
 class ChameleonSuite(Suite):
-    name = "chameleon"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

@@ -45,8 +45,15 @@ class DemoOptions:
             )
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "demo",
+    "class": "DemoSuite",
+    "summary": "Embedded offline demo: photo crops vs 4 synthetic generator families (a stand-in, not a benchmark).",
+}
+
+
 class DemoSuite(Suite):
-    name = "demo"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "timm:efficientnet_lite0@bundled"
     default_protocol = "upconv"

@@ -69,8 +69,18 @@ class DiffusionForensicsOptions(EvalProfileOption):
     representation: Literal["images", "recons", "dire"] = "images"  # which DIRE folder to index
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "diffusionforensics",
+    "class": "DiffusionForensicsSuite",
+    "summary": (
+        "DiffusionForensics (DIRE, ICCV 2023): LSUN-Bedroom/ImageNet/CelebA-HQ diffusion images; DIRE or NPR "
+        "layout."
+    ),
+}
+
+
 class DiffusionForensicsSuite(Suite):
-    name = "diffusionforensics"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

@@ -63,8 +63,15 @@ class FileListOptions(EvalProfileOption):
         object.__setattr__(self, "split_default", split_value(self.split_default))
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "list",
+    "class": "FileListSuite",
+    "summary": "Any dataset given as a CSV/TSV/JSON/Parquet file list: path, label, optional generator and split.",
+}
+
+
 class FileListSuite(SplitsFromDataSuite):
-    name = "list"
+    name = REGISTRATION["name"]
     version = 2  # 2: splits normalised, conflicting labels and symlinks leaving the root skipped
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

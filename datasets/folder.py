@@ -36,8 +36,15 @@ class FolderOptions(EvalProfileOption):
             raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "folder",
+    "class": "FolderSuite",
+    "summary": "Your own data: any tree of 0_real/1_fake, real/fake or nature/ai folders.",
+}
+
+
 class FolderSuite(SplitsFromDataSuite):
-    name = "folder"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "train-on-<generator>"  # no sensible default: the error lists the train-on-* protocols

@@ -23,8 +23,18 @@ ACCEPTED = (
 )
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "gangen",
+    "class": "GANGenSuite",
+    "summary": (
+        "GANGen-Detection (NPR, FreqNet): 9 GANs, 2k real + 2k fake each; test only (train on ProGAN "
+        "elsewhere)."
+    ),
+}
+
+
 class GANGenSuite(Suite):
-    name = "gangen"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

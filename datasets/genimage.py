@@ -85,8 +85,15 @@ class GenImageOptions(EvalProfileOption):
         object.__setattr__(self, "generators", tuple(sorted(set(keys))))
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "genimage",
+    "class": "GenImageSuite",
+    "summary": "GenImage (NeurIPS 2023): 8 ImageNet-conditioned generators; train on SD v1.4, evaluate on all.",
+}
+
+
 class GenImageSuite(Suite):
-    name = "genimage"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "sdv14"

@@ -76,8 +76,15 @@ class _NoImages(ShardError):
     """A ``.parquet`` file beside the shards that holds no image column at all (``metadata.parquet``)."""
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "parquet",
+    "class": "ParquetSuite",
+    "summary": "Parquet shards with the images inside (Hugging Face datasets): image/label/generator/split columns.",
+}
+
+
 class ParquetSuite(SplitsFromDataSuite):
-    name = "parquet"
+    name = REGISTRATION["name"]
     version = 2  # 2: split values normalised; shards leading outside the root and non-image files skipped
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

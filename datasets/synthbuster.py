@@ -49,8 +49,15 @@ class SynthbusterOptions(EvalProfileOption):
             raise ConfigError(f"real_folder must be a folder inside the suite root; got {self.real_folder!r}")
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "synthbuster",
+    "class": "SynthbusterSuite",
+    "summary": "Synthbuster (Bammey 2023): 9 text-to-image generators, each against the RAISE-1k real pool; test only.",
+}
+
+
 class SynthbusterSuite(Suite):
-    name = "synthbuster"
+    name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "eval"

@@ -83,8 +83,19 @@ class UFDOptions(EvalProfileOption):
         object.__setattr__(self, "extra_domains", tuple(sorted(set(self.extra_domains))))
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "universalfakedetect",
+    "class": "UniversalFakeDetectSuite",
+    "summary": (
+        "UniversalFakeDetect (CVPR 2023): train on ProGAN (4 or 20 classes), evaluate on 19 GAN/diffusion "
+        "domains."
+    ),
+    "aliases": ["ufd"],
+}
+
+
 class UniversalFakeDetectSuite(Suite):
-    name = "universalfakedetect"
+    name = REGISTRATION["name"]
     version = 2
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "progan-4class"

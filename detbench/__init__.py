@@ -14,15 +14,12 @@ From Python (each function does what its command does; see :mod:`detbench.api`):
 raises a :class:`DetbenchError` (its subclasses below: ``ConfigError``, ``InputError``, ``DataError``...); warnings
 about the data or the results are :class:`DetbenchWarning`\\ s.
 
-The API functions ``index``, ``predict``, ``leaderboard`` and ``sweep`` share their names with the modules that
-implement them: ``detbench.data.index`` is the function; the module is ``sys.modules["detbench.data.index"]`` (``from
-detbench.data.index import build_index`` works as before).
+The modules behind these functions live in sub-packages by concern (``detbench.engine`` runs, ``detbench.data``
+indexes, ``detbench.results`` reads runs back...); ``docs/architecture.md`` maps them.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from detbench.errors import (
@@ -82,16 +79,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *API})
-
-
-class _Package(types.ModuleType):
-    """The ``detbench`` module: importing the submodule ``detbench.data.index`` (or ``predict``, ``leaderboard``,
-    ``sweep``) leaves ``detbench.data.index`` the API function instead of binding the module over it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

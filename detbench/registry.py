@@ -11,11 +11,15 @@ packages register through the entry-point groups ``detbench.detectors``, ``detbe
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from detbench.errors import RegistryError
@@ -66,6 +70,34 @@ def _import_target(target: str) -> Any:
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+REGISTRATION_BLOCK = re.compile(r"^REGISTRATION = (\{.*?^\})", re.M | re.S)
+
+
+def read_registration(path: Path) -> dict[str, Any] | None:
+    """The ``REGISTRATION`` literal of a plugin module, read from its source without importing it.
+
+    Args:
+        path: the module's file.
+
+    Returns:
+        A fresh dict, or None when the module has no ``REGISTRATION``.
+
+    Raises:
+        RegistryError: the block is not a dict of literals with ``name``, ``class`` and ``summary``.
+    """
+    match = REGISTRATION_BLOCK.search(path.read_text(encoding="utf-8"))
+    if match is None:
+        return None
+    try:
+        facts = ast.literal_eval(match.group(1))
+    except (ValueError, SyntaxError) as exc:
+        raise RegistryError(f"{path}: REGISTRATION must be a dict of literals ({exc})") from None
+    missing = [key for key in ("name", "class", "summary") if not isinstance(facts.get(key), str)]
+    if missing:
+        raise RegistryError(f"{path}: REGISTRATION lacks {', '.join(missing)} (strings)")
+    return dict(facts)
 
 
 class Registry:
@@ -139,6 +171,35 @@ class Registry:
                 f"cannot register it again from {entry.origin}: {entry.target}"
             )
         self._entries[name] = entry
+
+    def discover(self, package: str) -> None:
+        """Register the plugins shipped in ``detbench.<package>`` from their modules' ``REGISTRATION`` literals.
+
+        Each plugin module states its own registration once, as a dict of literals read here without importing the
+        module (so listing names never imports torch): ``name``, ``class``, ``summary``, optional ``aliases`` and,
+        for detectors, the :class:`DetectorInfo` fields. Modules whose names start with ``_`` and modules without a
+        ``REGISTRATION`` are helpers.
+
+        Args:
+            package: ``detectors`` or ``datasets``.
+
+        Raises:
+            RegistryError: a ``REGISTRATION`` that is not a literal dict with ``name``, ``class`` and ``summary``.
+        """
+        spec = importlib.util.find_spec(f"detbench.{package}")
+        assert spec is not None and spec.submodule_search_locations
+        for path in sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            facts = read_registration(path)
+            if facts is None:
+                continue
+            target = f"detbench.{package}.{path.stem}:{facts.pop('class')}"
+            name, summary, aliases = facts.pop("name"), facts.pop("summary"), facts.pop("aliases", [])
+            info = DetectorInfo(**facts) if facts else None
+            self.register_lazy(name, target, summary, info=info)
+            for alias in aliases:
+                self.register_lazy(alias, target, f"Alias of {name}.")
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or not self.entry_point_group:
@@ -247,116 +308,8 @@ DETECTORS = Registry("detector", "detbench.detectors", base="detbench.kit.detect
 SUITES = Registry("suite", "detbench.data.suites", base="detbench.data.suites:Suite")
 PERTURBATIONS = Registry("perturbation", "detbench.data.perturbations", base="detbench.data.perturbations:Step")
 
-DETECTORS.register_lazy(
-    "linear-probe",
-    "detbench.detectors.linear_probe:LinearProbe",
-    "Logistic regression on frozen backbone features (regularisation chosen on the training generator).",
-    info=DetectorInfo(paper="baseline: a linear probe on frozen features"),
-)
-DETECTORS.register_lazy(
-    "mpft",
-    "detbench.detectors.mpft:MPFT",
-    "Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed).",
-    info=DetectorInfo(paper="Niu et al., AAAI (arXiv 2601.03586)", year=2026),
-)
-DETECTORS.register_lazy(
-    "univfd",
-    "detbench.detectors.univfd:UnivFD",
-    "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
-    info=DetectorInfo(paper="Ojha et al., CVPR", year=2023, weights_key="head", released="fc_weights.pth"),
-)
-DETECTORS.register_lazy(
-    "cnnspot",
-    "detbench.detectors.cnnspot:CNNSpot",
-    "CNNSpot (CVPR 2020): ResNet-50 with one logit, blur+JPEG augmented training; or a released checkpoint.",
-    info=DetectorInfo(paper="Wang et al., CVPR", year=2020, weights_key="weights",
-                      released="blur_jpg_prob0.5.pth, blur_jpg_prob0.1.pth"),
-)
-DETECTORS.register_lazy(
-    "npr",
-    "detbench.detectors.npr:NPR",
-    "NPR (CVPR 2024): a trimmed ResNet-50 on neighbouring-pixel residuals, trained from scratch; or released.",
-    info=DetectorInfo(paper="Tan et al., CVPR", year=2024, weights_key="weights",
-                      released="NPR.pth, model_epoch_last_3090.pth"),
-)
-DETECTORS.register_lazy(
-    "aide",
-    "detbench.detectors.aide:AIDE",
-    "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
-    "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.",
-    info=DetectorInfo(paper="Yan et al., ICLR", year=2025, weights_key="weights",
-                      released="the Model Zoo checkpoints ({'model': ...}), e.g. progan_train.pth"),
-)
-DETECTORS.register_lazy(
-    "rigid",
-    "detbench.detectors.rigid:RIGID",
-    "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
-    info=DetectorInfo(paper="He, Chen, Ho (arXiv 2405.20112)", year=2024, training="training-free"),
-)
-DETECTORS.register_lazy(
-    "external",
-    "detbench.detectors.external:External",
-    "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench import-scores.",
-    info=DetectorInfo(paper="none: per-image scores computed elsewhere, imported", training="training-free"),
-)
-SUITES.register_lazy(
-    "demo",
-    "detbench.datasets.demo:DemoSuite",
-    "Embedded offline demo: photo crops vs 4 synthetic generator families (a stand-in, not a benchmark).",
-)
-SUITES.register_lazy(
-    "genimage",
-    "detbench.datasets.genimage:GenImageSuite",
-    "GenImage (NeurIPS 2023): 8 ImageNet-conditioned generators; train on SD v1.4, evaluate on all.",
-)
-SUITES.register_lazy(
-    "universalfakedetect",
-    "detbench.datasets.universalfakedetect:UniversalFakeDetectSuite",
-    "UniversalFakeDetect (CVPR 2023): train on ProGAN (4 or 20 classes), evaluate on 19 GAN/diffusion domains.",
-)
-SUITES.register_lazy(
-    "ufd", "detbench.datasets.universalfakedetect:UniversalFakeDetectSuite", "Alias of universalfakedetect."
-)
-SUITES.register_lazy(
-    "folder",
-    "detbench.datasets.folder:FolderSuite",
-    "Your own data: any tree of 0_real/1_fake, real/fake or nature/ai folders.",
-)
-SUITES.register_lazy(
-    "aigcdetect",
-    "detbench.datasets.aigcdetect:AIGCDetectSuite",
-    "AIGCDetectBenchmark (PatchCraft): 16 GAN/diffusion/commercial test sets; train on ProGAN (4 or 20 classes).",
-)
-SUITES.register_lazy(
-    "gangen",
-    "detbench.datasets.gangen:GANGenSuite",
-    "GANGen-Detection (NPR, FreqNet): 9 GANs, 2k real + 2k fake each; test only (train on ProGAN elsewhere).",
-)
-SUITES.register_lazy(
-    "diffusionforensics",
-    "detbench.datasets.diffusionforensics:DiffusionForensicsSuite",
-    "DiffusionForensics (DIRE, ICCV 2023): LSUN-Bedroom/ImageNet/CelebA-HQ diffusion images; DIRE or NPR layout.",
-)
-SUITES.register_lazy(
-    "chameleon",
-    "detbench.datasets.chameleon:ChameleonSuite",
-    "Chameleon (AIDE, ICLR 2025): 14,863 real + 11,170 human-fooling fakes; test only, real/fake acc shown.",
-)
-SUITES.register_lazy(
-    "synthbuster",
-    "detbench.datasets.synthbuster:SynthbusterSuite",
-    "Synthbuster (Bammey 2023): 9 text-to-image generators, each against the RAISE-1k real pool; test only.",
-)
-SUITES.register_lazy(
-    "list",
-    "detbench.datasets.filelist:FileListSuite",
-    "Any dataset given as a CSV/TSV/JSON/Parquet file list: path, label, optional generator and split.",
-)
-SUITES.register_lazy(
-    "parquet",
-    "detbench.datasets.hfparquet:ParquetSuite",
-    "Parquet shards with the images inside (Hugging Face datasets): image/label/generator/split columns.",
-)
+DETECTORS.discover("detectors")
+SUITES.discover("datasets")
 PERTURBATIONS.register_lazy(
     "jpeg", "detbench.data.perturbations:JpegQuality", "JPEG re-encoding at quality Q (1..100), e.g. jpeg:75."
 )

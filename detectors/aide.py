@@ -43,7 +43,7 @@ gives its pooled embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -111,12 +111,29 @@ class AIDEConfig:
 # ---------------------------------------------------------------------------------------------- detector
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "aide",
+    "class": "AIDE",
+    "summary": (
+        "AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
+        "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint."
+    ),
+    "paper": "Yan et al., ICLR",
+    "year": 2025,
+    "weights_key": "weights",
+    "released": "the Model Zoo checkpoints ({'model': ...}), e.g. progan_train.pth",
+}
+
+
 class AIDE(ClassifierDetector):
-    name = "aide"
+    name = REGISTRATION["name"]
     version = 2  # 2: trains on the shared loop; a fit's state is model.safetensors (the same keys as before)
     Config = AIDEConfig
-    summary = ("AIDE (ICLR 2025): DCT-graded patches through SRM filters and two ResNet-50 experts, plus frozen "
-               "OpenCLIP ConvNeXt semantics; trained, or a released checkpoint.")
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "backbone": "timm:efficientnet_lite0@bundled", "input_size": 32, "epochs": 1, "train_batch_size": 8,
+        "checkpoint_every": 0,
+    }
     weights_what = "the AIDE checkpoint"
     weights_fix = WEIGHTS_FIX
     init_stream = INIT_STREAM

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -248,12 +248,27 @@ class ValidationAugment:
 # ---------------------------------------------------------------------------------------------- detector
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "cnnspot",
+    "class": "CNNSpot",
+    "summary": "CNNSpot (CVPR 2020): ResNet-50 with one logit, blur+JPEG augmented training; or a released checkpoint.",
+    "paper": "Wang et al., CVPR",
+    "year": 2020,
+    "weights_key": "weights",
+    "released": "blur_jpg_prob0.5.pth, blur_jpg_prob0.1.pth",
+}
+
+
 class CNNSpot(ClassifierDetector):
+    name = REGISTRATION["name"]
     default_holdout = "val-split"  # train.py validates on <dataroot>/val
-    name = "cnnspot"
     version = 1
     Config = CNNSpotConfig
-    summary = "CNNSpot (CVPR 2020): ResNet-50, one logit; released blur_jpg_prob checkpoints or the original recipe."
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "init": "random", "load_size": 32, "crop": 32, "eval_crop": 32, "max_epochs": 1, "train_batch_size": 8,
+        "checkpoint_every": 0,
+    }
     weights_what = "the CNNSpot checkpoint"
     file_keys = {"weights": (), "init": ("imagenet", "random")}  # files named by their sha256 in the identity
     weights_fix = ("pass --set weights=/path/to/blur_jpg_prob0.5.pth (or blur_jpg_prob0.1.pth: "

@@ -52,11 +52,23 @@ class ExternalConfig:
                               f"got {self.name!r}")
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "external",
+    "class": "External",
+    "summary": (
+        "Scores computed outside detbench (closed APIs, other frameworks), imported from a file: detbench "
+        "import-scores."
+    ),
+    "paper": "none: per-image scores computed elsewhere, imported",
+    "training": "training-free",
+}
+
+
 class External(Detector):
-    name = "external"
+    name = REGISTRATION["name"]
     version = 1
     Config = ExternalConfig
-    summary = "Scores computed outside detbench (a closed API, another framework), imported from a file."
+    summary = REGISTRATION["summary"]
     training_free = True
     external = True
     score_only_keys = ("file", "logits", "score_column", "key_column", "paths_relative_to")

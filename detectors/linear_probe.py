@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -52,11 +52,20 @@ class LinearProbeConfig:
                                   + f"; got {value}")
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "linear-probe",
+    "class": "LinearProbe",
+    "summary": "Logistic regression on frozen backbone features (regularisation chosen on the training generator).",
+    "paper": "baseline: a linear probe on frozen features",
+}
+
+
 class LinearProbe(FrozenFeatureDetector):
-    name = "linear-probe"
+    name = REGISTRATION["name"]
     version = 1
     Config = LinearProbeConfig
-    summary = "Logistic regression on frozen backbone features (C chosen on the training generator)."
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {"backbone": "timm:efficientnet_lite0@bundled", "crop": 32}
     profile_defaults = {"small": {"crop": 128}}
     requires_heldout = True  # C is chosen on the held-out images
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -101,12 +101,24 @@ class MPFTConfig:
 # ------------------------------------------------------------------------------------------- detector
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "mpft",
+    "class": "MPFT",
+    "summary": "Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed).",
+    "paper": "Niu et al., AAAI (arXiv 2601.03586)",
+    "year": 2026,
+}
+
+
 class MPFT(Detector):
-    name = "mpft"
+    name = REGISTRATION["name"]
     version = 1
     Config = MPFTConfig
-    summary = ("Masked partial fine-tuning with Texture-Aware Masking (Niu et al. 2026, reconstructed): "
-               "last blocks + head fine-tuned while the most textured patches are masked.")
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "backbone": "open_clip:detbench-tiny-vit@random", "k": 1, "batch_size": 4, "steps": 2, "eval_every": 2,
+        "checkpoint_every": 0, "train_per_class": 0, "warmup": 0.0,
+    }
     profile_defaults = {
         # "small" (the demo): its EfficientNet-Lite0 (a CNN, so TAM masks a 16 px grid of the 128 px
         # crop), its last 2 stages + conv_head/bn2 trainable, 60 steps of 32 (about 5 passes over 180

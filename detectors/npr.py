@@ -37,7 +37,7 @@ run seed (``--seed``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -214,11 +214,28 @@ class TrainAugment:
 # ---------------------------------------------------------------------------------------------- detector
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "npr",
+    "class": "NPR",
+    "summary": (
+        "NPR (CVPR 2024): a trimmed ResNet-50 on neighbouring-pixel residuals, trained from scratch; or "
+        "released."
+    ),
+    "paper": "Tan et al., CVPR",
+    "year": 2024,
+    "weights_key": "weights",
+    "released": "NPR.pth, model_epoch_last_3090.pth",
+}
+
+
 class NPR(ClassifierDetector):
-    name = "npr"
+    name = REGISTRATION["name"]
     version = 1
     Config = NPRConfig
-    summary = "NPR (CVPR 2024): trimmed ResNet-50 on neighbouring-pixel residuals; released or trained from scratch."
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "load_size": 32, "crop_size": 32, "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
+    }
     weights_what = "the NPR checkpoint"
     default_holdout = "0"  # train.py trains on all of <dataroot>/train and keeps the last epoch
     weights_fix = ("pass --set weights=/path/to/NPR.pth (or model_epoch_last_3090.pth: both in the root of "

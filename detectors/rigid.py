@@ -37,7 +37,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -108,11 +108,22 @@ def embedding_distance(clean: Any, noisy: Any, dtype: str) -> np.ndarray:
     return (1.0 - cos).double().cpu().numpy()
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "rigid",
+    "class": "RIGID",
+    "summary": "RIGID (He et al. 2024): training-free; 1 - cos of DINOv2 embeddings of an image and its noisy copy.",
+    "paper": "He, Chen, Ho (arXiv 2405.20112)",
+    "year": 2024,
+    "training": "training-free",
+}
+
+
 class RIGID(Detector):
-    name = "rigid"
+    name = REGISTRATION["name"]
     version = 1
     Config = RIGIDConfig
-    summary = "RIGID (He et al. 2024): training-free, 1 - cos of DINOv2 embeddings of an image and its noisy copy."
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {"backbone": "timm:vit_small_patch14_dinov2@random", "input_size": 28}
     training_free = True
     # The demo: the bundled EfficientNet-Lite0 (the only pretrained backbone offline) at the demo's 128 px.
     profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "input_size": 128}}

@@ -25,7 +25,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -211,11 +211,25 @@ def padded_count(rows: pd.DataFrame, pp: Preprocess) -> int:
 # ---------------------------------------------------------------------------------------------- detector
 
 
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "univfd",
+    "class": "UnivFD",
+    "summary": "UnivFD (CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features; trained, or the released head.",
+    "paper": "Ojha et al., CVPR",
+    "year": 2023,
+    "weights_key": "head",
+    "released": "fc_weights.pth",
+}
+
+
 class UnivFD(FrozenFeatureDetector):
-    name = "univfd"
+    name = REGISTRATION["name"]
     version = 1
     Config = UnivFDConfig
-    summary = "UnivFD (CVPR 2023): linear head on frozen CLIP ViT-L/14 features; trained, or the released one."
+    summary = REGISTRATION["summary"]
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "backbone": "open_clip:detbench-tiny-vit@random", "max_epochs": 1, "aug_views": 1,
+    }
     profile_defaults = {"small": {"crop": 128}}
     file_keys = {"head": ()}  # named by its sha256 in the identity
     default_holdout = "val-split"  # train.py validates on a set apart from its training images

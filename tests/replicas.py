@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -511,3 +512,45 @@ def build_hf_parquet(root: Path, *, n: int = 4, generators: tuple[str, ...] = ("
                 locator = f"{shard}#image:{row:09d}"
                 rep.expected.append((locator, r["generator"], split, r["_label"], r.get("_status", "ok")))
     return rep
+
+
+# ------------------------------------------------------------------------------------------ file lists
+
+
+def build_filelist(root: Path, *, n: int = 2, generators: tuple[str, ...] = ("sdxl", "flux")) -> Replica:
+    """``images/<gen>/<real|fake>/*`` listed in ``labels.csv`` (columns path, label as real/fake, generator,
+    split); the folders name nothing the suite reads: the list alone decides."""
+    rep = Replica(Path(root))
+    seed = 14000
+    lines = ["path,label,generator,split"]
+    for split in ("train", "test"):
+        for gen in generators:
+            for label in (0, 1):
+                for j in range(n):
+                    seed += 1
+                    path = write_image(rep.root / "images" / gen / f"{split}_{label}_{j}.png", seed=seed)
+                    rep.add(path, gen, split, label)
+                    lines.append(f"{path.relative_to(rep.root).as_posix()},{'fake' if label else 'real'},{gen},{split}")
+    (rep.root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return rep
+
+
+def _split_folders(root: Path) -> Replica:
+    return build_folder(root, generators=("sdxl", "flux"), splits=("train", "test"))
+
+
+# suite name -> the builder of a replica of its layout, and the suite options it needs (the suite contract tests scan
+# each one)
+REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
+    "genimage": (build_genimage, {}),
+    "universalfakedetect": (build_ufd, {}),
+    "folder": (_split_folders, {}),
+    "aigcdetect": (build_aigcdetect, {}),
+    "gangen": (build_gangen, {}),
+    "diffusionforensics": (build_diffusionforensics, {}),
+    "chameleon": (build_chameleon, {}),
+    "synthbuster": (build_synthbuster, {}),
+    "list": (build_filelist, {}),
+    "parquet": (build_hf_parquet, {"generator_column": "generator"}),
+    "split-collection": (_split_folders, {}),  # the guide's template suite
+}

@@ -229,6 +229,7 @@ class Runner:
                 state_dir = target / "state"
                 tmp = target / "state.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
                 detector.save(tmp)
                 shutil.rmtree(state_dir, ignore_errors=True)
                 tmp.rename(state_dir)

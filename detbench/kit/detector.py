@@ -94,6 +94,9 @@ class Detector(ABC):
     # Users override it with --set train.holdout=...; what is used is part of the fit identity.
     default_holdout: ClassVar[str | None] = None
     requires_heldout: ClassVar[bool] = False  # its training cannot run without held-out images (it selects on them)
+    # Settings that make a fit and a scoring pass take seconds on 32-pixel images (stand-in backbones, one epoch):
+    # the contract tests (tests/test_contracts.py) run every registered detector with them.
+    tiny_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any) -> None:
         self.config = config
