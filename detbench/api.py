@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from detbench.engine.resolve import RunRequest
-    from detbench.engine.runner import RunResult
     from detbench.progress import Phases
     from detbench.results.presets import Preset
 
@@ -274,11 +273,8 @@ def _runner(progress: bool) -> Any:
 
 
 def _carry_out(req: RunRequest, progress: bool) -> Run:
-    return _as_run(_runner(progress).run(req))
+    return _runner(progress).run(req)
 
-
-def _as_run(result: RunResult) -> Run:
-    return Run(result.run_dir, result.record, result.metrics, reused=result.reused)
 
 
 def sweep(
@@ -325,7 +321,7 @@ def sweep(
     planned = request(detector, suite, root, protocol, settings, seed, None, device, threshold=threshold,
                       bootstrap=bootstrap, force=force)
     result = run_sweep(planned.run, list(perturb), _runner(progress))
-    return [_as_run(result.clean), *(_as_run(r) for _, r in result.perturbed)]
+    return [result.clean, *(r for _, r in result.perturbed)]
 
 
 def import_scores(

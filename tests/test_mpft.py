@@ -283,8 +283,8 @@ def test_sigkill_mid_training_then_resume_gives_identical_scores(tmp_path: Path,
     monkeypatch.setenv("DETBENCH_HOME", str(tmp_path / "clean"))
     clean = Runner(quiet()).run(RunRequest("mpft", "demo", overrides=over, workers=1))
     assert clean.record["fit"]["resumed_from_step"] is None
-    a = pd.read_parquet(resumed.run_dir / "scores.parquet")
-    b = pd.read_parquet(clean.run_dir / "scores.parquet")
+    a = pd.read_parquet(resumed.path / "scores.parquet")
+    b = pd.read_parquet(clean.path / "scores.parquet")
     assert resumed.record["run_id"] == clean.record["run_id"]
     # Equal to float rounding: on some CPUs (AVX-512 oneDNN) a resumed process's kernels differ in the last bits.
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-7)

@@ -135,16 +135,17 @@ def test_a_perfect_ap_stored_just_below_one_draws_its_error_bar(tmp_path: Path) 
     matplotlib's ValueError, on a normal demo run."""
     import pandas as pd
 
+    from detbench.engine.finished_run import Run
     from detbench.results.figures import acc_figure
-    from detbench.results.run_data import RunData
 
     metrics = pd.DataFrame({
         "generator": ["g", "mean", "worst"], "acc": [1.0, 1.0, 1.0], "ap": [0.99999999999999989, 1.0, 1.0],
         "acc_lo": [1.0, 1.0, float("nan")], "acc_hi": [1.0, 1.0, float("nan")],
         "ap_lo": [1.0, 1.0, float("nan")], "ap_hi": [1.0, 1.0, float("nan")],
     })
-    record = {"perturbation": None, "threshold": {"policy": "fixed", "label": "0.5", "value": 0.5}}
-    figure = acc_figure(RunData(tmp_path / "0123456789abcdef", record, metrics))
+    record = {"run_id": "0123456789abcdef" * 4, "perturbation": None,
+              "threshold": {"policy": "fixed", "label": "0.5", "value": 0.5}}
+    figure = acc_figure(Run(tmp_path / "0123456789abcdef", record, metrics))
     assert figure.png.startswith(b"\x89PNG")
 
 

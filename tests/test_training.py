@@ -231,8 +231,8 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path:
     assert clean.record["holdout"] == {"setting": "0", "chosen_by": "npr's original", "used": "0"}
     assert clean.record["counts"]["heldout"] == 0 and clean.record["fit"]["n_heldout"] == 0
     assert not any(k.startswith("heldout_") for k in clean.record["fit"]["history"][0])
-    a = pd.read_parquet(resumed.run_dir / "scores.parquet")
-    b = pd.read_parquet(clean.run_dir / "scores.parquet")
+    a = pd.read_parquet(resumed.path / "scores.parquet")
+    b = pd.read_parquet(clean.path / "scores.parquet")
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-6)
     for got, want in zip(resumed.record["fit"]["history"], clean.record["fit"]["history"], strict=True):
         numbers = {k for k, v in want.items() if isinstance(v, float)}
@@ -257,7 +257,7 @@ def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbe
     assert fit["schedule"]["kind"] == "PlateauSchedule" and fit["epochs_run"] <= 3
     assert fit["history"][0]["kept"] and 1 <= fit["kept_epoch"] <= fit["epochs_run"]
     assert result.record["key"]["detector_identity"]["eval_preprocessing"]["crop"] == "none (native size)"
-    scores = pd.read_parquet(result.run_dir / "scores.parquet")
+    scores = pd.read_parquet(result.path / "scores.parquet")
     assert (scores["status"] == "ok").all() and scores["score"].between(0, 1).all()
 
 

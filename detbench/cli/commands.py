@@ -117,7 +117,7 @@ def run(
         distributed.cleanup()
     if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
         return
-    cli_views.show_result(result.record, result.metrics, result.run_dir, result.reused)
+    cli_views.show_result(result.record, result.metrics, result.path, result.reused)
     if planned.preset is not None:
         cli_views.show_preset_comparison(planned.preset, result)
 

@@ -13,7 +13,7 @@ def show_preset_comparison(preset: Any, result: Any) -> None:
 
     Args:
         preset: the :class:`~detbench.results.presets.Preset` run.
-        result: the run's :class:`~detbench.engine.runner.RunResult`.
+        result: the run's :class:`~detbench.engine.finished_run.Run`.
     """
     from detbench.results.display import frame_table
     from detbench.results.presets import compare

@@ -52,6 +52,11 @@ class Run:
         return detector_label(self.record)
 
     @property
+    def name(self) -> str:
+        """The run's folder name (the first characters of its id)."""
+        return self.path.name
+
+    @property
     def suite(self) -> str:
         return str(self.record["suite"])
 

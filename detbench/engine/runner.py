@@ -16,7 +16,6 @@ import datetime as dt
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,6 @@ SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see dis
 SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
 
 
-@dataclass
-class RunResult:
-    """A finished run: its folder, record and metrics, and whether it was reused rather than computed."""
-
-    run_dir: Path
-    record: dict[str, Any]
-    metrics: pd.DataFrame
-    reused: bool
 
 
 class Runner:
@@ -67,7 +58,7 @@ class Runner:
         self.phase = "starting"
         self.run_dir: Path | None = None
 
-    def run(self, req: RunRequest) -> RunResult:
+    def run(self, req: RunRequest) -> Run:
         """Plan ``req``, then execute the plan (or reuse the finished run with its id).
 
         Under torchrun every rank calls this; rank 0 writes the outputs and every rank gets the same result.
@@ -104,7 +95,7 @@ class Runner:
         (run_dir / "run.lock").unlink(missing_ok=True)
         if result is None:  # under torchrun, a rank other than 0: rank 0 measured and recorded
             record, metrics = dist.broadcast(None)
-            return RunResult(run_dir, record, metrics, reused=False)
+            return Run(run_dir, record, metrics, reused=False)
         dist.broadcast((result.record, result.metrics))
         self.phase = "done"
         return result
@@ -112,7 +103,7 @@ class Runner:
     def _set_phase(self, what: str) -> None:
         self.phase = what
 
-    def _execute(self, plan: RunPlan, started: float) -> RunResult | None:
+    def _execute(self, plan: RunPlan, started: float) -> Run | None:
         """Fit or load, score, measure, write the outputs and the record (under the run lock). None on ranks > 0."""
         req, timings = plan.request, dict(plan.timings)
         # --force computes beside the finished run and replaces it only once everything succeeded
@@ -154,9 +145,9 @@ class Runner:
             if retrain:
                 self._install(plan.fit_dir / REPLACEMENT, plan.fit_dir, FIT_FILES, plan.fit_base, "fit", lock=True)
             self._install(out_dir, plan.run_dir, RUN_FILES, plan.base, "run")
-        return RunResult(plan.run_dir, record, measured.metrics, reused=False)
+        return Run(plan.run_dir, record, measured.metrics, reused=False)
 
-    def _reuse(self, run_dir: Path, run_id: str, base: Path, *, locked: bool) -> RunResult | None:
+    def _reuse(self, run_dir: Path, run_id: str, base: Path, *, locked: bool) -> Run | None:
         """The finished run in ``run_dir`` if it is intact (its outputs match the hashes it recorded). A damaged one
         is reported and, when the caller holds the run lock, moved aside to be recomputed."""
         found = None
@@ -172,7 +163,7 @@ class Runner:
         if found is None:
             return None
         self.phases.log(f"[green]Reusing finished run {run_id[:16]}[/] ({run_dir}); pass --force to recompute.")
-        return RunResult(run_dir, found[0], found[1], reused=True)
+        return Run(run_dir, found[0], found[1], reused=True)
 
     def _install(self, staged: Path, target: Path, names: tuple[str, ...], base: Path, what: str,
                  lock: bool = False) -> None:

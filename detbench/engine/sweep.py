@@ -13,15 +13,16 @@ from dataclasses import dataclass
 import pandas as pd
 
 from detbench.data.perturbations import expand_sweep
+from detbench.engine.finished_run import Run
 from detbench.engine.resolve import RunRequest, resolve
-from detbench.engine.runner import Runner, RunResult
+from detbench.engine.runner import Runner
 from detbench.errors import ConfigError
 
 
 @dataclass
 class SweepResult:
-    clean: RunResult
-    perturbed: list[tuple[str, RunResult]]  # (canonical spec, result), in sweep order
+    clean: Run
+    perturbed: list[tuple[str, Run]]  # (canonical spec, result), in sweep order
     table: pd.DataFrame  # see robustness_frame
 
 
@@ -60,7 +61,7 @@ def run_sweep(base: RunRequest, axes: list[str], runner: Runner | None = None) -
     return SweepResult(clean, perturbed, robustness_frame(clean, perturbed))
 
 
-def robustness_frame(clean: RunResult, perturbed: list[tuple[str, RunResult]]) -> pd.DataFrame:
+def robustness_frame(clean: Run, perturbed: list[tuple[str, Run]]) -> pd.DataFrame:
     """One row per run (clean first): mean acc and AP, their deltas vs clean, worst acc, fit and run state.
 
     Args:
@@ -89,7 +90,7 @@ def robustness_frame(clean: RunResult, perturbed: list[tuple[str, RunResult]]) -
     return pd.DataFrame(rows)
 
 
-def _means(result: RunResult) -> dict[str, float]:
+def _means(result: Run) -> dict[str, float]:
     rows = result.metrics.set_index("generator")
     return {
         "acc": float(rows.loc["mean", "acc"]),

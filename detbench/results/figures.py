@@ -19,7 +19,7 @@ from detbench.metrics import SUMMARY_ROWS
 from detbench.results.display import threshold_note
 
 if TYPE_CHECKING:
-    from detbench.results.run_data import RunData
+    from detbench.engine.finished_run import Run
 
 REAL, FAKE = "#1f77b4", "#d62728"
 
@@ -45,7 +45,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def acc_figure(run: RunData) -> Figure:
+def acc_figure(run: Run) -> Figure:
     """Accuracy and AP per generator (and their mean), with 95% bootstrap intervals as error bars.
 
     Args:
@@ -77,7 +77,7 @@ def acc_figure(run: RunData) -> Figure:
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
     fig.legend(loc="outside lower center", ncols=2, fontsize=8)
-    ax.set_title(f"Accuracy and AP per generator ({run.spec})", fontsize=10)
+    ax.set_title(f"Accuracy and AP per generator ({run.perturbation})", fontsize=10)
     return Figure(
         f"{run.name}_acc",
         "Accuracy and AP per generator",
@@ -178,7 +178,7 @@ def histogram_figure(name: str, scores: pd.DataFrame, threshold: float, record: 
     )
 
 
-def robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> Figure | None:
+def robustness_figure(name: str, clean: Run, perturbed: list[Run]) -> Figure | None:
     """Mean (bold, with its 95% band) and per-generator (thin) acc and AP vs the level of each perturbation kind.
 
     Args:
@@ -192,10 +192,10 @@ def robustness_figure(name: str, clean: RunData, perturbed: list[RunData]) -> Fi
     from detbench.config import ConfigError
     from detbench.data.perturbations import parse_perturbation
 
-    kinds: dict[str, list[tuple[Any, RunData]]] = {}
+    kinds: dict[str, list[tuple[Any, Run]]] = {}
     for run in perturbed:
         try:
-            steps = parse_perturbation(run.spec).steps
+            steps = parse_perturbation(run.perturbation).steps
         except ConfigError:
             continue
         if len(steps) == 1:

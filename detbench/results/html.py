@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from detbench.engine import layout
+from detbench.engine.finished_run import Run
 from detbench.engine.record import detector_label, load_run_record
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir, keep_matplotlib_in_home
@@ -52,7 +53,6 @@ from detbench.results.leaderboard import (
     threshold_label,
     wide_table,
 )
-from detbench.results.run_data import RunData
 from detbench.store import atomic_path
 from detbench.version import __version__
 
@@ -85,20 +85,20 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
             raise RunLookupError(
                 f"no finished runs for suite {suite!r}; run `detbench run DETECTOR --suite {suite}`"
             )
-        shown = [RunData.load(d, r) for d, r in _latest_clean(records)]
+        shown = [Run(d, r) for d, r in _latest_clean(records)]
         title = f"detbench report: suite {suite}"
     else:
         run_dir, record = find_run(target)
         load_run_record(run_dir, verify=REPORTED_OUTPUTS)  # a damaged run fails here, naming what is wrong
         suite, name = record["suite"], run_dir.name
         records = list(run_records(suite, verify=REPORTED_OUTPUTS))
-        shown = [RunData.load(run_dir, record)]
+        shown = [Run(run_dir, record)]
         title = f"detbench report: {detector_label(record)} on {suite}, run {name}"
     out_dir = Path(out_dir) if out_dir is not None else home_subdir("reports") / name
     out_dir.mkdir(parents=True, exist_ok=True)
     sections, figures = [], []
     for run in shown:
-        related = [RunData.load(d, r) for d, r in _same_fit(run.record, records)]
+        related = [Run(d, r) for d, r in _same_fit(run.record, records)]
         section, figs = _run_section(run, related)
         sections.append(section)
         figures.extend(figs)
@@ -171,8 +171,8 @@ def _suite_summary(suite: str) -> str:
 # ------------------------------------------------------------------------------------------- sections
 
 
-def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure]]:
-    scores = pd.read_parquet(run.run_dir / "scores.parquet")
+def _run_section(run: Run, related: list[Run]) -> tuple[str, list[Figure]]:
+    scores = pd.read_parquet(run.path / "scores.parquet")
     scores = scores[np.isfinite(scores["score"])]
     threshold = float(run.record["threshold"]["value"])
     figures = [
@@ -181,8 +181,8 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
         histogram_figure(run.name, scores, threshold, run.record),
         reliability_figure(run.name, scores, run.metrics),
     ]
-    clean = next((r for r in related if r.spec == "clean"), None)
-    perturbed = [r for r in related if r.spec != "clean"]
+    clean = next((r for r in related if r.perturbation == "clean"), None)
+    perturbed = [r for r in related if r.perturbation != "clean"]
     robustness = ""
     if clean is not None and perturbed:
         figure = robustness_figure(run.name, clean, perturbed)
@@ -193,7 +193,7 @@ def _run_section(run: RunData, related: list[RunData]) -> tuple[str, list[Figure
             + _robustness_table(clean, perturbed)
         )
     rec = run.record
-    heading = f"{detector_label(rec)} · {rec['protocol']} · {run.spec} · run {run.name}"
+    heading = f"{detector_label(rec)} · {rec['protocol']} · {run.perturbation} · run {run.name}"
     n_boot = (rec.get("bootstrap") or {}).get("n_boot", 0)
     ci = (
         f"± is the half-width of the 95% bootstrap interval ({n_boot} class-stratified resamples)"
@@ -280,12 +280,12 @@ def _metrics_html(metrics: pd.DataFrame, headers: dict[str, str] = METRIC_HEADER
     return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
 
 
-def _robustness_table(clean: RunData, perturbed: list[RunData]) -> str:
+def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
     base = clean.metrics.set_index("generator")
     rows = []
     for run in [clean, *_ordered(perturbed)]:
         m = run.metrics.set_index("generator")
-        cells = [run.spec]
+        cells = [run.perturbation]
         for metric in ("acc", "ap"):
             value = m.loc["mean", metric]
             delta = "" if run is clean else fmt_delta(value - base.loc["mean", metric])
@@ -354,8 +354,8 @@ def _ranking(suite: str, wide: pd.DataFrame) -> tuple[str, list[Figure]]:
     ]
 
 
-def _ordered(runs: list[RunData]) -> list[RunData]:
-    return sorted(runs, key=lambda r: perturbation_rank(r.spec))
+def _ordered(runs: list[Run]) -> list[Run]:
+    return sorted(runs, key=lambda r: perturbation_rank(r.perturbation))
 
 
 # ------------------------------------------------------------------------------------------- page
