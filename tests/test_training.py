@@ -283,9 +283,9 @@ def test_two_process_training_runs_under_torchrun(tmp_path: Path) -> None:
 
 
 def test_holdout_setting_parses_and_refuses_bad_values() -> None:
+    from detbench.engine.holdout import parse_holdout
     from detbench.engine.resolve import resolve
     from detbench.errors import ConfigError
-    from detbench.holdout import parse_holdout
 
     assert parse_holdout("0.1").fraction == 0.1 and parse_holdout("0.1").split is None
     assert parse_holdout("0").label == parse_holdout("none").label == "0"
@@ -313,7 +313,7 @@ def _rows(**splits: tuple[int, int]) -> pd.DataFrame:
 
 def test_val_split_is_used_where_it_is_not_evaluation_data_and_the_fallback_is_recorded() -> None:
     from detbench.data.suites import Protocol
-    from detbench.holdout import apply_holdout
+    from detbench.engine.holdout import apply_holdout
 
     base = Protocol(name="p", train_generators=("g",), eval_generators=("other",), eval_split="test")
     rows = _rows(train=(10, 10), val=(3, 2))

@@ -48,7 +48,8 @@ class Protocol:
 
     Model selection uses ``heldout_fraction`` of the training rows (seeded, stratified by label), or, with
     ``heldout_split`` set, every usable row of the training generators in that split (then every training row
-    trains); never the evaluation rows. Detectors choose between them (``train.holdout``, :mod:`detbench.holdout`).
+    trains); never the evaluation rows. Detectors choose between them (``train.holdout``,
+    :mod:`detbench.engine.holdout`).
     A cross-suite protocol names ``train_suite`` (and its ``train_protocol``,
     default: that suite's default): its training rows come from that suite's protocol, on the root given by
     ``--train-root``, and ``train_generators`` is empty.

@@ -27,6 +27,7 @@ from detbench.config import to_dict
 from detbench.data.index import Index, build_index, load_index
 from detbench.data.suites import Protocol, Suite, check_root, display_name
 from detbench.engine import layout
+from detbench.engine.holdout import HOLDOUT_KEY, apply_holdout
 from detbench.engine.protocol_checks import (
     check_no_training_images_evaluated,
     check_training_rows,
@@ -36,7 +37,6 @@ from detbench.engine.protocol_checks import (
 )
 from detbench.engine.resolve import Resolved, RunRequest, default_device, resolve, training_suite
 from detbench.errors import ConfigError, InputError, ProtocolError
-from detbench.holdout import HOLDOUT_KEY, apply_holdout
 from detbench.kit.detector import Detector, RunContext
 from detbench.progress import Phases
 from detbench.registry import SUITES
@@ -75,7 +75,7 @@ class RunPlan:
     run_key: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     training_copies: dict[str, Any] | None = None  # evaluation images copying training images (None: nothing trained)
-    holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.holdout.apply_holdout)
+    holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.engine.holdout.apply_holdout)
 
     @property
     def suite(self) -> Suite:
@@ -292,7 +292,7 @@ def choose_holdout(
         phases: where the fallback warning goes.
 
     Returns:
-        ``(training protocol, facts)`` (see :func:`detbench.holdout.apply_holdout`).
+        ``(training protocol, facts)`` (see :func:`detbench.engine.holdout.apply_holdout`).
     """
     train_protocol, rows = (source.protocol, source.index.rows) if source else (protocol, index.rows)
     setting, chosen_by = resolved.holdout, f"--set {HOLDOUT_KEY}"

@@ -2,8 +2,8 @@
 checks made after the split and before any work on them.
 
 A protocol must train on real and fake images and keep some of each for model selection (when its detector holds
-any out: ``train.holdout``, :mod:`detbench.holdout`), must never evaluate an image it trains on, and must say which
-generators it leaves out of the table and the mean.
+any out: ``train.holdout``, :mod:`detbench.engine.holdout`), must never evaluate an image it trains on, and
+must say which generators it leaves out of the table and the mean.
 :func:`protocol_problems` is the one check shared by the runner and the presets' pre-flight.
 """
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from detbench.config import apply_overrides, field_paths
 from detbench.data.suites import Suite
+from detbench.engine.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.errors import ConfigError
-from detbench.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.kit.detector import Detector
 from detbench.registry import DETECTORS, SUITES
 
@@ -99,7 +99,7 @@ class Resolved:
     threshold: ThresholdPolicy
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
     train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
-    holdout: str | None = None  # --set train.holdout=VALUE (detbench.holdout); None: the detector's default
+    holdout: str | None = None  # --set train.holdout=VALUE (detbench.engine.holdout); None: the detector's default
 
 
 def resolve(req: RunRequest) -> Resolved:
@@ -107,8 +107,8 @@ def resolve(req: RunRequest) -> Resolved:
 
     ``--set`` keys go to the detector's config (bare, or ``detector.KEY``), to the suite's options (bare, or
     ``suite.KEY``), to the training suite (``train_suite.KEY``) or, for ``train.holdout``, to the choice of held-out
-    images (:mod:`detbench.holdout`). A bare key that both the detector and the suite define is refused, naming both:
-    it is never resolved silently. The config takes the compute profile's
+    images (:mod:`detbench.engine.holdout`). A bare key that both the detector and the suite define is refused,
+    naming both: it is never resolved silently. The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
     Args:

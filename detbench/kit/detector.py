@@ -90,7 +90,7 @@ class Detector(ABC):
     # (:func:`detbench.models.spec.path_free_spec`).
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
     # Which training-generator images select the model, as the original does it (a train.holdout value of
-    # detbench.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
+    # detbench.engine.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
     # Users override it with --set train.holdout=...; what is used is part of the fit identity.
     default_holdout: ClassVar[str | None] = None
     requires_heldout: ClassVar[bool] = False  # its training cannot run without held-out images (it selects on them)
