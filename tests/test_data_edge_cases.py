@@ -94,7 +94,7 @@ def test_a_generator_whose_images_all_fail_is_reported_not_dropped(tmp_path: Pat
 
 
 def test_a_run_that_scores_nothing_names_the_generators_and_reasons(tmp_path: Path, detbench_home: Path) -> None:
-    """Issue 28: "no evaluation image could be scored" named neither the generators nor why."""
+    """The message "no evaluation image could be scored" names the generators and why."""
     root = tmp_path / "tree"
     build_folder(root, generators=("a", "b"), splits=("train", "test"), n=3)
     for i, path in enumerate(sorted((root / "test").rglob("*.*"))):

@@ -238,7 +238,7 @@ def test_html_saved_as_jpg(tmp_path: Path) -> None:
     ids=["passwd", "html", "pdf", "json", "avif", "binary"],
 )
 def test_reasons_describe_a_file_and_never_quote_it(tmp_path: Path, content: bytes, described: str) -> None:
-    """Issue 28: a symlink to /etc/passwd put its first 16 bytes into the index's reason text."""
+    """A symlink to /etc/passwd once put its first 16 bytes into the index's reason text: reasons never quote bytes."""
     path = tmp_path / "x.png"
     path.write_bytes(content)
     info = probe(path)

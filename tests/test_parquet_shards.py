@@ -162,7 +162,7 @@ def test_a_damaged_shard_is_skipped_with_a_note(hub, tmp_path: Path) -> None:
     assert suite.notes and "data/test-00000-of-00001.parquet skipped: " in suite.notes[0]
 
 
-# ------------------------------------------------------------------------------------ hostile shards (issue 28)
+# ------------------------------------------------------------------------------------------ hostile shards
 
 
 def test_a_rewritten_shard_keeping_its_mtime_is_read_again(tmp_path: Path) -> None:

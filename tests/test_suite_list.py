@@ -110,7 +110,7 @@ def test_list_errors(tmp_path: Path) -> None:
         list(FileListSuite(FileListOptions(file="broken.json")).scan(tmp_path))
 
 
-# ------------------------------------------------------------------------------------ hostile lists (issue 28)
+# ------------------------------------------------------------------------------------------- hostile lists
 
 
 def test_symlinks_leading_outside_the_root_are_skipped_with_their_line(tmp_path: Path, detbench_home: Path) -> None:

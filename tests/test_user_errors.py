@@ -177,7 +177,7 @@ def test_quiet_silences_progress_but_not_data_warnings(tmp_path: Path) -> None:
 def test_a_device_this_machine_lacks_fails_before_any_work(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, device: str, cuda_count: int, mps: bool, words: list[str]
 ) -> None:
-    """Issue 28: `--device cuda` without CUDA failed with a traceback after indexing; `mps` on Linux and a bare
+    """`--device cuda` without CUDA once failed with a traceback after indexing; `mps` on Linux and a bare
     `5` were accepted unchecked."""
     import torch
 
