@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from detbench import distributed as dist
+from detbench.errors import WeightsError
 from detbench.kit.detector import RunContext
 from detbench.kit.frozen_features import FrozenFeatureDetector
 from detbench.probabilities import sigmoid
@@ -157,10 +158,21 @@ class LinearProbe(FrozenFeatureDetector):
 
         Args:
             directory: the state folder.
+
+        Raises:
+            WeightsError: the files are unreadable or hold other tensors than a probe's.
         """
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        tensors = load_file(str(directory / "probe.safetensors"))
-        meta = json.loads((directory / "probe.json").read_text())
+        try:
+            tensors = load_file(str(directory / "probe.safetensors"))
+            meta = json.loads((directory / "probe.json").read_text())
+            intercept, chosen_c = float(meta["intercept"]), meta["C"]
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise WeightsError(f"{directory} holds no readable linear-probe state ({exc})") from None
+        if set(tensors) != {"mean", "scale", "coef"}:
+            found = ", ".join(sorted(tensors))
+            raise WeightsError(f"{directory}: the linear-probe state holds {found}; expected coef, mean and scale")
         self.mean_, self.scale_, self.coef_ = tensors["mean"], tensors["scale"], tensors["coef"]
-        self.intercept_, self.chosen_c = float(meta["intercept"]), meta["C"]
+        self.intercept_, self.chosen_c = intercept, chosen_c

@@ -30,6 +30,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits as bce
 from detbench import distributed as dist
 from detbench.config import ConfigError
 from detbench.data.loading import tune_cpu_allocator
+from detbench.errors import WeightsError
 from detbench.kit.detector import Detector, RunContext
 from detbench.kit.scoring import score_logits
 from detbench.kit.seeded_data import derive_seed
@@ -438,9 +439,19 @@ class MPFT(Detector):
             directory: the state folder.
 
         Raises:
-            RuntimeError: the state does not match this configuration.
+            WeightsError: the state is unreadable or does not match this configuration.
         """
-        self.load_trainable(load_file(str(directory / STATE_FILE)), f"MPFT state {directory / STATE_FILE}")
+        from safetensors import SafetensorError
+
+        path = directory / STATE_FILE
+        try:
+            state = load_file(str(path))
+        except (OSError, SafetensorError) as exc:
+            raise WeightsError(f"{path} is not a readable MPFT state ({exc})") from None
+        try:
+            self.load_trainable(state, f"MPFT state {path}")
+        except RuntimeError as exc:
+            raise WeightsError(f"{path} does not fit this MPFT configuration: {exc}") from None
 
 
 class _BatchLoss(nn.Module):

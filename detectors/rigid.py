@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 
+from detbench.errors import WeightsError
 from detbench.kit.detector import Detector, RunContext
 
 STATE_FILE = "rigid.json"
@@ -123,6 +124,7 @@ class RIGID(Detector):
     version = 1
     Config = RIGIDConfig
     summary = REGISTRATION["summary"]
+    probability_scores = False  # 1 - cos of two embeddings: in [0, 2], as the original scores
     tiny_settings: ClassVar[dict[str, Any]] = {"backbone": "timm:vit_small_patch14_dinov2@random", "input_size": 28}
     training_free = True
     # The demo: the bundled EfficientNet-Lite0 (the only pretrained backbone offline) at the demo's 128 px.
@@ -235,5 +237,12 @@ class RIGID(Detector):
 
         Args:
             directory: the state folder written by :meth:`save`.
+
+        Raises:
+            WeightsError: the file is unreadable or holds no noise seed.
         """
-        self.seed = int(json.loads((directory / STATE_FILE).read_text())["noise_seed"])
+        path = directory / STATE_FILE
+        try:
+            self.seed = int(json.loads(path.read_text())["noise_seed"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"{path} is not a RIGID state (its noise seed): {exc}") from None

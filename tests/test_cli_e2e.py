@@ -107,7 +107,7 @@ def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_
     from sklearn.metrics import average_precision_score, roc_curve
 
     from detbench.results.leaderboard import long_table
-    from detbench.store import sha256_of_file
+    from detbench.store import seal_record, sha256_of_file
 
     assert invoke("run", "linear-probe", "--suite", "demo", *SMALL).exit_code == 0
     (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]
@@ -133,7 +133,7 @@ def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_
     metrics.to_parquet(old_dir / "metrics.parquet")
     old_record = json.loads((old_dir / "run.json").read_text())
     old_record["outputs"]["metrics.parquet"] = sha256_of_file(old_dir / "metrics.parquet")
-    (old_dir / "run.json").write_text(json.dumps(old_record))
+    (old_dir / "run.json").write_text(json.dumps(seal_record(old_record)))
     long = long_table("demo", runs_root=old_root).set_index(["generator", "metric"])["value"]
     assert long[("nearest", "ap_real")] == pytest.approx(expected["ap_real"], rel=1e-12)
     assert long[("nearest", "fpr95_real")] == pytest.approx(expected["fpr95_real"], rel=1e-12)

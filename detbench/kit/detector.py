@@ -97,6 +97,9 @@ class Detector(ABC):
     # Settings that make a fit and a scoring pass take seconds on 32-pixel images (stand-in backbones, one epoch):
     # the contract tests (tests/test_contracts.py) run every registered detector with them.
     tiny_settings: ClassVar[dict[str, Any]] = {}
+    # False when predict() returns a score that ranks images but is no probability (RIGID's 1 - cos lies in [0, 2]):
+    # thresholds and calibration metrics then read it as it is, clipped to [0, 1] where a probability is needed.
+    probability_scores: ClassVar[bool] = True
 
     def __init__(self, config: Any) -> None:
         self.config = config
