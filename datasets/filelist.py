@@ -275,7 +275,8 @@ def _extra_names(columns: list[str]) -> dict[str, str]:
 class _PathCheck:
     """Where a listed path leads: ``inside`` the root, ``missing``, ``outside`` (a symlink on the way leads out of
     the root), or ``followed`` (outside, allowed). Resolved folders are cached, so a list of a million files in a
-    few thousand folders costs one ``lstat`` per row."""
+    few thousand folders costs one ``lstat`` per row.
+    """
 
     def __init__(self, root: Path, allow_outside: bool) -> None:
         self.root = os.path.realpath(root)

@@ -208,7 +208,8 @@ class ParquetSuite(SplitsFromDataSuite):
 
 def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
     """(cell -> 0/1/None, why a None cell is skipped): through the ClassLabel names of the shard's Hugging Face
-    metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name."""
+    metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name.
+    """
     values = LabelValues(options.real_values, options.fake_values)
     feature = hf_features(parquet_file).get(options.label_column, {})
     names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None

@@ -490,7 +490,8 @@ def _suite_settings(suite: str | None, settings: Mapping[str, Any] | None) -> di
 
 def _check_reading(name: Any, logits: Any, score_column: Any, key_column: Any) -> None:
     """Refuse Python values the command line cannot give: ``name=None`` would become ``external:none``, and a
-    string for ``logits`` would be read one way and recorded another."""
+    string for ``logits`` would be read one way and recorded another.
+    """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be text naming what computed the scores (external:NAME); got {name!r}")
     if not isinstance(logits, bool):

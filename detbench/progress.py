@@ -32,7 +32,8 @@ class Tracker:
 
 class Phases:
     """Opens one progress bar per phase and prints status lines (both only when ``enabled``: ``-q`` turns them
-    off) and warnings about the data (unless ``warnings`` is off, as on the non-reporting ranks of torchrun)."""
+    off) and warnings about the data (unless ``warnings`` is off, as on the non-reporting ranks of torchrun).
+    """
 
     def __init__(self, console: Console | None = None, enabled: bool = True, warnings: bool = True) -> None:
         self.console = console or Console(stderr=True)

@@ -39,7 +39,8 @@ def _band(start: float, end: float, n: int = WINDOW) -> Tensor:
 class PatchSelector:
     """The four patches AIDE keeps from a ``[3, H, W]`` image in [0, 1]: (lowest, highest, second lowest,
     second highest) DCT grade, each ``[3, 32, 32]``. The arithmetic follows ``data/dct.py`` step by step so that
-    near-ties between patch grades resolve as they do there."""
+    near-ties between patch grades resolve as they do there.
+    """
 
     def __init__(self) -> None:
         self.dct = dct_matrix()
@@ -71,7 +72,8 @@ class PatchSelector:
 
 class AIDETransform:
     """PIL image -> ``[5, 3, S, S]``: (lowest, highest, second lowest, second highest patch, whole image), each
-    resized as a tensor to ``size`` (bilinear) and ImageNet-normalised. Picklable for DataLoader workers."""
+    resized as a tensor to ``size`` (bilinear) and ImageNet-normalised. Picklable for DataLoader workers.
+    """
 
     def __init__(self, size: int, antialias: bool) -> None:
         self.size, self.antialias = size, antialias

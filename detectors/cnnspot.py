@@ -116,7 +116,7 @@ class CNNSpotConfig:
 
 
 def build_resnet50(num_classes: int = 1) -> nn.Module:
-    """torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init).
+    """Torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init).
 
     Args:
         num_classes: outputs of the final ``fc`` layer.
@@ -168,8 +168,9 @@ _INIT_FIX = ("pass --set init=/path/to/resnet50-19c8e357.pth (torchvision's Imag
 
 
 def _find_imagenet_file() -> str:
-    """torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
-    download (online only). Returns the path; WeightsError naming the fixes when none is found."""
+    """Torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
+    download (online only). Returns the path; WeightsError naming the fixes when none is found.
+    """
     from detbench.models.weights import resolve_weights
 
     hub = _torch_hub_checkpoints()
@@ -199,7 +200,8 @@ def _torch_hub_checkpoints() -> Any:
 @dataclass(frozen=True)
 class TrainAugment:
     """``train.py``'s per-image training transform, drawing from the image's own generator: shorter side to
-    ``load_size`` (bilinear), blur, JPEG, random crop, random horizontal flip, ToTensor, normalise."""
+    ``load_size`` (bilinear), blur, JPEG, random crop, random horizontal flip, ToTensor, normalise.
+    """
 
     load_size: int
     crop: int
@@ -227,7 +229,8 @@ class TrainAugment:
 @dataclass(frozen=True)
 class ValidationAugment:
     """``train.py``'s validation perturbation: blur at the middle sigma and PIL JPEG at the middle quality,
-    each with the training probability, drawn per image from (run seed, image id)."""
+    each with the training probability, drawn per image from (run seed, image id).
+    """
 
     seed: int
     blur_prob: float

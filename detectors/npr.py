@@ -113,7 +113,8 @@ class NPRConfig:
 class NPRNet(nn.Module):
     """The original's ``resnet50(num_classes=1)``: conv1 (3x3, stride 2) + layer1 + layer2 + fc1, on the
     neighbouring-pixel residual. Initialised as the original: Kaiming normal (fan out) convolutions, BatchNorm
-    weight 1 and bias 0, PyTorch's default ``fc1``."""
+    weight 1 and bias 0, PyTorch's default ``fc1``.
+    """
 
     def __init__(self, layers: tuple[int, int] = (3, 4)) -> None:
         super().__init__()
@@ -163,7 +164,7 @@ class NPRNet(nn.Module):
 
 
 def _bottlenecks(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """torchvision's ``ResNet._make_layer`` for Bottleneck blocks (stride on the 3x3 convolution)."""
+    """Torchvision's ``ResNet._make_layer`` for Bottleneck blocks (stride on the 3x3 convolution)."""
     downsample = None
     if stride != 1 or inplanes != planes * Bottleneck.expansion:
         downsample = nn.Sequential(conv1x1(inplanes, planes * Bottleneck.expansion, stride),
@@ -189,7 +190,8 @@ class TileTo:
 @dataclass(frozen=True)
 class TrainAugment:
     """``train.py``'s training transform from the image's own generator: ``Resize((load, load))`` (or
-    tiling), random ``crop`` x ``crop`` window, random horizontal flip, ToTensor, normalise."""
+    tiling), random ``crop`` x ``crop`` window, random horizontal flip, ToTensor, normalise.
+    """
 
     mode: str
     load_size: int

@@ -271,7 +271,8 @@ class UnivFD(FrozenFeatureDetector):
 
     def _check_ignored(self, ignored: dict[str, Any], ctx: RunContext) -> None:
         """A whole checkpoint: count what the head leaves unused (recorded, warned) and refuse it when its backbone
-        tensors differ from the loaded backbone's (the head was trained on other features)."""
+        tensors differ from the loaded backbone's (the head was trained on other features).
+        """
         from detbench.models.weights import WeightsError
 
         path, bb = self.head_info["path"], self.backbone

@@ -320,7 +320,8 @@ def _openers() -> tuple[tuple[Callable[..., Image.Image], Callable[[bytes], bool
 
 def _identify(fp: IO[bytes], size: int) -> Image.Image:
     """Identify the format from the leading bytes and parse the header: ``Image.open`` restricted to
-    the formats detbench indexes and without PIL's global pixel guard (callers check). Decodes nothing."""
+    the formats detbench indexes and without PIL's global pixel guard (callers check). Decodes nothing.
+    """
     if size == 0:
         raise ImageError("empty", "file is empty (0 bytes)")
     fp.seek(0)
@@ -431,7 +432,8 @@ _png_limit_saved = 0
 @contextlib.contextmanager
 def _png_metadata_limit() -> Iterator[None]:
     """Raise PIL's PNG metadata-chunk limit to :data:`PNG_MAX_METADATA_CHUNK` while detbench reads (never lower it);
-    the previous value comes back when the last concurrent reader is done."""
+    the previous value comes back when the last concurrent reader is done.
+    """
     from PIL import PngImagePlugin
 
     global _png_limit_users, _png_limit_saved

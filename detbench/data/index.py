@@ -107,7 +107,8 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
 
 def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, Any]]:
     """Index rows of ``rows`` of one shard's image column, streaming it in record batches. Every row asked for
-    gets a row: a shard that cannot be read (fully) marks the rest unreadable or undecodable, with the reason."""
+    gets a row: a shard that cannot be read (fully) marks the rest unreadable or undecodable, with the reason.
+    """
     from detbench.data import images, shards
 
     rel_shard, abs_path, column, rows, mode = args

@@ -95,7 +95,8 @@ class ImageRowsDataset(Dataset):
 
     def _perturbed(self, img: Any, i: int) -> Any:
         """The perturbed image; a perturbation that cannot apply to this image (an encoder's size limit...) skips
-        the image with the reason instead of stopping the run."""
+        the image with the reason instead of stopping the run.
+        """
         try:
             return self.perturb(img, self.image_ids[i])
         except images.ImageError:
@@ -228,7 +229,8 @@ def iterate_batches(
 class HalveOnOom:
     """Calls ``fn`` on a batch; on CUDA out-of-memory it runs the batch in halves (down to single images) and
     keeps the smaller size for the batches that follow, so a batch too large for the device costs a retry,
-    not the run."""
+    not the run.
+    """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn

@@ -363,7 +363,8 @@ class Downscale(Step):
 
 class BilinearResize(Downscale):
     """AIGCDetectBenchmark's resize perturbation: torchvision's ``Resize((int(h * F), int(w * F)))`` on a PIL
-    image, i.e. Pillow's bilinear filter to the floored size, not resized back."""
+    image, i.e. Pillow's bilinear filter to the floored size, not resized back.
+    """
 
     name = "resize"
     axis_label = "resize factor (bilinear)"

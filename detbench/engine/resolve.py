@@ -55,7 +55,8 @@ class RunRequest:
 @dataclass(frozen=True)
 class ThresholdPolicy:
     """``fixed`` at ``value``, or ``calibrated``: the threshold maximising balanced accuracy on the
-    training generator's held-out split (clean images; the deployable choice)."""
+    training generator's held-out split (clean images; the deployable choice).
+    """
 
     policy: str
     value: float | None = None

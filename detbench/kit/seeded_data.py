@@ -64,7 +64,8 @@ class ScheduledRows(ImageRowsDataset):
 @dataclass(frozen=True)
 class TorchDrawn:
     """A :data:`TrainTransform` from a transform that draws from torch's global generator alone (torchvision's
-    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image."""
+    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image.
+    """
 
     fn: Callable[[Any], Tensor]
 
