@@ -1,9 +1,9 @@
-"""detbench from Python: the functions behind the command line, returning pandas DataFrames.
+r"""detbench from Python: the functions behind the command line, returning pandas DataFrames.
 
 Every function does what its command does, through the same code: :func:`request` builds the one
 :class:`~detbench.engine.resolve.RunRequest` both use, so a run started here has the id, reuse and records of the same
 ``detbench run`` command. Mistakes raise the :class:`~detbench.errors.DetbenchError` family (the CLI prints them as
-one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\\ s
+one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\ s
 (Python's ``warnings``). Nothing here imports torch until a function needs it.
 
 Example (the demo suite builds itself, offline; these small options take seconds on a laptop)::

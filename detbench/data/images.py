@@ -397,8 +397,8 @@ def describe_content(prefix: bytes) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` (an error message) with every bytes literal replaced by its length: decoders quote the bytes
-    they choke on (``broken PNG file (chunk b'ro\\x00t')``), and reasons never quote a file.
+    r"""``text`` (an error message) with every bytes literal replaced by its length: decoders quote the bytes
+    they choke on (``broken PNG file (chunk b'ro\x00t')``), and reasons never quote a file.
 
     Args:
         text: a message.

@@ -1,10 +1,10 @@
-"""Per-image scores computed outside detbench (a closed API, a commercial tool, a colleague's code): reading a score
+r"""Per-image scores computed outside detbench (a closed API, a commercial tool, a colleague's code): reading a score
 file, checking it, and matching it to a suite's images.
 
 A score file is a table (CSV, TSV, JSON, JSON lines or Parquet: :mod:`detbench.data.tables`) with one row per image:
 
 - a key: ``path`` relative to the suite root, as ``detbench index`` lists it (an absolute path under the root is
-  accepted; ``\\`` separators are read as ``/``), or ``filename`` (grip-unina's name for the same), or
+  accepted; ``\`` separators are read as ``/``), or ``filename`` (grip-unina's name for the same), or
   ``image_id`` (detbench's content id of the image); the first of these present, unless ``key_column`` names one;
 - a score (column ``score`` unless ``score_column`` names another): P(fake) in [0, 1], or a raw logit with
   ``logits`` (P(fake) = sigmoid).

@@ -341,14 +341,14 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def display_name(path: str | os.PathLike[str]) -> str:
-    """``path`` as text any file, table or terminal can hold.
+    r"""``path`` as text any file, table or terminal can hold.
 
     Args:
         path: a path or name as read from disk.
 
     Returns:
         The text; the bytes of a name that is not valid UTF-8 (which Python keeps as surrogates) are shown
-        escaped, e.g. ``bad\\xff.png``.
+        escaped, e.g. ``bad\xff.png``.
     """
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
