@@ -44,6 +44,8 @@ RESERVED_EXTRAS = ("line",)  # Entry.extra keys detbench writes itself (meta_lin
 
 @dataclass(frozen=True)
 class FileListOptions(EvalProfileOption):
+    """How to read a file list: where it is, its column names, label values and split defaults."""
+
     file: str = ""  # the list, relative to --root (or absolute); empty: the only CSV/TSV/JSON file in --root
     path_column: str = "path"
     label_column: str = "label"
@@ -71,6 +73,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class FileListSuite(SplitsFromDataSuite):
+    """A dataset given as a CSV/TSV/JSON/Parquet list of paths with labels (and optionally generators, splits)."""
+
     name = REGISTRATION["name"]
     version = 2  # 2: splits normalised, conflicting labels and symlinks leaving the root skipped
     default_backbone = "open_clip:ViT-L-14@openai"

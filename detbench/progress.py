@@ -16,6 +16,7 @@ class Tracker:
         self._progress, self._task = progress, task
 
     def __call__(self, n: int = 1) -> None:
+        """Advance the bar by ``n`` (nothing without a bar)."""
         if self._progress is not None:
             self._progress.advance(self._task, n)
 

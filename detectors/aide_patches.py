@@ -49,6 +49,7 @@ class PatchSelector:
         self.band_sizes = [b.sum() for b in self.bands]
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The four selected patches of ``image`` (``[3, H, W]``, at least 32 px each side), each ``[3, 32, 32]``."""
         c, h, w = image.shape
         if h < WINDOW or w < WINDOW:
             raise ValueError(f"AIDE needs images of at least {WINDOW}x{WINDOW} px (its DCT patches); this one is "
@@ -125,4 +126,5 @@ class AIDETransform:
         return torch.stack([self.finish(v) for v in views])
 
     def __call__(self, img: Any) -> Tensor:
+        """The ``[5, 3, S, S]`` stack of a PIL image."""
         return self.from_tensor(self.to_tensor(img))

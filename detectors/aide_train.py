@@ -52,6 +52,7 @@ class TrainAugment:
             K.RandomJPEG(jpeg_quality=(30, 100), p=jpeg_prob))
 
     def __call__(self, img: Any) -> Tensor:
+        """The stack of the augmented image."""
         x = self.stack.to_tensor(img)
         with torch.no_grad():
             x = self.perturb(x.unsqueeze(0))[0]

@@ -63,6 +63,8 @@ JPEG_METHODS = ("cv2", "pil")  # the original's draw; both encode with Pillow he
 
 @dataclass(frozen=True)
 class CNNSpotConfig:
+    """CNNSpot options: released weights or training, evaluation crop, precision and training augmentation."""
+
     weights: str = ""  # released checkpoint (blur_jpg_prob0.5.pth / 0.1.pth)[#sha256=HEX]; empty: train
     eval_crop: int = 224  # centre crop at evaluation (the paper); 0: no crop (the README's no-crop variant)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: the original
@@ -212,6 +214,7 @@ class TrainAugment:
     flip: bool
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        """The augmented, normalised training tensor of ``img``, drawing from ``rng``."""
         img = TF.resize(img, self.load_size, interpolation=transforms.InterpolationMode.BILINEAR)
         if rng.random() < self.blur_prob:
             img = Image.fromarray(gaussian_blur_uint8(img, float(rng.random() * self.blur_sigma_max)))
@@ -239,6 +242,7 @@ class ValidationAugment:
     quality: int
 
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
+        """``img`` blurred and/or JPEG-compressed as drawn from (seed, ``image_id``)."""
         digest = hashlib.sha256(f"cnnspot-val:{self.seed}:{image_id}".encode()).digest()
         u_blur, u_jpeg = np.random.default_rng(int.from_bytes(digest[:8], "little")).random(2)
         if u_blur < self.blur_prob:
@@ -263,6 +267,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class CNNSpot(ClassifierDetector):
+    """CNNSpot (Wang et al., CVPR 2020): a ResNet-50 with one logit, trained with blur and JPEG augmentation."""
+
     name = REGISTRATION["name"]
     default_holdout = "val-split"  # train.py validates on <dataroot>/val
     version = 1

@@ -71,6 +71,8 @@ DEFAULT_RESIZE = "square"  # test.py's default (no_resize=False): for suites wit
 
 @dataclass(frozen=True)
 class NPRConfig:
+    """NPR options: released weights or training, the evaluation resize policy and the training schedule."""
+
     weights: str = ""  # released checkpoint (NPR.pth, model_epoch_last_3090.pth)[#sha256=HEX]; empty: train
     resize: Literal["auto", "square", "native", "tile"] = "auto"  # evaluation; auto: by the suite's convention
     load_size: int = 256  # square: Resize((load_size, load_size))
@@ -184,6 +186,7 @@ class TileTo:
     size: int
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        """``img`` tiled up to ``size`` when smaller (``translate_duplicate``)."""
         return tile_to(img, self.size)
 
 
@@ -199,6 +202,7 @@ class TrainAugment:
     flip: bool
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> Tensor:
+        """The augmented, normalised training tensor of ``img``, drawing from ``rng``."""
         if self.mode == "tile":
             img = TileTo(self.crop)(img)
         else:
@@ -231,6 +235,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class NPR(ClassifierDetector):
+    """NPR (Tan et al., CVPR 2024): a truncated ResNet-50 on neighbouring-pixel up-sampling residuals."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = NPRConfig

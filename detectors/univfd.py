@@ -44,6 +44,8 @@ RELEASED_BACKBONE = ("open_clip", "ViT-L-14", "openai")
 
 @dataclass(frozen=True)
 class UnivFDConfig:
+    """UnivFD options: backbone, embedding, preprocessing, released head, or how the linear layer trains."""
+
     backbone: str = ""  # empty: the suite's default backbone (open_clip:ViT-L-14@openai for GenImage/UFD)
     embedding: str = ""  # empty: the backbone's default ("proj", the projected embedding, for open_clip)
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
@@ -223,6 +225,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class UnivFD(FrozenFeatureDetector):
+    """UnivFD (Ojha et al., CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = UnivFDConfig

@@ -83,6 +83,7 @@ class TrainView:
         }
 
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
+        """This view of ``img``: the training augmentation drawn from (seed, view, ``image_id``)."""
         from PIL import Image
 
         from detbench.data.perturbations import GaussianBlur, JpegQuality

@@ -49,6 +49,7 @@ app = typer.Typer(
 def main_options(
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (sets HF_HUB_OFFLINE).")] = False,
 ) -> None:
+    """Options that apply to every command (``--offline``)."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["DETBENCH_OFFLINE"] = "1"

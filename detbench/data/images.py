@@ -111,6 +111,7 @@ class ImageInfo:
 
     @property
     def ok(self) -> bool:
+        """Whether the file decoded as an image."""
         return self.status == "ok"
 
 

@@ -64,14 +64,17 @@ class Index:
 
     @property
     def root(self) -> Path:
+        """The suite root the index was built from."""
         return Path(self.manifest["root"])
 
     @property
     def usable(self) -> pd.DataFrame:
+        """The rows whose images decoded (status ``ok``)."""
         return self.rows[self.rows["status"] == "ok"]
 
     @property
     def generators(self) -> list[str]:
+        """The generators of the indexed rows, sorted."""
         return sorted(self.rows["generator"].unique())
 
 

@@ -122,6 +122,8 @@ def _changed(path: Path, size: int | None, mtime_ns: int | None) -> bool:
 
 @dataclass
 class Batch:
+    """A decoded batch: the image tensor, which input rows it holds, and the rows that failed with why."""
+
     x: torch.Tensor | None  # [B, 3, H, W], None when every item failed
     indices: np.ndarray  # positions in the input rows of the items in x
     failures: list[tuple[int, str]]
@@ -237,6 +239,7 @@ class HalveOnOom:
         self.limit: int | None = None  # the largest sub-batch known to fit; None until an OOM
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)``, split into smaller sub-batches whenever the device runs out of memory."""
         while True:
             size = min(len(x), self.limit or len(x))
             try:

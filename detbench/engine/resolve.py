@@ -86,6 +86,7 @@ class ThresholdPolicy:
 
     @property
     def label(self) -> str:
+        """The threshold as runs and tables show it: ``calibrated`` or the fixed value."""
         return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
 
 

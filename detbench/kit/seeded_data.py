@@ -70,6 +70,7 @@ class TorchDrawn:
     fn: Callable[[Any], Tensor]
 
     def __call__(self, img: Any, rng: np.random.Generator) -> Tensor:
+        """Apply the transform (``rng`` is unused: the loop seeds torch's generator per image)."""
         return self.fn(img)
 
 

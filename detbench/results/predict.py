@@ -39,6 +39,7 @@ class TrainedRun:
 
     @property
     def threshold(self) -> float:
+        """The run's decision threshold on P(fake)."""
         return float(self.record["threshold"]["value"])
 
 

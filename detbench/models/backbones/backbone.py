@@ -128,6 +128,7 @@ class Backbone:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.model.parameters()).device
 
     @property
