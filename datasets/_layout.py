@@ -1,5 +1,6 @@
 """Helpers shared by the suite adapters: folder listing, name matching, seeded capping, label folders, the
-ProGAN training set (CNNDetection) and its protocols, and label values of file lists."""
+ProGAN training set (CNNDetection) and its protocols, and label values of file lists.
+"""
 
 from __future__ import annotations
 

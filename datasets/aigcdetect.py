@@ -74,6 +74,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class AIGCDetectSuite(Suite):
+    """The AIGCDetectBenchmark suite: the 16 test sets, with training on ProGAN (4 or 20 classes)."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -38,6 +38,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class ChameleonSuite(Suite):
+    """The Chameleon suite: real images and human-fooling fakes, evaluated only."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -23,6 +23,8 @@ LABEL_DIRS = {"0_real": 0, "1_fake": 1}
 
 @dataclass(frozen=True)
 class DemoOptions:
+    """The demo suite's options: images per class and family in each split, their size and the build seed."""
+
     n_train: int = 200  # images per class per family in the train split
     n_val: int = 100  # images per class per family in the val split
     size: int = 128
@@ -53,6 +55,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class DemoSuite(Suite):
+    """The offline demo suite: photo crops against synthetic generator families, built on first use."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "timm:efficientnet_lite0@bundled"

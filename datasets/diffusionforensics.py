@@ -66,6 +66,8 @@ def generator_key(subset: str, folder: str) -> str:
 
 @dataclass(frozen=True)
 class DiffusionForensicsOptions(EvalProfileOption):
+    """DiffusionForensics options: which representation (images, reconstructions or DIRE maps) to index."""
+
     representation: Literal["images", "recons", "dire"] = "images"  # which DIRE folder to index
 
 
@@ -80,6 +82,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class DiffusionForensicsSuite(Suite):
+    """The DiffusionForensics suite, in the DIRE or the NPR folder layout."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -44,6 +44,8 @@ RESERVED_EXTRAS = ("line",)  # Entry.extra keys detbench writes itself (meta_lin
 
 @dataclass(frozen=True)
 class FileListOptions(EvalProfileOption):
+    """How to read a file list: where it is, its column names, label values and split defaults."""
+
     file: str = ""  # the list, relative to --root (or absolute); empty: the only CSV/TSV/JSON file in --root
     path_column: str = "path"
     label_column: str = "label"
@@ -71,6 +73,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class FileListSuite(SplitsFromDataSuite):
+    """A dataset given as a CSV/TSV/JSON/Parquet list of paths with labels (and optionally generators, splits)."""
+
     name = REGISTRATION["name"]
     version = 2  # 2: splits normalised, conflicting labels and symlinks leaving the root skipped
     default_backbone = "open_clip:ViT-L-14@openai"
@@ -275,7 +279,8 @@ def _extra_names(columns: list[str]) -> dict[str, str]:
 class _PathCheck:
     """Where a listed path leads: ``inside`` the root, ``missing``, ``outside`` (a symlink on the way leads out of
     the root), or ``followed`` (outside, allowed). Resolved folders are cached, so a list of a million files in a
-    few thousand folders costs one ``lstat`` per row."""
+    few thousand folders costs one ``lstat`` per row.
+    """
 
     def __init__(self, root: Path, allow_outside: bool) -> None:
         self.root = os.path.realpath(root)

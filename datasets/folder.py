@@ -27,6 +27,8 @@ ACCEPTED = "label folders 0_real/1_fake, real/fake or nature/ai (any case), hold
 
 @dataclass(frozen=True)
 class FolderOptions(EvalProfileOption):
+    """How to read a folder tree: which folder names the generator, and the split of unmarked images."""
+
     generator_level: int = 0  # the folder above the label folder naming the generator (splits skipped)
     split_default: str = "test"  # the split of images with no train/val/test folder above them
 
@@ -44,6 +46,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class FolderSuite(SplitsFromDataSuite):
+    """Your own images in real/fake label folders, optionally grouped by generator and split folders."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -34,6 +34,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class GANGenSuite(Suite):
+    """The GANGen-Detection suite: nine GANs' test sets, evaluated only."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -69,6 +69,8 @@ def canonical_generator(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class GenImageOptions(EvalProfileOption):
+    """GenImage options: which generators to index (all found by default)."""
+
     generators: tuple[str, ...] = ()  # index only these (canonical keys or aliases); empty: all found
 
     def __post_init__(self) -> None:
@@ -93,6 +95,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class GenImageSuite(Suite):
+    """The GenImage suite: eight ImageNet-conditioned generators, each with its own train and val split."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

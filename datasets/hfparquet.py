@@ -50,6 +50,8 @@ SHOWN = 10  # rows listed per problem in notes
 
 @dataclass(frozen=True)
 class ParquetOptions(EvalProfileOption):
+    """How to read Parquet shards: which files, the image/label/generator/split columns and label values."""
+
     files: str = "**/*.parquet"  # glob of the shards, relative to --root
     image_column: str = "image"
     label_column: str = "label"
@@ -84,6 +86,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class ParquetSuite(SplitsFromDataSuite):
+    """Images stored inside Parquet shards (Hugging Face datasets), one row per image."""
+
     name = REGISTRATION["name"]
     version = 2  # 2: split values normalised; shards leading outside the root and non-image files skipped
     default_backbone = "open_clip:ViT-L-14@openai"
@@ -208,7 +212,8 @@ class ParquetSuite(SplitsFromDataSuite):
 
 def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
     """(cell -> 0/1/None, why a None cell is skipped): through the ClassLabel names of the shard's Hugging Face
-    metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name."""
+    metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name.
+    """
     values = LabelValues(options.real_values, options.fake_values)
     feature = hf_features(parquet_file).get(options.label_column, {})
     names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None

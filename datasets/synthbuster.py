@@ -41,6 +41,8 @@ ACCEPTED = (
 
 @dataclass(frozen=True)
 class SynthbusterOptions(EvalProfileOption):
+    """Synthbuster options: where the real (RAISE) pool is."""
+
     real_folder: str = ""  # the real pool relative to ROOT; empty: the folder named like *RAISE* or real
 
     def __post_init__(self) -> None:
@@ -57,6 +59,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class SynthbusterSuite(Suite):
+    """The Synthbuster suite: nine text-to-image generators, each against the RAISE-1k real pool."""
+
     name = REGISTRATION["name"]
     version = 1
     default_backbone = "open_clip:ViT-L-14@openai"

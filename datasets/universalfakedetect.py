@@ -63,6 +63,8 @@ ACCEPTED = (
 
 @dataclass(frozen=True)
 class UFDOptions(EvalProfileOption):
+    """UniversalFakeDetect options: per-class caps of indexing and evaluation, and the extra domains."""
+
     max_per_class: int = 0  # at most this many images per generator, split and label (0: all)
     cap_seed: int = 0  # seeds which images the cap and the evaluation sample keep
     eval_per_class: int = 0  # evaluate at most this many real + fake per domain, equal counts (0: all)
@@ -95,6 +97,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class UniversalFakeDetectSuite(Suite):
+    """The UniversalFakeDetect suite: train on ProGAN, evaluate on the GAN and diffusion domains."""
+
     name = REGISTRATION["name"]
     version = 2
     default_backbone = "open_clip:ViT-L-14@openai"

@@ -1,4 +1,4 @@
-"""detbench: an open benchmark harness for detectors of AI-generated images.
+r"""detbench: an open benchmark harness for detectors of AI-generated images.
 
 From Python (each function does what its command does; see :mod:`detbench.api`)::
 
@@ -12,7 +12,7 @@ From Python (each function does what its command does; see :mod:`detbench.api`):
 
 ``import detbench`` is cheap: nothing heavy (torch, pandas) is imported until a function needs it. Every mistake
 raises a :class:`DetbenchError` (its subclasses below: ``ConfigError``, ``InputError``, ``DataError``...); warnings
-about the data or the results are :class:`DetbenchWarning`\\ s.
+about the data or the results are :class:`DetbenchWarning`\ s.
 
 The modules behind these functions live in sub-packages by concern (``detbench.engine`` runs, ``detbench.data``
 indexes, ``detbench.results`` reads runs back...); ``docs/architecture.md`` maps them.

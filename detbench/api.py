@@ -1,9 +1,9 @@
-"""detbench from Python: the functions behind the command line, returning pandas DataFrames.
+r"""detbench from Python: the functions behind the command line, returning pandas DataFrames.
 
 Every function does what its command does, through the same code: :func:`request` builds the one
 :class:`~detbench.engine.resolve.RunRequest` both use, so a run started here has the id, reuse and records of the same
 ``detbench run`` command. Mistakes raise the :class:`~detbench.errors.DetbenchError` family (the CLI prints them as
-one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\\ s
+one line and exits 2); warnings about the data or the results are :class:`~detbench.errors.DetbenchWarning`\ s
 (Python's ``warnings``). Nothing here imports torch until a function needs it.
 
 Example (the demo suite builds itself, offline; these small options take seconds on a laptop)::
@@ -146,9 +146,7 @@ def request(
 ) -> Request:
     """The run that ``detbench run`` and :func:`run` carry out for these arguments (the one place both build it).
 
-    Args:
-        detector, suite, root, protocol, settings, seed, perturb, device, threshold, bootstrap, force, train_suite,
-            train_root, train_protocol, workers, batch_size, fast_index, preset, allow_cpu: as :func:`run`.
+    It takes :func:`run`'s arguments, ``progress`` aside, with the same meanings.
 
     Returns:
         A :class:`Request`: the :class:`~detbench.engine.resolve.RunRequest` and the preset, if one was named.
@@ -295,8 +293,18 @@ def sweep(
     """A robustness sweep (``detbench sweep``): the clean run, then one run per perturbation value, trained once.
 
     Args:
-        detector, suite, root, protocol, settings, seed, device, threshold, bootstrap, force, progress: as :func:`run`.
+        detector: a registered detector (:func:`list_detectors`).
+        suite: a registered suite (:func:`list_suites`); default ``demo``.
         perturb: axes of values, e.g. ``["jpeg:95,75,50", "blur:1,2"]``.
+        root: where the suite's data lives (the demo builds its own).
+        protocol: the suite's protocol (default: its standard one).
+        settings: detector config keys and suite options, as :func:`run` takes them.
+        seed: seed of splits, training and sampling.
+        device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
+        threshold: ``0.5``, another number in [0, 1], or ``calibrated``, as :func:`run`.
+        bootstrap: resamples of the 95 % intervals (0: none).
+        force: recompute runs that exist (the finished ones are kept aside).
+        progress: show progress bars and status lines on stderr.
 
     Returns:
         The clean :class:`Run` first, then one per value, in sweep order.
@@ -367,7 +375,11 @@ def import_scores(
         key_column: the column naming the images (default: the first of path, filename, image_id).
         settings: suite options (``{"n_train": 12}``; ``suite.KEY`` too): only the suite's, so a key the detector
             has too (the ``list`` suite's ``file``) is the suite's; the detector's are the arguments above.
-        seed, bootstrap, force, fast_index, progress: as :func:`run`.
+        seed: seed of the suite's splits and sampling.
+        bootstrap: resamples of the 95 % intervals (0: none).
+        force: recompute even if the run exists (the finished one is kept aside).
+        fast_index: index ids from size, mtime and path instead of content hashes.
+        progress: show progress bars and status lines on stderr.
         paths_relative_to: what relative paths in the file are relative to: ``"root"`` (the suite root), ``"file"``
             (the file's folder, as ``predict(..., export=...)``, grip-unina's ``main.py`` and ForensicHub's lists
             write them), or None: the root, unless no path of the file names an image there but they do relative
@@ -490,7 +502,8 @@ def _suite_settings(suite: str | None, settings: Mapping[str, Any] | None) -> di
 
 def _check_reading(name: Any, logits: Any, score_column: Any, key_column: Any) -> None:
     """Refuse Python values the command line cannot give: ``name=None`` would become ``external:none``, and a
-    string for ``logits`` would be read one way and recorded another."""
+    string for ``logits`` would be read one way and recorded another.
+    """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name must be text naming what computed the scores (external:NAME); got {name!r}")
     if not isinstance(logits, bool):
@@ -567,8 +580,11 @@ def leaderboard(
     Args:
         suite: the suite.
         metric: acc, ap, auc, real_acc, fake_acc, balanced_acc, eer, ... (per generator, then mean and worst).
-        detector, backbone, perturbation: keep matching runs (exact, case-insensitive, if some run has that value;
-            else every value containing it: ``perturbation="jpeg"`` keeps all JPEG runs, ``"clean"`` the others).
+        detector: keep the runs of this detector (exact, case-insensitive, if some run has that value; else every
+            value containing it).
+        backbone: keep the runs of this backbone, matched the same way.
+        perturbation: keep the runs of this perturbation, matched the same way: ``"jpeg"`` keeps all JPEG runs,
+            ``"clean"`` the unperturbed ones.
         delta: perturbed runs as differences to the clean run of the same fit and threshold.
         published: add the published numbers of the suite's paper presets (run_id ``published``).
         rank: add ``avg_rank``, each run's average rank over the generators (1 = best), sorted by it; ``.attrs[
@@ -713,7 +729,9 @@ def predict(
             column per run, named ``<detector label>@<run id>``, holding P(fake).
         logits: the export holds logits (log-odds of P(fake), finite) instead, as grip-unina's ``main.py`` writes
             them (its ``compute_metrics.py`` calls a score above 0 fake).
-        device, workers, batch_size: as :func:`run`.
+        device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
+        workers: decoding workers.
+        batch_size: batch size of scoring.
         progress: show progress bars.
 
     Returns:

@@ -1,11 +1,11 @@
-"""The one family of errors meant for the user, the environment problems treated like them, and data warnings.
+r"""The one family of errors meant for the user, the environment problems treated like them, and data warnings.
 
 Everything a user can fix (an option, a path, the data, the weights, a busy run) raises a subclass of
 :class:`DetbenchError` whose message says what is wrong and how to fix it. The CLI prints such an error as
 one line and exits 2; any other exception that escapes a command is a bug and is shown as one. Classes
 keep a builtin base (``ValueError``, ``LookupError``, ``RuntimeError``, ``FileNotFoundError``) where callers
 catch them by it. A full disk and a home folder detbench may not write to are the user's to fix too:
-:func:`user_message` recognises them among ``OSError``\\ s.
+:func:`user_message` recognises them among ``OSError``\ s.
 
 Data warnings (a damaged run skipped, a corrupt cache shard rebuilt) go through :func:`warn` as a
 :class:`DetbenchWarning`; the CLI shows them even with ``-q``.

@@ -245,7 +245,8 @@ def _bootstrap_acc_ap(
     y: np.ndarray, s: np.ndarray, threshold: float, n_boot: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Class-stratified bootstrap distributions of acc and AP (reals and fakes resampled separately); NaN unless both
-    classes are present."""
+    classes are present.
+    """
     order = np.argsort(-s, kind="stable")
     y, s = y[order].astype(np.float64), s[order]
     correct = ((s > threshold) == (y == 1)).astype(np.float64)

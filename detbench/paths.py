@@ -79,6 +79,7 @@ def home_description() -> str:
 
 def keep_matplotlib_in_home() -> None:
     """Make matplotlib keep its config and font cache under ``$DETBENCH_HOME/matplotlib`` (unless the user set
-    ``MPLCONFIGDIR``). Call before importing matplotlib: it reads the variable when first imported."""
+    ``MPLCONFIGDIR``). Call before importing matplotlib: it reads the variable when first imported.
+    """
     if not os.environ.get("MPLCONFIGDIR"):
         os.environ["MPLCONFIGDIR"] = str(home_subdir("matplotlib"))

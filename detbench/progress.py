@@ -16,6 +16,7 @@ class Tracker:
         self._progress, self._task = progress, task
 
     def __call__(self, n: int = 1) -> None:
+        """Advance the bar by ``n`` (nothing without a bar)."""
         if self._progress is not None:
             self._progress.advance(self._task, n)
 
@@ -32,7 +33,8 @@ class Tracker:
 
 class Phases:
     """Opens one progress bar per phase and prints status lines (both only when ``enabled``: ``-q`` turns them
-    off) and warnings about the data (unless ``warnings`` is off, as on the non-reporting ranks of torchrun)."""
+    off) and warnings about the data (unless ``warnings`` is off, as on the non-reporting ranks of torchrun).
+    """
 
     def __init__(self, console: Console | None = None, enabled: bool = True, warnings: bool = True) -> None:
         self.console = console or Console(stderr=True)

@@ -105,9 +105,9 @@ class Registry:
 
     def __init__(self, kind: str, entry_point_group: str | None = None, base: str | None = None) -> None:
         """Args:
-            kind: what the registry holds, for messages ("detector").
-            entry_point_group: where third-party plugins register.
-            base: ``"module:Class"`` every plugin must subclass, checked when a plugin is first loaded.
+        kind: what the registry holds, for messages ("detector").
+        entry_point_group: where third-party plugins register.
+        base: ``"module:Class"`` every plugin must subclass, checked when a plugin is first loaded.
         """
         self.kind = kind
         self.entry_point_group = entry_point_group

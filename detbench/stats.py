@@ -58,7 +58,8 @@ class DeLong:
 
 def _placements(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Structural components: for each fake, the share of reals it outscores (ties one half), and for each real
-    the share of fakes that outscore it; both from midranks."""
+    the share of fakes that outscore it; both from midranks.
+    """
     from scipy.stats import rankdata
 
     fake, real = s[y == 1], s[y == 0]

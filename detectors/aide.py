@@ -69,6 +69,8 @@ WEIGHTS_FIX = ("pass --set weights=/path/to/checkpoint.pth: an AIDE checkpoint o
 
 @dataclass(frozen=True)
 class AIDEConfig:
+    """AIDE options: the semantic backbone, released weights or training, input size and training schedule."""
+
     backbone: str = "open_clip:convnext_xxlarge@laion2b_s34b_b82k_augreg_soup"  # the frozen semantic trunk
     weights: str = ""  # a released checkpoint ({'model': ...}), optionally PATH#sha256=HEX; empty: train
     input_size: int = 256  # the tensor Resize([S, S]) of the patches and the whole image
@@ -126,6 +128,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class AIDE(ClassifierDetector):
+    """AIDE: DCT-selected high/low-frequency patches plus a frozen CLIP ConvNeXt's semantic features."""
+
     name = REGISTRATION["name"]
     version = 2  # 2: trains on the shared loop; a fit's state is model.safetensors (the same keys as before)
     Config = AIDEConfig

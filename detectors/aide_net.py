@@ -52,7 +52,8 @@ def srm_filters() -> np.ndarray:
 
 def _half_masks(n: int) -> list[np.ndarray]:
     """EDGE kernels are SQUARE kernels with a half-plane zeroed: bottom rows, left columns, top rows, right
-    columns (the centre row/column kept), in this order."""
+    columns (the centre row/column kept), in this order.
+    """
     c = n // 2
     masks = []
     for keep in (np.s_[: c + 1, :], np.s_[:, c:], np.s_[c:, :], np.s_[:, : c + 1]):

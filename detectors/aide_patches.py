@@ -39,7 +39,8 @@ def _band(start: float, end: float, n: int = WINDOW) -> Tensor:
 class PatchSelector:
     """The four patches AIDE keeps from a ``[3, H, W]`` image in [0, 1]: (lowest, highest, second lowest,
     second highest) DCT grade, each ``[3, 32, 32]``. The arithmetic follows ``data/dct.py`` step by step so that
-    near-ties between patch grades resolve as they do there."""
+    near-ties between patch grades resolve as they do there.
+    """
 
     def __init__(self) -> None:
         self.dct = dct_matrix()
@@ -48,6 +49,7 @@ class PatchSelector:
         self.band_sizes = [b.sum() for b in self.bands]
 
     def __call__(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The four selected patches of ``image`` (``[3, H, W]``, at least 32 px each side), each ``[3, 32, 32]``."""
         c, h, w = image.shape
         if h < WINDOW or w < WINDOW:
             raise ValueError(f"AIDE needs images of at least {WINDOW}x{WINDOW} px (its DCT patches); this one is "
@@ -71,7 +73,8 @@ class PatchSelector:
 
 class AIDETransform:
     """PIL image -> ``[5, 3, S, S]``: (lowest, highest, second lowest, second highest patch, whole image), each
-    resized as a tensor to ``size`` (bilinear) and ImageNet-normalised. Picklable for DataLoader workers."""
+    resized as a tensor to ``size`` (bilinear) and ImageNet-normalised. Picklable for DataLoader workers.
+    """
 
     def __init__(self, size: int, antialias: bool) -> None:
         self.size, self.antialias = size, antialias
@@ -123,4 +126,5 @@ class AIDETransform:
         return torch.stack([self.finish(v) for v in views])
 
     def __call__(self, img: Any) -> Tensor:
+        """The ``[5, 3, S, S]`` stack of a PIL image."""
         return self.from_tensor(self.to_tensor(img))

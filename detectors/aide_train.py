@@ -40,7 +40,8 @@ from detbench.probabilities import softmax_fake
 class TrainAugment:
     """PIL image -> the AIDE stack of an augmented image: ToTensor, kornia blur then JPEG (each with its own
     probability), then ``stack`` (the patch choice and resizing of evaluation). Draws from torch's global RNG,
-    which the loop seeds per image."""
+    which the loop seeds per image.
+    """
 
     def __init__(self, stack: Any, blur_prob: float, jpeg_prob: float) -> None:
         import kornia.augmentation as K
@@ -51,6 +52,7 @@ class TrainAugment:
             K.RandomJPEG(jpeg_quality=(30, 100), p=jpeg_prob))
 
     def __call__(self, img: Any) -> Tensor:
+        """The stack of the augmented image."""
         x = self.stack.to_tensor(img)
         with torch.no_grad():
             x = self.perturb(x.unsqueeze(0))[0]
@@ -62,7 +64,8 @@ class TrainableAIDE(nn.Module):
     key names (``hpf``, ``model_min``, ``model_max``, ``fc``, ``convnext_proj``): their state dict is what training
     checkpoints and a fit hold. The frozen semantic trunk is held outside the module tree (never copied into a
     checkpoint; its weights are recorded by the backbone's identity), and ``train()`` sets its mode as the
-    original does (``semantic_train_mode``), BatchNorm statistics of a stand-in trunk staying frozen."""
+    original does (``semantic_train_mode``), BatchNorm statistics of a stand-in trunk staying frozen.
+    """
 
     def __init__(self, net: nn.Module, semantic_train_mode: bool) -> None:
         super().__init__()

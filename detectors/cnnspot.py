@@ -63,6 +63,8 @@ JPEG_METHODS = ("cv2", "pil")  # the original's draw; both encode with Pillow he
 
 @dataclass(frozen=True)
 class CNNSpotConfig:
+    """CNNSpot options: released weights or training, evaluation crop, precision and training augmentation."""
+
     weights: str = ""  # released checkpoint (blur_jpg_prob0.5.pth / 0.1.pth)[#sha256=HEX]; empty: train
     eval_crop: int = 224  # centre crop at evaluation (the paper); 0: no crop (the README's no-crop variant)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: the original
@@ -116,7 +118,7 @@ class CNNSpotConfig:
 
 
 def build_resnet50(num_classes: int = 1) -> nn.Module:
-    """torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init).
+    """Torchvision's ResNet-50 (CNNDetection's ``resnet50(num_classes=...)`` has the same keys and init).
 
     Args:
         num_classes: outputs of the final ``fc`` layer.
@@ -168,8 +170,9 @@ _INIT_FIX = ("pass --set init=/path/to/resnet50-19c8e357.pth (torchvision's Imag
 
 
 def _find_imagenet_file() -> str:
-    """torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
-    download (online only). Returns the path; WeightsError naming the fixes when none is found."""
+    """Torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
+    download (online only). Returns the path; WeightsError naming the fixes when none is found.
+    """
     from detbench.models.weights import resolve_weights
 
     hub = _torch_hub_checkpoints()
@@ -199,7 +202,8 @@ def _torch_hub_checkpoints() -> Any:
 @dataclass(frozen=True)
 class TrainAugment:
     """``train.py``'s per-image training transform, drawing from the image's own generator: shorter side to
-    ``load_size`` (bilinear), blur, JPEG, random crop, random horizontal flip, ToTensor, normalise."""
+    ``load_size`` (bilinear), blur, JPEG, random crop, random horizontal flip, ToTensor, normalise.
+    """
 
     load_size: int
     crop: int
@@ -210,6 +214,7 @@ class TrainAugment:
     flip: bool
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        """The augmented, normalised training tensor of ``img``, drawing from ``rng``."""
         img = TF.resize(img, self.load_size, interpolation=transforms.InterpolationMode.BILINEAR)
         if rng.random() < self.blur_prob:
             img = Image.fromarray(gaussian_blur_uint8(img, float(rng.random() * self.blur_sigma_max)))
@@ -227,7 +232,8 @@ class TrainAugment:
 @dataclass(frozen=True)
 class ValidationAugment:
     """``train.py``'s validation perturbation: blur at the middle sigma and PIL JPEG at the middle quality,
-    each with the training probability, drawn per image from (run seed, image id)."""
+    each with the training probability, drawn per image from (run seed, image id).
+    """
 
     seed: int
     blur_prob: float
@@ -236,6 +242,7 @@ class ValidationAugment:
     quality: int
 
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
+        """``img`` blurred and/or JPEG-compressed as drawn from (seed, ``image_id``)."""
         digest = hashlib.sha256(f"cnnspot-val:{self.seed}:{image_id}".encode()).digest()
         u_blur, u_jpeg = np.random.default_rng(int.from_bytes(digest[:8], "little")).random(2)
         if u_blur < self.blur_prob:
@@ -260,6 +267,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class CNNSpot(ClassifierDetector):
+    """CNNSpot (Wang et al., CVPR 2020): a ResNet-50 with one logit, trained with blur and JPEG augmentation."""
+
     name = REGISTRATION["name"]
     default_holdout = "val-split"  # train.py validates on <dataroot>/val
     version = 1

@@ -29,6 +29,8 @@ STATE_FILE = "external.json"
 
 @dataclass(frozen=True)
 class ExternalConfig:
+    """Which score file to import and how to read it: name, logits, columns and what relative paths start from."""
+
     file: str = ""  # the score file (CSV, TSV, JSON or Parquet); see detbench.data.score_files
     name: str = ""  # what computed the scores; runs show as external:NAME
     logits: bool = False  # the scores are raw logits: P(fake) = sigmoid(score)
@@ -65,6 +67,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class External(Detector):
+    """Scores computed outside detbench, read from a file and evaluated as the run of ``external:NAME``."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = ExternalConfig

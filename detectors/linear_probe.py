@@ -24,6 +24,8 @@ from detbench.probabilities import sigmoid
 
 @dataclass(frozen=True)
 class LinearProbeConfig:
+    """Linear probe options: backbone, embedding, input preprocessing and the regularisation search."""
+
     backbone: str = ""  # empty: the suite's default backbone
     embedding: str = ""  # empty: the backbone's default embedding
     crop: int = 0  # 0: the backbone's default input size
@@ -62,6 +64,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class LinearProbe(FrozenFeatureDetector):
+    """Logistic regression on frozen backbone features, regularisation chosen on the training generator."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = LinearProbeConfig

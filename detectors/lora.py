@@ -12,7 +12,8 @@ from torch.nn.utils import parametrize
 
 class LowRankDelta(nn.Module):
     """LoRA as a parametrization: ``W + (alpha / rank) * (B @ A)`` reshaped to W (linear weights, attention
-    in-projections, conv kernels); B starts at zero, so training starts exactly from W."""
+    in-projections, conv kernels); B starts at zero, so training starts exactly from W.
+    """
 
     def __init__(self, shape: torch.Size, rank: int, alpha: float, device: torch.device) -> None:
         super().__init__()

@@ -49,6 +49,8 @@ META_FILE = "mpft.json"
 
 @dataclass(frozen=True)
 class MPFTConfig:
+    """MPFT options: backbone, masking, which parameters train and the training schedule."""
+
     backbone: str = ""  # empty: the suite's default backbone
     crop: int = 0  # 0: the backbone's default input size
     mask: MaskConfig = field(default_factory=MaskConfig)
@@ -112,6 +114,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class MPFT(Detector):
+    """Masked partial fine-tuning: fine-tune part of a backbone while masking patches (by default the most textured)."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = MPFTConfig

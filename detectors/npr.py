@@ -71,6 +71,8 @@ DEFAULT_RESIZE = "square"  # test.py's default (no_resize=False): for suites wit
 
 @dataclass(frozen=True)
 class NPRConfig:
+    """NPR options: released weights or training, the evaluation resize policy and the training schedule."""
+
     weights: str = ""  # released checkpoint (NPR.pth, model_epoch_last_3090.pth)[#sha256=HEX]; empty: train
     resize: Literal["auto", "square", "native", "tile"] = "auto"  # evaluation; auto: by the suite's convention
     load_size: int = 256  # square: Resize((load_size, load_size))
@@ -113,7 +115,8 @@ class NPRConfig:
 class NPRNet(nn.Module):
     """The original's ``resnet50(num_classes=1)``: conv1 (3x3, stride 2) + layer1 + layer2 + fc1, on the
     neighbouring-pixel residual. Initialised as the original: Kaiming normal (fan out) convolutions, BatchNorm
-    weight 1 and bias 0, PyTorch's default ``fc1``."""
+    weight 1 and bias 0, PyTorch's default ``fc1``.
+    """
 
     def __init__(self, layers: tuple[int, int] = (3, 4)) -> None:
         super().__init__()
@@ -163,7 +166,7 @@ class NPRNet(nn.Module):
 
 
 def _bottlenecks(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """torchvision's ``ResNet._make_layer`` for Bottleneck blocks (stride on the 3x3 convolution)."""
+    """Torchvision's ``ResNet._make_layer`` for Bottleneck blocks (stride on the 3x3 convolution)."""
     downsample = None
     if stride != 1 or inplanes != planes * Bottleneck.expansion:
         downsample = nn.Sequential(conv1x1(inplanes, planes * Bottleneck.expansion, stride),
@@ -183,13 +186,15 @@ class TileTo:
     size: int
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        """``img`` tiled up to ``size`` when smaller (``translate_duplicate``)."""
         return tile_to(img, self.size)
 
 
 @dataclass(frozen=True)
 class TrainAugment:
     """``train.py``'s training transform from the image's own generator: ``Resize((load, load))`` (or
-    tiling), random ``crop`` x ``crop`` window, random horizontal flip, ToTensor, normalise."""
+    tiling), random ``crop`` x ``crop`` window, random horizontal flip, ToTensor, normalise.
+    """
 
     mode: str
     load_size: int
@@ -197,6 +202,7 @@ class TrainAugment:
     flip: bool
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> Tensor:
+        """The augmented, normalised training tensor of ``img``, drawing from ``rng``."""
         if self.mode == "tile":
             img = TileTo(self.crop)(img)
         else:
@@ -229,6 +235,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class NPR(ClassifierDetector):
+    """NPR (Tan et al., CVPR 2024): a truncated ResNet-50 on neighbouring-pixel up-sampling residuals."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = NPRConfig

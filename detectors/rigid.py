@@ -51,6 +51,8 @@ ORIGINAL_BACKBONE = ("timm", "vit_large_patch14_dinov2")  # the authors' DINOv2 
 
 @dataclass(frozen=True)
 class RIGIDConfig:
+    """RIGID options: the embedding network, its input size and the noise added to the image."""
+
     backbone: str = "timm:vit_large_patch14_dinov2@lvd142m"  # the embedding network f
     embedding: str = ""  # empty: the backbone's default (timm ViTs: the class token after the final norm)
     input_size: int = 224  # Resize((input_size, input_size)); no crop
@@ -120,6 +122,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class RIGID(Detector):
+    """RIGID (He et al. 2024), training-free: 1 - cosine similarity of an image's and its noisy copy's embeddings."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = RIGIDConfig

@@ -61,6 +61,7 @@ class MaskConfig:
 
     @property
     def active(self) -> bool:
+        """Whether training masks anything at all."""
         return self.strategy != "none" and self.ratio > 0 and self.p_unmasked < 1.0
 
 

@@ -44,6 +44,8 @@ RELEASED_BACKBONE = ("open_clip", "ViT-L-14", "openai")
 
 @dataclass(frozen=True)
 class UnivFDConfig:
+    """UnivFD options: backbone, embedding, preprocessing, released head, or how the linear layer trains."""
+
     backbone: str = ""  # empty: the suite's default backbone (open_clip:ViT-L-14@openai for GenImage/UFD)
     embedding: str = ""  # empty: the backbone's default ("proj", the projected embedding, for open_clip)
     crop: int = 0  # 0: the backbone's native input size (224 for ViT-L/14)
@@ -223,6 +225,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 class UnivFD(FrozenFeatureDetector):
+    """UnivFD (Ojha et al., CVPR 2023): one linear layer on frozen CLIP ViT-L/14 features."""
+
     name = REGISTRATION["name"]
     version = 1
     Config = UnivFDConfig
@@ -271,7 +275,8 @@ class UnivFD(FrozenFeatureDetector):
 
     def _check_ignored(self, ignored: dict[str, Any], ctx: RunContext) -> None:
         """A whole checkpoint: count what the head leaves unused (recorded, warned) and refuse it when its backbone
-        tensors differ from the loaded backbone's (the head was trained on other features)."""
+        tensors differ from the loaded backbone's (the head was trained on other features).
+        """
         from detbench.models.weights import WeightsError
 
         path, bb = self.head_info["path"], self.backbone

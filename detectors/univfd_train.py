@@ -83,6 +83,7 @@ class TrainView:
         }
 
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
+        """This view of ``img``: the training augmentation drawn from (seed, view, ``image_id``)."""
         from PIL import Image
 
         from detbench.data.perturbations import GaussianBlur, JpegQuality
@@ -207,7 +208,8 @@ def train_head(
 @contextmanager
 def _single_thread(device_type: str) -> Iterator[None]:
     """One CPU thread for the head: a 1-output linear layer gains nothing from more, and on a busy machine
-    thread synchronisation made each step ~100x slower (measured: 25 ms against 0.2 ms)."""
+    thread synchronisation made each step ~100x slower (measured: 25 ms against 0.2 ms).
+    """
     import torch
 
     threads = torch.get_num_threads()

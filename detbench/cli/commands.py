@@ -49,6 +49,7 @@ app = typer.Typer(
 def main_options(
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (sets HF_HUB_OFFLINE).")] = False,
 ) -> None:
+    """Options that apply to every command (``--offline``)."""
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["DETBENCH_OFFLINE"] = "1"
@@ -290,7 +291,8 @@ def compare(
 ) -> None:
     """Paired comparison of runs on the same images: per generator, mean and worst, the difference with its
     bootstrap interval and a p-value (accuracy: exact McNemar; AUC: DeLong; others: paired bootstrap; Holm-adjusted
-    across generators)."""
+    across generators).
+    """
     from detbench.api import compare as compare_runs
     from detbench.results.paired import check_csv_path, write_csv
 
@@ -387,7 +389,8 @@ def import_scores(
     quiet: QuietOption = False,
 ) -> None:
     """Scores computed outside detbench (a closed API, another framework) as a run of external:NAME, with the same
-    metrics, intervals, leaderboard rows, report and robustness views as any run."""
+    metrics, intervals, leaderboard rows, report and robustness views as any run.
+    """
     from detbench.api import import_scores as import_file
     from detbench.config import parse_set_args
 
@@ -492,7 +495,8 @@ def bench(
     rss_crop: Annotated[int, typer.Option(help="Backbone input size for the RSS run.")] = 32,
 ) -> None:
     """Measure throughput of the pipeline's parts (decode, forward, scoring vs a reference loop, index, feature
-    cache, metrics) and, with --rss-images, the peak memory of a whole run."""
+    cache, metrics) and, with --rss-images, the peak memory of a whole run.
+    """
     from rich.table import Table
 
     from detbench.engine.resolve import check_device, default_device

@@ -54,7 +54,8 @@ class GuardedGroup(TyperGroup):
 @contextlib.contextmanager
 def _guard(ctx: typer.Context) -> Iterator[None]:
     """User errors as one red line (exit 2); Ctrl-C or SIGTERM says where it stopped (exit 130 / 143); bugs as
-    bugs (traceback, exit 1); DetbenchWarnings as ``warning:`` lines."""
+    bugs (traceback, exit 1); DetbenchWarnings as ``warning:`` lines.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("default", DetbenchWarning)  # each message once
         shown = warnings.showwarning

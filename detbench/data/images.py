@@ -111,6 +111,7 @@ class ImageInfo:
 
     @property
     def ok(self) -> bool:
+        """Whether the file decoded as an image."""
         return self.status == "ok"
 
 
@@ -320,7 +321,8 @@ def _openers() -> tuple[tuple[Callable[..., Image.Image], Callable[[bytes], bool
 
 def _identify(fp: IO[bytes], size: int) -> Image.Image:
     """Identify the format from the leading bytes and parse the header: ``Image.open`` restricted to
-    the formats detbench indexes and without PIL's global pixel guard (callers check). Decodes nothing."""
+    the formats detbench indexes and without PIL's global pixel guard (callers check). Decodes nothing.
+    """
     if size == 0:
         raise ImageError("empty", "file is empty (0 bytes)")
     fp.seek(0)
@@ -396,8 +398,8 @@ def describe_content(prefix: bytes) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` (an error message) with every bytes literal replaced by its length: decoders quote the bytes
-    they choke on (``broken PNG file (chunk b'ro\\x00t')``), and reasons never quote a file.
+    r"""``text`` (an error message) with every bytes literal replaced by its length: decoders quote the bytes
+    they choke on (``broken PNG file (chunk b'ro\x00t')``), and reasons never quote a file.
 
     Args:
         text: a message.
@@ -431,7 +433,8 @@ _png_limit_saved = 0
 @contextlib.contextmanager
 def _png_metadata_limit() -> Iterator[None]:
     """Raise PIL's PNG metadata-chunk limit to :data:`PNG_MAX_METADATA_CHUNK` while detbench reads (never lower it);
-    the previous value comes back when the last concurrent reader is done."""
+    the previous value comes back when the last concurrent reader is done.
+    """
     from PIL import PngImagePlugin
 
     global _png_limit_users, _png_limit_saved

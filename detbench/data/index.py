@@ -64,14 +64,17 @@ class Index:
 
     @property
     def root(self) -> Path:
+        """The suite root the index was built from."""
         return Path(self.manifest["root"])
 
     @property
     def usable(self) -> pd.DataFrame:
+        """The rows whose images decoded (status ``ok``)."""
         return self.rows[self.rows["status"] == "ok"]
 
     @property
     def generators(self) -> list[str]:
+        """The generators of the indexed rows, sorted."""
         return sorted(self.rows["generator"].unique())
 
 
@@ -107,7 +110,8 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
 
 def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, Any]]:
     """Index rows of ``rows`` of one shard's image column, streaming it in record batches. Every row asked for
-    gets a row: a shard that cannot be read (fully) marks the rest unreadable or undecodable, with the reason."""
+    gets a row: a shard that cannot be read (fully) marks the rest unreadable or undecodable, with the reason.
+    """
     from detbench.data import images, shards
 
     rel_shard, abs_path, column, rows, mode = args

@@ -55,8 +55,9 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
 
 @functools.cache
 def _ijg_tables(index: int) -> np.ndarray:
-    """libjpeg's jpeg_set_quality (force_baseline) applied to the standard table ``index`` (0 luminance,
-    1 chrominance): a 100 x 64 array, row q - 1 for quality q."""
+    """Libjpeg's jpeg_set_quality (force_baseline) applied to the standard table ``index`` (0 luminance,
+    1 chrominance): a 100 x 64 array, row q - 1 for quality q.
+    """
     import numpy as np
 
     standard = np.asarray(_STD_CHROMINANCE if index else _STD_LUMINANCE, dtype=np.int32)

@@ -10,7 +10,8 @@ FAKE_VALUES = ("1", "fake")
 
 class LabelValues:
     """Maps the label cells of a file list or a Parquet shard to 0 (real) / 1 (fake), by explicit values only
-    (compared case-insensitively after stripping), never by sort order: some datasets call fakes 0."""
+    (compared case-insensitively after stripping), never by sort order: some datasets call fakes 0.
+    """
 
     def __init__(self, real: tuple[str, ...], fake: tuple[str, ...]) -> None:
         self.real = {str(v).strip().lower() for v in real}

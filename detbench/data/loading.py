@@ -95,7 +95,8 @@ class ImageRowsDataset(Dataset):
 
     def _perturbed(self, img: Any, i: int) -> Any:
         """The perturbed image; a perturbation that cannot apply to this image (an encoder's size limit...) skips
-        the image with the reason instead of stopping the run."""
+        the image with the reason instead of stopping the run.
+        """
         try:
             return self.perturb(img, self.image_ids[i])
         except images.ImageError:
@@ -121,6 +122,8 @@ def _changed(path: Path, size: int | None, mtime_ns: int | None) -> bool:
 
 @dataclass
 class Batch:
+    """A decoded batch: the image tensor, which input rows it holds, and the rows that failed with why."""
+
     x: torch.Tensor | None  # [B, 3, H, W], None when every item failed
     indices: np.ndarray  # positions in the input rows of the items in x
     failures: list[tuple[int, str]]
@@ -228,13 +231,15 @@ def iterate_batches(
 class HalveOnOom:
     """Calls ``fn`` on a batch; on CUDA out-of-memory it runs the batch in halves (down to single images) and
     keeps the smaller size for the batches that follow, so a batch too large for the device costs a retry,
-    not the run."""
+    not the run.
+    """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn
         self.limit: int | None = None  # the largest sub-batch known to fit; None until an OOM
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)``, split into smaller sub-batches whenever the device runs out of memory."""
         while True:
             size = min(len(x), self.limit or len(x))
             try:

@@ -62,6 +62,7 @@ class Perturbation(ABC):
         }
 
     def __call__(self, img: Image.Image, image_id: str) -> Image.Image:
+        """Apply every step to ``img`` in order; the result is RGB (``image_id`` is unused: steps are deterministic)."""
         for step in self.steps:
             img = step.apply(img)
         return img.convert("RGB") if img.mode != "RGB" else img
@@ -125,10 +126,12 @@ class Step(Perturbation):
 
     @property
     def spec(self) -> str:
+        """The canonical spec of this step, e.g. ``jpeg:75``."""
         return f"{self.name}:{self.level:g}"
 
     @property
     def steps(self) -> list[Step]:
+        """This step alone."""
         return [self]
 
 
@@ -140,6 +143,7 @@ class Compose(Perturbation):
 
     @property
     def steps(self) -> list[Step]:
+        """The composed steps, in the order they are applied."""
         return list(self._steps)
 
 
@@ -154,6 +158,8 @@ def _number(text: str, kind: type[int] | type[float], step: type[Step], valid: s
 
 
 class JpegQuality(Step):
+    """JPEG re-encoding at a quality (``jpeg:Q``), with Pillow, 4:2:0 chroma subsampling."""
+
     name = "jpeg"
     axis_label = "JPEG quality"
     clean_level = 100.0
@@ -183,6 +189,7 @@ class JpegQuality(Step):
 
     @property
     def level(self) -> float:
+        """The JPEG quality, as a float."""
         return float(self.quality)
 
     def params(self) -> dict[str, Any]:
@@ -229,6 +236,8 @@ class JpegQuality(Step):
 
 
 class GaussianBlur(Step):
+    """Gaussian blur of standard deviation sigma pixels (``blur:S``)."""
+
     name = "blur"
     version = 2  # 1 rounded a float result once; 2 is the originals' in-place uint8 filtering
     axis_label = "Gaussian blur σ (pixels)"
@@ -260,6 +269,7 @@ class GaussianBlur(Step):
 
     @property
     def level(self) -> float:
+        """The blur's sigma, in pixels."""
         return self.sigma
 
     def params(self) -> dict[str, Any]:
@@ -335,6 +345,7 @@ class Downscale(Step):
 
     @property
     def level(self) -> float:
+        """The scale factor."""
         return self.factor
 
     def params(self) -> dict[str, Any]:
@@ -363,7 +374,8 @@ class Downscale(Step):
 
 class BilinearResize(Downscale):
     """AIGCDetectBenchmark's resize perturbation: torchvision's ``Resize((int(h * F), int(w * F)))`` on a PIL
-    image, i.e. Pillow's bilinear filter to the floored size, not resized back."""
+    image, i.e. Pillow's bilinear filter to the floored size, not resized back.
+    """
 
     name = "resize"
     axis_label = "resize factor (bilinear)"

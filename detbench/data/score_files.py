@@ -1,10 +1,10 @@
-"""Per-image scores computed outside detbench (a closed API, a commercial tool, a colleague's code): reading a score
+r"""Per-image scores computed outside detbench (a closed API, a commercial tool, a colleague's code): reading a score
 file, checking it, and matching it to a suite's images.
 
 A score file is a table (CSV, TSV, JSON, JSON lines or Parquet: :mod:`detbench.data.tables`) with one row per image:
 
 - a key: ``path`` relative to the suite root, as ``detbench index`` lists it (an absolute path under the root is
-  accepted; ``\\`` separators are read as ``/``), or ``filename`` (grip-unina's name for the same), or
+  accepted; ``\`` separators are read as ``/``), or ``filename`` (grip-unina's name for the same), or
   ``image_id`` (detbench's content id of the image); the first of these present, unless ``key_column`` names one;
 - a score (column ``score`` unless ``score_column`` names another): P(fake) in [0, 1], or a raw logit with
   ``logits`` (P(fake) = sigmoid).
@@ -129,7 +129,8 @@ class ScoreFile:
 
 def _labels_under(scores: ScoreFile, root: Path) -> dict[str, int]:
     """:attr:`ScoreFile.labels` keyed as the index of a suite rooted at ``root`` writes its paths (absolute paths
-    under ``root`` made relative, others dropped)."""
+    under ``root`` made relative, others dropped).
+    """
     if scores.by_id:
         return scores.labels
     bases = _bases(root)
@@ -270,7 +271,8 @@ def _read(path: Path, sha256: str, score_column: str, key_column: str, logits: b
 
 def _merge(frame: Any, name: str, problems: list[str]) -> tuple[dict[str, float], dict[str, str]]:
     """Scores and unusable keys of ``frame`` (columns key, p), with repeated keys reported: the same score twice is
-    kept once; different scores leave the image unscored."""
+    kept once; different scores leave the image unscored.
+    """
     repeated = frame.duplicated("key", keep=False).to_numpy()
     single = frame[~repeated]
     number = ~np.isnan(single["p"].to_numpy())  # values are in [0, 1] here (logits went through the sigmoid)
@@ -354,7 +356,8 @@ _NORMALISED_BY_PATH = r"//|/\./|^\./|/$|/\.$|^\.$|#"  # what PurePosixPath would
 
 def _keys(cells: Any, by_id: bool) -> Any:
     """:func:`_key` of every cell of a key column, as an object Series (None for empty cells); text columns are
-    handled column-wise, other cells (bytes, numbers) one by one."""
+    handled column-wise, other cells (bytes, numbers) one by one.
+    """
     import pandas as pd
 
     if not pd.api.types.is_string_dtype(cells):
@@ -373,7 +376,8 @@ def _keys(cells: Any, by_id: bool) -> Any:
 
 def _key(value: Any, by_id: bool, base: str | None = None) -> str | None:
     """A key cell as the index writes it: an image id as text, a path as a normalised POSIX path (a relative one
-    made absolute under ``base`` when given); None if empty."""
+    made absolute under ``base`` when given); None if empty.
+    """
     if value is None or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, bytes):  # a Parquet binary column

@@ -69,7 +69,8 @@ class Protocol:
     @property
     def trains(self) -> bool:
         """Whether the protocol trains: on its training generators, or on another suite (the ``eval`` protocol
-        does neither)."""
+        does neither).
+        """
         return bool(self.train_generators) or self.train_suite is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,7 +114,8 @@ class EvalProfileOption:
     """Base of suite options with ``eval_profile``: an explicit evaluation preprocessing for the suite's test
     sets, a name from ``detbench.data.preprocess.EVAL_PROFILES`` (the originals' transforms in neutral terms), or
     ``detector`` (the default): each detector's own choice, e.g. from the suite's ``eval_convention`` tag.
-    Detectors with ``follows_eval_profiles`` apply it; it is then part of the run identity."""
+    Detectors with ``follows_eval_profiles`` apply it; it is then part of the run identity.
+    """
 
     eval_profile: str = NO_PROFILE
 
@@ -339,14 +341,14 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
 
 
 def display_name(path: str | os.PathLike[str]) -> str:
-    """``path`` as text any file, table or terminal can hold.
+    r"""``path`` as text any file, table or terminal can hold.
 
     Args:
         path: a path or name as read from disk.
 
     Returns:
         The text; the bytes of a name that is not valid UTF-8 (which Python keeps as surrogates) are shown
-        escaped, e.g. ``bad\\xff.png``.
+        escaped, e.g. ``bad\xff.png``.
     """
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 

@@ -58,6 +58,7 @@ class Run:
 
     @property
     def suite(self) -> str:
+        """The suite the run evaluated on."""
         return str(self.record["suite"])
 
     @property

@@ -79,26 +79,32 @@ class RunPlan:
 
     @property
     def suite(self) -> Suite:
+        """The suite evaluated on."""
         return self.resolved.suite
 
     @property
     def train_suite(self) -> Suite:
+        """The suite trained on: the training source's in a cross-suite run, else the evaluated one."""
         return self.source.suite if self.source else self.suite
 
     @property
     def train_index(self) -> Index:
+        """The index of the training suite."""
         return self.source.index if self.source else self.index
 
     @property
     def train_protocol(self) -> Protocol:
+        """The protocol that picks the training rows."""
         return self.source.protocol if self.source else self.protocol
 
     @property
     def fit_id(self) -> str:
+        """The hash of ``fit_key``: runs with the same fit share the trained state."""
         return content_hash(self.fit_key)
 
     @property
     def run_id(self) -> str:
+        """The hash of ``run_key``: the run's id."""
         return content_hash(self.run_key)
 
     @property
@@ -113,10 +119,12 @@ class RunPlan:
 
     @property
     def run_dir(self) -> Path:
+        """Where the finished run is written."""
         return layout.run_dir(self.suite.name, self.detector.name, self.run_id)
 
     @property
     def fit_dir(self) -> Path:
+        """Where the trained state of the fit is kept."""
         return layout.fit_dir(self.train_suite.name, self.detector.name, self.fit_id)
 
 

@@ -174,7 +174,8 @@ def build_record(
 
 def _nothing_scored(scores: pd.DataFrame, shown: int = 10) -> str:
     """The error of a run that scored no evaluation image: per generator, how many images and why (counts per
-    reason), with one full reason as an example."""
+    reason), with one full reason as an example.
+    """
     if scores.empty:
         return "no evaluation image could be scored: the protocol's evaluation has no image"
     statuses = scores["status"].astype(str) if "status" in scores else pd.Series(["unknown"] * len(scores))

@@ -55,7 +55,8 @@ class RunRequest:
 @dataclass(frozen=True)
 class ThresholdPolicy:
     """``fixed`` at ``value``, or ``calibrated``: the threshold maximising balanced accuracy on the
-    training generator's held-out split (clean images; the deployable choice)."""
+    training generator's held-out split (clean images; the deployable choice).
+    """
 
     policy: str
     value: float | None = None
@@ -85,6 +86,7 @@ class ThresholdPolicy:
 
     @property
     def label(self) -> str:
+        """The threshold as runs and tables show it: ``calibrated`` or the fixed value."""
         return "calibrated" if self.policy == "calibrated" else f"{self.value:g}"
 
 

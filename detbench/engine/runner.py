@@ -149,7 +149,8 @@ class Runner:
 
     def _reuse(self, run_dir: Path, run_id: str, base: Path, *, locked: bool) -> Run | None:
         """The finished run in ``run_dir`` if it is intact (its outputs match the hashes it recorded). A damaged one
-        is reported and, when the caller holds the run lock, moved aside to be recomputed."""
+        is reported and, when the caller holds the run lock, moved aside to be recomputed.
+        """
         found = None
         if dist.is_main() and (run_dir / RUN_RECORD).exists():
             try:
@@ -168,7 +169,8 @@ class Runner:
     def _install(self, staged: Path, target: Path, names: tuple[str, ...], base: Path, what: str,
                  lock: bool = False) -> None:
         """Replace ``target``'s ``names`` by those computed in ``staged`` (the previous ones move to ``replaced/``),
-        the record file last; with ``lock``, under ``target``'s lock (a fit is shared by runs)."""
+        the record file last; with ``lock``, under ``target``'s lock (a fit is shared by runs).
+        """
         held = exclusive_lock(target / f"{what}.lock", f"{what} {target.name}", wait=True) if lock else None
         with held or contextlib.nullcontext():
             if any((target / name).exists() for name in names):
@@ -193,7 +195,8 @@ class Runner:
         train into ``fit_dir/replacement``, which the run installs once it has finished.
 
         Under torchrun every rank takes part in ``fit`` (sharded features, DDP); rank 0 holds the lock and saves the
-        state, which the other ranks then load, so every rank scores with rank 0's model."""
+        state, which the other ranks then load, so every rank scores with rank 0's model.
+        """
         if not retrain and dist.broadcast(dist.is_main() and self._fit_intact(fit_dir, locked=False)):
             return _load_fit(detector, fit_dir)
         fit_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +237,8 @@ class Runner:
 
     def _fit_intact(self, fit_dir: Path, *, locked: bool) -> bool:
         """Whether ``fit_dir`` holds a finished fit whose state files match the hashes fit.json recorded. A damaged
-        one is reported and, when the caller holds the fit lock, moved aside to be retrained."""
+        one is reported and, when the caller holds the fit lock, moved aside to be retrained.
+        """
         if not (fit_dir / FIT_RECORD).exists():
             return False
         problem = _fit_problem(fit_dir)
@@ -297,7 +301,8 @@ class Runner:
 
 def _move_aside(directory: Path, names: tuple[str, ...], base: Path, what: str) -> Path:
     """Move ``names`` (those that exist, in order) from ``directory`` to a new ``base/replaced/`` folder, which is
-    returned: results are never deleted silently."""
+    returned: results are never deleted silently.
+    """
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     prefix = "fit-" if what == "fit" else ""
     target = base / REPLACED / f"{prefix}{directory.name}-{stamp}"

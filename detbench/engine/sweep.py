@@ -21,6 +21,8 @@ from detbench.errors import ConfigError
 
 @dataclass
 class SweepResult:
+    """A robustness sweep's runs (clean, then one per perturbation value) and its robustness table."""
+
     clean: Run
     perturbed: list[tuple[str, Run]]  # (canonical spec, result), in sweep order
     table: pd.DataFrame  # see robustness_frame

@@ -21,7 +21,8 @@ from detbench.models.precision import resolve_precision
 
 class FrozenFeatureDetector(Detector):
     """Shared plumbing of detectors that read frozen backbone features from the cache and score them with a head
-    (:meth:`decision`)."""
+    (:meth:`decision`).
+    """
 
     def setup(self, ctx: RunContext) -> None:
         """Load the configured backbone (with the config's crop, resize and pad) and resolve precision and embedding.

@@ -83,7 +83,8 @@ class PlateauSchedule(Schedule):
     ``min_lr``. An epoch keeps its state when the current stopper saves it, as ``model_epoch_best.pth`` is
     saved: the first epoch after every drop is kept whatever its score (the original's fresh stopper saves
     its first call), so the final state is the best of the last learning-rate phase, not of the whole run.
-    Without held-out scores (NaN) every epoch is kept and the rate never drops."""
+    Without held-out scores (NaN) every epoch is kept and the rate never drops.
+    """
 
     def __init__(self, lr: float, *, patience: int, delta: float, delta_after: float, factor: float = 10.0,
                  min_lr: float = 1e-6, metric: str = "acc") -> None:
@@ -135,7 +136,8 @@ class PlateauSchedule(Schedule):
 
 class StepDecaySchedule(Schedule):
     """NPR's schedule (``train.py``): after epoch ``e`` (0-based) with ``e % every == 0 and e != 0`` the rate is
-    multiplied by ``factor``; no early stopping; every epoch is kept, so the last one is the result."""
+    multiplied by ``factor``; no early stopping; every epoch is kept, so the last one is the result.
+    """
 
     def __init__(self, lr: float, *, every: int, factor: float) -> None:
         self.current_lr, self.every, self.factor = lr, every, factor
@@ -172,7 +174,8 @@ class StepDecaySchedule(Schedule):
 class CosineSchedule(Schedule):
     """Per-step half-cosine from ``lr`` down to ``min_lr`` over ``epochs`` after a linear warm-up of
     ``warmup_epochs`` (the MAE/ConvNeXt ``adjust_learning_rate`` that AIDE uses: the epoch is fractional,
-    ``step / steps_per_epoch``). An epoch is kept when held-out ``metric`` beats the best so far strictly."""
+    ``step / steps_per_epoch``). An epoch is kept when held-out ``metric`` beats the best so far strictly.
+    """
 
     def __init__(self, lr: float, *, epochs: int, min_lr: float = 0.0, warmup_epochs: float = 0.0,
                  metric: str = "acc") -> None:

@@ -64,11 +64,13 @@ class ScheduledRows(ImageRowsDataset):
 @dataclass(frozen=True)
 class TorchDrawn:
     """A :data:`TrainTransform` from a transform that draws from torch's global generator alone (torchvision's
-    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image."""
+    random crops and flips, kornia's augmentations): :class:`ScheduledRows` seeds that generator per image.
+    """
 
     fn: Callable[[Any], Tensor]
 
     def __call__(self, img: Any, rng: np.random.Generator) -> Tensor:
+        """Apply the transform (``rng`` is unused: the loop seeds torch's generator per image)."""
         return self.fn(img)
 
 

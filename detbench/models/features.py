@@ -75,7 +75,8 @@ class FeatureStore:
 
     def _sweep_orphans(self, min_age_s: float = 600.0) -> None:
         """Delete feature files whose ids file never came (a kill between the two writes). A writer writes
-        the ids right after the features, so an orphan older than ``min_age_s`` belongs to no live writer."""
+        the ids right after the features, so an orphan older than ``min_age_s`` belongs to no live writer.
+        """
         now = time.time()
         for feats in self.directory.glob("*.feats.npy"):
             ids = feats.with_name(feats.name.replace(".feats.npy", ".ids.npy"))
@@ -126,7 +127,8 @@ class FeatureStore:
     def _open_shard(self, ids_file: Path) -> tuple[np.ndarray, np.ndarray] | None:
         """A shard's ids and memory-mapped features, or None after deleting a damaged shard (truncated or
         mismatched files: a disk fault; shards are written atomically) with a warning: its rows are computed
-        again."""
+        again.
+        """
         feats_file = ids_file.with_name(ids_file.name.replace(".ids.npy", ".feats.npy"))
         try:
             shard_ids = np.load(ids_file, allow_pickle=False)

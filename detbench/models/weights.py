@@ -44,6 +44,8 @@ CHECKPOINT_CLASSES = (argparse.Namespace,)
 
 @dataclass(frozen=True)
 class ResolvedWeights:
+    """A weights file found on disk or downloaded: its path, sha256 and where it came from."""
+
     path: Path
     sha256: str
     origin: str  # "file", "detbench-home", "hf-cache" or "download"

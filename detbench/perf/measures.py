@@ -182,7 +182,8 @@ class Bench:
 
     def _score_and_reference(self, score: bool, reference: bool) -> None:
         """Each loop runs in its own fresh process, as a script of its kind would (detbench's tunes the CPU
-        allocator, which would otherwise speed up a reference loop run in the same process)."""
+        allocator, which would otherwise speed up a reference loop run in the same process).
+        """
         folder, names = self.images
         o = self.opts
         calls = []

@@ -12,6 +12,8 @@ ALL = ("decode", "forward", "score", "reference", "mpft_step", "index", "cache_r
 
 @dataclass
 class Options:
+    """What ``detbench bench`` measures and on what: backbone, device, sizes, counts and repetitions."""
+
     backbone: str = DEMO_BACKBONE
     device: str = "cpu"
     precision: str = "auto"  # forward passes (forward, score, mpft_step): see detbench.models.precision

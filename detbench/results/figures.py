@@ -26,6 +26,8 @@ REAL, FAKE = "#1f77b4", "#d62728"
 
 @dataclass
 class Figure:
+    """A rendered figure: its file stem, title, caption and PNG bytes."""
+
     name: str  # file stem
     title: str
     caption: str

@@ -117,7 +117,8 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
 
 def _target(target: str) -> tuple[str, str]:
     """``("suite", name)`` or ``("run", id prefix)`` for what ``build_report`` was given: a suite name, a run id, or
-    the folder of a suite's or a run's results under the runs folder."""
+    the folder of a suite's or a run's results under the runs folder.
+    """
     from detbench.registry import SUITES
 
     text = str(target).strip()
@@ -328,7 +329,8 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
 
 def _ranking(suite: str, wide: pd.DataFrame) -> tuple[str, list[Figure]]:
     """The critical-difference diagram of the clean runs' accuracy, when two or more of them can be ranked over two
-    or more generators (else nothing)."""
+    or more generators (else nothing).
+    """
     from detbench.errors import DataError
     from detbench.results.display import friedman_note
     from detbench.results.figures import critical_difference_figure

@@ -47,7 +47,8 @@ KEY = ["generator", "image_id", "path"]
 @dataclass
 class Aligned:
     """The images every compared run scored, one row each: ``generator``, ``image_id``, ``path``, ``label`` and one
-    score column per run (``score_0``, ``score_1``, ...), sorted by generator, image id and path."""
+    score column per run (``score_0``, ``score_1``, ...), sorted by generator, image id and path.
+    """
 
     images: pd.DataFrame
     dropped: dict[str, int] = field(default_factory=dict)  # run id -> images it scored that were left out

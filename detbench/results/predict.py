@@ -39,6 +39,7 @@ class TrainedRun:
 
     @property
     def threshold(self) -> float:
+        """The run's decision threshold on P(fake)."""
         return float(self.record["threshold"]["value"])
 
 
@@ -410,7 +411,8 @@ def _relative_name(shown: str, folder: Path) -> str:
 
 def _shard_images(shard: Path) -> list[tuple[str, str | None, str]]:
     """``(locator suffix, content id or None, error)`` per row of a Parquet shard's image column (the column
-    named ``image``, else its only image-like column); one error row if the shard cannot be read."""
+    named ``image``, else its only image-like column); one error row if the shard cannot be read.
+    """
     from detbench.data import images
 
     try:

@@ -32,6 +32,8 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Preset:
+    """A published table to reproduce: detector, suite, protocol and config, with the published numbers."""
+
     name: str
     version: int
     detector: str

@@ -105,7 +105,8 @@ class Backbone:
     @property
     def kind(self) -> str:
         """The model family: ``openclip-vit``, ``openclip-resnet``, ``openclip-timm`` (a timm trunk inside
-        open_clip's visual tower, ``model.trunk``) or ``timm``."""
+        open_clip's visual tower, ``model.trunk``) or ``timm``.
+        """
         return self._kind
 
     @property
@@ -127,12 +128,14 @@ class Backbone:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.model.parameters()).device
 
     @property
     def identity_spec(self) -> str:
         """The spec without any path (a file or ``local-dir:`` source reads ``file`` / ``local-dir``): what the
-        identity and anything keyed by it name; the weights are named by their sha256."""
+        identity and anything keyed by it name; the weights are named by their sha256.
+        """
         return path_free_spec(self.spec)
 
     @property

@@ -159,7 +159,8 @@ def _local_dir(source: str) -> tuple[Path, dict[str, Any], Path]:
 
 def _tag_variants(arch: str) -> dict[tuple[Any, ...], list[str]]:
     """The architecture's pretrained tags grouped by what changes the backbone built for a file: activation
-    (QuickGELU or GELU) and preprocessing (mean, std, interpolation)."""
+    (QuickGELU or GELU) and preprocessing (mean, std, interpolation).
+    """
     import open_clip
 
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -183,7 +184,8 @@ def _file_tag(arch: str, path: Path, tag: str | None) -> str | None:
     """The open_clip tag whose model a weight file must build: ``#tag=`` if given, else the tag whose Hugging
     Face repo holds the file (cache paths), else None. Raises if the tags of ``arch`` build different models
     and nothing says which one the file belongs to (OpenAI weights need QuickGELU; a GELU model would run
-    on them silently about 1 % off)."""
+    on them silently about 1 % off).
+    """
     import open_clip
 
     known = open_clip.list_pretrained_tags_by_model(arch)

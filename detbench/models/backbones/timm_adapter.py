@@ -121,7 +121,7 @@ def _resolve_timm_tag(arch: str, tag: str, sha256: str | None) -> tuple[str, Res
 
 def _timm_classifier(arch: str, source: str, sha256: str | None, img_size: int | None = None
                      ) -> tuple[nn.Module, ResolvedWeights | None, dict[str, Any], str]:
-    """timm model WITH its classifier, strictly loaded: (model, weights, model kwargs, canonical source).
+    """Timm model WITH its classifier, strictly loaded: (model, weights, model kwargs, canonical source).
 
     ``img_size`` builds a ViT with absolute position embeddings for another input size than its weights were
     trained at (see :func:`resample_pos_embed`); other models ignore it.
@@ -191,7 +191,8 @@ def _has_abs_pos_embed(model: nn.Module) -> bool:
 
 def _pos_embed_method(arch: str) -> str:
     """DINOv2 weights are resampled as the DINOv2 code does at every forward pass (so a DINOv2 backbone at
-    224 px equals torch.hub's ``dinov2_vit*14`` at 224 px); others as timm does when it loads them."""
+    224 px equals torch.hub's ``dinov2_vit*14`` at 224 px); others as timm does when it loads them.
+    """
     return "dinov2" if "dinov2" in arch else "timm"
 
 
@@ -232,7 +233,8 @@ def resample_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix_toke
 def _timm_vit_state_dict(sd: dict[str, Tensor], model: nn.Module, arch: str) -> dict[str, Tensor]:
     """A ViT checkpoint fitted to ``model``: a torch.hub DINOv2 file's ``mask_token`` (used only in DINOv2's
     masked pre-training, absent from timm's model) is dropped, and position embeddings trained at another grid
-    are resampled to the model's (:func:`resample_pos_embed`). Other checkpoints pass unchanged."""
+    are resampled to the model's (:func:`resample_pos_embed`). Other checkpoints pass unchanged.
+    """
     if not _has_abs_pos_embed(model):
         return sd
     if "dinov2" in arch and "mask_token" in sd and "mask_token" not in model.state_dict():
