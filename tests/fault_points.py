@@ -1,11 +1,11 @@
 """Fault points for tests: run ``detbench`` in a subprocess that SIGKILLs itself, or parks, at an exact point.
 
 A small entry script arms one fault (``DETBENCH_FAULT=point[:n]``): the n-th demo image written, index file
-probed, feature shard or score part renamed, fit.json or run.json written, MPFT checkpoint saved. There the
-process SIGKILLs itself (an OOM killer or a pulled plug: no handler, no cleanup), landing exactly where intended
-instead of racing a poller; or, given a marker file, it touches the marker and parks until a release file exists,
-so that a test can signal it from outside or let it go on. Feature shards and score parts are 8 rows long so that
-kills land between chunks.
+probed, feature shard or score part renamed, fit.json or run.json written, MPFT checkpoint saved, training
+checkpoint about to be written. There the process SIGKILLs itself (an OOM killer or a pulled plug: no handler, no
+cleanup), landing exactly where intended instead of racing a poller; or, given a marker file, it touches the marker
+and parks until a release file exists, so that a test can signal it from outside or let it go on. Feature shards
+and score parts are 8 rows long so that kills land between chunks.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ if point == "mpft-checkpoint":  # after the n-th resumable MPFT checkpoint is sa
     from detbench.detectors import mpft_train
 
     hook(mpft_train, "_save_checkpoint", lambda *args: True, False)
+elif point == "train-checkpoint":  # before the n-th resumable training checkpoint (kit.training) is written
+    from detbench.kit import training
+
+    hook(training, "_save", lambda *args: True, True)
 elif point:
     hook(*points[point])
 

@@ -5,6 +5,7 @@ the original forward and preprocessing, written here from their published semant
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import invoke
+from equivalence import assert_matches_reference, double_state
 from PIL import Image
 
 from detbench.detectors.aide_net import srm_filters
@@ -233,9 +235,12 @@ def test_released_checkpoint_scores_as_the_original(checkpoint, folder_root: Pat
     assert len(ok) == 6 and (ok["status"] == "ok").all()
     with torch.no_grad():
         x = torch.stack([reference_input(folder_root / p) for p in ok["path"]])
-        expected = reference_p_fake(sd, trunk, x)
-    np.testing.assert_allclose(ok["score"].to_numpy(), expected, rtol=0, atol=1e-5)
+        ref32 = reference_p_fake(sd, trunk, x)
+        expected = reference_p_fake(double_state(sd), copy.deepcopy(trunk).double(), x.double())
     assert np.ptp(expected) > 0.05  # the weights discriminate: a constant score would pass nothing
+    # float32 scores vs the float64 reference (same weights, same float32 input, cast to double) within 4x the
+    # float32 rounding error this reference shows (err32 = max |ref32 - ref64|) + 4 eps32: see tests/equivalence.py
+    assert_matches_reference(ok["score"], ref32, expected)
 
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert record["fit"]["weights"] == "released" and record["fit"]["sha256"] == sha

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fault_points import finish, launch
 from PIL import Image
 from torch import nn
 
@@ -195,37 +195,24 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _cli(home: Path, detector: str, sets: list[str]) -> subprocess.Popen:
-    args = [sys.executable, "-m", "detbench", "run", detector, "--suite", "demo", "--workers", "0", "--quiet"]
-    for item in sets:
-        args += ["--set", item]
-    env = {**os.environ, "DETBENCH_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch,
                                                                         one_thread) -> None:
     killed = tmp_path / "killed"
-    proc = _cli(killed, "npr", NPR_RESUME)
-    deadline = time.monotonic() + 120
-    ckpts: list[Path] = []
-    while time.monotonic() < deadline and proc.poll() is None and not ckpts:
-        ckpts = list(killed.glob(f"runs/demo/npr/fits/*/checkpoints/{CHECKPOINT}"))
-        time.sleep(0.02)
-    if not ckpts:
-        proc.kill()
-        pytest.fail(f"no checkpoint appeared (exit {proc.wait()}): {proc.stderr.read().decode()[-2000:]}")
-    time.sleep(0.3)  # let it get a few steps further than the checkpoint
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (ckpts[0].parent.parent / "fit.json").exists(), "training finished before the kill; make it longer"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = ["run", "npr", "--suite", "demo", "--workers", "0", "--quiet"]
+    args += [f"--set={item}" for item in NPR_RESUME]
+    # SIGKILL just before the 3rd checkpoint (step 6) is written: the 2nd (step 4) is on disk, two steps are lost
+    code, output = finish(launch(killed, "train-checkpoint:3", args=args))
+    assert code == -signal.SIGKILL, f"the kill point was never reached (exit {code})\n{output[-2000:]}"
+    [ckpt] = killed.glob(f"runs/demo/npr/fits/*/checkpoints/{CHECKPOINT}")
+    assert not (ckpt.parent.parent / "fit.json").exists()
 
     over = dict(item.split("=", 1) for item in NPR_RESUME)
     monkeypatch.setenv("DETBENCH_HOME", str(killed))
     resumed = Runner(quiet()).run(RunRequest("npr", "demo", overrides=over, workers=0))
     monkeypatch.setenv("DETBENCH_HOME", str(tmp_path / "clean"))
     clean = Runner(quiet()).run(RunRequest("npr", "demo", overrides=over, workers=1))
-    assert resumed.record["fit"]["resumed_from_step"] > 0 and clean.record["fit"]["resumed_from_step"] is None
+    assert resumed.record["fit"]["resumed_from_step"] == 4 and clean.record["fit"]["resumed_from_step"] is None
     assert resumed.record["run_id"] == clean.record["run_id"]
     # NPR's train.py trains on every training image: nothing held out (recorded), no NaN held-out columns
     assert clean.record["holdout"] == {"setting": "0", "chosen_by": "npr's original", "used": "0"}
