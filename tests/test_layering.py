@@ -147,3 +147,12 @@ def test_no_import_circle():
 def test_the_circle_finder_finds_circles(graph, expected, monkeypatch):
     monkeypatch.setattr(f"{__name__}.GRAPH", graph)
     assert _cycles() == expected
+
+
+def test_every_package_is_installed():
+    """A wheel holds only the packages pyproject.toml lists: every folder with an ``__init__.py`` must be listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert found == listed
