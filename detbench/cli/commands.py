@@ -17,14 +17,19 @@ from detbench.cli import views as cli_views
 from detbench.cli.guard import GuardedGroup, console, err, watch
 from detbench.cli.options import (
     FILTER_HELP,
+    AllowCpuOption,
     BatchSizeOption,
     BootstrapOption,
     DeviceOption,
     FastIndexOption,
+    ForceOption,
+    PerturbOption,
+    PresetOption,
     ProtocolOption,
     QuietOption,
     RootOption,
     SeedOption,
+    SeedsOption,
     SetOption,
     SuiteOption,
     ThresholdOption,
@@ -33,6 +38,7 @@ from detbench.cli.options import (
     TrainSuiteOption,
     WorkersOption,
 )
+from detbench.engine.run_options import OPTIONS, SWEEP_OPTIONS
 from detbench.errors import ConfigError
 from detbench.models.precision import PRECISION_HELP
 
@@ -66,10 +72,8 @@ def run(
         Optional[str], typer.Argument(help="Detector name (see `detbench ls detectors`); implied by --preset.")
     ] = None,
     suite: SuiteOption = None,
-    preset: Annotated[
-        Optional[str], typer.Option(help="Reproduce a published table (see `detbench ls presets`).")
-    ] = None,
-    allow_cpu: Annotated[bool, typer.Option(help="Let a preset run without a CUDA GPU.")] = False,
+    preset: PresetOption = None,
+    allow_cpu: AllowCpuOption = False,
     root: RootOption = None,
     protocol: ProtocolOption = None,
     train_suite: TrainSuiteOption = None,
@@ -77,66 +81,78 @@ def run(
     train_protocol: TrainProtocolOption = None,
     set_: SetOption = None,
     seed: SeedOption = 0,
-    force: Annotated[
-        bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")
-    ] = False,
+    seeds: SeedsOption = None,
+    force: ForceOption = False,
     device: DeviceOption = None,
     workers: WorkersOption = None,
     batch_size: BatchSizeOption = None,
     nproc: Annotated[
         int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
     ] = 1,
-    perturb: Annotated[
-        Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
-    ] = None,
+    perturb: PerturbOption = None,
     bootstrap: BootstrapOption = 1000,
     threshold: ThresholdOption = "0.5",
     fast_index: FastIndexOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
-    from detbench import distributed
+    from detbench import api, distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1; got {nproc}")
+    if detector is None and not preset:
+        raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
+    seed_list = _seeds(seed, seeds)
     if nproc > 1 and not distributed.launched():
         command = distributed.torchrun_command(sys.argv[1:], nproc)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)
+    runner = _runner(ctx, quiet)
+    try:
+        planned = _request(locals(), RUN_ARGUMENTS)
+        results = api.carry_out(planned.run, seed_list, runner)
+    finally:
+        distributed.cleanup()
+    if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
+        return
+    for result in results:
+        cli_views.show_result(result.record, result.metrics, result.path, result.reused)
+        if planned.preset is not None:
+            cli_views.show_preset_comparison(planned.preset, result)
+    if len(results) > 1:
+        cli_views.show_seed_spread(results)
+
+
+# The arguments of :func:`detbench.api.request` that ``run`` and ``sweep`` take from the command line (besides the
+# detector, suite and --set), by name: the run options (:mod:`detbench.engine.run_options`) each command offers.
+RUN_ARGUMENTS = tuple(name for name in OPTIONS if name != "seeds")
+SWEEP_ARGUMENTS = tuple(name for name in SWEEP_OPTIONS if name != "seeds")
+
+
+def _seeds(seed: int, seeds: str | None) -> list[int]:
+    from detbench.engine.run_options import check_seeds, parse_seeds
+
+    return check_seeds(seed, parse_seeds(seeds))
+
+
+def _runner(ctx: typer.Context, quiet: bool) -> Any:
+    """A runner whose phase an interrupt message names."""
     from detbench.engine.runner import Runner
     from detbench.progress import Phases
 
     runner = Runner(Phases(err, enabled=not quiet))
     watch(ctx, runner)
-    if detector is None and not preset:
-        raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
-    try:
-        planned = _request(locals(), perturb=perturb, preset=preset, allow_cpu=allow_cpu)
-        result = runner.run(planned.run)
-    finally:
-        distributed.cleanup()
-    if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
-        return
-    cli_views.show_result(result.record, result.metrics, result.path, result.reused)
-    if planned.preset is not None:
-        cli_views.show_preset_comparison(planned.preset, result)
+    return runner
 
 
-# The options that ``run`` and ``sweep`` share, passed to :func:`detbench.api.request` by name.
-_REQUEST_OPTIONS = (
-    "root", "protocol", "seed", "device", "threshold", "bootstrap", "force", "train_suite", "train_root",
-    "train_protocol", "workers", "batch_size", "fast_index",
-)  # fmt: skip
-
-
-def _request(options: dict[str, Any], **extra: Any) -> Any:
+def _request(options: dict[str, Any], names: tuple[str, ...]) -> Any:
     """The :class:`detbench.api.Request` of a ``run`` or ``sweep`` command line (its ``locals()``)."""
     from detbench.api import request
     from detbench.config import parse_set_args
 
-    chosen = {name: options[name] for name in _REQUEST_OPTIONS}
-    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen, **extra)
+    chosen = {name: options[name] for name in names}
+    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen)
 
 
 @app.command()
@@ -322,6 +338,7 @@ def sweep(
     train_protocol: TrainProtocolOption = None,
     set_: SetOption = None,
     seed: SeedOption = 0,
+    seeds: SeedsOption = None,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
     device: DeviceOption = None,
     workers: WorkersOption = None,
@@ -332,22 +349,20 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
-    from detbench.engine.runner import Runner
-    from detbench.engine.sweep import run_sweep
-    from detbench.progress import Phases
+    from detbench import api
     from detbench.results.display import robustness_table
 
-    runner = Runner(Phases(err, enabled=not quiet))
-    watch(ctx, runner)
-    base = _request(locals()).run
-    result = run_sweep(base, perturb, runner)
-    rec = result.clean.record
-    title = f"{cli_views.run_title(rec)}): robustness"
-    console.print(robustness_table(result.table, title))
-    console.print(
-        f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
-        f"report: detbench report {rec['run_id'][:16]}"
-    )
+    seed_list = _seeds(seed, seeds)
+    runner = _runner(ctx, quiet)
+    base = _request(locals(), SWEEP_ARGUMENTS).run
+    for result in api.sweep_results(base, perturb, seed_list, runner):
+        rec = result.clean.record
+        title = f"{cli_views.run_title(rec)}): robustness"
+        console.print(robustness_table(result.table, title))
+        console.print(
+            f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
+            f"report: detbench report {rec['run_id'][:16]}"
+        )
 
 
 @app.command("import-scores")

@@ -83,6 +83,30 @@ def show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> 
     console.print(f"run {rec['run_id'][:16]} -> {path}" + (" (reused)" if reused else ""))
 
 
+def show_seed_spread(results: list[Any]) -> None:
+    """Print the mean ± standard deviation over the seeds of acc, AP and AUC per generator.
+
+    Args:
+        results: the finished runs, one per seed.
+    """
+    from rich.table import Table
+
+    from detbench.results.display import fmt
+    from detbench.results.seeds import seed_spread
+
+    spread = seed_spread(results)
+    seeds = spread["seeds"].iloc[0] if len(spread) else ""
+    table = Table(title=f"{run_title(results[0].record)}): mean ± sd over seeds {seeds}")
+    table.add_column("generator")
+    metrics = list(dict.fromkeys(spread["metric"]))
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for generator, rows in spread.groupby("generator", sort=False):
+        cells = rows.set_index("metric")
+        table.add_row(generator, *(f"{fmt(cells.loc[m, 'mean'], m)} ± {fmt(cells.loc[m, 'sd'], m)}" for m in metrics))
+    console.print(table)
+
+
 def run_title(rec: dict[str, Any]) -> str:
     """A run's title for tables.
 

@@ -394,6 +394,18 @@ def _identity_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
     return None
 
 
+def record_seed(record: dict[str, Any]) -> int | None:
+    """The seed a run was made with (its fit key's; None for a record without one).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The seed.
+    """
+    return (record.get("key") or {}).get("seed")
+
+
 def detector_label(record: dict[str, Any]) -> str:
     """How tables name a run's detector.
 

@@ -187,14 +187,20 @@ def leaderboard_cells(
     """
     from detbench.results.leaderboard import partial_generators
 
-    shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
+    hidden = ["config_hash", "fit_id", "seed_group"]
+    shown = wide.drop(columns=hidden, errors="ignore").rename(columns={"run_id": "run"})
     if "flags" in shown and not shown["flags"].fillna("").astype(str).str.len().any():
         shown = shown.drop(columns=["flags"])  # shown only when some run is flagged
+    if "seeds" in shown and set(shown["seeds"].astype(str)) <= {"0", ""}:
+        shown = shown.drop(columns=["seeds"])  # shown only when some run has another seed or rows group seeds
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
     partial = shown["coverage"].map(partial_generators) if "coverage" in shown else pd.Series(None, shown.index)
     for col in shown.columns[len(ids) :]:
         signed = deltas or col == "mean_delta"
+        if col == "mean_sd":
+            out[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"±{fmt(v, metric)}")
+            continue
         if col == "avg_rank":
             out[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
             continue
@@ -202,7 +208,7 @@ def leaderboard_cells(
         if col in SUMMARY_ROWS:
             out[col] = [v if part is None or v == "n/a" else f"{v} ({part[0]} of {part[1]})"
                         for v, part in zip(out[col], partial, strict=True)]
-    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank"})
+    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank", "mean_sd": "sd (seeds)"})
 
 
 def friedman_note(test: dict[str, Any], n_unranked: int = 0) -> str:
