@@ -134,3 +134,16 @@ def test_python_seeds_return_one_run_per_seed(tmp_path: Path) -> None:
     assert [r.record["key"]["seed"] for r in runs] == [2, 3]
     single = detbench.run("linear-probe", "demo", settings=SMALL_SETTINGS, seed=2, bootstrap=0)
     assert single.record["run_id"] == runs[0].record["run_id"] and single.reused
+
+
+def test_an_eval_only_run_writes_no_fit_folder(tmp_path: Path) -> None:
+    from detbench.paths import home_subdir
+
+    index = detbench.index("demo", settings=SMALL_SETTINGS)
+    rows = index[index["split"] == "val"]
+    pd.DataFrame({"path": rows["path"], "score": rows["label"] * 0.5 + 0.25}).to_csv(tmp_path / "s.csv", index=False)
+    run = detbench.import_scores("demo", tmp_path / "s.csv", name="plain", settings=SMALL_SETTINGS)
+    assert run.record["fit"]["stored"] is False and run.record["paths"]["fit"] is None
+    detector_dir = home_subdir("runs") / "demo" / "external"
+    assert [p.name for p in detector_dir.iterdir()] == [run.id[: len(p.name)] for p in detector_dir.iterdir()]
+    assert not list(detector_dir.rglob("fit.json")) and not list(detector_dir.rglob("state"))

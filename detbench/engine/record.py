@@ -164,7 +164,7 @@ def build_record(
             "train_root": str(plan.train_index.root),
             "index": str(plan.index.directory),
             "run": str(plan.run_dir),
-            "fit": str(plan.fit_dir),
+            "fit": str(plan.fit_dir) if plan.trains else None,
         },
         "outputs": {name: sha256_of_file(out_dir / name) for name in RUN_OUTPUTS},
         "environment": environment(plan.device),
