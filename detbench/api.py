@@ -716,14 +716,16 @@ def index(
 
     Returns:
         Columns image_id, path (relative to the root), suite, generator, family, split, label, format, jpeg_quality,
-        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root and ``.attrs["manifest"]`` the
-        index manifest (counts, index hash).
+        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root, ``.attrs["manifest"]`` the
+        index manifest (counts, index hash) and ``.attrs["directory"]`` where the index is stored. Folders outside
+        the suite's layout and the suite's notes are issued as warnings.
 
     Raises:
         ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
     """
     from detbench.config import apply_overrides
     from detbench.data.index import index_suite
+    from detbench.data.suites import display_name
     from detbench.registry import SUITES
 
     _check_types("text", suite=suite)
@@ -734,10 +736,17 @@ def index(
     obj = cls(apply_overrides(cls.Options(), settings_overrides(settings)))
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0; got {workers}")
+    phases = _phases(progress)
     found = index_suite(obj, Path(root).expanduser() if root is not None else None, "fast" if fast else "full",
-                        workers=workers, phases=_phases(progress))
+                        workers=workers, phases=phases)
+    if obj.ignored:
+        more = f" and {len(obj.ignored) - 10} more" if len(obj.ignored) > 10 else ""
+        shown = ", ".join(map(display_name, obj.ignored[:10])) + more
+        phases.warn(f"{len(obj.ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
+    for note in obj.notes:
+        phases.warn(note)
     rows = found.rows.copy()
-    rows.attrs.update(root=str(found.root), manifest=found.manifest)
+    rows.attrs.update(root=str(found.root), manifest=found.manifest, directory=str(found.directory))
     return rows
 
 
@@ -747,6 +756,8 @@ def predict(
     *,
     export: PathLike | None = None,
     logits: bool = False,
+    csv: PathLike | None = None,
+    json_path: PathLike | None = None,
     device: str | None = None,
     workers: int | None = None,
     batch_size: int | None = None,
@@ -761,6 +772,9 @@ def predict(
             column per run, named ``<detector label>@<run id>``, holding P(fake).
         logits: the export holds logits (log-odds of P(fake), finite) instead, as grip-unina's ``main.py`` writes
             them (its ``compute_metrics.py`` calls a score above 0 fake).
+        csv: also write the predictions to this CSV file (one run: file, score, decision, error; several: a ``run``
+            column first).
+        json_path: also write them, with each run's threshold and facts, as JSON.
         device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
         workers: decoding workers.
         batch_size: batch size of scoring.
@@ -775,7 +789,7 @@ def predict(
         InputError: no image file among ``paths``, or ``export`` is a folder.
         ConfigError: an argument of the wrong type.
     """
-    from detbench.results.predict import check_outputs, long_predictions, predict_runs, write_export
+    from detbench.results.predict import check_outputs, long_predictions, predict_runs, write_export, write_predictions
 
     refs = [run] if isinstance(run, (str, Run)) else list(run) if isinstance(run, Iterable) else [run]
     if not all(isinstance(r, (str, Run)) for r in refs):
@@ -783,17 +797,43 @@ def predict(
     path_list = [paths] if _is_path(paths) else list(paths) if isinstance(paths, Iterable) else [paths]
     if not all(_is_path(p) for p in path_list):
         raise ConfigError(f"paths must be a path (str or os.PathLike) or a list of them; got {paths!r}")
-    _check_types("path", optional=True, export=export)
+    _check_types("path", optional=True, export=export, csv=csv, json_path=json_path)
     _check_types("text", optional=True, device=device)
     _check_types("int", optional=True, workers=workers, batch_size=batch_size)
     _check_types("bool", logits=logits, progress=progress)
-    check_outputs(export)  # before any image is scored
+    outputs = [None if p is None else Path(p) for p in (csv, json_path, export)]
+    check_outputs(*outputs)  # before any image is scored
     ids = [r.id if isinstance(r, Run) else r for r in refs]
     results = predict_runs(ids, path_list, device=device, workers=workers, batch_size=batch_size,
                            phases=_phases(progress))
+    write_predictions(results, outputs[0], outputs[1])
     if export is not None:
         write_export(results, Path(export), logits=logits)
-    return long_predictions(results)
+    table = long_predictions(results)
+    table.attrs["runs"] = results  # (Run with its loaded detector, its predictions) per run, for display
+    return table
+
+
+def report(target: str, out: PathLike | None = None) -> Path:
+    """Write a self-contained HTML report (charts embedded) and its PNG charts (``detbench report``).
+
+    Args:
+        target: a run id (or its first characters), a suite name (its latest clean run per fit), or the folder of
+            either under ``$DETBENCH_HOME/runs``.
+        out: the folder to write into; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+
+    Returns:
+        The path of ``report.html`` (its PNGs beside it).
+
+    Raises:
+        RunLookupError: no finished run matches ``target``.
+        DamagedRunError: the run's record or outputs no longer match what it recorded.
+    """
+    from detbench.results.html import build_report
+
+    _check_types("text", target=target)
+    _check_types("path", optional=True, out=out)
+    return build_report(target, None if out is None else Path(out).expanduser())
 
 
 DETECTOR_FACTS = ["paper", "year", "training", "weights_key", "released"]  # detbench.registry.DetectorInfo
@@ -831,6 +871,37 @@ def list_suites() -> pd.DataFrame:
     from detbench.registry import SUITES
 
     return _registry_frame(SUITES)
+
+
+def list_perturbations() -> pd.DataFrame:
+    """Registered perturbation steps (built-in and plugins), without importing any.
+
+    Returns:
+        One row per step: name, summary, origin, target.
+    """
+    from detbench.registry import PERTURBATIONS
+
+    return _registry_frame(PERTURBATIONS)
+
+
+def list_presets() -> pd.DataFrame:
+    """The paper presets (``detbench ls presets``): what each runs and the published mean accuracy.
+
+    Returns:
+        One row per preset: name, version, detector, suite, protocol, mean_acc (published, in %; NaN when the paper
+        gives none), mean_acc_range (a published span, or None), confidence, source.
+    """
+    import pandas as pd
+
+    from detbench.results.presets import load_presets
+
+    rows = [{
+        "name": p.name, "version": p.version, "detector": p.detector, "suite": p.suite, "protocol": p.protocol,
+        "mean_acc": p.expected("acc").get("mean", float("nan")), "mean_acc_range": p.expected_range("acc").get("mean"),
+        "confidence": str(p.published.get("confidence", "")), "source": str(p.published.get("source", "")),
+    } for p in load_presets().values()]  # fmt: skip
+    return pd.DataFrame(rows, columns=["name", "version", "detector", "suite", "protocol", "mean_acc",
+                                       "mean_acc_range", "confidence", "source"])
 
 
 def _registry_frame(registry: Any) -> pd.DataFrame:

@@ -164,30 +164,14 @@ def index(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for probing files.")] = None,
 ) -> None:
     """Index a suite on disk and print its counts, formats and problems."""
-    from detbench.config import apply_overrides, parse_set_args
-    from detbench.data.index import index_suite
-    from detbench.data.suites import display_name
-    from detbench.progress import Phases
-    from detbench.registry import SUITES
-
-    cls = SUITES.get(suite)
-    obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be >= 0; got {workers}")
-    phases = Phases(err)
-    idx = index_suite(obj, root, "fast" if fast else "full", workers=workers, phases=phases)
+    from detbench import api
+    from detbench.config import parse_set_args
     from detbench.results.display import index_summary
 
-    for table in index_summary(idx):
+    rows = api.index(suite, root, parse_set_args(set_), fast=fast, workers=workers, progress=True)
+    for table in index_summary(rows):
         console.print(table)
-    ignored = obj.ignored
-    if ignored:
-        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-        shown = ", ".join(map(display_name, ignored[:10])) + more
-        phases.warn(f"{len(ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
-    for note in obj.notes:
-        phases.warn(note)
-    console.print(f"index written to {idx.directory}")
+    console.print(f"index written to {rows.attrs['directory']}")
 
 
 @app.command("ls")
@@ -195,19 +179,17 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     """List registered detectors, suites, perturbations or paper presets, or finished runs."""
     from rich.table import Table
 
-    from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
+    from detbench import api
 
-    registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
+    registries = {"suites": api.list_suites, "perturbations": api.list_perturbations}
     if what == "detectors":
         cli_views.list_detectors()
     elif what in registries:
-        reg = registries[what]
         table = Table(title=what)
         for col in ("name", "summary", "origin"):
             table.add_column(col)
-        for name in reg.names():
-            d = reg.describe(name)
-            table.add_row(name, d["summary"] or d["target"], d["origin"])
+        for row in registries[what]().to_dict("records"):
+            table.add_row(row["name"], row["summary"] or row["target"], row["origin"])
         console.print(table)
     elif what == "runs":
         cli_views.list_runs()
@@ -429,9 +411,9 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
-    from detbench.results.html import build_report
+    from detbench import api
 
-    path = build_report(target, out)
+    path = api.report(target, out)
     console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
 
 
@@ -459,19 +441,14 @@ def predict(
     quiet: QuietOption = False,
 ) -> None:
     """Score your own images with finished runs' trained detectors: P(fake) and the decision per file."""
-    from detbench.progress import Phases
-    from detbench.results.predict import check_outputs, predict_runs, predictions_table, write_export, write_predictions
+    from detbench import api
+    from detbench.results.predict import predictions_table
 
     if export_logits and export is None:
         raise ConfigError("--export-logits applies to --export FILE")
-    check_outputs(csv, json_, export)  # before any image is scored
     refs = [ref.strip() for ref in run_id.split(",")]
-    results = predict_runs(
-        refs, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)
-    )
-    write_predictions(results, csv, json_)
-    if export is not None:
-        write_export(results, export, logits=export_logits)
+    results = api.predict(refs, paths, export=export, logits=export_logits, csv=csv, json_path=json_, device=device,
+                          workers=workers, batch_size=batch_size, progress=not quiet).attrs["runs"]
     failed = 0
     for trained, predictions in results:
         console.print(predictions_table(predictions, trained))

@@ -283,18 +283,18 @@ def _median_quality(rows: pd.DataFrame) -> str:
     return "–" if q.empty else f"{q.median():g}"
 
 
-def index_summary(idx: Any) -> list[Table]:
-    """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`.
+def index_summary(df: pd.DataFrame) -> list[Table]:
+    """Counts per generator/split/label, formats, size ranges and problems of an index.
 
     Args:
-        idx: a built :class:`~detbench.data.index.Index`.
+        df: the index rows as :func:`detbench.api.index` returns them (``attrs``: ``root`` and ``manifest``).
 
     Returns:
         The counts table, and a table of unusable files by status when there are any.
     """
-    df = idx.rows
     counts = Table(
-        title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}", title_justify="left"
+        title=f"{df.attrs['manifest']['suite']['suite']} index: {len(df)} files under {df.attrs['root']}",
+        title_justify="left",
     )
     columns = ("generator", "split", "real", "fake", "formats", "JPEG Q real/fake", "sizes (w×h)", "problems")
     for col in columns:
