@@ -346,11 +346,13 @@ def group_seeds(wide: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         The grouped table (one row per seed group, in first-appearance order); the id columns of a group's first
-        run, its ``run_id`` followed by ``+K`` for the K other runs.
+        run, its ``run_id`` followed by ``+K`` for the K other runs. Rows without a ``seed_group`` (published
+        numbers) are never grouped.
     """
     values = [c for c in wide.columns if c not in ID_COLUMNS and c != SD_COLUMN]
     rows = []
-    for _, group in wide.groupby("seed_group", sort=False):
+    groups = wide["seed_group"].where(wide["seed_group"].astype(str) != "", "row " + wide.index.astype(str))
+    for _, group in wide.groupby(groups, sort=False):  # rows without a group (published numbers) stay apart
         row = group.iloc[0].copy()
         if len(group) > 1:
             row[values] = group[values].astype(float).mean(skipna=False)
@@ -569,6 +571,8 @@ def wide_table(long: pd.DataFrame, metric: str = "acc", group: bool = True) -> p
     subset = long[long["metric"] == metric]
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
+    missing = [c for c in ID_COLUMNS if c not in subset.columns]  # tables built before these columns existed
+    subset = subset.assign(**dict.fromkeys(missing, "")) if missing else subset
     wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
     generators = [g for g in wide.columns if g not in SUMMARY_ROWS]
     wide = wide[generators + [c for c in SUMMARY_ROWS if c in wide.columns]].reset_index()
