@@ -18,20 +18,21 @@ Example (the demo suite builds itself, offline; these small options take seconds
 
 from __future__ import annotations
 
-import numbers
-import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from detbench.engine.finished_run import PathLike, Run
+from detbench.engine.run_options import KINDS, OPTIONS, SWEEP_OPTIONS, check_kind, check_seeds, check_types
 from detbench.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from detbench.engine.resolve import RunRequest
+    from detbench.engine.sweep import SweepResult
     from detbench.progress import Phases
     from detbench.results.presets import Preset
 
@@ -72,54 +73,27 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int to Python, not here
-
-
 def _is_path(value: Any) -> bool:
-    return isinstance(value, (str, os.PathLike))
-
-
-_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "text": ("text (a str)", lambda v: isinstance(v, str)),
-    "path": ("a path (str or os.PathLike)", _is_path),
-    "int": ("an integer (not a bool)", _is_int),
-    "bool": ("True or False", lambda v: isinstance(v, bool)),
-    "threshold": ("'calibrated' or a number in [0, 1] (not a bool)",
-                  lambda v: isinstance(v, str) or (isinstance(v, numbers.Real) and not isinstance(v, bool))),
-}
+    return KINDS["path"][1](value)
 
 
 def _check_types(kind: str, *, optional: bool = False, **values: Any) -> None:
-    """Refuse arguments of the wrong type with one :class:`~detbench.errors.ConfigError` naming the argument (Python
-    would otherwise fail later with a bare TypeError, or accept ``seed=True`` as 1).
+    """Refuse arguments of the wrong type with one :class:`~detbench.errors.ConfigError` naming the argument.
 
     Args:
-        kind: a key of :data:`_KINDS`.
+        kind: a key of :data:`detbench.engine.run_options.KINDS`.
         optional: None is accepted too.
         **values: the arguments, by name.
-
-    Raises:
-        ConfigError: the first argument of another type.
     """
-    what, test = _KINDS[kind]
     for name, value in values.items():
-        if value is None and optional:
-            continue
-        if not test(value):
-            none = " or None" if optional else ""
-            raise ConfigError(f"{name} must be {what}{none}; got {value!r} ({type(value).__name__})")
+        check_kind(kind, name, value, optional=optional)
 
 
-def _check_run_arguments(args: dict[str, Any]) -> None:
-    """The types of the arguments :func:`request` (and so :func:`run`, :func:`sweep`) takes."""
-    _check_types("text", optional=True, **{k: args[k] for k in (
-        "detector", "suite", "protocol", "perturb", "device", "train_suite", "train_protocol", "preset")})
-    _check_types("path", optional=True, root=args["root"], train_root=args["train_root"])
-    _check_types("int", seed=args["seed"], bootstrap=args["bootstrap"])
-    _check_types("int", optional=True, workers=args["workers"], batch_size=args["batch_size"])
-    _check_types("bool", force=args["force"], fast_index=args["fast_index"], allow_cpu=args["allow_cpu"])
-    _check_types("threshold", threshold=args["threshold"])
+def _run_arguments(args: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The run options among a function's ``locals()``, type-checked (:data:`~detbench.engine.run_options.OPTIONS`)."""
+    chosen = {name: args[name] for name in names}
+    check_types(chosen)
+    return chosen
 
 
 def request(
@@ -157,7 +131,8 @@ def request(
     """
     from detbench.engine.resolve import RunRequest
 
-    _check_run_arguments(locals())
+    check_types(locals())
+    _check_types("text", optional=True, detector=detector, suite=suite)
     overrides = settings_overrides(settings)
     chosen, preset_record = None, None
     root_path = Path(root).expanduser() if root is not None else None
@@ -215,7 +190,8 @@ def run(
     preset: str | None = None,
     allow_cpu: bool = False,
     progress: bool = False,
-) -> Run:
+    seeds: Sequence[int] | None = None,
+) -> Run | list[Run]:
     """Train ``detector`` on the protocol's training generator and evaluate it on every generator, or reuse the
     finished run with the same id (``detbench run``).
 
@@ -242,9 +218,10 @@ def run(
         preset: reproduce a published table (``detbench ls presets``).
         allow_cpu: let a preset run without a CUDA GPU.
         progress: show progress bars and status lines on stderr (warnings are always issued).
+        seeds: run once per seed (``[0, 1, 2]``) instead of once with ``seed``; leaderboards group these runs.
 
     Returns:
-        The finished :class:`Run`.
+        The finished :class:`Run`; with ``seeds``, one per seed, in order.
 
     Raises:
         DetbenchError: any mistake in the arguments, the data or the weights (the message says how to fix it).
@@ -255,12 +232,19 @@ def run(
         run.metrics.set_index("generator")["acc"]
     """
     _check_types("bool", progress=progress)
-    planned = request(
-        detector, suite, root, protocol, settings, seed, perturb, device, threshold=threshold, bootstrap=bootstrap,
-        force=force, train_suite=train_suite, train_root=train_root, train_protocol=train_protocol, workers=workers,
-        batch_size=batch_size, fast_index=fast_index, preset=preset, allow_cpu=allow_cpu,
-    )  # fmt: skip
-    return _carry_out(planned.run, progress)
+    options = _run_arguments(locals(), (o.name for o in OPTIONS.values() if o.name != "seeds"))
+    seed_list = _seed_list(seed, seeds)
+    planned = request(detector, suite, settings=settings, **options)
+    results = carry_out(planned.run, seed_list, _runner(progress))
+    return results if seeds is not None else results[0]
+
+
+def _seed_list(seed: Any, seeds: Any) -> list[int]:
+    """The seeds of a run or sweep, checked (see :func:`~detbench.engine.run_options.check_seeds`)."""
+    if seeds is not None and not isinstance(seeds, (list, tuple)):
+        seeds = list(seeds) if isinstance(seeds, Iterable) and not isinstance(seeds, str) else seeds
+    check_types({"seed": seed, "seeds": seeds})
+    return check_seeds(seed, None if seeds is None else list(seeds))
 
 
 def _runner(progress: bool) -> Any:
@@ -270,9 +254,18 @@ def _runner(progress: bool) -> Any:
     return Runner(Phases(enabled=progress))
 
 
-def _carry_out(req: RunRequest, progress: bool) -> Run:
-    return _runner(progress).run(req)
+def carry_out(base: RunRequest, seeds: list[int], runner: Any) -> list[Run]:
+    """Carry out ``base`` once per seed (what ``detbench run`` and :func:`run` do once the request is built).
 
+    Args:
+        base: the request (its seed is replaced by each of ``seeds``).
+        seeds: the seeds, checked.
+        runner: the :class:`~detbench.engine.runner.Runner` (the command line watches it for interrupt messages).
+
+    Returns:
+        One finished :class:`Run` per seed, in order.
+    """
+    return [runner.run(dataclasses.replace(base, seed=s)) for s in seeds]
 
 
 def sweep(
@@ -288,7 +281,14 @@ def sweep(
     threshold: str | float = "0.5",
     bootstrap: int = 1000,
     force: bool = False,
+    train_suite: str | None = None,
+    train_root: PathLike | None = None,
+    train_protocol: str | None = None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    fast_index: bool = False,
     progress: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Run]:
     """A robustness sweep (``detbench sweep``): the clean run, then one run per perturbation value, trained once.
 
@@ -304,32 +304,63 @@ def sweep(
         threshold: ``0.5``, another number in [0, 1], or ``calibrated``, as :func:`run`.
         bootstrap: resamples of the 95 % intervals (0: none).
         force: recompute runs that exist (the finished ones are kept aside).
+        train_suite: cross-suite sweeps: train on this suite's protocol, evaluate on ``suite``.
+        train_root: where the training suite's data lives.
+        train_protocol: the training suite's protocol.
+        workers: decoding workers.
+        batch_size: batch size of feature extraction and scoring.
+        fast_index: index ids from size, mtime and path instead of content hashes.
         progress: show progress bars and status lines on stderr.
+        seeds: sweep once per seed (``[0, 1, 2]``) instead of once with ``seed``.
 
     Returns:
-        The clean :class:`Run` first, then one per value, in sweep order.
+        The clean :class:`Run` first, then one per value, in sweep order (with ``seeds``: that list for each seed,
+        one after the other).
 
     Example::
 
         runs = detbench.sweep("linear-probe", "demo", ["jpeg:90,50"], settings={"n_train": 12})
         [(r.perturbation, r.metrics.set_index("generator").loc["mean", "acc"]) for r in runs]
     """
-    from detbench.engine.sweep import run_sweep
-
     _check_types("bool", progress=progress)
+    axes = _sweep_axes(perturb)
+    options = _run_arguments(locals(), (name for name in SWEEP_OPTIONS if name != "seeds"))
+    seed_list = _seed_list(seed, seeds)
+    planned = request(detector, suite, settings=settings, **options)
+    runs: list[Run] = []
+    for result in sweep_results(planned.run, axes, seed_list, _runner(progress)):
+        runs.extend([result.clean, *(r for _, r in result.perturbed)])
+    return runs
+
+
+def _sweep_axes(perturb: Any) -> list[str]:
     if isinstance(perturb, str):
         perturb = [perturb]
     axes = list(perturb) if isinstance(perturb, Iterable) else None
     if axes is None or not all(isinstance(axis, str) for axis in axes):
         raise ConfigError(f"perturb must be a list of perturbation axes (text, e.g. ['jpeg:95,75,50']); "
                           f"got {perturb!r}")
-    perturb = axes
-    if not perturb:
+    if not axes:
         raise ConfigError("give at least one perturbation axis, e.g. perturb=['jpeg:95,75,50']")
-    planned = request(detector, suite, root, protocol, settings, seed, None, device, threshold=threshold,
-                      bootstrap=bootstrap, force=force)
-    result = run_sweep(planned.run, list(perturb), _runner(progress))
-    return [result.clean, *(r for _, r in result.perturbed)]
+    return axes
+
+
+def sweep_results(base: RunRequest, axes: list[str], seeds: list[int], runner: Any) -> Iterator[SweepResult]:
+    """Carry out a sweep once per seed (what ``detbench sweep`` and :func:`sweep` do).
+
+    Args:
+        base: the request (its seed is replaced by each of ``seeds``).
+        axes: the perturbation axes.
+        seeds: the seeds, checked.
+        runner: the :class:`~detbench.engine.runner.Runner`.
+
+    Yields:
+        One :class:`~detbench.engine.sweep.SweepResult` per seed, in order.
+    """
+    from detbench.engine.sweep import run_sweep
+
+    for s in seeds:
+        yield run_sweep(dataclasses.replace(base, seed=s), axes, runner)
 
 
 def import_scores(
@@ -450,7 +481,8 @@ def import_scores(
         phases.log(f"the paths in {file.name} are relative to its folder ({file.parent}), not to the suite root: "
                    "read so (recorded as paths_relative_to=file)")
         planned = planned_run({**reading, "paths_relative_to": "file"})
-    result = _carry_out(planned.run, progress)  # warns of the file's own problems as it reads it
+    # reading the file warns of its own problems
+    result = carry_out(planned.run, [planned.run.seed], _runner(progress))[0]
     for problem in problems:
         warn(problem)
     evaluation = result.scores
@@ -684,14 +716,16 @@ def index(
 
     Returns:
         Columns image_id, path (relative to the root), suite, generator, family, split, label, format, jpeg_quality,
-        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root and ``.attrs["manifest"]`` the
-        index manifest (counts, index hash).
+        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root, ``.attrs["manifest"]`` the
+        index manifest (counts, index hash) and ``.attrs["directory"]`` where the index is stored. Folders outside
+        the suite's layout and the suite's notes are issued as warnings.
 
     Raises:
         ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
     """
     from detbench.config import apply_overrides
     from detbench.data.index import index_suite
+    from detbench.data.suites import display_name
     from detbench.registry import SUITES
 
     _check_types("text", suite=suite)
@@ -702,10 +736,17 @@ def index(
     obj = cls(apply_overrides(cls.Options(), settings_overrides(settings)))
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0; got {workers}")
+    phases = _phases(progress)
     found = index_suite(obj, Path(root).expanduser() if root is not None else None, "fast" if fast else "full",
-                        workers=workers, phases=_phases(progress))
+                        workers=workers, phases=phases)
+    if obj.ignored:
+        more = f" and {len(obj.ignored) - 10} more" if len(obj.ignored) > 10 else ""
+        shown = ", ".join(map(display_name, obj.ignored[:10])) + more
+        phases.warn(f"{len(obj.ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
+    for note in obj.notes:
+        phases.warn(note)
     rows = found.rows.copy()
-    rows.attrs.update(root=str(found.root), manifest=found.manifest)
+    rows.attrs.update(root=str(found.root), manifest=found.manifest, directory=str(found.directory))
     return rows
 
 
@@ -715,6 +756,8 @@ def predict(
     *,
     export: PathLike | None = None,
     logits: bool = False,
+    csv: PathLike | None = None,
+    json_path: PathLike | None = None,
     device: str | None = None,
     workers: int | None = None,
     batch_size: int | None = None,
@@ -729,6 +772,9 @@ def predict(
             column per run, named ``<detector label>@<run id>``, holding P(fake).
         logits: the export holds logits (log-odds of P(fake), finite) instead, as grip-unina's ``main.py`` writes
             them (its ``compute_metrics.py`` calls a score above 0 fake).
+        csv: also write the predictions to this CSV file (one run: file, score, decision, error; several: a ``run``
+            column first).
+        json_path: also write them, with each run's threshold and facts, as JSON.
         device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
         workers: decoding workers.
         batch_size: batch size of scoring.
@@ -743,7 +789,7 @@ def predict(
         InputError: no image file among ``paths``, or ``export`` is a folder.
         ConfigError: an argument of the wrong type.
     """
-    from detbench.results.predict import check_outputs, long_predictions, predict_runs, write_export
+    from detbench.results.predict import check_outputs, long_predictions, predict_runs, write_export, write_predictions
 
     refs = [run] if isinstance(run, (str, Run)) else list(run) if isinstance(run, Iterable) else [run]
     if not all(isinstance(r, (str, Run)) for r in refs):
@@ -751,17 +797,43 @@ def predict(
     path_list = [paths] if _is_path(paths) else list(paths) if isinstance(paths, Iterable) else [paths]
     if not all(_is_path(p) for p in path_list):
         raise ConfigError(f"paths must be a path (str or os.PathLike) or a list of them; got {paths!r}")
-    _check_types("path", optional=True, export=export)
+    _check_types("path", optional=True, export=export, csv=csv, json_path=json_path)
     _check_types("text", optional=True, device=device)
     _check_types("int", optional=True, workers=workers, batch_size=batch_size)
     _check_types("bool", logits=logits, progress=progress)
-    check_outputs(export)  # before any image is scored
+    outputs = [None if p is None else Path(p) for p in (csv, json_path, export)]
+    check_outputs(*outputs)  # before any image is scored
     ids = [r.id if isinstance(r, Run) else r for r in refs]
     results = predict_runs(ids, path_list, device=device, workers=workers, batch_size=batch_size,
                            phases=_phases(progress))
+    write_predictions(results, outputs[0], outputs[1])
     if export is not None:
         write_export(results, Path(export), logits=logits)
-    return long_predictions(results)
+    table = long_predictions(results)
+    table.attrs["runs"] = results  # (Run with its loaded detector, its predictions) per run, for display
+    return table
+
+
+def report(target: str, out: PathLike | None = None) -> Path:
+    """Write a self-contained HTML report (charts embedded) and its PNG charts (``detbench report``).
+
+    Args:
+        target: a run id (or its first characters), a suite name (its latest clean run per fit), or the folder of
+            either under ``$DETBENCH_HOME/runs``.
+        out: the folder to write into; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+
+    Returns:
+        The path of ``report.html`` (its PNGs beside it).
+
+    Raises:
+        RunLookupError: no finished run matches ``target``.
+        DamagedRunError: the run's record or outputs no longer match what it recorded.
+    """
+    from detbench.results.html import build_report
+
+    _check_types("text", target=target)
+    _check_types("path", optional=True, out=out)
+    return build_report(target, None if out is None else Path(out).expanduser())
 
 
 DETECTOR_FACTS = ["paper", "year", "training", "weights_key", "released"]  # detbench.registry.DetectorInfo
@@ -799,6 +871,37 @@ def list_suites() -> pd.DataFrame:
     from detbench.registry import SUITES
 
     return _registry_frame(SUITES)
+
+
+def list_perturbations() -> pd.DataFrame:
+    """Registered perturbation steps (built-in and plugins), without importing any.
+
+    Returns:
+        One row per step: name, summary, origin, target.
+    """
+    from detbench.registry import PERTURBATIONS
+
+    return _registry_frame(PERTURBATIONS)
+
+
+def list_presets() -> pd.DataFrame:
+    """The paper presets (``detbench ls presets``): what each runs and the published mean accuracy.
+
+    Returns:
+        One row per preset: name, version, detector, suite, protocol, mean_acc (published, in %; NaN when the paper
+        gives none), mean_acc_range (a published span, or None), confidence, source.
+    """
+    import pandas as pd
+
+    from detbench.results.presets import load_presets
+
+    rows = [{
+        "name": p.name, "version": p.version, "detector": p.detector, "suite": p.suite, "protocol": p.protocol,
+        "mean_acc": p.expected("acc").get("mean", float("nan")), "mean_acc_range": p.expected_range("acc").get("mean"),
+        "confidence": str(p.published.get("confidence", "")), "source": str(p.published.get("source", "")),
+    } for p in load_presets().values()]  # fmt: skip
+    return pd.DataFrame(rows, columns=["name", "version", "detector", "suite", "protocol", "mean_acc",
+                                       "mean_acc_range", "confidence", "source"])
 
 
 def _registry_frame(registry: Any) -> pd.DataFrame:

@@ -102,18 +102,20 @@ class External(Detector):
             relative_to_file=self.config.paths_relative_to == "file",
         )
         self.perturbation = ctx.perturbation
-        self.ctx = ctx  # its suite root, once the suite is indexed, places a file read relative to its folder
         for problem in self.scores.problems:
             ctx.phases.warn(problem)
 
-    def score_identity(self) -> dict[str, Any]:
+    def score_identity(self, ctx: RunContext) -> dict[str, Any]:
         """The score file's identity: part of the run id, so another file (or reading) is another run.
+
+        Args:
+            ctx: the run's context (its suite root places a file read relative to its folder).
 
         Returns:
             :meth:`ScoreFile.identity`: its sha256 and how it is read (with ``paths_relative_to=file``, where its
             folder is relative to the suite root).
         """
-        return self.scores.identity(self.ctx.suite_root)
+        return self.scores.identity(ctx.suite_root)
 
     def label(self) -> str:
         """The runs' label.

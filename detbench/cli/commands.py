@@ -17,14 +17,19 @@ from detbench.cli import views as cli_views
 from detbench.cli.guard import GuardedGroup, console, err, watch
 from detbench.cli.options import (
     FILTER_HELP,
+    AllowCpuOption,
     BatchSizeOption,
     BootstrapOption,
     DeviceOption,
     FastIndexOption,
+    ForceOption,
+    PerturbOption,
+    PresetOption,
     ProtocolOption,
     QuietOption,
     RootOption,
     SeedOption,
+    SeedsOption,
     SetOption,
     SuiteOption,
     ThresholdOption,
@@ -33,6 +38,7 @@ from detbench.cli.options import (
     TrainSuiteOption,
     WorkersOption,
 )
+from detbench.engine.run_options import OPTIONS, SWEEP_OPTIONS
 from detbench.errors import ConfigError
 from detbench.models.precision import PRECISION_HELP
 
@@ -66,10 +72,8 @@ def run(
         Optional[str], typer.Argument(help="Detector name (see `detbench ls detectors`); implied by --preset.")
     ] = None,
     suite: SuiteOption = None,
-    preset: Annotated[
-        Optional[str], typer.Option(help="Reproduce a published table (see `detbench ls presets`).")
-    ] = None,
-    allow_cpu: Annotated[bool, typer.Option(help="Let a preset run without a CUDA GPU.")] = False,
+    preset: PresetOption = None,
+    allow_cpu: AllowCpuOption = False,
     root: RootOption = None,
     protocol: ProtocolOption = None,
     train_suite: TrainSuiteOption = None,
@@ -77,66 +81,78 @@ def run(
     train_protocol: TrainProtocolOption = None,
     set_: SetOption = None,
     seed: SeedOption = 0,
-    force: Annotated[
-        bool, typer.Option(help="Recompute even if this exact run exists (the old one is kept aside).")
-    ] = False,
+    seeds: SeedsOption = None,
+    force: ForceOption = False,
     device: DeviceOption = None,
     workers: WorkersOption = None,
     batch_size: BatchSizeOption = None,
     nproc: Annotated[
         int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
     ] = 1,
-    perturb: Annotated[
-        Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
-    ] = None,
+    perturb: PerturbOption = None,
     bootstrap: BootstrapOption = 1000,
     threshold: ThresholdOption = "0.5",
     fast_index: FastIndexOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Train DETECTOR on the protocol's training generator and evaluate it on every generator."""
-    from detbench import distributed
+    from detbench import api, distributed
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be >= 1; got {nproc}")
+    if detector is None and not preset:
+        raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
+    seed_list = _seeds(seed, seeds)
     if nproc > 1 and not distributed.launched():
         command = distributed.torchrun_command(sys.argv[1:], nproc)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(command[0], command)
+    runner = _runner(ctx, quiet)
+    try:
+        planned = _request(locals(), RUN_ARGUMENTS)
+        results = api.carry_out(planned.run, seed_list, runner)
+    finally:
+        distributed.cleanup()
+    if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
+        return
+    for result in results:
+        cli_views.show_result(result.record, result.metrics, result.path, result.reused)
+        if planned.preset is not None:
+            cli_views.show_preset_comparison(planned.preset, result)
+    if len(results) > 1:
+        cli_views.show_seed_spread(results)
+
+
+# The arguments of :func:`detbench.api.request` that ``run`` and ``sweep`` take from the command line (besides the
+# detector, suite and --set), by name: the run options (:mod:`detbench.engine.run_options`) each command offers.
+RUN_ARGUMENTS = tuple(name for name in OPTIONS if name != "seeds")
+SWEEP_ARGUMENTS = tuple(name for name in SWEEP_OPTIONS if name != "seeds")
+
+
+def _seeds(seed: int, seeds: str | None) -> list[int]:
+    from detbench.engine.run_options import check_seeds, parse_seeds
+
+    return check_seeds(seed, parse_seeds(seeds))
+
+
+def _runner(ctx: typer.Context, quiet: bool) -> Any:
+    """A runner whose phase an interrupt message names."""
     from detbench.engine.runner import Runner
     from detbench.progress import Phases
 
     runner = Runner(Phases(err, enabled=not quiet))
     watch(ctx, runner)
-    if detector is None and not preset:
-        raise typer.BadParameter("name a DETECTOR or pass --preset NAME")
-    try:
-        planned = _request(locals(), perturb=perturb, preset=preset, allow_cpu=allow_cpu)
-        result = runner.run(planned.run)
-    finally:
-        distributed.cleanup()
-    if distributed.env_rank() != 0:  # under torchrun, rank 0 reports
-        return
-    cli_views.show_result(result.record, result.metrics, result.path, result.reused)
-    if planned.preset is not None:
-        cli_views.show_preset_comparison(planned.preset, result)
+    return runner
 
 
-# The options that ``run`` and ``sweep`` share, passed to :func:`detbench.api.request` by name.
-_REQUEST_OPTIONS = (
-    "root", "protocol", "seed", "device", "threshold", "bootstrap", "force", "train_suite", "train_root",
-    "train_protocol", "workers", "batch_size", "fast_index",
-)  # fmt: skip
-
-
-def _request(options: dict[str, Any], **extra: Any) -> Any:
+def _request(options: dict[str, Any], names: tuple[str, ...]) -> Any:
     """The :class:`detbench.api.Request` of a ``run`` or ``sweep`` command line (its ``locals()``)."""
     from detbench.api import request
     from detbench.config import parse_set_args
 
-    chosen = {name: options[name] for name in _REQUEST_OPTIONS}
-    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen, **extra)
+    chosen = {name: options[name] for name in names}
+    return request(options["detector"], options["suite"], settings=parse_set_args(options["set_"]), **chosen)
 
 
 @app.command()
@@ -148,30 +164,14 @@ def index(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for probing files.")] = None,
 ) -> None:
     """Index a suite on disk and print its counts, formats and problems."""
-    from detbench.config import apply_overrides, parse_set_args
-    from detbench.data.index import index_suite
-    from detbench.data.suites import display_name
-    from detbench.progress import Phases
-    from detbench.registry import SUITES
-
-    cls = SUITES.get(suite)
-    obj = cls(apply_overrides(cls.Options(), parse_set_args(set_)))
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be >= 0; got {workers}")
-    phases = Phases(err)
-    idx = index_suite(obj, root, "fast" if fast else "full", workers=workers, phases=phases)
+    from detbench import api
+    from detbench.config import parse_set_args
     from detbench.results.display import index_summary
 
-    for table in index_summary(idx):
+    rows = api.index(suite, root, parse_set_args(set_), fast=fast, workers=workers, progress=True)
+    for table in index_summary(rows):
         console.print(table)
-    ignored = obj.ignored
-    if ignored:
-        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-        shown = ", ".join(map(display_name, ignored[:10])) + more
-        phases.warn(f"{len(ignored)} folders are not part of the {suite} layout and were skipped: {shown}")
-    for note in obj.notes:
-        phases.warn(note)
-    console.print(f"index written to {idx.directory}")
+    console.print(f"index written to {rows.attrs['directory']}")
 
 
 @app.command("ls")
@@ -179,19 +179,17 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
     """List registered detectors, suites, perturbations or paper presets, or finished runs."""
     from rich.table import Table
 
-    from detbench.registry import DETECTORS, PERTURBATIONS, SUITES
+    from detbench import api
 
-    registries = {"detectors": DETECTORS, "suites": SUITES, "perturbations": PERTURBATIONS}
+    registries = {"suites": api.list_suites, "perturbations": api.list_perturbations}
     if what == "detectors":
         cli_views.list_detectors()
     elif what in registries:
-        reg = registries[what]
         table = Table(title=what)
         for col in ("name", "summary", "origin"):
             table.add_column(col)
-        for name in reg.names():
-            d = reg.describe(name)
-            table.add_row(name, d["summary"] or d["target"], d["origin"])
+        for row in registries[what]().to_dict("records"):
+            table.add_row(row["name"], row["summary"] or row["target"], row["origin"])
         console.print(table)
     elif what == "runs":
         cli_views.list_runs()
@@ -322,6 +320,7 @@ def sweep(
     train_protocol: TrainProtocolOption = None,
     set_: SetOption = None,
     seed: SeedOption = 0,
+    seeds: SeedsOption = None,
     force: Annotated[bool, typer.Option(help="Retrain once and recompute every run of the sweep.")] = False,
     device: DeviceOption = None,
     workers: WorkersOption = None,
@@ -332,22 +331,20 @@ def sweep(
     quiet: QuietOption = False,
 ) -> None:
     """Robustness sweep: the clean run plus one run per perturbation value, training DETECTOR once."""
-    from detbench.engine.runner import Runner
-    from detbench.engine.sweep import run_sweep
-    from detbench.progress import Phases
+    from detbench import api
     from detbench.results.display import robustness_table
 
-    runner = Runner(Phases(err, enabled=not quiet))
-    watch(ctx, runner)
-    base = _request(locals()).run
-    result = run_sweep(base, perturb, runner)
-    rec = result.clean.record
-    title = f"{cli_views.run_title(rec)}): robustness"
-    console.print(robustness_table(result.table, title))
-    console.print(
-        f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
-        f"report: detbench report {rec['run_id'][:16]}"
-    )
+    seed_list = _seeds(seed, seeds)
+    runner = _runner(ctx, quiet)
+    base = _request(locals(), SWEEP_ARGUMENTS).run
+    for result in api.sweep_results(base, perturb, seed_list, runner):
+        rec = result.clean.record
+        title = f"{cli_views.run_title(rec)}): robustness"
+        console.print(robustness_table(result.table, title))
+        console.print(
+            f"{len(result.perturbed)} perturbed runs scored by fit {rec['fit_id'][:16]}; "
+            f"report: detbench report {rec['run_id'][:16]}"
+        )
 
 
 @app.command("import-scores")
@@ -414,9 +411,9 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
-    from detbench.results.html import build_report
+    from detbench import api
 
-    path = build_report(target, out)
+    path = api.report(target, out)
     console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
 
 
@@ -444,19 +441,14 @@ def predict(
     quiet: QuietOption = False,
 ) -> None:
     """Score your own images with finished runs' trained detectors: P(fake) and the decision per file."""
-    from detbench.progress import Phases
-    from detbench.results.predict import check_outputs, predict_runs, predictions_table, write_export, write_predictions
+    from detbench import api
+    from detbench.results.predict import predictions_table
 
     if export_logits and export is None:
         raise ConfigError("--export-logits applies to --export FILE")
-    check_outputs(csv, json_, export)  # before any image is scored
     refs = [ref.strip() for ref in run_id.split(",")]
-    results = predict_runs(
-        refs, paths, device=device, workers=workers, batch_size=batch_size, phases=Phases(err, enabled=not quiet)
-    )
-    write_predictions(results, csv, json_)
-    if export is not None:
-        write_export(results, export, logits=export_logits)
+    results = api.predict(refs, paths, export=export, logits=export_logits, csv=csv, json_path=json_, device=device,
+                          workers=workers, batch_size=batch_size, progress=not quiet).attrs["runs"]
     failed = 0
     for trained, predictions in results:
         console.print(predictions_table(predictions, trained))

@@ -83,6 +83,30 @@ def show_result(rec: dict[str, Any], metrics: Any, path: Path, reused: bool) -> 
     console.print(f"run {rec['run_id'][:16]} -> {path}" + (" (reused)" if reused else ""))
 
 
+def show_seed_spread(results: list[Any]) -> None:
+    """Print the mean ± standard deviation over the seeds of acc, AP and AUC per generator.
+
+    Args:
+        results: the finished runs, one per seed.
+    """
+    from rich.table import Table
+
+    from detbench.results.display import fmt
+    from detbench.results.seeds import seed_spread
+
+    spread = seed_spread(results)
+    seeds = spread["seeds"].iloc[0] if len(spread) else ""
+    table = Table(title=f"{run_title(results[0].record)}): mean ± sd over seeds {seeds}")
+    table.add_column("generator")
+    metrics = list(dict.fromkeys(spread["metric"]))
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for generator, rows in spread.groupby("generator", sort=False):
+        cells = rows.set_index("metric")
+        table.add_row(generator, *(f"{fmt(cells.loc[m, 'mean'], m)} ± {fmt(cells.loc[m, 'sd'], m)}" for m in metrics))
+    console.print(table)
+
+
 def run_title(rec: dict[str, Any]) -> str:
     """A run's title for tables.
 
@@ -120,28 +144,29 @@ def list_detectors() -> None:
 
 def list_presets() -> None:
     """Print the paper presets: what each runs, the published mean accuracy, confidence and source."""
+    import pandas as pd
     from rich.table import Table
 
-    from detbench.results.presets import load_presets
+    from detbench import api
 
     table = Table(title="paper presets (detbench run --preset NAME --root PATH)")
     for col in ("name", "runs", "published mean acc", "confidence", "source"):
         table.add_column(col, overflow="fold")
-    for p in load_presets().values():
-        mean = p.expected("acc").get("mean")
-        span = p.expected_range("acc").get("mean")
-        shown = f"{mean:.2f}" if mean is not None else (f"{span[0]}–{span[1]}" if span else "unknown")
-        table.add_row(f"{p.name} (v{p.version})", f"{p.detector} on {p.suite}/{p.protocol}", shown,
-                      str(p.published.get("confidence", "")), str(p.published.get("source", "")))
+    for p in api.list_presets().to_dict("records"):
+        span = p["mean_acc_range"]
+        shown = (f"{p['mean_acc']:.2f}" if not pd.isna(p["mean_acc"]) else
+                 f"{span[0]}–{span[1]}" if span else "unknown")  # fmt: skip
+        table.add_row(f"{p['name']} (v{p['version']})", f"{p['detector']} on {p['suite']}/{p['protocol']}", shown,
+                      p["confidence"], p["source"])
     console.print(table)
 
 
 def list_runs() -> None:
     """Print the finished runs of every suite."""
+    from detbench import api
     from detbench.results.display import fmt, frame_table
-    from detbench.results.leaderboard import runs_table
 
-    runs = runs_table()
+    runs = api.runs()
     shown = runs.assign(run_id=runs["run_id"].str[:16], mean_acc=runs["mean_acc"].map(fmt),
                         created=runs["created"].astype(str).str[:16].str.replace("T", " "))
     columns = {"run_id": "run id", "suite": "suite", "detector": "detector", "protocol": "protocol",

@@ -13,6 +13,8 @@ from detbench.errors import DamagedRunError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from detbench.kit.detector import Detector
+
 PathLike = Union[str, "os.PathLike[str]"]
 OUTPUT_FILES = {name.removesuffix(".parquet"): name for name in RUN_OUTPUTS}  # Run attribute -> file
 
@@ -25,17 +27,25 @@ class Run:
         path: the run's folder.
         record: ``run.json`` as a dict (settings, counts, thresholds, timings, environment...).
         reused: whether :func:`run` found this run finished instead of computing it.
+        detector: the run's detector, set up and its fit loaded, when the run was loaded to score new images
+            (:func:`detbench.results.predict.load_trained`); None otherwise.
 
     ``metrics``, ``scores`` and ``heldout_scores`` are DataFrames read on first use and checked against the sha256
     the record holds (a damaged file raises :class:`~detbench.errors.DamagedRunError`).
     """
 
     def __init__(
-        self, path: PathLike, record: dict[str, Any], metrics: pd.DataFrame | None = None, reused: bool = False
+        self,
+        path: PathLike,
+        record: dict[str, Any],
+        metrics: pd.DataFrame | None = None,
+        reused: bool = False,
+        detector: Detector | None = None,
     ) -> None:
         self.path = Path(path)
         self.record = record
         self.reused = reused
+        self.detector = detector
         self.id: str = record["run_id"]
         if metrics is not None:
             self.__dict__["metrics"] = metrics
@@ -60,6 +70,11 @@ class Run:
     def suite(self) -> str:
         """The suite the run evaluated on."""
         return str(self.record["suite"])
+
+    @property
+    def threshold(self) -> float:
+        """The run's decision threshold on P(fake)."""
+        return float(self.record["threshold"]["value"])
 
     @property
     def perturbation(self) -> str:

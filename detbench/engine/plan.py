@@ -44,7 +44,7 @@ from detbench.store import content_hash
 from detbench.version import __version__
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingSource:
     """Where a cross-suite run's training rows come from: another suite's protocol on its own root."""
 
@@ -53,9 +53,12 @@ class TrainingSource:
     protocol: Protocol
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPlan:
-    """A run decided but not yet executed: the set-up detector, its contexts, the rows and the identities."""
+    """A run decided but not yet executed: the set-up detector, its contexts, the rows and the identities.
+
+    Built complete by :func:`plan_run` and never changed afterwards (the runner copies what it adds).
+    """
 
     request: RunRequest
     resolved: Resolved
@@ -96,6 +99,11 @@ class RunPlan:
     def train_protocol(self) -> Protocol:
         """The protocol that picks the training rows."""
         return self.source.protocol if self.source else self.protocol
+
+    @property
+    def trains(self) -> bool:
+        """Whether the run trains and keeps a fit folder: the detector learns and the protocol has training rows."""
+        return self.detector.needs_training() and self.train_protocol.trains
 
     @property
     def fit_id(self) -> str:
@@ -160,8 +168,8 @@ def plan_run(
     t = time.perf_counter()
     from detbench.models.features import FeatureCache
 
-    ctx = RunContext(
-        suite_root=Path("."),  # set once the suite is indexed
+    setup_ctx = RunContext(
+        suite_root=Path("."),  # the suite is indexed after the detector is set up; the plan's contexts name it
         suite_name=suite.name,
         eval_convention=suite.eval_convention,
         device=device,
@@ -174,7 +182,7 @@ def plan_run(
         feature_cache=FeatureCache(),
     )
     detector = resolved.detector_cls(resolved.config)
-    detector.setup(ctx)  # first: missing weights fail before any data work
+    detector.setup(setup_ctx)  # first: missing weights fail before any data work
     timings["setup"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -191,7 +199,7 @@ def plan_run(
     if source is None:
         protocol = chosen
     else:
-        source.protocol = chosen
+        source = dataclasses.replace(source, protocol=chosen)
     train, heldout, evaluation = split_rows(index, protocol, req.seed)
     if source is not None:  # train on the other suite's protocol; evaluate this suite's protocol
         train, heldout, _ = split_rows(source.index, source.protocol, req.seed)
@@ -223,24 +231,24 @@ def plan_run(
         found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
         phases.warn(f"protocol {protocol.name} evaluates the {protocol.eval_split} split, which these generators "
                     f"lack under {index.root}: {found}. They are left out of the table and the mean.")
-    ctx.suite_root = index.root
-
-    plan = RunPlan(
+    profiles = suite.eval_profiles(index.generators) if detector.follows_eval_profiles else {}
+    ctx = dataclasses.replace(setup_ctx, suite_root=index.root, eval_profiles=profiles)
+    draft = RunPlan(
         request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
         training_copies=copies,
         holdout=holdout_facts,
     )  # fmt: skip
-    plan.fit_key = fit_key(plan)
-    if detector.follows_eval_profiles:
-        ctx.eval_profiles = suite.eval_profiles(index.generators)
-    plan.run_key = run_key(plan)
-    ctx.run_dir = plan.fit_dir
+    keys = {"fit_key": fit_key(draft)}
+    keys["run_key"] = run_key(dataclasses.replace(draft, **keys))
+    fit_dir = dataclasses.replace(draft, **keys).fit_dir
+    ctx = dataclasses.replace(ctx, run_dir=fit_dir)  # training checkpoints go to the fit's folder
+    train_ctx = ctx
     if source is not None:
-        profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
-        plan.train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=profiles)
-    return plan
+        train_profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
+        train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=train_profiles)
+    return dataclasses.replace(draft, ctx=ctx, train_ctx=train_ctx, **keys)
 
 
 def check_training_copies(
@@ -373,7 +381,7 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
     """The fit id and everything that changes evaluation (hashed into the run id).
 
     Args:
-        plan: the plan, its ``fit_key`` and evaluation profiles already set.
+        plan: the plan, its ``fit_key`` and its context (suite root, evaluation profiles) already set.
 
     Returns:
         The fit id, perturbation identity (None: clean), threshold label and bootstrap count; plus, where they
@@ -386,7 +394,7 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
         "threshold": resolved.threshold.label,
         "n_boot": plan.request.n_boot,
     }
-    scores = plan.detector.score_identity()
+    scores = plan.detector.score_identity(plan.ctx)
     if scores:  # e.g. an imported score file: keyed with the run, so runs differing only in it share one fit
         key["scores"] = scores
     if plan.source is not None:  # the fit key names the training data; the evaluation data is keyed here

@@ -164,7 +164,7 @@ def build_record(
             "train_root": str(plan.train_index.root),
             "index": str(plan.index.directory),
             "run": str(plan.run_dir),
-            "fit": str(plan.fit_dir),
+            "fit": str(plan.fit_dir) if plan.trains else None,
         },
         "outputs": {name: sha256_of_file(out_dir / name) for name in RUN_OUTPUTS},
         "environment": environment(plan.device),
@@ -392,6 +392,18 @@ def _identity_problem(run_dir: Path, record: dict[str, Any]) -> str | None:
     if run_dir.name != record["run_id"][:ID_CHARS]:
         return f"names run {record['run_id'][:ID_CHARS]}, not the folder it is in"
     return None
+
+
+def record_seed(record: dict[str, Any]) -> int | None:
+    """The seed a run was made with (its fit key's; None for a record without one).
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The seed.
+    """
+    return (record.get("key") or {}).get("seed")
 
 
 def detector_label(record: dict[str, Any]) -> str:

@@ -117,9 +117,13 @@ class Runner:
                     sweep_stale_tmp(directory)
         self.phase = "training"
         t = time.perf_counter()
-        retrain = req.force and not req.keep_fit
-        fit_info = self._fit_or_load(plan.detector, plan.train, plan.heldout, plan.train_ctx, plan.fit_dir,
-                                     plan.fit_key, retrain=retrain)
+        retrain = req.force and not req.keep_fit and plan.trains
+        if plan.trains:
+            fit_info = self._fit_or_load(plan.detector, plan.train, plan.heldout, plan.train_ctx, plan.fit_dir,
+                                         plan.fit_key, retrain=retrain)
+        else:  # nothing to learn: the detector states what it uses (released weights, none); no fit folder
+            fit_info = {**plan.detector.fit(plan.train, plan.heldout, plan.train_ctx), "reused": False,
+                        "stored": False}
         timings["fit"] = time.perf_counter() - t
 
         self.phase = "scoring"
@@ -217,8 +221,7 @@ class Runner:
                 target.mkdir(parents=True, exist_ok=True)
                 sweep_stale_tmp(target)
             dist.barrier()  # every rank sees the same (possibly emptied) checkpoint folder
-            ctx.run_dir = target
-            info = detector.fit(train, heldout, ctx)
+            info = detector.fit(train, heldout, dataclasses.replace(ctx, run_dir=target))
             if dist.is_main():
                 state_dir = target / "state"
                 tmp = target / "state.tmp"
@@ -232,7 +235,6 @@ class Runner:
         dist.barrier()
         if not dist.is_main():
             detector.load(target / "state")
-        ctx.run_dir = fit_dir
         return {**info, "reused": False}
 
     def _fit_intact(self, fit_dir: Path, *, locked: bool) -> bool:

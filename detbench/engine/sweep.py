@@ -85,11 +85,17 @@ def robustness_frame(clean: Run, perturbed: list[tuple[str, Run]]) -> pd.DataFra
                 "mean AP": m["ap"],
                 "Δ AP": m["ap"] - base["ap"] if spec != "clean" else float("nan"),
                 "worst acc": m["worst_acc"],
-                "fit": "reused" if result.record["fit"].get("reused") else "trained",
+                "fit": _fit_state(result.record["fit"]),
                 "run": result.record["run_id"][:16] + (" (reused)" if result.reused else ""),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _fit_state(fit: dict) -> str:
+    if fit.get("reused"):
+        return "reused"
+    return "none" if fit.get("stored") is False else "trained"
 
 
 def _means(result: Run) -> dict[str, float]:

@@ -137,9 +137,12 @@ class Detector(ABC):
         """
         return {}
 
-    def score_identity(self) -> dict[str, Any]:
+    def score_identity(self, ctx: RunContext) -> dict[str, Any]:
         """What the scores depend on beyond the trained state (e.g. the sha256 of an imported score file and how it
         is read): part of the run id, not of the fit id. Called after :meth:`setup`.
+
+        Args:
+            ctx: the run's evaluation context (its ``suite_root`` is the indexed suite's).
 
         Returns:
             JSON-serialisable facts (empty by default).

@@ -187,14 +187,20 @@ def leaderboard_cells(
     """
     from detbench.results.leaderboard import partial_generators
 
-    shown = wide.drop(columns=["config_hash", "fit_id"], errors="ignore").rename(columns={"run_id": "run"})
+    hidden = ["config_hash", "fit_id", "seed_group"]
+    shown = wide.drop(columns=hidden, errors="ignore").rename(columns={"run_id": "run"})
     if "flags" in shown and not shown["flags"].fillna("").astype(str).str.len().any():
         shown = shown.drop(columns=["flags"])  # shown only when some run is flagged
+    if "seeds" in shown and set(shown["seeds"].astype(str)) <= {"0", ""}:
+        shown = shown.drop(columns=["seeds"])  # shown only when some run has another seed or rows group seeds
     ids = [c for c in shown.columns if c in id_columns or c == "run"]
     out = shown[ids].astype(str)
     partial = shown["coverage"].map(partial_generators) if "coverage" in shown else pd.Series(None, shown.index)
     for col in shown.columns[len(ids) :]:
         signed = deltas or col == "mean_delta"
+        if col == "mean_sd":
+            out[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"±{fmt(v, metric)}")
+            continue
         if col == "avg_rank":
             out[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}")
             continue
@@ -202,7 +208,7 @@ def leaderboard_cells(
         if col in SUMMARY_ROWS:
             out[col] = [v if part is None or v == "n/a" else f"{v} ({part[0]} of {part[1]})"
                         for v, part in zip(out[col], partial, strict=True)]
-    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank"})
+    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank", "mean_sd": "sd (seeds)"})
 
 
 def friedman_note(test: dict[str, Any], n_unranked: int = 0) -> str:
@@ -277,18 +283,18 @@ def _median_quality(rows: pd.DataFrame) -> str:
     return "–" if q.empty else f"{q.median():g}"
 
 
-def index_summary(idx: Any) -> list[Table]:
-    """Counts per generator/split/label, formats, size ranges and problems of an :class:`Index`.
+def index_summary(df: pd.DataFrame) -> list[Table]:
+    """Counts per generator/split/label, formats, size ranges and problems of an index.
 
     Args:
-        idx: a built :class:`~detbench.data.index.Index`.
+        df: the index rows as :func:`detbench.api.index` returns them (``attrs``: ``root`` and ``manifest``).
 
     Returns:
         The counts table, and a table of unusable files by status when there are any.
     """
-    df = idx.rows
     counts = Table(
-        title=f"{idx.manifest['suite']['suite']} index: {len(df)} files under {idx.root}", title_justify="left"
+        title=f"{df.attrs['manifest']['suite']['suite']} index: {len(df)} files under {df.attrs['root']}",
+        title_justify="left",
     )
     columns = ("generator", "split", "real", "fake", "formats", "JPEG Q real/fake", "sizes (w×h)", "problems")
     for col in columns:

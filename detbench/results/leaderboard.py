@@ -21,14 +21,16 @@ import numpy as np
 import pandas as pd
 
 from detbench.engine import layout
-from detbench.engine.record import detector_label, load_run_record
+from detbench.engine.record import detector_label, load_run_record, record_seed
 from detbench.errors import DamagedRunError, RunLookupError, warn
 from detbench.metrics import SUMMARY_ROWS
 
 ID_COLUMNS = [
     "detector", "backbone", "settings", "protocol", "perturbation", "threshold", "data", "files", "coverage",
-    "config_hash", "fit_id", "run_id", "flags",
+    "config_hash", "fit_id", "run_id", "flags", "seeds", "seed_group",
 ]  # fmt: skip
+SD_COLUMN = "mean_sd"  # the standard deviation over seeds of a row grouping runs that differ only in seed
+VALUE_EXTRAS = ("mean_delta", SD_COLUMN)  # value columns that are neither a generator nor a summary row
 SHORT = 8  # hex characters of a hash shown in tables
 GENERATORS = "generators"  # how coverage names a row's generators of its protocol's in the table
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
@@ -313,8 +315,57 @@ def _id_values(record: dict[str, Any]) -> dict[str, Any]:
         "fit_id": str(record.get("fit_id", ""))[:16],
         "run_id": record["run_id"][:16],
         "flags": run_flags(record),
+        "seeds": "" if record_seed(record) is None else str(record_seed(record)),
+        "seed_group": seed_group(record),
     }
     return dict(reversed(list(values.items())))
+
+
+def seed_group(record: dict[str, Any]) -> str:
+    """What runs differing only in their seed share: the hash of the run's keys without the seed.
+
+    Args:
+        record: the run record (its ``key``: the fit key with the perturbation; its ``run_key``).
+
+    Returns:
+        16 hex characters.
+    """
+    from detbench.store import content_hash
+
+    fit = {k: v for k, v in (record.get("key") or {}).items() if k != "seed"}
+    run = {k: v for k, v in (record.get("run_key") or {}).items() if k != "fit_id"}
+    return content_hash({"fit": fit, "run": run})[:16]
+
+
+def group_seeds(wide: pd.DataFrame) -> pd.DataFrame:
+    """Runs that differ only in their seed as one row: each value their mean, ``seeds`` the seeds (``0,1,2``),
+    :data:`SD_COLUMN` the sample standard deviation of their ``mean`` (NaN for a row of one run).
+
+    Args:
+        wide: a wide leaderboard with the :data:`ID_COLUMNS`.
+
+    Returns:
+        The grouped table (one row per seed group, in first-appearance order); the id columns of a group's first
+        run, its ``run_id`` followed by ``+K`` for the K other runs. Rows without a ``seed_group`` (published
+        numbers) are never grouped.
+    """
+    values = [c for c in wide.columns if c not in ID_COLUMNS and c != SD_COLUMN]
+    rows = []
+    groups = wide["seed_group"].where(wide["seed_group"].astype(str) != "", "row " + wide.index.astype(str))
+    for _, group in wide.groupby(groups, sort=False):  # rows without a group (published numbers) stay apart
+        row = group.iloc[0].copy()
+        if len(group) > 1:
+            row[values] = group[values].astype(float).mean(skipna=False)
+            seeds = sorted(group["seeds"], key=lambda s: int(s) if s.lstrip("-").isdigit() else 0)
+            row["seeds"] = ",".join(seeds)
+            row["run_id"] = f"{row['run_id']} +{len(group) - 1}"
+            if "mean" in group:
+                row[SD_COLUMN] = float(group["mean"].astype(float).std(ddof=1))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=[*wide.columns, *([SD_COLUMN] if SD_COLUMN not in wide else [])])
+    if out[SD_COLUMN].isna().all():
+        out = out.drop(columns=[SD_COLUMN])
+    return out.reset_index(drop=True)
 
 
 def suite_long(suite: str, published: bool = False, runs_root: Path | None = None) -> pd.DataFrame:
@@ -373,7 +424,7 @@ def leaderboard_view(
         raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(sorted(known))}")
     if rank and delta:
         raise ConfigError("--rank ranks the runs' values, not differences to clean runs; drop --delta or --rank")
-    view = delta_table(wide_table(long, metric)) if delta else wide_table(long, metric)
+    view = group_seeds(delta_table(wide_table(long, metric, group=False))) if delta else wide_table(long, metric)
     if filter_runs(long, **filters).empty:
         suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
         raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
@@ -419,7 +470,7 @@ def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.Data
     direction = _direction(metric)
     if direction == "none":
         raise ConfigError(f"--rank needs a metric where higher or lower is better; {metric!r} is neither")
-    generators = [c for c in view.columns if c not in (*ID_COLUMNS, *SUMMARY_ROWS, "mean_delta", RANK_COLUMN)]
+    generators = [c for c in view.columns if c not in (*ID_COLUMNS, *SUMMARY_ROWS, *VALUE_EXTRAS, RANK_COLUMN)]
     complete = view[generators].notna().all(axis=1).to_numpy() if generators else np.zeros(len(view), bool)
     if len(generators) < 2 or complete.sum() < 2:
         raise DataError(
@@ -502,13 +553,14 @@ def perturbation_rank(label: str) -> tuple[int, str, float]:
     return (1, steps[0].name, -steps[0].level if steps[0].severe_when_low else steps[0].level)
 
 
-def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
+def wide_table(long: pd.DataFrame, metric: str = "acc", group: bool = True) -> pd.DataFrame:
     """One row per run, one column per generator (then mean, worst) for ``metric``, and ``mean_delta``:
     a perturbed run's mean minus that of the clean run of the same fit and threshold (NaN without one).
 
     Args:
         long: :func:`long_table` output (rows of other metrics are ignored).
         metric: the metric to show.
+        group: runs that differ only in their seed become one row (:func:`group_seeds`).
 
     Returns:
         :data:`ID_COLUMNS`, the generator columns, the summary columns and ``mean_delta``; sorted by protocol,
@@ -519,6 +571,8 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
     subset = long[long["metric"] == metric]
     if subset.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
+    missing = [c for c in ID_COLUMNS if c not in subset.columns]  # tables built before these columns existed
+    subset = subset.assign(**dict.fromkeys(missing, "")) if missing else subset
     wide = subset.pivot(index=ID_COLUMNS, columns="generator", values="value")
     generators = [g for g in wide.columns if g not in SUMMARY_ROWS]
     wide = wide[generators + [c for c in SUMMARY_ROWS if c in wide.columns]].reset_index()
@@ -535,6 +589,9 @@ def wide_table(long: pd.DataFrame, metric: str = "acc") -> pd.DataFrame:
         f"{c}, {h}/{o} {GENERATORS}" if c else f"{h}/{o} {GENERATORS}"
         for c, h, o in zip(wide.loc[partial, "coverage"], has[partial], of[partial], strict=True)
     ]
+    if group:
+        wide = group_seeds(wide.assign(_c=partial))
+        partial = wide.pop("_c").to_numpy(dtype=float) > 0
     rank = wide["perturbation"].map(perturbation_rank)
     best_first = -1 if _direction(metric) != "lower" else 1
     wide = wide.assign(_p=rank.str[0], _k=rank.str[1], _s=rank.str[2], _c=partial,
@@ -570,7 +627,8 @@ def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:
     Returns:
         The same columns (``mean_delta`` dropped) holding differences.
     """
-    values = [c for c in wide.columns if c not in ID_COLUMNS and c != "mean_delta"]
+    wide = wide.drop(columns=[SD_COLUMN], errors="ignore")
+    values = [c for c in wide.columns if c not in (*ID_COLUMNS, *VALUE_EXTRAS)]
     clean = wide[wide["perturbation"] == "clean"].drop_duplicates(["fit_id", "threshold"], keep="last")
     reference = wide[["fit_id", "threshold"]].merge(clean[["fit_id", "threshold", *values]], how="left")
     out = wide.drop(columns=["mean_delta"], errors="ignore").copy()

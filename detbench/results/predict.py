@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,12 @@ import pandas as pd
 from detbench.data import shards
 from detbench.data.images import IMAGE_EXTENSIONS
 from detbench.data.suites import BAD_NAME_REASON, display_name, is_valid_utf8
+from detbench.engine.finished_run import Run
 from detbench.errors import ConfigError, InputError
-from detbench.kit.detector import Detector, RunContext
+from detbench.kit.detector import RunContext
 from detbench.progress import Phases
 
 COLUMNS = ["file", "score", "decision", "error"]
-
-
-@dataclass
-class TrainedRun:
-    """A finished run's detector, loaded and ready to predict."""
-
-    detector: Detector
-    record: dict[str, Any]
-    run_dir: Path
-
-    @property
-    def threshold(self) -> float:
-        """The run's decision threshold on P(fake)."""
-        return float(self.record["threshold"]["value"])
 
 
 def collect_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -71,7 +57,7 @@ def collect_files(paths: Sequence[str | Path]) -> list[Path]:
     return unique
 
 
-def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
+def load_trained(run_ref: str, ctx: RunContext) -> Run:
     """Rebuild the detector of a finished run from its record and load its fit.
 
     Warns (through ``ctx.phases``) when the installed detector's version or its identity (backbone, preprocessing)
@@ -82,7 +68,7 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
         ctx: the context to set the detector up in; ``eval_convention``, when None, is set to the run's suite's.
 
     Returns:
-        The :class:`TrainedRun`.
+        The :class:`~detbench.engine.finished_run.Run`, its ``detector`` set up and its fit loaded.
 
     Raises:
         RunLookupError: no finished run, or several, match ``run_ref``.
@@ -120,8 +106,9 @@ def load_trained(run_ref: str, ctx: RunContext) -> TrainedRun:
             f"[yellow]warning:[/] the backbone or preprocessing found now differs from run {run_dir.name}'s "
             "(weights, versions or settings); scores may differ from the run's"
         )
-    detector.load(fit_dir(run_dir, record) / "state")
-    return TrainedRun(detector, record, run_dir)
+    if (record.get("fit") or {}).get("stored", True):  # an eval-only run has no fit: set up is all it used
+        detector.load(fit_dir(run_dir, record) / "state")
+    return Run(run_dir, record, detector=detector)
 
 
 def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
@@ -162,7 +149,7 @@ def predict_files(
     workers: int | None = None,
     batch_size: int | None = None,
     phases: Phases | None = None,
-) -> tuple[pd.DataFrame, TrainedRun]:
+) -> tuple[pd.DataFrame, Run]:
     """Score files with the detector a finished run trained, without the run's perturbation.
 
     Args:
@@ -246,7 +233,7 @@ def predict_files(
         from detbench.data.preprocess import eval_profile
 
         ctx.eval_profiles = {"predict": eval_profile(profiles.pop())}
-    ctx.run_dir = fit_dir(trained.run_dir, trained.record)
+    ctx.run_dir = fit_dir(trained.path, trained.record)
     if usable:
         rows = pd.DataFrame(
             {
@@ -278,7 +265,7 @@ def predict_runs(
     workers: int | None = None,
     batch_size: int | None = None,
     phases: Phases | None = None,
-) -> list[tuple[TrainedRun, pd.DataFrame]]:
+) -> list[tuple[Run, pd.DataFrame]]:
     """:func:`predict_files` for each run of ``run_refs`` (the same images, in the same order, for each).
 
     Args:
@@ -306,7 +293,7 @@ def predict_runs(
         predictions, trained = predict_files(ref, paths, device=device, workers=workers, batch_size=batch_size,
                                              phases=phases)
         if any(t.record["run_id"] == trained.record["run_id"] for t, _ in results):
-            raise ConfigError(f"run {trained.run_dir.name} is named twice")
+            raise ConfigError(f"run {trained.path.name} is named twice")
         results.append((trained, predictions))
     return results
 
@@ -325,7 +312,7 @@ def run_column(record: dict[str, Any]) -> str:
     return f"{detector_label(record)}@{record['run_id'][:16]}"
 
 
-def long_predictions(results: list[tuple[TrainedRun, pd.DataFrame]]) -> pd.DataFrame:
+def long_predictions(results: list[tuple[Run, pd.DataFrame]]) -> pd.DataFrame:
     """Every run's predictions in one table.
 
     Args:
@@ -338,7 +325,7 @@ def long_predictions(results: list[tuple[TrainedRun, pd.DataFrame]]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)[["run", *COLUMNS]]
 
 
-def export_table(results: list[tuple[TrainedRun, pd.DataFrame]], folder: Path, logits: bool = False) -> pd.DataFrame:
+def export_table(results: list[tuple[Run, pd.DataFrame]], folder: Path, logits: bool = False) -> pd.DataFrame:
     """The grip-unina-style per-image table: ``filename`` relative to ``folder`` (where the CSV goes: grip-unina's
     ``main.py`` reads images relative to its CSV) and one score column per run (:func:`run_column`), empty where
     the image could not be scored.
@@ -381,7 +368,7 @@ def check_outputs(*paths: str | Path | None) -> None:
                              "own file")
 
 
-def write_export(results: list[tuple[TrainedRun, pd.DataFrame]], path: Path, logits: bool = False) -> None:
+def write_export(results: list[tuple[Run, pd.DataFrame]], path: Path, logits: bool = False) -> None:
     """Write :func:`export_table` to ``path`` (CSV, atomically; filenames relative to the CSV's folder).
 
     Args:
@@ -430,7 +417,7 @@ def _shard_images(shard: Path) -> list[tuple[str, str | None, str]]:
         return [("", None, f"unreadable shard: {exc}")]
 
 
-def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
+def predictions_table(predictions: pd.DataFrame, trained: Run) -> Any:
     """A rich table of :func:`predict_files` output, for the terminal.
 
     Args:
@@ -446,7 +433,7 @@ def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
 
     rec = trained.record
     table = Table(
-        title=f"{rec['detector']} from run {trained.run_dir.name} ({rec['suite']}/{rec['protocol']})",
+        title=f"{rec['detector']} from run {trained.path.name} ({rec['suite']}/{rec['protocol']})",
         title_justify="left",
         caption=f"P(fake) in %; fake if above the run's {threshold_note(rec)}",
         caption_justify="left",
@@ -461,7 +448,7 @@ def predictions_table(predictions: pd.DataFrame, trained: TrainedRun) -> Any:
 
 
 def write_predictions(
-    results: list[tuple[TrainedRun, pd.DataFrame]], csv: Path | None = None, json_path: Path | None = None
+    results: list[tuple[Run, pd.DataFrame]], csv: Path | None = None, json_path: Path | None = None
 ) -> None:
     """Write the predictions as CSV and/or JSON (with the run and threshold), each atomically. One run: the CSV has
     :data:`COLUMNS` and the JSON is that run's document; several: the CSV starts with a ``run`` column
@@ -488,7 +475,7 @@ def write_predictions(
             tmp.write_text(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}, indent=2) + "\n")
 
 
-def _json_document(trained: TrainedRun, predictions: pd.DataFrame) -> dict[str, Any]:
+def _json_document(trained: Run, predictions: pd.DataFrame) -> dict[str, Any]:
     rec = trained.record
     return {
         "run_id": rec["run_id"],
