@@ -87,7 +87,9 @@ def run(
         int, typer.Option(help="Processes on this machine (e.g. one per GPU), launched through torchrun.")
     ] = 1,
     perturb: Annotated[
-        Optional[str], typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75 or blur:2+jpeg:90.")
+        Optional[str],
+        typer.Option(help="Evaluation-time perturbation, e.g. jpeg:75, blur:2+jpeg:90, social:1, or jpeg:96@fake "
+                          "(the fakes only)."),
     ] = None,
     bootstrap: BootstrapOption = 1000,
     threshold: ThresholdOption = "0.5",
@@ -311,7 +313,10 @@ def sweep(
     perturb: Annotated[
         list[str],
         typer.Option(
-            "--perturb", "-p", help="One axis of values, e.g. jpeg:95,75,50 or blur:1,2 (repeatable); a run per value."
+            "--perturb",
+            "-p",
+            help="One axis of values, e.g. jpeg:95,75,50, blur:1,2, webp:90,70 or jpeg:95,75@fake (repeatable); a run "
+            "per value.",
         ),
     ],
     suite: SuiteOption = None,
