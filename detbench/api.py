@@ -204,7 +204,8 @@ def run(
             ``suite.KEY`` or ``train_suite.KEY`` to be explicit), and ``train.holdout`` (``0.1``, ``0`` or
             ``val-split``: which training-generator images select the model; default: the detector's original).
         seed: seed of splits, training and sampling.
-        perturb: evaluation-time perturbation (``jpeg:75``, ``blur:2+jpeg:90``).
+        perturb: evaluation-time perturbation (``jpeg:75``, ``blur:2+jpeg:90``, ``social:1``; ``jpeg:96@fake``
+            perturbs the fakes only).
         device: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when available).
         threshold: ``0.5``, another number in [0, 1], or ``calibrated`` (on the training generator's held-out split).
         bootstrap: resamples of the 95 % intervals (0: none).
@@ -295,7 +296,7 @@ def sweep(
     Args:
         detector: a registered detector (:func:`list_detectors`).
         suite: a registered suite (:func:`list_suites`); default ``demo``.
-        perturb: axes of values, e.g. ``["jpeg:95,75,50", "blur:1,2"]``.
+        perturb: axes of values, e.g. ``["jpeg:95,75,50", "blur:1,2", "noise:4,8", "jpeg:95,75@fake"]``.
         root: where the suite's data lives (the demo builds its own).
         protocol: the suite's protocol (default: its standard one).
         settings: detector config keys and suite options, as :func:`run` takes them.

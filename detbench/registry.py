@@ -326,3 +326,34 @@ PERTURBATIONS.register_lazy(
     "detbench.data.perturbations:BilinearResize",
     "AIGCDetectBenchmark's resize: bilinear to int(side*F), not resized back, e.g. resize:0.5.",
 )
+PERTURBATIONS.register_lazy(
+    "webp", "detbench.data.perturbations:WebpQuality", "Lossy WebP re-encoding at quality Q (1..100), e.g. webp:75."
+)
+PERTURBATIONS.register_lazy(
+    "noise",
+    "detbench.data.perturbations:GaussianNoise",
+    "Additive Gaussian noise, sigma in 0..255 units (0 < S <= 255), seeded per image, e.g. noise:8.",
+)
+PERTURBATIONS.register_lazy(
+    "gray", "detbench.data.perturbations:Grayscale", "Pillow's L conversion back to 3 channels; no value: gray."
+)
+PERTURBATIONS.register_lazy(
+    "crop",
+    "detbench.data.perturbations:CentreCrop",
+    "Centre crop keeping fraction F of each side (0 < F <= 1, floored), e.g. crop:0.8.",
+)
+PERTURBATIONS.register_lazy(
+    "resize-jpeg",
+    "detbench.data.perturbations:ResizeJpeg",
+    "Bicubic resize by S (0 < S <= 2), then JPEG at quality Q; S/Q, e.g. resize-jpeg:0.5/75.",
+)
+PERTURBATIONS.register_lazy(
+    "maxside",
+    "detbench.data.perturbations:MaxSide",
+    "Bicubic resize of the longer side down to L px, never enlarged, e.g. maxside:1080.",
+)
+PERTURBATIONS.register_lazy(
+    "social",
+    "detbench.data.perturbations:SocialChain",
+    "A sharing-platform chain (crop, maxside, JPEG or WebP) drawn per image from SEED, e.g. social:1.",
+)

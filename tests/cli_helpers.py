@@ -8,6 +8,8 @@ from detbench.cli.commands import app
 
 # A small demo build (12 train + 6 val images per class and family, 64 px): seconds per run on 2 cores.
 SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
+# linear-probe on a small folder tree: a bundled light backbone at 32 px.
+FAST_FOLDER = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
 
 
 def invoke(*args: str) -> Result:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import invoke
+from cli_helpers import FAST_FOLDER, invoke
 from PIL import Image, PngImagePlugin
 from replicas import build_folder, write_broken, write_image
 
@@ -22,7 +22,7 @@ from detbench.data.index import check_unique_ids
 from detbench.data.preprocess import Preprocess
 from detbench.errors import DataError
 
-FAST = ["--set", "backbone=timm:efficientnet_lite0@bundled", "--set", "crop=32", "-q"]
+FAST = FAST_FOLDER
 
 
 def run_folder(root: Path, *extra: str, protocol: str = "train-on-a"):

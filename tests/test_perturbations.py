@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 
@@ -12,7 +13,16 @@ from PIL import Image
 from detbench.config import ConfigError
 from detbench.data.images import load_rgb_bytes
 from detbench.data.jpeg_quality import estimate_jpeg_quality
-from detbench.data.perturbations import Compose, Downscale, JpegQuality, expand_sweep, parse_perturbation
+from detbench.data.perturbations import (
+    Compose,
+    Downscale,
+    JpegQuality,
+    SocialChain,
+    Step,
+    Targeted,
+    expand_sweep,
+    parse_perturbation,
+)
 from detbench.registry import PERTURBATIONS
 
 
@@ -172,3 +182,226 @@ def test_resize_is_aigcdetectbenchmarks_resize_bit_for_bit(size: tuple[int, int]
     assert parse_perturbation("resize:0.5").identity() != parse_perturbation("downscale:0.5").identity()
     with pytest.raises(ConfigError, match="resize factor must be in"):
         parse_perturbation("resize:1.5")
+
+
+# ------------------------------------------------------------------------------------------ the newer steps
+
+
+def decoded(img: Image.Image, fmt: str, **options) -> np.ndarray:
+    """``img`` encoded with Pillow in ``fmt`` and decoded, as an RGB array."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format=fmt, **options)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def seeded(text: str) -> np.random.Generator:
+    return np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest(), 16))
+
+
+@pytest.mark.parametrize("quality", [90, 50, 10])
+def test_webp_is_pillows_lossy_webp_round_trip(photo: Image.Image, quality: int) -> None:
+    got = np.asarray(parse_perturbation(f"webp:{quality}")(photo, "x"))
+    np.testing.assert_array_equal(got, decoded(photo, "WEBP", quality=quality))
+    assert not np.array_equal(got, np.asarray(photo))  # lossy
+
+
+def test_noise_is_gaussian_noise_seeded_by_the_image_id_rounded_and_clipped(photo: Image.Image) -> None:
+    arr = np.asarray(photo, dtype=np.float64)
+    for sigma in (2.0, 25.0):
+        expected = np.clip(np.rint(arr + seeded("img-1").normal(0, sigma, arr.shape)), 0, 255).astype(np.uint8)
+        got = parse_perturbation(f"noise:{sigma:g}")(photo, "img-1")
+        np.testing.assert_array_equal(np.asarray(got), expected)
+    again = np.asarray(parse_perturbation("noise:25")(photo.copy(), "img-1"))
+    other = np.asarray(parse_perturbation("noise:25")(photo, "img-2"))
+    np.testing.assert_array_equal(again, expected)
+    assert not np.array_equal(other, expected)  # another image, other noise
+    assert 20 < np.std(other.astype(float) - arr) < 26  # clipping trims a little
+    saturated = np.asarray(parse_perturbation("noise:255")(Image.new("RGB", (8, 8), (250, 5, 128)), "x"))
+    assert saturated.min() == 0 and saturated.max() == 255
+
+
+def test_gray_is_pillows_luma_on_three_channels(photo: Image.Image) -> None:
+    got = np.asarray(parse_perturbation("gray")(photo, "x"))
+    luma = np.asarray(photo.convert("L"))
+    assert got.shape == (*luma.shape, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(got[:, :, c], luma)
+    r, g, b = (np.asarray(photo, dtype=np.int64)[:, :, c] for c in range(3))
+    assert np.abs((r * 299 + g * 587 + b * 114) / 1000 - luma).max() <= 1  # ITU-R 601-2
+
+
+@pytest.mark.parametrize("fraction, box", [(0.7, (19, 14, 108, 81)), (0.5, (32, 24, 96, 72)), (0.01, (63, 47, 64, 48))])
+def test_crop_keeps_the_floored_centre(photo: Image.Image, fraction: float, box: tuple[int, int, int, int]) -> None:
+    """128 x 96 at F = 0.7: int(89.6) x int(67.2) = 89 x 67 kept, at ((128 - 89) // 2, (96 - 67) // 2)."""
+    got = parse_perturbation(f"crop:{fraction}")(photo, "x")
+    left, top, right, bottom = box
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(photo)[top:bottom, left:right])
+    assert parse_perturbation("crop:1")(photo, "x").tobytes() == photo.tobytes()
+
+
+@pytest.mark.parametrize("factor, size", [(0.5, (64, 48)), (0.3, (38, 29)), (1.5, (192, 144))])
+def test_resize_jpeg_is_a_bicubic_resize_then_pillow_jpeg(photo: Image.Image, factor: float, size) -> None:
+    got = parse_perturbation(f"resize-jpeg:{factor}/60")(photo, "x")
+    expected = decoded(photo.resize(size, resample=Image.Resampling.BICUBIC), "JPEG", quality=60, subsampling="4:2:0")
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    spec = parse_perturbation(f"resize-jpeg:{factor}/60")
+    assert spec.identity()["spec"] == f"resize-jpeg:{factor:g}/60" and spec.identity()["steps"][0]["quality"] == 60
+
+
+def test_maxside_brings_the_longer_side_down_and_never_enlarges() -> None:
+    rng = np.random.default_rng(1)
+    wide = Image.fromarray(rng.integers(0, 256, (200, 301, 3), dtype=np.uint8))
+    got = parse_perturbation("maxside:150")(wide, "x")
+    expected = wide.resize((150, round(200 * 150 / 301)), resample=Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    tall = wide.transpose(Image.Transpose.TRANSPOSE)
+    assert parse_perturbation("maxside:150")(tall, "x").size == (100, 150)
+    assert parse_perturbation("maxside:301")(wide, "x").tobytes() == wide.tobytes()
+
+
+def expected_social(img: Image.Image, seed: int, image_id: str) -> tuple[str, np.ndarray]:
+    """The documented draws and chain of ``social:SEED``, computed with numpy and Pillow."""
+    rng = seeded(f"social:{seed}:{image_id}")
+    side = (1080, 1280, 1600, 2048)[rng.integers(4)]
+    webp = rng.random() < 0.3
+    quality = int(rng.integers(65, 96))
+    crop = rng.random() < 0.5
+    fraction = round(float(rng.uniform(0.8, 1.0)), 2)
+    steps = []
+    if crop:
+        steps.append(f"crop:{fraction:g}")
+        w, h = img.size
+        kw, kh = int(w * fraction), int(h * fraction)
+        img = img.crop(((w - kw) // 2, (h - kh) // 2, (w - kw) // 2 + kw, (h - kh) // 2 + kh))
+    steps.append(f"maxside:{side}")
+    w, h = img.size
+    if max(w, h) > side:
+        img = img.resize((side, round(h * side / w)), resample=Image.Resampling.BICUBIC)  # wide images here
+    steps.append(f"{'webp' if webp else 'jpeg'}:{quality}")
+    array = decoded(img, "WEBP", quality=quality) if webp else decoded(img, "JPEG", quality=quality)
+    return "+".join(steps), array
+
+
+def test_social_draws_its_chain_per_image_as_documented_and_records_it() -> None:
+    social = parse_perturbation("social:7")
+    assert isinstance(social, SocialChain) and social.per_image
+    specs = {social.applied_spec(f"id-{i}", 0) for i in range(40)}
+    kinds = {s.split("+")[-1].split(":")[0] for s in specs} | {s.split(":")[0] for s in specs}
+    assert {"jpeg", "webp", "crop", "maxside"} <= kinds and len(specs) > 20  # both codecs, crops and not
+    assert social.applied_spec("id-1", 0) == social.applied_spec("id-1", 1)  # every image, either label
+    assert parse_perturbation("social:8").applied_spec("id-1", 0) != social.applied_spec("id-1", 0) or \
+        parse_perturbation("social:8").applied_spec("id-2", 0) != social.applied_spec("id-2", 0)
+
+    wide = Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 1700, 3), dtype=np.uint8))
+    seen = set()
+    for image_id in (f"id-{i}" for i in range(16)):
+        spec, expected = expected_social(wide, 7, image_id)
+        assert social.applied_spec(image_id, 1) == spec
+        got = social(wide, image_id)
+        np.testing.assert_array_equal(np.asarray(got), expected)
+        np.testing.assert_array_equal(np.asarray(parse_perturbation(spec)(wide, image_id)), expected)  # replayable
+        steps = dict(step.split(":") for step in spec.split("+"))
+        cropped = int(1700 * float(steps["crop"])) if "crop" in steps else 1700
+        seen |= {"webp" if "webp" in steps else "jpeg", "crop" if "crop" in steps else "whole",
+                 "resized" if got.width < cropped else "kept"}
+    assert seen == {"jpeg", "webp", "crop", "whole", "resized", "kept"}
+
+
+def test_seeded_steps_stay_identical_after_pickling(photo: Image.Image) -> None:
+    for spec in ("noise:8", "social:2", "gray+crop:0.9+webp:80", "resize-jpeg:0.5/90"):
+        p = parse_perturbation(spec)
+        assert pickle.loads(pickle.dumps(p))(photo, "id-9").tobytes() == p(photo.copy(), "id-9").tobytes()
+        assert p(photo, "id-9").mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("webp:0", "1..100"),
+        ("webp:101", "1..100"),
+        ("webp", "needs a value after ':', e.g. webp:75"),
+        ("noise:0", "(0, 255]"),
+        ("noise:300", "(0, 255]"),
+        ("noise:x", "(0, 255]"),
+        ("gray:1", "gray takes no value"),
+        ("crop:0", "(0, 1]"),
+        ("crop:1.5", "(0, 1]"),
+        ("resize-jpeg:0.5", "separated by '/'"),
+        ("resize-jpeg:0.5/75/2", "separated by '/'"),
+        ("resize-jpeg:0.5,75", "resize-jpeg:0.5/75"),
+        ("resize-jpeg:3/75", "(0, 2]"),
+        ("resize-jpeg:0.5/0", "1..100"),
+        ("resize-jpeg:0.5/x", "an integer in 1..100"),
+        ("maxside:0", "at least 1 pixel"),
+        ("social:-1", "integer >= 0"),
+        ("social:1.5", "integer >= 0"),
+        ("socail:1", "Did you mean 'social'"),
+        ("jpeg:96@fake+blur:1", "once, at the end"),
+        ("jpeg:96@fakes", "@fake or @real"),
+        ("jpeg:96@", "@fake or @real"),
+        ("jpeg:96@fake@real", "@fake or @real"),
+        ("@fake", "expected name:value"),
+        ("webp:0@real", "1..100"),
+    ],
+)
+def test_bad_new_specs_are_config_errors_naming_what_is_valid(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_perturbation(spec)
+    assert message in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ class-targeted
+
+
+def test_a_targeted_spec_applies_its_whole_chain_to_one_label_and_is_another_identity() -> None:
+    targeted = parse_perturbation(" blur:1+JPEG:096 @ Fake ")
+    assert isinstance(targeted, Targeted) and targeted.target_label == 1
+    plain = parse_perturbation("blur:1+jpeg:96")
+    assert targeted.identity() == {**plain.identity(), "spec": "blur:1+jpeg:96@fake", "target": "fake"}
+    assert [s.spec for s in targeted.steps] == ["blur:1", "jpeg:96"]
+    assert targeted.applied_spec("a", 1) == "blur:1+jpeg:96" and targeted.applied_spec("a", 0) == "clean"
+    real = parse_perturbation("jpeg:96@real")
+    assert real.target_label == 0 and real.identity() != parse_perturbation("jpeg:96@fake").identity()
+    assert parse_perturbation("social:3@fake").applied_spec("z", 1) == SocialChain(3).spec_for("z")
+    with pytest.raises(TypeError, match="applies by label"):
+        targeted(Image.new("RGB", (4, 4)), "a")  # never applied to every image by mistake
+
+
+def test_untargeted_identities_are_unchanged() -> None:
+    """Run and feature-cache ids hash these dicts: the built-ins' must stay as they were."""
+    assert parse_perturbation("jpeg:96").identity() == {
+        "spec": "jpeg:96",
+        "steps": [{"name": "jpeg", "version": 1, "quality": 96, "subsampling": "4:2:0", "encoder": "pillow"}],
+    }
+    assert parse_perturbation("blur:2+downscale:0.5").identity() == {
+        "spec": "blur:2+downscale:0.5",
+        "steps": [
+            {"name": "blur", "version": 2, "sigma": 2.0, "truncate": 4.0, "mode": "reflect",
+             "arithmetic": "uint8 in place per channel"},
+            {"name": "downscale", "version": 1, "factor": 0.5, "resample": "bicubic", "resize_back": False},
+        ],
+    }
+    assert parse_perturbation("resize:0.5").identity()["steps"][0]["rounding"] == "floor"
+    assert parse_perturbation("jpeg:96").target_label is None and not parse_perturbation("jpeg:96").per_image
+
+
+def test_expand_sweep_keeps_targets_and_slash_values() -> None:
+    assert expand_sweep(["jpeg:95,75@fake", "resize-jpeg:0.5/75,0.25/50", "gray", "social:1,2", "noise:4@real"]) == [
+        "jpeg:95@fake", "jpeg:75@fake", "resize-jpeg:0.5/75", "resize-jpeg:0.25/50", "gray", "social:1", "social:2",
+        "noise:4@real",
+    ]
+    with pytest.raises(ConfigError, match="composed spec takes single values"):
+        expand_sweep(["blur:1,2+jpeg:90@fake"])
+    with pytest.raises(ConfigError, match="once, at the end"):
+        expand_sweep(["jpeg:95,75@fake+blur:1"])
+
+
+def test_only_single_steps_with_a_severity_sort_and_plot_by_level() -> None:
+    from detbench.results.leaderboard import perturbation_rank
+
+    assert perturbation_rank("jpeg:75") == (1, "jpeg", -75.0)
+    assert perturbation_rank("noise:8") == (1, "noise", 8.0)
+    assert perturbation_rank("webp:75") == (1, "webp", -75.0)
+    for label in ("jpeg:75@fake", "gray", "social:1", "resize-jpeg:0.5/75", "maxside:1080"):
+        assert perturbation_rank(label)[0] == 2, label
+    assert all(isinstance(parse_perturbation(s), Step) for s in ("gray", "social:1"))

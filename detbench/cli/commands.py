@@ -309,7 +309,10 @@ def sweep(
     perturb: Annotated[
         list[str],
         typer.Option(
-            "--perturb", "-p", help="One axis of values, e.g. jpeg:95,75,50 or blur:1,2 (repeatable); a run per value."
+            "--perturb",
+            "-p",
+            help="One axis of values, e.g. jpeg:95,75,50, blur:1,2, webp:90,70 or jpeg:95,75@fake (repeatable); a run "
+            "per value.",
         ),
     ],
     suite: SuiteOption = None,

@@ -46,6 +46,7 @@ from detbench.store import (
 SCORE_CHUNK_ROWS = 8192
 SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see distributed.shard_slice)
 SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
+PERTURBATION_COLUMN = "perturbation"  # what was applied to each image, where that differs between images
 
 
 
@@ -283,7 +284,7 @@ class Runner:
             scores, failures = np.empty(0), {}
             if len(mine):
                 with dist.local():
-                    scores, failures = detector.predict(chunk.iloc[mine], ctx)
+                    scores, failures = _predict(detector, chunk.iloc[mine], ctx)
             gathered = dist.gather((mine, scores, failures))
             if gathered is None:  # rank 0 assembles and writes the chunk
                 continue
@@ -296,9 +297,34 @@ class Runner:
                     out.iloc[pos[local], out.columns.get_loc("status")] = reason
             no_score = (out["status"] == "ok").to_numpy() & ~np.isfinite(out["score"].to_numpy(dtype=float))
             out.loc[no_score, "status"] = f"{NO_SCORE}: the detector returned NaN or infinity"
-            write_parquet_atomic(path, out[SCORE_COLUMNS])
-            parts.append(out[SCORE_COLUMNS])
+            columns = SCORE_COLUMNS
+            if ctx.perturbation is not None and ctx.perturbation.per_image:
+                out[PERTURBATION_COLUMN] = [ctx.perturbation.applied_spec(str(i), int(label)) for i, label
+                                            in zip(chunk["image_id"], chunk["label"], strict=True)]
+                columns = [*SCORE_COLUMNS, PERTURBATION_COLUMN]
+            write_parquet_atomic(path, out[columns])
+            parts.append(out[columns])
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+
+
+def _predict(detector: Detector, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
+    """The detector's scores and failures for ``rows``; under a class-targeted perturbation the target label's rows
+    are scored under its inner perturbation and the others clean (so each part's cached features are shared with
+    the runs of that perturbation and of the clean images).
+    """
+    target = ctx.perturbation.target_label if ctx.perturbation is not None else None
+    if target is None:
+        return detector.predict(rows, ctx)
+    scores = np.full(len(rows), np.nan)
+    failures: dict[int, str] = {}
+    hit = rows["label"].to_numpy() == target
+    for mask, perturbation in ((hit, ctx.perturbation.inner), (~hit, None)):
+        pos = np.flatnonzero(mask)
+        if len(pos):
+            part, part_failures = detector.predict(rows.iloc[pos], dataclasses.replace(ctx, perturbation=perturbation))
+            scores[pos] = part
+            failures.update({int(pos[k]): reason for k, reason in part_failures.items()})
+    return scores, failures
 
 
 def _move_aside(directory: Path, names: tuple[str, ...], base: Path, what: str) -> Path:

@@ -183,7 +183,9 @@ class Detector(ABC):
             rows: index rows whose ``status`` is ``ok`` (the runner passes chunks of at most
                 ``detbench.engine.runner.SCORE_CHUNK_ROWS``; ``detbench predict`` passes ``label`` -1, unknown).
             ctx: the run context; apply ``ctx.perturbation`` (None on held-out rows) and, with
-                ``follows_eval_profiles``, :meth:`RunContext.eval_profile_for`.
+                ``follows_eval_profiles``, :meth:`RunContext.eval_profile_for`. Under a class-targeted perturbation
+                (``jpeg:96@fake``) the runner calls this once per label group, ``ctx.perturbation`` the inner
+                perturbation or None, so an image's score must depend on that image alone.
 
         Returns:
             ``(scores, failures)``: P(fake) in [0, 1], a float array of ``len(rows)`` (NaN where the image could not

@@ -301,7 +301,8 @@ def index_summary(df: pd.DataFrame) -> list[Table]:
         counts.add_column(col, justify="right" if col in ("real", "fake", "problems") else "left")
     counts.caption = (
         "JPEG Q: median estimated JPEG quality of the JPEG files (– none). To compare real and fake on equal "
-        "format, evaluate with --perturb jpeg:Q at the reals' Q (re-encodes both classes)."
+        "format, evaluate with --perturb jpeg:Q at the reals' Q (re-encodes both classes) or jpeg:Q@fake "
+        "(re-encodes the fakes only)."
     )
     counts.caption_justify = "left"
     for (gen, split), group in df.groupby(["generator", "split"], sort=True):

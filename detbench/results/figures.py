@@ -186,22 +186,23 @@ def robustness_figure(name: str, clean: Run, perturbed: list[Run]) -> Figure | N
     Args:
         name: the run's folder name.
         clean: the clean run of the fit.
-        perturbed: runs of the same fit under single-step perturbations (others are left out).
+        perturbed: runs of the same fit under single-step perturbations whose value is a severity (others, and
+            class-targeted runs, are left out).
 
     Returns:
         The figure ``<name>_robustness``, or None when no perturbed run has a single step.
     """
     from detbench.config import ConfigError
-    from detbench.data.perturbations import parse_perturbation
+    from detbench.data.perturbations import Step, parse_perturbation
 
     kinds: dict[str, list[tuple[Any, Run]]] = {}
     for run in perturbed:
         try:
-            steps = parse_perturbation(run.perturbation).steps
+            step = parse_perturbation(run.perturbation)
         except ConfigError:
             continue
-        if len(steps) == 1:
-            kinds.setdefault(steps[0].name, []).append((steps[0], run))
+        if isinstance(step, Step) and step.ordered:  # not composed, class-targeted, or without a severity
+            kinds.setdefault(step.name, []).append((step, run))
     if not kinds:
         return None
     generators = [g for g in clean.metrics["generator"] if g not in SUMMARY_ROWS]

@@ -534,23 +534,24 @@ def perturbation_rank(label: str) -> tuple[int, str, float]:
 
     Args:
         label: a perturbation label as run tables show it (``clean``, a spec such as ``jpeg:75``, or a
-            composition such as ``blur:2+jpeg:90``); one that does not parse sorts with the compositions.
+            composition such as ``blur:2+jpeg:90``); one that does not parse, a class-targeted one and a step
+            whose value is no severity (``gray``, ``social:1``) sort with the compositions.
 
     Returns:
-        ``(group, kind, severity)``: group 0 clean, 1 single, 2 composed or unparsed.
+        ``(group, kind, severity)``: group 0 clean, 1 single, 2 composed, targeted, unordered or unparsed.
     """
     from detbench.config import ConfigError
-    from detbench.data.perturbations import parse_perturbation
+    from detbench.data.perturbations import Step, parse_perturbation
 
     if label == "clean":
         return (0, "", 0.0)
     try:
-        steps = parse_perturbation(label).steps
+        step = parse_perturbation(label)
     except ConfigError:
         return (2, label, 0.0)
-    if len(steps) > 1:
+    if not isinstance(step, Step) or not step.ordered:  # composed, class-targeted, or no single severity
         return (2, label, 0.0)
-    return (1, steps[0].name, -steps[0].level if steps[0].severe_when_low else steps[0].level)
+    return (1, step.name, -step.level if step.severe_when_low else step.level)
 
 
 def wide_table(long: pd.DataFrame, metric: str = "acc", group: bool = True) -> pd.DataFrame:
