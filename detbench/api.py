@@ -625,8 +625,10 @@ def leaderboard(
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
-        coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images), one column
-        per generator, then mean, worst and mean_delta (and avg_rank); rows whose mean covers fewer generators than
+        coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images, seeds,
+        seed_group), one column per generator, then mean, worst and mean_delta (and avg_rank); runs that differ only
+        in their seed are one row (their mean values, ``seeds`` listing them, ``mean_sd`` the standard deviation of
+        their mean); rows whose mean covers fewer generators than
         the others of their protocol come after them, their coverage ending ``K/N generators`` (see
         :mod:`detbench.results.leaderboard`).
 
