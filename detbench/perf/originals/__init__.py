@@ -90,8 +90,8 @@ def calibrate_head(model: Any, head: Any, inputs: Any) -> None:
             model(inputs)
     finally:
         hook.remove()
-    z = seen[0].flatten(1) @ head.weight[0]
-    scale = 2.0 / max(float(z.std()), 1e-12)
     with torch.no_grad():
+        z = seen[0].flatten(1) @ head.weight[0]
+        scale = 2.0 / max(float(z.std()), 1e-12)
         head.weight.mul_(scale)
         head.bias.fill_(-float(z.mean()) * scale)
