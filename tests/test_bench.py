@@ -105,6 +105,7 @@ def test_cli_bench_rejects_unknown_measures_and_runs(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- --vs-originals
 
 
+@pytest.mark.slow  # NPR's full-size network (the original allows no smaller one) in two processes: ~15-35 s
 def test_vs_originals_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
     """Both sides in their own processes on the same generated images and weights: equal scores, a ratio, the
     CSV, the Markdown table and the machine description."""
@@ -145,6 +146,7 @@ def test_vs_originals_refuses_unequal_or_missing_scores() -> None:
     ("args", "message"),
     [
         (["--detectors", "npr,warp"], "no original evaluation loop for warp"),
+        (["--detectors", "aide"], "no original evaluation loop for aide"),
         (["--images", "1"], "--images 1"),
         (["--repeats", "0"], "--repeats 0"),
     ],

@@ -37,7 +37,7 @@ from detbench.perf.originals import ORIGINALS, SCORE_TOLERANCE, original
 from detbench.store import write_text_atomic
 
 # images and repetitions per detector by default: a few minutes each on 2 CPU cores at full size
-DEFAULTS = {"cnnspot": (64, 3), "npr": (64, 3), "univfd": (24, 3), "aide": (6, 2)}
+DEFAULTS = {"cnnspot": (64, 3), "npr": (64, 3), "univfd": (24, 3)}
 SET = "set"  # the generator folder of the generated folder suite
 
 COLUMNS = [

@@ -95,7 +95,7 @@ def write_checkpoint(folder: Path, root: Path, seed: int = 0, arch: str = "ViT-L
         arch: ``ViT-L-14`` (the original's) or ``RN50``.
 
     Returns:
-        The files and ``backbone=open_clip:ARCH@FILE#tag=openai``, ``head=FILE``.
+        The files and ``backbone=open_clip:ARCH@FILE#tag=openai``, ``head=FILE``, ``pad=black``.
     """
     import open_clip
     import torch
@@ -111,7 +111,8 @@ def write_checkpoint(folder: Path, root: Path, seed: int = 0, arch: str = "ViT-L
     calibrate_head(model, model.fc, torch.stack([dataset[i][0] for i in range(min(8, len(dataset)))]))
     torch.save(model.fc.state_dict(), head_path)
     return Checkpoint({"clip": clip_path, "head": head_path},
-                      [f"backbone=open_clip:{arch}@{clip_path}#tag=openai", f"head={head_path}"])
+                      [f"backbone=open_clip:{arch}@{clip_path}#tag=openai", f"head={head_path}",
+                       "pad=black"])  # validate.py pads with CenterCrop's black
 
 
 def load(files: dict[str, Path]) -> Any:
