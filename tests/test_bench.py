@@ -100,3 +100,63 @@ def test_cli_bench_rejects_unknown_measures_and_runs(tmp_path: Path) -> None:
     ok = CliRunner().invoke(app, ["bench", "--only", "cache_read", "--out", str(tmp_path)])
     assert ok.exit_code == 0, ok.output
     assert "cache_read" in ok.output and (tmp_path / "pipeline.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------- --vs-originals
+
+
+@pytest.mark.slow  # NPR's full-size network (the original allows no smaller one) in two processes: ~15-35 s
+def test_vs_originals_end_to_end_on_tiny_inputs(tmp_path: Path) -> None:
+    """Both sides in their own processes on the same generated images and weights: equal scores, a ratio, the
+    CSV, the Markdown table and the machine description."""
+    from detbench.perf.vs_originals import COLUMNS as VS_COLUMNS
+    from detbench.perf.vs_originals import VsOptions, run_vs_originals
+
+    seen: list[str] = []
+    [row] = run_vs_originals(VsOptions(detectors=("npr",), images=4, repeats=1), tmp_path / "out", seen.append)
+    assert seen == ["npr: original loop, repetition 1/1", "npr: detbench loop, repetition 1/1"]
+    assert row["images"] == 4 and row["max_abs_diff"] <= row["tolerance"] and row["score_std"] > 0.01
+    assert row["detbench_images_per_s"] > 0 and row["original_images_per_s"] > 0
+    assert row["ratio_min"] == row["ratio_median"] == row["ratio_max"] > 0
+    assert row["detbench_peak_rss_mb"] > 100 and row["original_peak_rss_mb"] > 100
+    with open(tmp_path / "out" / "vs_originals.csv") as fh:
+        [written] = list(csv.DictReader(fh))
+    assert list(written)[1:] == VS_COLUMNS and written["detector"] == "npr"
+    assert "| npr | chuangchuangtan/NPR-DeepfakeDetection" in (tmp_path / "out" / "vs_originals.md").read_text()
+    assert json.loads((tmp_path / "out" / "vs_originals_machine.json").read_text())["cores"] >= 1
+
+
+def test_vs_originals_refuses_unequal_or_missing_scores() -> None:
+    from detbench.errors import DataError
+    from detbench.perf.originals import SCORE_TOLERANCE
+    from detbench.perf.vs_originals import _max_abs_diff
+
+    ours = {"scores": {"0_real/a.png": 0.25, "1_fake/b.png": 0.75}}
+    close = {"scores": {"0_real/a.png": 0.25 + SCORE_TOLERANCE / 2, "1_fake/b.png": 0.75}}
+    assert _max_abs_diff("npr", ["0_real/a.png", "1_fake/b.png"], {"detbench": [ours], "original": [close]}) > 0
+    far = {"scores": {"0_real/a.png": 0.25 + 2 * SCORE_TOLERANCE, "1_fake/b.png": 0.75}}
+    with pytest.raises(DataError, match="no speed is reported for unequal scores"):
+        _max_abs_diff("npr", ["0_real/a.png", "1_fake/b.png"], {"detbench": [ours], "original": [close, far]})
+    with pytest.raises(DataError, match="scored 1 of 2 images"):
+        _max_abs_diff("npr", ["0_real/a.png", "1_fake/b.png"],
+                      {"detbench": [ours], "original": [{"scores": {"0_real/a.png": 0.25}}]})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detectors", "npr,warp"], "no original evaluation loop for warp"),
+        (["--detectors", "aide"], "no original evaluation loop for aide"),
+        (["--images", "1"], "--images 1"),
+        (["--repeats", "0"], "--repeats 0"),
+    ],
+)
+def test_vs_originals_error_lines(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--vs-originals", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not any(tmp_path.iterdir())
+
+
+def test_detectors_needs_vs_originals() -> None:
+    result = CliRunner().invoke(app, ["bench", "--detectors", "npr"])
+    assert result.exit_code == 2 and "--detectors applies to --vs-originals only" in result.output

@@ -248,3 +248,20 @@ def test_weights_and_init_files_enter_the_identity_by_sha256_only() -> None:
     for word in ("imagenet", "random"):
         assert identity_config(detector, cls.Config(init=word))["init"] == word
     assert identity_config(detector, cls.Config(weights="/w/blur_jpg_prob0.5.pth"))["weights"] == "file"
+
+
+def test_the_bench_original_loop_scores_as_the_reference(image_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``detbench bench --vs-originals``'s CNNDetection loop (detbench.perf.originals.cnnspot) is the original:
+    on these images and weights it gives the reference scores of eval.py's semantics (CenterCrop 224)."""
+    from detbench.perf.originals import cnnspot as original
+
+    state, ref32, ref64 = make_state(image_root, 224)
+    ckpt = save_original_format(state, tmp_path / "blur_jpg_prob0.5.pth")
+    monkeypatch.setattr(original, "WORKERS", 0)  # the loader's workers change no score
+    model = original.load({"weights": ckpt})
+    scores = {f"{gen}/{rel}": s for gen in ("progan", "biggan")
+              for rel, s in original.score(model, image_root / gen).items()}
+    paths = sorted(scores)
+    assert len(paths) == len(IMAGES)
+    assert_matches_reference([scores[p] for p in paths], [ref32[p] for p in paths], [ref64[p] for p in paths])

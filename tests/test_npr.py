@@ -297,3 +297,21 @@ def test_aigcdetect_preset_native_profile_scores_odd_sizes_as_the_original(tmp_p
         ref32 = [float(torch.sigmoid(head_logits(npr_features(x, state), state, "fc1"))) for x in inputs]
         ref64 = [float(torch.sigmoid(head_logits(npr_features(x.double(), state64), state64, "fc1"))) for x in inputs]
     assert_matches_reference(rows["score"], ref32, ref64)  # the derived bound of tests/equivalence.py
+
+
+def test_the_bench_original_loop_scores_as_the_reference(image_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """``detbench bench --vs-originals``'s NPR loop (detbench.perf.originals.npr) is the original: on these images
+    and weights it gives the reference scores of test.py's ForenSynths semantics (Resize((256, 256)))."""
+    from detbench.perf.originals import npr as original
+
+    state, ref32, ref64 = make_state(image_root, "square")
+    ckpt = tmp_path / "NPR.pth"
+    torch.save(state, ckpt)
+    monkeypatch.setattr(original, "WORKERS", 0)  # the loader's workers change no score
+    model = original.load({"weights": ckpt})
+    scores = {f"{gen}/{rel}": s for gen in ("sdxl", "dalle")
+              for rel, s in original.score(model, image_root / gen).items()}
+    paths = sorted(scores)
+    assert len(paths) == len(IMAGES)
+    assert_matches_reference([scores[p] for p in paths], [ref32[p] for p in paths], [ref64[p] for p in paths])

@@ -469,3 +469,30 @@ def test_the_released_backbone_check_uses_the_resolved_tag(
     assert "trained on" not in said("openai")
     other = said("laion2b_s32b_b82k")
     assert "trained on open_clip:ViT-L-14@openai features, not open_clip:ViT-L-14@/weights/" in other
+
+
+@pytest.mark.slow  # an OpenAI-layout CLIP (text tower included) built and saved twice: ~40 s on 2 cores
+def test_the_bench_original_loop_scores_as_the_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``detbench bench --vs-originals``'s UnivFD loop (detbench.perf.originals.univfd) is the original: on
+    generated images and an OpenAI-layout CLIP (RN50, the smaller architecture validate.py's ``get_model`` accepts)
+    it gives the reference score, sigmoid(w . projected embedding + b) of the centre-cropped (padded) image."""
+    from detbench.perf.inputs import write_test_set
+    from detbench.perf.originals import univfd as original
+
+    monkeypatch.setattr(original, "WORKERS", 0)  # the loader's workers change no score
+    paths = write_test_set(tmp_path / "set", 6)
+    ckpt = original.write_checkpoint(tmp_path, tmp_path / "set", arch="RN50")
+    scores = original.score(original.load(ckpt.files), tmp_path / "set")
+    assert sorted(scores) == sorted(paths)
+
+    weights = torch.load(ckpt.files["head"], weights_only=True)
+    backbone = load_backbone(f"open_clip:RN50@{ckpt.files['clip']}#tag=openai")
+    transform = dataclasses.replace(backbone.preprocess, pad="black").eval_transform()  # CenterCrop's padding
+    x = torch.stack([transform(Image.open(tmp_path / "set" / p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        ref32 = torch.sigmoid(backbone.embed(x, "proj") @ weights["weight"][0] + weights["bias"][0]).numpy()
+        backbone.model.double()
+        w64 = double_state(weights)
+        ref64 = torch.sigmoid(backbone.embed(x.double(), "proj") @ w64["weight"][0] + w64["bias"][0]).numpy()
+    assert np.ptp(ref64) > 0.05  # the rescaled head spreads the scores
+    assert_matches_reference([scores[p] for p in paths], ref32, ref64)

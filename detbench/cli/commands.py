@@ -479,20 +479,39 @@ def bench(
     precision: Annotated[str, typer.Option(help=f"Forward-pass precision: {PRECISION_HELP}.")] = "auto",
     crop: Annotated[int, typer.Option(help="Backbone input size.")] = 128,
     size: Annotated[int, typer.Option(help="Side of the generated images.")] = 128,
-    images: Annotated[int, typer.Option(help="Generated images for decode/forward/score/reference.")] = 512,
+    images: Annotated[
+        Optional[int],
+        typer.Option(help="Generated images for decode/forward/score/reference, or per --vs-originals detector."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     workers: WorkersOption = None,
-    repeats: Annotated[int, typer.Option(help="Timed repeats per measure (the median is reported).")] = 3,
+    repeats: Annotated[
+        Optional[int],
+        typer.Option(help="Timed repeats per measure (the median is reported), or per --vs-originals detector."),
+    ] = None,
     index_files: Annotated[int, typer.Option(help="Files for the index measure.")] = 5000,
     rss_images: Annotated[
         int, typer.Option(help="Also run a whole linear-probe run on this many 32 px images (e.g. 50000).")
     ] = 0,
     rss_crop: Annotated[int, typer.Option(help="Backbone input size for the RSS run.")] = 32,
+    vs_originals: Annotated[
+        bool, typer.Option(help="Score as detbench and as the original repositories' evaluation loops, compared.")
+    ] = False,
+    detectors: Annotated[
+        Optional[str], typer.Option(help="With --vs-originals: comma list of univfd,npr,cnnspot (default all).")
+    ] = None,
 ) -> None:
     """Measure throughput of the pipeline's parts (decode, forward, scoring vs a reference loop, index, feature
-    cache, metrics) and, with --rss-images, the peak memory of a whole run.
+    cache, metrics) and, with --rss-images, the peak memory of a whole run; with --vs-originals, detbench's
+    scoring against the original repositories' own evaluation loops.
     """
     from rich.table import Table
+
+    if vs_originals:
+        _bench_vs_originals(out, detectors, images, repeats)
+        return
+    if detectors is not None:
+        raise ConfigError("--detectors applies to --vs-originals only")
 
     from detbench.engine.resolve import check_device, default_device
     from detbench.perf.bench import COLUMNS, run_bench
@@ -503,8 +522,9 @@ def bench(
     if rss_images and "rss" not in chosen:
         chosen = (*chosen, "rss")
     opts = Options(backbone=backbone, device=device or default_device(), precision=precision, crop=crop, size=size,
-                   images=images, batch_size=batch_size, workers=workers, repeats=repeats, index_files=index_files,
-                   rss_images=rss_images, rss_crop=rss_crop, only=chosen)
+                   batch_size=batch_size, workers=workers, index_files=index_files, rss_images=rss_images,
+                   rss_crop=rss_crop, only=chosen,
+                   **{k: v for k, v in {"images": images, "repeats": repeats}.items() if v is not None})
     rows = run_bench(opts, out, progress=lambda what: err.print(f"bench: {what} ..."))
     table = Table(title=f"detbench bench: {opts.backbone} on {opts.device}", title_justify="left")
     shown = [c for c in COLUMNS if c not in ("backbone", "device", "note")]
@@ -517,6 +537,28 @@ def bench(
         console.print(f"{i}. {row['note']}", markup=False, highlight=False)
     if out:
         console.print(f"rows appended to {out / 'pipeline.csv'}; machine description in {out / 'machine.json'}")
+
+
+def _bench_vs_originals(out: Path | None, detectors: str | None, images: int | None, repeats: int | None) -> None:
+    """``detbench bench --vs-originals``: run the comparison and print its table."""
+    from rich.table import Table
+
+    from detbench.perf.vs_originals import VsOptions, run_vs_originals
+
+    opts = VsOptions(images=images, repeats=repeats)
+    if detectors is not None:
+        opts.detectors = tuple(d.strip() for d in detectors.split(","))
+    rows = run_vs_originals(opts, out, progress=lambda line: err.print(f"bench: {line} ..."))
+    table = Table(title="detbench vs the original evaluation loops (CPU)", title_justify="left")
+    shown = ["detector", "images", "repeats", "detbench_images_per_s", "original_images_per_s", "ratio_min",
+             "ratio_median", "ratio_max", "detbench_peak_rss_mb", "original_peak_rss_mb", "max_abs_diff"]
+    for col in shown:
+        table.add_column(col, justify="left" if col == "detector" else "right")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in shown))
+    console.print(table)
+    if out:
+        console.print(f"written: {out / 'vs_originals.csv'}, {out / 'vs_originals.md'}")
 
 
 def main() -> None:

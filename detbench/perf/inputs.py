@@ -57,3 +57,34 @@ def write_suite(root: Path, n: int, size: int, train_per_class: int, seed: int =
         for j, label in enumerate(("0_real", "1_fake")):
             count = n_test * (2 * k + j + 1) // 16 - n_test * (2 * k + j) // 16
             write_images(root / f"gen{k}" / "test" / label, count, size, seed=seed + 100 + 2 * k + j)
+
+
+def write_test_set(root: Path, n: int, seed: int = 0, sizes: tuple[int, int] = (160, 320)) -> list[str]:
+    """A test set of ``n`` images in ``root/{0_real,1_fake}`` (alternating), of mixed sizes and formats.
+
+    Each image is a random width and height in ``sizes`` (non-square; some below a 224 crop, some above), saved as
+    PNG or as JPEG (quality 90) in turn: the decode paths a real test set mixes.
+
+    Args:
+        root: the test set folder (both label folders are created).
+        n: images in all.
+        seed: seeds the sizes and the pixels.
+        sizes: the smallest and largest side in pixels.
+
+    Returns:
+        The paths written, relative to ``root``, in order.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    written = []
+    for i in range(n):
+        label = ("0_real", "1_fake")[i % 2]
+        w, h = (int(s) for s in rng.integers(sizes[0], sizes[1] + 1, 2))
+        ramp = np.linspace(0, rng.uniform(80, 220), w)[None, :, None] + np.linspace(0, 50, h)[:, None, None]
+        pixels = np.clip(ramp * rng.uniform(0.4, 1.0, 3) + rng.normal(0, rng.uniform(5, 40), (h, w, 3)), 0, 255)
+        name = f"{label}/img_{i:05d}.{'png' if i % 4 < 2 else 'jpg'}"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(root / name, quality=90)
+        written.append(name)
+    return written
