@@ -46,6 +46,7 @@ COLUMNS = [
     "width",
     "height",
     "bytes",
+    "exif",
     "status",
     "reason",
     "mtime_ns",
@@ -102,6 +103,7 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
         "width": info.width,
         "height": info.height,
         "bytes": info.bytes if info.bytes is not None else size,
+        "exif": info.exif,
         "status": info.status,
         "reason": info.reason,
         "mtime_ns": mtime_ns,
@@ -134,6 +136,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                         "width": info.width,
                         "height": info.height,
                         "bytes": info.bytes,
+                        "exif": info.exif,
                         "status": info.status,
                         "reason": info.reason,
                         "mtime_ns": mtime_ns,
@@ -286,6 +289,7 @@ def build_index(
             "jpeg_quality": "Int16",
             "width": "Int32",
             "height": "Int32",
+            "exif": "boolean",
         }
     )
     for col in ("bytes", "mtime_ns"):  # exact: a column holding None is inferred as float64 (ns lost)
@@ -370,7 +374,7 @@ def check_unique_ids(df: pd.DataFrame) -> None:
 
 def _bad_name_row(rel: str) -> dict[str, Any]:
     return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
-            "height": None, "bytes": None, "status": "bad_name",
+            "height": None, "bytes": None, "exif": None, "status": "bad_name",
             "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
@@ -383,6 +387,8 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
     except Exception:  # a damaged index is rebuilt, not trusted
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
+    if set(cols) - set(df.columns):  # written before a column existed (e.g. exif): every file is probed again
+        return {}
     return {r["path"]: r for r in df[cols].to_dict("records")}
 
 
