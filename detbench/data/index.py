@@ -51,6 +51,9 @@ COLUMNS = [
     "reason",
     "mtime_ns",
 ]
+# What an index row says about the file itself (no label, no place): detectors that read it declare so
+# (Detector.metadata_columns), and `detbench predict` probes the files it scores for it.
+METADATA_COLUMNS = ("format", "jpeg_quality", "width", "height", "bytes", "exif")
 META_PREFIX = "meta_"  # index columns holding a file list's own columns (Entry.extra)
 _PARALLEL_THRESHOLD = 4000
 
@@ -149,6 +152,29 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
         wanted = set()
     out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), "not_a_file", "no such row") for row in wanted)
     return out
+
+
+def probe_metadata(root: Path, paths: list[str]) -> pd.DataFrame:
+    """The :data:`METADATA_COLUMNS` of files outside any index, probed as an index probes them (headers only).
+
+    Args:
+        root: the folder the paths are relative to.
+        paths: file paths or shard locators (``<shard>#<column>:<row>``), relative to ``root``.
+
+    Returns:
+        One row per path, in order: ``path`` and the metadata columns (None where a file could not be read).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    by_shard: dict[tuple[str, str], list[int]] = {}
+    for rel in paths:
+        locator = parse_locator(rel)
+        if locator is None:
+            found[rel] = _probe_one((rel, str(root / rel), "fast"))
+        else:
+            by_shard.setdefault((locator.shard, locator.column), []).append(locator.row)
+    for (shard, column), rows in by_shard.items():
+        found.update((r["path"], r) for r in _probe_shard((shard, str(root / shard), column, rows, "fast")))
+    return pd.DataFrame([{"path": p, **{c: found.get(p, {}).get(c) for c in METADATA_COLUMNS}} for p in paths])
 
 
 def _missing_row(path: str, status: str, reason: str) -> dict[str, Any]:
