@@ -145,3 +145,43 @@ def test_rows_without_metadata_are_refused() -> None:
     with pytest.raises(DataError, match="exif"):
         metadata_features(pd.DataFrame({"format": ["png"], "jpeg_quality": [None], "width": [1], "height": [1],
                                         "bytes": [1]}), ["png"])
+
+
+def _import(root: Path, tmp_path: Path, name: str, flip: bool) -> detbench.Run:
+    index = detbench.index("folder", root=root)
+    test = index[index["split"] == "test"].drop_duplicates("path")
+    scores = test["label"].astype(float).map(lambda y: 1 - y if flip else y).clip(0.1, 0.9)
+    file = tmp_path / f"{name}.csv"
+    pd.DataFrame({"path": test["path"], "score": scores}).to_csv(file, index=False)
+    return detbench.import_scores("folder", file, root=root, name=name, protocol="train-on-seen", bootstrap=0)
+
+
+def test_leaderboard_and_report_mark_runs_that_do_not_beat_the_floor(balanced_tree: Path, tmp_path: Path) -> None:
+    from cli_helpers import invoke
+
+    _import(balanced_tree, tmp_path, "perfect", flip=False)
+    _import(balanced_tree, tmp_path, "inverted", flip=True)
+    before = detbench.leaderboard("folder").set_index("detector")
+    assert set(before["floor"]) == {"n/a"}  # no floor run yet
+    floor = detbench.run("shortcut", "folder", root=balanced_tree, protocol="train-on-seen", **FAST)
+    board = detbench.leaderboard("folder").set_index("detector")
+    assert board.loc["external:perfect", "floor"] == "beats" and board.loc["external:inverted", "floor"] == "below"
+    assert board.loc["shortcut", "floor"] == "floor"
+    floor_mean = _mean(floor, "acc")
+    assert board.loc["external:inverted", "mean"] < floor_mean < board.loc["external:perfect", "mean"]
+    assert detbench.leaderboard("folder", metric="ece").set_index("detector").loc["external:perfect", "floor"] in (
+        "beats", "below")  # lower is better for ece: compared in that direction
+    markdown = tmp_path / "board.md"
+    result = invoke("leaderboard", "folder", "--markdown", str(markdown))
+    assert result.exit_code == 0, result.output
+    lines = {line.split("|")[1].strip(): line for line in markdown.read_text().splitlines() if line.startswith("| ")}
+    assert "↓" in lines["external:inverted"] and "↓" not in lines["external:perfect"]
+    assert "shortcut floor" in markdown.read_text()
+    report = detbench_report(tmp_path)
+    assert "below" in report and "beats" in report and "shortcut floor" in report
+
+
+def detbench_report(tmp_path: Path) -> str:
+    from detbench.results.html import build_report
+
+    return build_report("folder", tmp_path / "report").read_text()

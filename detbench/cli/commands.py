@@ -234,7 +234,15 @@ def leaderboard(
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.registry import SUITES
     from detbench.results.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
-    from detbench.results.leaderboard import FLAGS_NOTE, ID_COLUMNS, leaderboard_view, suite_long, write_csvs
+    from detbench.results.leaderboard import (
+        FLAGS_NOTE,
+        FLOOR_COLUMN,
+        FLOOR_NOTE,
+        VIEW_ID_COLUMNS,
+        leaderboard_view,
+        suite_long,
+        write_csvs,
+    )
     from detbench.store import atomic_path
 
     suite_cls = SUITES.get(suite)
@@ -243,11 +251,12 @@ def leaderboard(
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
-    markdown_parts, flagged = [], False
+    markdown_parts, flagged, floored = [], False, False
     for name, view in zip(metrics, views, strict=True):
-        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
+        shown = leaderboard_cells(view, VIEW_ID_COLUMNS, deltas=delta, metric=name)
         title = f"{suite} leaderboard: {name} ({unit_note(name, delta) + (' vs clean' if delta else '')})"
-        n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
+        n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in shown.columns)
+        floored = floored or (FLOOR_COLUMN in view and view[FLOOR_COLUMN].isin(["beats", "below"]).any())
         for table in leaderboard_tables(shown, n_ids, title, width=console.width):
             console.print(table)
         flagged = flagged or "flags" in shown
@@ -259,6 +268,9 @@ def leaderboard(
     if flagged:  # some run evaluates copies of its training images
         console.print(FLAGS_NOTE)
         markdown_parts.append(FLAGS_NOTE + "\n")
+    if floored:  # some run is compared with a shortcut floor run
+        console.print(FLOOR_NOTE)
+        markdown_parts.append(FLOOR_NOTE + "\n")
     if csv is not None:
         for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
             console.print(f"wrote {path}")

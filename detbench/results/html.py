@@ -44,14 +44,18 @@ from detbench.results.figures import (
 )
 from detbench.results.leaderboard import (
     FLAGS_NOTE,
-    ID_COLUMNS,
+    FLOOR_COLUMN,
+    FLOOR_NOTE,
+    VIEW_ID_COLUMNS,
     RunLookupError,
     find_run,
+    floor_facts,
     long_table,
     perturbation_rank,
     run_records,
     threshold_label,
     wide_table,
+    with_floor,
 )
 from detbench.store import atomic_path
 from detbench.version import __version__
@@ -304,8 +308,11 @@ def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
 
 def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
     wide = wide_table(long_table(suite), "acc")
-    cells = leaderboard_cells(wide, ID_COLUMNS)
-    n_ids = sum(c in ID_COLUMNS or c == "run" for c in cells.columns)
+    if len(wide):
+        wide = with_floor(wide, "acc", floor_facts(suite))
+    cells = leaderboard_cells(wide, VIEW_ID_COLUMNS)
+    n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in cells.columns)
+    floored = FLOOR_COLUMN in wide and wide[FLOOR_COLUMN].isin(["beats", "below"]).any()
     head = "".join(
         f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
     )
@@ -321,6 +328,7 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
         f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
         '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
         + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
+        + (f" {_e(FLOOR_NOTE)}." if floored else "")
         + f"</p>{ranking}"
         "</section>"
     )
