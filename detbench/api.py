@@ -574,6 +574,7 @@ def leaderboard(
     delta: bool = False,
     published: bool = False,
     rank: bool = False,
+    by: str | None = None,
 ) -> pd.DataFrame:
     """A suite's leaderboard from its finished runs (``detbench leaderboard``), as numbers in [0, 1].
 
@@ -589,6 +590,10 @@ def leaderboard(
         published: add the published numbers of the suite's paper presets (run_id ``published``).
         rank: add ``avg_rank``, each run's average rank over the generators (1 = best), sorted by it; ``.attrs[
             "friedman"]`` holds the Friedman test across the runs and the Nemenyi critical difference (``cd``).
+        by: slice the metric by an image property: ``format``, ``jpeg_quality``, ``size`` or ``meta_COLUMN[:BINS]``
+            (:mod:`detbench.results.slices`); the result then has one row per run, generator and slice: detector,
+            settings, protocol, perturbation, threshold, run_id, generator, slice, n_real, n_fake and the metric
+            (NaN where the slice lacks a class).
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
@@ -608,9 +613,13 @@ def leaderboard(
     _check_types("text", suite=suite, metric=metric)
     _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
     _check_types("bool", delta=delta, published=published)
+    from detbench.results.slices import parse_by, sliced_leaderboard
+
+    parse_by(by)
     long = suite_long(SUITES.get(suite).name, published=published)
-    return leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
+    view = leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
                             perturbation=perturbation)
+    return sliced_leaderboard(view, metric, by) if by else view
 
 
 def compare(
@@ -620,6 +629,7 @@ def compare(
     bootstrap: int = 1000,
     common: bool = False,
     seed: int = 0,
+    by: str | None = None,
 ) -> pd.DataFrame:
     """Paired comparison of finished runs on the same images (``detbench compare``): each run after the first
     against the first, per generator, ``mean`` and ``worst``, with significance tests.
@@ -637,6 +647,8 @@ def compare(
         bootstrap: paired bootstrap replicates (0: no intervals and no bootstrap p-values).
         common: compare on the images every run scored; otherwise the runs must have scored the same images.
         seed: the bootstrap seed.
+        by: compare within each slice of the first run's index: ``format``, ``jpeg_quality``, ``size`` or
+            ``meta_COLUMN[:BINS]`` (a ``slice`` column follows ``generator``; n/a where a slice lacks a class).
 
     Returns:
         One row per compared pair, metric and generator (then ``mean`` and ``worst``): run_a, run_b, generator,
@@ -658,9 +670,12 @@ def compare(
 
     if isinstance(runs, (str, Run)):
         raise ConfigError("compare needs two or more runs: pass a list, e.g. compare([run_a, run_b])")
+    from detbench.results.slices import parse_by
+
     check_options(len(runs), metric, bootstrap, seed)  # before any run is read
+    parse_by(by)
     loaded = [r if isinstance(r, Run) else load_run(str(r)) for r in runs]
-    return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed)
+    return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed, by=by)
 
 
 def index(

@@ -230,6 +230,11 @@ def leaderboard(
         typer.Option(help="Add each run's average rank over the generators, the Friedman test and the Nemenyi "
                      "critical difference (Demšar 2006)."),
     ] = False,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.registry import SUITES
@@ -251,6 +256,9 @@ def leaderboard(
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
+    if by:
+        cli_views.show_slices(suite, views, metrics, by, csv, markdown)
+        return
     markdown_parts, flagged, floored = [], False, False
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, VIEW_ID_COLUMNS, deltas=delta, metric=name)
@@ -300,6 +308,11 @@ def compare(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
     csv: Annotated[Optional[Path], typer.Option(help="Also write the comparison to this CSV file.")] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Paired comparison of runs on the same images: per generator, mean and worst, the difference with its
     bootstrap interval and a p-value (accuracy: exact McNemar; AUC: DeLong; others: paired bootstrap; Holm-adjusted
@@ -309,7 +322,7 @@ def compare(
     from detbench.results.paired import check_csv_path, write_csv
 
     check_csv_path(csv)
-    table = compare_runs(runs, metric, bootstrap=bootstrap, common=common, seed=seed)
+    table = compare_runs(runs, metric, bootstrap=bootstrap, common=common, seed=seed, by=by)
     cli_views.show_comparison(table, bootstrap)
     if csv is not None:
         write_csv(table, csv)
@@ -424,11 +437,16 @@ def report(
     out: Annotated[
         Optional[Path], typer.Option(help="Output folder (default: $DETBENCH_HOME/reports/<run or suite>).")
     ] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
     from detbench.results.html import build_report
 
-    path = build_report(target, out)
+    path = build_report(target, out, by=by)
     console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
 
 

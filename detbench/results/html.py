@@ -65,13 +65,15 @@ REPORTED_OUTPUTS = layout.RUN_OUTPUTS  # checked before a run is reported: the s
 
 
 
-def build_report(target: str, out_dir: Path | None = None) -> Path:
+def build_report(target: str, out_dir: Path | None = None, by: str | None = None) -> Path:
     """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name).
 
     Args:
         target: a run id (or a unique prefix of one), or a suite name (its latest clean run per fit), or the folder
             of a run or of a suite's runs under ``$DETBENCH_HOME/runs``.
         out_dir: where to write; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+        by: add each reported run's metrics per generator and slice of its index (``format``, ``jpeg_quality``,
+            ``size`` or ``meta_COLUMN[:BINS]``, :mod:`detbench.results.slices`).
 
     Returns:
         The path of ``report.html``.
@@ -80,6 +82,9 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         RunLookupError: no finished run matches ``target``, or it names another folder.
         DamagedRunError: the run's record or outputs no longer match what it recorded.
     """
+    from detbench.results.slices import parse_by
+
+    parse_by(by)
     keep_matplotlib_in_home()
     kind, target = _target(target)
     if kind == "suite":
@@ -104,7 +109,7 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     for run in shown:
         related = [Run(d, r) for d, r in _same_fit(run.record, records)]
         section, figs = _run_section(run, related)
-        sections.append(section)
+        sections.append(section + (_slices_html(run, by) if by else ""))
         figures.extend(figs)
     board, board_figures = _leaderboard_section(suite)
     sections.append(board)
@@ -283,6 +288,16 @@ def _metrics_html(metrics: pd.DataFrame, headers: dict[str, str] = METRIC_HEADER
         cls = ' class="summary"' if row["generator"] in SUMMARY_ROWS else ""
         rows.append(f"<tr{cls}><th>{_e(str(row['generator']))}</th>{''.join(cells)}</tr>")
     return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _slices_html(run: Run, by: str) -> str:
+    from detbench.results.slices import SLICE_COLUMN, run_slices
+
+    table = run_slices(run, by)
+    table = table.assign(generator=table["generator"].astype(str) + " | " + table[SLICE_COLUMN].astype(str))
+    return (f"<h3>{_e(detector_label(run.record))}, run {_e(run.id[:16])}: metrics by {_e(by)}</h3>"
+            + _metrics_html(table) + '<p class="note">generator | slice; %; n/a: the slice lacks real or fake '
+            "images.</p>")
 
 
 def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
