@@ -678,6 +678,31 @@ def compare(
     return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed, by=by)
 
 
+def report(target: str, out: PathLike | None = None, *, by: str | None = None) -> Path:
+    """Write the self-contained HTML report of a run or a suite (``detbench report``).
+
+    Args:
+        target: a run id (or its first characters), a suite name, or the folder of either under
+            ``$DETBENCH_HOME/runs``.
+        out: the output folder; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+        by: add each reported run's metrics per generator and slice: ``format``, ``jpeg_quality``, ``size`` or
+            ``meta_COLUMN[:BINS]``.
+
+    Returns:
+        The path of ``report.html`` (its PNG charts beside it).
+
+    Raises:
+        RunLookupError: no finished run matches ``target``.
+        ConfigError: an unknown slice column, or an argument of the wrong type.
+    """
+    from detbench.results.html import build_report
+
+    _check_types("text", target=target)
+    _check_types("text", optional=True, by=by)
+    _check_types("path", optional=True, out=out)
+    return build_report(target, Path(out) if out is not None else None, by=by)
+
+
 def index(
     suite: str,
     root: PathLike | None = None,

@@ -141,3 +141,11 @@ def test_report_and_cli_leaderboard_by_slice(sliced_root: Path, tmp_path: Path) 
     written = pd.read_csv(tmp_path / "list_leaderboard_by_jpeg_quality.csv")
     assert {"generator", "slice", "n_real", "n_fake", "acc"} <= set(written.columns)
     assert "| g | none |" in (tmp_path / "by.md").read_text().replace(run.id[:16], "")
+
+
+def test_python_report_by_slice(sliced_root: Path, tmp_path: Path) -> None:
+    run = _import(sliced_root, "first", 1)
+    path = detbench.report(run.id[:16], tmp_path / "r", by="format")
+    assert "metrics by format" in path.read_text()
+    with pytest.raises(detbench.ConfigError, match="meta_camera"):
+        detbench.report(run.id[:16], tmp_path / "r", by="meta_lens")

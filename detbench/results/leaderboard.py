@@ -488,9 +488,9 @@ def floor_facts(suite: str, runs_root: Path | None = None) -> dict[str, tuple[st
 
 def with_floor(wide: pd.DataFrame, metric: str, facts: dict[str, tuple[str, bool]]) -> pd.DataFrame:
     """``wide`` with :data:`FLOOR_COLUMN` (after ``flags``): ``floor`` for a floor run, else whether the run's mean
-    beats (strictly, in the metric's direction) that of the floor run on the same evaluation rows (a clean one
-    first), ``below`` when not, ``n/a`` without such a floor run or a value to compare; ``.attrs[BELOW_FLOOR]`` names
-    each run's generator and summary columns that do not beat the floor's.
+    beats (strictly, in the metric's direction) that of the floor run on the same evaluation rows (one of the same
+    protocol first, then a clean one), ``below`` when not, ``n/a`` without such a floor run or a value to compare;
+    ``.attrs[BELOW_FLOOR]`` names each run's generator and summary columns that do not beat the floor's.
 
     Args:
         wide: :func:`wide_table` output (not deltas).
@@ -506,10 +506,10 @@ def with_floor(wide: pd.DataFrame, metric: str, facts: dict[str, tuple[str, bool
     keys = out["run_id"].map(lambda r: facts.get(r, ("", False))[0])
     is_floor = out["run_id"].map(lambda r: facts.get(r, ("", False))[1]).astype(bool)
     floors = out[is_floor].assign(_k=keys[is_floor], _c=out.loc[is_floor, "perturbation"] != "clean")
-    floors = floors.sort_values("_c", kind="stable").drop_duplicates("_k")
     verdicts, below = [], {}
     for i, row in out.iterrows():
         match = floors[floors["_k"] == keys[i]]
+        match = match.assign(_p=match["protocol"] != row["protocol"]).sort_values(["_p", "_c"], kind="stable")
         if is_floor[i]:
             verdicts.append("floor")
             continue
