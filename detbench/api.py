@@ -724,8 +724,8 @@ def index(
 
     Returns:
         Columns image_id, path (relative to the root), suite, generator, family, split, label, format, jpeg_quality,
-        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root and ``.attrs["manifest"]`` the
-        index manifest (counts, index hash).
+        width, height, bytes, exif (the file carries an EXIF block), status, reason, ...; ``.attrs["root"]`` is
+        the root and ``.attrs["manifest"]`` the index manifest (counts, index hash).
 
     Raises:
         ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
