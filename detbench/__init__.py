@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports the
     from detbench.api import list_suites as list_suites
     from detbench.api import load_run as load_run
     from detbench.api import predict as predict
+    from detbench.api import report as report
     from detbench.api import run as run
     from detbench.api import runs as runs
     from detbench.api import sweep as sweep

@@ -607,6 +607,7 @@ def leaderboard(
     delta: bool = False,
     published: bool = False,
     rank: bool = False,
+    by: str | None = None,
 ) -> pd.DataFrame:
     """A suite's leaderboard from its finished runs (``detbench leaderboard``), as numbers in [0, 1].
 
@@ -622,6 +623,10 @@ def leaderboard(
         published: add the published numbers of the suite's paper presets (run_id ``published``).
         rank: add ``avg_rank``, each run's average rank over the generators (1 = best), sorted by it; ``.attrs[
             "friedman"]`` holds the Friedman test across the runs and the Nemenyi critical difference (``cd``).
+        by: slice the metric by an image property: ``format``, ``jpeg_quality``, ``size`` or ``meta_COLUMN[:BINS]``
+            (:mod:`detbench.results.slices`); the result then has one row per run, generator and slice: detector,
+            settings, protocol, perturbation, threshold, run_id, generator, slice, n_real, n_fake and the metric
+            (NaN where the slice lacks a class).
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
@@ -643,9 +648,13 @@ def leaderboard(
     _check_types("text", suite=suite, metric=metric)
     _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
     _check_types("bool", delta=delta, published=published)
+    from detbench.results.slices import parse_by, sliced_leaderboard
+
+    parse_by(by)
     long = suite_long(SUITES.get(suite).name, published=published)
-    return leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
+    view = leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
                             perturbation=perturbation)
+    return sliced_leaderboard(view, metric, by) if by else view
 
 
 def compare(
@@ -655,6 +664,7 @@ def compare(
     bootstrap: int = 1000,
     common: bool = False,
     seed: int = 0,
+    by: str | None = None,
 ) -> pd.DataFrame:
     """Paired comparison of finished runs on the same images (``detbench compare``): each run after the first
     against the first, per generator, ``mean`` and ``worst``, with significance tests.
@@ -672,6 +682,8 @@ def compare(
         bootstrap: paired bootstrap replicates (0: no intervals and no bootstrap p-values).
         common: compare on the images every run scored; otherwise the runs must have scored the same images.
         seed: the bootstrap seed.
+        by: compare within each slice of the first run's index: ``format``, ``jpeg_quality``, ``size`` or
+            ``meta_COLUMN[:BINS]`` (a ``slice`` column follows ``generator``; n/a where a slice lacks a class).
 
     Returns:
         One row per compared pair, metric and generator (then ``mean`` and ``worst``): run_a, run_b, generator,
@@ -693,9 +705,37 @@ def compare(
 
     if isinstance(runs, (str, Run)):
         raise ConfigError("compare needs two or more runs: pass a list, e.g. compare([run_a, run_b])")
+    from detbench.results.slices import parse_by
+
     check_options(len(runs), metric, bootstrap, seed)  # before any run is read
+    parse_by(by)
     loaded = [r if isinstance(r, Run) else load_run(str(r)) for r in runs]
-    return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed)
+    return compare_runs(loaded, metric, bootstrap=bootstrap, common=common, seed=seed, by=by)
+
+
+def report(target: str, out: PathLike | None = None, *, by: str | None = None) -> Path:
+    """Write the self-contained HTML report of a run or a suite (``detbench report``).
+
+    Args:
+        target: a run id (or its first characters), a suite name, or the folder of either under
+            ``$DETBENCH_HOME/runs``.
+        out: the output folder; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+        by: add each reported run's metrics per generator and slice: ``format``, ``jpeg_quality``, ``size`` or
+            ``meta_COLUMN[:BINS]``.
+
+    Returns:
+        The path of ``report.html`` (its PNG charts beside it).
+
+    Raises:
+        RunLookupError: no finished run matches ``target``.
+        ConfigError: an unknown slice column, or an argument of the wrong type.
+    """
+    from detbench.results.html import build_report
+
+    _check_types("text", target=target)
+    _check_types("text", optional=True, by=by)
+    _check_types("path", optional=True, out=out)
+    return build_report(target, Path(out).expanduser() if out is not None else None, by=by)
 
 
 def index(
@@ -719,9 +759,9 @@ def index(
 
     Returns:
         Columns image_id, path (relative to the root), suite, generator, family, split, label, format, jpeg_quality,
-        width, height, bytes, status, reason, ...; ``.attrs["root"]`` is the root, ``.attrs["manifest"]`` the
-        index manifest (counts, index hash) and ``.attrs["directory"]`` where the index is stored. Folders outside
-        the suite's layout and the suite's notes are issued as warnings.
+        width, height, bytes, exif (the file carries an EXIF block), status, reason, ...; ``.attrs["root"]`` is
+        the root, ``.attrs["manifest"]`` the index manifest (counts, index hash) and ``.attrs["directory"]`` where
+        the index is stored. Folders outside the suite's layout and the suite's notes are issued as warnings.
 
     Raises:
         ConfigError: an argument of the wrong type, a bad suite option, or ``workers`` < 0.
@@ -815,28 +855,6 @@ def predict(
     table = long_predictions(results)
     table.attrs["runs"] = results  # (Run with its loaded detector, its predictions) per run, for display
     return table
-
-
-def report(target: str, out: PathLike | None = None) -> Path:
-    """Write a self-contained HTML report (charts embedded) and its PNG charts (``detbench report``).
-
-    Args:
-        target: a run id (or its first characters), a suite name (its latest clean run per fit), or the folder of
-            either under ``$DETBENCH_HOME/runs``.
-        out: the folder to write into; None: ``$DETBENCH_HOME/reports/<run or suite>``.
-
-    Returns:
-        The path of ``report.html`` (its PNGs beside it).
-
-    Raises:
-        RunLookupError: no finished run matches ``target``.
-        DamagedRunError: the run's record or outputs no longer match what it recorded.
-    """
-    from detbench.results.html import build_report
-
-    _check_types("text", target=target)
-    _check_types("path", optional=True, out=out)
-    return build_report(target, None if out is None else Path(out).expanduser())
 
 
 DETECTOR_FACTS = ["paper", "year", "training", "weights_key", "released"]  # detbench.registry.DetectorInfo

@@ -85,3 +85,43 @@ def test_index_parquet_round_trips_types(demo_root: Path) -> None:
     df = pd.read_parquet(idx.directory / "index.parquet")
     assert df["label"].dtype.name == "int8"
     assert df["width"].min() == 48
+
+
+def _exif_tree(root: Path) -> dict[str, bool]:
+    """A folder-suite tree: a JPEG with an EXIF block, one without, a PNG with an eXIf chunk and one without."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"  # Make
+    folder = root / "gen" / "0_real"
+    folder.mkdir(parents=True)
+    image = Image.new("RGB", (8, 8), (120, 30, 200))
+    image.save(folder / "with.jpg", quality=90, exif=exif.tobytes())
+    image.save(folder / "without.jpg", quality=90)
+    image.save(folder / "with.png", exif=exif.tobytes())
+    image.save(folder / "without.png")
+    return {f"gen/0_real/{name}": name.startswith("with.") for name in ("with.jpg", "without.jpg", "with.png",
+                                                                       "without.png")}
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_index_records_whether_a_file_carries_exif(tmp_path: Path, mode: str) -> None:
+    from detbench.datasets.folder import FolderOptions, FolderSuite
+
+    expected = _exif_tree(tmp_path / "tree")
+    idx = build_index(FolderSuite(FolderOptions()), tmp_path / "tree", mode=mode)
+    assert idx.rows.set_index("path")["exif"].to_dict() == expected
+
+
+def test_an_index_written_before_exif_is_probed_again(tmp_path: Path) -> None:
+    from detbench.datasets.folder import FolderOptions, FolderSuite
+
+    expected = _exif_tree(tmp_path / "tree")
+    suite = FolderSuite(FolderOptions())
+    first = build_index(suite, tmp_path / "tree")
+    old = first.rows.drop(columns=["exif"])  # as an older detbench wrote it
+    old.to_parquet(first.directory / "index.parquet")
+    again = build_index(suite, tmp_path / "tree")
+    assert again.manifest["reused_rows"] == 0
+    assert again.rows.set_index("path")["exif"].to_dict() == expected
+    assert again.manifest["index_hash"] == first.manifest["index_hash"]  # run ids of unchanged data are kept

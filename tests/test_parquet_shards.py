@@ -66,6 +66,21 @@ def test_index_rows_ids_formats_and_class_label_names(hub) -> None:
     assert list(suite.protocols(index.generators)) == ["train-on-flux", "train-on-sdxl"]
 
 
+def test_shard_images_record_whether_they_carry_exif(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Camera maker"
+    cells = []
+    for with_exif in (True, False):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, "JPEG", quality=90,
+                                                      **({"exif": exif.tobytes()} if with_exif else {}))
+        cells.append(buffer.getvalue())
+    rows = [{"image": data, "label": label, "generator": "g"} for data, label in zip(cells, (0, 1), strict=True)]
+    write_hf_shard(tmp_path / "data" / "test-00000-of-00001.parquet", rows)
+    index = build_index(suite_with(), tmp_path)
+    assert index.rows.sort_values("path")["exif"].tolist() == [True, False]
+
+
 def test_reindex_reuses_unchanged_shards_and_reprobes_changed_ones(hub, tmp_path: Path) -> None:
     root = tmp_path / "copy"
     root.mkdir()

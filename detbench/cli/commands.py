@@ -228,11 +228,24 @@ def leaderboard(
         typer.Option(help="Add each run's average rank over the generators, the Friedman test and the Nemenyi "
                      "critical difference (Demšar 2006)."),
     ] = False,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.registry import SUITES
     from detbench.results.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
-    from detbench.results.leaderboard import FLAGS_NOTE, ID_COLUMNS, leaderboard_view, suite_long, write_csvs
+    from detbench.results.leaderboard import (
+        FLAGS_NOTE,
+        FLOOR_COLUMN,
+        FLOOR_NOTE,
+        VIEW_ID_COLUMNS,
+        leaderboard_view,
+        suite_long,
+        write_csvs,
+    )
     from detbench.store import atomic_path
 
     suite_cls = SUITES.get(suite)
@@ -241,11 +254,15 @@ def leaderboard(
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
-    markdown_parts, flagged = [], False
+    if by:
+        cli_views.show_slices(suite, views, metrics, by, csv, markdown)
+        return
+    markdown_parts, flagged, floored = [], False, False
     for name, view in zip(metrics, views, strict=True):
-        shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
+        shown = leaderboard_cells(view, VIEW_ID_COLUMNS, deltas=delta, metric=name)
         title = f"{suite} leaderboard: {name} ({unit_note(name, delta) + (' vs clean' if delta else '')})"
-        n_ids = sum(c in ID_COLUMNS or c == "run" for c in shown.columns)
+        n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in shown.columns)
+        floored = floored or (FLOOR_COLUMN in view and view[FLOOR_COLUMN].isin(["beats", "below"]).any())
         for table in leaderboard_tables(shown, n_ids, title, width=console.width):
             console.print(table)
         flagged = flagged or "flags" in shown
@@ -257,6 +274,9 @@ def leaderboard(
     if flagged:  # some run evaluates copies of its training images
         console.print(FLAGS_NOTE)
         markdown_parts.append(FLAGS_NOTE + "\n")
+    if floored:  # some run is compared with a shortcut floor run
+        console.print(FLOOR_NOTE)
+        markdown_parts.append(FLOOR_NOTE + "\n")
     if csv is not None:
         for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
             console.print(f"wrote {path}")
@@ -286,6 +306,11 @@ def compare(
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
     csv: Annotated[Optional[Path], typer.Option(help="Also write the comparison to this CSV file.")] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Paired comparison of runs on the same images: per generator, mean and worst, the difference with its
     bootstrap interval and a p-value (accuracy: exact McNemar; AUC: DeLong; others: paired bootstrap; Holm-adjusted
@@ -295,7 +320,7 @@ def compare(
     from detbench.results.paired import check_csv_path, write_csv
 
     check_csv_path(csv)
-    table = compare_runs(runs, metric, bootstrap=bootstrap, common=common, seed=seed)
+    table = compare_runs(runs, metric, bootstrap=bootstrap, common=common, seed=seed, by=by)
     cli_views.show_comparison(table, bootstrap)
     if csv is not None:
         write_csv(table, csv)
@@ -412,11 +437,16 @@ def report(
     out: Annotated[
         Optional[Path], typer.Option(help="Output folder (default: $DETBENCH_HOME/reports/<run or suite>).")
     ] = None,
+    by: Annotated[
+        Optional[str],
+        typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
+                     "per generator and slice; n/a where a slice lacks real or fake images)."),
+    ] = None,
 ) -> None:
     """Write a self-contained HTML report (charts embedded) and its PNG charts for a run or a suite."""
     from detbench import api
 
-    path = api.report(target, out)
+    path = api.report(target, out, by=by)
     console.print(f"wrote {path} and {len(list(path.parent.glob('*.png')))} PNG charts in {path.parent}")
 
 

@@ -219,7 +219,8 @@ def show_comparison(table: Any, bootstrap: int) -> None:
                 ci = (f"[{fmt_delta(r['delta_lo'], metric)}, {fmt_delta(r['delta_hi'], metric)}]"
                       if r["delta_lo"] == r["delta_lo"] else "n/a")
                 style = "bold cyan" if r["generator"] in SUMMARY_ROWS else None
-                grid.add_row(str(r["generator"]), fmt(r["a"], metric), fmt(r["b"], metric),
+                where = f"{r['generator']} | {r['slice']}" if "slice" in r else str(r["generator"])
+                grid.add_row(where, fmt(r["a"], metric), fmt(r["b"], metric),
                              fmt_delta(r["delta"], metric), ci, p_text(r["p_value"]), p_text(r["p_holm"]), r["test"],
                              str(r["n_real"]), str(r["n_fake"]), "*" if significant else "", style=style)
             grid.caption = (
@@ -228,3 +229,48 @@ def show_comparison(table: Any, bootstrap: int) -> None:
                 + ("; lower is better" if metric in ("ece", "brier", "nll") else "")
             )
             console.print(grid)
+
+
+def show_slices(suite: str, views: list[Any], metrics: list[str], by: str, csv: Path | None,
+                markdown: Path | None) -> None:
+    """Print a leaderboard per slice (``detbench leaderboard --by``) and write its CSV and Markdown when asked.
+
+    Args:
+        suite: the suite's name.
+        views: the wide leaderboards, one per metric (their runs, in order).
+        metrics: the metric of each view.
+        by: the slice (``format``, ``jpeg_quality``, ``size`` or ``meta_COLUMN[:BINS]``).
+        csv: a folder for ``<suite>_leaderboard_by_<column>.csv`` (the first metric), or None.
+        markdown: a Markdown file for the tables shown, or None.
+    """
+    from detbench.results.display import frame_table, markdown_table, unit_note
+    from detbench.results.slices import parse_by, sliced_leaderboard
+    from detbench.store import atomic_path
+
+    parts, tables = [], []
+    for name, view in zip(metrics, views, strict=True):
+        table = sliced_leaderboard(view, name, by)
+        tables.append(table)
+        title = f"{suite} leaderboard by {by}: {name} ({unit_note(name)}; n/a: the slice lacks real or fake images)"
+        shown = table.assign(run_id=table["run_id"].str[:16])
+        console.print(frame_table(shown, title, percent_from=len(shown.columns) - 1))
+        parts.append(f"**{title}**\n\n" + markdown_table(_slice_cells(shown, name), right_from=len(shown.columns) - 3))
+    if csv is not None:
+        column = parse_by(by)[0]  # type: ignore[index]
+        path = csv / f"{suite}_leaderboard_by_{column}.csv"
+        csv.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tables[0].to_csv(tmp, index=False, float_format="%.6g")
+        console.print(f"wrote {path}")
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text("\n".join(parts), encoding="utf-8")
+        console.print(f"wrote {markdown}")
+
+
+def _slice_cells(table: Any, metric: str) -> Any:
+    from detbench.results.display import fmt
+
+    out = table.astype(object).copy()
+    out[metric] = table[metric].map(lambda v: fmt(v, metric))
+    return out

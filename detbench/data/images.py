@@ -102,6 +102,7 @@ class ImageInfo:
     mode: str | None = None
     n_frames: int | None = None
     jpeg_quality: int | None = None
+    exif: bool | None = None  # the header carries an EXIF block (see _has_exif)
     status: str
     reason: str | None = None
 
@@ -515,6 +516,7 @@ def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | N
                 height=im.height,
                 mode=im.mode,
                 jpeg_quality=estimate_jpeg_quality(im),
+                exif=_has_exif(im),
             )
             _check_pixels(im.size, max_pixels)  # after reading the header, so too-large files report it
             fields["n_frames"] = _n_frames(im)
@@ -523,6 +525,20 @@ def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | N
     except ImageError as exc:
         return ImageInfo(**fields, status=exc.status, reason=exc.reason)
     return ImageInfo(**fields, status="ok")
+
+
+_EXIF_IFD = 0x8769  # the TIFF tag pointing at the Exif sub-directory
+
+
+def _has_exif(im: Image.Image) -> bool:
+    """Whether the header read so far carries an EXIF block: a JPEG APP1 ``Exif`` segment, a PNG ``eXIf`` chunk
+    before the image data, a WebP ``EXIF`` chunk, or a TIFF Exif sub-directory. Read from the header alone, so a full
+    and a header-only probe agree.
+    """
+    if im.info.get("exif"):
+        return True
+    tags = getattr(im, "tag_v2", None)
+    return bool(tags is not None and _EXIF_IFD in tags)
 
 
 def _format_name(im: Image.Image) -> str | None:

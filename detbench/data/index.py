@@ -46,10 +46,14 @@ COLUMNS = [
     "width",
     "height",
     "bytes",
+    "exif",
     "status",
     "reason",
     "mtime_ns",
 ]
+# What an index row says about the file itself (no label, no place): detectors that read it declare so
+# (Detector.metadata_columns), and `detbench predict` probes the files it scores for it.
+METADATA_COLUMNS = ("format", "jpeg_quality", "width", "height", "bytes", "exif")
 META_PREFIX = "meta_"  # index columns holding a file list's own columns (Entry.extra)
 _PARALLEL_THRESHOLD = 4000
 
@@ -102,6 +106,7 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
         "width": info.width,
         "height": info.height,
         "bytes": info.bytes if info.bytes is not None else size,
+        "exif": info.exif,
         "status": info.status,
         "reason": info.reason,
         "mtime_ns": mtime_ns,
@@ -134,6 +139,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                         "width": info.width,
                         "height": info.height,
                         "bytes": info.bytes,
+                        "exif": info.exif,
                         "status": info.status,
                         "reason": info.reason,
                         "mtime_ns": mtime_ns,
@@ -146,6 +152,29 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
         wanted = set()
     out.extend(_missing_row(str(shards.Locator(rel_shard, column, row)), "not_a_file", "no such row") for row in wanted)
     return out
+
+
+def probe_metadata(root: Path, paths: list[str]) -> pd.DataFrame:
+    """The :data:`METADATA_COLUMNS` of files outside any index, probed as an index probes them (headers only).
+
+    Args:
+        root: the folder the paths are relative to.
+        paths: file paths or shard locators (``<shard>#<column>:<row>``), relative to ``root``.
+
+    Returns:
+        One row per path, in order: ``path`` and the metadata columns (None where a file could not be read).
+    """
+    found: dict[str, dict[str, Any]] = {}
+    by_shard: dict[tuple[str, str], list[int]] = {}
+    for rel in paths:
+        locator = parse_locator(rel)
+        if locator is None:
+            found[rel] = _probe_one((rel, str(root / rel), "fast"))
+        else:
+            by_shard.setdefault((locator.shard, locator.column), []).append(locator.row)
+    for (shard, column), rows in by_shard.items():
+        found.update((r["path"], r) for r in _probe_shard((shard, str(root / shard), column, rows, "fast")))
+    return pd.DataFrame([{"path": p, **{c: found.get(p, {}).get(c) for c in METADATA_COLUMNS}} for p in paths])
 
 
 def _missing_row(path: str, status: str, reason: str) -> dict[str, Any]:
@@ -286,6 +315,7 @@ def build_index(
             "jpeg_quality": "Int16",
             "width": "Int32",
             "height": "Int32",
+            "exif": "boolean",
         }
     )
     for col in ("bytes", "mtime_ns"):  # exact: a column holding None is inferred as float64 (ns lost)
@@ -370,7 +400,7 @@ def check_unique_ids(df: pd.DataFrame) -> None:
 
 def _bad_name_row(rel: str) -> dict[str, Any]:
     return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
-            "height": None, "bytes": None, "status": "bad_name",
+            "height": None, "bytes": None, "exif": None, "status": "bad_name",
             "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
@@ -383,6 +413,8 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
     except Exception:  # a damaged index is rebuilt, not trusted
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
+    if set(cols) - set(df.columns):  # written before a column existed (e.g. exif): every file is probed again
+        return {}
     return {r["path"]: r for r in df[cols].to_dict("records")}
 
 

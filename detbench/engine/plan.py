@@ -79,6 +79,7 @@ class RunPlan:
     timings: dict[str, float] = field(default_factory=dict)
     training_copies: dict[str, Any] | None = None  # evaluation images copying training images (None: nothing trained)
     holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.engine.holdout.apply_holdout)
+    bias_probe: bool = False  # the detector cross-validates on the evaluation rows (Detector.bias_probe)
 
     @property
     def suite(self) -> Suite:
@@ -190,7 +191,8 @@ def plan_run(
     timings["index"] = time.perf_counter() - t
     report_scan(suite, index, phases)
     needs_training = detector.needs_training()
-    protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite)
+    protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite,
+                               probes=detector.bias_probe and not req.train_suite)
     t = time.perf_counter()
     source = training_source(req, resolved, protocol, needs_training, phases, on_phase)
     if source is not None:
@@ -231,14 +233,16 @@ def plan_run(
         found = "; ".join(f"{g} (has {', '.join(splits) or 'no images'})" for g, splits in missing.items())
         phases.warn(f"protocol {protocol.name} evaluates the {protocol.eval_split} split, which these generators "
                     f"lack under {index.root}: {found}. They are left out of the table and the mean.")
+    bias_probe = needs_training and detector.bias_probe and source is None and not protocol.trains
     profiles = suite.eval_profiles(index.generators) if detector.follows_eval_profiles else {}
-    ctx = dataclasses.replace(setup_ctx, suite_root=index.root, eval_profiles=profiles)
+    probe_rows = evaluation[evaluation["status"] == "ok"] if bias_probe else None
+    ctx = dataclasses.replace(setup_ctx, suite_root=index.root, eval_profiles=profiles, probe_rows=probe_rows)
     draft = RunPlan(
         request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
         training_copies=copies,
-        holdout=holdout_facts,
+        holdout=holdout_facts, bias_probe=bias_probe,
     )  # fmt: skip
     keys = {"fit_key": fit_key(draft)}
     keys["run_key"] = run_key(dataclasses.replace(draft, **keys))

@@ -189,7 +189,9 @@ def generators_without_evaluation(
     return missing
 
 
-def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_training: bool = True) -> Protocol:
+def select_protocol(
+    suite: Suite, index: Index, name: str | None, *, needs_training: bool = True, probes: bool = False
+) -> Protocol:
     """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
 
     Args:
@@ -198,6 +200,7 @@ def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_train
         name: the protocol's name, or None for the suite's default.
         needs_training: whether the detector trains (False also serves cross-suite runs, whose training rows are
             checked on their own suite).
+        probes: the detector runs as a bias probe under a protocol that trains nothing (Detector.bias_probe).
 
     Returns:
         The :class:`~detbench.data.suites.Protocol`.
@@ -214,6 +217,7 @@ def select_protocol(suite: Suite, index: Index, name: str | None, *, needs_train
             f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
         )
     protocol = protocols[name]
+    needs_training = needs_training and not (probes and not protocol.trains)
     problems = protocol_problems(protocol, index.usable, needs_training=needs_training, root=index.root)
     if problems:
         raise ProtocolError(problems[0])

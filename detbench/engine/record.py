@@ -127,6 +127,8 @@ def build_record(
         "detector": plan.detector.name,
         "label": plan.detector.label(),
         "external": plan.detector.external,
+        "bias_probe": plan.bias_probe,  # scored by cross-validation on the evaluation rows, not a trained model
+        "floor": plan.detector.floor,
         "suite": plan.suite.name,
         "protocol": plan.protocol.name,
         "backbone": getattr(config, "backbone", None),
@@ -413,9 +415,14 @@ def detector_label(record: dict[str, Any]) -> str:
         record: the run record.
 
     Returns:
-        Its ``label`` (``external:NAME`` for imported scores), else its detector name.
+        Its ``label`` (``external:NAME`` for imported scores), else its detector name; ``(bias probe)`` follows the
+        label of a run that cross-validated on its evaluation rows.
     """
-    return str(record.get("label") or record["detector"])
+    label = str(record.get("label") or record["detector"])
+    return f"{label} {BIAS_PROBE}" if record.get("bias_probe") else label
+
+
+BIAS_PROBE = "(bias probe)"
 
 
 def evaluated_generators(record: dict[str, Any]) -> list[str]:

@@ -34,6 +34,9 @@ class RunContext:
     # detbench.data.preprocess); filled only for detectors with follows_eval_profiles; empty: the detector decides
     # (e.g. from eval_convention)
     eval_profiles: dict[str, Any] = field(default_factory=dict)
+    # every usable evaluation row of the run (labels included), set only when a detector with ``bias_probe`` runs
+    # under a protocol that trains nothing: it then cross-validates on these rows (see Detector.bias_probe)
+    probe_rows: pd.DataFrame | None = None
 
     def eval_profile_for(self, generator: str) -> Any | None:
         """The evaluation preprocessing the user chose for one generator's test set.
@@ -100,6 +103,17 @@ class Detector(ABC):
     # False when predict() returns a score that ranks images but is no probability (RIGID's 1 - cos lies in [0, 2]):
     # thresholds and calibration metrics then read it as it is, clipped to [0, 1] where a probability is needed.
     probability_scores: ClassVar[bool] = True
+    # Index metadata columns (detbench.data.index.METADATA_COLUMNS: format, jpeg_quality, width, height, bytes, exif)
+    # that fit() and predict() read from their rows. Rows of a run always carry them (and the suite's meta_*
+    # columns); `detbench predict` probes the files it scores for the ones named here.
+    metadata_columns: ClassVar[tuple[str, ...]] = ()
+    # True when, under a protocol that trains nothing (--protocol eval), the detector still runs, as a labelled bias
+    # probe: fit() gets no rows and ctx.probe_rows holds the evaluation rows, which predict() cross-validates on, each
+    # image scored by a model that never saw it. Such runs are recorded (``bias_probe``) and shown as bias probes.
+    bias_probe: ClassVar[bool] = False
+    # True for a floor that other detectors should beat (a metadata-only shortcut): leaderboards and reports mark the
+    # runs that do not beat its run on the same evaluation rows.
+    floor: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -183,10 +183,13 @@ def leaderboard_cells(
     Returns:
         The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``; ``flags`` only when
         some run has one); the ``mean`` and ``worst`` of a row covering fewer generators than the rows beside it say
-        so: ``82.1 (3 of 24)``.
+        so: ``82.1 (3 of 24)``; a value that does not beat the shortcut floor's (``wide.attrs["below_floor"]``)
+        ends ``↓``.
     """
-    from detbench.results.leaderboard import partial_generators
+    from detbench.results.leaderboard import BELOW_FLOOR, partial_generators
 
+    below = wide.attrs.get(BELOW_FLOOR) or {}
+    marks = [set(below.get(r, ())) for r in wide["run_id"]] if "run_id" in wide else [set()] * len(wide)
     hidden = ["config_hash", "fit_id", "seed_group"]
     shown = wide.drop(columns=hidden, errors="ignore").rename(columns={"run_id": "run"})
     if "flags" in shown and not shown["flags"].fillna("").astype(str).str.len().any():
@@ -208,6 +211,7 @@ def leaderboard_cells(
         if col in SUMMARY_ROWS:
             out[col] = [v if part is None or v == "n/a" else f"{v} ({part[0]} of {part[1]})"
                         for v, part in zip(out[col], partial, strict=True)]
+        out[col] = [f"{v} ↓" if col in m else v for v, m in zip(out[col], marks, strict=True)]
     return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank", "mean_sd": "sd (seeds)"})
 
 

@@ -44,14 +44,18 @@ from detbench.results.figures import (
 )
 from detbench.results.leaderboard import (
     FLAGS_NOTE,
-    ID_COLUMNS,
+    FLOOR_COLUMN,
+    FLOOR_NOTE,
+    VIEW_ID_COLUMNS,
     RunLookupError,
     find_run,
+    floor_facts,
     long_table,
     perturbation_rank,
     run_records,
     threshold_label,
     wide_table,
+    with_floor,
 )
 from detbench.store import atomic_path
 from detbench.version import __version__
@@ -61,13 +65,15 @@ REPORTED_OUTPUTS = layout.RUN_OUTPUTS  # checked before a run is reported: the s
 
 
 
-def build_report(target: str, out_dir: Path | None = None) -> Path:
+def build_report(target: str, out_dir: Path | None = None, by: str | None = None) -> Path:
     """Write ``report.html`` and its PNGs for a run (id prefix) or a suite (name).
 
     Args:
         target: a run id (or a unique prefix of one), or a suite name (its latest clean run per fit), or the folder
             of a run or of a suite's runs under ``$DETBENCH_HOME/runs``.
         out_dir: where to write; None: ``$DETBENCH_HOME/reports/<run or suite>``.
+        by: add each reported run's metrics per generator and slice of its index (``format``, ``jpeg_quality``,
+            ``size`` or ``meta_COLUMN[:BINS]``, :mod:`detbench.results.slices`).
 
     Returns:
         The path of ``report.html``.
@@ -76,6 +82,9 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
         RunLookupError: no finished run matches ``target``, or it names another folder.
         DamagedRunError: the run's record or outputs no longer match what it recorded.
     """
+    from detbench.results.slices import parse_by
+
+    parse_by(by)
     keep_matplotlib_in_home()
     kind, target = _target(target)
     if kind == "suite":
@@ -100,7 +109,7 @@ def build_report(target: str, out_dir: Path | None = None) -> Path:
     for run in shown:
         related = [Run(d, r) for d, r in _same_fit(run.record, records)]
         section, figs = _run_section(run, related)
-        sections.append(section)
+        sections.append(section + (_slices_html(run, by) if by else ""))
         figures.extend(figs)
     board, board_figures = _leaderboard_section(suite)
     sections.append(board)
@@ -281,6 +290,16 @@ def _metrics_html(metrics: pd.DataFrame, headers: dict[str, str] = METRIC_HEADER
     return f'<table class="metrics"><tr><th>generator</th>{head}</tr>{"".join(rows)}</table>'
 
 
+def _slices_html(run: Run, by: str) -> str:
+    from detbench.results.slices import SLICE_COLUMN, run_slices
+
+    table = run_slices(run, by)
+    table = table.assign(generator=table["generator"].astype(str) + " | " + table[SLICE_COLUMN].astype(str))
+    return (f"<h3>{_e(detector_label(run.record))}, run {_e(run.id[:16])}: metrics by {_e(by)}</h3>"
+            + _metrics_html(table) + '<p class="note">generator | slice; %; n/a: the slice lacks real or fake '
+            "images.</p>")
+
+
 def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
     base = clean.metrics.set_index("generator")
     rows = []
@@ -304,8 +323,11 @@ def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
 
 def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
     wide = wide_table(long_table(suite), "acc")
-    cells = leaderboard_cells(wide, ID_COLUMNS)
-    n_ids = sum(c in ID_COLUMNS or c == "run" for c in cells.columns)
+    if len(wide):
+        wide = with_floor(wide, "acc", floor_facts(suite))
+    cells = leaderboard_cells(wide, VIEW_ID_COLUMNS)
+    n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in cells.columns)
+    floored = FLOOR_COLUMN in wide and wide[FLOOR_COLUMN].isin(["beats", "below"]).any()
     head = "".join(
         f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
     )
@@ -321,6 +343,7 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
         f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
         '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
         + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
+        + (f" {_e(FLOOR_NOTE)}." if floored else "")
         + f"</p>{ranking}"
         "</section>"
     )

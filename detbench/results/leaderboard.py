@@ -34,6 +34,15 @@ VALUE_EXTRAS = ("mean_delta", SD_COLUMN)  # value columns that are neither a gen
 SHORT = 8  # hex characters of a hash shown in tables
 GENERATORS = "generators"  # how coverage names a row's generators of its protocol's in the table
 FILTER_COLUMNS = ("detector", "backbone", "perturbation")
+FLOOR_COLUMN = "floor"  # a wide view's comparison with the shortcut floor run on the same evaluation rows
+FLOOR_VALUES = ("floor", "beats", "below", "n/a")  # the floor run itself, then the other runs' verdicts
+VIEW_ID_COLUMNS = [*ID_COLUMNS, FLOOR_COLUMN]  # the text columns of a wide view
+BELOW_FLOOR = "below_floor"  # a view's attrs: {run_id: [generator columns and summaries not beating the floor]}
+FLOOR_NOTE = (
+    "floor: beats / below = the run's mean beats / does not beat that of the shortcut floor (metadata only: format, "
+    "JPEG quality, size, EXIF) on the same evaluation rows; n/a: no floor run on them; ↓ marks a value that does not "
+    "beat the floor's"
+)
 
 
 def find_run(prefix: str, runs_root: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -425,11 +434,18 @@ def leaderboard_view(
     if rank and delta:
         raise ConfigError("--rank ranks the runs' values, not differences to clean runs; drop --delta or --rank")
     view = group_seeds(delta_table(wide_table(long, metric, group=False))) if delta else wide_table(long, metric)
+    suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
     if filter_runs(long, **filters).empty:
-        suite = long["suite"].iloc[0] if "suite" in long and len(long) else "this suite"
         raise RunLookupError(f"no run of {suite} matches the filters; see `detbench leaderboard {suite}`")
+    below = {}
+    if not delta and len(view):  # the floor compares values, not differences to clean runs
+        view = with_floor(view, metric, floor_facts(suite))
+        below = view.attrs[BELOW_FLOOR]
     view = filter_runs(view, **filters).reset_index(drop=True)
-    return ranked_view(view, metric) if rank else view
+    view = ranked_view(view, metric) if rank else view
+    if below:
+        view.attrs[BELOW_FLOOR] = {r: below[r] for r in view["run_id"] if r in below}
+    return view
 
 
 RANK_COLUMN = "avg_rank"
@@ -470,7 +486,8 @@ def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.Data
     direction = _direction(metric)
     if direction == "none":
         raise ConfigError(f"--rank needs a metric where higher or lower is better; {metric!r} is neither")
-    generators = [c for c in view.columns if c not in (*ID_COLUMNS, *SUMMARY_ROWS, *VALUE_EXTRAS, RANK_COLUMN)]
+    generators = [c for c in view.columns
+                  if c not in (*ID_COLUMNS, FLOOR_COLUMN, *SUMMARY_ROWS, *VALUE_EXTRAS, RANK_COLUMN)]
     complete = view[generators].notna().all(axis=1).to_numpy() if generators else np.zeros(len(view), bool)
     if len(generators) < 2 or complete.sum() < 2:
         raise DataError(
@@ -484,6 +501,80 @@ def ranked_view(view: pd.DataFrame, metric: str, alpha: float = 0.05) -> pd.Data
     out.loc[complete, RANK_COLUMN] = result.ranks
     out = out.sort_values(RANK_COLUMN, kind="stable", na_position="last").reset_index(drop=True)
     out.attrs["friedman"] = {**dataclasses.asdict(result), "run_ids": list(view.loc[complete, "run_id"])}
+    return out
+
+
+def evaluation_key(record: dict[str, Any]) -> str:
+    """What identifies the rows a run evaluated: the index, the evaluated split and generators, the sample.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        A content hash; equal for runs that evaluated the same rows.
+    """
+    from detbench.store import content_hash
+
+    key = record.get("run_key") or record.get("key") or {}
+    protocol = key.get("protocol") or {}
+    evaluated = (record.get("data") or {}).get("index_hash") or key.get("index_hash")
+    return content_hash({"index": evaluated, "evaluation": key.get("evaluation"),
+                         "split": protocol.get("eval_split"), "generators": protocol.get("eval_generators"),
+                         "sample": record.get("eval_sample")})
+
+
+def floor_facts(suite: str, runs_root: Path | None = None) -> dict[str, tuple[str, bool]]:
+    """For every finished run of ``suite``: its evaluation rows (:func:`evaluation_key`) and whether it is a floor.
+
+    Args:
+        suite: the suite's name.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        ``{run id (16 characters, as tables show it): (evaluation key, is a floor run)}``.
+    """
+    return {record["run_id"][:16]: (evaluation_key(record), bool(record.get("floor")))
+            for _, record in run_records(suite, runs_root)}
+
+
+def with_floor(wide: pd.DataFrame, metric: str, facts: dict[str, tuple[str, bool]]) -> pd.DataFrame:
+    """``wide`` with :data:`FLOOR_COLUMN` (after ``flags``): ``floor`` for a floor run, else whether the run's mean
+    beats (strictly, in the metric's direction) that of the floor run on the same evaluation rows (one of the same
+    protocol first, then a clean one), ``below`` when not, ``n/a`` without such a floor run or a value to compare;
+    ``.attrs[BELOW_FLOOR]`` names each run's generator and summary columns that do not beat the floor's.
+
+    Args:
+        wide: :func:`wide_table` output (not deltas).
+        metric: the metric of its values.
+        facts: :func:`floor_facts` of its runs.
+
+    Returns:
+        A copy with the column.
+    """
+    out = wide.copy()
+    direction = _direction(metric)
+    values = [c for c in out.columns if c not in (*ID_COLUMNS, "mean_delta", RANK_COLUMN)]
+    keys = out["run_id"].map(lambda r: facts.get(r, ("", False))[0])
+    is_floor = out["run_id"].map(lambda r: facts.get(r, ("", False))[1]).astype(bool)
+    floors = out[is_floor].assign(_k=keys[is_floor], _c=out.loc[is_floor, "perturbation"] != "clean")
+    verdicts, below = [], {}
+    for i, row in out.iterrows():
+        match = floors[floors["_k"] == keys[i]]
+        match = match.assign(_p=match["protocol"] != row["protocol"]).sort_values(["_p", "_c"], kind="stable")
+        if is_floor[i]:
+            verdicts.append("floor")
+            continue
+        if match.empty or direction == "none":
+            verdicts.append("n/a")
+            continue
+        ref = match.iloc[0]
+        better = (lambda a, b: a > b) if direction == "higher" else (lambda a, b: a < b)
+        worse = [c for c in values if pd.notna(row[c]) and pd.notna(ref.get(c)) and not better(row[c], ref[c])]
+        below[row["run_id"]] = worse
+        mean, floor_mean = row.get("mean"), ref.get("mean")
+        verdicts.append("n/a" if pd.isna(mean) or pd.isna(floor_mean) else "below" if "mean" in worse else "beats")
+    out.insert(out.columns.get_loc("flags") + 1, FLOOR_COLUMN, verdicts)
+    out.attrs[BELOW_FLOOR] = below
     return out
 
 
@@ -665,7 +756,9 @@ def write_csvs(
     from detbench.store import atomic_path
 
     long = long_table(suite, runs_root)
-    wide = filter_runs(wide_table(long, metric), **(filters or {}))
+    wide = wide_table(long, metric)
+    wide = filter_runs(with_floor(wide, metric, floor_facts(suite, runs_root)) if len(wide) else wide,
+                       **(filters or {}))
     wide = ranked_view(wide.reset_index(drop=True), metric) if rank else wide
     long = filter_runs(long, **(filters or {}))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -285,7 +285,7 @@ def _row(pair: int, generator: str, metric: str, a: float, b: float, delta_reps:
 
 def compare_runs(
     runs: Sequence[Any], metrics: str | Sequence[str] | None = None, *, bootstrap: int = 1000, common: bool = False,
-    seed: int = 0,
+    seed: int = 0, by: str | None = None,
 ) -> pd.DataFrame:
     """Compare finished runs on the same images: each run after the first against the first.
 
@@ -295,6 +295,9 @@ def compare_runs(
         bootstrap: paired bootstrap replicates (0: no intervals and no bootstrap p-values).
         common: compare on the images every run scored (otherwise they must all have scored the same images).
         seed: the bootstrap seed.
+        by: compare within each slice of the first run's index (:mod:`detbench.results.slices`): a ``slice``
+            column follows ``generator``, every slice compared on its own (its ``mean`` and ``worst`` over the
+            generators); a generator's slice without real or without fake images is n/a.
 
     Returns:
         ``run_a``, ``run_b`` (full run ids), then :data:`COMPARE_COLUMNS`. ``.attrs``: ``runs`` (id, detector label,
@@ -312,7 +315,8 @@ def compare_runs(
         raise ConfigError(f"run {', '.join(twice)} is named more than once; compare different runs")
     aligned = align(runs, common)
     thresholds = [float((run.record.get("threshold") or {}).get("value", 0.5)) for run in runs]
-    table = compare_aligned(aligned, thresholds, names, bootstrap, seed)
+    table = (compare_aligned(aligned, thresholds, names, bootstrap, seed) if not by
+             else _compare_slices(runs[0], aligned, thresholds, names, bootstrap, seed, by))
     table.insert(0, "run_b", table.pop("pair").map(lambda j: ids[j]))
     table.insert(0, "run_a", ids[0])
     table.attrs.update(
@@ -324,9 +328,32 @@ def compare_runs(
     return table
 
 
+def _compare_slices(first: Any, aligned: Aligned, thresholds: Sequence[float], metrics: Sequence[str], n_boot: int,
+                    seed: int, by: str) -> pd.DataFrame:
+    """:func:`compare_aligned` within each slice (``slice`` after ``generator``); n/a where a class is absent."""
+    from detbench.results.slices import SLICE_COLUMN, run_index_rows, slice_values
+
+    rows = run_index_rows(first.record).drop_duplicates("path").set_index("path")
+    images = aligned.images
+    meta = rows.reindex(images["path"].to_numpy()).reset_index(drop=True)
+    values = slice_values(meta, by).to_numpy()
+    frames = []
+    for value in sorted(set(values.tolist())):
+        part = Aligned(images[values == value].reset_index(drop=True), aligned.dropped)
+        table = compare_aligned(part, thresholds, metrics, n_boot, seed)
+        table.insert(table.columns.get_loc("generator") + 1, SLICE_COLUMN, value)
+        one_class = (table["n_real"] == 0) | (table["n_fake"] == 0)
+        undefined = table["generator"].isin(table.loc[one_class, "generator"]) | (
+            table["generator"].isin(SUMMARY_ROWS) & one_class.groupby([table["pair"], table["metric"]])
+            .transform("any"))
+        table.loc[undefined, ["a", "b", "delta", "delta_lo", "delta_hi", "p_value", "p_holm"]] = np.nan
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
 def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The CSV of a comparison: exactly :data:`COMPARE_COLUMNS`, preceded by ``run_b`` when more than two runs were
-    compared (which run each row compares with the first).
+    """The CSV of a comparison: exactly :data:`COMPARE_COLUMNS` (with ``slice`` after ``generator`` when compared per
+    slice), preceded by ``run_b`` when more than two runs were compared (which run each row compares with the first).
 
     Args:
         table: :func:`compare_runs` output.
@@ -335,7 +362,10 @@ def csv_frame(table: pd.DataFrame) -> pd.DataFrame:
         The frame to write.
     """
     several = table["run_b"].nunique() > 1
-    return table[(["run_b"] if several else []) + COMPARE_COLUMNS]
+    columns = [*COMPARE_COLUMNS]
+    if "slice" in table:  # compared per slice (--by)
+        columns.insert(columns.index("generator") + 1, "slice")
+    return table[(["run_b"] if several else []) + columns]
 
 
 def check_csv_path(path: str | Path | None) -> None:

@@ -245,6 +245,11 @@ def predict_files(
                 "status": "ok",
             }
         )
+        if trained.detector.metadata_columns:  # what a run's rows carry from its index
+            from detbench.data.index import probe_metadata
+
+            metadata = probe_metadata(root, rows["path"].tolist())
+            rows = pd.concat([rows, metadata[list(trained.detector.metadata_columns)]], axis=1)
         scores, failures = trained.detector.predict(rows, ctx)
         for local, i in enumerate(usable):
             if local in failures:
