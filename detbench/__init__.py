@@ -43,7 +43,7 @@ from detbench.version import __version__
 
 API = (
     "Run", "run", "sweep", "import_scores", "load_run", "runs", "leaderboard", "compare", "index", "predict",
-    "report", "list_detectors", "list_suites", "list_perturbations", "list_presets",
+    "report", "list_detectors", "list_suites", "list_perturbations", "list_presets", "bench",
 )  # fmt: skip
 __all__ = [
     *API, "DetbenchError", "DetbenchWarning", "BackboneError", "ConfigError", "DamagedRunError", "DataError",

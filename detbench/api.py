@@ -857,6 +857,86 @@ def predict(
     return table
 
 
+def bench(
+    out: PathLike | None = None,
+    *,
+    vs_originals: bool = False,
+    detectors: Sequence[str] | None = None,
+    images: int | None = None,
+    repeats: int | None = None,
+    only: Sequence[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> pd.DataFrame:
+    """Measure detbench's throughput and memory (``detbench bench``), or its scoring against the original
+    repositories' own evaluation loops (``vs_originals``).
+
+    Args:
+        out: the folder to append ``pipeline.csv`` rows (or write ``vs_originals.csv``/``.md``) and the machine
+            description into; None: write nothing.
+        vs_originals: compare with the originals' loops (same images and weights; scores checked equal).
+        detectors: with ``vs_originals``, the detectors compared (default: every supported one).
+        images: generated images per measure (or per compared detector).
+        repeats: timed repetitions (the median is reported).
+        only: the measures (:data:`detbench.perf.options.ALL`; default all but ``rss``, which ``rss_images`` adds).
+        progress: say on stderr what is being measured.
+        **options: the other fields of :class:`detbench.perf.options.Options` (``backbone``, ``device``,
+            ``precision``, ``crop``, ``size``, ``batch_size``, ``workers``, ``index_files``, ``rss_images``,
+            ``rss_crop``).
+
+    Returns:
+        One row per measure (or per compared detector).
+
+    Raises:
+        ConfigError: an unknown measure, detector or option, or an out-of-range count.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    from detbench.perf.options import ALL, Options
+
+    _check_types("path", optional=True, out=out)
+    _check_types("int", optional=True, images=images, repeats=repeats)
+    _check_types("bool", vs_originals=vs_originals, progress=progress)
+    target = None if out is None else Path(out).expanduser()
+    say = _say(progress)
+    counts = {k: v for k, v in {"images": images, "repeats": repeats}.items() if v is not None}
+    if vs_originals:
+        from detbench.perf.vs_originals import VsOptions, run_vs_originals
+
+        if only is not None or options:
+            raise ConfigError("vs_originals takes only detectors, images and repeats")
+        opts = VsOptions(images=images, repeats=repeats)
+        if detectors is not None:
+            opts.detectors = tuple(detectors)
+        return pd.DataFrame(run_vs_originals(opts, target, progress=say))
+    if detectors is not None:
+        raise ConfigError("detectors applies to vs_originals only")
+    from detbench.engine.resolve import check_device, default_device
+    from detbench.perf.bench import run_bench
+
+    known = {f.name for f in dataclasses.fields(Options)} - {"only", "images", "repeats"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown bench options {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
+    check_device(options.get("device"))
+    chosen = tuple(only) if only else tuple(w for w in ALL if w != "rss")
+    if options.get("rss_images") and "rss" not in chosen:
+        chosen = (*chosen, "rss")
+    opts = Options(**{**options, "device": options.get("device") or default_device()}, only=chosen, **counts)
+    return pd.DataFrame(run_bench(opts, target, progress=say))
+
+
+def _say(progress: bool) -> Any:
+    if not progress:
+        return lambda what: None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda what: console.print(f"bench: {what} ...")
+
+
 DETECTOR_FACTS = ["paper", "year", "training", "weights_key", "released"]  # detbench.registry.DetectorInfo
 
 

@@ -160,3 +160,15 @@ def test_vs_originals_error_lines(args: list[str], message: str, tmp_path: Path)
 def test_detectors_needs_vs_originals() -> None:
     result = CliRunner().invoke(app, ["bench", "--detectors", "npr"])
     assert result.exit_code == 2 and "--detectors applies to --vs-originals only" in result.output
+
+
+def test_python_bench_returns_the_rows_the_command_prints(tmp_path: Path) -> None:
+    import detbench
+
+    rows = detbench.bench(tmp_path, only=["cache_read"], repeats=1, cache_rows=2000)
+    assert len(rows) == 1 and rows["what"].iloc[0].startswith("cache_read"), rows
+    assert (tmp_path / "pipeline.csv").exists()
+    with pytest.raises(detbench.ConfigError, match="unknown bench options"):
+        detbench.bench(None, warp=1)
+    with pytest.raises(detbench.ConfigError, match="detectors applies to vs_originals only"):
+        detbench.bench(None, detectors=["npr"])

@@ -537,54 +537,47 @@ def bench(
     """
     from rich.table import Table
 
-    if vs_originals:
-        _bench_vs_originals(out, detectors, images, repeats)
-        return
-    if detectors is not None:
+    from detbench import api
+
+    measures = [w.strip() for w in only.split(",")] if only else None
+    names = [d.strip() for d in detectors.split(",")] if detectors is not None else None
+    if names is not None and not vs_originals:
         raise ConfigError("--detectors applies to --vs-originals only")
+    if vs_originals:
+        rows = api.bench(out, vs_originals=True, detectors=names, images=images, repeats=repeats, progress=True)
+        _show_vs_originals(rows, out)
+        return
+    rows = api.bench(out, detectors=names, images=images, repeats=repeats, only=measures, progress=True,
+                     backbone=backbone, device=device, precision=precision, crop=crop, size=size,
+                     batch_size=batch_size, workers=workers, index_files=index_files, rss_images=rss_images,
+                     rss_crop=rss_crop)
+    from detbench.perf.bench import COLUMNS
 
-    from detbench.engine.resolve import check_device, default_device
-    from detbench.perf.bench import COLUMNS, run_bench
-    from detbench.perf.options import ALL, Options
-
-    check_device(device)
-    chosen = tuple(w.strip() for w in only.split(",")) if only else tuple(w for w in ALL if w != "rss")
-    if rss_images and "rss" not in chosen:
-        chosen = (*chosen, "rss")
-    opts = Options(backbone=backbone, device=device or default_device(), precision=precision, crop=crop, size=size,
-                   batch_size=batch_size, workers=workers, index_files=index_files, rss_images=rss_images,
-                   rss_crop=rss_crop, only=chosen,
-                   **{k: v for k, v in {"images": images, "repeats": repeats}.items() if v is not None})
-    rows = run_bench(opts, out, progress=lambda what: err.print(f"bench: {what} ..."))
-    table = Table(title=f"detbench bench: {opts.backbone} on {opts.device}", title_justify="left")
+    table = Table(title=f"detbench bench: {rows['backbone'].iloc[0]} on {rows['device'].iloc[0]}",
+                  title_justify="left")
     shown = [c for c in COLUMNS if c not in ("backbone", "device", "note")]
     for col in ("#", *shown):
         table.add_column(col, justify="left" if col == "what" else "right")
-    for i, row in enumerate(rows, 1):
-        table.add_row(str(i), *("" if row[c] is None else str(row[c]) for c in shown))
+    records = rows.to_dict("records")
+    for i, row in enumerate(records, 1):
+        table.add_row(str(i), *("" if row[c] is None or row[c] != row[c] else str(row[c]) for c in shown))
     console.print(table)
-    for i, row in enumerate(rows, 1):
+    for i, row in enumerate(records, 1):
         console.print(f"{i}. {row['note']}", markup=False, highlight=False)
     if out:
         console.print(f"rows appended to {out / 'pipeline.csv'}; machine description in {out / 'machine.json'}")
 
 
-def _bench_vs_originals(out: Path | None, detectors: str | None, images: int | None, repeats: int | None) -> None:
-    """``detbench bench --vs-originals``: run the comparison and print its table."""
+def _show_vs_originals(rows: Any, out: Path | None) -> None:
+    """Print ``detbench bench --vs-originals``' table."""
     from rich.table import Table
 
-    from detbench.perf.vs_originals import VsOptions, run_vs_originals
-
-    opts = VsOptions(images=images, repeats=repeats)
-    if detectors is not None:
-        opts.detectors = tuple(d.strip() for d in detectors.split(","))
-    rows = run_vs_originals(opts, out, progress=lambda line: err.print(f"bench: {line} ..."))
     table = Table(title="detbench vs the original evaluation loops (CPU)", title_justify="left")
     shown = ["detector", "images", "repeats", "detbench_images_per_s", "original_images_per_s", "ratio_min",
              "ratio_median", "ratio_max", "detbench_peak_rss_mb", "original_peak_rss_mb", "max_abs_diff"]
     for col in shown:
         table.add_column(col, justify="left" if col == "detector" else "right")
-    for row in rows:
+    for row in rows.to_dict("records"):
         table.add_row(*(str(row[c]) for c in shown))
     console.print(table)
     if out:
