@@ -221,3 +221,20 @@ def test_bad_protocol_input_is_one_error_line(tmp_path: Path, protocol: str, ext
     result = invoke("run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol", protocol,
                     *FAST_FOLDER, *extra)
     one_error(result, *words)
+
+
+def test_chrono_series_runs_one_window_each_and_the_report_draws_it(dated, detbench_home: Path) -> None:
+    _, _, _, root, dates = dated
+    result = invoke("run", "linear-probe", "--suite", "folder", "--root", str(root), "--protocol",
+                    "chrono:growing:6m", "--set", f"chrono.dates={dates}", "--bootstrap", "0", *FAST_FOLDER)
+    assert result.exit_code == 0, result.output
+    assert "warning: protocol chrono:2020-01: no release date for d" in " ".join(result.output.split())
+    records = [json.loads(p.read_text()) for p in detbench_home.glob("runs/folder/linear-probe/*/run.json")]
+    windows = {r["protocol"]: r["protocol_facts"] for r in records}
+    assert set(windows) == {"chrono:2020-01", "chrono:2020-07"}
+    assert (list(windows["chrono:2020-07"]["train"]), list(windows["chrono:2020-07"]["test"])) == (["a", "b"], ["c"])
+    assert "past to future" in result.output
+    report = invoke("report", "folder")
+    assert report.exit_code == 0, report.output
+    (page,) = detbench_home.glob("reports/folder/report.html")
+    assert "Past to future" in page.read_text() and (page.parent / "folder_chrono.png").exists()
