@@ -360,8 +360,8 @@ def _chrono_protocol(
         "window": window_name(cut, start),
         "cut": format_month(cut),
         "start": format_month(start) if start is not None else None,
-        "train": {g: released[g] for g, _ in by_date if g in train},  # in release order
-        "test": {g: released[g] for g, _ in by_date if g in test},
+        "train": {g: released[g] for g in train},
+        "test": {g: released[g] for g in test},
         "undated": undated,
         "synthetic_dates": sorted(g for g in (*train, *test) if dated[g].synthetic),
         "sources": {g: dated[g].source for g in (*train, *test)},

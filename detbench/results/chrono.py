@@ -49,13 +49,18 @@ def chrono_frame(runs: Sequence[Any]) -> pd.DataFrame:
         rows.append({
             "window": facts["window"],
             "cut": facts["cut"],
-            "train": ", ".join(f"{g} ({m})" for g, m in facts["train"].items()),
-            "test": ", ".join(f"{g} ({m})" for g, m in facts["test"].items()),
+            "train": _by_release(facts["train"]),
+            "test": _by_release(facts["test"]),
             **{f"mean {m}": float(mean[m]) for m in CHRONO_METRICS},
             "run": run.record["run_id"][:16],
         })
     frame = pd.DataFrame(rows)
     return frame.sort_values(["cut", "window"], kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+def _by_release(months: dict[str, str]) -> str:
+    """``gen (YYYY-MM), ...`` in release order (records store their keys sorted by name)."""
+    return ", ".join(f"{g} ({m})" for g, m in sorted(months.items(), key=lambda item: (item[1], item[0])))
 
 
 def series_key(record: dict[str, Any]) -> str:
