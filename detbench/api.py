@@ -199,7 +199,8 @@ def run(
         detector: a registered detector (:func:`list_detectors`); implied by ``preset``.
         suite: a registered suite (:func:`list_suites`); default ``demo``.
         root: where the suite's data lives (the demo builds its own).
-        protocol: the suite's protocol (default: its standard one; ``eval`` trains nothing).
+        protocol: the suite's protocol (default: its standard one; ``eval`` trains nothing); on any suite also
+            ``train-on-A,B`` (a mix) and ``chrono:...`` (chronological windows and series; README, Protocols).
         settings: detector config keys and suite options, as ``--set`` takes them (``{"mask.strategy": "random"}``;
             ``suite.KEY`` or ``train_suite.KEY`` to be explicit), and ``train.holdout`` (``0.1``, ``0`` or
             ``val-split``: which training-generator images select the model; default: the detector's original).
@@ -222,7 +223,8 @@ def run(
         seeds: run once per seed (``[0, 1, 2]``) instead of once with ``seed``; leaderboards group these runs.
 
     Returns:
-        The finished :class:`Run`; with ``seeds``, one per seed, in order.
+        The finished :class:`Run`; with ``seeds``, one per seed, in order; for a ``chrono:`` series
+        (``protocol="chrono:growing:12m"``), one per window (and seed), in time order.
 
     Raises:
         DetbenchError: any mistake in the arguments, the data or the weights (the message says how to fix it).
@@ -237,7 +239,9 @@ def run(
     seed_list = _seed_list(seed, seeds)
     planned = request(detector, suite, settings=settings, **options)
     results = carry_out(planned.run, seed_list, _runner(progress))
-    return results if seeds is not None else results[0]
+    from detbench.engine.chrono import is_series
+
+    return results if seeds is not None or is_series(planned.run.protocol) else results[0]
 
 
 def _seed_list(seed: Any, seeds: Any) -> list[int]:
@@ -256,17 +260,21 @@ def _runner(progress: bool) -> Any:
 
 
 def carry_out(base: RunRequest, seeds: list[int], runner: Any) -> list[Run]:
-    """Carry out ``base`` once per seed (what ``detbench run`` and :func:`run` do once the request is built).
+    """Carry out ``base`` once per seed and, for a ``chrono:`` series, once per window (what ``detbench run`` and
+    :func:`run` do once the request is built). Every window is checked before the first run.
 
     Args:
-        base: the request (its seed is replaced by each of ``seeds``).
+        base: the request (its seed is replaced by each of ``seeds``, a series by each of its windows).
         seeds: the seeds, checked.
         runner: the :class:`~detbench.engine.runner.Runner` (the command line watches it for interrupt messages).
 
     Returns:
-        One finished :class:`Run` per seed, in order.
+        One finished :class:`Run` per seed (and window), in order: seed by seed, each in time order.
     """
-    return [runner.run(dataclasses.replace(base, seed=s)) for s in seeds]
+    from detbench.engine.chrono import series_protocols
+
+    windows = series_protocols(base, runner.phases)
+    return [runner.run(dataclasses.replace(base, seed=s, protocol=w)) for s in seeds for w in windows]
 
 
 def sweep(

@@ -120,7 +120,11 @@ def run(
         cli_views.show_result(result.record, result.metrics, result.path, result.reused)
         if planned.preset is not None:
             cli_views.show_preset_comparison(planned.preset, result)
-    if len(results) > 1:
+    from detbench.engine.chrono import is_series
+
+    if is_series(planned.run.protocol):
+        cli_views.show_chrono_series(results)
+    elif len(results) > 1:
         cli_views.show_seed_spread(results)
 
 

@@ -107,6 +107,30 @@ def show_seed_spread(results: list[Any]) -> None:
     console.print(table)
 
 
+def show_chrono_series(results: list[Any]) -> None:
+    """Print one line per window of a chronological series: what trained, what was tested, the mean scores.
+
+    Args:
+        results: the finished window runs.
+    """
+    from rich.table import Table
+
+    from detbench.results.chrono import CHRONO_METRICS, chrono_frame
+    from detbench.results.display import fmt
+
+    frame = chrono_frame(results)
+    if frame.empty:
+        return
+    table = Table(title=f"{run_title(results[0].record).split(' (protocol')[0]}: past to future, one run per window "
+                  "(mean over the later generators)")
+    for column in ("window", "train (released)", "test (released)", *(f"mean {m}" for m in CHRONO_METRICS), "run"):
+        table.add_column(column, justify="right" if column.startswith("mean") else "left")
+    for _, row in frame.iterrows():
+        table.add_row(str(row["window"]), str(row["train"]), str(row["test"]),
+                      *(fmt(row[f"mean {m}"], m) for m in CHRONO_METRICS), str(row["run"]))
+    console.print(table)
+
+
 def run_title(rec: dict[str, Any]) -> str:
     """A run's title for tables.
 

@@ -65,6 +65,8 @@ class Protocol:
     train_suite: str | None = None
     train_protocol: str | None = None
     heldout_split: str | None = None  # select on this split of the training generators (e.g. "val"), not a fraction
+    balance: str | None = None  # "generator": equal real and fake counts from each training generator; None: pooled
+    facts: dict[str, Any] | None = field(default=None, compare=False)  # what the run records; never in the identity
 
     @property
     def trains(self) -> bool:
@@ -77,11 +79,12 @@ class Protocol:
         """The protocol as a plain dict, as it enters the run identity.
 
         Returns:
-            The dataclass fields; ``train_suite``, ``train_protocol`` and ``heldout_split`` only when set (so run
-            ids of protocols without them stay as they were before these fields existed).
+            The dataclass fields; ``train_suite``, ``train_protocol``, ``heldout_split`` and ``balance`` only when
+            set (so run ids of protocols without them stay as they were before these fields existed); never ``facts``.
         """
         out = dataclasses.asdict(self)
-        for key in ("train_suite", "train_protocol", "heldout_split"):  # absent unless set: earlier run ids kept
+        del out["facts"]
+        for key in ("train_suite", "train_protocol", "heldout_split", "balance"):  # absent unless set: earlier ids kept
             if out[key] is None:
                 del out[key]
         return out

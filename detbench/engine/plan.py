@@ -191,8 +191,11 @@ def plan_run(
     timings["index"] = time.perf_counter() - t
     report_scan(suite, index, phases)
     needs_training = detector.needs_training()
-    protocol = select_protocol(suite, index, req.protocol, needs_training=needs_training and not req.train_suite,
-                               probes=detector.bias_probe and not req.train_suite)
+    protocol = select_protocol(
+        suite, index, req.protocol, needs_training=needs_training and not req.train_suite,
+        probes=detector.bias_probe and not req.train_suite, options=resolved.protocol_options,
+    )  # fmt: skip
+    warn_protocol_facts(protocol, phases)
     t = time.perf_counter()
     source = training_source(req, resolved, protocol, needs_training, phases, on_phase)
     if source is not None:
@@ -253,6 +256,25 @@ def plan_run(
         train_profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
         train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=train_profiles)
     return dataclasses.replace(draft, ctx=ctx, train_ctx=train_ctx, **keys)
+
+
+def warn_protocol_facts(protocol: Protocol, phases: Phases) -> None:
+    """Say what a built protocol leaves out: undated generators (chronological), trained generators not evaluated.
+
+    Args:
+        protocol: the protocol chosen.
+        phases: where the warnings go.
+    """
+    facts = protocol.facts or {}
+    if facts.get("undated"):
+        phases.warn(f"protocol {protocol.name}: no release date for {', '.join(facts['undated'])}; left out of "
+                    "training and testing (never guessed; give dates with --set chrono.dates=FILE)")
+    if facts.get("synthetic_dates"):
+        phases.warn(f"protocol {protocol.name}: the dates of {', '.join(facts['synthetic_dates'])} are synthetic "
+                    "(stand-in families, not real generators)")
+    if facts.get("not_evaluated"):
+        phases.log(f"protocol {protocol.name}: {', '.join(facts['not_evaluated'])} train on a seeded part of their "
+                   f"{facts['training_split']} images and are not evaluated (recorded)")
 
 
 def check_training_copies(
@@ -520,8 +542,10 @@ def training_source(
     index = shared_index(train_suite, req.train_root, req.index_mode, phases, on_phase)
     report_scan(train_suite, index, phases)
     train_protocol = select_protocol(
-        train_suite, index, req.train_protocol or protocol.train_protocol, needs_training=needs_training
-    )
+        train_suite, index, req.train_protocol or protocol.train_protocol, needs_training=needs_training,
+        options=resolved.protocol_options,
+    )  # fmt: skip
+    warn_protocol_facts(train_protocol, phases)
     if train_protocol.train_suite:
         raise ProtocolError(
             f"protocol {train_protocol.name} of {train_suite.name} itself trains on another suite; choose one "

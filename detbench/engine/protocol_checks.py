@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from detbench.data.protocol_builder import (
+    GRAMMAR,
+    ProtocolOptions,
+    balance_rows,
+    build_protocol,
+    per_class_count,
+    with_balance,
+)
 from detbench.data.suites import Protocol, Suite
 from detbench.errors import ProtocolError
 
@@ -190,9 +198,18 @@ def generators_without_evaluation(
 
 
 def select_protocol(
-    suite: Suite, index: Index, name: str | None, *, needs_training: bool = True, probes: bool = False
+    suite: Suite,
+    index: Index,
+    name: str | None,
+    *,
+    needs_training: bool = True,
+    probes: bool = False,
+    options: ProtocolOptions | None = None,
 ) -> Protocol:
     """The protocol ``name`` (default: the suite's), checked against the data by :func:`protocol_problems`.
+
+    A name the suite does not define may be a built protocol (``train-on-A,B``, ``chrono:2022-06``:
+    :mod:`detbench.data.protocol_builder`), which every suite offers.
 
     Args:
         suite: the suite.
@@ -201,22 +218,30 @@ def select_protocol(
         needs_training: whether the detector trains (False also serves cross-suite runs, whose training rows are
             checked on their own suite).
         probes: the detector runs as a bias probe under a protocol that trains nothing (Detector.bias_probe).
+        options: ``suite.balance`` and ``chrono.dates``; None: the defaults.
 
     Returns:
         The :class:`~detbench.data.suites.Protocol`.
 
     Raises:
-        ProtocolError: an unknown protocol (with did-you-mean), or the first problem found.
+        ProtocolError: an unknown protocol (with did-you-mean), a built protocol the data cannot give, or the first
+            problem found.
     """
+    options = options or ProtocolOptions()
     protocols = suite.all_protocols(index.generators)
     name = name or suite.default_protocol
-    if name not in protocols:
-        close = difflib.get_close_matches(name, list(protocols), n=2)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ProtocolError(
-            f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}"
-        )
-    protocol = protocols[name]
+    if name in protocols:
+        protocol = with_balance(protocols[name], options)
+    else:
+        built = build_protocol(suite, index.usable, name, options)
+        if built is None:
+            close = difflib.get_close_matches(name, list(protocols), n=2)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ProtocolError(
+                f"unknown protocol {name!r} for suite {suite.name}.{hint} Available: {', '.join(protocols)}; and on "
+                f"any suite {GRAMMAR}"
+            )
+        protocol = built
     needs_training = needs_training and not (probes and not protocol.trains)
     problems = protocol_problems(protocol, index.usable, needs_training=needs_training, root=index.root)
     if problems:
@@ -273,18 +298,23 @@ def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFram
         ``(train, heldout, evaluation)``: usable training rows less the held-out ones, the held-out rows (a
         ``heldout_fraction`` of each label, at least one and not all when the fraction is positive; or, with
         ``heldout_split``, every usable row of the training generators in that split, and no training row held
-        out), and every evaluation row of ``eval_split`` (unusable ones included), sorted by generator and path.
+        out; balanced per generator, :func:`~detbench.data.protocol_builder.balance_rows` first and the held-out
+        share taken per generator and label), and every evaluation row of ``eval_split`` (unusable ones included),
+        sorted by generator and path.
     """
     rows = index.rows.sort_values("path", kind="stable")
     train_all = rows[rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.train_split)]
     train_ok = train_all[train_all["status"] == "ok"]
+    if protocol.balance == "generator":
+        train_ok = balance_rows(train_ok, protocol.train_generators, seed)
     if protocol.heldout_split:
         mine = rows["generator"].isin(protocol.train_generators) & (rows["split"] == protocol.heldout_split)
         heldout, train = rows[mine & (rows["status"] == "ok")], train_ok
     else:
         rng = np.random.default_rng(seed)
         held_idx: list[Any] = []
-        for _, group in train_ok.groupby("label", sort=True):
+        strata: Any = ["generator", "label"] if protocol.balance == "generator" else "label"
+        for _, group in train_ok.groupby(strata, sort=True):
             n = int(round(protocol.heldout_fraction * len(group)))
             if protocol.heldout_fraction > 0:
                 n = max(1, min(n, len(group) - 1))
@@ -296,3 +326,42 @@ def split_rows(index: Index, protocol: Protocol, seed: int) -> tuple[pd.DataFram
         eval_mask &= rows["generator"].isin(protocol.eval_generators)
     evaluation = rows[eval_mask].sort_values(["generator", "path"], kind="stable")
     return train, heldout, evaluation
+
+
+def training_generators_record(
+    protocol: Protocol, train: pd.DataFrame, heldout: pd.DataFrame, rows: pd.DataFrame
+) -> dict[str, Any] | None:
+    """What the run records of its training generators: per generator and class, the images that trained, were held
+    out and were available, and how the generators were combined.
+
+    Args:
+        protocol: the training protocol.
+        train: the training rows.
+        heldout: the held-out rows.
+        rows: every row of the index trained on.
+
+    Returns:
+        ``split``, ``balance`` (``generator`` or ``pooled``), ``per_class`` (balanced only) and ``generators``;
+        None for a protocol without training generators.
+    """
+    if not protocol.train_generators:
+        return None
+    mine = rows[(rows["status"] == "ok") & (rows["split"] == protocol.train_split)]
+
+    def count(frame: pd.DataFrame, generator: str, label: int) -> int:
+        return int(((frame["generator"] == generator) & (frame["label"] == label)).sum())
+
+    per: dict[str, dict[str, int]] = {}
+    available: dict[str, dict[int, int]] = {}
+    for g in protocol.train_generators:
+        available[g] = {label: count(mine, g, label) for label in LABEL_NAMES}
+        per[g] = {name: count(train, g, label) for label, name in LABEL_NAMES.items()}
+        per[g].update({f"heldout_{name}": count(heldout, g, label) for label, name in LABEL_NAMES.items()})
+        per[g].update({f"available_{name}": available[g][label] for label, name in LABEL_NAMES.items()})
+    out: dict[str, Any] = {"split": protocol.train_split, "balance": protocol.balance or "pooled", "generators": per}
+    if protocol.balance == "generator":
+        out["per_class"] = per_class_count(available)
+        out["rule"] = ("each generator gives per_class real and per_class fake images (the smallest usable count of "
+                       "any training generator and class), chosen by a hash of the run seed and each path; the "
+                       "held-out share is then taken per generator and class")
+    return out

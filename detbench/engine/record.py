@@ -26,6 +26,7 @@ from detbench.config import to_dict
 from detbench.data.images import reason_counts
 from detbench.data.suites import Protocol
 from detbench.engine.layout import ID_CHARS, RUN_OUTPUTS, RUN_RECORD
+from detbench.engine.protocol_checks import training_generators_record
 from detbench.errors import DamagedRunError, DataError, ProtocolError
 from detbench.metrics import SUMMARY_ROWS
 from detbench.store import RECORD_HASH, content_hash, record_digest, sha256_of_file
@@ -141,6 +142,10 @@ def build_record(
         "eval_sample": plan.eval_sample,
         "data": {"index_hash": plan.index.manifest["index_hash"]},  # what was evaluated (tables show it short)
         "training": _training_record(plan.source),
+        "training_generators": training_generators_record(
+            plan.train_protocol, plan.train, plan.heldout, plan.train_index.rows
+        ),
+        "protocol_facts": plan.protocol.facts,
         "holdout": plan.holdout,
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
@@ -330,7 +335,8 @@ RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str
 
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
                        "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
-                       "external": bool, "data": dict, "training": dict}  # None is allowed too
+                       "external": bool, "data": dict, "training": dict, "training_generators": dict,
+                       "protocol_facts": dict}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:

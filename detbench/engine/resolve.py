@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detbench.config import apply_overrides, field_paths
+from detbench.data.protocol_builder import BALANCE_KEY, DATES_KEY, ProtocolOptions
 from detbench.data.suites import Suite
 from detbench.engine.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.errors import ConfigError
@@ -102,6 +103,7 @@ class Resolved:
     settings: dict[str, Any]  # the detector keys the user set, resolved (shown by leaderboards)
     train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
     holdout: str | None = None  # --set train.holdout=VALUE (detbench.engine.holdout); None: the detector's default
+    protocol_options: ProtocolOptions = field(default_factory=ProtocolOptions)  # suite.balance, chrono.dates
 
 
 def resolve(req: RunRequest) -> Resolved:
@@ -132,7 +134,15 @@ def resolve(req: RunRequest) -> Resolved:
     det_over: dict[str, str] = {}
     train_over: dict[str, str] = {}
     holdout: str | None = None
+    protocol_settings: dict[str, str] = {}
     for key, value in req.overrides.items():
+        bare_balance = key == BALANCE_KEY.removeprefix(SUITE_PREFIX) and key not in suite_keys | det_keys
+        if (key == BALANCE_KEY and key.removeprefix(SUITE_PREFIX) not in suite_keys) or bare_balance:
+            protocol_settings["balance"] = str(value).strip().lower()
+            continue
+        if key == DATES_KEY:
+            protocol_settings["dates_file"] = str(value)
+            continue
         if key.startswith(TRAIN_SUITE_PREFIX):
             train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
             continue
@@ -160,7 +170,8 @@ def resolve(req: RunRequest) -> Resolved:
         elif key in det_keys or key in suite_keys:
             target, bare = (det_over, key) if key in det_keys else (suite_over, key)
         else:
-            valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)] + [HOLDOUT_KEY]
+            valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)] + [
+                HOLDOUT_KEY, BALANCE_KEY, DATES_KEY]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -193,8 +204,14 @@ def resolve(req: RunRequest) -> Resolved:
         settings[HOLDOUT_KEY] = holdout
     if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
         training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
+    protocol_options = ProtocolOptions(**protocol_settings)  # a bad balance fails now
+    if protocol_options.dates_file is not None:
+        protocol_options.dates()  # an unreadable or malformed table fails now
+    if protocol_options.balance is not None:
+        settings[BALANCE_KEY] = protocol_options.balance
     return Resolved(
-        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout
+        suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout,
+        protocol_options,
     )
 
 

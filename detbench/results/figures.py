@@ -347,3 +347,43 @@ def critical_difference_figure(name: str, labels: list[str], test: dict[str, Any
         f"the critical difference CD); Friedman test across all runs: p = {test['p_value']:.3g} (Demšar 2006).",
         _png(fig),
     )
+
+
+def chrono_figure(name: str, series: dict[str, list[Run]]) -> Figure:
+    """Accuracy over time: per chronological series, the mean accuracy and AP on the generators released after each
+    window's cut, against the cut.
+
+    Args:
+        name: the file stem's prefix.
+        series: series label -> its window runs in time order (:func:`detbench.results.chrono.chrono_series`).
+
+    Returns:
+        The figure ``<name>_chrono``.
+    """
+    from detbench.data.release_dates import parse_month
+
+    fig = _new_figure(9.0, 3.6)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    ticks: dict[float, str] = {}
+    for i, (label, runs) in enumerate(series.items()):
+        cuts = [run.record["protocol_facts"]["cut"] for run in runs]
+        xs = [parse_month(c) / 12 for c in cuts]
+        ticks.update(zip(xs, cuts, strict=True))
+        for ax, metric in zip(axes, ("acc", "ap"), strict=True):
+            ys = [100 * run.metrics.set_index("generator").loc["mean", metric] for run in runs]
+            ax.plot(xs, ys, color=f"C{i % 10}", marker="o", linewidth=1.6, label=label)
+    for ax, metric in zip(axes, ("accuracy", "AP"), strict=True):
+        ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 102)
+        ax.set_ylabel(f"mean {metric} on later generators (%)")
+        ax.set_xlabel("training releases up to")
+        ax.set_xticks(list(ticks), list(ticks.values()), rotation=30, fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", fontsize=7)
+    return Figure(
+        f"{name}_chrono",
+        "Past to future",
+        "Each point is one run: trained on the generators released up to the cut, scored on those released after "
+        "it (mean over them); one line per series (detector, settings, seed, growing or sliding windows).",
+        _png(fig),
+    )

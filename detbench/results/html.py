@@ -26,6 +26,7 @@ from detbench.engine.finished_run import Run
 from detbench.engine.record import detector_label, load_run_record
 from detbench.metrics import SUMMARY_ROWS
 from detbench.paths import home_subdir, keep_matplotlib_in_home
+from detbench.results.chrono import chrono_facts, chrono_frame, chrono_series, series_key
 from detbench.results.display import (
     CALIBRATION_HEADERS,
     METRIC_HEADERS,
@@ -37,6 +38,7 @@ from detbench.results.display import (
 from detbench.results.figures import (
     Figure,
     acc_figure,
+    chrono_figure,
     histogram_figure,
     reliability_figure,
     robustness_figure,
@@ -110,6 +112,13 @@ def build_report(target: str, out_dir: Path | None = None, by: str | None = None
         related = [Run(d, r) for d, r in _same_fit(run.record, records)]
         section, figs = _run_section(run, related)
         sections.append(section + (_slices_html(run, by) if by else ""))
+        figures.extend(figs)
+    window_runs = [Run(d, r) for d, r in records if chrono_facts(r) is not None]
+    if kind == "run":  # the series of the run reported, if it is a window of one
+        window_runs = [r for r in window_runs if chrono_facts(record) and series_key(r.record) == series_key(record)]
+    if window_runs:
+        section, figs = _chrono_section(name, window_runs)
+        sections.append(section)
         figures.extend(figs)
     board, board_figures = _leaderboard_section(suite)
     sections.append(board)
@@ -319,6 +328,31 @@ def _robustness_table(clean: Run, perturbed: list[Run]) -> str:
         f'<table class="metrics robustness"><tr>{head}</tr>{"".join(rows)}</table>'
         '<p class="note">%; Δ: percentage points vs the clean run.</p>'
     )
+
+
+def _chrono_section(name: str, runs: list[Run]) -> tuple[str, list[Figure]]:
+    """Accuracy over time of the chronological series among ``runs``, and one table row per window run."""
+    series = chrono_series(runs)
+    if not series:
+        return "", []
+    fig = chrono_figure(name, series)
+    parts = []
+    for label, members in series.items():
+        frame = chrono_frame(members)
+        head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_e(fmt(v, c.split()[-1]) if c.startswith('mean') else v)}</td>"
+                             for c, v in row.items()) + "</tr>"
+            for _, row in frame.iterrows()
+        )
+        parts.append(f"<h3>{_e(label)}</h3><table class=\"metrics\"><tr>{head}</tr>{rows}</table>")
+    html_text = (
+        '<section id="chrono"><h2>Past to future (chronological windows)</h2>'
+        + _figure_html(fig) + "".join(parts)
+        + '<p class="note">%; mean over the generators released after each cut; release dates and their sources are '
+        "in each run's record (protocol_facts).</p></section>"
+    )
+    return html_text, [fig]
 
 
 def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
