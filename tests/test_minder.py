@@ -198,6 +198,7 @@ def test_registered_training_free_with_the_dinov2_backbone_as_their_weights() ->
         assert "dinov2" in info.released.lower(), name
     result = invoke("ls", "detectors")
     assert result.exit_code == 0 and "minder" in result.output and "contrastive-blur" in result.output
+    assert "--set backbone=SPEC" in result.output  # a backbone spec (PROVIDER:ARCH@SOURCE), not a bare path
 
 
 @pytest.mark.parametrize("detector", ["minder", "contrastive-blur"])
