@@ -225,3 +225,19 @@ def test_settings_are_checked_before_any_work(setting: str, words: str, folder_r
     assert result.exit_code == 2, result.output
     assert words in result.output and "Traceback" not in result.output
     assert [p for p in detbench_home.rglob("*") if p.is_file()] == []
+
+
+def test_python_api_runs_both_and_the_scores_agree_with_minders_parts(folder_root: Path) -> None:
+    """``detbench.run`` (the Python API) scores both; MINDER's score is the per-image minimum of RIGID's and
+    Contrastive Blur's on the same images and seed (one forward pass per batch, the same numbers)."""
+    import detbench
+
+    common = {"backbone": "timm:vit_small_patch14_dinov2@random", "input_size": 28, "noise": 0.4}
+    runs = {name: detbench.run(name, suite="folder", root=folder_root, protocol="eval", bootstrap=0,
+                               settings={k: v for k, v in common.items() if name != "contrastive-blur" or k != "noise"})
+            for name in ("rigid", "contrastive-blur", "minder")}
+    scores = {name: run.scores.set_index("image_id")["score"]
+              for name, run in runs.items()}
+    parts = np.minimum(scores["rigid"], scores["contrastive-blur"].loc[scores["rigid"].index])
+    np.testing.assert_allclose(scores["minder"].loc[parts.index], parts, rtol=1e-5, atol=1e-7)
+    assert (scores["minder"] < scores["rigid"]).any() or (scores["minder"] < scores["contrastive-blur"]).any()
