@@ -160,7 +160,8 @@ def list_detectors() -> None:
         if not isinstance(d["paper"], str):  # a plugin that states no facts
             facts = ["?", "?", "?", "?"]
         else:
-            weights = f"--set {d['weights_key']}=PATH ({d['released']})" if d["weights_key"] else "none"
+            value = "SPEC" if d["weights_key"] == "backbone" else "PATH"  # a backbone key takes PROVIDER:ARCH@SOURCE
+            weights = f"--set {d['weights_key']}={value} ({d['released']})" if d["weights_key"] else "none"
             facts = [d["paper"], "-" if pd.isna(d["year"]) else str(d["year"]), d["training"], weights]
         table.add_row(d["name"], *facts, d["summary"] or d["target"], d["origin"])
     console.print(table)
