@@ -37,13 +37,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
 from detbench.errors import WeightsError
 from detbench.kit.detector import Detector, RunContext
+
+if TYPE_CHECKING:
+    from detbench.kit.cost import CostForward
 
 STATE_FILE = "rigid.json"
 ORIGINAL_BACKBONE = ("timm", "vit_large_patch14_dinov2")  # the authors' DINOv2 ViT-L/14 (any source of its weights)
@@ -225,6 +228,27 @@ class RIGID(Detector):
                     scores[batch.indices] = embedding_distance(clean, noisy, self.config.cos_dtype)
                 advance(len(batch.indices) + len(batch.failures))
         return scores, failures
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward:
+        """Both embeddings of one image, clean and noisy, in one batch as :meth:`predict` computes them.
+
+        Args:
+            ctx: the evaluation's run context (unused).
+            generator: the generator of the image counted (unused: every image is preprocessed alike).
+
+        Returns:
+            The two embedding passes; trainable: none (training-free).
+        """
+        import torch
+
+        from detbench.kit.cost import CostForward
+
+        def both(x: Any) -> Any:
+            noisy = x + self.config.noise * torch.zeros_like(x)  # the draw's values change no count
+            return self.backbone.embed(torch.cat([x, noisy]), self.embedding)
+
+        return CostForward(both, self.backbone.preprocess.eval_transform(), (self.backbone.model,), trainable=0,
+                           note="two forwards per image: the image and its noisy copy")
 
     def save(self, directory: Path) -> None:
         """Write the noise seed and the stand-in note (JSON); nothing is learnt.

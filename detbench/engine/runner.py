@@ -24,12 +24,14 @@ import pandas as pd
 
 from detbench import distributed as dist
 from detbench.data.images import NO_SCORE
+from detbench.engine.cost import measure_cost
 from detbench.engine.finished_run import Run
 from detbench.engine.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
 from detbench.engine.plan import RunPlan, plan_run
 from detbench.engine.record import build_record, load_run_record, measure
 from detbench.engine.resolve import RunRequest
 from detbench.errors import DamagedRunError
+from detbench.kit.cost import peak_memory, reset_peak_memory
 from detbench.kit.detector import Detector, RunContext
 from detbench.progress import Phases
 from detbench.store import (
@@ -115,6 +117,7 @@ class Runner:
             for directory in (out_dir, out_dir / "scores"):  # temp files of a killed earlier attempt
                 if directory.is_dir():
                     sweep_stale_tmp(directory)
+        reset_peak_memory(plan.ctx.device)
         self.phase = "training"
         t = time.perf_counter()
         retrain = req.force and not req.keep_fit
@@ -124,11 +127,17 @@ class Runner:
 
         self.phase = "scoring"
         t = time.perf_counter()
-        scores = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir)
-        held_scores = self._score(plan.detector, plan.heldout, plan.train_ctx, out_dir, prefix="heldout", clean=True)
+        scores, fresh = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir)
+        scoring_s = time.perf_counter() - t
+        peak = peak_memory(plan.ctx.device)
+        held_scores, _ = self._score(plan.detector, plan.heldout, plan.train_ctx, out_dir, prefix="heldout",
+                                     clean=True)
         timings["predict"] = time.perf_counter() - t
         if not dist.is_main():
             return None
+
+        self.phase = "measuring cost"
+        cost = measure_cost(plan.detector, plan.ctx, scores, fresh, scoring_s, peak)
 
         self.phase = "computing metrics"
         t = time.perf_counter()
@@ -139,7 +148,7 @@ class Runner:
         write_parquet_atomic(out_dir / "metrics.parquet", measured.metrics)
         shutil.rmtree(out_dir / "scores", ignore_errors=True)
         timings["total"] = time.perf_counter() - started
-        record = seal_record(build_record(plan, measured, scores, fit_info, timings, out_dir))
+        record = seal_record(build_record(plan, measured, scores, fit_info, timings, out_dir, cost))
         write_json_atomic(out_dir / RUN_RECORD, record)
         if req.force:
             if retrain:
@@ -258,13 +267,17 @@ class Runner:
         run_dir: Path,
         prefix: str = "part",
         clean: bool = False,
-    ) -> pd.DataFrame:
-        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused."""
+    ) -> tuple[pd.DataFrame, int]:
+        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused.
+
+        Returns:
+            The scores, and how many images were scored here (not read back from finished chunks).
+        """
         if clean:
             ctx = dataclasses.replace(ctx, perturbation=None, stage=prefix)
         chunk_dir = run_dir / "scores"
         chunk_dir.mkdir(parents=True, exist_ok=True)
-        parts = []
+        parts, fresh = [], 0
         for start in range(0, max(len(rows), 1), SCORE_CHUNK_ROWS):
             chunk = rows.iloc[start : start + SCORE_CHUNK_ROWS]
             path = (
@@ -296,7 +309,8 @@ class Runner:
             out.loc[no_score, "status"] = f"{NO_SCORE}: the detector returned NaN or infinity"
             write_parquet_atomic(path, out[SCORE_COLUMNS])
             parts.append(out[SCORE_COLUMNS])
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+            fresh += int(np.isfinite(out["score"].to_numpy(dtype=float)).sum())
+        return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)), fresh
 
 
 def _move_aside(directory: Path, names: tuple[str, ...], base: Path, what: str) -> Path:
