@@ -574,6 +574,7 @@ def leaderboard(
     delta: bool = False,
     published: bool = False,
     rank: bool = False,
+    cost: bool = False,
 ) -> pd.DataFrame:
     """A suite's leaderboard from its finished runs (``detbench leaderboard``), as numbers in [0, 1].
 
@@ -589,13 +590,17 @@ def leaderboard(
         published: add the published numbers of the suite's paper presets (run_id ``published``).
         rank: add ``avg_rank``, each run's average rank over the generators (1 = best), sorted by it; ``.attrs[
             "friedman"]`` holds the Friedman test across the runs and the Nemenyi critical difference (``cd``).
+        cost: add each run's cost, measured on the machine that ran it (``detbench leaderboard --cost``): ``params``,
+            ``params_trainable``, ``gflops_per_image``, ``images_per_s``, ``peak_memory_mib`` (NaN where n/a),
+            ``peak_memory_kind`` (``CUDA allocated`` or ``RSS``), ``cost_device`` and ``cost_na`` (why values are
+            n/a: e.g. a run recorded before detbench measured cost, or imported scores).
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
         coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images), one column
-        per generator, then mean, worst and mean_delta (and avg_rank); rows whose mean covers fewer generators than
-        the others of their protocol come after them, their coverage ending ``K/N generators`` (see
-        :mod:`detbench.results.leaderboard`).
+        per generator, then mean, worst and mean_delta (and avg_rank, then the cost columns); rows whose mean covers
+        fewer generators than the others of their protocol come after them, their coverage ending ``K/N generators``
+        (see :mod:`detbench.results.leaderboard`).
 
     Raises:
         RunLookupError: no finished run of the suite, or none matches the filters.
@@ -603,14 +608,16 @@ def leaderboard(
         DataError: ``rank`` without two generators and two runs with a value for each.
     """
     from detbench.registry import SUITES
-    from detbench.results.leaderboard import leaderboard_view, suite_long
+    from detbench.results.leaderboard import leaderboard_view, suite_long, with_cost
 
     _check_types("text", suite=suite, metric=metric)
     _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
-    _check_types("bool", delta=delta, published=published)
-    long = suite_long(SUITES.get(suite).name, published=published)
-    return leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
+    _check_types("bool", delta=delta, published=published, cost=cost)
+    name = SUITES.get(suite).name
+    long = suite_long(name, published=published)
+    view = leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
                             perturbation=perturbation)
+    return with_cost(view, name) if cost else view
 
 
 def compare(

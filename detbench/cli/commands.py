@@ -230,11 +230,23 @@ def leaderboard(
         typer.Option(help="Add each run's average rank over the generators, the Friedman test and the Nemenyi "
                      "critical difference (Demšar 2006)."),
     ] = False,
+    cost: Annotated[
+        bool,
+        typer.Option(help="Add each run's cost: parameters, GFLOPs per image, images/s and peak memory (measured on "
+                     "the machine that ran it)."),
+    ] = False,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.registry import SUITES
-    from detbench.results.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
-    from detbench.results.leaderboard import FLAGS_NOTE, ID_COLUMNS, leaderboard_view, suite_long, write_csvs
+    from detbench.results.display import (
+        cost_note,
+        friedman_note,
+        leaderboard_cells,
+        leaderboard_tables,
+        markdown_table,
+        unit_note,
+    )
+    from detbench.results.leaderboard import FLAGS_NOTE, ID_COLUMNS, leaderboard_view, suite_long, with_cost, write_csvs
     from detbench.store import atomic_path
 
     suite_cls = SUITES.get(suite)
@@ -243,6 +255,8 @@ def leaderboard(
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
+    if cost:
+        views = [with_cost(view, suite) for view in views]
     markdown_parts, flagged = [], False
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, ID_COLUMNS, deltas=delta, metric=name)
@@ -259,8 +273,12 @@ def leaderboard(
     if flagged:  # some run evaluates copies of its training images
         console.print(FLAGS_NOTE)
         markdown_parts.append(FLAGS_NOTE + "\n")
+    if cost:
+        note = cost_note(views[0])
+        console.print(note, markup=False)
+        markdown_parts.append(note + "\n")
     if csv is not None:
-        for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
+        for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank, cost=cost):
             console.print(f"wrote {path}")
     if markdown is not None:
         with atomic_path(markdown) as tmp:
