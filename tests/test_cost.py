@@ -171,5 +171,7 @@ def test_the_report_shows_the_cost_table(home: Path, tmp_path: Path) -> None:
     from detbench.results.html import build_report
 
     page = build_report("folder", tmp_path / "report").read_text()
-    assert "Cost of each run" in page and "GFLOPs/image" in page and "GiB RSS" in page
+    cost = page.split("<h3>Cost of each run")[1].split("</table>")[0]
+    assert "<table class=\"leaderboard cost\">" in cost and "GFLOPs/image" in cost and "GiB RSS" in cost
+    assert "<th>cost</th><td>params " in page  # in each run's facts too
 

@@ -315,15 +315,17 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
         '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
         + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
         + f"</p>{ranking}"
-        f"<h3>Cost of each run (mean accuracy, %)</h3>{_cells_table(leaderboard_cells(costed, ID_COLUMNS))}"
+        f"<h3>Cost of each run (mean accuracy, %)</h3>{_cells_table(leaderboard_cells(costed, ID_COLUMNS), 'cost')}"
         f'<p class="note">{_e(cost_note(costed))}.</p>'
         "</section>"
     )
     return html_text, figures
 
 
-def _cells_table(cells: pd.DataFrame) -> str:
-    """A leaderboard's display strings (:func:`leaderboard_cells`) as an HTML table."""
+def _cells_table(cells: pd.DataFrame, kind: str = "") -> str:
+    """A leaderboard's display strings (:func:`leaderboard_cells`) as an HTML table (of class ``leaderboard`` and
+    ``kind``).
+    """
     n_ids = sum(c in ID_COLUMNS or c == "run" for c in cells.columns)
     head = "".join(
         f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
@@ -334,7 +336,8 @@ def _cells_table(cells: pd.DataFrame) -> str:
         + "</tr>"
         for row in cells.itertuples(index=False)
     )
-    return f'<div class="scroll"><table class="leaderboard"><tr>{head}</tr>{rows}</table></div>'
+    classes = f"leaderboard {kind}".strip()
+    return f'<div class="scroll"><table class="{classes}"><tr>{head}</tr>{rows}</table></div>'
 
 
 def _cost_fact(rec: dict[str, Any]) -> str:
