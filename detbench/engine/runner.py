@@ -2,10 +2,10 @@
 
 :func:`detbench.engine.plan.plan_run` decides everything first (options, root, detector and weights, index, protocol,
 rows, identities); the :class:`Runner` then trains or loads the fit, scores the evaluation and held-out rows in
-chunks written atomically (a killed run resumes from them), measures (:mod:`detbench.engine.record`) and writes the
-outputs and, last, ``run.json``. Finished runs are immutable: the same run id is reused unless ``force``, which
-computes beside the finished run and replaces it only once everything succeeded. Where runs and fits live:
-:mod:`detbench.engine.layout`.
+chunks written atomically (a killed run resumes from them), measures (:mod:`detbench.engine.record`) and its cost
+(:mod:`detbench.engine.cost`) and writes the outputs and, last, ``run.json``. Finished runs are immutable: the same
+run id is reused unless ``force``, which computes beside the finished run and replaces it only once everything
+succeeded. Where runs and fits live: :mod:`detbench.engine.layout`.
 """
 
 from __future__ import annotations
