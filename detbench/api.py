@@ -616,6 +616,7 @@ def leaderboard(
     published: bool = False,
     rank: bool = False,
     by: str | None = None,
+    cost: bool = False,
 ) -> pd.DataFrame:
     """A suite's leaderboard from its finished runs (``detbench leaderboard``), as numbers in [0, 1].
 
@@ -635,14 +636,18 @@ def leaderboard(
             (:mod:`detbench.results.slices`); the result then has one row per run, generator and slice: detector,
             settings, protocol, perturbation, threshold, run_id, generator, slice, n_real, n_fake and the metric
             (NaN where the slice lacks a class).
+        cost: add each run's cost, measured on the machine that ran it (``detbench leaderboard --cost``): ``params``,
+            ``params_trainable``, ``gflops_per_image``, ``images_per_s``, ``peak_memory_mib`` (NaN where n/a),
+            ``peak_memory_kind`` (``CUDA allocated`` or ``RSS``), ``cost_device`` and ``cost_na`` (why values are
+            n/a: e.g. a run recorded before detbench measured cost, or imported scores).
 
     Returns:
         One row per run (detector label, backbone, settings, protocol, perturbation, threshold, data, files,
         coverage, config_hash, fit_id, run_id, flags: e.g. evaluation images that copy training images, seeds,
-        seed_group), one column per generator, then mean, worst and mean_delta (and avg_rank); runs that differ only
-        in their seed are one row (their mean values, ``seeds`` listing them, ``mean_sd`` the standard deviation of
-        their mean); rows whose mean covers fewer generators than
-        the others of their protocol come after them, their coverage ending ``K/N generators`` (see
+        seed_group), one column per generator, then mean, worst and mean_delta (and avg_rank, then the cost
+        columns); runs that differ only in their seed are one row (their mean values, ``seeds`` listing them,
+        ``mean_sd`` the standard deviation of their mean); rows whose mean covers fewer generators than the others
+        of their protocol come after them, their coverage ending ``K/N generators`` (see
         :mod:`detbench.results.leaderboard`).
 
     Raises:
@@ -651,18 +656,23 @@ def leaderboard(
         DataError: ``rank`` without two generators and two runs with a value for each.
     """
     from detbench.registry import SUITES
-    from detbench.results.leaderboard import leaderboard_view, suite_long
+    from detbench.results.leaderboard import leaderboard_view, suite_long, with_cost
 
     _check_types("text", suite=suite, metric=metric)
     _check_types("text", optional=True, detector=detector, backbone=backbone, perturbation=perturbation)
-    _check_types("bool", delta=delta, published=published)
+    _check_types("bool", delta=delta, published=published, cost=cost)
     from detbench.results.slices import parse_by, sliced_leaderboard
 
     parse_by(by)
-    long = suite_long(SUITES.get(suite).name, published=published)
+    if by and cost:
+        raise ConfigError("cost is shown per run, not per slice: drop by or cost")
+    name = SUITES.get(suite).name
+    long = suite_long(name, published=published)
     view = leaderboard_view(long, metric, delta=delta, rank=rank, detector=detector, backbone=backbone,
                             perturbation=perturbation)
-    return sliced_leaderboard(view, metric, by) if by else view
+    if by:
+        return sliced_leaderboard(view, metric, by)
+    return with_cost(view, name) if cost else view
 
 
 def compare(

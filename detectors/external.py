@@ -169,6 +169,18 @@ class External(Detector):
                 out[i] = score
         return out, failures
 
+    def cost_forward(self, ctx: RunContext, generator: str) -> str:
+        """Nothing runs in detbench: the scores were computed elsewhere.
+
+        Args:
+            ctx: unused.
+            generator: unused.
+
+        Returns:
+            Why the cost is n/a.
+        """
+        return "scores imported from a file: no network ran in detbench, so nothing is counted"
+
     def save(self, directory: Path) -> None:
         """Write the "fit": the import's name, in ``external.json``.
 

@@ -145,6 +145,15 @@ class LinearProbe(FrozenFeatureDetector):
         z = ((feats - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return sigmoid(z)
 
+    def head_parameter_count(self) -> int:
+        """The probe's parameters: a coefficient per feature and the intercept (the standardisation is fitted, not
+        learnt).
+
+        Returns:
+            ``D + 1``.
+        """
+        return int(np.size(self.coef_)) + 1
+
     def save(self, directory: Path) -> None:
         """Write the probe: standardisation and coefficients (safetensors), intercept and C (JSON).
 

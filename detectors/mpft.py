@@ -31,6 +31,7 @@ from detbench import distributed as dist
 from detbench.config import ConfigError
 from detbench.data.loading import tune_cpu_allocator
 from detbench.errors import WeightsError
+from detbench.kit.cost import CostForward
 from detbench.kit.detector import Detector, RunContext
 from detbench.kit.scoring import score_logits
 from detbench.kit.seeded_data import derive_seed
@@ -421,6 +422,20 @@ class MPFT(Detector):
         """
         logits, failures = self.score_logits(rows, ctx, perturb=True, description="score mpft")
         return sigmoid(logits), failures
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward:
+        """The head's logit of one full, unmasked image (the scoring forward).
+
+        Args:
+            ctx: the evaluation's run context (unused).
+            generator: the generator of the image counted (unused: every image is preprocessed alike).
+
+        Returns:
+            The forward of :meth:`logits`; trainable: the fine-tuned tensors (blocks, head, LoRA factors, token fill).
+        """
+        params = dict(self.net.named_parameters())
+        return CostForward(self.logits, self.backbone.preprocess.eval_transform(), (self.net,),
+                           trainable=sum(params[n].numel() for n in self.trainable_names))
 
     # ---- state
 

@@ -417,6 +417,14 @@ class UnivFD(FrozenFeatureDetector):
             counts["padded"] += padded_count(group, pp)
             counts["total"] += int(len(group))
 
+    def head_parameter_count(self) -> int:
+        """The linear head's parameters (released or trained).
+
+        Returns:
+            ``D + 1``: its weight and bias.
+        """
+        return int(np.size(self.weight)) + 1
+
     def save(self, directory: Path) -> None:
         """Write the head (safetensors, float32) and its fit facts (JSON).
 

@@ -150,6 +150,7 @@ def test_mistakes_raise_the_detbench_error_family(call, kind: type, words: str) 
          "paths_relative_to must be 'root', 'file' or None"),
         (lambda: detbench.leaderboard("demo", metric=1), "metric must be text"),
         (lambda: detbench.leaderboard("demo", delta="yes"), "delta must be True or False"),
+        (lambda: detbench.leaderboard("demo", cost="yes"), "cost must be True or False"),
         (lambda: detbench.load_run(123), "run_id must be text"),
         (lambda: detbench.runs(suite=1), "suite must be text"),
         (lambda: detbench.index("demo", fast="yes"), "fast must be True or False"),

@@ -11,7 +11,8 @@ Detector contract:
   scores every evaluation image with a P(fake) in [0, 1] (or NaN with a reason; a detector whose scores are no
   probabilities says so with ``probability_scores = False``);
 - a fresh instance that loads the saved state scores the same images identically (deterministic, save/load);
-- a damaged state (unreadable files, or an unexpected extra tensor) is refused with a ``DetbenchError``.
+- a damaged state (unreadable files, or an unexpected extra tensor) is refused with a ``DetbenchError``;
+- its run records a cost: parameters and FLOPs per image when it names its scoring forward, else n/a with a reason.
 
 Suite contract: it scans a generated replica of its layout into exactly the expected index rows; its default
 protocol and ``eval`` exist; in-suite protocols train on generators it has; its default backbone and evaluation
@@ -186,6 +187,26 @@ def test_fits_scores_and_reloads_identically(name, tiny_tree, contract_home, tmp
     again, _ = fresh.predict(rows, ctx)
     expected = evaluated.set_index("path").loc[rows["path"], "score"].to_numpy(dtype=np.float64)
     np.testing.assert_array_equal(np.asarray(again, dtype=np.float64), expected)
+
+
+@pytest.mark.parametrize("name", DETECTOR_NAMES)
+def test_records_its_cost_or_why_not(name, tiny_tree, contract_home, monkeypatch):
+    """Every run records its cost: each value a finite number, or None with the reason under ``na``; a detector that
+    names its scoring forward (the kit's bases do) has its parameters and FLOPs per image counted."""
+    from detbench.engine.cost import COST_FIELDS
+
+    cost = _run(name, tiny_tree, contract_home, monkeypatch).record["cost"]
+    for field in COST_FIELDS:
+        value = cost[field]
+        if value is None:
+            assert cost["na"][field].strip(), f"{name}: {field} is n/a without a reason"
+        else:
+            assert isinstance(value, int | float) and np.isfinite(value) and value >= 0 and field not in cost["na"]
+    assert cost["images_per_s"] > 0 and cost["peak_memory_bytes"] > 0 and cost["machine"]["device"] == "cpu"
+    if DETECTORS.get(name).cost_forward is not Detector.cost_forward and name != IMPORTED:
+        assert cost["params"] > 0 and cost["gflops_per_image"] > 0, cost["na"]
+    else:
+        assert cost["params"] is None and cost["gflops_per_image"] is None
 
 
 def _damaged_copies(state: Path, tmp_path: Path) -> list[Path]:

@@ -237,10 +237,22 @@ def leaderboard(
         typer.Option(help="Metrics per slice of the index: format, jpeg_quality, size or meta_COLUMN[:BINS] (one row "
                      "per generator and slice; n/a where a slice lacks real or fake images)."),
     ] = None,
+    cost: Annotated[
+        bool,
+        typer.Option(help="Add each run's cost: parameters, GFLOPs per image, images/s and peak memory (measured on "
+                     "the machine that ran it)."),
+    ] = False,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
     from detbench.registry import SUITES
-    from detbench.results.display import friedman_note, leaderboard_cells, leaderboard_tables, markdown_table, unit_note
+    from detbench.results.display import (
+        cost_note,
+        friedman_note,
+        leaderboard_cells,
+        leaderboard_tables,
+        markdown_table,
+        unit_note,
+    )
     from detbench.results.leaderboard import (
         FLAGS_NOTE,
         FLOOR_COLUMN,
@@ -248,6 +260,7 @@ def leaderboard(
         VIEW_ID_COLUMNS,
         leaderboard_view,
         suite_long,
+        with_cost,
         write_csvs,
     )
     from detbench.store import atomic_path
@@ -259,8 +272,12 @@ def leaderboard(
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
     views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
     if by:
+        if cost:
+            raise ConfigError("--cost is shown per run, not per slice: drop --by or --cost")
         cli_views.show_slices(suite, views, metrics, by, csv, markdown)
         return
+    if cost:
+        views = [with_cost(view, suite) for view in views]
     markdown_parts, flagged, floored = [], False, False
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, VIEW_ID_COLUMNS, deltas=delta, metric=name)
@@ -281,8 +298,12 @@ def leaderboard(
     if floored:  # some run is compared with a shortcut floor run
         console.print(FLOOR_NOTE)
         markdown_parts.append(FLOOR_NOTE + "\n")
+    if cost:
+        note = cost_note(views[0])
+        console.print(note, markup=False)
+        markdown_parts.append(note + "\n")
     if csv is not None:
-        for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank):
+        for path in write_csvs(suite, csv, metrics[0], filters=filters, rank=rank, cost=cost):
             console.print(f"wrote {path}")
     if markdown is not None:
         with atomic_path(markdown) as tmp:

@@ -102,6 +102,7 @@ def build_record(
     fit_info: dict[str, Any],
     timings: dict[str, float],
     out_dir: Path,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run record (``run.json``) of a finished run whose outputs are in ``out_dir``.
 
@@ -112,6 +113,7 @@ def build_record(
         fit_info: the facts the detector's fit returned (or the reused fit's).
         timings: seconds per phase.
         out_dir: where scores.parquet, heldout_scores.parquet and metrics.parquet were written (hashed here).
+        cost: the run's cost (:func:`detbench.engine.cost.measure_cost`; not keyed: it depends on the machine).
 
     Returns:
         The record, JSON-ready.
@@ -166,6 +168,7 @@ def build_record(
         "summary": _summary(measured.metrics),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "cost": cost,
         "paths": {
             "suite_root": str(plan.index.root),
             "train_root": str(plan.train_index.root),
@@ -336,7 +339,7 @@ RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
                        "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
                        "external": bool, "data": dict, "training": dict, "training_generators": dict,
-                       "protocol_facts": dict}  # None is allowed too
+                       "protocol_facts": dict, "cost": dict}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 :func:`detbench.engine.plan.plan_run` decides everything first (options, root, detector and weights, index, protocol,
 rows, identities); the :class:`Runner` then trains or loads the fit, scores the evaluation and held-out rows in
-chunks written atomically (a killed run resumes from them), measures (:mod:`detbench.engine.record`) and writes the
-outputs and, last, ``run.json``. Finished runs are immutable: the same run id is reused unless ``force``, which
-computes beside the finished run and replaces it only once everything succeeded. Where runs and fits live:
-:mod:`detbench.engine.layout`.
+chunks written atomically (a killed run resumes from them), measures (:mod:`detbench.engine.record`) and its cost
+(:mod:`detbench.engine.cost`) and writes the outputs and, last, ``run.json``. Finished runs are immutable: the same
+run id is reused unless ``force``, which computes beside the finished run and replaces it only once everything
+succeeded. Where runs and fits live: :mod:`detbench.engine.layout`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import pandas as pd
 
 from detbench import distributed as dist
 from detbench.data.images import NO_SCORE
+from detbench.engine.cost import measure_cost
 from detbench.engine.finished_run import Run
 from detbench.engine.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
 from detbench.engine.plan import RunPlan, plan_run
 from detbench.engine.record import build_record, load_run_record, measure
 from detbench.engine.resolve import RunRequest
 from detbench.errors import DamagedRunError
+from detbench.kit.cost import peak_memory, reset_peak_memory
 from detbench.kit.detector import Detector, RunContext
 from detbench.progress import Phases
 from detbench.store import (
@@ -116,6 +118,7 @@ class Runner:
             for directory in (out_dir, out_dir / "scores"):  # temp files of a killed earlier attempt
                 if directory.is_dir():
                     sweep_stale_tmp(directory)
+        reset_peak_memory(plan.ctx.device)
         self.phase = "training"
         t = time.perf_counter()
         retrain = req.force and not req.keep_fit and plan.trains
@@ -129,11 +132,17 @@ class Runner:
 
         self.phase = "scoring"
         t = time.perf_counter()
-        scores = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir)
-        held_scores = self._score(plan.detector, plan.heldout, plan.train_ctx, out_dir, prefix="heldout", clean=True)
+        scores, fresh = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir)
+        scoring_s = time.perf_counter() - t
+        peak = peak_memory(plan.ctx.device)
+        held_scores, _ = self._score(plan.detector, plan.heldout, plan.train_ctx, out_dir, prefix="heldout",
+                                     clean=True)
         timings["predict"] = time.perf_counter() - t
         if not dist.is_main():
             return None
+
+        self.phase = "measuring cost"
+        cost = measure_cost(plan.detector, plan.ctx, scores, fresh, scoring_s, peak)
 
         self.phase = "computing metrics"
         t = time.perf_counter()
@@ -144,7 +153,7 @@ class Runner:
         write_parquet_atomic(out_dir / "metrics.parquet", measured.metrics)
         shutil.rmtree(out_dir / "scores", ignore_errors=True)
         timings["total"] = time.perf_counter() - started
-        record = seal_record(build_record(plan, measured, scores, fit_info, timings, out_dir))
+        record = seal_record(build_record(plan, measured, scores, fit_info, timings, out_dir, cost))
         write_json_atomic(out_dir / RUN_RECORD, record)
         if req.force:
             if retrain:
@@ -261,13 +270,17 @@ class Runner:
         run_dir: Path,
         prefix: str = "part",
         clean: bool = False,
-    ) -> pd.DataFrame:
-        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused."""
+    ) -> tuple[pd.DataFrame, int]:
+        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused.
+
+        Returns:
+            The scores, and how many images were scored here (not read back from finished chunks).
+        """
         if clean:
             ctx = dataclasses.replace(ctx, perturbation=None, stage=prefix)
         chunk_dir = run_dir / "scores"
         chunk_dir.mkdir(parents=True, exist_ok=True)
-        parts = []
+        parts, fresh = [], 0
         for start in range(0, max(len(rows), 1), SCORE_CHUNK_ROWS):
             chunk = rows.iloc[start : start + SCORE_CHUNK_ROWS]
             path = (
@@ -304,7 +317,8 @@ class Runner:
                 columns = [*SCORE_COLUMNS, PERTURBATION_COLUMN]
             write_parquet_atomic(path, out[columns])
             parts.append(out[columns])
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)
+            fresh += int(np.isfinite(out["score"].to_numpy(dtype=float)).sum())
+        return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)), fresh
 
 
 def _predict(detector: Detector, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:

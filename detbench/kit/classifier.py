@@ -26,6 +26,7 @@ from detbench.models.precision import resolve_precision
 from detbench.probabilities import sigmoid
 
 if TYPE_CHECKING:
+    from detbench.kit.cost import CostForward
     from detbench.models.weights import LoadedCheckpoint
 
 STATE_FILE = "model.safetensors"
@@ -262,6 +263,23 @@ class ClassifierDetector(Detector):
             if ok.any():
                 scores[np.asarray(positions)[ok]] = self.probabilities(logits[ok])
         return scores, failures
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward:
+        """The network on one image preprocessed as :meth:`predict` preprocesses ``generator``'s images.
+
+        Args:
+            ctx: the evaluation's run context (its profile for ``generator``, if any).
+            generator: the generator of the image counted.
+
+        Returns:
+            The network's forward; trainable: its parameters that require grad (those training updates).
+        """
+        from detbench.kit.cost import CostForward
+
+        profile = ctx.eval_profile_for(generator)
+        pp = self.preprocessing if profile is None else self.profile_preprocessing(profile)
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        return CostForward(self.net, pp.transform, (self.net,), trainable=trainable, native_size=pp.by_shape)
 
     def save(self, directory: Path) -> None:
         """Write the trained weights (safetensors), or for released weights only which file was used (JSON).

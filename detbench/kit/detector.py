@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from detbench.progress import Phases
+
+if TYPE_CHECKING:
+    from detbench.kit.cost import CostForward
 
 
 @dataclass
@@ -172,6 +175,22 @@ class Detector(ABC):
             The display label.
         """
         return self.name
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward | str:
+        """The forward pass that scores one image, for the run's cost (parameters, FLOPs per image).
+
+        Called after scoring, with the scored model. The bases of :mod:`detbench.kit` implement it (a network scoring
+        whole images; a backbone's features and a head); a detector scoring otherwise overrides it, or says why
+        nothing can be counted.
+
+        Args:
+            ctx: the evaluation's run context.
+            generator: the generator of the image the count is made on (its preprocessing may depend on it).
+
+        Returns:
+            A :class:`~detbench.kit.cost.CostForward`, or why there is none (recorded as ``n/a`` with that reason).
+        """
+        return f"{type(self).__name__} names no scoring forward (Detector.cost_forward), so nothing is counted"
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from detbench.kit.detector import Detector, RunContext
 from detbench.models.precision import resolve_precision
+
+if TYPE_CHECKING:
+    from detbench.kit.cost import CostForward
 
 
 class FrozenFeatureDetector(Detector):
@@ -104,6 +107,35 @@ class FrozenFeatureDetector(Detector):
         Returns:
             ``[N]`` probabilities.
         """
+
+    def head_parameter_count(self) -> int | None:
+        """The number of parameters of the fitted head (:meth:`decision`), for the run's cost.
+
+        Returns:
+            The count, or None when the detector does not say (its total is then the backbone's alone).
+        """
+        return None
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward:
+        """The backbone's embedding of one image, preprocessed as the features are.
+
+        The head runs in numpy on the features: its parameters (:meth:`head_parameter_count`) are added to the total and
+        are the trainable ones (the backbone is frozen), its FLOPs (about two per parameter) are not counted.
+
+        Args:
+            ctx: the evaluation's run context (unused).
+            generator: the generator of the image counted (unused: every image is preprocessed alike).
+
+        Returns:
+            The backbone's forward, and the head's parameters.
+        """
+        from detbench.kit.cost import CostForward
+
+        head = self.head_parameter_count()
+        note = ("the backbone's forward; the head runs in numpy and its FLOPs are not counted" if head is not None
+                else "the backbone's forward; the head (in numpy) is counted neither in the parameters nor the FLOPs")
+        return CostForward(lambda x: self.backbone.embed(x, self.embedding), self.backbone.preprocess.eval_transform(),
+                           (self.backbone.model,), trainable=head, outside_torch=head or 0, note=note)
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
         """P(fake) per row: :meth:`decision` on the (perturbed) features of the images that could be read.

@@ -28,13 +28,16 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 
 from detbench.errors import WeightsError
 from detbench.kit.detector import Detector, RunContext
+
+if TYPE_CHECKING:
+    from detbench.kit.cost import CostForward
 
 # DINOv2 ViT-L/14 (torch.hub ``dinov2_vitl14``; timm's conversion holds the same weights): the embedding network
 # of RIGID and of Tsai et al.'s Contrastive Blur and MINDER
@@ -410,6 +413,27 @@ class EmbeddingSensitivityDetector(Detector):
                         {name: feats[k * n:(k + 1) * n] for k, name in enumerate(views)})
                 advance(len(batch.indices) + len(batch.failures))
         return scores, failures
+
+    def cost_forward(self, ctx: RunContext, generator: str) -> CostForward:
+        """Every view of one image embedded in one batch, as :meth:`predict` computes them.
+
+        Args:
+            ctx: the evaluation's run context (unused).
+            generator: the generator of the image counted (unused: every image is preprocessed alike).
+
+        Returns:
+            The views' copies (blurs included) and their embedding passes; trainable: none (training-free).
+        """
+        import torch
+
+        from detbench.kit.cost import CostForward
+
+        def every_view(x: Any) -> Any:
+            views = self.views(x, ["cost"] * len(x))  # the draws' values change no count
+            return self.backbone.embed(torch.cat(list(views.values())), self.embedding)
+
+        return CostForward(every_view, self.backbone.preprocess.eval_transform(), (self.backbone.model,),
+                           trainable=0, note="one embedding pass per view of each image (e.g. clean and noisy)")
 
     def save(self, directory: Path) -> None:
         """Write the noise seed and the stand-in note (JSON); nothing is learnt.

@@ -9,7 +9,6 @@ non-daemonic process that runs module-level functions on request; :func:`score_s
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import time
 import traceback
@@ -23,14 +22,14 @@ from detbench.paths import temporary_home
 
 
 def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident set of this process and of its largest finished child, in MiB (ru_maxrss: KiB).
+    """Peak resident set of this process and of its largest finished child, in MiB (ru_maxrss).
 
     Returns:
         ``(own, largest child)`` in MiB, rounded to 0.1.
     """
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return round(own, 1), round(children, 1)
+    from detbench.kit.cost import peak_rss_bytes
+
+    return round(peak_rss_bytes() / 2**20, 1), round(peak_rss_bytes(children=True) / 2**20, 1)
 
 
 def sync_device(device: str) -> None:

@@ -169,6 +169,83 @@ def threshold_note(record: dict[str, Any]) -> str:
     return f"threshold {value:g}"
 
 
+# A run's cost (detbench.results.leaderboard.with_cost) as tables show it: the columns shown, with their headers.
+COST_HEADERS = {
+    "params": "params",
+    "params_trainable": "trainable",
+    "gflops_per_image": "GFLOPs/image",
+    "images_per_s": "images/s",
+    "peak_memory_mib": "peak memory",
+    "cost_device": "measured on",
+}
+COST_NOTE = (
+    "cost: measured on each run's own machine (not part of the run id): parameters (trainable: those its training "
+    "updates); GFLOPs of scoring one image, counted by torch's FLOP counter (matrix products and convolutions); "
+    "images/s of the evaluation's scoring phase; peak memory: CUDA allocated during the run, or the peak resident "
+    "set (RSS) of the process that ran it"
+)
+
+
+def fmt_count(value: Any) -> str:
+    """A parameter count as table text: ``3.37M``, ``1.28k``, ``0``; n/a when undefined.
+
+    Args:
+        value: the count (None or NaN: undefined).
+
+    Returns:
+        The text, with 3 significant digits above a thousand.
+    """
+    if value is None or pd.isna(value):
+        return "n/a"
+    value = float(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def fmt_cost(column: str, value: Any, kind: str = "") -> str:
+    """One cost cell as table text.
+
+    Args:
+        column: a column of :data:`COST_HEADERS`.
+        value: its value (None or NaN: n/a).
+        kind: for ``peak_memory_mib``, what was measured (``RSS``, ``CUDA allocated``).
+
+    Returns:
+        Counts as :func:`fmt_count`, GFLOPs and images/s with 3 significant digits (images/s above 1000 whole),
+        peak memory in GiB with its kind, the device as it is.
+    """
+    if column == "cost_device":
+        return "" if value is None or pd.isna(value) else str(value)
+    if value is None or pd.isna(value):
+        return "n/a"
+    if column in ("params", "params_trainable"):
+        return fmt_count(value)
+    if column == "peak_memory_mib":
+        return f"{float(value) / 1024:.2f} GiB {kind}".strip()
+    if column == "images_per_s" and float(value) >= 1000:
+        return f"{float(value):.0f}"
+    return f"{float(value):.3g}"
+
+
+def cost_note(view: pd.DataFrame) -> str:
+    """What a leaderboard's cost columns mean, and why the n/a ones are n/a.
+
+    Args:
+        view: a leaderboard with the cost columns (:func:`detbench.results.leaderboard.with_cost`).
+
+    Returns:
+        :data:`COST_NOTE`, then each distinct reason with the runs it applies to.
+    """
+    reasons: dict[str, list[str]] = {}
+    for run, why in zip(view["run_id"], view["cost_na"].fillna(""), strict=True):
+        if why:
+            reasons.setdefault(str(why), []).append(str(run)[:8])
+    parts = [f"n/a for {', '.join(runs)}: {why}" for why, runs in reasons.items()]
+    return "; ".join([COST_NOTE, *parts])
+
+
 def leaderboard_cells(
     wide: pd.DataFrame, id_columns: list[str], deltas: bool = False, metric: str = "acc"
 ) -> pd.DataFrame:
@@ -184,7 +261,8 @@ def leaderboard_cells(
         The frame of strings (``run_id`` renamed ``run``, ``mean_delta`` renamed ``Δ mean``; ``flags`` only when
         some run has one); the ``mean`` and ``worst`` of a row covering fewer generators than the rows beside it say
         so: ``82.1 (3 of 24)``; a value that does not beat the shortcut floor's (``wide.attrs["below_floor"]``)
-        ends ``↓``.
+        ends ``↓``. Cost columns, when present, are shown under :data:`COST_HEADERS` (:func:`fmt_cost`; the reasons
+        for n/a are :func:`cost_note`'s).
     """
     from detbench.results.leaderboard import BELOW_FLOOR, partial_generators
 
@@ -200,6 +278,12 @@ def leaderboard_cells(
     out = shown[ids].astype(str)
     partial = shown["coverage"].map(partial_generators) if "coverage" in shown else pd.Series(None, shown.index)
     for col in shown.columns[len(ids) :]:
+        if col in COST_HEADERS:
+            kinds = shown.get("peak_memory_kind", pd.Series("", shown.index)).fillna("").astype(str)
+            out[col] = [fmt_cost(col, v, k) for v, k in zip(shown[col], kinds, strict=True)]
+            continue
+        if col in ("peak_memory_kind", "cost_na"):  # said in the memory cells and the cost note
+            continue
         signed = deltas or col == "mean_delta"
         if col == "mean_sd":
             out[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"±{fmt(v, metric)}")
@@ -212,7 +296,8 @@ def leaderboard_cells(
             out[col] = [v if part is None or v == "n/a" else f"{v} ({part[0]} of {part[1]})"
                         for v, part in zip(out[col], partial, strict=True)]
         out[col] = [f"{v} ↓" if col in m else v for v, m in zip(out[col], marks, strict=True)]
-    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank", "mean_sd": "sd (seeds)"})
+    return out.rename(columns={"mean_delta": "Δ mean", "avg_rank": "avg rank", "mean_sd": "sd (seeds)",
+                               **COST_HEADERS})
 
 
 def friedman_note(test: dict[str, Any], n_unranked: int = 0) -> str:

@@ -30,6 +30,7 @@ from detbench.results.chrono import chrono_facts, chrono_frame, chrono_series, s
 from detbench.results.display import (
     CALIBRATION_HEADERS,
     METRIC_HEADERS,
+    cost_note,
     fmt,
     fmt_delta,
     leaderboard_cells,
@@ -48,6 +49,7 @@ from detbench.results.leaderboard import (
     FLAGS_NOTE,
     FLOOR_COLUMN,
     FLOOR_NOTE,
+    ID_COLUMNS,
     VIEW_ID_COLUMNS,
     RunLookupError,
     find_run,
@@ -57,6 +59,7 @@ from detbench.results.leaderboard import (
     run_records,
     threshold_label,
     wide_table,
+    with_cost,
     with_floor,
 )
 from detbench.store import atomic_path
@@ -265,6 +268,7 @@ def _facts(rec: dict[str, Any]) -> str:
         "source": f"detbench {rec.get('key', {}).get('detbench_version', '?')}, commit "
         f"{str(source.get('commit'))[:12]}{' (dirty)' if source.get('dirty') else ''}",
         "device": f"{env.get('device', '?')} {env.get('gpu', '')}".strip(),
+        "cost": _cost_fact(rec),
     }
     if rec.get("settings"):
         facts["settings"] = ", ".join(f"{k}={v}" for k, v in rec["settings"].items())
@@ -360,8 +364,27 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
     if len(wide):
         wide = with_floor(wide, "acc", floor_facts(suite))
     cells = leaderboard_cells(wide, VIEW_ID_COLUMNS)
-    n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in cells.columns)
     floored = FLOOR_COLUMN in wide and wide[FLOOR_COLUMN].isin(["beats", "below"]).any()
+    ranking, figures = _ranking(suite, wide)
+    costed = with_cost(wide[[*ID_COLUMNS, *(["mean"] if "mean" in wide else [])]], suite)
+    html_text = (
+        f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{_cells_table(cells)}'
+        '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
+        + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
+        + (f" {_e(FLOOR_NOTE)}." if floored else "")
+        + f"</p>{ranking}"
+        f"<h3>Cost of each run (mean accuracy, %)</h3>{_cells_table(leaderboard_cells(costed, ID_COLUMNS), 'cost')}"
+        f'<p class="note">{_e(cost_note(costed))}.</p>'
+        "</section>"
+    )
+    return html_text, figures
+
+
+def _cells_table(cells: pd.DataFrame, kind: str = "") -> str:
+    """A leaderboard's display strings (:func:`leaderboard_cells`) as an HTML table (of class ``leaderboard`` and
+    ``kind``).
+    """
+    n_ids = sum(c in VIEW_ID_COLUMNS or c == "run" for c in cells.columns)
     head = "".join(
         f'<th class="{"num" if i >= n_ids else "text"}">{_e(c)}</th>' for i, c in enumerate(cells.columns)
     )
@@ -371,17 +394,23 @@ def _leaderboard_section(suite: str) -> tuple[str, list[Figure]]:
         + "</tr>"
         for row in cells.itertuples(index=False)
     )
-    table = f'<div class="scroll"><table class="leaderboard"><tr>{head}</tr>{rows}</table></div>'
-    ranking, figures = _ranking(suite, wide)
-    html_text = (
-        f'<section id="leaderboard"><h2>Leaderboard: {_e(suite)}, accuracy (%)</h2>{table}'
-        '<p class="note">One row per finished run; Δ mean: vs the clean run of the same fit and threshold.'
-        + (f" {_e(FLAGS_NOTE)}." if "flags" in cells else "")
-        + (f" {_e(FLOOR_NOTE)}." if floored else "")
-        + f"</p>{ranking}"
-        "</section>"
-    )
-    return html_text, figures
+    classes = f"leaderboard {kind}".strip()
+    return f'<div class="scroll"><table class="{classes}"><tr>{head}</tr>{rows}</table></div>'
+
+
+def _cost_fact(rec: dict[str, Any]) -> str:
+    """A run's cost in one line of its facts (n/a values say why in the cost table's note)."""
+    from detbench.engine.cost import COST_FIELDS, run_cost
+    from detbench.results.display import COST_HEADERS, fmt_cost
+
+    cost = run_cost(rec)
+    if all(cost[f] is None for f in COST_FIELDS):
+        return f"n/a: {next(iter(cost['na'].values()))}"
+    memory = cost["peak_memory_bytes"]
+    values = {f: cost[f] for f in COST_FIELDS[:4]}
+    values["peak_memory_mib"] = None if memory is None else memory / 2**20
+    parts = [f"{COST_HEADERS[f]} {fmt_cost(f, v)}" for f, v in values.items()]
+    return "; ".join(parts) + f" (on {cost['device']}; peak memory: {cost['peak_memory']})"
 
 
 def _ranking(suite: str, wide: pd.DataFrame) -> tuple[str, list[Figure]]:

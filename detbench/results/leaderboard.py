@@ -731,6 +731,87 @@ def delta_table(wide: pd.DataFrame, keep_clean: bool = False) -> pd.DataFrame:
     return out if keep_clean else out[~is_clean].reset_index(drop=True)
 
 
+COST_COLUMNS = [
+    "params", "params_trainable", "gflops_per_image", "images_per_s", "peak_memory_mib", "peak_memory_kind",
+    "cost_device", "cost_na",
+]  # fmt: skip  # what with_cost adds: numbers (NaN when n/a), then what they were measured as and on, and why n/a
+PUBLISHED_COST = "published numbers: no run of ours"
+
+
+def cost_table(suite: str, runs_root: Path | None = None) -> pd.DataFrame:
+    """The cost of every finished run of a suite (:func:`detbench.engine.cost.run_cost`), one row per run.
+
+    Args:
+        suite: the suite's name.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        ``run_id`` (16 characters, as the leaderboards show it) and :data:`COST_COLUMNS`: parameters (total and
+        trainable), GFLOPs per image, images per second of the scoring phase, peak memory in MiB and what it is
+        (``CUDA allocated`` or ``RSS``), the device it was measured on, and why values are n/a (empty when none is).
+    """
+    from detbench.engine.cost import run_cost
+
+    rows = []
+    for _, record in run_records(suite, runs_root, verify=()):  # the record's own sha256 is still checked
+        cost = run_cost(record)
+        memory = cost["peak_memory_bytes"]
+        device = str((record.get("cost") or {}).get("machine", {}).get("device", ""))
+        kind = "CUDA allocated" if device.startswith("cuda") else "RSS" if memory is not None else ""
+        rows.append({
+            "run_id": record["run_id"][:16],
+            "params": cost["params"],
+            "params_trainable": cost["params_trainable"],
+            "gflops_per_image": cost["gflops_per_image"],
+            "images_per_s": cost["images_per_s"],
+            "peak_memory_mib": None if memory is None else memory / 2**20,
+            "peak_memory_kind": kind,
+            "cost_device": cost["device"],
+            "cost_na": _na_text(cost["na"]),
+        })
+    numeric = {c: float for c in COST_COLUMNS[:5]}
+    return pd.DataFrame(rows, columns=["run_id", *COST_COLUMNS]).astype(numeric)
+
+
+def _na_text(na: dict[str, str]) -> str:
+    """Why a run's cost values are n/a: one reason when they share it, else ``field: reason`` items."""
+    reasons = list(dict.fromkeys(na.values()))
+    if len(reasons) <= 1:
+        return reasons[0] if reasons else ""
+    return "; ".join(f"{field}: {why}" for field, why in na.items())
+
+
+def with_cost(view: pd.DataFrame, suite: str, runs_root: Path | None = None) -> pd.DataFrame:
+    """A leaderboard with each run's cost (:func:`cost_table`) after its values; rows and their order unchanged.
+
+    Args:
+        view: a wide leaderboard (:func:`leaderboard_view`), with its ``run_id`` column.
+        suite: the suite its runs are of.
+        runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
+
+    Returns:
+        ``view`` with :data:`COST_COLUMNS` appended (NaN where n/a, the reason in ``cost_na``; published rows say
+        they are no run of ours); its ``attrs`` kept.
+    """
+    import warnings
+
+    from detbench.errors import DetbenchWarning
+
+    with warnings.catch_warnings():  # a damaged run was reported (and left out of the view) when the view was built
+        warnings.simplefilter("ignore", DetbenchWarning)
+        costs = cost_table(suite, runs_root).drop_duplicates("run_id").set_index("run_id")
+    out = view.copy()
+    run = out["run_id"].astype(str).str.split(" ").str[0]  # a row grouping seeds: its first run ("ID +K")
+    for column in COST_COLUMNS:
+        out[column] = run.map(costs[column]) if len(costs) else np.nan
+    missing = ~run.isin(costs.index)
+    out.loc[missing, ["peak_memory_kind", "cost_device"]] = ""
+    out.loc[missing, "cost_na"] = np.where(run[missing] == "published", PUBLISHED_COST, "")
+    out[COST_COLUMNS[:5]] = out[COST_COLUMNS[:5]].astype(float)
+    out.attrs = dict(view.attrs)
+    return out
+
+
 def write_csvs(
     suite: str,
     out_dir: Path,
@@ -738,6 +819,7 @@ def write_csvs(
     runs_root: Path | None = None,
     filters: dict[str, str | None] | None = None,
     rank: bool = False,
+    cost: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``<suite>_leaderboard.csv`` (wide, ``metric``) and ``<suite>_leaderboard_long.csv`` atomically,
     keeping the runs :func:`filter_runs` selects with ``filters`` (``mean_delta`` still uses every run).
@@ -749,6 +831,7 @@ def write_csvs(
         runs_root: where the runs are; None: ``$DETBENCH_HOME/runs``.
         filters: ``detector``/``backbone``/``perturbation`` patterns; None: every run.
         rank: the wide CSV gets each run's average rank over the generators (:func:`ranked_view`), sorted by it.
+        cost: the wide CSV gets each run's cost (:func:`with_cost`).
 
     Returns:
         The paths of the wide and the long CSV.
@@ -760,6 +843,7 @@ def write_csvs(
     wide = filter_runs(with_floor(wide, metric, floor_facts(suite, runs_root)) if len(wide) else wide,
                        **(filters or {}))
     wide = ranked_view(wide.reset_index(drop=True), metric) if rank else wide
+    wide = with_cost(wide, suite, runs_root) if cost else wide
     long = filter_runs(long, **(filters or {}))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / f"{suite}_leaderboard.csv", out_dir / f"{suite}_leaderboard_long.csv")
