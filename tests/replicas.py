@@ -514,6 +514,31 @@ def build_hf_parquet(root: Path, *, n: int = 4, generators: tuple[str, ...] = ("
     return rep
 
 
+# ------------------------------------------------------------------------------------------ 2025 suites
+
+
+def build_wildrf(root: Path, *, n: int = 2, wrapper: str = "WildRF", defects: bool = True) -> Replica:
+    """WildRF as unzipped: ``[wrapper/]{train,val}/{0_real,1_fake}`` (Reddit) and
+    ``[wrapper/]test/{reddit,twitter,facebook}/{0_real,1_fake}``; JPEG reals and fakes of mixed sizes as posted,
+    a PNG fake on Twitter, and (with ``defects``) a 0-byte JPEG among the Facebook fakes."""
+    rep = Replica(Path(root))
+    top = rep.root / wrapper if wrapper else rep.root
+    seed = 16000
+    leaves = [(top / "train", "reddit", "train"), (top / "val", "reddit", "val")]
+    leaves += [(top / "test" / p, p, "test") for p in ("reddit", "twitter", "facebook")]
+    for folder, platform, split in leaves:
+        for label, name in ((1, "1_fake"), (0, "0_real")):
+            for j in range(n):
+                seed += 1
+                ext = ".png" if (platform == "twitter" and label and j == 0) else ".jpg"
+                path = write_image(folder / name / f"{platform}_{j:04d}{ext}", size=14 + seed % 7, seed=seed)
+                rep.add(path, platform, split, label)
+    if defects:
+        rep.add(write_broken(top / "test" / "facebook" / "1_fake" / "fb_9999.jpg", "empty"), "facebook", "test", 1,
+                "empty")
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -552,5 +577,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "synthbuster": (build_synthbuster, {}),
     "list": (build_filelist, {}),
     "parquet": (build_hf_parquet, {"generator_column": "generator"}),
+    "wildrf": (build_wildrf, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }

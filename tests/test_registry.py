@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import detbench.api
 from detbench.registry import DETECTORS, SUITES, Registry, RegistryError
 
 
@@ -119,3 +120,13 @@ def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monke
         assert result.exit_code == 2 and "not a subclass" in result.output and "Traceback" not in result.output
     finally:
         DETECTORS.unregister("thing")
+
+
+def test_suite_facts_are_read_from_the_registration_and_listed() -> None:
+    """A suite module's REGISTRATION may state its paper, year, download and licence; they are listed without
+    importing the suite."""
+    frame = detbench.api.list_suites().set_index("name")
+    assert {"paper", "year", "download", "licence"} <= set(frame.columns)
+    row = frame.loc["wildrf"]
+    assert "2406.09398" in row["paper"] and row["year"] == 2024 and row["download"] and row["licence"]
+    assert frame["year"].dtype == "Int64"
