@@ -539,6 +539,39 @@ def build_wildrf(root: Path, *, n: int = 2, wrapper: str = "WildRF", defects: bo
     return rep
 
 
+AIGIBENCH_TEST = {"ProGAN": "progan", "StyleGAN-XL": "stylegan-xl", "InSwap": "inswap", "FLUX1-dev": "flux1-dev",
+                  "Midjourney": "midjourney-v6", "Infinite-ID": "infinite-id", "SocialRF": "socialrf"}  # fmt: skip
+
+
+def build_aigibench(root: Path, *, n: int = 2, sd_n: int = 4, defects: bool = True) -> Replica:
+    """AIGIBench as unzipped: ``{train,val}/{car,cat,chair,horse,sdv1.4}/{0_real,1_fake}`` (ProGAN PNGs, SD v1.4
+    PNG fakes and ImageNet JPEG reals, ``sd_n`` per label in train so the pooled and balanced mixes differ) and
+    seven of the 25 ``test/<subset>/{0_real,1_fake}`` folders as spelled in the authors' logs. With ``defects``: a
+    truncated PNG among the FLUX1-dev fakes."""
+    rep = Replica(Path(root))
+    seed = 17000
+    for split in ("train", "val"):
+        for source in ("car", "cat", "chair", "horse", "sdv1.4"):
+            key = "sdv14" if source == "sdv1.4" else f"progan-{source}"
+            count = sd_n if source == "sdv1.4" and split == "train" else n
+            for label, name in ((1, "1_fake"), (0, "0_real")):
+                for j in range(count):
+                    seed += 1
+                    ext = ".JPEG" if source == "sdv1.4" and not label else ".png"
+                    path = write_image(rep.root / split / source / name / f"{j:05d}{ext}", seed=seed)
+                    rep.add(path, key, split, label)
+    for folder, key in AIGIBENCH_TEST.items():
+        for label, name in ((0, "0_real"), (1, "1_fake")):
+            for j in range(n):
+                seed += 1
+                path = write_image(rep.root / "test" / folder / name / f"{j:05d}.png", size=12 + seed % 9, seed=seed)
+                rep.add(path, key, "test", label)
+    if defects:
+        broken = write_broken(rep.root / "test" / "FLUX1-dev" / "1_fake" / "99999.png", "truncated")
+        rep.add(broken, "flux1-dev", "test", 1, "truncated")
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -578,5 +611,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "list": (build_filelist, {}),
     "parquet": (build_hf_parquet, {"generator_column": "generator"}),
     "wildrf": (build_wildrf, {}),
+    "aigibench": (build_aigibench, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }
