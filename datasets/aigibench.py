@@ -53,7 +53,7 @@ ACCEPTED = (
 REGISTRATION = {  # read by detbench.registry without importing this module: literals only
     "name": "aigibench",
     "class": "AIGIBenchSuite",
-    "summary": "AIGIBench (NeurIPS 2025): 25 test subsets; train on ProGAN (setting-1) or ProGAN + SD v1.4 (setting-2).",
+    "summary": "AIGIBench (NeurIPS 2025): 25 test subsets; train on ProGAN (setting-1) or ProGAN + SD v1.4 (setting-2)",
     "paper": "Li et al., Is Artificial Intelligence Generated Image Detection a Solved Problem?, NeurIPS 2025 "
     "Datasets and Benchmarks, arXiv 2505.12335",
     "year": 2025,
