@@ -572,6 +572,58 @@ def build_aigibench(root: Path, *, n: int = 2, sd_n: int = 4, defects: bool = Tr
     return rep
 
 
+SEMITRUTHS_EDITS = (  # (method folder, source data set, model as the metadata names it, generator key)
+    ("inpainting", "ADE20K", "StableDiffusion_v4", "stablediffusion-v4"),
+    ("inpainting", "CelebAHQ", "Kandinsky_2_2", "kandinsky-2-2"),
+    ("p2p", "CityScapes", "OpenJourney", "openjourney"),
+)
+
+
+def build_semitruths(root: Path, *, n: int = 2, defects: bool = True) -> Replica:
+    """The Semi-Truths evaluation sample as extracted: ``metadata.csv`` listing the real originals
+    (``original/images/<dataset>/``) and the edits (``{inpainting,p2p}/<dataset>/<model>/``) with the change metrics
+    (semantic magnitude bin, area ratios, SSIM, LPIPS). Each real image is expected once per model. With ``defects``:
+    a truncated PNG among the OpenJourney edits."""
+    import csv
+
+    rep = Replica(Path(root))
+    seed = 18000
+    columns = ["image_id", "image_path", "label", "dataset", "method", "model", "sem_magnitude", "post_edit_ratio",
+               "area_ratio", "ssim", "lpips_score"]
+    rows: list[dict] = []
+    reals: list[Path] = []
+    for dataset in ("ADE20K", "CelebAHQ", "CityScapes"):
+        for j in range(n):
+            seed += 1
+            real = write_image(rep.root / "original" / "images" / dataset / f"{dataset}_{j:05d}.jpg", seed=seed)
+            reals.append(real)
+            rows.append({"image_id": real.stem, "image_path": real.relative_to(rep.root).as_posix(), "label": "real",
+                         "dataset": dataset, "method": "", "model": "", "sem_magnitude": "", "post_edit_ratio": "",
+                         "area_ratio": "", "ssim": "", "lpips_score": ""})  # fmt: skip
+    magnitudes = ("small", "medium", "large")
+    for method, dataset, model, key in SEMITRUTHS_EDITS:
+        for j in range(n + 1):
+            seed += 1
+            fake = write_image(rep.root / method / dataset / model / f"{dataset}_{j:05d}_{model}.png", seed=seed)
+            rep.add(fake, key, "test", 1)
+            rows.append({"image_id": fake.stem, "image_path": fake.relative_to(rep.root).as_posix(), "label": "fake",
+                         "dataset": dataset, "method": method, "model": model,
+                         "sem_magnitude": magnitudes[j % 3], "post_edit_ratio": ("small", "large")[j % 2],
+                         "area_ratio": f"{0.05 + 0.3 * j:.3f}", "ssim": f"{0.9 - 0.1 * j:.2f}",
+                         "lpips_score": f"{0.1 * (j + 1):.2f}"})  # fmt: skip
+        for real in reals:
+            rep.add(real, key, "test", 0)
+    if defects:
+        broken = write_broken(rep.root / "p2p" / "CityScapes" / "OpenJourney" / "CityScapes_99999.png", "truncated")
+        rep.add(broken, "openjourney", "test", 1, "truncated")
+        rows.append({**rows[-1], "image_id": broken.stem, "image_path": broken.relative_to(rep.root).as_posix()})
+    with (rep.root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -612,5 +664,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "parquet": (build_hf_parquet, {"generator_column": "generator"}),
     "wildrf": (build_wildrf, {}),
     "aigibench": (build_aigibench, {}),
+    "semitruths": (build_semitruths, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }
