@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from detbench.data.suites import Entry, Protocol, Suite
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite
 from detbench.datasets._layout import CLASSES_4, image_paths, label_folders, norm, rel, subdirs, unrecognised_root
 
 SD_FOLDER = "sdv14"  # train/sdv1.4 normalised
@@ -72,6 +72,7 @@ class AIGIBenchSuite(Suite):
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = "setting-2"  # the authors retrain every detector of their results table on Setting-II
     eval_convention = None
+    Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
         """The training and validation folders and every test subset with label folders.

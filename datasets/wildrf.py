@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from detbench.data.suites import Entry, Protocol, Suite
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite
 from detbench.datasets._layout import image_paths, label_folders, norm, rel, subdirs, unrecognised_root
 
 PLATFORMS = ("reddit", "twitter", "facebook")  # the test folders, in the order of the paper's table
@@ -48,6 +48,7 @@ class WildRFSuite(Suite):
     default_backbone = "open_clip:ViT-L-14@openai"
     default_protocol = TRAIN_PLATFORM
     eval_convention = None
+    Options = EvalProfileOption
 
     def scan(self, root: Path) -> Iterator[Entry]:
         """The Reddit train/val images and each platform's test images.

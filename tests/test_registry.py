@@ -130,3 +130,13 @@ def test_suite_facts_are_read_from_the_registration_and_listed() -> None:
     row = frame.loc["wildrf"]
     assert "2406.09398" in row["paper"] and row["year"] == 2024 and row["download"] and row["licence"]
     assert frame["year"].dtype == "Int64"
+
+
+def test_ls_suites_shows_the_paper_and_year() -> None:
+    from typer.testing import CliRunner
+
+    from detbench.cli.commands import app
+
+    result = CliRunner().invoke(app, ["ls", "suites"])
+    assert result.exit_code == 0, result.output
+    assert "licence" in result.output and "Cavia" in result.output  # WildRF's paper, in the table's paper column
