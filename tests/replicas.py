@@ -624,6 +624,42 @@ def build_semitruths(root: Path, *, n: int = 2, defects: bool = True) -> Replica
     return rep
 
 
+def build_commfor(root: Path, *, n: int = 2) -> Replica:
+    """The Community Forensics evaluation split as downloaded: ``data/publicEval/<name>.parquet`` shards with
+    columns image_name, format, resolution, image_data (plain bytes), model_name, prompt and label (0 real, 1
+    generated; the reals have no model_name). ``n`` images per generator, ``n`` reals; a truncated PNG among the
+    commercial generator's images. Each real is expected once per generator."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rep = Replica(Path(root))
+    seed = 19000
+    models = ("stabilityai/stable-diffusion-2", "runwayml/stable-diffusion-v1-5", "Midjourney")
+    shards = {"data/publicEval/publicEval-00000.parquet": [], "data/publicEval/publicEval-00001.parquet": []}
+    names = list(shards)
+    k = 0
+    for model in (*models, None):
+        for j in range(n + (1 if model == "Midjourney" else 0)):
+            seed += 1
+            broken = model == "Midjourney" and j == n
+            data = encode_image("PNG", seed=seed)
+            shards[names[k % 2]].append({"image_name": f"{seed:08d}.png", "format": "PNG", "resolution": "[16, 16]",
+                                         "image_data": data[: len(data) // 2] if broken else data,
+                                         "model_name": model, "prompt": f"p{seed}", "label": int(model is not None),
+                                         "_status": "truncated" if broken else "ok"})  # fmt: skip
+            k += 1
+    for shard, rows in shards.items():
+        table = pa.table({key: [r[key] for r in rows] for key in rows[0] if not key.startswith("_")})
+        (rep.root / shard).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, rep.root / shard, row_group_size=2)
+        for row, r in enumerate(rows):
+            locator = f"{shard}#image_data:{row:09d}"
+            keys = [r["model_name"]] if r["model_name"] else list(models)
+            for key in keys:
+                rep.expected.append((locator, key.replace("/", "--"), "test", r["label"], r["_status"]))
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -665,5 +701,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "wildrf": (build_wildrf, {}),
     "aigibench": (build_aigibench, {}),
     "semitruths": (build_semitruths, {}),
+    "commfor": (build_commfor, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }
