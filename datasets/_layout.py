@@ -364,7 +364,7 @@ class SplitsFromDataSuite(Suite):
 
 
 def unrecognised_root(
-    root: Path, dataset: str, accepted: str, *, several: bool = False, depth: int = 2
+    root: Path, dataset: str, accepted: str, *, several: bool = False, depth: int = 2, missing: str = ""
 ) -> SuiteLayoutError:
     """The error for a root that holds none of a dataset's accepted layouts: what is accepted, and what was found.
 
@@ -374,11 +374,14 @@ def unrecognised_root(
         accepted: the accepted layout(s), drawn as trees.
         several: ``accepted`` shows more than one layout.
         depth: how many folder levels of ``root`` to show.
+        missing: what the root lacks, named in the message's first line (empty: not named).
 
     Returns:
         A :class:`~detbench.data.suites.SuiteLayoutError` to raise.
     """
     layouts = "layouts" if several else "layout"
+    lacking = f": no {missing}" if missing else ""
     return SuiteLayoutError(
-        f"{root} does not look like {dataset}. Accepted {layouts}:\n{accepted}\nFound:\n{top_levels(root, depth=depth)}"
+        f"{root} does not look like {dataset}{lacking}. Accepted {layouts}:\n{accepted}\n"
+        f"Found:\n{top_levels(root, depth=depth)}"
     )

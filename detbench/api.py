@@ -981,15 +981,29 @@ def list_detectors() -> pd.DataFrame:
     return frame.astype({"year": "Int64"})  # a year, or <NA> for baselines and plugins without facts
 
 
+SUITE_FACTS = ["paper", "year", "download", "licence"]  # detbench.registry.SuiteInfo
+
+
 def list_suites() -> pd.DataFrame:
     """Registered suites (built-in and plugins), without importing any.
 
     Returns:
-        One row per suite: name, summary, origin (built-in or the plugin's distribution), target (its import path).
+        One row per suite: name, paper, year, download, licence (empty where the suite states none), summary, origin
+        (built-in or the plugin's distribution), target (its import path).
     """
+    import dataclasses
+
+    import pandas as pd
+
     from detbench.registry import SUITES
 
-    return _registry_frame(SUITES)
+    rows = []
+    for name in SUITES.names():
+        info = SUITES.info(name)
+        facts = dataclasses.asdict(info) if info is not None else dict.fromkeys(SUITE_FACTS)
+        rows.append({"name": name, **facts, **{k: v for k, v in SUITES.describe(name).items() if k != "name"}})
+    frame = pd.DataFrame(rows, columns=["name", *SUITE_FACTS, "summary", "origin", "target"])
+    return frame.astype({"year": "Int64"})
 
 
 def list_perturbations() -> pd.DataFrame:

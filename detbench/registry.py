@@ -48,13 +48,25 @@ class DetectorInfo:
 TRAINING_KINDS = ("trains", "training-free")
 
 
+@dataclass(frozen=True)
+class SuiteInfo:
+    """What ``detbench ls suites`` shows about a data set without importing its adapter: the paper that published
+    it, its year, where to download it and its licence (as the authors state them).
+    """
+
+    paper: str = ""
+    year: int | None = None
+    download: str = ""
+    licence: str = ""
+
+
 @dataclass
 class _Entry:
     target: str | None  # "module:attr" while not yet imported
     obj: Any = None
     summary: str = ""
     origin: str = "built-in"
-    info: DetectorInfo | None = None
+    info: DetectorInfo | SuiteInfo | None = None
 
     def load(self) -> Any:
         if self.obj is None:
@@ -116,7 +128,7 @@ class Registry:
         self._entry_points_loaded = False
 
     def register_lazy(self, name: str, target: str, summary: str = "", origin: str = "built-in",
-                      info: DetectorInfo | None = None) -> None:
+                      info: DetectorInfo | SuiteInfo | None = None) -> None:
         """Register ``name`` to the object at ``"module:attr"``, imported on first use.
 
         Args:
@@ -124,7 +136,8 @@ class Registry:
             target: ``"module:attr"`` of the plugin class.
             summary: one line for ``detbench ls``.
             origin: who registered it (``built-in``, an entry point, ...).
-            info: detectors only: paper, year, training kind and released weights, listed without importing.
+            info: what is listed without importing: a detector's paper, year, training kind and released weights,
+                or a suite's paper, year, download and licence.
         """
         if ":" not in target:
             raise ValueError(f"lazy target must look like 'module:attr', got {target!r}")
@@ -196,7 +209,11 @@ class Registry:
                 continue
             target = f"detbench.{package}.{path.stem}:{facts.pop('class')}"
             name, summary, aliases = facts.pop("name"), facts.pop("summary"), facts.pop("aliases", [])
-            info = DetectorInfo(**facts) if facts else None
+            kind = SuiteInfo if package == "datasets" else DetectorInfo
+            try:
+                info = kind(**facts) if facts else None
+            except TypeError as exc:
+                raise RegistryError(f"{path}: REGISTRATION has an unknown key ({exc})") from None
             self.register_lazy(name, target, summary, info=info)
             for alias in aliases:
                 self.register_lazy(alias, target, f"Alias of {name}.")
@@ -241,14 +258,14 @@ class Registry:
         entry = self._entry(name)
         return {"name": name, "summary": entry.summary, "origin": entry.origin, "target": entry.target or ""}
 
-    def info(self, name: str) -> DetectorInfo | None:
-        """The detector facts given at registration (None for plugins registered without them).
+    def info(self, name: str) -> DetectorInfo | SuiteInfo | None:
+        """The facts given at registration (None for plugins registered without them).
 
         Args:
             name: the plugin's name.
 
         Returns:
-            The :class:`DetectorInfo`, or None.
+            The :class:`DetectorInfo` (a detector) or :class:`SuiteInfo` (a suite), or None.
 
         Raises:
             RegistryError: an unknown name.

@@ -514,6 +514,152 @@ def build_hf_parquet(root: Path, *, n: int = 4, generators: tuple[str, ...] = ("
     return rep
 
 
+# ------------------------------------------------------------------------------------------ 2025 suites
+
+
+def build_wildrf(root: Path, *, n: int = 2, wrapper: str = "WildRF", defects: bool = True) -> Replica:
+    """WildRF as unzipped: ``[wrapper/]{train,val}/{0_real,1_fake}`` (Reddit) and
+    ``[wrapper/]test/{reddit,twitter,facebook}/{0_real,1_fake}``; JPEG reals and fakes of mixed sizes as posted,
+    a PNG fake on Twitter, and (with ``defects``) a 0-byte JPEG among the Facebook fakes."""
+    rep = Replica(Path(root))
+    top = rep.root / wrapper if wrapper else rep.root
+    seed = 16000
+    leaves = [(top / "train", "reddit", "train"), (top / "val", "reddit", "val")]
+    leaves += [(top / "test" / p, p, "test") for p in ("reddit", "twitter", "facebook")]
+    for folder, platform, split in leaves:
+        for label, name in ((1, "1_fake"), (0, "0_real")):
+            for j in range(n):
+                seed += 1
+                ext = ".png" if (platform == "twitter" and label and j == 0) else ".jpg"
+                path = write_image(folder / name / f"{platform}_{j:04d}{ext}", size=14 + seed % 7, seed=seed)
+                rep.add(path, platform, split, label)
+    if defects:
+        rep.add(write_broken(top / "test" / "facebook" / "1_fake" / "fb_9999.jpg", "empty"), "facebook", "test", 1,
+                "empty")
+    return rep
+
+
+AIGIBENCH_TEST = {"ProGAN": "progan", "StyleGAN-XL": "stylegan-xl", "InSwap": "inswap", "FLUX1-dev": "flux1-dev",
+                  "Midjourney": "midjourney-v6", "Infinite-ID": "infinite-id", "SocialRF": "socialrf"}  # fmt: skip
+
+
+def build_aigibench(root: Path, *, n: int = 2, sd_n: int = 4, defects: bool = True) -> Replica:
+    """AIGIBench as unzipped: ``{train,val}/{car,cat,chair,horse,sdv1.4}/{0_real,1_fake}`` (ProGAN PNGs, SD v1.4
+    PNG fakes and ImageNet JPEG reals, ``sd_n`` per label in train so the pooled and balanced mixes differ) and
+    seven of the 25 ``test/<subset>/{0_real,1_fake}`` folders as spelled in the authors' logs. With ``defects``: a
+    truncated PNG among the FLUX1-dev fakes."""
+    rep = Replica(Path(root))
+    seed = 17000
+    for split in ("train", "val"):
+        for source in ("car", "cat", "chair", "horse", "sdv1.4"):
+            key = "sdv14" if source == "sdv1.4" else f"progan-{source}"
+            count = sd_n if source == "sdv1.4" and split == "train" else n
+            for label, name in ((1, "1_fake"), (0, "0_real")):
+                for j in range(count):
+                    seed += 1
+                    ext = ".JPEG" if source == "sdv1.4" and not label else ".png"
+                    path = write_image(rep.root / split / source / name / f"{j:05d}{ext}", seed=seed)
+                    rep.add(path, key, split, label)
+    for folder, key in AIGIBENCH_TEST.items():
+        for label, name in ((0, "0_real"), (1, "1_fake")):
+            for j in range(n):
+                seed += 1
+                path = write_image(rep.root / "test" / folder / name / f"{j:05d}.png", size=12 + seed % 9, seed=seed)
+                rep.add(path, key, "test", label)
+    if defects:
+        broken = write_broken(rep.root / "test" / "FLUX1-dev" / "1_fake" / "99999.png", "truncated")
+        rep.add(broken, "flux1-dev", "test", 1, "truncated")
+    return rep
+
+
+SEMITRUTHS_EDITS = (  # (method folder, source data set, model as the metadata names it, generator key)
+    ("inpainting", "ADE20K", "StableDiffusion_v4", "stablediffusion-v4"),
+    ("inpainting", "CelebAHQ", "Kandinsky_2_2", "kandinsky-2-2"),
+    ("p2p", "CityScapes", "OpenJourney", "openjourney"),
+)
+
+
+def build_semitruths(root: Path, *, n: int = 2, defects: bool = True) -> Replica:
+    """The Semi-Truths evaluation sample as extracted: ``metadata.csv`` listing the real originals
+    (``original/images/<dataset>/``) and the edits (``{inpainting,p2p}/<dataset>/<model>/``) with the change metrics
+    (semantic magnitude bin, area ratios, SSIM, LPIPS). Each real image is expected once per model. With ``defects``:
+    a truncated PNG among the OpenJourney edits."""
+    import csv
+
+    rep = Replica(Path(root))
+    seed = 18000
+    columns = ["image_id", "image_path", "label", "dataset", "method", "model", "sem_magnitude", "post_edit_ratio",
+               "area_ratio", "ssim", "lpips_score"]
+    rows: list[dict] = []
+    reals: list[Path] = []
+    for dataset in ("ADE20K", "CelebAHQ", "CityScapes"):
+        for j in range(n):
+            seed += 1
+            real = write_image(rep.root / "original" / "images" / dataset / f"{dataset}_{j:05d}.jpg", seed=seed)
+            reals.append(real)
+            rows.append({"image_id": real.stem, "image_path": real.relative_to(rep.root).as_posix(), "label": "real",
+                         "dataset": dataset, "method": "", "model": "", "sem_magnitude": "", "post_edit_ratio": "",
+                         "area_ratio": "", "ssim": "", "lpips_score": ""})  # fmt: skip
+    magnitudes = ("small", "medium", "large")
+    for method, dataset, model, key in SEMITRUTHS_EDITS:
+        for j in range(n + 1):
+            seed += 1
+            fake = write_image(rep.root / method / dataset / model / f"{dataset}_{j:05d}_{model}.png", seed=seed)
+            rep.add(fake, key, "test", 1)
+            rows.append({"image_id": fake.stem, "image_path": fake.relative_to(rep.root).as_posix(), "label": "fake",
+                         "dataset": dataset, "method": method, "model": model,
+                         "sem_magnitude": magnitudes[j % 3], "post_edit_ratio": ("small", "large")[j % 2],
+                         "area_ratio": f"{0.05 + 0.3 * j:.3f}", "ssim": f"{0.9 - 0.1 * j:.2f}",
+                         "lpips_score": f"{0.1 * (j + 1):.2f}"})  # fmt: skip
+        for real in reals:
+            rep.add(real, key, "test", 0)
+    if defects:
+        broken = write_broken(rep.root / "p2p" / "CityScapes" / "OpenJourney" / "CityScapes_99999.png", "truncated")
+        rep.add(broken, "openjourney", "test", 1, "truncated")
+        rows.append({**rows[-1], "image_id": broken.stem, "image_path": broken.relative_to(rep.root).as_posix()})
+    with (rep.root / "metadata.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rep
+
+
+def build_commfor(root: Path, *, n: int = 2) -> Replica:
+    """The Community Forensics evaluation split as downloaded: ``data/publicEval/<name>.parquet`` shards with
+    columns image_name, format, resolution, image_data (plain bytes), model_name, prompt and label (0 real, 1
+    generated; the reals have no model_name). ``n`` images per generator, ``n`` reals; a truncated PNG among the
+    commercial generator's images. Each real is expected once per generator."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rep = Replica(Path(root))
+    seed = 19000
+    models = ("stabilityai/stable-diffusion-2", "runwayml/stable-diffusion-v1-5", "Midjourney")
+    shards = {"data/publicEval/publicEval-00000.parquet": [], "data/publicEval/publicEval-00001.parquet": []}
+    names = list(shards)
+    k = 0
+    for model in (*models, None):
+        for j in range(n + (1 if model == "Midjourney" else 0)):
+            seed += 1
+            broken = model == "Midjourney" and j == n
+            data = encode_image("PNG", seed=seed)
+            shards[names[k % 2]].append({"image_name": f"{seed:08d}.png", "format": "PNG", "resolution": "[16, 16]",
+                                         "image_data": data[: len(data) // 2] if broken else data,
+                                         "model_name": model, "prompt": f"p{seed}", "label": int(model is not None),
+                                         "_status": "truncated" if broken else "ok"})  # fmt: skip
+            k += 1
+    for shard, rows in shards.items():
+        table = pa.table({key: [r[key] for r in rows] for key in rows[0] if not key.startswith("_")})
+        (rep.root / shard).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, rep.root / shard, row_group_size=2)
+        for row, r in enumerate(rows):
+            locator = f"{shard}#image_data:{row:09d}"
+            keys = [r["model_name"]] if r["model_name"] else list(models)
+            for key in keys:
+                rep.expected.append((locator, key.replace("/", "--"), "test", r["label"], r["_status"]))
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -552,5 +698,9 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "synthbuster": (build_synthbuster, {}),
     "list": (build_filelist, {}),
     "parquet": (build_hf_parquet, {"generator_column": "generator"}),
+    "wildrf": (build_wildrf, {}),
+    "aigibench": (build_aigibench, {}),
+    "semitruths": (build_semitruths, {}),
+    "commfor": (build_commfor, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import detbench.api
 from detbench.registry import DETECTORS, SUITES, Registry, RegistryError
 
 
@@ -119,3 +120,23 @@ def test_a_plugin_that_is_not_a_detector_fails_in_one_line(tmp_path: Path, monke
         assert result.exit_code == 2 and "not a subclass" in result.output and "Traceback" not in result.output
     finally:
         DETECTORS.unregister("thing")
+
+
+def test_suite_facts_are_read_from_the_registration_and_listed() -> None:
+    """A suite module's REGISTRATION may state its paper, year, download and licence; they are listed without
+    importing the suite."""
+    frame = detbench.api.list_suites().set_index("name")
+    assert {"paper", "year", "download", "licence"} <= set(frame.columns)
+    row = frame.loc["wildrf"]
+    assert "2406.09398" in row["paper"] and row["year"] == 2024 and row["download"] and row["licence"]
+    assert frame["year"].dtype == "Int64"
+
+
+def test_ls_suites_shows_the_paper_and_year() -> None:
+    from typer.testing import CliRunner
+
+    from detbench.cli.commands import app
+
+    result = CliRunner().invoke(app, ["ls", "suites"])
+    assert result.exit_code == 0, result.output
+    assert "licence" in result.output and "Cavia" in result.output  # WildRF's paper, in the table's paper column

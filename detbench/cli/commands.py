@@ -181,6 +181,7 @@ def index(
 @app.command("ls")
 def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbations | presets | runs")]) -> None:
     """List registered detectors, suites, perturbations or paper presets, or finished runs."""
+    from pandas import isna as pd_isna
     from rich.table import Table
 
     from detbench import api
@@ -190,10 +191,14 @@ def ls(what: Annotated[str, typer.Argument(help="detectors | suites | perturbati
         cli_views.list_detectors()
     elif what in registries:
         table = Table(title=what)
-        for col in ("name", "summary", "origin"):
+        facts = ("paper", "download", "licence") if what == "suites" else ()
+        for col in ("name", "summary", *facts, "origin"):
             table.add_column(col)
         for row in registries[what]().to_dict("records"):
-            table.add_row(row["name"], row["summary"] or row["target"], row["origin"])
+            stated = [str(row[k] or "") for k in facts]
+            if facts and row["paper"] and not pd_isna(row["year"]):
+                stated[0] = f"{row['paper']} ({row['year']})"
+            table.add_row(row["name"], row["summary"] or row["target"], *stated, row["origin"])
         console.print(table)
     elif what == "runs":
         cli_views.list_runs()
