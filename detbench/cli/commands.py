@@ -249,6 +249,7 @@ def leaderboard(
     ] = False,
 ) -> None:
     """Rebuild SUITE's leaderboard from the finished run records (filters apply to every output)."""
+    from detbench import api
     from detbench.registry import SUITES
     from detbench.results.display import (
         cost_note,
@@ -258,31 +259,20 @@ def leaderboard(
         markdown_table,
         unit_note,
     )
-    from detbench.results.leaderboard import (
-        FLAGS_NOTE,
-        FLOOR_COLUMN,
-        FLOOR_NOTE,
-        VIEW_ID_COLUMNS,
-        leaderboard_view,
-        suite_long,
-        with_cost,
-        write_csvs,
-    )
+    from detbench.results.leaderboard import FLAGS_NOTE, FLOOR_COLUMN, FLOOR_NOTE, VIEW_ID_COLUMNS, write_csvs
     from detbench.store import atomic_path
 
     suite_cls = SUITES.get(suite)
     suite = suite_cls.name  # aliases (ufd) share their suite's records
-    long = suite_long(suite, published)
     metrics = [metric] if metric else list(suite_cls.headline_metrics)
     filters = {"detector": detector, "backbone": backbone, "perturbation": perturbation}
-    views = [leaderboard_view(long, name, delta=delta, rank=rank, **filters) for name in metrics]  # checks first
+    if by and cost:
+        raise ConfigError("--cost is shown per run, not per slice: drop --by or --cost")
+    views = [api.leaderboard(suite, name, delta=delta, published=published, rank=rank, by=by, cost=cost, **filters)
+             for name in metrics]  # every metric checked before anything is shown
     if by:
-        if cost:
-            raise ConfigError("--cost is shown per run, not per slice: drop --by or --cost")
         cli_views.show_slices(suite, views, metrics, by, csv, markdown)
         return
-    if cost:
-        views = [with_cost(view, suite) for view in views]
     markdown_parts, flagged, floored = [], False, False
     for name, view in zip(metrics, views, strict=True):
         shown = leaderboard_cells(view, VIEW_ID_COLUMNS, deltas=delta, metric=name)

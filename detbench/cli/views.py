@@ -256,26 +256,24 @@ def show_comparison(table: Any, bootstrap: int) -> None:
             console.print(grid)
 
 
-def show_slices(suite: str, views: list[Any], metrics: list[str], by: str, csv: Path | None,
+def show_slices(suite: str, tables: list[Any], metrics: list[str], by: str, csv: Path | None,
                 markdown: Path | None) -> None:
     """Print a leaderboard per slice (``detbench leaderboard --by``) and write its CSV and Markdown when asked.
 
     Args:
         suite: the suite's name.
-        views: the wide leaderboards, one per metric (their runs, in order).
+        tables: the sliced leaderboards (:func:`detbench.api.leaderboard` with ``by``), one per metric.
         metrics: the metric of each view.
         by: the slice (``format``, ``jpeg_quality``, ``size`` or ``meta_COLUMN[:BINS]``).
         csv: a folder for ``<suite>_leaderboard_by_<column>.csv`` (the first metric), or None.
         markdown: a Markdown file for the tables shown, or None.
     """
     from detbench.results.display import frame_table, markdown_table, unit_note
-    from detbench.results.slices import parse_by, sliced_leaderboard
+    from detbench.results.slices import parse_by
     from detbench.store import atomic_path
 
-    parts, tables = [], []
-    for name, view in zip(metrics, views, strict=True):
-        table = sliced_leaderboard(view, name, by)
-        tables.append(table)
+    parts = []
+    for name, table in zip(metrics, tables, strict=True):
         title = f"{suite} leaderboard by {by}: {name} ({unit_note(name)}; n/a: the slice lacks real or fake images)"
         shown = table.assign(run_id=table["run_id"].str[:16])
         console.print(frame_table(shown, title, percent_from=len(shown.columns) - 1))

@@ -9,6 +9,7 @@ directly (``data/test-00000-of-00002.parquet``) is scored row by row, each row s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -76,8 +77,8 @@ def load_trained(run_ref: str, ctx: RunContext) -> Run:
         RegistryError: the run's detector is not installed.
         WeightsError: the fit's state (or the detector's weights) cannot be loaded.
     """
-    from detbench.config import apply_overrides
-    from detbench.engine.record import detector_label
+    from detbench.config import apply_overrides, field_paths
+    from detbench.engine.record import detector_label, record_seed
     from detbench.registry import DETECTORS, SUITES
     from detbench.results.leaderboard import find_run
     from detbench.store import canonical_json
@@ -93,9 +94,12 @@ def load_trained(run_ref: str, ctx: RunContext) -> Run:
         ctx.eval_convention = SUITES.get(record["suite"]).eval_convention
     saved = record["key"]["detector"]
     # the config as run, with its file paths (the key names files by sha256 only); older records: the key's
-    config = apply_overrides(cls.Config(), _dotted(record.get("config") or saved["config"]))
+    settable = field_paths(cls.Config)  # fields the class fixes (init=False, e.g. UnivFD's normalize) are recorded too
+    recorded = _dotted(record.get("config") or saved["config"])
+    config = apply_overrides(cls.Config(), {k: v for k, v in recorded.items() if k in settable or not _fixed(cls, k)})
     detector = cls(config)
-    detector.setup(ctx)
+    seed = record_seed(record)
+    detector.setup(ctx if seed is None else dataclasses.replace(ctx, seed=seed))  # seeded draws as the run made them
     if saved.get("version") != cls.version:
         ctx.phases.log(
             f"[yellow]warning:[/] run {run_dir.name} was made by {cls.name} version {saved.get('version')}; "
@@ -129,6 +133,14 @@ def fit_dir(run_dir: Path, record: dict[str, Any]) -> Path:
     suite_dir = run_dir.parent.parent
     train_suite = training.get("suite") or suite_dir.name
     return layout.fit_dir(train_suite, run_dir.parent.name, str(record["fit_id"]), root=suite_dir.parent)
+
+
+def _fixed(cls: Any, key: str) -> bool:
+    """Whether ``key`` names a config field the detector class fixes (``init=False``): recorded, never set."""
+    import dataclasses
+
+    names = {f.name: f for f in dataclasses.fields(cls.Config)}
+    return "." not in key and key in names and not names[key].init
 
 
 def _dotted(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
