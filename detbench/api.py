@@ -202,8 +202,10 @@ def run(
         protocol: the suite's protocol (default: its standard one; ``eval`` trains nothing); on any suite also
             ``train-on-A,B`` (a mix) and ``chrono:...`` (chronological windows and series; README, Protocols).
         settings: detector config keys and suite options, as ``--set`` takes them (``{"mask.strategy": "random"}``;
-            ``suite.KEY`` or ``train_suite.KEY`` to be explicit), and ``train.holdout`` (``0.1``, ``0`` or
-            ``val-split``: which training-generator images select the model; default: the detector's original).
+            ``suite.KEY`` or ``train_suite.KEY`` to be explicit), ``train.holdout`` (``0.1``, ``0`` or
+            ``val-split``: which training-generator images select the model; default: the detector's original), and
+            ``check.near_duplicates`` (``warn``, ``refuse``, ``off``) and ``check.near_duplicates_distance`` (0 to
+            16 bits): the check for evaluation images that nearly copy training images (README, Near-duplicates).
         seed: seed of splits, training and sampling.
         perturb: evaluation-time perturbation (``jpeg:75``, ``blur:2+jpeg:90``, ``social:1``; ``jpeg:96@fake``
             perturbs the fakes only).

@@ -213,3 +213,43 @@ def test_same_files_links_and_copies_across_roots(tmp_path: Path) -> None:
     ):
         with pytest.raises(ProtocolError, match="would evaluate 1 of the images it trains on"):
             check(evaluation, root)
+
+
+def test_a_resized_reencoded_copy_of_a_training_image_in_another_suite_is_found(data: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """A training image of GenImage, resized and re-encoded as JPEG (other bytes, the same picture) in the evaluated
+    suite's data, is a near-duplicate: warned of, recorded with the pair and flagged; the other images are not."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    genimage = data["genimage"]
+    source = sdv14_training_images(genimage)[0]
+    root = tmp_path / "near"
+    planted = root / "ai" / "planted.jpg"
+    planted.parent.mkdir(parents=True)
+    with Image.open(source) as image:
+        resized = image.convert("RGB").resize((image.width * 3 // 2, image.height * 3 // 2), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    resized.save(buffer, "JPEG", quality=85)
+    planted.write_bytes(buffer.getvalue())
+    others = sorted(p for p in data["chameleon"].rglob("*.png") if p.is_file() and p.stat().st_size)[:4]
+    for i, other in enumerate(others):
+        shutil.copyfile(other, root / "ai" / f"{i}.png")
+    write_list(root / "labels.csv", root, sorted((root / "ai").iterdir()))
+    result = cross_run(root, genimage, "--set", "suite.file=labels.csv")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "1 of the 5 evaluation images are near-duplicates of training images (of the training suite)" in text, text
+    [record] = records("list")
+    near = record["counts"]["near_duplicates_of_training"]
+    assert (near["eval"], near["train"], near["copies"]) == (1, 1, 0)
+    assert near["examples"][0]["eval"] == "ai/planted.jpg"
+    assert near["examples"][0]["train"] == source.relative_to(genimage).as_posix()
+    assert record["counts"]["copies_of_training"]["eval"] == 0
+    assert detbench.runs("list")["flags"].tolist() == ["1 near-dups (d<=4)"]
+    report = invoke("report", record["run_id"][:12], "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    page = " ".join((tmp_path / "report" / "report.html").read_text().split())
+    assert "1 evaluation images are near-duplicates of training images" in page and "ai/planted.jpg" in page

@@ -22,7 +22,8 @@ TrainSuiteOption = Annotated[Optional[str], typer.Option(help=OPTIONS["train_sui
 TrainRootOption = Annotated[Optional[Path], typer.Option(help=OPTIONS["train_root"].help)]
 TrainProtocolOption = Annotated[Optional[str], typer.Option(help=OPTIONS["train_protocol"].help)]
 SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", help="Config override key=value (repeatable; train.holdout=0.1|0|val-split chooses the held-out images)."
+    "--set", help="Config override key=value (repeatable; train.holdout=0.1|0|val-split chooses the held-out images; "
+    "check.near_duplicates=warn|refuse|off and check.near_duplicates_distance=D the near-duplicate check)."
 )]
 SeedOption = Annotated[int, typer.Option(help=OPTIONS["seed"].help)]
 SeedsOption = Annotated[Optional[str], typer.Option(help=OPTIONS["seeds"].help)]

@@ -103,6 +103,7 @@ class ImageInfo:
     n_frames: int | None = None
     jpeg_quality: int | None = None
     exif: bool | None = None  # the header carries an EXIF block (see _has_exif)
+    phash: str | None = None  # perceptual hash of the decoded first frame (full probes only; see _phash)
     status: str
     reason: str | None = None
 
@@ -130,8 +131,9 @@ def probe(
 
     Args:
         path: the file.
-        decode: decode the first frame fully, so truncated or corrupt data is caught; False reads only the
-            header (fast; truncation past the header goes unnoticed).
+        decode: decode the first frame fully, so truncated or corrupt data is caught, and take its perceptual hash
+            (:mod:`detbench.data.perceptual_hash`); False reads only the header (fast; truncation past the header
+            goes unnoticed, and there is no hash).
         max_pixels: detbench's pixel guard (larger images get status ``too_large``); None disables it.
 
     Returns:
@@ -189,7 +191,7 @@ def probe_bytes(data: bytes | None, *, decode: bool = True, max_pixels: int | No
 
     Args:
         data: the encoded bytes; None (a null cell) is ``empty``.
-        decode: decode the first frame fully (else only the header).
+        decode: decode the first frame fully and hash it (else only the header).
         max_pixels: detbench's pixel guard; None disables it.
 
     Returns:
@@ -524,7 +526,22 @@ def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | N
                 im.load()
     except ImageError as exc:
         return ImageInfo(**fields, status=exc.status, reason=exc.reason)
+    if decode:
+        fields["phash"] = _phash(im, fp)
     return ImageInfo(**fields, status="ok")
+
+
+def _phash(im: Image.Image, fp: IO[bytes]) -> str | None:
+    """The perceptual hash of a decoded image as the loaders convert it to RGB; None when that conversion fails (the
+    image keeps its status: the hash only serves the near-duplicate check, which counts images without one).
+    """
+    from detbench.data.perceptual_hash import perceptual_hash
+
+    try:
+        with _classified(fp), _png_metadata_limit():
+            return perceptual_hash(to_rgb(apply_orientation(im)))
+    except ImageError:
+        return None
 
 
 _EXIF_IFD = 0x8769  # the TIFF tag pointing at the Exif sub-directory

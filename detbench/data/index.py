@@ -10,6 +10,11 @@ and ``image_id`` always the content hash (the bytes are read anyway). The manife
 fingerprint (size, mtime and a hash of its Parquet footer, :func:`detbench.data.shards.fingerprint`): a shard whose
 fingerprint is unchanged keeps its rows; one rewritten with the same mtime (a copy that keeps times) is read
 again.
+
+``phash`` is each decoded image's 64-bit perceptual hash (16 hex digits, :mod:`detbench.data.perceptual_hash`),
+taken while the file is probed in ``full`` mode (files and Parquet rows alike); None in ``fast`` mode, which
+decodes nothing, and for unusable files. Like the other descriptive columns it is not part of :func:`index_hash`,
+so adding it changed no index hash; an index written before it existed is probed again once.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ COLUMNS = [
     "height",
     "bytes",
     "exif",
+    "phash",
     "status",
     "reason",
     "mtime_ns",
@@ -107,6 +113,7 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
         "height": info.height,
         "bytes": info.bytes if info.bytes is not None else size,
         "exif": info.exif,
+        "phash": info.phash,
         "status": info.status,
         "reason": info.reason,
         "mtime_ns": mtime_ns,
@@ -140,6 +147,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                         "height": info.height,
                         "bytes": info.bytes,
                         "exif": info.exif,
+                        "phash": info.phash,
                         "status": info.status,
                         "reason": info.reason,
                         "mtime_ns": mtime_ns,
@@ -400,7 +408,7 @@ def check_unique_ids(df: pd.DataFrame) -> None:
 
 def _bad_name_row(rel: str) -> dict[str, Any]:
     return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
-            "height": None, "bytes": None, "exif": None, "status": "bad_name",
+            "height": None, "bytes": None, "exif": None, "phash": None, "status": "bad_name",
             "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
@@ -413,7 +421,7 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
     except Exception:  # a damaged index is rebuilt, not trusted
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
-    if set(cols) - set(df.columns):  # written before a column existed (e.g. exif): every file is probed again
+    if set(cols) - set(df.columns):  # written before a column existed (exif, phash): every file is probed again
         return {}
     return {r["path"]: r for r in df[cols].to_dict("records")}
 

@@ -28,6 +28,7 @@ from detbench.data.index import Index, build_index, load_index
 from detbench.data.suites import Protocol, Suite, check_root, display_name
 from detbench.engine import layout
 from detbench.engine.holdout import HOLDOUT_KEY, apply_holdout
+from detbench.engine.near_duplicates import check_near_duplicates
 from detbench.engine.protocol_checks import (
     check_no_training_images_evaluated,
     check_training_rows,
@@ -78,6 +79,7 @@ class RunPlan:
     run_key: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     training_copies: dict[str, Any] | None = None  # evaluation images copying training images (None: nothing trained)
+    near_duplicates: dict[str, Any] | None = None  # ... and near-duplicates of them (engine.near_duplicates)
     holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.engine.holdout.apply_holdout)
     bias_probe: bool = False  # the detector cross-validates on the evaluation rows (Detector.bias_probe)
 
@@ -223,10 +225,12 @@ def plan_run(
             f"none out ({_holdout_words(holdout_facts)}); {fix}, or pass a fixed --threshold"
         )
     evaluation, eval_sample = suite.sample_eval(evaluation)
-    copies = None
+    copies = near = None
     if needs_training and train_protocol.trains:
         check_training_rows(train_protocol, train, heldout, train_index.root)
         copies = check_training_copies(train_protocol, train, heldout, evaluation, train_index, index, bool(source))
+        near = check_near_duplicates(resolved.near_duplicates, train, heldout, evaluation, phases.warn,
+                                     cross_suite=bool(source))
         if copies["eval"]:
             phases.warn(f"{copies['eval']} of the {len(evaluation)} evaluation images are byte-identical copies of "
                         "training images (other files with the same bytes): their scores measure memory as much as "
@@ -244,7 +248,7 @@ def plan_run(
         request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
-        training_copies=copies,
+        training_copies=copies, near_duplicates=near,
         holdout=holdout_facts, bias_probe=bias_probe,
     )  # fmt: skip
     keys = {"fit_key": fit_key(draft)}

@@ -164,6 +164,7 @@ def build_record(
         "counts": {
             **_counts(plan.train, plan.heldout, scores, plan.train_index.rows, plan.train_protocol),
             "copies_of_training": plan.training_copies,
+            "near_duplicates_of_training": plan.near_duplicates,
         },
         "summary": _summary(measured.metrics),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -17,6 +17,8 @@ from detbench.config import apply_overrides, field_paths
 from detbench.data.protocol_builder import BALANCE_KEY, DATES_KEY, ProtocolOptions
 from detbench.data.suites import Suite
 from detbench.engine.holdout import HOLDOUT_KEY, parse_holdout
+from detbench.engine.near_duplicates import CHECK_PREFIX, NearDuplicateCheck, parse_check_settings
+from detbench.engine.near_duplicates import KEYS as CHECK_KEYS
 from detbench.errors import ConfigError
 from detbench.kit.detector import Detector
 from detbench.registry import DETECTORS, SUITES
@@ -104,14 +106,16 @@ class Resolved:
     train_suite_overrides: dict[str, str] = field(default_factory=dict)  # --set train_suite.KEY=VALUE
     holdout: str | None = None  # --set train.holdout=VALUE (detbench.engine.holdout); None: the detector's default
     protocol_options: ProtocolOptions = field(default_factory=ProtocolOptions)  # suite.balance, chrono.dates
+    near_duplicates: NearDuplicateCheck = field(default_factory=NearDuplicateCheck)  # --set check.near_duplicates*
 
 
 def resolve(req: RunRequest) -> Resolved:
     """Look up plugins and validate every option before any work.
 
     ``--set`` keys go to the detector's config (bare, or ``detector.KEY``), to the suite's options (bare, or
-    ``suite.KEY``), to the training suite (``train_suite.KEY``) or, for ``train.holdout``, to the choice of held-out
-    images (:mod:`detbench.engine.holdout`). A bare key that both the detector and the suite define is refused,
+    ``suite.KEY``), to the training suite (``train_suite.KEY``), for ``train.holdout`` to the choice of held-out
+    images (:mod:`detbench.engine.holdout`) and for ``check.*`` to the near-duplicate check
+    (:mod:`detbench.engine.near_duplicates`). A bare key that both the detector and the suite define is refused,
     naming both: it is never resolved silently. The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
@@ -135,6 +139,7 @@ def resolve(req: RunRequest) -> Resolved:
     train_over: dict[str, str] = {}
     holdout: str | None = None
     protocol_settings: dict[str, str] = {}
+    check_settings: dict[str, str] = {}
     for key, value in req.overrides.items():
         bare_balance = key == BALANCE_KEY.removeprefix(SUITE_PREFIX) and key not in suite_keys | det_keys
         if (key == BALANCE_KEY and key.removeprefix(SUITE_PREFIX) not in suite_keys) or bare_balance:
@@ -142,6 +147,9 @@ def resolve(req: RunRequest) -> Resolved:
             continue
         if key == DATES_KEY:
             protocol_settings["dates_file"] = str(value)
+            continue
+        if key.startswith(CHECK_PREFIX) and key not in det_keys:
+            check_settings[key] = value
             continue
         if key.startswith(TRAIN_SUITE_PREFIX):
             train_over[key.removeprefix(TRAIN_SUITE_PREFIX)] = value
@@ -171,7 +179,7 @@ def resolve(req: RunRequest) -> Resolved:
             target, bare = (det_over, key) if key in det_keys else (suite_over, key)
         else:
             valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)] + [
-                HOLDOUT_KEY, BALANCE_KEY, DATES_KEY]
+                HOLDOUT_KEY, BALANCE_KEY, DATES_KEY, *CHECK_KEYS]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -199,6 +207,7 @@ def resolve(req: RunRequest) -> Resolved:
 
         perturbation = parse_perturbation(req.perturb)
     check_run_options(req)
+    near_duplicates = parse_check_settings(check_settings)  # a bad value fails now
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
     if holdout is not None:
         settings[HOLDOUT_KEY] = holdout
@@ -211,7 +220,7 @@ def resolve(req: RunRequest) -> Resolved:
         settings[BALANCE_KEY] = protocol_options.balance
     return Resolved(
         suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout,
-        protocol_options,
+        protocol_options, near_duplicates,
     )
 
 

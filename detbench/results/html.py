@@ -278,6 +278,13 @@ def _facts(rec: dict[str, Any]) -> str:
             f"{copies['eval']} evaluation images are byte-identical copies of training images (other files, same "
             "bytes): their scores measure memory as much as detection"
         )
+    near = counts.get("near_duplicates_of_training") or {}
+    if near.get("eval"):
+        shown = "; ".join(f"{x['eval']} ~ {x['train']} ({x['distance']} bits)" for x in near.get("examples", []))
+        facts["near-duplicates of training images"] = (
+            f"{near['eval']} evaluation images are near-duplicates of training images (perceptual hash within "
+            f"{near['distance']} of 64 bits; byte-identical copies apart): {shown}"
+        )
     if rec.get("external"):
         facts["trained on"] = "nothing: scores computed outside detbench and imported"
     if rec.get("key", {}).get("scores"):  # what the scores were read from, beyond the fit (an imported file)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from detbench.engine import layout
+from detbench.engine.near_duplicates import flag as near_duplicate_flag
 from detbench.engine.record import detector_label, load_run_record, record_seed
 from detbench.errors import DamagedRunError, RunLookupError, warn
 from detbench.metrics import SUMMARY_ROWS
@@ -114,22 +115,25 @@ def run_records(
 
 FLAGS_NOTE = (
     "flags: N train copies = N evaluation images are byte-identical copies of training images (other files, same "
-    "bytes): those scores measure memory as much as detection"
+    "bytes); N near-dups (d<=D) = N other evaluation images whose perceptual hash is within D of 64 bits of a "
+    "training image's (resized or re-encoded copies): those scores measure memory as much as detection"
 )
 
 
 def run_flags(record: dict[str, Any]) -> str:
     """What a table must say beside a run's numbers (explained by :data:`FLAGS_NOTE`): its evaluation images that
-    copy its training images.
+    copy its training images, byte for byte or nearly (:mod:`detbench.engine.near_duplicates`).
 
     Args:
         record: the run record.
 
     Returns:
-        E.g. ``3 train copies``; empty when nothing is to be said.
+        E.g. ``3 train copies``, ``2 near-dups (d<=4)`` or both; empty when nothing is to be said.
     """
-    copies = ((record.get("counts") or {}).get("copies_of_training") or {}).get("eval")
-    return f"{copies} train copies" if copies else ""
+    counts = record.get("counts") or {}
+    copies = (counts.get("copies_of_training") or {}).get("eval")
+    flags = [f"{copies} train copies" if copies else "", near_duplicate_flag(counts.get("near_duplicates_of_training"))]
+    return ", ".join(f for f in flags if f)
 
 
 def runs_table(suite: str | None = None, detector: str | None = None, runs_root: Path | None = None) -> pd.DataFrame:
