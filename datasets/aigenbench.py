@@ -47,7 +47,7 @@ from detbench.data.images import scrub
 from detbench.data.labels import FAKE_VALUES, REAL_VALUES, LabelValues
 from detbench.data.release_dates import load_release_dates
 from detbench.data.shards import Locator, ShardError, check_image_column, iter_rows, open_shard
-from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, safe_join, seeded_rank
+from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite, SuiteLayoutError, seeded_rank
 from detbench.datasets._layout import did_you_mean, split_value, unrecognised_root
 from detbench.datasets.hfparquet import SHOWN, cell_text, label_map
 
@@ -269,9 +269,10 @@ def _saved_splits(root: Path) -> list[tuple[str, Path]]:
                 names = json.loads((top / DATASET_DICT).read_text()).get("splits")
             except (OSError, ValueError, AttributeError) as exc:
                 raise SuiteLayoutError(f"{top / DATASET_DICT} is not a dataset_dict.json ({exc})") from None
-            if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-                raise SuiteLayoutError(f"{top / DATASET_DICT} lists no splits (expected {{\"splits\": [...]}})")
-            return [(name, safe_join(root, (top / name).relative_to(root).as_posix())) for name in names]
+            if not isinstance(names, list) or not names or not all(map(_plain_name, names)):
+                raise SuiteLayoutError(f"{top / DATASET_DICT} does not list its splits as folder names (expected "
+                                       f"{{\"splits\": [\"train\", ...]}}; got {names!r})")
+            return [(name, top / name) for name in names]
     if (root / STATE).is_file():
         return [(str(_state(root).get("_split") or root.name), root)]
     raise unrecognised_root(root, "AI-GenBench (a dataset saved with save_to_disk)", LAYOUT, several=True,
@@ -296,12 +297,18 @@ def _listed_shards(root: Path, folder: Path, ignored: list[str]) -> list[Path]:
     if not isinstance(files, list) or not files:
         raise SuiteLayoutError(f"{folder / STATE} lists no shards (_data_files)")
     names = [f.get("filename") if isinstance(f, dict) else None for f in files]
-    if not all(isinstance(n, str) and n for n in names):
-        raise SuiteLayoutError(f"{folder / STATE}: _data_files entries must name a filename")
+    if not all(map(_plain_name, names)):
+        raise SuiteLayoutError(f"{folder / STATE}: each _data_files entry must name a file in that folder; got "
+                               f"{names[:SHOWN]!r}")
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise SuiteLayoutError(f"split folder {where}: {len(missing)} shards its state.json lists are missing: "
                                + ", ".join(missing[:SHOWN]))
     ignored.extend(sorted(p.relative_to(root).as_posix() for p in folder.glob("*.arrow") if p.name not in names))
-    return [safe_join(root, (folder / n).relative_to(root).as_posix()) for n in names]
+    return [folder / n for n in names]
+
+
+def _plain_name(name: object) -> bool:
+    """Whether ``name`` is a file or folder name inside its folder (no separator, not ``.`` or ``..``)."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 

@@ -137,6 +137,15 @@ def test_roots_that_are_no_saved_dataset(saved, tmp_path: Path) -> None:
     (copy / "ai_gen_bench_v1.0.0" / "train" / "data-00001-of-00002.arrow").unlink()
     with pytest.raises(SuiteLayoutError, match="1 shards its state.json lists are missing: data-00001-of-00002"):
         list(AIGenBenchSuite().scan(copy))
+    shutil.copy(saved.root / "ai_gen_bench_v1.0.0" / "train" / "data-00001-of-00002.arrow", copy / "ai_gen_bench_v1.0.0"
+                / "train")  # fmt: skip
+    state = copy / "ai_gen_bench_v1.0.0" / "validation" / "state.json"
+    state.write_text(json.dumps({"_data_files": [{"filename": "../train/data-00000-of-00002.arrow"}]}))
+    with pytest.raises(SuiteLayoutError, match="each _data_files entry must name a file in that folder"):
+        list(AIGenBenchSuite().scan(copy))
+    (copy / "ai_gen_bench_v1.0.0" / "dataset_dict.json").write_text(json.dumps({"splits": ["../elsewhere"]}))
+    with pytest.raises(SuiteLayoutError, match="does not list its splits as folder names"):
+        list(AIGenBenchSuite().scan(copy))
     with pytest.raises(Exception, match="generator_set must be one of benchmark, all"):
         suite_with(generator_set="some")
 
