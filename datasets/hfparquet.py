@@ -26,9 +26,10 @@ Shards that are symlinks leading outside the root (or found through one) are ski
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from detbench.config import ConfigError
 from detbench.data.images import scrub
@@ -179,7 +180,7 @@ class ParquetSuite(SplitsFromDataSuite):
                 f"{did_you_mean(absent[0], names)} Name columns with --set label_column=... (or generator_column, "
                 "split_column, keep_columns)"
             )
-        labels, why_skipped = _label_map(parquet_file, o, rel)
+        labels, why_skipped = label_map(parquet_file, o, rel)
         split_of_shard = _split_from_name(PurePosixPath(rel)) or o.split_default
         generator_default = o.generator_default or root.resolve().name
         columns = list(dict.fromkeys(c for c in wanted if c))
@@ -195,8 +196,8 @@ class ParquetSuite(SplitsFromDataSuite):
                 if label is None:
                     skipped.setdefault(why_skipped, []).append(f"{rel} row {row} ({_shown(values[o.label_column][i])})")
                     continue
-                generator = _text(values[o.generator_column][i]) if o.generator_column else ""
-                split = split_value(_text(values[o.split_column][i])) if o.split_column else ""
+                generator = cell_text(values[o.generator_column][i]) if o.generator_column else ""
+                split = split_value(cell_text(values[o.split_column][i])) if o.split_column else ""
                 entries.append(
                     Entry(
                         path=str(Locator(rel, o.image_column, row)),
@@ -210,9 +211,20 @@ class ParquetSuite(SplitsFromDataSuite):
         return entries
 
 
-def _label_map(parquet_file: object, options: ParquetOptions, shard: str):
+def label_map(parquet_file: object, options: Any, shard: str) -> tuple[Callable[[object], int | None], str]:
     """(cell -> 0/1/None, why a None cell is skipped): through the ClassLabel names of the shard's Hugging Face
     metadata when it has them. A ClassLabel column holding the names themselves (strings) is read by name.
+
+    Args:
+        parquet_file: the open shard (Parquet or Arrow).
+        options: suite options with ``label_column``, ``real_values`` and ``fake_values``.
+        shard: the shard's path (for messages).
+
+    Returns:
+        The label reader and the reason a cell it reads as None is skipped.
+
+    Raises:
+        SuiteLayoutError: a ClassLabel name is neither real nor fake.
     """
     values = LabelValues(options.real_values, options.fake_values)
     feature = hf_features(parquet_file).get(options.label_column, {})
@@ -254,7 +266,15 @@ def _split_from_name(path: PurePosixPath) -> str | None:
     return None
 
 
-def _text(value: object) -> str:
+def cell_text(value: object) -> str:
+    """A text cell, stripped: bytes decoded, None empty.
+
+    Args:
+        value: the cell.
+
+    Returns:
+        The text.
+    """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
     return "" if value is None else str(value).strip()

@@ -660,6 +660,125 @@ def build_commfor(root: Path, *, n: int = 2) -> Replica:
     return rep
 
 
+# ---------------------------------------------------------------------------------- Arrow datasets (save_to_disk)
+
+
+def write_arrow_shard(path: Path, table, *, stream: bool = True, batch_rows: int = 2) -> Path:
+    """``table`` as an Arrow IPC shard: the stream format ``datasets``' ``save_to_disk`` writes (``stream=False``:
+    the IPC file format), in record batches of ``batch_rows`` rows."""
+    import pyarrow as pa
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer_class = pa.ipc.RecordBatchStreamWriter if stream else pa.ipc.RecordBatchFileWriter
+    with pa.OSFile(str(path), "wb") as sink, writer_class(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            writer.write_batch(batch)
+    return path
+
+
+def write_saved_split(folder: Path, tables: list, *, split: str, features: dict) -> list[str]:
+    """One split as ``Dataset.save_to_disk`` writes it: ``data-0000i-of-0000n.arrow`` shards (IPC streams), a
+    ``dataset_info.json`` with the features and a ``state.json`` listing the shards. Returns the shards' names."""
+    import json
+
+    names = [f"data-{i:05d}-of-{len(tables):05d}.arrow" for i in range(len(tables))]
+    for name, table in zip(names, tables, strict=True):
+        metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+        write_arrow_shard(folder / name, table.replace_schema_metadata(metadata))
+    (folder / "dataset_info.json").write_text(json.dumps({"citation": "", "description": "", "features": features,
+                                                          "homepage": "", "license": ""}))  # fmt: skip
+    (folder / "state.json").write_text(json.dumps({
+        "_data_files": [{"filename": name} for name in names], "_fingerprint": "0123456789abcdef",
+        "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
+        "_split": split}))  # fmt: skip
+    return names
+
+
+# AI-GenBench's generator names -> keys; Firefly is in the data but not in the benchmark's timeline
+AIGENBENCH_GENERATORS = {"CycleGAN": "cyclegan", "StyleGAN1": "stylegan1", "Diffusion GAN (ProjectedGAN)":
+                         "diffusion-gan-projectedgan", "Stable Diffusion 1.4": "stable-diffusion-1-4",
+                         "Stable Diffusion XL 1.0": "stable-diffusion-xl-1-0", "FLUX 1 Dev": "flux-1-dev"}  # fmt: skip
+AIGENBENCH_FEATURES = {
+    "image": {"_type": "Image"}, "height": {"dtype": "uint32", "_type": "Value"},
+    "width": {"dtype": "uint32", "_type": "Value"}, "label": {"names": ["real", "fake"], "_type": "ClassLabel"},
+    "generator": {"dtype": "large_string", "_type": "Value"}, "file_id": {"dtype": "large_string", "_type": "Value"},
+    "origin_dataset": {"dtype": "large_string", "_type": "Value"},
+}  # fmt: skip
+
+
+def aigenbench_real_pairing(reals: list[tuple[str, str]], fakes: Counter, seed: int) -> dict[str, str]:
+    """Which generator each real image (``(locator, file_id)``) is listed under, by the rule the README states:
+    reals in the order of a seeded hash of their ``file_id``, handed out in generator order, each generator's share
+    proportional to its fakes (largest remainders first, ties by name)."""
+    from detbench.data.suites import seeded_rank
+
+    total, n = sum(fakes.values()), len(reals)
+    quota = {g: n * c // total for g, c in fakes.items()}
+    for g in sorted(fakes, key=lambda g: (-(n * fakes[g] % total), g))[: n - sum(quota.values())]:
+        quota[g] += 1
+    ordered = sorted(reals, key=lambda r: (seeded_rank(seed, r[1]), r[1], r[0]))
+    out, start = {}, 0
+    for g in sorted(fakes):
+        out.update({locator: g for locator, _ in ordered[start:start + quota[g]]})
+        start += quota[g]
+    return out
+
+
+def build_aigenbench(root: Path, *, n: int = 2, wrapper: str = "ai_gen_bench_v1.0.0") -> Replica:
+    """AI-GenBench as ``simple_dataset_generation.py`` saves it (``DatasetDict.save_to_disk``):
+    ``[wrapper/]dataset_dict.json`` and ``{train,validation}/`` each with ``data-*.arrow`` shards (IPC streams),
+    ``dataset_info.json`` and ``state.json``; columns image (the Image struct), height, width, label (ClassLabel
+    real, fake), generator (AI-GenBench's name, empty for reals), file_id, origin_dataset. Per split ``n`` fakes
+    per benchmark generator (2 * ``n`` for FLUX 1 Dev), ``n`` Firefly fakes (not in the benchmark: skipped) and
+    3 * ``n`` + 2 reals, paired with the generators as the README states (every fake counts for the shares, the
+    broken one too); a truncated PNG among the validation split's CycleGAN fakes; a ``cache-*.arrow`` file that
+    ``state.json`` does not list (ignored). The validation split is expected as ``test``."""
+    import json
+
+    import pyarrow as pa
+
+    rep = Replica(Path(root))
+    top = rep.root / wrapper if wrapper else rep.root
+    top.mkdir(parents=True, exist_ok=True)
+    (top / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation"]}))
+    struct = pa.struct([(name, getattr(pa, kind)()) for name, kind in IMAGE_STRUCT_FIELDS])
+    seed = 20000
+    for split, split_key in (("train", "train"), ("validation", "test")):
+        rows: list[dict] = []
+        for name in (*AIGENBENCH_GENERATORS, "Firefly", ""):
+            count = 2 * n if name == "FLUX 1 Dev" else 3 * n + 2 if not name else n
+            for j in range(count):
+                seed += 1
+                data = encode_image("JPEG" if not name else "PNG", seed=seed)
+                broken = split == "validation" and name == "CycleGAN" and j == 0
+                rows.append({"image": {"bytes": data[: len(data) // 2] if broken else data, "path": f"{seed}.png"},
+                             "height": 16, "width": 16, "label": int(bool(name)), "generator": name,
+                             "file_id": f"{split}_{seed}", "origin_dataset": "coco" if not name else "synth",
+                             "_status": "truncated" if broken else "ok"})  # fmt: skip
+        rng = np.random.default_rng(len(split))
+        rows = [rows[i] for i in rng.permutation(len(rows))]  # generators and reals interleaved, as concatenated
+        half = len(rows) // 2
+        tables = []
+        for part in (rows[:half], rows[half:]):
+            columns = {k: [r[k] for r in part] for k in part[0] if not k.startswith("_")}
+            types = {"image": struct, "height": pa.uint32(), "width": pa.uint32(), "label": pa.int64()}
+            tables.append(pa.table({k: pa.array(v, type=types.get(k, pa.large_string())) for k, v in columns.items()}))
+        names = write_saved_split(top / split, tables, split=split, features=AIGENBENCH_FEATURES)
+        (top / split / "cache-0123456789abcdef.arrow").write_bytes(b"not listed in state.json")
+        located = [(f"{(Path(wrapper) / split / names[0 if i < half else 1]).as_posix()}"
+                    f"#image:{(i if i < half else i - half):09d}", r) for i, r in enumerate(rows)]  # fmt: skip
+        fakes = Counter(AIGENBENCH_GENERATORS[r["generator"]] for _, r in located
+                        if r["generator"] in AIGENBENCH_GENERATORS)  # fmt: skip
+        reals = [(loc, r["file_id"]) for loc, r in located if not r["generator"]]
+        paired = aigenbench_real_pairing(reals, fakes, seed=1337)
+        for locator, r in located:
+            if r["generator"] in AIGENBENCH_GENERATORS:
+                rep.expected.append((locator, AIGENBENCH_GENERATORS[r["generator"]], split_key, 1, r["_status"]))
+            elif not r["generator"]:
+                rep.expected.append((locator, paired[locator], split_key, 0, "ok"))
+    return rep
+
+
 # ------------------------------------------------------------------------------------------ file lists
 
 
@@ -702,5 +821,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "aigibench": (build_aigibench, {}),
     "semitruths": (build_semitruths, {}),
     "commfor": (build_commfor, {}),
+    "aigenbench": (build_aigenbench, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }

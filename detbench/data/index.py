@@ -4,10 +4,11 @@ Indexes live in ``$DETBENCH_HOME/indexes/<suite>/<key>/`` (``index.parquet`` + `
 ``key`` hashes the absolute root, the adapter identity and the id mode. Re-indexing is incremental: a file
 whose path, size and mtime are unchanged keeps its row without being read again.
 
-Images inside Parquet shards (``detbench.data.shards`` locators as paths) are probed by streaming each shard's
-image column once, in record batches; their ``bytes`` is the image's encoded size, ``mtime_ns`` the shard's,
+Images inside Parquet or Arrow shards (``detbench.data.shards`` locators as paths) are probed by streaming each
+shard's image column once, in record batches; their ``bytes`` is the image's encoded size, ``mtime_ns`` the shard's,
 and ``image_id`` always the content hash (the bytes are read anyway). The manifest keeps each shard's
-fingerprint (size, mtime and a hash of its Parquet footer, :func:`detbench.data.shards.fingerprint`): a shard whose
+fingerprint (size, mtime and a hash of its Parquet footer or Arrow message headers,
+:func:`detbench.data.shards.fingerprint`): a shard whose
 fingerprint is unchanged keeps its rows; one rewritten with the same mtime (a copy that keeps times) is read
 again.
 

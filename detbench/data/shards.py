@@ -1,15 +1,18 @@
-"""Images stored inside Parquet shards (as the Hugging Face hub distributes most datasets): addressing,
-streaming and row access. Bytes only: decoding stays in :mod:`detbench.data.images`.
+"""Images stored inside shards: Parquet (as the Hugging Face hub distributes most datasets) or Arrow IPC (as
+Hugging Face ``datasets``' ``save_to_disk`` writes them): addressing, streaming and row access. Bytes only: decoding
+stays in :mod:`detbench.data.images`.
 
 An image in a shard is addressed by a *locator*, used wherever a file path would be (index ``path`` column,
-scores, predictions): ``<shard path>#<column>:<row>``, e.g. ``data/test-00000-of-00002.parquet#image:000000042``.
-The row is the 0-based row of the shard, zero-padded to :data:`ROW_DIGITS` digits so that sorted locators
-read each shard front to back.
+scores, predictions): ``<shard path>#<column>:<row>``, e.g. ``data/test-00000-of-00002.parquet#image:000000042``
+or ``train/data-00000-of-00004.arrow#image:000000042``. The row is the 0-based row of the shard, zero-padded to
+:data:`ROW_DIGITS` digits so that sorted locators read each shard front to back.
 
 An image column holds either encoded bytes (``binary``) or the Hugging Face ``Image`` feature, a struct of
-``bytes`` and ``path``. Reading goes through pyarrow record batches of ``batch_rows`` rows with pre-buffering
+``bytes`` and ``path``. Parquet is read through pyarrow record batches of ``batch_rows`` rows with pre-buffering
 off and a bounded read buffer, so memory is bounded by a batch (and one data page), never by the shard or
-its row group.
+its row group. An Arrow shard (the IPC stream format ``save_to_disk`` writes, or the IPC file format) is
+memory-mapped: its record batches play the row groups' part, and only the rows of a ``batch_rows`` slice are
+copied out of the mapping at a time.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from typing import Any
 
 from detbench.errors import DataError
 
-SHARD_SUFFIX = ".parquet"
+PARQUET_SUFFIX = ".parquet"
+ARROW_SUFFIX = ".arrow"
+SHARD_SUFFIXES = (PARQUET_SUFFIX, ARROW_SUFFIX)
 ROW_DIGITS = 9
 DEFAULT_BATCH_ROWS = 64
 READ_BUFFER = 1 << 20  # bytes pyarrow reads at a time from a column chunk
-_LOCATOR = re.compile(r"^(?P<shard>.+\.parquet)#(?P<column>[^#]+):(?P<row>\d+)$", re.IGNORECASE)
+_LOCATOR = re.compile(r"^(?P<shard>.+\.(?:parquet|arrow))#(?P<column>[^#]+):(?P<row>\d+)$", re.IGNORECASE)
 
 
 class ShardError(DataError):
@@ -55,7 +60,7 @@ def parse_locator(path: str) -> Locator | None:
         path: an index path.
 
     Returns:
-        The :class:`Locator`, or None when ``path`` is not ``<shard>.parquet#<column>:<row>``.
+        The :class:`Locator`, or None when ``path`` is not ``<shard>.parquet#<column>:<row>`` (or ``.arrow``).
     """
     match = _LOCATOR.match(path)
     if match is None:
@@ -64,19 +69,89 @@ def parse_locator(path: str) -> Locator | None:
 
 
 def is_shard(path: str | Path) -> bool:
-    """Whether ``path`` names a Parquet shard (by its suffix, any case).
+    """Whether ``path`` names a shard (by its suffix, any case).
 
     Args:
         path: a path.
 
     Returns:
-        True for ``*.parquet``.
+        True for ``*.parquet`` and ``*.arrow``.
     """
-    return str(path).lower().endswith(SHARD_SUFFIX)
+    return str(path).lower().endswith(SHARD_SUFFIXES)
+
+
+def is_arrow(path: str | Path) -> bool:
+    """Whether ``path`` names an Arrow IPC shard (by its suffix, any case).
+
+    Args:
+        path: a path.
+
+    Returns:
+        True for ``*.arrow``.
+    """
+    return str(path).lower().endswith(ARROW_SUFFIX)
+
+
+ARROW_FILE_MAGIC = b"ARROW1"  # first (and last) bytes of the IPC file format; a stream starts with its schema
+
+
+class ArrowShard:
+    """An Arrow IPC shard, stream or file format, read through the part of ``pyarrow.parquet.ParquetFile``'s
+    interface this module uses (``schema_arrow``, ``iter_batches``); its record batches stand for row groups.
+
+    The file is memory-mapped and its record batches are zero-copy views of the mapping: opening one reads the
+    messages' headers, not the image bytes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import pyarrow as pa
+
+        try:
+            source = pa.memory_map(str(path))
+            if source.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC:
+                source.seek(0)
+                reader = pa.ipc.open_file(source)
+                batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+            else:
+                source.seek(0)
+                reader = pa.ipc.open_stream(source)
+                batches = list(reader)
+        except (OSError, ValueError) as exc:  # ArrowInvalid (a ValueError) for bytes that are not Arrow IPC
+            raise ShardError(f"{path}: not a readable Arrow IPC file ({exc})") from exc
+        self.schema_arrow = reader.schema
+        self._batches = batches
+        self.group_rows = [batch.num_rows for batch in batches]
+
+    def iter_batches(
+        self,
+        *,
+        batch_size: int,
+        columns: list[str] | None = None,
+        row_groups: list[int] | None = None,
+        use_threads: bool = False,
+    ) -> Iterator[Any]:
+        """Slices of at most ``batch_size`` rows of the record batches ``row_groups`` (all: None), in order.
+
+        Args:
+            batch_size: rows per slice.
+            columns: the columns to keep (all: None); a missing one raises KeyError.
+            row_groups: the record batches to read.
+            use_threads: unused (the Parquet reader's option).
+
+        Yields:
+            ``pyarrow.RecordBatch`` slices.
+        """
+        for group in row_groups if row_groups is not None else range(len(self._batches)):
+            batch = self._batches[group]
+            if columns is not None:
+                batch = batch.select(columns)
+            for start in range(0, batch.num_rows, batch_size):
+                yield batch.slice(start, batch_size)
 
 
 def open_shard(path: str | Path) -> Any:
-    """A ``pyarrow.parquet.ParquetFile`` that streams: no pre-buffering of whole column chunks.
+    """An open shard that streams: a ``pyarrow.parquet.ParquetFile`` without pre-buffering of whole column chunks,
+    or an :class:`ArrowShard` for ``*.arrow``.
 
     Args:
         path: the shard.
@@ -85,46 +160,93 @@ def open_shard(path: str | Path) -> Any:
         The open file.
 
     Raises:
-        ShardError: the file is not readable as Parquet.
+        ShardError: the file is not readable as Parquet (or as Arrow IPC).
     """
     import pyarrow.parquet as pq
 
+    if is_arrow(path):
+        return ArrowShard(path)
     try:
         return pq.ParquetFile(str(path), pre_buffer=False, buffer_size=READ_BUFFER)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for non-Parquet bytes
         raise ShardError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
+def row_group_sizes(shard_file: Any) -> list[int]:
+    """The rows of each row group of an open shard (an Arrow shard's record batches).
+
+    Args:
+        shard_file: an open shard (:func:`open_shard`).
+
+    Returns:
+        Row counts, in order.
+    """
+    if isinstance(shard_file, ArrowShard):
+        return list(shard_file.group_rows)
+    metadata = shard_file.metadata
+    return [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+
+
 FOOTER_MAGIC = b"PAR1"
 
 
 def fingerprint(path: str | Path) -> dict[str, Any] | None:
-    """What identifies a shard's version without reading its data: size, mtime and a hash of its Parquet footer
-    (the schema, row groups, column chunk offsets and sizes: a shard rewritten with other rows has another one).
+    """What identifies a shard's version without reading its data: size, mtime and a hash of its structure. For
+    Parquet the footer (the schema, row groups, column chunk offsets and sizes), for an Arrow IPC file its footer,
+    for an Arrow IPC stream the headers of its messages (the schema, each record batch's length, buffer offsets and
+    sizes): a shard rewritten with other rows has another one.
 
     Args:
         path: the shard.
 
     Returns:
-        ``{"bytes", "mtime_ns", "footer"}`` (``footer``: blake2b hex of the footer, None when the file does not
-        end like Parquet); None when the file cannot be read.
+        ``{"bytes", "mtime_ns", "footer"}`` (``footer``: blake2b hex of that structure, None when the file does not
+        end like Parquet or an Arrow IPC file, or is a damaged stream); None when the file cannot be read.
     """
     import hashlib
 
+    magic, trailer = (ARROW_FILE_MAGIC, 10) if is_arrow(path) else (FOOTER_MAGIC, 8)
     try:
         with open(path, "rb") as handle:
             st = os.fstat(handle.fileno())
             footer = None
             if st.st_size >= 12:
-                handle.seek(-8, os.SEEK_END)
-                tail = handle.read(8)
+                handle.seek(-trailer, os.SEEK_END)
+                tail = handle.read(trailer)
                 length = int.from_bytes(tail[:4], "little")
-                if tail[4:] == FOOTER_MAGIC and length + 12 <= st.st_size:
-                    handle.seek(-8 - length, os.SEEK_END)
+                if tail[4:] == magic and length + 4 + trailer <= st.st_size:
+                    handle.seek(-trailer - length, os.SEEK_END)
                     footer = hashlib.blake2b(handle.read(length) + tail, digest_size=16).hexdigest()
+        if footer is None and is_arrow(path):
+            footer = _stream_headers_digest(path)
     except OSError:
         return None
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "footer": footer}
+
+
+def _stream_headers_digest(path: str | Path) -> str | None:
+    """blake2b hex of the message headers (and body sizes) of an Arrow IPC stream, read through a memory map
+    (the bodies are not read); None for a file that is no complete stream.
+    """
+    import hashlib
+
+    import pyarrow as pa
+
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.MessageReader.open_stream(source)
+            while True:
+                try:
+                    message = reader.read_next_message()
+                except StopIteration:
+                    break
+                body = message.body
+                digest.update(message.metadata.to_pybytes())
+                digest.update((body.size if body is not None else 0).to_bytes(8, "little"))
+    except (OSError, ValueError):
+        return None
+    return digest.hexdigest()
 
 
 def hf_features(parquet_file: Any) -> dict[str, Any]:
@@ -315,10 +437,9 @@ class ShardReader:
         if locator.shard not in self._files:
             parquet_file = open_shard(safe_join(self.root, locator.shard))
             check_image_column(parquet_file, locator.column, locator.shard)
-            metadata = parquet_file.metadata
             starts = [0]
-            for g in range(metadata.num_row_groups):
-                starts.append(starts[-1] + metadata.row_group(g).num_rows)
+            for rows in row_group_sizes(parquet_file):
+                starts.append(starts[-1] + rows)
             self._files[locator.shard] = (parquet_file, starts)
             while len(self._files) > self.cache_batches:
                 self._files.popitem(last=False)

@@ -94,9 +94,9 @@ class Protocol:
 class Entry:
     """One image found by a suite scan.
 
-    ``path`` is relative to the suite root, POSIX style: a file, or an image stored in a Parquet shard
-    (``detbench.data.shards`` locator ``<shard>.parquet#<column>:<row>``). ``extra`` holds columns of a file list
-    that detbench does not interpret; the index keeps them as ``meta_<name>`` columns.
+    ``path`` is relative to the suite root, POSIX style: a file, or an image stored in a Parquet or Arrow shard
+    (``detbench.data.shards`` locator ``<shard>.parquet#<column>:<row>``, or ``.arrow``). ``extra`` holds columns
+    of a file list that detbench does not interpret; the index keeps them as ``meta_<name>`` columns.
     """
 
     path: str
