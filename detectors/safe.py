@@ -296,9 +296,10 @@ class SAFE(ClassifierDetector):
                    "the format utils.save_model writes: {'model': state_dict, ...})")
     default_holdout = "val-split"  # main_finetune.py selects on its separate --eval_data_path set
     profile_defaults = {
-        # "small" (the demo): its 128 px images are cropped at 128 (neither padded to 256 nor resized), 3 epochs
-        # of 32-image steps with a half-epoch warm-up.
-        "small": {"crop": 128, "epochs": 3, "train_batch_size": 32, "warmup_epochs": 0.5, "checkpoint_every": 20},
+        # "small" (the demo): centre and random 64 px crops of its 128 px images (never padded or resized; a
+        # quarter of the work of 128 px on 2 CPU cores), 3 epochs of 32-image steps with a half-epoch warm-up; the
+        # original's augmentations unchanged.
+        "small": {"crop": 64, "epochs": 3, "train_batch_size": 32, "warmup_epochs": 0.5, "checkpoint_every": 20},
     }
 
     def build_network(self) -> nn.Module:
