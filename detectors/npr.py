@@ -115,10 +115,11 @@ class NPRConfig:
 class NPRNet(nn.Module):
     """The original's ``resnet50(num_classes=1)``: conv1 (3x3, stride 2) + layer1 + layer2 + fc1, on the
     neighbouring-pixel residual. Initialised as the original: Kaiming normal (fan out) convolutions, BatchNorm
-    weight 1 and bias 0, PyTorch's default ``fc1``.
+    weight 1 and bias 0, PyTorch's default ``fc1``. :meth:`classify` is the network without the residual (SAFE's
+    network is the same one on another input, with two logits).
     """
 
-    def __init__(self, layers: tuple[int, int] = (3, 4)) -> None:
+    def __init__(self, layers: tuple[int, int] = (3, 4), num_classes: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -127,7 +128,7 @@ class NPRNet(nn.Module):
         self.layer1 = _bottlenecks(64, 64, layers[0], stride=1)
         self.layer2 = _bottlenecks(256, 128, layers[1], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc1 = nn.Linear(512, 1)
+        self.fc1 = nn.Linear(512, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -159,8 +160,18 @@ class NPRNet(nn.Module):
         """
         h, w = x.shape[-2:]
         x = x[:, :, : h - h % 2, : w - w % 2]  # odd sizes lose the last row/column (the README's fix)
-        x = self.conv1(self.residual(x) * 2.0 / 3.0)
-        x = self.maxpool(self.relu(self.bn1(x)))
+        return self.classify(self.residual(x) * 2.0 / 3.0)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The network on its input: conv1 - bn1 - ReLU - maxpool - layer1 - layer2 - average pool - fc1.
+
+        Args:
+            x: ``[B, 3, H, W]`` network inputs.
+
+        Returns:
+            ``[B, num_classes]`` logits.
+        """
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         return self.fc1(torch.flatten(self.avgpool(x), 1))
 
