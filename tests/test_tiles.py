@@ -119,10 +119,16 @@ def test_none_keeps_the_run_id_and_the_fusion_is_keyed(image_root: Path, checkpo
                    "--bootstrap", "0", "-q", "--set", f"weights={checkpoint}", "--set", f"eval_crop={SIDE}",
                    "--set", "eval.tiles=none")  # fmt: skip
     assert again.exit_code == 0 and f"{record['run_id'][:16]}" in again.output and "(reused)" in again.output
-    _, center = run(image_root, detbench_home, checkpoint, "eval.tiles=center")
-    _, center_max = run(image_root, detbench_home, checkpoint, "eval.tiles=center", "eval.fuse=max")
-    assert len({record["run_id"], center["run_id"], center_max["run_id"]}) == 3
-    assert center["fit_id"] == record["fit_id"] and center["tiles"]["sides"] == {"gen": SIDE}
+    five_scores, five = run(image_root, detbench_home, checkpoint, "eval.tiles=five", "eval.fuse=max")
+    assert five["run_id"] != record["run_id"] and five["fit_id"] == record["fit_id"]
+    assert five["tiles"]["sides"] == {"gen": SIDE} and set(five_scores["n_tiles"]) == {5}
+    assert not np.allclose(five_scores["score"], whole["score"])  # the corners count
+    import detbench
+
+    predicted = detbench.predict(five["run_id"], image_root)  # predict cuts the run's tiles too
+    by_name = dict(zip(predicted["file"].map(lambda f: Path(f).name), predicted["score"], strict=True))
+    np.testing.assert_allclose(five_scores["path"].map(lambda p: by_name[Path(p).name]), five_scores["score"],
+                               rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(80, 50), (64, 64), (33, 90)])
