@@ -194,3 +194,43 @@ def test_center_needs_an_input_size(image_root: Path, checkpoint: Path) -> None:
                     "--set", f"weights={checkpoint}", "--set", "eval_crop=0", "--set", "eval.tiles=center")
     assert result.exit_code == 2 and "use eval.tiles=grid:SIZE" in result.output, result.output
     assert result.output.strip().count("\n") == 0
+
+
+class _TileIds:
+    """A stand-in detector for predict_tiled: scores each tile row by its tile number; tile 2 gets no score."""
+
+    name = "tile-ids"
+
+    def predict(self, rows: pd.DataFrame, ctx: object) -> tuple[np.ndarray, dict[int, str]]:
+        k = np.array([int(i.rsplit(":", 1)[1]) for i in rows["image_id"]])
+        return np.where(k == 2, np.nan, (k + 1) / 10), {}
+
+    def input_size(self, ctx: object, generator: str) -> int:
+        return 8
+
+
+def _ctx(root: Path, perturb: str | None = None) -> object:
+    from detbench.kit.detector import RunContext
+    from detbench.progress import Phases
+
+    return RunContext(suite_root=root, suite_name="t", device="cpu", seed=0, run_dir=root, workers=0,
+                      phases=Phases(enabled=False, warnings=False),
+                      perturbation=parse_perturbation(perturb) if perturb else None)
+
+
+def test_a_grid_counts_the_tiles_of_the_perturbed_image_and_a_failed_tile_fails_its_image(tmp_path: Path) -> None:
+    from detbench.kit.tiling import predict_tiled
+
+    for name, (w, h) in {"big.png": (80, 50), "small.png": (16, 16)}.items():
+        Image.fromarray(pixels(w, h, seed=3)).save(tmp_path / name)
+    rows = pd.DataFrame({"image_id": ["b", "s"], "path": ["big.png", "small.png"], "generator": "g",
+                         "width": [80, 16], "height": [50, 16]})
+    grid = Tiling("grid", 16, "max")
+    scores, failures, n_tiles = predict_tiled(_TileIds(), rows, _ctx(tmp_path), grid)  # type: ignore[arg-type]
+    assert list(n_tiles) == [19, 1] and np.isnan(scores[0]) and scores[1] == 0.1  # 5 x 4 tiles by the index
+    assert failures == {0: "no_score: the detector returned NaN or infinity (tile 3 of 20)"}
+    _, failures, n_tiles = predict_tiled(_TileIds(), rows, _ctx(tmp_path, "downscale:0.5"),  # type: ignore[arg-type]
+                                         grid)
+    assert list(n_tiles) == [5, 1] and failures[0].endswith("(tile 3 of 6)")  # 40 x 25 after the perturbation: 3 x 2
+    scores, failures, n_tiles = predict_tiled(_TileIds(), rows, _ctx(tmp_path), Tiling("center"))  # type: ignore
+    assert failures == {} and list(scores) == [0.1, 0.1]
