@@ -75,6 +75,7 @@ class External(Detector):
     summary = REGISTRATION["summary"]
     training_free = True
     external = True
+    scores_pixels = False  # scores read from a file: no tiles
     score_only_keys = ("file", "logits", "score_column", "key_column", "paths_relative_to")
 
     def setup(self, ctx: RunContext) -> None:

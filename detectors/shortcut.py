@@ -179,6 +179,7 @@ class Shortcut(Detector):
     Config = ShortcutConfig
     summary = REGISTRATION["summary"]
     metadata_columns: ClassVar[tuple[str, ...]] = METADATA_COLUMNS
+    scores_pixels = False  # file metadata only: no tiles
     bias_probe = True
     floor = True
 

@@ -164,6 +164,18 @@ def test_config_round_trips_through_set_strings(name: str):
 
 
 @pytest.mark.parametrize("name", DETECTOR_NAMES)
+def test_default_tiles_are_valid_settings(name: str):
+    """A detector's own tile policy (``default_tiles`` / ``default_fuse``) is a valid eval.tiles / eval.fuse, and
+    no configuration key shadows the run-level eval.* settings."""
+    from detbench.engine.resolve import EVAL_PREFIX, resolve_tiling
+
+    cls = DETECTORS.get(name)
+    assert not any(key.startswith(EVAL_PREFIX) for key in field_paths(cls.Config()))
+    tiling, chosen_by = resolve_tiling(cls, {})
+    assert (tiling is None) == (cls.default_tiles is None) and (chosen_by is None) == (tiling is None)
+
+
+@pytest.mark.parametrize("name", DETECTOR_NAMES)
 def test_fits_scores_and_reloads_identically(name, tiny_tree, contract_home, tmp_path, monkeypatch):
     cls = DETECTORS.get(name)
     run = _run(name, tiny_tree, contract_home, monkeypatch)

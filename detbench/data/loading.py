@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from detbench.data import images
 from detbench.data.shards import Locator, ShardReader, parse_locator
 from detbench.data.suites import safe_join
+from detbench.data.tiles import crop_tile, split_tile_id
 
 CHANGED = "changed: its size, mtime or bytes differ from the index; run again to re-index it"
 
@@ -36,6 +37,10 @@ class ImageRowsDataset(Dataset):
     as ``changed`` instead of being used (and cached) under the id of other bytes. A shard image's bytes are in
     memory anyway: given ``image_ids`` (content ids, as every index gives shard images), they are hashed and
     compared too, so a shard rewritten under the same size and mtime cannot pass other images off as indexed.
+
+    An id naming a tile (``<image_id>#tile=...``, :mod:`detbench.data.tiles`) loads its image, applies the perturbation
+    to the whole image (seeded by the image's id), then crops the tile. The last image decoded for a tile is kept, so
+    the tiles of one image, which follow each other, decode it once per batch.
     """
 
     def __init__(
@@ -56,18 +61,19 @@ class ImageRowsDataset(Dataset):
         self.perturb = perturb
         self.stats = [(_int_or_none(b), _int_or_none(m)) for b, m in stats] if stats is not None else None
         self.shards = ShardReader(self.root)
+        self._last: tuple[tuple[str, str], Any] | None = None  # (path, image id) -> the image, for its next tile
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
         try:
-            locator = parse_locator(self.paths[i])
-            img = self._load_locator(locator, i) if locator is not None else self._load_file(i)
+            image_id, tile = split_tile_id(self.image_ids[i])
+            img = self._image(i, image_id) if tile is None else self._tile_image(i, image_id)
             if img is None:
                 return None, i, CHANGED
-            if self.perturb is not None:
-                img = self._perturbed(img, i)
+            if tile is not None:
+                img = crop_tile(img, tile)
             return self.transform(img), i, None
         except images.ImageError as exc:
             return None, i, f"{exc.status}: {exc.reason}"
@@ -76,29 +82,47 @@ class ImageRowsDataset(Dataset):
         except ValueError as exc:
             return None, i, images.scrub(f"invalid: {exc}")
 
+    def _image(self, i: int, image_id: str) -> Any:
+        """The decoded, perturbed image of row ``i`` (None: it changed since indexing)."""
+        locator = parse_locator(self.paths[i])
+        img = self._load_locator(locator, i, image_id) if locator is not None else self._load_file(i)
+        if img is not None and self.perturb is not None:
+            img = self._perturbed(img, image_id)
+        return img
+
+    def _tile_image(self, i: int, image_id: str) -> Any:
+        """:meth:`_image` for a tile row, reusing the image of the previous row when it is the same one."""
+        key = (self.paths[i], image_id)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        self._last = None
+        img = self._image(i, image_id)
+        if img is not None:
+            self._last = (key, img)
+        return img
+
     def _load_file(self, i: int) -> Any:
         path = safe_join(self.root, self.paths[i])
         if self.stats is not None and _changed(path, *self.stats[i]):
             return None
         return images.load_rgb(path)
 
-    def _load_locator(self, locator: Locator, i: int) -> Any:
+    def _load_locator(self, locator: Locator, i: int, image_id: str) -> Any:
         if self.stats is not None and _changed(safe_join(self.root, locator.shard), None, self.stats[i][1]):
             return None
         data = self.shards.read(locator)
         if self.stats is not None and self.stats[i][0] is not None and len(data or b"") != self.stats[i][0]:
             return None
-        if self.check_ids and data is not None and images.bytes_digest(data) != self.image_ids[i]:
+        if self.check_ids and data is not None and images.bytes_digest(data) != image_id:
             return None
         return images.load_rgb_bytes(data)
 
-
-    def _perturbed(self, img: Any, i: int) -> Any:
+    def _perturbed(self, img: Any, image_id: str) -> Any:
         """The perturbed image; a perturbation that cannot apply to this image (an encoder's size limit...) skips
         the image with the reason instead of stopping the run.
         """
         try:
-            return self.perturb(img, self.image_ids[i])
+            return self.perturb(img, image_id)
         except images.ImageError:
             raise
         except Exception as exc:

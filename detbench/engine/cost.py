@@ -19,6 +19,7 @@ import pandas as pd
 from detbench.kit.cost import count_flops, count_parameters, machine
 
 if TYPE_CHECKING:
+    from detbench.data.tiles import Tiling
     from detbench.kit.cost import CostForward
     from detbench.kit.detector import Detector, RunContext
 
@@ -28,7 +29,7 @@ NOT_RECORDED = "not recorded: the run was written by a detbench that did not mea
 
 
 def measure_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, fresh: int, seconds: float,
-                 peak: tuple[int | None, str]) -> dict[str, Any]:
+                 peak: tuple[int | None, str], tiling: Tiling | None = None) -> dict[str, Any]:
     """The cost section of a finished run.
 
     Args:
@@ -38,6 +39,8 @@ def measure_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, fres
         fresh: evaluation images scored in this process (chunks read back after a resume not included).
         seconds: the wall time of the evaluation's scoring phase.
         peak: :func:`detbench.kit.cost.peak_memory` read right after it.
+        tiling: the run's tiles, if any: the FLOPs of one tile are counted (on the first scored image's first tile) and
+            multiplied by the mean number of tiles of the scored images.
 
     Returns:
         The section: every field of :data:`COST_FIELDS` (a number or None), ``na`` (field -> why it is None), and
@@ -45,7 +48,7 @@ def measure_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, fres
     """
     out: dict[str, Any] = dict.fromkeys(COST_FIELDS)
     na: dict[str, str] = {}
-    out.update(_network_cost(detector, ctx, scores, na))
+    out.update(_network_cost(detector, ctx, scores, na, tiling))
     if fresh > 0 and seconds > 0:
         out["images_per_s"] = round(fresh / seconds, 3)
     else:
@@ -60,7 +63,8 @@ def measure_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, fres
     return out
 
 
-def _network_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, na: dict[str, str]) -> dict[str, Any]:
+def _network_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, na: dict[str, str],
+                  tiling: Tiling | None = None) -> dict[str, Any]:
     """Parameters and FLOPs per image, from the detector's cost forward (reasons for what is n/a go to ``na``)."""
     scored = scores[np.isfinite(scores["score"].to_numpy(dtype=float))]
     if scored.empty:
@@ -76,8 +80,21 @@ def _network_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, na:
                            "params_trainable": found.trainable}
     if found.trainable is None:
         na["params_trainable"] = f"{type(detector).__name__} does not say which parameters its training updates"
-    flops, facts = _flops(found, ctx, first, na)
+    image_id = str(first["image_id"])
+    if tiling is not None:
+        from detbench.kit.tiling import tile_sides
+
+        generator = str(first["generator"])
+        image_id = tiling.tile_id(image_id, tile_sides(detector, tiling, ctx, [generator])[generator], 0)
+    flops, facts = _flops(found, ctx, first, na, image_id)
     out.update(facts)
+    if flops is not None and tiling is not None:
+        tiles = float(scored["n_tiles"].mean())
+        flops = int(round(flops * tiles))
+        out["tiles_per_image"] = round(tiles, 3)
+        facts["flops_input_note"] = (f"one tile's forward (of the first scored image) times the mean number of tiles "
+                                     f"of the scored images ({tiles:g})")
+        out.update(facts)
     if flops is not None:
         out["flops_per_image"] = flops
         out["gflops_per_image"] = flops / 1e9
@@ -86,14 +103,17 @@ def _network_cost(detector: Detector, ctx: RunContext, scores: pd.DataFrame, na:
     return out
 
 
-def _flops(found: CostForward, ctx: RunContext, row: pd.Series, na: dict[str, str]) -> tuple[int | None, dict]:
-    """The FLOPs of ``found``'s forward on ``row``'s image (loaded and preprocessed as scoring did)."""
+def _flops(found: CostForward, ctx: RunContext, row: pd.Series, na: dict[str, str],
+           image_id: str) -> tuple[int | None, dict]:
+    """The FLOPs of ``found``'s forward on ``row``'s image, or the tile ``image_id`` names (loaded and preprocessed as
+    scoring did).
+    """
     import torch
 
     from detbench.data.loading import ImageRowsDataset
 
     dataset = ImageRowsDataset(ctx.suite_root, [str(row["path"])], found.transform,
-                               image_ids=[str(row["image_id"])], perturb=ctx.perturbation)
+                               image_ids=[image_id], perturb=ctx.perturbation)
     x, _, reason = dataset[0]
     if x is None:
         na["gflops_per_image"] = f"the image counted on ({row['path']}) could not be loaded again: {reason}"

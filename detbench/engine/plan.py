@@ -9,7 +9,7 @@ Identity: the fit id hashes everything that changes training (detector name, ver
 (:func:`identity_config`) and identity — backbone, weights sha256, preprocessing, precision —, the training suite's
 identity, index hash and protocol, whose held-out choice ``train.holdout`` sets, seed, detbench version); the run id
 hashes the fit id with what changes evaluation (perturbation, threshold policy, bootstrap count, a cross-suite run's
-evaluation data, evaluation profiles). No path is part of either: files are named by their sha256.
+evaluation data, evaluation profiles, tiles). No path is part of either: files are named by their sha256.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ class RunPlan:
     near_duplicates: dict[str, Any] | None = None  # ... and near-duplicates of them (engine.near_duplicates)
     holdout: dict[str, Any] | None = None  # how the held-out rows were chosen (detbench.engine.holdout.apply_holdout)
     bias_probe: bool = False  # the detector cross-validates on the evaluation rows (Detector.bias_probe)
+    tile_sides: dict[str, int] | None = None  # with eval.tiles: the tile side per evaluated generator
 
     @property
     def suite(self) -> Suite:
@@ -244,12 +245,22 @@ def plan_run(
     profiles = suite.eval_profiles(index.generators) if detector.follows_eval_profiles else {}
     probe_rows = evaluation[evaluation["status"] == "ok"] if bias_probe else None
     ctx = dataclasses.replace(setup_ctx, suite_root=index.root, eval_profiles=profiles, probe_rows=probe_rows)
+    train_profiles = profiles
+    if source is not None and detector.follows_eval_profiles:
+        train_profiles = source.suite.eval_profiles(source.index.generators)
+    sides = None
+    if resolved.tiling is not None:  # center and five need an input size: a detector without one fails now
+        from detbench.kit.tiling import tile_sides
+
+        sides = tile_sides(detector, resolved.tiling, ctx, evaluation["generator"])
+        tile_sides(detector, resolved.tiling, dataclasses.replace(ctx, eval_profiles=train_profiles),
+                   heldout["generator"])
     draft = RunPlan(
         request=req, resolved=resolved, detector=detector, device=device, ctx=ctx, train_ctx=ctx, index=index,
         protocol=protocol, source=source, train=train, heldout=heldout, evaluation=evaluation,
         eval_sample=eval_sample, missing_eval=list(missing), fit_key={}, run_key={}, timings=timings,
         training_copies=copies, near_duplicates=near,
-        holdout=holdout_facts, bias_probe=bias_probe,
+        holdout=holdout_facts, bias_probe=bias_probe, tile_sides=sides,
     )  # fmt: skip
     keys = {"fit_key": fit_key(draft)}
     keys["run_key"] = run_key(dataclasses.replace(draft, **keys))
@@ -257,7 +268,6 @@ def plan_run(
     ctx = dataclasses.replace(ctx, run_dir=fit_dir)  # training checkpoints go to the fit's folder
     train_ctx = ctx
     if source is not None:
-        train_profiles = source.suite.eval_profiles(source.index.generators) if detector.follows_eval_profiles else {}
         train_ctx = dataclasses.replace(ctx, suite_root=source.index.root, eval_profiles=train_profiles)
     return dataclasses.replace(draft, ctx=ctx, train_ctx=train_ctx, **keys)
 
@@ -415,7 +425,8 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
 
     Returns:
         The fit id, perturbation identity (None: clean), threshold label and bootstrap count; plus, where they
-        apply, the detector's score identity, a cross-suite run's evaluation data and the evaluation profiles.
+        apply, the detector's score identity, a cross-suite run's evaluation data, the evaluation profiles and the
+        tiling (``eval.tiles`` / ``eval.fuse``).
     """
     resolved = plan.resolved
     key: dict[str, Any] = {
@@ -435,6 +446,8 @@ def run_key(plan: RunPlan) -> dict[str, Any]:
         }
     if plan.ctx.eval_profiles:
         key["eval_profiles"] = {g: p.identity() for g, p in sorted(plan.ctx.eval_profiles.items())}
+    if resolved.tiling is not None:
+        key["tiles"] = resolved.tiling.identity()
     return key
 
 

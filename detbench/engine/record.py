@@ -95,6 +95,15 @@ def measure(plan: RunPlan, scores: pd.DataFrame, held_scores: pd.DataFrame, phas
     return Measurement(float(threshold), calibrated, metrics, list(unscored))
 
 
+def _tiles_record(plan: RunPlan) -> dict[str, Any] | None:
+    """What ``eval.tiles`` / ``eval.fuse`` did: the policy, the fusion, who chose them, the tile side per generator."""
+    tiling = plan.resolved.tiling
+    if tiling is None:
+        return None
+    return {"tiles": tiling.spec, "fuse": tiling.fuse, "chosen_by": plan.resolved.tiling_chosen_by,
+            "sides": plan.tile_sides}
+
+
 def build_record(
     plan: RunPlan,
     measured: Measurement,
@@ -150,6 +159,7 @@ def build_record(
         "protocol_facts": plan.protocol.facts,
         "holdout": plan.holdout,
         "eval_profiles": {g: p.name for g, p in sorted(plan.ctx.eval_profiles.items())},
+        "tiles": _tiles_record(plan),
         "key": {**plan.fit_key, **{k: plan.run_key[k] for k in ("perturbation", "scores") if k in plan.run_key}},
         "run_key": plan.run_key,  # the run id is its sha256 (checked whenever the run is read)
         "threshold": {
@@ -340,7 +350,7 @@ RUN_RECORD_FIELDS = {"run_id": str, "fit_id": str, "detector": str, "suite": str
 RUN_RECORD_OPTIONAL = {"perturbation": dict, "settings": dict, "preset": dict, "summary": dict, "created": str,
                        "backbone": str, "fit": dict, "bootstrap": dict, "label": str,
                        "external": bool, "data": dict, "training": dict, "training_generators": dict,
-                       "protocol_facts": dict, "cost": dict}  # None is allowed too
+                       "protocol_facts": dict, "cost": dict, "tiles": dict}  # None is allowed too
 
 
 def load_run_record(run_dir: str | Path, verify: tuple[str, ...] = RUN_OUTPUTS) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from detbench.config import apply_overrides, field_paths
 from detbench.data.protocol_builder import BALANCE_KEY, DATES_KEY, ProtocolOptions
 from detbench.data.suites import Suite
+from detbench.data.tiles import FUSE_KEY, TILES_KEY, Tiling, parse_tiling
 from detbench.engine.holdout import HOLDOUT_KEY, parse_holdout
 from detbench.engine.near_duplicates import CHECK_PREFIX, NearDuplicateCheck, parse_check_settings
 from detbench.engine.near_duplicates import KEYS as CHECK_KEYS
@@ -27,6 +28,7 @@ TRAIN_SUITE_PREFIX = "train_suite."
 SUITE_PREFIX = "suite."
 DETECTOR_PREFIX = "detector."  # says a key is the detector's where the suite has an option of that name too
 TRAIN_PREFIX = "train."  # run-level training settings (train.holdout)
+EVAL_PREFIX = "eval."  # run-level evaluation settings (eval.tiles, eval.fuse)
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state limit
 
 
@@ -107,6 +109,8 @@ class Resolved:
     holdout: str | None = None  # --set train.holdout=VALUE (detbench.engine.holdout); None: the detector's default
     protocol_options: ProtocolOptions = field(default_factory=ProtocolOptions)  # suite.balance, chrono.dates
     near_duplicates: NearDuplicateCheck = field(default_factory=NearDuplicateCheck)  # --set check.near_duplicates*
+    tiling: Tiling | None = None  # eval.tiles / eval.fuse (detbench.data.tiles), or the detector's default; None: off
+    tiling_chosen_by: str | None = None  # who chose the tiling: --set eval.tiles or the detector's original
 
 
 def resolve(req: RunRequest) -> Resolved:
@@ -114,8 +118,9 @@ def resolve(req: RunRequest) -> Resolved:
 
     ``--set`` keys go to the detector's config (bare, or ``detector.KEY``), to the suite's options (bare, or
     ``suite.KEY``), to the training suite (``train_suite.KEY``), for ``train.holdout`` to the choice of held-out
-    images (:mod:`detbench.engine.holdout`) and for ``check.*`` to the near-duplicate check
-    (:mod:`detbench.engine.near_duplicates`). A bare key that both the detector and the suite define is refused,
+    images (:mod:`detbench.engine.holdout`), for ``check.*`` to the near-duplicate check
+    (:mod:`detbench.engine.near_duplicates`) and for ``eval.tiles`` / ``eval.fuse`` to tiled evaluation
+    (:mod:`detbench.data.tiles`). A bare key that both the detector and the suite define is refused,
     naming both: it is never resolved silently. The config takes the compute profile's
     defaults, the suite's default backbone, then the user's values.
 
@@ -140,6 +145,7 @@ def resolve(req: RunRequest) -> Resolved:
     holdout: str | None = None
     protocol_settings: dict[str, str] = {}
     check_settings: dict[str, str] = {}
+    tile_settings: dict[str, str] = {}
     for key, value in req.overrides.items():
         bare_balance = key == BALANCE_KEY.removeprefix(SUITE_PREFIX) and key not in suite_keys | det_keys
         if (key == BALANCE_KEY and key.removeprefix(SUITE_PREFIX) not in suite_keys) or bare_balance:
@@ -158,6 +164,11 @@ def resolve(req: RunRequest) -> Resolved:
             if key != HOLDOUT_KEY:
                 raise ConfigError(f"unknown training setting {key!r}; the one there is: {HOLDOUT_KEY}")
             holdout = parse_holdout(value).label  # a bad value fails now
+            continue
+        if key.startswith(EVAL_PREFIX) and key not in det_keys:
+            if key not in (TILES_KEY, FUSE_KEY):
+                raise ConfigError(f"unknown evaluation setting {key!r}; the ones there are: {TILES_KEY}, {FUSE_KEY}")
+            tile_settings[key] = value
             continue
         if key.startswith(SUITE_PREFIX):
             target, bare, keys = suite_over, key.removeprefix(SUITE_PREFIX), suite_keys
@@ -179,7 +190,7 @@ def resolve(req: RunRequest) -> Resolved:
             target, bare = (det_over, key) if key in det_keys else (suite_over, key)
         else:
             valid = sorted(det_keys) + [f"{SUITE_PREFIX}{k}" for k in sorted(suite_keys)] + [
-                HOLDOUT_KEY, BALANCE_KEY, DATES_KEY, *CHECK_KEYS]
+                HOLDOUT_KEY, BALANCE_KEY, DATES_KEY, *CHECK_KEYS, TILES_KEY, FUSE_KEY]
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
@@ -211,6 +222,11 @@ def resolve(req: RunRequest) -> Resolved:
     settings = {key: _dotted(config, key) for key in sorted(det_over)}
     if holdout is not None:
         settings[HOLDOUT_KEY] = holdout
+    tiling, tiling_by = resolve_tiling(det_cls, tile_settings)
+    if TILES_KEY in tile_settings:
+        settings[TILES_KEY] = tiling.spec if tiling else "none"
+    if FUSE_KEY in tile_settings and tiling is not None:
+        settings[FUSE_KEY] = tiling.fuse
     if req.train_suite:  # else a cross-suite protocol names it: its options are checked once that is known
         training_suite(req.train_suite, train_over)  # an unknown suite or option fails now
     protocol_options = ProtocolOptions(**protocol_settings)  # a bad balance fails now
@@ -220,8 +236,39 @@ def resolve(req: RunRequest) -> Resolved:
         settings[BALANCE_KEY] = protocol_options.balance
     return Resolved(
         suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout,
-        protocol_options, near_duplicates,
+        protocol_options, near_duplicates, tiling, tiling_by,
     )
+
+
+def resolve_tiling(det_cls: type[Detector], given: dict[str, str]) -> tuple[Tiling | None, str | None]:
+    """The tiling of a run: ``--set eval.tiles`` (and ``eval.fuse``), else the detector's ``default_tiles``.
+
+    Args:
+        det_cls: the detector class (its defaults, whether it reads pixels and gives probabilities).
+        given: the ``eval.*`` values the user set.
+
+    Returns:
+        ``(tiling or None, who chose it)``.
+
+    Raises:
+        ConfigError: a bad value, a fusion rule without tiles, tiles for a detector that reads no pixels, or
+            ``logit-mean`` of scores that are not probabilities.
+    """
+    if TILES_KEY in given:
+        tiling, by = parse_tiling(given[TILES_KEY], given.get(FUSE_KEY)), f"--set {TILES_KEY}"
+    elif det_cls.default_tiles is not None:
+        tiling = parse_tiling(det_cls.default_tiles, given.get(FUSE_KEY, det_cls.default_fuse))
+        by = f"{det_cls.name}'s original"
+    else:
+        tiling, by = parse_tiling("none", given.get(FUSE_KEY)), None
+    if tiling is None:
+        return None, None
+    if not det_cls.scores_pixels:
+        raise ConfigError(f"{det_cls.name} reads no pixels, so it cannot score tiles: drop --set {TILES_KEY}")
+    if tiling.fuse == "logit-mean" and not det_cls.probability_scores:
+        raise ConfigError(f"{FUSE_KEY}=logit-mean takes the logits of probabilities, and {det_cls.name}'s scores are "
+                          "not probabilities: use mean or max")
+    return tiling, by
 
 
 

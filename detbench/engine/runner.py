@@ -24,6 +24,7 @@ import pandas as pd
 
 from detbench import distributed as dist
 from detbench.data.images import NO_SCORE
+from detbench.data.tiles import Tiling
 from detbench.engine.cost import measure_cost
 from detbench.engine.finished_run import Run
 from detbench.engine.layout import FIT_FILES, FIT_RECORD, REPLACED, REPLACEMENT, RUN_FILES, RUN_RECORD
@@ -33,6 +34,7 @@ from detbench.engine.resolve import RunRequest
 from detbench.errors import DamagedRunError
 from detbench.kit.cost import peak_memory, reset_peak_memory
 from detbench.kit.detector import Detector, RunContext
+from detbench.kit.tiling import predict_tiled
 from detbench.progress import Phases
 from detbench.store import (
     content_hash,
@@ -49,6 +51,7 @@ SCORE_CHUNK_ROWS = 8192
 SCORE_SHARD_ALIGN = 64  # the built-in detectors' default scoring batch (see distributed.shard_slice)
 SCORE_COLUMNS = ["image_id", "path", "generator", "split", "label", "score", "status"]
 PERTURBATION_COLUMN = "perturbation"  # what was applied to each image, where that differs between images
+N_TILES_COLUMN = "n_tiles"  # with eval.tiles: how many tiles of each image were scored
 
 
 
@@ -132,17 +135,18 @@ class Runner:
 
         self.phase = "scoring"
         t = time.perf_counter()
-        scores, fresh = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir)
+        tiling = plan.resolved.tiling
+        scores, fresh = self._score(plan.detector, plan.evaluation, plan.ctx, out_dir, tiling=tiling)
         scoring_s = time.perf_counter() - t
         peak = peak_memory(plan.ctx.device)
         held_scores, _ = self._score(plan.detector, plan.heldout, plan.train_ctx, out_dir, prefix="heldout",
-                                     clean=True)
+                                     clean=True, tiling=tiling)
         timings["predict"] = time.perf_counter() - t
         if not dist.is_main():
             return None
 
         self.phase = "measuring cost"
-        cost = measure_cost(plan.detector, plan.ctx, scores, fresh, scoring_s, peak)
+        cost = measure_cost(plan.detector, plan.ctx, scores, fresh, scoring_s, peak, tiling)
 
         self.phase = "computing metrics"
         t = time.perf_counter()
@@ -270,8 +274,11 @@ class Runner:
         run_dir: Path,
         prefix: str = "part",
         clean: bool = False,
+        tiling: Tiling | None = None,
     ) -> tuple[pd.DataFrame, int]:
-        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused.
+        """Score ``rows`` in chunks written atomically to ``run_dir/scores``; finished chunks are reused. With
+        ``tiling`` each image is scored from its tiles (:func:`detbench.kit.tiling.predict_tiled`), the scores say how
+        many.
 
         Returns:
             The scores, and how many images were scored here (not read back from finished chunks).
@@ -294,18 +301,20 @@ class Runner:
             ok_pos = np.flatnonzero((chunk["status"] == "ok").to_numpy())
             # Under torchrun each rank scores a block of the usable rows, aligned to the scoring batch.
             mine = ok_pos[dist.shard_slice(len(ok_pos), align=ctx.batch_size or SCORE_SHARD_ALIGN)]
-            scores, failures = np.empty(0), {}
+            scores, failures, n_tiles = np.empty(0), {}, np.zeros(0, dtype=np.int64)
             if len(mine):
                 with dist.local():
-                    scores, failures = _predict(detector, chunk.iloc[mine], ctx)
-            gathered = dist.gather((mine, scores, failures))
+                    scores, failures, n_tiles = _predict(detector, chunk.iloc[mine], ctx, tiling)
+            gathered = dist.gather((mine, scores, failures, n_tiles))
             if gathered is None:  # rank 0 assembles and writes the chunk
                 continue
             out = chunk[["image_id", "path", "generator", "split", "label"]].copy()
             out["score"] = np.nan
             out["status"] = chunk["status"].where(chunk["status"] != "ok", "ok").astype(str)
-            for pos, part_scores, part_failures in gathered:
+            out[N_TILES_COLUMN] = np.zeros(len(out), dtype=np.int64)
+            for pos, part_scores, part_failures, part_tiles in gathered:
                 out.iloc[pos, out.columns.get_loc("score")] = part_scores
+                out.iloc[pos, out.columns.get_loc(N_TILES_COLUMN)] = part_tiles
                 for local, reason in part_failures.items():
                     out.iloc[pos[local], out.columns.get_loc("status")] = reason
             no_score = (out["status"] == "ok").to_numpy() & ~np.isfinite(out["score"].to_numpy(dtype=float))
@@ -315,30 +324,44 @@ class Runner:
                 out[PERTURBATION_COLUMN] = [ctx.perturbation.applied_spec(str(i), int(label)) for i, label
                                             in zip(chunk["image_id"], chunk["label"], strict=True)]
                 columns = [*SCORE_COLUMNS, PERTURBATION_COLUMN]
+            if tiling is not None:
+                columns = [*columns, N_TILES_COLUMN]
             write_parquet_atomic(path, out[columns])
             parts.append(out[columns])
             fresh += int(np.isfinite(out["score"].to_numpy(dtype=float)).sum())
         return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCORE_COLUMNS)), fresh
 
 
-def _predict(detector: Detector, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-    """The detector's scores and failures for ``rows``; under a class-targeted perturbation the target label's rows
-    are scored under its inner perturbation and the others clean (so each part's cached features are shared with
-    the runs of that perturbation and of the clean images).
+def _predict(detector: Detector, rows: pd.DataFrame, ctx: RunContext,
+             tiling: Tiling | None = None) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+    """The detector's scores and failures for ``rows``, and how many tiles of each image were scored (1 without
+    ``tiling``); under a class-targeted perturbation the target label's rows are scored under its inner perturbation
+    and the others clean (so each part's cached features are shared with the runs of that perturbation and of the
+    clean images).
     """
     target = ctx.perturbation.target_label if ctx.perturbation is not None else None
     if target is None:
-        return detector.predict(rows, ctx)
+        return _predict_part(detector, rows, ctx, tiling)
     scores = np.full(len(rows), np.nan)
+    n_tiles = np.zeros(len(rows), dtype=np.int64)
     failures: dict[int, str] = {}
     hit = rows["label"].to_numpy() == target
     for mask, perturbation in ((hit, ctx.perturbation.inner), (~hit, None)):
         pos = np.flatnonzero(mask)
         if len(pos):
-            part, part_failures = detector.predict(rows.iloc[pos], dataclasses.replace(ctx, perturbation=perturbation))
-            scores[pos] = part
+            part, part_failures, part_tiles = _predict_part(
+                detector, rows.iloc[pos], dataclasses.replace(ctx, perturbation=perturbation), tiling)
+            scores[pos], n_tiles[pos] = part, part_tiles
             failures.update({int(pos[k]): reason for k, reason in part_failures.items()})
-    return scores, failures
+    return scores, failures, n_tiles
+
+
+def _predict_part(detector: Detector, rows: pd.DataFrame, ctx: RunContext,
+                  tiling: Tiling | None) -> tuple[np.ndarray, dict[int, str], np.ndarray]:
+    if tiling is not None:
+        return predict_tiled(detector, rows, ctx, tiling)
+    scores, failures = detector.predict(rows, ctx)
+    return scores, failures, np.ones(len(rows), dtype=np.int64)
 
 
 def _move_aside(directory: Path, names: tuple[str, ...], base: Path, what: str) -> Path:

@@ -117,6 +117,13 @@ class Detector(ABC):
     # True for a floor that other detectors should beat (a metadata-only shortcut): leaderboards and reports mark the
     # runs that do not beat its run on the same evaluation rows.
     floor: ClassVar[bool] = False
+    # False when predict() reads no pixels (file metadata, imported scores): such a detector cannot score tiles
+    # (--set eval.tiles=... is refused)
+    scores_pixels: ClassVar[bool] = True
+    # The tile policy and fusion rule of an original that scores tiles of an image and fuses them (values of
+    # --set eval.tiles / eval.fuse, detbench.data.tiles), used when the user sets neither; None: whole images
+    default_tiles: ClassVar[str | None] = None
+    default_fuse: ClassVar[str | None] = None
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -191,6 +198,29 @@ class Detector(ABC):
             A :class:`~detbench.kit.cost.CostForward`, or why there is none (recorded as ``n/a`` with that reason).
         """
         return f"{type(self).__name__} names no scoring forward (Detector.cost_forward), so nothing is counted"
+
+    def input_size(self, ctx: RunContext, generator: str) -> int | None:
+        """The side of the square input the detector scores, for ``eval.tiles=center`` and ``five`` tiles.
+
+        Called after :meth:`setup`. By default read from :meth:`cost_forward`'s transform: the side of what it makes of
+        a 1031 x 1013 image; None when that is not square (native-size scoring keeps the image's shape) or when there
+        is no cost forward. Override it where that is wrong.
+
+        Args:
+            ctx: the evaluation's run context.
+            generator: the generator of the rows (its preprocessing may depend on it).
+
+        Returns:
+            The side in pixels, or None when the detector has none.
+        """
+        from PIL import Image
+
+        found = self.cost_forward(ctx, generator)
+        if isinstance(found, str):
+            return None
+        probe = Image.new("RGB", (1031, 1013), (128, 128, 128))
+        height, width = found.transform(probe).shape[-2:]
+        return int(height) if height == width else None
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Score your own images with the detector a finished run trained.
 
-The run's trained state (its fit) is loaded with the run's exact configuration; the run's evaluation
+The run's trained state (its fit) is loaded with the run's exact configuration (its tiles too); the run's evaluation
 perturbation, if any, is *not* applied (your images are scored as they are). A file is called fake
 when its P(fake) exceeds the run's threshold (fixed or calibrated, as the run recorded it). Files
 that cannot be read or decoded are reported one by one; the others are still scored. A Parquet shard named
@@ -262,7 +262,13 @@ def predict_files(
 
             metadata = probe_metadata(root, rows["path"].tolist())
             rows = pd.concat([rows, metadata[list(trained.detector.metadata_columns)]], axis=1)
-        scores, failures = trained.detector.predict(rows, ctx)
+        tiling = run_tiling(trained.record)
+        if tiling is None:
+            scores, failures = trained.detector.predict(rows, ctx)
+        else:
+            from detbench.kit.tiling import predict_tiled
+
+            scores, failures, _ = predict_tiled(trained.detector, rows, ctx, tiling)
         for local, i in enumerate(usable):
             if local in failures:
                 out.loc[i, "error"] = failures[local]
@@ -272,6 +278,21 @@ def predict_files(
             else:
                 out.loc[i, "error"] = "no score"
     return out, trained
+
+
+def run_tiling(record: dict[str, Any]) -> Any:
+    """The tiles a run scored with (``eval.tiles`` / ``eval.fuse``), so that ``predict`` scores files the same way.
+
+    Args:
+        record: the run record.
+
+    Returns:
+        The :class:`~detbench.data.tiles.Tiling`, or None (whole images).
+    """
+    from detbench.data.tiles import parse_tiling
+
+    tiles = record.get("tiles")
+    return parse_tiling(tiles["tiles"], tiles["fuse"]) if isinstance(tiles, dict) else None
 
 
 def predict_runs(
