@@ -49,7 +49,7 @@ class DemoSuite(Suite):
     name = "demo"
     version = 1
     default_backbone = "timm:efficientnet_lite0@bundled"
-    default_protocol = "upconv"
+    default_protocol = "composite"
     compute_profile = "small"
     Options = DemoOptions
 
