@@ -112,6 +112,25 @@ def test_each_family_process_changes_crops() -> None:
             assert np.abs(outs[a].astype(float) - outs[b]).mean() > 1.0, (a, b)
 
 
+def test_fast_kernels_equal_torch_convolutions() -> None:
+    """The family processes' hand-written kernels compute what the float64 convolutions they replace compute."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = np.random.default_rng(0)
+    y = torch.from_numpy(gen.random((2, 3, 9, 7)))
+    k = torch.from_numpy(gen.random((4, 4)))
+    ref = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 4, 4), stride=2, padding=1,
+                             groups=3)[..., 2:-2, 2:-2]
+    assert torch.allclose(demo_build._transposed_up2(y, k), ref, rtol=0, atol=1e-12)
+    r = torch.from_numpy(gen.random((3, 3)))
+    ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), r.expand(3, 1, 3, 3), groups=3)
+    assert torch.allclose(demo_build._correlate3(y, r), ref, rtol=0, atol=1e-12)
+    w = torch.from_numpy(gen.random((1, 3, 3, 3)))
+    ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), w)
+    assert torch.allclose(demo_build._conv3_to_one(y, w), ref, rtol=0, atol=1e-12)
+
+
 def test_only_textural_families_change_the_texture() -> None:
     """The fine texture (luma minus its 3x3 mean) of the most textured 16 px patches, the patches Texture-Aware
     Masking hides, survives the non-textural families and not the others."""
