@@ -212,10 +212,10 @@ class MPFT(Detector):
         """
         if mask is not None and self.token_fill is None:
             x = zero_fill(x, mask, self.patch)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         elif mask is not None:
             self.token_fill.mask = mask
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         try:
             emb = self.backbone.embed(x)
         finally:
