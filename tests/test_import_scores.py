@@ -33,7 +33,7 @@ def demo(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
 
 
 def evaluation_rows(index: pd.DataFrame) -> pd.DataFrame:
-    """The images protocol upconv evaluates: every family's val split."""
+    """The images the default protocol evaluates: every family's val split."""
     return index[index["split"] == "val"].sort_values("path").reset_index(drop=True)
 
 
@@ -61,10 +61,11 @@ def test_imported_metrics_equal_scikit_learn_on_the_matched_rows(demo: pd.DataFr
     result = invoke("import-scores", "demo", str(file), "--name", "rand", *SMALL)
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "1 of its 48 images are not images of demo" in out and "elsewhere/unknown.png" in out
+    n_eval = len(rows)
+    assert f"1 of its {n_eval} images are not images of demo" in out and "elsewhere/unknown.png" in out
     assert "1 images are listed more than once with the same score (kept once)" in out
     assert "1 rows give no number in score" in out
-    assert f"1 of the 48 evaluation images of demo/upconv have no score in {file.name}" in out
+    assert f"1 of the {n_eval} evaluation images of demo/composite have no score in {file.name}" in out
     assert "external:rand on demo" in out
 
     run = detbench.load_run(run_id(result.output))
@@ -215,7 +216,7 @@ def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFram
     )
     run = detbench.import_scores("demo", file, name="calibrated", threshold="calibrated", settings=SMALL_SETTINGS)
     held = run.heldout_scores
-    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"upconv"}
+    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"composite"}
     threshold = run.record["threshold"]
     assert threshold["policy"] == "calibrated" and threshold["value"] == threshold["calibrated_on_heldout"]
     groups = run.scores.groupby("generator")
