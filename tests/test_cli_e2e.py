@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from cli_helpers import SMALL, invoke
 
+from detbench.datasets.demo_build import FAMILIES
+
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -30,16 +32,16 @@ def records(home: Path) -> list[dict]:
 def test_run_writes_records_and_reuses_them(in_home: Path) -> None:
     result = invoke("run", "linear-probe", "--suite", "demo", *SMALL)
     assert result.exit_code == 0, result.output
-    assert "upconv" in result.output and "mean" in result.output and "worst" in result.output
-    (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]
+    assert "composite" in result.output and "mean" in result.output and "worst" in result.output
+    (record,) = [r for r in records(in_home) if r["protocol"] == "composite" and r["settings"] == {}]
     run_dir = Path(record["paths"]["run"])
     scores = pd.read_parquet(run_dir / "scores.parquet")
     metrics = pd.read_parquet(run_dir / "metrics.parquet")
-    assert len(scores) == 4 * 2 * 6 and scores["score"].between(0, 1).all()
+    assert len(scores) == len(FAMILIES) * 2 * 6 and scores["score"].between(0, 1).all()
     assert list(metrics["generator"])[-2:] == ["mean", "worst"]
     assert record["key"]["detector"]["config"]["backbone"] == "timm:efficientnet_lite0@bundled"
     assert record["key"]["detector_identity"]["backbone"]["weights_sha256"]
-    assert record["counts"]["eval"]["upconv"] == {"real": 6, "fake": 6, "skipped": 0}
+    assert record["counts"]["eval"]["composite"] == {"real": 6, "fake": 6, "skipped": 0}
     assert set(record["outputs"]) == {"scores.parquet", "heldout_scores.parquet", "metrics.parquet"}
     assert record["fit"]["chosen_C"] in (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -54,9 +56,9 @@ def test_a_config_change_is_a_new_run_that_reuses_cached_features(in_home: Path)
     cached = sorted((in_home / "features").rglob("*.npy"))
     result = invoke("run", "linear-probe", "--suite", "demo", *SMALL, "--set", "normalize=false")
     assert result.exit_code == 0, result.output
-    upconv = [r for r in records(in_home) if r["protocol"] == "upconv"]
-    assert len(upconv) == 2 and len({r["run_id"] for r in upconv}) == 2
-    new = next(r for r in upconv if not r["key"]["detector"]["config"]["normalize"])
+    default = [r for r in records(in_home) if r["protocol"] == "composite"]
+    assert len(default) == 2 and len({r["run_id"] for r in default}) == 2
+    new = next(r for r in default if not r["key"]["detector"]["config"]["normalize"])
     assert new["counts"]["eval_skipped"] == 0
     assert sorted((in_home / "features").rglob("*.npy")) == cached  # nothing re-extracted
 
@@ -110,7 +112,7 @@ def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_
     from detbench.store import seal_record, sha256_of_file
 
     assert invoke("run", "linear-probe", "--suite", "demo", *SMALL).exit_code == 0
-    (record,) = [r for r in records(in_home) if r["protocol"] == "upconv" and r["settings"] == {}]
+    (record,) = [r for r in records(in_home) if r["protocol"] == "composite" and r["settings"] == {}]
     run_dir = Path(record["paths"]["run"])
     scores = pd.read_parquet(run_dir / "scores.parquet")
     part = scores[scores["generator"] == "nearest"]
@@ -137,5 +139,4 @@ def test_leaderboard_offers_rigids_real_positive_metrics_also_for_older_runs(in_
     long = long_table("demo", runs_root=old_root).set_index(["generator", "metric"])["value"]
     assert long[("nearest", "ap_real")] == pytest.approx(expected["ap_real"], rel=1e-12)
     assert long[("nearest", "fpr95_real")] == pytest.approx(expected["fpr95_real"], rel=1e-12)
-    assert long[("worst", "fpr95_real")] == max(long[(g, "fpr95_real")] for g in ("autoencoder", "denoise",
-                                                                                    "nearest", "upconv"))
+    assert long[("worst", "fpr95_real")] == max(long[(g, "fpr95_real")] for g in FAMILIES)

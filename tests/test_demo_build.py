@@ -44,7 +44,7 @@ def test_layout_and_counts(tiny: tuple[Path, dict, list]) -> None:
     )
     assert _pngs(root) == expected
     assert sorted(p.name for p in root.iterdir()) == sorted([*FAMILIES, "BUILD.json"])
-    assert summary["total_images"] == len(expected) == 48
+    assert summary["total_images"] == len(expected) == len(FAMILIES) * 12
     per_class = {"train": {"0_real": 4, "1_fake": 4}, "val": {"0_real": 2, "1_fake": 2}}
     assert summary["counts"] == {fam: per_class for fam in FAMILIES}
 
@@ -69,8 +69,9 @@ def test_build_json_complete(tiny: tuple[Path, dict, list]) -> None:
 
 def test_progress_reports_every_image(tiny: tuple[Path, dict, list]) -> None:
     _, _, calls = tiny
-    assert [d for d, _ in calls] == list(range(1, 49))
-    assert {t for _, t in calls} == {48}
+    total = len(FAMILIES) * 12
+    assert [d for d, _ in calls] == list(range(1, total + 1))
+    assert {t for _, t in calls} == {total}
 
 
 def test_deterministic_and_seed_dependent(tiny: tuple[Path, dict, list], tmp_path: Path) -> None:
@@ -109,6 +110,50 @@ def test_each_family_process_changes_crops() -> None:
     for i, a in enumerate(fams):
         for b in fams[i + 1:]:
             assert np.abs(outs[a].astype(float) - outs[b]).mean() > 1.0, (a, b)
+
+
+def test_fast_kernels_equal_torch_convolutions() -> None:
+    """The family processes' hand-written kernels compute what the float64 convolutions they replace compute."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = np.random.default_rng(0)
+    y = torch.from_numpy(gen.random((2, 3, 9, 7)))
+    k = torch.from_numpy(gen.random((4, 4)))
+    ref = F.conv_transpose2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 4, 4), stride=2, padding=1,
+                             groups=3)[..., 2:-2, 2:-2]
+    assert torch.allclose(demo_build._transposed_up2(y, k), ref, rtol=0, atol=1e-12)
+    r = torch.from_numpy(gen.random((3, 3)))
+    ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), r.expand(3, 1, 3, 3), groups=3)
+    assert torch.allclose(demo_build._correlate3(y, r), ref, rtol=0, atol=1e-12)
+    w = torch.from_numpy(gen.random((1, 3, 3, 3)))
+    ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), w)
+    assert torch.allclose(demo_build._conv3_to_one(y, w), ref, rtol=0, atol=1e-12)
+
+
+def test_only_textural_families_change_the_texture() -> None:
+    """The fine texture (luma minus its 3x3 mean) of the most textured 16 px patches, the patches Texture-Aware
+    Masking hides, survives the non-textural families and not the others."""
+    sources = demo_build._sources()
+    rng = np.random.default_rng(0)
+    crops = np.stack([
+        demo_build._random_crop(a, demo_build._region(a.shape, i, "val"), 64, rng)
+        for i, (_, a) in enumerate(sources[:6])
+    ])
+
+    def fine(a: np.ndarray) -> np.ndarray:
+        luma = a.astype(float).mean(-1)
+        padded = np.pad(luma, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        return luma - sum(padded[:, dy:dy + 64, dx:dx + 64] for dy in range(3) for dx in range(3)) / 9
+
+    texture = fine(crops)
+    per_patch = np.abs(texture).reshape(len(crops), 4, 16, 4, 16).mean((2, 4))
+    textured = per_patch >= np.median(per_patch, axis=(1, 2), keepdims=True)
+    textured = np.repeat(np.repeat(textured, 16, 1), 16, 2)
+    assert set(demo_build.KINDS) == set(FAMILIES)
+    for fam, kind in demo_build.KINDS.items():
+        kept = np.corrcoef(fine(demo_build._apply_family(fam, crops, 7))[textured], texture[textured])[0, 1]
+        assert (kept > 0.95) == (kind == "global"), (fam, kept)
 
 
 def test_nearest_fakes_are_blocky_reals_are_not(tiny: tuple[Path, dict, list]) -> None:

@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 import detbench
 from detbench.data.score_files import read_score_file
+from detbench.datasets.demo_build import FAMILIES
 from detbench.probabilities import sigmoid
 
 SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
@@ -33,7 +34,7 @@ def demo(demo_home: Path, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
 
 
 def evaluation_rows(index: pd.DataFrame) -> pd.DataFrame:
-    """The images protocol upconv evaluates: every family's val split."""
+    """The images the default protocol evaluates: every family's val split."""
     return index[index["split"] == "val"].sort_values("path").reset_index(drop=True)
 
 
@@ -61,10 +62,11 @@ def test_imported_metrics_equal_scikit_learn_on_the_matched_rows(demo: pd.DataFr
     result = invoke("import-scores", "demo", str(file), "--name", "rand", *SMALL)
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "1 of its 48 images are not images of demo" in out and "elsewhere/unknown.png" in out
+    n_eval = len(rows)
+    assert f"1 of its {n_eval} images are not images of demo" in out and "elsewhere/unknown.png" in out
     assert "1 images are listed more than once with the same score (kept once)" in out
     assert "1 rows give no number in score" in out
-    assert f"1 of the 48 evaluation images of demo/upconv have no score in {file.name}" in out
+    assert f"1 of the {n_eval} evaluation images of demo/composite have no score in {file.name}" in out
     assert "external:rand on demo" in out
 
     run = detbench.load_run(run_id(result.output))
@@ -215,7 +217,7 @@ def test_a_calibrated_threshold_uses_the_files_held_out_scores(demo: pd.DataFram
     )
     run = detbench.import_scores("demo", file, name="calibrated", threshold="calibrated", settings=SMALL_SETTINGS)
     held = run.heldout_scores
-    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"upconv"}
+    assert len(held) and (held["status"] == "ok").all() and set(held["generator"]) == {"composite"}
     threshold = run.record["threshold"]
     assert threshold["policy"] == "calibrated" and threshold["value"] == threshold["calibrated_on_heldout"]
     groups = run.scores.groupby("generator")
@@ -411,14 +413,15 @@ def test_an_import_scoring_one_class_has_no_accuracy(how: str, demo: pd.DataFram
     assert metrics[["acc", "balanced_acc", "acc_lo", "acc_hi"]].isna().all().all()
     assert (metrics.loc[metrics.index != "worst", "fake_acc"] == 1.0).all()
 
+    coverage = f"{int(rows['label'].sum())}/{len(rows)}"  # the fakes of every family's val split, of all its images
     board = detbench.leaderboard("demo", detector=f"external:{name}")
     assert np.isnan(board["mean"].iloc[0]) and np.isnan(board["worst"].iloc[0])
-    assert board["coverage"].iloc[0] == "24/48"
+    assert board["coverage"].iloc[0] == coverage
     listed = detbench.runs("demo", detector=f"external:{name}")
-    assert np.isnan(listed["mean_acc"].iloc[0]) and listed["coverage"].iloc[0] == "24/48"
+    assert np.isnan(listed["mean_acc"].iloc[0]) and listed["coverage"].iloc[0] == coverage
     shown = invoke("leaderboard", "demo", "--detector", f"external:{name}")
-    assert shown.exit_code == 0 and "24/48" in shown.output and "100.0" not in shown.output
-    assert "24/48" in invoke("ls", "runs").output
+    assert shown.exit_code == 0 and coverage in shown.output and "100.0" not in shown.output
+    assert coverage in invoke("ls", "runs").output
 
 
 def test_an_import_of_some_generators_has_no_mean(demo: pd.DataFrame, tmp_path: Path) -> None:
@@ -432,11 +435,11 @@ def test_an_import_of_some_generators_has_no_mean(demo: pd.DataFrame, tmp_path: 
     assert "none of its 12 evaluation images could be scored" in " ".join(result.output.split())
     run = detbench.load_run(run_id(result.output))
     metrics = run.metrics.set_index("generator")
-    assert list(metrics.index) == ["autoencoder", "denoise", "nearest", "upconv", "mean", "worst"]
+    assert list(metrics.index) == [*sorted(FAMILIES), "mean", "worst"]
     assert metrics.loc["upconv", "acc"] == 1.0 and metrics.loc["nearest", ["n_real", "n_fake"]].sum() == 0
     assert metrics.loc[["nearest", "mean", "worst"], "acc"].isna().all()
     board = detbench.leaderboard("demo", detector="external:one-generator")
-    assert board["coverage"].iloc[0] == "12/48" and np.isnan(board["mean"].iloc[0])
+    assert board["coverage"].iloc[0] == f"{len(part)}/{len(rows)}" and np.isnan(board["mean"].iloc[0])
     assert board["upconv"].iloc[0] == 1.0
 
 

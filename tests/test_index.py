@@ -9,7 +9,7 @@ import pytest
 from detbench.data.index import COLUMNS, build_index, load_index
 from detbench.data.suites import SuiteLayoutError, safe_join
 from detbench.datasets.demo import DemoOptions, DemoSuite
-from detbench.datasets.demo_build import build_demo
+from detbench.datasets.demo_build import FAMILIES, build_demo
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,12 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_index_schema_counts_and_manifest(demo_root: Path) -> None:
     idx = build_index(DemoSuite(DemoOptions()), demo_root)
     assert list(idx.rows.columns) == COLUMNS
-    assert len(idx.rows) == 4 * 2 * (4 + 2)
+    assert len(idx.rows) == len(FAMILIES) * 2 * (4 + 2)
     assert set(idx.rows["status"]) == {"ok"}
     assert set(idx.rows["format"]) == {"png"}
     assert idx.rows["image_id"].str.len().eq(32).all()
     counts = idx.manifest["counts"]
-    assert set(counts) == set(idx.generators) and len(counts) == 4
+    assert set(counts) == set(idx.generators) and len(counts) == len(FAMILIES)
     for per_split in counts.values():
         assert per_split == {"train": {"real": 4, "fake": 4}, "val": {"real": 2, "fake": 2}}
     fakes = idx.rows[idx.rows["label"] == 1]

@@ -100,7 +100,7 @@ def test_ablation_switches_give_distinct_run_keys() -> None:
         return content_hash(to_dict(resolved.config))
 
     base = resolve(RunRequest("mpft", "demo")).config
-    assert base.backbone == "timm:efficientnet_lite0@bundled" and base.mask.grid == 16 and base.steps == 60
+    assert base.backbone == "timm:efficientnet_lite0@bundled" and base.mask.grid == 16 and base.steps == 30
     ablations = [{}, {"mask.strategy": "random"}, {"mask.strategy": "inverse"}, {"mask.ratio": "0.2"},
                  {"mask.operator": "sobel"}, {"mask.fill": "token"}, {"trainable": "full"}, {"k": "1"},
                  {"train_per_class": "50"}, {"mask.strategy": "none"}]

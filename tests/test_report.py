@@ -14,9 +14,10 @@ import pytest
 from cli_helpers import SMALL, invoke
 from PIL import Image
 
+from detbench.datasets.demo_build import FAMILIES
 from detbench.store import content_hash, seal_record
 
-GENERATORS = ("autoencoder", "denoise", "nearest", "upconv")
+GENERATORS = tuple(FAMILIES)
 
 
 

@@ -236,7 +236,7 @@ def test_cnnspot_trains_from_a_recorded_stand_in_with_the_plateau_schedule(detbe
         result = Runner(quiet()).run(RunRequest("cnnspot", "demo", overrides=over, workers=0))
     holdout = result.record["holdout"]  # the demo has no val split apart from its evaluation data: 10 %, recorded
     assert (holdout["setting"], holdout["used"], holdout["chosen_by"]) == ("val-split", "0.1", "cnnspot's original")
-    assert "evaluation split of protocol upconv" in holdout["fallback"] and result.record["counts"]["heldout"] == 2
+    assert "evaluation split of protocol composite" in holdout["fallback"] and result.record["counts"]["heldout"] == 2
     assert "heldout_split" not in result.record["key"]["protocol"]  # the same fit as the 10 % before
     fit = result.record["fit"]
     assert fit["trained"] and fit["init"] == "random" and "stand-in" in fit["init_note"]

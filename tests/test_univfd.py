@@ -153,7 +153,7 @@ def test_missing_backbone_fails_before_indexing(
 
 
 def test_trained_head_on_demo_beats_chance_and_is_seeded(detbench_home: Path) -> None:
-    args = ["run", "univfd", *DEMO, "--set", "lr=1e-3", "--set", "train_batch_size=16"]
+    args = ["run", "univfd", *DEMO, "--protocol", "upconv", "--set", "lr=1e-3", "--set", "train_batch_size=16"]
     result = invoke(*args)  # the original lr with batch 256 barely moves on 42 images: scaled for this size
     assert result.exit_code == 0, result.output
     [record] = run_records(detbench_home, "demo", "univfd")
