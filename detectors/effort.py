@@ -491,14 +491,14 @@ class Effort(ClassifierDetector):
         """P(fake): softmax[:, 1] of two logits (``deepfakebench``) or the sigmoid of one (``ufd``).
 
         Args:
-            logits: ``[N, 2]`` or ``[N, 1]``.
+            logits: ``[N, 2]``, or ``[N]`` / ``[N, 1]``.
 
         Returns:
             ``[N]`` P(fake).
         """
-        if logits.shape[1] == 2:
+        if logits.ndim == 2 and logits.shape[1] == 2:
             return softmax_fake(logits, self.config.sigmoid_dtype)
-        return sigmoid(logits[:, 0], self.config.sigmoid_dtype)
+        return sigmoid(logits.reshape(len(logits)), self.config.sigmoid_dtype)
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
         """Start from the ``backbone``'s CLIP weights, SVD-split, with only the residuals and the head trainable.
