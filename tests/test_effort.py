@@ -272,3 +272,39 @@ def test_registry_facts() -> None:
     info = DETECTORS.info("effort")
     assert info is not None and info.year == 2025 and info.training == "trains" and info.weights_key == "weights"
     assert "CC BY-NC 4.0" in info.released and "Chameleon" in info.released
+
+
+def test_training_starts_from_the_clip_tower_split_by_svd() -> None:
+    """Before training, the SVD split tower computes the CLIP tower it came from (``pooler_output`` = ``ln_post`` of
+    the class token), and only the residuals and the head train (Adam, ``effort.yaml``'s rate and weight decay)."""
+    from detbench.detectors.effort import Effort, EffortConfig
+    from detbench.kit.detector import RunContext
+    from detbench.models.backbones import load_backbone
+    from detbench.progress import quiet
+
+    recipe = ("epochs", "train_batch_size", "checkpoint_every")
+    settings = {k: v for k, v in Effort.tiny_settings.items() if k not in recipe}  # the tiny tower, the default recipe
+    settings["crop"] = 224  # the backbone's own grid: no resampled positions
+    detector = Effort(EffortConfig(**settings))
+    detector.setup(RunContext(suite_root=Path("."), suite_name="x", device="cpu", seed=0, run_dir=Path("."),
+                              phases=quiet()))
+    visual = load_backbone(settings["backbone"]).model
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = visual.double()
+        h = v.conv1(x.double()).flatten(2).transpose(1, 2)
+        h = torch.cat([v.class_embedding.expand(2, 1, -1), h], 1) + v.positional_embedding
+        h = v.transformer(v.ln_pre(h))
+        expected = v.ln_post(h[:, 0])
+        got = detector.net.double().tower(x.double())
+    # the split runs in float32 (as the original's): W_main + U S V rebuilds W to ~1e-7 relative, so the towers
+    # agree to ~1e-6 over the 4 layers; a wrongly mapped q/k/v slice or layer norm differs by O(1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    trainable = {n for n, p in detector.net.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(("_residual", ".weight", ".bias")) for n in trainable)
+    assert {n for n in trainable if not n.endswith("_residual")} == {"head.weight", "head.bias"}
+    rows = pd.DataFrame({"path": ["a.png"] * 40, "label": [0, 1] * 20})
+    setup = detector.train_setup(None, rows)  # type: ignore[arg-type]
+    group = setup.optimizer.param_groups[0]
+    assert isinstance(setup.optimizer, torch.optim.Adam) and group["lr"] == 2e-4 and group["weight_decay"] == 5e-4
+    assert setup.batch_size == 32 and setup.epochs == 10
