@@ -114,6 +114,21 @@ class ClassifierDetector(Detector):
         """
         return {}
 
+    def released_state_dict(self, state_dict: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        """The released checkpoint's tensors that :meth:`setup` loads strictly (default: all of them).
+
+        A subclass whose original saves tensors its forward never reads (a text tower beside the image tower) drops
+        exactly those here, by name, and says so in a warning.
+
+        Args:
+            state_dict: the unwrapped checkpoint.
+            ctx: the run context (for warnings).
+
+        Returns:
+            The tensors to load.
+        """
+        return state_dict
+
     def to_tensor(self) -> Any:
         """PIL image -> normalised network input, after any resizing/cropping (default: ImageNet statistics).
 
@@ -187,7 +202,7 @@ class ClassifierDetector(Detector):
             if loaded is None:
                 self.training_facts = self.prepare_training(ctx)  # may replace self.net (e.g. ImageNet weights)
         if loaded is not None:
-            load_into(self.net, loaded.state_dict, f"{self.weights_what} {loaded.path}")
+            load_into(self.net, self.released_state_dict(loaded.state_dict, ctx), f"{self.weights_what} {loaded.path}")
             self.released = LoadedCheckpoint({}, loaded.path, loaded.sha256)  # the tensors now live in the net
         self.net.eval()
         self.preprocessing = self.eval_preprocessing(ctx)
