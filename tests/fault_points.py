@@ -11,7 +11,8 @@ Each process is forked from a zygote: one interpreter per test session that has 
 timm, pandas, scikit-learn and detbench once (about 5 CPU seconds that every fresh interpreter would pay again).
 A forked process is a process of its own (its own pid, signals, locks, exit status, a clean exit with atexit
 handlers) that runs the entry script with its own arguments, environment and working directory, as
-``python -c`` would.
+``python -c`` would. Variables read only while importing (torch's ``OMP_NUM_THREADS``, ``ATEN_CPU_CAPABILITY``)
+are the zygote's: a test that needs them otherwise starts an interpreter of its own.
 """
 
 from __future__ import annotations
