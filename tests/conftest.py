@@ -1,5 +1,5 @@
-"""Shared fixtures: every test gets its own DETBENCH_HOME and runs offline; tiny backbone weights; a torch.distributed
-rendezvous without port races."""
+"""Shared fixtures: every test gets its own DETBENCH_HOME and runs offline on one CPU thread; tiny backbone weights; a
+torch.distributed rendezvous without port races."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One intra-op thread, here and in every subprocess (read when torch or numpy's BLAS starts): the tests' networks
+# and arrays are tiny, so a second thread gains nothing, and on a busy machine its synchronisation spins, making
+# steps many times slower. Set OMP_NUM_THREADS to run them with more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads() -> None:
+    """torch's intra-op threads as OMP_NUM_THREADS says (also when torch was imported before this file)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fault_points import DEMO, finish, launch, leftovers, wait_parked
+from fault_points import DEMO, Forked, finish, launch, leftovers, wait_parked
 from typer.testing import CliRunner
 
 from detbench.cli.commands import app
@@ -23,7 +23,7 @@ from detbench.store import atomic_path, sweep_stale_tmp
 LOUD = [a for a in DEMO if a != "-q"]  # progress and waiting messages on stderr
 
 
-def wait_for_text(proc: subprocess.Popen[str], log: Path, text: str, timeout: float = 90) -> None:
+def wait_for_text(proc: Forked, log: Path, text: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while text not in " ".join(log.read_text().split()):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -1,8 +1,7 @@
 """Faults: SIGKILL at each phase of a demo run and resume; SIGINT/SIGTERM; a full disk.
 
 The faults are armed at exact points by tests/fault_points.py (a self-inflicted SIGKILL, or a park where the test
-sends SIGINT/SIGTERM). Kills during the demo build and the index are in a ``slow`` test (each launch costs a few
-seconds of imports).
+sends SIGINT/SIGTERM). Kills during the demo build and the index are in a ``slow`` test.
 """
 
 from __future__ import annotations

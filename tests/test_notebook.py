@@ -1,4 +1,7 @@
-"""The example notebook runs headless from a fresh kernel (so it can never rot) and is committed without outputs."""
+"""The example notebook runs headless from a fresh kernel (so it can never rot) and is committed without outputs.
+
+Running it takes about a minute and repeats what the API tests check, so it is marked ``slow``: ``nox -s notebooks``
+(which CI runs) executes this file whole, ``nox -s tests`` only the output check."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ def test_notebook_is_committed_without_outputs() -> None:
     assert "widgets" not in notebook["metadata"]
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbclient = pytest.importorskip("nbclient")  # a dev extra: installed in CI
     nbformat = pytest.importorskip("nbformat")
