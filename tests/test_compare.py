@@ -18,12 +18,15 @@ from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
 import detbench
+from detbench.datasets.demo_build import FAMILIES
 from detbench.errors import DetbenchWarning
 from detbench.metrics import binary_metrics, calibration_metrics
 from detbench.results.paired import COMPARE_COLUMNS, Aligned, compare_aligned
 from detbench.stats import delong
 
 SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
+N_FAMILIES = len(FAMILIES)  # the demo's generators, each evaluated on its val split
+N_EVAL = N_FAMILIES * 2 * SMALL_SETTINGS["n_val"]  # evaluation images of the small demo (real and fake)
 SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
 
 
@@ -177,7 +180,7 @@ def imported(demo_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory:
         table = pd.DataFrame({"path": rows["path"], "score": scores}).iloc[drop:]
         table.to_csv(files / f"{name}.csv", index=False)
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "3 of the 48 evaluation images", DetbenchWarning)  # partial's, by design
+            warnings.filterwarnings("ignore", f"3 of the {N_EVAL} evaluation images", DetbenchWarning)  # by design
             runs[name] = detbench.import_scores("demo", files / f"{name}.csv", name=name, settings=SMALL_SETTINGS)
     return runs
 
@@ -194,7 +197,7 @@ def test_compare_command_table_and_csv(imported: dict, tmp_path: Path) -> None:
     assert re.search(r"│ mean .*│ \* │", result.output)  # a significant row is marked
     csv = pd.read_csv(out)
     assert list(csv.columns) == COMPARE_COLUMNS
-    assert len(csv) == 4 * (4 + 2) and set(csv["test"]) == {"mcnemar-exact", "delong", "paired-bootstrap"}
+    assert len(csv) == 4 * (N_FAMILIES + 2) and set(csv["test"]) == {"mcnemar-exact", "delong", "paired-bootstrap"}
     # the values are the runs' own metrics (the leaderboard's), in its units (fractions)
     for run, column in ((weak, "a"), (strong, "b")):
         metrics = run.metrics.set_index("generator")
@@ -203,7 +206,7 @@ def test_compare_command_table_and_csv(imported: dict, tmp_path: Path) -> None:
             np.testing.assert_allclose(shown, metrics.loc[shown.index, metric], rtol=1e-5)
     api = detbench.compare([weak, strong.id[:8]], metric=["acc"], bootstrap=200)
     assert list(api.columns) == ["run_a", "run_b", *COMPARE_COLUMNS]
-    assert set(api["run_a"]) == {weak.id} and set(api["run_b"]) == {strong.id} and api.attrs["n_images"] == 48
+    assert set(api["run_a"]) == {weak.id} and set(api["run_b"]) == {strong.id} and api.attrs["n_images"] == N_EVAL
 
 
 def test_runs_on_different_images_are_refused_unless_common(imported: dict, tmp_path: Path) -> None:
@@ -214,20 +217,20 @@ def test_runs_on_different_images_are_refused_unless_common(imported: dict, tmp_
     assert len(lines) == 1 and lines[0].startswith("error: ")
     message = " ".join(refused.output.split())
     assert "did not score the same evaluation images" in message and f"3 scored only by {weak.id[:16]}" in message
-    assert "--common" in message and "45 images both scored" in message
+    assert "--common" in message and f"{N_EVAL - 3} images both scored" in message
 
     out = tmp_path / "three.csv"
     common = invoke("compare", weak.id[:16], partial.id[:16], strong.id[:16], "--common", "--metric", "auc",
                     "--csv", str(out))
     assert common.exit_code == 0, common.output
     said = " ".join(common.output.split())
-    assert "the 45 images every run scored are compared" in said
+    assert f"the {N_EVAL - 3} images every run scored are compared" in said
     assert f"dropped 3 of the images {weak.id[:16]} scored, 3 of the images {strong.id[:16]} scored" in said
     csv = pd.read_csv(out)
     assert list(csv.columns) == ["run_b", *COMPARE_COLUMNS]  # with more than two runs: which run each row compares
     assert sorted(csv["run_b"].unique()) == sorted([partial.id, strong.id])
     mean = csv[csv["generator"] == "mean"]
-    assert (mean["n_real"] + mean["n_fake"] == 45).all()
+    assert (mean["n_real"] + mean["n_fake"] == N_EVAL - 3).all()
 
 
 @pytest.mark.parametrize(

@@ -165,9 +165,12 @@ def test_protocol_without_usable_training_images_names_what_was_found(tmp_path: 
     for path in (root / "train" / "alpha" / "0_real").iterdir():  # every real training image is broken
         write_broken(path, "empty")
 
-    missing = run_folder(root, "train-on-beta")  # beta has no train split at all
+    carved = run_folder(root, "train-on-beta")  # beta has no train split: a seeded part of its test images trains
+    assert carved.exit_code == 0, carved.output
+    assert "│ alpha" in carved.output and "│ beta" not in carved.output  # beta's remaining images are not evaluated
+    missing = run_folder(root, "train-on-gamma")
     assert missing.exit_code == 2, missing.output
-    assert "unknown protocol 'train-on-beta'" in missing.output and "train-on-alpha" in missing.output
+    assert "unknown generator(s) gamma" in missing.output and "alpha, beta" in missing.output
 
     one_class = run_folder(root, "train-on-alpha")
     assert one_class.exit_code == 2, one_class.output

@@ -12,11 +12,11 @@ Grammar (``--protocol``):
   (months) or ``Ny`` (years). A window that would train on the same generators as the one before it is skipped,
   and the series ends at the last cut that leaves a later generator.
 
-Training rows: where every training generator has the suite's training split, that split trains; where the data has
-no training split at all (a ``folder`` tree without split folders, a test-only collection), the generators' images in
-the evaluation split are split instead: a seeded part held out for model selection (``train.holdout``), the rest
-trains, and those generators are not evaluated (their remaining images were trained on); the run records them as
-not evaluated.
+Training rows: where every training generator has the suite's training split, that split trains; where none has
+(a ``folder`` tree without split folders, a test-only collection, WildRF's test-only platforms), the
+generators' images in the evaluation split are split instead: a seeded part held out for model selection
+(``train.holdout``), the rest trains, and those generators are not evaluated (their remaining images were trained
+on); the run records them as not evaluated.
 With two or more training generators the training rows are balanced per generator (``suite.balance=generator``,
 the default): each generator gives the same number n of real and of fake images, n the smallest count of any
 generator and class, subsampled with the run seed; ``suite.balance=pooled`` trains on every usable image.
@@ -193,13 +193,6 @@ def _training_split(
             f"protocol {name!r}: {_names(sorted(with_split))} have a {train_split} split and "
             f"{_names(sorted(set(train) - with_split))} have none; train on generators of one kind (those without "
             f"one train on a seeded part of their {eval_split} images)"
-        )
-    others = sorted(set(usable.loc[usable["split"] == train_split, "generator"]))
-    if others:  # the data has a training split, just not for these: their evaluation images stay evaluation images
-        raise ProtocolError(
-            f"unknown protocol {name!r}: {_names(list(train))} have no {train_split} split here and "
-            f"{_names(others)} do (e.g. train-on-{others[0]}); a generator's {eval_split} images train only in data "
-            f"without a {train_split} split at all"
         )
     lacking = sorted(set(train) - set(mine.loc[mine["split"] == eval_split, "generator"]))
     if lacking:
