@@ -238,24 +238,22 @@ def _number(text: str, kind: type[int] | type[float], step: type[Step], valid: s
     return value
 
 
-class JpegQuality(Step):
-    """JPEG re-encoding at a quality (``jpeg:Q``), with Pillow, 4:2:0 chroma subsampling."""
+class EncoderQuality(Step):
+    """What the lossy re-encodings share: a quality in 1..100 (``NAME:Q``) and the largest side their codec takes."""
 
-    name = "jpeg"
-    axis_label = "JPEG quality"
+    codec: ClassVar[str]  # the codec's name in messages
+    MAX_SIDE: ClassVar[int]
     clean_level = 100.0
     severe_when_low = True
-    example = "jpeg:75"
-    MAX_SIDE: ClassVar[int] = 65_500
 
     def __init__(self, quality: int) -> None:
         if not 1 <= quality <= 100:
-            raise ConfigError(f"jpeg quality must be an integer in 1..100 (e.g. jpeg:75); got {quality}")
+            raise ConfigError(f"{self.name} quality must be an integer in 1..100 (e.g. {self.example}); got {quality}")
         self.quality = int(quality)
 
     @classmethod
-    def from_arg(cls, text: str) -> JpegQuality:
-        """A JPEG step from the quality after ``jpeg:``.
+    def from_arg(cls, text: str) -> EncoderQuality:
+        """A step from the quality after ``NAME:``.
 
         Args:
             text: an integer in 1..100.
@@ -270,8 +268,33 @@ class JpegQuality(Step):
 
     @property
     def level(self) -> float:
-        """The JPEG quality, as a float."""
+        """The quality, as a float."""
         return float(self.quality)
+
+    def check_side(self, img: Image.Image) -> None:
+        """Refuse an image the codec cannot encode.
+
+        Args:
+            img: the image.
+
+        Raises:
+            ImageError: status ``too_large`` for a side over :data:`MAX_SIDE`.
+        """
+        from detbench.data.images import ImageError
+
+        if max(img.size) > self.MAX_SIDE:
+            raise ImageError("too_large", f"{self.codec} cannot encode a {img.width}x{img.height} image (sides up "
+                                          f"to {self.MAX_SIDE} px), so {self.spec} cannot apply")
+
+
+class JpegQuality(EncoderQuality):
+    """JPEG re-encoding at a quality (``jpeg:Q``), with Pillow, 4:2:0 chroma subsampling."""
+
+    name = "jpeg"
+    axis_label = "JPEG quality"
+    example = "jpeg:75"
+    codec = "JPEG"
+    MAX_SIDE: ClassVar[int] = 65_500
 
     def params(self) -> dict[str, Any]:
         """What changes the output: quality, 4:2:0 subsampling, the Pillow encoder.
@@ -293,11 +316,7 @@ class JpegQuality(Step):
         Raises:
             ImageError: status ``too_large`` for a side over :data:`MAX_SIDE` (libjpeg's limit).
         """
-        from detbench.data.images import ImageError
-
-        if max(img.size) > self.MAX_SIDE:
-            raise ImageError("too_large", f"JPEG cannot encode a {img.width}x{img.height} image (sides up to "
-                                          f"{self.MAX_SIDE} px), so {self.spec} cannot apply")
+        self.check_side(img)
         buf = io.BytesIO()
         img.convert("RGB").save(buf, format="JPEG", quality=self.quality, subsampling="4:2:0")
         return buf.getvalue()
@@ -480,40 +499,14 @@ class BilinearResize(Downscale):
     floor_sides = True
 
 
-class WebpQuality(Step):
+class WebpQuality(EncoderQuality):
     """Lossy WebP re-encoding at a quality (``webp:Q``), with Pillow."""
 
     name = "webp"
     axis_label = "WebP quality"
-    clean_level = 100.0
-    severe_when_low = True
     example = "webp:75"
+    codec = "WebP"
     MAX_SIDE: ClassVar[int] = 16_383
-
-    def __init__(self, quality: int) -> None:
-        if not 1 <= quality <= 100:
-            raise ConfigError(f"webp quality must be an integer in 1..100 (e.g. {self.example}); got {quality}")
-        self.quality = int(quality)
-
-    @classmethod
-    def from_arg(cls, text: str) -> WebpQuality:
-        """A WebP step from the quality after ``webp:``.
-
-        Args:
-            text: an integer in 1..100.
-
-        Returns:
-            The step.
-
-        Raises:
-            ConfigError: not an integer in 1..100.
-        """
-        return cls(int(_number(text, int, cls, "a quality: an integer in 1..100")))
-
-    @property
-    def level(self) -> float:
-        """The WebP quality, as a float."""
-        return float(self.quality)
 
     def params(self) -> dict[str, Any]:
         """What changes the output: quality, lossy coding, Pillow's default method, the Pillow encoder.
@@ -535,11 +528,9 @@ class WebpQuality(Step):
         Raises:
             ImageError: status ``too_large`` for a side over :data:`MAX_SIDE` (WebP's limit).
         """
-        from detbench.data.images import ImageError, load_rgb_bytes
+        from detbench.data.images import load_rgb_bytes
 
-        if max(img.size) > self.MAX_SIDE:
-            raise ImageError("too_large", f"WebP cannot encode a {img.width}x{img.height} image (sides up to "
-                                          f"{self.MAX_SIDE} px), so {self.spec} cannot apply")
+        self.check_side(img)
         buf = io.BytesIO()
         img.convert("RGB").save(buf, format="WEBP", quality=self.quality, lossless=False, method=4)
         return load_rgb_bytes(buf.getvalue(), max_pixels=None)

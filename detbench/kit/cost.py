@@ -160,7 +160,7 @@ def machine(device: str) -> dict[str, Any]:
         ``device``, ``cpu`` (the processor's model name), ``cpu_count``, ``platform`` and, on a CUDA device, ``gpu``
         (its name).
     """
-    out: dict[str, Any] = {"device": device, "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+    out: dict[str, Any] = {"device": device, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                            "platform": platform.platform()}
     if device.startswith("cuda"):
         import torch
@@ -170,7 +170,12 @@ def machine(device: str) -> dict[str, Any]:
     return out
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what :mod:`platform` knows.
+
+    Returns:
+        The name.
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:

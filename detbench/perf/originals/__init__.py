@@ -95,3 +95,29 @@ def calibrate_head(model: Any, head: Any, inputs: Any) -> None:
         scale = 2.0 / max(float(z.std()), 1e-12)
         head.weight.mul_(scale)
         head.bias.fill_(-float(z.mean()) * scale)
+
+
+def image_folder_sigmoid(model: Any, root: Path, transform: Any, batch_size: int, workers: int) -> dict[str, float]:
+    """The ``validate`` loop CNNDetection and NPR share: torchvision's ``ImageFolder`` over ``root`` with
+    ``transform``, a DataLoader in file order, and the sigmoid of every logit.
+
+    Args:
+        model: the network (evaluation mode).
+        root: the test set folder (``0_real``, ``1_fake``).
+        transform: the original's test transform.
+        batch_size: its batch size.
+        workers: its DataLoader workers.
+
+    Returns:
+        P(fake) per image path relative to ``root``.
+    """
+    import torch
+    import torchvision.datasets as datasets
+
+    dataset = datasets.ImageFolder(str(root), transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    y_pred: list[float] = []
+    with torch.no_grad():
+        for img, _label in loader:
+            y_pred.extend(model(img).sigmoid().flatten().tolist())
+    return {Path(path).relative_to(root).as_posix(): p for (path, _), p in zip(dataset.samples, y_pred, strict=True)}

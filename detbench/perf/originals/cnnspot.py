@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from detbench.perf.originals import Checkpoint, calibrate_head
+from detbench.perf.originals import Checkpoint, calibrate_head, image_folder_sigmoid
 
 SOURCE = "PeterWang512/CNNDetection eval.py + validate.py validate"
 BATCH_SIZE = 64
@@ -97,13 +97,4 @@ def score(model: Any, root: Path) -> dict[str, float]:
     Returns:
         P(fake) per image path relative to ``root``.
     """
-    import torch
-    import torchvision.datasets as datasets
-
-    dataset = datasets.ImageFolder(str(root), _transform())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=False, num_workers=WORKERS)
-    y_pred: list[float] = []
-    with torch.no_grad():
-        for img, _label in loader:
-            y_pred.extend(model(img).sigmoid().flatten().tolist())
-    return {Path(path).relative_to(root).as_posix(): p for (path, _), p in zip(dataset.samples, y_pred, strict=True)}
+    return image_folder_sigmoid(model, root, _transform(), BATCH_SIZE, WORKERS)
