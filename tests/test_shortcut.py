@@ -81,7 +81,7 @@ def test_the_probe_scores_each_image_by_the_fold_model_that_did_not_see_it(short
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
-    from detectors.shortcut import metadata_features
+    from detbench.detectors.shortcut import metadata_features
 
     run = detbench.run("shortcut", "folder", root=shortcut_tree, protocol="eval", seed=3, **FAST)
     index = detbench.index("folder", root=shortcut_tree)
@@ -101,7 +101,7 @@ def test_the_probe_scores_each_image_by_the_fold_model_that_did_not_see_it(short
 
 
 def test_folds_never_score_an_item_they_trained_on() -> None:
-    from detectors.shortcut import cross_validated_scores
+    from detbench.detectors.shortcut import cross_validated_scores
 
     labels = np.array([0] * 7 + [1] * 13)
     seen: list[tuple[set[int], set[int]]] = []
@@ -140,7 +140,7 @@ def test_predict_probes_the_metadata_of_new_files(shortcut_tree: Path) -> None:
 
 
 def test_rows_without_metadata_are_refused() -> None:
-    from detectors.shortcut import metadata_features
+    from detbench.detectors.shortcut import metadata_features
 
     with pytest.raises(DataError, match="exif"):
         metadata_features(pd.DataFrame({"format": ["png"], "jpeg_quality": [None], "width": [1], "height": [1],
