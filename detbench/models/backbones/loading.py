@@ -14,6 +14,7 @@ def load_backbone(
     crop: int | None = None,
     resize: str = "none",
     sha256: str | None = None,
+    text: bool = False,
 ) -> Backbone:
     """Build the backbone named by ``spec`` (strict weight loading), in eval mode on ``device``.
 
@@ -23,13 +24,14 @@ def load_backbone(
         crop: the input size, overriding the native one where the architecture allows it; None: native.
         resize: the preprocessing resize policy (``none``, ``shorter`` or ``stretch``).
         sha256: the expected checkpoint hash (also accepted as ``#sha256=`` in ``spec``).
+        text: also keep the whole CLIP model, text tower included (``Backbone.clip``; open_clip models only).
 
     Returns:
         The loaded :class:`Backbone`.
 
     Raises:
         BackboneError: a malformed spec, two different sha256 pins, a ``#tag=`` that does not apply, or a crop
-            the architecture cannot take.
+            the architecture cannot take, or ``text`` for a model without a text tower.
     """
     from detbench.models.backbones.open_clip_adapter import load_open_clip
     from detbench.models.backbones.timm_adapter import load_timm
@@ -44,7 +46,10 @@ def load_backbone(
         raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
                          f"it does not apply to {spec}")
     if provider == "open_clip":
-        backbone = load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"))
+        backbone = load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"),
+                                  text=text)
+    elif text:
+        raise BackboneError(f"{spec} has no text tower (only open_clip models have one)")
     else:
         backbone = load_timm(arch, source, crop=crop, resize=resize, sha256=sha256)
     backbone.model.to(device).eval()

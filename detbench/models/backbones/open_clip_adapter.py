@@ -214,7 +214,8 @@ def _file_tag(arch: str, path: Path, tag: str | None) -> str | None:
 
 
 def load_open_clip(
-    arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None
+    arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None,
+    text: bool = False,
 ) -> Backbone:
     """An open_clip vision tower as a :class:`Backbone` (embeddings ``proj`` and, for ViTs, ``pre_proj``).
 
@@ -225,6 +226,7 @@ def load_open_clip(
         resize: the preprocessing resize policy.
         sha256: the expected checkpoint hash, or None.
         tag: the open_clip tag a weight file belongs to (builds that tag's model and preprocessing), or None.
+        text: also keep the whole CLIP model (``Backbone.clip``: the text tower, ``logit_scale``).
 
     Returns:
         The backbone, strictly loaded, on the CPU.
@@ -280,6 +282,7 @@ def load_open_clip(
     if resolved is not None:
         _load_clip_weights(clip, resolved.path)
     visual = clip.visual
+    whole = clip if text else None
     del clip
 
     spec = f"open_clip:{arch}@{source}"
@@ -303,7 +306,23 @@ def load_open_clip(
         embed_dims=dims, default_embedding="proj", patch_size=patch,
         model_cfg={"embed_dim": model_cfg.get("embed_dim"), "vision_cfg": model_cfg.get("vision_cfg"),
                    "quick_gelu": quick_gelu, **({"tag": tag_cfg["tag"]} if "tag" in tag_cfg else {})},
-        versions=versions)
+        versions=versions, clip=whole)
+
+
+def clip_tokenize(texts: list[str], context_length: int = 77) -> Tensor:
+    """CLIP's byte-pair tokens of ``texts`` (start and end tokens added, zero-padded), as open_clip and OpenAI's
+    ``clip.tokenize`` compute them.
+
+    Args:
+        texts: the texts.
+        context_length: the padded length.
+
+    Returns:
+        ``[len(texts), context_length]`` token ids.
+    """
+    import open_clip
+
+    return open_clip.tokenize(texts, context_length=context_length)
 
 
 def _open_clip_tower(visual: nn.Module) -> tuple[str, dict[str, int], int | None]:
