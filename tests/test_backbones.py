@@ -19,6 +19,7 @@ from detbench.models.backbones import (
     BUNDLED_SHA256,
     CLIP_MEAN,
     BackboneError,
+    clip_tokenize,
     load_backbone,
     load_timm_classifier,
     parse_spec,
@@ -144,6 +145,20 @@ def test_random_init_is_seeded_and_leaves_global_rng_alone() -> None:
     b = load_backbone(f"open_clip:{TINY}@random")
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
 
+
+
+def test_text_keeps_the_whole_clip_with_its_image_tower() -> None:
+    """``text=True`` keeps the whole open_clip model (its text tower and the very image tower of ``model``); a
+    model without a text tower is refused."""
+    plain = load_backbone(f"open_clip:{TINY}@random")
+    bb = load_backbone(f"open_clip:{TINY}@random", text=True)
+    assert plain.clip is None and bb.clip is not None and bb.clip.visual is bb.model
+    tokens = clip_tokenize(["a photo.", "X X fake."])
+    assert tokens.shape == (2, 77) and tokens.argmax(-1).tolist() == [4, 5]  # start, the words, the end token
+    with torch.inference_mode():
+        assert bb.clip.encode_text(tokens).shape == (2, 64)
+    with pytest.raises(BackboneError, match="no text tower"):
+        load_backbone("timm:efficientnet_lite0@random", text=True)
 
 @pytest.mark.parametrize("key", ["st", "pt", "visual"])
 def test_local_file_matches_source_model(tiny_files: dict[str, Path], key: str) -> None:

@@ -367,3 +367,48 @@ def test_registry_facts() -> None:
     info = DETECTORS.info("fatformer")
     assert info is not None and info.year == 2024 and info.training == "trains" and info.weights_key == "weights"
     assert "Apache-2.0" in info.released and "ProGAN" in info.released
+
+
+def test_training_starts_from_the_clip_towers_frozen() -> None:
+    """Before training, the image tower (adapters silenced) and the text tower on the embedded prompt compute the
+    open_clip CLIP they came from; only the adapters, the prompt context, the enhancer and the interactor train."""
+    import open_clip
+
+    from detbench.detectors.fatformer import FatFormer, FatFormerConfig
+    from detbench.kit.detector import RunContext
+    from detbench.models.backbones import load_backbone
+    from detbench.progress import quiet
+
+    recipe = ("epochs", "train_batch_size", "checkpoint_every")
+    settings = {k: v for k, v in FatFormer.tiny_settings.items() if k not in recipe}
+    settings.update(crop=224, load_size=256)  # the backbone's own grid: no resampled positions
+    detector = FatFormer(FatFormerConfig(**settings))
+    detector.setup(RunContext(suite_root=Path("."), suite_name="x", device="cpu", seed=0, run_dir=Path("."),
+                              phases=quiet()))
+    net = detector.net.double()
+    clip = load_backbone(settings["backbone"], text=True).clip.double()
+    prompts = [" ".join(["X"] * 8) + f" {name}." for name in ("real", "fake")]
+    tokens = open_clip.tokenize(prompts)
+    lga = net.language_guided_alignment
+    with torch.no_grad():
+        embedded = net.clip_model.token_embedding(tokens)
+        got = net.text_encoder(torch.cat([lga.token_prefix, embedded[:, 1:9], lga.token_suffix], 1), net.eot)
+        torch.testing.assert_close(got, clip.encode_text(tokens), rtol=0, atol=1e-10)
+        for block in net.image_encoder.transformer.resblocks:
+            if hasattr(block, "forgery_aware_adapter"):
+                block.forgery_aware_adapter.second_conv_layer.weight.zero_()
+                block.forgery_aware_adapter.second_conv_layer.bias.zero_()
+        x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        v = clip.visual
+        h = v.conv1(x).flatten(2).transpose(1, 2)
+        h = torch.cat([v.class_embedding.expand(2, 1, -1), h], 1) + v.positional_embedding
+        expected = v.ln_post(v.transformer(v.ln_pre(h))) @ v.proj
+        torch.testing.assert_close(net.image_encoder(x), expected, rtol=0, atol=1e-10)
+    trainable = {n.split(".")[0] for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {"language_guided_alignment", "text_guided_interactor", "norm1", "linear1", "linear2",
+                         "norm2", "clip_model"}  # clip_model: only its adapters
+    assert {n for n, p in net.clip_model.named_parameters() if p.requires_grad} == {
+        n for n, _ in net.clip_model.named_parameters() if ".forgery_aware_adapter." in n}
+    setup = detector.train_setup(None, pd.DataFrame({"path": ["a.png"] * 40, "label": [0, 1] * 20}))  # type: ignore[arg-type]
+    assert set(setup.model.state_dict()) == set(detector.state_module().state_dict())
+    assert not any(k.startswith(("clip_model", "image_encoder", "text_encoder")) for k in setup.model.state_dict())
