@@ -508,6 +508,14 @@ class FatFormer(ClassifierDetector):
         "text_width": 64, "text_layers": 1, "text_heads": 2, "lga_heads": 2, "epochs": 1, "train_batch_size": 8,
         "checkpoint_every": 0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): no CLIP with a text tower runs offline, so a tiny seeded random one of the family
+        # (width 64, 4 layers, a 1-layer 64-wide text tower) stands in; Resize((128, 128)) and 64 px centre crops,
+        # 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("load_size", "crop", "epochs",
+                                                                         "train_batch_size")},
+                  "load_size": 128, "crop": 64, "epochs": 3, "train_batch_size": 32, "checkpoint_every": 20},
+    }
     weights_what = "the FatFormer checkpoint"
     weights_fix = ("pass --set weights=/path/to/fatformer_checkpoint.pth (the 4-class ProGAN checkpoint linked from "
                    "github.com/Michel-liu/FatFormer)")

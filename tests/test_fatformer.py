@@ -283,7 +283,14 @@ def random_checkpoint(gen: torch.Generator) -> dict[str, torch.Tensor]:
 def make_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
     """Random weights saved as the original saves them; the reference scores in float32 and float64, and the
     float64 scores without the adapters' frequency part (how much it moves them)."""
-    sd = random_checkpoint(torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    sd = random_checkpoint(gen)
+    # the copies PyTorch's load overwrites (clip_model's towers, CLIPModel's own logit_scale) hold other values here,
+    # so the scores show which copy is used (the DWT filters stay Haar's)
+    overwritten = ("clip_model.visual.", "clip_model.transformer.", "clip_model.ln_final.",
+                   "clip_model.positional_embedding", "clip_model.text_projection")
+    for key in [k for k in sd if (k.startswith(overwritten) and "_transform." not in k) or k == "logit_scale"]:
+        sd[key] = sd[key] + 0.5 * torch.randn(sd[key].shape, generator=gen)
     inputs = torch.from_numpy(np.stack([original_input(root / p) for p in PATHS]))
     with torch.no_grad():
         ref32 = torch.softmax(original_forward(inputs, sd), 1)[:, 1].double().numpy()
