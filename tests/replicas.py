@@ -660,6 +660,40 @@ def build_commfor(root: Path, *, n: int = 2) -> Replica:
     return rep
 
 
+COSPY_MODELS = {"CompVis@stable-diffusion-v1-4": "stable-diffusion-v1-4",
+                "black-forest-labs@FLUX.1-dev": "flux-1-dev"}  # fmt: skip
+
+
+def build_cospybench(root: Path, *, n: int = 2, defects: bool = True) -> Replica:
+    """Co-Spy-Bench as CO-SPY's ``download.py`` leaves it: ``synthetic/<source>/<org>@<model>/*.png`` for sources
+    cc3m, textcaps and mscoco, and ``real_image_examples/{CC3M,TextCaps}/*.jpg`` with each caption ``.json``. MSCOCO
+    has no real images there (the original reads them elsewhere): its fakes are not expected. Each real is expected
+    once per generator of its source. With ``defects``: a truncated PNG among TextCaps' FLUX fakes."""
+    import json
+
+    rep = Replica(Path(root))
+    seed = 20000
+    for source, real_folder in (("cc3m", "CC3M"), ("textcaps", "TextCaps"), ("mscoco", None)):
+        for model, key in COSPY_MODELS.items():
+            for j in range(n):
+                seed += 1
+                path = write_image(rep.root / "synthetic" / source / model / f"{j:06d}.png", seed=seed)
+                if real_folder:
+                    rep.add(path, key, "test", 1)
+        if real_folder:
+            for j in range(n + 1):
+                seed += 1
+                real = write_image(rep.root / "real_image_examples" / real_folder / f"{j:08d}.jpg", seed=seed)
+                real.with_suffix(".json").write_text(json.dumps({"caption": f"caption {j}"}))
+                for key in COSPY_MODELS.values():
+                    rep.add(real, key, "test", 0)
+    if defects:
+        broken = write_broken(rep.root / "synthetic" / "textcaps" / "black-forest-labs@FLUX.1-dev" / "999999.png",
+                              "truncated")
+        rep.add(broken, "flux-1-dev", "test", 1, "truncated")
+    return rep
+
+
 # ---------------------------------------------------------------------------------- Arrow datasets (save_to_disk)
 
 
@@ -822,5 +856,6 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "semitruths": (build_semitruths, {}),
     "commfor": (build_commfor, {}),
     "aigenbench": (build_aigenbench, {}),
+    "cospybench": (build_cospybench, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }
