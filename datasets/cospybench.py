@@ -31,7 +31,15 @@ from typing import Any
 from detbench.config import ConfigError
 from detbench.data.index import META_PREFIX
 from detbench.data.suites import Entry, EvalProfileOption, Protocol, Suite
-from detbench.datasets._layout import cross_suite_protocols, image_paths, norm, rel, subdirs, unrecognised_root
+from detbench.datasets._layout import (
+    cross_suite_protocols,
+    image_paths,
+    norm,
+    rel,
+    slug,
+    subdirs,
+    unrecognised_root,
+)
 
 # caption source key -> (its real folder as the release spells it, the folder names accepted for it under
 # synthetic/ and real_image_examples/, normalised by ``norm``), in the order of the paper's tables
@@ -204,7 +212,5 @@ def _source(folder: str) -> str | None:
 
 
 def _generator(folder: str) -> str:
-    """A model folder's generator key: the model after ``<organisation>@``, lower case, ``.`` and ``_`` as ``-``."""
-    model = folder.split("@", 1)[-1].strip().lower()
-    text = "".join(c if c.isalnum() else "-" for c in model)
-    return "-".join(part for part in text.split("-") if part) or norm(folder)
+    """A model folder's generator key: the model after ``<organisation>@`` as a :func:`slug`."""
+    return slug(folder.split("@", 1)[-1])
