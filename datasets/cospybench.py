@@ -149,7 +149,7 @@ class CoSpyBenchSuite(Suite):
                 self.ignored.append(rel(root, folder))
                 continue
             for model in subdirs(folder):
-                out.setdefault(source, []).extend((_generator(model.name), p) for p in image_paths(root, model))
+                out.setdefault(source, []).extend((model_key(model.name), p) for p in image_paths(root, model))
         return out
 
     def _reals(self, root: Path, reals: Path | None) -> dict[str, list[str]]:
@@ -211,6 +211,13 @@ def _source(folder: str) -> str | None:
     return next((source for source, (_folder, names) in SOURCES.items() if key in names), None)
 
 
-def _generator(folder: str) -> str:
-    """A model folder's generator key: the model after ``<organisation>@`` as a :func:`slug`."""
+def model_key(folder: str) -> str:
+    """A model folder's generator key: the model after ``<organisation>@`` as a :func:`slug`.
+
+    Args:
+        folder: the folder name, e.g. ``black-forest-labs@FLUX.1-dev`` (or the model alone).
+
+    Returns:
+        The key, e.g. ``flux-1-dev``.
+    """
     return slug(folder.split("@", 1)[-1])

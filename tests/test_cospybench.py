@@ -12,8 +12,9 @@ from replicas import build_cospybench, write_image
 import detbench
 from detbench.config import ConfigError, apply_overrides
 from detbench.data.index import build_index
+from detbench.data.release_dates import load_release_dates
 from detbench.data.suites import SuiteLayoutError
-from detbench.datasets.cospybench import CoSpyBenchOptions, CoSpyBenchSuite
+from detbench.datasets.cospybench import CoSpyBenchOptions, CoSpyBenchSuite, model_key
 from detbench.errors import DetbenchError
 
 
@@ -113,3 +114,26 @@ def test_eval_per_class_is_validated() -> None:
     with pytest.raises(ConfigError, match="eval_per_class must be >= 0"):
         apply_overrides(CoSpyBenchOptions(), {"eval_per_class": "-1"})
     assert apply_overrides(CoSpyBenchOptions(), {"eval_per_class": "500"}).eval_per_class == 500
+
+
+# the model folders of CO-SPY's download.py (MODEL_LIST), as extracted
+MODELS = (
+    "CompVis@ldm-text2im-large-256", "CompVis@stable-diffusion-v1-4", "runwayml@stable-diffusion-v1-5",
+    "segmind@SSD-1B", "segmind@tiny-sd", "segmind@SegMoE-SD-4x2-v0", "segmind@small-sd",
+    "stabilityai@stable-diffusion-2-1", "stabilityai@stable-diffusion-3-medium-diffusers", "stabilityai@sdxl-turbo",
+    "stabilityai@stable-diffusion-2", "stabilityai@stable-diffusion-xl-base-1.0",
+    "playgroundai@playground-v2.5-1024px-aesthetic", "playgroundai@playground-v2-1024px-aesthetic",
+    "playgroundai@playground-v2-512px-base", "playgroundai@playground-v2-256px-base",
+    "PixArt-alpha@PixArt-XL-2-1024-MS", "PixArt-alpha@PixArt-XL-2-512x512", "latent-consistency@lcm-lora-sdxl",
+    "latent-consistency@lcm-lora-sdv1-5", "black-forest-labs@FLUX.1-schnell", "black-forest-labs@FLUX.1-dev",
+)
+
+
+def test_the_22_models_have_distinct_keys_and_release_dates() -> None:
+    keys = [model_key(model) for model in MODELS]
+    assert len(set(keys)) == 22 and "playground-v2-5-1024px-aesthetic" in keys and "flux-1-schnell" in keys
+    dated = load_release_dates().for_suite("cospybench")
+    undated = sorted(k for k in keys if k not in dated)
+    assert undated == ["segmoe-sd-4x2-v0", "small-sd", "tiny-sd"]  # no release date with a source to cite
+    rows = {g for g, s, _r in load_release_dates().rows if s == "cospybench"}
+    assert rows <= set(keys)
