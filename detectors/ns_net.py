@@ -366,6 +366,7 @@ class NSNet(ClassifierDetector):
         "backbone": "open_clip:detbench-tiny-vit@random", "null.rank": 8, "hidden": 16, "proj_dim": 8,
         "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0, "warmup_epochs": 0.0,
     }
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "text.file": ()}  # named by content
     weights_what = "the NS-Net state"
     weights_fix = ("pass --set weights=/path/to/model.safetensors, the state an ns-net fit saved with the same "
                    "backbone, text and head settings (no weights were released with the paper)")
@@ -403,10 +404,12 @@ class NSNet(ClassifierDetector):
         """What enters the run identity beyond the config.
 
         Returns:
-            The kit's facts plus the backbone and text tower identities and the null space (prompt digest, rank).
+            The kit's facts plus the backbone and text tower identities and the null space (the prompts' digest, which
+            names a ``text.file`` by its content; the ranks and dimension).
         """
+        null = {k: v for k, v in self.null_facts.items() if k != "energy"}  # a float: recorded with the fit only
         return {**super().identity(), "backbone": self.backbone.identity(), "text_tower": self.text_identity,
-                "null_space": self.null_facts}
+                "null_space": null}
 
     def to_tensor(self) -> Any:
         """PIL image -> network input: ``ToTensor`` and the backbone's mean/std.

@@ -248,3 +248,23 @@ def test_fit_records_the_null_space(tmp_path: Path) -> None:
     assert facts["trained"] and facts["null_space"]["rank"] == 8 and facts["null_space"]["dim"] == 64
     scores, failures = det.predict(frame, ctx)
     assert not failures and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_the_prompt_file_is_named_by_its_content_not_its_path(tmp_path: Path) -> None:
+    from detbench.engine.plan import identity_config
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "captions.txt").write_text("a dog on a sofa\na red car\n", encoding="utf-8")
+    configs = [apply_overrides(NSNetConfig(), {"text.source": "file", "text.file": str(tmp_path / f / "captions.txt")})
+               for f in ("a", "b")]
+    detector = NSNet(configs[0])
+    assert identity_config(detector, configs[0]) == identity_config(detector, configs[1])
+    assert identity_config(detector, configs[0])["text"]["file"] == "file"
+    assert identity_config(detector, NSNetConfig())["text"]["file"] == ""  # no file: unchanged
+
+
+def test_the_identity_holds_no_float_that_rounding_could_change(tmp_path: Path) -> None:
+    det, _ = make(tmp_path)
+    null = det.identity()["null_space"]
+    assert "energy" not in null and null["rank"] == 8 and null["n_prompts"] == len(COCO_CLASSES)
