@@ -268,3 +268,22 @@ def test_the_identity_holds_no_float_that_rounding_could_change(tmp_path: Path) 
     det, _ = make(tmp_path)
     null = det.identity()["null_space"]
     assert "energy" not in null and null["rank"] == 8 and null["n_prompts"] == len(COCO_CLASSES)
+
+
+def test_the_text_tower_of_a_whole_clip_file_encodes_as_open_clip(tmp_path: Path) -> None:
+    import open_clip
+    from safetensors.torch import save_file
+
+    from detbench.models.backbones import load_backbone, register_tiny_models
+
+    register_tiny_models()
+    torch.manual_seed(11)
+    clip = open_clip.create_model("detbench-tiny-vit").eval()
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, tmp_path / "whole.safetensors")
+    spec = f"open_clip:detbench-tiny-vit@{tmp_path / 'whole.safetensors'}"
+    tower = load_text_tower(spec)
+    texts = ["a photo of a dog.", "a red car"]
+    with torch.no_grad():
+        expected = clip.encode_text(open_clip.get_tokenizer("detbench-tiny-vit")(texts)).double()
+    assert torch.allclose(tower.encode(texts), expected / expected.norm(dim=1, keepdim=True), atol=1e-12)
+    assert tower.identity()["weights_sha256"] == load_backbone(spec).weights_sha256 is not None
