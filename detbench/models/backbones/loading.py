@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detbench.errors import BackboneError
 from detbench.models.backbones.backbone import Backbone
 from detbench.models.spec import parse_spec, source_kind, split_options
+
+if TYPE_CHECKING:
+    from detbench.models.backbones.open_clip_adapter import TextTower
 
 
 def load_backbone(
@@ -49,3 +54,30 @@ def load_backbone(
         backbone = load_timm(arch, source, crop=crop, resize=resize, sha256=sha256)
     backbone.model.to(device).eval()
     return backbone
+
+
+def load_text_tower(spec: str) -> TextTower:
+    """The text tower of the open_clip model ``spec`` names (the image tower's partner in the joint space).
+
+    Args:
+        spec: ``open_clip:ARCH@SOURCE``, optionally with ``#sha256=...`` / ``#tag=...``; the weights must be a
+            whole CLIP's (a pretrained tag, a whole-CLIP file, ``local-dir:``) or ``random``.
+
+    Returns:
+        The loaded :class:`TextTower`, in eval mode on the CPU.
+
+    Raises:
+        BackboneError: a malformed spec, a provider other than open_clip (timm models have no text tower), or
+            weights holding only an image tower.
+    """
+    from detbench.models.backbones.open_clip_adapter import load_open_clip_text
+
+    spec, options = split_options(spec)
+    provider, arch, source = parse_spec(spec)
+    if provider != "open_clip":
+        raise BackboneError(f"{spec} has no text tower: text prompts need an open_clip model "
+                            "(e.g. open_clip:ViT-L-14@openai)")
+    if "tag" in options and source_kind(source) != "file":
+        raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
+                            f"it does not apply to {spec}")
+    return load_open_clip_text(arch, source, sha256=options.get("sha256"), tag=options.get("tag"))
