@@ -45,6 +45,20 @@ def norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
+def slug(name: str) -> str:
+    """A model or folder name as a generator key: lower case, letters and digits kept, every other run as one
+    hyphen (``FLUX.1-dev`` -> ``flux-1-dev``, ``Kandinsky_2_2`` -> ``kandinsky-2-2``).
+
+    Args:
+        name: the name as the data writes it.
+
+    Returns:
+        The key; :func:`norm` of ``name`` when nothing alphanumeric is left to join.
+    """
+    text = "".join(c if c.isalnum() else "-" for c in name.strip().lower())
+    return "-".join(part for part in text.split("-") if part) or norm(name)
+
+
 def subdirs(directory: Path) -> list[Path]:
     """The non-hidden sub-folders of ``directory`` (symlinks to folders included), sorted by name.
 

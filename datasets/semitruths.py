@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from detbench.data.suites import Entry, Protocol, SuiteLayoutError, top_levels
-from detbench.datasets._layout import cross_suite_protocols, norm
+from detbench.datasets._layout import cross_suite_protocols, slug
 from detbench.datasets.filelist import FileListOptions, FileListSuite
 
 METADATA = ("metadata.csv", "metadata")  # the evaluation sample's list, the full release's folder of lists
@@ -106,9 +106,9 @@ class SemiTruthsSuite(FileListSuite):
         unmodelled = sum(e.generator == REAL_POOL for e in fakes)
         if unmodelled:
             self.notes.append(f"{unmodelled} edited images name no {self.options.generator_column!r}: skipped")
-        out = [replace(e, generator=_key(e.generator), family="diffusion") for e in fakes if e.generator != REAL_POOL]
+        out = [replace(e, generator=slug(e.generator), family="diffusion") for e in fakes if e.generator != REAL_POOL]
         reals = [e for e in entries if e.label == 0]
-        out += [replace(e, generator=_key(m), family="real") for m in models for e in reals]
+        out += [replace(e, generator=slug(m), family="real") for m in models for e in reals]
         self.keep_splits(out)
         yield from out
 
@@ -137,9 +137,3 @@ class SemiTruthsSuite(FileListSuite):
             Protocol name -> :class:`~detbench.data.suites.Protocol`.
         """
         return cross_suite_protocols(None, eval_split="test")
-
-
-def _key(model: str) -> str:
-    """An editing model's generator key: lower case, letters and digits kept, other runs as one hyphen."""
-    text = "".join(c if c.isalnum() else "-" for c in model.strip().lower())
-    return "-".join(part for part in text.split("-") if part) or norm(model)

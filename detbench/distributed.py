@@ -21,7 +21,7 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from torch import nn
@@ -138,6 +138,30 @@ def cleanup() -> None:
         import torch.distributed as tdist
 
         tdist.destroy_process_group()
+
+
+def _hard_exit(code: int) -> NoReturn:
+    os._exit(code)
+
+
+def leave(code: int) -> NoReturn:
+    """End this torchrun-launched process with ``code``, without Python's interpreter finalisation.
+
+    gloo's worker threads release the last collective's tensors after the collective has completed; releasing a
+    tensor that Python created takes the GIL, and a thread that asks for it while the interpreter finalises aborts
+    the whole process (SIGABRT, "terminate called without an active exception"), failing a run that finished.
+    Output streams and logging are flushed first; results are already written (atomically) by then.
+
+    Args:
+        code: the exit status.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    _hard_exit(code)
 
 
 def rank() -> int:

@@ -603,11 +603,12 @@ class FatFormer(ClassifierDetector):
         Returns:
             The backbone's identity.
         """
-        from detbench.models.backbones import clip_tokenize, load_backbone
+        from detbench.models.backbones import clip_tokenize, load_backbone, load_text_tower
 
         c = self.config
-        bb = load_backbone(c.backbone, text=True)
-        sd = dict(bb.clip.state_dict())
+        bb = load_backbone(c.backbone)
+        sd = {f"visual.{k}": v for k, v in bb.model.state_dict().items()}
+        sd.update(load_text_tower(c.backbone).clip.state_dict())
         grid = c.crop // c.patch
         resampled = (sd["visual.positional_embedding"].shape[0] - 1) != grid**2
         if resampled:

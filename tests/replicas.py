@@ -660,6 +660,90 @@ def build_commfor(root: Path, *, n: int = 2) -> Replica:
     return rep
 
 
+COSPY_MODELS = {"CompVis@stable-diffusion-v1-4": "stable-diffusion-v1-4",
+                "black-forest-labs@FLUX.1-dev": "flux-1-dev"}  # fmt: skip
+
+
+def build_cospybench(root: Path, *, n: int = 2, defects: bool = True) -> Replica:
+    """Co-Spy-Bench as CO-SPY's ``download.py`` leaves it: ``synthetic/<source>/<org>@<model>/*.png`` for sources
+    cc3m, textcaps and mscoco, and ``real_image_examples/{CC3M,TextCaps}/*.jpg`` with each caption ``.json``. MSCOCO
+    has no real images there (the original reads them elsewhere): its fakes are not expected. Each real is expected
+    once per generator of its source. With ``defects``: a truncated PNG among TextCaps' FLUX fakes."""
+    import json
+
+    rep = Replica(Path(root))
+    seed = 20000
+    for source, real_folder in (("cc3m", "CC3M"), ("textcaps", "TextCaps"), ("mscoco", None)):
+        for model, key in COSPY_MODELS.items():
+            for j in range(n):
+                seed += 1
+                path = write_image(rep.root / "synthetic" / source / model / f"{j:06d}.png", seed=seed)
+                if real_folder:
+                    rep.add(path, key, "test", 1)
+        if real_folder:
+            for j in range(n + 1):
+                seed += 1
+                real = write_image(rep.root / "real_image_examples" / real_folder / f"{j:08d}.jpg", seed=seed)
+                real.with_suffix(".json").write_text(json.dumps({"caption": f"caption {j}"}))
+                for key in COSPY_MODELS.values():
+                    rep.add(real, key, "test", 0)
+    if defects:
+        broken = write_broken(rep.root / "synthetic" / "textcaps" / "black-forest-labs@FLUX.1-dev" / "999999.png",
+                              "truncated")
+        rep.add(broken, "flux-1-dev", "test", 1, "truncated")
+    return rep
+
+
+REALHD_GENERATORS = (  # (method folder, generator folder, generator key, content categories: () for none)
+    ("text2image", "FLUX.1-dev", "text2image-flux-1-dev", ("animal", "portrait")),
+    ("inpainting", "SDXL_Inpainting", "inpainting-sdxl-inpainting", ("portrait",)),
+    ("faceswap", "InSwapper", "faceswap-inswapper", ()),
+)
+
+
+def realhd_pairing(path: str, generators: list[str], seed: int = 0) -> str:
+    """The train/val generator a RealHD real image is listed under, by the rule the README states: the sorted
+    generators of its split, indexed by a seeded 8-byte BLAKE2b hash of its path."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{seed}:{path}".encode(), digest_size=8).digest()
+    return sorted(generators)[int.from_bytes(digest, "big") % len(generators)]
+
+
+def build_realhd(root: Path, *, n: int = 2, wrapper: str = "RealHD", defects: bool = True) -> Replica:
+    """RealHD as the paper describes it: ``[wrapper/]{train,test}/real/<category>/*.jpg`` and
+    ``<split>/<method>/<generator>/[<category>/]*`` for a text-to-image, an inpainting (with its binary masks in
+    ``masks/``, never indexed) and a face-swap generator, and a stray ``docs`` folder. Reals are expected under every
+    test generator and under one train generator each (:func:`realhd_pairing`). With ``defects``: a 0-byte PNG among
+    the test inpainting fakes."""
+    rep = Replica(Path(root))
+    top = rep.root / wrapper if wrapper else rep.root
+    seed = 21000
+    (top / "docs").mkdir(parents=True)
+    (top / "docs" / "prompts.txt").write_text("a prompt\n")
+    for split in ("train", "test"):
+        generators = [key for _m, _g, key, _c in REALHD_GENERATORS]
+        for method, folder, key, categories in REALHD_GENERATORS:
+            for category in categories or ("",):
+                holder = top / split / method / folder / category if category else top / split / method / folder
+                for j in range(n):
+                    seed += 1
+                    rep.add(write_image(holder / f"{key}_{category}{j:05d}.png", seed=seed), key, split, 1)
+                    if method == "inpainting":
+                        write_image(top / split / method / folder / "masks" / category / f"{j:05d}.png", seed=seed)
+        for category in ("animal", "portrait"):
+            for j in range(n):
+                seed += 1
+                real = write_image(top / split / "real" / category / f"{category}_{j:05d}.jpg", seed=seed)
+                path = real.relative_to(rep.root).as_posix()
+                for key in generators if split == "test" else [realhd_pairing(path, generators)]:
+                    rep.add(real, key, split, 0)
+    if defects:
+        broken = write_broken(top / "test" / "inpainting" / "SDXL_Inpainting" / "portrait" / "99999.png", "empty")
+        rep.add(broken, "inpainting-sdxl-inpainting", "test", 1, "empty")
+    return rep
+
+
 # ---------------------------------------------------------------------------------- Arrow datasets (save_to_disk)
 
 
@@ -822,5 +906,7 @@ REPLICAS: dict[str, tuple[Callable[[Path], Replica], dict[str, str]]] = {
     "semitruths": (build_semitruths, {}),
     "commfor": (build_commfor, {}),
     "aigenbench": (build_aigenbench, {}),
+    "cospybench": (build_cospybench, {}),
+    "realhd": (build_realhd, {}),
     "split-collection": (_split_folders, {}),  # the guide's template suite
 }

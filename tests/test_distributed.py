@@ -75,6 +75,41 @@ def test_single_process_helpers_are_identities() -> None:
     assert not dist.init("cpu")  # not launched by torchrun: no process group
 
 
+@pytest.mark.parametrize(("argv", "code"), [(["ls", "suites"], 0), (["run", "--set"], 2), (["no-such-command"], 2)])
+def test_a_torchrun_process_ends_through_leave_with_the_commands_exit_status(
+    argv: list[str], code: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under torchrun every ``detbench`` process ends through ``distributed.leave`` (no interpreter finalisation,
+    where gloo's worker threads can abort a finished run), with the status the command would have exited with."""
+    from detbench.cli import commands
+
+    class Left(Exception):
+        pass
+
+    def hard_exit(status: int) -> None:
+        raise Left(status)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["detbench", *argv])
+    monkeypatch.setattr(dist, "_hard_exit", hard_exit)
+    with pytest.raises(Left) as left:
+        commands.main()
+    assert left.value.args == (code,)
+
+
+def test_a_single_process_ends_normally(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from detbench.cli import commands
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("DETBENCH_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["detbench", "ls", "suites"])
+    monkeypatch.setattr(dist, "_hard_exit", lambda status: pytest.fail(f"hard exit {status}"))
+    with pytest.raises(SystemExit) as stop:
+        commands.main()
+    assert stop.value.code in (0, None)
+
+
 def test_torchrun_command_drops_nproc() -> None:
     cmd = dist.torchrun_command(["--offline", "run", "linear-probe", "--nproc", "4", "-q", "--nproc=4"], 4)
     assert cmd[:6] == [

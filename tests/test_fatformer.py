@@ -383,7 +383,7 @@ def test_training_starts_from_the_clip_towers_frozen() -> None:
 
     from detbench.detectors.fatformer import FatFormer, FatFormerConfig
     from detbench.kit.detector import RunContext
-    from detbench.models.backbones import load_backbone
+    from detbench.models.backbones import load_backbone, load_text_tower
     from detbench.progress import quiet
 
     recipe = ("epochs", "train_batch_size", "checkpoint_every")
@@ -393,7 +393,9 @@ def test_training_starts_from_the_clip_towers_frozen() -> None:
     detector.setup(RunContext(suite_root=Path("."), suite_name="x", device="cpu", seed=0, run_dir=Path("."),
                               phases=quiet()))
     net = detector.net.double()
-    clip = load_backbone(settings["backbone"], text=True).clip.double()
+    clip = load_text_tower(settings["backbone"]).clip
+    clip.visual = load_backbone(settings["backbone"]).model
+    clip = clip.double()
     prompts = [" ".join(["X"] * 8) + f" {name}." for name in ("real", "fake")]
     tokens = open_clip.tokenize(prompts)
     lga = net.language_guided_alignment

@@ -605,8 +605,18 @@ def _show_vs_originals(rows: Any, out: Path | None) -> None:
 
 
 def main() -> None:
-    """The ``detbench`` console script."""
-    app(prog_name="detbench")
+    """The ``detbench`` console script (under torchrun, each process ends through :func:`distributed.leave`)."""
+    from detbench import distributed
+
+    if not distributed.launched():
+        app(prog_name="detbench")
+        return
+    try:
+        app(prog_name="detbench")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    distributed.leave(code)
 
 
 if __name__ == "__main__":

@@ -393,9 +393,10 @@ def fit_key(plan: RunPlan) -> dict[str, Any]:
 def identity_config(detector: Detector, config: Any) -> dict[str, Any]:
     """A detector's config as run identities hold it: without any path.
 
-    A key of ``detector.file_keys`` that names a file reads ``file`` (the file's sha256 is in the detector's
-    identity), and a ``backbone`` spec with a file or ``local-dir:`` source reads ``...@file`` / ``...@local-dir``
-    (its weights' sha256 is in the backbone's identity); a ``#sha256=`` pin is dropped (it changes no number).
+    A key of ``detector.file_keys`` (dotted for a nested setting) that names a file reads ``file`` (the file's
+    sha256 is in the detector's identity), and a ``backbone`` spec with a file or ``local-dir:`` source reads
+    ``...@file`` / ``...@local-dir`` (its weights' sha256 is in the backbone's identity); a ``#sha256=`` pin is
+    dropped (it changes no number).
     Empty values, keywords and other specs stay as they are, so runs that name no file keep their ids.
 
     Args:
@@ -409,9 +410,13 @@ def identity_config(detector: Detector, config: Any) -> dict[str, Any]:
 
     values = to_dict(config)
     for key, words in detector.file_keys.items():
-        value = values.get(key)
+        *parents, leaf = key.split(".")  # a dotted key names a nested setting (text.file)
+        holder: Any = values
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        value = holder.get(leaf) if isinstance(holder, dict) else None
         if isinstance(value, str) and value and value not in words:
-            values[key] = "file"
+            holder[leaf] = "file"
     if isinstance(values.get("backbone"), str):
         values["backbone"] = path_free_spec(values["backbone"])
     return values

@@ -7,8 +7,8 @@ models). Import what you need from here.
 
 from detbench.errors import BackboneError
 from detbench.models.backbones.backbone import Backbone
-from detbench.models.backbones.loading import load_backbone
-from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD, clip_tokenize
+from detbench.models.backbones.loading import load_backbone, load_text_tower
+from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD, TextTower, clip_tokenize
 from detbench.models.backbones.timm_adapter import (
     BUNDLED_SHA256,
     bundled_weights_path,
@@ -26,8 +26,9 @@ from detbench.models.spec import (
 )
 
 __all__ = [
-    "BUNDLED_SHA256", "CLIP_MEAN", "CLIP_STD", "PROVIDERS", "TINY_MODELS", "Backbone", "BackboneError",
-    "bundled_weights_path", "clip_tokenize", "load_backbone", "load_timm_classifier", "parse_spec", "path_free_spec",
+    "BUNDLED_SHA256", "CLIP_MEAN", "CLIP_STD", "PROVIDERS", "TINY_MODELS", "Backbone", "BackboneError", "TextTower",
+    "bundled_weights_path", "clip_tokenize", "load_backbone", "load_text_tower", "load_timm_classifier",
+    "parse_spec", "path_free_spec",
     "register_tiny_models",
     "resample_pos_embed", "source_kind", "split_options", "split_sha256",
 ]  # fmt: skip

@@ -87,7 +87,6 @@ class Backbone:
         patch_size: int | None,
         model_cfg: dict[str, Any],
         versions: dict[str, str],
-        clip: nn.Module | None = None,
     ) -> None:
         self.spec, self.provider, self.arch, self.source = spec, provider, arch, source
         self.model, self._kind = model, kind
@@ -99,7 +98,6 @@ class Backbone:
         self.default_embedding = default_embedding
         self.patch_size = patch_size
         self.model_cfg, self.versions = model_cfg, versions
-        self.clip = clip  # the whole open_clip model (image and text towers), kept only when asked for (text=True)
 
     def __repr__(self) -> str:
         return f"Backbone({self.spec!r}, pretrained={self.pretrained}, embed_dim={self.embed_dim})"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detbench.errors import BackboneError
 from detbench.models.backbones.backbone import Backbone
 from detbench.models.spec import parse_spec, source_kind, split_options
+
+if TYPE_CHECKING:
+    from detbench.models.backbones.open_clip_adapter import TextTower
 
 
 def load_backbone(
@@ -14,7 +19,6 @@ def load_backbone(
     crop: int | None = None,
     resize: str = "none",
     sha256: str | None = None,
-    text: bool = False,
 ) -> Backbone:
     """Build the backbone named by ``spec`` (strict weight loading), in eval mode on ``device``.
 
@@ -24,14 +28,13 @@ def load_backbone(
         crop: the input size, overriding the native one where the architecture allows it; None: native.
         resize: the preprocessing resize policy (``none``, ``shorter`` or ``stretch``).
         sha256: the expected checkpoint hash (also accepted as ``#sha256=`` in ``spec``).
-        text: also keep the whole CLIP model, text tower included (``Backbone.clip``; open_clip models only).
 
     Returns:
         The loaded :class:`Backbone`.
 
     Raises:
         BackboneError: a malformed spec, two different sha256 pins, a ``#tag=`` that does not apply, or a crop
-            the architecture cannot take, or ``text`` for a model without a text tower.
+            the architecture cannot take.
     """
     from detbench.models.backbones.open_clip_adapter import load_open_clip
     from detbench.models.backbones.timm_adapter import load_timm
@@ -46,11 +49,35 @@ def load_backbone(
         raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
                          f"it does not apply to {spec}")
     if provider == "open_clip":
-        backbone = load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"),
-                                  text=text)
-    elif text:
-        raise BackboneError(f"{spec} has no text tower (only open_clip models have one)")
+        backbone = load_open_clip(arch, source, crop=crop, resize=resize, sha256=sha256, tag=options.get("tag"))
     else:
         backbone = load_timm(arch, source, crop=crop, resize=resize, sha256=sha256)
     backbone.model.to(device).eval()
     return backbone
+
+
+def load_text_tower(spec: str) -> TextTower:
+    """The text tower of the open_clip model ``spec`` names (the image tower's partner in the joint space).
+
+    Args:
+        spec: ``open_clip:ARCH@SOURCE``, optionally with ``#sha256=...`` / ``#tag=...``; the weights must be a
+            whole CLIP's (a pretrained tag, a whole-CLIP file, ``local-dir:``) or ``random``.
+
+    Returns:
+        The loaded :class:`TextTower`, in eval mode on the CPU.
+
+    Raises:
+        BackboneError: a malformed spec, a provider other than open_clip (timm models have no text tower), or
+            weights holding only an image tower.
+    """
+    from detbench.models.backbones.open_clip_adapter import load_open_clip_text
+
+    spec, options = split_options(spec)
+    provider, arch, source = parse_spec(spec)
+    if provider != "open_clip":
+        raise BackboneError(f"{spec} has no text tower: text prompts need an open_clip model "
+                            "(e.g. open_clip:ViT-L-14@openai)")
+    if "tag" in options and source_kind(source) != "file":
+        raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
+                            f"it does not apply to {spec}")
+    return load_open_clip_text(arch, source, sha256=options.get("sha256"), tag=options.get("tag"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from detbench.errors import BackboneError
 from detbench.models.backbones.backbone import Backbone, DropRandomInitWarning, check_crop, major_minor, seeded
 from detbench.models.backbones.timm_adapter import BUNDLED_ARCH
 from detbench.models.backbones.tiny import register_tiny_models
-from detbench.models.spec import FILE_HINT, source_kind, unknown_name
+from detbench.models.spec import FILE_HINT, path_free_spec, source_kind, unknown_name
 from detbench.models.weights import (
     WEIGHT_PATTERNS,
     ResolvedWeights,
@@ -126,15 +127,20 @@ def _adapt_clip_state_dict(sd: dict[str, Tensor], clip: nn.Module) -> dict[str, 
     return sd
 
 
-def _load_clip_weights(clip: nn.Module, path: Path) -> None:
-    """Strict load of a whole-CLIP checkpoint (visual.* + text keys) or of a visual-tower-only one."""
+def _load_clip_weights(clip: nn.Module, path: Path) -> bool:
+    """Strict load of a whole-CLIP checkpoint (visual.* + text keys) or of a visual-tower-only one.
+
+    Returns whether the text tower was loaded too (a whole-CLIP checkpoint).
+    """
     sd = load_state_dict_safely(path)
-    if any(k.startswith("visual.") for k in sd):
+    whole = any(k.startswith("visual.") for k in sd)
+    if whole:
         target, sd = clip, _adapt_clip_state_dict(sd, clip)
     else:
         target = clip.visual
     check_state_dict(target.state_dict(), sd, f"checkpoint {path}")
     target.load_state_dict(sd, strict=True)
+    return whole
 
 
 def _local_dir(source: str) -> tuple[Path, dict[str, Any], Path]:
@@ -213,30 +219,23 @@ def _file_tag(arch: str, path: Path, tag: str | None) -> str | None:
     return None
 
 
-def load_open_clip(
-    arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None,
-    text: bool = False,
-) -> Backbone:
-    """An open_clip vision tower as a :class:`Backbone` (embeddings ``proj`` and, for ViTs, ``pre_proj``).
+@dataclass
+class _BuiltClip:
+    """A whole open_clip model built from a spec's parts, with what the backbone and text tower record."""
 
-    Args:
-        arch: an open_clip architecture name.
-        source: a pretrained tag, a weight file, ``local-dir:DIR`` (with ``open_clip_config.json``) or ``random``.
-        crop: the input size; must equal the native one (open_clip's sizes are fixed); None: native.
-        resize: the preprocessing resize policy.
-        sha256: the expected checkpoint hash, or None.
-        tag: the open_clip tag a weight file belongs to (builds that tag's model and preprocessing), or None.
-        text: also keep the whole CLIP model (``Backbone.clip``: the text tower, ``logit_scale``).
+    clip: nn.Module
+    source: str
+    resolved: ResolvedWeights | None
+    text_loaded: bool  # the weights held the text tower (a whole-CLIP checkpoint) or the model is seeded random
+    model_cfg: dict[str, Any]
+    pp_cfg: dict[str, Any]
+    tag_cfg: dict[str, Any]
+    quick_gelu: bool
 
-    Returns:
-        The backbone, strictly loaded, on the CPU.
 
-    Raises:
-        BackboneError: ``bundled``, a crop other than the native size, or a weight file whose tag is ambiguous.
-        WeightsError: weights missing, unreadable, not matching ``sha256``, or a local dir of another tower.
-    """
+def _build_clip(arch: str, source: str, *, sha256: str | None, tag: str | None) -> _BuiltClip:
+    """The whole open_clip model (both towers) of ``arch`` with the weights ``source`` names, strictly loaded."""
     import open_clip
-    import torch
 
     kind = source_kind(source)
     if kind == "bundled":
@@ -279,11 +278,38 @@ def load_open_clip(
                                           pretrained_text=False, force_quick_gelu=quick_gelu)
     finally:
         logging.getLogger().removeFilter(quiet)
-    if resolved is not None:
-        _load_clip_weights(clip, resolved.path)
-    visual = clip.visual
-    whole = clip if text else None
-    del clip
+    text_loaded = resolved is None or _load_clip_weights(clip, resolved.path)
+    return _BuiltClip(clip, source, resolved, text_loaded, model_cfg, pp_cfg, tag_cfg, quick_gelu)
+
+
+def load_open_clip(
+    arch: str, source: str, *, crop: int | None, resize: str, sha256: str | None, tag: str | None = None
+) -> Backbone:
+    """An open_clip vision tower as a :class:`Backbone` (embeddings ``proj`` and, for ViTs, ``pre_proj``).
+
+    Args:
+        arch: an open_clip architecture name.
+        source: a pretrained tag, a weight file, ``local-dir:DIR`` (with ``open_clip_config.json``) or ``random``.
+        crop: the input size; must equal the native one (open_clip's sizes are fixed); None: native.
+        resize: the preprocessing resize policy.
+        sha256: the expected checkpoint hash, or None.
+        tag: the open_clip tag a weight file belongs to (builds that tag's model and preprocessing), or None.
+
+    Returns:
+        The backbone, strictly loaded, on the CPU.
+
+    Raises:
+        BackboneError: ``bundled``, a crop other than the native size, or a weight file whose tag is ambiguous.
+        WeightsError: weights missing, unreadable, not matching ``sha256``, or a local dir of another tower.
+    """
+    import open_clip
+    import torch
+
+    built = _build_clip(arch, source, sha256=sha256, tag=tag)
+    source, resolved, pp_cfg, tag_cfg, model_cfg = built.source, built.resolved, built.pp_cfg, built.tag_cfg, \
+        built.model_cfg
+    quick_gelu, visual = built.quick_gelu, built.clip.visual
+    del built
 
     spec = f"open_clip:{arch}@{source}"
     native = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
@@ -306,7 +332,81 @@ def load_open_clip(
         embed_dims=dims, default_embedding="proj", patch_size=patch,
         model_cfg={"embed_dim": model_cfg.get("embed_dim"), "vision_cfg": model_cfg.get("vision_cfg"),
                    "quick_gelu": quick_gelu, **({"tag": tag_cfg["tag"]} if "tag" in tag_cfg else {})},
-        versions=versions, clip=whole)
+        versions=versions)
+
+
+class TextTower:
+    """An open_clip model's text tower and tokenizer: prompts to embeddings in the joint image-text space (the
+    space of the image tower's ``proj`` embedding), L2-normalised as CLIP compares them.
+    """
+
+    def __init__(self, spec: str, clip: nn.Module, tokenizer: Any, identity: dict[str, Any]) -> None:
+        self.spec, self.clip, self.tokenizer, self._identity = spec, clip, tokenizer, identity
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint embedding."""
+        return int(self.clip.text_projection.shape[-1]) if self.clip.text_projection is not None else \
+            int(self.clip.ln_final.normalized_shape[0])
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a text embedding: the weights (by sha256), the text config, library versions.
+
+        Returns:
+            A JSON-serialisable dict.
+        """
+        return dict(self._identity)
+
+    def encode(self, prompts: list[str]) -> Tensor:
+        """Unit-length joint-space embeddings of ``prompts``, in float64 on the CPU.
+
+        Args:
+            prompts: the texts (truncated to the tower's context length by the tokenizer).
+
+        Returns:
+            ``[len(prompts), D]``.
+        """
+        import torch
+
+        with torch.no_grad():
+            tokens = self.tokenizer(prompts)
+            feats = self.clip.encode_text(tokens).double()
+        return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def load_open_clip_text(arch: str, source: str, *, sha256: str | None, tag: str | None = None) -> TextTower:
+    """The text tower of the open_clip model ``source`` names, built and loaded as :func:`load_open_clip` builds
+    its image tower (seeded random weights for ``random``, strict loading otherwise).
+
+    Args:
+        arch: an open_clip architecture name.
+        source: a pretrained tag, a whole-CLIP weight file, ``local-dir:DIR`` or ``random``.
+        sha256: the expected checkpoint hash, or None.
+        tag: the open_clip tag a weight file belongs to, or None.
+
+    Returns:
+        The :class:`TextTower` on the CPU, in eval mode.
+
+    Raises:
+        BackboneError: the weights hold only an image tower (no text tower to encode prompts with).
+    """
+    import open_clip
+    import torch
+
+    built = _build_clip(arch, source, sha256=sha256, tag=tag)
+    spec = f"open_clip:{arch}@{built.source}"
+    if not built.text_loaded:
+        raise BackboneError(f"{spec} holds only an image tower (no text.* / transformer.* keys); text prompts need "
+                            "a whole-CLIP checkpoint (image and text towers), e.g. the pretrained tag's file")
+    clip = built.clip
+    clip.visual = None  # the image tower is the Backbone's; only the text tower is kept here
+    clip.eval()
+    text_cfg = built.model_cfg.get("text_cfg", {})
+    identity = {"spec": path_free_spec(spec), "weights_sha256": built.resolved.sha256 if built.resolved else None,
+                "pretrained": built.resolved is not None, "text_cfg": text_cfg, "quick_gelu": built.quick_gelu,
+                "versions": {"torch": major_minor(torch.__version__), "open_clip": major_minor(open_clip.__version__)}}
+    tokenizer = open_clip.get_tokenizer(arch if not built.source.startswith("local-dir:") else built.source)
+    return TextTower(spec, clip, tokenizer, identity)
 
 
 def clip_tokenize(texts: list[str], context_length: int = 77) -> Tensor:
