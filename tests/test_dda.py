@@ -238,3 +238,66 @@ def test_registry_facts() -> None:
     info = DETECTORS.info("dda")
     assert info is not None and info.year == 2025 and info.weights_key == "weights"
     assert "Apache-2.0" in info.released and "ckpt.pth" in info.released
+
+
+def test_training_starts_from_the_dinov2_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backbone's ViT (timm's DINOv2 layout) lands in the hub layout under the LoRA wrappers: with the LoRA
+    ``B`` factors at zero the network's features are the backbone's class token; only LoRA and ``fc`` train."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    import detbench.models.backbones as backbones
+    from detbench.detectors.dda import DDA, DDAConfig
+    from detbench.kit.detector import RunContext
+    from detbench.progress import quiet
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=20, patch_size=4, embed_dim=32, depth=2, num_heads=2, init_values=0.5,
+                            num_classes=0).eval()
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+
+    class Stub:
+        model, identity_spec = vit, "timm:stub@random"
+
+    monkeypatch.setattr(backbones, "load_backbone", lambda spec: Stub())
+    settings = {k: v for k, v in DDA.tiny_settings.items() if k != "backbone"}
+    detector = DDA(DDAConfig(**{**settings, "crop": 20, "backbone": "timm:stub@random"}))
+    detector.setup(RunContext(suite_root=Path("."), suite_name="x", device="cpu", seed=0, run_dir=Path("."),
+                              phases=quiet()))
+    x = torch.randn(3, 3, 20, 20, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(detector.net.features(x), vit.forward_features(x)[:, 0], rtol=0, atol=1e-5)
+    trainable = {n for n, p in detector.net.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in detector.net.named_parameters() if ".lora." in n or ".fc." in n}
+    assert len(trainable) == 2 + 2 * 4 * 2 and detector.identity()["backbone"] == "timm:stub@random"
+    setup = detector.train_setup(None, pd.DataFrame({"path": ["a.png"] * 100, "label": [0, 1] * 50}))
+    group = setup.optimizer.param_groups[0]
+    assert isinstance(setup.optimizer, torch.optim.AdamW) and group["lr"] == 1e-4 and group["weight_decay"] == 0
+    assert setup.schedule.lr(1000, 0, 1) == pytest.approx(1e-7) and setup.schedule.lr(500, 0, 1) == pytest.approx(
+        (1e-4 + 1e-7) / 2)
+
+
+def test_training_on_reconstructions_end_to_end(tmp_path: Path, detbench_home: Path) -> None:
+    """Real training images and their reconstructions (label 1) train the tiny network; the fit records them."""
+    from detbench.detectors.dda import DDA
+
+    rng = np.random.default_rng(3)
+    root, folder = tmp_path / "tree", tmp_path / "recon"
+    folder.mkdir()
+    for gen in ("g", "h"):
+        for label in ("0_real", "1_fake"):
+            (root / gen / label).mkdir(parents=True)
+            for i in range(3):
+                pixels = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / gen / label / f"{gen}{i}.png")
+                if gen == "g" and label == "0_real" and i < 2:  # g2 has no reconstruction
+                    Image.fromarray(pixels // 2).save(folder / f"{gen}{i}.png")
+    tiny = {**{k: v for k, v in DDA.tiny_settings.items() if k != "train_data"}, "reconstructions": folder}
+    result = invoke("run", "dda", "--suite", "folder", "--root", str(root), "--protocol", "train-on-g", "-q",
+                    *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")])
+    assert result.exit_code == 0, result.output
+    [record] = [json.loads(p.read_text()) for p in (detbench_home / "runs" / "folder" / "dda").glob("*/run.json")]
+    data = record["fit"]["training_data"]
+    assert data["train_data"] == "reconstructions" and record["fit"]["weights"] == "trained"
+    assert data["real_used"] + data["real_without_reconstruction"] == 2 and data["real_used"] >= 1
