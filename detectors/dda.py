@@ -262,13 +262,12 @@ class PadRandomCrop:
         return transforms.RandomCrop(self.size)(img)
 
 
-def reconstruction_rows(train: pd.DataFrame, root: Path, folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def reconstruction_rows(train: pd.DataFrame, folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The suite's real training rows and their reconstructions ``folder/STEM.png`` (label 1), as ``datasets.py``
     pairs them: a real image without a reconstruction is skipped; generated training rows are not used.
 
     Args:
         train: the suite's training rows.
-        root: the suite root the rows' paths are relative to.
         folder: the reconstructions.
 
     Returns:
@@ -463,7 +462,7 @@ class DDA(ClassifierDetector):
         c = self.config
         data: dict[str, Any] = {"train_data": c.train_data}
         if self.needs_training() and c.train_data == "reconstructions":
-            train, data = reconstruction_rows(train, Path(ctx.suite_root), Path(c.reconstructions))
+            train, data = reconstruction_rows(train, Path(c.reconstructions))
         facts = super().fit(train, heldout, ctx)
         return facts if self.released is not None else {**facts, "training_data": data}
 

@@ -213,7 +213,7 @@ def test_reconstructions_pair_with_real_training_images(tmp_path: Path) -> None:
     folder.mkdir()
     Image.new("RGB", (8, 8)).save(folder / "a.png")  # a.jpg's reconstruction; b.jpg has none
     train = pd.DataFrame({"path": ["g/0_real/a.jpg", "g/0_real/b.jpg", "g/1_fake/c.png"], "label": [0, 0, 1]})
-    rows, facts = reconstruction_rows(train, tmp_path, folder)
+    rows, facts = reconstruction_rows(train, folder)
     assert rows["path"].tolist() == ["g/0_real/a.jpg", str(folder / "a.png")] and rows["label"].tolist() == [0, 1]
     assert facts == {"train_data": "reconstructions", "real_used": 1, "real_without_reconstruction": 1,
                      "generated_unused": 1}
