@@ -61,10 +61,10 @@ from detbench.kit.schedules import EpochOutcome, Schedule
 from detbench.kit.seeded_data import TorchDrawn
 from detbench.kit.sensitivity import DINOV2_BACKBONE
 from detbench.kit.training import TrainSetup
-from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
 from detbench.models.backbones.timm_adapter import resample_pos_embed
 from detbench.probabilities import sigmoid
 
+from .effort import clip_tensor
 from .lora import wrap_linears
 
 LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
@@ -274,10 +274,8 @@ def reconstruction_rows(train: pd.DataFrame, folder: Path) -> tuple[pd.DataFrame
         The rows (the reconstructions by absolute path) and the facts recorded.
 
     Raises:
-        DataError: the folder is missing, or holds no reconstruction of any real training image.
+        DataError: the folder holds no reconstruction of any real training image.
     """
-    if not folder.is_dir():
-        raise DataError(f"dda: --set reconstructions={folder} is not a folder")
     real = train[train["label"] == 0]
     recon = [folder / f"{Path(p).stem}.png" for p in real["path"]]
     has = np.array([p.is_file() for p in recon], dtype=bool)
@@ -387,9 +385,13 @@ class DDA(ClassifierDetector):
 
         Raises:
             ConfigError: training on reconstructions without ``reconstructions``.
+            DataError: ``reconstructions`` is not a folder.
         """
         c = self.config
-        if not c.weights and c.train_data == "reconstructions" and not c.reconstructions:
+        on_reconstructions = not c.weights and c.train_data == "reconstructions"
+        if on_reconstructions and c.reconstructions and not Path(c.reconstructions).is_dir():
+            raise DataError(f"dda: --set reconstructions={c.reconstructions} is not a folder")
+        if on_reconstructions and not c.reconstructions:
             raise ConfigError(
                 "dda trains on real images and their VAE reconstructions: pass --set reconstructions=DIR (one "
                 "STEM.png per real training image, made with a diffusers AutoencoderKL as the original's "
@@ -403,7 +405,7 @@ class DDA(ClassifierDetector):
         Returns:
             The transform.
         """
-        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+        return clip_tensor()
 
     def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
         """``inference.py``: ``CenterCrop(crop)`` of the unresized image, for every test set.

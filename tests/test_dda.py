@@ -204,6 +204,10 @@ def test_training_on_reconstructions_needs_them(image_root: Path, tmp_path: Path
                     *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "--set reconstructions=DIR" in result.output and "train_data=suite" in result.output
+    missing = tmp_path / "no_such_folder"
+    result = invoke("run", "dda", "--suite", "folder", "--root", str(image_root), "--protocol", "train-on-sdxl", "-q",
+                    *[a for k, v in tiny.items() for a in ("--set", f"{k}={v}")], "--set", f"reconstructions={missing}")
+    assert result.exit_code == 2 and f"reconstructions={missing} is not a folder" in result.output, result.output
 
 
 def test_reconstructions_pair_with_real_training_images(tmp_path: Path) -> None:
