@@ -30,9 +30,11 @@ Faithful to the authors' code (roy-ch/Dual-Data-Alignment: ``Inference/inference
   training image with ``reconstructions/STEM.png`` (as ``datasets.py`` pairs them; reals without one are skipped);
   ``train_data=suite`` trains on the suite's real and generated training images instead (a stand-in).
 
-Departures, recorded in the README: training augments each image by itself (flips and the padded random 336 crop
-only), not the original's pair-wise chain (JPEG at the real image's quality, pixel and frequency mixing of the
-pair, the four rescaled copies, blur, noise, colour jitter); one batch of ``train_batch_size`` images per optimizer
+Departures, recorded in the README: training augments each image by itself with the original's per-image chain
+(:class:`TrainAugment`; ``augment=flip-crop``: flips and the crop alone), drawn per image, where the original draws
+it once per pair and applies it to the real image, its reconstruction and their rescaled copies alike; the pair-wise
+steps (the reconstruction JPEG-compressed at its real image's quality half the time, pixel and frequency mixing of
+the pair, two rescaled copies of both) are not reproduced; one batch of ``train_batch_size`` images per optimizer
 step instead of 16 samples times 4 accumulation steps. detbench makes no reconstructions itself (no VAE offline).
 """
 
@@ -245,21 +247,97 @@ class AnnealingSteps(Schedule):
         return EpochOutcome(keep=True, stop=False)
 
 
+def _motion_kernel(size: int, angle: float) -> np.ndarray:
+    """``MotionBlur``'s kernel: ones along a line through the centre at ``angle`` degrees, normalised."""
+    kernel = np.zeros((size, size))
+    centre, rad = size // 2, np.deg2rad(angle)
+    for i in range(size):
+        x = int(centre + np.round((i - centre) * np.cos(rad)))
+        y = int(centre + np.round((i - centre) * np.sin(rad)))
+        if 0 <= x < size and 0 <= y < size:
+            kernel[y, x] = 1
+    return kernel / kernel.sum()
+
+
+def _cv2_gaussian_kernel(sigma: float) -> np.ndarray:
+    """``cv2.getGaussianKernel`` for ``GaussianBlur(float32, (0, 0), sigma)``: ``round(8 * sigma + 1) | 1`` taps."""
+    size = int(round(8 * sigma + 1)) | 1
+    x = np.arange(size) - (size - 1) / 2
+    kernel = np.exp(-(x**2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
 @dataclass(frozen=True)
-class PadRandomCrop:
-    """``datasets.py``'s ``PadRandomCrop``: a side smaller than ``size`` zero-padded evenly (the odd pixel on the
-    right/bottom), then a random ``size`` crop.
+class TrainAugment:
+    """``create_train_transforms``' chain on one image, every draw from the image's own generator (``datasets.py``,
+    ``custom_transforms.py``): JPEG (p 0.15, quality U{55..100}, 100 leaves the image), horizontal and vertical flips
+    (p 0.5 each), Gaussian noise (p 0.1, std 55, truncated to 8 bits), pepper noise (p 0.1, 1-10 % of the pixels
+    zeroed), one blur of four (p 0.2: Gaussian 3 or 5 px with sigma U(0.1, 2), median 3, motion 5 at an angle
+    U(0, 180)), sharpening (p 0.1: ``x + U(1, 3) * (x - blur_sigma3(x))``), colour jitter (p 0.2: brightness,
+    contrast, saturation 0.4 and hue 0.175 in a random order), greyscale (p 0.1), ``PadRandomCrop`` (a side under
+    ``crop`` zero-padded evenly, the odd pixel right or bottom, then a random crop), then the normalised tensor.
+    OpenCV's filters are written with scipy (its borders: replicate for the median, reflect-101 for the others).
     """
 
-    size: int
+    crop: int
 
-    def __call__(self, img: Any) -> Any:
-        """The crop (torch's RNG draws the offset)."""
+    def __call__(self, img: Any, rng: np.random.Generator) -> Tensor:
+        """The augmented tensor of ``img``."""
+        from PIL import Image
+        from scipy import ndimage
+
+        from detbench.data.perturbations import JpegQuality
+
+        img = img.convert("RGB")
+        if rng.random() < 0.15:
+            quality = int(rng.integers(55, 101))
+            img = img if quality == 100 else JpegQuality(quality).apply(img)
+        if rng.random() < 0.5:
+            img = TF.hflip(img)
+        if rng.random() < 0.5:
+            img = TF.vflip(img)
+        if rng.random() < 0.1:
+            noisy = np.asarray(img, dtype=np.float32) + rng.normal(0, 55, (img.height, img.width, 3))
+            img = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        if rng.random() < 0.1:
+            arr = np.array(img)
+            n = int(arr.shape[0] * arr.shape[1] * rng.uniform(0.01, 0.10))
+            arr[rng.integers(0, arr.shape[0], n), rng.integers(0, arr.shape[1], n)] = 0
+            img = Image.fromarray(arr)
+        if rng.random() < 0.2:
+            kind = int(rng.integers(4))
+            if kind < 2:
+                sigma = float(rng.uniform(0.1, 2.0))
+                img = TF.gaussian_blur(img, [3 + 2 * kind] * 2, [sigma, sigma])
+            elif kind == 2:
+                img = Image.fromarray(ndimage.median_filter(np.asarray(img), size=(3, 3, 1), mode="nearest"))
+            else:
+                kernel = _motion_kernel(5, float(rng.uniform(0, 180)))[:, :, None]
+                out = ndimage.correlate(np.asarray(img, dtype=np.float64), kernel, mode="mirror")
+                img = Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+        if rng.random() < 0.1:
+            arr = np.asarray(img, dtype=np.float32)
+            blurred = arr
+            for axis in (0, 1):
+                blurred = ndimage.correlate1d(blurred, _cv2_gaussian_kernel(3.0), axis=axis, mode="mirror")
+            sharp = arr + float(rng.uniform(1.0, 3.0)) * (arr - blurred)
+            img = Image.fromarray(np.clip(sharp, 0, 255).astype(np.uint8))
+        if rng.random() < 0.2:
+            b, c, s = rng.uniform(0.6, 1.4, 3)
+            h = float(rng.uniform(-0.175, 0.175))
+            steps = (lambda x: TF.adjust_brightness(x, float(b)), lambda x: TF.adjust_contrast(x, float(c)),
+                     lambda x: TF.adjust_saturation(x, float(s)), lambda x: TF.adjust_hue(x, h))
+            for i in rng.permutation(4):
+                img = steps[i](img)
+        if rng.random() < 0.1:
+            img = TF.rgb_to_grayscale(img, num_output_channels=3)
         w, h = img.size
-        pad_w, pad_h = max(0, self.size - w), max(0, self.size - h)
+        pad_w, pad_h = max(0, self.crop - w), max(0, self.crop - h)
         if pad_w or pad_h:
             img = TF.pad(img, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=0)
-        return transforms.RandomCrop(self.size)(img)
+        top = int(rng.integers(0, img.height - self.crop + 1))
+        left = int(rng.integers(0, img.width - self.crop + 1))
+        return clip_tensor()(TF.crop(img, top, left, self.crop, self.crop))
 
 
 def reconstruction_rows(train: pd.DataFrame, folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -311,6 +389,7 @@ class DDAConfig:
     # training (train.sh): where it starts and what it reads
     backbone: str = DINOV2_BACKBONE  # the DINOv2 ViT training starts from; "": random (a stand-in)
     train_data: Literal["reconstructions", "suite"] = "reconstructions"
+    augment: Literal["original", "flip-crop"] = "original"  # the per-image chain, or flips and the crop alone
     reconstructions: str = ""  # folder of VAE reconstructions STEM.png of the real training images
     epochs: int = 1
     train_batch_size: int = 64  # images per optimizer step (16 samples x 4 accumulation steps)
@@ -490,13 +569,15 @@ class DDA(ClassifierDetector):
             The recipe.
         """
         c = self.config
-        augment = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip(),
-                                      PadRandomCrop(c.crop), self.to_tensor()])
+        augment = (TrainAugment(c.crop) if c.augment == "original" else
+                   TorchDrawn(transforms.Compose([transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip(),
+                                                  transforms.RandomCrop(c.crop, pad_if_needed=True),
+                                                  self.to_tensor()])))
         params = [p for p in self.net.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.999), weight_decay=c.weight_decay)
         return TrainSetup(
             model=_TrainingForward(self.net), optimizer=optimizer,
-            schedule=AnnealingSteps(c.lr, t_max=c.t_max, eta_min=c.lr * 1e-3), train_transform=TorchDrawn(augment),
+            schedule=AnnealingSteps(c.lr, t_max=c.t_max, eta_min=c.lr * 1e-3), train_transform=augment,
             heldout_transform=self.preprocessing.transform, loss=dda_loss,
             probabilities=self.training_probabilities, epochs=c.epochs,
             batch_size=min(c.train_batch_size, len(train)), keep="last", checkpoint_every=c.checkpoint_every,

@@ -305,3 +305,18 @@ def test_training_on_reconstructions_end_to_end(tmp_path: Path, detbench_home: P
     data = record["fit"]["training_data"]
     assert data["train_data"] == "reconstructions" and record["fit"]["weights"] == "trained"
     assert data["real_used"] + data["real_without_reconstruction"] == 2 and data["real_used"] >= 1
+
+
+def test_training_augmentation_is_drawn_from_the_image_generator() -> None:
+    """The per-image chain draws only from the generator it is given (same seed, same tensor) and always ends in a
+    normalised ``crop`` square; its OpenCV kernels are the originals' (a motion line, 25 Gaussian taps at sigma 3)."""
+    from detbench.detectors.dda import TrainAugment, _cv2_gaussian_kernel, _motion_kernel
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8))
+    augment = TrainAugment(40)  # larger than the image: padded
+    for seed in range(60):  # these seeds run every branch (the rarest, motion blur, p = 0.05, four times)
+        a, b = augment(img, np.random.default_rng(seed)), augment(img, np.random.default_rng(seed))
+        assert a.shape == (3, 40, 40) and torch.equal(a, b)
+    np.testing.assert_allclose(_motion_kernel(5, 0.0), np.pad(np.full((1, 5), 0.2), ((2, 2), (0, 0))))
+    kernel = _cv2_gaussian_kernel(3.0)
+    assert kernel.shape == (25,) and kernel.sum() == pytest.approx(1) and kernel.argmax() == 12
