@@ -250,6 +250,7 @@ def test_training_starts_from_the_dinov2_backbone(monkeypatch: pytest.MonkeyPatc
     from timm.models.vision_transformer import VisionTransformer
 
     import detbench.models.backbones as backbones
+    from detbench.config import ConfigError
     from detbench.detectors.dda import DDA, DDAConfig
     from detbench.kit.detector import RunContext
     from detbench.progress import quiet
@@ -280,6 +281,17 @@ def test_training_starts_from_the_dinov2_backbone(monkeypatch: pytest.MonkeyPatc
     assert isinstance(setup.optimizer, torch.optim.AdamW) and group["lr"] == 1e-4 and group["weight_decay"] == 0
     assert setup.schedule.lr(1000, 0, 1) == pytest.approx(1e-7) and setup.schedule.lr(500, 0, 1) == pytest.approx(
         (1e-4 + 1e-7) / 2)
+
+    class Wide:  # a ViT of another width does not fit: refused, naming its first mismatched tensors
+        model = VisionTransformer(img_size=20, patch_size=4, embed_dim=48, depth=2, num_heads=2, init_values=0.5,
+                                  num_classes=0)
+        identity_spec = "timm:wide@random"
+
+    monkeypatch.setattr(backbones, "load_backbone", lambda spec: Wide())
+    wide = DDA(DDAConfig(**{**settings, "crop": 20, "backbone": "timm:wide@random"}))
+    with pytest.raises(ConfigError, match="cls_token"):
+        wide.setup(RunContext(suite_root=Path("."), suite_name="x", device="cpu", seed=0, run_dir=Path("."),
+                              phases=quiet()))
 
 
 def test_training_on_reconstructions_end_to_end(tmp_path: Path, detbench_home: Path) -> None:
