@@ -44,6 +44,7 @@ IMAGES = [  # (generator, label folder, name, width, height)
     ("dalle", "1_fake", "e.png", 50, 20),  # padded in height only
     ("dalle", "1_fake", "f.png", 130, 99),  # a 4 x 3 grid
 ]
+PATHS = [f"{gen}/{label}/{name}" for gen, label, name, _w, _h in IMAGES]
 
 
 def reflect101(n: int, before: int, after: int) -> np.ndarray:
@@ -229,12 +230,21 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def make_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Random weights with a last head layer spreading these images' logits, saved in the original's wrapper; the
-    reference P(fake) in float32 (the DFT in float32, as the original) and float64."""
+def reference_scores(sd: dict, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) of the original for these inputs in float32 (the DFT in float32, as the original) and float64."""
+    with torch.no_grad():
+        hidden = torch.cat([reference_hidden(x, sd, torch.float32) for x in inputs])
+        ref32 = torch.sigmoid(lin(hidden, sd, "cls_head.head.6"))[:, 0].double().numpy()
+        sd64 = double_state(sd)
+        hidden64 = torch.cat([reference_hidden(x.astype(np.float64), sd64, torch.float64) for x in inputs])
+        ref64 = torch.sigmoid(lin(hidden64, sd64, "cls_head.head.6"))[:, 0].numpy()
+    return ref32, ref64
+
+
+def make_checkpoint(root: Path, path: Path) -> dict[str, torch.Tensor]:
+    """Random weights with a last head layer spreading these images' logits, saved in the original's wrapper."""
     sd = random_state()
-    paths = [f"{gen}/{label}/{name}" for gen, label, name, _w, _h in IMAGES]
-    inputs = [original_input(root / p, ARCH["crop"]) for p in paths]
+    inputs = [original_input(root / p, ARCH["crop"]) for p in PATHS]
     with torch.no_grad():
         hidden = torch.cat([reference_hidden(x, sd, torch.float32) for x in inputs])
         centred = hidden - hidden.mean(0)
@@ -242,12 +252,8 @@ def make_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str,
         spread = (centred @ direction).std()
         sd["cls_head.head.6.weight"] = (2.0 * direction / spread)[None]
         sd["cls_head.head.6.bias"] = -(hidden.mean(0) @ sd["cls_head.head.6.weight"][0])[None]
-        ref32 = torch.sigmoid(lin(hidden, sd, "cls_head.head.6"))[:, 0].double().numpy()
-        sd64 = double_state(sd)
-        hidden64 = torch.cat([reference_hidden(x.astype(np.float64), sd64, torch.float64) for x in inputs])
-        ref64 = torch.sigmoid(lin(hidden64, sd64, "cls_head.head.6"))[:, 0].numpy()
     torch.save({"model": sd, "epoch": 34, "max_accuracy": 0.5}, path)
-    return dict(zip(paths, ref32, strict=True)), dict(zip(paths, ref64, strict=True))
+    return sd
 
 
 def records(home: Path, suite: str) -> list[dict]:
@@ -261,7 +267,8 @@ def settings(*extra: str) -> list[str]:
 def test_released_checkpoint_scores_as_the_original_eval(image_root: Path, tmp_path: Path,
                                                         detbench_home: Path) -> None:
     ckpt = tmp_path / "spai.pth"
-    ref32, ref64 = make_checkpoint(image_root, ckpt)
+    ref32, ref64 = (dict(zip(PATHS, r, strict=True)) for r in reference_scores(
+        make_checkpoint(image_root, ckpt), [original_input(image_root / p, ARCH["crop"]) for p in PATHS]))
     result = invoke("run", "spai", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
                     *settings(f"weights={ckpt}"))
     assert result.exit_code == 0, result.output
@@ -295,3 +302,30 @@ def test_registry_facts() -> None:
     info = DETECTORS.info("spai")
     assert info is not None and info.year == 2025 and info.weights_key == "weights"
     assert "spai.pth" in info.released and "Apache-2.0" in info.released
+
+
+def test_a_set_tile_is_scored_as_an_image_by_the_same_policy(image_root: Path, tmp_path: Path,
+                                                             detbench_home: Path) -> None:
+    """``eval.tiles=center``: each image's centre crop of the patch side (the whole side where it is shorter), cut at
+    torchvision ``CenterCrop``'s offset, scored as the original scores that crop as an image."""
+    ckpt = tmp_path / "spai.pth"
+    sd = make_checkpoint(image_root, ckpt)
+    side = ARCH["crop"]
+    inputs = []
+    for p in PATHS:
+        img = Image.open(image_root / p).convert("RGB")
+        w, h = img.size
+        tw, th = min(side, w), min(side, h)
+        top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+        tile = tmp_path / "tile.png"
+        img.crop((left, top, left + tw, top + th)).save(tile)
+        inputs.append(original_input(tile, side))
+    ref32, ref64 = reference_scores(sd, inputs)
+    result = invoke("run", "spai", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
+                    *settings(f"weights={ckpt}", "eval.tiles=center"))
+    assert result.exit_code == 0, result.output
+    [record] = records(detbench_home, "folder")
+    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
+    assert (scores["status"] == "ok").all() and (scores["n_tiles"] == 1).all()
+    order = [PATHS.index(p) for p in scores["path"]]
+    assert_matches_reference(scores["score"], ref32[order], ref64[order])
