@@ -441,7 +441,10 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
     "year": 2025,
     "training": "trains",
     "weights_key": "weights",
-    "released": "spai.pth from github.com/mever-team/spai (Google Drive link in its README; Apache-2.0)",
+    "released": (
+        "spai.pth from github.com/mever-team/spai (Google Drive link in its README; Apache-2.0); detbench ships no "
+        "weights and loads the file you provide"
+    ),
 }
 
 
