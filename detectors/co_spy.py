@@ -317,6 +317,10 @@ class CoSpy(ClassifierDetector):
         "backbone": "open_clip:detbench-tiny-vit@random", "load_size": 224, "epochs": 1, "train_batch_size": 8,
         "checkpoint_every": 0,
     }
+    # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in (recorded as one, never a reproduction), the
+    # demo's 128 px images uncropped, 5 epochs with the learning rate scaled up for the short run (as NPR's demo).
+    profile_defaults = {"small": {"backbone": "timm:efficientnet_lite0@bundled", "load_size": 128, "crop_size": 128,
+                                  "epochs": 5, "lr": 1e-3, "lr_decay_every": 2, "checkpoint_every": 20}}
     file_keys = {"weights": (), "vae": ()}  # named by their sha256 in the identity
     weights_what = "the CO-SPY release"
     weights_fix = WEIGHTS_FIX
@@ -347,7 +351,6 @@ class CoSpy(ClassifierDetector):
 
         Raises:
             WeightsError: a release file or the VAE is missing, unreadable, unsafe or does not fit.
-            ConfigError: the crop does not fit the semantic encoder's input.
         """
         from detbench.kit.seeded_data import derive_seed
         from detbench.models.precision import resolve_precision
@@ -422,9 +425,9 @@ class CoSpy(ClassifierDetector):
             path, pin = split_sha256(self.config.vae) if self.config.vae else (None, None)
         except ValueError as exc:
             raise WeightsError(f"--set vae: {exc}") from None
-        resolved = resolve_weights("the Stable Diffusion v1.4 VAE for CO-SPY's artifact branch", fix=VAE_FIX,
-                                   local=path, home_dir="co-spy/vae", hf_repo=VAE_REPO, hf_filenames=VAE_FILES,
-                                   expected_sha256=pin)
+        what = "the Stable Diffusion v1.4 VAE (--set vae=FILE) of CO-SPY's sd-v1_4 artifact branch"
+        resolved = resolve_weights(what, fix=VAE_FIX, local=path, home_dir="co-spy/vae", hf_repo=VAE_REPO,
+                                   hf_filenames=VAE_FILES, expected_sha256=pin)
         load_into(self.net.vae, load_state_dict_safely(resolved.path), f"the VAE {resolved.path}")
         return {"source": resolved.origin, "sha256": resolved.sha256}
 
@@ -435,23 +438,23 @@ class CoSpy(ClassifierDetector):
             The network.
 
         Raises:
-            BackboneError: a malformed or unknown ``backbone``.
-            ConfigError: the crop does not fit the encoder's input size.
+            BackboneError: a malformed or unknown ``backbone``, or a crop the encoder cannot take.
         """
         from detbench.models.backbones import load_backbone
 
-        with torch.random.fork_rng(devices=[]):
-            self.backbone = bb = load_backbone(self.config.backbone or self.variant.backbone, device="cpu")
         _, crop, artifact = self.sizes()
-        if crop != bb.preprocess.crop:
-            raise ConfigError(f"co-spy crop_size {crop} does not fit {bb.spec}, whose input is "
-                              f"{bb.preprocess.crop} px: set crop_size={bb.preprocess.crop} or another backbone")
-        self.dim = bb.embed_dims["proj"]
+        with torch.random.fork_rng(devices=[]):  # loading the encoder draws nothing from the seeded stream
+            self.backbone = bb = load_backbone(self.config.backbone or self.variant.backbone, device="cpu",
+                                               crop=crop)
+        embedding = "proj" if "proj" in bb.embed_dims else bb.default_embedding
+        self.dim = bb.embed_dims[embedding]
+        original = (bb.provider, bb.arch) == tuple(self.variant.backbone.split("@")[0].split(":")) and bb.pretrained
+        self.stand_in = None if original else f"semantic encoder {bb.identity_spec} instead of {self.variant.backbone}"
         vae = None
         if self.variant.residual == "vae":
             shape = VAEShape(channels=_channels(self.config.vae_channels) or (), groups=self.config.vae_groups)
             vae = AutoencoderKL(shape)
-        return CoSpyNet(self.variant, bb.model, lambda x: bb.embed(x, "proj"), self.dim, vae, artifact)
+        return CoSpyNet(self.variant, bb.model, lambda x: bb.embed(x, embedding), self.dim, vae, artifact)
 
     def to_tensor(self) -> Any:
         """``ToTensor`` alone: each branch normalises inside the forward, as the original's fusion detector.
@@ -514,11 +517,12 @@ class CoSpy(ClassifierDetector):
         """:meth:`ClassifierDetector.identity` plus the encoder, the release's files and the VAE.
 
         Returns:
-            Also ``semantic_backbone``, ``release_files`` (each file's sha256) and ``vae`` (its origin and sha256).
+            Also ``semantic_backbone``, ``release_files`` (each file's sha256), ``vae`` (its origin and sha256) and
+            ``stand_in`` (None for the variant's own pretrained encoder).
         """
         release = self.release_facts if self.released is not None else None
         return {**super().identity(), "semantic_backbone": self.backbone.identity(), "release_files": release,
-                "vae": self.vae_facts}
+                "vae": self.vae_facts, "stand_in": self.stand_in}
 
     def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
         """Take the release, or train jointly (:meth:`ClassifierDetector.fit`).
@@ -536,4 +540,4 @@ class CoSpy(ClassifierDetector):
             facts["release_files"] = self.release_facts
         else:
             facts["departure"] = "joint training of the fused network (the original trains three stages)"
-        return {**facts, "vae": self.vae_facts}
+        return {**facts, "vae": self.vae_facts, "stand_in": self.stand_in}
