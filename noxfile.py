@@ -11,6 +11,9 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint"]
 
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+# The CPU tests in one process per core (pytest-xdist; at most 4: each may hold a few GiB of models); each test has
+# its own DETBENCH_HOME and runs on one torch thread, so the processes share nothing.
+PARALLEL = ["-n", "auto", "--maxprocesses", "4"]
 
 
 def _install(session: nox.Session, extras: str = "dev") -> None:
@@ -22,7 +25,7 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 def tests(session: nox.Session) -> None:
     """Unit and end-to-end tests on CPU (gpu-marked tests skip without CUDA)."""
     _install(session)
-    session.run("pytest", "-q", "-m", "not slow", *session.posargs)
+    session.run("pytest", "-q", "-m", "not slow", *PARALLEL, *session.posargs)
 
 
 @nox.session
@@ -31,7 +34,7 @@ def orders(session: nox.Session) -> None:
     in one order, or only after another test, fail here."""
     _install(session)
     for seed in ("1", "2"):
-        session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+        session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", *PARALLEL,
                     f"--randomly-seed={seed}", *session.posargs)
 
 
@@ -39,7 +42,7 @@ def orders(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """The slow tests (long end-to-end runs and kill points), on CPU."""
     _install(session)
-    session.run("pytest", "-q", "-m", "slow", *session.posargs)
+    session.run("pytest", "-q", "-m", "slow", *PARALLEL, *session.posargs)
 
 
 @nox.session
