@@ -9,13 +9,20 @@ within a small multiple of that error of the exact value: ``|score - ref64| <= 4
 ``eps32 = 2**-23`` covers the last-bit rounding of a float32 sigmoid/softmax near 1 and the float32 score itself.
 The bound must stay far below the error of a wrong layer, crop or normalisation (>> 1e-4): ``limit`` checks it,
 so a large err32 cannot hide a wrong architecture.
+
+Also the checks every released-checkpoint test makes of its command-line run (:func:`assert_released_run_matches`)
+and of a refused checkpoint (:func:`assert_refused_naming`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 EPS32 = 2.0**-23
@@ -52,3 +59,48 @@ def assert_matches_reference(scores, ref32, ref64, *, limit: float = 1e-4) -> fl
         f"scores={scores}\nref64={ref64}"
     )
     return err32
+
+
+# ---------------------------------------------------------------------------------------------- released checkpoints
+
+
+def released_run(home: Path, detector: str, suite: str = "folder") -> tuple[dict[str, Any], pd.DataFrame]:
+    """The one finished run of ``detector`` on ``suite`` under ``home``: its record and its per-image scores."""
+    [record] = [json.loads(p.read_text()) for p in (home / "runs" / suite / detector).glob("*/run.json")]
+    return record, pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
+
+
+def assert_released_run_matches(home: Path, detector: str, ref32: Mapping[str, float], ref64: Mapping[str, float],
+                                *, images: int, suite: str = "folder") -> dict[str, Any]:
+    """A released checkpoint's evaluation run scored every image as the reference did, with the released weights.
+
+    Every one of ``images`` images is scored; the float64 reference is not saturated (a comparison of saturated
+    scores would prove nothing); the scores match it within :func:`assert_matches_reference`'s bound; the run
+    used the released weights and trained on nothing.
+
+    Args:
+        home: the DETBENCH_HOME of the run.
+        detector: the detector's name.
+        ref32: the reference's float32 score per image path.
+        ref64: the reference's float64 score per image path.
+        images: how many images the run must have scored.
+        suite: the suite of the run.
+
+    Returns:
+        The run record (for the detector's own further checks).
+    """
+    record, scores = released_run(home, detector, suite)
+    assert len(scores) == images and (scores["status"] == "ok").all()
+    expected = scores["path"].map(ref64).to_numpy()
+    assert expected.std() > 0.05 and ((expected > 0.02) & (expected < 0.98)).sum() >= 3  # not saturated
+    assert_matches_reference(scores["score"], scores["path"].map(ref32), expected)
+    assert record["fit"]["weights"] == "released" and record["counts"]["train"]["used"] == 0
+    return record
+
+
+def assert_refused_naming(result: Any, *names: str) -> None:
+    """The command ended with exit 2 and one message (no traceback) that names every one of ``names``."""
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in text, result.output
+    missing = [n for n in names if n not in text]
+    assert not missing, f"{missing} not named in: {text}"

@@ -26,11 +26,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from cli_helpers import invoke
-from equivalence import assert_matches_reference, double_state
+from equivalence import assert_matches_reference, assert_released_run_matches, double_state, released_run
 from PIL import Image
 from resnet_reference import calibrate_head, random_resnet_state, resnet_features
 from torch.nn import functional as F
@@ -253,9 +252,6 @@ def write_release(folder: Path, variant: str, root: Path, spec: str, vae_in_chec
     return dict(zip(paths, ref32, strict=True)), dict(zip(paths, ref64, strict=True)), vae
 
 
-def records(home: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in (home / "runs" / "folder" / "co-spy").glob("*/run.json")]
-
 
 def run_cli(root: Path, spec: str, *settings: str):
     args = ["run", "co-spy", "--suite", "folder", "--root", str(root), "--protocol", "eval", "-q",
@@ -277,14 +273,9 @@ def test_released_folder_scores_as_the_original_fusion_detector(variant: str, im
         if variant == "sd-v1_4" else []
     result = run_cli(image_root, tiny_spec, f"variant={variant}", f"weights={folder}", *extra)
     assert result.exit_code == 0, result.output
-    [record] = records(detbench_home)
-    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
-    assert len(scores) == len(IMAGES) and (scores["status"] == "ok").all()
-    expected = scores["path"].map(ref64).to_numpy()
-    assert expected.std() > 0.05 and ((expected > 0.02) & (expected < 0.98)).sum() >= 3  # not saturated
     # float32 scores vs the float64 reference within 4x the float32 rounding error this reference shows
     # (err32 = max |ref32 - ref64|) + 4 eps32: see tests/equivalence.py; a wrong layer or resize is >> this bound
-    assert_matches_reference(scores["score"], scores["path"].map(ref32), expected)
+    record = assert_released_run_matches(detbench_home, "co-spy", ref32, ref64, images=len(IMAGES))
 
     identity = record["key"]["detector_identity"]
     shas = {part: hashlib.sha256((folder / f"{part}_weights.pth").read_bytes()).hexdigest()
@@ -311,8 +302,7 @@ def test_a_separate_vae_file_loads_when_the_checkpoint_holds_none(image_root: Pa
     save_file({k: v.contiguous() for k, v in vae.items()}, tmp_path / "diffusion_pytorch_model.safetensors")
     result = run_cli(image_root, tiny_spec, *settings, f"vae={tmp_path / 'diffusion_pytorch_model.safetensors'}")
     assert result.exit_code == 0, result.output
-    [record] = records(detbench_home)
-    scores = pd.read_parquet(Path(record["paths"]["run"]) / "scores.parquet")
+    record, scores = released_run(detbench_home, "co-spy")
     assert_matches_reference(scores["score"], scores["path"].map(ref32), scores["path"].map(ref64).to_numpy())
     sha = hashlib.sha256((tmp_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
     assert record["key"]["detector_identity"]["vae"] == {"source": "file", "sha256": sha}
