@@ -104,3 +104,29 @@ def assert_refused_naming(result: Any, *names: str) -> None:
     assert result.exit_code == 2 and "Traceback" not in text, result.output
     missing = [n for n in names if n not in text]
     assert not missing, f"{missing} not named in: {text}"
+
+
+def write_test_images(root: Path, images: Any, *, seed: int, noise: tuple[float, float], **save: Any) -> Path:
+    """A folder suite of ramps with Gaussian noise (std ``noise[0] + noise[1] * i`` for the i-th image): content
+    that differs from image to image at every frequency, so a wrong crop, filter or normalisation shows.
+
+    Args:
+        root: the suite root to fill.
+        images: ``(generator, label folder, file name, width, height)`` per image.
+        seed: seeds the noise.
+        noise: the noise's base standard deviation and its increase per image.
+        **save: passed to ``PIL.Image.save`` (e.g. ``quality`` for JPEG names).
+
+    Returns:
+        ``root``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i, (gen, label, name, w, h) in enumerate(images):
+        path = root / gen / label / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ramp = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 40, h)[:, None, None]
+        pixels = ramp + rng.normal(0, noise[0] + noise[1] * i, (h, w, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, **save)
+    return root

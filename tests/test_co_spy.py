@@ -29,7 +29,13 @@ import numpy as np
 import pytest
 import torch
 from cli_helpers import invoke
-from equivalence import assert_matches_reference, assert_released_run_matches, double_state, released_run
+from equivalence import (
+    assert_matches_reference,
+    assert_released_run_matches,
+    double_state,
+    released_run,
+    write_test_images,
+)
 from PIL import Image
 from resnet_reference import calibrate_head, random_resnet_state, resnet_features
 from torch.nn import functional as F
@@ -48,15 +54,7 @@ SD_SIZES = {"load_size": 240, "crop_size": 224, "artifact_size": 48}
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(4)
-    for gen, label, name, w, h in IMAGES:
-        path = root / gen / label / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ramp = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 40, h)[:, None, None]
-        noise = rng.normal(0, 30, (h, w, 3))
-        Image.fromarray(np.clip(ramp + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
-    return root
+    return write_test_images(tmp_path_factory.mktemp("folder"), IMAGES, seed=4, noise=(30, 0), quality=90)
 
 
 @pytest.fixture(scope="module")

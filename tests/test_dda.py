@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from cli_helpers import invoke
-from equivalence import assert_refused_naming, assert_released_run_matches, double_state
+from equivalence import assert_refused_naming, assert_released_run_matches, double_state, write_test_images
 from PIL import Image
 from torch.nn import functional as F
 
@@ -128,15 +128,7 @@ def random_state(pos_grid: int) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(7)
-    for i, (gen, label, name, w, h) in enumerate(IMAGES):
-        path = root / gen / label / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ramp = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 40, h)[:, None, None]
-        noise = rng.normal(0, 8 + 8 * i, (h, w, 3))
-        Image.fromarray(np.clip(ramp + noise, 0, 255).astype(np.uint8)).save(path)
-    return root
+    return write_test_images(tmp_path_factory.mktemp("folder"), IMAGES, seed=7, noise=(8, 8))
 
 
 def make_checkpoint(root: Path, path: Path, pos_grid: int) -> tuple[dict[str, float], dict[str, float]]:

@@ -30,6 +30,7 @@ from equivalence import (
     assert_released_run_matches,
     double_state,
     released_run,
+    write_test_images,
 )
 from PIL import Image
 from torch.nn import functional as F
@@ -223,15 +224,7 @@ def random_state() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(11)
-    for i, (gen, label, name, w, h) in enumerate(IMAGES):
-        path = root / gen / label / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ramp = np.linspace(0, 200, w)[None, :, None] + np.linspace(0, 40, h)[:, None, None]
-        noise = rng.normal(0, 6 + 10 * i, (h, w, 3))
-        Image.fromarray(np.clip(ramp + noise, 0, 255).astype(np.uint8)).save(path)
-    return root
+    return write_test_images(tmp_path_factory.mktemp("folder"), IMAGES, seed=11, noise=(6, 10))
 
 
 def reference_scores(sd: dict, inputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
