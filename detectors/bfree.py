@@ -178,6 +178,13 @@ class BFree(ClassifierDetector):
         "crop": 32, "patch": 4, "width": 32, "depth": 2, "heads": 2, "epochs": 1, "train_batch_size": 8,
         "checkpoint_every": 0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): a tiny random ViT of the family (32 px windows, 4 px patches, width 32, 2 blocks)
+        # instead of DINOv2 ViT-B/14 at 504 px, 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("epochs", "train_batch_size",
+                                                                         "checkpoint_every")},
+                  "epochs": 3, "train_batch_size": 32, "lr": 1e-3, "checkpoint_every": 20},
+    }
     weights_what = "the B-Free checkpoint"
     weights_fix = ("pass --set weights=/path/to/model_epoch_best.pth (BFREE_dino2reg4 from the B-Free project; "
                    "the format networks.load_weights reads: {'model': state_dict})")

@@ -442,6 +442,12 @@ class DDA(ClassifierDetector):
         "crop": 32, "patch": 4, "width": 32, "depth": 2, "heads": 2, "pos_grid": 5, "backbone": NO_BACKBONE,
         "train_data": "suite", "train_batch_size": 8, "checkpoint_every": 0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): a tiny random ViT of the family (no DINOv2 offline), trained on the suite's own real and
+        # generated images (no VAE reconstructions offline), 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("train_batch_size", "checkpoint_every")},
+                  "epochs": 3, "train_batch_size": 32, "lr": 1e-3, "checkpoint_every": 20},
+    }
     weights_what = "the DDA checkpoint"
     weights_fix = ("pass --set weights=/path/to/ckpt.pth (huggingface.co/Junwei-Xi/Dual-Data-Alignment; the "
                    "format inference.py reads: {'model': state_dict})")

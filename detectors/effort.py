@@ -423,6 +423,13 @@ class Effort(ClassifierDetector):
         "backbone": "open_clip:detbench-tiny-vit@random", "crop": 32, "width": 64, "layers": 4, "heads": 2,
         "patch": 16, "act": "gelu", "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): no CLIP ViT-L/14 runs offline, so the tiny seeded random CLIP of the family stands in
+        # (recorded as random), 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("epochs", "train_batch_size",
+                                                                         "checkpoint_every")},
+                  "epochs": 3, "train_batch_size": 32, "checkpoint_every": 20},
+    }
     weights_what = "the Effort checkpoint"
     weights_fix = ("pass --set weights=/path/to/effort_checkpoint.pth (the GenImage or Chameleon checkpoint linked "
                    "from github.com/YZY-stack/Effort-AIGI-Detection; --set layout=ufd for a "

@@ -366,6 +366,14 @@ class NSNet(ClassifierDetector):
         "backbone": "open_clip:detbench-tiny-vit@random", "null.rank": 8, "hidden": 16, "proj_dim": 8,
         "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0, "warmup_epochs": 0.0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): no whole CLIP runs offline, so the tiny seeded random CLIP stands in (recorded as
+        # random; 8 text directions removed of its 64), 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("epochs", "train_batch_size",
+                                                                         "checkpoint_every", "hidden", "proj_dim")},
+                  "hidden": 64, "proj_dim": 16, "epochs": 3, "train_batch_size": 32, "lr": 1e-3,
+                  "checkpoint_every": 20},
+    }
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "text.file": ()}  # named by content
     weights_what = "the NS-Net state"
     weights_fix = ("pass --set weights=/path/to/model.safetensors, the state an ns-net fit saved with the same "

@@ -460,6 +460,13 @@ class Spai(ClassifierDetector):
         "proj_dim": 8, "attn_heads": 2, "attn_dim": 8, "head_ratio": 1, "epochs": 1, "warmup_epochs": 0.0,
         "train_batch_size": 8, "checkpoint_every": 0,
     }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): a tiny random ViT of the family on 32 px patches (16 per 128 px image) instead of the
+        # ViT-B/16 on 224 px ones, 3 epochs of 32 images
+        "small": {**{k: v for k, v in tiny_settings.items() if k not in ("crop", "stride", "epochs",
+                                                                         "train_batch_size", "checkpoint_every")},
+                  "crop": 32, "stride": 32, "epochs": 3, "train_batch_size": 32, "lr": 1e-3, "checkpoint_every": 20},
+    }
     weights_what = "the SPAI checkpoint"
     weights_fix = ("pass --set weights=/path/to/spai.pth (the released checkpoint of github.com/mever-team/spai: "
                    "{'model': state_dict}; a file that also holds the training config object is refused: save "
