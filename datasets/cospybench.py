@@ -18,7 +18,8 @@ of a source are listed under every generator with fakes of that source. The orig
 (``CoSpyBenchTestDataset``) scores, per source and generator, the first ``min(2000, reals, fakes)`` real and fake
 images in file-name order: :meth:`CoSpyBenchSuite.sample_eval` draws the same (``eval_per_class``, 0: all). A
 source without real images is not indexed (its fakes could only be scored against other sources' reals); the
-scan says so.
+scan says so. ``sources`` indexes only the caption sources named (one column of the paper's tables); left empty it
+indexes all and stays out of the suite identity.
 """
 
 from __future__ import annotations
