@@ -18,7 +18,8 @@ of a source are listed under every generator with fakes of that source. The orig
 (``CoSpyBenchTestDataset``) scores, per source and generator, the first ``min(2000, reals, fakes)`` real and fake
 images in file-name order: :meth:`CoSpyBenchSuite.sample_eval` draws the same (``eval_per_class``, 0: all). A
 source without real images is not indexed (its fakes could only be scored against other sources' reals); the
-scan says so.
+scan says so. ``sources`` indexes only the caption sources named (one column of the paper's tables); left empty it
+indexes all and stays out of the suite identity.
 """
 
 from __future__ import annotations
@@ -61,14 +62,22 @@ ACCEPTED = (
 
 @dataclass(frozen=True)
 class CoSpyBenchOptions(EvalProfileOption):
-    """Co-Spy-Bench options: the evaluation's per-cell cap (the original: 2,000 real and 2,000 fake images)."""
+    """Co-Spy-Bench options: the per-cell evaluation cap (the original: 2,000 real and 2,000) and the sources."""
 
     eval_per_class: int = 2000  # per source and generator: the first N real and N fake images by name (0: all)
+    sources: tuple[str, ...] = ()  # index only these caption sources (any spelling _source reads; empty: all)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.eval_per_class < 0:
             raise ConfigError("eval_per_class must be >= 0 (0: every image)")
+        keys = []
+        for name in self.sources:
+            key = _source(name)
+            if key is None:
+                raise ConfigError(f"unknown caption source {name!r}; known: {', '.join(SOURCES)}")
+            keys.append(key)
+        object.__setattr__(self, "sources", tuple(source for source in SOURCES if source in keys))
 
 
 REGISTRATION = {  # read by detbench.registry without importing this module: literals only
@@ -121,7 +130,7 @@ class CoSpyBenchSuite(Suite):
         self.ignored.extend(rel(root, d) for key, d in top.items() if key not in (SYNTHETIC, norm(REALS)))
         entries: list[Entry] = []
         for source in SOURCES:
-            if source not in fakes:
+            if source not in fakes or self.options.sources and source not in self.options.sources:
                 continue
             if not reals.get(source):
                 self.notes.append(f"no real images for caption source {source} (put them in {REALS}/"
@@ -162,6 +171,17 @@ class CoSpyBenchSuite(Suite):
                 continue
             out.setdefault(source, []).extend(image_paths(root, folder))
         return out
+
+    def identity(self) -> dict[str, Any]:
+        """As every suite's, less ``sources`` while it is empty (every source), so runs of all sources keep their ids.
+
+        Returns:
+            ``{"suite", "adapter_version", "options"}``.
+        """
+        identity = super().identity()
+        if not self.options.sources:
+            del identity["options"]["sources"]
+        return identity
 
     def protocols(self, generators: list[str]) -> dict[str, Protocol]:
         """Test only: the cross-suite training setups, evaluated on every generator.

@@ -116,6 +116,19 @@ def test_eval_per_class_is_validated() -> None:
     assert apply_overrides(CoSpyBenchOptions(), {"eval_per_class": "500"}).eval_per_class == 500
 
 
+
+def test_sources_indexes_only_the_named_caption_sources_and_stays_out_of_default_ids(tmp_path: Path) -> None:
+    """The README's tables are per caption source: a generator's row pooled over every source is none of them."""
+    rep = build_cospybench(tmp_path / "root", defects=False)
+    one = CoSpyBenchSuite(apply_overrides(CoSpyBenchOptions(), {"sources": "TextCaps"}))
+    rows = build_index(one, rep.root).rows
+    assert set(rows["meta_source"]) == {"textcaps"} and len(rows) == 2 * (2 + 3)
+    assert one.identity()["options"]["sources"] == ("textcaps",)
+    assert "sources" not in CoSpyBenchSuite().identity()["options"]  # runs of every source keep their ids
+    assert set(build_index(CoSpyBenchSuite(), rep.root).rows["meta_source"]) == {"cc3m", "textcaps"}
+    with pytest.raises(ConfigError, match="unknown caption source 'coco2014'"):
+        apply_overrides(CoSpyBenchOptions(), {"sources": "coco2014"})
+
 # the model folders of CO-SPY's download.py (MODEL_LIST), as extracted
 MODELS = (
     "CompVis@ldm-text2im-large-256", "CompVis@stable-diffusion-v1-4", "runwayml@stable-diffusion-v1-5",

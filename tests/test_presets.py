@@ -186,3 +186,22 @@ def test_the_preset_table_shows_the_tolerance_in_points() -> None:
     console = Console(width=200, record=True)
     console.print(frame_table(cells, "t"))
     assert "300.0" not in console.export_text()
+
+
+def test_a_release_that_is_a_folder_is_checked_as_one_and_recorded_unverified(tmp_path: Path) -> None:
+    """A detector whose released weights are a folder of files (``folder = true`` in ``[release.KEY]``): the
+    pre-flight refused every folder as "no such file" and the digest of a folder was never defined."""
+    root = build_genimage(tmp_path / "genimage", n=1, defects=False).root
+    release = {"weights": {"file": "the release folder", "where": "its README", "folder": "True"}}
+    preset = dataclasses.replace(presets.get_preset("npr.genimage-sdv14"), min_images_per_generator=1,
+                                 release=release)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / "fusion_weights.pth").write_bytes(b"pre-flight reads no tensor")
+    record = _prepare(preset, root, weights=str(folder))
+    assert record["reproduction"] is False and record["unverified"] == ["weights"] and record["departures"] == []
+    assert record["files"] == {"weights": {"sha256": None, "release_sha256": None, "matches": None}}
+    with pytest.raises(presets.PresetError, match="not a folder"):
+        _prepare(preset, root, weights=str(folder / "fusion_weights.pth"))
+    with pytest.raises(presets.PresetError, match="no such folder"):
+        _prepare(preset, root, weights=str(tmp_path / "absent"))

@@ -34,7 +34,8 @@ def show_preset_comparison(preset: Any, result: Any) -> None:
                       f"({', '.join(record['departures'])}); never compare it as one.")
     else:
         files = record.get("files", {})
-        named = ", ".join(f"{k} (sha256 {files.get(k, {}).get('sha256', '?')})" for k in record.get("unverified", []))
+        digests = {k: files.get(k, {}).get("sha256") for k in record.get("unverified", [])}
+        named = ", ".join(f"{k} (sha256 {sha})" if sha else f"{k} (a folder)" for k, sha in digests.items())
         console.print(f"[yellow]Unverified reproduction:[/] the preset knows no published sha256 for "
                       f"{named or 'its files'}, so nothing shows these are the released files; it is recorded as "
                       "unverified, never as a reproduction.")

@@ -8,7 +8,8 @@ generator. A run whose settings differ from the preset's (e.g. a stand-in backbo
 A preset's ``[release.KEY]`` tables name the released files its ``--set KEY=PATH`` options take; ``sha256`` is
 the published file's digest where one is known. A file whose sha256 differs from it is a recorded departure; where
 no digest is known, nothing shows that the file given is the release, so the run is recorded as an *unverified*
-reproduction (``reproduction: false``, the key listed in ``unverified``), never as a verified one.
+reproduction (``reproduction: false``, the key listed in ``unverified``), never as a verified one. A release that
+is a folder of files (``folder = true``) is checked to be a folder and always recorded as unverified.
 """
 
 from __future__ import annotations
@@ -184,6 +185,8 @@ def check_environment(
             problems.append(
                 f"--set {key}=PATH is required (see `detbench ls presets` and the README's reproduction guide)"
             )
+        elif _is_folder(preset, key):
+            problems.extend(_check_folder(key, value))
         else:
             problems.extend(_check_file(key, value))
     spec = overrides.get("backbone")
@@ -196,6 +199,20 @@ def check_environment(
     else:
         problems.extend(_check_suite(preset, Path(root).expanduser(), overrides))
     return problems
+
+
+def _is_folder(preset: Preset, key: str) -> bool:
+    """Whether the release ``key`` takes is a folder of files (``folder = true`` in its ``[release.KEY]``)."""
+    return preset.release.get(key, {}).get("folder", "").lower() == "true"
+
+
+def _check_folder(key: str, value: str) -> list[str]:
+    """A ``--set KEY=FOLDER`` release: an existing folder (its files are the detector's to read and record)."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return []
+    what = "not a folder (this release is a folder of files)" if path.exists() else "no such folder"
+    return [f"--set {key}={value}: {what}"]
 
 
 def _check_file(key: str, value: str) -> list[str]:
@@ -238,6 +255,10 @@ def release_check(preset: Preset, overrides: dict[str, str]) -> tuple[list[str],
     for key in dict.fromkeys([*preset.required_files, *preset.release]):
         value, release = overrides.get(key), preset.release.get(key, {})
         if not value:
+            continue
+        if _is_folder(preset, key):  # no digest of a folder is published or defined: never verified
+            files[key] = {"sha256": None, "release_sha256": None, "matches": None}
+            unverified.append(key)
             continue
         actual = sha256_file(Path(split_sha256(value)[0]).expanduser())
         declared = release.get("sha256")
