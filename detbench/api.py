@@ -140,8 +140,9 @@ def request(
         from detbench.results.presets import get_preset, prepare_preset_run
 
         chosen = get_preset(preset)
-        detector, suite, protocol, overrides, preset_record = prepare_preset_run(
-            chosen, detector, suite, protocol, overrides, root=root_path, allow_cpu=allow_cpu, device=device
+        detector, suite, protocol, overrides, preset_record, perturb = prepare_preset_run(
+            chosen, detector, suite, protocol, overrides, root=root_path, allow_cpu=allow_cpu, device=device,
+            perturb=perturb,
         )
     elif detector is None:
         raise ConfigError("name a detector (see `detbench ls detectors`) or a preset (`detbench ls presets`)")

@@ -205,3 +205,34 @@ def test_a_release_that_is_a_folder_is_checked_as_one_and_recorded_unverified(tm
         _prepare(preset, root, weights=str(folder / "fusion_weights.pth"))
     with pytest.raises(presets.PresetError, match="no such folder"):
         _prepare(preset, root, weights=str(tmp_path / "absent"))
+
+
+def test_the_papers_perturbation_is_applied_and_another_is_a_departure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paper that re-encodes every test image (Co-Spy-Bench: JPEG 95) names it in its preset: a preset run applies
+    it unless the user asks for another perturbation, which is then recorded as a departure."""
+    from detbench import api
+
+    root = build_genimage(tmp_path / "genimage", n=1, defects=False).root
+    weights = tmp_path / "npr.pth"
+    weights.write_bytes(b"pre-flight reads no tensor")
+    preset = dataclasses.replace(presets.get_preset("npr.genimage-sdv14"), min_images_per_generator=1,
+                                 perturb="jpeg:95")
+    prepared = presets.prepare_preset_run(preset, None, None, None, {"weights": str(weights)}, root=root,
+                                          allow_cpu=True, device=None)
+    assert prepared[5] == "jpeg:95" and prepared[4]["departures"] == []
+    prepared = presets.prepare_preset_run(preset, None, None, None, {"weights": str(weights)}, root=root,
+                                          allow_cpu=True, device=None, perturb="jpeg:75")
+    assert prepared[5] == "jpeg:75" and prepared[4]["departures"] == ["perturb=jpeg:75 (the paper's: jpeg:95)"]
+
+    cospy = [p for p in presets.load_presets().values() if p.suite == "cospybench"]
+    assert cospy and all(p.perturb == "jpeg:95" for p in cospy)
+    assert all(p.perturb is None for p in presets.load_presets().values() if p.suite != "cospybench")
+    monkeypatch.setattr(presets, "get_preset", lambda name: preset)
+    planned = api.request(preset=preset.name, root=root, settings={"weights": str(weights)}, allow_cpu=True)
+    assert planned.run.perturb == "jpeg:95"
+    planned = api.request(preset=preset.name, root=root, settings={"weights": str(weights)}, allow_cpu=True,
+                          perturb="jpeg:75")
+    assert planned.run.perturb == "jpeg:75" and planned.run.preset["departures"] == [
+        "perturb=jpeg:75 (the paper's: jpeg:95)"]

@@ -50,6 +50,7 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
     # config key -> the released file it takes: {"file": name, "where": how to get it, "sha256": digest if known}
     release: dict[str, dict[str, str]] = field(default_factory=dict)
+    perturb: str | None = None  # the perturbation the paper applies to every test image (e.g. "jpeg:95"), or None
 
     def expected(self, metric: str) -> dict[str, float]:
         """Published values of ``metric`` (in %) by generator (``mean`` included); absent means unknown.
@@ -98,7 +99,7 @@ def load_presets() -> dict[str, Preset]:
                 config={k: str(v) for k, v in data.get("config", {}).items()}, published=data.get("published", {}),
                 required_files=tuple(data.get("required_files", ())), gpu=bool(data.get("gpu", True)),
                 min_images_per_generator=int(data.get("min_images_per_generator", 0)), source_file=entry.name,
-                release=_release(data.get("release", {}), entry.name),
+                release=_release(data.get("release", {}), entry.name), perturb=data.get("perturb"),
             )  # fmt: skip
             presets[preset.name] = preset
     return presets
@@ -439,7 +440,8 @@ def prepare_preset_run(
     root: Path | None,
     allow_cpu: bool,
     device: str | None,
-) -> tuple[str, str, str, dict[str, str], dict[str, Any]]:
+    perturb: str | None = None,
+) -> tuple[str, str, str, dict[str, str], dict[str, Any], str | None]:
     """Resolve a preset against the user's arguments and check the environment before any long work.
 
     Args:
@@ -451,11 +453,13 @@ def prepare_preset_run(
         root: the suite root, or None.
         allow_cpu: run a GPU preset without a GPU anyway.
         device: the requested device, or None.
+        perturb: the perturbation the user asked for, or None (the preset's, if it names one).
 
     Returns:
-        ``(detector, suite, protocol, merged --set values, preset record)``; the record says whether the run
-        is a verified reproduction, lists the departures (settings, and files that are not the release) and the
-        files whose release sha256 is unknown (``unverified``), and gives each file's sha256 (``files``).
+        ``(detector, suite, protocol, merged --set values, preset record, perturbation)``; the record says whether
+        the run is a verified reproduction, lists the departures (settings, a perturbation other than the paper's,
+        and files that are not the release) and the files whose release sha256 is unknown (``unverified``), and
+        gives each file's sha256 (``files``); the perturbation is the user's, else the paper's (None: clean).
 
     Raises:
         PresetError: a detector or suite other than the preset's, or problems found by
@@ -467,6 +471,8 @@ def prepare_preset_run(
     merged, departures = preset_overrides(preset, overrides)
     if protocol is not None and protocol != preset.protocol:
         departures.append(f"protocol={protocol}")
+    if perturb is not None and perturb != preset.perturb:
+        departures.append(f"perturb={perturb} (the paper's: {preset.perturb or 'none'})")
     problems = check_environment(preset, root, merged, allow_cpu=allow_cpu, device=device)
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
@@ -475,4 +481,4 @@ def prepare_preset_run(
     departures.extend(not_release)
     record = {**preset.identity(), "reproduction": not departures and not unverified, "departures": departures,
               "unverified": unverified, "files": files}
-    return preset.detector, preset.suite, protocol or preset.protocol, merged, record
+    return preset.detector, preset.suite, protocol or preset.protocol, merged, record, perturb or preset.perturb
