@@ -45,6 +45,7 @@ RANDOM_UNET = "tiny@random"  # the seeded stand-in UNet of tests and offline dem
 UNET_CONFIG = "config.json"
 UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 INSTALL_HINT = "pip install 'detbench[diffusion]'"
+_STEP_STREAM = 2  # the seed stream of training steps (torch's RNG is reseeded from (seed, stream, step))
 _UNET_FIX = (f"pass --set unet=FOLDER (a diffusers UNet2DModel folder: {UNET_CONFIG} and {UNET_WEIGHTS[0]}), a "
              "Hugging Face repository id already in the local Hugging Face cache, or --set unet=tiny@random for a "
              "random stand-in (recorded as one)")
@@ -164,17 +165,15 @@ def _unet_files(spec: str) -> tuple[Path, Path, str, str]:
         return config, resolved.path, resolved.sha256, "file"
     if spec.count("/") != 1 or folder.exists():
         raise WeightsError(f"{what}: no such folder\n{_UNET_FIX}")
-    for sub in ("unet/", ""):  # a pipeline repository keeps its UNet in unet/
-        try:
-            resolved = resolve_weights(what, fix=_UNET_FIX, hf_repo=spec, hf_filenames=[sub + n for n in UNET_WEIGHTS])
-        except WeightsError:
-            if sub:
-                continue
-            raise
-        config = resolve_weights(f"{what} ({UNET_CONFIG})", fix=_UNET_FIX, hf_repo=spec,
-                                 hf_filenames=[sub + UNET_CONFIG]).path
-        return config, resolved.path, resolved.sha256, f"hf:{spec}"
-    raise AssertionError("unreachable")
+    sub = ""  # a UNet repository keeps its files at the top, a pipeline repository in unet/
+    try:
+        resolved = resolve_weights(what, fix=_UNET_FIX, hf_repo=spec, hf_filenames=UNET_WEIGHTS)
+    except WeightsError:
+        sub = "unet/"
+        resolved = resolve_weights(what, fix=_UNET_FIX, hf_repo=spec, hf_filenames=[sub + n for n in UNET_WEIGHTS])
+    config = resolve_weights(f"{what} ({UNET_CONFIG})", fix=_UNET_FIX, hf_repo=spec,
+                             hf_filenames=[sub + UNET_CONFIG]).path
+    return config, resolved.path, resolved.sha256, f"hf:{spec}"
 
 
 def load_unet(spec: str, size: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -362,6 +361,7 @@ class TSG(Detector):
         optimizer = torch.optim.Adam(net.parameters(), lr=self.config.lr, betas=(self.config.beta1, 0.999))
         history: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Tensor]] | None = None
+        kept = 1
         step, steps_per_epoch = 0, math.ceil(n / bs)
         with ctx.phases.phase("train tsg", self.config.epochs * steps_per_epoch) as advance:
             for epoch in range(self.config.epochs):
@@ -369,7 +369,7 @@ class TSG(Detector):
                 net.train()
                 for b in range(steps_per_epoch):
                     idx = order[b * bs:(b + 1) * bs]
-                    torch.manual_seed(derive_seed(ctx.seed, 2, step))
+                    torch.manual_seed(derive_seed(ctx.seed, _STEP_STREAM, step))
                     x, y = self._maps(x_train[idx]).to(device), torch.from_numpy(y_train[idx]).to(device)
                     with autocast(self.precision, device):
                         logits = net(x)

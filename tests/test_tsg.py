@@ -160,6 +160,34 @@ def test_unet_loads_strictly_naming_the_file(unet_folder: Path, tmp_path: Path) 
         load_unet("nobody/no-such-unet", SIZE)
 
 
+def test_a_cached_pipeline_repository_loads_its_unet(unet_folder: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repository id is looked up in the local Hugging Face cache (a pipeline's ``unet/`` too); the blob's name is
+    its sha256 and is verified."""
+    import hashlib
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--someone--pipe"
+    snapshot = repo / "snapshots" / "abc123"
+    (snapshot / "unet").mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        data = (unet_folder / name).read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / "unet" / name).symlink_to(blob)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    unet, facts = load_unet("someone/pipe", SIZE)
+    assert facts["source"] == "hf:someone/pipe" and facts["pretrained"] is True
+    assert facts["weights_sha256"] == hashlib.sha256(
+        (unet_folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    for a, b in zip(unet.state_dict().values(), tiny_unet().state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_missing_unet_is_one_error_line(image_root: Path, tmp_path: Path) -> None:
     result = invoke("run", "tsg", "--suite", "folder", "--root", str(image_root), "--protocol", "train-on-g", "-q",
                     "--set", f"unet={tmp_path / 'absent'}")
