@@ -123,8 +123,8 @@ def test_fusion_equals_the_hand_computation(tmp_path: Path) -> None:
         assert torch.equal(none.net.eval()(x), none.net.vit_logit(x))
 
 
-def test_fit_learns_the_vit_and_then_the_fusion(tmp_path: Path) -> None:
-    """One fit: every ViT and head weight changes, the fusion is untouched by the gradient and then fitted."""
+def tree(root: Path) -> pd.DataFrame:
+    """8 images: noisy 'real' ramps and smooth 'fake' ones."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(8):
@@ -132,10 +132,15 @@ def test_fit_learns_the_vit_and_then_the_fusion(tmp_path: Path) -> None:
         ramp = np.linspace(0, 255, 40)[None, :, None] * np.ones((40, 1, 3))
         img = ramp + (0 if label else rng.normal(0, 40, (40, 40, 3)))  # noisy real, smooth fake
         path = f"{label}/{i}.png"
-        (tmp_path / str(label)).mkdir(exist_ok=True)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(tmp_path / path)
+        (root / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / path)
         rows.append({"path": path, "label": label, "image_id": f"id{i}", "generator": "g"})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def test_fit_learns_the_vit_and_then_the_fusion(tmp_path: Path) -> None:
+    """One fit: every ViT and head weight changes, the fusion is untouched by the gradient and then fitted."""
+    frame = tree(tmp_path)
     det, ctx = make(tmp_path, tmp_path)
     before = {n: p.detach().clone() for n, p in det.net.named_parameters()}
     assert not det.net.fusion.requires_grad
@@ -145,6 +150,13 @@ def test_fit_learns_the_vit_and_then_the_fusion(tmp_path: Path) -> None:
     assert trained and all(not torch.equal(before[n], after[n]) for n in trained)
     assert facts["fusion_rows"] == "heldout" and facts["fusion"] == pytest.approx(after["fusion"].tolist())
     assert after["fusion"][1] < 0  # smoother images (lower edge variance) pushed towards fake
+
+
+def test_the_fusion_falls_back_to_the_training_rows(tmp_path: Path) -> None:
+    frame = tree(tmp_path)
+    det, ctx = make(tmp_path, tmp_path)
+    facts = det.fit(frame.iloc[:6], frame.iloc[[6]], ctx)  # one held-out class only
+    assert facts["fusion_rows"] == "train" and facts["fusion_n"] == 6
 
 
 # ------------------------------------------------------------------------------------------- states
