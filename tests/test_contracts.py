@@ -288,3 +288,19 @@ def test_suite_scans_a_replica_of_its_layout(name: str, tmp_path: Path):
     protocols = suite.all_protocols(index.generators)
     assert suite.default_protocol in protocols or suite.default_protocol.startswith("train-on-")
     assert "eval" in protocols and all(p.name == key for key, p in protocols.items())
+
+
+@pytest.mark.parametrize("name", [n for n in DETECTOR_NAMES if DETECTORS.get(n).profile_defaults.get("small")])
+def test_the_demo_profile_is_what_a_demo_run_is_planned_with(name: str) -> None:
+    """Every setting a detector's ``small`` profile (the demo's) names reaches the planned config, a backbone of ""
+    (no backbone: train from random) included, which the suite's default backbone must not replace."""
+    from detbench.engine.resolve import RunRequest, resolve
+
+    profile = DETECTORS.get(name).profile_defaults["small"]
+    config = resolve(RunRequest(name, "demo")).config
+    reference = apply_overrides(type(config)(), profile)
+    for key in profile:
+        planned, wanted = config, reference
+        for part in key.split("."):
+            planned, wanted = getattr(planned, part), getattr(wanted, part)
+        assert planned == wanted, f"{name}: {key} is {planned!r}, the demo profile says {wanted!r}"

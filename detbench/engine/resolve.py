@@ -201,8 +201,9 @@ def resolve(req: RunRequest) -> Resolved:
             raise ConfigError(f"--set gives {owner} {bare!r} twice (bare and prefixed)")
         target[bare] = value
     suite = suite_cls(apply_overrides(suite_cls.Options(), suite_over))
-    config = apply_overrides(det_cls.Config(), det_cls.profile_defaults.get(suite.compute_profile, {}))
-    if "backbone" in det_keys and not config.backbone:
+    profile = det_cls.profile_defaults.get(suite.compute_profile, {})
+    config = apply_overrides(det_cls.Config(), profile)
+    if "backbone" in det_keys and not config.backbone and "backbone" not in profile:  # a profile's "" is kept
         config = apply_overrides(config, {"backbone": suite.default_backbone})
     config = apply_overrides(config, det_over)
     if getattr(config, "backbone", ""):  # a malformed spec fails now, not after a long index or demo build
