@@ -15,7 +15,7 @@ architectures (``variant``):
   residual ``x - up(down(x))`` (nearest, factor 2) of the ImageNet-normalised image, times 2/3; the encoder keeps
   NPR's unused ``fc1`` (its keys are in the checkpoint). ``sd-v1_4``: the [0, 1] image resized as a tensor to 224
   (shorter side, bilinear, ``antialias=False``) minus its reconstruction by the Stable Diffusion v1.4 VAE
-  (``decode(encode(x).latent_dist.mean)``, :mod:`detectors.co_spy_vae`), times 100/7.
+  (diffusers' ``AutoencoderKL``, ``decode(encode(x).latent_dist.mean)``), times 100/7.
 - **Fusion** ("calibration"): ``fc = Linear(2, 1)`` on the two branch logits; P(fake) = sigmoid, in float32.
 - **Evaluation transform** (``test_transform``): ``Resize(load)`` (shorter side, bilinear on the PIL image),
   ``CenterCrop(crop)``, ``ToTensor``; each branch normalises inside the forward. ``progan``: 256 / 224;
@@ -25,8 +25,10 @@ Released files (``FOLDER/semantic_weights.pth``: ``fc.weight``, ``fc.bias``; ``a
 ``ArtifactDetector`` state dict, ``artifact_encoder.*`` and ``fc.*``, for ``sd-v1_4`` possibly with the VAE under
 ``artifact_encoder.vae.*``; ``fusion_weights.pth``: ``fc.weight``, ``fc.bias``) load weights-only and strictly.
 The VAE is a large backbone: when the artefact checkpoint does not hold it, it comes from the diffusers weights of
-``CompVis/stable-diffusion-v1-4`` (``vae/diffusion_pytorch_model.safetensors``): ``--set vae=FILE``, or found
-offline in ``$DETBENCH_HOME/weights/co-spy/vae/`` or the Hugging Face cache; otherwise the run fails naming them.
+``CompVis/stable-diffusion-v1-4`` (``vae/diffusion_pytorch_model.safetensors``): ``--set vae=`` (the file, its
+diffusers folder or a repository id in the local Hugging Face cache), or found offline in
+``$DETBENCH_HOME/weights/co-spy/vae/`` or the Hugging Face cache; otherwise the run fails naming them. The VAE is
+diffusers' own class (``pip install 'detbench[diffusion]'``), built from Stable Diffusion v1.4's VAE config.
 
 Training (without ``weights``) is a departure, recorded: the original trains the two branches apart, then the
 fusion layer on their frozen logits (lr 1e-1, a bias floor for ``sd-v1_4``); detbench trains the fused network
@@ -57,7 +59,6 @@ from detbench.kit.detector import RunContext
 from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.training import TrainSetup, bce_with_logits
 
-from .co_spy_vae import AutoencoderKL, VAEShape
 from .npr import NPRNet, _bottlenecks
 
 
@@ -93,9 +94,12 @@ NPR_SCALE = 2.0 / 3.0
 WEIGHTS_FIX = ("pass --set weights=FOLDER: an unzipped release of github.com/Megum1/CO-SPY (pretrained/download.sh: "
                "progan.zip or sd-v1_4.zip), holding " + ", ".join(RELEASED_FILES.values()))
 VAE_FIX = ("pass --set vae=/path/to/diffusion_pytorch_model.safetensors (the vae/ folder of "
-           "huggingface.co/CompVis/stable-diffusion-v1-4), or put it into $DETBENCH_HOME/weights/co-spy/vae/")
-VAE_REPO, VAE_FILES = "CompVis/stable-diffusion-v1-4", ("vae/diffusion_pytorch_model.safetensors",
-                                                         "vae/diffusion_pytorch_model.bin")
+           "huggingface.co/CompVis/stable-diffusion-v1-4; that folder, or the repository id when it is in the local "
+           "Hugging Face cache), or put it into $DETBENCH_HOME/weights/co-spy/vae/")
+VAE_REPO = "CompVis/stable-diffusion-v1-4"
+# Stable Diffusion v1.4's vae/config.json; its widths and groups are the vae_channels / vae_groups settings
+SD14_VAE = {"in_channels": 3, "out_channels": 3, "layers_per_block": 2, "act_fn": "silu", "latent_channels": 4,
+            "sample_size": 512, "scaling_factor": 0.18215}
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class CoSpyConfig:
     variant: Literal["progan", "sd-v1_4"] = "progan"  # the released architecture (its training set)
     weights: str = ""  # the release folder (semantic/artifact/fusion_weights.pth); empty: train
     backbone: str = ""  # empty: the variant's encoder (ViT-L-14@openai / ViT-SO400M-14-SigLIP-384@webli)
-    vae: str = ""  # sd-v1_4: the diffusers AutoencoderKL weights[#sha256=HEX] when the checkpoint holds no VAE
+    vae: str = ""  # sd-v1_4 without a VAE in its checkpoint: AutoencoderKL weights, folder or cached repo[#sha256=HEX]
     vae_channels: str = "128,256,512,512"  # the VAE's block_out_channels (Stable Diffusion v1.4's)
     vae_groups: int = 32  # the VAE's GroupNorm groups
     load_size: int = 0  # Resize(load_size) of the shorter side; 0: the variant's (256 / 384)
@@ -229,7 +233,8 @@ class CoSpyNet(nn.Module):
             a = TF.resize(a, self.artifact_size, antialias=False)
         a = (a - self.art_mean) / self.art_std
         if self.residual == "vae":
-            a = (a - self.vae.reconstruct(a)) * VAE_SCALE
+            with torch.no_grad():  # the original's reconstruction: the frozen VAE's decoded mean latent
+                a = (a - self.vae.decode(self.vae.encode(a).latent_dist.mean).sample) * VAE_SCALE
         else:
             a = NPRNet.residual(a) * NPR_SCALE
         return sem, self.art.fc(self.art.artifact_encoder(a))
@@ -412,7 +417,8 @@ class CoSpy(ClassifierDetector):
         Returns:
             Facts: where it came from and the file's sha256 (None when it came with the checkpoint).
         """
-        from detbench.models.weights import WeightsError, load_into, load_state_dict_safely, resolve_weights
+        from detbench.models.diffusion import WEIGHTS_FILES, find_diffusers_files, load_strictly
+        from detbench.models.weights import ResolvedWeights, WeightsError, load_into, resolve_weights
 
         if from_checkpoint is not None:
             if self.config.vae:
@@ -427,9 +433,13 @@ class CoSpy(ClassifierDetector):
         except ValueError as exc:
             raise WeightsError(f"--set vae: {exc}") from None
         what = "the Stable Diffusion v1.4 VAE (--set vae=FILE) of CO-SPY's sd-v1_4 artifact branch"
-        resolved = resolve_weights(what, fix=VAE_FIX, local=path, home_dir="co-spy/vae", hf_repo=VAE_REPO,
-                                   hf_filenames=VAE_FILES, expected_sha256=pin)
-        load_into(self.net.vae, load_state_dict_safely(resolved.path), f"the VAE {resolved.path}")
+        if path is not None:
+            found = find_diffusers_files(path, what=what, fix=VAE_FIX, subfolder="vae", config=False, sha256=pin)
+            resolved = ResolvedWeights(found.weights, found.sha256, found.origin)
+        else:
+            resolved = resolve_weights(what, fix=VAE_FIX, home_dir="co-spy/vae", hf_repo=VAE_REPO,
+                                       hf_filenames=[f"vae/{name}" for name in WEIGHTS_FILES])
+        load_strictly(self.net.vae, resolved.path, "the VAE")
         return {"source": resolved.origin, "sha256": resolved.sha256}
 
     def build_network(self) -> CoSpyNet:
@@ -453,8 +463,13 @@ class CoSpy(ClassifierDetector):
         self.stand_in = None if original else f"semantic encoder {bb.identity_spec} instead of {self.variant.backbone}"
         vae = None
         if self.variant.residual == "vae":
-            shape = VAEShape(channels=_channels(self.config.vae_channels) or (), groups=self.config.vae_groups)
-            vae = AutoencoderKL(shape)
+            from detbench.models.diffusion import diffusers_library
+
+            channels = _channels(self.config.vae_channels) or ()
+            vae = diffusers_library("co-spy's sd-v1_4 VAE").AutoencoderKL(
+                **SD14_VAE, block_out_channels=channels, norm_num_groups=self.config.vae_groups,
+                down_block_types=("DownEncoderBlock2D",) * len(channels),
+                up_block_types=("UpDecoderBlock2D",) * len(channels))
         return CoSpyNet(self.variant, bb.model, lambda x: bb.embed(x, embedding), self.dim, vae, artifact)
 
     def to_tensor(self) -> Any:

@@ -36,17 +36,14 @@ import torch
 from torch import Tensor, nn
 
 from detbench.config import ConfigError
-from detbench.errors import WeightsError
 from detbench.kit.detector import Detector, RunContext
+from detbench.models.diffusion import CONFIG_FILE, WEIGHTS_FILES
 
 STATE_FILE = "tsg.safetensors"
 FACTS_FILE = "tsg.json"
 RANDOM_UNET = "tiny@random"  # the seeded stand-in UNet of tests and offline demos
-UNET_CONFIG = "config.json"
-UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-INSTALL_HINT = "pip install 'detbench[diffusion]'"
 _STEP_STREAM = 2  # the seed stream of training steps (torch's RNG is reseeded from (seed, stream, step))
-_UNET_FIX = (f"pass --set unet=FOLDER (a diffusers UNet2DModel folder: {UNET_CONFIG} and {UNET_WEIGHTS[0]}), a "
+_UNET_FIX = (f"pass --set unet=FOLDER (a diffusers UNet2DModel folder: {CONFIG_FILE} and {WEIGHTS_FILES[0]}), a "
              "Hugging Face repository id already in the local Hugging Face cache, or --set unet=tiny@random for a "
              "random stand-in (recorded as one)")
 _TINY_UNET = {  # one resolution level, 16 channels: a stand-in of the same family, never presented as pretrained
@@ -107,11 +104,9 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
 
 
 def _diffusers() -> Any:
-    try:
-        import diffusers
-    except ImportError:
-        raise WeightsError(f"tsg needs the diffusers library for its diffusion UNet: {INSTALL_HINT}") from None
-    return diffusers
+    from detbench.models.diffusion import diffusers_library
+
+    return diffusers_library("tsg's diffusion UNet")
 
 
 class NoiseMap(nn.Module):
@@ -149,33 +144,6 @@ def _tiny_unet(size: int) -> tuple[nn.Module, dict[str, Any]]:
                    "note": "stand-in: a seeded random one-level UNet, not a pre-trained diffusion model"}
 
 
-def _unet_files(spec: str) -> tuple[Path, Path, str, str]:
-    """The config and weights files of a folder or a cached Hugging Face repository, with their origin."""
-    from detbench.models.weights import resolve_weights
-
-    folder = Path(spec).expanduser()
-    what = f"the TSG diffusion UNet {spec}"
-    if folder.is_dir():
-        config = folder / UNET_CONFIG
-        weights = next((folder / name for name in UNET_WEIGHTS if (folder / name).is_file()), None)
-        if not config.is_file() or weights is None:
-            raise WeightsError(f"{what}: the folder needs {UNET_CONFIG} and one of {', '.join(UNET_WEIGHTS)}\n"
-                               f"{_UNET_FIX}")
-        resolved = resolve_weights(what, fix=_UNET_FIX, local=weights)
-        return config, resolved.path, resolved.sha256, "file"
-    if spec.count("/") != 1 or folder.exists():
-        raise WeightsError(f"{what}: no such folder\n{_UNET_FIX}")
-    sub = ""  # a UNet repository keeps its files at the top, a pipeline repository in unet/
-    try:
-        resolved = resolve_weights(what, fix=_UNET_FIX, hf_repo=spec, hf_filenames=UNET_WEIGHTS)
-    except WeightsError:
-        sub = "unet/"
-        resolved = resolve_weights(what, fix=_UNET_FIX, hf_repo=spec, hf_filenames=[sub + n for n in UNET_WEIGHTS])
-    config = resolve_weights(f"{what} ({UNET_CONFIG})", fix=_UNET_FIX, hf_repo=spec,
-                             hf_filenames=[sub + UNET_CONFIG]).path
-    return config, resolved.path, resolved.sha256, f"hf:{spec}"
-
-
 def load_unet(spec: str, size: int) -> tuple[nn.Module, dict[str, Any]]:
     """A frozen diffusers ``UNet2DModel``: built from its ``config.json``, its weights loaded strictly.
 
@@ -190,23 +158,19 @@ def load_unet(spec: str, size: int) -> tuple[nn.Module, dict[str, Any]]:
         WeightsError: diffusers is missing, the files are missing or the weights do not fit the config.
     """
     from detbench.models.backbones.backbone import seeded
-    from detbench.models.weights import load_into, load_state_dict_safely
+    from detbench.models.diffusion import build_from_config, find_diffusers_files, load_strictly
 
     if spec == RANDOM_UNET:
         model, facts = _tiny_unet(size)
     else:
         diffusers = _diffusers()
-        config_path, weights_path, sha256, source = _unet_files(spec)
-        try:
-            config = json.loads(config_path.read_text())
-            config = {k: v for k, v in config.items() if not k.startswith("_")}
-            with seeded():
-                model = diffusers.UNet2DModel.from_config(config)
-        except (OSError, ValueError, TypeError) as exc:
-            raise WeightsError(f"the TSG diffusion UNet {spec}: {config_path} is no UNet2DModel config ({exc})\n"
-                               f"{_UNET_FIX}") from None
-        load_into(model, load_state_dict_safely(weights_path), f"the TSG diffusion UNet {weights_path}")
-        facts = {"source": source, "pretrained": True, "weights_sha256": sha256}
+        what = f"the TSG diffusion UNet {spec}"
+        files = find_diffusers_files(spec, what=what, fix=_UNET_FIX, subfolder="unet")
+        assert files.config is not None
+        with seeded():
+            model = build_from_config(diffusers.UNet2DModel, files.config, what=what, fix=_UNET_FIX)
+        load_strictly(model, files.weights, "the TSG diffusion UNet")
+        facts = {"source": files.origin, "pretrained": True, "weights_sha256": files.sha256}
     facts["config"] = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
     for p in model.parameters():
         p.requires_grad_(False)

@@ -327,3 +327,49 @@ def test_registration_facts() -> None:
     info = DETECTORS.info("co-spy")
     assert info is not None and info.year == 2025 and info.weights_key == "weights" and info.training == "trains"
     assert "MIT" in info.released and "Cheng" in info.paper
+
+
+def test_a_vae_folder_or_a_cached_pipeline_repository_loads(image_root: Path, tiny_spec: str, tmp_path: Path,
+                                                            detbench_home: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--set vae=`` takes a diffusers folder and a repository id in the local Hugging Face cache (a pipeline's
+    ``vae/``), each loaded strictly and named by its sha256."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "sd"
+    _, _, vae = write_release(folder, "sd-v1_4", image_root, tiny_spec, vae_in_checkpoint=False, references=False)
+    pipeline = tmp_path / "pipeline"
+    (pipeline / "vae").mkdir(parents=True)
+    weights = pipeline / "vae" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.contiguous() for k, v in vae.items()}, weights)
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    repo = tmp_path / "hub" / "models--someone--pipe"
+    (repo / "snapshots" / "abc123" / "vae").mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "blobs" / sha).write_bytes(weights.read_bytes())
+    (repo / "snapshots" / "abc123" / "vae" / weights.name).symlink_to(repo / "blobs" / sha)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    settings = [*(f"{k}={v}" for k, v in SD_SIZES.items()), "variant=sd-v1_4", f"weights={folder}",
+                f"vae_channels={','.join(map(str, VAE_CHANNELS))}"]
+    for spec in (pipeline / "vae", "someone/pipe"):
+        result = run_cli(image_root, tiny_spec, *settings, f"vae={spec}")
+        assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (detbench_home / "runs" / "folder" / "co-spy").glob("*/run.json")]
+    assert sorted(r["key"]["detector_identity"]["vae"]["source"] for r in records) == ["file", "hf:someone/pipe"]
+    assert {r["key"]["detector_identity"]["vae"]["sha256"] for r in records} == {sha}
+
+
+def test_without_diffusers_the_sd_variant_stops_naming_the_extra(image_root: Path, tiny_spec: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    write_release(tmp_path / "sd", "sd-v1_4", image_root, tiny_spec, references=False)
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
+    result = run_cli(image_root, tiny_spec, "variant=sd-v1_4", f"weights={tmp_path / 'sd'}",
+                     *(f"{k}={v}" for k, v in SD_SIZES.items()), f"vae_channels={','.join(map(str, VAE_CHANNELS))}")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("error:") and "pip install 'detbench[diffusion]'" in lines[0], result.output

@@ -20,8 +20,9 @@ from cli_helpers import invoke
 from equivalence import assert_matches_reference, double_state
 from PIL import Image
 
-from detbench.detectors.tsg import INSTALL_HINT, TSG, TSGConfig, load_unet, noise_backbone
+from detbench.detectors.tsg import TSG, TSGConfig, load_unet, noise_backbone
 from detbench.errors import WeightsError
+from detbench.models.diffusion import INSTALL_HINT
 from detbench.registry import DETECTORS
 
 diffusers = pytest.importorskip("diffusers")
@@ -184,6 +185,16 @@ def test_a_cached_pipeline_repository_loads_its_unet(unet_folder: Path, tmp_path
     assert facts["source"] == "hf:someone/pipe" and facts["pretrained"] is True
     assert facts["weights_sha256"] == hashlib.sha256(
         (unet_folder / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()
+    for a, b in zip(unet.state_dict().values(), tiny_unet().state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_pipeline_folder_loads_its_unet(unet_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(unet_folder, tmp_path / "pipe" / "unet")
+    unet, facts = load_unet(str(tmp_path / "pipe"), SIZE)
+    assert facts["source"] == "file" and facts["pretrained"] is True
     for a, b in zip(unet.state_dict().values(), tiny_unet().state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
