@@ -27,7 +27,10 @@ Faithful to the authors' code (mever-team/spai: ``spai/models/sid.py``, ``filter
   size are batched (the original runs a list of images through the same forward).
 - **Released checkpoint** ``spai.pth`` (Apache-2.0, from the repository's README): ``{'model': state_dict}`` in the
   ``PatchBasedMFViT`` key layout (``mfvit.vit.*``, ``mfvit.features_processor.*``, ``mfvit.frequencies_mask``,
-  ``patch_aggregator``, ``to_kv``, ``to_out``, ``norm``, ``cls_head``), loaded weights-only and strictly. The ViT's
+  ``patch_aggregator``, ``to_kv``, ``to_out``, ``norm``, ``cls_head``), loaded weights-only and strictly; a file in
+  ``utils.save_checkpoint``'s whole layout (beside ``model``: ``optimizer``, ``lr_scheduler``, ``max_accuracy``,
+  ``epoch``, ``amp`` and the run's yacs ``CfgNode`` under ``config``, which ``load_pretrained`` reads back with
+  ``weights_only=False``) loads too: the node is read as an inert mapping, without yacs. The ViT's
   modules the forward never reads (``fc_norm``, ``cls_pos_embed``, ``actual_cls_token``, ``cls_blocks``,
   ``intermediate_fc_norm``, ``head``) are held so that the file loads key for key.
 - **Training**: the paper's recipe needs the MFM-pretrained ViT-B/16 and its LDM training data, views concatenated
@@ -376,7 +379,7 @@ class PadToTensor:
 class SpaiConfig:
     """SPAI options: released weights or the stand-in training, the architecture and its any-resolution policy."""
 
-    weights: str = ""  # released spai.pth ({'model': state_dict})[#sha256=HEX]; empty: the stand-in training
+    weights: str = ""  # released spai.pth ({'model': state_dict, ...})[#sha256=HEX]; empty: the stand-in training
     crop: int = 224  # the patch side (DATA.IMG_SIZE)
     stride: int = 224  # MODEL.PATCH_VIT.PATCH_STRIDE
     minimum_patches: int = 4  # fewer patches: five crops instead (MODEL.PATCH_VIT.MINIMUM_PATCHES)
@@ -469,8 +472,8 @@ class Spai(ClassifierDetector):
     }
     weights_what = "the SPAI checkpoint"
     weights_fix = ("pass --set weights=/path/to/spai.pth (the released checkpoint of github.com/mever-team/spai: "
-                   "{'model': state_dict}; a file that also holds the training config object is refused: save "
-                   "checkpoint['model'] on its own)")
+                   "{'model': state_dict}, with or without the optimizer, scheduler and yacs config that "
+                   "utils.save_checkpoint saves beside it)")
 
     def build_network(self) -> nn.Module:
         """The original's network for the configured architecture, its backbone frozen.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from released_layouts import yacs_cfgnode
 
 from detbench.data.preprocess import Preprocess
 from detbench.models.backbones import (
@@ -285,6 +286,28 @@ def test_code_carrying_pickle_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not a safe checkpoint"):
         load_backbone(f"open_clip:{TINY}@{path}")
     assert not marker.exists()
+
+
+def test_a_yacs_config_beside_the_weights_is_read_without_yacs_and_runs_none_of_its_code(tmp_path: Path) -> None:
+    """A yacs ``CfgNode`` (SPAI's training checkpoints pickle the run's config beside the weights) loads weights-only
+    as an inert mapping: the weights come back, and no code of the class runs (it is not even importable then)."""
+    marker, t = tmp_path / "ran", torch.arange(3.0)
+    with yacs_cfgnode(marker) as node:
+        config = node({"MODEL": node({"TYPE": "vit"}), "TAGS": ("a", 1), "LIST": [1.5, None]})
+        config.freeze()
+        torch.save({"model": {"w": t}, "epoch": 34, "config": config}, tmp_path / "ckpt.pth")
+    assert torch.equal(load_state_dict_safely(tmp_path / "ckpt.pth")["w"], t)
+    assert not marker.exists()
+
+
+class CfgNode(dict):
+    """yacs' class name in another module: only ``yacs.config.CfgNode`` is read as an inert mapping."""
+
+
+def test_a_class_named_like_the_yacs_config_elsewhere_is_refused(tmp_path: Path) -> None:
+    torch.save({"model": {"w": torch.zeros(2)}, "config": CfgNode(a=1)}, tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"not a safe checkpoint.*CfgNode"):
+        load_state_dict_safely(tmp_path / "other.pth")
 
 
 def test_state_dict_wrappers_and_module_prefix(tmp_path: Path) -> None:

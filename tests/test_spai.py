@@ -33,6 +33,7 @@ from equivalence import (
     write_test_images,
 )
 from PIL import Image
+from released_layouts import yacs_cfgnode
 from torch.nn import functional as F
 
 from detbench.registry import DETECTORS
@@ -272,6 +273,34 @@ def test_released_checkpoint_scores_as_the_original_eval(image_root: Path, tmp_p
     record = assert_released_run_matches(detbench_home, "spai", ref32, ref64, images=len(IMAGES))
     identity = record["key"]["detector_identity"]
     assert identity["eval_preprocessing"]["resize"] == "none"
+
+
+def test_the_training_checkpoint_with_its_yacs_config_scores_as_the_original(
+        image_root: Path, tmp_path: Path, detbench_home: Path) -> None:
+    """``utils.save_checkpoint``'s layout, the one ``load_pretrained`` reads back with ``weights_only=False``: the
+    weights beside the optimizer, scheduler and apex amp states and the frozen yacs ``CfgNode`` of the run. torch's
+    weights-only unpickler refuses the node even when allow-listed (it sets items only on plain dicts); detbench reads
+    it as an inert mapping, needing no yacs and running none of its code, and scores with the weights."""
+    ckpt, marker = tmp_path / "spai.pth", tmp_path / "yacs-code-ran"
+    sd = make_checkpoint(image_root, ckpt)
+    with yacs_cfgnode(marker) as node:
+        config = node({"MODEL": node({"TYPE": "vit", "NUM_CLASSES": 1, "SID_APPROACH": "freq_restoration"}),
+                       "TRAIN": node({"EPOCHS": 35, "BASE_LR": 5e-4}), "AMP_OPT_LEVEL": "O1",
+                       "PRETRAINED": "./weights/mfm_pretrain_vit_base.pth"})
+        config.freeze()
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=5e-4, weight_decay=0.05)
+        scheduler = {"t_initial": 35, "lr_min": 2.5e-7, "warmup_t": 5, "base_values": [5e-4], "noise_range_t": None,
+                     "param_group_field": "lr"}
+        torch.save({"model": sd, "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler, "max_accuracy": 0.5,
+                    "epoch": 34, "config": config, "amp": {"loss_scaler0": {"loss_scale": 65536.0, "unskipped": 0}}},
+                   ckpt)
+    ref32, ref64 = (dict(zip(PATHS, r, strict=True)) for r in reference_scores(
+        sd, [original_input(image_root / p, ARCH["crop"]) for p in PATHS]))
+    result = invoke("run", "spai", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
+                    *settings(f"weights={ckpt}"))
+    assert result.exit_code == 0, result.output
+    assert_released_run_matches(detbench_home, "spai", ref32, ref64, images=len(IMAGES))
+    assert not marker.exists()
 
 
 def test_a_wrong_checkpoint_is_refused_naming_its_keys(tmp_path: Path, image_root: Path) -> None:

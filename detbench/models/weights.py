@@ -5,6 +5,9 @@ Resolution order: explicit local file → ``$DETBENCH_HOME/weights/<dir>/`` → 
 carrying code is refused. The one class beyond torch's weights-only set that a checkpoint may hold is
 ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`): the training arguments that MAE/ConvNeXt-style training
 scripts save beside the weights (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``, e.g. AIDE's releases).
+The one library class a checkpoint may name is yacs' ``CfgNode`` (:data:`INERT_CONFIGS`), the run's config that
+Swin/MFM-style training scripts save beside the weights (SPAI's release): it is read as a plain ``OrderedDict`` of
+its items by a stand-in, so yacs is neither imported nor needed and none of its code runs.
 Loading is strict: keys, shapes, and floating point wherever the model holds it (:func:`check_state_dict`).
 
 A file's sha256 is computed at least once in every process that records it (never read from an on-disk cache), and
@@ -19,6 +22,7 @@ import re
 import socket
 import sys
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,28 @@ _saved_offline: dict[str, str | None] | None = None
 # Classes a weights-only checkpoint may construct beyond torch's own: this one exactly (its subclasses are refused);
 # its fields are plain values, and its state never reaches a network.
 CHECKPOINT_CLASSES = (argparse.Namespace,)
+
+
+class _InertConfig:
+    """Stands in for a config class a checkpoint names: what the unpickler builds is a plain ``OrderedDict``.
+
+    torch's weights-only unpickler sets items only on plain dicts (an allow-listed ``dict`` subclass such as yacs'
+    ``CfgNode`` is refused even so) and sets its attributes (yacs' flags) in the ``__dict__`` an ``OrderedDict``
+    has; nested nodes become nested ``OrderedDict``s and every value inside still passes the weights-only checks.
+    """
+
+    def __new__(cls, *args: object) -> OrderedDict[Any, Any]:
+        return OrderedDict()
+
+
+# Config classes a checkpoint may name, by their pickled global name: each is read by the inert stand-in above, so
+# the library is never imported. yacs' CfgNode is what SPAI's utils.save_checkpoint pickles under 'config'.
+INERT_CONFIGS = ("yacs.config.CfgNode",)
+
+
+def _allowed_globals() -> list[Any]:
+    """What ``torch.load(weights_only=True)`` may build beyond its own set: the classes and the stand-ins."""
+    return [*CHECKPOINT_CLASSES, *((_InertConfig, name) for name in INERT_CONFIGS)]
 
 
 @dataclass(frozen=True)
@@ -304,7 +330,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """A flat ``{name: tensor}`` state dict from .safetensors or a weights-only torch checkpoint.
 
     Pickles that would construct arbitrary objects (code) and TorchScript archives are refused; the one class
-    allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`).
+    allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`), and a yacs
+    ``CfgNode`` (:data:`INERT_CONFIGS`) is read as a plain ``OrderedDict`` without yacs.
     ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
 
     Args:
@@ -337,7 +364,7 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 "executable checkpoints. Use the open_clip weights (open_clip_pytorch_model.bin or "
                 ".safetensors from the model's Hugging Face repo) instead.")
         try:
-            with torch.serialization.safe_globals(list(CHECKPOINT_CLASSES)):
+            with torch.serialization.safe_globals(_allowed_globals()):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise WeightsError(
