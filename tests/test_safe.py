@@ -105,6 +105,31 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_test_images(tmp_path_factory.mktemp("folder"), IMAGES, seed=7, noise=(6, 6), quality=90)
 
 
+# torch.cuda.amp.GradScaler.state_dict() of an enabled scaler, what NativeScalerWithGradNormCount saves
+GRAD_SCALER_STATE = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                     "_growth_tracker": 0}
+
+
+def adamw_state() -> dict:
+    """An AdamW state after one step, with the decay and no-decay groups ``optim_factory`` builds (``lr_scale``)."""
+    weight, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([{"params": [weight], "weight_decay": 0.01, "lr_scale": 1.0},
+                                   {"params": [bias], "weight_decay": 0.0, "lr_scale": 1.0}], lr=5e-3)
+    weight.grad, bias.grad = torch.ones(2, 2), torch.ones(2)
+    optimizer.step()
+    return optimizer.state_dict()
+
+
+def training_args() -> argparse.Namespace:
+    """``main_finetune.py``'s arguments as ``scripts/train.sh`` and ``utils.init_distributed_mode`` leave them."""
+    return argparse.Namespace(
+        model="SAFE", input_size=256, transform_mode="crop", nb_classes=2, batch_size=32, blr=1e-2, lr=5e-3,
+        weight_decay=0.01, warmup_epochs=1, epochs=20, data_path="data/datasets/train_ForenSynths/train",
+        eval_data_path="data/datasets/train_ForenSynths/val", output_dir="results/SAFE/20240101_000000",
+        resume="", auto_resume=True, eval=False, dist_eval=True, pin_mem=True, model_ema=False, rank=0,
+        world_size=4, gpu=0, dist_url="env://", distributed=True, dist_backend="nccl", smoothing=0.1)
+
+
 def make_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str, float]]:
     """Random weights (random BatchNorm statistics) with a two-logit ``fc1`` whose margin spreads these images'
     scores, saved as ``utils.save_model`` saves them; the reference scores in float32 and float64."""
@@ -124,9 +149,8 @@ def make_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str,
         sd64 = double_state(sd)
         feats64 = torch.cat([safe_features(x.astype(np.float64), sd64) for x in inputs])
         ref64 = softmax((feats64 @ sd64["fc1.weight"].T + sd64["fc1.bias"]).numpy(), axis=1)[:, 1]
-    args = argparse.Namespace(model="SAFE", input_size=CROP, transform_mode="crop", nb_classes=2)
-    torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": []}, "epoch": "best",
-                "scaler": {"scale": 65536.0}, "args": args}, path)
+    torch.save({"model": sd, "optimizer": adamw_state(), "epoch": "best", "scaler": GRAD_SCALER_STATE,
+                "args": training_args()}, path)
     return dict(zip(paths, ref32, strict=True)), dict(zip(paths, ref64, strict=True))
 
 
