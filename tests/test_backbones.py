@@ -468,6 +468,31 @@ def test_train_transform_reproducible() -> None:
     assert all(torch.equal(PP.train_transform(flip=False)(square), full) for _ in range(4))
 
 
+def test_eval_and_train_values_are_torchvisions_to_tensor_and_normalize_to_the_bit() -> None:
+    from torchvision.transforms import functional as tvf
+
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 256, (240, 260, 3), dtype=np.uint8))
+    pp = Preprocess(crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+    def reference(window: Image.Image) -> torch.Tensor:
+        return tvf.normalize(tvf.to_tensor(window), list(pp.mean), list(pp.std))
+
+    assert torch.equal(pp.eval_transform()(img), reference(tvf.center_crop(img, [224, 224])))
+    square = tvf.center_crop(img, [224, 224])
+    torch.manual_seed(5)
+    views = [pp.train_transform()(square) for _ in range(8)]
+    assert all(torch.equal(x, reference(square)) or torch.equal(x, reference(tvf.hflip(square))) for x in views)
+    assert any(torch.equal(x, reference(tvf.hflip(square))) for x in views)
+    small = Image.fromarray(rng.integers(0, 256, (100, 130, 3), dtype=np.uint8))
+    inside = reference(small)
+    for pad, fill in (("mean", torch.zeros(3)), ("black", reference(Image.new("RGB", (1, 1)))[:, 0, 0])):
+        out = dataclasses.replace(pp, pad=pad).eval_transform()(small)
+        top, left = (224 - 100) // 2, (224 - 130) // 2
+        assert torch.equal(out[:, top:top + 100, left:left + 130], inside)
+        assert torch.equal(out[:, 0, 0], fill) and out.is_contiguous() and out.dtype == torch.float32
+
+
 def test_preprocess_dict_and_validation() -> None:
     assert Preprocess.from_dict(json.loads(json.dumps(PP.to_dict()))) == PP
     with pytest.raises(ValueError, match="resize"):

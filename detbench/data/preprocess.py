@@ -164,7 +164,12 @@ class Preprocess:
         return img.resize(size, resample=getattr(Image.Resampling, self.interpolation.upper()))
 
     def _finish(self, img: Image.Image, left: int, top: int, flip: bool) -> torch.Tensor:
-        """Crop the window at (left, top), normalise, centre the result on a canvas of the pad colour."""
+        """Crop the window at (left, top), normalise, centre the result on a canvas of the pad colour.
+
+        The arithmetic is numpy's float32, element by element in torch's order (``(x / 255 - mean) / std``), so the
+        values are torch's to the bit; numpy runs it on the calling thread, where torch would start its intra-op
+        threads for every image of a loader without workers.
+        """
         import torch
 
         w, h = img.size
@@ -172,19 +177,18 @@ class Preprocess:
         arr = np.asarray(img.crop((left, top, left + cw, top + ch)), dtype=np.float32)
         if flip:
             arr = arr[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
-        x = (x / 255.0 - mean) / std
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(3, 1, 1)
+        x = (arr.transpose(2, 0, 1) / np.float32(255.0) - mean) / std
         if cw == self.crop and ch == self.crop:
-            return x
-        out = torch.zeros(3, self.crop, self.crop, dtype=torch.float32)
+            return torch.from_numpy(np.ascontiguousarray(x))
+        out = np.zeros((3, self.crop, self.crop), dtype=np.float32)
         if self.pad == "black":
-            out += ((0.0 - mean) / std).view(3, 1, 1)
+            out += (np.float32(0.0) - mean) / std
         # torchvision's CenterCrop padding placement: the extra pixel goes right/bottom.
         px, py = (self.crop - cw) // 2, (self.crop - ch) // 2
         out[:, py:py + ch, px:px + cw] = x
-        return out
+        return torch.from_numpy(out)
 
 
 class _EvalTransform:
