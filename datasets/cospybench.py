@@ -3,14 +3,23 @@ CVPR 2025, arXiv 2503.18286): images of 22 text-to-image generators, prompted wi
 sets (MSCOCO 2017, Flickr30k, CC3M, TextCaps, SBU), each set of fakes evaluated against the real images of its
 caption source.
 
-As ``data/test/Co-Spy-Bench/download.py`` of ``github.com/Megum1/CO-SPY`` lays it out (the tar archives
-``<source>/<organisation>@<model>/images_with_metadata.tar.gz`` of Hugging Face ``ruojiruoli/Co-Spy-Bench``
-extracted in place, and ``real_image_examples.zip`` of ``ruojiruoli/Co-Spy-Misc`` unzipped beside them)::
+The layout is taken from ``github.com/Megum1/CO-SPY`` at commit 310d048387edaf11f236ed1c7180d0e1e823250f:
+``data/test/Co-Spy-Bench/download.py`` (it fetches ``<source>/<organisation>@<model>/images_with_metadata.tar.gz``
+of Hugging Face ``ruojiruoli/Co-Spy-Bench`` for the 22 models of ``dataSets/__init__.py`` and extracts each into
+``synthetic/<source>/``, then unzips ``real_image_examples.zip`` of ``ruojiruoli/Co-Spy-Misc`` beside it),
+``CoSpyBenchTestDataset`` in ``dataSets/dataset.py`` (reads ``synthetic/<source>/<model>/*.png``) and ``OtherReal``
+in ``dataSets/cospy_real.py`` (reads ``real_image_examples/{CC3M,SBU,TextCaps}/*.jpg``); the Hugging Face file
+trees themselves were not available to check. detbench reads the extracted tree::
 
     ROOT/synthetic/<source>/<organisation>@<model>/*.png    source: mscoco, flickr, cc3m, textcaps, sbu
     ROOT/real_image_examples/{CC3M,SBU,TextCaps}/*.jpg      2,000 real images each (and their caption .json)
     ROOT/real_image_examples/{MSCOCO,Flickr}/*              not distributed: the original reads MSCOCO 2017 val
                                                            and Hugging Face nlphuji/flickr30k; put (or link) them here
+
+Archives left packed are not read: a root holding ``images_with_metadata.tar.gz`` files but no extracted images
+(a plain download of the Hugging Face data set) fails naming the first and saying where to extract them, one
+beside extracted models is reported, and a ``real_image_examples.zip`` not unzipped is named in the message about
+missing real images.
 
 The generator is the model (``CompVis@stable-diffusion-v1-4`` -> ``stable-diffusion-v1-4``); every row carries its
 caption source as ``meta_source``, so ``--by meta_source`` gives the paper's per-source tables. The real images
@@ -54,6 +63,8 @@ SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
 SOURCE_COLUMN = "source"  # the index column meta_source
 SYNTHETIC = "synthetic"
 REALS = "real_image_examples"
+ARCHIVE = "images_with_metadata.tar.gz"  # Hugging Face ruojiruoli/Co-Spy-Bench: one per <source>/<org>@<model>/
+REALS_ZIP = f"{REALS}.zip"  # Hugging Face ruojiruoli/Co-Spy-Misc
 ACCEPTED = (
     "  ROOT/synthetic/<source>/<organisation>@<model>/*.png   source: mscoco, flickr, cc3m, textcaps, sbu\n"
     "  ROOT/real_image_examples/<Source>/*.jpg                CC3M, SBU, TextCaps (and MSCOCO, Flickr: yours)"
@@ -123,9 +134,14 @@ class CoSpyBenchSuite(Suite):
         self.ignored, self.notes = [], []
         top = {norm(d.name): d for d in subdirs(root)}
         fakes = self._fakes(root, top.get(SYNTHETIC))
+        packed = _archives(root, top.get(SYNTHETIC))
         if not fakes:
+            packed = sorted({*packed, *_archives(root, root)})
             raise unrecognised_root(root, "Co-Spy-Bench", ACCEPTED, several=False, depth=3,
-                                    missing="synthetic/<source>/<model> images")
+                                    missing=f"synthetic/<source>/<model> images{_unextracted(packed, ' (', ')')}")
+        if packed:
+            self.notes.append(_unextracted(packed, "", ": their images are not indexed"))
+        zipped = _unzipped(root)
         reals = self._reals(root, top.get(norm(REALS)))
         self.ignored.extend(rel(root, d) for key, d in top.items() if key not in (SYNTHETIC, norm(REALS)))
         entries: list[Entry] = []
@@ -135,7 +151,7 @@ class CoSpyBenchSuite(Suite):
             if not reals.get(source):
                 self.notes.append(f"no real images for caption source {source} (put them in {REALS}/"
                                   f"{SOURCES[source][0]}): its {len(fakes[source])} synthetic images are not "
-                                  "indexed")
+                                  f"indexed{zipped}")
                 continue
             generators = sorted({g for g, _p in fakes[source]})
             entries += [Entry(path=p, generator=g, split="test", label=1, family="diffusion",
@@ -144,7 +160,8 @@ class CoSpyBenchSuite(Suite):
                               extra={SOURCE_COLUMN: source}) for g in generators for p in reals[source]]
         if not entries:
             raise unrecognised_root(root, "Co-Spy-Bench", ACCEPTED, several=False, depth=3,
-                                    missing=f"{REALS}/<Source> real images for any source with synthetic images")
+                                    missing=f"{REALS}/<Source> real images for any source with synthetic "
+                                    f"images{zipped}")
         yield from entries
 
     def _fakes(self, root: Path, synthetic: Path | None) -> dict[str, list[tuple[str, str]]]:
@@ -223,6 +240,31 @@ class CoSpyBenchSuite(Suite):
                                               "per_class": n}
         sampled = evaluation.loc[[i for i in evaluation.index if i in keep]]
         return sampled, {"per_class": cap, "order": "file name (the original's sorted listing)", "cells": facts}
+
+
+def _archives(root: Path, folder: Path | None) -> list[str]:
+    """The release's per-model archives left unextracted in ``folder/<source>/`` or ``folder/<source>/<model>/``."""
+    if folder is None:
+        return []
+    return [rel(root, d / ARCHIVE) for s in subdirs(folder) for d in (s, *subdirs(s)) if (d / ARCHIVE).is_file()]
+
+
+def _unextracted(archives: list[str], before: str, after: str) -> str:
+    """What to do with unextracted ``archives`` (paths under the root), between ``before`` and ``after``.
+
+    Empty when there are none.
+    """
+    if not archives:
+        return ""
+    return (f"{before}{len(archives)} {ARCHIVE} not extracted, first: {archives[0]}; extract each into "
+            f"{SYNTHETIC}/<source>/, as CO-SPY's data/test/Co-Spy-Bench/download.py does{after}")
+
+
+def _unzipped(root: Path) -> str:
+    """What to do with the release's zip of real images left zipped in ``root`` (empty when there is none)."""
+    if not (root / REALS_ZIP).is_file():
+        return ""
+    return f" ({REALS_ZIP} is not unzipped: unzip it in {root}, giving {REALS}/CC3M, SBU and TextCaps)"
 
 
 def _source(folder: str) -> str | None:

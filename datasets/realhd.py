@@ -3,8 +3,12 @@ AI-Generated Images", ACM MM 2025, arXiv 2602.10546): over 730,000 real and gene
 made by text-to-image generation, inpainting (each with its binary mask), refinement and face swapping, each
 annotated with its generation method and content category.
 
-No file listing of the release was found to build against; this adapter reads the layout the paper describes
-(the split, then the method, then the generator) and makes each of its choices a setting::
+No file listing of the release was found to build against: the project page (``github.com/real-hd/real-hd.github.io``
+at commit edf46ba6c87d1e7000aa0d5f00f33e89bc4f90aa, ``index.html``, whose Dataset button only says the download link
+is being generated), ``github.com/Hanzhe-yu/RealHD`` (commit 0e4f76727568a60f1dc24bd9de57ad1d6233ca71: a README and
+figures) and searches of public code, documentation, web pages and issue threads for a RealHD loader, file list,
+directory tree or Hugging Face card gave none. This adapter reads the layout the paper describes (the split, then
+the method, then the generator) and makes each of its choices a setting::
 
     ROOT/[RealHD/]<split>/real/[<category>/]*                         real photographs
     ROOT/[RealHD/]<split>/<method>/<generator>/[<category>/]*         generated images
@@ -96,7 +100,8 @@ REGISTRATION = {  # read by detbench.registry without importing this module: lit
     "paper": "Yu, Ye, Rong, Xuan and Ma, RealHD: A High-Quality Dataset for Robust Detection of State-of-the-Art "
     "AI-Generated Images, ACM MM 2025, arXiv 2602.10546",
     "year": 2025,
-    "download": "https://real-hd.github.io (linked from the paper)",
+    "download": "https://real-hd.github.io (linked from the paper; its dataset link was not yet published when "
+    "checked)",
     "licence": "not stated in the paper; see the download page",
 }
 

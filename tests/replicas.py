@@ -694,6 +694,26 @@ def build_cospybench(root: Path, *, n: int = 2, defects: bool = True) -> Replica
     return rep
 
 
+def pack_cospybench(rep: Replica, hub: Path) -> None:
+    """The Hugging Face files a :func:`build_cospybench` tree was extracted from, as a download of the two data
+    sets leaves them in ``hub``: ``<source>/<org>@<model>/images_with_metadata.tar.gz`` of ``ruojiruoli/Co-Spy-Bench``
+    (entries ``<org>@<model>/<file>``: CO-SPY's ``download.py`` extracts each into ``synthetic/<source>/``) and
+    ``real_image_examples.zip`` of ``ruojiruoli/Co-Spy-Misc`` (entries ``real_image_examples/<Source>/<file>``)."""
+    import tarfile
+    import zipfile
+
+    for source in sorted(p for p in (rep.root / "synthetic").iterdir() if p.is_dir()):
+        for model in sorted(p for p in source.iterdir() if p.is_dir()):
+            archive = hub / source.name / model.name / "images_with_metadata.tar.gz"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(archive, "w:gz") as tar:
+                tar.add(model, arcname=model.name)
+    hub.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(hub / "real_image_examples.zip", "w") as zipped:
+        for file in sorted((rep.root / "real_image_examples").rglob("*")):
+            zipped.write(file, file.relative_to(rep.root).as_posix())
+
+
 REALHD_GENERATORS = (  # (method folder, generator folder, generator key, content categories: () for none)
     ("text2image", "FLUX.1-dev", "text2image-flux-1-dev", ("animal", "portrait")),
     ("inpainting", "SDXL_Inpainting", "inpainting-sdxl-inpainting", ("portrait",)),

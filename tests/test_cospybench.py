@@ -3,11 +3,15 @@ with --by), reals paired with the fakes of their source, the original's per-cell
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from replicas import build_cospybench, write_image
+from cli_helpers import invoke
+from replicas import build_cospybench, pack_cospybench, write_image
 
 import detbench
 from detbench.config import ConfigError, apply_overrides
@@ -150,3 +154,51 @@ def test_the_22_models_have_distinct_keys_and_release_dates() -> None:
     assert undated == ["segmoe-sd-4x2-v0", "small-sd", "tiny-sd"]  # no release date with a source to cite
     rows = {g for g, s, _r in load_release_dates().rows if s == "cospybench"}
     assert rows <= set(keys)
+
+
+def test_the_hugging_face_archives_unextracted_fail_naming_the_archive(tmp_path: Path, detbench_home: Path) -> None:
+    """A download of ruojiruoli/Co-Spy-Bench holds <source>/<org>@<model>/images_with_metadata.tar.gz; extracted as
+    CO-SPY's download.py does (each into synthetic/<source>/, the zip of reals beside), it is the tree read."""
+    rep = build_cospybench(tmp_path / "extracted", defects=False)
+    hub = tmp_path / "hub"
+    pack_cospybench(rep, hub)
+    with pytest.raises(SuiteLayoutError, match=r"^\S+ does not look like Co-Spy-Bench: no synthetic/<source>/<model> "
+                                               r"images \(6 images_with_metadata\.tar\.gz not extracted, first: "
+                                               r"cc3m/CompVis@stable-diffusion-v1-4/images_with_metadata\.tar\.gz; "
+                                               r"extract each into synthetic/<source>/"):
+        list(CoSpyBenchSuite().scan(hub))
+    result = invoke("index", "cospybench", "--root", str(hub))
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output
+    assert "6 images_with_metadata.tar.gz not extracted" in errors[0]
+    out = tmp_path / "Co-Spy-Bench"
+    for archive in sorted(hub.glob("*/*/images_with_metadata.tar.gz")):
+        with tarfile.open(archive) as tar:
+            tar.extractall(out / "synthetic" / archive.parent.parent.name, filter="data")
+    with zipfile.ZipFile(hub / "real_image_examples.zip") as zipped:
+        zipped.extractall(out)
+    assert _rows(build_index(CoSpyBenchSuite(), out)) == Counter(rep.expected)
+
+
+def test_an_archive_left_unextracted_beside_extracted_models_is_reported(tmp_path: Path) -> None:
+    """download.py stopped between download and extraction leaves synthetic/<source>/images_with_metadata.tar.gz."""
+    rep = build_cospybench(tmp_path / "root", defects=False)
+    (rep.root / "synthetic" / "sbu").mkdir()
+    (rep.root / "synthetic" / "sbu" / "images_with_metadata.tar.gz").write_bytes(b"\x1f\x8b")
+    suite = CoSpyBenchSuite()
+    assert _rows(build_index(suite, rep.root)) == Counter(rep.expected)
+    assert any(note.startswith("1 images_with_metadata.tar.gz not extracted, first: synthetic/sbu/images_with_"
+                               "metadata.tar.gz; extract each into synthetic/<source>/") for note in suite.notes)
+
+
+def test_zipped_real_images_fail_naming_the_zip(tmp_path: Path) -> None:
+    rep = build_cospybench(tmp_path / "root", defects=False)
+    pack_cospybench(rep, tmp_path / "hub")
+    shutil.rmtree(rep.root / "real_image_examples")
+    shutil.move(tmp_path / "hub" / "real_image_examples.zip", rep.root)
+    suite = CoSpyBenchSuite()
+    with pytest.raises(SuiteLayoutError, match=r"no real_image_examples/<Source> real images for any source with "
+                                               r"synthetic images \(real_image_examples\.zip is not unzipped: "
+                                               r"unzip it in \S+, giving real_image_examples/CC3M, SBU and TextCaps\)"):
+        list(suite.scan(rep.root))
+    assert any("cc3m" in note and "real_image_examples.zip is not unzipped" in note for note in suite.notes)
