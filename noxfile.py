@@ -12,8 +12,9 @@ nox.options.sessions = ["tests", "lint"]
 
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 # The CPU tests in one process per core (pytest-xdist; at most 4: each may hold a few GiB of models); each test has
-# its own DETBENCH_HOME and runs on one torch thread, so the processes share nothing.
-PARALLEL = ["-n", "auto", "--maxprocesses", "4"]
+# its own DETBENCH_HOME and runs on one torch thread, so the processes share nothing. A worker that runs out of tests
+# takes queued ones from the others (worksteal), so a few long tests do not leave one core idle at the end.
+PARALLEL = ["-n", "auto", "--maxprocesses", "4", "--dist", "worksteal"]
 
 
 def _install(session: nox.Session, extras: str = "dev") -> None:
