@@ -328,8 +328,10 @@ class Blades(ClassifierDetector):
     }
     profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
         # "small" (the demo): the pretext-trained extractor is not available offline, so torchvision's seeded
-        # random ResNet-50 stands in (recorded); 96 px inputs, three short epochs
-        "small": {"extractor": "random", "size": 96, "epochs": 3, "train_batch_size": 32, "checkpoint_every": 20},
+        # random ResNet-50 stands in (recorded); 96 px inputs, three short epochs. The demo's images are not faces:
+        # its run goes on with allow_non_faces=true, which the run warns about and records
+        "small": {"extractor": "random", "size": 96, "epochs": 3, "train_batch_size": 32, "checkpoint_every": 20,
+                  "allow_non_faces": True},
     }
     weights_what = "the BLADES checkpoint"
     weights_fix = ("pass --set weights=/path/to/BC.pth (variant bc) or OC.pth (variant oc), the checkpoints linked "

@@ -11,6 +11,7 @@ training features, ``score_samples`` of each evaluation image, the threshold at 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -232,3 +233,34 @@ def test_oc_gmm_fit_reloads_identically_and_a_damaged_mixture_is_refused(tmp_pat
     (tmp_path / "bad" / "gmm.json").write_text("{not json")
     with pytest.raises(DetbenchError, match="gmm.json"):
         fresh.load(tmp_path / "bad")
+
+
+def test_a_suite_that_does_not_declare_faces_is_refused_unless_overridden(image_root: Path, tmp_path: Path,
+                                                                          detbench_home: Path) -> None:
+    ckpt = tmp_path / "BC.pth"
+    bc_checkpoint(image_root, ckpt)
+    base = ["run", "blades", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
+            "--set", f"weights={ckpt}"]
+    refused = invoke(*base)
+    assert_refused_naming(refused, "content", "faces", "--set allow_non_faces=true", "--set suite.content=faces")
+    assert [line for line in refused.output.splitlines() if line.strip()][0].startswith("error:")
+    assert len([line for line in refused.output.splitlines() if line.strip()]) == 1
+    assert not (detbench_home / "runs").exists()  # nothing written
+
+    declared = invoke(*base, "--set", "suite.content=faces")  # a folder of faces says so
+    assert declared.exit_code == 0, declared.output
+    assert "allow_non_faces" not in declared.output
+    overridden = invoke(*base, "--set", "allow_non_faces=true")
+    assert overridden.exit_code == 0 and "allow_non_faces=true" in " ".join(overridden.output.split())
+    runs = [json.loads(p.read_text()) for p in (detbench_home / "runs" / "folder" / "blades").glob("*/run.json")]
+    assert len(runs) == 2 and len({r["run_id"] for r in runs}) == 2  # the override is part of the run identity
+    assert sorted(r["key"]["detector"]["config"]["allow_non_faces"] for r in runs) == [False, True]
+
+
+def test_a_suite_content_is_one_of_the_known_facts(image_root: Path) -> None:
+    result = invoke("index", "folder", "--root", str(image_root), "--set", "content=face")
+    assert result.exit_code == 2 and "faces" in result.output and "Traceback" not in result.output
+
+
+def test_the_demo_runs_it_with_the_override() -> None:
+    assert DETECTORS.get("blades").profile_defaults["small"]["allow_non_faces"] is True
