@@ -51,10 +51,10 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_test_images(tmp_path_factory.mktemp("folder"), IMAGES, seed=5, noise=(6, 10), quality=90)
 
 
-def original_input(path: Path) -> torch.Tensor:
-    """``_transform(224)``: ToTensor, the tensor's bilinear resize without antialias, CLIP's mean/std (float32)."""
+def original_input(path: Path, size: int = SIZE) -> torch.Tensor:
+    """``_transform(size)``: ToTensor, the tensor's bilinear resize without antialias, CLIP's mean/std (float32)."""
     x = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255.0
-    x = F.interpolate(x[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False, antialias=False)[0]
+    x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=False)[0]
     return (x - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
 
 
@@ -80,14 +80,17 @@ def text_side(prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + n: torch.randn(4, 3) for n in names}
 
 
-def bc_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Random BC-MLP weights saved as BC.pth, ``fc2`` scaled so these images' scores spread; the reference scores."""
-    gen = torch.Generator().manual_seed(9)
-    visual = extractor_state(3)
-    head = {"fc1.weight": torch.randn(1536, 768, generator=gen) / 768**0.5 * 3,
+def bc_head(gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random ``fc1``/``fc2`` weights."""
+    return {"fc1.weight": torch.randn(1536, 768, generator=gen) / 768**0.5 * 3,
             "fc1.bias": 0.1 * torch.randn(1536, generator=gen),
             "fc2.weight": torch.randn(2, 1536, generator=gen) / 1536**0.5,
             "fc2.bias": 0.1 * torch.randn(2, generator=gen)}
+
+
+def bc_checkpoint(root: Path, path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Random BC-MLP weights saved as BC.pth, ``fc2`` scaled so these images' scores spread; the reference scores."""
+    visual, head = extractor_state(3), bc_head(torch.Generator().manual_seed(9))
     inputs = torch.stack([original_input(root / p) for p in PATHS])
 
     def forward(x: torch.Tensor, visual: dict, head: dict) -> torch.Tensor:
@@ -150,15 +153,15 @@ def test_oc_gmm_scores_are_sklearn_log_likelihoods_mapped_at_the_original_thresh
     torch.save({"model": sd}, tmp_path / "OC.pth")
     result = run(root.parent, "--set", "variant=oc", "--set", f"weights={tmp_path / 'OC.pth'}",
                  "--set", "gmm_components=1", "--set", "gmm_covariance=diag", "--set", "train.holdout=0",
-                 "--protocol", "train-on-gen")
+                 "--set", "size=64", "--protocol", "train-on-gen")
     assert result.exit_code == 0, result.output
     record, scores = released_run(detbench_home, "blades")
     assert (scores["status"] == "ok").all() and len(scores) == len(IMAGES)
 
     real_train = [f"train/gen/0_real/r{i}.png" for i in range(12)]
     with torch.no_grad():
-        x_train = features(torch.stack([original_input(root.parent / p) for p in real_train]), visual).numpy()
-        x_eval = features(torch.stack([original_input(root.parent / "test" / p) for p in PATHS]), visual).numpy()
+        x_train = features(torch.stack([original_input(root.parent / p, 64) for p in real_train]), visual).numpy()
+        x_eval = features(torch.stack([original_input(root.parent / "test" / p, 64) for p in PATHS]), visual).numpy()
     gmm = GaussianMixture(n_components=1, covariance_type="diag", init_params="k-means++", random_state=2024)
     gmm.fit(x_train)
     logp_train = np.sort(gmm.score_samples(x_train))
@@ -238,9 +241,10 @@ def test_oc_gmm_fit_reloads_identically_and_a_damaged_mixture_is_refused(tmp_pat
 def test_a_suite_that_does_not_declare_faces_is_refused_unless_overridden(image_root: Path, tmp_path: Path,
                                                                           detbench_home: Path) -> None:
     ckpt = tmp_path / "BC.pth"
-    bc_checkpoint(image_root, ckpt)
+    sd = {f"model.model.visual.{k}": v for k, v in extractor_state(3).items()} | bc_head(torch.Generator())
+    torch.save({"model": sd}, ckpt)
     base = ["run", "blades", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "-q",
-            "--set", f"weights={ckpt}"]
+            "--set", f"weights={ckpt}", "--set", "size=32"]
     refused = invoke(*base)
     assert_refused_naming(refused, "content", "faces", "--set allow_non_faces=true", "--set suite.content=faces")
     assert [line for line in refused.output.splitlines() if line.strip()][0].startswith("error:")
@@ -264,3 +268,32 @@ def test_a_suite_content_is_one_of_the_known_facts(image_root: Path) -> None:
 
 def test_the_demo_runs_it_with_the_override() -> None:
     assert DETECTORS.get("blades").profile_defaults["small"]["allow_non_faces"] is True
+
+
+def test_bc_head_trains_on_the_frozen_extractor_of_a_clip_exif_net_file(tmp_path: Path, detbench_home: Path) -> None:
+    import detbench
+    from detbench.kit.detector import RunContext
+    from detbench.progress import Phases
+    from detbench.results.predict import load_trained
+
+    train = [("gen", label, f"{label}{i}.png", 40, 36) for label in ("0_real", "1_fake") for i in range(4)]
+    root = write_test_images(tmp_path / "tree" / "train", train, seed=1, noise=(4, 3)).parent
+    write_test_images(root / "test", IMAGES[:2], seed=5, noise=(6, 10))
+    visual = extractor_state(6)
+    torch.save({"model": {f"model.visual.{k}": v for k, v in visual.items()} | text_side("model.")},
+               tmp_path / "OC.pth")
+    refused = run(root, "--protocol", "train-on-gen", "--set", "size=32")
+    assert_refused_naming(refused, "--set extractor=", "extractor=random")
+
+    settings = {"extractor": str(tmp_path / "OC.pth"), "size": 32, "epochs": 1, "train_batch_size": 4,
+                "checkpoint_every": 0, "allow_non_faces": True, "train.holdout": "0.25"}
+    trained = detbench.run("blades", "folder", root=root, protocol="train-on-gen", settings=settings, bootstrap=0,
+                           workers=0)
+    assert trained.record["fit"]["weights"] == "trained"
+    identity = trained.record["key"]["detector_identity"]
+    assert identity["extractor_sha256"] == hashlib.sha256((tmp_path / "OC.pth").read_bytes()).hexdigest()
+    ctx = RunContext(suite_root=root, suite_name="folder", device="cpu", seed=0, run_dir=tmp_path / "ctx",
+                     phases=Phases(enabled=False, warnings=False), workers=0)
+    net = load_trained(trained.id, ctx).detector.net
+    for key, value in visual.items():  # the extractor did not train: it is the file's
+        assert torch.equal(net.model.model.visual.state_dict()[key], value), key
