@@ -297,3 +297,15 @@ def test_bc_head_trains_on_the_frozen_extractor_of_a_clip_exif_net_file(tmp_path
     net = load_trained(trained.id, ctx).detector.net
     for key, value in visual.items():  # the extractor did not train: it is the file's
         assert torch.equal(net.model.model.visual.state_dict()[key], value), key
+
+
+def test_a_training_suite_that_does_not_declare_faces_is_refused(image_root: Path, tmp_path: Path) -> None:
+    train = [("gen", label, f"{label}{i}.png", 40, 36) for label in ("0_real", "1_fake") for i in range(4)]
+    train_root = write_test_images(tmp_path / "train_tree" / "train", train, seed=1, noise=(4, 3)).parent
+    args = ["run", "blades", "--suite", "folder", "--root", str(image_root), "--protocol", "eval", "--set",
+            "suite.content=faces",
+            "--train-suite", "folder", "--train-root", str(train_root), "--train-protocol", "train-on-gen",
+            "--set", "extractor=random", "--set", "size=32", "-q"]
+    assert_refused_naming(invoke(*args), "suite folder declares no content", "--set allow_non_faces=true")
+    faces = invoke(*args, "--set", "train_suite.content=faces", "--set", "epochs=1", "--set", "train.holdout=0.25")
+    assert faces.exit_code == 0, faces.output
