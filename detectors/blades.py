@@ -97,6 +97,8 @@ class BladesConfig:
             (self.lr > 0 and self.epochs >= 1 and self.train_batch_size >= 1,
              "lr > 0, epochs and train_batch_size >= 1"),
             (self.checkpoint_every >= 0, "checkpoint_every >= 0 (0: off)"),
+            (not (self.weights and self.extractor),
+             "extractor only without weights (a released checkpoint holds its own extractor)"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:

@@ -309,3 +309,11 @@ def test_a_training_suite_that_does_not_declare_faces_is_refused(image_root: Pat
     assert_refused_naming(invoke(*args), "suite folder declares no content", "--set allow_non_faces=true")
     faces = invoke(*args, "--set", "train_suite.content=faces", "--set", "epochs=1", "--set", "train.holdout=0.25")
     assert faces.exit_code == 0, faces.output
+
+
+def test_an_extractor_beside_released_weights_is_refused() -> None:
+    from detbench.config import ConfigError, apply_overrides
+    from detbench.detectors.blades import BladesConfig
+
+    with pytest.raises(ConfigError, match="extractor"):
+        apply_overrides(BladesConfig(), {"weights": "BC.pth", "extractor": "OC.pth"})
