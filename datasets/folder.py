@@ -63,11 +63,6 @@ class FolderSuite(SplitsFromDataSuite):
     default_protocol = "train-on-<generator>"  # no sensible default: the error lists the train-on-* protocols
     Options = FolderOptions
 
-    @property
-    def content(self) -> str:  # type: ignore[override]
-        """What every image shows, as the user declares it (``--set content=faces``)."""
-        return self.options.content
-
     def scan(self, root: Path) -> Iterator[Entry]:
         """Every image inside a label folder under ``root``, with the generator and split its folders name.
 

@@ -42,8 +42,8 @@ EVAL_CONVENTIONS: dict[str, str] = {
 }
 
 # What every image of a suite shows, when the suite is of one kind: a fact detectors may require
-# (Detector.requires_content, e.g. a face detector), checked by the runner. A suite publishes it (Suite.content);
-# "" means the images may show anything.
+# (Detector.requires_content, e.g. a face detector), checked by the runner. A suite publishes it (Suite.content), or
+# its options take it from the user (a ``content`` option, Suite.declared_content); "" means anything.
 CONTENTS: dict[str, str] = {
     "faces": "every image is a face crop (real photographs and generated faces)",
 }
@@ -239,6 +239,15 @@ class Suite(ABC):
             "training-free detector)",
         )
         return protocols
+
+    def declared_content(self) -> str:
+        """What every image shows: the ``content`` option where the suite has one and the user set it (a folder of
+        face crops), else the class's :attr:`content` fact.
+
+        Returns:
+            A key of :data:`CONTENTS`, or "" (anything).
+        """
+        return getattr(self.options, "content", "") or self.content
 
     def identity(self) -> dict[str, Any]:
         """What the index and the training depend on: the adapter and its options, except ``eval_profile`` and

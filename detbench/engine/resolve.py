@@ -255,10 +255,10 @@ def check_content(det_cls: type[Detector], config: Any, suite: Suite, warn: Call
     Raises:
         ConfigError: the suite's ``content`` is not the one required and the override is off.
     """
-    need = det_cls.requires_content
-    if not need or suite.content == need:
+    need, content = det_cls.requires_content, suite.declared_content()
+    if not need or content == need:
         return
-    declared = f"declares content {suite.content!r}" if suite.content else "declares no content"
+    declared = f"declares content {content!r}" if content else "declares no content"
     override = det_cls.content_override
     if override and getattr(config, override, False) is True:
         warn(f"{det_cls.name} is made for suites of {need} (content={need!r}) and suite {suite.name} {declared}: "
