@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from detbench.config import ConfigError
 from detbench.data import tables
 from detbench.data.labels import FAKE_VALUES, REAL_VALUES, LabelValues
-from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels
+from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, check_content_option, top_levels
 from detbench.datasets._layout import SplitsFromDataSuite, did_you_mean, split_value
 
 LIST_SUFFIXES = tables.TABLE_SUFFIXES
@@ -56,9 +56,11 @@ class FileListOptions(EvalProfileOption):
     real_values: tuple[str, ...] = REAL_VALUES
     fake_values: tuple[str, ...] = FAKE_VALUES
     allow_links_outside_root: bool = False  # follow symlinks whose target lies outside --root (default: skip)
+    content: str = ""  # what every image shows (a key of detbench.data.suites.CONTENTS, e.g. faces); "": anything
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_content_option(self.content)
         LabelValues(self.real_values, self.fake_values)  # raises ConfigError for overlapping or empty values
         if not self.split_default.strip():
             raise ConfigError("split_default must be a split name such as test")

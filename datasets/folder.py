@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detbench.config import ConfigError
-from detbench.data.suites import Entry, EvalProfileOption, SuiteLayoutError, top_levels, walk_files
+from detbench.data.suites import (
+    Entry,
+    EvalProfileOption,
+    SuiteLayoutError,
+    check_content_option,
+    top_levels,
+    walk_files,
+)
 from detbench.datasets._layout import SPLIT_NAMES, SplitsFromDataSuite
 
 LABELS = {"0_real": 0, "1_fake": 1, "real": 0, "fake": 1, "nature": 0, "ai": 1}
@@ -31,9 +38,11 @@ class FolderOptions(EvalProfileOption):
 
     generator_level: int = 0  # the folder above the label folder naming the generator (splits skipped)
     split_default: str = "test"  # the split of images with no train/val/test folder above them
+    content: str = ""  # what every image shows (a key of detbench.data.suites.CONTENTS, e.g. faces); "": anything
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_content_option(self.content)
         if not self.split_default.strip() or "/" in self.split_default:
             raise ConfigError(f"split_default must be a split name such as test; got {self.split_default!r}")
 

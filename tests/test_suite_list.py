@@ -205,3 +205,13 @@ def test_nul_bytes_huge_cells_binary_paths_and_a_line_column(tmp_path: Path) -> 
     pd.DataFrame({"path": [b"a.png", b"b.png"], "label": [0, 1]}).to_parquet(tmp_path / "binary.parquet")
     entries = list(FileListSuite(FileListOptions(file="binary.parquet")).scan(tmp_path))
     assert [(e.path, e.label) for e in entries] == [("a.png", 0), ("b.png", 1)]
+
+
+def test_a_list_of_faces_declares_its_content_without_changing_its_identity() -> None:
+    from detbench.datasets.filelist import FileListOptions, FileListSuite
+
+    plain, faces = FileListSuite(FileListOptions()), FileListSuite(FileListOptions(content="faces"))
+    assert plain.declared_content() == "" and faces.declared_content() == "faces"
+    assert plain.identity() == faces.identity()  # no row changes: the index is shared
+    with pytest.raises(ConfigError, match="faces"):
+        FileListOptions(content="face")

@@ -41,6 +41,28 @@ EVAL_CONVENTIONS: dict[str, str] = {
     "synthbuster": "Synthbuster: RAISE-1k photographs (the real_RAISE_1k PNGs) vs commercial/open generators",
 }
 
+# What every image of a suite shows, when the suite is of one kind: a fact detectors may require
+# (Detector.requires_content, e.g. a face detector), checked by the runner. A suite publishes it (Suite.content), or
+# its options take it from the user (a ``content`` option, Suite.declared_content); "" means anything.
+CONTENTS: dict[str, str] = {
+    "faces": "every image is a face crop (real photographs and generated faces)",
+}
+
+
+def check_content_option(value: str) -> None:
+    """Refuse a ``content`` option that is no :data:`CONTENTS` fact.
+
+    Args:
+        value: the option ("" or a key of :data:`CONTENTS`).
+
+    Raises:
+        ConfigError: naming the known facts.
+    """
+    if value and value not in CONTENTS:
+        from detbench.config import ConfigError
+
+        raise ConfigError(f"content must be one of {', '.join(CONTENTS)} (or empty: anything); got {value!r}")
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -135,6 +157,7 @@ class Suite(ABC):
     default_protocol: ClassVar[str]
     compute_profile: ClassVar[str] = "full"  # a key of COMPUTE_PROFILES; detectors scale their defaults to it
     eval_convention: ClassVar[str | None] = None  # a key of EVAL_CONVENTIONS, read by detectors (RunContext)
+    content: ClassVar[str] = ""  # a key of CONTENTS when every image shows that (detectors may require it); "": any
     Options: ClassVar[type] = NoOptions
     headline_metrics: ClassVar[tuple[str, ...]] = ("acc",)  # what `detbench leaderboard` shows by default
 
@@ -217,16 +240,27 @@ class Suite(ABC):
         )
         return protocols
 
+    def declared_content(self) -> str:
+        """What every image shows: the ``content`` option where the suite has one and the user set it (a folder of
+        face crops), else the class's :attr:`content` fact.
+
+        Returns:
+            A key of :data:`CONTENTS`, or "" (anything).
+        """
+        return getattr(self.options, "content", "") or self.content
+
     def identity(self) -> dict[str, Any]:
-        """What the index and the training depend on: the adapter and its options, except ``eval_profile``.
+        """What the index and the training depend on: the adapter and its options, except ``eval_profile`` and
+        ``content``.
 
         ``eval_profile`` is an evaluation choice: part of a run's identity when its detector applies it (see
-        :meth:`eval_profiles`).
+        :meth:`eval_profiles`). ``content`` declares what the images show; it changes no row, only which detectors
+        may run.
 
         Returns:
             ``{"suite", "adapter_version", "options"}``.
         """
-        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "eval_profile"}
+        options = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in ("eval_profile", "content")}
         return {"suite": self.name, "adapter_version": self.version, "options": options}
 
     def eval_profiles(self, generators: list[str]) -> dict[str, EvalProfile]:

@@ -36,7 +36,14 @@ from detbench.engine.protocol_checks import (
     select_protocol,
     split_rows,
 )
-from detbench.engine.resolve import Resolved, RunRequest, default_device, resolve, training_suite
+from detbench.engine.resolve import (
+    Resolved,
+    RunRequest,
+    check_content,
+    default_device,
+    resolve,
+    training_suite,
+)
 from detbench.errors import ConfigError, InputError, ProtocolError
 from detbench.kit.detector import Detector, RunContext
 from detbench.progress import Phases
@@ -163,6 +170,7 @@ def plan_run(
     resolved = resolve(req)
     suite = resolved.suite
     check_root(suite, req.root)  # cheap: before any weights load
+    check_content(resolved.detector_cls, resolved.config, suite, phases.warn)  # a face detector on faces
     device = dist.local_device(req.device or default_device())
     dist.init(device)  # under torchrun: join the process group (a no-op in a single process)
     if not dist.is_main():
@@ -201,6 +209,8 @@ def plan_run(
     warn_protocol_facts(protocol, phases)
     t = time.perf_counter()
     source = training_source(req, resolved, protocol, needs_training, phases, on_phase)
+    if source is not None:
+        check_content(resolved.detector_cls, resolved.config, source.suite, phases.warn)
     if source is not None:
         timings["index_training"] = time.perf_counter() - t
     chosen, holdout_facts = choose_holdout(resolved, detector, protocol, source, index, phases)

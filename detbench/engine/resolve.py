@@ -8,7 +8,9 @@ backbone, then the user's ``--set`` values), the perturbation and the threshold 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +241,34 @@ def resolve(req: RunRequest) -> Resolved:
         suite, det_cls, config, perturbation, ThresholdPolicy.parse(req.threshold), settings, train_over, holdout,
         protocol_options, near_duplicates, tiling, tiling_by,
     )
+
+
+def check_content(det_cls: type[Detector], config: Any, suite: Suite, warn: Callable[[str], None]) -> None:
+    """Refuse a suite without the content fact the detector requires, unless its override setting is on.
+
+    Args:
+        det_cls: the detector class (``requires_content``, ``content_override``).
+        config: its resolved config.
+        suite: the suite run on (evaluation or training).
+        warn: told when the override lets the run go on.
+
+    Raises:
+        ConfigError: the suite's ``content`` is not the one required and the override is off.
+    """
+    need, content = det_cls.requires_content, suite.declared_content()
+    if not need or content == need:
+        return
+    declared = f"declares content {content!r}" if content else "declares no content"
+    override = det_cls.content_override
+    if override and getattr(config, override, False) is True:
+        warn(f"{det_cls.name} is made for suites of {need} (content={need!r}) and suite {suite.name} {declared}: "
+             f"run anyway because {override}=true (recorded in the run identity)")
+        return
+    options = {f.name for f in dataclasses.fields(suite.options)} if dataclasses.is_dataclass(suite.options) else set()
+    declare = f"; if its images are {need}, say so with --set suite.content={need}" if "content" in options else ""
+    fix = f"pass --set {override}=true to run it anyway (recorded in the run identity)" if override else "use one"
+    raise ConfigError(f"{det_cls.name} needs a suite whose content is {need!r} (the suite fact content); suite "
+                      f"{suite.name} {declared}{declare}; {fix}")
 
 
 def resolve_tiling(det_cls: type[Detector], given: dict[str, str]) -> tuple[Tiling | None, str | None]:

@@ -124,6 +124,11 @@ class Detector(ABC):
     # --set eval.tiles / eval.fuse, detbench.data.tiles), used when the user sets neither; None: whole images
     default_tiles: ClassVar[str | None] = None
     default_fuse: ClassVar[str | None] = None
+    # The suite fact a run needs (a key of detbench.data.suites.CONTENTS, e.g. "faces" for a face detector; the runner
+    # refuses a suite whose ``content`` differs) and the boolean setting that runs it there anyway (part of the run
+    # identity, as every setting); None: any suite
+    requires_content: ClassVar[str | None] = None
+    content_override: ClassVar[str] = ""
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -1,0 +1,571 @@
+"""BLADES (Zou et al., "Bi-Level Optimization for Self-Supervised AI-Generated Face Detection", ICCV 2025).
+
+Faithful to the authors' code (MZMMSEC/AIGFD_BLO, Apache-2.0: ``model.py``, ``BC_MLP.py``, ``OC_GMM.py``,
+``dataset/OC_dataset.py``). A face detector: it runs on suites whose ``content`` fact is ``faces`` (the runner
+refuses other suites unless ``--set allow_non_faces=true``, which the run identity records).
+
+- **Feature extractor** (``CLIP_EXIF_Net.encode_image``): torchvision's ResNet-50 (keys ``conv1``, ``bn1``,
+  ``layer1..4``, ``fc``) whose ``fc`` is ``Linear(2048, 768)``, under ``model.visual``; the 768-d output divided by
+  its L2 norm. The network was pre-trained by the bi-level pretext tasks (EXIF tags and face manipulations); the
+  checkpoint also holds CLIP RN50's text tower (``token_embedding``, ``positional_embedding``, ``transformer``,
+  ``ln_final``, ``text_projection``, ``logit_scale``) and ``text_fc``, which no detection forward reads: they are
+  dropped by name (and said so), every other tensor loads strictly.
+- **BC-MLP** (``variant=bc``, ``model.BC_MLP``): ``fc2(relu(fc1(f)))`` on the normalised features, 768 -> 1536 ->
+  2; P(fake) = ``softmax[:, 1]`` (float32, as ``BC_MLP.py``). Released ``BC.pth``: ``{'model': state_dict}`` with
+  the extractor under ``model.model.`` and ``fc1.*``, ``fc2.*``.
+- **OC-GMM** (``variant=oc``, ``OC_GMM.py``): scikit-learn's ``GaussianMixture(n_components=10,
+  init_params='k-means++', random_state=2024)`` (full covariances) fitted on the normalised features of real
+  training faces (the first ``gmm_images``, 25000 in the original); an image's log-likelihood ``log p``. The original
+  calls a face real when ``log p`` reaches the threshold at which ``false_alarm`` (5 %) of the real training faces
+  fall below it. detbench's score is ``sigmoid((threshold - log p) / s)``, ``s`` the standard deviation of the real
+  training log-likelihoods: it ranks images exactly as the negative log-likelihood does (AUC and AP are the
+  original's) and crosses 0.5 at the original's threshold (its accuracy). Released ``OC.pth``: ``{'model':
+  state_dict}`` of ``CLIP_EXIF_Net`` (the extractor under ``model.visual``).
+- **Evaluation** (``GatherDataset``'s ``_transform(224)``): ``ToTensor``, then ``Resize((224, 224))`` of the tensor
+  (bilinear; the original's torchvision 0.14 had no antialias for tensors, hence ``antialias=false``), then CLIP's
+  mean/std; for every test set.
+
+Not in the repository, so detbench's own (recorded): the BC-MLP's training. Without ``weights`` the MLP trains on
+the frozen extractor of ``extractor`` (a ``CLIP_EXIF_Net`` checkpoint such as ``OC.pth``, or ``random``: a seeded
+torchvision initialisation, a stand-in): Adam (lr 1e-4), cross-entropy on the two logits, the evaluation transform,
+the epoch with the best held-out accuracy kept. The bi-level pretext training (``SSL_training.py``, ``BLO.py``) is
+not built: the extractor comes from a released or pretext-trained file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from detbench.config import ConfigError
+from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
+from detbench.kit.detector import RunContext
+from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
+from detbench.models.weights import WeightsError
+from detbench.probabilities import sigmoid, softmax_fake
+
+FEATURE_DIM = 768  # CLIP_EXIF_Net: the ResNet-50's fc maps 2048 -> 768
+# CLIP_EXIF_Net's text side (CLIP RN50's text tower and text_fc): saved with the extractor, read by no detection
+TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection",
+             "logit_scale", "text_fc.")
+GMM_FILE = "gmm.safetensors"
+GMM_FACTS = "gmm.json"
+
+
+@dataclass(frozen=True)
+class BladesConfig:
+    """BLADES options: the variant, released files, preprocessing, the GMM and the MLP's training."""
+
+    variant: Literal["bc", "oc"] = "bc"  # bc: BC-MLP (binary head); oc: OC-GMM (one-class, real faces only)
+    weights: str = ""  # the released checkpoint of the variant (BC.pth / OC.pth)[#sha256=HEX]
+    extractor: str = ""  # without weights: a CLIP_EXIF_Net checkpoint (OC.pth)[#sha256=HEX] or "random" (stand-in)
+    size: int = 224  # Resize((size, size)) of the tensor
+    antialias: bool = False  # that resize's antialias (the original's torchvision 0.14 had none for tensors)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    sigmoid_dtype: Literal["float32", "float64"] = "float32"  # BC: softmax of float32 logits, as BC_MLP.py
+    batch_size: int = 64  # evaluation / feature batch
+    allow_non_faces: bool = False  # run on a suite that does not declare content "faces"
+    # OC-GMM (OC_GMM.py)
+    gmm_components: int = 10  # --n_comp_GMM
+    gmm_covariance: Literal["full", "tied", "diag", "spherical"] = "full"
+    gmm_seed: int = 2024  # GaussianMixture(random_state=2024)
+    gmm_images: int = 25000  # the first real training faces fitted (real_num)
+    false_alarm: float = 0.05  # the share of real training faces below the decision threshold
+    # BC-MLP training (not in the repository): detbench's recipe
+    lr: float = 1e-4
+    epochs: int = 10
+    train_batch_size: int = 64
+    checkpoint_every: int = 200
+
+    def validate(self) -> None:
+        """Check the option ranges (called after every ``--set``).
+
+        Raises:
+            ConfigError: naming every option out of range.
+        """
+        checks = [
+            (self.size >= 1 and self.batch_size >= 1, "size and batch_size >= 1"),
+            (self.gmm_components >= 1 and self.gmm_images >= 1, "gmm_components and gmm_images >= 1"),
+            (0 < self.false_alarm < 1, "0 < false_alarm < 1"),
+            (self.lr > 0 and self.epochs >= 1 and self.train_batch_size >= 1,
+             "lr > 0, epochs and train_batch_size >= 1"),
+            (self.checkpoint_every >= 0, "checkpoint_every >= 0 (0: off)"),
+            (not (self.weights and self.extractor),
+             "extractor only without weights (a released checkpoint holds its own extractor)"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ConfigError("blades options need " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- network
+
+
+class _Towers(nn.Module):
+    """``CLIP_EXIF_Net.model``'s image tower: ``visual``, torchvision's ResNet-50 with ``fc`` 2048 -> 768."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.visual = resnet50(weights=None)
+        self.visual.fc = nn.Linear(2048, FEATURE_DIM)
+
+
+class ExifExtractor(nn.Module):
+    """``CLIP_EXIF_Net``'s image side: ``encode_image`` divided by its L2 norm (``[B, 768]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = _Towers()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalised features."""
+        f = self.model.visual(x)
+        return f / f.norm(dim=1, keepdim=True)
+
+
+class BCMLP(nn.Module):
+    """``model.BC_MLP``: the extractor under ``model``, then ``fc2(relu(fc1(f)))`` (768 -> 1536 -> 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = ExifExtractor()
+        self.fc1 = nn.Linear(FEATURE_DIM, FEATURE_DIM * 2)
+        self.fc2 = nn.Linear(FEATURE_DIM * 2, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(real, fake) logits."""
+        return self.fc2(torch.relu(self.fc1(self.model(x))))
+
+    def train(self, mode: bool = True) -> BCMLP:
+        """The frozen extractor stays in evaluation mode (its BatchNorm statistics are the extractor's).
+
+        Args:
+            mode: the head's mode.
+
+        Returns:
+            This module.
+        """
+        super().train(mode)
+        self.model.eval()
+        return self
+
+
+class MLPHead(nn.Module):
+    """What BC training changes (``fc1``, ``fc2``), registered without the frozen extractor; the forward is the
+    whole network's.
+    """
+
+    def __init__(self, net: BCMLP) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = net.fc1, net.fc2
+        object.__setattr__(self, "net", net)  # not registered: its state is not this module's
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The whole network's logits."""
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> MLPHead:
+        """Set the head's mode (the extractor stays in evaluation mode).
+
+        Args:
+            mode: training or evaluation.
+
+        Returns:
+            This module.
+        """
+        super().train(mode)
+        self.net.train(mode)
+        return self
+
+
+def drop_text_tower(state_dict: dict[str, Any], prefix: str) -> tuple[dict[str, Any], list[str]]:
+    """Drop the text side of ``CLIP_EXIF_Net`` (:data:`TEXT_KEYS` under ``prefix``) by name.
+
+    Args:
+        state_dict: the unwrapped checkpoint.
+        prefix: where ``CLIP_EXIF_Net.model`` sits (``model.model.`` in BC.pth, ``model.`` in OC.pth).
+
+    Returns:
+        The remaining tensors and the dropped keys.
+    """
+    names = tuple(prefix + k for k in TEXT_KEYS)
+    dropped = [k for k in state_dict if k.startswith(names)]
+    return {k: v for k, v in state_dict.items() if not k.startswith(names)}, dropped
+
+
+@dataclass(frozen=True)
+class TensorResize:
+    """``GatherDataset``'s transform: ``ToTensor``, ``Resize((size, size))`` of the tensor (bilinear), CLIP's
+    ``Normalize`` (picklable for DataLoader workers).
+    """
+
+    size: int
+    antialias: bool
+
+    def __call__(self, img: Any) -> Tensor:
+        """PIL image -> ``[3, size, size]``."""
+        from torchvision.transforms import functional as TF
+
+        x = TF.to_tensor(img)
+        x = TF.resize(x, [self.size, self.size], interpolation=TF.InterpolationMode.BILINEAR,
+                      antialias=self.antialias)
+        return TF.normalize(x, CLIP_MEAN, CLIP_STD)
+
+
+# ---------------------------------------------------------------------------------------------- OC-GMM
+
+
+def fit_gmm(features: np.ndarray, c: BladesConfig) -> Any:
+    """``train_GMM_sklearn``: scikit-learn's mixture fitted on the real training features.
+
+    Args:
+        features: ``[N, D]`` float32 normalised features of real faces.
+        c: the config (components, covariance type, seed).
+
+    Returns:
+        The fitted ``GaussianMixture``.
+
+    Raises:
+        DataError: scikit-learn cannot fit it (too few faces for the components' covariances).
+    """
+    from sklearn.mixture import GaussianMixture
+
+    from detbench.errors import DataError
+
+    gmm = GaussianMixture(n_components=c.gmm_components, covariance_type=c.gmm_covariance,
+                          init_params="k-means++", random_state=c.gmm_seed)
+    try:
+        return gmm.fit(features)
+    except ValueError as exc:
+        raise DataError(f"blades variant oc: the {c.gmm_components}-component {c.gmm_covariance}-covariance mixture "
+                        f"cannot be fitted on {len(features)} real training faces ({str(exc).split('.')[0]}); add "
+                        "real training faces, lower --set gmm_components or pass --set gmm_covariance=diag") from None
+
+
+GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
+def gmm_from_arrays(arrays: dict[str, np.ndarray], c: BladesConfig) -> Any:
+    """A fitted ``GaussianMixture`` restored from its arrays (no pickle).
+
+    Args:
+        arrays: :data:`GMM_ARRAYS` by name (without the trailing underscore's absence).
+        c: the config.
+
+    Returns:
+        The mixture, ready for ``score_samples``.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=c.gmm_components, covariance_type=c.gmm_covariance)
+    for name in GMM_ARRAYS:
+        setattr(gmm, name, arrays[name])
+    gmm.precisions_ = _precisions(arrays["precisions_cholesky_"], c.gmm_covariance)
+    gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, 0.0
+    gmm.n_features_in_ = arrays["means_"].shape[1]
+    return gmm
+
+
+def _precisions(chol: np.ndarray, covariance: str) -> np.ndarray:
+    if covariance == "full":
+        return np.einsum("kij,klj->kil", chol, chol)
+    if covariance == "tied":
+        return chol @ chol.T
+    return chol**2
+
+
+def oc_scores(logp: np.ndarray, threshold: float, scale: float) -> np.ndarray:
+    """P(fake) of log-likelihoods: ``sigmoid((threshold - log p) / scale)`` in float64.
+
+    Args:
+        logp: ``[N]`` log-likelihoods under the mixture.
+        threshold: the original's decision threshold (real when ``log p >= threshold``).
+        scale: the spread of the real training log-likelihoods.
+
+    Returns:
+        ``[N]`` scores, above 0.5 exactly where the original calls the face generated.
+    """
+    return sigmoid((threshold - np.asarray(logp, dtype=np.float64)) / scale, "float64")
+
+
+# ---------------------------------------------------------------------------------------------- detector
+
+
+REGISTRATION = {  # read by detbench.registry without importing this module: literals only
+    "name": "blades",
+    "class": "Blades",
+    "summary": ("BLADES (ICCV 2025): AI-generated face detection on a ResNet-50 pre-trained by bi-level EXIF/face "
+                "pretext tasks; an MLP head (BC-MLP) or a GMM of real faces (OC-GMM, variant=oc)."),
+    "paper": "Zou et al., ICCV",
+    "year": 2025,
+    "training": "trains",
+    "weights_key": "weights",
+    "released": ("BC.pth (BC-MLP) and OC.pth (OC-GMM's extractor) on Baidu Disk, linked from "
+                 "github.com/MZMMSEC/AIGFD_BLO (Apache-2.0), loaded from a file the user provides"),
+}
+
+
+class Blades(ClassifierDetector):
+    """BLADES: a pretext-trained ResNet-50 with an MLP head (BC-MLP) or a GMM of real faces (OC-GMM)."""
+
+    name = REGISTRATION["name"]
+    version = 1
+    Config = BladesConfig
+    summary = REGISTRATION["summary"]
+    requires_content = "faces"  # the suite fact this detector needs
+    content_override = "allow_non_faces"  # the setting that runs it elsewhere (recorded in the identity)
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ("random",)}
+    tiny_settings: ClassVar[dict[str, Any]] = {
+        "extractor": "random", "size": 32, "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
+        "gmm_components": 1, "gmm_covariance": "diag", "allow_non_faces": True,
+    }
+    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        # "small" (the demo): the pretext-trained extractor is not available offline, so torchvision's seeded
+        # random ResNet-50 stands in (recorded); 96 px inputs, three short epochs. The demo's images are not faces:
+        # its run goes on with allow_non_faces=true, which the run warns about and records
+        "small": {"extractor": "random", "size": 96, "epochs": 3, "train_batch_size": 32, "checkpoint_every": 20,
+                  "allow_non_faces": True},
+    }
+    weights_what = "the BLADES checkpoint"
+    weights_fix = ("pass --set weights=/path/to/BC.pth (variant bc) or OC.pth (variant oc), the checkpoints linked "
+                   "from github.com/MZMMSEC/AIGFD_BLO")
+    extractor_fix = ("pass --set extractor=/path/to/OC.pth (the pretext-trained CLIP_EXIF_Net linked from "
+                     "github.com/MZMMSEC/AIGFD_BLO) or extractor=random (a stand-in)")
+
+    def needs_training(self) -> bool:
+        """Whether :meth:`fit` learns: OC-GMM always fits its mixture; BC-MLP without ``weights``.
+
+        Returns:
+            True unless a released BC-MLP checkpoint is given.
+        """
+        return self.config.variant == "oc" or not self.config.weights
+
+    def _prefix(self) -> str:
+        return "model." if self.config.variant == "oc" else "model.model."
+
+    def build_network(self) -> nn.Module:
+        """The variant's network under the original's module names.
+
+        Returns:
+            :class:`BCMLP` or :class:`ExifExtractor`.
+        """
+        return BCMLP() if self.config.variant == "bc" else ExifExtractor()
+
+    def released_state_dict(self, state_dict: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        """The checkpoint without ``CLIP_EXIF_Net``'s text side (dropped by name, and said so).
+
+        Args:
+            state_dict: the unwrapped checkpoint.
+            ctx: the run context (for the warning).
+
+        Returns:
+            The tensors to load strictly.
+        """
+        kept, dropped = drop_text_tower(state_dict, self._prefix())
+        if dropped:
+            ctx.phases.warn(f"{self.weights_what}: {len(dropped)} tensors of CLIP_EXIF_Net's text side "
+                            f"({self._prefix()}{{token_embedding, transformer, ln_final, text_fc, ...}}) are not "
+                            "read by detection and are ignored")
+        return kept
+
+    def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
+        """The frozen extractor: a ``CLIP_EXIF_Net`` checkpoint's image tower (strictly), or the seeded random
+        ResNet-50 (``extractor=random``, a stand-in).
+
+        Args:
+            ctx: the run context (for the text-side warning).
+
+        Returns:
+            The extractor's facts (its sha256, or the stand-in).
+
+        Raises:
+            ConfigError: no ``extractor`` given.
+            WeightsError: the file is missing, unsafe or not a ``CLIP_EXIF_Net``.
+        """
+        from detbench.models.weights import load_checkpoint_file, load_into
+
+        spec = self.config.extractor
+        extractor = self.net.model if self.config.variant == "bc" else self.net
+        if not spec:
+            raise ConfigError(f"{self.name} variant {self.config.variant} needs the pretext-trained extractor "
+                              f"(pretext training is not built): {self.extractor_fix}")
+        if spec == "random":
+            facts = {"extractor": "random", "stand_in": "seeded random ResNet-50 instead of the pretext-trained one"}
+        else:
+            loaded = load_checkpoint_file(spec, what="the BLADES extractor", fix=self.extractor_fix, key="extractor")
+            kept, dropped = drop_text_tower(loaded.state_dict, "model.")
+            if dropped:
+                ctx.phases.warn(f"the BLADES extractor {loaded.path}: {len(dropped)} tensors of CLIP_EXIF_Net's text "
+                                "side are not read by detection and are ignored")
+            load_into(extractor, kept, f"the BLADES extractor {loaded.path}")
+            facts = {"extractor_sha256": loaded.sha256, "extractor_path": str(loaded.path)}
+        extractor.requires_grad_(False)
+        return facts
+
+    def to_tensor(self) -> Any:
+        """PIL image -> input after a suite profile's resize/crop: ``ToTensor`` and CLIP's mean/std.
+
+        Returns:
+            The transform.
+        """
+        from torchvision import transforms
+
+        return transforms.Compose([transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD)])
+
+    def eval_preprocessing(self, ctx: RunContext) -> EvalPreprocessing:
+        """``ToTensor``, ``Resize((size, size))`` of the tensor, CLIP normalisation, for every test set.
+
+        Args:
+            ctx: unused (the original evaluates every test set alike).
+
+        Returns:
+            The preprocessing; facts: size, antialias, normalisation.
+        """
+        c = self.config
+        facts = {"resize": f"tensor bilinear ({c.size}, {c.size})", "antialias": c.antialias, "normalise": "clip"}
+        return EvalPreprocessing(TensorResize(c.size, c.antialias), by_shape=False, facts=facts)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """P(fake): BC-MLP ``softmax[:, 1]``; OC-GMM :func:`oc_scores` of the features' log-likelihoods.
+
+        Args:
+            logits: ``[N, 2]`` logits (bc) or ``[N, 768]`` normalised features (oc).
+
+        Returns:
+            ``[N]`` P(fake).
+        """
+        if self.config.variant == "bc":
+            return softmax_fake(logits, self.config.sigmoid_dtype)
+        return oc_scores(self.gmm.score_samples(np.asarray(logits, dtype=np.float32)), self.threshold, self.scale)
+
+    def state_module(self) -> nn.Module:
+        """What training changes: BC-MLP's ``fc1``/``fc2``; nothing of OC-GMM's network (its state is the GMM).
+
+        Returns:
+            The module saved and loaded.
+        """
+        return MLPHead(self.net) if self.config.variant == "bc" else nn.Module()
+
+    def train_setup(self, ctx: RunContext, train: pd.DataFrame) -> Any:
+        """BC-MLP training (detbench's recipe): Adam on ``fc1``/``fc2``, cross-entropy, best held-out accuracy.
+
+        Args:
+            ctx: unused.
+            train: the training rows (a batch never holds more than there are).
+
+        Returns:
+            The :class:`~detbench.kit.training.TrainSetup`.
+        """
+        from detbench.kit.schedules import StepDecaySchedule
+        from detbench.kit.seeded_data import TorchDrawn
+        from detbench.kit.training import TrainSetup, cross_entropy
+
+        c = self.config
+        view = MLPHead(self.net)
+        optimizer = torch.optim.Adam(view.parameters(), lr=c.lr)
+        return TrainSetup(
+            model=view, optimizer=optimizer, schedule=StepDecaySchedule(c.lr, every=c.epochs + 1, factor=1.0),
+            train_transform=TorchDrawn(self.preprocessing.transform), heldout_transform=self.preprocessing.transform,
+            loss=cross_entropy, probabilities=self.probabilities, epochs=c.epochs,
+            batch_size=min(c.train_batch_size, len(train)), keep="best", checkpoint_every=c.checkpoint_every,
+            heldout_batch_size=c.batch_size, precision=self.precision, name=self.name)
+
+    # ---- OC-GMM: the mixture is the fitted state
+
+    def fit(self, train: pd.DataFrame, heldout: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """BC-MLP: the base's training (or nothing for released weights). OC-GMM: the mixture on the first
+        ``gmm_images`` real training faces, the threshold at ``false_alarm`` of their log-likelihoods.
+
+        Args:
+            train: the training rows.
+            heldout: the held-out rows (BC training selects on them; OC-GMM does not use them).
+            ctx: the run context.
+
+        Returns:
+            Facts for the run record.
+
+        Raises:
+            DataError: fewer usable real training faces than mixture components (plus one).
+        """
+        if self.config.variant == "bc":
+            return super().fit(train, heldout, ctx)
+        from detbench.errors import DataError
+        from detbench.kit.scoring import score_logits
+
+        c = self.config
+        real = train[train["label"] == 0].iloc[:c.gmm_images]
+        self._to(ctx.device)
+        feats, _ = score_logits(self.net, real, ctx, self.preprocessing.transform, device=ctx.device,
+                                precision=self.precision, batch_size=ctx.batch_size or c.batch_size,
+                                description=f"features {self.name} (real training faces)")
+        feats = feats[np.isfinite(feats).all(axis=1)].astype(np.float32)
+        if len(feats) <= c.gmm_components:
+            raise DataError(f"blades variant oc fits {c.gmm_components} mixture components on real training faces, "
+                            f"and {len(feats)} usable ones were found; lower --set gmm_components or add real "
+                            "training images")
+        with ctx.phases.phase("fit GMM", 1) as advance:
+            self.gmm = fit_gmm(feats, c)
+            advance(1)
+        logp = np.sort(self.gmm.score_samples(feats).astype(np.float64))
+        self.threshold = float(logp[int(len(logp) * c.false_alarm)])  # GMM_compute_thr
+        self.scale = float(logp.std()) or 1.0
+        self.gmm_facts = {"n_real": int(len(feats)), "threshold": self.threshold, "scale": self.scale,
+                          "converged": bool(self.gmm.converged_), "n_iter": int(self.gmm.n_iter_)}
+        base = {"weights": "released", **self.released.facts()} if self.released is not None else {
+            "weights": "extractor", **self.training_facts}
+        return {**base, "trained": True, "gmm": self.gmm_facts, "eval_preprocessing": self.preprocessing.facts}
+
+    def save(self, directory: Path) -> None:
+        """BC-MLP: the base's state. OC-GMM: which released extractor was used (when one was), the mixture's arrays
+        (safetensors) and its threshold (JSON); a file or random extractor is rebuilt from the settings.
+
+        Args:
+            directory: the state folder.
+        """
+        if self.config.variant == "bc" or self.released is not None:
+            super().save(directory)
+        if self.config.variant == "oc":
+            from safetensors.torch import save_file
+
+            directory.mkdir(parents=True, exist_ok=True)
+            save_file({k: torch.from_numpy(np.ascontiguousarray(getattr(self.gmm, k))) for k in GMM_ARRAYS},
+                      str(directory / GMM_FILE))
+            (directory / GMM_FACTS).write_text(json.dumps(self.gmm_facts, sort_keys=True))
+
+    def load(self, directory: Path) -> None:
+        """Restore :meth:`save`'s state.
+
+        Args:
+            directory: the state folder.
+
+        Raises:
+            WeightsError: the state is unreadable, or the saved mixture does not fit this configuration.
+        """
+        if self.config.variant == "bc" or self.released is not None:
+            super().load(directory)
+        if self.config.variant == "oc":
+            from detbench.models.weights import load_state_dict_safely
+
+            arrays = {k: v.numpy() for k, v in load_state_dict_safely(directory / GMM_FILE).items()}
+            c, k = self.config, self.config.gmm_components
+            if sorted(arrays) != sorted(GMM_ARRAYS) or arrays["weights_"].shape != (k,) or \
+                    arrays["means_"].shape != (k, FEATURE_DIM):
+                found = ", ".join(f"{name} {list(v.shape)}" for name, v in arrays.items())
+                raise WeightsError(f"{directory / GMM_FILE} is not a {k}-component mixture of {FEATURE_DIM}-d "
+                                   f"features: {found}")
+            try:
+                facts = json.loads((directory / GMM_FACTS).read_text())
+                threshold, scale = float(facts["threshold"]), float(facts["scale"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise WeightsError(f"{directory / GMM_FACTS} is not a BLADES mixture's facts: {exc}") from None
+            self.gmm, self.gmm_facts = gmm_from_arrays(arrays, c), facts
+            self.threshold, self.scale = threshold, scale
