@@ -305,7 +305,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
     Pickles that would construct arbitrary objects (code) and TorchScript archives are refused; the one class
     allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`).
-    ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
+    ``{'state_dict': …}`` / ``{'model': …}`` / ``{'state_net': …}`` wrappers are
+    unwrapped and ``module.`` prefixes stripped.
 
     Args:
         path: the checkpoint.
@@ -358,7 +359,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-WRAPPERS = ("state_dict", "model")  # the checkpoint wrappers unwrapped: {'state_dict': {...}} and {'model': {...}}
+# the checkpoint wrappers unwrapped: {'state_dict': {...}}, {'model': {...}} and SDAIE's {'state_net': {...}}
+WRAPPERS = ("state_dict", "model", "state_net")
 
 
 def _refused_global(message: str) -> str:
