@@ -154,8 +154,8 @@ class SDAIE(ClassifierDetector):
                      "the README of github.com/Ekko-zn/SDAIE)")
     profile_defaults = {
         # "small" (the demo): no pretext backbone file is available offline, so the demo trains the binary
-        # classifier without the regulariser, on 4 patches per image, for 5 epochs of 16 images.
-        "small": {"regulariser_weight": 0.0, "train_patches": 4, "train_batch_size": 16, "epochs": 5,
+        # classifier without the regulariser, on 2 patches per image, for 4 epochs in batches of 16 images.
+        "small": {"regulariser_weight": 0.0, "train_patches": 2, "train_batch_size": 16, "epochs": 4,
                   "checkpoint_every": 20, "batch_size": 8},
     }
 

@@ -389,6 +389,10 @@ def test_the_mixture_is_the_originals_gaussian_mixture() -> None:
 def test_one_class_needs_the_extractor_and_refuses_weights(image_root: Path, tmp_path: Path) -> None:
     base = ["run", "sdaie", "--suite", "folder", "--root", str(image_root), "-q", "--set", "variant=one-class"]
     assert_refused_naming(invoke(*base, "--set", f"weights={tmp_path / 'x.pth'}"), "weights only with variant=binary")
+    assert_refused_naming(invoke(*base, "--protocol", "eval"), "variant=one-class needs", "--set extractor=")
+    torch.save({"fc.weight": torch.zeros(1, 512), "fc.bias": torch.zeros(1)}, tmp_path / "other.pth")
+    assert_refused_naming(invoke(*base, "--protocol", "eval", "--set", f"extractor={tmp_path / 'other.pth'}"),
+                          "missing", "backbone.", "unexpected", "fc.weight")
 
 
 def test_registry_facts() -> None:
