@@ -18,9 +18,10 @@ on camera photographs to predict their EXIF tags. Two detectors use it (``varian
   components, ``k-means++`` initialisation, ``random_state`` 42) fitted on the features of the real training
   images, and the threshold: the log-likelihood of the training real at index ``int(0.02 N)`` in ascending order
   (``val_GMM_sklearn``). The original calls an image real iff its log-likelihood exceeds the threshold; detbench's
-  P(fake) is ``sigmoid((threshold - loglik) / scale)`` in float64 (above 0.5 iff the log-likelihood is below the
-  threshold, so accuracy at 0.5 is the original's), ``scale`` the standard deviation of the training reals'
-  log-likelihoods unless ``score_scale`` is set.
+  P(fake) is :func:`one_class_probability`, a softsign of ``(threshold - loglik) / scale`` in float64 (above 0.5
+  iff the log-likelihood is below the threshold, so accuracy at 0.5 is the original's; ranks kept as the raw
+  log-likelihood's), ``scale`` the standard deviation of the training reals' log-likelihoods unless ``score_scale``
+  is set.
 
 Evaluation preprocessing (both variants, every test set alike): the image at its own size, a side under 64
 resized to 64 x 64, otherwise centre-cropped to multiples of 64 with the original's swapped ``(width, height)``
@@ -47,7 +48,7 @@ from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
 from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.training import TrainSetup, cross_entropy
-from detbench.probabilities import sigmoid, softmax_fake
+from detbench.probabilities import softmax_fake
 
 GMM_FILE = "gmm.safetensors"
 GMM_META = "gmm.json"
@@ -86,7 +87,7 @@ class SDAIEConfig:
     gmm_max_iter: int = 100
     gmm_reg_covar: float = 1e-6
     threshold_quantile: float = 0.02  # the threshold is the training reals' log-likelihood at index int(q N)
-    score_scale: float = 0.0  # P(fake) = sigmoid((threshold - loglik) / scale); 0: the training reals' std
+    score_scale: float = 0.0  # P(fake) = softsign((threshold - loglik) / scale); 0: the training reals' std
 
     def validate(self) -> None:
         """Check the option ranges (called after every ``--set``).
@@ -325,7 +326,7 @@ class SDAIE(ClassifierDetector):
                             description=f"{stage} {self.name} features")
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """Binary: the classifier's P(fake). One-class: ``sigmoid((threshold - loglik) / scale)``.
+        """Binary: the classifier's P(fake). One-class: :func:`one_class_probability` of the log-likelihood.
 
         Args:
             rows: the rows to score.
@@ -341,7 +342,7 @@ class SDAIE(ClassifierDetector):
         ok = np.isfinite(feats).reshape(len(rows), -1).all(axis=1)
         if ok.any():
             loglik = self.gmm.score_samples(feats[ok].astype(np.float32))
-            scores[ok] = sigmoid((self.threshold - loglik) / self.scale, "float64")
+            scores[ok] = one_class_probability(loglik, self.threshold, self.scale)
         return scores, failures
 
     def save(self, directory: Path) -> None:
@@ -407,6 +408,25 @@ class SDAIE(ClassifierDetector):
         note = "the Gaussian mixture's log-likelihood (numpy) is not counted"
         return CostForward(self.net, self.preprocessing.transform, (self.net.backbone,), trainable=0,
                            native_size=True, note=note)
+
+
+def one_class_probability(loglik: np.ndarray, threshold: float, scale: float) -> np.ndarray:
+    """P(fake) from the mixture's log-likelihood: above 0.5 iff below the threshold, decreasing in it.
+
+    ``0.5 * (1 + z / (1 + |z|))`` with ``z = (threshold - loglik) / scale`` (a softsign, not a sigmoid: the
+    original ranks by the raw log-likelihood, and a sigmoid would tie every image more than about 37 scales out at
+    exactly 1.0 in float64; the softsign keeps ranks up to about 1e15 scales, where 1 - P nears float64's spacing).
+
+    Args:
+        loglik: per-image log-likelihoods.
+        threshold: the training reals' log-likelihood at the threshold quantile.
+        scale: the log-likelihood difference that moves the score from 0.5 to 0.75.
+
+    Returns:
+        float64 scores in (0, 1).
+    """
+    z = (threshold - np.asarray(loglik, dtype=np.float64)) / scale
+    return 0.5 * (1.0 + z / (1.0 + np.abs(z)))
 
 
 def fit_mixture(features: np.ndarray, config: SDAIEConfig) -> Any:

@@ -313,8 +313,8 @@ def reference_patches_of(img: Image.Image) -> torch.Tensor:
 
 def test_one_class_mixture_scores_as_oc_funs(tmp_path: Path, detbench_home: Path) -> None:
     """variant=one-class: the mixture fitted on the real training images' features; the scores are
-    sigmoid((threshold - loglik) / scale) with the threshold of val_GMM_sklearn, checked against the reference
-    features and an independent log-density (float32 and float64, the bound of tests/equivalence.py)."""
+    0.5 (1 + z / (1 + |z|)) with z = (threshold - loglik) / scale and the threshold of val_GMM_sklearn, checked
+    against the reference features and an independent log-density (in float32 and float64, bound below)."""
     from scipy.special import logsumexp
     from scipy.stats import multivariate_normal
 
@@ -354,7 +354,8 @@ def test_one_class_mixture_scores_as_oc_funs(tmp_path: Path, detbench_home: Path
         threshold = np.sort(ll_train)[int(len(ll_train) * 0.02)]
         scale = np.std(ll_train)
         ll = loglik(reference_features([root / q for q in tests], backbone, dtype).double().numpy())
-        refs[dtype] = 1 / (1 + np.exp(-(threshold - ll) / scale))
+        z = (threshold - ll) / scale
+        refs[dtype] = 0.5 * (1 + z / (1 + np.abs(z)))
         if dtype == torch.float64:
             assert meta["threshold"] == pytest.approx(threshold, rel=1e-4, abs=1e-3)
             assert meta["scale"] == pytest.approx(scale, rel=1e-3)
@@ -384,6 +385,17 @@ def test_the_mixture_is_the_originals_gaussian_mixture() -> None:
     saved = {"weights": ours.weights_, "means": ours.means_, "covariances": ours.covariances_,
              "precisions_cholesky": ours.precisions_cholesky_}
     np.testing.assert_array_equal(mixture_from(saved, SDAIEConfig()).score_samples(feats), theirs.score_samples(feats))
+
+
+def test_one_class_scores_keep_the_likelihood_ranking_far_below_the_threshold() -> None:
+    """The original ranks by the raw log-likelihood (AP): images tens to thousands of scales below the threshold
+    must keep distinct, ordered scores, not tie at 1.0."""
+    from detbench.detectors.sdaie import one_class_probability
+
+    loglik = -np.array([0.0, 1.0, 40.0, 80.0, 1e3, 1e5])  # threshold 0, scale 1
+    scores = one_class_probability(loglik, 0.0, 1.0)
+    assert scores[0] == 0.5 and scores[1] > 0.5 and (np.diff(scores) > 0).all() and (scores < 1).all()
+    assert one_class_probability(np.array([3.0]), 0.0, 1.0)[0] < 0.5
 
 
 def test_one_class_needs_the_extractor_and_refuses_weights(image_root: Path, tmp_path: Path) -> None:
