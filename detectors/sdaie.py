@@ -53,6 +53,8 @@ from detbench.probabilities import softmax_fake
 GMM_FILE = "gmm.safetensors"
 GMM_META = "gmm.json"
 GMM_TENSORS = ("weights", "means", "covariances", "precisions_cholesky")
+EXTRACTOR_FILE = "extractor.safetensors"  # one-class with extractor=pretext: the pretext-trained network
+PRETEXT = "pretext"  # extractor=pretext: train the extractor on the EXIF tags of the real training images
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class SDAIEConfig:
 
     variant: Literal["binary", "one-class"] = "binary"
     weights: str = ""  # binary: released classifier checkpoint (bc_eval.py's)[#sha256=HEX]; empty: train
-    extractor: str = ""  # the pretext-trained backbone checkpoint (backbone_train.py's)[#sha256=HEX]
+    extractor: str = ""  # the pretext-trained backbone checkpoint (backbone_train.py's)[#sha256=HEX], or "pretext"
     crop_axes: Literal["swapped", "height-width"] = "swapped"  # swapped: the original's CenterCrop((W', H'))
     max_patches: int = 0  # evaluation patches per image; 0: the variant's (binary 40000, one-class 20000)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"  # fp32: the original
@@ -79,6 +81,12 @@ class SDAIEConfig:
     jpeg_quality_min: int = 90
     jpeg_quality_max: int = 99
     checkpoint_every: int = 500
+    # extractor=pretext: the EXIF pretext training on the real training images (backbone_train.py; see sdaie_pretext)
+    pretext_ranked: str = ("ExposureTime,FNumber,ISOSpeedRatings,FocalLength,ExposureBiasValue,MaxApertureValue,"
+                           "FocalLengthIn35mmFilm")  # the 7 ranked tags (the code's JSON names none of them)
+    pretext_steps: int = 10000
+    pretext_batch_size: int = 512  # pairs per step (the original: 8 processes x 64)
+    pretext_lr: float = 1e-4
     # one-class mixture (oc_funs.py train_GMM_sklearn / val_GMM_sklearn)
     gmm_components: int = 5
     gmm_covariance: Literal["full", "tied", "diag", "spherical"] = "full"
@@ -109,6 +117,11 @@ class SDAIEConfig:
             (1 <= self.jpeg_quality_min <= self.jpeg_quality_max <= 100,
              "1 <= jpeg_quality_min <= jpeg_quality_max <= 100"),
             (self.checkpoint_every >= 0, "checkpoint_every >= 0 (0: off)"),
+            (_ranked_ok(self.pretext_ranked), "pretext_ranked: 7 distinct tags of detbench.data.images.EXIF_TAGS, "
+             "none of the classified ones (Make, Model, Flash, MeteringMode, ExposureMode, WhiteBalance, "
+             "SceneCaptureType)"),
+            (self.pretext_steps >= 1 and self.pretext_batch_size >= 1 and self.pretext_lr > 0,
+             "pretext_steps, pretext_batch_size >= 1 and pretext_lr > 0"),
             (self.gmm_components >= 1 and self.gmm_max_iter >= 1 and self.gmm_reg_covar >= 0,
              "gmm_components >= 1, gmm_max_iter >= 1, gmm_reg_covar >= 0"),
             (0 <= self.threshold_quantile < 1 and self.score_scale >= 0,
@@ -117,6 +130,17 @@ class SDAIEConfig:
         problems = [message for ok, message in checks if not ok]
         if problems:
             raise ConfigError("sdaie options need " + "; ".join(problems))
+
+
+def _ranked_ok(spec: str) -> bool:
+    """Whether ``spec`` names 7 distinct ranked tags the index records (none of the classified ones)."""
+    from detbench.data.images import EXIF_TAGS
+    from detbench.detectors.sdaie_pretext import CATEGORICAL, RANKED_POSITIONS
+
+    tags = [t.strip() for t in spec.split(",") if t.strip()]
+    classified = {tag for _, tag in CATEGORICAL}
+    return (len(tags) == len(RANKED_POSITIONS) and len(set(tags)) == len(tags)
+            and all(t in EXIF_TAGS and t not in classified for t in tags))
 
 
 REGISTRATION = {  # read by detbench.registry without importing this module: literals only
@@ -141,7 +165,7 @@ class SDAIE(ClassifierDetector):
     Config = SDAIEConfig
     summary = REGISTRATION["summary"]
     follows_eval_profiles = False  # the original scores every test set alike, at native size, in 64 px patches
-    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ()}
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": (PRETEXT,)}
     default_holdout = "0"  # bc_train.py trains on the whole training set and keeps the last epoch
     tiny_settings: ClassVar[dict[str, Any]] = {
         "regulariser_weight": 0.0, "epochs": 1, "train_batch_size": 4, "train_patches": 2, "checkpoint_every": 0,
@@ -195,6 +219,10 @@ class SDAIE(ClassifierDetector):
         from detbench.models.weights import load_checkpoint_file, load_into
 
         c = self.config
+        self.pretext: PretextNet | None = None
+        if c.extractor == PRETEXT:  # trained in fit, on the training rows
+            self.pretext = self.net if self.one_class else PretextNet()
+            return {"extractor": PRETEXT}
         if not c.extractor:
             if self.one_class:
                 raise WeightsError(f"sdaie variant=one-class needs the pretext backbone: {self.extractor_fix}")
@@ -294,8 +322,9 @@ class SDAIE(ClassifierDetector):
         Returns:
             Facts for the run record.
         """
+        pretext = self._train_pretext(train, ctx)
         if not self.one_class:
-            return super().fit(train, heldout, ctx)
+            return {**super().fit(train, heldout, ctx), **pretext}
         from detbench.errors import DataError
 
         reals = train[train["label"] == 0].sort_values("path", kind="stable")
@@ -309,10 +338,27 @@ class SDAIE(ClassifierDetector):
         loglik = self.gmm.score_samples(feats[ok].astype(np.float32))
         self.threshold = float(np.sort(loglik)[int(len(loglik) * c.threshold_quantile)])
         self.scale = float(c.score_scale or (np.std(loglik) or 1.0))
-        return {"weights": "gmm", "trained": True, **self.training_facts, "n_real_train": int(ok.sum()),
+        return {"weights": "gmm", "trained": True, **self.training_facts, **pretext, "n_real_train": int(ok.sum()),
                 "feature_failures": len(failures), "threshold": self.threshold, "scale": self.scale,
                 "gmm_converged": bool(self.gmm.converged_), "gmm_iterations": int(self.gmm.n_iter_),
                 "eval_preprocessing": self.preprocessing.facts}
+
+    def _train_pretext(self, train: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """With ``extractor=pretext``: the EXIF pretext training on the real training rows, its backbone then the
+        one-class features' or the binary regulariser's (:func:`detbench.detectors.sdaie_pretext.train_pretext`).
+
+        Returns:
+            ``{"pretext": facts}``, or nothing without pretext training.
+        """
+        if getattr(self, "pretext", None) is None or self.released is not None:
+            return {}
+        from detbench.detectors.sdaie_pretext import train_pretext
+
+        reals = train[train["label"] == 0].sort_values("path", kind="stable").reset_index(drop=True)
+        facts = train_pretext(self.pretext, reals, ctx, self.config, self.precision)
+        if not self.one_class:
+            self.net.diffusionextractor_pretrained.load_state_dict(self.pretext.backbone.state_dict())
+        return {"pretext": facts}
 
     def _features(self, rows: pd.DataFrame, ctx: RunContext, stage: str) -> tuple[np.ndarray, dict[int, str]]:
         """The extractor's 528-d features of ``rows`` (NaN rows where an image failed)."""
@@ -360,6 +406,11 @@ class SDAIE(ClassifierDetector):
         save_file({"weights": g.weights_, "means": g.means_, "covariances": g.covariances_,
                    "precisions_cholesky": g.precisions_cholesky_}, str(directory / GMM_FILE))
         (directory / GMM_META).write_text(json.dumps({"threshold": self.threshold, "scale": self.scale}))
+        if self.config.extractor == PRETEXT:
+            from safetensors.torch import save_file as save_tensors
+
+            state = {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+            save_tensors(state, str(directory / EXTRACTOR_FILE))
         return None
 
     def load(self, directory: Path) -> None:
@@ -389,6 +440,11 @@ class SDAIE(ClassifierDetector):
                                f"{', '.join(sorted(GMM_TENSORS))}")
         self.gmm = mixture_from(tensors, self.config)
         self.threshold, self.scale = threshold, scale
+        if self.config.extractor == PRETEXT:
+            from detbench.models.weights import load_into, load_state_dict_safely
+
+            saved = load_state_dict_safely(directory / EXTRACTOR_FILE)
+            load_into(self.net, saved, f"{self.name} extractor {directory}")
         return None
 
     def cost_forward(self, ctx: RunContext, generator: str) -> Any:

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -412,3 +413,124 @@ def test_registry_facts() -> None:
 
     info = DETECTORS.info("sdaie")
     assert info is not None and info.year == 2026 and info.weights_key == "weights" and info.training == "trains"
+
+
+# ---------------------------------------------------------------------------------------------- EXIF pretext
+
+
+CLASSIFIED = ("Make", "Model", "Flash", "MeteringMode", "ExposureMode", "WhiteBalance", "SceneCaptureType")
+RANKED = ("ExposureTime", "FNumber", "ISOSpeedRatings", "FocalLength", "ExposureBiasValue", "MaxApertureValue",
+          "FocalLengthIn35mmFilm")
+
+
+def _camera_jpeg(path: Path, i: int, *, tags: bool = True) -> None:
+    from PIL import ExifTags
+
+    rng = np.random.default_rng(i)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(rng.integers(0, 255, (64 + 8 * (i % 2), 72, 3), dtype=np.uint8))
+    if not tags:
+        image.save(path, quality=92)
+        return
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = ("Canon", "Nikon", "Canon")[i % 3], f"M{i % 2}"
+    ifd = exif.get_ifd(0x8769)
+    for k, name in enumerate(CLASSIFIED[2:]):
+        ifd[ExifTags.Base[name]] = (i + k) % 3
+    for k, name in enumerate(RANKED):
+        ifd[ExifTags.Base[name]] = float(1 + (i * (k + 2)) % 7)
+    image.save(path, quality=92, exif=exif.tobytes())
+
+
+def test_pretext_targets_classify_frequent_values_and_count_what_is_missing() -> None:
+    from detbench.detectors.sdaie_pretext import pretext_targets
+
+    full = {**{t: "a" for t in CLASSIFIED}, **{t: 1.0 for t in RANKED}}
+    rows = pd.DataFrame({"exif_tags": [
+        json.dumps({**full, "Make": "b"}), json.dumps({**full, "Make": "b"}), json.dumps(full),
+        json.dumps({**full, "Make": "c", "FNumber": 2.0}), json.dumps({**full, "Make": "d"}),
+        json.dumps({**full, "Make": "e"}), json.dumps({**full, "Make": "f"}), json.dumps({**full, "Make": "g"}),
+        json.dumps({**full, "Make": "h"}), None, json.dumps({k: v for k, v in full.items() if k != "Flash"})]})
+    targets, usable, facts = pretext_targets(rows, RANKED)
+    assert list(usable) == list(range(9)) and facts["without_exif_tags"] == 1 and facts["missing_tag"] == {"Flash": 1}
+    # Make has 7 classes: the 6 most frequent values (ties by value), every other value the 7th
+    assert facts["classes"]["Make"] == ["b", "a", "c", "d", "e", "f"]
+    assert list(targets[:, 1]) == [0, 0, 1, 2, 3, 4, 5, 6, 6]
+    assert list(targets[:, 2]) == [1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # FNumber ranks (position 2)
+
+
+def test_pretext_loss_is_cross_entropy_and_probit_ranking() -> None:
+    from scipy.stats import norm
+
+    from detbench.detectors.sdaie_net import PretextNet
+    from detbench.detectors.sdaie_pretext import pretext_loss
+
+    torch.manual_seed(0)
+    net = PretextNet().eval()
+    first, second = torch.randn(3, 1, 3, 64, 64), torch.randn(3, 1, 3, 64, 64)
+    t1 = torch.tensor([[2.0, 3, 1, 0, 5, 1, 2, 1, 0, 4, 3, 1, 2, 4]] * 3)
+    t2 = t1.clone()
+    t2[0, 0], t2[1, 2], t2[2, 12] = 9.0, 0.5, 2.0  # larger, smaller, equal (x1 >= x2 counts as 1)
+    with torch.no_grad():
+        got = float(pretext_loss(net, first, second, t1, t2))
+        f1, f2 = net.backbone(first).double(), net.backbone(second).double()
+    want = 0.0
+    for pos in range(14):
+        head = getattr(net, f"fc{pos + 1}")
+        w, b = head.weight.detach().double(), head.bias.detach().double()
+        o1, o2 = (f1 @ w.T + b).numpy(), (f2 @ w.T + b).numpy()
+        if pos in (1, 5, 6, 9, 10, 11, 13):
+            logp = o1 - np.log(np.exp(o1).sum(axis=1, keepdims=True))
+            want += -np.mean(logp[np.arange(3), t1[:, pos].long().numpy()])
+        else:
+            p = norm.cdf(o1[:, 0] - o2[:, 0])
+            y = (t1[:, pos] >= t2[:, pos]).double().numpy()
+            want += -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_pretext_training_on_the_indexed_exif_then_the_one_class_mixture(tmp_path: Path, detbench_home: Path) -> None:
+    root = tmp_path / "cam"
+    for i in range(6):
+        _camera_jpeg(root / "train/seen/0_real" / f"r{i}.jpg", i)
+        _camera_jpeg(root / "train/seen/1_fake" / f"f{i}.jpg", 10 + i, tags=False)
+    for i in range(2):
+        _camera_jpeg(root / "test/seen/0_real" / f"r{i}.jpg", 20 + i)
+        _camera_jpeg(root / "test/seen/1_fake" / f"f{i}.jpg", 30 + i, tags=False)
+    base = ["run", "sdaie", "--suite", "folder", "--root", str(root), "--protocol", "train-on-seen", "-q",
+            "--set", "variant=one-class", "--set", "extractor=pretext", "--set", "pretext_steps=2",
+            "--set", "pretext_batch_size=2", "--set", "train_patches=1", "--set", "gmm_components=2",
+            "--set", "gmm_covariance=spherical"]
+    result = invoke(*base)
+    assert result.exit_code == 0, result.output
+    record, scores = released_run(detbench_home, "sdaie")
+    pretext = record["fit"]["pretext"]
+    assert pretext["used"] == 6 and pretext["without_exif_tags"] == 0 and pretext["steps"] == 2
+    assert pretext["classes"]["Make"] == ["Canon", "Nikon"] and pretext["last_loss"] is not None
+    assert record["key"]["detector_identity"]["extractor"] == "pretext" and (scores["status"] == "ok").all()
+    from detbench.progress import quiet
+    from detbench.results.predict import predict_files  # the trained extractor is saved with the fit and reloaded
+
+    predicted, _ = predict_files(record["run_id"][:12], [root / p for p in scores["path"]], phases=quiet())
+    np.testing.assert_array_equal(predicted["score"].to_numpy(), scores["score"].to_numpy())  # batched alike
+
+    result = invoke(*base[:8], "--set", "extractor=pretext", "--set", "pretext_steps=2", "--set",
+                    "pretext_batch_size=2", "--set", "train_patches=1", "--set", "epochs=1", "--set",
+                    "train_batch_size=4")  # binary: the regulariser's extractor
+    assert result.exit_code == 0, result.output
+    [fit] = [json.loads(p.read_text())["fit"] for p in detbench_home.rglob("run.json")
+             if json.loads(p.read_text())["key"]["detector"]["config"]["variant"] == "binary"]
+    assert fit["pretext"]["used"] == 6 and fit["trained"] and fit["steps"] == 3
+
+
+def test_pretext_training_without_exif_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                            detbench_home: Path) -> None:
+    root = tmp_path / "noexif"
+    for split, n in (("train", 3), ("test", 1)):
+        for label in ("0_real", "1_fake"):
+            for i in range(n):
+                _camera_jpeg(root / f"{split}/seen/{label}/{i}.jpg", i, tags=False)
+    result = invoke("run", "sdaie", "--suite", "folder", "--root", str(root), "--protocol", "train-on-seen", "-q",
+                    "--set", "extractor=pretext", "--set", "epochs=1", "--set", "train_batch_size=2")
+    assert_refused_naming(result, "0 of 3 real training images", "3 carry none", "--set extractor=FILE")
+    assert not list(detbench_home.rglob("run.json")) and not list(detbench_home.rglob("*.safetensors"))
