@@ -96,13 +96,15 @@ def pretext_loss(net: PretextNet, first: torch.Tensor, second: torch.Tensor, t1:
     f1, f2 = net.backbone(first), net.backbone(second)
     total = first.new_zeros((), dtype=torch.float32)
     categorical = {p for p, _ in CATEGORICAL}
-    for position in range(len(PRETEXT_HEADS)):
-        head: nn.Linear = getattr(net, f"fc{position + 1}")
-        if position in categorical:
-            total = total + nn.functional.cross_entropy(head(f1).float(), t1[:, position].long())
-        else:
-            p = 0.5 * (1 + torch.erf((head(f1) - head(f2)).float()[:, 0] / math.sqrt(2.0)))
-            total = total + nn.functional.binary_cross_entropy(p, (t1[:, position] >= t2[:, position]).float())
+    with torch.autocast(first.device.type, enabled=False):  # heads and losses in float32 (BCE refuses autocast)
+        f1, f2 = f1.float(), f2.float()
+        for position in range(len(PRETEXT_HEADS)):
+            head: nn.Linear = getattr(net, f"fc{position + 1}")
+            if position in categorical:
+                total = total + nn.functional.cross_entropy(head(f1), t1[:, position].long())
+            else:
+                p = 0.5 * (1 + torch.erf((head(f1) - head(f2))[:, 0] / math.sqrt(2.0)))
+                total = total + nn.functional.binary_cross_entropy(p, (t1[:, position] >= t2[:, position]).float())
     return total
 
 
