@@ -23,6 +23,9 @@ on camera photographs to predict their EXIF tags. Two detectors use it (``varian
   log-likelihood's), ``scale`` the standard deviation of the training reals' log-likelihoods unless ``score_scale``
   is set.
 
+The extractor either loads (``extractor=FILE``) or trains first on the EXIF tags the index recorded for the real
+training images (``extractor=pretext``: :mod:`detbench.detectors.sdaie_pretext`).
+
 Evaluation preprocessing (both variants, every test set alike): the image at its own size, a side under 64
 resized to 64 x 64, otherwise centre-cropped to multiples of 64 with the original's swapped ``(width, height)``
 order (``crop_axes``), CLIP normalisation, all non-overlapping 64 x 64 patches in row order (at most 40000 for
@@ -176,7 +179,8 @@ class SDAIE(ClassifierDetector):
                    "README of github.com/Ekko-zn/SDAIE)")
     extractor_what = "the SDAIE pretext backbone checkpoint"
     extractor_fix = ("pass --set extractor=/path/to/backbone/pretrained.pth (the 'backbone checkpoint' linked from "
-                     "the README of github.com/Ekko-zn/SDAIE)")
+                     "the README of github.com/Ekko-zn/SDAIE), or --set extractor=pretext to train it on the EXIF "
+                     "tags of the real training images")
     profile_defaults = {
         # "small" (the demo): no pretext backbone file is available offline, so the demo trains the binary
         # classifier without the regulariser, on 2 patches per image, for 4 epochs in batches of 16 images.
