@@ -425,7 +425,7 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
     except Exception:  # a damaged index is rebuilt, not trusted
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
-    if set(cols) - set(df.columns):  # written before a column existed (exif, exif_tags): every file is probed again
+    if set(cols) - set(df.columns):  # written before a column existed (exif_tags): every file is probed again
         return {}
     return {r["path"]: r for r in df[cols].to_dict("records")}
 

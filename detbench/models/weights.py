@@ -359,7 +359,7 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-# the checkpoint wrappers unwrapped: {'state_dict': {...}}, {'model': {...}} and SDAIE's {'state_net': {...}}
+# the checkpoint wrappers unwrapped: {'state_dict': {...}}, {'model': {...}} and {'state_net': {...}}
 WRAPPERS = ("state_dict", "model", "state_net")
 
 
