@@ -182,8 +182,8 @@ class SDAIE(ClassifierDetector):
                      "the README of github.com/Ekko-zn/SDAIE), or --set extractor=pretext to train it on the EXIF "
                      "tags of the real training images")
     profile_defaults = {
-        # "small" (the demo): no pretext backbone file is available offline, so the demo trains the binary
-        # classifier without the regulariser, on 2 patches per image, for 4 epochs in batches of 16 images.
+        # "small" (the demo): no pretext backbone file is available offline and the demo's PNGs carry no EXIF to
+        # pretrain one, so the demo trains the binary classifier without the regulariser, on 2 patches per image, for 4 epochs in batches of 16 images.
         "small": {"regulariser_weight": 0.0, "train_patches": 2, "train_batch_size": 16, "epochs": 4,
                   "checkpoint_every": 20, "batch_size": 8},
     }
@@ -208,13 +208,14 @@ class SDAIE(ClassifierDetector):
         return PretextNet() if self.one_class else BinaryNet()
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
-        """Load the pretext extractor: the one-class variant's features, the binary regulariser's reference.
+        """Load the pretext extractor (the one-class variant's features, the binary regulariser's reference), or
+        with ``extractor=pretext`` set up the network that :meth:`fit` trains on the EXIF tags first.
 
         Args:
             ctx: the run context.
 
         Returns:
-            The extractor file's sha256 (part of the identity) and path (recorded with the fit).
+            The extractor file's sha256 (part of the identity) and path (recorded with the fit), or ``pretext``.
 
         Raises:
             WeightsError: no extractor file where one is needed, or one that does not fit ``diffextractor``.
