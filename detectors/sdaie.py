@@ -183,7 +183,8 @@ class SDAIE(ClassifierDetector):
                      "tags of the real training images")
     profile_defaults = {
         # "small" (the demo): no pretext backbone file is available offline and the demo's PNGs carry no EXIF to
-        # pretrain one, so the demo trains the binary classifier without the regulariser, on 2 patches per image, for 4 epochs in batches of 16 images.
+        # pretrain one, so the demo trains the binary classifier without the regulariser, on 2 patches per image,
+        # for 4 epochs in batches of 16 images.
         "small": {"regulariser_weight": 0.0, "train_patches": 2, "train_batch_size": 16, "epochs": 4,
                   "checkpoint_every": 20, "batch_size": 8},
     }
