@@ -130,12 +130,16 @@ def train_pretext(net: PretextNet, rows: pd.DataFrame, ctx: RunContext, config: 
 
     ranked = tuple(t.strip() for t in config.pretext_ranked.split(",") if t.strip())
     targets, usable, facts = pretext_targets(rows, ranked)
-    if len(usable) < 2:
+    if len(usable) < 2:  # before anything is trained or written
         worst = ", ".join(f"{tag} {n}" for tag, n in sorted(facts["missing_tag"].items(), key=lambda kv: -kv[1])[:4])
         raise DataError(
             f"sdaie pretext training: {len(usable)} of {len(rows)} real training images carry every EXIF tag its "
             f"heads need ({facts['without_exif_tags']} carry none{'; missing: ' + worst if worst else ''}); it needs "
             "at least 2. Train on photographs with camera EXIF, or pass --set extractor=FILE (a pretrained backbone)")
+    if len(usable) < len(rows):
+        ctx.phases.log(f"sdaie pretext training: {len(usable)} of {len(rows)} real training images carry every "
+                       f"EXIF tag it needs; left out: {facts['without_exif_tags']} without any, missing per tag "
+                       f"{facts['missing_tag']}")
     b, steps = config.pretext_batch_size, config.pretext_steps
     draws = np.random.default_rng([ctx.seed, STREAM]).integers(len(usable), size=(steps, 2, b))
     order = usable[draws.reshape(-1)]
