@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,19 @@ CATEGORICAL = ((1, "Make"), (5, "Model"), (6, "Flash"), (9, "MeteringMode"), (10
                (11, "WhiteBalance"), (13, "SceneCaptureType"))
 RANKED_POSITIONS = (0, 2, 3, 4, 7, 8, 12)
 STREAM = 0x5DA1E  # seed stream of the pair draws and crops: derive_seed(run seed, STREAM, ...)
+
+
+@dataclass(frozen=True)
+class ItemSeeds:
+    """Item ``i``'s crop seed, ``derive_seed(seed, STREAM, i)``, computed when asked (picklable for workers)."""
+
+    seed: int
+
+    def __getitem__(self, i: int) -> int:
+        """The seed of item ``i``."""
+        from detbench.kit.seeded_data import derive_seed
+
+        return derive_seed(self.seed, STREAM, i)
 
 
 def read_tags(rows: pd.DataFrame) -> list[dict[str, Any] | None]:
@@ -143,7 +157,7 @@ def train_pretext(net: PretextNet, rows: pd.DataFrame, ctx: RunContext, config: 
     b, steps = config.pretext_batch_size, config.pretext_steps
     draws = np.random.default_rng([ctx.seed, STREAM]).integers(len(usable), size=(steps, 2, b))
     order = usable[draws.reshape(-1)]
-    seeds = [derive_seed(ctx.seed, STREAM, i) for i in range(len(order))]
+    seeds = ItemSeeds(ctx.seed)  # drawn when an item loads: millions of items need no list
     augment = RandomPatches(config.train_patches, 0.0, 0.0, 0.0, (100, 100))  # _fixpatch: crops only
     dataset = ScheduledRows(ctx.suite_root, rows["path"].tolist(), augment, order, seeds)
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
