@@ -113,6 +113,33 @@ def test_index_records_whether_a_file_carries_exif(tmp_path: Path, mode: str) ->
     assert idx.rows.set_index("path")["exif"].to_dict() == expected
 
 
+def test_index_records_the_exif_tags_a_detector_reads(tmp_path: Path) -> None:
+    """The camera tags (IFD0 and the Exif sub-directory) as JSON, numbers as floats; None without an EXIF block
+    or when it holds none of them (never a default)."""
+    import json
+
+    from PIL import Image
+
+    from detbench.datasets.folder import FolderOptions, FolderSuite
+
+    folder = tmp_path / "tree" / "gen" / "0_real"
+    folder.mkdir(parents=True)
+    image = Image.new("RGB", (16, 16), (90, 120, 150))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Maker\x00", "Model X"  # Make (NUL-padded), Model
+    ifd = exif.get_ifd(0x8769)
+    ifd[0x829A], ifd[0x8827], ifd[0x9209] = 0.004, 200, 16  # ExposureTime, ISOSpeedRatings, Flash
+    image.save(folder / "tags.jpg", quality=90, exif=exif.tobytes())
+    other = Image.Exif()
+    other[0x0131] = "an editor"  # Software only: an EXIF block without camera tags
+    image.save(folder / "software.jpg", quality=90, exif=other.tobytes())
+    image.save(folder / "none.png")
+    rows = build_index(FolderSuite(FolderOptions()), tmp_path / "tree").rows.set_index("path")["exif_tags"]
+    assert json.loads(rows["gen/0_real/tags.jpg"]) == {"Make": "Maker", "Model": "Model X", "ExposureTime": 0.004,
+                                                       "ISOSpeedRatings": 200.0, "Flash": 16.0}
+    assert pd.isna(rows["gen/0_real/software.jpg"]) and pd.isna(rows["gen/0_real/none.png"])
+
+
 def test_an_index_written_before_exif_is_probed_again(tmp_path: Path) -> None:
     from detbench.datasets.folder import FolderOptions, FolderSuite
 

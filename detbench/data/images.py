@@ -103,6 +103,7 @@ class ImageInfo:
     n_frames: int | None = None
     jpeg_quality: int | None = None
     exif: bool | None = None  # the header carries an EXIF block (see _has_exif)
+    exif_tags: str | None = None  # JSON of the camera tags of EXIF_TAGS it holds (see _exif_tags); None: none
     phash: str | None = None  # perceptual hash of the decoded first frame (full probes only; see _phash)
     status: str
     reason: str | None = None
@@ -519,6 +520,7 @@ def _probe_stream(fp: IO[bytes], size: int, *, decode: bool, max_pixels: int | N
                 mode=im.mode,
                 jpeg_quality=estimate_jpeg_quality(im),
                 exif=_has_exif(im),
+                exif_tags=_exif_tags(im),
             )
             _check_pixels(im.size, max_pixels)  # after reading the header, so too-large files report it
             fields["n_frames"] = _n_frames(im)
@@ -545,6 +547,55 @@ def _phash(im: Image.Image, fp: IO[bytes]) -> str | None:
 
 
 _EXIF_IFD = 0x8769  # the TIFF tag pointing at the Exif sub-directory
+# The camera tags the index records (PIL.ExifTags.Base names): who made the picture with what, and how it was exposed.
+EXIF_TAGS = (
+    "Make", "Model", "ExposureTime", "FNumber", "ExposureProgram", "ISOSpeedRatings", "ShutterSpeedValue",
+    "ApertureValue", "BrightnessValue", "ExposureBiasValue", "MaxApertureValue", "SubjectDistance", "MeteringMode",
+    "LightSource", "Flash", "FocalLength", "ExposureMode", "WhiteBalance", "DigitalZoomRatio",
+    "FocalLengthIn35mmFilm", "SceneCaptureType", "GainControl", "Contrast", "Saturation", "Sharpness",
+    "SubjectDistanceRange",
+)
+
+
+def _exif_tags(im: Image.Image) -> str | None:
+    """The :data:`EXIF_TAGS` the header's EXIF block holds, as sorted JSON: text stripped of NUL padding, numbers
+    (rationals included) as floats, the first of a number sequence; tags with other values are left out. None when
+    there is no EXIF block, it cannot be parsed, or it holds none of the tags: an absent tag is never given a value.
+    Read from the header alone, as :func:`_has_exif`.
+    """
+    import json
+
+    from PIL import ExifTags
+
+    if not _has_exif(im):  # also keeps getexif() from reading a PNG past its header
+        return None
+    try:
+        raw = im.info.get("exif")
+        exif = Image.Exif() if raw else im.getexif()  # TIFF: from the directories already read
+        if raw:
+            exif.load(raw)
+        merged = {**dict(exif), **dict(exif.get_ifd(_EXIF_IFD))}
+    except Exception:  # a corrupt EXIF block (PIL raises many types) holds no tags we can trust
+        return None
+    found: dict[str, Any] = {}
+    for name in EXIF_TAGS:
+        value = merged.get(int(ExifTags.Base[name]))
+        if isinstance(value, tuple | list) and value:
+            value = value[0]
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if isinstance(value, str):
+            value = value.strip("\x00 ").strip()
+            if value:
+                found[name] = value
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError, ZeroDivisionError):
+            continue
+        if number == number and abs(number) != float("inf"):  # a 0/0 or x/0 rational is no value
+            found[name] = number
+    return json.dumps(found, sort_keys=True) if found else None
 
 
 def _has_exif(im: Image.Image) -> bool:

@@ -53,6 +53,7 @@ COLUMNS = [
     "height",
     "bytes",
     "exif",
+    "exif_tags",
     "phash",
     "status",
     "reason",
@@ -114,6 +115,7 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
         "height": info.height,
         "bytes": info.bytes if info.bytes is not None else size,
         "exif": info.exif,
+        "exif_tags": info.exif_tags,
         "phash": info.phash,
         "status": info.status,
         "reason": info.reason,
@@ -148,6 +150,7 @@ def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, A
                         "height": info.height,
                         "bytes": info.bytes,
                         "exif": info.exif,
+                        "exif_tags": info.exif_tags,
                         "phash": info.phash,
                         "status": info.status,
                         "reason": info.reason,
@@ -409,7 +412,7 @@ def check_unique_ids(df: pd.DataFrame) -> None:
 
 def _bad_name_row(rel: str) -> dict[str, Any]:
     return {"path": display_name(rel), "image_id": None, "format": None, "jpeg_quality": None, "width": None,
-            "height": None, "bytes": None, "exif": None, "phash": None, "status": "bad_name",
+            "height": None, "bytes": None, "exif": None, "exif_tags": None, "phash": None, "status": "bad_name",
             "reason": BAD_NAME_REASON, "mtime_ns": None}
 
 
@@ -422,7 +425,7 @@ def _load_previous(directory: Path) -> dict[str, dict[str, Any]]:
     except Exception:  # a damaged index is rebuilt, not trusted
         return {}
     cols = [c for c in COLUMNS if c not in ("suite", "generator", "family", "split", "label")]
-    if set(cols) - set(df.columns):  # written before a column existed (exif, phash): every file is probed again
+    if set(cols) - set(df.columns):  # written before a column existed (exif_tags): every file is probed again
         return {}
     return {r["path"]: r for r in df[cols].to_dict("records")}
 

@@ -332,7 +332,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Pickles that would construct arbitrary objects (code) and TorchScript archives are refused; the one class
     allowed beyond torch's weights-only set is ``argparse.Namespace`` (:data:`CHECKPOINT_CLASSES`), and a yacs
     ``CfgNode`` (:data:`INERT_CONFIGS`) is read as a plain ``OrderedDict`` without yacs.
-    ``{'state_dict': …}`` / ``{'model': …}`` wrappers are unwrapped and ``module.`` prefixes stripped.
+    ``{'state_dict': …}`` / ``{'model': …}`` / ``{'state_net': …}`` wrappers are unwrapped and ``module.`` prefixes
+    stripped.
 
     Args:
         path: the checkpoint.
@@ -385,7 +386,8 @@ def load_state_dict_safely(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-WRAPPERS = ("state_dict", "model")  # the checkpoint wrappers unwrapped: {'state_dict': {...}} and {'model': {...}}
+# the checkpoint wrappers unwrapped: {'state_dict': {...}}, {'model': {...}} and {'state_net': {...}}
+WRAPPERS = ("state_dict", "model", "state_net")
 
 
 def _refused_global(message: str) -> str:
