@@ -525,3 +525,37 @@ def test_p_fake_is_the_originals_float32_softmax() -> None:
     ours = AIDE(AIDEConfig()).probabilities(logits)
     assert binary_metrics(labels, ours)["ap"] == average_precision_score(labels, expected)
     assert average_precision_score(labels, ranked) != average_precision_score(labels, expected)  # the ties matter
+
+
+def test_the_bench_original_loop_scores_as_the_reference(checkpoint, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``detbench bench --vs-originals``'s AIDE loop (detbench.perf.originals.aide) is the original: on generated
+    images (PNG and JPEG, 160-320 px) and the checkpoint it writes (its head rescaled so that the scores spread), it
+    gives the reference's P(fake), with the stand-in trunk and size in place of ConvNeXt-XXL at 256 px (the loop's
+    assertion then checks their map); it writes the authors' keys."""
+    import timm
+
+    from detbench.models.weights import load_state_dict_safely
+    from detbench.perf.inputs import write_test_set
+    from detbench.perf.originals import aide as original
+
+    for name, value in (("WORKERS", 0), ("TRUNK", STAND_IN), ("INPUT_SIZE", SIZE)):  # workers change no score
+        monkeypatch.setattr(original, name, value)
+    paths = write_test_set(tmp_path / "set", 6)
+    written = original.write_checkpoint(tmp_path, tmp_path / "set")
+    assert written.settings == [f"weights={written.files['weights']}"]
+    sd = load_state_dict_safely(written.files["weights"])
+    assert set(sd) == set(load_state_dict_safely(checkpoint[0]))  # the authors' keys, which load() loads strictly
+
+    scores = original.score(original.load(written.files), tmp_path / "set")
+    assert sorted(scores) == sorted(paths)
+    trunk = timm.create_model(TRUNK, pretrained=False)
+    trunk.reset_classifier(0)
+    prefix = "openclip_convnext_xxl."
+    trunk.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    with torch.no_grad():
+        x = torch.stack([reference_input(tmp_path / "set" / p) for p in paths])
+        ref32 = reference_p_fake(sd, trunk.eval(), x)
+        expected = reference_p_fake(double_state(sd), copy.deepcopy(trunk).double(), x.double())
+    assert np.ptp(expected) > 0.05  # the rescaled head spreads the scores
+    assert_matches_reference([scores[p] for p in paths], ref32, expected)

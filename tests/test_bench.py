@@ -146,7 +146,6 @@ def test_vs_originals_refuses_unequal_or_missing_scores() -> None:
     ("args", "message"),
     [
         (["--detectors", "npr,warp"], "no original evaluation loop for warp"),
-        (["--detectors", "aide"], "no original evaluation loop for aide"),
         (["--images", "1"], "--images 1"),
         (["--repeats", "0"], "--repeats 0"),
     ],
@@ -155,6 +154,15 @@ def test_vs_originals_error_lines(args: list[str], message: str, tmp_path: Path)
     result = CliRunner().invoke(app, ["bench", "--vs-originals", *args, "--out", str(tmp_path)])
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and not any(tmp_path.iterdir())
+
+
+def test_vs_originals_has_aides_loop() -> None:
+    from detbench.perf.originals import original
+    from detbench.perf.vs_originals import VsOptions
+
+    VsOptions(detectors=("aide",)).validate()
+    assert VsOptions(detectors=("aide",)).counts("aide") == (8, 3)
+    assert "engine_finetune.py evaluate" in original("aide").SOURCE
 
 
 def test_detectors_needs_vs_originals() -> None:

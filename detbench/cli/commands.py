@@ -548,7 +548,7 @@ def bench(
         bool, typer.Option(help="Score as detbench and as the original repositories' evaluation loops, compared.")
     ] = False,
     detectors: Annotated[
-        Optional[str], typer.Option(help="With --vs-originals: comma list of univfd,npr,cnnspot (default all).")
+        Optional[str], typer.Option(help="With --vs-originals: comma list of univfd,npr,cnnspot,aide (default all).")
     ] = None,
 ) -> None:
     """Measure throughput of the pipeline's parts (decode, forward, scoring vs a reference loop, index, feature

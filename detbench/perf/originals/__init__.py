@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ORIGINALS = ("univfd", "npr", "cnnspot")  # AIDE's engine_finetune.evaluate is not re-derived yet
+ORIGINALS = ("univfd", "npr", "cnnspot", "aide")
 
 # Scores of both sides must agree within this (max abs difference of P(fake)): the bound the equivalence tests'
 # float32 rounding allowance must stay under; a wrong layer, crop or normalisation differs by far more.
@@ -72,13 +72,14 @@ def label_folder_files(root: Path, extensions: tuple[str, ...]) -> list[tuple[st
 
 
 def calibrate_head(model: Any, head: Any, inputs: Any) -> None:
-    """Rescale a random 1-logit linear ``head`` of ``model`` (its direction stays random) so that the logits of
-    ``inputs`` spread around 0 with standard deviation 2: a random deep network maps every image to nearly the same
-    saturated score, and a comparison of saturated scores would prove nothing.
+    """Rescale a random linear ``head`` of ``model`` (its direction stays random) so that the logits of ``inputs``
+    spread around 0 with standard deviation 2: a random deep network maps every image to nearly the same saturated
+    score, and a comparison of saturated scores would prove nothing. A 2-logit head (softmax, P(fake) from the
+    second) gets a zero first row, so that the margin is the second logit.
 
     Args:
         model: the network, in evaluation mode; ``model(inputs)`` runs ``head``.
-        head: its ``nn.Linear`` with one output.
+        head: its ``nn.Linear`` with one output (sigmoid) or two (softmax).
         inputs: a batch the original's transforms made.
     """
     import torch
@@ -91,10 +92,13 @@ def calibrate_head(model: Any, head: Any, inputs: Any) -> None:
     finally:
         hook.remove()
     with torch.no_grad():
-        z = seen[0].flatten(1) @ head.weight[0]
+        row = head.weight.shape[0] - 1
+        z = seen[0].flatten(1) @ head.weight[row]
         scale = 2.0 / max(float(z.std()), 1e-12)
-        head.weight.mul_(scale)
-        head.bias.fill_(-float(z.mean()) * scale)
+        head.weight[:row].zero_()
+        head.bias.zero_()
+        head.weight[row].mul_(scale)
+        head.bias[row] = -float(z.mean()) * scale
 
 
 def image_folder_sigmoid(model: Any, root: Path, transform: Any, batch_size: int, workers: int) -> dict[str, float]:
