@@ -17,10 +17,10 @@ refuses other suites unless ``--set allow_non_faces=true``, which the run identi
   init_params='k-means++', random_state=2024)`` (full covariances) fitted on the normalised features of real
   training faces (the first ``gmm_images``, 25000 in the original); an image's log-likelihood ``log p``. The original
   calls a face real when ``log p`` reaches the threshold at which ``false_alarm`` (5 %) of the real training faces
-  fall below it. detbench's score is ``sigmoid((threshold - log p) / s)``, ``s`` the standard deviation of the real
-  training log-likelihoods: it ranks images exactly as the negative log-likelihood does (AUC and AP are the
-  original's) and crosses 0.5 at the original's threshold (its accuracy). Released ``OC.pth``: ``{'model':
-  state_dict}`` of ``CLIP_EXIF_Net`` (the extractor under ``model.visual``).
+  fall below it. detbench's score is :func:`detbench.kit.mixture.one_class_probability` of ``(threshold - log p) /
+  s``, ``s`` the standard deviation of the real training log-likelihoods: it ranks images exactly as the negative
+  log-likelihood does (AUC and AP are the original's) and crosses 0.5 at the original's threshold (its accuracy).
+  Released ``OC.pth``: ``{'model': state_dict}`` of ``CLIP_EXIF_Net`` (the extractor under ``model.visual``).
 - **Evaluation** (``GatherDataset``'s ``_transform(224)``): ``ToTensor``, then ``Resize((224, 224))`` of the tensor
   (bilinear; the original's torchvision 0.14 had no antialias for tensors, hence ``antialias=false``), then CLIP's
   mean/std; for every test set.
@@ -34,7 +34,6 @@ not built: the extractor comes from a released or pretext-trained file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -47,16 +46,14 @@ from torch import Tensor, nn
 from detbench.config import ConfigError
 from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
+from detbench.kit.mixture import RealMixture
 from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
-from detbench.models.weights import WeightsError
-from detbench.probabilities import sigmoid, softmax_fake
+from detbench.probabilities import softmax_fake
 
 FEATURE_DIM = 768  # CLIP_EXIF_Net: the ResNet-50's fc maps 2048 -> 768
 # CLIP_EXIF_Net's text side (CLIP RN50's text tower and text_fc): saved with the extractor, read by no detection
 TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection",
              "logit_scale", "text_fc.")
-GMM_FILE = "gmm.safetensors"
-GMM_FACTS = "gmm.json"
 
 
 @dataclass(frozen=True)
@@ -224,79 +221,6 @@ class TensorResize:
 # ---------------------------------------------------------------------------------------------- OC-GMM
 
 
-def fit_gmm(features: np.ndarray, c: BladesConfig) -> Any:
-    """``train_GMM_sklearn``: scikit-learn's mixture fitted on the real training features.
-
-    Args:
-        features: ``[N, D]`` float32 normalised features of real faces.
-        c: the config (components, covariance type, seed).
-
-    Returns:
-        The fitted ``GaussianMixture``.
-
-    Raises:
-        DataError: scikit-learn cannot fit it (too few faces for the components' covariances).
-    """
-    from sklearn.mixture import GaussianMixture
-
-    from detbench.errors import DataError
-
-    gmm = GaussianMixture(n_components=c.gmm_components, covariance_type=c.gmm_covariance,
-                          init_params="k-means++", random_state=c.gmm_seed)
-    try:
-        return gmm.fit(features)
-    except ValueError as exc:
-        raise DataError(f"blades variant oc: the {c.gmm_components}-component {c.gmm_covariance}-covariance mixture "
-                        f"cannot be fitted on {len(features)} real training faces ({str(exc).split('.')[0]}); add "
-                        "real training faces, lower --set gmm_components or pass --set gmm_covariance=diag") from None
-
-
-GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
-
-
-def gmm_from_arrays(arrays: dict[str, np.ndarray], c: BladesConfig) -> Any:
-    """A fitted ``GaussianMixture`` restored from its arrays (no pickle).
-
-    Args:
-        arrays: :data:`GMM_ARRAYS` by name (without the trailing underscore's absence).
-        c: the config.
-
-    Returns:
-        The mixture, ready for ``score_samples``.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    gmm = GaussianMixture(n_components=c.gmm_components, covariance_type=c.gmm_covariance)
-    for name in GMM_ARRAYS:
-        setattr(gmm, name, arrays[name])
-    gmm.precisions_ = _precisions(arrays["precisions_cholesky_"], c.gmm_covariance)
-    gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, 0.0
-    gmm.n_features_in_ = arrays["means_"].shape[1]
-    return gmm
-
-
-def _precisions(chol: np.ndarray, covariance: str) -> np.ndarray:
-    if covariance == "full":
-        return np.einsum("kij,klj->kil", chol, chol)
-    if covariance == "tied":
-        return chol @ chol.T
-    return chol**2
-
-
-def oc_scores(logp: np.ndarray, threshold: float, scale: float) -> np.ndarray:
-    """P(fake) of log-likelihoods: ``sigmoid((threshold - log p) / scale)`` in float64.
-
-    Args:
-        logp: ``[N]`` log-likelihoods under the mixture.
-        threshold: the original's decision threshold (real when ``log p >= threshold``).
-        scale: the spread of the real training log-likelihoods.
-
-    Returns:
-        ``[N]`` scores, above 0.5 exactly where the original calls the face generated.
-    """
-    return sigmoid((threshold - np.asarray(logp, dtype=np.float64)) / scale, "float64")
-
-
 # ---------------------------------------------------------------------------------------------- detector
 
 
@@ -435,7 +359,7 @@ class Blades(ClassifierDetector):
         return EvalPreprocessing(TensorResize(c.size, c.antialias), by_shape=False, facts=facts)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """P(fake): BC-MLP ``softmax[:, 1]``; OC-GMM :func:`oc_scores` of the features' log-likelihoods.
+        """P(fake): BC-MLP ``softmax[:, 1]``; OC-GMM :meth:`detbench.kit.mixture.RealMixture.probability`.
 
         Args:
             logits: ``[N, 2]`` logits (bc) or ``[N, 768]`` normalised features (oc).
@@ -445,7 +369,7 @@ class Blades(ClassifierDetector):
         """
         if self.config.variant == "bc":
             return softmax_fake(logits, self.config.sigmoid_dtype)
-        return oc_scores(self.gmm.score_samples(np.asarray(logits, dtype=np.float32)), self.threshold, self.scale)
+        return self.mixture.probability(logits)
 
     def state_module(self) -> nn.Module:
         """What training changes: BC-MLP's ``fc1``/``fc2``; nothing of OC-GMM's network (its state is the GMM).
@@ -498,7 +422,6 @@ class Blades(ClassifierDetector):
         """
         if self.config.variant == "bc":
             return super().fit(train, heldout, ctx)
-        from detbench.errors import DataError
         from detbench.kit.scoring import score_logits
 
         c = self.config
@@ -508,21 +431,13 @@ class Blades(ClassifierDetector):
                                 precision=self.precision, batch_size=ctx.batch_size or c.batch_size,
                                 description=f"features {self.name} (real training faces)")
         feats = feats[np.isfinite(feats).all(axis=1)].astype(np.float32)
-        if len(feats) <= c.gmm_components:
-            raise DataError(f"blades variant oc fits {c.gmm_components} mixture components on real training faces, "
-                            f"and {len(feats)} usable ones were found; lower --set gmm_components or add real "
-                            "training images")
         with ctx.phases.phase("fit GMM", 1) as advance:
-            self.gmm = fit_gmm(feats, c)
+            self.mixture = RealMixture.fit(feats, components=c.gmm_components, covariance=c.gmm_covariance,
+                                           seed=c.gmm_seed, false_alarm=c.false_alarm, who="blades variant oc")
             advance(1)
-        logp = np.sort(self.gmm.score_samples(feats).astype(np.float64))
-        self.threshold = float(logp[int(len(logp) * c.false_alarm)])  # GMM_compute_thr
-        self.scale = float(logp.std()) or 1.0
-        self.gmm_facts = {"n_real": int(len(feats)), "threshold": self.threshold, "scale": self.scale,
-                          "converged": bool(self.gmm.converged_), "n_iter": int(self.gmm.n_iter_)}
         base = {"weights": "released", **self.released.facts()} if self.released is not None else {
             "weights": "extractor", **self.training_facts}
-        return {**base, "trained": True, "gmm": self.gmm_facts, "eval_preprocessing": self.preprocessing.facts}
+        return {**base, "trained": True, "gmm": self.mixture.facts(), "eval_preprocessing": self.preprocessing.facts}
 
     def save(self, directory: Path) -> None:
         """BC-MLP: the base's state. OC-GMM: which released extractor was used (when one was), the mixture's arrays
@@ -534,12 +449,7 @@ class Blades(ClassifierDetector):
         if self.config.variant == "bc" or self.released is not None:
             super().save(directory)
         if self.config.variant == "oc":
-            from safetensors.torch import save_file
-
-            directory.mkdir(parents=True, exist_ok=True)
-            save_file({k: torch.from_numpy(np.ascontiguousarray(getattr(self.gmm, k))) for k in GMM_ARRAYS},
-                      str(directory / GMM_FILE))
-            (directory / GMM_FACTS).write_text(json.dumps(self.gmm_facts, sort_keys=True))
+            self.mixture.save(directory)
 
     def load(self, directory: Path) -> None:
         """Restore :meth:`save`'s state.
@@ -553,19 +463,6 @@ class Blades(ClassifierDetector):
         if self.config.variant == "bc" or self.released is not None:
             super().load(directory)
         if self.config.variant == "oc":
-            from detbench.models.weights import load_state_dict_safely
-
-            arrays = {k: v.numpy() for k, v in load_state_dict_safely(directory / GMM_FILE).items()}
-            c, k = self.config, self.config.gmm_components
-            if sorted(arrays) != sorted(GMM_ARRAYS) or arrays["weights_"].shape != (k,) or \
-                    arrays["means_"].shape != (k, FEATURE_DIM):
-                found = ", ".join(f"{name} {list(v.shape)}" for name, v in arrays.items())
-                raise WeightsError(f"{directory / GMM_FILE} is not a {k}-component mixture of {FEATURE_DIM}-d "
-                                   f"features: {found}")
-            try:
-                facts = json.loads((directory / GMM_FACTS).read_text())
-                threshold, scale = float(facts["threshold"]), float(facts["scale"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise WeightsError(f"{directory / GMM_FACTS} is not a BLADES mixture's facts: {exc}") from None
-            self.gmm, self.gmm_facts = gmm_from_arrays(arrays, c), facts
-            self.threshold, self.scale = threshold, scale
+            c = self.config
+            self.mixture = RealMixture.load(directory, components=c.gmm_components, covariance=c.gmm_covariance,
+                                            who="BLADES OC-GMM", dim=FEATURE_DIM)

@@ -18,10 +18,10 @@ on camera photographs to predict their EXIF tags. Two detectors use it (``varian
   components, ``k-means++`` initialisation, ``random_state`` 42) fitted on the features of the real training
   images, and the threshold: the log-likelihood of the training real at index ``int(0.02 N)`` in ascending order
   (``val_GMM_sklearn``). The original calls an image real iff its log-likelihood exceeds the threshold; detbench's
-  P(fake) is :func:`one_class_probability`, a softsign of ``(threshold - loglik) / scale`` in float64 (above 0.5
-  iff the log-likelihood is below the threshold, so accuracy at 0.5 is the original's; ranks kept as the raw
-  log-likelihood's), ``scale`` the standard deviation of the training reals' log-likelihoods unless ``score_scale``
-  is set.
+  P(fake) is :func:`detbench.kit.mixture.one_class_probability`, a softsign of ``(threshold - loglik) / scale`` in
+  float64 (above 0.5 iff the log-likelihood is below the threshold, so accuracy at 0.5 is the original's; ranks
+  kept as the raw log-likelihood's), ``scale`` the standard deviation of the training reals' log-likelihoods unless
+  ``score_scale`` is set.
 
 The extractor either loads (``extractor=FILE``) or trains first on the EXIF tags the index recorded for the real
 training images (``extractor=pretext``: :mod:`detbench.detectors.sdaie_pretext`).
@@ -35,7 +35,6 @@ order (``crop_axes``), CLIP normalisation, all non-overlapping 64 x 64 patches i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -53,9 +52,6 @@ from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.training import TrainSetup, cross_entropy
 from detbench.probabilities import softmax_fake
 
-GMM_FILE = "gmm.safetensors"
-GMM_META = "gmm.json"
-GMM_TENSORS = ("weights", "means", "covariances", "precisions_cholesky")
 EXTRACTOR_FILE = "extractor.safetensors"  # one-class with extractor=pretext: the pretext-trained network
 PRETEXT = "pretext"  # extractor=pretext: train the extractor on the EXIF tags of the real training images
 
@@ -331,22 +327,18 @@ class SDAIE(ClassifierDetector):
         pretext = self._train_pretext(train, ctx)
         if not self.one_class:
             return {**super().fit(train, heldout, ctx), **pretext}
-        from detbench.errors import DataError
+        from detbench.kit.mixture import RealMixture
 
         reals = train[train["label"] == 0].sort_values("path", kind="stable")
         feats, failures = self._features(reals, ctx, "fit")
         ok = np.isfinite(feats).all(axis=1)
         c = self.config
-        if ok.sum() < max(2, c.gmm_components):
-            raise DataError(f"sdaie one-class: {int(ok.sum())} real training images gave features; the mixture of "
-                            f"{c.gmm_components} components needs at least {max(2, c.gmm_components)}")
-        self.gmm = fit_mixture(feats[ok].astype(np.float32), c)
-        loglik = self.gmm.score_samples(feats[ok].astype(np.float32))
-        self.threshold = float(np.sort(loglik)[int(len(loglik) * c.threshold_quantile)])
-        self.scale = float(c.score_scale or (np.std(loglik) or 1.0))
+        self.mixture = RealMixture.fit(
+            feats[ok], components=c.gmm_components, covariance=c.gmm_covariance, seed=c.gmm_seed,
+            false_alarm=c.threshold_quantile, who="sdaie one-class", init=c.gmm_init, max_iter=c.gmm_max_iter,
+            reg_covar=c.gmm_reg_covar, scale=c.score_scale)
         return {"weights": "gmm", "trained": True, **self.training_facts, **pretext, "n_real_train": int(ok.sum()),
-                "feature_failures": len(failures), "threshold": self.threshold, "scale": self.scale,
-                "gmm_converged": bool(self.gmm.converged_), "gmm_iterations": int(self.gmm.n_iter_),
+                "feature_failures": len(failures), "gmm": self.mixture.facts(),
                 "eval_preprocessing": self.preprocessing.facts}
 
     def _train_pretext(self, train: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
@@ -378,7 +370,7 @@ class SDAIE(ClassifierDetector):
                             description=f"{stage} {self.name} features")
 
     def predict(self, rows: pd.DataFrame, ctx: RunContext) -> tuple[np.ndarray, dict[int, str]]:
-        """Binary: the classifier's P(fake). One-class: :func:`one_class_probability` of the log-likelihood.
+        """Binary: the classifier's P(fake). One-class: :meth:`detbench.kit.mixture.RealMixture.probability`.
 
         Args:
             rows: the rows to score.
@@ -393,8 +385,7 @@ class SDAIE(ClassifierDetector):
         scores = np.full(len(rows), np.nan)
         ok = np.isfinite(feats).reshape(len(rows), -1).all(axis=1)
         if ok.any():
-            loglik = self.gmm.score_samples(feats[ok].astype(np.float32))
-            scores[ok] = one_class_probability(loglik, self.threshold, self.scale)
+            scores[ok] = self.mixture.probability(feats[ok])
         return scores, failures
 
     def save(self, directory: Path) -> None:
@@ -405,13 +396,7 @@ class SDAIE(ClassifierDetector):
         """
         if not self.one_class:
             return super().save(directory)
-        from safetensors.numpy import save_file
-
-        directory.mkdir(parents=True, exist_ok=True)
-        g = self.gmm
-        save_file({"weights": g.weights_, "means": g.means_, "covariances": g.covariances_,
-                   "precisions_cholesky": g.precisions_cholesky_}, str(directory / GMM_FILE))
-        (directory / GMM_META).write_text(json.dumps({"threshold": self.threshold, "scale": self.scale}))
+        self.mixture.save(directory)
         if self.config.extractor == PRETEXT:
             from safetensors.torch import save_file as save_tensors
 
@@ -430,22 +415,11 @@ class SDAIE(ClassifierDetector):
         """
         if not self.one_class:
             return super().load(directory)
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from detbench.kit.mixture import RealMixture
 
-        from detbench.errors import WeightsError
-
-        try:
-            tensors = load_file(str(directory / GMM_FILE))
-            meta = json.loads((directory / GMM_META).read_text())
-            threshold, scale = float(meta["threshold"]), float(meta["scale"])
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-            raise WeightsError(f"{directory} holds no readable SDAIE mixture ({exc})") from None
-        if set(tensors) != set(GMM_TENSORS):
-            raise WeightsError(f"{directory}: the SDAIE mixture holds {', '.join(sorted(tensors))}; expected "
-                               f"{', '.join(sorted(GMM_TENSORS))}")
-        self.gmm = mixture_from(tensors, self.config)
-        self.threshold, self.scale = threshold, scale
+        c = self.config
+        self.mixture = RealMixture.load(directory, components=c.gmm_components, covariance=c.gmm_covariance,
+                                        who="SDAIE one-class")
         if self.config.extractor == PRETEXT:
             from detbench.models.weights import load_into, load_state_dict_safely
 
@@ -472,65 +446,3 @@ class SDAIE(ClassifierDetector):
                            native_size=True, note=note)
 
 
-def one_class_probability(loglik: np.ndarray, threshold: float, scale: float) -> np.ndarray:
-    """P(fake) from the mixture's log-likelihood: above 0.5 iff below the threshold, decreasing in it.
-
-    ``0.5 * (1 + z / (1 + |z|))`` with ``z = (threshold - loglik) / scale`` (a softsign, not a sigmoid: the
-    original ranks by the raw log-likelihood, and a sigmoid would tie every image more than about 37 scales out at
-    exactly 1.0 in float64; the softsign keeps ranks up to about 1e15 scales, where 1 - P nears float64's spacing).
-
-    Args:
-        loglik: per-image log-likelihoods.
-        threshold: the training reals' log-likelihood at the threshold quantile.
-        scale: the log-likelihood difference that moves the score from 0.5 to 0.75.
-
-    Returns:
-        float64 scores in (0, 1).
-    """
-    z = (threshold - np.asarray(loglik, dtype=np.float64)) / scale
-    return 0.5 * (1.0 + z / (1.0 + np.abs(z)))
-
-
-def fit_mixture(features: np.ndarray, config: SDAIEConfig) -> Any:
-    """``train_GMM_sklearn``: scikit-learn's ``GaussianMixture`` with the configured components, fitted.
-
-    Args:
-        features: ``[N, D]`` float32 (the original fits the float32 features as they are).
-        config: the settings.
-
-    Returns:
-        The fitted ``GaussianMixture``.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    return GaussianMixture(n_components=config.gmm_components, covariance_type=config.gmm_covariance,
-                           init_params=config.gmm_init, random_state=config.gmm_seed, max_iter=config.gmm_max_iter,
-                           reg_covar=config.gmm_reg_covar).fit(features)
-
-
-def mixture_from(tensors: dict[str, np.ndarray], config: SDAIEConfig) -> Any:
-    """A ``GaussianMixture`` that scores as the saved one: its fitted arrays set back.
-
-    Args:
-        tensors: ``weights``, ``means``, ``covariances``, ``precisions_cholesky``.
-        config: the settings (components and covariance type).
-
-    Returns:
-        The mixture.
-
-    Raises:
-        WeightsError: arrays of shapes this configuration's mixture cannot have.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    from detbench.errors import WeightsError
-
-    k = config.gmm_components
-    if tensors["weights"].shape != (k,) or tensors["means"].ndim != 2 or tensors["means"].shape[0] != k:
-        raise WeightsError(f"the saved SDAIE mixture has weights {tensors['weights'].shape} and means "
-                           f"{tensors['means'].shape}; gmm_components={k} needs ({k},) and ({k}, D)")
-    gmm = GaussianMixture(n_components=k, covariance_type=config.gmm_covariance)
-    gmm.weights_, gmm.means_ = tensors["weights"], tensors["means"]
-    gmm.covariances_, gmm.precisions_cholesky_ = tensors["covariances"], tensors["precisions_cholesky"]
-    gmm.n_features_in_ = tensors["means"].shape[1]
-    return gmm

@@ -167,7 +167,8 @@ def test_oc_gmm_scores_are_sklearn_log_likelihoods_mapped_at_the_original_thresh
     logp_train = np.sort(gmm.score_samples(x_train))
     threshold = logp_train[int(len(logp_train) * 0.05)]
     logp = gmm.score_samples(x_eval)
-    expected = 1 / (1 + np.exp(-(threshold - logp) / logp_train.std()))
+    z = (threshold - logp) / logp_train.std()
+    expected = 0.5 * (1 + z / (1 + np.abs(z)))
     got = scores.set_index("path").loc[[f"test/{p}" for p in PATHS], "score"].to_numpy()
     # float32 features of two summation orders: diagonal Gaussians of 768 features amplify their last-bit
     # differences to about 1e-4 relative in log p; a wrong resize, normalisation or threshold moves far more
@@ -177,24 +178,30 @@ def test_oc_gmm_scores_are_sklearn_log_likelihoods_mapped_at_the_original_thresh
                                                                                                         rel=1e-3)
 
 
-def test_oc_gmm_state_round_trips_without_pickle() -> None:
-    from detbench.detectors.blades import BladesConfig, fit_gmm, gmm_from_arrays
+def test_oc_gmm_state_round_trips_without_pickle(tmp_path: Path) -> None:
+    from detbench.detectors.blades import FEATURE_DIM, BladesConfig
+    from detbench.errors import WeightsError
+    from detbench.kit.mixture import RealMixture
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 768)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(40, FEATURE_DIM)).astype(np.float32)
     c = BladesConfig(variant="oc", gmm_components=3, gmm_covariance="diag")
-    gmm = fit_gmm(x, c)
-    arrays = {k: getattr(gmm, k) for k in ("weights_", "means_", "covariances_", "precisions_cholesky_")}
-    np.testing.assert_array_equal(gmm_from_arrays(arrays, c).score_samples(x), gmm.score_samples(x))
+    fitted = RealMixture.fit(x, components=3, covariance="diag", seed=c.gmm_seed, false_alarm=c.false_alarm,
+                             who="blades")
+    fitted.save(tmp_path)
+    again = RealMixture.load(tmp_path, components=3, covariance="diag", who="blades", dim=FEATURE_DIM)
+    np.testing.assert_array_equal(again.probability(x), fitted.probability(x))
+    assert not list(tmp_path.glob("*.pkl")) and again.threshold == fitted.threshold
+    with pytest.raises(WeightsError, match="4-component"):
+        RealMixture.load(tmp_path, components=4, covariance="diag", who="blades", dim=FEATURE_DIM)
 
 
 def test_a_mixture_that_cannot_be_fitted_is_one_data_error() -> None:
-    from detbench.detectors.blades import BladesConfig, fit_gmm
     from detbench.errors import DataError
+    from detbench.kit.mixture import RealMixture
 
     x = np.random.default_rng(0).normal(size=(40, 768)).astype(np.float32)  # 40 faces, full 768-d covariances
     with pytest.raises(DataError, match="gmm_covariance=diag"):
-        fit_gmm(x, BladesConfig(variant="oc", gmm_components=3))
+        RealMixture.fit(x, components=3, covariance="full", seed=2024, false_alarm=0.05, who="blades variant oc")
 
 
 def test_registered_with_facts() -> None:

@@ -371,27 +371,31 @@ def test_one_class_mixture_scores_as_oc_funs(tmp_path: Path, detbench_home: Path
     np.testing.assert_array_less(np.abs(scores["score"].to_numpy() - exact), bound)
 
 
-def test_the_mixture_is_the_originals_gaussian_mixture() -> None:
+def test_the_mixture_is_the_originals_gaussian_mixture(tmp_path: Path) -> None:
     """train_GMM_sklearn: GaussianMixture(n_components=5, init_params='k-means++', random_state=42), the rest
-    scikit-learn's defaults; the saved arrays score exactly as the fitted mixture."""
+    scikit-learn's defaults, as SDAIE's settings fit it; the saved arrays score exactly as the fitted mixture."""
     from sklearn.mixture import GaussianMixture
 
-    from detbench.detectors.sdaie import SDAIEConfig, fit_mixture, mixture_from
+    from detbench.detectors.sdaie import SDAIEConfig
+    from detbench.kit.mixture import RealMixture
 
     feats = np.random.default_rng(0).normal(size=(60, 6)).astype(np.float32)
     feats[:30] += 3
-    ours = fit_mixture(feats, SDAIEConfig())
+    c = SDAIEConfig()
+    ours = RealMixture.fit(feats, components=c.gmm_components, covariance=c.gmm_covariance, seed=c.gmm_seed,
+                           false_alarm=c.threshold_quantile, who="sdaie", init=c.gmm_init, max_iter=c.gmm_max_iter,
+                           reg_covar=c.gmm_reg_covar)
     theirs = GaussianMixture(n_components=5, init_params="k-means++", random_state=42).fit(feats)
-    np.testing.assert_array_equal(ours.score_samples(feats), theirs.score_samples(feats))
-    saved = {"weights": ours.weights_, "means": ours.means_, "covariances": ours.covariances_,
-             "precisions_cholesky": ours.precisions_cholesky_}
-    np.testing.assert_array_equal(mixture_from(saved, SDAIEConfig()).score_samples(feats), theirs.score_samples(feats))
+    np.testing.assert_array_equal(ours.gmm.score_samples(feats), theirs.score_samples(feats))
+    ours.save(tmp_path)
+    again = RealMixture.load(tmp_path, components=5, covariance="full", who="sdaie")
+    np.testing.assert_array_equal(again.gmm.score_samples(feats), theirs.score_samples(feats))
 
 
 def test_one_class_scores_keep_the_likelihood_ranking_far_below_the_threshold() -> None:
     """The original ranks by the raw log-likelihood (AP): images tens to thousands of scales below the threshold
     must keep distinct, ordered scores, not tie at 1.0."""
-    from detbench.detectors.sdaie import one_class_probability
+    from detbench.kit.mixture import one_class_probability
 
     loglik = -np.array([0.0, 1.0, 40.0, 80.0, 1e3, 1e5])  # threshold 0, scale 1
     scores = one_class_probability(loglik, 0.0, 1.0)
