@@ -58,10 +58,14 @@ class PatchSelector:
         n = patches.shape[1]
         patches = patches.transpose(0, 1).reshape(n, c, WINDOW, WINDOW)
         coeffs = self.dct @ patches @ self.dct_t
+        # log(|DCT| + 1) once, each band's share in one reused buffer: the original's operations in its order (mask,
+        # divide by the band size, sum, weighted accumulation), so every grade is its grade to the bit
+        logmag = coeffs.abs().add_(1).log_()
+        energy = torch.empty_like(logmag)
         grade = torch.zeros(n)
         weight = 1
         for band, size in zip(self.bands, self.band_sizes, strict=True):
-            energy = torch.log(torch.abs(coeffs) + 1) * band / size
+            torch.mul(logmag, band, out=energy).div_(size)
             grade += weight * torch.sum(energy, dim=[1, 2, 3])
             weight *= 2
         _, order = torch.sort(grade)

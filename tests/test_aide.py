@@ -559,3 +559,24 @@ def test_the_bench_original_loop_scores_as_the_reference(checkpoint, tmp_path: P
         expected = reference_p_fake(double_state(sd), copy.deepcopy(trunk).double(), x.double())
     assert np.ptp(expected) > 0.05  # the rescaled head spreads the scores
     assert_matches_reference([scores[p] for p in paths], ref32, expected)
+
+
+def test_the_patch_choice_and_stack_are_the_bench_originals_to_the_bit() -> None:
+    """The patch grading picks, rebuilds and resizes exactly as the bench's original loop (``DCT_base_Rec_Module`` and
+    ``TestDataset`` step by step): the same four patches, to the bit, on noise, on flat images (every grade tied) and
+    at sizes with one and with many patches, with and without antialias."""
+    from detbench.detectors.aide_patches import AIDETransform
+    from detbench.perf.originals import aide as original
+
+    g = torch.Generator().manual_seed(3)
+    images = [torch.rand(3, 70, 53, generator=g), torch.rand(3, 32, 32, generator=g), torch.full((3, 48, 64), 0.5),
+              (torch.rand(3, 1, 1, generator=g) + torch.zeros(3, 40, 90)).contiguous()]
+    originals = original._Patches()
+    for antialias in (False, True):
+        ours = AIDETransform(SIZE, antialias)
+        for image in images:
+            expected = [F.interpolate(v[None], size=(SIZE, SIZE), mode="bilinear", align_corners=False,
+                                      antialias=antialias)[0] for v in (*originals(image), image)]
+            expected = torch.stack([(v - IMAGENET_MEAN) / IMAGENET_STD for v in expected])
+            assert torch.equal(ours.from_tensor(image), expected)
+
