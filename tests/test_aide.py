@@ -547,8 +547,11 @@ def test_the_bench_original_loop_scores_as_the_reference(checkpoint, tmp_path: P
     sd = load_state_dict_safely(written.files["weights"])
     assert set(sd) == set(load_state_dict_safely(checkpoint[0]))  # the authors' keys, which load() loads strictly
 
+    from PIL import ImageFile
+
     scores = original.score(original.load(written.files), tmp_path / "set")
     assert sorted(scores) == sorted(paths)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # the loop's truncated-image setting does not outlive it
     trunk = timm.create_model(TRUNK, pretrained=False)
     trunk.reset_classifier(0)
     prefix = "openclip_convnext_xxl."

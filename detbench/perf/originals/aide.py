@@ -259,18 +259,23 @@ def score(model: Any, root: Path) -> dict[str, float]:
     from scipy.special import softmax
     from timm.utils import accuracy
 
-    ImageFile.LOAD_TRUNCATED_IMAGES = True  # data/datasets.py sets it on import
-    dataset = _TestDataset(root)
-    loader = torch.utils.data.DataLoader(dataset, sampler=torch.utils.data.SequentialSampler(dataset),
-                                         batch_size=BATCH_SIZE, num_workers=WORKERS, drop_last=False)
-    criterion = torch.nn.CrossEntropyLoss()
-    outputs, logged = [], []
-    with torch.no_grad():
-        model.eval()
-        for images, target in loader:
-            output = model(images)
-            acc1, acc5 = accuracy(output, target, topk=(1, 2))
-            logged.append((criterion(output, target).item(), acc1.item(), acc5.item()))  # the MetricLogger's
-            outputs.append(output)
+    # data/datasets.py sets PIL's process-wide flag on import; here only while the loop runs, so that this process's
+    # later image decoding keeps refusing truncated files.
+    truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    try:
+        dataset = _TestDataset(root)
+        loader = torch.utils.data.DataLoader(dataset, sampler=torch.utils.data.SequentialSampler(dataset),
+                                             batch_size=BATCH_SIZE, num_workers=WORKERS, drop_last=False)
+        criterion = torch.nn.CrossEntropyLoss()
+        outputs, logged = [], []
+        with torch.no_grad():
+            model.eval()
+            for images, target in loader:
+                output = model(images)
+                acc1, acc5 = accuracy(output, target, topk=(1, 2))
+                logged.append((criterion(output, target).item(), acc1.item(), acc5.item()))  # the MetricLogger's
+                outputs.append(output)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated
     y_pred = softmax(torch.cat(outputs).numpy(), axis=1)[:, 1]
     return {Path(p).relative_to(root).as_posix(): float(s) for (p, _), s in zip(dataset.samples, y_pred, strict=True)}
