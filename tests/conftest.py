@@ -92,3 +92,13 @@ def tiny_vit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clip = open_clip.create_model("detbench-tiny-vit")
     save_file(clip.visual.state_dict(), root / "tiny.safetensors")
     return root / "tiny.safetensors"
+
+
+@pytest.fixture(scope="session")
+def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``(path, state dict)``: random DINOv2 ViT-S/14 weights saved as torch.hub's ``dinov2_vits14_pretrain.pth``
+    (tests/dinov2_reference.py), written once per test process for the RIGID and MINDER tests. Shared and
+    read-only: no test changes the file, its folder or the state dict."""
+    from dinov2_reference import write_hub_checkpoint
+
+    return write_hub_checkpoint(tmp_path_factory.mktemp("dinov2"))
