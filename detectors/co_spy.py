@@ -319,8 +319,8 @@ class CoSpy(ClassifierDetector):
     Config = CoSpyConfig
     summary = REGISTRATION["summary"]
     tiny_settings: ClassVar[dict[str, Any]] = {
-        "backbone": "open_clip:detbench-tiny-vit@random", "load_size": 224, "epochs": 1, "train_batch_size": 8,
-        "checkpoint_every": 0,
+        "backbone": "timm:efficientnet_lite0@bundled", "load_size": 32, "crop_size": 32, "epochs": 1,
+        "train_batch_size": 8, "checkpoint_every": 0,
     }
     # The demo: the bundled EfficientNet-Lite0 as the semantic stand-in (recorded as one, never a reproduction), the
     # demo's 128 px images centre-cropped to 96 (never resampled), 2 epochs at a learning rate scaled up for the short

@@ -47,9 +47,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def small_demo_home(tmp_path_factory: pytest.TempPathFactory):
+def small_demo_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home's ``demo`` folder holding the small demo build (``cli_helpers.SMALL``), built once per test process.
+    Shared and read-only: a test home gets its own copy through ``cli_helpers.with_small_demo``."""
+    from cli_helpers import SMALL_SETTINGS
+
+    from detbench.config import apply_overrides
+    from detbench.registry import SUITES
+
+    template = tmp_path_factory.mktemp("small_demo_template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETBENCH_HOME", str(template))
+        cls = SUITES.get("demo")
+        cls(apply_overrides(cls.Options(), SMALL_SETTINGS)).default_root()
+    return template / "demo"
+
+
+@pytest.fixture(scope="session")
+def small_demo_home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path):
     """A DETBENCH_HOME shared by the predict and report tests, so their small demo run is trained once."""
-    return tmp_path_factory.mktemp("small_demo_home")
+    from cli_helpers import with_small_demo
+
+    return with_small_demo(tmp_path_factory.mktemp("small_demo_home"), small_demo_tree)
 
 
 @pytest.fixture
@@ -92,3 +111,13 @@ def tiny_vit_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         clip = open_clip.create_model("detbench-tiny-vit")
     save_file(clip.visual.state_dict(), root / "tiny.safetensors")
     return root / "tiny.safetensors"
+
+
+@pytest.fixture(scope="session")
+def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``(path, state dict)``: random DINOv2 ViT-S/14 weights saved as torch.hub's ``dinov2_vits14_pretrain.pth``
+    (tests/dinov2_reference.py), written once per test process for the RIGID and MINDER tests. Shared and
+    read-only: no test changes the file, its folder or the state dict."""
+    from dinov2_reference import write_hub_checkpoint
+
+    return write_hub_checkpoint(tmp_path_factory.mktemp("dinov2"))

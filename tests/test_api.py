@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import SMALL, invoke
+from cli_helpers import SMALL, SMALL_SETTINGS, invoke, with_small_demo
 
 import detbench
 from detbench.api import settings_overrides
-
-SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}  # cli_helpers.SMALL, as Python values
 
 
 def python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -27,10 +25,10 @@ def python(code: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def api_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def api_home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path) -> Path:
     """A home shared by this module's tests, so the small demo run is trained once (not small_demo_home: the
     report tests count the runs there)."""
-    return tmp_path_factory.mktemp("api_home")
+    return with_small_demo(tmp_path_factory.mktemp("api_home"), small_demo_tree)
 
 
 def test_import_detbench_imports_no_torch(tmp_path: Path) -> None:

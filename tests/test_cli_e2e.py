@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import SMALL, invoke
+from cli_helpers import SMALL, invoke, with_small_demo
 
 from detbench.datasets.demo_build import FAMILIES
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e_home")
+def home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path) -> Path:
+    return with_small_demo(tmp_path_factory.mktemp("e2e_home"), small_demo_tree)
 
 
 @pytest.fixture

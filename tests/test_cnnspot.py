@@ -9,8 +9,10 @@ no-crop variant skips the crop (batch 1).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -70,6 +72,27 @@ def make_state(image_root: Path, crop: int) -> tuple[OrderedDict, dict[str, floa
 
 
 @pytest.fixture(scope="module")
+def reference(image_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``crop -> (checkpoint, ref32, ref64)``: ``make_state(image_root, crop)`` saved in the original's format, each
+    crop computed and written once per module. Shared and read-only: a test links the file into its own folder and
+    never changes the checkpoint or the reference scores."""
+    root = tmp_path_factory.mktemp("cnnspot_reference")
+
+    @functools.cache
+    def made(crop: int) -> tuple[Path, dict[str, float], dict[str, float]]:
+        state, ref32, ref64 = make_state(image_root, crop)
+        return save_original_format(state, root / f"crop{crop}.pth"), ref32, ref64
+
+    return made
+
+
+def own_copy(shared: Path, path: Path) -> Path:
+    """A test's own name for a shared read-only checkpoint (a hard link: no bytes copied)."""
+    os.link(shared, path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def state() -> OrderedDict:
     return random_resnet_state(stem_kernel=7, stages=4, head="fc", head_scale=1.0, seed=7)
 
@@ -122,10 +145,10 @@ def run_scores(root: Path, home: Path, *sets: str) -> tuple[pd.DataFrame, dict]:
 
 
 @pytest.mark.parametrize("crop", [224, 0], ids=["center-crop-224", "no-crop"])
-def test_released_checkpoint_scores_as_the_original_eval(crop: int, image_root: Path, tmp_path: Path,
+def test_released_checkpoint_scores_as_the_original_eval(crop: int, image_root: Path, reference, tmp_path: Path,
                                                          detbench_home: Path) -> None:
-    state, ref32, ref64 = make_state(image_root, crop)
-    ckpt = save_original_format(state, tmp_path / "blur_jpg_prob0.5.pth")
+    shared, ref32, ref64 = reference(crop)
+    ckpt = own_copy(shared, tmp_path / "blur_jpg_prob0.5.pth")
     sets = [f"weights={ckpt}"] + ([] if crop == 224 else ["eval_crop=0"])
     scores, record = run_scores(image_root, detbench_home, *sets)
     assert len(scores) == len(IMAGES) and (scores["status"] == "ok").all()
@@ -250,14 +273,14 @@ def test_weights_and_init_files_enter_the_identity_by_sha256_only() -> None:
     assert identity_config(detector, cls.Config(weights="/w/blur_jpg_prob0.5.pth"))["weights"] == "file"
 
 
-def test_the_bench_original_loop_scores_as_the_reference(image_root: Path, tmp_path: Path,
+def test_the_bench_original_loop_scores_as_the_reference(image_root: Path, reference, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """``detbench bench --vs-originals``'s CNNDetection loop (detbench.perf.originals.cnnspot) is the original:
     on these images and weights it gives the reference scores of eval.py's semantics (CenterCrop 224)."""
     from detbench.perf.originals import cnnspot as original
 
-    state, ref32, ref64 = make_state(image_root, 224)
-    ckpt = save_original_format(state, tmp_path / "blur_jpg_prob0.5.pth")
+    shared, ref32, ref64 = reference(224)
+    ckpt = own_copy(shared, tmp_path / "blur_jpg_prob0.5.pth")
     monkeypatch.setattr(original, "WORKERS", 0)  # the loader's workers change no score
     model = original.load({"weights": ckpt})
     scores = {f"{gen}/{rel}": s for gen in ("progan", "biggan")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import invoke
+from cli_helpers import SMALL_SETTINGS, invoke, with_small_demo
 from scipy.stats import binomtest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
@@ -24,7 +24,6 @@ from detbench.metrics import binary_metrics, calibration_metrics
 from detbench.results.paired import COMPARE_COLUMNS, Aligned, compare_aligned
 from detbench.stats import delong
 
-SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
 N_FAMILIES = len(FAMILIES)  # the demo's generators, each evaluated on its val split
 N_EVAL = N_FAMILIES * 2 * SMALL_SETTINGS["n_val"]  # evaluation images of the small demo (real and fake)
 SMALL = ["--set", "n_train=12", "--set", "n_val=6", "--set", "size=64", "-q"]
@@ -161,8 +160,8 @@ def test_swapping_the_runs_mirrors_every_difference() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("compare_home")
+def demo_home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path) -> Path:
+    return with_small_demo(tmp_path_factory.mktemp("compare_home"), small_demo_tree)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SMALL, invoke
+from cli_helpers import SMALL, SMALL_SETTINGS, invoke, with_small_demo
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import detbench
@@ -17,13 +17,11 @@ from detbench.data.score_files import read_score_file
 from detbench.datasets.demo_build import FAMILIES
 from detbench.probabilities import sigmoid
 
-SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
-
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path) -> Path:
     """One small demo build and index shared by this module's tests (each imports its own files and names)."""
-    return tmp_path_factory.mktemp("import_scores_home")
+    return with_small_demo(tmp_path_factory.mktemp("import_scores_home"), small_demo_tree)
 
 
 @pytest.fixture

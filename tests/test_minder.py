@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_helpers import invoke
-from dinov2_reference import SIZE, SIZES, dinov2_class_token, notebook_input, write_folder_tree, write_hub_checkpoint
+from dinov2_reference import SIZE, SIZES, dinov2_class_token, notebook_input, write_folder_tree
 from equivalence import assert_matches_reference, double_state
 from scipy import ndimage
 
@@ -23,11 +23,6 @@ from detbench.registry import DETECTORS
 
 NOISE = 0.75  # lambda: far above the default 0.05, so that noise and blur distances interleave
 SIGMA = 1.5  # blur sigma in pixels of the 56 px input: kernel 2 * ceil(4.5) + 1 = 11 taps
-
-
-@pytest.fixture(scope="module")
-def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
-    return write_hub_checkpoint(tmp_path_factory.mktemp("dinov2"))
 
 
 @pytest.fixture(scope="module")

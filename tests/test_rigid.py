@@ -22,7 +22,6 @@ from dinov2_reference import (
     hub_state_dict,
     notebook_input,
     write_folder_tree,
-    write_hub_checkpoint,
 )
 from equivalence import assert_matches_reference, double_state
 
@@ -47,11 +46,6 @@ def rigid_reference(sd: dict[str, torch.Tensor], path: Path, image_id: str, seed
             feats = dinov2_class_token(weights, inputs)
             out.append(float(1 - F.cosine_similarity(feats[:1], feats[1:], dim=-1)[0]))
     return out[0], out[1]
-
-
-@pytest.fixture(scope="module")
-def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.Tensor]]:
-    return write_hub_checkpoint(tmp_path_factory.mktemp("dinov2"))
 
 
 @pytest.fixture(scope="module")

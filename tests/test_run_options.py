@@ -12,15 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
-from cli_helpers import SMALL, invoke
+from cli_helpers import SMALL, SMALL_SETTINGS, invoke
 
 import detbench
 from detbench import api
 from detbench.cli.commands import app
 from detbench.engine.run_options import OPTIONS, SWEEP_OPTIONS, check_seeds, parse_seeds
 from detbench.errors import ConfigError
-
-SMALL_SETTINGS = {"n_train": 12, "n_val": 6, "size": 64}
 
 
 def _cli_params(name: str) -> dict[str, click.Parameter]:

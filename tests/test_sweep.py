@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import SMALL, invoke
+from cli_helpers import SMALL, invoke, with_small_demo
 
 from detbench.metrics import per_group_metrics
 
@@ -26,8 +26,8 @@ def sweep_records(home: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sweep_home")
+def home(tmp_path_factory: pytest.TempPathFactory, small_demo_tree: Path) -> Path:
+    return with_small_demo(tmp_path_factory.mktemp("sweep_home"), small_demo_tree)
 
 
 @pytest.fixture
