@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_helpers import invoke
@@ -53,6 +55,18 @@ def test_parameters_are_the_sum_of_numel_each_counted_once() -> None:
     net = nn.Sequential(shared, nn.ReLU(), nn.Conv1d(3, 2, 1))
     expected = sum(p.numel() for p in net.parameters())
     assert count_parameters([net, shared]) == expected == 4 * 3 + 3 + 3 * 2 + 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_a_small_process_started_by_a_large_one_reports_its_own_peak() -> None:
+    """ru_maxrss of a process started by ``vfork`` + ``exec`` (Python's subprocess) counts its parent's peak: a small
+    child of a large process would report the large one's memory as its own."""
+    import subprocess
+
+    ballast = np.ones(2**26)  # 512 MiB resident here, before the child starts
+    code = "from detbench.kit.cost import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert ballast.sum() == 2**26 and child < 400 * 2**20  # torch-free import: tens of MiB, never the 512 MiB here
 
 
 def test_peak_memory_on_the_cpu_is_the_process_rss() -> None:

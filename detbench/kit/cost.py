@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 CUDA_PEAK = "torch.cuda.max_memory_allocated: the most memory torch allocated on {device} during the run"
-CPU_PEAK = ("peak resident set of the process (resource.getrusage ru_maxrss), since it started: work done before "
+CPU_PEAK = ("peak resident set of the process (Linux VmHWM, elsewhere ru_maxrss), since it started: work done before "
             "the run in the same process counts, DataLoader worker processes do not")
 
 
@@ -139,15 +139,34 @@ def peak_memory(device: str) -> tuple[int | None, str]:
 def peak_rss_bytes(children: bool = False) -> int:
     """The peak resident set size of this process (or of its largest finished child), in bytes.
 
+    This process's is, on Linux, the high-water mark of its own address space (``VmHWM``): ``ru_maxrss`` also counts
+    the address space the process was started from (``exec`` after ``vfork`` records the parent's peak), so a small
+    process started by a large one reports the large one's peak. Elsewhere, and for children, ``ru_maxrss``, which
+    has that bias.
+
     Args:
         children: the largest finished child process's instead of this process's.
 
     Returns:
-        ``ru_maxrss`` in bytes (Linux reports KiB, macOS bytes).
+        Bytes.
     """
+    if not children and (own := _own_high_water_mark()) is not None:
+        return own
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     value = resource.getrusage(who).ru_maxrss
     return int(value if sys.platform == "darwin" else value * 1024)
+
+
+def _own_high_water_mark() -> int | None:
+    """``VmHWM`` of ``/proc/self/status`` in bytes; None where there is none (not Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def machine(device: str) -> dict[str, Any]:

@@ -6,8 +6,9 @@ random weights saved in the original's checkpoint format. Each side runs as a pr
 alternating, ``repeats`` times: detbench as ``python -m detbench run DETECTOR --suite folder --protocol eval`` in a
 fresh ``$DETBENCH_HOME`` (no cache to reuse), loading the files the normal way (``--set weights=...``), the original
 as ``python -m detbench.perf.originals``. Measured per side: images/s of the scoring pass (detbench's ``predict``
-timing, the original's loop; model loading excluded and reported apart as ``load_s``) and the process's peak RSS
-(``wait4``: the largest process of its tree, DataLoader workers included). ``ratio`` = detbench images/s / the
+timing, the original's loop; model loading excluded and reported apart as ``load_s``) and the process's own peak RSS
+(its ``VmHWM``, which each side reports: DataLoader workers apart, and none of this process's memory, which a
+child's ``ru_maxrss`` would include). ``ratio`` = detbench images/s / the
 original's, per repetition, reported as min/median/max. ``score_std`` is the spread of the scores (the random head is
 rescaled so that they spread: equal saturated scores would prove nothing).
 
@@ -193,16 +194,13 @@ def _max_abs_diff(name: str, written: list[str], runs: dict[str, list[dict[str, 
     return worst
 
 
-def _process(command: list[str], env: dict[str, str], log: Path) -> float:
-    """Run ``command`` to its end; its peak RSS in MiB (the largest process of its tree, from ``wait4``)."""
+def _process(command: list[str], env: dict[str, str], log: Path) -> None:
+    """Run ``command`` to its end (its output to ``log``); a failure raises with the log's tail."""
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+        done = subprocess.run(command, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(command[:6])} ... failed with exit code {proc.returncode}:\n{tail}")
-    return usage.ru_maxrss / 1024
+        raise RuntimeError(f"{' '.join(command[:6])} ... failed with exit code {done.returncode}:\n{tail}")
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -218,7 +216,7 @@ def _detbench_side(name: str, root: Path, settings: list[str], folder: Path) -> 
                "--protocol", "eval", "--bootstrap", "0", "-q"]
     for item in settings:
         command += ["--set", item]
-    rss = _process(command, _environment(home), folder / "log.txt")
+    _process(command, _environment(home), folder / "log.txt")
     [record_path] = (home / "runs" / "folder" / name).glob("*/run.json")
     record = json.loads(record_path.read_text())
     table = pd.read_parquet(record_path.parent / "scores.parquet")
@@ -226,15 +224,15 @@ def _detbench_side(name: str, root: Path, settings: list[str], folder: Path) -> 
     scores = {p[len(prefix):]: float(s) for p, s in zip(table["path"], table["score"], strict=True)}
     timings = record["timings_s"]
     return {"scores": scores, "score_s": timings["predict"], "load_s": timings["setup"] + timings["fit"],
-            "peak_rss_mb": rss}
+            "peak_rss_mb": round(record["cost"]["peak_memory_bytes"] / 2**20, 1)}
 
 
 def _original_side(name: str, root: Path, files_json: Path, folder: Path) -> dict[str, Any]:
     """``python -m detbench.perf.originals``: its scores, timings and peak RSS."""
     out = folder / "original.json"
     command = [sys.executable, "-m", "detbench.perf.originals", name, str(root), str(files_json), str(out)]
-    rss = _process(command, _environment(folder / "home"), folder / "log.txt")
-    return {**json.loads(out.read_text()), "peak_rss_mb": rss}
+    _process(command, _environment(folder / "home"), folder / "log.txt")
+    return json.loads(out.read_text())
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path) -> None:
