@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from detbench.kit.schedules import CosineSchedule
 from detbench.kit.seeded_data import TorchDrawn
-from detbench.kit.training import TrainSetup, cross_entropy
+from detbench.kit.training import TrainableParts, TrainSetup, cross_entropy
 from detbench.probabilities import softmax_fake
 
 
@@ -59,7 +59,7 @@ class TrainAugment:
         return self.stack.from_tensor(x)
 
 
-class TrainableAIDE(nn.Module):
+class TrainableAIDE(TrainableParts):
     """The parts of an :class:`~detbench.detectors.aide_net.AIDENet` that training changes, under the original's
     key names (``hpf``, ``model_min``, ``model_max``, ``fc``, ``convnext_proj``): their state dict is what training
     checkpoints and a fit hold. The frozen semantic trunk is held outside the module tree (never copied into a
@@ -68,22 +68,10 @@ class TrainableAIDE(nn.Module):
     """
 
     def __init__(self, net: nn.Module, semantic_train_mode: bool) -> None:
-        super().__init__()
+        super().__init__(net)
         self.hpf, self.model_min, self.model_max = net.hpf, net.model_min, net.model_max
         self.fc, self.convnext_proj = net.fc, net.convnext_proj
-        object.__setattr__(self, "net", net)
         self.semantic_train_mode = semantic_train_mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The whole network's forward (the trunk included).
-
-        Args:
-            x: ``[B, 5, 3, S, S]`` stacks (see :class:`~detbench.detectors.aide_patches.AIDETransform`).
-
-        Returns:
-            ``[B, 2]`` logits (real, fake).
-        """
-        return self.net(x)
 
     def train(self, mode: bool = True) -> TrainableAIDE:
         """Set the training mode of the trained parts and of the frozen trunk.
@@ -95,7 +83,7 @@ class TrainableAIDE(nn.Module):
         Returns:
             ``self``.
         """
-        super().train(mode)
+        nn.Module.train(self, mode)  # the trained parts only: the rest of the network is set below
         trunk = self.net.openclip_convnext_xxl
         trunk.train(mode and self.semantic_train_mode)
         for module in trunk.modules():

@@ -47,6 +47,7 @@ from detbench.config import ConfigError
 from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
 from detbench.kit.mixture import RealMixture
+from detbench.kit.training import TrainableParts
 from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
 from detbench.probabilities import softmax_fake
 
@@ -156,32 +157,14 @@ class BCMLP(nn.Module):
         return self
 
 
-class MLPHead(nn.Module):
+class MLPHead(TrainableParts):
     """What BC training changes (``fc1``, ``fc2``), registered without the frozen extractor; the forward is the
     whole network's.
     """
 
     def __init__(self, net: BCMLP) -> None:
-        super().__init__()
+        super().__init__(net)
         self.fc1, self.fc2 = net.fc1, net.fc2
-        object.__setattr__(self, "net", net)  # not registered: its state is not this module's
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The whole network's logits."""
-        return self.net(x)
-
-    def train(self, mode: bool = True) -> MLPHead:
-        """Set the head's mode (the extractor stays in evaluation mode).
-
-        Args:
-            mode: training or evaluation.
-
-        Returns:
-            This module.
-        """
-        super().train(mode)
-        self.net.train(mode)
-        return self
 
 
 def drop_text_tower(state_dict: dict[str, Any], prefix: str) -> tuple[dict[str, Any], list[str]]:

@@ -51,7 +51,7 @@ from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
 from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.seeded_data import TorchDrawn
-from detbench.kit.training import TrainSetup, cross_entropy
+from detbench.kit.training import TrainableParts, TrainSetup, cross_entropy
 from detbench.models.weights import WeightsError
 from detbench.probabilities import softmax_fake
 
@@ -360,36 +360,18 @@ class FatFormerNet(nn.Module):
         return logits + scale * (text_unit @ pooled[:, :, None])[..., 0]
 
 
-class TrainableFatFormer(nn.Module):
+class TrainableFatFormer(TrainableParts):
     """What training changes (adapters, prompt context and enhancer, interactor), registered without the frozen
-    CLIP towers; the forward is the whole network's.
+    CLIP towers; the forward and the mode are the whole network's (only the adapters' dropouts depend on it).
     """
 
     def __init__(self, net: FatFormerNet) -> None:
-        super().__init__()
+        super().__init__(net)
         blocks = net.image_encoder.transformer.resblocks
         self.adapters = nn.ModuleDict({str(i): b.forgery_aware_adapter for i, b in enumerate(blocks)
                                        if hasattr(b, "forgery_aware_adapter")})
         self.language_guided_alignment = net.language_guided_alignment
         self.interactor = nn.ModuleList([net.text_guided_interactor, net.norm1, net.linear1, net.linear2, net.norm2])
-        object.__setattr__(self, "net", net)  # not registered: its state is not this module's
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The whole network's logits."""
-        return self.net(x)
-
-    def train(self, mode: bool = True) -> TrainableFatFormer:
-        """Set the mode of the whole network (only the adapters' dropouts depend on it).
-
-        Args:
-            mode: training or evaluation.
-
-        Returns:
-            This module.
-        """
-        super().train(mode)
-        self.net.train(mode)
-        return self
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -66,6 +66,36 @@ META_KEY = "detbench_training"  # the checkpoint's metadata entry
 _ORDER, _AUGMENT, _STEP = range(3)  # stream tags of the seeds derived from (run seed, tag, ...)
 
 
+class TrainableParts(nn.Module):
+    """The parts of a network that training changes, registered without its frozen rest: their state dict is what
+    training checkpoints and a fit hold. The whole network is kept outside the module tree (its frozen weights are
+    recorded elsewhere, never copied into a checkpoint); the forward and ``train()`` are the whole network's.
+
+    Subclasses call ``super().__init__(net)`` and then assign the trained submodules as attributes.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "net", net)  # not registered: its state is not this module's
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The whole network's output."""
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> TrainableParts:
+        """Set the mode of the whole network (its own ``train`` decides what a frozen part does).
+
+        Args:
+            mode: training or evaluation.
+
+        Returns:
+            This module.
+        """
+        super().train(mode)
+        self.net.train(mode)
+        return self
+
+
 def bce_with_logits(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean BCE-with-logits of one-logit outputs against float labels (1 = fake), the loss of CNNSpot and NPR
     (``BCEWithLogitsLoss()(output.squeeze(1), label)``).
