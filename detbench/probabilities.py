@@ -1,6 +1,8 @@
-"""Turning detector outputs into P(fake): the one sigmoid and softmax of detbench."""
+"""Turning detector outputs into P(fake): the one sigmoid and softmax of detbench, and the rows they apply to."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -75,3 +77,32 @@ def logit(probabilities: np.ndarray) -> np.ndarray:
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
     return np.log(p) - np.log1p(-p)
+
+
+def finite_rows(values: np.ndarray) -> np.ndarray:
+    """Which rows of ``values`` (``[N, ...]``) are finite everywhere: the images a detector could use.
+
+    Args:
+        values: per-image features or logits, NaN where an image failed.
+
+    Returns:
+        A boolean mask ``[N]``.
+    """
+    return np.isfinite(values).reshape(len(values), -1).all(axis=1)
+
+
+def score_finite_rows(values: np.ndarray, decide: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``decide`` on the finite rows of ``values`` (:func:`finite_rows`), NaN for the others.
+
+    Args:
+        values: per-image features ``[N, ...]``, NaN where an image failed.
+        decide: maps the finite rows to one score each.
+
+    Returns:
+        Scores ``[N]`` (float64).
+    """
+    scores = np.full(len(values), np.nan)
+    keep = finite_rows(values)
+    if keep.any():
+        scores[keep] = decide(values[keep])
+    return scores

@@ -41,6 +41,7 @@ from detbench.kit.scoring import score_logits
 from detbench.kit.seeded_data import TorchDrawn
 from detbench.kit.sensitivity import BlurConfig, gaussian_blur
 from detbench.kit.training import TrainSetup, bce_with_logits
+from detbench.probabilities import finite_rows
 
 from .tam import luma
 
@@ -444,7 +445,7 @@ class EdgeViT(ClassifierDetector):
         parts, _ = score_logits(self.net.parts, rows, ctx, self.preprocessing.transform, device=ctx.device,
                                 precision=self.precision, batch_size=ctx.batch_size or self.config.batch_size,
                                 description=f"fit {self.name} fusion")
-        ok = np.isfinite(parts).all(axis=1)
+        ok = finite_rows(parts)
         labels = rows["label"].to_numpy()[ok].astype(int)
         if len(set(labels.tolist())) < 2:
             raise DataError("edge-vit: the edge fusion's rows left only one class after unreadable images")

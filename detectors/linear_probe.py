@@ -19,7 +19,7 @@ from detbench import distributed as dist
 from detbench.errors import WeightsError
 from detbench.kit.detector import RunContext
 from detbench.kit.frozen_features import FrozenFeatureDetector
-from detbench.probabilities import sigmoid
+from detbench.probabilities import finite_rows, sigmoid
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class LinearProbe(FrozenFeatureDetector):
 
     @staticmethod
     def _usable(feats: np.ndarray, failures: dict[int, str], rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        keep = np.isfinite(feats).all(axis=1)
+        keep = finite_rows(feats)
         if keep.all():  # the usual case: no copy
             return feats, rows["label"].to_numpy()
         return feats[keep], rows["label"].to_numpy()[keep]

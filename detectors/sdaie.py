@@ -50,7 +50,7 @@ from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
 from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.training import TrainSetup, cross_entropy
-from detbench.probabilities import softmax_fake
+from detbench.probabilities import finite_rows, score_finite_rows, softmax_fake
 
 EXTRACTOR_FILE = "extractor.safetensors"  # one-class with extractor=pretext: the pretext-trained network
 PRETEXT = "pretext"  # extractor=pretext: train the extractor on the EXIF tags of the real training images
@@ -331,7 +331,7 @@ class SDAIE(ClassifierDetector):
 
         reals = train[train["label"] == 0].sort_values("path", kind="stable")
         feats, failures = self._features(reals, ctx, "fit")
-        ok = np.isfinite(feats).all(axis=1)
+        ok = finite_rows(feats)
         c = self.config
         self.mixture = RealMixture.fit(
             feats[ok], components=c.gmm_components, covariance=c.gmm_covariance, seed=c.gmm_seed,
@@ -382,11 +382,7 @@ class SDAIE(ClassifierDetector):
         if not self.one_class:
             return super().predict(rows, ctx)
         feats, failures = self._features(rows, ctx, "eval")
-        scores = np.full(len(rows), np.nan)
-        ok = np.isfinite(feats).reshape(len(rows), -1).all(axis=1)
-        if ok.any():
-            scores[ok] = self.mixture.probability(feats[ok])
-        return scores, failures
+        return score_finite_rows(feats, self.mixture.probability), failures
 
     def save(self, directory: Path) -> None:
         """Binary: :meth:`ClassifierDetector.save`. One-class: the mixture (safetensors) and threshold (JSON).

@@ -305,11 +305,11 @@ class TSG(Detector):
         from detbench.kit.training import bce_with_logits, epoch_order
         from detbench.metrics import binary_metrics
         from detbench.models.precision import autocast
-        from detbench.probabilities import sigmoid
+        from detbench.probabilities import finite_rows, sigmoid
 
         x_train, _ = self._noise_maps(train, ctx, "noise maps (train)", perturb=False)
         x_held, _ = self._noise_maps(heldout, ctx, "noise maps (held-out)", perturb=False)
-        ok_train, ok_held = np.isfinite(x_train).all(axis=1), np.isfinite(x_held).all(axis=1)
+        ok_train, ok_held = finite_rows(x_train), finite_rows(x_held)
         y_train = train["label"].to_numpy()[ok_train].astype(np.float32)
         y_held = heldout["label"].to_numpy()[ok_held]
         x_train, x_held = x_train[ok_train], x_held[ok_held]
@@ -374,14 +374,10 @@ class TSG(Detector):
         Returns:
             Scores (NaN where an image failed) and failure reasons by row position.
         """
-        from detbench.probabilities import sigmoid
+        from detbench.probabilities import score_finite_rows, sigmoid
 
         feats, failures = self._noise_maps(rows, ctx, f"noise maps ({ctx.stage})", perturb=True)
-        scores = np.full(len(rows), np.nan)
-        keep = np.isfinite(feats).all(axis=1)
-        if keep.any():
-            scores[keep] = sigmoid(self._logits(feats[keep], ctx.device))
-        return scores, failures
+        return score_finite_rows(feats, lambda ok: sigmoid(self._logits(ok, ctx.device))), failures
 
     def cost_forward(self, ctx: RunContext, generator: str) -> Any:
         """The UNet's noise prediction and the ResNet on it, for one preprocessed image.

@@ -32,7 +32,7 @@ import pandas as pd
 
 from detbench.kit.detector import RunContext
 from detbench.kit.frozen_features import FrozenFeatureDetector
-from detbench.probabilities import sigmoid
+from detbench.probabilities import finite_rows, sigmoid
 
 from .univfd_train import TrainView, train_head
 
@@ -358,7 +358,7 @@ class UnivFD(FrozenFeatureDetector):
         if not keep.all():
             x = x[:, keep]
         x_held = self.features(heldout, ctx, "features (held-out)", perturb=False)[0]
-        keep_held = np.isfinite(x_held).all(axis=1)
+        keep_held = finite_rows(x_held)
         x_held, y_held = x_held[keep_held], heldout["label"].to_numpy()[keep_held]
         if len(np.unique(y)) < 2 or len(y_held) == 0:
             from detbench.errors import DataError

@@ -23,7 +23,7 @@ import pandas as pd
 
 from detbench.kit.detector import Detector, RunContext
 from detbench.models.precision import resolve_precision
-from detbench.probabilities import sigmoid
+from detbench.probabilities import finite_rows, sigmoid
 
 if TYPE_CHECKING:
     from detbench.kit.cost import CostForward
@@ -274,7 +274,7 @@ class ClassifierDetector(Detector):
                 batch_size=ctx.batch_size or self.config.batch_size, perturb=ctx.perturbation,
                 by_shape=pp.by_shape, description=f"score {self.name} ({ctx.stage})")
             failures.update({positions[i]: reason for i, reason in failed.items()})
-            ok = np.isfinite(logits).reshape(len(positions), -1).all(axis=1)
+            ok = finite_rows(logits)
             if ok.any():
                 scores[np.asarray(positions)[ok]] = self.probabilities(logits[ok])
         return scores, failures

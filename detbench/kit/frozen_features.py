@@ -147,8 +147,7 @@ class FrozenFeatureDetector(Detector):
         Returns:
             Scores (NaN where an image failed) and failure reasons by row position.
         """
+        from detbench.probabilities import score_finite_rows
+
         feats, failures = self.features(rows, ctx, f"features ({ctx.stage})", perturb=True)
-        scores = np.full(len(rows), np.nan)
-        keep = np.isfinite(feats).all(axis=1)
-        scores[keep] = self.decision(feats[keep])
-        return scores, failures
+        return score_finite_rows(feats, self.decision), failures

@@ -60,6 +60,7 @@ from detbench.kit.train_state import (
 )
 from detbench.metrics import binary_metrics
 from detbench.models.precision import autocast
+from detbench.probabilities import finite_rows
 
 CHECKPOINT = "train_checkpoint.safetensors"
 META_KEY = "detbench_training"  # the checkpoint's metadata entry
@@ -421,7 +422,7 @@ def _heldout_metrics(setup: TrainSetup, heldout: pd.DataFrame, ctx: RunContext) 
                                  precision=setup.precision, batch_size=setup.heldout_batch_size,
                                  perturb=setup.heldout_perturb, by_shape=setup.heldout_by_shape)
     logits = np.concatenate(dist.all_gather(logits))
-    ok = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)
+    ok = finite_rows(logits)
     if not ok.any():
         return nan
     y = heldout["label"].to_numpy()[ok]
