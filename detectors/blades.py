@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from detbench.config import ConfigError
 from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
+from detbench.kit.exif_pretext import EXTRACTOR_FILE, PRETEXT
 from detbench.kit.mixture import RealMixture
 from detbench.kit.training import TrainableParts
 from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
@@ -63,7 +64,9 @@ class BladesConfig:
 
     variant: Literal["bc", "oc"] = "bc"  # bc: BC-MLP (binary head); oc: OC-GMM (one-class, real faces only)
     weights: str = ""  # the released checkpoint of the variant (BC.pth / OC.pth)[#sha256=HEX]
-    extractor: str = ""  # without weights: a CLIP_EXIF_Net checkpoint (OC.pth)[#sha256=HEX] or "random" (stand-in)
+    # without weights: a CLIP_EXIF_Net checkpoint (OC.pth)[#sha256=HEX], "random" (stand-in) or "pretext" (trained
+    # first by the bi-level pretext tasks on the real training faces: detbench.detectors.blades_pretext)
+    extractor: str = ""
     size: int = 224  # Resize((size, size)) of the tensor
     antialias: bool = False  # that resize's antialias (the original's torchvision 0.14 had none for tensors)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
@@ -81,6 +84,19 @@ class BladesConfig:
     epochs: int = 10
     train_batch_size: int = 64
     checkpoint_every: int = 200
+    # extractor=pretext (SSL_training.py / BLO.py; defaults: the README's training command, else the code's own)
+    manipulated: str = ""  # folder of each real training face's manipulated copies <name>_0..3.png (face_dataaug_neg)
+    pretext_init: str = ""  # a CLIP_EXIF_Net checkpoint whose image tower starts the training; "": seeded random
+    pretext_epochs: int = 100  # --num_epochs
+    pretext_batch_size: int = 48  # --batch_size 48
+    pretext_lr: float = 1e-5  # --lr 1e-5 (AdamW)
+    pretext_weight_decay: float = 0.001  # AdamW(weight_decay=0.001), also the virtual step's
+    pretext_cosine_tmax: int = 20  # --cosineTmax 20: CosineAnnealingLR stepped per epoch
+    pretext_meta_lr: float = 3e-4  # --autol_lr 3e-4: Adam on the task weights
+    pretext_weight_exif: float = 1.0  # --weights_exif 1.0: the nine EXIF losses' starting weight
+    pretext_weight_face: float = 1.0  # --weights_face 1.0: the two face losses' starting weight
+    pretext_primary: Literal["iso", "av", "et", "fl", "makes", "mm", "em", "wb", "ep", "face_coarse",
+                             "face_grained"] = "face_coarse"  # --task face_coarse: the proxy task of the outer step
 
     def validate(self) -> None:
         """Check the option ranges (called after every ``--set``).
@@ -97,6 +113,15 @@ class BladesConfig:
             (self.checkpoint_every >= 0, "checkpoint_every >= 0 (0: off)"),
             (not (self.weights and self.extractor),
              "extractor only without weights (a released checkpoint holds its own extractor)"),
+            (self.pretext_epochs >= 1 and self.pretext_batch_size >= 2 and self.pretext_cosine_tmax >= 1,
+             "pretext_epochs >= 1, pretext_batch_size >= 2 (its ranking loss compares pairs), "
+             "pretext_cosine_tmax >= 1"),
+            (self.pretext_lr > 0 and self.pretext_meta_lr > 0 and self.pretext_weight_decay >= 0,
+             "pretext_lr and pretext_meta_lr > 0, pretext_weight_decay >= 0"),
+            (self.extractor == PRETEXT or not (self.manipulated or self.pretext_init),
+             "manipulated and pretext_init only with extractor=pretext"),
+            (self.extractor != PRETEXT or bool(self.manipulated),
+             "manipulated=DIR with extractor=pretext (the manipulated copies of the real training faces)"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -230,7 +255,8 @@ class Blades(ClassifierDetector):
     summary = REGISTRATION["summary"]
     requires_content = "faces"  # the suite fact this detector needs
     content_override = "allow_non_faces"  # the setting that runs it elsewhere (recorded in the identity)
-    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ("random",)}
+    file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ("random", PRETEXT),
+                                                      "manipulated": (), "pretext_init": ()}
     tiny_settings: ClassVar[dict[str, Any]] = {
         "extractor": "random", "size": 32, "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
         "gmm_components": 1, "gmm_covariance": "diag", "allow_non_faces": True,
@@ -246,7 +272,8 @@ class Blades(ClassifierDetector):
     weights_fix = ("pass --set weights=/path/to/BC.pth (variant bc) or OC.pth (variant oc), the checkpoints linked "
                    "from github.com/MZMMSEC/AIGFD_BLO")
     extractor_fix = ("pass --set extractor=/path/to/OC.pth (the pretext-trained CLIP_EXIF_Net linked from "
-                     "github.com/MZMMSEC/AIGFD_BLO) or extractor=random (a stand-in)")
+                     "github.com/MZMMSEC/AIGFD_BLO), extractor=pretext with manipulated=DIR (train it here) or "
+                     "extractor=random (a stand-in)")
 
     def needs_training(self) -> bool:
         """Whether :meth:`fit` learns: OC-GMM always fits its mixture; BC-MLP without ``weights``.
@@ -298,25 +325,45 @@ class Blades(ClassifierDetector):
             ConfigError: no ``extractor`` given.
             WeightsError: the file is missing, unsafe or not a ``CLIP_EXIF_Net``.
         """
-        from detbench.models.weights import load_checkpoint_file, load_into
-
         spec = self.config.extractor
-        extractor = self.net.model if self.config.variant == "bc" else self.net
+        extractor = self.extractor()
         if not spec:
-            raise ConfigError(f"{self.name} variant {self.config.variant} needs the pretext-trained extractor "
-                              f"(pretext training is not built): {self.extractor_fix}")
+            raise ConfigError(f"{self.name} variant {self.config.variant} needs the pretext-trained extractor: "
+                              f"{self.extractor_fix}")
         if spec == "random":
             facts = {"extractor": "random", "stand_in": "seeded random ResNet-50 instead of the pretext-trained one"}
+        elif spec == PRETEXT:  # trained in fit; the folder's content enters the identity now
+            from detbench.detectors.blades_pretext import manipulated_identity
+
+            facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated)}
+            if self.config.pretext_init:
+                facts |= self._load_extractor(self.config.pretext_init, "pretext_init", ctx, extractor)
+            else:
+                facts["pretext_init"] = "seeded random ResNet-50 (the original starts from EXIF-as-language's)"
         else:
-            loaded = load_checkpoint_file(spec, what="the BLADES extractor", fix=self.extractor_fix, key="extractor")
-            kept, dropped = drop_text_tower(loaded.state_dict, "model.")
-            if dropped:
-                ctx.phases.warn(f"the BLADES extractor {loaded.path}: {len(dropped)} tensors of CLIP_EXIF_Net's text "
-                                "side are not read by detection and are ignored")
-            load_into(extractor, kept, f"the BLADES extractor {loaded.path}")
-            facts = {"extractor_sha256": loaded.sha256, "extractor_path": str(loaded.path)}
+            facts = self._load_extractor(spec, "extractor", ctx, extractor)
         extractor.requires_grad_(False)
         return facts
+
+    def extractor(self) -> ExifExtractor:
+        """The extractor inside the variant's network (``BCMLP.model``, or the OC network itself)."""
+        return self.net.model if self.config.variant == "bc" else self.net
+
+    def _load_extractor(self, spec: str, key: str, ctx: RunContext, extractor: nn.Module) -> dict[str, Any]:
+        """A ``CLIP_EXIF_Net`` checkpoint's image tower into ``extractor``, strictly (its text side dropped).
+
+        Returns:
+            ``{key}_sha256`` and ``{key}_path``.
+        """
+        from detbench.models.weights import load_checkpoint_file, load_into
+
+        loaded = load_checkpoint_file(spec, what="the BLADES extractor", fix=self.extractor_fix, key=key)
+        kept, dropped = drop_text_tower(loaded.state_dict, "model.")
+        if dropped:
+            ctx.phases.warn(f"the BLADES extractor {loaded.path}: {len(dropped)} tensors of CLIP_EXIF_Net's text "
+                            "side are not read by detection and are ignored")
+        load_into(extractor, kept, f"the BLADES extractor {loaded.path}")
+        return {f"{key}_sha256": loaded.sha256, f"{key}_path": str(loaded.path)}
 
     def to_tensor(self) -> Any:
         """PIL image -> input after a suite profile's resize/crop: ``ToTensor`` and CLIP's mean/std.
@@ -403,8 +450,9 @@ class Blades(ClassifierDetector):
         Raises:
             DataError: fewer usable real training faces than mixture components (plus one).
         """
+        pretext = self._train_pretext(train, ctx)
         if self.config.variant == "bc":
-            return super().fit(train, heldout, ctx)
+            return {**super().fit(train, heldout, ctx), **pretext}
         from detbench.kit.scoring import score_logits
 
         c = self.config
@@ -420,7 +468,25 @@ class Blades(ClassifierDetector):
             advance(1)
         base = {"weights": "released", **self.released.facts()} if self.released is not None else {
             "weights": "extractor", **self.training_facts}
-        return {**base, "trained": True, "gmm": self.mixture.facts(), "eval_preprocessing": self.preprocessing.facts}
+        return {**base, **pretext, "trained": True, "gmm": self.mixture.facts(),
+                "eval_preprocessing": self.preprocessing.facts}
+
+    def _train_pretext(self, train: pd.DataFrame, ctx: RunContext) -> dict[str, Any]:
+        """With ``extractor=pretext``: the bi-level pretext training of the extractor on the real training faces
+        (:func:`detbench.detectors.blades_pretext.train_pretext`), before the MLP or the mixture uses it.
+
+        Returns:
+            ``{"pretext": facts}``, or nothing without pretext training.
+        """
+        if self.config.extractor != PRETEXT or self.released is not None:
+            return {}
+        from detbench.detectors.blades_pretext import train_pretext
+
+        reals = train[train["label"] == 0].sort_values("path", kind="stable").reset_index(drop=True)
+        self._to(ctx.device)
+        facts = train_pretext(self.extractor().model.visual, FEATURE_DIM, reals, ctx, self.config,
+                              Path(self.config.manipulated).expanduser(), self.preprocessing.transform)
+        return {"pretext": facts}
 
     def save(self, directory: Path) -> None:
         """BC-MLP: the base's state. OC-GMM: which released extractor was used (when one was), the mixture's arrays
@@ -433,6 +499,11 @@ class Blades(ClassifierDetector):
             super().save(directory)
         if self.config.variant == "oc":
             self.mixture.save(directory)
+        if self.config.extractor == PRETEXT:  # the pretext-trained extractor is part of the fitted state
+            from safetensors.torch import save_file as save_tensors
+
+            state = {k: v.detach().to("cpu").contiguous() for k, v in self.extractor().state_dict().items()}
+            save_tensors(state, str(directory / EXTRACTOR_FILE))
 
     def load(self, directory: Path) -> None:
         """Restore :meth:`save`'s state.
@@ -449,3 +520,8 @@ class Blades(ClassifierDetector):
             c = self.config
             self.mixture = RealMixture.load(directory, components=c.gmm_components, covariance=c.gmm_covariance,
                                             who="BLADES OC-GMM", dim=FEATURE_DIM)
+        if self.config.extractor == PRETEXT:
+            from detbench.models.weights import load_into, load_state_dict_safely
+
+            saved = load_state_dict_safely(directory / EXTRACTOR_FILE)
+            load_into(self.extractor(), saved, f"{self.name} pretext-trained extractor {directory}")
