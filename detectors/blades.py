@@ -26,10 +26,17 @@ refuses other suites unless ``--set allow_non_faces=true``, which the run identi
   mean/std; for every test set.
 
 Not in the repository, so detbench's own (recorded): the BC-MLP's training. Without ``weights`` the MLP trains on
-the frozen extractor of ``extractor`` (a ``CLIP_EXIF_Net`` checkpoint such as ``OC.pth``, or ``random``: a seeded
-torchvision initialisation, a stand-in): Adam (lr 1e-4), cross-entropy on the two logits, the evaluation transform,
-the epoch with the best held-out accuracy kept. The bi-level pretext training (``SSL_training.py``, ``BLO.py``) is
-not built: the extractor comes from a released or pretext-trained file.
+the frozen extractor of ``extractor`` (a ``CLIP_EXIF_Net`` checkpoint such as ``OC.pth``, ``random``: a seeded
+torchvision initialisation, a stand-in, or ``pretext``): Adam (lr 1e-4), cross-entropy on the two logits, the
+evaluation transform, the epoch with the best held-out accuracy kept.
+
+``extractor=pretext`` (either variant) first trains the extractor by the bi-level pretext training (``SSL_training.py``,
+``BLO.py``: :mod:`detbench.detectors.blades_pretext`) on the real training faces, their EXIF tags as the index
+recorded them, and their manipulated copies from the folder ``manipulated`` (``<name>_0..3.png``, the code's
+``face_dataaug_neg``; generating them needs facial landmarks detbench does not have); the trained extractor is saved
+with the fit (``extractor.safetensors``) and the folder's files are hashed into the run identity. What differs from
+the code (the ordinal levels, the EXIF class mapping, the prompts' features as parameters instead of CLIP's text
+tower, two fine-grained regions, no bounding-box crop) is listed in that module and the README.
 """
 
 from __future__ import annotations
@@ -312,8 +319,9 @@ class Blades(ClassifierDetector):
         return kept
 
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
-        """The frozen extractor: a ``CLIP_EXIF_Net`` checkpoint's image tower (strictly), or the seeded random
-        ResNet-50 (``extractor=random``, a stand-in).
+        """The frozen extractor: a ``CLIP_EXIF_Net`` checkpoint's image tower (strictly), the seeded random
+        ResNet-50 (``extractor=random``, a stand-in), or with ``extractor=pretext`` the start of the pretext training
+        that :meth:`fit` runs (``pretext_init`` or seeded random), the ``manipulated`` folder checked and hashed.
 
         Args:
             ctx: the run context (for the text-side warning).
@@ -323,6 +331,7 @@ class Blades(ClassifierDetector):
 
         Raises:
             ConfigError: no ``extractor`` given.
+            InputError: ``manipulated`` is not a folder of images.
             WeightsError: the file is missing, unsafe or not a ``CLIP_EXIF_Net``.
         """
         spec = self.config.extractor

@@ -44,6 +44,17 @@ probability 1/2 and each copy with 1/8 (``random.choice([0, 0, 0, 0, 1, 2, 3, 4]
 mouth, eye)`` = ``(0, 0, 0)``, ``(1, 1, 0)`` (copies 0 and 1: the mouth flipped vertically and horizontally),
 ``(1, 0, 1)`` (copy 2: the eyes flipped) and ``(1, 1, 1)`` (copy 3: the whole face distorted); each item the
 evaluation transform (``ToTensor``, ``Resize((size, size))`` of the tensor, CLIP's mean/std).
+
+**What differs from the code** (each said in the README): the code reads its labels from a JSON it does not publish;
+here the EXIF labels come from the tags the index recorded (``exif_tags``, shared with SDAIE's pretext training:
+:mod:`detbench.kit.exif_pretext`): the ordinal levels are the tertiles of the used faces' values (edges recorded);
+categorical values map to the code's class names through EXIF 2.3's codes (:data:`CODES`; makes by the brand the
+``Make`` starts with), and a face whose value no class holds is left out (counted). SDAIE's tables differ: its
+classes are the most frequent values found, BLADES' are the code's fixed names. The prompts' features are parameters
+(one per prompt, normalised) instead of CLIP RN50's text tower and ``text_fc`` over the fixed prompts (weights not
+available offline). The fine-grained head has two regions (mouth, eye): the code's prompts list three but its labels
+two, which cannot be scored together. The suite's images are face crops: no bounding-box crop. A batch with fewer
+than two faces (the code's ranking loss would be NaN) is skipped.
 """
 
 from __future__ import annotations

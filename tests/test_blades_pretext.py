@@ -272,3 +272,16 @@ def test_a_missing_or_empty_manipulated_folder_is_one_error(tmp_path: Path, detb
         f.unlink()  # every face lacks one of its copies
     assert_refused_naming(_run(root, f"manipulated={copies}"), "lack <name>_0..3.png", "manipulated=")
     assert not list(detbench_home.rglob("run.json")) and not list(detbench_home.rglob("*.safetensors"))
+
+
+def test_pretext_training_then_the_oc_mixture_reloads_identically(tmp_path: Path, detbench_home: Path) -> None:
+    root, copies = _face_suite(tmp_path)
+    result = _run(root, f"manipulated={copies}", "variant=oc", "gmm_components=1", "gmm_covariance=diag")
+    assert result.exit_code == 0, result.output
+    record, scores = released_run(detbench_home, "blades")
+    assert record["fit"]["pretext"]["steps"] >= 1 and (scores["status"] == "ok").all()
+    from detbench.progress import quiet
+    from detbench.results.predict import predict_files
+
+    predicted, _ = predict_files(record["run_id"][:12], [root / p for p in scores["path"]], phases=quiet())
+    np.testing.assert_array_equal(predicted["score"].to_numpy(), scores["score"].to_numpy())
