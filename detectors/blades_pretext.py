@@ -405,7 +405,7 @@ def pretext_data(rows: pd.DataFrame, folder: Path) -> PretextData:
         The :class:`PretextData`.
 
     Raises:
-        DataError: no face is usable (one line naming what is missing and the settings to fix it).
+        DataError: fewer than two faces are usable (one line naming what is missing and the settings to fix it).
     """
     targets, usable, facts = pretext_targets(rows)
     present = {p.name for p in manipulated_files(folder)}
@@ -413,10 +413,11 @@ def pretext_data(rows: pd.DataFrame, folder: Path) -> PretextData:
     with_copies = [k for k, s in enumerate(stems) if all(f"{s}_{c}.png" in present for c in range(COPIES))]
     facts["without_manipulated"] = len(usable) - len(with_copies)
     facts["used"] = len(with_copies)
-    if not with_copies:
+    if len(with_copies) < 2:  # its ranking losses compare pairs of faces
         worst = most_missing({**facts["missing_tag"], **facts["without_class"]})
         raise DataError(
-            f"blades pretext training: none of {len(rows)} real training faces is usable: "
+            f"blades pretext training: {len(with_copies)} of {len(rows)} real training faces are usable (it needs "
+            "at least 2): "
             f"{facts['without_exif_tags']} carry no EXIF tag{'; missing or unclassed: ' + worst if worst else ''}; "
             f"of the {len(usable)} labelled, {facts['without_manipulated']} lack <name>_0..{COPIES - 1}.png in "
             f"--set manipulated={folder}. Train on face photographs with camera EXIF and their manipulated copies, or "
@@ -451,7 +452,7 @@ def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunConte
         Facts for the fit record: the data counts, steps, losses, the task weights at the end.
 
     Raises:
-        DataError: no usable face (before anything is trained or written).
+        DataError: fewer than two usable faces (before anything is trained or written), or no step could run.
     """
     from detbench.data.loading import ImageRowsDataset, iterate_batches
     from detbench.kit.seeded_data import derive_seed
@@ -513,6 +514,9 @@ def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunConte
             scheduler.step()
     visual.requires_grad_(False)
     visual.eval()
+    if not losses:
+        raise DataError(f"blades pretext training: no step ran ({failed} images failed to load, {skipped} batches "
+                        "had fewer than two faces); check the suite's real training faces and --set manipulated=DIR")
     return {**data.facts, "epochs": c.pretext_epochs, "steps": len(losses), "skipped_steps": skipped,
             "failed_images": failed, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,

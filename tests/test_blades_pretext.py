@@ -257,7 +257,8 @@ def test_the_manipulated_folder_is_named_by_its_files_content(tmp_path: Path) ->
 def test_faces_without_exif_are_one_error_and_nothing_is_written(tmp_path: Path, detbench_home: Path) -> None:
     root, copies = _face_suite(tmp_path, tags=False)
     result = _run(root, f"manipulated={copies}")
-    assert_refused_naming(result, "real training faces is usable", "carry no EXIF tag", "of the 0 labelled",
+    assert_refused_naming(result, "0 of 3 real training faces are usable", "carry no EXIF tag",
+                          "of the 0 labelled",
                           "--set extractor=FILE")
     assert not list(detbench_home.rglob("run.json")) and not list(detbench_home.rglob("*.safetensors"))
 
