@@ -321,7 +321,9 @@ class Blades(ClassifierDetector):
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
         """The frozen extractor: a ``CLIP_EXIF_Net`` checkpoint's image tower (strictly), the seeded random
         ResNet-50 (``extractor=random``, a stand-in), or with ``extractor=pretext`` the start of the pretext training
-        that :meth:`fit` runs (``pretext_init`` or seeded random), the ``manipulated`` folder checked and hashed.
+        that :meth:`fit` runs (``pretext_init`` or seeded random), the ``manipulated`` folder checked and hashed
+        (when a finished run is scored again, ``ctx.recorded_identity``, its digest comes from the run's record: the
+        folder is read only for training).
 
         Args:
             ctx: the run context (for the text-side warning).
@@ -342,9 +344,12 @@ class Blades(ClassifierDetector):
         if spec == "random":
             facts = {"extractor": "random", "stand_in": "seeded random ResNet-50 instead of the pretext-trained one"}
         elif spec == PRETEXT:  # trained in fit; the folder's content enters the identity now
-            from detbench.detectors.blades_pretext import manipulated_identity
+            from detbench.detectors.blades_pretext import MANIPULATED_FACTS, manipulated_identity
 
-            facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated)}
+            if ctx.recorded_identity is not None:  # a finished run scored again: the fit's record names the folder
+                facts = {"extractor": PRETEXT, **{k: ctx.recorded_identity.get(k) for k in MANIPULATED_FACTS}}
+            else:
+                facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated)}
             if self.config.pretext_init:
                 facts |= self._load_extractor(self.config.pretext_init, "pretext_init", ctx, extractor)
             else:

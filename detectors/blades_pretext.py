@@ -340,6 +340,9 @@ def manipulated_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+MANIPULATED_FACTS = ("manipulated_sha256", "manipulated_files")  # what names the folder in the run identity
+
+
 def manipulated_identity(spec: str) -> dict[str, Any]:
     """Check the ``manipulated`` folder and name its content: every image file's name and sha256, hashed.
 

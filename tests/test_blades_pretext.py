@@ -236,11 +236,21 @@ def test_pretext_training_then_the_bc_head_on_a_face_suite(tmp_path: Path, detbe
     assert record["key"]["detector"]["config"]["manipulated"] == "file" and (scores["status"] == "ok").all()
     assert list(detbench_home.rglob("extractor.safetensors"))  # the trained extractor is saved with the fit
 
+    import shutil
+
     from detbench.progress import quiet
     from detbench.results.predict import predict_files
 
+    shutil.rmtree(copies)  # scoring a finished run reads no training data: its identity comes from the record
     predicted, _ = predict_files(record["run_id"][:12], [root / p for p in scores["path"]], phases=quiet())
     np.testing.assert_array_equal(predicted["score"].to_numpy(), scores["score"].to_numpy())
+    from detbench.kit.detector import RunContext
+    from detbench.results.predict import load_trained
+    from detbench.store import canonical_json
+
+    ctx = RunContext(suite_root=root, suite_name="predict", device="cpu", seed=0, run_dir=tmp_path, phases=quiet())
+    trained = load_trained(record["run_id"][:12], ctx)
+    assert json.loads(canonical_json(trained.detector.identity())) == identity  # no "differs from the run" warning
 
 
 def test_the_manipulated_folder_is_named_by_its_files_content(tmp_path: Path) -> None:

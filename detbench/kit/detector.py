@@ -40,6 +40,10 @@ class RunContext:
     # every usable evaluation row of the run (labels included), set only when a detector with ``bias_probe`` runs
     # under a protocol that trains nothing: it then cross-validates on these rows (see Detector.bias_probe)
     probe_rows: pd.DataFrame | None = None
+    # the detector identity a finished run recorded, set only while its saved fit is set up for scoring again
+    # (detbench.results.predict.load_trained): facts of training-only inputs (a folder the fit read, named by its
+    # content) come from it, so scoring never needs the training data
+    recorded_identity: dict[str, Any] | None = None
 
     def eval_profile_for(self, generator: str) -> Any | None:
         """The evaluation preprocessing the user chose for one generator's test set.
