@@ -35,8 +35,10 @@ evaluation transform, the epoch with the best held-out accuracy kept.
 recorded them, and their manipulated copies from the folder ``manipulated`` (``<name>_0..3.png``, the code's
 ``face_dataaug_neg``; generating them needs facial landmarks detbench does not have); the trained extractor is saved
 with the fit (``extractor.safetensors``) and the folder's files are hashed into the run identity. What differs from
-the code (the ordinal levels, the EXIF class mapping, the prompts' features as parameters instead of CLIP's text
-tower, two fine-grained regions, no bounding-box crop) is listed in that module and the README.
+the code (the ordinal levels, the EXIF class mapping, two fine-grained regions, no bounding-box crop) is listed in
+that module and the README. The prompts are scored by CLIP RN50's text tower and ``text_fc`` as the code's
+(``pretext_text``, ``pretext_freeze_text``); the saved extractor holds that trained text side under
+``CLIP_EXIF_Net``'s names, so it loads where ``OC.pth`` does (``extractor=FILE``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class BladesConfig:
     # extractor=pretext (SSL_training.py / BLO.py; defaults: the README's training command, else the code's own)
     manipulated: str = ""  # folder of each real training face's manipulated copies <name>_0..3.png (face_dataaug_neg)
     pretext_init: str = ""  # a CLIP_EXIF_Net checkpoint whose image tower starts the training; "": seeded random
+    # CLIP_EXIF_Net's text side: the CLIP whose text tower and logit_scale score the prompts (clip.load("RN50"))
+    pretext_text: str = "open_clip:RN50@openai"
+    pretext_freeze_text: bool = False  # --freezeText (off in the code): the text tower trains with the image tower
     pretext_epochs: int = 100  # --num_epochs
     pretext_batch_size: int = 48  # --batch_size 48
     pretext_lr: float = 1e-5  # --lr 1e-5 (AdamW)
@@ -127,6 +132,7 @@ class BladesConfig:
              "pretext_lr and pretext_meta_lr > 0, pretext_weight_decay >= 0"),
             (self.extractor == PRETEXT or not (self.manipulated or self.pretext_init),
              "manipulated and pretext_init only with extractor=pretext"),
+            (bool(self.pretext_text), "pretext_text=open_clip:ARCH@SOURCE (the CLIP of the prompts' text tower)"),
             (self.extractor != PRETEXT or bool(self.manipulated),
              "manipulated=DIR with extractor=pretext (the manipulated copies of the real training faces)"),
         ]
@@ -264,6 +270,7 @@ class Blades(ClassifierDetector):
     content_override = "allow_non_faces"  # the setting that runs it elsewhere (recorded in the identity)
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ("random", PRETEXT),
                                                       "manipulated": (), "pretext_init": ()}
+    spec_keys = ("pretext_text",)  # enters the identity without a path (the tower's sha256 is in identity())
     tiny_settings: ClassVar[dict[str, Any]] = {
         "extractor": "random", "size": 32, "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
         "gmm_components": 1, "gmm_covariance": "diag", "allow_non_faces": True,
@@ -346,10 +353,12 @@ class Blades(ClassifierDetector):
         elif spec == PRETEXT:  # trained in fit; the folder's content enters the identity now
             from detbench.detectors.blades_pretext import MANIPULATED_FACTS, manipulated_identity
 
-            if ctx.recorded_identity is not None:  # a finished run scored again: the fit's record names the folder
-                facts = {"extractor": PRETEXT, **{k: ctx.recorded_identity.get(k) for k in MANIPULATED_FACTS}}
+            if ctx.recorded_identity is not None:  # a finished run scored again: the fit's record names its inputs
+                facts = {"extractor": PRETEXT,
+                         **{k: ctx.recorded_identity.get(k) for k in (*MANIPULATED_FACTS, "pretext_text")}}
             else:
-                facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated)}
+                facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated),
+                         "pretext_text": self._load_text_tower()}
             if self.config.pretext_init:
                 facts |= self._load_extractor(self.config.pretext_init, "pretext_init", ctx, extractor)
             else:
@@ -357,6 +366,25 @@ class Blades(ClassifierDetector):
         else:
             facts = self._load_extractor(spec, "extractor", ctx, extractor)
         extractor.requires_grad_(False)
+        return facts
+
+    def _load_text_tower(self) -> dict[str, Any]:
+        """``pretext_text``'s CLIP (its text tower and ``logit_scale``), kept for :meth:`fit`.
+
+        Returns:
+            Its identity (weights sha256, text config, versions), with a stand-in note for random weights.
+
+        Raises:
+            BackboneError: a malformed spec, or weights without a text tower.
+            WeightsError: the weights are missing offline (one line naming the file or tag to get).
+        """
+        from detbench.models.backbones import load_text_tower
+
+        tower = load_text_tower(self.config.pretext_text, key="pretext_text")
+        self.text_clip = tower.clip
+        facts = tower.identity()
+        if not facts.get("pretrained"):
+            facts["stand_in"] = "random text tower instead of CLIP RN50's (pretext_text=open_clip:RN50@openai)"
         return facts
 
     def extractor(self) -> ExifExtractor:
@@ -498,8 +526,10 @@ class Blades(ClassifierDetector):
 
         reals = train[train["label"] == 0].sort_values("path", kind="stable").reset_index(drop=True)
         self._to(ctx.device)
-        facts = train_pretext(self.extractor().model.visual, FEATURE_DIM, reals, ctx, self.config,
-                              Path(self.config.manipulated).expanduser(), self.preprocessing.transform)
+        facts, self.text_state = train_pretext(self.extractor().model.visual, self.text_clip, FEATURE_DIM, reals, ctx,
+                                               self.config, Path(self.config.manipulated).expanduser(),
+                                               self.preprocessing.transform)
+        del self.text_clip  # trained: its tensors now live in text_state
         return {"pretext": facts}
 
     def save(self, directory: Path) -> None:
@@ -513,11 +543,11 @@ class Blades(ClassifierDetector):
             super().save(directory)
         if self.config.variant == "oc":
             self.mixture.save(directory)
-        if self.config.extractor == PRETEXT:  # the pretext-trained extractor is part of the fitted state
+        if self.config.extractor == PRETEXT:  # the pretext-trained CLIP_EXIF_Net is part of the fitted state
             from safetensors.torch import save_file as save_tensors
 
             state = {k: v.detach().to("cpu").contiguous() for k, v in self.extractor().state_dict().items()}
-            save_tensors(state, str(directory / EXTRACTOR_FILE))
+            save_tensors({**state, **self.text_state}, str(directory / EXTRACTOR_FILE))
 
     def load(self, directory: Path) -> None:
         """Restore :meth:`save`'s state.
@@ -538,4 +568,6 @@ class Blades(ClassifierDetector):
             from detbench.models.weights import load_into, load_state_dict_safely
 
             saved = load_state_dict_safely(directory / EXTRACTOR_FILE)
-            load_into(self.extractor(), saved, f"{self.name} pretext-trained extractor {directory}")
+            image, self.text_state = drop_text_tower(saved, "model.")  # the text side is kept, never scored
+            self.text_state = {k: saved[k] for k in self.text_state}
+            load_into(self.extractor(), image, f"{self.name} pretext-trained extractor {directory}")

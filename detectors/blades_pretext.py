@@ -4,8 +4,12 @@
 
 **The pretext tasks** (eleven losses, in the code's order ``iso, av, et, fl, makes, mm, em, wb, ep, face_coarse,
 face_grained``) are scored by ``CLIP_EXIF_Net``: ``exp(logit_scale)`` times the cosine of the image feature (the
-ResNet-50 whose ``fc`` gives 768 values, the extractor detection uses) with the feature of each text prompt; the
-prompt columns are sliced per task:
+ResNet-50 whose ``fc`` gives 768 values, the extractor detection uses) with ``text_fc`` (``Linear(1024, 768)``) of
+CLIP RN50's text-tower feature of each of the code's 50 prompts (``collect_separate_texts_v2``: the same strings in
+the same order, CLIP's BPE tokens, context 77; the CLIP of ``pretext_text``, ``open_clip:RN50@openai`` as the code's
+``clip.load("RN50")``, whose ``logit_scale`` is used and trained, ``fixed_scale`` off as in the code). The text tower
+trains with the image tower unless ``pretext_freeze_text`` (the code's ``--freezeText``, off by default); the trained
+text side is saved with the extractor under ``CLIP_EXIF_Net``'s names. The prompt columns are sliced per task:
 
 - four ordinal EXIF tags (ISO, aperture, exposure time, focal length), three levels each (``low, medium, high``):
   learning to rank (``L2R_Loss``): the expected level ``sum_k k softmax_k`` of each image; over every pair ``i < j``
@@ -50,11 +54,11 @@ here the EXIF labels come from the tags the index recorded (``exif_tags``, share
 :mod:`detbench.kit.exif_pretext`): the ordinal levels are the tertiles of the used faces' values (edges recorded);
 categorical values map to the code's class names through EXIF 2.3's codes (:data:`CODES`; makes by the brand the
 ``Make`` starts with), and a face whose value no class holds is left out (counted). SDAIE's tables differ: its
-classes are the most frequent values found, BLADES' are the code's fixed names. The prompts' features are parameters
-(one per prompt, normalised) instead of CLIP RN50's text tower and ``text_fc`` over the fixed prompts (weights not
-available offline). The fine-grained head has two regions (mouth, eye): the code's prompts list three but its labels
-two, which cannot be scored together. The suite's images are face crops: no bounding-box crop. A batch with fewer
-than two faces (the code's ranking loss would be NaN) is skipped.
+classes are the most frequent values found, BLADES' are the code's fixed names. The fine-grained head has two regions
+(mouth, eye): the code's prompts list three (all 50 prompts are encoded as the code's) but its labels two, which
+cannot be scored together, so the third prompt's column (``nose``) is dropped from the logits (each prompt's
+feature is computed alone: the other columns are the code's). The suite's images are face crops: no bounding-box
+crop. A batch with fewer than two faces (the code's ranking loss would be NaN) is skipped.
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ CATEGORICAL = (("makes", "Make", MAKES), ("mm", "MeteringMode", METERING), ("em"
                ("wb", "WhiteBalance", WHITE_BALANCE), ("ep", "ExposureProgram", EXPOSURE_PROGRAM))
 FACE_COARSE = ("photographic", "manipulated")
 FACE_PARTS = ("mouth", "eye")  # the fine-grained labels (the code's third prompt, "nose", has no label: see README)
+PROMPT_PARTS = (*FACE_PARTS, "nose")  # the code's fine-grained prompts; the last one's column is not scored
+LEVEL_WORDS = ("low", "medium", "high")  # collect_separate_texts_v2's exif_scale (num_exif_scale 3)
 TASKS = tuple(t for t, _ in ORDINAL) + tuple(t for t, _, _ in CATEGORICAL) + ("face_coarse", "face_grained")
 WIDTHS = (len(LEVELS),) * len(ORDINAL) + tuple(len(c) for _, _, c in CATEGORICAL) + (len(FACE_COARSE),
                                                                                       len(FACE_PARTS))
@@ -192,6 +198,25 @@ def pretext_targets(rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarr
     return targets, np.asarray(usable, dtype=np.int64), facts
 
 
+def code_prompts() -> list[str]:
+    """``collect_separate_texts_v2(num_exif_scale=3)``: the code's 50 prompts, in its order.
+
+    Returns:
+        The texts: ISO, aperture, exposure time, focal length (three levels each), make, metering mode, exposure
+        mode, white balance, exposure program, then the coarse and the fine-grained face prompts.
+    """
+    ordinal = ("ISO speed rating", "aperture", "exposure time", "focal length")
+    texts = [f"a photo of a face with the {level} value of {what}" for what in ordinal for level in LEVEL_WORDS]
+    texts += [f"a photo of a face taken with the {make} brand camera" for make in MAKES]
+    texts += [f"A photo of the face captured using the {mm} metering mode" for mm in METERING]
+    texts += [f"A photo of the face captured using the {em} exposure mode" for em in EXPOSURE_MODE]
+    texts += [f"A photo of the face captured using the {wb} white balance mode" for wb in WHITE_BALANCE]
+    texts += [f"A photo of the face captured using the exposure program set to {ep}" for ep in EXPOSURE_PROGRAM]
+    texts += [f"a photo of a {face} face" for face in FACE_COARSE]
+    texts += [f"a photo of a face with a manipulated {part} region" for part in PROMPT_PARTS]
+    return texts
+
+
 # ---------------------------------------------------------------------------------------------- losses (loss.py)
 
 
@@ -260,24 +285,47 @@ def task_losses(logits: Tensor, targets: dict[str, Tensor]) -> list[Tensor]:
 # ---------------------------------------------------------------------------------------------- network
 
 
+TEXT_TOWER = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+
+
 class PromptScorer(nn.Module):
     """``CLIP_EXIF_Net.forward``'s image logits: ``exp(logit_scale)`` times the cosines of the image feature with
-    the prompt features. ``visual`` is the detector's extractor (trained in place); the prompts' features are
-    parameters (the text tower's outputs for the code's fixed prompts; see the README).
+    ``text_fc`` of the text tower's features of the code's prompts (:func:`code_prompts`, tokenised with CLIP's BPE,
+    context 77). ``visual`` is the detector's extractor, ``clip`` the loaded CLIP (``visual`` None: its text tower
+    and ``logit_scale``), both trained in place; the column of the prompt no label scores (``nose``) is dropped.
     """
 
-    def __init__(self, visual: nn.Module, dim: int) -> None:
+    def __init__(self, visual: nn.Module, clip: nn.Module, dim: int, *, freeze_text: bool = False) -> None:
+        from detbench.models.backbones import clip_tokenize
+
         super().__init__()
         self.visual = visual
-        self.prompts = nn.Parameter(torch.randn(PROMPTS, dim) / math.sqrt(dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(100.0)))  # released CLIP's learned value
+        self.clip = clip
+        self.text_fc = nn.Linear(int(clip.text_projection.shape[1]), dim)
+        prompts = code_prompts()
+        self.register_buffer("tokens", clip_tokenize(prompts, int(clip.positional_embedding.shape[0])),
+                             persistent=False)
+        self.scored = [k for k in range(len(prompts)) if k != len(prompts) - 1]  # all but "nose"
+        if freeze_text:  # --freezeText: the tower's weights stay (text_fc and logit_scale still train)
+            for name in TEXT_TOWER:
+                part = getattr(clip, name)
+                part.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 3, H, W]`` -> ``[B, 49]`` logits."""
         f = self.visual(x)
+        t = self.text_fc(self.clip.encode_text(self.tokens))
         f = f / f.norm(dim=1, keepdim=True)
-        t = self.prompts / self.prompts.norm(dim=1, keepdim=True)
-        return self.logit_scale.exp() * f @ t.T
+        t = t / t.norm(dim=1, keepdim=True)
+        return (self.clip.logit_scale.exp() * f @ t.T)[:, self.scored]
+
+    def text_state_dict(self) -> dict[str, Tensor]:
+        """The text side under ``CLIP_EXIF_Net``'s names (``model.token_embedding.weight``, ..., ``model.text_fc.*``,
+        ``model.logit_scale``), on the CPU.
+        """
+        state = {f"model.{k}": v for k, v in self.clip.state_dict().items()}
+        state |= {f"model.text_fc.{k}": v for k, v in self.text_fc.state_dict().items()}
+        return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
 def weighted(weights: Tensor, losses: list[Tensor]) -> Tensor:
@@ -438,13 +486,16 @@ def _targets(data: PretextData, real: np.ndarray, variant: np.ndarray, device: s
     return t
 
 
-def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunContext, config: Any,
-                  folder: Path, transform: Any) -> dict[str, Any]:
-    """The bi-level pretext training of ``visual`` (in place) on the real training faces and their copies.
+def train_pretext(visual: nn.Module, clip: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunContext, config: Any,
+                  folder: Path, transform: Any) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The bi-level pretext training of ``visual`` and the text side (in place) on the real training faces and their
+    copies.
 
     Args:
         visual: the extractor's ResNet-50 (trained in place, frozen again after).
-        dim: its feature size.
+        clip: the loaded CLIP's text tower and ``logit_scale`` (``pretext_text``; trained in place unless
+            ``pretext_freeze_text``).
+        dim: the image feature size.
         rows: the real training rows (index rows with ``exif_tags``), sorted.
         ctx: the run context (seed, device, workers, progress).
         config: the detector's settings (``pretext_*``).
@@ -452,7 +503,8 @@ def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunConte
         transform: PIL image -> input tensor.
 
     Returns:
-        Facts for the fit record: the data counts, steps, losses, the task weights at the end.
+        Facts for the fit record (the data counts, steps, losses, the task weights at the end) and the trained text
+        side under ``CLIP_EXIF_Net``'s names (:meth:`PromptScorer.text_state_dict`).
 
     Raises:
         DataError: fewer than two usable faces (before anything is trained or written), or no step could run.
@@ -469,14 +521,15 @@ def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunConte
                        f"{data.facts['missing_tag']}, without a class per tag {data.facts['without_class']}, "
                        f"{data.facts['without_manipulated']} without their manipulated copies")
     torch.manual_seed(derive_seed(ctx.seed, STREAM))
-    net = PromptScorer(visual, dim).to(ctx.device)
+    net = PromptScorer(visual, clip, dim, freeze_text=c.pretext_freeze_text).to(ctx.device)
     visual.requires_grad_(True)
     net.train()
     b = c.pretext_batch_size
     weights = torch.tensor([c.pretext_weight_exif] * (len(TASKS) - 2) + [c.pretext_weight_face] * 2,
                            device=ctx.device, requires_grad=True)
     primary = torch.tensor([1.0 if t == c.pretext_primary else 0.0 for t in TASKS], device=ctx.device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=c.pretext_lr, weight_decay=c.pretext_weight_decay)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=c.pretext_lr,
+                                  weight_decay=c.pretext_weight_decay)
     meta_optimizer = torch.optim.Adam([weights], lr=c.pretext_meta_lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.pretext_cosine_tmax)
     reals = ImageRowsDataset(ctx.suite_root, data.paths, transform)
@@ -520,7 +573,9 @@ def train_pretext(visual: nn.Module, dim: int, rows: pd.DataFrame, ctx: RunConte
     if not losses:
         raise DataError(f"blades pretext training: no step ran ({failed} images failed to load, {skipped} batches "
                         "had fewer than two faces); check the suite's real training faces and --set manipulated=DIR")
-    return {**data.facts, "epochs": c.pretext_epochs, "steps": len(losses), "skipped_steps": skipped,
+    facts = {**data.facts, "epochs": c.pretext_epochs, "steps": len(losses), "skipped_steps": skipped,
             "failed_images": failed, "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
-            "task_weights": dict(zip(TASKS, [round(float(w), 6) for w in weights.detach().cpu()], strict=True))}
+            "task_weights": dict(zip(TASKS, [round(float(w), 6) for w in weights.detach().cpu()], strict=True)),
+            "logit_scale": round(float(clip.logit_scale.detach().exp()), 6)}
+    return facts, net.text_state_dict()

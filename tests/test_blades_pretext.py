@@ -22,6 +22,7 @@ from PIL import ExifTags, Image
 from scipy.special import erf
 
 ESP = 1e-8
+TINY_TEXT = "open_clip:detbench-tiny-vit@random"  # a stand-in for CLIP RN50's text tower (recorded as one)
 MAKES = ["NIKON CORPORATION", "Canon", "Apple", "SONY"]
 
 
@@ -110,6 +111,75 @@ def test_exif_tags_map_to_the_codes_classes_and_tertile_levels() -> None:
     assert list(targets["iso"]) == [1, 1, 2, 2, 3, 3] and list(targets["av"]) == [1] * 6
 
 
+# ---------------------------------------------------------------------------------------------- the prompts' logits
+
+CODE_PROMPTS = (  # collect_separate_texts_v2(num_exif_scale=3), written out
+    [f"a photo of a face with the {lv} value of ISO speed rating" for lv in ("low", "medium", "high")]
+    + [f"a photo of a face with the {lv} value of aperture" for lv in ("low", "medium", "high")]
+    + [f"a photo of a face with the {lv} value of exposure time" for lv in ("low", "medium", "high")]
+    + [f"a photo of a face with the {lv} value of focal length" for lv in ("low", "medium", "high")]
+    + [f"a photo of a face taken with the {m} brand camera" for m in
+       ("Nikon", "Apple", "FUJIFILM", "Canon", "Samsung", "Sony", "Panasonic", "Nokia", "Pentax", "others")]
+    + [f"A photo of the face captured using the {m} metering mode" for m in
+       ("average", "centerweighted", "others", "partial", "spot", "multi-spot", "multi-segment", "evaluative")]
+    + [f"A photo of the face captured using the {m} exposure mode" for m in
+       ("auto", "auto-bracketing", "program", "manual", "aperture-priority", "easy-shooting", "shutter-priority")]
+    + [f"A photo of the face captured using the {m} white balance mode" for m in ("auto", "manual")]
+    + [f"A photo of the face captured using the exposure program set to {m}" for m in
+       ("landscape mode", "manual control", "normal program", "portrait mode", "shutter priority",
+        "aperture priority")]
+    + ["a photo of a photographic face", "a photo of a manipulated face"]
+    + [f"a photo of a face with a manipulated {r} region" for r in ("mouth", "eye", "nose")])
+
+
+def _tiny_clip() -> torch.nn.Module:
+    from detbench.models.backbones import load_text_tower
+
+    return load_text_tower(TINY_TEXT).clip.double()
+
+
+def test_the_logits_are_the_codes_scaled_cosines_with_text_fc_of_the_text_towers_prompts() -> None:
+    import open_clip
+
+    from detbench.detectors.blades_pretext import PromptScorer, code_prompts
+
+    assert code_prompts() == CODE_PROMPTS and len(CODE_PROMPTS) == 50
+    torch.manual_seed(0)
+    clip = _tiny_clip()
+    net = PromptScorer(_Tiny(), clip, 6).double()
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(7.0))
+    x = torch.tensor(np.random.default_rng(2).normal(size=(4, 3, 2, 2)))
+    got = net(x).detach().numpy()
+    # float64 derivation: the text tower's features of the tokens (OpenAI CLIP's BPE, 77), then numpy
+    tokens = open_clip.tokenize(CODE_PROMPTS, context_length=77)
+    with torch.no_grad():
+        text = clip.encode_text(tokens).numpy()
+        image = net.visual(x).numpy()
+    w, b = net.text_fc.weight.detach().numpy(), net.text_fc.bias.detach().numpy()
+    t = text @ w.T + b
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    f = image / np.linalg.norm(image, axis=1, keepdims=True)
+    want = 7.0 * f @ t.T
+    np.testing.assert_allclose(got, want[:, :49], rtol=1e-10)  # the last prompt ("nose") has no label: not scored
+    state = net.text_state_dict()
+    assert {"model.token_embedding.weight", "model.positional_embedding", "model.text_projection",
+            "model.logit_scale", "model.text_fc.weight", "model.ln_final.weight"} <= set(state)
+    assert any(k.startswith("model.transformer.resblocks.0.") for k in state)
+
+
+def test_freezing_the_text_tower_keeps_text_fc_and_the_scale_training() -> None:
+    from detbench.detectors.blades_pretext import PromptScorer
+
+    clip = _tiny_clip()
+    net = PromptScorer(_Tiny(), clip, 6, freeze_text=True)
+    trained = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert "clip.logit_scale" in trained and "text_fc.weight" in trained and "visual.fc.weight" in trained
+    assert not any(n.startswith(("clip.transformer", "clip.token_embedding", "clip.ln_final")) for n in trained)
+    assert "clip.positional_embedding" not in trained and "clip.text_projection" not in trained
+    assert all(p.requires_grad for p in PromptScorer(_Tiny(), _tiny_clip(), 6).parameters())
+
+
 # ---------------------------------------------------------------------------------------------- the weights' gradient
 
 
@@ -136,9 +206,9 @@ def test_the_weights_gradient_is_the_unrolled_steps_derivative(primary: str) -> 
     from detbench.detectors.blades_pretext import TASKS, PromptScorer, hypergradient, task_losses
 
     torch.manual_seed(0)
-    net = PromptScorer(_Tiny(), 6).double().train()
+    net = PromptScorer(_Tiny(), _tiny_clip(), 6).double().train()
     with torch.no_grad():  # a gentle scale: the code's finite difference (steps of 0.01 in theta) is then exact to
-        net.logit_scale.fill_(math.log(3.0))  # well under the tolerance (at 100 its O(eps^2) error reaches 2 %)
+        net.clip.logit_scale.fill_(math.log(3.0))  # well under the tolerance (at 100 its O(eps^2) error reaches 2 %)
     rng = np.random.default_rng(1)
     train, val = _batch(rng, 6), _batch(rng, 5)
     weights = torch.tensor([1.0] * 9 + [0.3, 0.7], dtype=torch.float64)
@@ -154,12 +224,15 @@ def test_the_weights_gradient_is_the_unrolled_steps_derivative(primary: str) -> 
     names = [n for n, _ in net.named_parameters()]
     theta = [p.detach().clone().requires_grad_(True) for p in net.parameters()]
     lam = weights.clone().requires_grad_(True)
-    losses = task_losses(functional_call(net, dict(zip(names, theta, strict=True)), (train[0],)), train[1])
-    inner = sum(w * loss for w, loss in zip(lam, losses, strict=True))
-    grads = torch.autograd.grad(inner, theta, create_graph=True)
-    unrolled = {n: p - alpha * (g + wd * p) for n, p, g in zip(names, theta, grads, strict=True)}
-    proxy = task_losses(functional_call(net, unrolled, (val[0],)), val[1])[TASKS.index(primary)]
-    want = torch.autograd.grad(proxy, lam, retain_graph=True)[0]
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):  # the text tower's attention, twice differentiable
+        losses = task_losses(functional_call(net, dict(zip(names, theta, strict=True)), (train[0],)), train[1])
+        inner = sum(w * loss for w, loss in zip(lam, losses, strict=True))
+        grads = torch.autograd.grad(inner, theta, create_graph=True)
+        unrolled = {n: p - alpha * (g + wd * p) for n, p, g in zip(names, theta, grads, strict=True)}
+        proxy = task_losses(functional_call(net, unrolled, (val[0],)), val[1])[TASKS.index(primary)]
+        want = torch.autograd.grad(proxy, lam, retain_graph=True)[0]
     assert want.abs().max() > 1e-3  # a test that can fail: the weights do move
     # the code's central difference along d (a step of 0.01 in theta) differs from the derivative by its O(eps^2)
     # truncation error, about 1e-3 of the largest component here; a flipped sign is off by 200 %
@@ -210,9 +283,10 @@ def _face_suite(tmp_path: Path, *, tags: bool = True) -> tuple[Path, Path]:
     return root, copies
 
 
-def _run(root: Path, *settings: str):
+def _run(root: Path, *settings: str, text: str = TINY_TEXT):
     args = ["run", "blades", "--suite", "folder", "--root", str(root), "--protocol", "train-on-seen", "-q",
             "--set", "suite.content=faces", "--set", "extractor=pretext", "--set", "size=32",
+            "--set", f"pretext_text={text}",
             "--set", "pretext_epochs=1", "--set", "pretext_batch_size=2", "--set", "epochs=1",
             "--set", "train_batch_size=4", "--set", "checkpoint_every=0"]
     for s in settings:
@@ -234,7 +308,17 @@ def test_pretext_training_then_the_bc_head_on_a_face_suite(tmp_path: Path, detbe
     assert identity["extractor"] == "pretext" and identity["manipulated_files"] == 16
     assert len(identity["manipulated_sha256"]) == 64 and "manipulated_path" not in identity
     assert record["key"]["detector"]["config"]["manipulated"] == "file" and (scores["status"] == "ok").all()
-    assert list(detbench_home.rglob("extractor.safetensors"))  # the trained extractor is saved with the fit
+    assert identity["pretext_text"]["spec"] == TINY_TEXT and "stand_in" in identity["pretext_text"]
+    assert record["key"]["detector"]["config"]["pretext_text"] == TINY_TEXT
+    assert pretext["logit_scale"] > 0
+    # the trained CLIP_EXIF_Net is saved with the fit in its layout: it loads where OC.pth does
+    from detbench.detectors.blades import ExifExtractor, drop_text_tower
+    from detbench.models.weights import load_checkpoint_file, load_into
+
+    saved = load_checkpoint_file(str(next(detbench_home.rglob("extractor.safetensors"))), what="extractor", fix="")
+    image, dropped = drop_text_tower(saved.state_dict, "model.")
+    assert {"model.token_embedding.weight", "model.text_fc.weight", "model.logit_scale"} <= set(dropped)
+    load_into(ExifExtractor(), image, "the saved extractor")  # strictly
 
     import shutil
 
@@ -283,6 +367,14 @@ def test_a_missing_or_empty_manipulated_folder_is_one_error(tmp_path: Path, detb
         f.unlink()  # every face lacks one of its copies
     assert_refused_naming(_run(root, f"manipulated={copies}"), "lack <name>_0..3.png", "manipulated=")
     assert not list(detbench_home.rglob("run.json")) and not list(detbench_home.rglob("*.safetensors"))
+
+
+def test_missing_text_tower_weights_offline_are_one_error_naming_the_setting(tmp_path: Path,
+                                                                             detbench_home: Path) -> None:
+    root, copies = _face_suite(tmp_path)
+    result = _run(root, f"manipulated={copies}", text="open_clip:RN50@openai")
+    assert_refused_naming(result, "RN50 tag 'openai'", "--set pretext_text=open_clip:RN50@")
+    assert not list(detbench_home.rglob("run.json"))
 
 
 def test_pretext_training_then_the_oc_mixture_reloads_identically(tmp_path: Path, detbench_home: Path) -> None:

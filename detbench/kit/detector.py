@@ -99,6 +99,9 @@ class Detector(ABC):
     # and in the identity's config such a key reads ``file``. A ``backbone`` key always enters it without a path
     # (:func:`detbench.models.spec.path_free_spec`).
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Config keys other than ``backbone`` that hold a backbone spec (open_clip:ARCH@SOURCE): they too enter the
+    # identity without a path (the weights' sha256 must be in identity())
+    spec_keys: ClassVar[tuple[str, ...]] = ()
     # Which training-generator images select the model, as the original does it (a train.holdout value of
     # detbench.engine.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
     # Users override it with --set train.holdout=...; what is used is part of the fit identity.
