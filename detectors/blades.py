@@ -33,8 +33,11 @@ evaluation transform, the epoch with the best held-out accuracy kept.
 ``extractor=pretext`` (either variant) first trains the extractor by the bi-level pretext training (``SSL_training.py``,
 ``BLO.py``: :mod:`detbench.detectors.blades_pretext`) on the real training faces, their EXIF tags as the index
 recorded them, and their manipulated copies from the folder ``manipulated`` (``<name>_0..3.png``, the code's
-``face_dataaug_neg``; generating them needs facial landmarks detbench does not have); the trained extractor is saved
-with the fit (``extractor.safetensors``) and the folder's files are hashed into the run identity. What differs from
+``face_dataaug_neg``; generating them needs facial landmarks detbench does not have), starting from ``pretext_init``
+(``imagenet``, the code's ``resnet50(pretrained=True)``, by default; a checkpoint's image tower under
+``model.visual.``; or ``random``, a stand-in); the trained extractor is saved with the fit (``extractor.safetensors``)
+and the folder's files are hashed into the run identity (for training only: scoring a finished run takes the digest
+from its record). What differs from
 the code (the ordinal levels, the EXIF class mapping, two fine-grained regions, no bounding-box crop) is listed in
 that module and the README. The prompts are scored by CLIP RN50's text tower and ``text_fc`` as the code's
 (``pretext_text``, ``pretext_freeze_text``); the saved extractor holds that trained text side under
@@ -61,6 +64,7 @@ from detbench.kit.training import TrainableParts
 from detbench.models.backbones.open_clip_adapter import CLIP_MEAN, CLIP_STD
 from detbench.probabilities import softmax_fake
 
+PRETEXT_INIT = "imagenet"  # pretext_init's default
 FEATURE_DIM = 768  # CLIP_EXIF_Net: the ResNet-50's fc maps 2048 -> 768
 # CLIP_EXIF_Net's text side (CLIP RN50's text tower and text_fc): saved with the extractor, read by no detection
 TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection",
@@ -95,7 +99,10 @@ class BladesConfig:
     checkpoint_every: int = 200
     # extractor=pretext (SSL_training.py / BLO.py; defaults: the README's training command, else the code's own)
     manipulated: str = ""  # folder of each real training face's manipulated copies <name>_0..3.png (face_dataaug_neg)
-    pretext_init: str = ""  # a CLIP_EXIF_Net checkpoint whose image tower starts the training; "": seeded random
+    # the image tower's start: "imagenet" (the code's resnet50(pretrained=True)), a checkpoint whose image tower under
+    # model.visual. replaces it (the code's --resume, EXIF-as-language's wrapper_75_new.pth)[#sha256=HEX], or
+    # "random" (a stand-in). See Blades._pretext_start for the default
+    pretext_init: str = PRETEXT_INIT
     # CLIP_EXIF_Net's text side: the CLIP whose text tower and logit_scale score the prompts (clip.load("RN50"))
     pretext_text: str = "open_clip:RN50@openai"
     pretext_freeze_text: bool = False  # --freezeText (off in the code): the text tower trains with the image tower
@@ -130,8 +137,9 @@ class BladesConfig:
              "pretext_cosine_tmax >= 1"),
             (self.pretext_lr > 0 and self.pretext_meta_lr > 0 and self.pretext_weight_decay >= 0,
              "pretext_lr and pretext_meta_lr > 0, pretext_weight_decay >= 0"),
-            (self.extractor == PRETEXT or not (self.manipulated or self.pretext_init),
+            (self.extractor == PRETEXT or not (self.manipulated or self.pretext_init != PRETEXT_INIT),
              "manipulated and pretext_init only with extractor=pretext"),
+            (bool(self.pretext_init), "pretext_init=imagenet, random or a CLIP_EXIF_Net checkpoint file"),
             (bool(self.pretext_text), "pretext_text=open_clip:ARCH@SOURCE (the CLIP of the prompts' text tower)"),
             (self.extractor != PRETEXT or bool(self.manipulated),
              "manipulated=DIR with extractor=pretext (the manipulated copies of the real training faces)"),
@@ -269,7 +277,8 @@ class Blades(ClassifierDetector):
     requires_content = "faces"  # the suite fact this detector needs
     content_override = "allow_non_faces"  # the setting that runs it elsewhere (recorded in the identity)
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {"weights": (), "extractor": ("random", PRETEXT),
-                                                      "manipulated": (), "pretext_init": ()}
+                                                      "manipulated": (),
+                                                      "pretext_init": (PRETEXT_INIT, "random")}
     spec_keys = ("pretext_text",)  # enters the identity without a path (the tower's sha256 is in identity())
     tiny_settings: ClassVar[dict[str, Any]] = {
         "extractor": "random", "size": 32, "epochs": 1, "train_batch_size": 8, "checkpoint_every": 0,
@@ -328,7 +337,8 @@ class Blades(ClassifierDetector):
     def prepare_training(self, ctx: RunContext) -> dict[str, Any]:
         """The frozen extractor: a ``CLIP_EXIF_Net`` checkpoint's image tower (strictly), the seeded random
         ResNet-50 (``extractor=random``, a stand-in), or with ``extractor=pretext`` the start of the pretext training
-        that :meth:`fit` runs (``pretext_init`` or seeded random), the ``manipulated`` folder checked and hashed
+        that :meth:`fit` runs (``pretext_init``: :meth:`_pretext_start`; the text tower of ``pretext_text``), the
+        ``manipulated`` folder checked and hashed
         (when a finished run is scored again, ``ctx.recorded_identity``, its digest comes from the run's record: the
         folder is read only for training).
 
@@ -353,20 +363,64 @@ class Blades(ClassifierDetector):
         elif spec == PRETEXT:  # trained in fit; the folder's content enters the identity now
             from detbench.detectors.blades_pretext import MANIPULATED_FACTS, manipulated_identity
 
-            if ctx.recorded_identity is not None:  # a finished run scored again: the fit's record names its inputs
-                facts = {"extractor": PRETEXT,
-                         **{k: ctx.recorded_identity.get(k) for k in (*MANIPULATED_FACTS, "pretext_text")}}
+            recorded = ctx.recorded_identity
+            if recorded is not None:  # a finished run scored again: the fit's record names its inputs, none is read
+                facts = {"extractor": PRETEXT, **{k: v for k, v in recorded.items() if k in MANIPULATED_FACTS
+                                                  or k.startswith(("pretext_text", "pretext_init"))}}
             else:
                 facts = {"extractor": PRETEXT, **manipulated_identity(self.config.manipulated),
-                         "pretext_text": self._load_text_tower()}
-            if self.config.pretext_init:
-                facts |= self._load_extractor(self.config.pretext_init, "pretext_init", ctx, extractor)
-            else:
-                facts["pretext_init"] = "seeded random ResNet-50 (the original starts from EXIF-as-language's)"
+                         "pretext_text": self._load_text_tower(), **self._pretext_start(ctx, extractor)}
         else:
             facts = self._load_extractor(spec, "extractor", ctx, extractor)
         extractor.requires_grad_(False)
         return facts
+
+    def _pretext_start(self, ctx: RunContext, extractor: ExifExtractor) -> dict[str, Any]:
+        """The image tower's start for the pretext training (``pretext_init``), loaded into ``extractor``.
+
+        ``CLIP_EXIF_Net`` builds torchvision's ``resnet50(pretrained=True)`` (IMAGENET1K_V1), replaces ``fc`` by a
+        new ``Linear(2048, 768)``, then (``--resume``) loads the ``visual`` tensors of EXIF-as-language's
+        ``wrapper_75_new.pth``. ``imagenet`` (the default) is that start without a file: the code's own behaviour
+        when none is given, and the only one obtainable offline as other detbench ImageNet starts are (a file in
+        ``$DETBENCH_HOME/weights/torchvision/`` or torch hub's cache); the README's run's file is a path on the
+        authors' machine, so it cannot be a default. A checkpoint file gives the image tower under ``model.visual.``
+        as the code reads it (loaded strictly: every tensor of the tower, nothing partial; its other tensors are
+        not read, and said so). ``random`` keeps the seeded torchvision initialisation, a stand-in recorded as one.
+
+        Returns:
+            ``pretext_init`` facts: the kind, the file's sha256 and path, or the stand-in note.
+
+        Raises:
+            WeightsError: the file is missing, unsafe, holds no image tower or one that does not fit.
+        """
+        from detbench.errors import WeightsError
+        from detbench.models.weights import load_checkpoint_file, load_into
+
+        spec, visual = self.config.pretext_init, extractor.model.visual
+        if spec == "random":
+            return {"pretext_init": "random", "pretext_init_note": "stand-in: a seeded random ResNet-50; the code "
+                    "starts from torchvision's ImageNet weights (pretext_init=imagenet) or an EXIF-pretrained tower"}
+        if spec == PRETEXT_INIT:
+            from detbench.detectors.cnnspot import imagenet_resnet50
+
+            imagenet, path, sha256 = imagenet_resnet50(spec, key="pretext_init")
+            result = visual.load_state_dict({k: v for k, v in imagenet.state_dict().items()
+                                             if not k.startswith("fc.")}, strict=False)
+            assert not result.unexpected_keys and set(result.missing_keys) == {"fc.weight", "fc.bias"}
+            return {"pretext_init": PRETEXT_INIT, "pretext_init_path": path, "pretext_init_sha256": sha256}
+        fix = ("pass --set pretext_init=/path/to/a checkpoint with the image tower under model.visual. (CLIP_EXIF_Net, "
+               "EXIF-as-language's wrapper_75_new.pth), pretext_init=imagenet or pretext_init=random (a stand-in)")
+        loaded = load_checkpoint_file(spec, what="the BLADES pretext start", fix=fix, key="pretext_init")
+        prefix = "model.visual."
+        tower = {k[len(prefix):]: v for k, v in loaded.state_dict.items() if k.startswith(prefix)}
+        if not tower:
+            raise WeightsError(f"pretext_init={loaded.path} holds no image tower under {prefix} (CLIP_EXIF_Net's and "
+                               "EXIF-as-language's layout); pass pretext_init=imagenet, random or such a checkpoint")
+        if len(tower) < len(loaded.state_dict):
+            ctx.phases.warn(f"the BLADES pretext start {loaded.path}: {len(loaded.state_dict) - len(tower)} tensors "
+                            f"outside {prefix} are not read (the code reads only the image tower from it)")
+        load_into(visual, tower, f"the image tower of {loaded.path}")
+        return {"pretext_init_sha256": loaded.sha256, "pretext_init_path": str(loaded.path)}
 
     def _load_text_tower(self) -> dict[str, Any]:
         """``pretext_text``'s CLIP (its text tower and ``logit_scale``), kept for :meth:`fit`.

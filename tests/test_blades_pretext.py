@@ -283,10 +283,10 @@ def _face_suite(tmp_path: Path, *, tags: bool = True) -> tuple[Path, Path]:
     return root, copies
 
 
-def _run(root: Path, *settings: str, text: str = TINY_TEXT):
+def _run(root: Path, *settings: str, text: str = TINY_TEXT, init: str = "random"):
     args = ["run", "blades", "--suite", "folder", "--root", str(root), "--protocol", "train-on-seen", "-q",
             "--set", "suite.content=faces", "--set", "extractor=pretext", "--set", "size=32",
-            "--set", f"pretext_text={text}",
+            "--set", f"pretext_text={text}", "--set", f"pretext_init={init}",
             "--set", "pretext_epochs=1", "--set", "pretext_batch_size=2", "--set", "epochs=1",
             "--set", "train_batch_size=4", "--set", "checkpoint_every=0"]
     for s in settings:
@@ -309,6 +309,7 @@ def test_pretext_training_then_the_bc_head_on_a_face_suite(tmp_path: Path, detbe
     assert len(identity["manipulated_sha256"]) == 64 and "manipulated_path" not in identity
     assert record["key"]["detector"]["config"]["manipulated"] == "file" and (scores["status"] == "ok").all()
     assert identity["pretext_text"]["spec"] == TINY_TEXT and "stand_in" in identity["pretext_text"]
+    assert identity["pretext_init"] == "random" and "stand-in" in identity["pretext_init_note"]
     assert record["key"]["detector"]["config"]["pretext_text"] == TINY_TEXT
     assert pretext["logit_scale"] > 0
     # the trained CLIP_EXIF_Net is saved with the fit in its layout: it loads where OC.pth does
@@ -375,6 +376,76 @@ def test_missing_text_tower_weights_offline_are_one_error_naming_the_setting(tmp
     result = _run(root, f"manipulated={copies}", text="open_clip:RN50@openai")
     assert_refused_naming(result, "RN50 tag 'openai'", "--set pretext_text=open_clip:RN50@")
     assert not list(detbench_home.rglob("run.json"))
+
+
+def test_the_default_start_is_imagenet_and_missing_weights_are_one_error(tmp_path: Path, detbench_home: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from detbench.detectors.blades import BladesConfig
+
+    assert BladesConfig().pretext_init == "imagenet"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no torch hub cache with ImageNet weights
+    root, copies = _face_suite(tmp_path)
+    result = _run(root, f"manipulated={copies}", init="imagenet")
+    assert_refused_naming(result, "resnet50-19c8e357.pth", "--set pretext_init=random")
+    assert not list(detbench_home.rglob("run.json"))
+
+
+def test_a_start_file_gives_the_image_tower_under_model_visual(tmp_path: Path) -> None:
+    from detbench.detectors.blades import Blades, BladesConfig, ExifExtractor
+    from detbench.errors import WeightsError
+    from detbench.kit.detector import RunContext
+    from detbench.progress import quiet
+
+    torch.manual_seed(3)
+    source = ExifExtractor()
+    tower = {f"model.visual.{k}": v for k, v in source.model.visual.state_dict().items()}
+    torch.save({"model": {**tower, "model.text_fc.weight": torch.zeros(768, 1024)}}, tmp_path / "wrapper.pth")
+    torch.save({"model": {"model.text_fc.weight": torch.zeros(768, 1024)}}, tmp_path / "text_only.pth")
+    ctx = RunContext(suite_root=tmp_path, suite_name="x", device="cpu", seed=0, run_dir=tmp_path, phases=quiet())
+
+    def start(path: Path) -> tuple[ExifExtractor, dict]:
+        torch.manual_seed(4)
+        target = ExifExtractor()
+        config = BladesConfig(extractor="pretext", manipulated=str(tmp_path), pretext_init=str(path))
+        return target, Blades(config)._pretext_start(ctx, target)
+
+    with pytest.warns(Warning, match="1 tensors outside model.visual. are not read"):
+        target, facts = start(tmp_path / "wrapper.pth")
+    assert len(facts["pretext_init_sha256"]) == 64
+    for k, v in source.state_dict().items():
+        torch.testing.assert_close(target.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(WeightsError, match="no image tower under model.visual"):
+        start(tmp_path / "text_only.pth")
+
+
+def test_the_imagenet_start_is_torchvisions_resnet50_with_a_new_fc(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from torchvision.models import resnet50
+
+    import detbench.detectors.cnnspot as cnnspot
+    from detbench.detectors.blades import Blades, BladesConfig, ExifExtractor
+    from detbench.kit.detector import RunContext
+    from detbench.progress import quiet
+
+    torch.manual_seed(5)
+    imagenet = resnet50(weights=None)
+    torch.save(imagenet.state_dict(), tmp_path / "w.pth")
+    named = tmp_path / f"resnet50-{hashlib.sha256((tmp_path / 'w.pth').read_bytes()).hexdigest()[:8]}.pth"
+    (tmp_path / "w.pth").rename(named)  # torch hub's name: its sha256 prefix is checked
+    monkeypatch.setattr(cnnspot, "find_imagenet_file", lambda key="init": str(named))
+    ctx = RunContext(suite_root=tmp_path, suite_name="x", device="cpu", seed=0, run_dir=tmp_path, phases=quiet())
+    torch.manual_seed(6)
+    target = ExifExtractor()
+    fc = target.model.visual.fc.weight.detach().clone()
+    facts = Blades(BladesConfig(extractor="pretext", manipulated=str(tmp_path)))._pretext_start(ctx, target)
+    assert facts["pretext_init"] == "imagenet" and facts["pretext_init_path"] == str(named)
+    got = target.model.visual.state_dict()
+    for k, v in imagenet.state_dict().items():
+        if not k.startswith("fc."):
+            torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    torch.testing.assert_close(got["fc.weight"], fc, rtol=0, atol=0)  # Linear(2048, 768), as built
 
 
 def test_pretext_training_then_the_oc_mixture_reloads_identically(tmp_path: Path, detbench_home: Path) -> None:
