@@ -622,6 +622,6 @@ class Blades(ClassifierDetector):
             from detbench.models.weights import load_into, load_state_dict_safely
 
             saved = load_state_dict_safely(directory / EXTRACTOR_FILE)
-            image, self.text_state = drop_text_tower(saved, "model.")  # the text side is kept, never scored
-            self.text_state = {k: saved[k] for k in self.text_state}
+            image, text = drop_text_tower(saved, "model.")  # the text side is kept (saved again), never scored
+            self.text_state = {k: saved[k] for k in text}
             load_into(self.extractor(), image, f"{self.name} pretext-trained extractor {directory}")
