@@ -457,3 +457,14 @@ def test_pretext_training_then_the_oc_mixture_reloads_identically(tmp_path: Path
 
     predicted, _ = predict_files(record["run_id"][:12], [root / p for p in scores["path"]], phases=quiet())
     np.testing.assert_array_equal(predicted["score"].to_numpy(), scores["score"].to_numpy())
+
+
+def test_the_text_towers_spec_enters_the_identity_without_a_path() -> None:
+    from detbench.detectors.blades import Blades, BladesConfig
+    from detbench.engine.plan import identity_config
+
+    config = BladesConfig(extractor="pretext", manipulated="/data/copies",
+                          pretext_text="open_clip:RN50@/data/weights/rn50.bin#sha256=" + "a" * 64)
+    values = identity_config(Blades(config), config)
+    assert values["pretext_text"] == "open_clip:RN50@file" and values["manipulated"] == "file"
+    assert identity_config(Blades(BladesConfig()), BladesConfig())["pretext_text"] == "open_clip:RN50@openai"
