@@ -145,33 +145,54 @@ def imagenet_start(spec: str, gain: float) -> tuple[nn.Module, dict[str, Any]]:
     Raises:
         WeightsError: the ImageNet weights are missing, unreadable or do not match.
     """
-    from detbench.models.weights import load_checkpoint_file, load_into
-
     facts: dict[str, Any]
     if spec == "random":
         model = build_resnet50(1000)
         facts = {"init": "random", "init_note": "stand-in: the original starts from ImageNet weights "
                  "(--set init=imagenet or init=/path/to/resnet50-19c8e357.pth)"}
     else:
-        path = _find_imagenet_file() if spec == "imagenet" else spec
-        loaded = load_checkpoint_file(path, what="ImageNet ResNet-50 weights", key="init", hub_name_check=True,
-                                      fix=_INIT_FIX)
-        model = build_resnet50(1000)
-        load_into(model, loaded.state_dict, f"ImageNet ResNet-50 weights {loaded.path}")
-        facts = {"init": "imagenet", "init_path": str(loaded.path), "init_sha256": loaded.sha256}
+        model, path, sha256 = imagenet_resnet50(spec)
+        facts = {"init": "imagenet", "init_path": path, "init_sha256": sha256}
     model.fc = nn.Linear(2048, 1)
     nn.init.normal_(model.fc.weight.data, 0.0, gain)
     return model, facts
 
 
-_INIT_FIX = ("pass --set init=/path/to/resnet50-19c8e357.pth (torchvision's ImageNet ResNet-50, as the original), "
-             "put it in $DETBENCH_HOME/weights/torchvision/, or --set init=random to train from random weights "
-             "(recorded as a stand-in)")
+def imagenet_resnet50(spec: str, key: str = "init") -> tuple[nn.Module, str, str]:
+    """Torchvision's IMAGENET1K_V1 ResNet-50 (1000 classes), strictly loaded.
+
+    Args:
+        spec: ``imagenet`` (torchvision's file, found offline-first: :func:`find_imagenet_file`) or a file path
+            with an optional ``#sha256=`` pin.
+        key: the setting that names it (for the messages).
+
+    Returns:
+        The network, the file's path and its sha256.
+
+    Raises:
+        WeightsError: the weights are missing, unreadable or do not match.
+    """
+    from detbench.models.weights import load_checkpoint_file, load_into
+
+    path = find_imagenet_file(key) if spec == "imagenet" else spec
+    loaded = load_checkpoint_file(path, what="ImageNet ResNet-50 weights", key=key, hub_name_check=True,
+                                  fix=imagenet_fix(key))
+    model = build_resnet50(1000)
+    load_into(model, loaded.state_dict, f"ImageNet ResNet-50 weights {loaded.path}")
+    return model, str(loaded.path), loaded.sha256
 
 
-def _find_imagenet_file() -> str:
+def imagenet_fix(key: str) -> str:
+    """How to supply torchvision's ImageNet ResNet-50 to the setting ``key``."""
+    return (f"pass --set {key}=/path/to/resnet50-19c8e357.pth (torchvision's ImageNet ResNet-50, as the original), "
+            f"put it in $DETBENCH_HOME/weights/torchvision/, or --set {key}=random to train from random weights "
+            "(recorded as a stand-in)")
+
+
+def find_imagenet_file(key: str = "init") -> str:
     """Torchvision's ImageNet ResNet-50: ``$DETBENCH_HOME/weights/torchvision/``, torch hub's cache, or a
-    download (online only). Returns the path; WeightsError naming the fixes when none is found.
+    download (online only). Returns the path; WeightsError naming the fixes (for the setting ``key``) when none is
+    found.
     """
     from detbench.models.weights import resolve_weights
 
@@ -184,7 +205,7 @@ def _find_imagenet_file() -> str:
         torch.hub.load_state_dict_from_url(IMAGENET_URL, check_hash=True, map_location="cpu")
         return str(hub / IMAGENET_URL.rsplit("/", 1)[1])
 
-    resolved = resolve_weights("ImageNet ResNet-50 weights (torchvision resnet50-19c8e357.pth)", fix=_INIT_FIX,
+    resolved = resolve_weights("ImageNet ResNet-50 weights (torchvision resnet50-19c8e357.pth)", fix=imagenet_fix(key),
                                home_dir="torchvision", home_patterns=IMAGENET_FILES, download=download,
                                download_url=IMAGENET_URL)
     return str(resolved.path)

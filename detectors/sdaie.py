@@ -48,12 +48,10 @@ from detbench.config import ConfigError
 from detbench.detectors.sdaie_net import AdaptivePatches, BinaryNet, PretextNet, RandomPatches
 from detbench.kit.classifier import ClassifierDetector, EvalPreprocessing
 from detbench.kit.detector import RunContext
+from detbench.kit.exif_pretext import EXTRACTOR_FILE, PRETEXT
 from detbench.kit.schedules import StepDecaySchedule
 from detbench.kit.training import TrainSetup, cross_entropy
 from detbench.probabilities import finite_rows, score_finite_rows, softmax_fake
-
-EXTRACTOR_FILE = "extractor.safetensors"  # one-class with extractor=pretext: the pretext-trained network
-PRETEXT = "pretext"  # extractor=pretext: train the extractor on the EXIF tags of the real training images
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ images, one class each, and every other value the last class (the table is recor
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch import nn
 from detbench.detectors.sdaie_net import PRETEXT_HEADS, PretextNet, RandomPatches
 from detbench.errors import DataError
 from detbench.kit.detector import RunContext
+from detbench.kit.exif_pretext import most_missing, read_tags, tag_coverage
 
 # (head position, EXIF tag) of the classified tags, as backbone_train.py's labels; their class counts are the heads'
 CATEGORICAL = ((1, "Make"), (5, "Model"), (6, "Flash"), (9, "MeteringMode"), (10, "ExposureMode"),
@@ -47,20 +47,6 @@ class ItemSeeds:
         return derive_seed(self.seed, STREAM, i)
 
 
-def read_tags(rows: pd.DataFrame) -> list[dict[str, Any] | None]:
-    """Each row's ``exif_tags`` (the index's JSON), or None where the index recorded none.
-
-    Args:
-        rows: index rows.
-
-    Returns:
-        One dict (or None) per row.
-    """
-    if "exif_tags" not in rows.columns:
-        return [None] * len(rows)
-    return [json.loads(v) if isinstance(v, str) and v else None for v in rows["exif_tags"]]
-
-
 def pretext_targets(rows: pd.DataFrame, ranked: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The 14 targets of every row that carries all the tags, and what was left out.
 
@@ -73,9 +59,8 @@ def pretext_targets(rows: pd.DataFrame, ranked: tuple[str, ...]) -> tuple[np.nda
         facts: images used, images without any EXIF tag, images missing each tag, the class table.
     """
     tags = read_tags(rows)
-    needed = [tag for _, tag in CATEGORICAL] + list(ranked)
-    missing = Counter(tag for t in tags for tag in needed if t is not None and tag not in t)
-    usable = [i for i, t in enumerate(tags) if t is not None and all(tag in t for tag in needed)]
+    coverage = tag_coverage(tags, [tag for _, tag in CATEGORICAL] + list(ranked))
+    usable = coverage.usable
     classes: dict[str, list[str]] = {}
     targets = np.zeros((len(usable), len(PRETEXT_HEADS)))
     for position, tag in CATEGORICAL:
@@ -87,8 +72,7 @@ def pretext_targets(rows: pd.DataFrame, ranked: tuple[str, ...]) -> tuple[np.nda
         targets[:, position] = [own.index(v) if v in own else k - 1 for v in values]
     for position, tag in zip(RANKED_POSITIONS, ranked, strict=True):
         targets[:, position] = [float(tags[i][tag]) for i in usable]  # type: ignore[index]
-    facts = {"images": len(rows), "used": len(usable), "without_exif_tags": sum(t is None for t in tags),
-             "missing_tag": dict(sorted(missing.items())), "classes": classes, "ranked": list(ranked)}
+    facts = {**coverage.facts(), "classes": classes, "ranked": list(ranked)}
     return targets, np.asarray(usable, dtype=np.int64), facts
 
 
@@ -145,7 +129,7 @@ def train_pretext(net: PretextNet, rows: pd.DataFrame, ctx: RunContext, config: 
     ranked = tuple(t.strip() for t in config.pretext_ranked.split(",") if t.strip())
     targets, usable, facts = pretext_targets(rows, ranked)
     if len(usable) < 2:  # before anything is trained or written
-        worst = ", ".join(f"{tag} {n}" for tag, n in sorted(facts["missing_tag"].items(), key=lambda kv: -kv[1])[:4])
+        worst = most_missing(facts["missing_tag"])
         raise DataError(
             f"sdaie pretext training: {len(usable)} of {len(rows)} real training images carry every EXIF tag its "
             f"heads need ({facts['without_exif_tags']} carry none{'; missing: ' + worst if worst else ''}); it needs "

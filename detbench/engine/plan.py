@@ -405,7 +405,8 @@ def identity_config(detector: Detector, config: Any) -> dict[str, Any]:
 
     A key of ``detector.file_keys`` (dotted for a nested setting) that names a file reads ``file`` (the file's
     sha256 is in the detector's identity), and a ``backbone`` spec with a file or ``local-dir:`` source reads
-    ``...@file`` / ``...@local-dir`` (its weights' sha256 is in the backbone's identity); a ``#sha256=`` pin is
+    ``...@file`` / ``...@local-dir`` (its weights' sha256 is in the backbone's identity; likewise the keys of
+    ``detector.spec_keys``); a ``#sha256=`` pin is
     dropped (it changes no number).
     Empty values, keywords and other specs stay as they are, so runs that name no file keep their ids.
 
@@ -427,8 +428,9 @@ def identity_config(detector: Detector, config: Any) -> dict[str, Any]:
         value = holder.get(leaf) if isinstance(holder, dict) else None
         if isinstance(value, str) and value and value not in words:
             holder[leaf] = "file"
-    if isinstance(values.get("backbone"), str):
-        values["backbone"] = path_free_spec(values["backbone"])
+    for key in ("backbone", *detector.spec_keys):
+        if isinstance(values.get(key), str):
+            values[key] = path_free_spec(values[key])
     return values
 
 

@@ -40,6 +40,10 @@ class RunContext:
     # every usable evaluation row of the run (labels included), set only when a detector with ``bias_probe`` runs
     # under a protocol that trains nothing: it then cross-validates on these rows (see Detector.bias_probe)
     probe_rows: pd.DataFrame | None = None
+    # the detector identity a finished run recorded, set only while its saved fit is set up for scoring again
+    # (detbench.results.predict.load_trained): facts of training-only inputs (a folder the fit read, named by its
+    # content) come from it, so scoring never needs the training data
+    recorded_identity: dict[str, Any] | None = None
 
     def eval_profile_for(self, generator: str) -> Any | None:
         """The evaluation preprocessing the user chose for one generator's test set.
@@ -95,6 +99,9 @@ class Detector(ABC):
     # and in the identity's config such a key reads ``file``. A ``backbone`` key always enters it without a path
     # (:func:`detbench.models.spec.path_free_spec`).
     file_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Config keys other than ``backbone`` that hold a backbone spec (open_clip:ARCH@SOURCE): they too enter the
+    # identity without a path (the weights' sha256 must be in identity())
+    spec_keys: ClassVar[tuple[str, ...]] = ()
     # Which training-generator images select the model, as the original does it (a train.holdout value of
     # detbench.engine.holdout: a fraction such as "0.1", "0" or "val-split"); None: the protocol's own heldout_fraction.
     # Users override it with --set train.holdout=...; what is used is part of the fit identity.

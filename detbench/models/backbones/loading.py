@@ -56,12 +56,13 @@ def load_backbone(
     return backbone
 
 
-def load_text_tower(spec: str) -> TextTower:
+def load_text_tower(spec: str, key: str = "backbone") -> TextTower:
     """The text tower of the open_clip model ``spec`` names (the image tower's partner in the joint space).
 
     Args:
         spec: ``open_clip:ARCH@SOURCE``, optionally with ``#sha256=...`` / ``#tag=...``; the weights must be a
             whole CLIP's (a pretrained tag, a whole-CLIP file, ``local-dir:``) or ``random``.
+        key: the setting that names ``spec`` (what a missing weight file's fix tells to set).
 
     Returns:
         The loaded :class:`TextTower`, in eval mode on the CPU.
@@ -80,4 +81,4 @@ def load_text_tower(spec: str) -> TextTower:
     if "tag" in options and source_kind(source) != "file":
         raise BackboneError(f"#tag= names the open_clip tag of a weight file (open_clip:ARCH@FILE#tag=TAG); "
                             f"it does not apply to {spec}")
-    return load_open_clip_text(arch, source, sha256=options.get("sha256"), tag=options.get("tag"))
+    return load_open_clip_text(arch, source, sha256=options.get("sha256"), tag=options.get("tag"), key=key)

@@ -67,24 +67,25 @@ def _arch_preprocess_defaults(arch: str) -> dict[str, Any]:
     return {"mean": mean, "std": std, "interpolation": interpolation}
 
 
-def _open_clip_fix(arch: str, tag: str, tag_cfg: dict[str, Any]) -> str:
+def _open_clip_fix(arch: str, tag: str, tag_cfg: dict[str, Any], key: str = "backbone") -> str:
     repo = tag_cfg.get("hf_hub", "").strip("/")
     origin = f" from https://huggingface.co/{repo}" if repo else ""
     return (
         f"Supply the open_clip weights for {arch} tag '{tag}' in one of these ways:\n"
         f"  - put open_clip_pytorch_model.bin or open_clip_model.safetensors{origin} into "
         f"{weights_dir() / 'open_clip' / arch / tag}/\n"
-        f"  - pass --set backbone=open_clip:{arch}@/path/to/open_clip_pytorch_model.bin#tag={tag}\n"
-        f"  - pass --set backbone=open_clip:{arch}@local-dir:DIR "
+        f"  - pass --set {key}=open_clip:{arch}@/path/to/open_clip_pytorch_model.bin#tag={tag}\n"
+        f"  - pass --set {key}=open_clip:{arch}@local-dir:DIR "
         "(DIR holds open_clip_config.json and the weights)\n"
         "  - run once online without --offline to cache it")
 
 
-def _resolve_open_clip_tag(arch: str, tag: str, sha256: str | None) -> tuple[ResolvedWeights, dict[str, Any]]:
+def _resolve_open_clip_tag(arch: str, tag: str, sha256: str | None,
+                           key: str = "backbone") -> tuple[ResolvedWeights, dict[str, Any]]:
     import open_clip
 
     tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
-    fix = _open_clip_fix(arch, tag, tag_cfg)
+    fix = _open_clip_fix(arch, tag, tag_cfg, key)
     what = f"open_clip weights for {arch} tag '{tag}'"
     home = f"open_clip/{arch}/{tag}"
     if not tag_cfg:
@@ -233,8 +234,10 @@ class _BuiltClip:
     quick_gelu: bool
 
 
-def _build_clip(arch: str, source: str, *, sha256: str | None, tag: str | None) -> _BuiltClip:
-    """The whole open_clip model (both towers) of ``arch`` with the weights ``source`` names, strictly loaded."""
+def _build_clip(arch: str, source: str, *, sha256: str | None, tag: str | None, key: str = "backbone") -> _BuiltClip:
+    """The whole open_clip model (both towers) of ``arch`` with the weights ``source`` names, strictly loaded (a
+    missing file's fix names the setting ``key``).
+    """
     import open_clip
 
     kind = source_kind(source)
@@ -258,7 +261,7 @@ def _build_clip(arch: str, source: str, *, sha256: str | None, tag: str | None) 
         model_cfg = _open_clip_arch(arch)
         pp_cfg = _arch_preprocess_defaults(arch)
         if kind == "file":
-            fix = f"pass --set backbone=open_clip:{arch}@/path/to/an/existing/file{FILE_HINT}"
+            fix = f"pass --set {key}=open_clip:{arch}@/path/to/an/existing/file{FILE_HINT}"
             resolved = resolve_weights(f"open_clip checkpoint for {arch}", fix=fix, local=source,
                                        expected_sha256=sha256)
             source = str(resolved.path)
@@ -267,7 +270,7 @@ def _build_clip(arch: str, source: str, *, sha256: str | None, tag: str | None) 
                 tag_cfg = dict(open_clip.get_pretrained_cfg(arch, file_tag), tag=file_tag)
                 pp_cfg = tag_cfg
         elif kind == "tag":
-            resolved, tag_cfg = _resolve_open_clip_tag(arch, source, sha256)
+            resolved, tag_cfg = _resolve_open_clip_tag(arch, source, sha256, key)
             pp_cfg = tag_cfg or pp_cfg
     quick_gelu = bool(model_cfg.get("quick_gelu") or tag_cfg.get("quick_gelu"))
     quiet = DropRandomInitWarning()  # open_clip warns about random init; our weights load right after
@@ -374,7 +377,8 @@ class TextTower:
         return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def load_open_clip_text(arch: str, source: str, *, sha256: str | None, tag: str | None = None) -> TextTower:
+def load_open_clip_text(arch: str, source: str, *, sha256: str | None, tag: str | None = None,
+                        key: str = "backbone") -> TextTower:
     """The text tower of the open_clip model ``source`` names, built and loaded as :func:`load_open_clip` builds
     its image tower (seeded random weights for ``random``, strict loading otherwise).
 
@@ -383,6 +387,7 @@ def load_open_clip_text(arch: str, source: str, *, sha256: str | None, tag: str 
         source: a pretrained tag, a whole-CLIP weight file, ``local-dir:DIR`` or ``random``.
         sha256: the expected checkpoint hash, or None.
         tag: the open_clip tag a weight file belongs to, or None.
+        key: the setting that names the model (what a missing file's fix tells to set).
 
     Returns:
         The :class:`TextTower` on the CPU, in eval mode.
@@ -393,7 +398,7 @@ def load_open_clip_text(arch: str, source: str, *, sha256: str | None, tag: str 
     import open_clip
     import torch
 
-    built = _build_clip(arch, source, sha256=sha256, tag=tag)
+    built = _build_clip(arch, source, sha256=sha256, tag=tag, key=key)
     spec = f"open_clip:{arch}@{built.source}"
     if not built.text_loaded:
         raise BackboneError(f"{spec} holds only an image tower (no text.* / transformer.* keys); text prompts need "
