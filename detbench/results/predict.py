@@ -99,15 +99,15 @@ def load_trained(run_ref: str, ctx: RunContext) -> Run:
     config = apply_overrides(cls.Config(), {k: v for k, v in recorded.items() if k in settable or not _fixed(cls, k)})
     detector = cls(config)
     seed = record_seed(record)
-    recorded = record["key"].get("detector_identity", {})
-    setup_ctx = dataclasses.replace(ctx, recorded_identity=recorded, **({} if seed is None else {"seed": seed}))
+    identity = record["key"].get("detector_identity", {})
+    setup_ctx = dataclasses.replace(ctx, recorded_identity=identity, **({} if seed is None else {"seed": seed}))
     detector.setup(setup_ctx)  # seeded draws as the run made them; training-only facts from the record
     if saved.get("version") != cls.version:
         ctx.phases.log(
             f"[yellow]warning:[/] run {run_dir.name} was made by {cls.name} version {saved.get('version')}; "
             f"installed is version {cls.version}, whose outputs may differ"
         )
-    if json.loads(canonical_json(detector.identity())) != recorded:
+    if json.loads(canonical_json(detector.identity())) != identity:
         ctx.phases.log(
             f"[yellow]warning:[/] the backbone or preprocessing found now differs from run {run_dir.name}'s "
             "(weights, versions or settings); scores may differ from the run's"
