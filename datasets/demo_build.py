@@ -491,8 +491,10 @@ def _png(arr: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(filtered.tobytes(), _PNG_LEVEL)) + chunk(b"IEND", b""))
 
 
-def _save_png(arr: np.ndarray, path: Path) -> None:
-    path.write_bytes(_png(arr))
+def _save_png(arr: np.ndarray, path: Path) -> bytes:
+    data = _png(arr)
+    path.write_bytes(data)
+    return data
 
 
 def build_demo(
@@ -504,6 +506,7 @@ def build_demo(
     n_val: int = 100,
     families: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    written: Callable[[str, Path, bytes, np.ndarray], None] | None = None,
 ) -> dict:
     """Write the demo suite under ``root`` and return its summary (also written to ``root/BUILD.json``).
 
@@ -520,6 +523,8 @@ def build_demo(
         families: the families to build (keys of :data:`FAMILIES`); None builds all.
         progress: called as ``progress(done, total)`` once per image, in order, when the images of its
             (family, split, label) are written.
+        written: called as ``written(path relative to root, path, bytes, pixels)`` right after each PNG is written,
+            from the worker threads; ``pixels`` is the uint8 [H, W, 3] array the bytes encode.
 
     Returns:
         The summary: builder version, arguments, families, counts per family/split/label, total, sources.
@@ -561,7 +566,10 @@ def build_demo(
         out_dir = root / fam / split / label
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, arr in enumerate(crops):
-            _save_png(arr, out_dir / f"{fam}_{split}_{label}_{i:05d}.png")
+            name = f"{fam}/{split}/{label}/{fam}_{split}_{label}_{i:05d}.png"
+            data = _save_png(arr, root / name)
+            if written is not None:
+                written(name, root / name, data, arr)
         return n
 
     # One task per (family, split, label) on every core: torch (one thread per task), Pillow's resampling and
