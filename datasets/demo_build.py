@@ -179,7 +179,16 @@ def _random_crop(photo: np.ndarray, region: tuple[int, int, int, int], size: int
 def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
     import torch.nn.functional as F
 
-    return F.avg_pool2d(x, factor)
+    return F.avg_pool2d(_planar(x), factor)
+
+
+def _planar(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in contiguous (N, C, H, W) memory: the crops arrive channels-last (a permuted view), where torch's pooling
+    and element-wise kernels are up to twice as slow. Element-wise operations and pooling give the same values in
+    either layout (each window summed in the same order); matrix products (``einsum``, convolutions) may not, so the
+    processes that use them (colour, autoencoder) keep the layout the bytes were made with.
+    """
+    return x.contiguous()
 
 
 def _kernel_gen(family: str) -> np.random.Generator:
@@ -356,11 +365,13 @@ def _bilateral(x: torch.Tensor, radius: int = 2, sigma_s: float = 1.5, sigma_r: 
 
 
 def _denoise(x: torch.Tensor, gen: np.random.Generator) -> torch.Tensor:
+    import torch
     import torch.nn.functional as F
 
     y = F.interpolate(_down(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
     noise = 0.04 * _normal(gen, y.shape[0], 1, *y.shape[2:])
-    return _bilateral(y + noise)
+    # one image at a time: the filter's 25 passes then stay in the CPU caches (element-wise, so the same values)
+    return torch.cat([_bilateral(image) for image in (y + noise).split(1)])
 
 
 def _nearest(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
@@ -413,6 +424,7 @@ def _banding(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
+    x = _planar(x)
     blur = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     luma = F.pad(blur.mean(dim=1, keepdim=True), (1, 1, 1, 1), mode="replicate")
     gy = (luma[..., 2:, 1:-1] - luma[..., :-2, 1:-1]) / 2
