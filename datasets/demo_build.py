@@ -500,7 +500,7 @@ def _png(arr: np.ndarray) -> bytes:
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter method 0, no interlace
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(filtered.tobytes(), _PNG_LEVEL)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", zlib.compress(filtered, _PNG_LEVEL)) + chunk(b"IEND", b""))
 
 
 def _save_png(arr: np.ndarray, path: Path) -> bytes:
