@@ -183,10 +183,10 @@ def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def _planar(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in contiguous (N, C, H, W) memory: the crops arrive channels-last (a permuted view), where torch's pooling
-    and element-wise kernels are up to twice as slow. Element-wise operations and pooling give the same values in
-    either layout (each window summed in the same order); matrix products (``einsum``, convolutions) may not, so the
-    processes that use them (colour, autoencoder) keep the layout the bytes were made with.
+    """``x`` in contiguous (N, C, H, W) memory: the crops arrive channels-last (a permuted view), where torch's
+    pooling and element-wise kernels are slower (pooling over twice). Element-wise operations and pooling give the
+    same values in either layout (each window summed in the same order); matrix products (``einsum``, convolutions)
+    may not, so the processes that use them (colour, autoencoder) keep the layout the bytes were made with.
     """
     return x.contiguous()
 

@@ -218,7 +218,8 @@ def probe_encoded(data: bytes, rgb: Image.Image) -> ImageInfo:
         The :class:`ImageInfo` a full :func:`probe_bytes` of ``data`` gives.
 
     Raises:
-        ValueError: ``rgb`` is not an RGB image of the size the header states.
+        ValueError: ``rgb`` is not an RGB image of the size the header states, or the bytes carry EXIF (whose
+            orientation the loaders apply).
     """
     from detbench.data.perceptual_hash import perceptual_hash
 

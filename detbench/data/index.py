@@ -146,6 +146,10 @@ def written_row(rel: str, abs_path: Path, data: bytes, rgb: Any) -> dict[str, An
 
     Returns:
         The row, as :func:`build_index` would probe it.
+
+    Raises:
+        ValueError: the file does not hold as many bytes as ``data`` (see also
+            :func:`~detbench.data.images.probe_encoded`).
     """
     from detbench.data import images
 
