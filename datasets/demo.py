@@ -65,6 +65,10 @@ class DemoSuite(Suite):
     compute_profile = "small"
     Options = DemoOptions
 
+    def __init__(self, options: DemoOptions | None = None) -> None:
+        super().__init__(options)
+        self._written: dict[Path, dict[str, dict[str, Any]]] = {}  # root built here -> index rows of its files
+
     def build_dir(self) -> Path:
         """Where the demo tree of these options lives (built or not).
 
@@ -85,6 +89,9 @@ class DemoSuite(Suite):
         Returns:
             The tree's root (:meth:`build_dir`).
         """
+        from PIL import Image
+
+        from detbench.data.index import written_row
         from detbench.datasets.demo_build import FAMILIES, build_demo
 
         root = self.build_dir()
@@ -96,19 +103,29 @@ class DemoSuite(Suite):
                 return root
             o = self.options
             total = len(FAMILIES) * 2 * (o.n_train + o.n_val)
+            rows: dict[str, dict[str, Any]] = {}
+            args = {"seed": o.build_seed, "size": o.size, "n_train": o.n_train, "n_val": o.n_val,
+                    "written": lambda rel, path, data, pixels: rows.__setitem__(
+                        rel, written_row(rel, path, data, Image.fromarray(pixels)))}
             if phases is None:
-                build_demo(root, seed=o.build_seed, size=o.size, n_train=o.n_train, n_val=o.n_val)
+                build_demo(root, **args)
             else:
                 with phases.phase("build demo suite", total) as tracker:
-                    build_demo(
-                        root,
-                        seed=o.build_seed,
-                        size=o.size,
-                        n_train=o.n_train,
-                        n_val=o.n_val,
-                        progress=lambda done, _total: tracker.update(done, total),
-                    )
+                    build_demo(root, **args, progress=lambda done, _total: tracker.update(done, total))
+            self._written[root.resolve()] = rows
         return root
+
+    def written_rows(self, root: Path) -> dict[str, dict[str, Any]]:
+        """The index rows of the images :meth:`default_root` built under ``root`` in this process, made while it wrote
+        them (the index takes a row only while its file's size and mtime are unchanged).
+
+        Args:
+            root: the suite root, resolved.
+
+        Returns:
+            Path relative to ``root`` -> row; empty when this adapter did not build ``root``.
+        """
+        return self._written.get(root, {})
 
     def scan(self, root: Path) -> Iterator[Entry]:
         """Every ``<family>/<train|val>/<0_real|1_fake>/*`` image under ``root``.

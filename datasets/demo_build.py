@@ -179,7 +179,16 @@ def _random_crop(photo: np.ndarray, region: tuple[int, int, int, int], size: int
 def _down(x: torch.Tensor, factor: int) -> torch.Tensor:
     import torch.nn.functional as F
 
-    return F.avg_pool2d(x, factor)
+    return F.avg_pool2d(_planar(x), factor)
+
+
+def _planar(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in contiguous (N, C, H, W) memory: the crops arrive channels-last (a permuted view), where torch's
+    pooling and element-wise kernels are slower (pooling over twice). Element-wise operations and pooling give the
+    same values in either layout (each window summed in the same order); matrix products (``einsum``, convolutions)
+    may not, so the processes that use them (colour, autoencoder) keep the layout the bytes were made with.
+    """
+    return x.contiguous()
 
 
 def _kernel_gen(family: str) -> np.random.Generator:
@@ -356,11 +365,13 @@ def _bilateral(x: torch.Tensor, radius: int = 2, sigma_s: float = 1.5, sigma_r: 
 
 
 def _denoise(x: torch.Tensor, gen: np.random.Generator) -> torch.Tensor:
+    import torch
     import torch.nn.functional as F
 
     y = F.interpolate(_down(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
     noise = 0.04 * _normal(gen, y.shape[0], 1, *y.shape[2:])
-    return _bilateral(y + noise)
+    # one image at a time: the filter's 25 passes then stay in the CPU caches (element-wise, so the same values)
+    return torch.cat([_bilateral(image) for image in (y + noise).split(1)])
 
 
 def _nearest(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
@@ -413,6 +424,7 @@ def _banding(x: torch.Tensor, _: np.random.Generator) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
+    x = _planar(x)
     blur = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     luma = F.pad(blur.mean(dim=1, keepdim=True), (1, 1, 1, 1), mode="replicate")
     gy = (luma[..., 2:, 1:-1] - luma[..., :-2, 1:-1]) / 2
@@ -488,11 +500,13 @@ def _png(arr: np.ndarray) -> bytes:
 
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter method 0, no interlace
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(filtered.tobytes(), _PNG_LEVEL)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", zlib.compress(filtered, _PNG_LEVEL)) + chunk(b"IEND", b""))
 
 
-def _save_png(arr: np.ndarray, path: Path) -> None:
-    path.write_bytes(_png(arr))
+def _save_png(arr: np.ndarray, path: Path) -> bytes:
+    data = _png(arr)
+    path.write_bytes(data)
+    return data
 
 
 def build_demo(
@@ -504,6 +518,7 @@ def build_demo(
     n_val: int = 100,
     families: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    written: Callable[[str, Path, bytes, np.ndarray], None] | None = None,
 ) -> dict:
     """Write the demo suite under ``root`` and return its summary (also written to ``root/BUILD.json``).
 
@@ -520,6 +535,8 @@ def build_demo(
         families: the families to build (keys of :data:`FAMILIES`); None builds all.
         progress: called as ``progress(done, total)`` once per image, in order, when the images of its
             (family, split, label) are written.
+        written: called as ``written(path relative to root, path, bytes, pixels)`` right after each PNG is written,
+            from the worker threads; ``pixels`` is the uint8 [H, W, 3] array the bytes encode.
 
     Returns:
         The summary: builder version, arguments, families, counts per family/split/label, total, sources.
@@ -561,7 +578,10 @@ def build_demo(
         out_dir = root / fam / split / label
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, arr in enumerate(crops):
-            _save_png(arr, out_dir / f"{fam}_{split}_{label}_{i:05d}.png")
+            name = f"{fam}/{split}/{label}/{fam}_{split}_{label}_{i:05d}.png"
+            data = _save_png(arr, root / name)
+            if written is not None:
+                written(name, root / name, data, arr)
         return n
 
     # One task per (family, split, label) on every core: torch (one thread per task), Pillow's resampling and

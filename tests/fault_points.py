@@ -81,7 +81,7 @@ def hook(owner, name, match, before):
 name_of = lambda p: Path(p).name
 points = {
     "build": (demo_build, "_save_png", lambda arr, path: True, False),
-    "index": (index, "_probe_one", lambda args: True, False),
+    "index": (index, "_unchanged", lambda old, path: True, False),  # per file, probed or reused (demo: built here)
     "shard-tmp": (os, "replace", lambda src, dst: name_of(dst).endswith(".ids.npy"), True),
     "fit": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "fit.json", False),
     "fitting": (runner, "write_json_atomic", lambda path, obj: name_of(path) == "fit.json", True),

@@ -131,6 +131,24 @@ def test_fast_kernels_equal_torch_convolutions() -> None:
     assert torch.allclose(demo_build._conv3_to_one(y, w), ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("family", ["upconv", "denoise", "nearest", "illumination", "banding", "composite"])
+def test_processes_computed_planar_give_the_values_of_channels_last_input(family: str) -> None:
+    """The processes that make the crops contiguous first (faster kernels) compute what they computed on the
+    channels-last view the crops arrive as, to the bit: the demo's bytes and run ids depend on it."""
+    import torch
+
+    demo_build._upconv_weights()
+    crops = np.random.default_rng(3).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    channels_last = torch.from_numpy(crops).permute(0, 3, 1, 2).double() / 255
+    planar = channels_last.contiguous()
+    assert not channels_last.is_contiguous()
+    out = [demo_build._PROCESSES[family](x, np.random.default_rng(4)) for x in (channels_last, planar)]
+    assert torch.equal(*out)
+    if family == "denoise":  # filtered one image at a time: the same as the whole batch at once
+        y = planar + 0.04 * torch.from_numpy(np.random.default_rng(5).standard_normal((3, 1, 32, 48)))
+        assert torch.equal(torch.cat([demo_build._bilateral(i) for i in y.split(1)]), demo_build._bilateral(y))
+
+
 def test_only_textural_families_change_the_texture() -> None:
     """The fine texture (luma minus its 3x3 mean) of the most textured 16 px patches, the patches Texture-Aware
     Masking hides, survives the non-textural families and not the others."""

@@ -572,3 +572,17 @@ def test_image_error_pickles() -> None:
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.status, clone.reason, clone.path) == ("truncated", "image file is truncated", "/data/x.jpg")
     assert str(clone) == "/data/x.jpg: truncated (image file is truncated)"
+
+
+def test_probe_encoded_equals_a_full_probe_of_the_bytes() -> None:
+    from detbench.datasets.demo_build import _png
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    data = _png(pixels)
+    rgb = Image.fromarray(pixels)
+    assert images.probe_encoded(data, rgb) == images.probe_bytes(data)
+    assert np.array_equal(np.asarray(images.load_rgb_bytes(data)), pixels)
+    with pytest.raises(ValueError, match="not the image of these bytes"):
+        images.probe_encoded(data, rgb.transpose(Image.Transpose.ROTATE_90))
+    cut = images.probe_bytes(data[:12])
+    assert images.probe_encoded(data[:12], rgb) == cut and not cut.ok

@@ -152,3 +152,57 @@ def test_an_index_written_before_exif_is_probed_again(tmp_path: Path) -> None:
     assert again.manifest["reused_rows"] == 0
     assert again.rows.set_index("path")["exif"].to_dict() == expected
     assert again.manifest["index_hash"] == first.manifest["index_hash"]  # run ids of unchanged data are kept
+
+
+SMALL = DemoOptions(n_train=4, n_val=1, size=32)
+
+
+def _never_probed(*args: object) -> None:
+    raise AssertionError(f"probed {args}")
+
+
+def test_a_demo_built_here_is_indexed_from_the_rows_its_build_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build knows what it wrote: its rows replace reading every file back, and equal what probing gives."""
+    import shutil
+
+    from detbench.data import index
+
+    suite = DemoSuite(SMALL)
+    root = suite.default_root()
+    with monkeypatch.context() as patched:
+        patched.setattr(index, "_probe_one", _never_probed)
+        built = build_index(suite, root)
+    assert len(built.rows) == len(FAMILIES) * 2 * (4 + 1) and built.manifest["reused_rows"] == 0
+    shutil.rmtree(built.directory)
+    probed = build_index(DemoSuite(SMALL), root)  # another adapter: it built nothing, so every file is read
+    pd.testing.assert_frame_equal(built.rows, probed.rows)
+    assert {k: v for k, v in built.manifest.items() if k != "seconds"} == {
+        k: v for k, v in probed.manifest.items() if k != "seconds"
+    }
+
+
+def test_a_demo_file_changed_after_its_build_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from detbench.data import images, index
+
+    suite = DemoSuite(SMALL)
+    root = suite.default_root()
+    changed = "nearest/val/1_fake/nearest_val_1_fake_00000.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(root / changed)
+    os.utime(root / changed, ns=(1, 1))
+    probed: list[str] = []
+    original = index._probe_one
+    monkeypatch.setattr(index, "_probe_one", lambda args: probed.append(args[0]) or original(args))
+    rows = build_index(suite, root).rows.set_index("path")
+    assert probed == [changed]
+    assert rows.loc[changed, "image_id"] == images.file_digest(root / changed)
+    assert rows.loc[changed, "phash"] == images.probe(root / changed).phash
+
+
+def test_fast_ids_never_come_from_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = DemoSuite(SMALL)
+    root = suite.default_root()
+    fast = build_index(suite, root, mode="fast")
+    assert fast.manifest["id_mode"] == "fast" and fast.rows["phash"].isna().all()
+    assert fast.rows["image_id"].tolist() != build_index(suite, root).rows["image_id"].tolist()

@@ -41,7 +41,7 @@ import re
 import stat as stat_module
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from PIL import Image
@@ -201,6 +201,35 @@ def probe_bytes(data: bytes | None, *, decode: bool = True, max_pixels: int | No
     if data is None:
         return ImageInfo(status="empty", reason=NO_BYTES)
     return _probe_stream(io.BytesIO(data), len(data), decode=decode, max_pixels=max_pixels)
+
+
+def probe_encoded(data: bytes, rgb: Image.Image) -> ImageInfo:
+    """:func:`probe_bytes` (full) of bytes the caller has just encoded, without decoding them again.
+
+    The header is read from ``data`` as any probe reads it; the decode is replaced by ``rgb``, which the caller
+    vouches is what :func:`load_rgb_bytes` returns for ``data`` (a lossless encoding of ``rgb`` without EXIF
+    orientation: what an encoder that has just written it knows). The perceptual hash is taken from ``rgb``.
+
+    Args:
+        data: the encoded bytes.
+        rgb: the RGB image they decode to.
+
+    Returns:
+        The :class:`ImageInfo` a full :func:`probe_bytes` of ``data`` gives.
+
+    Raises:
+        ValueError: ``rgb`` is not an RGB image of the size the header states, or the bytes carry EXIF (whose
+            orientation the loaders apply).
+    """
+    from detbench.data.perceptual_hash import perceptual_hash
+
+    info = probe_bytes(data, decode=False)
+    if not info.ok:
+        return info
+    if rgb.mode != "RGB" or rgb.size != (info.width, info.height) or info.exif:
+        raise ValueError(f"not the image of these bytes: {rgb.mode} {rgb.size} for {info.format} "
+                         f"{info.width}x{info.height}{' with EXIF' if info.exif else ''}")
+    return replace(info, phash=perceptual_hash(rgb))
 
 
 def bytes_digest(data: bytes) -> str:

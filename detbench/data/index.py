@@ -2,7 +2,9 @@
 
 Indexes live in ``$DETBENCH_HOME/indexes/<suite>/<key>/`` (``index.parquet`` + ``manifest.json``), where
 ``key`` hashes the absolute root, the adapter identity and the id mode. Re-indexing is incremental: a file
-whose path, size and mtime are unchanged keeps its row without being read again.
+whose path, size and mtime are unchanged keeps its row without being read again. A ``full`` index of files an
+adapter has just written itself (the demo's build, :meth:`~detbench.data.suites.Suite.written_rows`) takes the rows
+made while writing them (:func:`written_row`) under the same condition, instead of reading every file back.
 
 Images inside Parquet or Arrow shards (``detbench.data.shards`` locators as paths) are probed by streaming each
 shard's image column once, in record batches; their ``bytes`` is the image's encoded size, ``mtime_ns`` the shard's,
@@ -106,6 +108,11 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
             image_id = images.file_digest(abs_path) if mode == "full" else images.fast_id(abs_path)
         except (OSError, images.ImageError):
             image_id = None
+    return _row(rel, image_id, info, size, mtime_ns)
+
+
+def _row(rel: str, image_id: str | None, info: Any, size: int | None, mtime_ns: int | None) -> dict[str, Any]:
+    """An index row (without the entry's labels) from a probe's :class:`~detbench.data.images.ImageInfo`."""
     return {
         "path": rel,
         "image_id": image_id,
@@ -121,6 +128,35 @@ def _probe_one(args: tuple[str, str, str]) -> dict[str, Any]:
         "reason": info.reason,
         "mtime_ns": mtime_ns,
     }
+
+
+def written_row(rel: str, abs_path: Path, data: bytes, rgb: Any) -> dict[str, Any]:
+    """The row a ``full`` index gives a file that the caller has just written, without reading it back.
+
+    For suites that write their own images (:meth:`~detbench.data.suites.Suite.written_rows`): the header is read
+    from the bytes in memory, the decode replaced by the image they encode
+    (:func:`~detbench.data.images.probe_encoded`), the id is their content hash and the size and mtime are the file's
+    now, so that :func:`build_index` takes the row only while the file is unchanged.
+
+    Args:
+        rel: the file's path relative to the suite root.
+        abs_path: the file, as written.
+        data: the bytes written to it.
+        rgb: the RGB image (``PIL.Image.Image``) the bytes losslessly encode.
+
+    Returns:
+        The row, as :func:`build_index` would probe it.
+
+    Raises:
+        ValueError: the file does not hold as many bytes as ``data`` (see also
+            :func:`~detbench.data.images.probe_encoded`).
+    """
+    from detbench.data import images
+
+    st = os.stat(abs_path)
+    if st.st_size != len(data):
+        raise ValueError(f"{abs_path} holds {st.st_size} bytes, not the {len(data)} written")
+    return _row(rel, images.bytes_digest(data), images.probe_encoded(data, rgb), st.st_size, st.st_mtime_ns)
 
 
 def _probe_shard(args: tuple[str, str, str, list[int], str]) -> list[dict[str, Any]]:
@@ -253,6 +289,8 @@ def build_index(
     directory = index_dir(suite, root, mode)
     previous = _load_previous(directory)
     previous_shards = _previous_shards(directory) if previous else {}
+    written = suite.written_rows(root) if mode == "full" else {}  # their ids are content hashes
+    from_writer = 0
 
     probed: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str, str]] = []
@@ -271,6 +309,9 @@ def build_index(
         if locator is None:
             if old is not None and _unchanged(old, root / e.path):
                 probed[e.path] = old
+            elif (mine := written.get(e.path)) is not None and _unchanged(mine, root / e.path):
+                probed[e.path] = mine
+                from_writer += 1
             else:
                 todo.append((e.path, str(root / e.path), mode))
             continue
@@ -334,7 +375,8 @@ def build_index(
         df[col] = pd.array([r[col] for r in records], dtype="Int64")
     if mode == "fast":
         check_unique_ids(df)
-    manifest = _manifest(suite, root, mode, df, reused=len(entries) - total, seconds=time.perf_counter() - started)
+    manifest = _manifest(suite, root, mode, df, reused=len(entries) - total - from_writer,
+                         seconds=time.perf_counter() - started)
     if shard_prints:
         manifest["shards"] = {shard: shard_prints[shard] for shard in sorted(shard_prints)}
     directory.mkdir(parents=True, exist_ok=True)

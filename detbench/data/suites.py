@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -176,6 +176,19 @@ class Suite(ABC):
             The root folder, or None.
         """
         return None
+
+    def written_rows(self, root: Path) -> Mapping[str, dict[str, Any]]:
+        """Index rows of the files this adapter wrote under ``root`` in this process (:meth:`default_root`'s build),
+        as :func:`detbench.data.index.written_row` made them while writing: a ``full`` index takes each row instead
+        of reading the file back, as long as the file's size and mtime are still those recorded.
+
+        Args:
+            root: the suite root, resolved.
+
+        Returns:
+            Path relative to ``root`` -> row; empty (the default) when the adapter wrote nothing there.
+        """
+        return {}
 
     def builds_own_root(self) -> bool:
         """Whether :meth:`default_root` supplies the data when no ``--root`` is given (checked before any work).
