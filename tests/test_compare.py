@@ -75,7 +75,7 @@ def _bootstrap_p(deltas: np.ndarray) -> float:
 def test_paired_bootstrap_equals_a_plain_loop_with_the_same_seed() -> None:
     rng = np.random.default_rng(4)
     aligned = _aligned(rng, {"gan": (30, 25), "sd": (20, 35)})
-    thresholds, n_boot, seed = [0.5, 0.45], 200, 7
+    thresholds, n_boot, seed = [0.5, 0.45], 50, 7  # the equality holds replicate by replicate: 50 show it
     metrics = ["acc", "ap", "auc", "tpr_at_fpr_5", "brier"]
     table = compare_aligned(aligned, thresholds, metrics, n_boot=n_boot, seed=seed).set_index(["metric", "generator"])
     images = aligned.images

@@ -26,13 +26,23 @@ def home(small_demo_home: Path) -> Path:
     return small_demo_home
 
 
-@pytest.fixture
-def swept(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
-    monkeypatch.setenv("DETBENCH_HOME", str(home))
-    result = invoke("sweep", "linear-probe", *SMALL, "-p", "jpeg:50", "-p", "blur:2")
+@pytest.fixture(scope="module")
+def sweep_records(small_demo_home: Path) -> dict[str, dict]:
+    """The records of a small sweep (clean, jpeg:50, blur:2) by perturbation, swept once per test process.
+    Shared and read-only: no test changes them or the runs they name."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETBENCH_HOME", str(small_demo_home))
+        result = invoke("sweep", "linear-probe", *SMALL, "-p", "jpeg:50", "-p", "blur:2")
     assert result.exit_code == 0, result.output
-    recs = [json.loads(p.read_text()) for p in (home / "runs" / "demo" / "linear-probe").glob("*/run.json")]
+    runs = small_demo_home / "runs" / "demo" / "linear-probe"
+    recs = [json.loads(p.read_text()) for p in runs.glob("*/run.json")]
     return {(r["perturbation"] or {}).get("spec", "clean"): r for r in recs}
+
+
+@pytest.fixture
+def swept(home: Path, sweep_records: dict[str, dict], monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    monkeypatch.setenv("DETBENCH_HOME", str(home))
+    return sweep_records
 
 
 def embedded_pngs(page: str) -> list[bytes]:
