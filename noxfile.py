@@ -15,6 +15,9 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 # its own DETBENCH_HOME and runs on one torch thread, so the processes share nothing. A worker that runs out of tests
 # takes queued ones from the others (worksteal), so a few long tests do not leave one core idle at the end.
 PARALLEL = ["-n", "auto", "--maxprocesses", "4", "--dist", "worksteal"]
+# pytest caches each test module's rewritten bytecode only where Python may write bytecode: with
+# PYTHONDONTWRITEBYTECODE set, every worker recompiles every test module (seconds of CPU each).
+WRITE_BYTECODE = {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 def _install(session: nox.Session, extras: str = "dev") -> None:
@@ -26,7 +29,7 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 def tests(session: nox.Session) -> None:
     """Unit and end-to-end tests on CPU (gpu-marked tests skip without CUDA)."""
     _install(session)
-    session.run("pytest", "-q", "-m", "not slow", *PARALLEL, *session.posargs)
+    session.run("pytest", "-q", "-m", "not slow", *PARALLEL, *session.posargs, env=WRITE_BYTECODE)
 
 
 @nox.session
@@ -36,14 +39,14 @@ def orders(session: nox.Session) -> None:
     _install(session)
     for seed in ("1", "2"):
         session.run("pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider", *PARALLEL,
-                    f"--randomly-seed={seed}", *session.posargs)
+                    f"--randomly-seed={seed}", *session.posargs, env=WRITE_BYTECODE)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow tests (long end-to-end runs and kill points), on CPU."""
     _install(session)
-    session.run("pytest", "-q", "-m", "slow", *PARALLEL, *session.posargs)
+    session.run("pytest", "-q", "-m", "slow", *PARALLEL, *session.posargs, env=WRITE_BYTECODE)
 
 
 @nox.session

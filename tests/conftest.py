@@ -27,7 +27,9 @@ gc.set_threshold(5000, 10, 10)
 
 # typer's CliRunner.invoke builds the command-line tree of the app anew on every call (about 15 ms of reading every
 # command's signature and type hints); the app never changes in a test process, so it is built once per app.
-typer.testing._get_command = functools.cache(typer.testing._get_command)
+# The helper is private to typer: where a version lacks it, invoke keeps building the tree on every call.
+if hasattr(typer.testing, "_get_command"):
+    typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
