@@ -404,9 +404,9 @@ class Blades(ClassifierDetector):
             from detbench.detectors.cnnspot import imagenet_resnet50
 
             imagenet, path, sha256 = imagenet_resnet50(spec, key="pretext_init")
-            result = visual.load_state_dict({k: v for k, v in imagenet.state_dict().items()
-                                             if not k.startswith("fc.")}, strict=False)
-            assert not result.unexpected_keys and set(result.missing_keys) == {"fc.weight", "fc.bias"}
+            trunk = {k: v for k, v in imagenet.state_dict().items() if not k.startswith("fc.")}
+            new_fc = {f"fc.{k}": v for k, v in visual.fc.state_dict().items()}  # Linear(2048, 768) keeps its start
+            load_into(visual, {**trunk, **new_fc}, f"ImageNet ResNet-50 weights {path}")
             return {"pretext_init": PRETEXT_INIT, "pretext_init_path": path, "pretext_init_sha256": sha256}
         fix = ("pass --set pretext_init=/path/to/a checkpoint with the image tower under model.visual. (CLIP_EXIF_Net, "
                "EXIF-as-language's wrapper_75_new.pth), pretext_init=imagenet or pretext_init=random (a stand-in)")

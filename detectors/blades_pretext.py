@@ -574,8 +574,7 @@ def train_pretext(visual: nn.Module, clip: nn.Module, dim: int, rows: pd.DataFra
         raise DataError(f"blades pretext training: no step ran ({failed} images failed to load, {skipped} batches "
                         "had fewer than two faces); check the suite's real training faces and --set manipulated=DIR")
     facts = {**data.facts, "epochs": c.pretext_epochs, "steps": len(losses), "skipped_steps": skipped,
-            "failed_images": failed, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None,
+            "failed_images": failed, "first_loss": losses[0], "last_loss": losses[-1],
             "task_weights": dict(zip(TASKS, [round(float(w), 6) for w in weights.detach().cpu()], strict=True)),
             "logit_scale": round(float(clip.logit_scale.detach().exp()), 6)}
     return facts, net.text_state_dict()
